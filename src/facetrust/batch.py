@@ -1,0 +1,110 @@
+"""Many images at once: one worker process per core, models loaded once per worker.
+
+dlib's descriptor holds one core whatever the batch size, and threads do not
+help it, so parallelism comes from processes. Workers read and decode the
+files themselves; only small results travel back.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from .config import Settings
+from .errors import FacetrustError
+from .faces import EmbeddedFace
+from .pipeline import FacePipeline
+
+#: One pipeline per worker process, built by the pool initializer. Process-local
+#: by design: it is how models are loaded once per process and never at import.
+_worker_pipeline: FacePipeline | None = None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What one image gave: its faces with embeddings, or the error that stopped it.
+
+    Attributes
+    ----------
+    source : str
+        The path (or label) of the image, as given.
+    faces : list of EmbeddedFace
+        Every face found, largest first, without pixel chips; empty on error
+        or when no face was found.
+    error : FacetrustError or None
+    """
+
+    source: str
+    faces: list[EmbeddedFace]
+    error: FacetrustError | None = None
+
+
+def _init_worker(settings: Settings) -> None:
+    global _worker_pipeline
+    _worker_pipeline = FacePipeline(settings)
+
+
+def _process(path: str) -> ImageResult:
+    pipeline = _worker_pipeline
+    if pipeline is None:  # only when called in-process
+        raise RuntimeError("worker pipeline not initialised")
+    return process_image(pipeline, path)
+
+
+def process_image(pipeline: FacePipeline, path: str) -> ImageResult:
+    """Embed every face of one image; errors are returned, not raised."""
+    try:
+        faces = pipeline.embed(path)
+    except FacetrustError as error:
+        return ImageResult(path, [], error)
+    return ImageResult(
+        path, [EmbeddedFace(f.face.without_chip(), f.embedding) for f in faces]
+    )
+
+
+def embed_many(
+    paths: Iterable[str | os.PathLike[str]],
+    settings: Settings | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    description: str = "embedding",
+) -> Iterator[ImageResult]:
+    """Embed the faces of many image files in parallel, yielding results in input order.
+
+    Parameters
+    ----------
+    paths : iterable of paths
+    settings : Settings, optional
+    workers : int, optional
+        Worker processes; defaults to ``settings.worker_count`` (one per core).
+        1 runs in this process.
+    progress : bool
+        Show a progress bar with rate and ETA on stderr.
+    """
+    settings = settings or Settings()
+    items = [os.fspath(p) for p in paths]
+    count = workers or settings.worker_count
+    bar = tqdm(total=len(items), unit="img", desc=description, disable=not progress)
+    try:
+        if count <= 1 or len(items) < 2:
+            pipeline = FacePipeline(settings)
+            for path in items:
+                yield process_image(pipeline, path)
+                bar.update()
+            return
+        context = multiprocessing.get_context("forkserver")
+        chunk = max(1, min(16, len(items) // (count * 8)))
+        with ProcessPoolExecutor(
+            max_workers=count, mp_context=context, initializer=_init_worker, initargs=(settings,)
+        ) as pool:
+            for result in pool.map(_process, items, chunksize=chunk):
+                yield result
+                bar.update()
+    finally:
+        bar.close()

@@ -1,0 +1,1 @@
+"""The ``facetrust`` command line: thin commands over the library."""

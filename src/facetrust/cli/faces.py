@@ -1,0 +1,171 @@
+"""``facetrust detect``, ``embed`` and ``verify``: the face pipeline from the shell."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..api import default_pipeline
+from ..batch import embed_many
+from ..config import Settings
+from ..demo import run_face_demo
+from ..errors import FacetrustError
+from ..matching import compare
+from ..pipeline import FacePolicy
+
+EXIT_MATCH, EXIT_NO_MATCH = 0, 1
+
+
+def _settings(detector: str | None, max_side: int | None) -> Settings:
+    return Settings.from_env(detector=detector, detection_max_side=max_side)
+
+
+def _policy(value: str) -> FacePolicy:
+    if value in ("single", "largest"):
+        return value  # type: ignore[return-value]
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter("use 'single', 'largest' or a face index") from None
+
+
+detector_option = click.option(
+    "--detector", type=click.Choice(["hog", "cnn"]), default=None, help="Face detector."
+)
+max_side_option = click.option(
+    "--detection-max-side",
+    "max_side",
+    type=int,
+    default=None,
+    help="Longer side (px) of the copy detection runs on; raise for small faces.",
+)
+
+
+def _emit(record: dict[str, Any]) -> None:
+    click.echo(json.dumps(record))
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@detector_option
+@max_side_option
+def detect(images: tuple[str, ...], detector: str | None, max_side: int | None) -> None:
+    """Detect faces: one JSON line per image with boxes, landmarks and quality.
+
+    An image that cannot be read gives a line with an "error" field; the exit
+    status is then 2.
+    """
+    pipeline = default_pipeline(_settings(detector, max_side))
+    failed = False
+    for image in images:
+        try:
+            faces = pipeline.detect(image)
+        except FacetrustError as error:
+            failed = True
+            _emit({"image": image, "error": str(error), "error_type": type(error).__name__})
+            continue
+        _emit({"image": image, "faces": [f.to_dict() for f in faces]})
+    if failed:
+        sys.exit(2)
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@detector_option
+@max_side_option
+@click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")
+@click.option("--progress/--no-progress", default=False, help="Show a progress bar on stderr.")
+def embed(
+    images: tuple[str, ...],
+    detector: str | None,
+    max_side: int | None,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """Embed faces: one JSON line per image with every face's 128-d template."""
+    settings = _settings(detector, max_side)
+    failed = False
+    for result in embed_many(images, settings, workers=workers, progress=progress):
+        if result.error is not None:
+            failed = True
+            _emit(
+                {
+                    "image": result.source,
+                    "error": str(result.error),
+                    "error_type": type(result.error).__name__,
+                }
+            )
+            continue
+        _emit({"image": result.source, "faces": [f.to_dict() for f in result.faces]})
+    if failed:
+        sys.exit(2)
+
+
+@click.command()
+@click.argument("image_a", type=click.Path())
+@click.argument("image_b", type=click.Path())
+@click.option(
+    "--operating-point", "-p", default=None, help="Threshold name from the calibration table."
+)
+@click.option(
+    "--face",
+    "face_policy",
+    default="single",
+    show_default=True,
+    help="Which face when a photo holds several: single, largest, or an index.",
+)
+@click.option("--no-quality-check", is_flag=True, help="Accept faces that fail quality minimums.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@detector_option
+@max_side_option
+def verify(
+    image_a: str,
+    image_b: str,
+    operating_point: str | None,
+    face_policy: str,
+    no_quality_check: bool,
+    as_json: bool,
+    detector: str | None,
+    max_side: int | None,
+) -> None:
+    """Do two photos show the same person? Exit 0 match, 1 no match, 2 error."""
+    pipeline = default_pipeline(_settings(detector, max_side))
+    policy = _policy(face_policy)
+    a = pipeline.embed_one(image_a, policy, check_quality=not no_quality_check)
+    b = pipeline.embed_one(image_b, policy, check_quality=not no_quality_check)
+    verdict = compare(a.embedding, b.embedding, operating_point)
+    if as_json:
+        _emit({"image_a": image_a, "image_b": image_b, **verdict.to_dict()})
+    else:
+        word = "MATCH" if verdict.match else "NO MATCH"
+        click.echo(
+            f"{word}: distance {verdict.distance:.4f} "
+            f"{'<=' if verdict.match else '>'} threshold {verdict.threshold:.4f} "
+            f"(operating point {verdict.operating_point}, model {verdict.model_id}; "
+            "lower distance = more similar)"
+        )
+    sys.exit(EXIT_MATCH if verdict.match else EXIT_NO_MATCH)
+
+
+COMMANDS = [detect, embed, verify]
+
+
+@click.command()
+@click.option(
+    "--photos",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("tests/data/lfw"),
+    show_default=True,
+    help="Folder of identity subfolders of photos.",
+)
+def demo(photos: Path) -> None:
+    """Run the demo on the sample photos shipped in the repository."""
+    ok = run_face_demo(photos, click.echo)
+    sys.exit(0 if ok else 1)
+
+
+COMMANDS.append(demo)

@@ -1,0 +1,42 @@
+"""Entry point of the ``facetrust`` command and the one place errors become messages.
+
+Every command opens the library, calls it, and prints the result. Library
+errors (:class:`~facetrust.errors.FacetrustError`) become one line on stderr
+and exit status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..errors import FacetrustError
+from . import faces
+
+EXIT_ERROR = 2
+
+
+class FacetrustGroup(click.Group):
+    """A click group that turns library errors into one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FacetrustError as error:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=FacetrustGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="facetrust")
+def cli(debug: bool) -> None:
+    """facetrust: face recognition with consent, fairness measurement and an audit trail."""
+
+
+for command in faces.COMMANDS:
+    cli.add_command(command)

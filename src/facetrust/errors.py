@@ -1,0 +1,152 @@
+"""Every error facetrust raises, as one small hierarchy.
+
+Catch :class:`FacetrustError` to handle them all. Each message says what was
+expected, what was received and what to do next. Where an error is also a
+builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
+
+::
+
+    FacetrustError
+    ├── InvalidParameter (ValueError)
+    ├── ImageError (ValueError)
+    │   ├── NotAnImage
+    │   ├── CorruptImage
+    │   ├── ImageTooLarge
+    │   ├── ImageTooSmall
+    │   └── UnsupportedImageMode
+    ├── FaceError
+    │   ├── NoFaceFound              failure to acquire: no face detected
+    │   ├── MultipleFaces            several faces and no policy to pick one
+    │   └── FaceQualityTooLow        face too small, blurred or turned away
+    ├── ModelError                   model weights missing, corrupt or incompatible
+    ├── OperatingPointError (KeyError-like lookups of thresholds)
+    ├── ConsentError
+    │   ├── ConsentRequired          no active consent for the subject
+    │   ├── ConsentExpired
+    │   ├── ConsentWithdrawn
+    │   └── PurposeNotConsented
+    ├── PurposeRequired              a search was attempted without a purpose
+    ├── UnknownSubject
+    ├── DuplicateEnrolment           face already enrolled under another subject
+    ├── KeyMaterialError             master key missing, wrong or unreadable
+    ├── StoreError                   the store is missing, locked or inconsistent
+    ├── AuditChainBroken             the audit log failed verification
+    ├── AuthorizationError           the caller's role may not do this
+    └── EvaluationError              bad pairs/labels files, too little data
+"""
+
+from __future__ import annotations
+
+
+class FacetrustError(Exception):
+    """Base class of every error raised by facetrust."""
+
+
+class InvalidParameter(FacetrustError, ValueError):
+    """A function argument is outside its allowed range or of the wrong kind."""
+
+
+class ImageError(FacetrustError, ValueError):
+    """An input could not be turned into a usable image."""
+
+
+class NotAnImage(ImageError):
+    """The input is not an image in a supported format (JPEG, PNG, WebP, BMP)."""
+
+
+class CorruptImage(ImageError):
+    """The input looks like an image but is truncated or damaged."""
+
+
+class ImageTooLarge(ImageError):
+    """The image (bytes or pixels) exceeds the configured cap.
+
+    Refused before decoding, so a decompression bomb never allocates memory.
+    """
+
+
+class ImageTooSmall(ImageError):
+    """The image is too small (in pixels) to hold a recognisable face."""
+
+
+class UnsupportedImageMode(ImageError):
+    """The image's pixel mode or array shape cannot be converted to RGB."""
+
+
+class FaceError(FacetrustError):
+    """The image holds no usable face, or not exactly one where one is needed."""
+
+
+class NoFaceFound(FaceError):
+    """Failure to acquire: no face was detected in the image."""
+
+
+class MultipleFaces(FaceError):
+    """Several faces were found and the caller gave no policy to choose one."""
+
+
+class FaceQualityTooLow(FaceError):
+    """A face was found but fails the quality minimums (size, sharpness, pose)."""
+
+
+class ModelError(FacetrustError):
+    """Model weights are missing, unreadable, corrupt or from another model."""
+
+
+class OperatingPointError(FacetrustError, KeyError):
+    """An operating point name is unknown or does not fit the embedding model."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConsentError(FacetrustError):
+    """The subject's consent does not allow what was asked."""
+
+
+class ConsentRequired(ConsentError):
+    """The subject has no active consent on record."""
+
+
+class ConsentExpired(ConsentError):
+    """The subject's consent has passed its expiry date."""
+
+
+class ConsentWithdrawn(ConsentError):
+    """The subject withdrew the consent."""
+
+
+class PurposeNotConsented(ConsentError):
+    """The subject's consent does not cover the stated purpose."""
+
+
+class PurposeRequired(FacetrustError, ValueError):
+    """A search or verification was attempted without stating its purpose."""
+
+
+class UnknownSubject(FacetrustError, LookupError):
+    """No subject with that id exists (or it was erased)."""
+
+
+class DuplicateEnrolment(FacetrustError):
+    """The face already matches another enrolled subject above the threshold."""
+
+
+class KeyMaterialError(FacetrustError):
+    """A key is missing, unreadable, has the wrong permissions or does not fit the data."""
+
+
+class StoreError(FacetrustError):
+    """The store cannot be opened, is locked, or is not a facetrust store."""
+
+
+class AuditChainBroken(FacetrustError):
+    """The audit log failed verification: an event was edited, removed, inserted or reordered."""
+
+
+class AuthorizationError(FacetrustError, PermissionError):
+    """The caller's role does not allow this action."""
+
+
+class EvaluationError(FacetrustError, ValueError):
+    """An evaluation input (pairs, labels, images) is malformed or too small."""

@@ -1,0 +1,200 @@
+"""Turning files, bytes and arrays into RGB pixel arrays, safely.
+
+Every input passes the same gate: a byte cap, a format allow-list, a pixel
+cap checked from the header before decoding (so a decompression bomb never
+allocates its pixels), EXIF orientation, and conversion of grayscale, palette,
+alpha, CMYK and 16-bit images to 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from typing import BinaryIO, Union
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import Settings
+from .errors import (
+    CorruptImage,
+    ImageTooLarge,
+    ImageTooSmall,
+    NotAnImage,
+    UnsupportedImageMode,
+)
+
+#: Anything :func:`load_image` accepts: a path, encoded bytes, a binary file
+#: object, or an RGB/grayscale numpy array (RGB channel order, not OpenCV's BGR).
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, BinaryIO, npt.NDArray[np.generic]]
+
+RGBImage = npt.NDArray[np.uint8]
+
+#: Pillow format names accepted. MPO is the multi-picture JPEG many phones write.
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP")
+
+#: Smallest side, in pixels, of an image that can hold a usable face.
+MIN_IMAGE_SIDE = 32
+
+
+def load_image(source: ImageSource, settings: Settings | None = None) -> RGBImage:
+    """Decode ``source`` into an 8-bit RGB array of shape (height, width, 3).
+
+    Parameters
+    ----------
+    source : path, bytes, binary file object or numpy array
+        Encoded JPEG, PNG, WebP or BMP data, or pixels already decoded (uint8
+        or uint16; shape (h, w), (h, w, 1), (h, w, 3) RGB or (h, w, 4) RGBA).
+    settings : Settings, optional
+        Supplies ``max_bytes`` and ``max_pixels``.
+
+    Returns
+    -------
+    ndarray of shape (height, width, 3), dtype uint8, C-contiguous.
+
+    Raises
+    ------
+    NotAnImage, CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedImageMode
+    """
+    settings = settings or Settings()
+    if isinstance(source, np.ndarray):
+        pixels = _array_to_rgb(source)
+    else:
+        data, name = _read_bytes(source, settings.max_bytes)
+        pixels = _decode(data, name, settings.max_pixels)
+    _check_dimensions(pixels.shape[1], pixels.shape[0], settings.max_pixels)
+    return np.ascontiguousarray(pixels)
+
+
+def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
+    if isinstance(source, bytes | bytearray):
+        data, name = bytes(source), "the image bytes"
+    elif isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        name = repr(path)
+        try:
+            size = os.path.getsize(path)
+            if size > max_bytes:
+                raise ImageTooLarge(_too_many_bytes(name, size, max_bytes))
+            with open(path, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except FileNotFoundError:
+            raise NotAnImage(f"No file at {path!r}. Check the path.") from None
+        except IsADirectoryError:
+            raise NotAnImage(f"{path!r} is a directory, not an image file.") from None
+    elif hasattr(source, "read"):
+        name = repr(getattr(source, "name", "the file object"))
+        data = source.read(max_bytes + 1)
+        if not isinstance(data, bytes):
+            raise NotAnImage(f"{name} was opened in text mode; open it with mode 'rb'.")
+    else:
+        raise NotAnImage(
+            "Expected a path, bytes, a binary file object or a numpy array. "
+            f"Got {type(source).__name__} instead."
+        )
+    if len(data) > max_bytes:
+        raise ImageTooLarge(_too_many_bytes(name, len(data), max_bytes))
+    if not data:
+        raise NotAnImage(f"{name} is empty (0 bytes). Pass a JPEG, PNG, WebP or BMP image.")
+    return data, name
+
+
+def _too_many_bytes(name: str, size: int, max_bytes: int) -> str:
+    return (
+        f"{name} is {size:,} bytes, over the {max_bytes:,}-byte cap. "
+        "Send a smaller image or raise Settings.max_bytes."
+    )
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
+    with warnings.catch_warnings():
+        # The pixel cap below replaces Pillow's global bomb check.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        Image.init()  # registers every plugin, so the allow-list below can be checked
+        formats = [f for f in SUPPORTED_FORMATS if f in Image.OPEN]
+        try:
+            image = Image.open(io.BytesIO(data), formats=formats)
+        except UnidentifiedImageError:
+            raise NotAnImage(
+                f"{name} is not a JPEG, PNG, WebP or BMP image (its first bytes are "
+                f"{data[:8]!r}). Check the file, or convert it to one of those formats."
+            ) from None
+        except Image.DecompressionBombError as error:
+            raise ImageTooLarge(f"{name} declares a huge pixel count ({error}).") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise CorruptImage(f"{name} could not be read as an image: {error}.") from None
+        _check_dimensions(image.width, image.height, max_pixels, name)
+        try:
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+        except Image.DecompressionBombError as error:
+            raise ImageTooLarge(f"{name} declares a huge pixel count ({error}).") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise CorruptImage(
+                f"{name} is truncated or damaged ({error}). Re-export or re-upload the photo."
+            ) from None
+    return _pil_to_rgb(image, name)
+
+
+def _check_dimensions(width: int, height: int, max_pixels: int, name: str = "the image") -> None:
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{name} is {width}x{height} = {width * height:,} pixels, over the "
+            f"{max_pixels:,}-pixel cap. Downscale it, or raise Settings.max_pixels "
+            "if you trust the source."
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImageTooSmall(
+            f"{name} is {width}x{height} pixels; a face needs an image at least "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}. Use a larger photo."
+        )
+
+
+def _pil_to_rgb(image: Image.Image, name: str) -> RGBImage:
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image, dtype=np.uint8)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _array_to_rgb(np.asarray(image))
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8)
+    if mode in ("L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    raise UnsupportedImageMode(
+        f"{name} has pixel mode {mode!r}, which facetrust cannot convert to RGB. "
+        "Convert it to 8-bit RGB first."
+    )
+
+
+def _array_to_rgb(array: npt.NDArray[np.generic]) -> RGBImage:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise UnsupportedImageMode(
+            "Expected an array of shape (h, w), (h, w, 3) or (h, w, 4). "
+            f"Got shape {array.shape} instead."
+        )
+    if array.dtype == np.uint8:
+        pixels = array
+    elif array.dtype in (np.uint16, np.int32, np.int64, np.float32) and array.ndim == 2:
+        # 16-bit grayscale as Pillow decodes it (modes I;16 and I).
+        scaled = np.clip(np.asarray(array, dtype=np.float64) / 257.0, 0, 255)
+        pixels = np.rint(scaled).astype(np.uint8)
+    elif array.dtype == np.uint16:
+        pixels = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
+    else:
+        raise UnsupportedImageMode(
+            f"Expected a uint8 or uint16 array. Got dtype {array.dtype} instead; "
+            "convert with (array * 255).astype('uint8') if it holds floats in [0, 1]."
+        )
+    if pixels.ndim == 2:
+        return np.stack([pixels] * 3, axis=-1)
+    if pixels.shape[2] == 4:
+        alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
+        blended = pixels[:, :, :3] * alpha + 255.0 * (1.0 - alpha)
+        return np.rint(blended).astype(np.uint8)
+    return pixels

@@ -1,0 +1,172 @@
+"""Comparing templates: distances, operating points and verdicts.
+
+Score convention: facetrust compares templates by **distance** (Euclidean,
+between descriptors). Lower is more similar. A pair matches when
+``distance <= threshold``. Thresholds are never literals in code: they are
+operating points looked up by name in a calibration table shipped with the
+package (``facetrust/data/operating_points.json``), each tied to the model
+that it was measured for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import InvalidParameter, OperatingPointError
+from .faces import Embedding
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A named decision threshold for one embedding model.
+
+    Attributes
+    ----------
+    name : str
+        e.g. ``"dlib-default"`` or ``"fmr-1e-3"``.
+    model_id : str
+        The model whose distances the threshold applies to.
+    threshold : float
+        Largest Euclidean distance still called a match (lower is stricter).
+    metric : str
+        Always ``"euclidean"`` for now.
+    target_fmr : float or None
+        False-match rate the threshold was calibrated for, when measured.
+    description, source : str
+        What the point means and where its number comes from.
+    """
+
+    name: str
+    model_id: str
+    threshold: float
+    metric: str = "euclidean"
+    target_fmr: float | None = None
+    description: str = ""
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a 1:1 comparison.
+
+    Attributes
+    ----------
+    match : bool
+        ``distance <= threshold``.
+    distance : float
+        Euclidean distance between the two templates; lower is more similar.
+    threshold : float
+    operating_point : str
+        Name of the operating point the threshold came from.
+    model_id : str
+    """
+
+    match: bool
+    distance: float
+    threshold: float
+    operating_point: str
+    model_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, Any]:
+    text = resources.files("facetrust").joinpath("data/operating_points.json").read_text()
+    table: dict[str, Any] = json.loads(text)
+    return table
+
+
+def operating_points(model_id: str | None = None) -> list[OperatingPoint]:
+    """Every operating point in the shipped calibration table (for ``model_id`` if given)."""
+    fields = OperatingPoint.__dataclass_fields__
+    points = [
+        OperatingPoint(**{k: v for k, v in entry.items() if k in fields})
+        for entry in _table()["operating_points"]
+    ]
+    return [p for p in points if model_id is None or p.model_id == model_id]
+
+
+def get_operating_point(name: str | None = None, model_id: str | None = None) -> OperatingPoint:
+    """Look up an operating point by name; ``None`` gives the table's default.
+
+    Raises
+    ------
+    OperatingPointError
+        The name is unknown, or the point belongs to another model.
+    """
+    name = name or str(_table()["default"])
+    for point in operating_points():
+        if point.name == name:
+            if model_id is not None and point.model_id != model_id:
+                raise OperatingPointError(
+                    f"Operating point {name!r} was calibrated for model {point.model_id!r}, "
+                    f"not {model_id!r}. Pick one of: "
+                    + ", ".join(p.name for p in operating_points(model_id))
+                )
+            return point
+    raise OperatingPointError(
+        f"Unknown operating point {name!r}. Known: "
+        + ", ".join(p.name for p in operating_points())
+    )
+
+
+def face_distance(
+    gallery: npt.ArrayLike, probe: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """Euclidean distances from ``probe`` (shape (dim,)) to each row of ``gallery`` (n, dim).
+
+    Lower is more similar. Returns an array of shape (n,).
+    """
+    gallery_array = np.atleast_2d(np.asarray(gallery, dtype=np.float64))
+    probe_array = np.asarray(probe, dtype=np.float64)
+    if gallery_array.size == 0:
+        return np.zeros(0)
+    if probe_array.shape != gallery_array.shape[1:]:
+        raise InvalidParameter(
+            f"The probe must have shape ({gallery_array.shape[1]},) to match the gallery. "
+            f"Got {probe_array.shape} instead."
+        )
+    result: npt.NDArray[np.float64] = np.linalg.norm(gallery_array - probe_array, axis=1)
+    return result
+
+
+def compare(a: Embedding, b: Embedding, operating_point: str | OperatingPoint | None = None) -> Verdict:
+    """Decide whether two templates show the same person.
+
+    Raises
+    ------
+    InvalidParameter
+        The templates come from different models.
+    OperatingPointError
+        The operating point is unknown or belongs to another model.
+    """
+    if a.model_id != b.model_id:
+        raise InvalidParameter(
+            f"Cannot compare a {a.model_id!r} template with a {b.model_id!r} template: "
+            "templates from different models are not comparable. Re-embed both with one model."
+        )
+    point = (
+        operating_point
+        if isinstance(operating_point, OperatingPoint)
+        else get_operating_point(operating_point, a.model_id)
+    )
+    distance = float(np.linalg.norm(a.vector.astype(np.float64) - b.vector.astype(np.float64)))
+    return Verdict(
+        match=distance <= point.threshold,
+        distance=distance,
+        threshold=point.threshold,
+        operating_point=point.name,
+        model_id=a.model_id,
+    )

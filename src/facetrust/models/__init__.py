@@ -1,0 +1,12 @@
+"""Face model backends behind three small interfaces.
+
+:class:`~facetrust.models.base.Detector` finds face boxes,
+:class:`~facetrust.models.base.Landmarker` places landmarks and cuts the
+aligned chip, :class:`~facetrust.models.base.Embedder` turns chips into
+descriptors. The dlib backend (weights from the ``face_recognition_models``
+package) is the default; another backend only has to implement these.
+"""
+
+from .base import Detection, Detector, Embedder, Landmarker
+
+__all__ = ["Detection", "Detector", "Embedder", "Landmarker"]
