@@ -62,9 +62,7 @@ def process_image(pipeline: FacePipeline, path: str) -> ImageResult:
         faces = pipeline.embed(path)
     except FacetrustError as error:
         return ImageResult(path, [], error)
-    return ImageResult(
-        path, [EmbeddedFace(f.face.without_chip(), f.embedding) for f in faces]
-    )
+    return ImageResult(path, [EmbeddedFace(f.face.without_chip(), f.embedding) for f in faces])
 
 
 def embed_many(

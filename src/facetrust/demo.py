@@ -34,12 +34,16 @@ def run_face_demo(photos: Path, echo: Callable[[str], None] = print) -> bool:
         for face in faces:
             q = face.quality
             echo(
-                f"detected {path.name}: box {face.box.to_dict()}, inter-eye {q.inter_eye_px:.0f} px, "
+                f"detected {path.name}: box {face.box.to_dict()}, "
+                f"inter-eye {q.inter_eye_px:.0f} px, "
                 f"sharpness {q.sharpness:.0f}, quality {'ok' if q.passed else 'FAIL'}"
             )
     mated = compare(pipeline.embed_one(a).embedding, pipeline.embed_one(b).embedding)
     non_mated = compare(pipeline.embed_one(a).embedding, pipeline.embed_one(c).embedding)
-    for label, x, y, verdict in (("same person", a, b, mated), ("different people", a, c, non_mated)):
+    for label, x, y, verdict in (
+        ("same person", a, b, mated),
+        ("different people", a, c, non_mated),
+    ):
         echo(
             f"verify {x.name} vs {y.name} ({label}): "
             f"{'MATCH' if verdict.match else 'NO MATCH'}, distance {verdict.distance:.3f} "

@@ -122,20 +122,27 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
                 f"{data[:8]!r}). Check the file, or convert it to one of those formats."
             ) from None
         except Image.DecompressionBombError as error:
-            raise ImageTooLarge(f"{name} declares a huge pixel count ({error}).") from None
+            raise ImageTooLarge(_bomb_message(name, error, max_pixels)) from None
         except (OSError, SyntaxError, ValueError) as error:
             raise CorruptImage(f"{name} could not be read as an image: {error}.") from None
         _check_dimensions(image.width, image.height, max_pixels, name)
         try:
             image.load()
-            image = ImageOps.exif_transpose(image) or image
+            upright: Image.Image = ImageOps.exif_transpose(image) or image
         except Image.DecompressionBombError as error:
-            raise ImageTooLarge(f"{name} declares a huge pixel count ({error}).") from None
+            raise ImageTooLarge(_bomb_message(name, error, max_pixels)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise CorruptImage(
                 f"{name} is truncated or damaged ({error}). Re-export or re-upload the photo."
             ) from None
-    return _pil_to_rgb(image, name)
+    return _pil_to_rgb(upright, name)
+
+
+def _bomb_message(name: str, error: Exception, max_pixels: int) -> str:
+    return (
+        f"{name} declares far more pixels than the {max_pixels:,}-pixel cap ({error}). "
+        "It was refused before decoding; it may be a decompression bomb."
+    )
 
 
 def _check_dimensions(width: int, height: int, max_pixels: int, name: str = "the image") -> None:
@@ -178,8 +185,9 @@ def _array_to_rgb(array: npt.NDArray[np.generic]) -> RGBImage:
             "Expected an array of shape (h, w), (h, w, 3) or (h, w, 4). "
             f"Got shape {array.shape} instead."
         )
+    pixels: RGBImage
     if array.dtype == np.uint8:
-        pixels = array
+        pixels = array.astype(np.uint8, copy=False)
     elif array.dtype in (np.uint16, np.int32, np.int64, np.float32) and array.ndim == 2:
         # 16-bit grayscale as Pillow decodes it (modes I;16 and I).
         scaled = np.clip(np.asarray(array, dtype=np.float64) / 257.0, 0, 255)
@@ -195,6 +203,7 @@ def _array_to_rgb(array: npt.NDArray[np.generic]) -> RGBImage:
         return np.stack([pixels] * 3, axis=-1)
     if pixels.shape[2] == 4:
         alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
-        blended = pixels[:, :, :3] * alpha + 255.0 * (1.0 - alpha)
-        return np.rint(blended).astype(np.uint8)
+        blended = pixels[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        rgb: RGBImage = np.rint(blended).astype(np.uint8)
+        return rgb
     return pixels

@@ -117,14 +117,11 @@ def get_operating_point(name: str | None = None, model_id: str | None = None) ->
                 )
             return point
     raise OperatingPointError(
-        f"Unknown operating point {name!r}. Known: "
-        + ", ".join(p.name for p in operating_points())
+        f"Unknown operating point {name!r}. Known: " + ", ".join(p.name for p in operating_points())
     )
 
 
-def face_distance(
-    gallery: npt.ArrayLike, probe: npt.ArrayLike
-) -> npt.NDArray[np.float64]:
+def face_distance(gallery: npt.ArrayLike, probe: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Euclidean distances from ``probe`` (shape (dim,)) to each row of ``gallery`` (n, dim).
 
     Lower is more similar. Returns an array of shape (n,).
@@ -142,7 +139,9 @@ def face_distance(
     return result
 
 
-def compare(a: Embedding, b: Embedding, operating_point: str | OperatingPoint | None = None) -> Verdict:
+def compare(
+    a: Embedding, b: Embedding, operating_point: str | OperatingPoint | None = None
+) -> Verdict:
     """Decide whether two templates show the same person.
 
     Raises

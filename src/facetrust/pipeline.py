@@ -13,9 +13,11 @@ crops) and, for small images, upsamples it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import cv2
+import numpy as np
+
 from .config import Settings
 from .errors import FaceQualityTooLow, InvalidParameter, MultipleFaces, NoFaceFound
 from .faces import Box, EmbeddedFace, Embedding, Face
@@ -26,7 +28,7 @@ from .quality import assess_quality
 #: How to pick one face from an image: ``"single"`` refuses images with several
 #: faces, ``"largest"`` takes the biggest box, an int takes that index (faces are
 #: ordered largest first).
-FacePolicy = Union[Literal["single", "largest"], int]
+FacePolicy = Literal["single", "largest"] | int
 
 #: Fraction of each side added as a border on the second detection pass.
 _PAD_FRACTION = 0.25
@@ -141,10 +143,10 @@ class FacePipeline:
         height, width = pixels.shape[:2]
         max_side = self.settings.detection_max_side
         scale = min(1.0, max_side / max(height, width))
-        gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+        gray = np.asarray(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+            gray = np.asarray(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
             scale_y, scale_x = gray.shape[0] / height, gray.shape[1] / width
         else:
             scale_y = scale_x = 1.0
@@ -153,14 +155,15 @@ class FacePipeline:
         if not found:
             offset = round(_PAD_FRACTION * max(gray.shape))
             fill = int(gray.mean())
-            padded = cv2.copyMakeBorder(
-                gray, offset, offset, offset, offset, cv2.BORDER_CONSTANT, value=fill
+            padded = np.asarray(
+                cv2.copyMakeBorder(
+                    gray, offset, offset, offset, offset, cv2.BORDER_CONSTANT, value=fill
+                ),
+                dtype=np.uint8,
             )
             upsample = 1 if 2 * max(gray.shape) <= max_side else 0
             found = self.detector.detect(padded, upsample)
-        return [
-            Detection(_unscale(d, scale_x, scale_y, offset), d.confidence) for d in found
-        ]
+        return [Detection(_unscale(d, scale_x, scale_y, offset), d.confidence) for d in found]
 
 
 def _unscale(detection: Detection, scale_x: float, scale_y: float, offset: int) -> Box:

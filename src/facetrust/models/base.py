@@ -45,7 +45,12 @@ class Landmarker(Protocol):
         ...
 
     def align(
-        self, image: npt.NDArray[np.uint8], box: Box, landmarks: Landmarks, size: int, padding: float
+        self,
+        image: npt.NDArray[np.uint8],
+        box: Box,
+        landmarks: Landmarks,
+        size: int,
+        padding: float,
     ) -> npt.NDArray[np.uint8]:
         """The aligned RGB chip of shape (size, size, 3)."""
         ...

@@ -136,7 +136,12 @@ class DlibLandmarker:
         return Landmarks(tuple((float(p.x), float(p.y)) for p in shape.parts()))
 
     def align(
-        self, image: npt.NDArray[np.uint8], box: Box, landmarks: Landmarks, size: int, padding: float
+        self,
+        image: npt.NDArray[np.uint8],
+        box: Box,
+        landmarks: Landmarks,
+        size: int,
+        padding: float,
     ) -> npt.NDArray[np.uint8]:
         dlib = _dlib()
         points = [dlib.point(int(round(x)), int(round(y))) for x, y in landmarks.points]
@@ -168,7 +173,5 @@ class DlibResnetEmbedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if self._model is None:
             self._model = _load("face_recognition_model_v1", self._weights or model_path("resnet"))
-        descriptors = self._model.compute_face_descriptor(
-            [np.ascontiguousarray(c) for c in chips]
-        )
+        descriptors = self._model.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
         return np.asarray([np.asarray(d) for d in descriptors], dtype=np.float32)

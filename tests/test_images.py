@@ -1,0 +1,158 @@
+"""Image intake: formats, modes, EXIF orientation and every kind of bad input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facetrust import Settings, load_image
+from facetrust.errors import (
+    CorruptImage,
+    ImageTooLarge,
+    ImageTooSmall,
+    NotAnImage,
+    UnsupportedImageMode,
+)
+
+
+@pytest.fixture(scope="module")
+def photo(photos: dict[str, list[Path]]) -> Path:
+    return photos["Colin_Powell"][0]
+
+
+def _encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_path_bytes_file_and_array_give_the_same_pixels(photo: Path) -> None:
+    from_path = load_image(photo)
+    from_bytes = load_image(photo.read_bytes())
+    with photo.open("rb") as handle:
+        from_file = load_image(handle)
+    from_array = load_image(from_path)
+    assert from_path.shape == (250, 250, 3) and from_path.dtype == np.uint8
+    for other in (from_bytes, from_file, from_array):
+        np.testing.assert_array_equal(from_path, other)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "BMP"])
+def test_lossless_formats_decode_to_the_same_pixels(photo: Path, fmt: str) -> None:
+    rgb = load_image(photo)
+    kwargs = {"lossless": True} if fmt == "WEBP" else {}
+    decoded = load_image(_encode(Image.fromarray(rgb), fmt, **kwargs))
+    np.testing.assert_array_equal(decoded, rgb)
+
+
+def test_grayscale_rgba_palette_and_cmyk_become_rgb(photo: Path) -> None:
+    rgb = Image.fromarray(load_image(photo))
+    for mode, fmt in (("L", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("CMYK", "JPEG"), ("LA", "PNG")):
+        pixels = load_image(_encode(rgb.convert(mode), fmt))
+        assert pixels.shape == (250, 250, 3), mode
+        assert pixels.dtype == np.uint8
+
+
+def test_sixteen_bit_grayscale_is_scaled_to_eight_bits(photo: Path) -> None:
+    gray = np.asarray(Image.open(photo).convert("L"), dtype=np.uint16) * 257
+    pixels = load_image(_encode(Image.fromarray(gray), "PNG"))
+    np.testing.assert_array_equal(pixels[:, :, 0], gray // 257)
+
+
+def test_transparent_pixels_are_composited_on_white() -> None:
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    assert (load_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG")) == 255).all()
+
+
+def test_exif_orientation_is_applied(photo: Path) -> None:
+    upright = load_image(photo)
+    rotated = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": undoes the counter-clockwise turn above
+    restored = load_image(_encode(rotated, "PNG", exif=exif))
+    np.testing.assert_array_equal(restored, upright)
+
+
+def test_empty_file_is_not_an_image(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(NotAnImage, match="empty"):
+        load_image(empty)
+
+
+def test_random_bytes_are_not_an_image() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    with pytest.raises(NotAnImage, match="not a JPEG, PNG, WebP or BMP"):
+        load_image(noise)
+
+
+def test_text_file_named_jpg_is_not_an_image(tmp_path: Path) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a photo\n")
+    with pytest.raises(NotAnImage, match="notes.jpg"):
+        load_image(text)
+
+
+def test_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(NotAnImage, match="No file"):
+        load_image(tmp_path / "nope.jpg")
+
+
+def test_truncated_jpeg_is_corrupt(photo: Path) -> None:
+    data = photo.read_bytes()
+    with pytest.raises(CorruptImage, match="truncated or damaged"):
+        load_image(data[: len(data) // 2])
+
+
+def test_one_pixel_image_is_too_small() -> None:
+    with pytest.raises(ImageTooSmall, match="1x1"):
+        load_image(_encode(Image.new("RGB", (1, 1)), "PNG"))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_header_is_refused_before_decoding() -> None:
+    bomb = _png_header_only(100_000, 100_000)  # 10 gigapixels declared in 57 bytes
+    with pytest.raises(ImageTooLarge, match="pixel cap"):
+        load_image(bomb)
+
+
+def test_pixel_cap_is_configurable(photo: Path) -> None:
+    with pytest.raises(ImageTooLarge, match="62,500 pixels"):
+        load_image(photo, Settings(max_pixels=250 * 250 - 1))
+
+
+def test_byte_cap_is_checked(photo: Path) -> None:
+    with pytest.raises(ImageTooLarge, match="byte cap"):
+        load_image(photo, Settings(max_bytes=100))
+
+
+def test_float_arrays_and_odd_shapes_are_refused() -> None:
+    with pytest.raises(UnsupportedImageMode, match="uint8 or uint16"):
+        load_image(np.zeros((64, 64, 3), dtype=np.float64))
+    with pytest.raises(UnsupportedImageMode, match="shape"):
+        load_image(np.zeros((64, 64, 2), dtype=np.uint8))
+
+
+def test_text_mode_file_object_is_refused(photo: Path, tmp_path: Path) -> None:
+    text = tmp_path / "a.txt"
+    text.write_text("hello")
+    with text.open("r") as handle, pytest.raises(NotAnImage, match="mode 'rb'"):
+        load_image(handle)  # type: ignore[arg-type]
