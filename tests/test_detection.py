@@ -155,3 +155,23 @@ def test_rotated_head_is_measured_as_roll(pipeline: FacePipeline, rgb: np.ndarra
     faces = pipeline.detect(turned)
     assert len(faces) == 1
     assert faces[0].quality.roll_deg == pytest.approx(upright - 20, abs=4)
+
+
+def test_cnn_detector_finds_the_same_faces(
+    photos: dict[str, list[Path]], multi_face_photo: Path
+) -> None:
+    cnn = FacePipeline(Settings(detector="cnn"))
+    assert cnn.detector.name == "dlib-mmod"
+    assert len(cnn.detect(photos["Hu_Jintao"][0])) == 1
+    assert len(cnn.detect(multi_face_photo)) == 2
+
+
+def test_corrupt_model_weights_give_a_clear_error(tmp_path: Path, rgb: np.ndarray) -> None:
+    from facetrust.errors import ModelError
+    from facetrust.models.dlib_backend import DlibLandmarker, model_path
+
+    broken = tmp_path / "shape_predictor_5_face_landmarks.dat"
+    broken.write_bytes(model_path("landmarks5").read_bytes()[:1000])
+    pipeline = FacePipeline(landmarker=DlibLandmarker(broken))
+    with pytest.raises(ModelError, match=str(broken)):
+        pipeline.detect(rgb)
