@@ -34,6 +34,10 @@ class Settings:
         this many pixels; boxes are mapped back to original coordinates. Faces
         narrower than about ``80 * long_side / detection_max_side`` original
         pixels are missed: raise it for small faces in large group photos.
+    detection_retry : bool
+        When the first pass finds no face, try again on a padded (and, for small
+        images, upsampled) copy. Photos want it; a gate camera, whose empty
+        frames are the norm, does not.
     detector : str
         ``"hog"`` (fast, CPU) or ``"cnn"`` (dlib's MMOD detector: slower, finds
         more rotated and small faces).
@@ -52,6 +56,7 @@ class Settings:
     max_pixels: int = 40_000_000
     max_bytes: int = 50 * 1024 * 1024
     detection_max_side: int = 640
+    detection_retry: bool = True
     detector: str = "hog"
     min_inter_eye_px: float = 16.0
     min_sharpness: float = 5.0
@@ -93,12 +98,19 @@ class Settings:
 
 
 def _parse(name: str, type_name: Any, raw: str) -> Any:
+    if str(type_name) == "bool":
+        if raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw.lower() in ("1", "true", "yes", "on")
+        raise InvalidParameter(
+            f"The environment variable {ENV_PREFIX}{name.upper()} must be true or false. "
+            f"Got {raw!r} instead."
+        )
     kind = {"int": int, "float": float, "str": str}.get(str(type_name), str)
     try:
         return kind(raw)
     except ValueError:
         raise InvalidParameter(
-            f"The environment variable {ENV_PREFIX}{name.upper()} must be a {kind.__name__}. "
+            f"The environment variable {ENV_PREFIX}{name.upper()} must be of type {kind.__name__}. "
             f"Got {raw!r} instead."
         ) from None
 

@@ -32,6 +32,7 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     ├── StoreError                   the store is missing, locked or inconsistent
     ├── AuditChainBroken             the audit log failed verification
     ├── AuthorizationError           the caller's role may not do this
+    ├── FrameSourceError             a video, camera or frame folder cannot be read
     └── EvaluationError              bad pairs/labels files, too little data
 """
 
@@ -146,6 +147,10 @@ class AuditChainBroken(FacetrustError):
 
 class AuthorizationError(FacetrustError, PermissionError):
     """The caller's role does not allow this action."""
+
+
+class FrameSourceError(FacetrustError):
+    """A video file, camera device or folder of frames cannot be opened or read."""
 
 
 class EvaluationError(FacetrustError, ValueError):

@@ -152,7 +152,7 @@ class FacePipeline:
             scale_y = scale_x = 1.0
         found = self.detector.detect(gray, 0)
         offset = 0
-        if not found:
+        if not found and self.settings.detection_retry:
             offset = round(_PAD_FRACTION * max(gray.shape))
             fill = int(gray.mean())
             padded = np.asarray(

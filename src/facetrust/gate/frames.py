@@ -1,0 +1,104 @@
+"""Frames from a video file, a camera device or a folder of images.
+
+Frames are RGB arrays, read one at a time and never written anywhere: a gate
+keeps nothing of a frame it does not match.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import FacetrustError, FrameSourceError
+from ..images import load_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One frame: its position in the stream, its time in seconds, and RGB pixels."""
+
+    index: int
+    time_s: float
+    pixels: npt.NDArray[np.uint8] = field(repr=False)
+
+
+def read_frames(
+    source: str | int | os.PathLike[str], *, folder_fps: float = 10.0
+) -> Iterator[Frame]:
+    """Yield the frames of ``source`` in order.
+
+    Parameters
+    ----------
+    source : path, camera index or str
+        A video file (anything FFmpeg reads), a camera index (``0`` or ``"0"``),
+        or a folder of images read in name order.
+    folder_fps : float
+        Frame rate assumed for a folder of images, to give frames a time.
+
+    Raises
+    ------
+    FrameSourceError
+        The source does not exist, cannot be opened, or yields no frame.
+    """
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        yield from _read_capture(cv2.VideoCapture(int(source)), f"camera {source}", live=True)
+        return
+    path = Path(source)
+    if path.is_dir():
+        yield from _read_folder(path, folder_fps)
+    elif path.is_file():
+        yield from _read_capture(cv2.VideoCapture(str(path)), repr(str(path)), live=False)
+    else:
+        raise FrameSourceError(
+            f"No video file, folder or camera at {str(source)!r}. Pass a video path, a folder "
+            "of images, or a camera index such as 0."
+        )
+
+
+def _read_capture(capture: cv2.VideoCapture, name: str, *, live: bool) -> Iterator[Frame]:
+    if not capture.isOpened():
+        what = "camera device is missing or busy" if live else "file is not a readable video"
+        raise FrameSourceError(
+            f"Could not open {name}: the {what}. Check the device or file and try again."
+        )
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    index = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            time_s = (
+                index / fps if fps > 0 and not live else capture.get(cv2.CAP_PROP_POS_MSEC) / 1e3
+            )
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1], dtype=np.uint8)
+            yield Frame(index, time_s, rgb)
+            index += 1
+    finally:
+        capture.release()
+    if index == 0:
+        raise FrameSourceError(
+            f"{name} opened but gave no frame; the video may be empty or damaged."
+        )
+
+
+def _read_folder(folder: Path, fps: float) -> Iterator[Frame]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FrameSourceError(
+            f"The folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})."
+        )
+    for index, path in enumerate(files):
+        try:
+            pixels = load_image(path)
+        except FacetrustError as error:
+            raise FrameSourceError(f"Frame {path.name} cannot be read: {error}") from None
+        yield Frame(index, index / fps, pixels)

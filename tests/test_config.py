@@ -1,0 +1,37 @@
+"""Settings: environment variables, overrides and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from facetrust import Settings
+from facetrust.errors import InvalidParameter
+
+
+def test_environment_then_overrides() -> None:
+    env = {
+        "FACETRUST_MAX_PIXELS": "1000000",
+        "FACETRUST_DETECTOR": "cnn",
+        "FACETRUST_DETECTION_RETRY": "false",
+        "FACETRUST_MIN_SHARPNESS": "7.5",
+    }
+    settings = Settings.from_env(env, detector="hog", workers=None)
+    assert settings.max_pixels == 1_000_000
+    assert settings.detector == "hog"  # explicit override beats the environment
+    assert settings.detection_retry is False
+    assert settings.min_sharpness == 7.5
+    assert settings.workers == 0 and settings.worker_count >= 1
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"FACETRUST_MAX_PIXELS": "lots"}, "must be of type int"),
+        ({"FACETRUST_DETECTION_RETRY": "maybe"}, "true or false"),
+        ({"FACETRUST_DETECTOR": "magic"}, "'hog' or 'cnn'"),
+        ({"FACETRUST_MAX_PIXELS": "-5"}, "positive"),
+    ],
+)
+def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidParameter, match=message):
+        Settings.from_env(env)

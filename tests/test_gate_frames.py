@@ -1,0 +1,80 @@
+"""Gate camera input: frame sources and best-frame selection on a video of real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facetrust import FacePipeline, Settings
+from facetrust.errors import FrameSourceError
+from facetrust.gate.arrivals import arrival_photos, write_arrivals_video
+from facetrust.gate.frames import read_frames
+from facetrust.gate.presence import BestFrameSelector, box_overlap
+
+SAMPLE = Path(__file__).parent / "data" / "lfw"
+
+
+@pytest.fixture(scope="module")
+def arrivals_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    photos = arrival_photos(SAMPLE)[:4]
+    path = tmp_path_factory.mktemp("gate") / "arrivals.mp4"
+    frames = write_arrivals_video(photos, path, fps=10, seconds_each=1.0, gap_seconds=0.3)
+    return path, frames
+
+
+def test_video_frames_are_read_in_order_with_times(arrivals_video: tuple[Path, int]) -> None:
+    path, count = arrivals_video
+    frames = list(read_frames(path))
+    assert len(frames) == count == 4 * 13
+    assert frames[0].pixels.shape == (720, 1280, 3)
+    assert [f.index for f in frames] == list(range(count))
+    assert frames[10].time_s == pytest.approx(1.0)
+
+
+def test_folder_of_images_is_a_frame_source(tmp_path: Path) -> None:
+    for i, photo in enumerate(arrival_photos(SAMPLE)[:3]):
+        (tmp_path / f"{i:03d}.jpg").write_bytes(photo.read_bytes())
+    frames = list(read_frames(tmp_path, folder_fps=5))
+    assert [f.time_s for f in frames] == [0.0, 0.2, 0.4]
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "missing", "empty-folder", "camera"])
+def test_unreadable_sources_give_a_clear_error(tmp_path: Path, kind: str) -> None:
+    source: str | Path
+    if kind == "corrupt":
+        source = tmp_path / "broken.mp4"
+        source.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 500)
+        match = "not a readable video"
+    elif kind == "missing":
+        source, match = tmp_path / "nothing.mp4", "No video file"
+    elif kind == "empty-folder":
+        source, match = tmp_path, "holds no images"
+    else:
+        source, match = "97", "camera device is missing"
+    with pytest.raises(FrameSourceError, match=match):
+        list(read_frames(source))
+
+
+def test_one_ready_presence_per_arrival_with_its_best_frame(
+    arrivals_video: tuple[Path, int],
+) -> None:
+    pipeline = FacePipeline(Settings(detection_max_side=480, detection_retry=False))
+    selector = BestFrameSelector(window_s=0.3)
+    ready = []
+    for frame in read_frames(arrivals_video[0]):
+        ready += selector.update(frame.index, frame.time_s, pipeline._faces(frame.pixels))
+    ready += selector.flush()
+    assert len(ready) == 4
+    for number, presence in enumerate(ready):
+        assert presence.face is not None and presence.face.quality.passed
+        # Arrival n occupies frames 13n .. 13n+9; its best frame lies among them.
+        assert 13 * number <= presence.frame_index <= 13 * number + 9
+
+
+def test_box_overlap() -> None:
+    from facetrust.faces import Box
+
+    assert box_overlap(Box(0, 0, 10, 10), Box(0, 0, 10, 10)) == 1.0
+    assert box_overlap(Box(0, 0, 10, 10), Box(5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_overlap(Box(0, 0, 10, 10), Box(20, 20, 30, 30)) == 0.0
