@@ -88,3 +88,14 @@ def test_bad_fit_input_is_refused() -> None:
         FairScoreNormalizer.fit(np.zeros((5, 4)), ["a"] * 4, model_id="m")
     with pytest.raises(InvalidParameter, match="'clusters' parameter"):
         FairScoreNormalizer.fit(np.zeros((5, 4)), list("abcde"), model_id="m", clusters=9)
+
+
+def test_rotated_normalizer_gives_the_same_distances_on_rotated_templates() -> None:
+    x, ids, _ = _two_groups(seed=4)
+    normalizer = FairScoreNormalizer.fit(x, ids, model_id="toy", clusters=2, target_fmr=1e-2)
+    rotation, _ = np.linalg.qr(np.random.default_rng(9).normal(size=(16, 16)))
+    d = np.linalg.norm(x[:20] - x[40:60], axis=1)
+    np.testing.assert_allclose(
+        normalizer.rotated(rotation).normalize(d, x[:20] @ rotation.T, x[40:60] @ rotation.T),
+        normalizer.normalize(d, x[:20], x[40:60]),
+    )

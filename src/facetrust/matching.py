@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from .errors import InvalidParameter, OperatingPointError
 from .faces import Embedding
+from .score_normalization import ScoreNormalizer, load_normalizer
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class OperatingPoint:
         False-match rate the threshold was calibrated for, when measured.
     description, source : str
         What the point means and where its number comes from.
+    normalizer : str or None
+        File name (under ``facetrust/data``) of a fitted score normalizer
+        (:mod:`facetrust.score_normalization`) applied to every distance before
+        the threshold, or None.
     """
 
     name: str
@@ -50,9 +55,30 @@ class OperatingPoint:
     target_fmr: float | None = None
     description: str = ""
     source: str = ""
+    normalizer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def adjusted_distances(
+        self, distances: npt.ArrayLike, probe: npt.ArrayLike, references: npt.ArrayLike
+    ) -> npt.NDArray[np.float64]:
+        """Distances as this point compares them: normalized when it names a normalizer.
+
+        ``probe`` is one template (dim,) or one per distance (n, dim);
+        ``references`` has one template per distance (n, dim).
+        """
+        values = np.asarray(distances, dtype=np.float64)
+        if self.normalizer is None:
+            return values
+        normalizer = _normalizer(self.normalizer)
+        return normalizer.normalize(values, np.atleast_2d(probe), np.atleast_2d(references))
+
+
+@lru_cache(maxsize=8)
+def _normalizer(name: str) -> ScoreNormalizer:
+    with resources.as_file(resources.files("facetrust").joinpath("data", name)) as path:
+        return load_normalizer(path)
 
 
 @dataclass(frozen=True)
@@ -64,7 +90,8 @@ class Verdict:
     match : bool
         ``distance <= threshold``.
     distance : float
-        Euclidean distance between the two templates; lower is more similar.
+        Euclidean distance between the two templates (normalized when the
+        operating point names a normalizer); lower is more similar.
     threshold : float
     operating_point : str
         Name of the operating point the threshold came from.
@@ -161,7 +188,8 @@ def compare(
         if isinstance(operating_point, OperatingPoint)
         else get_operating_point(operating_point, a.model_id)
     )
-    distance = float(np.linalg.norm(a.vector.astype(np.float64) - b.vector.astype(np.float64)))
+    raw = float(np.linalg.norm(a.vector.astype(np.float64) - b.vector.astype(np.float64)))
+    distance = float(point.adjusted_distances([raw], a.vector, b.vector)[0])
     return Verdict(
         match=distance <= point.threshold,
         distance=distance,

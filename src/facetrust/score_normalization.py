@@ -24,11 +24,12 @@ Distances stay distances: lower is more similar, match when ``d' <= threshold``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -114,6 +115,16 @@ class _ClusterNormalizer:
     model_id: str
     target_fmr: float
     clusters_fitted: int
+
+    def rotated(self, rotation: npt.ArrayLike) -> Self:
+        """The same normalizer for templates stored as ``rotation @ template``.
+
+        Galleries keep templates under a keyed orthogonal rotation (template
+        protection); rotating the centres the same way keeps every cluster
+        assignment, and so every normalized distance, unchanged.
+        """
+        matrix = np.asarray(rotation, dtype=np.float64)
+        return dataclasses.replace(self, centres=self.centres @ matrix.T)
 
     def clusters_of(self, embeddings: npt.ArrayLike) -> npt.NDArray[np.int64]:
         return assign_clusters(embeddings, self.centres)
