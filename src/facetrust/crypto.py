@@ -66,6 +66,7 @@ class MasterKey:
 
     material: bytes = field(repr=False)
     source: str = "memory"
+    _aead: AESGCM = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.material) != KEY_BYTES:
@@ -74,6 +75,8 @@ class MasterKey:
                 f"Got {len(self.material)} bytes. Create one with `facetrust init` "
                 "or facetrust.crypto.generate_key()."
             )
+        wrapping = _derive(self.material, b"facetrust key wrapping v1", KEY_BYTES)
+        object.__setattr__(self, "_aead", AESGCM(wrapping))
 
     @property
     def key_id(self) -> bytes:
@@ -87,7 +90,7 @@ class MasterKey:
     def wrap(self, secret: bytes, label: str) -> bytes:
         """Encrypt ``secret`` under this key; ``label`` binds it to its use (e.g. a subject id)."""
         nonce = secrets.token_bytes(_NONCE_BYTES)
-        sealed = AESGCM(self._wrapping_key).encrypt(nonce, secret, label.encode())
+        sealed = self._aead.encrypt(nonce, secret, label.encode())
         return self.key_id + nonce + sealed
 
     def unwrap(self, wrapped: bytes, label: str) -> bytes:
@@ -106,7 +109,7 @@ class MasterKey:
                 f"{MASTER_KEY_ENV}; after an interrupted `facetrust keys rotate`, run it again."
             )
         try:
-            return AESGCM(self._wrapping_key).decrypt(nonce, sealed, label.encode())
+            return self._aead.decrypt(nonce, sealed, label.encode())
         except InvalidTag:
             raise KeyMaterialError(
                 f"A wrapped key for {label!r} failed authentication: it was altered or "
@@ -116,10 +119,6 @@ class MasterKey:
     def is_wrapper_of(self, wrapped: bytes) -> bool:
         """Whether ``wrapped`` was wrapped by this key (judged by its key id)."""
         return wrapped[:_KEY_ID_BYTES] == self.key_id
-
-    @property
-    def _wrapping_key(self) -> bytes:
-        return _derive(self.material, b"facetrust key wrapping v1", KEY_BYTES)
 
 
 def _split(wrapped: bytes) -> tuple[bytes, bytes, bytes]:
