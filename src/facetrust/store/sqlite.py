@@ -71,7 +71,10 @@ class _SqliteBase:
         app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         expected = _APPLICATION_IDS[self._kind]
-        if app_id not in (0, expected) or (app_id == 0 and version != 0):
+        foreign = app_id == 0 and (
+            version != 0 or self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        )
+        if app_id not in (0, expected) or foreign:
             raise StoreError(
                 f"{str(self.path)!r} is a SQLite file but not a facetrust {self._kind}."
             )
