@@ -391,11 +391,17 @@ class SqliteStore(_SqliteBase):
         return _audit(rows[0]) if rows else None
 
     def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
-        cursor = self._db.execute(
-            "SELECT * FROM audit_events WHERE seq > ? ORDER BY seq", (after_seq,)
-        )
-        for row in cursor:
-            yield _audit(row)
+        # Fetched in pages, never left half-read: an open cursor would pin an old snapshot.
+        last = after_seq
+        while True:
+            rows = self._rows(
+                "SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT 5000", (last,)
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield _audit(row)
+            last = int(rows[-1][0])
 
     def get_audit_head(self) -> AuditHead | None:
         rows = self._rows("SELECT seq, mac, head_mac FROM audit_head WHERE id = 1")
