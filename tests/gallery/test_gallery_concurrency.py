@@ -90,7 +90,7 @@ def test_concurrent_processes_lose_and_corrupt_nothing(
         for w in range(workers)
     ]
     outputs = [p.communicate(timeout=300) for p in processes]
-    for process, (out, err) in zip(processes, outputs, strict=True):
+    for process, (_, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err
     reports = [json.loads(out) for out, _ in outputs]
     assert all(r["found"] == per_worker for r in reports)  # each found its own subjects
