@@ -241,7 +241,9 @@ class Gallery:
     def pipeline(self) -> FacePipeline:
         """The face pipeline (built on first use, so opening a gallery loads no model)."""
         if self._pipeline is None:
-            self._pipeline = FacePipeline()
+            from ..api import default_pipeline
+
+            self._pipeline = default_pipeline()
         return self._pipeline
 
     def _stamp(self) -> str:
