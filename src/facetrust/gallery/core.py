@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,6 +127,8 @@ class Gallery:
         self._pipeline = pipeline
         self._hook = _hook
         self._indexes: dict[str, TemplateIndex] = {}
+        # model id -> template id -> (ciphertext, protected vector): decrypted once
+        self._plain: dict[str, dict[str, tuple[bytes, npt.NDArray[np.float32]]]] = {}
         with self.store.snapshot():
             sealed_with = self.store.get_meta("master_key_id")
             self.gallery_id = self.store.get_meta("gallery_id") or ""
@@ -227,6 +230,7 @@ class Gallery:
     def close(self) -> None:
         """Close the store files and drop the decrypted templates from memory."""
         self._indexes.clear()
+        self._plain.clear()
         self.store.close()
         self.keystore.close()
 
@@ -351,14 +355,22 @@ class Gallery:
         wrapped_keys = self.keystore.all_keys()
         data_keys: dict[str, bytes] = {}
         vectors = []
+        plain: dict[str, tuple[bytes, npt.NDArray[np.float32]]] = {}
         for template in templates:
             subject_id = template.subject_id
-            if subject_id not in data_keys:
-                wrapped = wrapped_keys.get(subject_id)
-                if wrapped is None:  # crypto-shredded: the ciphertext is unreadable
-                    continue
-                data_keys[subject_id] = self._key.unwrap(wrapped, f"data-key:{subject_id}")
-            vectors.append((subject_id, self._decrypt(template, data_keys[subject_id])))
+            wrapped = wrapped_keys.get(subject_id)
+            if wrapped is None:  # crypto-shredded: the ciphertext is unreadable
+                continue
+            known = self._plain.get(model_id, {}).get(template.template_id)
+            if known is not None and known[0] == template.ciphertext:
+                vector = known[1]
+            else:
+                if subject_id not in data_keys:
+                    data_keys[subject_id] = self._key.unwrap(wrapped, f"data-key:{subject_id}")
+                vector = self._decrypt(template, data_keys[subject_id])
+            plain[template.template_id] = (template.ciphertext, vector)
+            vectors.append((subject_id, vector))
+        self._plain[model_id] = plain  # erased and renewed templates drop out
         retention = {s: self._retention_until(r) for s, r in subjects.items()}
         index = TemplateIndex.build(
             generation, model_id, vectors, retention, consents, self.config.purposes
@@ -510,11 +522,14 @@ class Gallery:
         actor: str,
         keep_photos: bool = False,
         face_policy: FacePolicy = "single",
+        check_duplicates: bool = True,
     ) -> EnrolmentResult:
         """Store templates of ``subject_id`` from one or more photos (or templates).
 
         Every face must pass the quality minimums. The source photos are kept
-        (encrypted) only when ``keep_photos`` is true.
+        (encrypted) only when ``keep_photos`` is true. ``check_duplicates=False``
+        skips the search for other subjects with the same face (for bulk
+        imports of galleries already de-duplicated).
 
         Raises
         ------
@@ -544,7 +559,9 @@ class Gallery:
         secret = self._secret(TEMPLATE_SECRET)
         point = self._operating_point(model_id)
         protected = [crypto.protect(p.embedding.vector, secret) for p in probes]
-        duplicates = self._duplicates(protected, model_id, point, subject_id)
+        duplicates = (
+            self._duplicates(protected, model_id, point, subject_id) if check_duplicates else []
+        )
         if duplicates and self.config.duplicate_policy == "refuse":
             self.audit.append(
                 "enrol.refused",
@@ -594,6 +611,17 @@ class Gallery:
         return EnrolmentResult(
             subject_id, tuple(template_ids), model_id, photos, tuple(duplicates), event.seq
         )
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run many calls (e.g. bulk enrolment) as one transaction: all or nothing.
+
+        Much faster than one transaction per call (one commit, one sync). The
+        data keys commit just before the gallery data, so a crash in between
+        leaves keys without data, never data without keys.
+        """
+        with self.store.transaction(), self.keystore.transaction():
+            yield
 
     def _require_enrollable(self, subject_id: str) -> None:
         with self.store.snapshot():
