@@ -793,6 +793,10 @@ class Gallery:
                     + "."
                 )
             self._subject_record(subject_id)
+            # consent may have ended since the search: then nothing may be confirmed
+            require_consent(
+                self.store.consents_of(subject_id), record.purpose, self._now(), subject_id
+            )
             self.store.insert_review(
                 ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
             )
@@ -805,7 +809,6 @@ class Gallery:
             elif len(confirmed) >= self.config.review_quorum:
                 status = "confirmed"
                 self.store.touch_subject(subject_id, stamp)
-                self.store.bump_generation()
             else:
                 status = "pending"
             event = self.audit.append(
@@ -877,7 +880,6 @@ class Gallery:
         match = distance <= point.threshold
         with self.store.transaction():
             self.store.touch_subject(subject_id, self._stamp())
-            self.store.bump_generation()
             event = self.audit.append(
                 "verify",
                 actor=actor,
