@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from facetrust import FacePipeline, Settings, crypto
-from facetrust.errors import DuplicateEnrolment, FaceQualityTooLow, InvalidParameter
+from facetrust.errors import (
+    ConsentWithdrawn,
+    DuplicateEnrolment,
+    FaceQualityTooLow,
+    InvalidParameter,
+)
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from facetrust.gallery.core import TEMPLATE_SECRET
@@ -183,3 +188,15 @@ def test_batch_enrolment_is_all_or_nothing(
                              actor="officer")
     assert found.candidates[0].subject_id == names[4]
     assert gallery.audit.verify().ok
+
+
+def test_a_candidate_whose_consent_ended_cannot_be_confirmed(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    probe = embeddings[identities["Jennifer_Lopez"][2]]
+    result = sample_gallery.identify(probe, purpose="boarding", actor="officer")
+    top = result.candidates[0].subject_id
+    sample_gallery.review(result.identification_id, top, reviewer="alice")
+    sample_gallery.withdraw_consent(top, actor="registrar")
+    with pytest.raises(ConsentWithdrawn):
+        sample_gallery.review(result.identification_id, top, reviewer="bob")
