@@ -34,6 +34,7 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     ├── AuditChainBroken             the audit log failed verification
     ├── AuthorizationError           the caller's role may not do this
     ├── FrameSourceError             a video, camera or frame folder cannot be read
+    ├── EventError                   an event is unknown, closed or outside its window
     └── EvaluationError              bad pairs/labels files, too little data
 """
 
@@ -156,6 +157,10 @@ class AuthorizationError(FacetrustError, PermissionError):
 
 class FrameSourceError(FacetrustError):
     """A video file, camera device or folder of frames cannot be opened or read."""
+
+
+class EventError(FacetrustError):
+    """The event is unknown, closed, outside its window, or the request does not fit it."""
 
 
 class EvaluationError(FacetrustError, ValueError):

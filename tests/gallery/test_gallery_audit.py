@@ -136,7 +136,11 @@ def test_audit_export_filters_by_subject_actor_purpose_and_time(
     by_actor = list(logged.audit.events(actor="officer-7"))
     assert [e.kind for e in by_actor] == ["identify"]
     assert [e.kind for e in logged.audit.events(subject="Kofi_Annan")] == [
-        "subject.add", "consent.grant", "enrol", "identify"]
+        "subject.add",
+        "consent.grant",
+        "enrol",
+        "identify",
+    ]
     assert len(list(logged.audit.events(purpose="boarding"))) == 1
     assert len(list(logged.audit.events(until=start + timedelta(hours=1)))) == 31
     assert len(list(logged.audit.events(since=start + timedelta(hours=1)))) == 1

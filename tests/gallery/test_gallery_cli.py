@@ -15,9 +15,23 @@ from facetrust.cli.main import cli
 
 README = Path(__file__).parent.parent.parent / "README.md"
 GALLERY_COMMANDS = [
-    "init", "subject add", "subject list", "subject show", "consent grant", "consent withdraw",
-    "consent show", "enroll", "identify", "review", "forget", "retention sweep", "audit verify",
-    "audit export", "audit head", "keys rotate", "keys rekey-templates",
+    "init",
+    "subject add",
+    "subject list",
+    "subject show",
+    "consent grant",
+    "consent withdraw",
+    "consent show",
+    "enroll",
+    "identify",
+    "review",
+    "forget",
+    "retention sweep",
+    "audit verify",
+    "audit export",
+    "audit head",
+    "keys rotate",
+    "keys rekey-templates",
 ]
 
 
@@ -40,39 +54,84 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run(runner, "subject", "add", "kofi", "--name", "Kofi A.")
     form = tmp_path / "form.pdf"
     form.write_bytes(b"%PDF signed consent form")
-    granted = json.loads(run(
-        runner, "consent", "grant", "kofi", "--purpose", "boarding", "--days", "365",
-        "--evidence-ref", "FORM-1", "--evidence-file", str(form), "--notice-version", "v3",
-    ))
+    granted = json.loads(
+        run(
+            runner,
+            "consent",
+            "grant",
+            "kofi",
+            "--purpose",
+            "boarding",
+            "--days",
+            "365",
+            "--evidence-ref",
+            "FORM-1",
+            "--evidence-file",
+            str(form),
+            "--notice-version",
+            "v3",
+        )
+    )
     assert granted["evidence_sha256"] == hashlib.sha256(form.read_bytes()).hexdigest()
     enrolled = json.loads(run(runner, "enroll", "kofi", str(photos / "Kofi_Annan_0001.jpg")))
     assert len(enrolled["template_ids"]) == 1 and enrolled["photos_stored"] == 0
 
     refused = runner.invoke(cli, ["identify", str(photos / "Kofi_Annan_0003.jpg")])
     assert refused.exit_code == 2 and "must state its purpose" in refused.output
-    found = json.loads(run(
-        runner, "identify", str(photos / "Kofi_Annan_0003.jpg"), "--purpose", "boarding",
-        "--case-ref", "CASE-1", "--actor", "officer",
-    ))
+    found = json.loads(
+        run(
+            runner,
+            "identify",
+            str(photos / "Kofi_Annan_0003.jpg"),
+            "--purpose",
+            "boarding",
+            "--case-ref",
+            "CASE-1",
+            "--actor",
+            "officer",
+        )
+    )
     assert found["candidates"][0]["subject_id"] == "kofi" and found["requires_human_review"]
     ident = found["identification_id"]
     first = json.loads(run(runner, "review", ident, "kofi", "--reviewer", "alice"))
     assert first["status"] == "pending"
     second = json.loads(run(runner, "review", ident, "kofi", "--reviewer", "bob"))
     assert second["status"] == "confirmed"
-    verified = run(runner, "verify", str(photos / "Kofi_Annan_0002.jpg"), "--subject", "kofi",
-                   "--purpose", "boarding")
+    verified = run(
+        runner,
+        "verify",
+        str(photos / "Kofi_Annan_0002.jpg"),
+        "--subject",
+        "kofi",
+        "--purpose",
+        "boarding",
+    )
     assert json.loads(verified)["match"] is True
-    wrong = runner.invoke(cli, ["verify", str(photos / "Kofi_Annan_0002.jpg"), "--subject",
-                                "kofi", "--purpose", "access-control"])
+    wrong = runner.invoke(
+        cli,
+        [
+            "verify",
+            str(photos / "Kofi_Annan_0002.jpg"),
+            "--subject",
+            "kofi",
+            "--purpose",
+            "access-control",
+        ],
+    )
     assert wrong.exit_code == 2 and "not to 'access-control'" in wrong.output
 
     head = json.loads(run(runner, "audit", "head"))
     run(runner, "keys", "rotate")
     run(runner, "keys", "rekey-templates")
-    again = json.loads(run(
-        runner, "identify", str(photos / "Kofi_Annan_0004.jpg"), "--purpose", "boarding",
-    ))
+    again = json.loads(
+        run(
+            runner,
+            "identify",
+            str(photos / "Kofi_Annan_0004.jpg"),
+            "--purpose",
+            "boarding",
+        )
+    )
     assert again["candidates"][0]["subject_id"] == "kofi"
     assert "intact" in run(runner, "audit", "verify", "--expect-head", head["anchor"])
     json.loads(run(runner, "consent", "show", "kofi"))

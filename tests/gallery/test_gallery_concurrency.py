@@ -83,9 +83,19 @@ def test_concurrent_processes_lose_and_corrupt_nothing(
     workers, per_worker = 4, 6
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(folder), str(vectors_file), model_id, str(w),
-             str(per_worker)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                str(folder),
+                str(vectors_file),
+                model_id,
+                str(w),
+                str(per_worker),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for w in range(workers)
     ]
@@ -113,15 +123,20 @@ def test_a_process_killed_mid_enrolment_leaves_no_half_written_subject(
     with Gallery.find(folder) as gallery:
         gallery.add_subject("victim", actor="registrar")
         gallery.grant_consent(
-            "victim", ["boarding"], expires_at=gallery._now().replace(year=2099),
-            evidence_ref="form", evidence_sha256="ab" * 32, notice_version="v1",
+            "victim",
+            ["boarding"],
+            expires_at=gallery._now().replace(year=2099),
+            evidence_ref="form",
+            evidence_sha256="ab" * 32,
+            notice_version="v1",
             actor="registrar",
         )
         events_before = gallery.audit.verify().events_checked
     flag = tmp_path / "paused"
     victim = subprocess.Popen(
         [sys.executable, "-c", VICTIM, str(folder), str(vectors_file), model_id, str(flag)],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not flag.exists():

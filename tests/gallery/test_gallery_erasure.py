@@ -52,8 +52,9 @@ def test_forget_crypto_shreds_and_leaves_no_template_bytes(
             found = gallery.identify(embeddings[path], purpose=purpose, actor="officer", k=10)
             assert KOFI not in [c.subject_id for c in found.candidates]
     with pytest.raises(UnknownSubject):
-        gallery.verify_subject(embeddings[identities[KOFI][3]], KOFI, purpose="boarding",
-                               actor="officer")
+        gallery.verify_subject(
+            embeddings[identities[KOFI][3]], KOFI, purpose="boarding", actor="officer"
+        )
     with pytest.raises(UnknownSubject):
         gallery.get_subject(KOFI)
     with pytest.raises(StoreError, match="never reused"):
@@ -61,8 +62,10 @@ def test_forget_crypto_shreds_and_leaves_no_template_bytes(
 
     # the backup still holds the ciphertext, but no key that exists can open it
     copy = sqlite3.connect(backup)
-    saved = [bytes(r[0]) for r in copy.execute(
-        "SELECT ciphertext FROM templates WHERE subject_id = ?", (KOFI,))]
+    saved = [
+        bytes(r[0])
+        for r in copy.execute("SELECT ciphertext FROM templates WHERE subject_id = ?", (KOFI,))
+    ]
     copy.close()
     assert sorted(saved) == sorted(ciphertexts)
     assert gallery.keystore.get_key(KOFI) is None
@@ -74,8 +77,9 @@ def test_forget_crypto_shreds_and_leaves_no_template_bytes(
     # and a gallery restored from the backup cannot return the erased subject
     restored_config = GalleryConfig(backup, gallery.config.keystore_path)
     with Gallery.open(restored_config, master_key=master_key) as restored:
-        found = restored.identify(embeddings[identities[KOFI][2]], purpose="boarding",
-                                  actor="auditor", k=10)
+        found = restored.identify(
+            embeddings[identities[KOFI][2]], purpose="boarding", actor="auditor", k=10
+        )
         assert KOFI not in [c.subject_id for c in found.candidates]
 
     # the template bytes and the wrapped key remain in no file of the live gallery
@@ -122,14 +126,20 @@ def test_retention_excludes_before_the_sweep_and_the_sweep_purges(
     kofi_probe = embeddings[identities[KOFI][3]]
     assert gallery.verify_subject(kofi_probe, KOFI, purpose="boarding", actor="officer").match
     gallery.grant_consent(
-        KOFI, ["boarding"], expires_at=clock.current.replace(year=2027),
-        evidence_ref="renewal", evidence_sha256="cd" * 32, notice_version="v2", actor="registrar",
+        KOFI,
+        ["boarding"],
+        expires_at=clock.current.replace(year=2027),
+        evidence_ref="renewal",
+        evidence_sha256="cd" * 32,
+        notice_version="v2",
+        actor="registrar",
     )
     clock.advance(days=15)  # others: 35 days since last interaction; Kofi: 15
     searched = gallery.identify(kofi_probe, purpose="boarding", actor="officer", k=10)
     assert searched.subjects_searched == 1
-    other = gallery.identify(embeddings[identities["Hu_Jintao"][3]], purpose="boarding",
-                             actor="officer", k=10)
+    other = gallery.identify(
+        embeddings[identities["Hu_Jintao"][3]], purpose="boarding", actor="officer", k=10
+    )
     assert [c.subject_id for c in other.candidates] == []
     assert len(gallery.store.all_templates()) == 20  # excluded, not yet purged
 
@@ -143,8 +153,11 @@ def test_retention_excludes_before_the_sweep_and_the_sweep_purges(
 
 
 def test_sweep_erases_biometrics_of_lapsed_consent(
-    make_gallery: Any, clock: Any, identities: dict[str, list[Path]],
-    embeddings: dict[Path, Embedding], enrol_all: Any,
+    make_gallery: Any,
+    clock: Any,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    enrol_all: Any,
 ) -> None:
     gallery = make_gallery()
     enrol_all(gallery, identities, embeddings)

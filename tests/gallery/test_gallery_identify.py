@@ -125,7 +125,9 @@ def test_enrolment_refuses_faces_that_fail_quality(
 
 
 def test_duplicate_enrolment_warns_or_is_refused_by_policy(
-    make_gallery: Any, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],
+    make_gallery: Any,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
     grant: Any,
 ) -> None:
     kofi = identities["Kofi_Annan"]
@@ -164,7 +166,9 @@ def test_photos_are_stored_only_on_opt_in_and_encrypted(
 
 
 def test_batch_enrolment_is_all_or_nothing(
-    make_gallery: Any, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],
+    make_gallery: Any,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
     grant: Any,
 ) -> None:
     gallery = make_gallery()
@@ -173,8 +177,9 @@ def test_batch_enrolment_is_all_or_nothing(
         for name in names[:3]:
             gallery.add_subject(name, actor="importer")
             grant(gallery, name)
-            gallery.enroll(name, [embeddings[identities[name][0]]], actor="importer",
-                           check_duplicates=False)
+            gallery.enroll(
+                name, [embeddings[identities[name][0]]], actor="importer", check_duplicates=False
+            )
         raise RuntimeError("import aborted")
     assert gallery.list_subjects() == [] and gallery.keystore.all_keys() == {}
     assert gallery.audit.verify().events_checked == 1
@@ -182,10 +187,12 @@ def test_batch_enrolment_is_all_or_nothing(
         for name in names:
             gallery.add_subject(name, actor="importer")
             grant(gallery, name)
-            gallery.enroll(name, [embeddings[identities[name][0]]], actor="importer",
-                           check_duplicates=False)
-    found = gallery.identify(embeddings[identities[names[4]][3]], purpose="boarding",
-                             actor="officer")
+            gallery.enroll(
+                name, [embeddings[identities[name][0]]], actor="importer", check_duplicates=False
+            )
+    found = gallery.identify(
+        embeddings[identities[names[4]][3]], purpose="boarding", actor="officer"
+    )
     assert found.candidates[0].subject_id == names[4]
     assert gallery.audit.verify().ok
 

@@ -20,8 +20,14 @@ def consent(
     subject: str, purposes: tuple[str, ...], days: int, withdrawn: bool = False
 ) -> ConsentRecord:
     return ConsentRecord(
-        f"c-{subject}-{purposes}", subject, purposes, (NOW - timedelta(days=10)).isoformat(),
-        (NOW + timedelta(days=days)).isoformat(), "form", "ab" * 32, "v1",
+        f"c-{subject}-{purposes}",
+        subject,
+        purposes,
+        (NOW - timedelta(days=10)).isoformat(),
+        (NOW + timedelta(days=days)).isoformat(),
+        "form",
+        "ab" * 32,
+        "v1",
         withdrawn_at=NOW.isoformat() if withdrawn else None,
     )
 
@@ -32,8 +38,7 @@ def test_search_matches_brute_force(
 ) -> None:
     names = list(identities)
     templates = [
-        (name, embeddings[path].vector)
-        for name in names for path in identities[name][:per_subject]
+        (name, embeddings[path].vector) for name in names for path in identities[name][:per_subject]
     ]
     consents = [consent(n, ("boarding",), 30) for n in names[:6]]
     consents += [consent(names[6], ("boarding",), -1)]  # expired
@@ -50,8 +55,14 @@ def test_search_matches_brute_force(
         hits, searched = index.search(probe, purpose="boarding", now=NOW, k=3, threshold=0.6)
         assert searched == len(eligible)
         expected = sorted(
-            (float(np.min(face_distance(
-                np.stack([v for n, v in templates if n == subject]), probe))), subject)
+            (
+                float(
+                    np.min(
+                        face_distance(np.stack([v for n, v in templates if n == subject]), probe)
+                    )
+                ),
+                subject,
+            )
             for subject in eligible
         )
         expected = [(d, s) for d, s in expected if d <= 0.6][:3]

@@ -27,7 +27,9 @@ def stored_vectors(gallery: Gallery) -> dict[str, list[npt.NDArray[np.float32]]]
 
 
 def enrol_every_photo(
-    gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],
+    gallery: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
     grant: Any,
 ) -> None:
     for name, paths in identities.items():
@@ -61,8 +63,11 @@ def test_cross_gallery_scores_of_the_same_person_look_like_impostor_scores(
     def scores(left: dict[str, Any], right: dict[str, Any], mated: bool) -> list[float]:
         return [
             float(np.linalg.norm(u - v))
-            for x in left for y in right if (x == y) == mated
-            for u in left[x] for v in right[y]
+            for x in left
+            for y in right
+            if (x == y) == mated
+            for u in left[x]
+            for v in right[y]
             if not (left is right and u is v)
         ]
 

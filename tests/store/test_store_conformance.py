@@ -84,8 +84,14 @@ def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
 
 def test_consents_templates_photos(store: Store) -> None:
     consent = ConsentRecord(
-        "c1", "s1", ("boarding", "access-control"), T0, "2027-01-01T00:00:00+00:00",
-        "form-1", "ab" * 32, "v1",
+        "c1",
+        "s1",
+        ("boarding", "access-control"),
+        T0,
+        "2027-01-01T00:00:00+00:00",
+        "form-1",
+        "ab" * 32,
+        "v1",
     )
     template = TemplateRecord("t1", "s1", "m", b"\x00\x01cipher", T0)
     with store.transaction():
@@ -115,8 +121,19 @@ def test_templates_need_an_existing_subject(store: Store) -> None:
 
 
 def test_identifications_and_reviews(store: Store) -> None:
-    record = IdentificationRecord("i1", "boarding", "officer", None, "ff" * 32, "m", "op", 0.6,
-                                  T0, T0, (("s1", 0.3, 1), ("s2", 0.5, 2)))
+    record = IdentificationRecord(
+        "i1",
+        "boarding",
+        "officer",
+        None,
+        "ff" * 32,
+        "m",
+        "op",
+        0.6,
+        T0,
+        T0,
+        (("s1", 0.3, 1), ("s2", 0.5, 2)),
+    )
     with store.transaction():
         store.insert_identification(record)
         store.insert_review(ReviewRecord("i1", "s1", "alice", "confirm", T0))

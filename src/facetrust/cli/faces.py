@@ -12,7 +12,7 @@ import click
 from ..api import default_pipeline
 from ..batch import embed_many
 from ..config import Settings
-from ..demo import run_face_demo
+from ..demo import run_gate_demo
 from ..errors import FacetrustError
 from ..matching import compare
 from ..pipeline import FacePolicy
@@ -124,8 +124,13 @@ def embed(
 @max_side_option
 @click.option("--subject", default=None, help="Compare IMAGE_A with this enrolled subject.")
 @click.option("--purpose", default=None, help="With --subject: the consented purpose.")
-@click.option("--gallery", "gallery_path", default=None, envvar="FACETRUST_GALLERY",
-              help="With --subject: gallery config file or folder.")
+@click.option(
+    "--gallery",
+    "gallery_path",
+    default=None,
+    envvar="FACETRUST_GALLERY",
+    help="With --subject: gallery config file or folder.",
+)
 @click.option("--actor", envvar="FACETRUST_ACTOR", default=None, help="With --subject: who asks.")
 def verify(
     image_a: str,
@@ -202,9 +207,15 @@ COMMANDS = [detect, embed, verify]
     show_default=True,
     help="Folder of identity subfolders of photos.",
 )
-def demo(photos: Path) -> None:
-    """Run the demo on the sample photos shipped in the repository."""
-    ok = run_face_demo(photos, click.echo)
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the demo's gallery and video in this folder (default: a temporary one).",
+)
+def demo(photos: Path, keep: Path | None) -> None:
+    """Run the boarding-gate demo on the sample photos shipped in the repository."""
+    ok = run_gate_demo(photos, click.echo, keep)
     sys.exit(0 if ok else 1)
 
 

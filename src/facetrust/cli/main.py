@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..errors import FacetrustError
-from . import audit, faces, gallery, keys
+from . import audit, faces, gallery, gate, keys
 
 EXIT_ERROR = 2
 
@@ -40,5 +40,5 @@ def cli(debug: bool) -> None:
 
 for command in faces.COMMANDS:
     cli.add_command(command)
-for command in [*gallery.COMMANDS, *audit.COMMANDS, *keys.COMMANDS]:
+for command in [*gallery.COMMANDS, *audit.COMMANDS, *keys.COMMANDS, *gate.COMMANDS]:
     cli.add_command(command)

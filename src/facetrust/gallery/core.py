@@ -142,9 +142,7 @@ class Gallery:
 
     # ------------------------------------------------------------------ life cycle
     @classmethod
-    def create(
-        cls, config: GalleryConfig, master_key: crypto.MasterKey, **options: Any
-    ) -> Gallery:
+    def create(cls, config: GalleryConfig, master_key: crypto.MasterKey, **options: Any) -> Gallery:
         """Create the gallery's files and secrets, sealed with ``master_key``.
 
         Raises
@@ -343,7 +341,8 @@ class Gallery:
             subjects = {s.subject_id: s for s in self.store.list_subjects()}
             consents = self.store.all_consents()
             templates = [
-                t for t in self.store.all_templates()
+                t
+                for t in self.store.all_templates()
                 if t.model_id == model_id and t.subject_id in subjects
             ]
         wrapped_keys = self.keystore.all_keys()
@@ -537,8 +536,13 @@ class Gallery:
         from .enrolment import enroll_subject
 
         return enroll_subject(
-            self, subject_id, faces, actor=actor, keep_photos=keep_photos,
-            face_policy=face_policy, check_duplicates=check_duplicates,
+            self,
+            subject_id,
+            faces,
+            actor=actor,
+            keep_photos=keep_photos,
+            face_policy=face_policy,
+            check_duplicates=check_duplicates,
         )
 
     @contextmanager
@@ -593,7 +597,12 @@ class Gallery:
 
         with self._audit_refusal("identify", actor, purpose, [], case_ref=case_ref):
             return identify(
-                self, probe, purpose=purpose, actor=actor, k=k, case_ref=case_ref,
+                self,
+                probe,
+                purpose=purpose,
+                actor=actor,
+                k=k,
+                case_ref=case_ref,
                 face_policy=face_policy,
             )
 
@@ -649,7 +658,11 @@ class Gallery:
 
     @contextmanager
     def _audit_refusal(
-        self, kind: str, actor: str | None, purpose: str | None, subjects: list[str],
+        self,
+        kind: str,
+        actor: str | None,
+        purpose: str | None,
+        subjects: list[str],
         **fields: Any,
     ) -> Iterator[None]:
         """Audit a search refused for consent, purpose or model reasons, then re-raise."""

@@ -137,7 +137,11 @@ def find_duplicates(
     best: dict[str, float] = {}
     for vector in protected:
         hits, _ = index.search(
-            vector, purpose=None, now=gallery._now(), k=5, threshold=point.threshold,
+            vector,
+            purpose=None,
+            now=gallery._now(),
+            k=5,
+            threshold=point.threshold,
             exclude=subject_id,
         )
         for hit in hits:

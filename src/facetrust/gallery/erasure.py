@@ -67,7 +67,8 @@ def withdraw_consent(
         gallery._subject_record(subject_id)
         consents = store.consents_of(subject_id)
         chosen = [
-            c for c in consents
+            c
+            for c in consents
             if consent_status(c, now) != "withdrawn"
             and (consent_id is None or c.consent_id == consent_id)
         ]
@@ -87,17 +88,13 @@ def withdraw_consent(
             consent_ids=[c.consent_id for c in chosen],
             reason=reason,
         )
-        remaining = [
-            c for c in store.consents_of(subject_id) if consent_status(c, now) == "active"
-        ]
+        remaining = [c for c in store.consents_of(subject_id) if consent_status(c, now) == "active"]
     erasure = None
     if not remaining:
         erasure = erase_subject(
             gallery, subject_id, actor=actor, reason="consent withdrawn", forget=False
         )
-    return WithdrawalResult(
-        subject_id, tuple(c.consent_id for c in chosen), erasure, event.seq
-    )
+    return WithdrawalResult(subject_id, tuple(c.consent_id for c in chosen), erasure, event.seq)
 
 
 def sweep_retention(gallery: Gallery, *, actor: str) -> SweepResult:

@@ -18,7 +18,7 @@ Search is exact: one matrix-vector product over the eligible templates.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -98,8 +98,10 @@ class TemplateIndex:
             else np.zeros((0, dim), np.float32)
         )
         retention = np.array(
-            [retention_until[s].timestamp() if s in retention_until else -math.inf
-             for s in subject_ids],
+            [
+                retention_until[s].timestamp() if s in retention_until else -math.inf
+                for s in subject_ids
+            ],
             dtype=np.float64,
         )
         valid = {p: np.full(len(subject_ids), -math.inf) for p in purposes}
@@ -144,6 +146,7 @@ class TemplateIndex:
         k: int,
         threshold: float,
         exclude: str | None = None,
+        only: Collection[str] | None = None,
     ) -> tuple[list[SearchHit], int]:
         """The ``k`` eligible subjects nearest to ``probe`` within ``threshold``.
 
@@ -151,6 +154,10 @@ class TemplateIndex:
         ----------
         probe : ndarray of shape (dim,)
             A protected (rotated) template of this index's model.
+        exclude : str, optional
+            A subject never to return.
+        only : collection of str, optional
+            When given, search these subjects alone (e.g. an event's members).
 
         Returns
         -------
@@ -162,6 +169,8 @@ class TemplateIndex:
         subjects_ok = self.eligible(purpose, now)
         if exclude is not None and exclude in self.subject_ids:
             subjects_ok[self.subject_ids.index(exclude)] = False
+        if only is not None:
+            subjects_ok &= np.isin(np.asarray(self.subject_ids, dtype=object), list(only))
         searched = int(subjects_ok.sum())
         if not searched:
             return [], 0

@@ -153,8 +153,9 @@ def review(
         gallery.store.insert_review(
             ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
         )
-        reviews = [r for r in gallery.store.reviews_of(identification_id)
-                   if r.subject_id == subject_id]
+        reviews = [
+            r for r in gallery.store.reviews_of(identification_id) if r.subject_id == subject_id
+        ]
         confirmed = tuple(r.reviewer for r in reviews if r.decision == "confirm")
         rejected = tuple(r.reviewer for r in reviews if r.decision == "reject")
         if rejected:
@@ -179,8 +180,13 @@ def review(
             status=status,
         )
     return ReviewStatus(
-        identification_id, subject_id, confirmed, rejected,
-        gallery.config.review_quorum, status, event.seq,
+        identification_id,
+        subject_id,
+        confirmed,
+        rejected,
+        gallery.config.review_quorum,
+        status,
+        event.seq,
     )
 
 
@@ -239,6 +245,13 @@ def verify_subject(
             model_id=model_id,
         )
     return SubjectVerification(
-        subject_id, purpose, match, distance, point.threshold, point.name, model_id,
-        face.sha256, event.seq,
+        subject_id,
+        purpose,
+        match,
+        distance,
+        point.threshold,
+        point.name,
+        model_id,
+        face.sha256,
+        event.seq,
     )

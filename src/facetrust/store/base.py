@@ -126,6 +126,52 @@ class AuditRecord:
 
 
 @dataclass(frozen=True)
+class EventRecord:
+    """A time-boxed event (a flight, an exam) with its own gallery of members."""
+
+    event_id: str
+    purpose: str
+    valid_from: str
+    valid_to: str
+    operating_point: str | None
+    created_at: str
+    created_by: str
+    closed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class EventMemberRecord:
+    """A subject in an event's gallery; ``event_only`` ones are erased when it closes."""
+
+    event_id: str
+    subject_id: str
+    event_only: bool
+    added_at: str
+
+
+@dataclass(frozen=True)
+class OptOutRecord:
+    """A person who opted out of an event: a reference (booking, seat), never a face."""
+
+    event_id: str
+    reference: str
+    subject_id: str | None
+    opted_out_at: str
+
+
+@dataclass(frozen=True)
+class ProbeCropRecord:
+    """An encrypted face crop of a matched gate probe, deleted at ``delete_after``."""
+
+    crop_id: str
+    event_id: str
+    subject_id: str
+    ciphertext: bytes
+    created_at: str
+    delete_after: str
+
+
+@dataclass(frozen=True)
 class AuditHead:
     """The keyed checkpoint of the newest event: catches truncation of the log."""
 
@@ -199,6 +245,20 @@ class Store(Protocol):
     def insert_review(self, review: ReviewRecord) -> None: ...
     def reviews_of(self, identification_id: str) -> list[ReviewRecord]: ...
 
+    # events (gate galleries) ---------------------------------------------
+    def insert_event(self, event: EventRecord) -> None: ...
+    def get_event(self, event_id: str) -> EventRecord | None: ...
+    def list_events(self) -> list[EventRecord]: ...
+    def close_event(self, event_id: str, at: str) -> None: ...
+    def put_event_member(self, member: EventMemberRecord) -> None: ...
+    def remove_event_member(self, event_id: str, subject_id: str) -> bool: ...
+    def event_members(self, event_id: str) -> list[EventMemberRecord]: ...
+    def insert_opt_out(self, opt_out: OptOutRecord) -> None: ...
+    def opt_outs(self, event_id: str) -> list[OptOutRecord]: ...
+    def insert_probe_crop(self, crop: ProbeCropRecord) -> None: ...
+    def probe_crops(self, event_id: str | None = None) -> list[ProbeCropRecord]: ...
+    def delete_probe_crops(self, crop_ids: list[str]) -> int: ...
+
     # audit log -------------------------------------------------------------
     def append_audit(self, record: AuditRecord) -> None: ...
     def last_audit(self) -> AuditRecord | None: ...
@@ -230,4 +290,3 @@ class KeyStore(Protocol):
         ...
 
     def reclaim(self) -> None: ...
-

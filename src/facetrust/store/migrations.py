@@ -91,6 +91,41 @@ GALLERY_MIGRATIONS: list[str] = [
         head_mac TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE events (
+        event_id TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        valid_from TEXT NOT NULL,
+        valid_to TEXT NOT NULL,
+        operating_point TEXT,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        closed_at TEXT
+    );
+    CREATE TABLE event_members (
+        event_id TEXT NOT NULL REFERENCES events(event_id),
+        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
+        event_only INTEGER NOT NULL,
+        added_at TEXT NOT NULL,
+        PRIMARY KEY (event_id, subject_id)
+    );
+    CREATE TABLE event_opt_outs (
+        event_id TEXT NOT NULL REFERENCES events(event_id),
+        reference TEXT NOT NULL,
+        subject_id TEXT,
+        opted_out_at TEXT NOT NULL,
+        PRIMARY KEY (event_id, reference)
+    );
+    CREATE TABLE probe_crops (
+        crop_id TEXT PRIMARY KEY,
+        event_id TEXT NOT NULL REFERENCES events(event_id),
+        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
+        ciphertext BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        delete_after TEXT NOT NULL
+    );
+    CREATE INDEX probe_crops_by_deadline ON probe_crops(delete_after);
+    """,
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [

@@ -25,8 +25,12 @@ from .base import (
     AuditHead,
     AuditRecord,
     ConsentRecord,
+    EventMemberRecord,
+    EventRecord,
     IdentificationRecord,
+    OptOutRecord,
     PhotoRecord,
+    ProbeCropRecord,
     ReviewRecord,
     SubjectRecord,
     TemplateRecord,
@@ -312,7 +316,92 @@ class SqliteStore(_SqliteBase):
     def delete_biometrics(self, subject_id: str) -> int:
         templates = self._write("DELETE FROM templates WHERE subject_id = ?", (subject_id,))
         photos = self._write("DELETE FROM photos WHERE subject_id = ?", (subject_id,))
-        return int(templates.rowcount + photos.rowcount)
+        crops = self._write("DELETE FROM probe_crops WHERE subject_id = ?", (subject_id,))
+        return int(templates.rowcount + photos.rowcount + crops.rowcount)
+
+    def insert_event(self, event: EventRecord) -> None:
+        self._write(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.event_id,
+                event.purpose,
+                event.valid_from,
+                event.valid_to,
+                event.operating_point,
+                event.created_at,
+                event.created_by,
+                event.closed_at,
+            ),
+        )
+
+    def get_event(self, event_id: str) -> EventRecord | None:
+        rows = self._rows("SELECT * FROM events WHERE event_id = ?", (event_id,))
+        return EventRecord(*rows[0]) if rows else None
+
+    def list_events(self) -> list[EventRecord]:
+        return [EventRecord(*row) for row in self._rows("SELECT * FROM events ORDER BY event_id")]
+
+    def close_event(self, event_id: str, at: str) -> None:
+        self._write("UPDATE events SET closed_at = ? WHERE event_id = ?", (at, event_id))
+
+    def put_event_member(self, member: EventMemberRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO event_members VALUES (?, ?, ?, ?)",
+            (member.event_id, member.subject_id, int(member.event_only), member.added_at),
+        )
+
+    def remove_event_member(self, event_id: str, subject_id: str) -> bool:
+        cursor = self._write(
+            "DELETE FROM event_members WHERE event_id = ? AND subject_id = ?",
+            (event_id, subject_id),
+        )
+        return cursor.rowcount > 0
+
+    def event_members(self, event_id: str) -> list[EventMemberRecord]:
+        rows = self._rows(
+            "SELECT * FROM event_members WHERE event_id = ? ORDER BY subject_id", (event_id,)
+        )
+        return [EventMemberRecord(e, s, bool(only), at) for e, s, only, at in rows]
+
+    def insert_opt_out(self, opt_out: OptOutRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO event_opt_outs VALUES (?, ?, ?, ?)",
+            (opt_out.event_id, opt_out.reference, opt_out.subject_id, opt_out.opted_out_at),
+        )
+
+    def opt_outs(self, event_id: str) -> list[OptOutRecord]:
+        rows = self._rows(
+            "SELECT * FROM event_opt_outs WHERE event_id = ? ORDER BY reference", (event_id,)
+        )
+        return [OptOutRecord(*row) for row in rows]
+
+    def insert_probe_crop(self, crop: ProbeCropRecord) -> None:
+        self._write(
+            "INSERT INTO probe_crops VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                crop.crop_id,
+                crop.event_id,
+                crop.subject_id,
+                crop.ciphertext,
+                crop.created_at,
+                crop.delete_after,
+            ),
+        )
+
+    def probe_crops(self, event_id: str | None = None) -> list[ProbeCropRecord]:
+        if event_id is None:
+            rows = self._rows("SELECT * FROM probe_crops ORDER BY created_at")
+        else:
+            rows = self._rows(
+                "SELECT * FROM probe_crops WHERE event_id = ? ORDER BY created_at", (event_id,)
+            )
+        return [ProbeCropRecord(c, e, s, bytes(b), at, until) for c, e, s, b, at, until in rows]
+
+    def delete_probe_crops(self, crop_ids: list[str]) -> int:
+        deleted = 0
+        for crop_id in crop_ids:
+            deleted += self._write("DELETE FROM probe_crops WHERE crop_id = ?", (crop_id,)).rowcount
+        return deleted
 
     def insert_identification(self, identification: IdentificationRecord) -> None:
         record = identification

@@ -1,0 +1,493 @@
+"""Event galleries: a time-boxed gallery for one flight, exam or entrance.
+
+An event names one purpose and a validity window. Its gallery holds only
+members: already-enrolled subjects whose consent covers the purpose, and
+people enrolled just for the event (``event_only``) from a document photo with
+consent captured at enrolment. A gate searches only the event's members, and
+only while the event is open and within its window. Closing the event dissolves
+its gallery and erases the event-only subjects for good (audited).
+
+Opting out needs no face: it records a reference (a booking, a seat) and,
+when the person is a member, removes them from the event's gallery at once.
+Their passage is recorded by :func:`record_manual_passage`, which takes no
+image at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .. import crypto
+from ..errors import EventError, InvalidParameter, UnknownSubject
+from ..faces import Embedding
+from ..gallery import Gallery
+from ..gallery.consent import require_consent
+from ..gallery.core import TEMPLATE_SECRET
+from ..images import ImageSource
+from ..matching import get_operating_point
+from ..store.base import EventMemberRecord, EventRecord, OptOutRecord, ProbeCropRecord
+
+
+@dataclass(frozen=True)
+class Event:
+    """A time-boxed event and the size of its gallery."""
+
+    event_id: str
+    purpose: str
+    valid_from: str
+    valid_to: str
+    operating_point: str
+    status: str
+    members: int
+    opt_outs: int
+    closed_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate decided for one person.
+
+    ``outcome`` is ``"match"`` (board: ``subject_id`` and ``distance`` set),
+    ``"refer"`` (no member within the threshold: a person checks documents) or
+    ``"no-usable-face"`` (the camera never got a face of passing quality: a
+    person checks documents). Lower distance is more similar.
+    """
+
+    event_id: str
+    gate_id: str
+    outcome: str
+    subject_id: str | None
+    distance: float | None
+    threshold: float
+    operating_point: str
+    decided_at: str
+    audit_seq: int
+    frame_index: int | None = None
+    latency_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EventClosure:
+    """What closing an event removed."""
+
+    event_id: str
+    members_removed: int
+    subjects_erased: tuple[str, ...]
+    probe_crops_deleted: int
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["subjects_erased"] = list(self.subjects_erased)
+        return record
+
+
+def _event_record(gallery: Gallery, event_id: str) -> EventRecord:
+    record = gallery.store.get_event(event_id)
+    if record is None:
+        raise EventError(
+            f"No event {event_id!r} in this gallery. Open one with `facetrust event open`."
+        )
+    return record
+
+
+def _open_record(gallery: Gallery, event_id: str) -> EventRecord:
+    record = _event_record(gallery, event_id)
+    if record.closed_at is not None:
+        raise EventError(f"The event {event_id!r} was closed on {record.closed_at}.")
+    return record
+
+
+def _summary(gallery: Gallery, record: EventRecord) -> Event:
+    now = gallery._now()
+    if record.closed_at is not None:
+        status = "closed"
+    elif now < datetime.fromisoformat(record.valid_from):
+        status = "scheduled"
+    elif now > datetime.fromisoformat(record.valid_to):
+        status = "ended"
+    else:
+        status = "open"
+    return Event(
+        record.event_id,
+        record.purpose,
+        record.valid_from,
+        record.valid_to,
+        record.operating_point or get_operating_point().name,
+        status,
+        len(gallery.store.event_members(record.event_id)),
+        len(gallery.store.opt_outs(record.event_id)),
+        record.closed_at,
+    )
+
+
+def open_event(
+    gallery: Gallery,
+    event_id: str,
+    *,
+    purpose: str,
+    valid_from: datetime,
+    valid_to: datetime,
+    actor: str,
+    operating_point: str | None = None,
+) -> Event:
+    """Create an event with an empty gallery, valid from ``valid_from`` to ``valid_to``.
+
+    Raises
+    ------
+    InvalidParameter
+        Unknown purpose, or a window that ends before it starts or lasts over 7 days.
+    EventError
+        An event with that id exists.
+    """
+    actor = gallery._check_name(actor, "actor")
+    purpose = gallery._check_purpose(purpose)
+    if valid_from.tzinfo is None or valid_to.tzinfo is None or valid_to <= valid_from:
+        raise InvalidParameter(
+            "An event needs timezone-aware valid_from < valid_to. "
+            f"Got {valid_from!r} and {valid_to!r} instead."
+        )
+    if valid_to - valid_from > timedelta(days=7):
+        raise InvalidParameter(
+            "An event gallery is for one event: its window may last at most 7 days. "
+            f"Got {valid_to - valid_from}."
+        )
+    point = get_operating_point(operating_point)
+    record = EventRecord(
+        event_id=gallery._check_name(event_id, "event_id"),
+        purpose=purpose,
+        valid_from=valid_from.astimezone(UTC).isoformat(),
+        valid_to=valid_to.astimezone(UTC).isoformat(),
+        operating_point=point.name,
+        created_at=gallery._stamp(),
+        created_by=actor,
+    )
+    with gallery.store.transaction():
+        if gallery.store.get_event(record.event_id) is not None:
+            raise EventError(f"An event {record.event_id!r} already exists; choose another id.")
+        gallery.store.insert_event(record)
+        gallery.audit.append(
+            "event.open",
+            actor=actor,
+            purpose=purpose,
+            event_id=record.event_id,
+            valid_from=record.valid_from,
+            valid_to=record.valid_to,
+            operating_point=point.name,
+        )
+    return _summary(gallery, record)
+
+
+def get_event(gallery: Gallery, event_id: str) -> Event:
+    """The event and its gallery size."""
+    with gallery.store.snapshot():
+        return _summary(gallery, _event_record(gallery, event_id))
+
+
+def add_member(gallery: Gallery, event_id: str, subject_id: str, *, actor: str) -> Event:
+    """Put an enrolled subject into the event's gallery.
+
+    Raises
+    ------
+    ConsentError
+        The subject's active consent does not cover the event's purpose.
+    EventError
+        The event is closed, or the subject opted out of it.
+    """
+    actor = gallery._check_name(actor, "actor")
+    with gallery.store.transaction():
+        record = _open_record(gallery, event_id)
+        gallery._subject_record(subject_id)
+        require_consent(
+            gallery.store.consents_of(subject_id), record.purpose, gallery._now(), subject_id
+        )
+        if any(o.subject_id == subject_id for o in gallery.store.opt_outs(event_id)):
+            raise EventError(
+                f"Subject {subject_id!r} opted out of {event_id!r}; they use the manual path."
+            )
+        gallery.store.put_event_member(
+            EventMemberRecord(event_id, subject_id, False, gallery._stamp())
+        )
+        gallery.audit.append(
+            "event.add",
+            actor=actor,
+            purpose=record.purpose,
+            subject_ids=[subject_id],
+            event_id=event_id,
+        )
+        return _summary(gallery, record)
+
+
+def enroll_for_event(
+    gallery: Gallery,
+    event_id: str,
+    document_photo: ImageSource,
+    *,
+    evidence_ref: str,
+    evidence_sha256: str,
+    notice_version: str,
+    actor: str,
+    display_name: str | None = None,
+) -> str:
+    """Enrol a person for this event only, consent captured at enrolment.
+
+    The consent covers the event's purpose and expires when the event's
+    window ends; the subject is erased when the event closes. Returns the new
+    subject id. A failed enrolment (no face, poor quality) leaves no subject.
+    """
+    record = _open_record(gallery, event_id)
+    template = gallery.pipeline.embed_one(document_photo).embedding
+    subject_id = f"{event_id}/{uuid.uuid4().hex[:12]}"
+    with gallery.batch():
+        gallery.add_subject(subject_id, display_name=display_name, actor=actor)
+        gallery.grant_consent(
+            subject_id,
+            [record.purpose],
+            expires_at=datetime.fromisoformat(record.valid_to),
+            evidence_ref=evidence_ref,
+            evidence_sha256=evidence_sha256,
+            notice_version=notice_version,
+            actor=actor,
+        )
+        gallery.enroll(subject_id, [template], actor=actor)
+        gallery.store.put_event_member(
+            EventMemberRecord(event_id, subject_id, True, gallery._stamp())
+        )
+        gallery.audit.append(
+            "event.enroll",
+            actor=actor,
+            purpose=record.purpose,
+            subject_ids=[subject_id],
+            event_id=event_id,
+            event_only=True,
+        )
+    return subject_id
+
+
+def opt_out(
+    gallery: Gallery,
+    event_id: str,
+    reference: str,
+    *,
+    actor: str,
+    subject_id: str | None = None,
+) -> Event:
+    """Record that the person with ``reference`` opted out; no face is involved.
+
+    A member named by ``subject_id`` leaves the event's gallery at once (an
+    event-only member is erased).
+    """
+    actor = gallery._check_name(actor, "actor")
+    reference = gallery._check_name(reference, "reference")
+    erase = False
+    with gallery.store.transaction():
+        record = _open_record(gallery, event_id)
+        members = {m.subject_id: m for m in gallery.store.event_members(event_id)}
+        if subject_id is not None and subject_id in members:
+            gallery.store.remove_event_member(event_id, subject_id)
+            erase = members[subject_id].event_only
+        gallery.store.insert_opt_out(
+            OptOutRecord(event_id, reference, subject_id, gallery._stamp())
+        )
+        gallery.audit.append(
+            "event.opt-out",
+            actor=actor,
+            purpose=record.purpose,
+            subject_ids=[subject_id] if subject_id else [],
+            event_id=event_id,
+            reference=reference,
+            face_captured=False,
+        )
+    if erase and subject_id is not None:
+        gallery.forget(subject_id, actor=actor, reason=f"opted out of event {event_id}")
+    return get_event(gallery, event_id)
+
+
+def record_manual_passage(
+    gallery: Gallery, event_id: str, reference: str, *, actor: str, gate_id: str
+) -> int:
+    """Audit that a person passed the gate on the manual path (documents checked by staff).
+
+    This path takes no image: nothing is captured or processed. Returns the
+    audit sequence number.
+    """
+    actor = gallery._check_name(actor, "actor")
+    with gallery.store.transaction():
+        record = _open_record(gallery, event_id)
+        event = gallery.audit.append(
+            "gate.manual",
+            actor=actor,
+            purpose=record.purpose,
+            event_id=event_id,
+            gate_id=gate_id,
+            reference=reference,
+            face_captured=False,
+        )
+    return event.seq
+
+
+def match_at_gate(
+    gallery: Gallery,
+    event_id: str,
+    probe: Embedding | None,
+    *,
+    gate_id: str,
+    actor: str,
+    crop_jpeg: bytes | None = None,
+    keep_crop_hours: float | None = None,
+    frame_index: int | None = None,
+    latency_s: float | None = None,
+) -> GateDecision:
+    """Match one traveller's probe against the event's gallery and audit the decision.
+
+    ``probe`` None means the camera got no usable face: the decision is to
+    refer the person to staff. The probe is never stored; a matched face crop
+    is kept (encrypted under the subject's data key, erased with the subject)
+    only when ``keep_crop_hours`` is given, and deleted by
+    :func:`sweep_probe_crops` once that many hours have passed.
+
+    Raises
+    ------
+    EventError
+        The event is closed, not yet started or over.
+    """
+    record = _open_record(gallery, event_id)
+    now = gallery._now()
+    if (
+        not datetime.fromisoformat(record.valid_from)
+        <= now
+        <= datetime.fromisoformat(record.valid_to)
+    ):
+        raise EventError(
+            f"The event {event_id!r} runs from {record.valid_from} to {record.valid_to}; "
+            f"the gate cannot match at {now.isoformat()}."
+        )
+    point = get_operating_point(record.operating_point)
+    subject_id: str | None = None
+    distance: float | None = None
+    probe_sha256 = ""
+    searched = 0
+    if probe is not None:
+        members = [m.subject_id for m in gallery.store.event_members(event_id)]
+        point = get_operating_point(record.operating_point, probe.model_id)
+        vector = crypto.protect(probe.vector, gallery._secret(TEMPLATE_SECRET))
+        hits, searched = gallery._index(probe.model_id).search(
+            vector,
+            purpose=record.purpose,
+            now=now,
+            k=1,
+            threshold=point.threshold,
+            only=members,
+        )
+        probe_sha256 = hashlib.sha256(probe.vector.tobytes()).hexdigest()
+        if hits:
+            subject_id, distance = hits[0].subject_id, hits[0].distance
+    outcome = "match" if subject_id else ("refer" if probe is not None else "no-usable-face")
+    with gallery.store.transaction():
+        if subject_id is not None and crop_jpeg is not None and keep_crop_hours is not None:
+            data_key = gallery._data_key(subject_id)
+            if data_key is not None:
+                crop_id = uuid.uuid4().hex
+                gallery.store.insert_probe_crop(
+                    ProbeCropRecord(
+                        crop_id,
+                        event_id,
+                        subject_id,
+                        crypto.seal(data_key, crop_jpeg, f"probe-crop:{crop_id}"),
+                        now.isoformat(),
+                        (now + timedelta(hours=keep_crop_hours)).isoformat(),
+                    )
+                )
+        event = gallery.audit.append(
+            "gate.decision",
+            actor=actor,
+            purpose=record.purpose,
+            subject_ids=[subject_id] if subject_id else [],
+            event_id=event_id,
+            gate_id=gate_id,
+            outcome=outcome,
+            distance=distance,
+            operating_point=point.name,
+            threshold=point.threshold,
+            probe_sha256=probe_sha256,
+            subjects_searched=searched,
+            reference_gallery={"gallery_id": gallery.gallery_id, "event_id": event_id},
+            frame_index=frame_index,
+        )
+    return GateDecision(
+        event_id,
+        gate_id,
+        outcome,
+        subject_id,
+        distance,
+        point.threshold,
+        point.name,
+        now.isoformat(),
+        event.seq,
+        frame_index,
+        latency_s,
+    )
+
+
+def sweep_probe_crops(gallery: Gallery, *, actor: str = "system") -> int:
+    """Delete every kept probe crop past its deadline; returns how many (audited)."""
+    now = gallery._now()
+    with gallery.store.transaction():
+        due = [
+            c.crop_id
+            for c in gallery.store.probe_crops()
+            if datetime.fromisoformat(c.delete_after) <= now
+        ]
+        deleted = gallery.store.delete_probe_crops(due)
+        gallery.audit.append("gate.crop-sweep", actor=actor, deleted=deleted)
+    if deleted:
+        gallery.store.reclaim()
+    return deleted
+
+
+def close_event(gallery: Gallery, event_id: str, *, actor: str) -> EventClosure:
+    """Dissolve the event's gallery: erase event-only subjects and every probe crop."""
+    actor = gallery._check_name(actor, "actor")
+    with gallery.store.transaction():
+        record = _open_record(gallery, event_id)
+        members = gallery.store.event_members(event_id)
+        crops = [c.crop_id for c in gallery.store.probe_crops(event_id)]
+        crops_deleted = gallery.store.delete_probe_crops(crops)
+        for member in members:
+            gallery.store.remove_event_member(event_id, member.subject_id)
+        gallery.store.close_event(event_id, gallery._stamp())
+    erased = _erase_event_only(gallery, [m for m in members if m.event_only], event_id, actor)
+    gallery.audit.append(
+        "event.close",
+        actor=actor,
+        purpose=record.purpose,
+        subject_ids=list(erased),
+        event_id=event_id,
+        members_removed=len(members),
+        probe_crops_deleted=crops_deleted,
+    )
+    gallery.store.reclaim()
+    return EventClosure(event_id, len(members), erased, crops_deleted)
+
+
+def _erase_event_only(
+    gallery: Gallery, members: Sequence[EventMemberRecord], event_id: str, actor: str
+) -> tuple[str, ...]:
+    erased = []
+    for member in members:
+        try:
+            gallery.forget(member.subject_id, actor=actor, reason=f"event {event_id} closed")
+        except UnknownSubject:
+            continue  # already erased (e.g. opted out)
+        erased.append(member.subject_id)
+    return tuple(erased)

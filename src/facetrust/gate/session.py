@@ -1,0 +1,119 @@
+"""Running a gate: frames in, one decision per person out.
+
+Detection runs on every frame in this thread; the best face of each presence
+is embedded in a worker thread (dlib and ONNX Runtime release the GIL) so the
+camera keeps being read meanwhile, and every decision is matched and audited
+here, in order. No frame is ever written anywhere; only a matched face crop
+may be kept, encrypted, when the policy asks for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+
+from ..config import Settings
+from ..faces import Embedding, Face
+from ..gallery import Gallery
+from ..pipeline import FacePipeline
+from .events import GateDecision, match_at_gate
+from .frames import read_frames
+from .presence import BestFrameSelector, ReadyPresence
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """How a gate behaves.
+
+    Attributes
+    ----------
+    window_s : float
+        Seconds after a person's first good frame to look for a better one.
+    detection_max_side : int
+        Longer side of the copy detection runs on (faces at a gate are large).
+    keep_crop_hours : float or None
+        Keep the face crop of *matched* probes, encrypted, this many hours
+        (None: keep nothing). Unmatched probes are never kept.
+    """
+
+    window_s: float = 0.3
+    detection_max_side: int = 480
+    keep_crop_hours: float | None = None
+
+
+def run_gate(
+    gallery: Gallery,
+    event_id: str,
+    source: str | int | os.PathLike[str],
+    *,
+    gate_id: str,
+    actor: str,
+    policy: GatePolicy | None = None,
+    settings: Settings | None = None,
+) -> Iterator[GateDecision]:
+    """Read ``source`` and yield one decision per person who stood at the gate.
+
+    Raises
+    ------
+    FrameSourceError
+        The video, camera or folder cannot be read.
+    EventError
+        The event is closed or outside its window.
+    """
+    policy = policy or GatePolicy()
+    base = settings or Settings.from_env()
+    gate_settings = dataclasses.replace(
+        base, detection_max_side=policy.detection_max_side, detection_retry=False
+    )
+    detector = FacePipeline(gate_settings)
+    embedder = FacePipeline(gate_settings).embedder  # used by the worker thread only
+    selector = BestFrameSelector(window_s=policy.window_s)
+    pending: deque[tuple[ReadyPresence, Future[Embedding | None]]] = deque()
+
+    def embed(face: Face | None) -> Embedding | None:
+        if face is None or face.chip is None:
+            return None
+        return Embedding(embedder.embed([face.chip])[0], embedder.model_id)
+
+    def decide(ready: ReadyPresence, probe: Embedding | None) -> GateDecision:
+        crop = None
+        chip = ready.face.chip if ready.face is not None else None
+        if probe is not None and policy.keep_crop_hours is not None and chip is not None:
+            crop = bytes(cv2.imencode(".jpg", chip[:, :, ::-1])[1])
+        latency = (
+            time.monotonic() - ready.first_good_wall_s
+            if ready.first_good_wall_s is not None
+            else None
+        )
+        return match_at_gate(
+            gallery,
+            event_id,
+            probe,
+            gate_id=gate_id,
+            actor=actor,
+            crop_jpeg=crop,
+            keep_crop_hours=policy.keep_crop_hours,
+            frame_index=ready.frame_index,
+            latency_s=latency,
+        )
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-embed") as worker:
+        for frame in read_frames(source):
+            faces = detector.detect(frame.pixels)
+            for ready in selector.update(frame.index, frame.time_s, faces):
+                pending.append((ready, worker.submit(embed, ready.face)))
+            while pending and pending[0][1].done():
+                ready, future = pending.popleft()
+                yield decide(ready, future.result())
+        for ready in selector.flush():
+            pending.append((ready, worker.submit(embed, ready.face)))
+        while pending:
+            ready, future = pending.popleft()
+            yield decide(ready, future.result())

@@ -1,0 +1,218 @@
+"""The boarding gate done right: event galleries, opt-out, closing, probe crop deletion."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from facetrust.errors import EventError, PurposeNotConsented, UnknownSubject
+from facetrust.faces import Embedding
+from facetrust.gallery import Gallery
+from facetrust.gate import events
+from facetrust.gate.arrivals import write_arrivals_video
+from facetrust.gate.session import GatePolicy, run_gate
+
+EVENT = "flight-UA123-2026-01-15"
+EVIDENCE_SHA256 = "cd" * 32
+#: Sample identities on the flight. The sample's known hard non-mated pairs (the
+#: Williams sisters; Hu Jintao and Junichiro Koizumi, see tests/test_verification.py)
+#: are kept on the same side of the membership line, so that a refer/match check
+#: here tests scoping, not the model's known demographic false matches.
+MEMBERS = (0, 1, 2, 4)
+
+
+def _open(gallery: Gallery, event_id: str = EVENT, purpose: str = "boarding") -> None:
+    now = gallery._now()
+    events.open_event(
+        gallery,
+        event_id,
+        purpose=purpose,
+        valid_from=now - timedelta(minutes=1),
+        valid_to=now + timedelta(hours=3),
+        actor="agent",
+    )
+
+
+@pytest.fixture
+def flight(
+    make_gallery: Callable[..., Gallery],
+    enrol_all: Callable[..., None],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+) -> Gallery:
+    """Every sample identity enrolled for boarding; the MEMBERS are on the flight."""
+    gallery = make_gallery()
+    enrol_all(gallery, identities, embeddings, photos=slice(0, 1))
+    _open(gallery)
+    for n in MEMBERS:
+        events.add_member(gallery, EVENT, list(identities)[n], actor="agent")
+    return gallery
+
+
+def _probe(
+    identities: dict[str, list[Path]], embeddings: dict[Path, Embedding], n: int
+) -> Embedding:
+    return embeddings[list(identities.values())[n][2]]  # a photo not used for enrolment
+
+
+def _gate(gallery: Gallery, probe: Embedding | None, **options: object) -> events.GateDecision:
+    return events.match_at_gate(gallery, EVENT, probe, gate_id="B12", actor="gate", **options)  # type: ignore[arg-type]
+
+
+def test_members_match_and_everyone_else_is_referred(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    names = list(identities)
+    for n in MEMBERS:
+        decision = _gate(flight, _probe(identities, embeddings, n))
+        assert (decision.outcome, decision.subject_id) == ("match", names[n])
+        assert decision.distance is not None and decision.distance <= decision.threshold
+    # Enrolled with a boarding consent, but not on this flight: never matched here.
+    for n in sorted(set(range(len(names))) - set(MEMBERS)):
+        decision = _gate(flight, _probe(identities, embeddings, n))
+        assert decision.outcome == "refer" and decision.subject_id is None
+    assert _gate(flight, None).outcome == "no-usable-face"
+
+
+def test_another_events_members_are_not_searched(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    names = list(identities)
+    _open(flight, "flight-LH400-2026-01-15")
+    events.add_member(flight, "flight-LH400-2026-01-15", names[5], actor="agent")
+    assert _gate(flight, _probe(identities, embeddings, 5)).outcome == "refer"
+
+
+def test_a_subject_without_the_events_purpose_cannot_join(
+    flight: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    grant: Callable[..., str],
+) -> None:
+    flight.add_subject("visitor", actor="registrar")
+    grant(flight, "visitor", ("access-control",))
+    flight.enroll("visitor", [_probe(identities, embeddings, 9)], actor="registrar")
+    with pytest.raises(PurposeNotConsented):
+        events.add_member(flight, EVENT, "visitor", actor="agent")
+
+
+def test_opt_out_removes_the_member_at_once_and_needs_no_face(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    name = list(identities)[1]
+    events.opt_out(flight, EVENT, "seat 14C", actor="agent", subject_id=name)
+    assert _gate(flight, _probe(identities, embeddings, 1)).outcome == "refer"
+    with pytest.raises(EventError, match="opted out"):
+        events.add_member(flight, EVENT, name, actor="agent")
+    seq = events.record_manual_passage(flight, EVENT, "seat 14C", actor="agent", gate_id="B12")
+    manual = [e for e in flight.audit.events() if e.seq == seq][0]
+    assert manual.kind == "gate.manual" and manual.fields["face_captured"] is False
+    assert flight.get_subject(name).template_count == 1  # enrolled elsewhere: kept
+
+
+def test_closing_erases_event_only_subjects_and_crops(
+    flight: Gallery, identities: dict[str, list[Path]], clock: Any
+) -> None:
+    traveller_photo = list(identities.values())[7][0]
+    traveller = events.enroll_for_event(
+        flight,
+        EVENT,
+        traveller_photo,
+        evidence_ref="passport-scan-1",
+        evidence_sha256=EVIDENCE_SHA256,
+        notice_version="gate-notice-3",
+        actor="agent",
+    )
+    assert events.get_event(flight, EVENT).members == 5
+    from facetrust import default_pipeline
+
+    probe = default_pipeline().embed_one(list(identities.values())[7][3]).embedding
+    decision = _gate(flight, probe, crop_jpeg=b"\xff\xd8jpeg-bytes", keep_crop_hours=12)
+    assert (decision.outcome, decision.subject_id) == ("match", traveller)
+    assert len(flight.store.probe_crops(EVENT)) == 1
+    closure = events.close_event(flight, EVENT, actor="agent")
+    assert closure.subjects_erased == (traveller,)
+    assert closure.probe_crops_deleted == 1 and flight.store.probe_crops() == []
+    assert flight.store.templates_of(traveller) == []
+    with pytest.raises(UnknownSubject):
+        flight.get_subject(traveller)
+    with pytest.raises(EventError, match="closed"):
+        _gate(flight, probe)
+    assert flight.get_subject(list(identities)[0]).template_count == 1  # members stay enrolled
+    assert flight.audit.verify().ok
+
+
+def test_matched_probe_crops_are_deleted_after_twelve_hours(
+    flight: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    clock: Any,
+) -> None:
+    _gate(flight, _probe(identities, embeddings, 0), crop_jpeg=b"crop", keep_crop_hours=12)
+    _gate(flight, _probe(identities, embeddings, 6), crop_jpeg=b"crop", keep_crop_hours=12)
+    crops = flight.store.probe_crops()
+    assert len(crops) == 1  # only the match; the referred traveller's crop is never kept
+    assert b"crop" not in crops[0].ciphertext  # encrypted under the subject's data key
+    clock.advance(hours=11, minutes=59)
+    assert events.sweep_probe_crops(flight) == 0
+    clock.advance(minutes=2)
+    assert events.sweep_probe_crops(flight) == 1
+    assert flight.store.probe_crops() == []
+
+
+def test_the_gate_refuses_outside_the_events_window(
+    flight: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    clock: Any,
+) -> None:
+    clock.advance(hours=4)
+    with pytest.raises(EventError, match="runs from"):
+        _gate(flight, _probe(identities, embeddings, 0))
+
+
+def test_a_gate_run_over_video_stores_no_unmatched_frame(
+    flight: Gallery, identities: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    photos = list(identities.values())
+    arrivals = [photos[0][3], photos[8][3], photos[2][3]]  # member, stranger, member
+    video = tmp_path / "arrivals.mp4"
+    write_arrivals_video(arrivals, video, fps=10, seconds_each=0.8, gap_seconds=0.3)
+    before = {p for p in tmp_path.rglob("*")}
+    decisions = list(
+        run_gate(
+            flight, EVENT, video, gate_id="B12", actor="gate", policy=GatePolicy(keep_crop_hours=12)
+        )
+    )
+    names = list(identities)
+    assert [(d.outcome, d.subject_id) for d in decisions] == [
+        ("match", names[0]),
+        ("refer", None),
+        ("match", names[2]),
+    ]
+    assert all(d.latency_s is not None and d.latency_s >= 0 for d in decisions)
+    after = {p for p in tmp_path.rglob("*")}
+    new_files = {p.name for p in after - before}
+    assert new_files <= {"gallery.db-wal", "gallery.db-shm"}  # no frame, crop or probe file
+    crops = flight.store.probe_crops()
+    assert sorted(c.subject_id for c in crops) == sorted([names[0], names[2]])
+    # The stranger's probe left no trace but its hash in the audit log.
+    refer = [e for e in flight.audit.events() if e.kind == "gate.decision"][1]
+    assert refer.fields["outcome"] == "refer" and len(refer.fields["probe_sha256"]) == 64
+    db = flight.config.db_path
+    flight.store.reclaim()
+    assert os.path.getsize(db) > 0
+    stranger = np.asarray(_stranger_vector(photos[8][3]), dtype=np.float32).tobytes()
+    assert stranger[:32] not in Path(db).read_bytes()
+
+
+def _stranger_vector(photo: Path) -> np.ndarray:
+    from facetrust import default_pipeline
+
+    return default_pipeline().embed_one(photo).embedding.vector
