@@ -7,6 +7,7 @@ keeps nothing of a frame it does not match.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +24,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 @dataclass(frozen=True, eq=False)
 class Frame:
-    """One frame: its position in the stream, its time in seconds, and RGB pixels."""
+    """One frame: its position in the stream, its time in seconds, and RGB pixels.
+
+    ``read_at`` is ``time.monotonic()`` when the frame was read: where a
+    decision's latency starts.
+    """
 
     index: int
     time_s: float
     pixels: npt.NDArray[np.uint8] = field(repr=False)
+    read_at: float = field(default_factory=time.monotonic)
 
 
 def read_frames(

@@ -120,8 +120,14 @@ class BestFrameSelector:
         self._active: list[_Presence] = []
         self._count = 0
 
-    def update(self, frame_index: int, time_s: float, faces: list[Face]) -> list[ReadyPresence]:
-        """Feed one frame's faces; returns the presences that became ready."""
+    def update(
+        self, frame_index: int, time_s: float, faces: list[Face], wall_s: float | None = None
+    ) -> list[ReadyPresence]:
+        """Feed one frame's faces; returns the presences that became ready.
+
+        ``wall_s`` is ``time.monotonic()`` when the frame was read (now by default).
+        """
+        wall = time.monotonic() if wall_s is None else wall_s
         ready: list[ReadyPresence] = []
         unmatched = list(self._active)
         for face in faces:
@@ -135,7 +141,7 @@ class BestFrameSelector:
                 presence.box, presence.last_frame = face.box, frame_index
                 presence.frames_seen += 1
             if not presence.decided:
-                self._consider(presence, face, frame_index, time_s)
+                self._consider(presence, face, frame_index, time_s, wall)
         for presence in list(self._active):
             gone = frame_index - presence.last_frame >= self.gone_after_frames
             if gone:
@@ -165,12 +171,14 @@ class BestFrameSelector:
         return best
 
     @staticmethod
-    def _consider(presence: _Presence, face: Face, frame_index: int, time_s: float) -> None:
+    def _consider(
+        presence: _Presence, face: Face, frame_index: int, time_s: float, wall_s: float
+    ) -> None:
         if not face.quality.passed:
             return
         if presence.first_good_time_s is None:
             presence.first_good_time_s = time_s
-            presence.first_good_wall_s = time.monotonic()
+            presence.first_good_wall_s = wall_s
         score = frame_score(face)
         if score > presence.best_score:
             presence.best, presence.best_score = face, score

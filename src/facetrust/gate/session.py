@@ -1,16 +1,18 @@
 """Running a gate: frames in, one decision per person out.
 
-Detection runs on every frame in this thread; the best face of each presence
-is embedded in a worker thread (dlib and ONNX Runtime release the GIL) so the
-camera keeps being read meanwhile, and every decision is matched and audited
-here, in order. No frame is ever written anywhere; only a matched face crop
-may be kept, encrypted, when the policy asks for it.
+Frames are read here and detected in two threads (dlib's HOG and OpenCV
+release the GIL, so both cores work); the best face of each presence is
+embedded in a third thread while the camera keeps being read; every decision
+is matched and audited here, in frame order. No frame is ever written
+anywhere; only a matched face crop may be kept, encrypted, when the policy
+asks for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -24,8 +26,12 @@ from ..faces import Embedding, Face
 from ..gallery import Gallery
 from ..pipeline import FacePipeline
 from .events import GateDecision, match_at_gate
-from .frames import read_frames
+from .frames import Frame, read_frames
 from .presence import BestFrameSelector, ReadyPresence
+
+#: Threads detecting faces in consecutive frames; dlib's HOG releases the GIL,
+#: so two threads keep both cores busy while a third embeds.
+DETECTION_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -72,10 +78,18 @@ def run_gate(
     gate_settings = dataclasses.replace(
         base, detection_max_side=policy.detection_max_side, detection_retry=False
     )
-    detector = FacePipeline(gate_settings)
-    embedder = FacePipeline(gate_settings).embedder  # used by the worker thread only
+    embedder = FacePipeline(gate_settings).embedder  # used by the embedding thread only
     selector = BestFrameSelector(window_s=policy.window_s)
     pending: deque[tuple[ReadyPresence, Future[Embedding | None]]] = deque()
+    detecting: deque[Future[tuple[Frame, list[Face]]]] = deque()
+    local = threading.local()
+
+    def detect(frame: Frame) -> tuple[Frame, list[Face]]:
+        # dlib detectors must not be shared between threads: one pipeline per thread.
+        pipeline = getattr(local, "pipeline", None)
+        if pipeline is None:
+            pipeline = local.pipeline = FacePipeline(gate_settings)
+        return frame, pipeline.detect(frame.pixels)
 
     def embed(face: Face | None) -> Embedding | None:
         if face is None or face.chip is None:
@@ -104,14 +118,23 @@ def run_gate(
             latency_s=latency,
         )
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-embed") as worker:
+    def select(frame: Frame, faces: list[Face]) -> Iterator[GateDecision]:
+        for ready in selector.update(frame.index, frame.time_s, faces, frame.read_at):
+            pending.append((ready, worker.submit(embed, ready.face)))
+        while pending and pending[0][1].done():
+            ready, future = pending.popleft()
+            yield decide(ready, future.result())
+
+    with (
+        ThreadPoolExecutor(DETECTION_THREADS, thread_name_prefix="gate-detect") as detectors,
+        ThreadPoolExecutor(1, thread_name_prefix="gate-embed") as worker,
+    ):
         for frame in read_frames(source):
-            faces = detector.detect(frame.pixels)
-            for ready in selector.update(frame.index, frame.time_s, faces):
-                pending.append((ready, worker.submit(embed, ready.face)))
-            while pending and pending[0][1].done():
-                ready, future = pending.popleft()
-                yield decide(ready, future.result())
+            detecting.append(detectors.submit(detect, frame))
+            if len(detecting) >= DETECTION_THREADS:
+                yield from select(*detecting.popleft().result())
+        while detecting:
+            yield from select(*detecting.popleft().result())
         for ready in selector.flush():
             pending.append((ready, worker.submit(embed, ready.face)))
         while pending:
