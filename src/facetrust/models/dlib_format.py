@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import numpy.typing as npt
@@ -117,7 +116,7 @@ class FullyConnected:
     bias: FloatArray | None
 
 
-Layer = Union[Conv, Affine, Relu, Pool, Tag, Skip, AddPrev, FullyConnected]
+Layer = Conv | Affine | Relu | Pool | Tag | Skip | AddPrev | FullyConnected
 
 
 @dataclass(frozen=True)
