@@ -84,7 +84,6 @@ class Settings:
             raise InvalidParameter(
                 f"The 'workers' setting must be 0 (one per core) or more. Got {self.workers}."
             )
-
         if self.embedder not in ("auto", "onnx", "dlib"):
             raise InvalidParameter(
                 "The 'embedder' setting must be 'auto', 'onnx' or 'dlib'. "
