@@ -6,7 +6,7 @@ writes the graph), once per machine: the ONNX file is cached in the user
 cache directory under a name holding the SHA-256 of the weights, so new
 weights give a new conversion and nothing converted is ever shipped or
 downloaded. Descriptors equal dlib's to float rounding (max absolute
-difference about 1e-6), so templates from either backend are interchangeable
+difference under 1e-6 on LFW), so templates from either backend are interchangeable
 and both carry the model id ``dlib-resnet-v1``.
 
 Needs ``pip install 'facetrust[onnx]'`` (onnxruntime and onnx).
