@@ -7,6 +7,7 @@ files themselves; only small results travel back.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
@@ -96,6 +97,10 @@ def embed_many(
                 yield process_image(pipeline, path)
                 bar.update()
             return
+        if settings.embedder_threads == 0:
+            # Each worker's ONNX Runtime would otherwise start one thread per core.
+            cores = os.cpu_count() or 1
+            settings = dataclasses.replace(settings, embedder_threads=max(1, cores // count))
         context = multiprocessing.get_context("forkserver")
         chunk = max(1, min(16, len(items) // (count * 8)))
         with ProcessPoolExecutor(

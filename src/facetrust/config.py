@@ -51,6 +51,14 @@ class Settings:
         Quality maximum for the in-plane rotation of the eye line, in degrees.
     workers : int
         Worker processes for batch work; 0 means one per CPU core.
+    embedder : str
+        Which engine runs the face descriptor network: ``"auto"`` (ONNX Runtime
+        when ``facetrust[onnx]`` is installed, else dlib), ``"onnx"`` or
+        ``"dlib"``. Both give the same descriptors (model ``dlib-resnet-v1``).
+    embedder_threads : int
+        ONNX Runtime threads per process; 0 means one per core, or, in
+        :func:`facetrust.batch.embed_many` with several workers, the cores
+        shared out between them.
     """
 
     max_pixels: int = 40_000_000
@@ -63,6 +71,8 @@ class Settings:
     max_abs_yaw: float = 0.6
     max_abs_roll_deg: float = 35.0
     workers: int = 0
+    embedder: str = "auto"
+    embedder_threads: int = 0
 
     def __post_init__(self) -> None:
         _require_positive(self, "max_pixels", "max_bytes", "detection_max_side")
@@ -73,6 +83,16 @@ class Settings:
         if self.workers < 0:
             raise InvalidParameter(
                 f"The 'workers' setting must be 0 (one per core) or more. Got {self.workers}."
+            )
+        if self.embedder not in ("auto", "onnx", "dlib"):
+            raise InvalidParameter(
+                "The 'embedder' setting must be 'auto', 'onnx' or 'dlib'. "
+                f"Got {self.embedder!r} instead."
+            )
+        if self.embedder_threads < 0:
+            raise InvalidParameter(
+                "The 'embedder_threads' setting must be 0 (one per core) or more. "
+                f"Got {self.embedder_threads}."
             )
 
     @classmethod

@@ -23,6 +23,7 @@ from .errors import FaceQualityTooLow, InvalidParameter, MultipleFaces, NoFaceFo
 from .faces import Box, EmbeddedFace, Embedding, Face
 from .images import ImageSource, RGBImage, load_image
 from .models.base import Detection, Detector, Embedder, Landmarker
+from .models.selection import default_embedder
 from .quality import assess_quality
 
 #: How to pick one face from an image: ``"single"`` refuses images with several
@@ -45,7 +46,9 @@ class FacePipeline:
     ----------
     settings : Settings, optional
     detector, landmarker, embedder : optional
-        Backends; the dlib ones by default.
+        Backends; the dlib ones by default, except the embedder, which is
+        :func:`~facetrust.models.selection.default_embedder` (ONNX Runtime
+        when installed, else dlib; same descriptors).
     """
 
     def __init__(
@@ -67,7 +70,7 @@ class FacePipeline:
             )
         self.detector: Detector = detector
         self.landmarker: Landmarker = landmarker or dlib_backend.DlibLandmarker()
-        self.embedder: Embedder = embedder or dlib_backend.DlibResnetEmbedder()
+        self.embedder: Embedder = embedder or default_embedder(self.settings)
 
     @property
     def model_id(self) -> str:

@@ -5,6 +5,10 @@
 aligned chip, :class:`~facetrust.models.base.Embedder` turns chips into
 descriptors. The dlib backend (weights from the ``face_recognition_models``
 package) is the default; another backend only has to implement these.
+The descriptor network also runs on ONNX Runtime
+(:mod:`~facetrust.models.onnx_backend`, converted from dlib's weights on
+first use), chosen by :func:`~facetrust.models.selection.default_embedder`
+when installed.
 """
 
 from .base import Detection, Detector, Embedder, Landmarker
