@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Literal, Union
 
 import cv2
+
 from .config import Settings
 from .errors import FaceQualityTooLow, InvalidParameter, MultipleFaces, NoFaceFound
 from .faces import Box, EmbeddedFace, Embedding, Face

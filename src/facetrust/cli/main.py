@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..errors import FacetrustError
-from . import faces
+from . import evaluate, faces
 
 EXIT_ERROR = 2
 
@@ -39,4 +39,7 @@ def cli(debug: bool) -> None:
 
 
 for command in faces.COMMANDS:
+    cli.add_command(command)
+
+for command in evaluate.COMMANDS:
     cli.add_command(command)
