@@ -129,3 +129,28 @@ def test_pairs_without_embeddings_are_refused(sample_images: dict[str, CachedIma
     partial = dict(list(sample_images.items())[:5])
     with pytest.raises(EvaluationError, match="No embedding result"):
         evaluate_pairs(pairs, partial)
+
+
+def test_cnn_fallback_recovers_a_face_hog_misses(
+    sample_copy: Path, cache_file: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    hard = Path(__file__).resolve().parents[1] / "data" / "hard_faces" / "Angela_Merkel"
+    shutil.copytree(hard, sample_copy / "Angela_Merkel")
+    pairs_file = tmp_path / "pairs.csv"
+    pairs_file.write_text(
+        "Angela_Merkel/Angela_Merkel_0001.jpg,Angela_Merkel/Angela_Merkel_0003.jpg,1,0\n"
+        "Kofi_Annan/Kofi_Annan_0001.jpg,Hu_Jintao/Hu_Jintao_0001.jpg,0,0\n"
+        "Kofi_Annan/Kofi_Annan_0001.jpg,Kofi_Annan/Kofi_Annan_0002.jpg,1,1\n"
+        "Angela_Merkel/Angela_Merkel_0001.jpg,Hu_Jintao/Hu_Jintao_0002.jpg,0,1\n"
+    )
+    without = run_pairs(sample_copy, pairs_file, cache=cache_file, workers=1,
+                        fallback_detector=None)
+    assert without.pairs is not None and without.pairs.fta_pairs == 1
+    assert without.cache["no_face_first_pass"] == 1
+    recovered = run_pairs(sample_copy, pairs_file, cache=cache_file, workers=1)
+    assert recovered.pairs is not None and recovered.pairs.fta_pairs == 0
+    assert recovered.cache["recovered_by_fallback_detector"] == 1
+    mated = recovered.pairs.distances[recovered.pairs.labels]
+    assert mated.max() < 0.6  # the CNN box gives a usable embedding of the same person

@@ -199,6 +199,11 @@ class EmbeddingCache:
                 ) from None
         self._db.execute(_SCHEMA)
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open SQLite connection (share it to read another pipeline variant)."""
+        return self._db
+
     def close(self) -> None:
         """Close the SQLite connection."""
         self._db.close()

@@ -6,6 +6,7 @@ the measurements and optionally writes the report; the CLI only calls them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -89,8 +90,18 @@ def list_images(folder: str | os.PathLike[str]) -> list[str]:
 
 
 def _embed(
-    cache: EmbeddingCache, paths: Sequence[str], workers: int | None, progress: bool
+    cache: EmbeddingCache,
+    paths: Sequence[str],
+    workers: int | None,
+    progress: bool,
+    fallback_detector: str | None = None,
 ) -> tuple[dict[str, CachedImage], float, dict[str, int]]:
+    """Embed ``paths`` through the cache; retry images with no face with ``fallback_detector``.
+
+    The fallback pass (dlib's CNN detector by default in evaluation) only runs
+    on the few images the HOG detector misses, and is cached under its own
+    pipeline variant.
+    """
     computed, hits = cache.computed_, cache.hits_
     start = time.perf_counter()
     images = cache.get_or_compute(paths, workers=workers, progress=progress)
@@ -98,8 +109,31 @@ def _embed(
         "images": len(images),
         "computed": cache.computed_ - computed,
         "hits": cache.hits_ - hits,
+        "no_face_first_pass": sum(
+            not i.acquired and i.error_type is None for i in images.values()
+        ),
+        "recovered_by_fallback_detector": 0,
     }
+    missed = [p for p, i in images.items() if not i.acquired and i.error_type is None]
+    if missed and fallback_detector and fallback_detector != cache.settings.detector:
+        settings = dataclasses.replace(cache.settings, detector=fallback_detector)
+        fallback = EmbeddingCache(cache.connection, settings, model_id=cache.model_id)
+        retried = fallback.get_or_compute(missed, workers=workers, progress=progress)
+        recovered = {p: i for p, i in retried.items() if i.acquired}
+        images.update(recovered)
+        counts["recovered_by_fallback_detector"] = len(recovered)
+        counts["computed"] += fallback.computed_
+        counts["hits"] += fallback.hits_
     return images, time.perf_counter() - start, counts
+
+
+def _detection_meta(counts: dict[str, int], fallback_detector: str | None) -> dict[str, str]:
+    missed = counts.get("no_face_first_pass", 0)
+    recovered = counts.get("recovered_by_fallback_detector", 0)
+    text = f"{missed} image(s) with no face on the first detection pass"
+    if fallback_detector:
+        text += f"; the {fallback_detector} detector found a face in {recovered} of them"
+    return {"detection": text}
 
 
 def _open_cache(
@@ -119,8 +153,14 @@ def run_pairs(
     workers: int | None = None,
     progress: bool = False,
     report_dir: str | os.PathLike[str] | None = None,
+    fallback_detector: str | None = "cnn",
 ) -> EvaluationRun:
     """``facetrust evaluate pairs``: the 10-fold protocol on a pairs file.
+
+    Images in which the configured detector (HOG by default) finds no face
+    are retried with ``fallback_detector`` (dlib's CNN detector; ``None`` to
+    skip): evaluation should measure the recogniser, and the CNN detector is
+    what a deployment would use on hard images. Both passes are reported.
 
     Raises
     ------
@@ -131,7 +171,7 @@ def run_pairs(
     pairs = read_pairs(pairs_file, images_dir)
     store = _open_cache(cache, settings)
     paths = sorted({p for pair in pairs for p in (pair.image_a, pair.image_b)})
-    images, embed_s, counts = _embed(store, paths, workers, progress)
+    images, embed_s, counts = _embed(store, paths, workers, progress, fallback_detector)
     evaluation = evaluate_pairs(pairs, images)
     report = None
     if report_dir is not None:
@@ -140,7 +180,8 @@ def run_pairs(
             title=f"facetrust verification accuracy: {Path(pairs_file).name}",
             evaluation=evaluation,
             meta={"images": str(images_dir), "pairs file": str(pairs_file),
-                  "model": store.model_id, "pipeline": store.variant},
+                  "model": store.model_id, "pipeline": store.variant,
+                  **_detection_meta(counts, fallback_detector)},
         )
     total = time.perf_counter() - start
     return EvaluationRun(
@@ -173,6 +214,7 @@ def run_demographics(
     report_dir: str | os.PathLike[str] | None = None,
     min_pairs: int = 30,
     seed: int = 0,
+    fallback_detector: str | None = "cnn",
 ) -> EvaluationRun:
     """``facetrust evaluate demographics``: FMR/FNMR per labelled group.
 
@@ -190,7 +232,7 @@ def run_demographics(
             f"No image in {images_dir} is named by the labels. Check that the labels "
             "belong to these images (LFW names: <Name>/<Name>_NNNN.jpg)."
         )
-    images, embed_s, counts = _embed(store, paths, workers, progress)
+    images, embed_s, counts = _embed(store, paths, workers, progress, fallback_detector)
     audit = audit_groups(
         images, attribute_labels, value, operating_point=name, min_pairs=min_pairs, seed=seed
     )
@@ -201,7 +243,8 @@ def run_demographics(
             title="facetrust demographic audit",
             audit=audit,
             meta={"images": str(images_dir), "labels": ", ".join(map(str, labels)),
-                  "model": store.model_id, "pipeline": store.variant},
+                  "model": store.model_id, "pipeline": store.variant,
+                  **_detection_meta(counts, fallback_detector)},
         )
     return EvaluationRun(
         demographics=audit,
@@ -229,6 +272,7 @@ def run_calibration(
     max_impostor_images: int = 3000,
     min_pairs: int = 30,
     seed: int = 0,
+    fallback_detector: str | None = "cnn",
 ) -> EvaluationRun:
     """``facetrust evaluate calibrate``: pairs protocol, demographic audit and calibration table.
 
@@ -246,7 +290,7 @@ def run_calibration(
     every = list_images(images_dir)
     labelled = {p for p in every if any(a.group_of(p) for a in attribute_labels)}
     wanted = sorted(labelled | {p for pair in pairs for p in (pair.image_a, pair.image_b)})
-    images, embed_s, counts = _embed(store, wanted, workers, progress)
+    images, embed_s, counts = _embed(store, wanted, workers, progress, fallback_detector)
     evaluation = evaluate_pairs(pairs, images)
     impostor, info = impostor_distances(images, max_images=max_impostor_images, seed=seed)
     mated = evaluation.distances[evaluation.labels]
@@ -283,7 +327,8 @@ def run_calibration(
                   "labels": ", ".join(map(str, labels)), "model": store.model_id,
                   "pipeline": store.variant,
                   "images embedded": f"{counts['images']} ({counts['computed']} computed now)",
-                  "impostor pairs (calibration)": int(np.asarray(impostor).size)},
+                  "impostor pairs (calibration)": int(np.asarray(impostor).size),
+                  **_detection_meta(counts, fallback_detector)},
         )
     return EvaluationRun(
         pairs=evaluation,
