@@ -154,3 +154,17 @@ def test_cnn_fallback_recovers_a_face_hog_misses(
     assert recovered.cache["recovered_by_fallback_detector"] == 1
     mated = recovered.pairs.distances[recovered.pairs.labels]
     assert mated.max() < 0.6  # the CNN box gives a usable embedding of the same person
+
+
+def test_cache_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
+    from facetrust.errors import StoreError
+
+    bad = tmp_path / "cache.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="Delete the file"):
+        EmbeddingCache(bad)
+
+
+def test_missing_image_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match="does not exist"):
+        list_images(tmp_path / "nowhere")
