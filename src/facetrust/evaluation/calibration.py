@@ -310,7 +310,16 @@ def write_operating_points(
                 "note": row.note,
             }
         )
-    result = {**existing, "operating_points": points}
+    result = {
+        **existing,
+        "calibration": {
+            "dataset": table.dataset,
+            "date": table.date,
+            "model_id": table.model_id,
+            "non_mated_set": table.impostor_set,
+        },
+        "operating_points": points,
+    }
     if default is not None:
         if default not in {p["name"] for p in points}:
             raise EvaluationError(
