@@ -61,8 +61,12 @@ def test_written_table_is_read_by_operating_points(tmp_path: Path) -> None:
     for entry in data["operating_points"]:
         point = OperatingPoint(**{k: v for k, v in entry.items() if k in fields})
         assert point.threshold > 0
+    assert "fmr-1e-2-all-groups" not in names  # points of an earlier calibration are replaced
     with pytest.raises(EvaluationError, match="not in the table"):
         write_operating_points(table, out, default="fmr-1e-4")
+    # Without --default, a default that the new calibration dropped falls back to a kept point.
+    again = write_operating_points(table, tmp_path / "again.json")
+    assert again["default"] in {p["name"] for p in again["operating_points"]}
 
 
 def test_operating_point_names() -> None:

@@ -265,9 +265,10 @@ def write_operating_points(
 ) -> dict[str, Any]:
     """Merge the supported rows of ``table`` into an operating-points JSON file.
 
-    Points of other names in ``base`` (default: ``path`` if it exists, else
-    the shipped table) are kept, so ``dlib-default`` survives; points with
-    the same names are replaced.
+    Points of ``base`` (default: ``path`` if it exists, else the shipped
+    table) that no calibration measured, such as ``dlib-default``, are kept;
+    points from an earlier calibration are replaced. When ``default`` is not
+    given and the old default is gone, the first kept point becomes the default.
 
     Parameters
     ----------
@@ -284,7 +285,13 @@ def write_operating_points(
             resources.files("facetrust").joinpath("data/operating_points.json").read_text()
         )
     names = {row.name for row in table.rows}
-    points = [p for p in existing.get("operating_points", []) if p.get("name") not in names]
+    # A new calibration replaces every point measured by an earlier one (they carry a
+    # "dataset"); points that were not measured here, such as dlib-default, are kept.
+    points = [
+        p
+        for p in existing.get("operating_points", [])
+        if p.get("name") not in names and "dataset" not in p
+    ]
     for row in table.rows:
         if not row.supported or row.threshold is None:
             continue
@@ -320,12 +327,16 @@ def write_operating_points(
         },
         "operating_points": points,
     }
+    known = [p["name"] for p in points]
     if default is not None:
-        if default not in {p["name"] for p in points}:
+        if default not in known:
             raise EvaluationError(
                 f"The default operating point {default!r} is not in the table. Known: "
-                + ", ".join(p["name"] for p in points)
+                + ", ".join(known)
             )
         result["default"] = default
+    elif result.get("default") not in known:
+        # The old default was measured by the calibration this one replaces.
+        result["default"] = known[0]
     Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
