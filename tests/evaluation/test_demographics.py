@@ -133,3 +133,19 @@ def test_pairwise_distances_match_direct_computation() -> None:
     x = np.random.default_rng(0).random((5, 8))
     expected = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
     np.testing.assert_allclose(pairwise_distances(x), expected, atol=1e-7)
+
+
+def test_first_pass_failures_to_acquire_are_counted_per_group(
+    sample_images: dict[str, CachedImage],
+) -> None:
+    serena = {p for p in sample_images if "Serena_Williams_000" in p}
+    missed = set(sorted(serena)[:2])
+    audit = audit_groups(
+        sample_images, load_labels(LABELS), 0.6, replicates=10, first_pass_missed=missed
+    )
+    by_name = {(g.attribute, g.group): g for g in audit.groups}
+    assert by_name[("gender", "female")].fta_first_pass_images == 2
+    assert by_name[("gender", "female")].fta_first_pass_rate == pytest.approx(2 / 16)
+    assert by_name[("race", "african")].fta_first_pass_rate == pytest.approx(2 / 4)
+    assert by_name[("gender", "male")].fta_first_pass_images == 0
+    assert by_name[("gender", "male")].fta_images == 0  # the embeddings themselves are intact

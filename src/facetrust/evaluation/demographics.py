@@ -15,10 +15,11 @@ rate, and each attribute the max/min ratios of FMR and FNMR across groups.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -196,6 +197,9 @@ class GroupResult:
         Labelled images of the group and their identities.
     fta_images : int
         Of them, images where no face was acquired.
+    fta_first_pass_images : int or None
+        Images where the first detection pass found no face (before a fallback
+        detector retried them); ``None`` when not known.
     n_mated, n_non_mated : int
         Pairs evaluated (non-mated: both identities in the group).
     fmr, fnmr : float or None
@@ -218,11 +222,19 @@ class GroupResult:
     fmr_ci: tuple[float, float] | None
     fnmr_ci: tuple[float, float] | None
     status: str
+    fta_first_pass_images: int | None = None
 
     @property
     def fta_rate(self) -> float:
         """Fraction of the group's images where no face was acquired."""
         return self.fta_images / self.n_images if self.n_images else 0.0
+
+    @property
+    def fta_first_pass_rate(self) -> float | None:
+        """Fraction of the group's images the first detection pass missed."""
+        if self.fta_first_pass_images is None or not self.n_images:
+            return None
+        return self.fta_first_pass_images / self.n_images
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -232,6 +244,8 @@ class GroupResult:
             "n_identities": self.n_identities,
             "fta_images": self.fta_images,
             "fta_rate": self.fta_rate,
+            "fta_first_pass_images": self.fta_first_pass_images,
+            "fta_first_pass_rate": self.fta_first_pass_rate,
             "n_mated": self.n_mated,
             "n_non_mated": self.n_non_mated,
             "fmr": self.fmr,
@@ -356,6 +370,7 @@ def audit_groups(
     max_group_images: int = 1500,
     replicates: int = 200,
     seed: int = 0,
+    first_pass_missed: Set[str] | None = None,
 ) -> DemographicAudit:
     """FMR and FNMR per labelled group at ``threshold``, with confidence intervals.
 
@@ -377,6 +392,9 @@ def audit_groups(
         of at most this many images of the group.
     replicates, seed : int
         Bootstrap replicates and the seed of every random draw.
+    first_pass_missed : set of str, optional
+        Images the first detection pass missed (before a fallback detector):
+        gives each group's first-pass failure-to-acquire rate.
 
     Raises
     ------
@@ -419,8 +437,7 @@ def audit_groups(
                 acquired, vectors, rng, max_images_per_identity, max_group_images
             )
             non_mated_by_group[(attribute.attribute, group)] = non_mated
-            results.append(
-                _group_result(
+            result = _group_result(
                     attribute.attribute,
                     group,
                     group_paths,
@@ -432,7 +449,10 @@ def audit_groups(
                     replicates,
                     seed,
                 )
-            )
+            if first_pass_missed is not None:
+                missed = sum(p in first_pass_missed for p in group_paths)
+                result = dataclasses.replace(result, fta_first_pass_images=missed)
+            results.append(result)
         groups.extend(results)
         differentials.append(_differential(attribute.attribute, results))
     if not labelled_any:

@@ -220,10 +220,12 @@ def write_report(
         )
         parts.append(
             _table(
-                ["attribute", "group", "identities", "images", "FTA rate", "mated pairs",
+                ["attribute", "group", "identities", "images", "FTA rate",
+                 "FTA rate, first detection pass", "mated pairs",
                  "FNMR", "FNMR 95% CI", "non-mated pairs", "FMR", "FMR 95% CI", "status"],
                 [
-                    (g.attribute, g.group, g.n_identities, g.n_images, g.fta_rate, g.n_mated,
+                    (g.attribute, g.group, g.n_identities, g.n_images, g.fta_rate,
+                     g.fta_first_pass_rate, g.n_mated,
                      g.fnmr, g.fnmr_ci, g.n_non_mated, g.fmr, g.fmr_ci, g.status)
                     for g in audit.groups
                 ],

@@ -95,7 +95,7 @@ def _embed(
     workers: int | None,
     progress: bool,
     fallback_detector: str | None = None,
-) -> tuple[dict[str, CachedImage], float, dict[str, int]]:
+) -> tuple[dict[str, CachedImage], float, dict[str, int], frozenset[str]]:
     """Embed ``paths`` through the cache; retry images with no face with ``fallback_detector``.
 
     The fallback pass (dlib's CNN detector by default in evaluation) only runs
@@ -115,6 +115,7 @@ def _embed(
         "recovered_by_fallback_detector": 0,
     }
     missed = [p for p, i in images.items() if not i.acquired and i.error_type is None]
+    first_pass_missed = frozenset(missed)
     if missed and fallback_detector and fallback_detector != cache.settings.detector:
         settings = dataclasses.replace(cache.settings, detector=fallback_detector)
         fallback = EmbeddingCache(cache.connection, settings, model_id=cache.model_id)
@@ -124,7 +125,7 @@ def _embed(
         counts["recovered_by_fallback_detector"] = len(recovered)
         counts["computed"] += fallback.computed_
         counts["hits"] += fallback.hits_
-    return images, time.perf_counter() - start, counts
+    return images, time.perf_counter() - start, counts, first_pass_missed
 
 
 def _detection_meta(counts: dict[str, int], fallback_detector: str | None) -> dict[str, str]:
@@ -171,7 +172,7 @@ def run_pairs(
     pairs = read_pairs(pairs_file, images_dir)
     store = _open_cache(cache, settings)
     paths = sorted({p for pair in pairs for p in (pair.image_a, pair.image_b)})
-    images, embed_s, counts = _embed(store, paths, workers, progress, fallback_detector)
+    images, embed_s, counts, _ = _embed(store, paths, workers, progress, fallback_detector)
     evaluation = evaluate_pairs(pairs, images)
     report = None
     if report_dir is not None:
@@ -232,9 +233,10 @@ def run_demographics(
             f"No image in {images_dir} is named by the labels. Check that the labels "
             "belong to these images (LFW names: <Name>/<Name>_NNNN.jpg)."
         )
-    images, embed_s, counts = _embed(store, paths, workers, progress, fallback_detector)
+    images, embed_s, counts, missed = _embed(store, paths, workers, progress, fallback_detector)
     audit = audit_groups(
-        images, attribute_labels, value, operating_point=name, min_pairs=min_pairs, seed=seed
+        images, attribute_labels, value, operating_point=name, min_pairs=min_pairs, seed=seed,
+        first_pass_missed=missed,
     )
     report = None
     if report_dir is not None:
@@ -290,7 +292,7 @@ def run_calibration(
     every = list_images(images_dir)
     labelled = {p for p in every if any(a.group_of(p) for a in attribute_labels)}
     wanted = sorted(labelled | {p for pair in pairs for p in (pair.image_a, pair.image_b)})
-    images, embed_s, counts = _embed(store, wanted, workers, progress, fallback_detector)
+    images, embed_s, counts, missed = _embed(store, wanted, workers, progress, fallback_detector)
     evaluation = evaluate_pairs(pairs, images)
     impostor, info = impostor_distances(images, max_images=max_impostor_images, seed=seed)
     mated = evaluation.distances[evaluation.labels]
@@ -307,7 +309,7 @@ def run_calibration(
     audit_point, audit_threshold = point.name, float(point.threshold or 0.0)
     audit = audit_groups(
         {p: images[p] for p in sorted(labelled)}, attribute_labels, audit_threshold,
-        operating_point=audit_point, min_pairs=min_pairs, seed=seed,
+        operating_point=audit_point, min_pairs=min_pairs, seed=seed, first_pass_missed=missed,
     )
     table = calibrate(
         impostor, mated, model_id=store.model_id, dataset=dataset, targets=targets,
