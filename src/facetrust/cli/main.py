@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..errors import FacetrustError
-from . import audit, faces, gallery, gate, keys
+from . import audit, evaluate, faces, gallery, gate, keys
 
 EXIT_ERROR = 2
 
@@ -40,5 +40,11 @@ def cli(debug: bool) -> None:
 
 for command in faces.COMMANDS:
     cli.add_command(command)
-for command in [*gallery.COMMANDS, *audit.COMMANDS, *keys.COMMANDS, *gate.COMMANDS]:
+for command in [
+    *gallery.COMMANDS,
+    *audit.COMMANDS,
+    *keys.COMMANDS,
+    *gate.COMMANDS,
+    *evaluate.COMMANDS,
+]:
     cli.add_command(command)

@@ -1,0 +1,148 @@
+"""``facetrust evaluate pairs | demographics | calibrate``: measure facetrust on real photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import Settings
+from ..evaluation.run import EvaluationRun, run_calibration, run_demographics, run_pairs
+
+images_option = click.option(
+    "--images",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of <identity>/<image> files (for LFW: lfw-deepfunneled).",
+)
+cache_option = click.option(
+    "--cache",
+    "cache_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Embedding cache file (default: embeddings.sqlite in the user cache dir, "
+    "or $FACETRUST_CACHE_DIR).",
+)
+workers_option = click.option(
+    "--workers", type=int, default=None, help="Worker processes (default: one per core)."
+)
+progress_option = click.option(
+    "--progress/--no-progress", default=True, show_default=True,
+    help="Progress bar with rate and ETA while embedding.",
+)
+report_option = click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write report.html (self-contained) and report.json into this folder.",
+)
+labels_option = click.option(
+    "--labels",
+    "labels",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Group labels: LFW's labels folder, lfw_race_dict.json, or a CSV of "
+    "image_or_identity,attribute,value. Repeatable.",
+)
+
+
+def _emit(run: EvaluationRun, extra: dict[str, Any] | None = None) -> None:
+    click.echo(json.dumps({**run.summary(), **(extra or {})}, indent=2, default=str))
+
+
+@click.group()
+def evaluate() -> None:
+    """Measure accuracy and fairness on a labelled dataset and calibrate thresholds."""
+
+
+@evaluate.command("pairs")
+@images_option
+@click.option("--pairs", "pairs_file", required=True, type=click.Path(path_type=Path),
+              help="LFW pairs.txt (View 2) or CSV of image_a,image_b,same[,fold].")
+@cache_option
+@workers_option
+@progress_option
+@report_option
+def pairs_command(
+    images: Path,
+    pairs_file: Path,
+    cache_path: Path | None,
+    workers: int | None,
+    progress: bool,
+    report_dir: Path | None,
+) -> None:
+    """10-fold verification accuracy, EER, TAR at FMR 1e-2/1e-3 and failures to acquire."""
+    run = run_pairs(images, pairs_file, cache=cache_path, settings=Settings.from_env(),
+                    workers=workers, progress=progress, report_dir=report_dir)
+    _emit(run)
+
+
+@evaluate.command("demographics")
+@images_option
+@labels_option
+@click.option("--operating-point", "-p", default=None,
+              help="Threshold name from the calibration table (default: the table's default).")
+@click.option("--threshold", type=float, default=None,
+              help="Distance threshold instead of a named operating point.")
+@click.option("--min-pairs", type=int, default=30, show_default=True,
+              help="Pairs a group needs (of each kind) to enter the differentials.")
+@cache_option
+@workers_option
+@progress_option
+@report_option
+def demographics_command(
+    images: Path,
+    labels: tuple[Path, ...],
+    operating_point: str | None,
+    threshold: float | None,
+    min_pairs: int,
+    cache_path: Path | None,
+    workers: int | None,
+    progress: bool,
+    report_dir: Path | None,
+) -> None:
+    """FMR and FNMR per labelled group with 95% CIs, and their max/min differentials."""
+    run = run_demographics(images, labels, operating_point=operating_point, threshold=threshold,
+                           cache=cache_path, settings=Settings.from_env(), workers=workers,
+                           progress=progress, report_dir=report_dir, min_pairs=min_pairs)
+    _emit(run)
+
+
+@evaluate.command("calibrate")
+@images_option
+@click.option("--pairs", "pairs_file", required=True, type=click.Path(path_type=Path),
+              help="LFW pairs.txt (View 2) or CSV; its mated pairs give the FNMR column.")
+@labels_option
+@click.option("--dataset", required=True, help="Dataset name written into the table.")
+@click.option("--write-calibration", "output", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Merge the measured operating points into this JSON table.")
+@click.option("--default", "default", default=None,
+              help="Operating point to make the table's default.")
+@cache_option
+@workers_option
+@progress_option
+@report_option
+def calibrate_command(
+    images: Path,
+    pairs_file: Path,
+    labels: tuple[Path, ...],
+    dataset: str,
+    output: Path | None,
+    default: str | None,
+    cache_path: Path | None,
+    workers: int | None,
+    progress: bool,
+    report_dir: Path | None,
+) -> None:
+    """Pairs protocol + demographic audit + thresholds for FMR 1e-2, 1e-3, 1e-4."""
+    run = run_calibration(images, pairs_file, labels, dataset=dataset, output=output,
+                          default=default, cache=cache_path, settings=Settings.from_env(),
+                          workers=workers, progress=progress, report_dir=report_dir)
+    _emit(run)
+
+
+COMMANDS = [evaluate]

@@ -1,0 +1,358 @@
+"""Embedding cache: every face of an image file embedded once per model, kept in SQLite.
+
+Key: ``(sha256 of the file's bytes, model id, pipeline variant)``. The variant
+names the detection settings that change what is found (detector and
+detection size), so a cache filled with one detector is never read for
+another. A file that gave no face, or could not be read, is stored too
+(failure to acquire), so a re-run does not retry it.
+
+The default location is ``embeddings.sqlite`` in the user cache directory
+(``~/.cache/facetrust`` on Linux, via platformdirs); ``FACETRUST_CACHE_DIR``
+or the ``path`` argument overrides it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from ..batch import ImageResult, embed_many
+from ..config import Settings
+from ..errors import StoreError
+from ..faces import Box
+from ..models.dlib_backend import DLIB_RESNET_MODEL_ID
+
+#: Signature of the function that embeds images the cache lacks; ``embed_many`` by default.
+#: Called as ``compute(paths, settings, workers=..., progress=...)``.
+ComputeFunction = Callable[..., Iterable[ImageResult]]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    sha256 TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    faces TEXT NOT NULL,
+    vectors BLOB NOT NULL,
+    error_type TEXT,
+    error TEXT,
+    created TEXT NOT NULL,
+    PRIMARY KEY (sha256, model_id, variant)
+)
+"""
+
+#: Rows written per transaction while filling, so an interrupted run keeps its work.
+_COMMIT_EVERY = 64
+
+
+@dataclass(frozen=True, eq=False)
+class CachedFace:
+    """One face of a cached image: where it is and its descriptor.
+
+    Attributes
+    ----------
+    box : Box
+        Detector box in original-image pixels.
+    confidence : float
+        Detector score (higher is more face-like).
+    vector : ndarray of shape (dim,), float32
+        The embedding; compare with Euclidean distance (lower is more similar).
+    """
+
+    box: Box
+    confidence: float
+    vector: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class CachedImage:
+    """What the pipeline found in one image file.
+
+    Attributes
+    ----------
+    sha256 : str
+        Hex digest of the file's bytes.
+    width, height : int
+        Image size in pixels (0 when the file could not be read).
+    faces : tuple of CachedFace
+        Every face found, largest first; empty on failure to acquire.
+    error_type, error : str or None
+        Name and message of the error that stopped the image (unreadable
+        file); ``None`` when the image was read, even if no face was found.
+    """
+
+    sha256: str
+    width: int
+    height: int
+    faces: tuple[CachedFace, ...]
+    error_type: str | None = None
+    error: str | None = None
+
+    @property
+    def acquired(self) -> bool:
+        """True when at least one face was found."""
+        return bool(self.faces)
+
+    def subject_face(self) -> CachedFace | None:
+        """The face a centred-subject dataset (LFW) means: nearest the image centre.
+
+        LFW photos are cropped around the named person, so when a photo shows
+        several people the subject is the face whose box centre lies nearest
+        the image centre. Ties go to the larger face (faces are largest first).
+        ``None`` when no face was found.
+        """
+        if not self.faces:
+            return None
+        cx, cy = self.width / 2, self.height / 2
+
+        def offset(face: CachedFace) -> float:
+            fx = (face.box.left + face.box.right) / 2
+            fy = (face.box.top + face.box.bottom) / 2
+            return float(np.hypot(fx - cx, fy - cy))
+
+        return min(self.faces, key=offset)  # min is stable: ties keep the larger face
+
+
+def default_cache_path() -> Path:
+    """``$FACETRUST_CACHE_DIR/embeddings.sqlite``, else the platform's user cache directory."""
+    from platformdirs import user_cache_dir
+
+    root = os.environ.get("FACETRUST_CACHE_DIR") or user_cache_dir("facetrust")
+    return Path(root) / "embeddings.sqlite"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pipeline_variant(settings: Settings) -> str:
+    """The part of ``settings`` that changes which faces are found, as a cache key."""
+    return f"{settings.detector}-{settings.detection_max_side}"
+
+
+class EmbeddingCache:
+    """Embeddings of image files, computed once per (file hash, model, variant) and reused.
+
+    Parameters
+    ----------
+    path : path or sqlite3.Connection, optional
+        SQLite file (created with its folders if missing), ``":memory:"``, or
+        an open connection. Defaults to :func:`default_cache_path`.
+    settings : Settings, optional
+        Pipeline settings used for images not yet cached.
+    model_id : str
+        Id of the embedding model the pipeline uses.
+    compute : callable, optional
+        Embeds missing images; :func:`facetrust.batch.embed_many` by default.
+
+    Attributes
+    ----------
+    computed_ : int
+        Images embedded by this object so far (cache misses).
+    hits_ : int
+        Images served from the cache so far.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | sqlite3.Connection | None = None,
+        settings: Settings | None = None,
+        *,
+        model_id: str = DLIB_RESNET_MODEL_ID,
+        compute: ComputeFunction | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.model_id = model_id
+        self.variant = pipeline_variant(self.settings)
+        self._compute: ComputeFunction = compute or embed_many
+        self.computed_ = 0
+        self.hits_ = 0
+        if isinstance(path, sqlite3.Connection):
+            self.path: Path | None = None
+            self._db = path
+        else:
+            self.path = None if path == ":memory:" else Path(path or default_cache_path())
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._db = sqlite3.connect(str(self.path or ":memory:"))
+                self._db.execute(_SCHEMA)
+            except sqlite3.DatabaseError as error:
+                raise StoreError(
+                    f"Could not open the embedding cache {self.path}: {error}. Delete the "
+                    "file (it only holds recomputable embeddings) or pass another cache path."
+                ) from None
+        self._db.execute(_SCHEMA)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open SQLite connection (share it to read another pipeline variant)."""
+        return self._db
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        self._db.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM images WHERE model_id = ? AND variant = ?",
+            (self.model_id, self.variant),
+        ).fetchone()
+        return int(row[0])
+
+    def get(self, path: str | os.PathLike[str]) -> CachedImage | None:
+        """The cached result for one file, or ``None`` when it is not cached."""
+        return self._lookup(file_sha256(path))
+
+    def get_or_compute(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        workers: int | None = None,
+        progress: bool = False,
+    ) -> dict[str, CachedImage]:
+        """Results for every path, embedding only the files the cache lacks.
+
+        Parameters
+        ----------
+        paths : sequence of paths
+            Image files. A missing or unreadable file gives a result with
+            ``error`` set and no faces (failure to acquire); it is not cached
+            when the file does not exist.
+        workers : int, optional
+            Worker processes for the missing images (default: one per core).
+        progress : bool
+            Show a progress bar with rate and ETA on stderr while embedding.
+
+        Returns
+        -------
+        dict
+            ``os.fspath(path)`` -> :class:`CachedImage`.
+        """
+        results: dict[str, CachedImage] = {}
+        missing: dict[str, str] = {}  # path -> sha256
+        for raw in dict.fromkeys(os.fspath(p) for p in paths):
+            try:
+                digest = file_sha256(raw)
+            except OSError as error:
+                results[raw] = CachedImage("", 0, 0, (), type(error).__name__, str(error))
+                continue
+            cached = self._lookup(digest)
+            if cached is None:
+                missing[raw] = digest
+            else:
+                self.hits_ += 1
+                results[raw] = cached
+        if missing:
+            results.update(self._fill(missing, workers, progress))
+        return results
+
+    def _fill(
+        self, missing: dict[str, str], workers: int | None, progress: bool
+    ) -> dict[str, CachedImage]:
+        filled: dict[str, CachedImage] = {}
+        stream = self._compute(
+            list(missing), self.settings, workers=workers, progress=progress
+        )
+        pending = 0
+        for result in stream:
+            self.computed_ += 1
+            image = _from_result(result, missing[result.source])
+            filled[result.source] = image
+            self._store(image)
+            pending += 1
+            if pending >= _COMMIT_EVERY:
+                self._db.commit()
+                pending = 0
+        self._db.commit()
+        return filled
+
+    def _lookup(self, digest: str) -> CachedImage | None:
+        row = self._db.execute(
+            "SELECT width, height, faces, vectors, error_type, error FROM images "
+            "WHERE sha256 = ? AND model_id = ? AND variant = ?",
+            (digest, self.model_id, self.variant),
+        ).fetchone()
+        if row is None:
+            return None
+        width, height, faces_json, blob, error_type, error = row
+        meta = json.loads(faces_json)
+        vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(meta), -1) if meta else None
+        faces = tuple(
+            CachedFace(Box(*m["box"]), float(m["confidence"]), vectors[i])  # type: ignore[index]
+            for i, m in enumerate(meta)
+        )
+        return CachedImage(digest, int(width), int(height), faces, error_type, error)
+
+    def _store(self, image: CachedImage) -> None:
+        meta = [
+            {
+                "box": [f.box.left, f.box.top, f.box.right, f.box.bottom],
+                "confidence": f.confidence,
+            }
+            for f in image.faces
+        ]
+        blob = b"".join(np.asarray(f.vector, dtype=np.float32).tobytes() for f in image.faces)
+        self._db.execute(
+            "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                image.sha256,
+                self.model_id,
+                self.variant,
+                image.width,
+                image.height,
+                json.dumps(meta),
+                blob,
+                image.error_type,
+                image.error,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+            ),
+        )
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    """Displayed size from the header only; EXIF orientations 5-8 swap the sides."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            return int(width), int(height)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the pipeline's error
+        return 0, 0
+
+
+def _from_result(result: ImageResult, digest: str) -> CachedImage:
+    width, height = _image_size(result.source)
+    faces = tuple(
+        CachedFace(f.face.box, f.face.confidence, np.asarray(f.embedding.vector, np.float32))
+        for f in result.faces
+    )
+    if result.error is not None:
+        return CachedImage(
+            digest, width, height, (), type(result.error).__name__, str(result.error)
+        )
+    return CachedImage(digest, width, height, faces)

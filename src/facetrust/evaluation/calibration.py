@@ -1,0 +1,342 @@
+"""Calibration: thresholds for target false-match rates, measured on real pairs.
+
+For each target FMR the threshold is the largest distance whose FMR on a
+set of non-mated pairs stays at or under the target
+(:func:`~facetrust.evaluation.metrics.threshold_at_fmr`). A target is only
+*supported* when the set is big enough to show it: by the rule of three,
+zero false matches in N non-mated pairs bounds the FMR at 3/N (95%
+confidence) and no lower.
+
+The worst-group point (``fmr-<target>-all-groups``) is the strictest of the
+per-group thresholds, so every labelled group's measured FMR stays at or
+under the target; groups too small to support the target are listed as such.
+
+:func:`write_operating_points` merges the rows into the table format read by
+:func:`facetrust.matching.get_operating_point`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import EvaluationError
+from .cache import CachedImage
+from .demographics import pairwise_distances
+from .metrics import rule_of_three, threshold_at_fmr
+
+#: Target FMRs of the calibration table.
+CALIBRATION_TARGETS = (1e-2, 1e-3, 1e-4)
+
+
+def fmr_name(target: float, all_groups: bool = False) -> str:
+    """Operating point name of a target: ``fmr-1e-3`` or ``fmr-1e-3-all-groups``."""
+    mantissa, exponent = f"{target:.0e}".split("e")
+    name = f"fmr-{mantissa}e-{int(exponent[1:])}" if exponent.startswith("-") else f"fmr-{target:g}"
+    return name + ("-all-groups" if all_groups else "")
+
+
+@dataclass(frozen=True)
+class CalibrationRow:
+    """One row of the calibration table.
+
+    Attributes
+    ----------
+    name : str
+        Operating point name (``fmr-1e-3``, ``fmr-1e-3-all-groups``).
+    target_fmr : float
+    threshold : float or None
+        Euclidean distance (match when <=); ``None`` when not supported.
+    supported : bool
+        Enough non-mated pairs to show the target (N >= 3 / target).
+    measured_fmr : float or None
+        FMR at the threshold on the non-mated pairs it was set on.
+    n_non_mated : int
+        Non-mated pairs behind the threshold (the smallest group's for all-groups).
+    lowest_supported_fmr : float or None
+        3 / n_non_mated (``None`` without pairs).
+    fnmr : float or None
+        FNMR at the threshold on the mated pairs (lower is better).
+    n_mated : int
+    note : str
+    """
+
+    name: str
+    target_fmr: float
+    threshold: float | None
+    supported: bool
+    measured_fmr: float | None
+    n_non_mated: int
+    lowest_supported_fmr: float | None
+    fnmr: float | None
+    n_mated: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CalibrationTable:
+    """Calibration rows and where they were measured.
+
+    Attributes
+    ----------
+    model_id, dataset, date : str
+    rows : list of CalibrationRow
+    impostor_set : dict
+        How the non-mated set was built (images, identities, pairs, seed).
+    """
+
+    model_id: str
+    dataset: str
+    date: str
+    rows: list[CalibrationRow]
+    impostor_set: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "dataset": self.dataset,
+            "date": self.date,
+            "impostor_set": self.impostor_set,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+def impostor_distances(
+    images: Mapping[str, CachedImage], *, max_images: int = 3000, seed: int = 0
+) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
+    """Distances of all cross-identity pairs among a seeded sample of acquired images.
+
+    Identity is the image's folder name (LFW layout). Returns the distances
+    (shape (n_pairs,)) and a description of the set.
+    """
+    acquired = sorted(p for p, image in images.items() if image.acquired)
+    rng = np.random.default_rng(seed)
+    if len(acquired) > max_images:
+        picks = rng.choice(len(acquired), max_images, replace=False)
+        acquired = [acquired[i] for i in sorted(picks)]
+    if len(acquired) < 2:
+        raise EvaluationError(
+            f"Need at least 2 images with a face to build non-mated pairs; got {len(acquired)}."
+        )
+    vectors = [face.vector for p in acquired if (face := images[p].subject_face()) is not None]
+    ids = np.array([Path(p).parent.name for p in acquired])
+    matrix = pairwise_distances(np.stack(vectors))
+    i, j = np.triu_indices(len(acquired), k=1)
+    cross = ids[i] != ids[j]
+    distances = matrix[i[cross], j[cross]]
+    info = {
+        "images": len(acquired),
+        "identities": int(np.unique(ids).size),
+        "pairs": int(distances.size),
+        "seed": seed,
+        "rule": "all cross-identity pairs among a seeded sample of images with a face",
+    }
+    return distances, info
+
+
+def calibrate(
+    non_mated: npt.ArrayLike,
+    mated: npt.ArrayLike,
+    *,
+    model_id: str,
+    dataset: str,
+    group_non_mated: Mapping[tuple[str, str], npt.ArrayLike] | None = None,
+    targets: Sequence[float] = CALIBRATION_TARGETS,
+    impostor_set: Mapping[str, Any] | None = None,
+    min_group_pairs: int = 30,
+) -> CalibrationTable:
+    """Thresholds for each target FMR, overall and for the worst group.
+
+    Parameters
+    ----------
+    non_mated : array of shape (n,)
+        Distances of non-mated pairs the overall thresholds are set on.
+    mated : array of shape (m,)
+        Distances of mated pairs, to report the FNMR each threshold costs.
+    group_non_mated : mapping, optional
+        ``(attribute, group)`` -> non-mated distances within that group; gives
+        the ``-all-groups`` rows.
+    """
+    impostor = np.asarray(non_mated, dtype=np.float64)
+    genuine = np.asarray(mated, dtype=np.float64)
+    rows = []
+    for target in targets:
+        point = threshold_at_fmr(impostor, target)
+        rows.append(_row(fmr_name(target), target, point.threshold, point.supported,
+                         point.measured_fmr, impostor.size, genuine, ""))
+        if group_non_mated:
+            rows.append(_worst_group_row(target, group_non_mated, genuine, min_group_pairs))
+    return CalibrationTable(
+        model_id,
+        dataset,
+        datetime.now(UTC).date().isoformat(),
+        rows,
+        dict(impostor_set or {}),
+    )
+
+
+def _row(
+    name: str,
+    target: float,
+    threshold: float,
+    supported: bool,
+    measured: float,
+    n: int,
+    genuine: npt.NDArray[np.float64],
+    note: str,
+) -> CalibrationRow:
+    if not supported:
+        note = (
+            f"not supported: {n} non-mated pairs can show an FMR of {rule_of_three(n):.1e} "
+            f"at best (rule of three), not {target:g}. " + note
+        ).strip()
+    return CalibrationRow(
+        name=name,
+        target_fmr=target,
+        threshold=threshold if supported else None,
+        supported=supported,
+        measured_fmr=measured if supported else None,
+        n_non_mated=n,
+        lowest_supported_fmr=rule_of_three(n),
+        fnmr=float(np.mean(genuine > threshold)) if supported and genuine.size else None,
+        n_mated=int(genuine.size),
+        note=note,
+    )
+
+
+def _worst_group_row(
+    target: float,
+    group_non_mated: Mapping[tuple[str, str], npt.ArrayLike],
+    genuine: npt.NDArray[np.float64],
+    min_group_pairs: int,
+) -> CalibrationRow:
+    thresholds: dict[str, tuple[float, int]] = {}
+    unsupported = []
+    for (attribute, group), distances in sorted(group_non_mated.items()):
+        values = np.asarray(distances, dtype=np.float64)
+        label = f"{attribute}={group}"
+        if values.size < max(min_group_pairs, 1) or target < rule_of_three(values.size):
+            unsupported.append(f"{label} ({values.size} pairs)")
+            continue
+        thresholds[label] = (threshold_at_fmr(values, target).threshold, values.size)
+    name = fmr_name(target, all_groups=True)
+    if not thresholds:
+        return CalibrationRow(
+            name, target, None, False, None, 0, None, None, int(genuine.size),
+            "not supported: no group has enough non-mated pairs for this target.",
+        )
+    strictest = min(thresholds, key=lambda k: thresholds[k][0])
+    threshold, n = thresholds[strictest]
+    measured = {
+        k: float(np.mean(np.asarray(group_non_mated[_split_label(k)]) <= threshold))
+        for k in thresholds
+    }
+    note = (
+        f"set by the strictest group, {strictest}; every group listed stays at or under the "
+        f"target: " + ", ".join(f"{k} FMR {v:.2e}" for k, v in measured.items())
+    )
+    if unsupported:
+        note += ". Too few non-mated pairs to check this target: " + ", ".join(unsupported)
+    return _row(name, target, threshold, True, max(measured.values()), n, genuine, note)
+
+
+def _split_label(label: str) -> tuple[str, str]:
+    attribute, group = label.split("=", 1)
+    return attribute, group
+
+
+def write_operating_points(
+    table: CalibrationTable,
+    path: str | os.PathLike[str],
+    *,
+    default: str | None = None,
+    base: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Merge the supported rows of ``table`` into an operating-points JSON file.
+
+    Points of ``base`` (default: ``path`` if it exists, else the shipped
+    table) that no calibration measured, such as ``dlib-default``, are kept;
+    points from an earlier calibration are replaced. When ``default`` is not
+    given and the old default is gone, the first kept point becomes the default.
+
+    Parameters
+    ----------
+    default : str, optional
+        Name to set as the table's default; must be one of its points.
+    """
+    source = Path(base) if base else Path(path)
+    if source.is_file():
+        existing: dict[str, Any] = json.loads(source.read_text(encoding="utf-8"))
+    else:
+        from importlib import resources
+
+        existing = json.loads(
+            resources.files("facetrust").joinpath("data/operating_points.json").read_text()
+        )
+    names = {row.name for row in table.rows}
+    # A new calibration replaces every point measured by an earlier one (they carry a
+    # "dataset"); points that were not measured here, such as dlib-default, are kept.
+    points = [
+        p
+        for p in existing.get("operating_points", [])
+        if p.get("name") not in names and "dataset" not in p
+    ]
+    for row in table.rows:
+        if not row.supported or row.threshold is None:
+            continue
+        points.append(
+            {
+                "name": row.name,
+                "model_id": table.model_id,
+                "metric": "euclidean",
+                "threshold": round(row.threshold, 6),
+                "target_fmr": row.target_fmr,
+                "description": (
+                    f"Largest distance with FMR <= {row.target_fmr:g} on {table.dataset}"
+                    + (" in every labelled group" if row.name.endswith("all-groups") else "")
+                    + f"; FNMR there {row.fnmr:.4f} on {row.n_mated} mated pairs."
+                ),
+                "source": f"measured by facetrust evaluate calibrate on {table.dataset}",
+                "dataset": table.dataset,
+                "date": table.date,
+                "n_non_mated": row.n_non_mated,
+                "n_mated": row.n_mated,
+                "measured_fmr": row.measured_fmr,
+                "fnmr": row.fnmr,
+                "note": row.note,
+            }
+        )
+    result = {
+        **existing,
+        "calibration": {
+            "dataset": table.dataset,
+            "date": table.date,
+            "model_id": table.model_id,
+            "non_mated_set": table.impostor_set,
+        },
+        "operating_points": points,
+    }
+    known = [p["name"] for p in points]
+    if default is not None:
+        if default not in known:
+            raise EvaluationError(
+                f"The default operating point {default!r} is not in the table. Known: "
+                + ", ".join(known)
+            )
+        result["default"] = default
+    elif result.get("default") not in known:
+        # The old default was measured by the calibration this one replaces.
+        result["default"] = known[0]
+    Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result

@@ -1,0 +1,544 @@
+"""Demographic audit: error rates per group, from the dataset's own labels.
+
+The group labels are ground truth from an evaluation dataset's files (for
+LFW: per-image gender, per-identity race). facetrust never predicts a
+demographic attribute from a face.
+
+Per group, following NIST FRVT Part 3: mated pairs are pairs of images of
+one identity in the group; non-mated pairs are drawn **within** the group
+(two different identities of the same group), because that is where false
+matches happen. Each group gets FMR and FNMR at one operating threshold,
+with identity-bootstrap 95% confidence intervals, its failure-to-acquire
+rate, and each attribute the max/min ratios of FMR and FNMR across groups.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import EvaluationError
+from .bootstrap import identity_bootstrap_ci
+from .cache import CachedImage
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+#: (distances, identity) of mated pairs and (distances, identity_a, identity_b) of non-mated.
+_MatedPairs = tuple[npt.NDArray[np.float64], npt.NDArray[Any]]
+_NonMatedPairs = tuple[npt.NDArray[np.float64], npt.NDArray[Any], npt.NDArray[Any]]
+
+
+@dataclass(frozen=True)
+class AttributeLabels:
+    """Ground-truth group labels for one attribute, per image and/or per identity.
+
+    Attributes
+    ----------
+    attribute : str
+        e.g. ``"gender"``.
+    by_image : dict
+        Image name without extension (``"Aaron_Eckhart_0001"``) -> group.
+    by_identity : dict
+        Identity (folder name) -> group; used when the image has no label.
+    source : str
+        Where the labels come from.
+    excluded : dict
+        Reason -> how many labels were left out (conflicting or multiple values).
+    """
+
+    attribute: str
+    by_image: Mapping[str, str]
+    by_identity: Mapping[str, str]
+    source: str
+    excluded: Mapping[str, int] = field(default_factory=dict)
+
+    def group_of(self, path: str) -> str | None:
+        """The group of an image file, or ``None`` when it is not labelled."""
+        location = Path(path)
+        return self.by_image.get(location.stem) or self.by_identity.get(location.parent.name)
+
+    def unmatched(self, paths: Sequence[str]) -> int:
+        """How many labelled images/identities are absent from ``paths``."""
+        stems = {Path(p).stem for p in paths}
+        identities = {Path(p).parent.name for p in paths}
+        return sum(k not in stems for k in self.by_image) + sum(
+            k not in identities for k in self.by_identity
+        )
+
+
+def load_labels(path: str | os.PathLike[str]) -> list[AttributeLabels]:
+    """Load group labels from an LFW labels folder, one of its files, or a CSV.
+
+    Accepted:
+
+    - a folder holding ``male_names.txt``/``female_names.txt`` (gender per image)
+      and/or ``lfw_race_dict.json`` (race per identity);
+    - ``lfw_race_dict.json`` alone: identity -> comma-joined races; only
+      identities with a single race are used (the others are counted in
+      ``excluded``);
+    - a CSV ``image_or_identity,attribute,value`` (header optional): a key
+      ending in an image extension names an image, any other an identity.
+
+    Raises
+    ------
+    EvaluationError
+        The path is missing, holds no labels, or a line is malformed.
+    """
+    location = Path(path)
+    if location.is_dir():
+        labels = []
+        if (location / "male_names.txt").is_file() or (location / "female_names.txt").is_file():
+            labels.append(_lfw_gender(location))
+        if (location / "lfw_race_dict.json").is_file():
+            labels.append(_race_dict(location / "lfw_race_dict.json"))
+        if not labels:
+            raise EvaluationError(
+                f"The labels folder {location} holds neither male_names.txt/female_names.txt "
+                "nor lfw_race_dict.json. Pass LFW's labels folder or a CSV of "
+                "image_or_identity,attribute,value."
+            )
+        return labels
+    if not location.is_file():
+        raise EvaluationError(
+            f"The labels file {location} does not exist. Pass LFW's labels folder or a CSV "
+            "of image_or_identity,attribute,value."
+        )
+    if location.suffix == ".json":
+        return [_race_dict(location)]
+    return _labels_csv(location)
+
+
+def _stem(name: str) -> str:
+    name = name.strip()
+    return Path(name).stem if name.lower().endswith(_IMAGE_SUFFIXES) else name
+
+
+def _lfw_gender(folder: Path) -> AttributeLabels:
+    values: dict[str, set[str]] = defaultdict(set)
+    for group, filename in (("male", "male_names.txt"), ("female", "female_names.txt")):
+        file = folder / filename
+        if file.is_file():
+            for line in file.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    values[_stem(line)].add(group)
+    conflicting = sum(len(v) > 1 for v in values.values())
+    return AttributeLabels(
+        "gender",
+        {k: next(iter(v)) for k, v in values.items() if len(v) == 1},
+        {},
+        f"{folder}/male_names.txt, female_names.txt (per image)",
+        {"images in both files": conflicting} if conflicting else {},
+    )
+
+
+def _race_dict(file: Path) -> AttributeLabels:
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise EvaluationError(
+            f"Could not read {file} as a JSON object of identity -> race: {error}."
+        ) from None
+    if not isinstance(raw, dict):
+        raise EvaluationError(f"{file} must hold a JSON object of identity -> race.")
+    single = {k: str(v) for k, v in raw.items() if "," not in str(v)}
+    multiple = len(raw) - len(single)
+    return AttributeLabels(
+        "race",
+        {},
+        single,
+        f"{file} (per identity, single-label identities only)",
+        {"identities with several labels": multiple} if multiple else {},
+    )
+
+
+def _labels_csv(file: Path) -> list[AttributeLabels]:
+    by_image: dict[str, dict[str, str]] = defaultdict(dict)
+    by_identity: dict[str, dict[str, str]] = defaultdict(dict)
+    with open(file, newline="", encoding="utf-8-sig") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            if not row or (number == 1 and row[0].strip().lower() == "image_or_identity"):
+                continue
+            if len(row) != 3 or not all(cell.strip() for cell in row):
+                raise EvaluationError(
+                    f"{file}, line {number}: expected 'image_or_identity,attribute,value'. "
+                    f"Got {','.join(row)!r}."
+                )
+            key, attribute, value = (cell.strip() for cell in row)
+            target = by_image if key.lower().endswith(_IMAGE_SUFFIXES) else by_identity
+            target[attribute][_stem(key)] = value
+    attributes = sorted(set(by_image) | set(by_identity))
+    if not attributes:
+        raise EvaluationError(f"The labels file {file} holds no labels.")
+    return [
+        AttributeLabels(a, by_image.get(a, {}), by_identity.get(a, {}), str(file))
+        for a in attributes
+    ]
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """Error rates of one group at the operating threshold.
+
+    Attributes
+    ----------
+    attribute, group : str
+    n_images, n_identities : int
+        Labelled images of the group and their identities.
+    fta_images : int
+        Of them, images where no face was acquired.
+    fta_first_pass_images : int or None
+        Images where the first detection pass found no face (before a fallback
+        detector retried them); ``None`` when not known.
+    n_mated, n_non_mated : int
+        Pairs evaluated (non-mated: both identities in the group).
+    fmr, fnmr : float or None
+        Rates at the threshold (lower is better); ``None`` without pairs.
+    fmr_ci, fnmr_ci : (float, float) or None
+        Identity-bootstrap confidence intervals.
+    status : str
+        ``"ok"``, or why the group is too small to compare.
+    """
+
+    attribute: str
+    group: str
+    n_images: int
+    n_identities: int
+    fta_images: int
+    n_mated: int
+    n_non_mated: int
+    fmr: float | None
+    fnmr: float | None
+    fmr_ci: tuple[float, float] | None
+    fnmr_ci: tuple[float, float] | None
+    status: str
+    fta_first_pass_images: int | None = None
+
+    @property
+    def fta_rate(self) -> float:
+        """Fraction of the group's images where no face was acquired."""
+        return self.fta_images / self.n_images if self.n_images else 0.0
+
+    @property
+    def fta_first_pass_rate(self) -> float | None:
+        """Fraction of the group's images the first detection pass missed."""
+        if self.fta_first_pass_images is None or not self.n_images:
+            return None
+        return self.fta_first_pass_images / self.n_images
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attribute": self.attribute,
+            "group": self.group,
+            "n_images": self.n_images,
+            "n_identities": self.n_identities,
+            "fta_images": self.fta_images,
+            "fta_rate": self.fta_rate,
+            "fta_first_pass_images": self.fta_first_pass_images,
+            "fta_first_pass_rate": self.fta_first_pass_rate,
+            "n_mated": self.n_mated,
+            "n_non_mated": self.n_non_mated,
+            "fmr": self.fmr,
+            "fmr_ci95": list(self.fmr_ci) if self.fmr_ci else None,
+            "fnmr": self.fnmr,
+            "fnmr_ci95": list(self.fnmr_ci) if self.fnmr_ci else None,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class Differential:
+    """Max/min ratios of a rate across the groups of one attribute with enough pairs.
+
+    ``None`` ratios mean the smallest rate was 0 (the ratio is unbounded) or
+    fewer than two groups could be compared.
+    """
+
+    attribute: str
+    groups: tuple[str, ...]
+    fmr_ratio: float | None
+    fnmr_ratio: float | None
+    fmr_max_group: str | None
+    fmr_min_group: str | None
+    fnmr_max_group: str | None
+    fnmr_min_group: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class DemographicAudit:
+    """Per-group results, differentials, and what the labels did not cover.
+
+    Attributes
+    ----------
+    threshold : float
+        Distance threshold the rates are measured at (match when <=).
+    operating_point : str
+    groups : list of GroupResult
+    differentials : list of Differential
+    label_notes : list of dict
+        Per attribute: source, labels naming images absent from the set, labels excluded.
+    group_non_mated : dict
+        ``(attribute, group)`` -> non-mated distances, for calibration (not serialised).
+    """
+
+    threshold: float
+    operating_point: str
+    groups: list[GroupResult]
+    differentials: list[Differential]
+    label_notes: list[dict[str, Any]]
+    group_non_mated: dict[tuple[str, str], npt.NDArray[np.float64]] = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "operating_point": self.operating_point,
+            "groups": [g.to_dict() for g in self.groups],
+            "differentials": [d.to_dict() for d in self.differentials],
+            "labels": self.label_notes,
+        }
+
+
+def pairwise_distances(vectors: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Euclidean distances between all rows: array (n, dim) -> (n, n)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    squared = np.einsum("ij,ij->i", x, x)
+    d2 = squared[:, None] + squared[None, :] - 2.0 * (x @ x.T)
+    result: npt.NDArray[np.float64] = np.sqrt(np.clip(d2, 0.0, None))
+    return result
+
+
+def _pairs_of_group(
+    paths: list[str],
+    vectors: Mapping[str, npt.NDArray[np.float32]],
+    rng: np.random.Generator,
+    max_images_per_identity: int,
+    max_group_images: int,
+) -> tuple[_MatedPairs, _NonMatedPairs]:
+    by_identity: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        by_identity[Path(path).parent.name].append(path)
+    mated_d, mated_id = [], []
+    for identity, members in sorted(by_identity.items()):
+        if len(members) < 2:
+            continue
+        chosen = sorted(members)
+        if len(chosen) > max_images_per_identity:
+            picks = rng.choice(len(chosen), max_images_per_identity, replace=False)
+            chosen = [chosen[i] for i in sorted(picks)]
+        for a, b in combinations(chosen, 2):
+            diff = vectors[a].astype(np.float64) - vectors[b]
+            mated_d.append(float(np.sqrt(diff @ diff)))
+            mated_id.append(identity)
+    sample = sorted(paths)
+    if len(sample) > max_group_images:
+        picks = rng.choice(len(sample), max_group_images, replace=False)
+        sample = [sample[i] for i in sorted(picks)]
+    ids = np.array([Path(p).parent.name for p in sample])
+    if len(sample) >= 2:
+        matrix = pairwise_distances(np.stack([vectors[p] for p in sample]))
+        i, j = np.triu_indices(len(sample), k=1)
+        cross = ids[i] != ids[j]
+        i, j = i[cross], j[cross]
+        non_mated = (matrix[i, j], ids[i], ids[j])
+    else:
+        empty = np.zeros(0, dtype=ids.dtype)
+        non_mated = (np.zeros(0), empty, empty)
+    return (np.asarray(mated_d), np.asarray(mated_id)), non_mated
+
+
+def audit_groups(
+    images: Mapping[str, CachedImage],
+    labels: Sequence[AttributeLabels],
+    threshold: float,
+    *,
+    operating_point: str = "",
+    min_pairs: int = 30,
+    max_images_per_identity: int = 10,
+    max_group_images: int = 1500,
+    replicates: int = 200,
+    seed: int = 0,
+    first_pass_missed: Set[str] | None = None,
+) -> DemographicAudit:
+    """FMR and FNMR per labelled group at ``threshold``, with confidence intervals.
+
+    Parameters
+    ----------
+    images : mapping
+        Image path -> :class:`CachedImage`; LFW layout ``<identity>/<image>.jpg``.
+    labels : sequence of AttributeLabels
+    threshold : float
+        Euclidean distance; a pair matches when ``distance <= threshold``.
+    min_pairs : int
+        A group needs this many mated and non-mated pairs to enter the
+        differentials; smaller groups are reported with a status saying so.
+    max_images_per_identity : int
+        Mated pairs use at most this many images per identity (seeded
+        sample), so a few much-photographed people do not dominate.
+    max_group_images : int
+        Non-mated pairs are all cross-identity pairs among a seeded sample
+        of at most this many images of the group.
+    replicates, seed : int
+        Bootstrap replicates and the seed of every random draw.
+    first_pass_missed : set of str, optional
+        Images the first detection pass missed (before a fallback detector):
+        gives each group's first-pass failure-to-acquire rate.
+
+    Raises
+    ------
+    EvaluationError
+        No label names any of the images.
+    """
+    paths = sorted(images)
+    vectors: dict[str, npt.NDArray[np.float32]] = {}
+    for path in paths:
+        face = images[path].subject_face()
+        if face is not None:
+            vectors[path] = face.vector
+    groups: list[GroupResult] = []
+    differentials: list[Differential] = []
+    notes: list[dict[str, Any]] = []
+    non_mated_by_group: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
+    labelled_any = False
+    for attribute in labels:
+        members: dict[str, list[str]] = defaultdict(list)
+        for path in paths:
+            group = attribute.group_of(path)
+            if group is not None:
+                members[group].append(path)
+        labelled_any = labelled_any or bool(members)
+        notes.append(
+            {
+                "attribute": attribute.attribute,
+                "source": attribute.source,
+                "labelled_images": sum(len(v) for v in members.values()),
+                "labels_naming_unknown_images_or_identities": attribute.unmatched(paths),
+                "excluded": dict(attribute.excluded),
+            }
+        )
+        results = []
+        for group in sorted(members):
+            rng = np.random.default_rng(seed)
+            group_paths = members[group]
+            acquired = [p for p in group_paths if p in vectors]
+            (mated, mated_id), (non_mated, id_a, id_b) = _pairs_of_group(
+                acquired, vectors, rng, max_images_per_identity, max_group_images
+            )
+            non_mated_by_group[(attribute.attribute, group)] = non_mated
+            result = _group_result(
+                    attribute.attribute,
+                    group,
+                    group_paths,
+                    len(acquired),
+                    (mated, mated_id),
+                    (non_mated, id_a, id_b),
+                    threshold,
+                    min_pairs,
+                    replicates,
+                    seed,
+                )
+            if first_pass_missed is not None:
+                missed = sum(p in first_pass_missed for p in group_paths)
+                result = dataclasses.replace(result, fta_first_pass_images=missed)
+            results.append(result)
+        groups.extend(results)
+        differentials.append(_differential(attribute.attribute, results))
+    if not labelled_any:
+        raise EvaluationError(
+            "None of the labels names an image of this set (by file name or identity "
+            "folder). Check that the labels belong to these images."
+        )
+    return DemographicAudit(
+        threshold, operating_point, groups, differentials, notes, non_mated_by_group
+    )
+
+
+def _group_result(
+    attribute: str,
+    group: str,
+    group_paths: list[str],
+    n_acquired: int,
+    mated: _MatedPairs,
+    non_mated: _NonMatedPairs,
+    threshold: float,
+    min_pairs: int,
+    replicates: int,
+    seed: int,
+) -> GroupResult:
+    mated_d, mated_id = mated
+    nm_d, nm_a, nm_b = non_mated
+    fnmr = fnmr_ci = fmr = fmr_ci = None
+    if mated_d.size:
+        misses = mated_d > threshold
+        fnmr = float(misses.mean())
+        fnmr_ci = identity_bootstrap_ci(misses, mated_id, replicates=replicates, seed=seed)
+    if nm_d.size:
+        false_matches = nm_d <= threshold
+        fmr = float(false_matches.mean())
+        fmr_ci = identity_bootstrap_ci(
+            false_matches, nm_a, nm_b, replicates=replicates, seed=seed
+        )
+    problems = []
+    if mated_d.size < min_pairs:
+        problems.append(f"{mated_d.size} mated pairs")
+    if nm_d.size < min_pairs:
+        problems.append(f"{nm_d.size} non-mated pairs")
+    status = (
+        "ok"
+        if not problems
+        else f"too few pairs ({', '.join(problems)}; need {min_pairs} of each)"
+    )
+    return GroupResult(
+        attribute=attribute,
+        group=group,
+        n_images=len(group_paths),
+        n_identities=len({Path(p).parent.name for p in group_paths}),
+        fta_images=len(group_paths) - n_acquired,
+        n_mated=int(mated_d.size),
+        n_non_mated=int(nm_d.size),
+        fmr=fmr,
+        fnmr=fnmr,
+        fmr_ci=fmr_ci,
+        fnmr_ci=fnmr_ci,
+        status=status,
+    )
+
+
+def _ratio(
+    results: list[GroupResult], rate: str
+) -> tuple[float | None, str | None, str | None]:
+    values = [(getattr(r, rate), r.group) for r in results]
+    if len(values) < 2:
+        return None, None, None
+    high = max(values)
+    low = min(values)
+    ratio = high[0] / low[0] if low[0] > 0 else None
+    return ratio, high[1], low[1]
+
+
+def _differential(attribute: str, results: list[GroupResult]) -> Differential:
+    usable = [r for r in results if r.status == "ok"]
+    fmr_ratio, fmr_max, fmr_min = _ratio(usable, "fmr")
+    fnmr_ratio, fnmr_max, fnmr_min = _ratio(usable, "fnmr")
+    return Differential(
+        attribute,
+        tuple(r.group for r in usable),
+        fmr_ratio,
+        fnmr_ratio,
+        fmr_max,
+        fmr_min,
+        fnmr_max,
+        fnmr_min,
+    )

@@ -1,0 +1,342 @@
+"""End-to-end evaluation runs on an image folder: what each ``facetrust evaluate`` command does.
+
+Each function reads the inputs, embeds the images the cache lacks, computes
+the measurements and optionally writes the report; the CLI only calls them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Settings
+from ..errors import EvaluationError
+from ..matching import get_operating_point
+from .cache import CachedImage, EmbeddingCache
+from .calibration import (
+    CALIBRATION_TARGETS,
+    CalibrationTable,
+    calibrate,
+    impostor_distances,
+    write_operating_points,
+)
+from .demographics import DemographicAudit, audit_groups, load_labels
+from .pairs import read_pairs
+from .protocol import PairsEvaluation, evaluate_pairs
+from .report import ReportFiles, write_report
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """What one evaluation run produced.
+
+    Attributes
+    ----------
+    pairs : PairsEvaluation or None
+    demographics : DemographicAudit or None
+    calibration : CalibrationTable or None
+    report : ReportFiles or None
+    timings : dict
+        Seconds spent embedding (``embed_s``) and in total (``total_s``).
+    cache : dict
+        ``images``, ``computed`` (embedded now) and ``hits`` (from the cache).
+    """
+
+    pairs: PairsEvaluation | None = None
+    demographics: DemographicAudit | None = None
+    calibration: CalibrationTable | None = None
+    report: ReportFiles | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary of the run."""
+        out: dict[str, Any] = {"timings": self.timings, "cache": self.cache}
+        if self.pairs is not None:
+            out["pairs"] = self.pairs.summary()
+        if self.demographics is not None:
+            out["demographics"] = self.demographics.to_dict()
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.to_dict()
+        if self.report is not None:
+            out["report"] = {"html": str(self.report.html), "json": str(self.report.json)}
+        return out
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[str]:
+    """Image files directly in ``folder`` or one level down (``<identity>/<image>``), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise EvaluationError(
+            f"The images folder {root} does not exist. Pass the folder that holds "
+            "<identity>/<image>.jpg (for LFW: lfw-deepfunneled)."
+        )
+    found = [
+        str(p)
+        for pattern in ("*", "*/*")
+        for p in root.glob(pattern)
+        if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+    ]
+    return sorted(found)
+
+
+def _embed(
+    cache: EmbeddingCache,
+    paths: Sequence[str],
+    workers: int | None,
+    progress: bool,
+    fallback_detector: str | None = None,
+) -> tuple[dict[str, CachedImage], float, dict[str, int], frozenset[str]]:
+    """Embed ``paths`` through the cache; retry images with no face with ``fallback_detector``.
+
+    The fallback pass (dlib's CNN detector by default in evaluation) only runs
+    on the few images the HOG detector misses, and is cached under its own
+    pipeline variant.
+    """
+    computed, hits = cache.computed_, cache.hits_
+    start = time.perf_counter()
+    images = cache.get_or_compute(paths, workers=workers, progress=progress)
+    counts = {
+        "images": len(images),
+        "computed": cache.computed_ - computed,
+        "hits": cache.hits_ - hits,
+        "no_face_first_pass": sum(
+            not i.acquired and i.error_type is None for i in images.values()
+        ),
+        "recovered_by_fallback_detector": 0,
+    }
+    missed = [p for p, i in images.items() if not i.acquired and i.error_type is None]
+    first_pass_missed = frozenset(missed)
+    if missed and fallback_detector and fallback_detector != cache.settings.detector:
+        settings = dataclasses.replace(cache.settings, detector=fallback_detector)
+        fallback = EmbeddingCache(cache.connection, settings, model_id=cache.model_id)
+        retried = fallback.get_or_compute(missed, workers=workers, progress=progress)
+        recovered = {p: i for p, i in retried.items() if i.acquired}
+        images.update(recovered)
+        counts["recovered_by_fallback_detector"] = len(recovered)
+        counts["computed"] += fallback.computed_
+        counts["hits"] += fallback.hits_
+    return images, time.perf_counter() - start, counts, first_pass_missed
+
+
+def _detection_meta(counts: dict[str, int], fallback_detector: str | None) -> dict[str, str]:
+    missed = counts.get("no_face_first_pass", 0)
+    recovered = counts.get("recovered_by_fallback_detector", 0)
+    text = f"{missed} image(s) with no face on the first detection pass"
+    if fallback_detector:
+        text += f"; the {fallback_detector} detector found a face in {recovered} of them"
+    return {"detection": text}
+
+
+def _open_cache(
+    cache: EmbeddingCache | str | os.PathLike[str] | None, settings: Settings | None
+) -> EmbeddingCache:
+    if isinstance(cache, EmbeddingCache):
+        return cache
+    return EmbeddingCache(cache, settings)
+
+
+def run_pairs(
+    images_dir: str | os.PathLike[str],
+    pairs_file: str | os.PathLike[str],
+    *,
+    cache: EmbeddingCache | str | os.PathLike[str] | None = None,
+    settings: Settings | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    report_dir: str | os.PathLike[str] | None = None,
+    fallback_detector: str | None = "cnn",
+) -> EvaluationRun:
+    """``facetrust evaluate pairs``: the 10-fold protocol on a pairs file.
+
+    Images in which the configured detector (HOG by default) finds no face
+    are retried with ``fallback_detector`` (dlib's CNN detector; ``None`` to
+    skip): evaluation should measure the recogniser, and the CNN detector is
+    what a deployment would use on hard images. Both passes are reported.
+
+    Raises
+    ------
+    EvaluationError
+        Malformed pairs file, images it names are missing, too few pairs.
+    """
+    start = time.perf_counter()
+    pairs = read_pairs(pairs_file, images_dir)
+    store = _open_cache(cache, settings)
+    paths = sorted({p for pair in pairs for p in (pair.image_a, pair.image_b)})
+    images, embed_s, counts, _ = _embed(store, paths, workers, progress, fallback_detector)
+    evaluation = evaluate_pairs(pairs, images)
+    report = None
+    if report_dir is not None:
+        report = write_report(
+            report_dir,
+            title=f"facetrust verification accuracy: {Path(pairs_file).name}",
+            evaluation=evaluation,
+            meta={"images": str(images_dir), "pairs file": str(pairs_file),
+                  "model": store.model_id, "pipeline": store.variant,
+                  **_detection_meta(counts, fallback_detector)},
+        )
+    total = time.perf_counter() - start
+    return EvaluationRun(
+        pairs=evaluation,
+        report=report,
+        timings={"embed_s": embed_s, "total_s": total},
+        cache=counts,
+    )
+
+
+def _threshold(
+    operating_point: str | None, threshold: float | None, model_id: str
+) -> tuple[float, str]:
+    if threshold is not None:
+        return float(threshold), f"threshold {threshold}"
+    point = get_operating_point(operating_point, model_id)
+    return point.threshold, point.name
+
+
+def run_demographics(
+    images_dir: str | os.PathLike[str],
+    labels: Sequence[str | os.PathLike[str]],
+    *,
+    operating_point: str | None = None,
+    threshold: float | None = None,
+    cache: EmbeddingCache | str | os.PathLike[str] | None = None,
+    settings: Settings | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    report_dir: str | os.PathLike[str] | None = None,
+    min_pairs: int = 30,
+    seed: int = 0,
+    fallback_detector: str | None = "cnn",
+) -> EvaluationRun:
+    """``facetrust evaluate demographics``: FMR/FNMR per labelled group.
+
+    Every labelled image in ``images_dir`` is used. ``threshold`` (a
+    distance) overrides ``operating_point``; by default the table's default
+    operating point is used.
+    """
+    start = time.perf_counter()
+    attribute_labels = [a for path in labels for a in load_labels(path)]
+    store = _open_cache(cache, settings)
+    value, name = _threshold(operating_point, threshold, store.model_id)
+    paths = [p for p in list_images(images_dir) if any(a.group_of(p) for a in attribute_labels)]
+    if not paths:
+        raise EvaluationError(
+            f"No image in {images_dir} is named by the labels. Check that the labels "
+            "belong to these images (LFW names: <Name>/<Name>_NNNN.jpg)."
+        )
+    images, embed_s, counts, missed = _embed(store, paths, workers, progress, fallback_detector)
+    audit = audit_groups(
+        images, attribute_labels, value, operating_point=name, min_pairs=min_pairs, seed=seed,
+        first_pass_missed=missed,
+    )
+    report = None
+    if report_dir is not None:
+        report = write_report(
+            report_dir,
+            title="facetrust demographic audit",
+            audit=audit,
+            meta={"images": str(images_dir), "labels": ", ".join(map(str, labels)),
+                  "model": store.model_id, "pipeline": store.variant,
+                  **_detection_meta(counts, fallback_detector)},
+        )
+    return EvaluationRun(
+        demographics=audit,
+        report=report,
+        timings={"embed_s": embed_s, "total_s": time.perf_counter() - start},
+        cache=counts,
+    )
+
+
+def run_calibration(
+    images_dir: str | os.PathLike[str],
+    pairs_file: str | os.PathLike[str],
+    labels: Sequence[str | os.PathLike[str]],
+    *,
+    dataset: str,
+    output: str | os.PathLike[str] | None = None,
+    default: str | None = None,
+    audit_point: str = "fmr-1e-3",
+    targets: Sequence[float] = CALIBRATION_TARGETS,
+    cache: EmbeddingCache | str | os.PathLike[str] | None = None,
+    settings: Settings | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    report_dir: str | os.PathLike[str] | None = None,
+    max_impostor_images: int = 3000,
+    min_pairs: int = 30,
+    seed: int = 0,
+    fallback_detector: str | None = "cnn",
+) -> EvaluationRun:
+    """``facetrust evaluate calibrate``: pairs protocol, demographic audit and calibration table.
+
+    Overall thresholds are set on all cross-identity pairs among a seeded
+    sample of ``max_impostor_images`` images with a face (from the whole
+    folder); FNMR is measured on the pairs file's mated pairs. The
+    demographic audit runs at ``audit_point`` as just calibrated, and its
+    within-group non-mated pairs give the ``-all-groups`` rows. ``output``,
+    when given, receives the merged operating-points table.
+    """
+    start = time.perf_counter()
+    store = _open_cache(cache, settings)
+    pairs = read_pairs(pairs_file, images_dir)
+    attribute_labels = [a for path in labels for a in load_labels(path)]
+    every = list_images(images_dir)
+    labelled = {p for p in every if any(a.group_of(p) for a in attribute_labels)}
+    wanted = sorted(labelled | {p for pair in pairs for p in (pair.image_a, pair.image_b)})
+    images, embed_s, counts, missed = _embed(store, wanted, workers, progress, fallback_detector)
+    evaluation = evaluate_pairs(pairs, images)
+    impostor, info = impostor_distances(images, max_images=max_impostor_images, seed=seed)
+    mated = evaluation.distances[evaluation.labels]
+    overall = calibrate(impostor, mated, model_id=store.model_id, dataset=dataset,
+                        targets=targets, impostor_set=info)
+    supported = [r for r in overall.rows if r.supported and r.threshold is not None]
+    if not supported:
+        raise EvaluationError(
+            f"{info['pairs']} non-mated pairs support none of the target FMRs "
+            f"{', '.join(f'{t:g}' for t in targets)}. Use more images."
+        )
+    # The audit runs at the requested point, or the strictest one this data supports.
+    point = next((r for r in supported if r.name == audit_point), supported[-1])
+    audit_point, audit_threshold = point.name, float(point.threshold or 0.0)
+    audit = audit_groups(
+        {p: images[p] for p in sorted(labelled)}, attribute_labels, audit_threshold,
+        operating_point=audit_point, min_pairs=min_pairs, seed=seed, first_pass_missed=missed,
+    )
+    table = calibrate(
+        impostor, mated, model_id=store.model_id, dataset=dataset, targets=targets,
+        impostor_set=info, group_non_mated=audit.group_non_mated, min_group_pairs=min_pairs,
+    )
+    if output is not None:
+        write_operating_points(table, output, default=default)
+    report = None
+    if report_dir is not None:
+        report = write_report(
+            report_dir,
+            title=f"facetrust accuracy and fairness: {dataset}",
+            evaluation=evaluation,
+            audit=audit,
+            calibration=table,
+            meta={"dataset": dataset, "images": str(images_dir), "pairs file": str(pairs_file),
+                  "labels": ", ".join(map(str, labels)), "model": store.model_id,
+                  "pipeline": store.variant,
+                  "images embedded": f"{counts['images']} ({counts['computed']} computed now)",
+                  "impostor pairs (calibration)": int(np.asarray(impostor).size),
+                  **_detection_meta(counts, fallback_detector)},
+        )
+    return EvaluationRun(
+        pairs=evaluation,
+        demographics=audit,
+        calibration=table,
+        report=report,
+        timings={"embed_s": embed_s, "total_s": time.perf_counter() - start},
+        cache=counts,
+    )

@@ -1,0 +1,74 @@
+"""Calibration tables, the rule of three, and the operating-points file they feed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facetrust.errors import EvaluationError
+from facetrust.evaluation.calibration import calibrate, fmr_name, write_operating_points
+from facetrust.matching import OperatingPoint
+
+
+def test_rows_say_which_targets_the_data_supports() -> None:
+    rng = np.random.default_rng(0)
+    impostor = rng.uniform(0.4, 1.2, 5000)
+    mated = rng.uniform(0.1, 0.6, 300)
+    table = calibrate(impostor, mated, model_id="m", dataset="synthetic")
+    rows = {r.name: r for r in table.rows}
+    assert rows["fmr-1e-2"].supported and rows["fmr-1e-3"].supported
+    assert not rows["fmr-1e-4"].supported and rows["fmr-1e-4"].threshold is None
+    assert "rule of three" in rows["fmr-1e-4"].note
+    assert rows["fmr-1e-4"].lowest_supported_fmr == pytest.approx(3 / 5000)
+    t2, t3 = rows["fmr-1e-2"].threshold, rows["fmr-1e-3"].threshold
+    assert t2 is not None and t3 is not None and t3 < t2
+    assert np.mean(impostor <= t2) <= 1e-2
+    assert rows["fmr-1e-2"].fnmr == pytest.approx(np.mean(mated > t2))
+
+
+def test_worst_group_threshold_keeps_every_group_under_the_target() -> None:
+    rng = np.random.default_rng(1)
+    groups = {
+        ("g", "a"): rng.uniform(0.5, 1.2, 4000),
+        ("g", "b"): rng.uniform(0.3, 1.2, 4000),  # more false matches: sets the threshold
+        ("g", "tiny"): rng.uniform(0.0, 1.2, 50),
+    }
+    table = calibrate(
+        np.concatenate(list(groups.values())), rng.uniform(0.1, 0.6, 100),
+        model_id="m", dataset="synthetic", group_non_mated=groups, targets=(1e-2,),
+    )
+    worst = next(r for r in table.rows if r.name == "fmr-1e-2-all-groups")
+    assert worst.threshold is not None
+    for key in (("g", "a"), ("g", "b")):
+        assert np.mean(groups[key] <= worst.threshold) <= 1e-2
+    assert "g=b" in worst.note and "g=tiny (50 pairs)" in worst.note
+
+
+def test_written_table_is_read_by_operating_points(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    table = calibrate(rng.uniform(0.4, 1.2, 5000), rng.uniform(0.1, 0.6, 300),
+                      model_id="dlib-resnet-v1", dataset="synthetic")
+    out = tmp_path / "operating_points.json"
+    written = write_operating_points(table, out, default="fmr-1e-3")
+    data = json.loads(out.read_text())
+    assert data == written and data["default"] == "fmr-1e-3"
+    names = [p["name"] for p in data["operating_points"]]
+    assert "dlib-default" in names and "fmr-1e-3" in names and "fmr-1e-4" not in names
+    fields = OperatingPoint.__dataclass_fields__
+    for entry in data["operating_points"]:
+        point = OperatingPoint(**{k: v for k, v in entry.items() if k in fields})
+        assert point.threshold > 0
+    assert "fmr-1e-2-all-groups" not in names  # points of an earlier calibration are replaced
+    with pytest.raises(EvaluationError, match="not in the table"):
+        write_operating_points(table, out, default="fmr-1e-4")
+    # Without --default, a default that the new calibration dropped falls back to a kept point.
+    again = write_operating_points(table, tmp_path / "again.json")
+    assert again["default"] in {p["name"] for p in again["operating_points"]}
+
+
+def test_operating_point_names() -> None:
+    assert fmr_name(1e-3) == "fmr-1e-3"
+    assert fmr_name(1e-4, all_groups=True) == "fmr-1e-4-all-groups"

@@ -1,0 +1,91 @@
+"""The HTML/JSON report and the ``facetrust evaluate`` commands, end to end on the sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from facetrust.cli.main import cli
+
+from .conftest import LABELS, PAIRS, SAMPLE
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_pairs_command_prints_the_summary_and_writes_a_report(
+    cache_file: Path, tmp_path: Path
+) -> None:
+    code, out, _ = _invoke(
+        "evaluate", "pairs", "--images", str(SAMPLE), "--pairs", str(PAIRS),
+        "--cache", str(cache_file), "--workers", "1", "--no-progress",
+        "--report", str(tmp_path / "report"),
+    )
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["cache"]["computed"] == 0 and summary["cache"]["hits"] == 38
+    assert summary["pairs"]["n_pairs"] == 60
+    assert summary["pairs"]["failure_to_acquire"]["pairs"] == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # ROC and DET, inline
+    assert "Caveats" in page and "src=\"http" not in page
+    record = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert record["pairs"]["mean_accuracy"] == summary["pairs"]["mean_accuracy"]
+
+
+def test_calibrate_command_writes_table_report_and_group_charts(
+    cache_file: Path, tmp_path: Path
+) -> None:
+    table = tmp_path / "operating_points.json"
+    code, out, err = _invoke(
+        "evaluate", "calibrate", "--images", str(SAMPLE), "--pairs", str(PAIRS),
+        "--labels", str(LABELS), "--dataset", "sample", "--write-calibration", str(table),
+        "--cache", str(cache_file), "--workers", "1", "--no-progress",
+        "--report", str(tmp_path / "report"),
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    rows = {r["name"]: r for r in summary["calibration"]["rows"]}
+    # 720 non-mated pairs support FMR 1e-2 but not 1e-3 (3/720 = 4.2e-3).
+    assert rows["fmr-1e-2"]["supported"] and not rows["fmr-1e-3"]["supported"]
+    assert summary["demographics"]["operating_point"] == "fmr-1e-2"
+    points = {p["name"] for p in json.loads(table.read_text())["operating_points"]}
+    assert {"dlib-default", "fmr-1e-2"} <= points
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 + 4  # curves + FMR/FNMR per attribute
+    assert "Calibration table" in page and "too few pairs" in page
+
+
+def test_demographics_command_with_a_named_operating_point(
+    cache_file: Path, tmp_path: Path
+) -> None:
+    code, out, _ = _invoke(
+        "evaluate", "demographics", "--images", str(SAMPLE), "--labels", str(LABELS),
+        "--operating-point", "dlib-default", "--cache", str(cache_file), "--workers", "1",
+        "--no-progress", "--min-pairs", "20",
+    )
+    assert code == 0
+    audit = json.loads(out)["demographics"]
+    assert audit["operating_point"] == "dlib-default" and audit["threshold"] == 0.6
+    assert {g["group"] for g in audit["groups"]} == {"female", "male", "african", "latino"}
+
+
+def test_bad_input_gives_one_clear_line(tmp_path: Path, cache_file: Path) -> None:
+    bad = tmp_path / "pairs.txt"
+    bad.write_text("1 1\nKofi_Annan 1 2\nKofi_Annan 1\n")
+    code, _, err = _invoke(
+        "evaluate", "pairs", "--images", str(SAMPLE), "--pairs", str(bad),
+        "--cache", str(cache_file), "--no-progress",
+    )
+    assert code == 2
+    assert err.startswith("error:") and "line 3" in err and "Traceback" not in err
+
+
+def test_every_evaluate_command_has_help() -> None:
+    for command in ("pairs", "demographics", "calibrate"):
+        code, out, _ = _invoke("evaluate", command, "--help")
+        assert code == 0 and "--images" in out and "--report" in out
