@@ -14,28 +14,34 @@ import facetrust
 from facetrust import Embedding, FacePipeline, compare, get_operating_point, operating_points
 from facetrust.errors import InvalidParameter, MultipleFaces, OperatingPointError
 
-#: Non-mated identity pairs of the sample that false-match at dlib's 0.6: sisters,
-#: and two East Asian men, the demographic gap the fairness work measures (issue 9).
+#: Non-mated identity pairs of the sample that false-match at dlib's 0.6 and at the
+#: calibrated default: sisters, and two East Asian men, the demographic gap the
+#: fairness work measures (issue 9).
 KNOWN_HARD_PAIRS = {("Serena_Williams", "Venus_Williams"), ("Hu_Jintao", "Junichiro_Koizumi")}
 
 
+@pytest.mark.parametrize(
+    "point,mated_misses",
+    [("dlib-default", 0), (None, 1)],  # None: the calibrated default (fmr-1e-3, stricter)
+)
 def test_mated_pairs_match_and_non_mated_pairs_do_not(
-    sample_embeddings: dict[Path, Embedding],
+    sample_embeddings: dict[Path, Embedding], point: str | None, mated_misses: int
 ) -> None:
     by_identity: dict[str, list[Embedding]] = {}
     for path, embedding in sample_embeddings.items():
         by_identity.setdefault(path.parent.name, []).append(embedding)
     mated = [
-        compare(a, b)
+        compare(a, b, point)
         for embeddings in by_identity.values()
         for a, b in itertools.combinations(embeddings, 2)
     ]
     non_mated = {
-        (x, y): [compare(a, b) for a, b in itertools.product(xs, ys)]
+        (x, y): [compare(a, b, point) for a, b in itertools.product(xs, ys)]
         for (x, xs), (y, ys) in itertools.combinations(sorted(by_identity.items()), 2)
     }
     assert len(mated) == 60 and len(non_mated) == 45
-    assert all(v.match for v in mated), [v.distance for v in mated if not v.match]
+    misses = [v.distance for v in mated if not v.match]
+    assert len(misses) <= mated_misses, misses
     for pair, verdicts in non_mated.items():
         if pair not in KNOWN_HARD_PAIRS:
             assert not any(v.match for v in verdicts), pair
