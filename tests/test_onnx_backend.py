@@ -223,7 +223,7 @@ def test_default_embedder_follows_the_setting(monkeypatch: pytest.MonkeyPatch) -
     # Without onnxruntime installed (not causable here without uninstalling it):
     monkeypatch.setattr(onnx_backend, "onnxruntime_available", lambda: False)
     assert isinstance(selection.default_embedder(), DlibResnetEmbedder)
-    with pytest.raises(ModelError, match=r"facetrust\[onnx\]"):
+    with pytest.raises(ModelError, match="pip install onnxruntime onnx"):
         selection.default_embedder(Settings(embedder="onnx"))
 
 

@@ -53,7 +53,7 @@ class Settings:
         Worker processes for batch work; 0 means one per CPU core.
     embedder : str
         Which engine runs the face descriptor network: ``"auto"`` (ONNX Runtime
-        when ``facetrust[onnx]`` is installed, else dlib), ``"onnx"`` or
+        when onnxruntime and onnx are installed, else dlib), ``"onnx"`` or
         ``"dlib"``. Both give the same descriptors (model ``dlib-resnet-v1``).
     embedder_threads : int
         ONNX Runtime threads per process; 0 means one per core, or, in

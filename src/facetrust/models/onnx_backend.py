@@ -9,7 +9,7 @@ downloaded. Descriptors equal dlib's to float rounding (max absolute
 difference under 1e-6 on LFW), so templates from either backend are interchangeable
 and both carry the model id ``dlib-resnet-v1``.
 
-Needs ``pip install 'facetrust[onnx]'`` (onnxruntime and onnx).
+Needs onnxruntime and onnx (installed with facetrust).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class OnnxResnetEmbedder:
         except ImportError:
             raise ModelError(
                 "The ONNX Runtime backend needs onnxruntime. Install it with: "
-                "pip install 'facetrust[onnx]'"
+                "pip install onnxruntime onnx"
             ) from None
         path = convert_dlib_resnet(self._weights, self._cache_dir)
         options = onnxruntime.SessionOptions()

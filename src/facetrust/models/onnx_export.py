@@ -14,7 +14,7 @@ free. What dlib does that ONNX spells differently:
   128 channels to 64): the smaller one is zero-padded at the end of each axis;
 - pooling with a (0, 0) window is a global average pool.
 
-Needs the ``onnx`` package (``pip install 'facetrust[onnx]'``), imported only
+Needs the ``onnx`` package (``pip install onnx``), imported only
 when a graph is built.
 """
 
@@ -94,7 +94,7 @@ def build_onnx_model(network: DlibNetwork) -> Any:
     except ImportError:
         raise ModelError(
             "Converting the dlib network needs the onnx package. Install it with: "
-            "pip install 'facetrust[onnx]'"
+            "pip install onnx"
         ) from None
     graph = _GraphBuilder(onnx)
     rows, cols = network.input.size

@@ -32,6 +32,6 @@ def default_embedder(settings: Settings | None = None) -> Embedder:
     if not onnxruntime_available():
         raise ModelError(
             "The 'onnx' embedder needs onnxruntime and onnx. Install them with "
-            "pip install 'facetrust[onnx]', or set FACETRUST_EMBEDDER=dlib."
+            "pip install onnxruntime onnx, or set FACETRUST_EMBEDDER=dlib."
         )
     return OnnxResnetEmbedder(threads=settings.embedder_threads)
