@@ -84,8 +84,9 @@ def cached_embeddings(
             return rows[:split], rows[split:], float(saved["embed_s"]), True
     enrol, embed_s = embed(enrol_paths, workers)
     probes, _ = embed(probe_paths, workers)
-    stacked = np.stack([np.full(128, np.nan, np.float32) if v is None else v
-                        for v in [*enrol, *probes]])
+    stacked = np.stack(
+        [np.full(128, np.nan, np.float32) if v is None else v for v in [*enrol, *probes]]
+    )
     cache.parent.mkdir(exist_ok=True)
     np.savez(cache, key=np.array(key), vectors=stacked, embed_s=np.array(embed_s))
     return enrol, probes, embed_s, False
@@ -132,7 +133,9 @@ def enrol_synthetic(
                 gallery.add_subject(subject_id, actor="importer")
                 grant(gallery, subject_id)
                 gallery.enroll(
-                    subject_id, [Embedding(vector, model_id)], actor="importer",
+                    subject_id,
+                    [Embedding(vector, model_id)],
+                    actor="importer",
                     check_duplicates=False,
                 )
     return time.perf_counter() - start
@@ -168,9 +171,7 @@ def time_queries(
 
         protected = facetrust.crypto.protect(vector, secret)
         start = time.perf_counter()
-        index.search(
-            protected, purpose=PURPOSE, now=gallery._now(), k=5, threshold=point.threshold
-        )
+        index.search(protected, purpose=PURPOSE, now=gallery._now(), k=5, threshold=point.threshold)
         search_only.append(time.perf_counter() - start)
 
         start = time.perf_counter()
@@ -216,13 +217,17 @@ def main() -> None:
     real = np.stack([v for _, v in kept])
     enrolled = set(names)
     probes = [
-        (n, v) for (n, _, _), v in zip(selected, probe_vectors, strict=False)
+        (n, v)
+        for (n, _, _), v in zip(selected, probe_vectors, strict=False)
         if v is not None and n in enrolled
     ]
 
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_at_start": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_at_start": os.getloadavg(),
+        },
         "photos": len(selected),
         "enrolled_real": len(kept),
         "no_face": len(selected) - len(kept),
@@ -265,9 +270,7 @@ def main() -> None:
                     bulk_s += enrol_synthetic(gallery, part, size_now, model_id)
                     bulk_n += len(part)
                     size_now = size
-                known = np.concatenate([real, synthetic[: size_now - len(kept)]]).astype(
-                    np.float64
-                )
+                known = np.concatenate([real, synthetic[: size_now - len(kept)]]).astype(np.float64)
                 known_names = names + [f"synthetic-{i:06d}" for i in range(len(kept), size_now)]
                 ours, reference = time_queries(gallery, probes, model_id, known, known_names)
                 row = {
@@ -283,7 +286,9 @@ def main() -> None:
             results["identification"] = table
             if bulk_n:
                 results["bulk_enrolment"] = {
-                    "subjects": bulk_n, "seconds": bulk_s, "subjects_per_s": bulk_n / bulk_s
+                    "subjects": bulk_n,
+                    "seconds": bulk_s,
+                    "subjects_per_s": bulk_n / bulk_s,
                 }
             results["audit_ok"] = gallery.audit.verify().ok
     results["load_avg_at_end"] = os.getloadavg()
@@ -295,17 +300,23 @@ def main() -> None:
 
 def print_table(results: dict[str, Any]) -> None:
     e = results["enrolment"]
-    print(f"\nEnrolment, {results['enrolled_real']} real LFW photos "
-          f"({results['no_face']} without a detected face):")
+    print(
+        f"\nEnrolment, {results['enrolled_real']} real LFW photos "
+        f"({results['no_face']} without a detected face):"
+    )
     print(f"  embedding ({e['embedding_workers']} workers): {e['embedding_s']:.1f} s")
-    print(f"  store+crypto+audit, one subject per transaction: {e['store_subjects_per_s']:.1f} "
-          "subjects/s")
+    print(
+        f"  store+crypto+audit, one subject per transaction: {e['store_subjects_per_s']:.1f} "
+        "subjects/s"
+    )
     print(f"  end to end: {e['end_to_end_subjects_per_s']:.1f} subjects/s")
     if "bulk_enrolment" in results:
         b = results["bulk_enrolment"]
         print(f"  bulk (Gallery.batch, synthetic): {b['subjects_per_s']:.0f} subjects/s")
-    print("\n| gallery | templates | facetrust identify p50 / p99 ms | facetrust search only "
-          "p50 / p99 ms | face_distance p50 / p99 ms | rank-1 ours / ref | index build s |")
+    print(
+        "\n| gallery | templates | facetrust identify p50 / p99 ms | facetrust search only "
+        "p50 / p99 ms | face_distance p50 / p99 ms | rank-1 ours / ref | index build s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for row in results["identification"]:
         ours, ref = row["facetrust"], row["face_recognition"]

@@ -75,8 +75,12 @@ def main() -> None:
         now = datetime.now(UTC)
         form = hashlib.sha256(b"bench").hexdigest()
         events.open_event(
-            gallery, "bench-flight", purpose="boarding", valid_from=now - timedelta(minutes=1),
-            valid_to=now + timedelta(hours=6), actor="bench",
+            gallery,
+            "bench-flight",
+            purpose="boarding",
+            valid_from=now - timedelta(minutes=1),
+            valid_to=now + timedelta(hours=6),
+            actor="bench",
         )
         expected: list[str | None] = []
         with gallery.batch():
@@ -86,11 +90,17 @@ def main() -> None:
                     continue
                 gallery.add_subject(name, actor="bench")
                 gallery.grant_consent(
-                    name, ["boarding"], expires_at=now + timedelta(days=1), evidence_ref="f",
-                    evidence_sha256=form, notice_version="v1", actor="bench",
+                    name,
+                    ["boarding"],
+                    expires_at=now + timedelta(days=1),
+                    evidence_ref="f",
+                    evidence_sha256=form,
+                    notice_version="v1",
+                    actor="bench",
                 )
-                gallery.enroll(name, [templates[str(photos[0])]], actor="bench",
-                               check_duplicates=False)
+                gallery.enroll(
+                    name, [templates[str(photos[0])]], actor="bench", check_duplicates=False
+                )
                 events.add_member(gallery, "bench-flight", name, actor="bench")
         arrivals = [p for p in enrolled if str(p[0]) in templates] + strangers
         rng = np.random.default_rng(2)
@@ -107,16 +117,15 @@ def main() -> None:
 
         started = time.perf_counter()
         decisions = list(
-            run_gate(gallery, "bench-flight", video, gate_id="bench", actor="bench",
-                     policy=GatePolicy())
+            run_gate(
+                gallery, "bench-flight", video, gate_id="bench", actor="bench", policy=GatePolicy()
+            )
         )
         seconds = time.perf_counter() - started
         gallery.close()
 
     latencies = np.array([d.latency_s for d in decisions if d.latency_s is not None])
-    right = sum(
-        d.subject_id == want for d, want in zip(decisions, expected, strict=False)
-    )
+    right = sum(d.subject_id == want for d, want in zip(decisions, expected, strict=False))
     result = {
         "arrivals": len(video_photos),
         "frames": frames,
@@ -142,8 +151,10 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print("\n| arrivals | frames | decisions/s (target >= 5) | frames/s | latency p50 / p99 / max "
-          "(target < 1 s) | right | false match | false refer | embedder |")
+    print(
+        "\n| arrivals | frames | decisions/s (target >= 5) | frames/s | latency p50 / p99 / max "
+        "(target < 1 s) | right | false match | false refer | embedder |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {result['arrivals']} | {frames} | {result['decisions_per_s']} "

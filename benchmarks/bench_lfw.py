@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, help="persistent cache (default: user cache)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cold", action="store_true", help="also time a run from an empty cache")
-    parser.add_argument("--cpu-sample", type=int, default=0,
-                        help="embed this many pair images in-process and report CPU s/image")
+    parser.add_argument(
+        "--cpu-sample",
+        type=int,
+        default=0,
+        help="embed this many pair images in-process and report CPU s/image",
+    )
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--write-calibration", default=None)
     parser.add_argument("--default", default=None, help="default operating point to write")
@@ -83,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cold:
         with tempfile.TemporaryDirectory() as folder:
             load = os.getloadavg()[0]
-            cold = run_pairs(images, pairs, cache=Path(folder) / "cold.sqlite",
-                             workers=args.workers, progress=True)
+            cold = run_pairs(
+                images,
+                pairs,
+                cache=Path(folder) / "cold.sqlite",
+                workers=args.workers,
+                progress=True,
+            )
             record["cold"] = {**cold.timings, **cold.cache, "load_avg_1min_before": load}
 
     if args.cpu_sample:
@@ -94,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         run_pairs(images, pairs, cache=cache, workers=args.workers, progress=True)  # fill
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        warm = run_pairs(images, pairs, cache=cache, workers=args.workers,
-                         report_dir=out / "report_pairs")
+        warm = run_pairs(
+            images, pairs, cache=cache, workers=args.workers, report_dir=out / "report_pairs"
+        )
         record["cached_rerun_s"] = time.perf_counter() - start
         record["cached_rerun_load_avg_1min_before"] = load
         record["cached_rerun_cache"] = warm.cache
@@ -103,18 +113,25 @@ def main(argv: list[str] | None = None) -> int:
         assert evaluation is not None
         record["pairs"] = evaluation.summary()
         missed = [
-            p for p in sorted({x for pr in _pairs(pairs, images) for x in pr})
+            p
+            for p in sorted({x for pr in _pairs(pairs, images) for x in pr})
             if (r := cache.get(p)) is not None and not r.acquired and r.error_type is None
         ]
         record["hog_misses"] = len(missed)
         record["face_recognition_finds_in_hog_misses"] = _face_recognition_on(missed)
         if args.calibrate:
             calibration = run_calibration(
-                images, pairs, [dataset / "labels"],
+                images,
+                pairs,
+                [dataset / "labels"],
                 dataset="LFW deep-funneled (View 2 pairs; labels: Afifi & Abdelhamed 2017 "
                 "gender per image, usc-sail lfw_race_dict per identity)",
-                output=args.write_calibration, default=args.default, cache=cache,
-                workers=args.workers, progress=True, report_dir=out / "report",
+                output=args.write_calibration,
+                default=args.default,
+                cache=cache,
+                workers=args.workers,
+                progress=True,
+                report_dir=out / "report",
             )
             summary = calibration.summary()
             record["demographics"] = summary["demographics"]
@@ -158,26 +175,47 @@ def _pairs(pairs_file: Path, images: Path) -> list[tuple[str, str]]:
 
 def _print_table(record: dict[str, Any], evaluation: Any) -> None:
     rows = [
-        ("LFW View 2 accuracy (10-fold)",
-         f"{evaluation.mean_accuracy:.4f} +- {evaluation.std_accuracy:.4f}",
-         f"{DLIB_LFW_ACCURACY:.4f} +- {DLIB_LFW_STD:.4f} (dlib, published)"),
-        ("target", f"{'met' if evaluation.mean_accuracy >= TARGET_ACCURACY else 'NOT met'}",
-         f">= {TARGET_ACCURACY}"),
+        (
+            "LFW View 2 accuracy (10-fold)",
+            f"{evaluation.mean_accuracy:.4f} +- {evaluation.std_accuracy:.4f}",
+            f"{DLIB_LFW_ACCURACY:.4f} +- {DLIB_LFW_STD:.4f} (dlib, published)",
+        ),
+        (
+            "target",
+            f"{'met' if evaluation.mean_accuracy >= TARGET_ACCURACY else 'NOT met'}",
+            f">= {TARGET_ACCURACY}",
+        ),
         ("EER", f"{evaluation.eer:.4f}", "-"),
     ]
     for target, value in evaluation.tar_at_fmr.items():
         rows.append((f"TAR @ FMR {target:g}", f"{value['tar']:.4f}", "-"))
     rows.append(("failure-to-acquire pairs", str(evaluation.fta_pairs), "-"))
-    rows.append(("images HOG missed / face_recognition finds in them",
-                 f"{record['hog_misses']}", str(record["face_recognition_finds_in_hog_misses"])))
+    rows.append(
+        (
+            "images HOG missed / face_recognition finds in them",
+            f"{record['hog_misses']}",
+            str(record["face_recognition_finds_in_hog_misses"]),
+        )
+    )
     if "cold" in record:
-        rows.append(("6,000 pairs from empty cache (s)", f"{record['cold']['total_s']:.0f}",
-                     "< 600 target"))
+        rows.append(
+            ("6,000 pairs from empty cache (s)", f"{record['cold']['total_s']:.0f}", "< 600 target")
+        )
     if "cpu" in record:
-        rows.append(("CPU s per image (pipeline, 1 process)",
-                     f"{record['cpu']['cpu_s_per_image']:.3f}", "-"))
-        rows.append(("projected idle time, 7,701 images, 2 workers (s)",
-                     f"{record['cpu']['projected_idle_s_for_7701_images']:.0f}", "< 600 target"))
+        rows.append(
+            (
+                "CPU s per image (pipeline, 1 process)",
+                f"{record['cpu']['cpu_s_per_image']:.3f}",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                "projected idle time, 7,701 images, 2 workers (s)",
+                f"{record['cpu']['projected_idle_s_for_7701_images']:.0f}",
+                "< 600 target",
+            )
+        )
     rows.append(("cached re-run (s)", f"{record['cached_rerun_s']:.1f}", "< 30 target"))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'facetrust':<22}  reference")

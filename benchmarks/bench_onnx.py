@@ -69,10 +69,14 @@ def read_pairs(pairs_file: Path, images: Path) -> list[tuple[Path, Path, bool]]:
 def centre_index(boxes: Sequence[tuple[float, float, float, float]], size: tuple[int, int]) -> int:
     """Index of the box whose centre is nearest the image centre (LFW's subject)."""
     height, width = size
-    return int(np.argmin([
-        ((left + right - width) / 2) ** 2 + ((top + bottom - height) / 2) ** 2
-        for left, top, right, bottom in boxes
-    ]))
+    return int(
+        np.argmin(
+            [
+                ((left + right - width) / 2) ** 2 + ((top + bottom - height) / 2) ** 2
+                for left, top, right, bottom in boxes
+            ]
+        )
+    )
 
 
 def pair_images(pairs: Sequence[tuple[Path, Path, bool]]) -> list[Path]:

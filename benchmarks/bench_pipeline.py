@@ -112,11 +112,14 @@ def run_face_recognition(paths: Sequence[Path]) -> tuple[list[np.ndarray | None]
     return vectors, faces
 
 
-def run_facetrust(paths: Sequence[Path], workers: int) -> tuple[list[np.ndarray | None], int]:
+def run_facetrust(
+    paths: Sequence[Path], workers: int, embedder: str = "auto"
+) -> tuple[list[np.ndarray | None], int]:
     vectors: list[np.ndarray | None] = []
     faces = 0
+    settings = facetrust.Settings.from_env(embedder=embedder)
     for path, result in zip(
-        paths, facetrust.embed_many(paths, workers=workers, progress=True), strict=True
+        paths, facetrust.embed_many(paths, settings, workers=workers, progress=True), strict=True
     ):
         faces += len(result.faces)
         if not result.faces:
@@ -163,9 +166,13 @@ def make_large(paths: Sequence[Path], folder: Path, side: int) -> list[Path]:
 def compare_throughput(label: str, paths: Sequence[Path], workers: int) -> dict[str, Any]:
     print(f"\n[{label}] {len(paths)} images: face_recognition (1 process) ...", flush=True)
     reference = timed(lambda: run_face_recognition(paths), len(paths))
-    print(f"[{label}] facetrust ({workers} workers) ...", flush=True)
+    print(f"[{label}] facetrust, dlib backend ({workers} workers) ...", flush=True)
+    ours_dlib = timed(lambda: run_facetrust(paths, workers, "dlib"), len(paths))
+    print(
+        f"[{label}] facetrust, default (ONNX Runtime) backend ({workers} workers) ...", flush=True
+    )
     ours = timed(lambda: run_facetrust(paths, workers), len(paths))
-    return {"face_recognition": reference, "facetrust": ours}
+    return {"face_recognition": reference, "facetrust_dlib": ours_dlib, "facetrust": ours}
 
 
 def agreement(
@@ -251,28 +258,32 @@ def main() -> None:
     }
 
     for key in ("lfw_250px", "large"):
-        for impl in ("face_recognition", "facetrust"):
+        for impl in ("face_recognition", "facetrust_dlib", "facetrust"):
             results[key][impl].pop("_vectors")
-        results[key]["speedup_images_per_s"] = round(
-            results[key]["facetrust"]["images_per_s"]
-            / results[key]["face_recognition"]["images_per_s"],
-            2,
-        )
+        reference = results[key]["face_recognition"]["images_per_s"]
+        for impl in ("facetrust_dlib", "facetrust"):
+            results[key][f"speedup_{impl}"] = round(
+                results[key][impl]["images_per_s"] / reference, 2
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
     print(
-        "\n| photos | face_recognition img/s | facetrust img/s | ratio | facetrust faces/s "
-        "| peak RSS facetrust (all procs) | peak RSS face_recognition |"
+        "\n| photos | face_recognition img/s | facetrust dlib img/s (ratio) "
+        "| facetrust ONNX img/s (ratio) | faces/s (dlib / ONNX) "
+        "| peak RSS face_recognition / facetrust dlib / ONNX (all processes) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for key, label in (("lfw_250px", "LFW 250x250"), ("large", f"{args.large_side}^2 upscaled")):
         r = results[key]
+        fr, fd, fo = r["face_recognition"], r["facetrust_dlib"], r["facetrust"]
         print(
-            f"| {label} ({r['facetrust']['images']}) | {r['face_recognition']['images_per_s']} "
-            f"| {r['facetrust']['images_per_s']} | {r['speedup_images_per_s']}x "
-            f"| {r['facetrust']['faces_per_s']} | {r['facetrust']['peak_rss_mb_total']} MB "
-            f"| {r['face_recognition']['peak_rss_mb_total']} MB |"
+            f"| {label} ({fo['images']}) | {fr['images_per_s']} "
+            f"| {fd['images_per_s']} ({r['speedup_facetrust_dlib']}x) "
+            f"| {fo['images_per_s']} ({r['speedup_facetrust']}x) "
+            f"| {fd['faces_per_s']} / {fo['faces_per_s']} "
+            f"| {fr['peak_rss_mb_total']} / {fd['peak_rss_mb_total']} / "
+            f"{fo['peak_rss_mb_total']} MB |"
         )
     a = results["agreement"]
     print(

@@ -55,8 +55,10 @@ def _embed_variants(path: str) -> dict[str, list[float] | None]:
     h, w = pixels.shape[:2]
 
     def centre(boxes: list[Any]) -> Any:
-        return min(boxes, key=lambda b: np.hypot((b.left + b.right) / 2 - w / 2,
-                                                 (b.top + b.bottom) / 2 - h / 2))
+        return min(
+            boxes,
+            key=lambda b: np.hypot((b.left + b.right) / 2 - w / 2, (b.top + b.bottom) / 2 - h / 2),
+        )
 
     faces = state["pipeline"].detect(pixels) or state["cnn"].detect(pixels)
     out: dict[str, list[float] | None] = dict.fromkeys(VARIANTS)
@@ -97,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (dataset / "pairs.txt").is_file():
         print(f"skipped: no LFW copy at {dataset}")
         return 0
-    pairs = [p for p in read_pairs(dataset / "pairs.txt", dataset / "lfw-deepfunneled")
-             if p.fold in args.folds]
+    pairs = [
+        p
+        for p in read_pairs(dataset / "pairs.txt", dataset / "lfw-deepfunneled")
+        if p.fold in args.folds
+    ]
     paths = sorted({x for p in pairs for x in (p.image_a, p.image_b)})
     with ProcessPoolExecutor(args.workers) as pool:
         vectors = dict(zip(paths, pool.map(_embed_variants, paths, chunksize=8), strict=True))
@@ -117,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         eer, _ = equal_error_rate(labels, distances)
         t = best_threshold(labels, distances)
         acc = float(np.mean((distances <= t) == labels))
-        record[variant] = {"pairs": len(y), "eer": eer, "best_threshold_accuracy": acc,
-                           "threshold": t}
+        record[variant] = {
+            "pairs": len(y),
+            "eer": eer,
+            "best_threshold_accuracy": acc,
+            "threshold": t,
+        }
         print(f"{variant:<12} {len(y):>6} {eer:>8.4f} {acc:>19.4f} {t:>10.4f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

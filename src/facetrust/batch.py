@@ -102,6 +102,8 @@ def embed_many(
             cores = os.cpu_count() or 1
             settings = dataclasses.replace(settings, embedder_threads=max(1, cores // count))
         context = multiprocessing.get_context("forkserver")
+        # Workers fork from a server that has imported numpy, OpenCV and dlib once.
+        context.set_forkserver_preload(["facetrust.batch"])
         chunk = max(1, min(16, len(items) // (count * 8)))
         with ProcessPoolExecutor(
             max_workers=count, mp_context=context, initializer=_init_worker, initargs=(settings,)
