@@ -228,7 +228,8 @@ class HnswIndex:
             counts = np.asarray([len(found)])
         valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
         ids = np.where(valid, keys.astype(np.int64), -1)
-        distances = np.where(valid, np.sqrt(np.maximum(squared, 0.0)), np.inf).astype(np.float32)
+        squared = np.where(valid, np.maximum(squared, 0.0), np.inf)  # padding may hold NaN
+        distances = np.sqrt(squared).astype(np.float32)
         return distances, ids
 
     def save(self, path: str | os.PathLike[str]) -> None:
