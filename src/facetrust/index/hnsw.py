@@ -124,6 +124,19 @@ class HnswIndex:
         )
 
     @property
+    def expansion_search(self) -> int:
+        """Search width (HNSW ``ef``); settable. Higher: better recall, slower queries."""
+        return int(self.params["expansion_search"])
+
+    @expansion_search.setter
+    def expansion_search(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidParameter(
+                f"The 'expansion_search' parameter must be an int >= 1. Got {value!r}."
+            )
+        self.params["expansion_search"] = value
+
+    @property
     def dim(self) -> int:
         return self._exact.dim
 
