@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 REPO = Path(__file__).resolve().parent.parent
-M, EF_CONSTRUCTION, THREADS = 16, 128, 2
+M, EF_CONSTRUCTION, THREADS = 16, 64, 2
 EFS = (32, 64, 128)
 
 Array = npt.NDArray[np.float32]

@@ -212,17 +212,17 @@ class ExactIndex:
         step = max(1, _MAX_SCORES // len(ids))
         for start in range(0, len(matrix), step):
             chunk = matrix[start : start + step]
-            scores = vectors @ chunk.T  # (n_gallery, n_chunk)
+            scores = chunk @ vectors.T  # (n_chunk, n_gallery), rows contiguous
             scores *= -2.0
-            scores += norms[:, None]
+            scores += norms[None, :]
             if mask is not None:
-                scores[~mask] = np.inf
+                scores[:, ~mask] = np.inf
             if take < len(ids):
-                top = np.argpartition(scores, take - 1, axis=0)[:take]
+                top = np.argpartition(scores, take - 1, axis=1)[:, :take]
             else:
-                top = np.broadcast_to(np.arange(len(ids))[:, None], (len(ids), len(chunk)))
+                top = np.broadcast_to(np.arange(len(ids))[None, :], (len(chunk), len(ids)))
             for j in range(len(chunk)):
-                rows_j = top[:, j]
+                rows_j = top[j]
                 # Exact float64 distances for the winners only.
                 diff = vectors[rows_j].astype(np.float64) - chunk[j].astype(np.float64)
                 exact = np.sqrt(np.einsum("ij,ij->i", diff, diff))
