@@ -343,7 +343,7 @@ def print_tables(result: dict[str, Any]) -> None:
         h = row["hnsw"]
         for ef, m in h["by_ef"].items():
             print(
-                f"| {size} | HNSW usearch ef={ef} | {h['build_s']} | {h['bytes_per_template']} | "
+                f"| {size} | HNSW hnswlib ef={ef} | {h['build_s']} | {h['bytes_per_template']} | "
                 f"{m['single']['p50_ms']} | {m['single']['p99_ms']} | "
                 f"{m['batch_100']['p50_ms']} | {m['batch_100']['p99_ms']} | "
                 f"{m['recall_at_1']} | {m['recall_at_10']} |"

@@ -14,7 +14,7 @@ Usage::
     nice -n 10 python benchmarks/compare_hnsw_libraries.py [--size 100000] [--queries 300]
         [--out benchmarks/results/hnsw_libraries.json]
 
-Needs ``pip install usearch hnswlib faiss-cpu``.
+Needs ``pip install -e ".[bench]"`` (usearch, faiss-cpu; hnswlib is a dependency).
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ follows the contract of :class:`VectorIndex` (see :mod:`facetrust.index.base`)::
     distances, ids = index.search(queries, k, allowed=consented_ids)
 
 * :class:`ExactIndex` -- one BLAS matrix product per batch; exact.
-* :class:`HnswIndex` -- usearch HNSW graph; approximate, exactly filtered.
+* :class:`HnswIndex` -- hnswlib HNSW graph; approximate, exactly filtered.
 * :class:`AutoIndex` / :func:`choose_index` -- exact below a size, HNSW above.
 * :func:`load_index` -- read a saved index, refusing a stale or corrupt file.
 
-Importing this package does not import usearch; the graph library loads on
+Importing this package does not import hnswlib; the graph library loads on
 first use.
 """
 

@@ -36,7 +36,7 @@ from .exact import ExactIndex
 from .hnsw import HnswIndex
 
 #: Gallery size from which an HNSW index replaces exact search by default.
-DEFAULT_EXACT_THRESHOLD = 50_000
+DEFAULT_EXACT_THRESHOLD = 20_000
 
 
 def choose_index(
