@@ -55,7 +55,7 @@ from lfw_templates import CACHE, load_templates  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 K = 10
-EFS = (64, 128, 256)
+EFS = (64, 128, 256, 512)
 DEFAULT_EF = 128
 Array = npt.NDArray[np.float32]
 

@@ -298,7 +298,9 @@ class HnswIndex:
         length = int.from_bytes(payload[:8], "little")
         ids, vectors = _unpack(payload[8 : 8 + length], dim, count)
         index._exact.add(ids, vectors)
-        graph = index._new_graph(1)
+        import hnswlib
+
+        graph = hnswlib.Index(space="l2", dim=dim)
         with tempfile.TemporaryDirectory() as folder:
             scratch = Path(folder) / "graph.bin"
             scratch.write_bytes(payload[8 + length :])
