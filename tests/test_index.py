@@ -346,3 +346,27 @@ def test_index_files_are_not_left_half_written(tmp_path: Path) -> None:
     index.save(path)
     assert path.read_bytes() != first
     assert os.listdir(tmp_path) == ["gallery.index"]
+
+
+def test_an_erased_template_is_not_written_to_disk(
+    kind: str, tmp_path: Path, real: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
+) -> None:
+    vectors, _ = real
+    index = filled(kind, vectors)
+    index.remove([1007])
+    path = tmp_path / "gallery.index"
+    index.save(path)
+    data = path.read_bytes()
+    assert vectors[7].astype("<f4").tobytes() not in data
+    assert vectors[8].astype("<f4").tobytes() in data  # a kept one is, so the check can fail
+
+
+def test_a_sorted_allowed_array_and_a_set_give_the_same_results(
+    kind: str, clustered: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
+) -> None:
+    gallery, probes = clustered
+    index = filled(kind, gallery[:1000])
+    allowed = np.arange(1000, 2000, 3, dtype=np.int64)
+    as_array = index.search(probes, k=5, allowed=allowed)
+    as_set = index.search(probes, k=5, allowed=set(allowed.tolist()))
+    np.testing.assert_array_equal(as_array[1], as_set[1])
