@@ -349,6 +349,18 @@ def print_tables(result: dict[str, Any]) -> None:
                 f"{m['recall_at_1']} | {m['recall_at_10']} |"
             )
     print(
+        "\n| size | HNSW save s | HNSW load s | file bytes/template | rank-1 identification "
+        "exact / HNSW ef=128 |"
+    )
+    print("|---|---|---|---|---|")
+    for row in result["sizes"]:
+        h = row["hnsw"]
+        ident = h["by_ef"].get("128", h["by_ef"].get(128, {})).get("identification_rate")
+        print(
+            f"| {row['size']:,} | {h['save_s']} | {h['load_s']} | "
+            f"{h['file_bytes_per_template']} | {row['exact']['identification_rate']} / {ident} |"
+        )
+    print(
         "\n| size | allowed | exact p50/p99 ms | HNSW p50/p99 ms | recall@1 | recall@10 | "
         "disallowed returned |"
     )
