@@ -31,6 +31,8 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     ├── DuplicateEnrolment           face already enrolled under another subject
     ├── KeyMaterialError             master key missing, wrong or unreadable
     ├── StoreError                   the store is missing, locked or inconsistent
+    ├── IndexFileError               a saved vector index is unreadable or corrupt
+    │   └── StaleIndex               a saved index no longer fits the store: rebuild it
     ├── AuditChainBroken             the audit log failed verification
     ├── AuthorizationError           the caller's role may not do this
     ├── FrameSourceError             a video, camera or frame folder cannot be read
@@ -145,6 +147,18 @@ class KeyMaterialError(FacetrustError):
 
 class StoreError(FacetrustError):
     """The store cannot be opened, is locked, or is not a facetrust store."""
+
+
+class IndexFileError(FacetrustError):
+    """A saved vector index is missing, truncated, corrupt or not a facetrust index."""
+
+
+class StaleIndex(IndexFileError):
+    """A saved vector index is intact but does not fit what the store holds now.
+
+    Its model, dimension, size or id list differ from those expected; rebuild it
+    from the store's templates.
+    """
 
 
 class AuditChainBroken(FacetrustError):
