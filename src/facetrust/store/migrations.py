@@ -91,6 +91,12 @@ GALLERY_MIGRATIONS: list[str] = [
         head_mac TEXT NOT NULL
     );
     """,
+    # 2: a keyed digest of the photo each template came from, so a batch
+    # enrolment re-run recognises photos already enrolled (deleted with the template).
+    """
+    ALTER TABLE templates ADD COLUMN source_digest TEXT;
+    CREATE INDEX templates_by_source ON templates(subject_id, source_digest);
+    """,
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [

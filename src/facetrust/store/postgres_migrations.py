@@ -1,0 +1,139 @@
+"""Versioned PostgreSQL schemas of the gallery and the key store.
+
+The same schema as :mod:`facetrust.store.migrations`, in PostgreSQL's words:
+``BYTEA`` for ciphertext, an identity column ``ord`` where SQLite orders by
+``rowid``, and PL/pgSQL triggers for the append-only audit log. Each list
+entry is one migration; its index + 1 is the version it brings the database
+to, recorded in the ``facetrust_schema`` table. Never edit a released entry:
+append a new one.
+"""
+
+from __future__ import annotations
+
+#: SQLSTATE 23000 (integrity_constraint_violation): the driver reports it as an
+#: IntegrityError, like a duplicate key, so every store turns it into StoreError.
+_APPEND_ONLY = """
+    CREATE FUNCTION facetrust_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the audit log is append-only'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END;
+    $$;
+    CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+        FOR EACH ROW EXECUTE FUNCTION facetrust_audit_append_only();
+    CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+        FOR EACH ROW EXECUTE FUNCTION facetrust_audit_append_only();
+    CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+        FOR EACH STATEMENT EXECUTE FUNCTION facetrust_audit_append_only();
+"""
+
+GALLERY_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE secrets (name TEXT PRIMARY KEY, wrapped BYTEA NOT NULL);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    INSERT INTO counters VALUES ('generation', 0);
+    CREATE TABLE subjects (
+        ord BIGINT GENERATED ALWAYS AS IDENTITY,
+        subject_id TEXT PRIMARY KEY,
+        display_name TEXT,
+        created_at TEXT NOT NULL,
+        last_interaction_at TEXT NOT NULL,
+        erased_at TEXT
+    );
+    CREATE TABLE consents (
+        ord BIGINT GENERATED ALWAYS AS IDENTITY,
+        consent_id TEXT PRIMARY KEY,
+        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
+        purposes TEXT NOT NULL,
+        granted_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        evidence_ref TEXT NOT NULL,
+        evidence_sha256 TEXT NOT NULL,
+        notice_version TEXT NOT NULL,
+        withdrawn_at TEXT,
+        withdrawal_reason TEXT
+    );
+    CREATE INDEX consents_by_subject ON consents(subject_id);
+    CREATE TABLE templates (
+        ord BIGINT GENERATED ALWAYS AS IDENTITY,
+        template_id TEXT PRIMARY KEY,
+        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
+        model_id TEXT NOT NULL,
+        ciphertext BYTEA NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX templates_by_subject ON templates(subject_id);
+    CREATE TABLE photos (
+        ord BIGINT GENERATED ALWAYS AS IDENTITY,
+        photo_id TEXT PRIMARY KEY,
+        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
+        ciphertext BYTEA NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX photos_by_subject ON photos(subject_id);
+    CREATE TABLE identifications (
+        identification_id TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        case_ref TEXT,
+        probe_sha256 TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        operating_point TEXT NOT NULL,
+        threshold DOUBLE PRECISION NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT NOT NULL,
+        candidates TEXT NOT NULL
+    );
+    CREATE TABLE reviews (
+        ord BIGINT GENERATED ALWAYS AS IDENTITY,
+        identification_id TEXT NOT NULL REFERENCES identifications(identification_id),
+        subject_id TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        note TEXT,
+        PRIMARY KEY (identification_id, subject_id, reviewer)
+    );
+    CREATE TABLE audit_events (
+        seq BIGINT PRIMARY KEY,
+        recorded_at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT,
+        purpose TEXT,
+        subject_ids TEXT NOT NULL,
+        body TEXT NOT NULL,
+        prev_mac TEXT NOT NULL,
+        mac TEXT NOT NULL
+    );
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq BIGINT NOT NULL,
+        mac TEXT NOT NULL,
+        head_mac TEXT NOT NULL
+    );
+    """
+    + _APPEND_ONLY,
+    # 2: the keyed digest of each template's source photo (resumable batch
+    # enrolment), and the opt-in server-side search: protected (rotated, not
+    # encrypted) 128-d vectors in a pgvector column under an HNSW index.
+    """
+    ALTER TABLE templates ADD COLUMN source_digest TEXT;
+    CREATE INDEX templates_by_source ON templates(subject_id, source_digest);
+    CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE TABLE template_vectors (
+        template_id TEXT PRIMARY KEY REFERENCES templates(template_id) ON DELETE CASCADE,
+        subject_id TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        embedding vector(128) NOT NULL
+    );
+    CREATE INDEX template_vectors_hnsw ON template_vectors
+        USING hnsw (embedding vector_l2_ops);
+    """,
+]
+
+KEYSTORE_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE data_keys (subject_id TEXT PRIMARY KEY, wrapped BYTEA NOT NULL);
+    """,
+]
