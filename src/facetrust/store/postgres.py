@@ -80,13 +80,13 @@ def _connect(url: str) -> psycopg.Connection[Any]:
         return psycopg.connect(url, autocommit=True)
     except psycopg.Error as error:
         raise StoreError(
-            f"Cannot connect to the PostgreSQL database {_redact(url)!r}: "
+            f"Cannot connect to the PostgreSQL database {redact_url(url)!r}: "
             f"{str(error).strip()}. Check the URL, that the server runs and that the "
             "database exists (create it with `createdb`)."
         ) from None
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without its password, for messages."""
     scheme, sep, rest = url.partition("://")
     if "@" not in rest:
@@ -114,7 +114,7 @@ class _PostgresBase:
         except psycopg.Error as error:
             self._db.close()
             raise StoreError(
-                f"Cannot open {_redact(url)!r} as a facetrust {self._kind}: "
+                f"Cannot open {redact_url(url)!r} as a facetrust {self._kind}: "
                 f"{str(error).strip()}."
             ) from None
         except StoreError:
@@ -131,7 +131,7 @@ class _PostgresBase:
         kinds = {str(k): int(v) for k, v in found}
         if self._kind not in kinds:
             raise StoreError(
-                f"{_redact(self.url)!r} holds a facetrust {', '.join(kinds) or 'schema'}, not "
+                f"{redact_url(self.url)!r} holds a facetrust {', '.join(kinds) or 'schema'}, not "
                 f"a {self._kind}. Give the {self._kind} its own database."
             )
         return kinds[self._kind]
@@ -140,12 +140,12 @@ class _PostgresBase:
         version = self._version()
         if version is None and not create:
             raise StoreError(
-                f"{_redact(self.url)!r} holds no facetrust {self._kind}. Create one with "
+                f"{redact_url(self.url)!r} holds no facetrust {self._kind}. Create one with "
                 "`facetrust init --database-url URL`, or check the URL."
             )
         if version is not None and version > len(self._migrations):
             raise StoreError(
-                f"{_redact(self.url)!r} has {self._kind} schema version {version}, newer than "
+                f"{redact_url(self.url)!r} has {self._kind} schema version {version}, newer than "
                 f"this facetrust understands ({len(self._migrations)}). Upgrade facetrust."
             )
         if version == len(self._migrations):
@@ -161,7 +161,7 @@ class _PostgresBase:
                 ).fetchone()
                 if tables is not None and tables[0]:
                     raise StoreError(
-                        f"{_redact(self.url)!r} already holds tables that are not a facetrust "
+                        f"{redact_url(self.url)!r} already holds tables that are not a facetrust "
                         f"{self._kind}. Give facetrust an empty database."
                     )
                 self._db.execute(
@@ -196,7 +196,9 @@ class _PostgresBase:
             self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCKS[self._kind],))
         except self._errors.Error as error:
             self._rollback()
-            raise StoreError(f"Cannot start a write on {_redact(self.url)!r}: {error}.") from None
+            raise StoreError(
+                f"Cannot start a write on {redact_url(self.url)!r}: {error}."
+            ) from None
         self._depth = 1
         try:
             yield
@@ -208,7 +210,7 @@ class _PostgresBase:
         try:
             self._db.execute("COMMIT")
         except self._errors.Error as error:
-            raise StoreError(f"The write to {_redact(self.url)!r} failed: {error}.") from None
+            raise StoreError(f"The write to {redact_url(self.url)!r} failed: {error}.") from None
 
     def _rollback(self) -> None:
         if not self._db.closed:
