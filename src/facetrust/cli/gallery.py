@@ -333,4 +333,44 @@ def retention_sweep(gallery_path: str | None, actor: str) -> None:
         emit(gallery.sweep_retention(actor=actor))
 
 
-COMMANDS = [init, subject, consent, enroll, identify, review, forget, retention]
+@click.command("enroll-batch")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--consents",
+    "consents_csv",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV: photo (file or subject folder), subject_id, display_name, purposes (a;b), "
+    "expires, evidence_ref, evidence_sha256, notice_version.",
+)
+@click.option("--workers", type=int, default=None, help="Embedding processes (default: cores).")
+@click.option("--check-duplicates", is_flag=True, help="Search each new face for duplicates.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@gallery_option
+@actor_option
+def enroll_batch(
+    folder: str,
+    consents_csv: str,
+    workers: int | None,
+    check_duplicates: bool,
+    no_progress: bool,
+    gallery_path: str | None,
+    actor: str,
+) -> None:
+    """Enrol every photo in FOLDER listed in the consent CSV, on every core; resumable.
+
+    Prints the failures by reason as a table on stderr and the result as JSON.
+    Re-run after an interruption: photos enrolled before are skipped.
+    """
+    from ..gallery.batch_enrolment import enroll_batch as run_batch
+
+    with Gallery.find(gallery_path) as gallery:
+        result = run_batch(
+            gallery, folder, consents_csv, actor=actor, workers=workers,
+            progress=not no_progress, check_duplicates=check_duplicates,
+        )
+    click.echo(result.table(), err=True)
+    emit(result)
+
+
+COMMANDS = [init, subject, consent, enroll, enroll_batch, identify, review, forget, retention]

@@ -1,0 +1,105 @@
+"""Batch enrolment from a folder and a consent CSV: failures by reason, and resumable
+after SIGKILL (a real subprocess killed half-way, then re-run)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from facetrust.cli.main import cli
+from facetrust.gallery import Gallery
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+def _photo_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """The sample photos (one subject folder each) plus a two-face photo, and their CSV."""
+    folder = tmp_path / "photos"
+    shutil.copytree(DATA / "lfw", folder)
+    shutil.copy(DATA / "multi_face" / "Vicente_Fox_0002.jpg", folder / "Vicente_Fox_0002.jpg")
+    (folder / "unlisted").mkdir()
+    shutil.copy(next((DATA / "lfw").glob("*/*.jpg")), folder / "unlisted" / "x.jpg")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    rows = [
+        {"photo": d.name, "subject_id": d.name, "display_name": d.name.replace("_", " "),
+         "purposes": "boarding;access-control", "expires": "2030-01-01",
+         "evidence_ref": f"form-{d.name}", "evidence_sha256": "ab" * 32,
+         "notice_version": "n1"}
+        for d in sorted((DATA / "lfw").iterdir()) if d.is_dir()
+    ]
+    for photo in ("Vicente_Fox_0002.jpg", "broken.jpg"):
+        rows.append({**rows[0], "photo": photo, "subject_id": photo[:-4],
+                     "evidence_ref": f"form-{photo}"})
+    consents = tmp_path / "consents.csv"
+    with consents.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder, consents
+
+
+def _template_count(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
+
+
+def test_batch_enrolment_is_resumable_after_sigkill(tmp_path: Path) -> None:
+    folder, consents = _photo_folder(tmp_path)
+    gallery_dir = tmp_path / "g"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init", str(gallery_dir)]).exit_code == 0
+    command = [
+        sys.executable, "-c", "from facetrust.cli.main import cli; cli()", "enroll-batch",
+        str(folder),
+        "--consents", str(consents), "--gallery", str(gallery_dir), "--actor", "registrar",
+        "--workers", "1", "--no-progress",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = gallery_dir / "gallery.db"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if _template_count(db) >= 4:  # at least one subject committed, most still to do
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    first = _template_count(db)
+    assert 4 <= first < 40
+
+    result = runner.invoke(
+        cli, ["enroll-batch", str(folder), "--consents", str(consents), "--gallery",
+              str(gallery_dir), "--actor", "registrar", "--workers", "2", "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["already_enrolled"] == first
+    assert summary["enrolled"] + first == 40
+    assert summary["failures_by_reason"] == {
+        "no-consent-in-csv": 1, "several-faces": 1, "unreadable": 1,
+    }
+    assert "several-faces" in result.stderr  # the table
+    with Gallery.find(gallery_dir) as gallery:
+        subjects = gallery.list_subjects()
+        assert len(subjects) == 10 and all(s.template_count == 4 for s in subjects)
+        digests = [t.source_digest for t in gallery.store.all_templates()]
+        assert len(digests) == 40 and len(set(digests)) == 40 and None not in digests
+        assert all(len(gallery.consents(s.subject_id)) == 1 for s in subjects)
+        assert gallery.audit.verify().ok
+
+    again = runner.invoke(
+        cli, ["enroll-batch", str(folder), "--consents", str(consents), "--gallery",
+              str(gallery_dir), "--actor", "registrar", "--no-progress"],
+    )
+    assert json.loads(again.stdout)["enrolled"] == 0
+    assert json.loads(again.stdout)["already_enrolled"] == 40
