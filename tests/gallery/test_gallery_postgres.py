@@ -6,15 +6,28 @@ The gallery and its key store live in two databases of the session's server
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
+from test_gallery_concurrency import VICTIM, WORKER  # the same worker scripts as on SQLite
 
 from facetrust import crypto
-from facetrust.errors import AuditChainBroken, InvalidParameter, UnknownSubject
+from facetrust.errors import (
+    AuditChainBroken,
+    DuplicateEnrolment,
+    InvalidParameter,
+    UnknownSubject,
+)
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery, GalleryConfig
 from facetrust.store.postgres import PostgresStore
@@ -146,3 +159,85 @@ def test_database_url_from_the_environment(
     with Gallery.open(config, master_key=master_key, environ=environ) as gallery:
         assert gallery.gallery_id
 
+
+
+def test_duplicates_are_found_in_the_database(
+    make_pg_gallery: Callable[..., Gallery],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    grant: Callable[..., str],
+) -> None:
+    gallery = make_pg_gallery(server_side_search=True, duplicate_policy="refuse")
+    name, paths = next(iter(identities.items()))
+    for subject in (name, "impostor"):
+        gallery.add_subject(subject, actor="registrar")
+        grant(gallery, subject)
+    gallery.enroll(name, [embeddings[paths[0]]], actor="registrar")
+    with pytest.raises(DuplicateEnrolment, match=name):
+        gallery.enroll("impostor", [embeddings[paths[1]]], actor="registrar")
+
+
+def _pg_folder(
+    tmp_path: Path, embeddings: dict[Path, Embedding], postgres_url: Callable[[], str]
+) -> tuple[Path, Path, str]:
+    folder = tmp_path / "gallery"
+    Gallery.init_folder(folder, database_url=postgres_url(), keystore_url=postgres_url())[0].close()
+    vectors_file = tmp_path / "vectors.npy"
+    np.save(vectors_file, np.stack([e.vector for e in embeddings.values()]))
+    return folder, vectors_file, next(iter(embeddings.values())).model_id
+
+
+def test_concurrent_processes_share_a_postgres_gallery(
+    tmp_path: Path, embeddings: dict[Path, Embedding], postgres_url: Callable[[], str]
+) -> None:
+    folder, vectors_file, model_id = _pg_folder(tmp_path, embeddings, postgres_url)
+    workers, per_worker = 3, 4
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(folder), str(vectors_file), model_id, str(w),
+             str(per_worker)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for w in range(workers)
+    ]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+    assert all(json.loads(out)["found"] == per_worker for out, _ in outputs)
+    with Gallery.find(folder) as gallery:
+        assert len(gallery.list_subjects()) == workers * per_worker
+        assert len(gallery.store.all_templates()) == workers * per_worker
+        report = gallery.audit.verify()
+        assert report.ok and report.events_checked == 1 + workers * per_worker * 4
+
+
+def test_a_process_killed_mid_enrolment_leaves_nothing_in_postgres(
+    tmp_path: Path, embeddings: dict[Path, Embedding], postgres_url: Callable[[], str]
+) -> None:
+    folder, vectors_file, model_id = _pg_folder(tmp_path, embeddings, postgres_url)
+    with Gallery.find(folder) as gallery:
+        gallery.add_subject("victim", actor="registrar")
+        gallery.grant_consent(
+            "victim", ["boarding"], expires_at=gallery._now().replace(year=2099),
+            evidence_ref="form", evidence_sha256="ab" * 32, notice_version="v1",
+            actor="registrar",
+        )
+        events_before = gallery.audit.verify().events_checked
+    flag = tmp_path / "paused"
+    victim = subprocess.Popen(
+        [sys.executable, "-c", VICTIM, str(folder), str(vectors_file), model_id, str(flag)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert victim.poll() is None, victim.stderr.read() if victim.stderr else ""
+        assert time.monotonic() < deadline, "the enrolment never reached its pause"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    with Gallery.find(folder) as gallery:  # the server rolled the open transaction back
+        assert gallery.store.all_templates() == []
+        assert gallery.audit.verify().events_checked == events_before
+        vector = np.load(vectors_file)[0]
+        assert len(gallery.enroll("victim", [Embedding(vector, model_id)],
+                                  actor="registrar").template_ids) == 1

@@ -154,13 +154,19 @@ def find_duplicates(
     subject_id: str,
 ) -> list[DuplicateMatch]:
     """Other subjects (with any active consent) within the threshold of the new templates."""
-    index = gallery._index(model_id)
     best: dict[str, float] = {}
     for vector in protected:
-        hits, _ = index.search(
-            vector, purpose=None, now=gallery._now(), k=5, threshold=point.threshold,
-            exclude=subject_id,
-        )
+        if gallery.config.server_side_search:
+            from .search import search_in_database
+
+            hits, _, _ = search_in_database(
+                gallery, vector, model_id, None, 5, point.threshold, exclude=subject_id
+            )
+        else:
+            hits, _ = gallery._index(model_id).search(
+                vector, purpose=None, now=gallery._now(), k=5, threshold=point.threshold,
+                exclude=subject_id,
+            )
         for hit in hits:
             best[hit.subject_id] = min(best.get(hit.subject_id, hit.distance), hit.distance)
     return [DuplicateMatch(s, d) for s, d in sorted(best.items(), key=lambda x: x[1])]

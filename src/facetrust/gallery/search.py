@@ -128,14 +128,17 @@ def search_in_database(
     gallery: Gallery,
     vector: npt.NDArray[np.float32],
     model_id: str,
-    purpose: str,
+    purpose: str | None,
     k: int,
     threshold: float,
+    *,
+    exclude: str | None = None,
 ) -> tuple[list[SearchHit], int, int]:
     """Identification by the store's pgvector HNSW index (``server_side_search``).
 
     The same eligibility rules as the in-memory index (active consent for the
-    purpose, within retention), decided in SQL; approximate nearest neighbours.
+    purpose, or any purpose if None, within retention), decided in SQL;
+    approximate nearest neighbours. ``exclude`` leaves one subject out.
     Returns the hits within ``threshold``, the subjects searched and the
     generation searched.
     """
@@ -146,7 +149,7 @@ def search_in_database(
         generation = store.generation()
         found, searched = store.search_vectors(
             vector, model_id=model_id, purpose=purpose, now=now.isoformat(),
-            retention_cutoff=cutoff.isoformat(), k=k,
+            retention_cutoff=cutoff.isoformat(), k=k, exclude=exclude,
         )
     hits = [SearchHit(s, d) for s, d in found if d <= threshold]
     return hits, searched, generation

@@ -249,11 +249,23 @@ class _PostgresBase:
                 f"The change breaks a rule of the {self._kind} ({str(error).strip()}): a record "
                 "it refers to is missing, or one with the same key exists."
             ) from None
+        except self._errors.Error as error:
+            raise self._failure(error) from None
 
     def _rows(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[tuple[Any, ...]]:
-        return self._db.execute(sql.encode(), params).fetchall()
+        try:
+            return self._db.execute(sql.encode(), params).fetchall()
+        except self._errors.Error as error:
+            raise self._failure(error) from None
+
+    def _failure(self, error: Exception) -> StoreError:
+        """A driver error (lost connection, server gone, ...) as a StoreError."""
+        return StoreError(
+            f"The {self._kind} database {redact_url(self.url)!r} failed: {str(error).strip()}. "
+            "Check that the server is reachable, then retry."
+        )
 
 
 class PostgresStore(_PostgresBase):
