@@ -241,3 +241,22 @@ def test_a_process_killed_mid_enrolment_leaves_nothing_in_postgres(
         vector = np.load(vectors_file)[0]
         assert len(gallery.enroll("victim", [Embedding(vector, model_id)],
                                   actor="registrar").template_ids) == 1
+
+
+def test_rekeying_templates_renews_the_database_vectors(
+    make_pg_gallery: Callable[..., Gallery],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    enrol_all: Callable[..., None],
+) -> None:
+    gallery = make_pg_gallery(server_side_search=True)
+    enrol_all(gallery, identities, embeddings)
+    store = gallery.store
+    assert isinstance(store, PostgresStore)
+    before = store._rows("SELECT embedding::text FROM template_vectors ORDER BY template_id")
+    gallery.rekey_templates(actor="security")
+    after = store._rows("SELECT embedding::text FROM template_vectors ORDER BY template_id")
+    assert len(after) == len(before) and all(a != b for a, b in zip(after, before, strict=True))
+    for name, paths in identities.items():
+        result = gallery.identify(embeddings[paths[2]], purpose="boarding", actor="officer")
+        assert result.candidates[0].subject_id == name
