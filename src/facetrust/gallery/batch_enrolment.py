@@ -245,7 +245,7 @@ def enroll_batch(
             ))
     # Group by subject so each subject is one transaction, and skip what a
     # previous run enrolled (recognised by the keyed digest of the photo).
-    todo: list[tuple[Path, bytes]] = []
+    todo: list[Path] = []  # paths only: thousands of photos are not held in memory
     already = 0
     known: dict[str, tuple[bytes | None, set[str]]] = {}
     for photo in sorted((p for p in photos if p in consents), key=lambda p: consents[p].subject_id):
@@ -261,20 +261,25 @@ def enroll_batch(
         if data_key is not None and source_digest(data_key, raw) in digests:
             already += 1
             continue
-        todo.append((photo, raw))
+        todo.append(photo)
     enrolled = subjects = 0
     results = embed_many(
-        [p for p, _ in todo], gallery.pipeline.settings, workers=workers, progress=progress,
+        todo, gallery.pipeline.settings, workers=workers, progress=progress,
         description="enrolling",
     )
     for _, group in _by_subject(zip(todo, results, strict=True), consents):
         faces: list[Embedding] = []
         sources: list[bytes | None] = []
         names: list[str] = []
-        for (photo, raw), result in group:
+        for photo, result in group:
             problem = _reason(result)
             if problem is not None:
                 failures.append(BatchFailure(str(photo), *problem))
+                continue
+            try:
+                raw = photo.read_bytes()
+            except OSError as error:
+                failures.append(BatchFailure(str(photo), "unreadable", str(error)))
                 continue
             faces.append(result.faces[0].embedding)
             sources.append(raw)
@@ -299,13 +304,13 @@ def enroll_batch(
 
 
 def _by_subject(
-    items: Iterable[tuple[tuple[Path, bytes], ImageResult]], consents: dict[Path, ConsentRow]
-) -> Iterator[tuple[str, list[tuple[tuple[Path, bytes], ImageResult]]]]:
+    items: Iterable[tuple[Path, ImageResult]], consents: dict[Path, ConsentRow]
+) -> Iterator[tuple[str, list[tuple[Path, ImageResult]]]]:
     """Consecutive results of one subject (the input is sorted by subject)."""
     current: str | None = None
-    group: list[tuple[tuple[Path, bytes], ImageResult]] = []
+    group: list[tuple[Path, ImageResult]] = []
     for item in items:
-        subject_id = consents[item[0][0]].subject_id
+        subject_id = consents[item[0]].subject_id
         if subject_id != current and group:
             yield current or "", group
             group = []

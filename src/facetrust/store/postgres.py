@@ -610,38 +610,39 @@ class PostgresStore(_PostgresBase):
         searched : int
             Eligible subjects with templates of ``model_id`` (-1 if not counted).
         """
-        eligible = (
-            "SELECT s.subject_id FROM subjects s JOIN consents c ON c.subject_id = s.subject_id "
-            "WHERE s.erased_at IS NULL AND s.last_interaction_at::timestamptz > %(cutoff)s "
-            "AND c.withdrawn_at IS NULL AND c.expires_at::timestamptz > %(now)s "
-            + ("AND c.purposes::jsonb ? %(purpose)s " if purpose is not None else "")
-            + ("AND s.subject_id <> %(exclude)s " if exclude is not None else "")
-        )
         params = {
             "cutoff": retention_cutoff,
             "now": now,
             "purpose": purpose,
-            "exclude": exclude,
+            "exclude": exclude or "",
             "model": model_id,
             "probe": _vector_text(probe),
             "limit": 4 * k,
         }
+        eligible = "facetrust_eligible(v.subject_id, %(purpose)s, %(now)s, %(cutoff)s)"
         with self.snapshot():
             # iterative scan: keep walking the graph until enough rows pass the filter
             self._db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             self._db.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}".encode())
             rows = self._rows(
                 "SELECT v.subject_id, v.embedding <-> %(probe)s::vector AS distance "
-                "FROM template_vectors v WHERE v.model_id = %(model)s "
-                f"AND v.subject_id IN ({eligible}) "
+                f"FROM template_vectors v WHERE v.model_id = %(model)s AND {eligible} "
+                "AND v.subject_id <> %(exclude)s "
                 "ORDER BY v.embedding <-> %(probe)s::vector LIMIT %(limit)s",
                 params,
             )
             searched = -1
             if count_searched:
+                # the same rule as facetrust_eligible, set-based (hash joins) for a count
                 counted = self._rows(
-                    "SELECT count(DISTINCT v.subject_id) FROM template_vectors v "
-                    f"WHERE v.model_id = %(model)s AND v.subject_id IN ({eligible})",
+                    "SELECT count(DISTINCT s.subject_id) FROM subjects s "
+                    "JOIN consents c ON c.subject_id = s.subject_id "
+                    "JOIN template_vectors v ON v.subject_id = s.subject_id "
+                    "WHERE v.model_id = %(model)s AND s.erased_at IS NULL "
+                    "AND s.last_interaction_at::timestamptz > %(cutoff)s::timestamptz "
+                    "AND c.withdrawn_at IS NULL AND c.expires_at::timestamptz > "
+                    "%(now)s::timestamptz AND (%(purpose)s::text IS NULL OR "
+                    "c.purposes::jsonb ? %(purpose)s::text) AND s.subject_id <> %(exclude)s",
                     params,
                 )
                 searched = int(counted[0][0])

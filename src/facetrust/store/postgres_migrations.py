@@ -129,6 +129,23 @@ GALLERY_MIGRATIONS: list[str] = [
     );
     CREATE INDEX template_vectors_hnsw ON template_vectors
         USING hnsw (embedding vector_l2_ops);
+    CREATE INDEX template_vectors_by_subject ON template_vectors(subject_id);
+    -- One subject's eligibility, as a function the planner cannot turn into a
+    -- join: the HNSW scan stays the plan, and the filter runs on each row it
+    -- yields (with hnsw.iterative_scan, until k rows pass).
+    CREATE FUNCTION facetrust_eligible(
+        subject TEXT, purpose TEXT, at TIMESTAMPTZ, cutoff TIMESTAMPTZ
+    ) RETURNS BOOLEAN LANGUAGE plpgsql STABLE AS $$
+    BEGIN
+        RETURN EXISTS (
+            SELECT 1 FROM subjects s JOIN consents c ON c.subject_id = s.subject_id
+            WHERE s.subject_id = subject AND s.erased_at IS NULL
+              AND s.last_interaction_at::timestamptz > cutoff
+              AND c.withdrawn_at IS NULL AND c.expires_at::timestamptz > at
+              AND (purpose IS NULL OR c.purposes::jsonb ? purpose)
+        );
+    END;
+    $$;
     """,
 ]
 
