@@ -14,10 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from facetrust.cli.main import cli
+from facetrust.errors import InvalidParameter
 from facetrust.gallery import Gallery
+from facetrust.gallery.batch_enrolment import read_consents
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -30,6 +34,7 @@ def _photo_folder(tmp_path: Path) -> tuple[Path, Path]:
     (folder / "unlisted").mkdir()
     shutil.copy(next((DATA / "lfw").glob("*/*.jpg")), folder / "unlisted" / "x.jpg")
     (folder / "broken.jpg").write_bytes(b"not an image")
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(folder / "wall.jpg")  # a photo, no face
     rows = [
         {"photo": d.name, "subject_id": d.name, "display_name": d.name.replace("_", " "),
          "purposes": "boarding;access-control", "expires": "2030-01-01",
@@ -37,7 +42,7 @@ def _photo_folder(tmp_path: Path) -> tuple[Path, Path]:
          "notice_version": "n1"}
         for d in sorted((DATA / "lfw").iterdir()) if d.is_dir()
     ]
-    for photo in ("Vicente_Fox_0002.jpg", "broken.jpg"):
+    for photo in ("Vicente_Fox_0002.jpg", "broken.jpg", "wall.jpg"):
         rows.append({**rows[0], "photo": photo, "subject_id": photo[:-4],
                      "evidence_ref": f"form-{photo}"})
     consents = tmp_path / "consents.csv"
@@ -86,7 +91,7 @@ def test_batch_enrolment_is_resumable_after_sigkill(tmp_path: Path) -> None:
     assert summary["already_enrolled"] == first
     assert summary["enrolled"] + first == 40
     assert summary["failures_by_reason"] == {
-        "no-consent-in-csv": 1, "several-faces": 1, "unreadable": 1,
+        "no-consent-in-csv": 1, "no-face": 1, "several-faces": 1, "unreadable": 1,
     }
     assert "several-faces" in result.stderr  # the table
     with Gallery.find(gallery_dir) as gallery:
@@ -103,3 +108,10 @@ def test_batch_enrolment_is_resumable_after_sigkill(tmp_path: Path) -> None:
     )
     assert json.loads(again.stdout)["enrolled"] == 0
     assert json.loads(again.stdout)["already_enrolled"] == 40
+
+
+def test_a_consent_csv_without_the_expected_columns_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "consents.csv"
+    bad.write_text("photo,subject_id\na.jpg,a\n")
+    with pytest.raises(InvalidParameter, match="lacks the column"):
+        read_consents(bad, tmp_path)
