@@ -106,6 +106,11 @@ def test_pgvector_search_follows_consent(
     result = gallery.identify(probe, purpose="boarding", actor="o")
     assert names[0] not in [c.subject_id for c in result.candidates]
     assert result.subjects_searched == 2
+    late = list(identities)[3]  # a change of the gallery refreshes the count at once
+    gallery.add_subject(late, actor="registrar")
+    grant(gallery, late, ("boarding",))
+    gallery.enroll(late, [embeddings[identities[late][0]]], actor="registrar")
+    assert gallery.identify(probe, purpose="boarding", actor="o").subjects_searched == 3
 
 
 def test_audit_tampering_in_postgres_is_detected(

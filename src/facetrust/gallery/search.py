@@ -150,6 +150,7 @@ def search_in_database(
         found, searched = store.search_vectors(
             vector, model_id=model_id, purpose=purpose, now=now.isoformat(),
             retention_cutoff=cutoff.isoformat(), k=k, exclude=exclude,
+            count_searched=exclude is None,  # a duplicate search reports no count
         )
     hits = [SearchHit(s, d) for s, d in found if d <= threshold]
     return hits, searched, generation
