@@ -598,7 +598,7 @@ class PostgresStore(_PostgresBase):
         retention_cutoff: str,
         k: int,
         exclude: str | None = None,
-        ef_search: int = 100,
+        ef_search: int = 200,
         count_searched: bool = True,
     ) -> tuple[list[tuple[str, float]], int]:
         """The ``k`` nearest eligible subjects to ``probe``, by the HNSW index.
