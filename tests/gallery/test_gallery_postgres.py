@@ -265,3 +265,28 @@ def test_rekeying_templates_renews_the_database_vectors(
     for name, paths in identities.items():
         result = gallery.identify(embeddings[paths[2]], purpose="boarding", actor="officer")
         assert result.candidates[0].subject_id == name
+
+
+def test_init_with_a_database_url_from_the_command_line(
+    tmp_path: Path, postgres_url: Callable[[], str]
+) -> None:
+    from click.testing import CliRunner
+
+    from facetrust.cli.main import cli
+
+    runner = CliRunner()
+    folder = tmp_path / "g"
+    url, keys_url = postgres_url(), postgres_url()
+    created = runner.invoke(
+        cli, ["init", str(folder), "--database-url", url, "--keystore-url", keys_url]
+    )
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["database"] == url
+    assert not (folder / "gallery.db").exists() and not (folder / "gallery-keys.db").exists()
+    added = runner.invoke(cli, ["subject", "add", "s1", "--gallery", str(folder), "--actor", "a"])
+    assert added.exit_code == 0, added.output
+    with Gallery.find(folder) as gallery:
+        assert isinstance(gallery.store, PostgresStore)
+        assert [s.subject_id for s in gallery.list_subjects()] == ["s1"]
+    again = runner.invoke(cli, ["init", str(tmp_path / "h"), "--database-url", url])
+    assert again.exit_code == 2 and "already holds a gallery" in again.output

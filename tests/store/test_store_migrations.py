@@ -77,3 +77,10 @@ def test_a_postgres_database_without_a_gallery_is_refused(
         db.execute("CREATE TABLE unrelated (x int)")
     with pytest.raises(StoreError, match="not a facetrust"):
         PostgresStore(url, create=True)
+
+
+def test_messages_never_show_a_database_password() -> None:
+    from facetrust.store.postgres import redact_url
+
+    assert redact_url("postgresql://app:s3cret@db:5432/g") == "postgresql://app:***@db:5432/g"
+    assert redact_url("postgresql://app@db/g") == "postgresql://app@db/g"

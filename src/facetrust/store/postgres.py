@@ -93,8 +93,8 @@ def redact_url(url: str) -> str:
     if "@" not in rest:
         return url
     credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else url
+    user, _, password = credentials.partition(":")
+    return f"{scheme}{sep}{user}:***@{host}" if password else url
 
 
 class _PostgresBase:
