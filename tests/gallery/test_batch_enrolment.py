@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from PIL import Image
 from facetrust.cli.main import cli
 from facetrust.errors import InvalidParameter
 from facetrust.gallery import Gallery
-from facetrust.gallery.batch_enrolment import read_consents
+from facetrust.gallery.batch_enrolment import enroll_batch, read_consents
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -115,3 +116,27 @@ def test_a_consent_csv_without_the_expected_columns_is_refused(tmp_path: Path) -
     bad.write_text("photo,subject_id\na.jpg,a\n")
     with pytest.raises(InvalidParameter, match="lacks the column"):
         read_consents(bad, tmp_path)
+
+
+def test_a_gallery_that_refuses_duplicates_refuses_them_in_a_batch(
+    tmp_path: Path, make_gallery: Callable[..., Gallery]
+) -> None:
+    person = sorted((DATA / "lfw" / "Colin_Powell").glob("*.jpg"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, photo in (("a.jpg", person[0]), ("b.jpg", person[1])):
+        shutil.copy(photo, folder / name)
+    consents = tmp_path / "consents.csv"
+    consents.write_text(
+        "photo,subject_id,display_name,purposes,expires,evidence_ref,evidence_sha256,"
+        "notice_version\n"
+        + "".join(f"{n}.jpg,{n},,boarding,2030-01-01,form-{n},{'ab' * 32},n1\n" for n in "ab")
+    )
+    gallery = make_gallery(duplicate_policy="refuse")
+    result = enroll_batch(gallery, folder, consents, actor="registrar", workers=1)
+    assert result.enrolled == 1 and result.by_reason == {"duplicate": 1}
+    assert result.failures[0].photo.endswith("b.jpg")
+    assert gallery.store.get_subject("b") is None  # the whole subject rolled back
+    last = gallery.store.last_audit()  # the refusal is audited in the batch's summary
+    assert last is not None and last.kind == "enrol.batch" and last.subject_ids == ("b",)
+    assert gallery.audit.verify().ok

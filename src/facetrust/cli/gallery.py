@@ -344,7 +344,12 @@ def retention_sweep(gallery_path: str | None, actor: str) -> None:
     "expires, evidence_ref, evidence_sha256, notice_version.",
 )
 @click.option("--workers", type=int, default=None, help="Embedding processes (default: cores).")
-@click.option("--check-duplicates", is_flag=True, help="Search each new face for duplicates.")
+@click.option(
+    "--check-duplicates/--no-check-duplicates",
+    default=None,
+    help="Search each new face for other subjects (default: only if the gallery refuses "
+    "duplicates).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @gallery_option
 @actor_option
@@ -352,7 +357,7 @@ def enroll_batch(
     folder: str,
     consents_csv: str,
     workers: int | None,
-    check_duplicates: bool,
+    check_duplicates: bool | None,
     no_progress: bool,
     gallery_path: str | None,
     actor: str,

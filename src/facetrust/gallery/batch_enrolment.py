@@ -212,7 +212,7 @@ def enroll_batch(
     actor: str,
     workers: int | None = None,
     progress: bool = False,
-    check_duplicates: bool = False,
+    check_duplicates: bool | None = None,
 ) -> BatchEnrolmentResult:
     """Enrol every photo under ``folder`` listed in ``consents_csv``; resumable.
 
@@ -226,12 +226,15 @@ def enroll_batch(
         Embedding processes (default: one per core).
     progress : bool
         A progress bar with rate and ETA on stderr.
-    check_duplicates : bool
-        Search each new face against other subjects (slower; off for bulk
-        imports of already de-duplicated lists).
+    check_duplicates : bool, optional
+        Search each new face against other subjects (slower). Default: only
+        when the gallery's duplicate policy is "refuse", so that the policy
+        is never bypassed; a "warn" gallery skips it for speed.
     """
     started = time.perf_counter()
     actor = gallery._check_name(actor, "actor")
+    if check_duplicates is None:
+        check_duplicates = gallery.config.duplicate_policy == "refuse"
     base = Path(folder)
     if not base.is_dir():
         raise InvalidParameter(f"The photo folder {str(base)!r} does not exist or is not a folder.")
@@ -263,6 +266,7 @@ def enroll_batch(
             continue
         todo.append(photo)
     enrolled = subjects = 0
+    refused: list[dict[str, str]] = []  # their own audit events rolled back with them
     results = embed_many(
         todo, gallery.pipeline.settings, workers=workers, progress=progress,
         description="enrolling",
@@ -291,12 +295,25 @@ def enroll_batch(
                            check_duplicates)
         except FacetrustError as error:
             failures.extend(BatchFailure(n, _error_reason(error), str(error)) for n in names)
+            subject_id = consents[Path(names[0])].subject_id
+            refused.append({"subject_id": subject_id, "reason": _error_reason(error),
+                            "error": type(error).__name__})
             continue
         enrolled += len(faces)
         subjects += 1
     by_reason: dict[str, int] = {}
     for failure in failures:
         by_reason[failure.reason] = by_reason.get(failure.reason, 0) + 1
+    gallery.audit.append(
+        "enrol.batch",
+        actor=actor,
+        subject_ids=[r["subject_id"] for r in refused],
+        photos_enrolled=enrolled,
+        photos_already_enrolled=already,
+        subjects_written=subjects,
+        failures_by_reason=dict(sorted(by_reason.items())),
+        refused_subjects=refused,
+    )
     return BatchEnrolmentResult(
         enrolled, already, subjects, tuple(failures), time.perf_counter() - started,
         dict(sorted(by_reason.items())),
