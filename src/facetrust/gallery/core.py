@@ -42,7 +42,8 @@ from ..store.base import (
     SubjectRecord,
     TemplateRecord,
 )
-from ..store.sqlite import SqliteKeyStore, SqliteStore
+from ..store.postgres import PostgresStore
+from .backends import database_url, open_keystore, open_store
 from .config import CONFIG_NAME, GalleryConfig, find_config
 from .consent import consent_status
 from .index import TemplateIndex
@@ -116,8 +117,8 @@ class Gallery:
         self.config = config
         self._now: Clock = now or utc_now
         self._key = master_key or crypto.load_master_key(config.key_file, environ)
-        self.store: Store = store or SqliteStore(config.db_path)
-        self.keystore: KeyStore = keystore or SqliteKeyStore(config.keystore_path)
+        self.store: Store = store or open_store(config, environ)
+        self.keystore: KeyStore = keystore or open_keystore(config)
         self._pipeline = pipeline
         self._hook = _hook
         self._indexes: dict[str, TemplateIndex] = {}
@@ -150,14 +151,25 @@ class Gallery:
         StoreError
             A gallery already exists at ``config.db_path``.
         """
-        if Path(config.db_path).exists():
+        url = database_url(config, options.get("environ"))
+        if url is None and Path(config.db_path).exists():
             raise StoreError(
                 f"A gallery already exists at {str(config.db_path)!r}; open it instead."
             )
-        store = SqliteStore(config.db_path, create=True)
-        SqliteKeyStore(config.keystore_path, create=True).close()
-        for path in (config.db_path, config.keystore_path):
-            os.chmod(path, 0o600)  # SQLite gives its -wal and -shm files the same mode
+        environ = options.get("environ")
+        store = options.pop("store", None) or open_store(config, environ, create=True)
+        keystore = options.pop("keystore", None) or open_keystore(config, create=True)
+        for path, is_file in (
+            (config.db_path, url is None), (config.keystore_path, config.keystore_url is None)
+        ):
+            if is_file and Path(path).exists():
+                os.chmod(path, 0o600)  # SQLite gives its -wal and -shm files the same mode
+        with store.snapshot():
+            existing = store.get_meta("master_key_id")
+        if existing is not None:
+            store.close()
+            keystore.close()
+            raise StoreError("The database already holds a gallery; open it instead.")
         now = options.get("now") or utc_now
         with store.transaction():
             store.set_meta("gallery_id", uuid.uuid4().hex)
@@ -165,7 +177,7 @@ class Gallery:
             store.set_meta("master_key_id", master_key.key_id_hex)
             for name in (AUDIT_SECRET, TEMPLATE_SECRET):
                 store.put_secret(name, master_key.wrap(crypto.generate_key(), f"secret:{name}"))
-        gallery = cls(config, store=store, master_key=master_key, **options)
+        gallery = cls(config, store=store, keystore=keystore, master_key=master_key, **options)
         gallery.audit.append(
             "gallery.create",
             actor="system",
@@ -206,7 +218,10 @@ class Gallery:
         base.mkdir(parents=True, exist_ok=True)
         config_path = base / CONFIG_NAME
         config = GalleryConfig.in_folder(base, **settings)
-        for existing in (config_path, config.db_path, config.keystore_path, config.key_file):
+        files = [config_path, config.key_file]
+        files += [] if database_url(config) else [config.db_path]
+        files += [] if config.keystore_url else [config.keystore_path]
+        for existing in files:
             if existing is not None and Path(existing).exists():
                 raise StoreError(
                     f"{str(existing)!r} already exists: {str(base)!r} holds a gallery. "
@@ -326,6 +341,27 @@ class Gallery:
     def _decrypt(self, template: TemplateRecord, data_key: bytes) -> npt.NDArray[np.float32]:
         plain = crypto.open_sealed(data_key, template.ciphertext, self._template_label(template))
         return np.frombuffer(plain, dtype=np.float32).copy()
+
+    def _put_vectors(
+        self, rows: Sequence[tuple[TemplateRecord, npt.NDArray[np.float32]]]
+    ) -> None:
+        """With ``server_side_search``, store the protected vectors for in-database search."""
+        if self.config.server_side_search:
+            self._vector_store().put_vectors(
+                [(t.template_id, t.subject_id, t.model_id, v) for t, v in rows]
+            )
+
+    def _vector_store(self) -> PostgresStore:
+        from ..store.postgres import PostgresStore
+
+        if not isinstance(self.store, PostgresStore):
+            raise InvalidParameter(
+                "The 'server_side_search' setting needs a PostgreSQL gallery (database_url); "
+                "this gallery's store is a "
+                + type(self.store).__name__
+                + ". Turn it off, or move the gallery to PostgreSQL."
+            )
+        return self.store
 
     def _pause(self, stage: str) -> None:
         if self._hook is not None:
@@ -516,13 +552,17 @@ class Gallery:
         keep_photos: bool = False,
         face_policy: FacePolicy = "single",
         check_duplicates: bool = True,
+        sources: Sequence[bytes | None] | None = None,
     ) -> EnrolmentResult:
         """Store templates of ``subject_id`` from one or more photos (or templates).
 
         Every face must pass the quality minimums. The source photos are kept
         (encrypted) only when ``keep_photos`` is true. ``check_duplicates=False``
         skips the search for other subjects with the same face (for bulk
-        imports of galleries already de-duplicated).
+        imports of galleries already de-duplicated). ``sources`` gives the
+        photo bytes behind each face when ``faces`` are templates: a keyed
+        digest of each is kept with its template (photos given as files or
+        bytes are used directly), so a re-run batch enrolment skips them.
 
         Raises
         ------
@@ -536,13 +576,8 @@ class Gallery:
         from .enrolment import enroll_subject
 
         return enroll_subject(
-            self,
-            subject_id,
-            faces,
-            actor=actor,
-            keep_photos=keep_photos,
-            face_policy=face_policy,
-            check_duplicates=check_duplicates,
+            self, subject_id, faces, actor=actor, keep_photos=keep_photos,
+            face_policy=face_policy, check_duplicates=check_duplicates, sources=sources,
         )
 
     @contextmanager

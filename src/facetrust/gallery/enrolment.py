@@ -6,6 +6,8 @@ are written in one transaction: a process killed half-way leaves nothing.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -43,11 +45,17 @@ def enroll_subject(
     keep_photos: bool = False,
     face_policy: FacePolicy = "single",
     check_duplicates: bool = True,
+    sources: Sequence[bytes | None] | None = None,
 ) -> EnrolmentResult:
     """See :meth:`Gallery.enroll`."""
     actor = gallery._check_name(actor, "actor")
     if not faces:
         raise InvalidParameter("Enrolment needs at least one photo or template. Got none.")
+    if sources is not None and len(sources) != len(faces):
+        raise InvalidParameter(
+            f"The 'sources' must give one photo (or None) per face: {len(faces)} faces, "
+            f"got {len(sources)} sources."
+        )
     require_enrollable(gallery, subject_id)
     probes = [gallery._probe(face, face_policy) for face in faces]
     models = {p.embedding.model_id for p in probes}
@@ -87,12 +95,16 @@ def enroll_subject(
     template_ids = []
     with gallery.store.transaction():
         require_enrollable(gallery, subject_id)  # again, under the write lock
-        for vector in protected:
+        digests = sources if sources is not None else [p.photo for p in probes]
+        for vector, source in zip(protected, digests, strict=True):
             template = TemplateRecord(uuid.uuid4().hex, subject_id, model_id, b"", stamp)
             sealed = crypto.seal(data_key, vector.tobytes(), gallery._template_label(template))
-            gallery.store.insert_template(
-                TemplateRecord(template.template_id, subject_id, model_id, sealed, stamp)
+            stored = TemplateRecord(
+                template.template_id, subject_id, model_id, sealed, stamp,
+                None if source is None else source_digest(data_key, source),
             )
+            gallery.store.insert_template(stored)
+            gallery._put_vectors([(stored, vector)])
             template_ids.append(template.template_id)
             gallery._pause("enroll:template-written")
         photos = 0
@@ -118,6 +130,15 @@ def enroll_subject(
     )
 
 
+def source_digest(data_key: bytes, photo: bytes) -> str:
+    """The keyed digest of an enrolment photo kept with its template (hex HMAC-SHA256).
+
+    Keyed by the subject's data key: it recognises a photo enrolled before
+    (resumable batch enrolment), and links to no photo once the key is destroyed.
+    """
+    return hmac.new(data_key, b"source-photo:" + photo, hashlib.sha256).hexdigest()
+
+
 def require_enrollable(gallery: Gallery, subject_id: str) -> None:
     """Raise UnknownSubject or the specific consent error unless ``subject_id`` may enrol."""
     with gallery.store.snapshot():
@@ -133,17 +154,19 @@ def find_duplicates(
     subject_id: str,
 ) -> list[DuplicateMatch]:
     """Other subjects (with any active consent) within the threshold of the new templates."""
-    index = gallery._index(model_id)
     best: dict[str, float] = {}
     for vector in protected:
-        hits, _ = index.search(
-            vector,
-            purpose=None,
-            now=gallery._now(),
-            k=5,
-            threshold=point.threshold,
-            exclude=subject_id,
-        )
+        if gallery.config.server_side_search:
+            from .search import search_in_database
+
+            hits, _, _ = search_in_database(
+                gallery, vector, model_id, None, 5, point.threshold, exclude=subject_id
+            )
+        else:
+            hits, _ = gallery._index(model_id).search(
+                vector, purpose=None, now=gallery._now(), k=5, threshold=point.threshold,
+                exclude=subject_id,
+            )
         for hit in hits:
             best[hit.subject_id] = min(best.get(hit.subject_id, hit.distance), hit.distance)
     return [DuplicateMatch(s, d) for s, d in sorted(best.items(), key=lambda x: x[1])]

@@ -86,6 +86,7 @@ def rekey_templates(gallery: Gallery, *, actor: str) -> KeyRotationResult:
                 data_key, np.ascontiguousarray(renewed).tobytes(), gallery._template_label(template)
             )
             gallery.store.replace_template_ciphertext(template.template_id, sealed)
+            gallery._put_vectors([(template, renewed)])
             count += 1
         gallery.store.put_secret(
             TEMPLATE_SECRET, gallery._key.wrap(new, f"secret:{TEMPLATE_SECRET}")

@@ -7,9 +7,11 @@ covers it, and is audited; the probe is never stored.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import crypto
 from ..errors import (
@@ -22,6 +24,7 @@ from ..pipeline import FacePolicy
 from ..store.base import IdentificationRecord, ReviewRecord
 from .consent import require_consent
 from .core import TEMPLATE_SECRET
+from .index import SearchHit
 from .types import (
     Candidate,
     Identification,
@@ -53,10 +56,16 @@ def identify(
     model_id = face.embedding.model_id
     point = gallery._operating_point(model_id)
     vector = crypto.protect(face.embedding.vector, gallery._secret(TEMPLATE_SECRET))
-    index = gallery._index(model_id)
-    hits, searched = index.search(
-        vector, purpose=purpose, now=gallery._now(), k=k, threshold=point.threshold
-    )
+    if gallery.config.server_side_search:
+        hits, searched, generation = search_in_database(
+            gallery, vector, model_id, purpose, k, point.threshold
+        )
+    else:
+        index = gallery._index(model_id)
+        generation = index.generation
+        hits, searched = index.search(
+            vector, purpose=purpose, now=gallery._now(), k=k, threshold=point.threshold
+        )
     candidates = tuple(Candidate(h.subject_id, h.distance, r) for r, h in enumerate(hits, 1))
     ended = gallery._stamp()
     record = IdentificationRecord(
@@ -85,7 +94,7 @@ def identify(
             period_of_use={"started_at": started, "ended_at": ended},
             reference_gallery={
                 "gallery_id": gallery.gallery_id,
-                "generation": index.generation,
+                "generation": generation,
                 "model_id": model_id,
                 "subjects_searched": searched,
             },
@@ -113,6 +122,38 @@ def identify(
         ended_at=ended,
         audit_seq=event.seq,
     )
+
+
+def search_in_database(
+    gallery: Gallery,
+    vector: npt.NDArray[np.float32],
+    model_id: str,
+    purpose: str | None,
+    k: int,
+    threshold: float,
+    *,
+    exclude: str | None = None,
+) -> tuple[list[SearchHit], int, int]:
+    """Identification by the store's pgvector HNSW index (``server_side_search``).
+
+    The same eligibility rules as the in-memory index (active consent for the
+    purpose, or any purpose if None, within retention), decided in SQL;
+    approximate nearest neighbours. ``exclude`` leaves one subject out.
+    Returns the hits within ``threshold``, the subjects searched and the
+    generation searched.
+    """
+    store = gallery._vector_store()
+    now = gallery._now()
+    cutoff = now - timedelta(days=gallery.config.retention_days)
+    with store.snapshot():
+        generation = store.generation()
+        found, searched = store.search_vectors(
+            vector, model_id=model_id, purpose=purpose, now=now.isoformat(),
+            retention_cutoff=cutoff.isoformat(), k=k, exclude=exclude,
+            count_searched=exclude is None,  # a duplicate search reports no count
+        )
+    hits = [SearchHit(s, d) for s, d in found if d <= threshold]
+    return hits, searched, generation
 
 
 def review(

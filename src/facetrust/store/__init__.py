@@ -1,4 +1,5 @@
-"""Where a gallery keeps its data: the :class:`Store` interface and its SQLite implementation."""
+"""Where a gallery keeps its data: the :class:`Store` interface, its SQLite and
+PostgreSQL implementations."""
 
 from .base import (
     AuditHead,
@@ -12,6 +13,7 @@ from .base import (
     SubjectRecord,
     TemplateRecord,
 )
+from .postgres import PostgresKeyStore, PostgresStore
 from .sqlite import SqliteKeyStore, SqliteStore
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "IdentificationRecord",
     "KeyStore",
     "PhotoRecord",
+    "PostgresKeyStore",
+    "PostgresStore",
     "ReviewRecord",
     "SqliteKeyStore",
     "SqliteStore",

@@ -59,13 +59,20 @@ class ConsentRecord:
 
 @dataclass(frozen=True)
 class TemplateRecord:
-    """An encrypted, protected template (ciphertext of the rotated float32 vector)."""
+    """An encrypted, protected template (ciphertext of the rotated float32 vector).
+
+    ``source_digest`` is a keyed digest (HMAC-SHA256 under the subject's data
+    key) of the photo the template came from, or None: it lets a re-run batch
+    enrolment skip photos already enrolled, and becomes unlinkable to any photo
+    once the subject's key is destroyed.
+    """
 
     template_id: str
     subject_id: str
     model_id: str
     ciphertext: bytes
     created_at: str
+    source_digest: str | None = None
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,7 @@ GALLERY_MIGRATIONS: list[str] = [
         head_mac TEXT NOT NULL
     );
     """,
+    # 2: event galleries (gate), opt-outs and kept probe crops.
     """
     CREATE TABLE events (
         event_id TEXT PRIMARY KEY,
@@ -125,6 +126,12 @@ GALLERY_MIGRATIONS: list[str] = [
         delete_after TEXT NOT NULL
     );
     CREATE INDEX probe_crops_by_deadline ON probe_crops(delete_after);
+    """,
+    # 3: a keyed digest of the photo each template came from, so a batch
+    # enrolment re-run recognises photos already enrolled (deleted with the template).
+    """
+    ALTER TABLE templates ADD COLUMN source_digest TEXT;
+    CREATE INDEX templates_by_source ON templates(subject_id, source_digest);
     """,
 ]
 

@@ -37,6 +37,7 @@ from .base import (
 )
 from .migrations import GALLERY_MIGRATIONS, KEYSTORE_MIGRATIONS
 
+_TEMPLATE_COLUMNS = "template_id, subject_id, model_id, ciphertext, created_at, source_digest"
 _APPLICATION_IDS = {"gallery": 0x46544731, "keystore": 0x46544B31}  # "FTG1", "FTK1"
 
 
@@ -279,24 +280,28 @@ class SqliteStore(_SqliteBase):
 
     def insert_template(self, template: TemplateRecord) -> None:
         self._write(
-            "INSERT INTO templates VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO templates (template_id, subject_id, model_id, ciphertext, created_at, "
+            "source_digest) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 template.template_id,
                 template.subject_id,
                 template.model_id,
                 template.ciphertext,
                 template.created_at,
+                template.source_digest,
             ),
         )
 
     def templates_of(self, subject_id: str) -> list[TemplateRecord]:
         rows = self._rows(
-            "SELECT * FROM templates WHERE subject_id = ? ORDER BY rowid", (subject_id,)
+            f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE subject_id = ? ORDER BY rowid",
+            (subject_id,),
         )
         return [_template(row) for row in rows]
 
     def all_templates(self) -> list[TemplateRecord]:
-        return [_template(row) for row in self._rows("SELECT * FROM templates ORDER BY rowid")]
+        rows = self._rows(f"SELECT {_TEMPLATE_COLUMNS} FROM templates ORDER BY rowid")
+        return [_template(row) for row in rows]
 
     def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None:
         self._write(
@@ -513,7 +518,7 @@ def _consent(row: tuple[Any, ...]) -> ConsentRecord:
 
 
 def _template(row: tuple[Any, ...]) -> TemplateRecord:
-    return TemplateRecord(row[0], row[1], row[2], bytes(row[3]), row[4])
+    return TemplateRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
 
 
 def _audit(row: tuple[Any, ...]) -> AuditRecord:

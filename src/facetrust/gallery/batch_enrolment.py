@@ -1,0 +1,366 @@
+"""Batch enrolment: thousands of consented photos from a folder and a consent CSV.
+
+The CSV (``--consents``) has one row per photo file, or per subject folder
+(every image in it), relative to the photo folder, with the columns::
+
+    photo, subject_id, display_name, purposes, expires, evidence_ref,
+    evidence_sha256, notice_version
+
+``purposes`` is separated by ``;``; ``expires`` is an ISO date or time (UTC
+if no zone); ``display_name`` may be empty.
+
+Photos are embedded on every core (:func:`facetrust.embed_many`), then each
+subject is written in one all-or-nothing transaction (:meth:`Gallery.batch`):
+subject, consent and templates. Each template keeps a keyed digest of its
+photo, so a re-run (after a crash, even SIGKILL) skips photos enrolled before
+and finishes with every photo enrolled exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..batch import ImageResult, embed_many
+from ..errors import (
+    ConsentError,
+    DuplicateEnrolment,
+    FacetrustError,
+    ImageError,
+    InvalidParameter,
+    MultipleFaces,
+    NoFaceFound,
+)
+from ..faces import Embedding
+from .core import Gallery
+from .enrolment import source_digest
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CSV_COLUMNS = (
+    "photo", "subject_id", "display_name", "purposes", "expires", "evidence_ref",
+    "evidence_sha256", "notice_version",
+)
+
+#: Failure reasons, as reported.
+REASONS = (
+    "no-face", "several-faces", "quality", "no-consent-in-csv", "unreadable",
+    "consent-invalid", "duplicate", "other",
+)
+
+
+@dataclass(frozen=True)
+class ConsentRow:
+    """One CSV row: who is in the photo(s) and the consent they gave."""
+
+    subject_id: str
+    display_name: str | None
+    purposes: tuple[str, ...]
+    expires_at: datetime
+    evidence_ref: str
+    evidence_sha256: str
+    notice_version: str
+
+
+@dataclass(frozen=True)
+class BatchFailure:
+    """A photo that was not enrolled, and why (one of :data:`REASONS`)."""
+
+    photo: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class BatchEnrolmentResult:
+    """What a batch enrolment did.
+
+    Attributes
+    ----------
+    enrolled : int
+        Photos enrolled by this run.
+    already_enrolled : int
+        Photos skipped because an earlier run enrolled them.
+    subjects : int
+        Subjects written by this run.
+    failures : tuple of BatchFailure
+    seconds : float
+        Wall time of the run.
+    """
+
+    enrolled: int
+    already_enrolled: int
+    subjects: int
+    failures: tuple[BatchFailure, ...]
+    seconds: float
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "enrolled": self.enrolled,
+            "already_enrolled": self.already_enrolled,
+            "subjects": self.subjects,
+            "failed": len(self.failures),
+            "failures_by_reason": self.by_reason,
+            "failures": [vars(f) for f in self.failures],
+            "seconds": round(self.seconds, 3),
+            "photos_per_second": round(self.enrolled / self.seconds, 3) if self.seconds else 0.0,
+        }
+
+    def table(self) -> str:
+        """The failures by reason as a plain-text table."""
+        lines = [f"{'reason':<20} {'photos':>7}", f"{'-' * 20} {'-' * 7}"]
+        lines += [f"{reason:<20} {count:>7}" for reason, count in self.by_reason.items()]
+        lines.append(f"{'enrolled':<20} {self.enrolled:>7}")
+        lines.append(f"{'already enrolled':<20} {self.already_enrolled:>7}")
+        return "\n".join(lines)
+
+
+def read_consents(csv_path: str | os.PathLike[str], folder: Path) -> dict[Path, ConsentRow]:
+    """Photo path -> its consent row; a row naming a folder covers every image in it.
+
+    Raises
+    ------
+    InvalidParameter
+        A missing column, or a malformed purpose list or expiry.
+    """
+    rows: dict[Path, ConsentRow] = {}
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InvalidParameter(
+                f"The consent CSV {str(csv_path)!r} lacks the column(s) {', '.join(missing)}. "
+                f"Expected: {', '.join(CSV_COLUMNS)}."
+            )
+        for line, raw in enumerate(reader, start=2):
+            try:
+                expires = datetime.fromisoformat(raw["expires"].strip())
+            except ValueError:
+                raise InvalidParameter(
+                    f"Line {line} of {str(csv_path)!r}: 'expires' must be an ISO date or time. "
+                    f"Got {raw['expires']!r}."
+                ) from None
+            row = ConsentRow(
+                subject_id=raw["subject_id"].strip(),
+                display_name=raw["display_name"].strip() or None,
+                purposes=tuple(p.strip() for p in raw["purposes"].split(";") if p.strip()),
+                expires_at=expires if expires.tzinfo else expires.replace(tzinfo=UTC),
+                evidence_ref=raw["evidence_ref"].strip(),
+                evidence_sha256=raw["evidence_sha256"].strip(),
+                notice_version=raw["notice_version"].strip(),
+            )
+            target = (folder / raw["photo"].strip()).resolve()
+            for photo in _images(target) if target.is_dir() else [target]:
+                rows[photo] = row
+    return rows
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(
+        p.resolve() for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _reason(result: ImageResult) -> tuple[str, str] | None:
+    if result.error is not None:
+        error = result.error
+        kind = "unreadable" if isinstance(error, ImageError) else "other"
+        return kind, str(error)
+    if not result.faces:
+        return "no-face", "No face was found in the photo."
+    if len(result.faces) > 1:
+        return "several-faces", f"{len(result.faces)} faces in the photo; enrolment needs one."
+    quality = result.faces[0].face.quality
+    if not quality.passed:
+        return "quality", "The face fails the quality minimums: " + " ".join(quality.reasons)
+    return None
+
+
+def _error_reason(error: FacetrustError) -> str:
+    if isinstance(error, NoFaceFound):
+        return "no-face"
+    if isinstance(error, MultipleFaces):
+        return "several-faces"
+    if isinstance(error, ConsentError | InvalidParameter):
+        return "consent-invalid"
+    if isinstance(error, DuplicateEnrolment):
+        return "duplicate"
+    return "other"
+
+
+def _enrolled_digests(gallery: Gallery, subject_id: str) -> tuple[bytes | None, set[str]]:
+    """The subject's data key (None if none yet) and the source digests of its templates."""
+    data_key = gallery._data_key(subject_id)
+    if data_key is None:
+        return None, set()
+    with gallery.store.snapshot():
+        templates = gallery.store.templates_of(subject_id)
+    return data_key, {t.source_digest for t in templates if t.source_digest}
+
+
+def enroll_batch(
+    gallery: Gallery,
+    folder: str | os.PathLike[str],
+    consents_csv: str | os.PathLike[str],
+    *,
+    actor: str,
+    workers: int | None = None,
+    progress: bool = False,
+    check_duplicates: bool | None = None,
+) -> BatchEnrolmentResult:
+    """Enrol every photo under ``folder`` listed in ``consents_csv``; resumable.
+
+    Parameters
+    ----------
+    folder : path
+        The photo folder (searched recursively for images).
+    consents_csv : path
+        The consent CSV (see the module docstring).
+    workers : int, optional
+        Embedding processes (default: one per core).
+    progress : bool
+        A progress bar with rate and ETA on stderr.
+    check_duplicates : bool, optional
+        Search each new face against other subjects (slower). Default: only
+        when the gallery's duplicate policy is "refuse", so that the policy
+        is never bypassed; a "warn" gallery skips it for speed.
+    """
+    started = time.perf_counter()
+    actor = gallery._check_name(actor, "actor")
+    if check_duplicates is None:
+        check_duplicates = gallery.config.duplicate_policy == "refuse"
+    base = Path(folder)
+    if not base.is_dir():
+        raise InvalidParameter(f"The photo folder {str(base)!r} does not exist or is not a folder.")
+    consents = read_consents(consents_csv, base)
+    failures: list[BatchFailure] = []
+    photos = _images(base)
+    for photo in photos:
+        if photo not in consents:
+            failures.append(BatchFailure(
+                str(photo), "no-consent-in-csv", "The consent CSV has no row for this photo."
+            ))
+    # Group by subject so each subject is one transaction, and skip what a
+    # previous run enrolled (recognised by the keyed digest of the photo).
+    todo: list[Path] = []  # paths only: thousands of photos are not held in memory
+    already = 0
+    known: dict[str, tuple[bytes | None, set[str]]] = {}
+    for photo in sorted((p for p in photos if p in consents), key=lambda p: consents[p].subject_id):
+        row = consents[photo]
+        if row.subject_id not in known:
+            known[row.subject_id] = _enrolled_digests(gallery, row.subject_id)
+        data_key, digests = known[row.subject_id]
+        try:
+            raw = photo.read_bytes()
+        except OSError as error:
+            failures.append(BatchFailure(str(photo), "unreadable", str(error)))
+            continue
+        if data_key is not None and source_digest(data_key, raw) in digests:
+            already += 1
+            continue
+        todo.append(photo)
+    enrolled = subjects = 0
+    refused: list[dict[str, str]] = []  # their own audit events rolled back with them
+    results = embed_many(
+        todo, gallery.pipeline.settings, workers=workers, progress=progress,
+        description="enrolling",
+    )
+    for _, group in _by_subject(zip(todo, results, strict=True), consents):
+        faces: list[Embedding] = []
+        sources: list[bytes | None] = []
+        names: list[str] = []
+        for photo, result in group:
+            problem = _reason(result)
+            if problem is not None:
+                failures.append(BatchFailure(str(photo), *problem))
+                continue
+            try:
+                raw = photo.read_bytes()
+            except OSError as error:
+                failures.append(BatchFailure(str(photo), "unreadable", str(error)))
+                continue
+            faces.append(result.faces[0].embedding)
+            sources.append(raw)
+            names.append(str(photo))
+        if not faces:
+            continue
+        try:
+            _enrol_subject(gallery, consents[Path(names[0])], faces, sources, actor,
+                           check_duplicates)
+        except FacetrustError as error:
+            failures.extend(BatchFailure(n, _error_reason(error), str(error)) for n in names)
+            subject_id = consents[Path(names[0])].subject_id
+            refused.append({"subject_id": subject_id, "reason": _error_reason(error),
+                            "error": type(error).__name__})
+            continue
+        enrolled += len(faces)
+        subjects += 1
+    by_reason: dict[str, int] = {}
+    for failure in failures:
+        by_reason[failure.reason] = by_reason.get(failure.reason, 0) + 1
+    gallery.audit.append(
+        "enrol.batch",
+        actor=actor,
+        subject_ids=[r["subject_id"] for r in refused],
+        photos_enrolled=enrolled,
+        photos_already_enrolled=already,
+        subjects_written=subjects,
+        failures_by_reason=dict(sorted(by_reason.items())),
+        refused_subjects=refused,
+    )
+    return BatchEnrolmentResult(
+        enrolled, already, subjects, tuple(failures), time.perf_counter() - started,
+        dict(sorted(by_reason.items())),
+    )
+
+
+def _by_subject(
+    items: Iterable[tuple[Path, ImageResult]], consents: dict[Path, ConsentRow]
+) -> Iterator[tuple[str, list[tuple[Path, ImageResult]]]]:
+    """Consecutive results of one subject (the input is sorted by subject)."""
+    current: str | None = None
+    group: list[tuple[Path, ImageResult]] = []
+    for item in items:
+        subject_id = consents[item[0]].subject_id
+        if subject_id != current and group:
+            yield current or "", group
+            group = []
+        current = subject_id
+        group.append(item)
+    if group:
+        yield current or "", group
+
+
+def _enrol_subject(
+    gallery: Gallery,
+    row: ConsentRow,
+    faces: list[Embedding],
+    sources: list[bytes | None],
+    actor: str,
+    check_duplicates: bool,
+) -> None:
+    """Subject (if new), consent (if not recorded yet) and templates: one transaction."""
+    with gallery.batch():
+        if gallery.store.get_subject(row.subject_id) is None:
+            gallery.add_subject(row.subject_id, display_name=row.display_name, actor=actor)
+        recorded = {
+            (c.evidence_ref, c.evidence_sha256)
+            for c in gallery.store.consents_of(row.subject_id)
+            if c.withdrawn_at is None
+        }
+        if (row.evidence_ref, row.evidence_sha256.lower()) not in recorded:
+            gallery.grant_consent(
+                row.subject_id, row.purposes, expires_at=row.expires_at,
+                evidence_ref=row.evidence_ref, evidence_sha256=row.evidence_sha256,
+                notice_version=row.notice_version, actor=actor,
+            )
+        gallery.enroll(
+            row.subject_id, faces, actor=actor, check_duplicates=check_duplicates,
+            sources=sources,
+        )

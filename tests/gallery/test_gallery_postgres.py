@@ -1,0 +1,292 @@
+"""The gallery end to end on a real PostgreSQL server: enrol, identify, erase, audit.
+
+The gallery and its key store live in two databases of the session's server
+(see ``postgres_url`` in tests/conftest.py), injected through the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from test_gallery_concurrency import VICTIM, WORKER  # the same worker scripts as on SQLite
+
+from facetrust import crypto
+from facetrust.errors import (
+    AuditChainBroken,
+    DuplicateEnrolment,
+    InvalidParameter,
+    UnknownSubject,
+)
+from facetrust.faces import Embedding
+from facetrust.gallery import Gallery, GalleryConfig
+from facetrust.store.postgres import PostgresStore
+
+
+@pytest.fixture
+def make_pg_gallery(
+    tmp_path: Path,
+    clock: Any,
+    master_key: crypto.MasterKey,
+    postgres_url: Callable[[], str],
+) -> Any:
+    opened: list[Gallery] = []
+
+    def make(**settings: Any) -> Gallery:
+        config = GalleryConfig.in_folder(
+            tmp_path, key_file=None, database_url=postgres_url(),
+            keystore_url=postgres_url(), **settings,
+        )
+        gallery = Gallery.create(config, master_key, now=clock)
+        opened.append(gallery)
+        return gallery
+
+    yield make
+    for gallery in opened:
+        gallery.close()
+
+
+@pytest.mark.parametrize("server_side", [False, True], ids=["in-memory", "pgvector"])
+def test_enrol_identify_and_forget_on_postgres(
+    make_pg_gallery: Callable[..., Gallery],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    server_side: bool,
+    enrol_all: Callable[..., None],
+) -> None:
+    gallery = make_pg_gallery(server_side_search=server_side)
+    assert isinstance(gallery.store, PostgresStore)
+    enrol_all(gallery, identities, embeddings)
+    for name, paths in identities.items():
+        result = gallery.identify(embeddings[paths[3]], purpose="boarding", actor="officer")
+        assert result.candidates and result.candidates[0].subject_id == name
+        assert result.subjects_searched == len(identities)
+    assert (gallery.store.vector_count() > 0) == server_side  # type: ignore[attr-defined]
+
+    name, paths = next(iter(identities.items()))
+    gallery.forget(name, actor="dpo")
+    assert gallery.keystore.get_key(name) is None and gallery.store.templates_of(name) == []
+    if server_side:
+        assert gallery.store.vector_count() == 2 * (len(identities) - 1)  # type: ignore[attr-defined]
+    result = gallery.identify(embeddings[paths[3]], purpose="boarding", actor="officer")
+    assert name not in [c.subject_id for c in result.candidates]
+    with pytest.raises(UnknownSubject):
+        gallery.get_subject(name)
+
+
+def test_pgvector_search_follows_consent(
+    make_pg_gallery: Callable[..., Gallery],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    clock: Any,
+    grant: Callable[..., str],
+) -> None:
+    gallery = make_pg_gallery(server_side_search=True)
+    names = list(identities)[:3]
+    for name in names:
+        gallery.add_subject(name, actor="registrar")
+        grant(gallery, name, ("boarding",), days=10 if name == names[0] else 30)
+        gallery.enroll(name, [embeddings[identities[name][0]]], actor="registrar")
+    probe = embeddings[identities[names[0]][1]]
+    found = gallery.identify(probe, purpose="boarding", actor="o")
+    assert found.candidates[0].subject_id == names[0]
+    hits = gallery.identify(probe, purpose="access-control", actor="o")
+    assert hits.candidates == () and hits.subjects_searched == 0  # no consent for that purpose
+    clock.advance(days=11)  # the first consent expired: excluded at once, before any sweep
+    result = gallery.identify(probe, purpose="boarding", actor="o")
+    assert names[0] not in [c.subject_id for c in result.candidates]
+    assert result.subjects_searched == 2
+    late = list(identities)[3]  # a change of the gallery refreshes the count at once
+    gallery.add_subject(late, actor="registrar")
+    grant(gallery, late, ("boarding",))
+    gallery.enroll(late, [embeddings[identities[late][0]]], actor="registrar")
+    assert gallery.identify(probe, purpose="boarding", actor="o").subjects_searched == 3
+
+
+def test_audit_tampering_in_postgres_is_detected(
+    make_pg_gallery: Callable[..., Gallery],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    enrol_all: Callable[..., None],
+) -> None:
+    gallery = make_pg_gallery()
+    enrol_all(gallery, identities, embeddings)
+    assert gallery.audit.verify().ok
+    url = gallery.config.database_url or ""
+    with psycopg.connect(url, autocommit=True) as db, pytest.raises(psycopg.IntegrityError):
+        db.execute("UPDATE audit_events SET actor = 'x' WHERE seq = 7")  # the trigger refuses
+    with psycopg.connect(url, autocommit=True) as db:  # an owner can disable triggers
+        db.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+        db.execute("UPDATE audit_events SET actor = 'someone-else' WHERE seq = 7")
+    report = gallery.audit.verify()
+    assert not report.ok and report.first_broken_seq == 7
+    with pytest.raises(AuditChainBroken, match="event 7"):
+        gallery.audit.check()
+
+
+def test_server_side_search_needs_postgres(
+    make_gallery: Callable[..., Gallery],
+    embeddings: dict[Path, Embedding],
+    grant: Callable[..., str],
+) -> None:
+    gallery = make_gallery(server_side_search=True)
+    gallery.add_subject("s1", actor="registrar")
+    grant(gallery, "s1")
+    with pytest.raises(InvalidParameter, match="needs a PostgreSQL gallery"):
+        gallery.enroll("s1", [next(iter(embeddings.values()))], actor="registrar")
+
+
+def test_keystore_and_gallery_must_not_share_a_database(tmp_path: Path) -> None:
+    url = "postgresql://localhost/facetrust"
+    with pytest.raises(InvalidParameter, match="another database"):
+        GalleryConfig.in_folder(tmp_path, database_url=url, keystore_url=url)
+
+
+def test_database_url_from_the_environment(
+    tmp_path: Path, master_key: crypto.MasterKey, postgres_url: Callable[[], str]
+) -> None:
+    url = postgres_url()
+    environ = {"FACETRUST_DATABASE_URL": url}
+    config = GalleryConfig.in_folder(tmp_path, key_file=None)
+    with Gallery.create(config, master_key, environ=environ) as gallery:
+        assert isinstance(gallery.store, PostgresStore)
+    assert not config.db_path.exists()
+    with Gallery.open(config, master_key=master_key, environ=environ) as gallery:
+        assert gallery.gallery_id
+
+
+
+def test_duplicates_are_found_in_the_database(
+    make_pg_gallery: Callable[..., Gallery],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    grant: Callable[..., str],
+) -> None:
+    gallery = make_pg_gallery(server_side_search=True, duplicate_policy="refuse")
+    name, paths = next(iter(identities.items()))
+    for subject in (name, "impostor"):
+        gallery.add_subject(subject, actor="registrar")
+        grant(gallery, subject)
+    gallery.enroll(name, [embeddings[paths[0]]], actor="registrar")
+    with pytest.raises(DuplicateEnrolment, match=name):
+        gallery.enroll("impostor", [embeddings[paths[1]]], actor="registrar")
+
+
+def _pg_folder(
+    tmp_path: Path, embeddings: dict[Path, Embedding], postgres_url: Callable[[], str]
+) -> tuple[Path, Path, str]:
+    folder = tmp_path / "gallery"
+    Gallery.init_folder(folder, database_url=postgres_url(), keystore_url=postgres_url())[0].close()
+    vectors_file = tmp_path / "vectors.npy"
+    np.save(vectors_file, np.stack([e.vector for e in embeddings.values()]))
+    return folder, vectors_file, next(iter(embeddings.values())).model_id
+
+
+def test_concurrent_processes_share_a_postgres_gallery(
+    tmp_path: Path, embeddings: dict[Path, Embedding], postgres_url: Callable[[], str]
+) -> None:
+    folder, vectors_file, model_id = _pg_folder(tmp_path, embeddings, postgres_url)
+    workers, per_worker = 3, 4
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(folder), str(vectors_file), model_id, str(w),
+             str(per_worker)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for w in range(workers)
+    ]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+    assert all(json.loads(out)["found"] == per_worker for out, _ in outputs)
+    with Gallery.find(folder) as gallery:
+        assert len(gallery.list_subjects()) == workers * per_worker
+        assert len(gallery.store.all_templates()) == workers * per_worker
+        report = gallery.audit.verify()
+        assert report.ok and report.events_checked == 1 + workers * per_worker * 4
+
+
+def test_a_process_killed_mid_enrolment_leaves_nothing_in_postgres(
+    tmp_path: Path, embeddings: dict[Path, Embedding], postgres_url: Callable[[], str]
+) -> None:
+    folder, vectors_file, model_id = _pg_folder(tmp_path, embeddings, postgres_url)
+    with Gallery.find(folder) as gallery:
+        gallery.add_subject("victim", actor="registrar")
+        gallery.grant_consent(
+            "victim", ["boarding"], expires_at=gallery._now().replace(year=2099),
+            evidence_ref="form", evidence_sha256="ab" * 32, notice_version="v1",
+            actor="registrar",
+        )
+        events_before = gallery.audit.verify().events_checked
+    flag = tmp_path / "paused"
+    victim = subprocess.Popen(
+        [sys.executable, "-c", VICTIM, str(folder), str(vectors_file), model_id, str(flag)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert victim.poll() is None, victim.stderr.read() if victim.stderr else ""
+        assert time.monotonic() < deadline, "the enrolment never reached its pause"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    with Gallery.find(folder) as gallery:  # the server rolled the open transaction back
+        assert gallery.store.all_templates() == []
+        assert gallery.audit.verify().events_checked == events_before
+        vector = np.load(vectors_file)[0]
+        assert len(gallery.enroll("victim", [Embedding(vector, model_id)],
+                                  actor="registrar").template_ids) == 1
+
+
+def test_rekeying_templates_renews_the_database_vectors(
+    make_pg_gallery: Callable[..., Gallery],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    enrol_all: Callable[..., None],
+) -> None:
+    gallery = make_pg_gallery(server_side_search=True)
+    enrol_all(gallery, identities, embeddings)
+    store = gallery.store
+    assert isinstance(store, PostgresStore)
+    before = store._rows("SELECT embedding::text FROM template_vectors ORDER BY template_id")
+    gallery.rekey_templates(actor="security")
+    after = store._rows("SELECT embedding::text FROM template_vectors ORDER BY template_id")
+    assert len(after) == len(before) and all(a != b for a, b in zip(after, before, strict=True))
+    for name, paths in identities.items():
+        result = gallery.identify(embeddings[paths[2]], purpose="boarding", actor="officer")
+        assert result.candidates[0].subject_id == name
+
+
+def test_init_with_a_database_url_from_the_command_line(
+    tmp_path: Path, postgres_url: Callable[[], str]
+) -> None:
+    from click.testing import CliRunner
+
+    from facetrust.cli.main import cli
+
+    runner = CliRunner()
+    folder = tmp_path / "g"
+    url, keys_url = postgres_url(), postgres_url()
+    created = runner.invoke(
+        cli, ["init", str(folder), "--database-url", url, "--keystore-url", keys_url]
+    )
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["database"] == url
+    assert not (folder / "gallery.db").exists() and not (folder / "gallery-keys.db").exists()
+    added = runner.invoke(cli, ["subject", "add", "s1", "--gallery", str(folder), "--actor", "a"])
+    assert added.exit_code == 0, added.output
+    with Gallery.find(folder) as gallery:
+        assert isinstance(gallery.store, PostgresStore)
+        assert [s.subject_id for s in gallery.list_subjects()] == ["s1"]
+    again = runner.invoke(cli, ["init", str(tmp_path / "h"), "--database-url", url])
+    assert again.exit_code == 2 and "already holds a gallery" in again.output

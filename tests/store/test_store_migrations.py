@@ -1,0 +1,86 @@
+"""A store at schema version 1 (the first migration only) upgrades on open and keeps its data."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from facetrust.errors import StoreError
+from facetrust.store import SqliteStore, SubjectRecord, TemplateRecord, postgres_migrations
+from facetrust.store import migrations as sqlite_migrations
+from facetrust.store.postgres import PostgresStore
+
+T0 = "2026-01-01T00:00:00+00:00"
+SUBJECT = SubjectRecord("s1", "Name", T0, T0)
+
+
+def _check_upgraded(store: SqliteStore | PostgresStore) -> None:
+    assert store.get_subject("s1") == SUBJECT
+    assert store.templates_of("s1") == [TemplateRecord("t1", "s1", "m", b"cipher", T0)]
+    with store.transaction():  # the new column takes values
+        store.insert_template(TemplateRecord("t2", "s1", "m", b"c", T0, "d" * 64))
+    assert store.templates_of("s1")[1].source_digest == "d" * 64
+
+
+def test_a_version_1_sqlite_gallery_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.executescript(sqlite_migrations.GALLERY_MIGRATIONS[0])
+        db.execute("INSERT INTO subjects VALUES (?, ?, ?, ?, NULL)", ("s1", "Name", T0, T0))
+        db.execute("INSERT INTO templates VALUES ('t1', 's1', 'm', ?, ?)", (b"cipher", T0))
+        db.execute("PRAGMA user_version = 1")
+        db.execute("PRAGMA application_id = 1179928369")  # "FTG1"
+    db.close()
+    store = SqliteStore(path)
+    try:
+        version = store._db.execute("PRAGMA user_version").fetchone()[0]
+        assert version == len(sqlite_migrations.GALLERY_MIGRATIONS) > 1
+        _check_upgraded(store)
+    finally:
+        store.close()
+
+
+def test_a_version_1_postgres_gallery_is_upgraded_and_keeps_its_data(
+    postgres_url: Callable[[], str],
+) -> None:
+    url = postgres_url()
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(postgres_migrations.GALLERY_MIGRATIONS[0].encode())
+        db.execute("CREATE TABLE facetrust_schema (kind TEXT PRIMARY KEY, version INT NOT NULL)")
+        db.execute("INSERT INTO facetrust_schema VALUES ('gallery', 1)")
+        db.execute(
+            "INSERT INTO subjects (subject_id, display_name, created_at, last_interaction_at) "
+            "VALUES ('s1', 'Name', %s, %s)", (T0, T0),
+        )
+        db.execute("INSERT INTO templates (template_id, subject_id, model_id, ciphertext, "
+                   "created_at) VALUES ('t1', 's1', 'm', %s, %s)", (b"cipher", T0))
+    store = PostgresStore(url)
+    try:
+        row = store._rows("SELECT version FROM facetrust_schema WHERE kind = 'gallery'")
+        assert row[0][0] == len(postgres_migrations.GALLERY_MIGRATIONS) > 1
+        _check_upgraded(store)
+    finally:
+        store.close()
+
+
+def test_a_postgres_database_without_a_gallery_is_refused(
+    postgres_url: Callable[[], str],
+) -> None:
+    url = postgres_url()
+    with pytest.raises(StoreError, match="holds no facetrust gallery"):
+        PostgresStore(url)
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE unrelated (x int)")
+    with pytest.raises(StoreError, match="not a facetrust"):
+        PostgresStore(url, create=True)
+
+
+def test_messages_never_show_a_database_password() -> None:
+    from facetrust.store.postgres import redact_url
+
+    assert redact_url("postgresql://app:s3cret@db:5432/g") == "postgresql://app:***@db:5432/g"
+    assert redact_url("postgresql://app@db/g") == "postgresql://app@db/g"
