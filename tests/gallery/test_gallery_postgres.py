@@ -290,3 +290,46 @@ def test_init_with_a_database_url_from_the_command_line(
         assert [s.subject_id for s in gallery.list_subjects()] == ["s1"]
     again = runner.invoke(cli, ["init", str(tmp_path / "h"), "--database-url", url])
     assert again.exit_code == 2 and "already holds a gallery" in again.output
+
+
+def test_event_gallery_gate_and_closing_on_postgres(
+    make_pg_gallery: Callable[..., Gallery],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    enrol_all: Callable[..., None],
+) -> None:
+    from datetime import timedelta
+
+    from facetrust.gate import events
+
+    gallery = make_pg_gallery()
+    enrol_all(gallery, identities, embeddings, photos=slice(0, 1))
+    names, photos = list(identities), list(identities.values())
+    now = gallery._now()
+    events.open_event(
+        gallery, "UA1", purpose="boarding", valid_from=now - timedelta(minutes=1),
+        valid_to=now + timedelta(hours=2), actor="agent",
+    )
+    events.add_member(gallery, "UA1", names[0], actor="agent")
+    events.add_member(gallery, "UA1", names[1], actor="agent")
+    traveller = events.enroll_for_event(
+        gallery, "UA1", embeddings[photos[2][0]], evidence_ref="doc", evidence_sha256="ef" * 32,
+        notice_version="v1", actor="agent",
+    )
+    events.opt_out(gallery, "UA1", "seat 2A", actor="agent", subject_id=names[1])
+    match = events.match_at_gate(
+        gallery, "UA1", embeddings[photos[0][2]], gate_id="g", actor="gate",
+        crop_jpeg=b"crop", keep_crop_hours=12,
+    )
+    assert (match.outcome, match.subject_id) == ("match", names[0])
+    assert events.match_at_gate(
+        gallery, "UA1", embeddings[photos[1][2]], gate_id="g", actor="gate"
+    ).outcome == "refer"  # opted out
+    assert events.match_at_gate(
+        gallery, "UA1", embeddings[photos[2][2]], gate_id="g", actor="gate"
+    ).subject_id == traveller
+    assert len(gallery.store.probe_crops("UA1")) == 1
+    closure = events.close_event(gallery, "UA1", actor="agent")
+    assert closure.subjects_erased == (traveller,) and gallery.store.probe_crops() == []
+    assert gallery.store.templates_of(traveller) == []
+    assert gallery.audit.verify().ok

@@ -231,7 +231,7 @@ def add_member(gallery: Gallery, event_id: str, subject_id: str, *, actor: str) 
 def enroll_for_event(
     gallery: Gallery,
     event_id: str,
-    document_photo: ImageSource,
+    document_photo: ImageSource | Embedding,
     *,
     evidence_ref: str,
     evidence_sha256: str,
@@ -241,12 +241,18 @@ def enroll_for_event(
 ) -> str:
     """Enrol a person for this event only, consent captured at enrolment.
 
+    ``document_photo`` is the photo (or its template) the person's document carries.
+
     The consent covers the event's purpose and expires when the event's
     window ends; the subject is erased when the event closes. Returns the new
     subject id. A failed enrolment (no face, poor quality) leaves no subject.
     """
     record = _open_record(gallery, event_id)
-    template = gallery.pipeline.embed_one(document_photo).embedding
+    template = (
+        document_photo
+        if isinstance(document_photo, Embedding)
+        else gallery.pipeline.embed_one(document_photo).embedding
+    )
     subject_id = f"{event_id}/{uuid.uuid4().hex[:12]}"
     with gallery.batch():
         gallery.add_subject(subject_id, display_name=display_name, actor=actor)

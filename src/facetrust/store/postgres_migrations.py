@@ -147,12 +147,6 @@ GALLERY_MIGRATIONS: list[str] = [
     END;
     $$;
     """,
-]
-
-KEYSTORE_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE data_keys (subject_id TEXT PRIMARY KEY, wrapped BYTEA NOT NULL);
-    """,
     # 3: event galleries (gate), opt-outs and kept probe crops (SQLite migration 2).
     """
     CREATE TABLE events (
@@ -188,5 +182,11 @@ KEYSTORE_MIGRATIONS: list[str] = [
         delete_after TEXT NOT NULL
     );
     CREATE INDEX probe_crops_by_deadline ON probe_crops(delete_after);
+    """,
+]
+
+KEYSTORE_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE data_keys (subject_id TEXT PRIMARY KEY, wrapped BYTEA NOT NULL);
     """,
 ]
