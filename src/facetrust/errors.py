@@ -8,6 +8,7 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
 
     FacetrustError
     ├── InvalidParameter (ValueError)
+    │   └── ModelMismatch            templates of different embedding models
     ├── ImageError (ValueError)
     │   ├── NotAnImage
     │   ├── CorruptImage
@@ -131,6 +132,10 @@ class UnknownSubject(FacetrustError, LookupError):
 
 class DuplicateEnrolment(FacetrustError):
     """The face already matches another enrolled subject above the threshold."""
+
+
+class ModelMismatch(InvalidParameter):
+    """Templates from different embedding models were to be compared or mixed."""
 
 
 class KeyMaterialError(FacetrustError):

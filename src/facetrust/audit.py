@@ -1,0 +1,330 @@
+"""The audit log: append-only, hash-chained and keyed, with a keyed head checkpoint.
+
+Every event stores the MAC of the event before it, and its own MAC is
+HMAC-SHA256, under the gallery's audit key, of its sequence number, time,
+kind, actor, purpose, subjects, body and that previous MAC. So:
+
+* **editing** an event breaks its own MAC;
+* **deleting** one leaves a gap in the sequence and breaks the next link;
+* **inserting** one needs the key to forge a MAC;
+* **reordering** breaks the MACs (the sequence number is inside them);
+* **truncating** the newest events is caught by the *head*: a keyed checkpoint
+  of the newest event's sequence number and MAC, updated in the same
+  transaction as every append.
+
+Someone who holds the master key (and so the audit key) and the database could
+rewrite the whole log and its head, or roll the file back to an older copy.
+Anchor the head outside the database: ``facetrust audit head`` prints it; send
+it to an append-only place the gallery's operators cannot rewrite (a syslog or
+SIEM server, WORM object storage, a transparency log, or a signed printout)
+on a schedule, and check it with ``facetrust audit verify --expect-head``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+
+from .crypto import keyed_digest
+from .errors import AuditChainBroken
+from .store.base import AuditHead, AuditRecord, Store
+
+GENESIS_MAC = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audited action.
+
+    Attributes
+    ----------
+    seq : int
+        Position in the log, from 1, without gaps.
+    recorded_at : str
+        UTC time, ISO 8601.
+    kind : str
+        e.g. ``"enrol"``, ``"identify"``, ``"review"``, ``"consent.grant"``,
+        ``"erase"``, ``"retention.sweep"``, ``"keys.rotate"``.
+    actor : str or None
+        Who did it (operator, reviewer or ``"system"``).
+    purpose : str or None
+    subject_ids : tuple of str
+        Subjects the event concerns (for an identification: those returned).
+    fields : dict
+        Everything else, specific to the kind.
+    mac : str
+        This event's chain MAC (hex).
+    """
+
+    seq: int
+    recorded_at: str
+    kind: str
+    actor: str | None
+    purpose: str | None
+    subject_ids: tuple[str, ...]
+    fields: dict[str, Any]
+    mac: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "recorded_at": self.recorded_at,
+            "kind": self.kind,
+            "actor": self.actor,
+            "purpose": self.purpose,
+            "subject_ids": list(self.subject_ids),
+            **self.fields,
+            "mac": self.mac,
+        }
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The result of checking the whole chain.
+
+    Attributes
+    ----------
+    ok : bool
+    events_checked : int
+    first_broken_seq : int or None
+        Sequence number of the first event that is missing, altered or out of place.
+    reason : str
+        Empty when ``ok``.
+    head_seq : int
+        The newest event according to the keyed head checkpoint.
+    head_mac : str
+    """
+
+    ok: bool
+    events_checked: int
+    first_broken_seq: int | None
+    reason: str
+    head_seq: int
+    head_mac: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events_checked": self.events_checked,
+            "first_broken_seq": self.first_broken_seq,
+            "reason": self.reason,
+            "head_seq": self.head_seq,
+            "head_mac": self.head_mac,
+        }
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class AuditLog:
+    """The audit log of one gallery.
+
+    Parameters
+    ----------
+    store : Store
+    key : bytes
+        The gallery's audit key (a gallery secret, wrapped by the master key).
+    now : callable returning an aware datetime
+    """
+
+    def __init__(self, store: Store, key: bytes, now: Callable[[], datetime]) -> None:
+        self._store = store
+        self._key = key
+        self._now = now
+
+    def _mac(self, record: AuditRecord) -> str:
+        content = _canonical(
+            [
+                record.seq,
+                record.recorded_at,
+                record.kind,
+                record.actor,
+                record.purpose,
+                list(record.subject_ids),
+                record.body,
+                record.prev_mac,
+            ]
+        )
+        return keyed_digest(self._key, content.encode()).hex()
+
+    def _head_mac(self, seq: int, mac: str) -> str:
+        return keyed_digest(self._key, f"facetrust audit head:{seq}:{mac}".encode()).hex()
+
+    def append(
+        self,
+        kind: str,
+        *,
+        actor: str | None = None,
+        purpose: str | None = None,
+        subject_ids: Iterable[str] = (),
+        **fields: Any,
+    ) -> AuditEvent:
+        """Append one event (inside the caller's transaction, or in its own)."""
+        with self._store.transaction():
+            last = self._store.last_audit()
+            seq = 1 if last is None else last.seq + 1
+            draft = AuditRecord(
+                seq=seq,
+                recorded_at=self._now().isoformat(),
+                kind=kind,
+                actor=actor,
+                purpose=purpose,
+                subject_ids=tuple(subject_ids),
+                body=_canonical(fields),
+                prev_mac=GENESIS_MAC if last is None else last.mac,
+                mac="",
+            )
+            mac = self._mac(draft)
+            record = AuditRecord(**{**draft.__dict__, "mac": mac})
+            self._store.append_audit(record)
+            self._store.set_audit_head(AuditHead(seq, mac, self._head_mac(seq, mac)))
+        return _event(record)
+
+    def head(self) -> AuditHead:
+        """The keyed checkpoint of the newest event: anchor ``seq`` and ``mac`` outside."""
+        with self._store.snapshot():
+            head = self._store.get_audit_head()
+        return head or AuditHead(0, GENESIS_MAC, self._head_mac(0, GENESIS_MAC))
+
+    def verify(self, expect_head: tuple[int, str] | None = None) -> AuditReport:
+        """Check every event and the head; name the first event that is broken.
+
+        Parameters
+        ----------
+        expect_head : (seq, mac), optional
+            A head anchored earlier outside the database: the log must still hold
+            that event with that MAC (catches a rollback to an older copy).
+        """
+        with self._store.snapshot():
+            head = self._store.get_audit_head()
+            records = list(self._store.audit_records())
+        head_seq = head.seq if head else 0
+        head_mac = head.mac if head else GENESIS_MAC
+
+        def broken(seq: int, reason: str, checked: int) -> AuditReport:
+            return AuditReport(False, checked, seq, reason, head_seq, head_mac)
+
+        previous = GENESIS_MAC
+        for index, record in enumerate(records):
+            expected_seq = index + 1
+            if record.seq != expected_seq:
+                return broken(
+                    expected_seq,
+                    f"event {expected_seq} is missing: the next stored event is {record.seq} "
+                    "(an event was deleted, or one was inserted out of sequence)",
+                    index,
+                )
+            if self._mac(record) != record.mac:
+                return broken(
+                    record.seq,
+                    f"event {record.seq} does not match its MAC: it was edited, forged or "
+                    "moved from another position",
+                    index,
+                )
+            if record.prev_mac != previous:
+                return broken(
+                    record.seq,
+                    f"event {record.seq} does not follow event {record.seq - 1}: the events "
+                    "before it were deleted, inserted or reordered",
+                    index,
+                )
+            previous = record.mac
+        count = len(records)
+        if head is None:
+            if count:
+                return broken(1, "the head checkpoint is missing", count)
+        elif head.head_mac != self._head_mac(head.seq, head.mac):
+            return broken(
+                head.seq, "the head checkpoint was altered (its MAC does not match)", count
+            )
+        elif head.seq > count:
+            return broken(
+                count + 1,
+                f"events {count + 1} to {head.seq} are missing: the log was truncated "
+                f"(the head records {head.seq} events, {count} remain)",
+                count,
+            )
+        elif head.seq < count or head.mac != previous:
+            return broken(
+                head.seq + 1 if head.seq < count else head.seq,
+                f"the newest events do not match the head checkpoint (head: event {head.seq})",
+                count,
+            )
+        if expect_head is not None:
+            seq, mac = expect_head
+            if seq > count:
+                return broken(
+                    count + 1,
+                    f"the anchored head is event {seq}, but the log holds only {count} events: "
+                    "it was truncated or rolled back",
+                    count,
+                )
+            if seq >= 1 and records[seq - 1].mac != mac:
+                return broken(
+                    seq, f"event {seq} differs from the anchored head: the log was rewritten", count
+                )
+        return AuditReport(True, count, None, "", head_seq, head_mac)
+
+    def check(self, expect_head: tuple[int, str] | None = None) -> AuditReport:
+        """Like :meth:`verify`, but raise :class:`AuditChainBroken` when broken."""
+        report = self.verify(expect_head)
+        if not report.ok:
+            raise AuditChainBroken(
+                f"The audit log is broken at event {report.first_broken_seq}: {report.reason}. "
+                "Restore the database from a trusted copy and investigate."
+            )
+        return report
+
+    def events(
+        self,
+        *,
+        subject: str | None = None,
+        actor: str | None = None,
+        purpose: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[AuditEvent]:
+        """Events in order, filtered (``since`` inclusive, ``until`` exclusive)."""
+        with self._store.snapshot():
+            records = list(self._store.audit_records())
+        for record in records:
+            if subject is not None and subject not in record.subject_ids:
+                continue
+            if actor is not None and record.actor != actor:
+                continue
+            if purpose is not None and record.purpose != purpose:
+                continue
+            if kind is not None and record.kind != kind:
+                continue
+            at = datetime.fromisoformat(record.recorded_at)
+            if since is not None and at < since:
+                continue
+            if until is not None and at >= until:
+                continue
+            yield _event(record)
+
+    def export(self, stream: IO[str], **filters: Any) -> int:
+        """Write events as JSON lines to ``stream``; returns how many were written."""
+        count = 0
+        for event in self.events(**filters):
+            stream.write(_canonical(event.to_dict()) + "\n")
+            count += 1
+        return count
+
+
+def _event(record: AuditRecord) -> AuditEvent:
+    return AuditEvent(
+        seq=record.seq,
+        recorded_at=record.recorded_at,
+        kind=record.kind,
+        actor=record.actor,
+        purpose=record.purpose,
+        subject_ids=record.subject_ids,
+        fields=json.loads(record.body),
+        mac=record.mac,
+    )

@@ -1,0 +1,169 @@
+"""Gallery settings: one frozen object, saved by ``facetrust init`` as a small JSON file.
+
+Later commands find the gallery from ``--gallery`` (a config file or the folder
+holding one), else ``FACETRUST_GALLERY``, else ``./facetrust-gallery.json``.
+Relative paths in the file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidParameter, StoreError
+
+CONFIG_NAME = "facetrust-gallery.json"
+GALLERY_ENV = "FACETRUST_GALLERY"
+
+#: Purposes a new gallery accepts unless configured otherwise.
+DEFAULT_PURPOSES = ("access-control", "boarding", "photo-library")
+
+#: BIPA (740 ILCS 14/15(a)): destroy biometric identifiers at the latest 3 years
+#: after the individual's last interaction with the private entity.
+DEFAULT_RETENTION_DAYS = 3 * 365
+
+#: EU AI Act Art. 14(5): a biometric identification is acted on only once
+#: verified and confirmed separately by at least two natural persons.
+DEFAULT_REVIEW_QUORUM = 2
+
+
+@dataclass(frozen=True)
+class GalleryConfig:
+    """Where a gallery lives and the policies it enforces.
+
+    Attributes
+    ----------
+    db_path : Path
+        The SQLite gallery file (subjects, consents, encrypted templates, audit).
+    keystore_path : Path
+        The SQLite file of wrapped per-subject data keys; keep it out of bulk
+        backups (erasure destroys keys here, and only here).
+    key_file : Path or None
+        The master key file (mode 0600). ``FACETRUST_MASTER_KEY`` overrides it.
+    purposes : tuple of str
+        The purposes consent can be granted for and searches can state.
+    retention_days : int
+        Templates are never returned, and are purged by the retention sweep,
+        this many days after the subject's last interaction (enrolment,
+        consent change, verification, confirmed identification).
+    review_quorum : int
+        Distinct named reviewers who must confirm a candidate before it
+        becomes a confirmed identification.
+    duplicate_policy : str
+        ``"warn"`` or ``"refuse"`` when a new face matches another subject.
+    operating_point : str or None
+        Threshold name from the calibration table; the table's default if None.
+    """
+
+    db_path: Path
+    keystore_path: Path
+    key_file: Path | None = None
+    purposes: tuple[str, ...] = DEFAULT_PURPOSES
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    review_quorum: int = DEFAULT_REVIEW_QUORUM
+    duplicate_policy: str = "warn"
+    operating_point: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.purposes or any(not p or not isinstance(p, str) for p in self.purposes):
+            raise InvalidParameter(
+                "The 'purposes' setting must be a non-empty list of non-empty names. "
+                f"Got {list(self.purposes)!r} instead."
+            )
+        if self.retention_days < 1:
+            raise InvalidParameter(
+                f"The 'retention_days' setting must be at least 1. Got {self.retention_days}."
+            )
+        if self.review_quorum < 1:
+            raise InvalidParameter(
+                f"The 'review_quorum' setting must be at least 1. Got {self.review_quorum}."
+            )
+        if self.duplicate_policy not in ("warn", "refuse"):
+            raise InvalidParameter(
+                "The 'duplicate_policy' setting must be 'warn' or 'refuse'. "
+                f"Got {self.duplicate_policy!r} instead."
+            )
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike[str], **overrides: Any) -> GalleryConfig:
+        """The default layout of a gallery in ``folder`` (what ``facetrust init`` makes)."""
+        base = Path(folder)
+        values: dict[str, Any] = {
+            "db_path": base / "gallery.db",
+            "keystore_path": base / "gallery-keys.db",
+            "key_file": base / "gallery.key",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "purposes" in values:
+            values["purposes"] = tuple(values["purposes"])
+        return cls(**values)
+
+    def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
+        def show(path: Path | None) -> str | None:
+            if path is None:
+                return None
+            if relative_to is not None and path.parent.resolve() == relative_to.resolve():
+                return path.name
+            return str(path)
+
+        return {
+            "db_path": show(self.db_path),
+            "keystore_path": show(self.keystore_path),
+            "key_file": show(self.key_file),
+            "purposes": list(self.purposes),
+            "retention_days": self.retention_days,
+            "review_quorum": self.review_quorum,
+            "duplicate_policy": self.duplicate_policy,
+            "operating_point": self.operating_point,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the config as JSON (paths relative to its folder when inside it)."""
+        target = Path(path)
+        text = json.dumps(self.to_dict(relative_to=target.parent), indent=2)
+        target.write_text(text + "\n", encoding="utf-8")
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> GalleryConfig:
+        """Read a config file written by :meth:`save`."""
+        target = Path(path)
+        try:
+            raw = json.loads(target.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StoreError(
+                f"No gallery config at {str(target)!r}. Run `facetrust init` in the gallery's "
+                f"folder, or point --gallery / {GALLERY_ENV} at an existing gallery."
+            ) from None
+        except (OSError, ValueError) as error:
+            raise StoreError(f"Cannot read the gallery config {str(target)!r}: {error}.") from None
+        base = target.parent
+
+        def resolve(value: str | None) -> Path | None:
+            return None if value is None else base / value
+
+        known = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in raw.items() if k in known}
+        for name in ("db_path", "keystore_path", "key_file"):
+            if name in values:
+                values[name] = resolve(values[name])
+        if "purposes" in values:
+            values["purposes"] = tuple(values["purposes"])
+        return cls(**values)
+
+
+def find_config(
+    gallery: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The config file to use: ``gallery`` > ``FACETRUST_GALLERY`` > ``./facetrust-gallery.json``.
+
+    ``gallery`` (or the variable) may name the config file or the folder holding it.
+    """
+    environ = os.environ if environ is None else environ
+    chosen = gallery if gallery is not None else environ.get(GALLERY_ENV) or "."
+    path = Path(chosen)
+    return path / CONFIG_NAME if path.is_dir() else path

@@ -1,0 +1,879 @@
+"""The :class:`Gallery` facade: the one object the CLI and services call.
+
+A face can only enter the gallery with consent, can only be searched for a
+purpose the person agreed to, is erased for real when consent ends, and every
+action leaves an entry in the keyed, hash-chained audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import crypto
+from ..audit import AuditLog
+from ..errors import (
+    ConsentExpired,
+    DuplicateEnrolment,
+    InvalidParameter,
+    KeyMaterialError,
+    ModelMismatch,
+    PurposeRequired,
+    StoreError,
+    UnknownSubject,
+)
+from ..faces import Embedding
+from ..images import ImageSource
+from ..matching import OperatingPoint, get_operating_point
+from ..pipeline import FacePipeline, FacePolicy
+from ..store.base import (
+    ConsentRecord,
+    IdentificationRecord,
+    KeyStore,
+    PhotoRecord,
+    ReviewRecord,
+    Store,
+    SubjectRecord,
+    TemplateRecord,
+)
+from ..store.sqlite import SqliteKeyStore, SqliteStore
+from .config import GalleryConfig
+from .consent import consent_status, require_consent
+from .index import TemplateIndex
+from .types import (
+    Candidate,
+    Consent,
+    DuplicateMatch,
+    EnrolmentResult,
+    ErasureResult,
+    Identification,
+    KeyRotationResult,
+    ReviewStatus,
+    Subject,
+    SubjectVerification,
+    SweepResult,
+    WithdrawalResult,
+)
+
+#: Anything accepted as a probe or enrolment face: an image, or a template
+#: already computed (an :class:`~facetrust.faces.Embedding`).
+FaceInput = ImageSource | Embedding
+
+Clock = Callable[[], datetime]
+
+AUDIT_SECRET = "audit_key"
+TEMPLATE_SECRET = "template_secret"
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Probe:
+    embedding: Embedding
+    sha256: str
+    photo: bytes | None
+
+
+class Gallery:
+    """A consented face gallery.
+
+    Open one with :meth:`open` (or :meth:`create` for a new one). Not
+    thread-safe: use one instance per thread or process; several processes may
+    share the same files.
+
+    Parameters
+    ----------
+    config : GalleryConfig
+    store, keystore : optional
+        Backends; SQLite files from ``config`` by default.
+    master_key : MasterKey, optional
+        From ``FACETRUST_MASTER_KEY`` or ``config.key_file`` by default.
+    pipeline : FacePipeline, optional
+        Turns images into templates (the dlib pipeline by default, built on first use).
+    now : callable, optional
+        Clock returning an aware UTC datetime; inject a fake one in tests.
+    """
+
+    def __init__(
+        self,
+        config: GalleryConfig,
+        *,
+        store: Store | None = None,
+        keystore: KeyStore | None = None,
+        master_key: crypto.MasterKey | None = None,
+        pipeline: FacePipeline | None = None,
+        now: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+        _hook: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._now: Clock = now or utc_now
+        self._key = master_key or crypto.load_master_key(config.key_file, environ)
+        self.store: Store = store or SqliteStore(config.db_path)
+        self.keystore: KeyStore = keystore or SqliteKeyStore(config.keystore_path)
+        self._pipeline = pipeline
+        self._hook = _hook
+        self._indexes: dict[str, TemplateIndex] = {}
+        with self.store.snapshot():
+            sealed_with = self.store.get_meta("master_key_id")
+            self.gallery_id = self.store.get_meta("gallery_id") or ""
+        if sealed_with is None:
+            raise StoreError(
+                f"{str(config.db_path)!r} is not an initialised gallery. Run `facetrust init`."
+            )
+        if sealed_with != self._key.key_id_hex:
+            raise KeyMaterialError(
+                f"This gallery is sealed with master key {sealed_with}, but the key from "
+                f"{self._key.source} is {self._key.key_id_hex}. Use the gallery's key file or "
+                f"{crypto.MASTER_KEY_ENV}; if a `facetrust keys rotate` was interrupted, run it "
+                "again."
+            )
+        self._audit_key = self._secret(AUDIT_SECRET)
+        self.audit = AuditLog(self.store, self._audit_key, self._now)
+
+    # ------------------------------------------------------------------ life cycle
+    @classmethod
+    def create(
+        cls, config: GalleryConfig, master_key: crypto.MasterKey, **options: Any
+    ) -> Gallery:
+        """Create the gallery's files and secrets, sealed with ``master_key``.
+
+        Raises
+        ------
+        StoreError
+            A gallery already exists at ``config.db_path``.
+        """
+        if Path(config.db_path).exists():
+            raise StoreError(
+                f"A gallery already exists at {str(config.db_path)!r}; open it instead."
+            )
+        store = SqliteStore(config.db_path, create=True)
+        SqliteKeyStore(config.keystore_path, create=True).close()
+        now = options.get("now") or utc_now
+        with store.transaction():
+            store.set_meta("gallery_id", uuid.uuid4().hex)
+            store.set_meta("created_at", now().isoformat())
+            store.set_meta("master_key_id", master_key.key_id_hex)
+            for name in (AUDIT_SECRET, TEMPLATE_SECRET):
+                store.put_secret(name, master_key.wrap(crypto.generate_key(), f"secret:{name}"))
+        gallery = cls(config, store=store, master_key=master_key, **options)
+        gallery.audit.append(
+            "gallery.create",
+            actor="system",
+            gallery_id=gallery.gallery_id,
+            master_key_id=master_key.key_id_hex,
+            purposes=list(config.purposes),
+            retention_days=config.retention_days,
+            review_quorum=config.review_quorum,
+        )
+        return gallery
+
+    @classmethod
+    def open(cls, config: GalleryConfig, **options: Any) -> Gallery:
+        """Open an existing gallery (see the class parameters for ``options``)."""
+        return cls(config, **options)
+
+    def close(self) -> None:
+        """Close the store files and drop the decrypted templates from memory."""
+        self._indexes.clear()
+        self.store.close()
+        self.keystore.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def pipeline(self) -> FacePipeline:
+        """The face pipeline (built on first use, so opening a gallery loads no model)."""
+        if self._pipeline is None:
+            self._pipeline = FacePipeline()
+        return self._pipeline
+
+    def _stamp(self) -> str:
+        return self._now().isoformat()
+
+    def _secret(self, name: str) -> bytes:
+        with self.store.snapshot():
+            wrapped = self.store.get_secret(name)
+        if wrapped is None:
+            raise StoreError(f"The gallery secret {name!r} is missing: the store is damaged.")
+        return self._key.unwrap(wrapped, f"secret:{name}")
+
+    def _retention_until(self, subject: SubjectRecord) -> datetime:
+        last = datetime.fromisoformat(subject.last_interaction_at)
+        return last + timedelta(days=self.config.retention_days)
+
+    def _subject_record(self, subject_id: str) -> SubjectRecord:
+        record = self.store.get_subject(subject_id)
+        if record is None or record.erased_at is not None:
+            raise UnknownSubject(
+                f"No subject {subject_id!r} in this gallery (never added, or erased). "
+                "List subjects with `facetrust subject list`."
+            )
+        return record
+
+    def _check_purpose(self, purpose: str | None) -> str:
+        if not purpose:
+            raise PurposeRequired(
+                "A search or verification must state its purpose (one of: "
+                + ", ".join(self.config.purposes)
+                + "). Pass purpose=... (or --purpose)."
+            )
+        if purpose not in self.config.purposes:
+            raise InvalidParameter(
+                f"The purpose {purpose!r} is not one this gallery accepts. Known purposes: "
+                + ", ".join(self.config.purposes)
+                + "."
+            )
+        return purpose
+
+    @staticmethod
+    def _check_name(value: str | None, what: str) -> str:
+        if not value or not value.strip():
+            raise InvalidParameter(f"The '{what}' must name a person or service. Got {value!r}.")
+        return value.strip()
+
+    def _probe(self, face: FaceInput, face_policy: FacePolicy) -> _Probe:
+        if isinstance(face, Embedding):
+            return _Probe(face, hashlib.sha256(face.vector.tobytes()).hexdigest(), None)
+        raw: bytes | None = None
+        if isinstance(face, str | os.PathLike):
+            raw = Path(face).read_bytes() if Path(face).is_file() else None
+        elif isinstance(face, bytes | bytearray):
+            raw = bytes(face)
+        elif isinstance(face, np.ndarray):
+            raw = np.ascontiguousarray(face).tobytes()
+        embedded = self.pipeline.embed_one(
+            face if raw is None or isinstance(face, np.ndarray) else raw,
+            face_policy,
+            check_quality=True,
+        )
+        digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
+        photo = raw if not isinstance(face, np.ndarray) else None
+        return _Probe(embedded.embedding, digest, photo)
+
+    def _operating_point(self, model_id: str) -> OperatingPoint:
+        return get_operating_point(self.config.operating_point, model_id)
+
+    def _data_key(self, subject_id: str, *, create: bool = False) -> bytes | None:
+        label = f"data-key:{subject_id}"
+        wrapped = self.keystore.get_key(subject_id)
+        if wrapped is None and create:
+            with self.keystore.transaction():
+                wrapped = self.keystore.get_key(subject_id)
+                if wrapped is None:
+                    wrapped = self._key.wrap(crypto.generate_key(), label)
+                    self.keystore.put_key(subject_id, wrapped)
+        return None if wrapped is None else self._key.unwrap(wrapped, label)
+
+    @staticmethod
+    def _template_label(template: TemplateRecord) -> str:
+        return f"template:{template.template_id}:{template.subject_id}:{template.model_id}"
+
+    def _decrypt(self, template: TemplateRecord, data_key: bytes) -> npt.NDArray[np.float32]:
+        plain = crypto.open_sealed(data_key, template.ciphertext, self._template_label(template))
+        return np.frombuffer(plain, dtype=np.float32).copy()
+
+    def _pause(self, stage: str) -> None:
+        if self._hook is not None:
+            self._hook(stage)
+
+    def _index(self, model_id: str) -> TemplateIndex:
+        """The search index of ``model_id``, rebuilt when the store has changed."""
+        with self.store.snapshot():
+            generation = self.store.generation()
+            cached = self._indexes.get(model_id)
+            if cached is not None and cached.generation == generation:
+                return cached
+            subjects = {s.subject_id: s for s in self.store.list_subjects()}
+            consents = self.store.all_consents()
+            templates = [
+                t for t in self.store.all_templates()
+                if t.model_id == model_id and t.subject_id in subjects
+            ]
+        wrapped_keys = self.keystore.all_keys()
+        data_keys: dict[str, bytes] = {}
+        vectors = []
+        for template in templates:
+            subject_id = template.subject_id
+            if subject_id not in data_keys:
+                wrapped = wrapped_keys.get(subject_id)
+                if wrapped is None:  # crypto-shredded: the ciphertext is unreadable
+                    continue
+                data_keys[subject_id] = self._key.unwrap(wrapped, f"data-key:{subject_id}")
+            vectors.append((subject_id, self._decrypt(template, data_keys[subject_id])))
+        retention = {s: self._retention_until(r) for s, r in subjects.items()}
+        index = TemplateIndex.build(
+            generation, model_id, vectors, retention, consents, self.config.purposes
+        )
+        self._indexes[model_id] = index
+        return index
+
+    # ------------------------------------------------------------------ subjects & consent
+    def _subject(self, record: SubjectRecord) -> Subject:
+        return Subject(
+            subject_id=record.subject_id,
+            display_name=record.display_name,
+            created_at=record.created_at,
+            last_interaction_at=record.last_interaction_at,
+            retention_until=self._retention_until(record).isoformat(),
+            template_count=len(self.store.templates_of(record.subject_id)),
+        )
+
+    def add_subject(
+        self, subject_id: str | None = None, *, display_name: str | None = None, actor: str
+    ) -> Subject:
+        """Register a subject (no biometric data yet). ``subject_id`` defaults to a random id.
+
+        Raises
+        ------
+        StoreError
+            The id is taken (erased ids are never reused).
+        """
+        actor = self._check_name(actor, "actor")
+        subject_id = subject_id or uuid.uuid4().hex
+        if not subject_id.strip() or len(subject_id) > 200:
+            raise InvalidParameter(
+                f"A subject id must be 1 to 200 characters. Got {subject_id!r} instead."
+            )
+        stamp = self._stamp()
+        record = SubjectRecord(subject_id, display_name, stamp, stamp)
+        with self.store.transaction():
+            self.store.insert_subject(record)
+            self.store.bump_generation()
+            self.audit.append("subject.add", actor=actor, subject_ids=[subject_id])
+            return self._subject(record)
+
+    def get_subject(self, subject_id: str) -> Subject:
+        """The subject, or :class:`UnknownSubject` if it never existed or was erased."""
+        with self.store.snapshot():
+            return self._subject(self._subject_record(subject_id))
+
+    def list_subjects(self) -> list[Subject]:
+        """Every subject not erased, in the order they were added."""
+        with self.store.snapshot():
+            return [self._subject(r) for r in self.store.list_subjects()]
+
+    def _consent(self, record: ConsentRecord) -> Consent:
+        return Consent(
+            consent_id=record.consent_id,
+            subject_id=record.subject_id,
+            purposes=record.purposes,
+            granted_at=record.granted_at,
+            expires_at=record.expires_at,
+            evidence_ref=record.evidence_ref,
+            evidence_sha256=record.evidence_sha256,
+            notice_version=record.notice_version,
+            status=consent_status(record, self._now()),
+            withdrawn_at=record.withdrawn_at,
+            withdrawal_reason=record.withdrawal_reason,
+        )
+
+    def grant_consent(
+        self,
+        subject_id: str,
+        purposes: Sequence[str],
+        *,
+        expires_at: datetime,
+        evidence_ref: str,
+        evidence_sha256: str,
+        notice_version: str,
+        actor: str,
+    ) -> Consent:
+        """Record a consent, effective now, for ``purposes`` until ``expires_at``.
+
+        Parameters
+        ----------
+        purposes : sequence of str
+            Each one of ``config.purposes``.
+        expires_at : datetime
+            Timezone-aware; must be in the future.
+        evidence_ref, evidence_sha256 : str
+            The signed form's id and the SHA-256 (64 hex digits) of its file.
+        notice_version : str
+            Version of the privacy notice / policy shown to the person.
+        """
+        actor = self._check_name(actor, "actor")
+        purposes = tuple(dict.fromkeys(purposes))
+        if not purposes:
+            raise InvalidParameter("A consent must name at least one purpose. Got none.")
+        for purpose in purposes:
+            self._check_purpose(purpose)
+        now = self._now()
+        if expires_at.tzinfo is None or expires_at <= now:
+            raise InvalidParameter(
+                "The 'expires_at' of a consent must be a timezone-aware time in the future. "
+                f"Got {expires_at!r} instead."
+            )
+        digest = evidence_sha256.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise InvalidParameter(
+                "The 'evidence_sha256' must be the 64 hex digits of the evidence file's SHA-256. "
+                f"Got {evidence_sha256!r} instead."
+            )
+        record = ConsentRecord(
+            consent_id=uuid.uuid4().hex,
+            subject_id=subject_id,
+            purposes=purposes,
+            granted_at=now.isoformat(),
+            expires_at=expires_at.astimezone(UTC).isoformat(),
+            evidence_ref=self._check_name(evidence_ref, "evidence_ref"),
+            evidence_sha256=digest,
+            notice_version=self._check_name(notice_version, "notice_version"),
+        )
+        with self.store.transaction():
+            self._subject_record(subject_id)
+            self.store.insert_consent(record)
+            self.store.touch_subject(subject_id, now.isoformat())
+            self.store.bump_generation()
+            self.audit.append(
+                "consent.grant",
+                actor=actor,
+                subject_ids=[subject_id],
+                consent_id=record.consent_id,
+                purposes=list(purposes),
+                expires_at=record.expires_at,
+                evidence_ref=record.evidence_ref,
+                evidence_sha256=digest,
+                notice_version=record.notice_version,
+            )
+        return self._consent(record)
+
+    def consents(self, subject_id: str) -> list[Consent]:
+        """The subject's consent history, oldest first (kept after erasure, without biometrics)."""
+        with self.store.snapshot():
+            return [self._consent(c) for c in self.store.consents_of(subject_id)]
+
+    # ------------------------------------------------------------------ enrolment
+    def enroll(
+        self,
+        subject_id: str,
+        faces: Sequence[FaceInput],
+        *,
+        actor: str,
+        keep_photos: bool = False,
+        face_policy: FacePolicy = "single",
+    ) -> EnrolmentResult:
+        """Store templates of ``subject_id`` from one or more photos (or templates).
+
+        Every face must pass the quality minimums. The source photos are kept
+        (encrypted) only when ``keep_photos`` is true.
+
+        Raises
+        ------
+        UnknownSubject
+        ConsentRequired, ConsentWithdrawn, ConsentExpired
+            The subject has no active consent.
+        FaceQualityTooLow, NoFaceFound, MultipleFaces
+        DuplicateEnrolment
+            A face matches another subject and ``config.duplicate_policy`` is "refuse".
+        """
+        actor = self._check_name(actor, "actor")
+        if not faces:
+            raise InvalidParameter("Enrolment needs at least one photo or template. Got none.")
+        self._require_enrollable(subject_id)
+        probes = [self._probe(face, face_policy) for face in faces]
+        models = {p.embedding.model_id for p in probes}
+        if len(models) > 1:
+            raise ModelMismatch(
+                f"All templates of one enrolment must come from one model. Got {sorted(models)}."
+            )
+        model_id = models.pop()
+        if keep_photos and any(p.photo is None for p in probes):
+            raise InvalidParameter(
+                "keep_photos=True needs photos given as files or encoded bytes; got a template "
+                "or a pixel array. Pass the photo files, or enrol without keeping photos."
+            )
+        secret = self._secret(TEMPLATE_SECRET)
+        point = self._operating_point(model_id)
+        protected = [crypto.protect(p.embedding.vector, secret) for p in probes]
+        duplicates = self._duplicates(protected, model_id, point, subject_id)
+        if duplicates and self.config.duplicate_policy == "refuse":
+            self.audit.append(
+                "enrol.refused",
+                actor=actor,
+                subject_ids=[subject_id],
+                reason="duplicate",
+                duplicates=[d.to_dict() for d in duplicates],
+            )
+            raise DuplicateEnrolment(
+                "The face matches already enrolled subject(s) "
+                + ", ".join(f"{d.subject_id!r} (distance {d.distance:.3f})" for d in duplicates)
+                + f" within threshold {point.threshold}. Check the identity, or use policy 'warn'."
+            )
+        data_key = self._data_key(subject_id, create=True)
+        assert data_key is not None  # created above
+        stamp = self._stamp()
+        template_ids = []
+        with self.store.transaction():
+            self._require_enrollable(subject_id)  # again, under the write lock
+            for vector in protected:
+                template = TemplateRecord(uuid.uuid4().hex, subject_id, model_id, b"", stamp)
+                sealed = crypto.seal(data_key, vector.tobytes(), self._template_label(template))
+                self.store.insert_template(
+                    TemplateRecord(template.template_id, subject_id, model_id, sealed, stamp)
+                )
+                template_ids.append(template.template_id)
+                self._pause("enroll:template-written")
+            photos = 0
+            for probe in probes if keep_photos else []:
+                photo_id = uuid.uuid4().hex
+                sealed = crypto.seal(data_key, probe.photo or b"", f"photo:{photo_id}:{subject_id}")
+                self.store.insert_photo(PhotoRecord(photo_id, subject_id, sealed, stamp))
+                photos += 1
+            self.store.touch_subject(subject_id, stamp)
+            self.store.bump_generation()
+            event = self.audit.append(
+                "enrol",
+                actor=actor,
+                subject_ids=[subject_id],
+                template_ids=template_ids,
+                model_id=model_id,
+                photos_stored=photos,
+                probe_sha256=[p.sha256 for p in probes],
+                duplicates=[d.to_dict() for d in duplicates],
+                operating_point=point.name,
+            )
+        return EnrolmentResult(
+            subject_id, tuple(template_ids), model_id, photos, tuple(duplicates), event.seq
+        )
+
+    def _require_enrollable(self, subject_id: str) -> None:
+        with self.store.snapshot():
+            self._subject_record(subject_id)
+            require_consent(self.store.consents_of(subject_id), None, self._now(), subject_id)
+
+    def _duplicates(
+        self,
+        protected: Sequence[npt.NDArray[np.float32]],
+        model_id: str,
+        point: OperatingPoint,
+        subject_id: str,
+    ) -> list[DuplicateMatch]:
+        index = self._index(model_id)
+        best: dict[str, float] = {}
+        for vector in protected:
+            hits, _ = index.search(
+                vector, purpose=None, now=self._now(), k=5, threshold=point.threshold,
+                exclude=subject_id,
+            )
+            for hit in hits:
+                best[hit.subject_id] = min(best.get(hit.subject_id, hit.distance), hit.distance)
+        return [DuplicateMatch(s, d) for s, d in sorted(best.items(), key=lambda x: x[1])]
+
+    # ------------------------------------------------------------------ search
+    def identify(
+        self,
+        probe: FaceInput,
+        *,
+        purpose: str | None,
+        actor: str,
+        k: int = 5,
+        case_ref: str | None = None,
+        face_policy: FacePolicy = "single",
+    ) -> Identification:
+        """Search the gallery (1:N) for the face in ``probe``, for one consented purpose.
+
+        Only subjects whose active, unexpired consent covers ``purpose`` and
+        who are within retention are searched, and only their templates of the
+        probe's model. The result is a ranked candidate list for human review,
+        never an identification by itself. The probe and its template are not
+        stored; its SHA-256 is audited.
+
+        Parameters
+        ----------
+        probe : image source or Embedding
+        purpose : str
+            Required; one of ``config.purposes``.
+        actor : str
+            Who runs the search.
+        k : int
+            Most candidates to return.
+        case_ref : str, optional
+            The case or ticket the search belongs to.
+
+        Raises
+        ------
+        PurposeRequired
+        InvalidParameter
+            Unknown purpose, empty actor, or ``k < 1``.
+        """
+        started = self._stamp()
+        purpose = self._check_purpose(purpose)
+        actor = self._check_name(actor, "actor")
+        if not isinstance(k, int) or k < 1:
+            raise InvalidParameter(f"The 'k' parameter must be an int >= 1. Got {k!r} instead.")
+        face = self._probe(probe, face_policy)
+        model_id = face.embedding.model_id
+        point = self._operating_point(model_id)
+        vector = crypto.protect(face.embedding.vector, self._secret(TEMPLATE_SECRET))
+        index = self._index(model_id)
+        hits, searched = index.search(
+            vector, purpose=purpose, now=self._now(), k=k, threshold=point.threshold
+        )
+        candidates = tuple(Candidate(h.subject_id, h.distance, r) for r, h in enumerate(hits, 1))
+        ended = self._stamp()
+        record = IdentificationRecord(
+            identification_id=uuid.uuid4().hex,
+            purpose=purpose,
+            actor=actor,
+            case_ref=case_ref,
+            probe_sha256=face.sha256,
+            model_id=model_id,
+            operating_point=point.name,
+            threshold=point.threshold,
+            started_at=started,
+            ended_at=ended,
+            candidates=tuple((c.subject_id, c.distance, c.rank) for c in candidates),
+        )
+        with self.store.transaction():
+            self.store.insert_identification(record)
+            event = self.audit.append(
+                "identify",
+                actor=actor,
+                purpose=purpose,
+                subject_ids=[c.subject_id for c in candidates],
+                identification_id=record.identification_id,
+                case_ref=case_ref,
+                probe_sha256=face.sha256,
+                period_of_use={"started_at": started, "ended_at": ended},
+                reference_gallery={
+                    "gallery_id": self.gallery_id,
+                    "generation": index.generation,
+                    "model_id": model_id,
+                    "subjects_searched": searched,
+                },
+                operating_point=point.name,
+                threshold=point.threshold,
+                k=k,
+                candidate_count=len(candidates),
+                candidates=[c.to_dict() for c in candidates],
+                requires_human_review=True,
+                review_quorum=self.config.review_quorum,
+                verified_by=[],
+            )
+        return Identification(
+            identification_id=record.identification_id,
+            purpose=purpose,
+            actor=actor,
+            case_ref=case_ref,
+            candidates=candidates,
+            model_id=model_id,
+            operating_point=point.name,
+            threshold=point.threshold,
+            subjects_searched=searched,
+            probe_sha256=face.sha256,
+            started_at=started,
+            ended_at=ended,
+            audit_seq=event.seq,
+        )
+
+    def review(
+        self,
+        identification_id: str,
+        subject_id: str,
+        *,
+        reviewer: str,
+        decision: str = "confirm",
+        note: str | None = None,
+    ) -> ReviewStatus:
+        """Record one named reviewer's decision on one candidate of an identification.
+
+        The candidate becomes a confirmed identification once
+        ``config.review_quorum`` distinct reviewers confirm it (EU AI Act
+        Art. 14(5)); one rejection rejects it. Each decision is audited.
+
+        Parameters
+        ----------
+        decision : {"confirm", "reject"}
+        """
+        reviewer = self._check_name(reviewer, "reviewer")
+        if decision not in ("confirm", "reject"):
+            raise InvalidParameter(
+                f"The 'decision' must be 'confirm' or 'reject'. Got {decision!r} instead."
+            )
+        stamp = self._stamp()
+        with self.store.transaction():
+            record = self.store.get_identification(identification_id)
+            if record is None:
+                raise InvalidParameter(
+                    f"No identification {identification_id!r} in this gallery. Use the "
+                    "identification_id an `identify` returned."
+                )
+            if subject_id not in {c[0] for c in record.candidates}:
+                raise InvalidParameter(
+                    f"Subject {subject_id!r} is not a candidate of identification "
+                    f"{identification_id!r}. Candidates: "
+                    + (", ".join(c[0] for c in record.candidates) or "none")
+                    + "."
+                )
+            self._subject_record(subject_id)
+            self.store.insert_review(
+                ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
+            )
+            reviews = [r for r in self.store.reviews_of(identification_id)
+                       if r.subject_id == subject_id]
+            confirmed = tuple(r.reviewer for r in reviews if r.decision == "confirm")
+            rejected = tuple(r.reviewer for r in reviews if r.decision == "reject")
+            if rejected:
+                status = "rejected"
+            elif len(confirmed) >= self.config.review_quorum:
+                status = "confirmed"
+                self.store.touch_subject(subject_id, stamp)
+                self.store.bump_generation()
+            else:
+                status = "pending"
+            event = self.audit.append(
+                "review",
+                actor=reviewer,
+                purpose=record.purpose,
+                subject_ids=[subject_id],
+                identification_id=identification_id,
+                case_ref=record.case_ref,
+                decision=decision,
+                note=note,
+                verified_by=list(confirmed),
+                rejected_by=list(rejected),
+                required=self.config.review_quorum,
+                status=status,
+            )
+        return ReviewStatus(
+            identification_id, subject_id, confirmed, rejected,
+            self.config.review_quorum, status, event.seq,
+        )
+
+    def verify_subject(
+        self,
+        probe: FaceInput,
+        subject_id: str,
+        *,
+        purpose: str | None,
+        actor: str,
+        face_policy: FacePolicy = "single",
+    ) -> SubjectVerification:
+        """Compare ``probe`` with one enrolled subject (1:1), for a consented purpose.
+
+        Raises
+        ------
+        PurposeRequired, UnknownSubject
+        ConsentRequired, ConsentWithdrawn, ConsentExpired, PurposeNotConsented
+        ModelMismatch
+            The subject has no template of the probe's model.
+        """
+        purpose = self._check_purpose(purpose)
+        actor = self._check_name(actor, "actor")
+        now = self._now()
+        with self.store.snapshot():
+            subject = self._subject_record(subject_id)
+            require_consent(self.store.consents_of(subject_id), purpose, now, subject_id)
+            if self._retention_until(subject) <= now:
+                raise ConsentExpired(
+                    f"Subject {subject_id!r} is past the retention period "
+                    f"({self.config.retention_days} days after the last interaction, "
+                    f"{subject.last_interaction_at}); their data awaits the retention sweep."
+                )
+            templates = self.store.templates_of(subject_id)
+        face = self._probe(probe, face_policy)
+        model_id = face.embedding.model_id
+        mine = [t for t in templates if t.model_id == model_id]
+        if not mine:
+            raise ModelMismatch(
+                f"Subject {subject_id!r} has no template of model {model_id!r} (has: "
+                + (", ".join(sorted({t.model_id for t in templates})) or "none")
+                + "). Re-enrol the subject with this model."
+            )
+        data_key = self._data_key(subject_id)
+        if data_key is None:
+            raise UnknownSubject(f"Subject {subject_id!r} was erased (its data key is destroyed).")
+        point = self._operating_point(model_id)
+        vector = crypto.protect(face.embedding.vector, self._secret(TEMPLATE_SECRET))
+        stored = np.stack([self._decrypt(t, data_key) for t in mine]).astype(np.float64)
+        distance = float(np.min(np.linalg.norm(stored - vector.astype(np.float64), axis=1)))
+        match = distance <= point.threshold
+        with self.store.transaction():
+            self.store.touch_subject(subject_id, self._stamp())
+            self.store.bump_generation()
+            event = self.audit.append(
+                "verify",
+                actor=actor,
+                purpose=purpose,
+                subject_ids=[subject_id],
+                probe_sha256=face.sha256,
+                match=match,
+                distance=distance,
+                threshold=point.threshold,
+                operating_point=point.name,
+                model_id=model_id,
+            )
+        return SubjectVerification(
+            subject_id, purpose, match, distance, point.threshold, point.name, model_id,
+            face.sha256, event.seq,
+        )
+
+    # ------------------------------------------------------------------ erasure & retention
+    def withdraw_consent(
+        self,
+        subject_id: str,
+        consent_id: str | None = None,
+        *,
+        actor: str,
+        reason: str = "withdrawn by the subject",
+    ) -> WithdrawalResult:
+        """Withdraw one consent (all active ones if ``consent_id`` is None).
+
+        When no active consent remains, the subject's templates and photos are
+        deleted and its data key destroyed (the subject record and consent
+        history stay, so the person can consent again later).
+        """
+        from .erasure import withdraw_consent
+
+        actor = self._check_name(actor, "actor")
+        return withdraw_consent(self, subject_id, consent_id, actor=actor, reason=reason)
+
+    def forget(
+        self, subject_id: str, *, actor: str, reason: str = "erasure requested"
+    ) -> ErasureResult:
+        """Erase the subject for good: data key, templates, photos, display name.
+
+        The id is never reused and never returned again. The consent history
+        and audit log keep the opaque id only.
+        """
+        from .erasure import erase_subject
+
+        actor = self._check_name(actor, "actor")
+        return erase_subject(self, subject_id, actor=actor, reason=reason, forget=True)
+
+    def sweep_retention(self, *, actor: str = "system") -> SweepResult:
+        """Purge subjects past retention or without active consent, and audit it."""
+        from .erasure import sweep_retention
+
+        return sweep_retention(self, actor=self._check_name(actor, "actor"))
+
+    # ------------------------------------------------------------------ keys
+    def rotate_master_key(self, new_key: crypto.MasterKey, *, actor: str) -> KeyRotationResult:
+        """Re-wrap every data key and gallery secret under ``new_key`` (no re-enrolment)."""
+        from .keys import rotate_master_key
+
+        return rotate_master_key(self, new_key, actor=self._check_name(actor, "actor"))
+
+    def rekey_templates(self, *, actor: str) -> KeyRotationResult:
+        """Renew every template under a new protection secret (no re-enrolment)."""
+        from .keys import rekey_templates
+
+        return rekey_templates(self, actor=self._check_name(actor, "actor"))

@@ -1,0 +1,231 @@
+"""The storage interfaces of a gallery, and the plain records they exchange.
+
+Two stores hold a gallery:
+
+* :class:`Store` holds subjects, consents, encrypted templates and photos,
+  identifications and their reviews, wrapped gallery secrets and the audit log.
+* :class:`KeyStore` holds each subject's data key, wrapped by the master key.
+  It is a separate store on purpose: a backup of the gallery then never holds
+  the keys of its ciphertext, so destroying a subject's key (crypto-shredding)
+  makes every copy of that subject's templates unreadable, backups included.
+
+The interfaces are SQL-neutral: methods and frozen records, no SQL. Every
+method that writes must be called inside ``with store.transaction():``, which
+is one atomic unit of work that also serialises writers; reads that must agree
+with each other go inside ``with store.snapshot():``. The conformance suite in
+``tests/store`` runs against every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SubjectRecord:
+    """A subject: an opaque id, an optional display name, and its life-cycle times.
+
+    Times are timezone-aware UTC ``datetime`` ISO strings (``isoformat()``).
+    ``erased_at`` is set once the subject was erased; an erased id is never reused.
+    """
+
+    subject_id: str
+    display_name: str | None
+    created_at: str
+    last_interaction_at: str
+    erased_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """One consent as given: purposes, validity, evidence and notice version."""
+
+    consent_id: str
+    subject_id: str
+    purposes: tuple[str, ...]
+    granted_at: str
+    expires_at: str
+    evidence_ref: str
+    evidence_sha256: str
+    notice_version: str
+    withdrawn_at: str | None = None
+    withdrawal_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TemplateRecord:
+    """An encrypted, protected template (ciphertext of the rotated float32 vector)."""
+
+    template_id: str
+    subject_id: str
+    model_id: str
+    ciphertext: bytes
+    created_at: str
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    """An encrypted source photo, kept only when the enrolment opted in."""
+
+    photo_id: str
+    subject_id: str
+    ciphertext: bytes
+    created_at: str
+
+
+@dataclass(frozen=True)
+class IdentificationRecord:
+    """A 1:N search as audited: never the probe, only its hash and the candidates.
+
+    ``candidates`` is a tuple of ``(subject_id, distance, rank)``.
+    """
+
+    identification_id: str
+    purpose: str
+    actor: str
+    case_ref: str | None
+    probe_sha256: str
+    model_id: str
+    operating_point: str
+    threshold: float
+    started_at: str
+    ended_at: str
+    candidates: tuple[tuple[str, float, int], ...]
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """One named reviewer's decision on one candidate of an identification."""
+
+    identification_id: str
+    subject_id: str
+    reviewer: str
+    decision: str
+    decided_at: str
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One event of the audit log as stored: body JSON plus chain links."""
+
+    seq: int
+    recorded_at: str
+    kind: str
+    actor: str | None
+    purpose: str | None
+    subject_ids: tuple[str, ...]
+    body: str
+    prev_mac: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """The keyed checkpoint of the newest event: catches truncation of the log."""
+
+    seq: int
+    mac: str
+    head_mac: str
+
+
+class Store(Protocol):
+    """Subjects, consents, templates, reviews, secrets and the audit log of one gallery."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One atomic write unit; serialises writers; rolls back on any exception."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A consistent read view (no-op inside a transaction)."""
+        ...
+
+    def close(self) -> None: ...
+
+    # gallery-wide values ---------------------------------------------------
+    def get_meta(self, name: str) -> str | None: ...
+    def set_meta(self, name: str, value: str) -> None: ...
+    def get_secret(self, name: str) -> bytes | None: ...
+    def put_secret(self, name: str, wrapped: bytes) -> None: ...
+    def generation(self) -> int:
+        """A counter that grows with every change to subjects, consents or templates."""
+        ...
+
+    def bump_generation(self) -> None: ...
+
+    # subjects and consents -------------------------------------------------
+    def insert_subject(self, subject: SubjectRecord) -> None: ...
+    def get_subject(self, subject_id: str) -> SubjectRecord | None: ...
+    def list_subjects(self, include_erased: bool = False) -> list[SubjectRecord]: ...
+    def touch_subject(self, subject_id: str, at: str) -> None:
+        """Set the subject's last interaction time."""
+        ...
+
+    def mark_subject_erased(self, subject_id: str, at: str) -> None:
+        """Set ``erased_at`` and forget the display name."""
+        ...
+
+    def insert_consent(self, consent: ConsentRecord) -> None: ...
+    def consents_of(self, subject_id: str) -> list[ConsentRecord]:
+        """The subject's consents, oldest first, withdrawn ones included."""
+        ...
+
+    def all_consents(self) -> list[ConsentRecord]: ...
+    def withdraw_consent(self, consent_id: str, at: str, reason: str) -> None: ...
+
+    # biometric data ----------------------------------------------------------
+    def insert_template(self, template: TemplateRecord) -> None: ...
+    def templates_of(self, subject_id: str) -> list[TemplateRecord]: ...
+    def all_templates(self) -> list[TemplateRecord]: ...
+    def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None: ...
+    def insert_photo(self, photo: PhotoRecord) -> None: ...
+    def photos_of(self, subject_id: str) -> list[PhotoRecord]: ...
+    def delete_biometrics(self, subject_id: str) -> int:
+        """Delete every template and photo of the subject; returns how many rows went."""
+        ...
+
+    def reclaim(self) -> None:
+        """Make deleted bytes unrecoverable from the store's files (after a commit)."""
+        ...
+
+    # identifications -------------------------------------------------------
+    def insert_identification(self, identification: IdentificationRecord) -> None: ...
+    def get_identification(self, identification_id: str) -> IdentificationRecord | None: ...
+    def insert_review(self, review: ReviewRecord) -> None: ...
+    def reviews_of(self, identification_id: str) -> list[ReviewRecord]: ...
+
+    # audit log -------------------------------------------------------------
+    def append_audit(self, record: AuditRecord) -> None: ...
+    def last_audit(self) -> AuditRecord | None: ...
+    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        """Events in storage order (by ``seq``) after ``after_seq``."""
+        ...
+
+    def get_audit_head(self) -> AuditHead | None: ...
+    def set_audit_head(self, head: AuditHead) -> None: ...
+
+
+class KeyStore(Protocol):
+    """Wrapped per-subject data keys, kept apart from the gallery's data."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+    def close(self) -> None: ...
+    def get_key(self, subject_id: str) -> bytes | None: ...
+    def put_key(self, subject_id: str, wrapped: bytes) -> None:
+        """Insert or replace the subject's wrapped data key."""
+        ...
+
+    def delete_key(self, subject_id: str) -> bool:
+        """Destroy the subject's data key; ``True`` if there was one."""
+        ...
+
+    def subject_ids(self) -> list[str]: ...
+    def all_keys(self) -> dict[str, bytes]:
+        """Every wrapped key by subject id (for bulk loading and key rotation)."""
+        ...
+
+    def reclaim(self) -> None: ...
+

@@ -1,0 +1,449 @@
+"""The embedded default: a gallery in one SQLite file, its data keys in another.
+
+Both files run in WAL mode (readers never block the writer) with foreign keys
+on and ``secure_delete`` on, so deleted rows are overwritten with zeros rather
+than left in free pages. :meth:`SqliteStore.reclaim` checkpoints and truncates
+the write-ahead log, after which deleted bytes remain in neither file.
+
+Writers take the write lock at the start of a transaction (``BEGIN
+IMMEDIATE``) and wait up to ``busy_timeout_s`` for it, so several processes
+can share a gallery file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from .base import (
+    AuditHead,
+    AuditRecord,
+    ConsentRecord,
+    IdentificationRecord,
+    PhotoRecord,
+    ReviewRecord,
+    SubjectRecord,
+    TemplateRecord,
+)
+from .migrations import GALLERY_MIGRATIONS, KEYSTORE_MIGRATIONS
+
+_APPLICATION_IDS = {"gallery": 0x46544731, "keystore": 0x46544B31}  # "FTG1", "FTK1"
+
+
+class _SqliteBase:
+    """Connection handling, transactions and migrations shared by both files."""
+
+    _kind = "gallery"
+    _migrations: list[str] = GALLERY_MIGRATIONS
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = False, busy_timeout_s: float = 30.0
+    ) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(
+                f"No {self._kind} file at {str(self.path)!r}. Create a gallery with "
+                "`facetrust init`, or point --gallery at an existing one."
+            )
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False
+            )
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA secure_delete = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"Cannot open {str(self.path)!r} as a facetrust {self._kind}: {error}."
+            ) from None
+        self._depth = 0
+
+    def _migrate(self) -> None:
+        app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        expected = _APPLICATION_IDS[self._kind]
+        if app_id not in (0, expected) or (app_id == 0 and version != 0):
+            raise StoreError(
+                f"{str(self.path)!r} is a SQLite file but not a facetrust {self._kind}."
+            )
+        if version > len(self._migrations):
+            raise StoreError(
+                f"{str(self.path)!r} has schema version {version}, newer than this facetrust "
+                f"understands ({len(self._migrations)}). Upgrade facetrust."
+            )
+        if version == len(self._migrations):
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(self._migrations[version:], start=version + 1):
+                for statement in _statements(script):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+            self._db.execute(f"PRAGMA application_id = {expected}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise StoreError(f"Cannot start a write on {str(self.path)!r}: {error}.") from None
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        if self._depth:
+            yield
+            return
+        self._db.execute("BEGIN DEFERRED")
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def reclaim(self) -> None:
+        """Checkpoint and truncate the WAL so deleted bytes remain in no file."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        if not self._depth:
+            raise StoreError("A write must run inside `with store.transaction():` (a bug).")
+        return self._db.execute(sql, params)
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current))
+    return statements
+
+
+class SqliteStore(_SqliteBase):
+    """:class:`~facetrust.store.base.Store` on one SQLite file.
+
+    Parameters
+    ----------
+    path : path
+        The gallery file (created when ``create`` is true).
+    create : bool
+        Create the file if missing; otherwise a missing file is a StoreError.
+    busy_timeout_s : float
+        How long a writer waits for another process's write to finish.
+    """
+
+    def get_meta(self, name: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
+    def get_secret(self, name: str) -> bytes | None:
+        rows = self._rows("SELECT wrapped FROM secrets WHERE name = ?", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+    def put_secret(self, name: str, wrapped: bytes) -> None:
+        self._write("INSERT OR REPLACE INTO secrets VALUES (?, ?)", (name, wrapped))
+
+    def generation(self) -> int:
+        return int(self._rows("SELECT value FROM counters WHERE name = 'generation'")[0][0])
+
+    def bump_generation(self) -> None:
+        self._write("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
+
+    def insert_subject(self, subject: SubjectRecord) -> None:
+        try:
+            self._write(
+                "INSERT INTO subjects VALUES (?, ?, ?, ?, ?)",
+                (
+                    subject.subject_id,
+                    subject.display_name,
+                    subject.created_at,
+                    subject.last_interaction_at,
+                    subject.erased_at,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise StoreError(
+                f"A subject with id {subject.subject_id!r} already exists (or was erased; "
+                "erased ids are never reused). Choose another id."
+            ) from None
+
+    def get_subject(self, subject_id: str) -> SubjectRecord | None:
+        rows = self._rows("SELECT * FROM subjects WHERE subject_id = ?", (subject_id,))
+        return SubjectRecord(*rows[0]) if rows else None
+
+    def list_subjects(self, include_erased: bool = False) -> list[SubjectRecord]:
+        where = "" if include_erased else " WHERE erased_at IS NULL"
+        rows = self._rows(f"SELECT * FROM subjects{where} ORDER BY rowid")
+        return [SubjectRecord(*row) for row in rows]
+
+    def touch_subject(self, subject_id: str, at: str) -> None:
+        self._write(
+            "UPDATE subjects SET last_interaction_at = ? WHERE subject_id = ?", (at, subject_id)
+        )
+
+    def mark_subject_erased(self, subject_id: str, at: str) -> None:
+        self._write(
+            "UPDATE subjects SET erased_at = ?, display_name = NULL WHERE subject_id = ?",
+            (at, subject_id),
+        )
+
+    def insert_consent(self, consent: ConsentRecord) -> None:
+        self._write(
+            "INSERT INTO consents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                consent.consent_id,
+                consent.subject_id,
+                json.dumps(list(consent.purposes)),
+                consent.granted_at,
+                consent.expires_at,
+                consent.evidence_ref,
+                consent.evidence_sha256,
+                consent.notice_version,
+                consent.withdrawn_at,
+                consent.withdrawal_reason,
+            ),
+        )
+
+    def consents_of(self, subject_id: str) -> list[ConsentRecord]:
+        rows = self._rows(
+            "SELECT * FROM consents WHERE subject_id = ? ORDER BY granted_at, rowid", (subject_id,)
+        )
+        return [_consent(row) for row in rows]
+
+    def all_consents(self) -> list[ConsentRecord]:
+        return [_consent(row) for row in self._rows("SELECT * FROM consents ORDER BY rowid")]
+
+    def withdraw_consent(self, consent_id: str, at: str, reason: str) -> None:
+        self._write(
+            "UPDATE consents SET withdrawn_at = ?, withdrawal_reason = ? "
+            "WHERE consent_id = ? AND withdrawn_at IS NULL",
+            (at, reason, consent_id),
+        )
+
+    def insert_template(self, template: TemplateRecord) -> None:
+        self._write(
+            "INSERT INTO templates VALUES (?, ?, ?, ?, ?)",
+            (
+                template.template_id,
+                template.subject_id,
+                template.model_id,
+                template.ciphertext,
+                template.created_at,
+            ),
+        )
+
+    def templates_of(self, subject_id: str) -> list[TemplateRecord]:
+        rows = self._rows(
+            "SELECT * FROM templates WHERE subject_id = ? ORDER BY rowid", (subject_id,)
+        )
+        return [_template(row) for row in rows]
+
+    def all_templates(self) -> list[TemplateRecord]:
+        return [_template(row) for row in self._rows("SELECT * FROM templates ORDER BY rowid")]
+
+    def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None:
+        self._write(
+            "UPDATE templates SET ciphertext = ? WHERE template_id = ?", (ciphertext, template_id)
+        )
+
+    def insert_photo(self, photo: PhotoRecord) -> None:
+        self._write(
+            "INSERT INTO photos VALUES (?, ?, ?, ?)",
+            (photo.photo_id, photo.subject_id, photo.ciphertext, photo.created_at),
+        )
+
+    def photos_of(self, subject_id: str) -> list[PhotoRecord]:
+        rows = self._rows("SELECT * FROM photos WHERE subject_id = ? ORDER BY rowid", (subject_id,))
+        return [PhotoRecord(row[0], row[1], bytes(row[2]), row[3]) for row in rows]
+
+    def delete_biometrics(self, subject_id: str) -> int:
+        templates = self._write("DELETE FROM templates WHERE subject_id = ?", (subject_id,))
+        photos = self._write("DELETE FROM photos WHERE subject_id = ?", (subject_id,))
+        return int(templates.rowcount + photos.rowcount)
+
+    def insert_identification(self, identification: IdentificationRecord) -> None:
+        record = identification
+        self._write(
+            "INSERT INTO identifications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.identification_id,
+                record.purpose,
+                record.actor,
+                record.case_ref,
+                record.probe_sha256,
+                record.model_id,
+                record.operating_point,
+                record.threshold,
+                record.started_at,
+                record.ended_at,
+                json.dumps([list(c) for c in record.candidates]),
+            ),
+        )
+
+    def get_identification(self, identification_id: str) -> IdentificationRecord | None:
+        rows = self._rows(
+            "SELECT * FROM identifications WHERE identification_id = ?", (identification_id,)
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        candidates = tuple((str(s), float(d), int(r)) for s, d, r in json.loads(row[10]))
+        return IdentificationRecord(
+            identification_id=row[0],
+            purpose=row[1],
+            actor=row[2],
+            case_ref=row[3],
+            probe_sha256=row[4],
+            model_id=row[5],
+            operating_point=row[6],
+            threshold=float(row[7]),
+            started_at=row[8],
+            ended_at=row[9],
+            candidates=candidates,
+        )
+
+    def insert_review(self, review: ReviewRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                review.identification_id,
+                review.subject_id,
+                review.reviewer,
+                review.decision,
+                review.decided_at,
+                review.note,
+            ),
+        )
+
+    def reviews_of(self, identification_id: str) -> list[ReviewRecord]:
+        rows = self._rows(
+            "SELECT * FROM reviews WHERE identification_id = ? ORDER BY decided_at, rowid",
+            (identification_id,),
+        )
+        return [ReviewRecord(*row) for row in rows]
+
+    def append_audit(self, record: AuditRecord) -> None:
+        self._write(
+            "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.seq,
+                record.recorded_at,
+                record.kind,
+                record.actor,
+                record.purpose,
+                json.dumps(list(record.subject_ids)),
+                record.body,
+                record.prev_mac,
+                record.mac,
+            ),
+        )
+
+    def last_audit(self) -> AuditRecord | None:
+        rows = self._rows("SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1")
+        return _audit(rows[0]) if rows else None
+
+    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        cursor = self._db.execute(
+            "SELECT * FROM audit_events WHERE seq > ? ORDER BY seq", (after_seq,)
+        )
+        for row in cursor:
+            yield _audit(row)
+
+    def get_audit_head(self) -> AuditHead | None:
+        rows = self._rows("SELECT seq, mac, head_mac FROM audit_head WHERE id = 1")
+        return AuditHead(int(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
+    def set_audit_head(self, head: AuditHead) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?, ?)",
+            (head.seq, head.mac, head.head_mac),
+        )
+
+
+def _consent(row: tuple[Any, ...]) -> ConsentRecord:
+    return ConsentRecord(row[0], row[1], tuple(json.loads(row[2])), *row[3:])
+
+
+def _template(row: tuple[Any, ...]) -> TemplateRecord:
+    return TemplateRecord(row[0], row[1], row[2], bytes(row[3]), row[4])
+
+
+def _audit(row: tuple[Any, ...]) -> AuditRecord:
+    return AuditRecord(
+        int(row[0]), row[1], row[2], row[3], row[4], tuple(json.loads(row[5])), *row[6:]
+    )
+
+
+class SqliteKeyStore(_SqliteBase):
+    """:class:`~facetrust.store.base.KeyStore` on its own SQLite file.
+
+    Keep this file out of bulk backups of the gallery (or back it up on a short
+    rotation): erasing a subject destroys its key here, and only here.
+    """
+
+    _kind = "keystore"
+    _migrations = KEYSTORE_MIGRATIONS
+
+    def get_key(self, subject_id: str) -> bytes | None:
+        rows = self._rows("SELECT wrapped FROM data_keys WHERE subject_id = ?", (subject_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def put_key(self, subject_id: str, wrapped: bytes) -> None:
+        self._write("INSERT OR REPLACE INTO data_keys VALUES (?, ?)", (subject_id, wrapped))
+
+    def delete_key(self, subject_id: str) -> bool:
+        cursor = self._write("DELETE FROM data_keys WHERE subject_id = ?", (subject_id,))
+        return cursor.rowcount > 0
+
+    def subject_ids(self) -> list[str]:
+        return [str(row[0]) for row in self._rows("SELECT subject_id FROM data_keys")]
+
+    def all_keys(self) -> dict[str, bytes]:
+        """Every wrapped key by subject id (for bulk loading)."""
+        rows = self._rows("SELECT subject_id, wrapped FROM data_keys")
+        return {str(s): bytes(w) for s, w in rows}
