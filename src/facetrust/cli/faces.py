@@ -107,7 +107,7 @@ def embed(
 
 @click.command()
 @click.argument("image_a", type=click.Path())
-@click.argument("image_b", type=click.Path())
+@click.argument("image_b", type=click.Path(), required=False)
 @click.option(
     "--operating-point", "-p", default=None, help="Threshold name from the calibration table."
 )
@@ -122,19 +122,39 @@ def embed(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @detector_option
 @max_side_option
+@click.option("--subject", default=None, help="Compare IMAGE_A with this enrolled subject.")
+@click.option("--purpose", default=None, help="With --subject: the consented purpose.")
+@click.option("--gallery", "gallery_path", default=None, envvar="FACETRUST_GALLERY",
+              help="With --subject: gallery config file or folder.")
+@click.option("--actor", envvar="FACETRUST_ACTOR", default=None, help="With --subject: who asks.")
 def verify(
     image_a: str,
-    image_b: str,
+    image_b: str | None,
     operating_point: str | None,
     face_policy: str,
     no_quality_check: bool,
     as_json: bool,
     detector: str | None,
     max_side: int | None,
+    subject: str | None,
+    purpose: str | None,
+    gallery_path: str | None,
+    actor: str | None,
 ) -> None:
-    """Do two photos show the same person? Exit 0 match, 1 no match, 2 error."""
-    pipeline = default_pipeline(_settings(detector, max_side))
+    """Do two photos show the same person? Exit 0 match, 1 no match, 2 error.
+
+    With --subject ID --purpose P, compare IMAGE_A with an enrolled subject of
+    the gallery instead (needs the subject's consent for P; audited).
+    """
     policy = _policy(face_policy)
+    if subject is not None:
+        if image_b is not None:
+            raise click.UsageError("with --subject give one image only")
+        _verify_subject(image_a, subject, purpose, gallery_path, actor, policy)
+        return
+    if image_b is None:
+        raise click.UsageError("give two images, or one image and --subject")
+    pipeline = default_pipeline(_settings(detector, max_side))
     a = pipeline.embed_one(image_a, policy, check_quality=not no_quality_check)
     b = pipeline.embed_one(image_b, policy, check_quality=not no_quality_check)
     verdict = compare(a.embedding, b.embedding, operating_point)
@@ -149,6 +169,26 @@ def verify(
             "lower distance = more similar)"
         )
     sys.exit(EXIT_MATCH if verdict.match else EXIT_NO_MATCH)
+
+
+def _verify_subject(
+    image: str,
+    subject: str,
+    purpose: str | None,
+    gallery_path: str | None,
+    actor: str | None,
+    policy: FacePolicy,
+) -> None:
+    import getpass
+
+    from ..gallery import Gallery
+
+    with Gallery.find(gallery_path) as gallery:
+        result = gallery.verify_subject(
+            image, subject, purpose=purpose, actor=actor or getpass.getuser(), face_policy=policy
+        )
+    _emit(result.to_dict())
+    sys.exit(EXIT_MATCH if result.match else EXIT_NO_MATCH)
 
 
 COMMANDS = [detect, embed, verify]

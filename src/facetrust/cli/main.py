@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..errors import FacetrustError
-from . import faces
+from . import audit, faces, gallery, keys
 
 EXIT_ERROR = 2
 
@@ -39,4 +39,6 @@ def cli(debug: bool) -> None:
 
 
 for command in faces.COMMANDS:
+    cli.add_command(command)
+for command in [*gallery.COMMANDS, *audit.COMMANDS, *keys.COMMANDS]:
     cli.add_command(command)

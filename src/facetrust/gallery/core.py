@@ -46,7 +46,7 @@ from ..store.base import (
     TemplateRecord,
 )
 from ..store.sqlite import SqliteKeyStore, SqliteStore
-from .config import GalleryConfig
+from .config import CONFIG_NAME, GalleryConfig, find_config
 from .consent import consent_status, require_consent
 from .index import TemplateIndex
 from .types import (
@@ -161,6 +161,8 @@ class Gallery:
             )
         store = SqliteStore(config.db_path, create=True)
         SqliteKeyStore(config.keystore_path, create=True).close()
+        for path in (config.db_path, config.keystore_path):
+            os.chmod(path, 0o600)  # SQLite gives its -wal and -shm files the same mode
         now = options.get("now") or utc_now
         with store.transaction():
             store.set_meta("gallery_id", uuid.uuid4().hex)
@@ -184,6 +186,43 @@ class Gallery:
     def open(cls, config: GalleryConfig, **options: Any) -> Gallery:
         """Open an existing gallery (see the class parameters for ``options``)."""
         return cls(config, **options)
+
+    @classmethod
+    def find(cls, gallery: str | os.PathLike[str] | None = None, **options: Any) -> Gallery:
+        """Open the gallery named by ``gallery`` (config file or folder), else
+        ``FACETRUST_GALLERY``, else the one in the current folder."""
+        return cls(GalleryConfig.load(find_config(gallery, options.get("environ"))), **options)
+
+    @classmethod
+    def init_folder(
+        cls, folder: str | os.PathLike[str] = ".", **settings: Any
+    ) -> tuple[Gallery, Path]:
+        """Create a gallery in ``folder``: SQLite files, a 0600 key file and a config file.
+
+        ``settings`` override :class:`GalleryConfig` fields (``purposes``,
+        ``retention_days``, ...). Returns the open gallery and the config path.
+
+        Raises
+        ------
+        StoreError
+            ``folder`` already holds a gallery.
+        """
+        base = Path(folder)
+        base.mkdir(parents=True, exist_ok=True)
+        config_path = base / CONFIG_NAME
+        config = GalleryConfig.in_folder(base, **settings)
+        for existing in (config_path, config.db_path, config.keystore_path, config.key_file):
+            if existing is not None and Path(existing).exists():
+                raise StoreError(
+                    f"{str(existing)!r} already exists: {str(base)!r} holds a gallery. "
+                    "Use it, or choose an empty folder."
+                )
+        assert config.key_file is not None  # in_folder always sets one
+        material = crypto.generate_key()
+        crypto.write_key_file(config.key_file, material)
+        gallery = cls.create(config, crypto.MasterKey(material, str(config.key_file)))
+        config.save(config_path)
+        return gallery, config_path
 
     def close(self) -> None:
         """Close the store files and drop the decrypted templates from memory."""
@@ -546,7 +585,7 @@ class Gallery:
                 template_ids=template_ids,
                 model_id=model_id,
                 photos_stored=photos,
-                probe_sha256=[p.sha256 for p in probes],
+                input_sha256=[p.sha256 for p in probes],
                 duplicates=[d.to_dict() for d in duplicates],
                 operating_point=point.name,
             )

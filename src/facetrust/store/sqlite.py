@@ -71,7 +71,10 @@ class _SqliteBase:
         app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         expected = _APPLICATION_IDS[self._kind]
-        if app_id not in (0, expected) or (app_id == 0 and version != 0):
+        foreign = app_id == 0 and (
+            version != 0 or self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        )
+        if app_id not in (0, expected) or foreign:
             raise StoreError(
                 f"{str(self.path)!r} is a SQLite file but not a facetrust {self._kind}."
             )
@@ -388,11 +391,17 @@ class SqliteStore(_SqliteBase):
         return _audit(rows[0]) if rows else None
 
     def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
-        cursor = self._db.execute(
-            "SELECT * FROM audit_events WHERE seq > ? ORDER BY seq", (after_seq,)
-        )
-        for row in cursor:
-            yield _audit(row)
+        # Fetched in pages, never left half-read: an open cursor would pin an old snapshot.
+        last = after_seq
+        while True:
+            rows = self._rows(
+                "SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT 5000", (last,)
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield _audit(row)
+            last = int(rows[-1][0])
 
     def get_audit_head(self) -> AuditHead | None:
         rows = self._rows("SELECT seq, mac, head_mac FROM audit_head WHERE id = 1")

@@ -1,0 +1,308 @@
+"""``facetrust init``, ``subject``, ``consent``, ``enroll``, ``identify``, ``review``,
+``forget`` and ``retention``: the consented gallery from the shell.
+
+Each command opens the gallery, calls one library method and prints its
+result as JSON. The gallery is found from ``--gallery`` (config file or
+folder), else ``FACETRUST_GALLERY``, else the current folder.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..gallery import Gallery
+from ..gallery.config import DEFAULT_RETENTION_DAYS, DEFAULT_REVIEW_QUORUM, GALLERY_ENV
+
+gallery_option = click.option(
+    "--gallery",
+    "gallery_path",
+    type=click.Path(),
+    default=None,
+    envvar=GALLERY_ENV,
+    help="Gallery config file or folder (default: the current folder).",
+)
+actor_option = click.option(
+    "--actor",
+    envvar="FACETRUST_ACTOR",
+    default=lambda: getpass.getuser(),
+    show_default="your user name",
+    help="Who performs the action (recorded in the audit log).",
+)
+
+
+def emit(record: Any) -> None:
+    """Print a result (anything with ``to_dict()``, or a plain value) as JSON."""
+    value = record.to_dict() if hasattr(record, "to_dict") else record
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO date or datetime; naive values are taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected an ISO date or time, got {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.command()
+@click.argument("folder", type=click.Path(file_okay=False), default=".")
+@click.option(
+    "--purpose",
+    "purposes",
+    multiple=True,
+    help="A purpose consent can be given for (repeat). Default: access-control, boarding, "
+    "photo-library.",
+)
+@click.option("--retention-days", type=int, default=None, show_default=str(DEFAULT_RETENTION_DAYS))
+@click.option("--review-quorum", type=int, default=None, show_default=str(DEFAULT_REVIEW_QUORUM))
+@click.option("--duplicate-policy", type=click.Choice(["warn", "refuse"]), default=None)
+@click.option("--operating-point", default=None, help="Threshold name from the calibration table.")
+def init(
+    folder: str,
+    purposes: tuple[str, ...],
+    retention_days: int | None,
+    review_quorum: int | None,
+    duplicate_policy: str | None,
+    operating_point: str | None,
+) -> None:
+    """Create a gallery in FOLDER (default: here): database, key file (0600) and config."""
+    gallery, config_path = Gallery.init_folder(
+        folder,
+        purposes=purposes or None,
+        retention_days=retention_days,
+        review_quorum=review_quorum,
+        duplicate_policy=duplicate_policy,
+        operating_point=operating_point,
+    )
+    with gallery:
+        emit(
+            {
+                "config": str(config_path),
+                "database": str(gallery.config.db_path),
+                "keystore": str(gallery.config.keystore_path),
+                "key_file": str(gallery.config.key_file),
+                "gallery_id": gallery.gallery_id,
+                "next": "facetrust subject add ID; facetrust consent grant ID --purpose ...",
+            }
+        )
+
+
+@click.group()
+def subject() -> None:
+    """Add, list and show subjects."""
+
+
+@subject.command("add")
+@click.argument("subject_id", required=False)
+@click.option("--name", "display_name", default=None, help="Optional display name.")
+@gallery_option
+@actor_option
+def subject_add(
+    subject_id: str | None, display_name: str | None, gallery_path: str | None, actor: str
+) -> None:
+    """Register a subject (a random id if SUBJECT_ID is omitted)."""
+    with Gallery.find(gallery_path) as gallery:
+        emit(gallery.add_subject(subject_id, display_name=display_name, actor=actor))
+
+
+@subject.command("list")
+@gallery_option
+def subject_list(gallery_path: str | None) -> None:
+    """List the subjects that are not erased."""
+    with Gallery.find(gallery_path) as gallery:
+        emit([s.to_dict() for s in gallery.list_subjects()])
+
+
+@subject.command("show")
+@click.argument("subject_id")
+@gallery_option
+def subject_show(subject_id: str, gallery_path: str | None) -> None:
+    """Show one subject."""
+    with Gallery.find(gallery_path) as gallery:
+        emit(gallery.get_subject(subject_id))
+
+
+@click.group()
+def consent() -> None:
+    """Grant, withdraw and show consents."""
+
+
+@consent.command("grant")
+@click.argument("subject_id")
+@click.option("--purpose", "purposes", multiple=True, required=True, help="Repeat per purpose.")
+@click.option("--expires", default=None, help="Expiry, ISO date or time (UTC if no zone).")
+@click.option("--days", type=int, default=None, help="Or: valid this many days from now.")
+@click.option("--evidence-ref", required=True, help="Id of the signed form or other proof.")
+@click.option(
+    "--evidence-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The evidence file; its SHA-256 is recorded (the file is not stored).",
+)
+@click.option("--evidence-sha256", default=None, help="Or: the evidence's SHA-256 in hex.")
+@click.option("--notice-version", required=True, help="Version of the notice/policy shown.")
+@gallery_option
+@actor_option
+def consent_grant(
+    subject_id: str,
+    purposes: tuple[str, ...],
+    expires: str | None,
+    days: int | None,
+    evidence_ref: str,
+    evidence_file: str | None,
+    evidence_sha256: str | None,
+    notice_version: str,
+    gallery_path: str | None,
+    actor: str,
+) -> None:
+    """Record SUBJECT_ID's consent to PURPOSEs until --expires (or for --days)."""
+    if (expires is None) == (days is None):
+        raise click.UsageError("give exactly one of --expires or --days")
+    if (evidence_file is None) == (evidence_sha256 is None):
+        raise click.UsageError("give exactly one of --evidence-file or --evidence-sha256")
+    digest = evidence_sha256 or hashlib.sha256(Path(str(evidence_file)).read_bytes()).hexdigest()
+    with Gallery.find(gallery_path) as gallery:
+        until = parse_time(expires) if expires else gallery._now() + timedelta(days=days or 0)
+        emit(
+            gallery.grant_consent(
+                subject_id,
+                purposes,
+                expires_at=until,
+                evidence_ref=evidence_ref,
+                evidence_sha256=digest,
+                notice_version=notice_version,
+                actor=actor,
+            )
+        )
+
+
+@consent.command("withdraw")
+@click.argument("subject_id")
+@click.option("--consent-id", default=None, help="One consent (default: every active one).")
+@click.option("--reason", default="withdrawn by the subject", show_default=True)
+@gallery_option
+@actor_option
+def consent_withdraw(
+    subject_id: str, consent_id: str | None, reason: str, gallery_path: str | None, actor: str
+) -> None:
+    """Withdraw consent; with none left active, the subject's biometric data is erased."""
+    with Gallery.find(gallery_path) as gallery:
+        emit(gallery.withdraw_consent(subject_id, consent_id, actor=actor, reason=reason))
+
+
+@consent.command("show")
+@click.argument("subject_id")
+@gallery_option
+def consent_show(subject_id: str, gallery_path: str | None) -> None:
+    """Show SUBJECT_ID's consent history."""
+    with Gallery.find(gallery_path) as gallery:
+        emit([c.to_dict() for c in gallery.consents(subject_id)])
+
+
+@click.command()
+@click.argument("subject_id")
+@click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--keep-photos", is_flag=True, help="Also store the photos (encrypted).")
+@gallery_option
+@actor_option
+def enroll(
+    subject_id: str,
+    photos: tuple[str, ...],
+    keep_photos: bool,
+    gallery_path: str | None,
+    actor: str,
+) -> None:
+    """Enrol SUBJECT_ID from one or more PHOTOS (needs an active consent)."""
+    with Gallery.find(gallery_path) as gallery:
+        emit(gallery.enroll(subject_id, list(photos), actor=actor, keep_photos=keep_photos))
+
+
+@click.command()
+@click.argument("probe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--purpose", default=None, help="Required: the consented purpose of the search.")
+@click.option("-k", "k", type=int, default=5, show_default=True, help="Most candidates.")
+@click.option("--case-ref", default=None, help="The case or ticket this search belongs to.")
+@gallery_option
+@actor_option
+def identify(
+    probe: str,
+    purpose: str | None,
+    k: int,
+    case_ref: str | None,
+    gallery_path: str | None,
+    actor: str,
+) -> None:
+    """Search the gallery (1:N) for the face in PROBE. Exit 0 with candidates, 1 without.
+
+    Candidates need human review (`facetrust review`) before they count as an
+    identification.
+    """
+    with Gallery.find(gallery_path) as gallery:
+        result = gallery.identify(probe, purpose=purpose, actor=actor, k=k, case_ref=case_ref)
+    emit(result)
+    sys.exit(0 if result.candidates else 1)
+
+
+@click.command()
+@click.argument("identification_id")
+@click.argument("subject_id")
+@click.option("--reviewer", required=True, help="Your name, as the reviewer.")
+@click.option("--reject", is_flag=True, help="Reject the candidate instead of confirming it.")
+@click.option("--note", default=None)
+@gallery_option
+def review(
+    identification_id: str,
+    subject_id: str,
+    reviewer: str,
+    reject: bool,
+    note: str | None,
+    gallery_path: str | None,
+) -> None:
+    """Confirm (or --reject) candidate SUBJECT_ID of an identification, as a named reviewer."""
+    with Gallery.find(gallery_path) as gallery:
+        emit(
+            gallery.review(
+                identification_id,
+                subject_id,
+                reviewer=reviewer,
+                decision="reject" if reject else "confirm",
+                note=note,
+            )
+        )
+
+
+@click.command()
+@click.argument("subject_id")
+@click.option("--reason", default="erasure requested", show_default=True)
+@gallery_option
+@actor_option
+def forget(subject_id: str, reason: str, gallery_path: str | None, actor: str) -> None:
+    """Erase SUBJECT_ID for good: data key destroyed, templates and photos deleted."""
+    with Gallery.find(gallery_path) as gallery:
+        emit(gallery.forget(subject_id, actor=actor, reason=reason))
+
+
+@click.group()
+def retention() -> None:
+    """Retention: purge what may no longer be kept."""
+
+
+@retention.command("sweep")
+@gallery_option
+@actor_option
+def retention_sweep(gallery_path: str | None, actor: str) -> None:
+    """Erase subjects past retention or without active consent (audited)."""
+    with Gallery.find(gallery_path) as gallery:
+        emit(gallery.sweep_retention(actor=actor))
+
+
+COMMANDS = [init, subject, consent, enroll, identify, review, forget, retention]

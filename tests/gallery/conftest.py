@@ -1,0 +1,144 @@
+"""Fixtures of the gallery tests: real sample templates, a fake clock, fresh galleries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import facetrust
+from facetrust import crypto
+from facetrust.faces import Embedding
+from facetrust.gallery import Gallery, GalleryConfig
+
+SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
+EVIDENCE_SHA256 = "ab" * 32
+
+
+class FakeClock:
+    """A clock the tests move by hand (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.current = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.current += timedelta(microseconds=1)  # keeps events strictly ordered
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+@pytest.fixture(scope="session")
+def identities() -> dict[str, list[Path]]:
+    """Identity name -> its 4 sample photos, sorted."""
+    return {d.name: sorted(d.glob("*.jpg")) for d in sorted(SAMPLE.iterdir()) if d.is_dir()}
+
+
+@pytest.fixture(scope="session")
+def embeddings(
+    request: pytest.FixtureRequest, identities: dict[str, list[Path]]
+) -> dict[Path, Embedding]:
+    """Every sample photo's template, computed once per session (shared with the
+    root ``sample_embeddings`` fixture where it exists)."""
+    try:
+        shared: dict[Path, Embedding] = request.getfixturevalue("sample_embeddings")
+        return shared
+    except pytest.FixtureLookupError:
+        pipeline = facetrust.default_pipeline()
+        return {p: pipeline.embed_one(p).embedding for ps in identities.values() for p in ps}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def master_key() -> crypto.MasterKey:
+    return crypto.MasterKey(crypto.generate_key(), "test")
+
+
+GalleryFactory = Callable[..., Gallery]
+
+
+@pytest.fixture
+def make_gallery(
+    tmp_path: Path, clock: FakeClock, master_key: crypto.MasterKey
+) -> Iterator[GalleryFactory]:
+    """Create galleries in fresh folders under ``tmp_path``; all closed at teardown."""
+    opened: list[Gallery] = []
+
+    def make(name: str = "g", key: crypto.MasterKey | None = None, **settings: Any) -> Gallery:
+        config = GalleryConfig.in_folder(tmp_path / name, key_file=None, **settings)
+        (tmp_path / name).mkdir(exist_ok=True)
+        gallery = Gallery.create(config, key or master_key, now=clock)
+        opened.append(gallery)
+        return gallery
+
+    yield make
+    for gallery in opened:
+        try:
+            gallery.close()
+        except Exception:  # already closed by the test
+            pass
+
+
+def consent(
+    gallery: Gallery,
+    subject_id: str,
+    purposes: tuple[str, ...] = ("boarding",),
+    days: float = 30,
+) -> str:
+    """Grant a consent valid ``days`` from now; returns its id."""
+    record = gallery.grant_consent(
+        subject_id,
+        purposes,
+        expires_at=gallery._now() + timedelta(days=days),
+        evidence_ref=f"form-{subject_id}",
+        evidence_sha256=EVIDENCE_SHA256,
+        notice_version="notice-2026-01",
+        actor="registrar",
+    )
+    return record.consent_id
+
+
+def enrol_sample(
+    gallery: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    purposes: tuple[str, ...] = ("boarding",),
+    photos: slice = slice(0, 2),
+) -> None:
+    """Add, consent and enrol every sample identity from its first two photos."""
+    for name, paths in identities.items():
+        gallery.add_subject(name, actor="registrar")
+        consent(gallery, name, purposes)
+        gallery.enroll(name, [embeddings[p] for p in paths[photos]], actor="registrar")
+
+
+@pytest.fixture
+def sample_gallery(
+    make_gallery: GalleryFactory,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+) -> Gallery:
+    """A gallery with the 10 sample identities enrolled (photos 0-1) for boarding."""
+    gallery = make_gallery()
+    enrol_sample(gallery, identities, embeddings)
+    return gallery
+
+
+@pytest.fixture(scope="session")
+def grant() -> Callable[..., str]:
+    """The ``consent`` helper, as a fixture."""
+    return consent
+
+
+@pytest.fixture(scope="session")
+def enrol_all() -> Callable[..., None]:
+    """The ``enrol_sample`` helper, as a fixture."""
+    return enrol_sample

@@ -1,0 +1,148 @@
+"""Audit log tampering, edited directly in the SQLite file, is caught and located."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from facetrust.cli.main import cli
+from facetrust.errors import AuditChainBroken
+from facetrust.gallery import Gallery
+
+
+def tamper(db_path: Path, *statements: str) -> None:
+    """Edit the gallery file as an attacker would: drop the guard triggers, then write."""
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("DROP TRIGGER IF EXISTS audit_events_no_update")
+    db.execute("DROP TRIGGER IF EXISTS audit_events_no_delete")
+    for statement in statements:
+        db.execute(statement)
+    db.close()
+
+
+@pytest.fixture
+def logged(sample_gallery: Gallery) -> Gallery:
+    """The sample gallery: 31 events (creation, then 3 per subject)."""
+    assert sample_gallery.audit.verify().ok
+    return sample_gallery
+
+
+EDITS: dict[str, tuple[Callable[[int], list[str]], Callable[[int], int]]] = {
+    "edit": (
+        lambda n: ["UPDATE audit_events SET actor = 'someone-else' WHERE seq = 7"],
+        lambda n: 7,
+    ),
+    "edit-body": (
+        lambda n: ["UPDATE audit_events SET body = replace(body, 'form-', 'fake-') WHERE seq = 3"],
+        lambda n: 3,
+    ),
+    "delete": (lambda n: ["DELETE FROM audit_events WHERE seq = 12"], lambda n: 12),
+    "insert": (
+        lambda n: [
+            "UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 20",
+            "UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1020",
+            "INSERT INTO audit_events SELECT 20, recorded_at, kind, actor, purpose, "
+            "subject_ids, body, prev_mac, mac FROM audit_events WHERE seq = 19",
+        ],
+        lambda n: 20,
+    ),
+    "reorder": (
+        lambda n: [
+            "UPDATE audit_events SET seq = -1 WHERE seq = 15",
+            "UPDATE audit_events SET seq = 15 WHERE seq = 16",
+            "UPDATE audit_events SET seq = 16 WHERE seq = -1",
+        ],
+        lambda n: 15,
+    ),
+    "truncate": (lambda n: [f"DELETE FROM audit_events WHERE seq > {n - 3}"], lambda n: n - 2),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(EDITS))
+def test_tampering_is_detected_and_located(logged: Gallery, attack: str) -> None:
+    count = logged.audit.verify().events_checked
+    statements, where = EDITS[attack]
+    db_path = logged.config.db_path
+    tamper(db_path, *statements(count))
+    report = logged.audit.verify()
+    assert not report.ok
+    assert report.first_broken_seq == where(count), report.reason
+    assert str(where(count)) in report.reason
+    with pytest.raises(AuditChainBroken, match=f"event {where(count)}"):
+        logged.audit.check()
+
+
+def test_truncation_with_a_forged_head_is_caught(logged: Gallery) -> None:
+    count = logged.audit.verify().events_checked
+    kept = list(logged.store.audit_records(count - 3))[0]
+    tamper(
+        logged.config.db_path,
+        f"DELETE FROM audit_events WHERE seq > {count - 2}",
+        f"UPDATE audit_head SET seq = {count - 2}, mac = '{kept.mac}'",
+    )
+    report = logged.audit.verify()
+    assert not report.ok and "head checkpoint was altered" in report.reason
+
+
+def test_rollback_to_an_older_copy_is_caught_by_the_anchored_head(
+    logged: Gallery, tmp_path: Path
+) -> None:
+    old = tmp_path / "old.db"
+    source = sqlite3.connect(logged.config.db_path)
+    with sqlite3.connect(old) as target:
+        source.backup(target)
+    source.close()
+    logged.add_subject("late", actor="registrar")
+    anchor = logged.audit.head()
+    # the whole file is swapped for the older, internally consistent copy
+    logged.close()
+    Path(str(logged.config.db_path) + "-wal").unlink(missing_ok=True)
+    logged.config.db_path.write_bytes(old.read_bytes())
+    with Gallery.open(logged.config, master_key=logged._key) as restored:
+        assert restored.audit.verify().ok  # consistent on its own ...
+        report = restored.audit.verify(expect_head=(anchor.seq, anchor.mac))
+        assert not report.ok and report.first_broken_seq == anchor.seq  # ... but not anchored
+
+
+def test_cli_audit_verify_names_the_broken_event(tmp_path: Path) -> None:
+    runner = CliRunner()
+    folder = tmp_path / "g"
+    assert runner.invoke(cli, ["init", str(folder)]).exit_code == 0
+    for subject in ("a", "b", "c"):
+        done = runner.invoke(cli, ["subject", "add", subject, "--gallery", str(folder)])
+        assert done.exit_code == 0, done.output
+    intact = runner.invoke(cli, ["audit", "verify", "--gallery", str(folder)])
+    assert intact.exit_code == 0 and "intact: 4 events" in intact.output
+    tamper(folder / "gallery.db", "UPDATE audit_events SET actor = 'x' WHERE seq = 3")
+    broken = runner.invoke(cli, ["audit", "verify", "--gallery", str(folder)])
+    assert broken.exit_code == 1
+    assert "BROKEN at event 3" in broken.output
+
+
+def test_audit_export_filters_by_subject_actor_purpose_and_time(
+    logged: Gallery, clock: Any, identities: dict[str, list[Path]], embeddings: dict[Path, Any]
+) -> None:
+    start = clock.current
+    clock.advance(days=1)
+    probe = embeddings[identities["Kofi_Annan"][3]]
+    logged.identify(probe, purpose="boarding", actor="officer-7", case_ref="C-1")
+    by_actor = list(logged.audit.events(actor="officer-7"))
+    assert [e.kind for e in by_actor] == ["identify"]
+    assert [e.kind for e in logged.audit.events(subject="Kofi_Annan")] == [
+        "subject.add", "consent.grant", "enrol", "identify"]
+    assert len(list(logged.audit.events(purpose="boarding"))) == 1
+    assert len(list(logged.audit.events(until=start + timedelta(hours=1)))) == 31
+    assert len(list(logged.audit.events(since=start + timedelta(hours=1)))) == 1
+    import io
+
+    stream = io.StringIO()
+    assert logged.audit.export(stream, kind="enrol") == 10
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert {line["kind"] for line in lines} == {"enrol"} and all("mac" in x for x in lines)

@@ -1,0 +1,190 @@
+"""Consent enforcement: no consent, withdrawn, expired, wrong purpose, other model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from facetrust.errors import (
+    ConsentExpired,
+    ConsentRequired,
+    ConsentWithdrawn,
+    InvalidParameter,
+    ModelMismatch,
+    OperatingPointError,
+    PurposeNotConsented,
+    PurposeRequired,
+    UnknownSubject,
+)
+from facetrust import crypto
+from facetrust.faces import Embedding
+from facetrust.gallery import Gallery
+from facetrust.gallery.core import TEMPLATE_SECRET
+from facetrust.store import TemplateRecord
+
+KOFI = "Kofi_Annan"
+
+
+def probe_of(
+    identities: dict[str, list[Path]], embeddings: dict[Path, Embedding], name: str
+) -> Embedding:
+    return embeddings[identities[name][3]]
+
+
+def returned(gallery: Gallery, probe: Embedding, purpose: str = "boarding") -> list[str]:
+    result = gallery.identify(probe, purpose=purpose, actor="officer", k=10)
+    return [c.subject_id for c in result.candidates]
+
+
+def test_enrolment_without_consent_is_refused(
+    make_gallery: Any, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    gallery = make_gallery()
+    gallery.add_subject(KOFI, actor="registrar")
+    with pytest.raises(ConsentRequired, match="no consent on record"):
+        gallery.enroll(KOFI, [embeddings[identities[KOFI][0]]], actor="registrar")
+    assert gallery.get_subject(KOFI).template_count == 0
+
+
+def test_verify_without_consent_is_refused(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    sample_gallery.add_subject("newcomer", actor="registrar")
+    with pytest.raises(ConsentRequired):
+        sample_gallery.verify_subject(
+            probe_of(identities, embeddings, KOFI), "newcomer", purpose="boarding", actor="officer"
+        )
+
+
+def test_search_without_purpose_is_refused(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    probe = probe_of(identities, embeddings, KOFI)
+    for purpose in (None, ""):
+        with pytest.raises(PurposeRequired):
+            sample_gallery.identify(probe, purpose=purpose, actor="officer")
+        with pytest.raises(PurposeRequired):
+            sample_gallery.verify_subject(probe, KOFI, purpose=purpose, actor="officer")
+    with pytest.raises(InvalidParameter, match="not one this gallery accepts"):
+        sample_gallery.identify(probe, purpose="marketing", actor="officer")
+
+
+def test_withdrawn_consent_is_refused_and_excluded(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    probe = probe_of(identities, embeddings, KOFI)
+    assert returned(sample_gallery, probe)[0] == KOFI
+    result = sample_gallery.withdraw_consent(KOFI, actor="registrar")
+    assert result.erasure is not None and result.erasure.key_destroyed
+    assert KOFI not in returned(sample_gallery, probe)
+    with pytest.raises(ConsentWithdrawn):
+        sample_gallery.verify_subject(probe, KOFI, purpose="boarding", actor="officer")
+    with pytest.raises(ConsentWithdrawn):
+        sample_gallery.enroll(KOFI, [probe], actor="registrar")
+
+
+def test_expired_consent_is_refused_and_excluded_before_any_sweep(
+    make_gallery: Any,
+    clock: Any,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    grant: Any,
+) -> None:
+    gallery = make_gallery()
+    gallery.add_subject(KOFI, actor="registrar")
+    grant(gallery, KOFI, days=10)
+    gallery.enroll(KOFI, [embeddings[identities[KOFI][0]]], actor="registrar")
+    probe = probe_of(identities, embeddings, KOFI)
+    assert returned(gallery, probe) == [KOFI]
+    clock.advance(days=10, seconds=1)
+    assert returned(gallery, probe) == []
+    with pytest.raises(ConsentExpired):
+        gallery.verify_subject(probe, KOFI, purpose="boarding", actor="officer")
+    assert gallery.get_subject(KOFI).template_count == 1  # still stored until the sweep
+
+
+def test_wrong_purpose_is_refused_and_excluded(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    probe = probe_of(identities, embeddings, KOFI)
+    result = sample_gallery.identify(probe, purpose="access-control", actor="officer")
+    assert result.candidates == () and result.subjects_searched == 0
+    with pytest.raises(PurposeNotConsented, match="not to 'access-control'"):
+        sample_gallery.verify_subject(probe, KOFI, purpose="access-control", actor="officer")
+
+
+def test_other_model_is_refused_and_excluded(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    real = probe_of(identities, embeddings, KOFI)
+    other = Embedding(np.asarray(real.vector), "another-model-v1")
+    with pytest.raises(ModelMismatch, match="no template of model 'another-model-v1'"):
+        sample_gallery.verify_subject(other, KOFI, purpose="boarding", actor="officer")
+    # no operating point is calibrated for an unknown model, so the search is refused too
+    with pytest.raises(OperatingPointError, match="another-model-v1"):
+        sample_gallery.identify(other, purpose="boarding", actor="officer")
+
+
+def test_templates_of_another_model_are_never_searched(
+    sample_gallery: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    grant: Any,
+) -> None:
+    # A template left by an older model, bit-identical to the probe: distance 0 if it
+    # were (wrongly) compared across models.
+    probe = probe_of(identities, embeddings, KOFI)
+    gallery = sample_gallery
+    gallery.add_subject("legacy", actor="registrar")
+    grant(gallery, "legacy")
+    data_key = gallery._data_key("legacy", create=True)
+    assert data_key is not None
+    vector = crypto.protect(probe.vector, gallery._secret(TEMPLATE_SECRET))
+    draft = TemplateRecord("legacy-t1", "legacy", "old-model-v0", b"", gallery._stamp())
+    sealed = crypto.seal(data_key, vector.tobytes(), gallery._template_label(draft))
+    with gallery.store.transaction():
+        gallery.store.insert_template(
+            TemplateRecord("legacy-t1", "legacy", "old-model-v0", sealed, draft.created_at)
+        )
+        gallery.store.bump_generation()
+    assert returned(gallery, probe)[0] == KOFI
+    assert "legacy" not in returned(gallery, probe)
+    with pytest.raises(ModelMismatch, match="has: old-model-v0"):
+        gallery.verify_subject(probe, "legacy", purpose="boarding", actor="officer")
+
+
+def test_consent_for_one_purpose_does_not_open_another(
+    make_gallery: Any,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    enrol_all: Any,
+    grant: Any,
+) -> None:
+    gallery = make_gallery()
+    enrol_all(gallery, identities, embeddings, purposes=("photo-library",))
+    grant(gallery, "Hu_Jintao", ("boarding",))
+    searched = gallery.identify(
+        probe_of(identities, embeddings, KOFI), purpose="boarding", actor="officer"
+    )
+    assert searched.subjects_searched == 1 and searched.candidates == ()
+
+
+def test_unknown_subject_and_consent_validation(sample_gallery: Gallery, grant: Any) -> None:
+    with pytest.raises(UnknownSubject):
+        sample_gallery.get_subject("nobody")
+    with pytest.raises(InvalidParameter, match="evidence_sha256"):
+        sample_gallery.grant_consent(
+            KOFI,
+            ["boarding"],
+            expires_at=sample_gallery._now().replace(year=2030),
+            evidence_ref="form",
+            evidence_sha256="not-a-hash",
+            notice_version="v1",
+            actor="registrar",
+        )
+    history = sample_gallery.consents(KOFI)
+    assert [c.status for c in history] == ["active"]
+    assert history[0].evidence_ref == f"form-{KOFI}"

@@ -1,0 +1,158 @@
+"""Enrolment and identification on real photos, with human review of candidates."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facetrust import FacePipeline, Settings, crypto
+from facetrust.errors import DuplicateEnrolment, FaceQualityTooLow, InvalidParameter
+from facetrust.faces import Embedding
+from facetrust.gallery import Gallery
+from facetrust.gallery.core import TEMPLATE_SECRET
+
+
+def test_identification_returns_the_right_subject_at_rank_1(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    for name, paths in identities.items():
+        for probe_path in paths[2:]:  # photos never enrolled
+            result = sample_gallery.identify(
+                embeddings[probe_path], purpose="boarding", actor="officer", case_ref="case-1"
+            )
+            assert result.candidates, f"{probe_path.name}: no candidate"
+            assert result.candidates[0].subject_id == name, probe_path.name
+            assert result.candidates[0].rank == 1
+            assert all(c.distance <= result.threshold for c in result.candidates)
+            distances = [c.distance for c in result.candidates]
+            assert distances == sorted(distances)
+            assert result.requires_human_review
+            assert result.subjects_searched == len(identities)
+
+
+def test_identification_from_an_image_file_end_to_end(
+    sample_gallery: Gallery, identities: dict[str, list[Path]]
+) -> None:
+    probe = identities["Colin_Powell"][3]
+    result = sample_gallery.identify(probe, purpose="boarding", actor="officer", k=1)
+    assert [c.subject_id for c in result.candidates] == ["Colin_Powell"]
+    import hashlib
+
+    assert result.probe_sha256 == hashlib.sha256(probe.read_bytes()).hexdigest()
+
+
+def test_candidate_is_confirmed_only_by_the_quorum_of_named_reviewers(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    probe = embeddings[identities["Hu_Jintao"][3]]
+    result = sample_gallery.identify(probe, purpose="boarding", actor="officer", case_ref="C-9")
+    top = result.candidates[0].subject_id
+    first = sample_gallery.review(result.identification_id, top, reviewer="alice")
+    assert first.status == "pending" and first.required == 2
+    again = sample_gallery.review(result.identification_id, top, reviewer="alice")
+    assert again.status == "pending", "one reviewer twice is still one reviewer"
+    second = sample_gallery.review(result.identification_id, top, reviewer="bob")
+    assert second.status == "confirmed" and set(second.confirmed_by) == {"alice", "bob"}
+    events = list(sample_gallery.audit.events(kind="review"))
+    assert [e.fields["status"] for e in events] == ["pending", "pending", "confirmed"]
+    assert events[-1].fields["verified_by"] == ["alice", "bob"]
+    assert events[-1].fields["case_ref"] == "C-9"
+    with pytest.raises(InvalidParameter, match="not a candidate"):
+        sample_gallery.review(result.identification_id, "Serena_Williams", reviewer="carol")
+    if len(result.candidates) > 1:
+        other = result.candidates[1].subject_id
+        rejected = sample_gallery.review(
+            result.identification_id, other, reviewer="carol", decision="reject"
+        )
+        assert rejected.status == "rejected"
+
+
+def test_identification_is_audited_with_the_art_12_fields(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    probe = embeddings[identities["Kofi_Annan"][2]]
+    result = sample_gallery.identify(probe, purpose="boarding", actor="officer", case_ref="C-1")
+    (event,) = sample_gallery.audit.events(kind="identify")
+    assert event.seq == result.audit_seq
+    assert event.actor == "officer" and event.purpose == "boarding"
+    assert event.fields["case_ref"] == "C-1"
+    assert event.fields["probe_sha256"] == result.probe_sha256
+    assert event.fields["candidate_count"] == len(result.candidates)
+    assert list(event.subject_ids) == [c.subject_id for c in result.candidates]
+    assert set(event.fields["period_of_use"]) == {"started_at", "ended_at"}
+    assert event.fields["reference_gallery"]["gallery_id"] == sample_gallery.gallery_id
+    assert event.fields["reference_gallery"]["subjects_searched"] == 10
+    assert event.fields["operating_point"] == result.operating_point
+
+
+def test_the_probe_is_never_stored(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    probe = embeddings[identities["Vicente_Fox"][3]]
+    sample_gallery.identify(probe, purpose="boarding", actor="officer")
+    sample_gallery.store.reclaim()
+    protected = crypto.protect(probe.vector, sample_gallery._secret(TEMPLATE_SECRET))
+    stored = sample_gallery.config.db_path.read_bytes()
+    wal = Path(str(sample_gallery.config.db_path) + "-wal")
+    stored += wal.read_bytes() if wal.exists() else b""
+    assert probe.vector.tobytes() not in stored
+    assert protected.tobytes() not in stored
+    # partial vectors too: no 32-byte run of the probe appears anywhere
+    assert probe.vector.tobytes()[:32] not in stored
+
+
+def test_enrolment_refuses_faces_that_fail_quality(
+    make_gallery: Any, identities: dict[str, list[Path]], grant: Any, clock: Any, master_key: Any
+) -> None:
+    gallery = make_gallery()
+    gallery.add_subject("kofi", actor="registrar")
+    grant(gallery, "kofi")
+    config = gallery.config
+    gallery.close()
+    strict = FacePipeline(Settings(min_inter_eye_px=500))  # the sample faces are ~40 px
+    with Gallery.open(config, master_key=master_key, pipeline=strict, now=clock) as reopened:
+        with pytest.raises(FaceQualityTooLow, match="face too small"):
+            reopened.enroll("kofi", [identities["Kofi_Annan"][0]], actor="registrar")
+        assert reopened.get_subject("kofi").template_count == 0
+
+
+def test_duplicate_enrolment_warns_or_is_refused_by_policy(
+    make_gallery: Any, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],
+    grant: Any,
+) -> None:
+    kofi = identities["Kofi_Annan"]
+    for policy in ("warn", "refuse"):
+        gallery = make_gallery(policy, duplicate_policy=policy)
+        for subject in ("kofi", "alias"):
+            gallery.add_subject(subject, actor="registrar")
+            grant(gallery, subject)
+        gallery.enroll("kofi", [embeddings[kofi[0]]], actor="registrar")
+        if policy == "warn":
+            result = gallery.enroll("alias", [embeddings[kofi[1]]], actor="registrar")
+            assert [d.subject_id for d in result.duplicates] == ["kofi"]
+        else:
+            with pytest.raises(DuplicateEnrolment, match="'kofi'"):
+                gallery.enroll("alias", [embeddings[kofi[1]]], actor="registrar")
+            assert gallery.get_subject("alias").template_count == 0
+            assert [e.kind for e in gallery.audit.events(subject="alias")][-1] == "enrol.refused"
+
+
+def test_photos_are_stored_only_on_opt_in_and_encrypted(
+    make_gallery: Any, identities: dict[str, list[Path]], grant: Any
+) -> None:
+    gallery = make_gallery()
+    photo = identities["Serena_Williams"][0]
+    for subject, keep in (("without", False), ("with", True)):
+        gallery.add_subject(subject, actor="registrar")
+        grant(gallery, subject)
+        result = gallery.enroll(subject, [photo], actor="registrar", keep_photos=keep)
+        assert result.photos_stored == int(keep)
+    assert gallery.store.photos_of("without") == []
+    (stored,) = gallery.store.photos_of("with")
+    assert photo.read_bytes()[:64] not in stored.ciphertext
+    db = sqlite3.connect(gallery.config.db_path)
+    assert db.execute("SELECT COUNT(*) FROM photos").fetchone()[0] == 1
+    db.close()
