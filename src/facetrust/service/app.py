@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -44,7 +47,9 @@ def open_gallery(settings: ServiceSettings) -> Gallery:
     return Gallery.open(config, pipeline=pipeline)
 
 
-def create_app(settings: ServiceSettings | None = None, *, gallery: Gallery | None = None) -> FastAPI:
+def create_app(
+    settings: ServiceSettings | None = None, *, gallery: Gallery | None = None
+) -> FastAPI:
     """The service as an ASGI app.
 
     The gallery is opened (and the face model loaded) when the app starts, so
@@ -62,7 +67,10 @@ def create_app(settings: ServiceSettings | None = None, *, gallery: Gallery | No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        opened = gallery or await anyio.to_thread.run_sync(open_gallery, settings)
+        opened: Gallery = (
+            gallery if gallery is not None
+            else await anyio.to_thread.run_sync(open_gallery, settings)
+        )
         store = SqliteApiKeyStore(settings.api_keys_file(Path(opened.config.db_path)))
         try:
             await anyio.to_thread.run_sync(lambda: opened.pipeline.model_id)  # load models now
@@ -100,3 +108,16 @@ def create_app(settings: ServiceSettings | None = None, *, gallery: Gallery | No
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The service's OpenAPI document, as served at ``/openapi.json``."""
+    return create_app(ServiceSettings()).openapi()
+
+
+def write_openapi(path: str | os.PathLike[str]) -> Path:
+    """Write :func:`openapi_document` as stable, indented JSON (checked in at docs/openapi.json)."""
+    target = Path(path)
+    text = json.dumps(openapi_document(), indent=2, sort_keys=True, ensure_ascii=False)
+    target.write_text(text + "\n", encoding="utf-8")
+    return target

@@ -49,29 +49,30 @@ class BodySizeLimit:
                     await self._refuse(scope, receive, send)
                     return
         received = 0
+        exceeded = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def guarded(message: Message) -> None:
+            # Whatever the app answers once the body overflowed (frameworks turn
+            # the exception into a 400 "cannot parse"), the client gets a 413.
+            if not exceeded:
+                await send(message)
 
         try:
-            await self.app(scope, limited, tracking)
+            await self.app(scope, limited, guarded)
         except BodyTooLarge:
-            if not started:
-                await self._refuse(scope, receive, send)
+            pass
+        if exceeded:
+            await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = BodyTooLarge(self.max_bytes)

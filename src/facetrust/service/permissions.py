@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from .apikeys import Role
 
-E, O, A, D = Role.ENROLLER, Role.OPERATOR, Role.AUDITOR, Role.ADMIN
+ENR, OPR, AUD, ADM = Role.ENROLLER, Role.OPERATOR, Role.AUDITOR, Role.ADMIN
 ANY_ROLE = frozenset(Role)
 
 #: operation id -> roles allowed to call it.
@@ -21,31 +21,31 @@ PERMISSIONS: Mapping[str, frozenset[Role]] = {
     "whoami": ANY_ROLE,
     "get_policy": ANY_ROLE,
     # enroller: subjects, consents, enrolment, erasure
-    "create_subject": frozenset({E}),
-    "list_subjects": frozenset({E}),
-    "get_subject": frozenset({E}),
-    "grant_consent": frozenset({E}),
-    "list_consents": frozenset({E}),
-    "withdraw_consent": frozenset({E}),
-    "enroll_photo": frozenset({E}),
-    "erase_subject": frozenset({E}),
+    "create_subject": frozenset({ENR}),
+    "list_subjects": frozenset({ENR}),
+    "get_subject": frozenset({ENR}),
+    "grant_consent": frozenset({ENR}),
+    "list_consents": frozenset({ENR}),
+    "withdraw_consent": frozenset({ENR}),
+    "enroll_photo": frozenset({ENR}),
+    "erase_subject": frozenset({ENR}),
     # operator: 1:1 and 1:N search, and the human review of candidates
-    "verify_photos": frozenset({O}),
-    "verify_subject": frozenset({O}),
-    "identify": frozenset({O}),
-    "review_candidate": frozenset({O}),
+    "verify_photos": frozenset({OPR}),
+    "verify_subject": frozenset({OPR}),
+    "identify": frozenset({OPR}),
+    "review_candidate": frozenset({OPR}),
     # auditor: read-only audit log and evaluation reports
-    "verify_audit_chain": frozenset({A}),
-    "get_audit_head": frozenset({A}),
-    "list_audit_events": frozenset({A}),
-    "export_audit_events": frozenset({A}),
-    "list_reports": frozenset({A}),
-    "get_report": frozenset({A}),
+    "verify_audit_chain": frozenset({AUD}),
+    "get_audit_head": frozenset({AUD}),
+    "list_audit_events": frozenset({AUD}),
+    "export_audit_events": frozenset({AUD}),
+    "list_reports": frozenset({AUD}),
+    "get_report": frozenset({AUD}),
     # admin: keys, policy, retention sweep
-    "create_api_key": frozenset({D}),
-    "list_api_keys": frozenset({D}),
-    "revoke_api_key": frozenset({D}),
-    "sweep_retention": frozenset({D}),
+    "create_api_key": frozenset({ADM}),
+    "list_api_keys": frozenset({ADM}),
+    "revoke_api_key": frozenset({ADM}),
+    "sweep_retention": frozenset({ADM}),
 }
 
 #: Operations callable without a key (no gallery data in them).
