@@ -57,7 +57,7 @@ def log_in(page: Page, server: LiveServer, key_name: str) -> None:
     page.goto(f"{server.url}/console/")
     expect(page).to_have_url(f"{server.url}/console/login")
     page.fill("input[name=api_key]", server.keys[key_name])
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     expect(page.locator("#role")).to_be_visible()
 
 
@@ -73,14 +73,14 @@ def test_enroller_captures_consent_and_enrols_a_photo(page: Page, live_server: L
     page.set_input_files("input[name=evidence_file]", files=[{
         "name": "form.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 signed form"}])
     page.fill("input[name=notice_version]", "2026-01")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     expect(page.locator("#consent-result")).to_contain_text("web-junichiro")
     shot(page, "1-consent")
 
     page.click("header >> text=Enrol")
     page.select_option("select[name=subject_id]", "web-junichiro")
     page.set_input_files("input[name=photo]", str(photo("Junichiro_Koizumi", 1)))
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     expect(page.locator("#enrol-result")).to_contain_text("Enrolled subject web-junichiro")
     expect(page.locator("#face-chip")).to_be_visible()
     expect(page.locator("#quality")).to_contain_text("passed")
@@ -94,7 +94,7 @@ def test_operator_identifies_and_verifies(page: Page, live_server: LiveServer) -
     page.select_option("select[name=purpose]", "access-control")
     page.fill("input[name=case_ref]", "GATE-7 2026-11-26")
     page.set_input_files("input[name=image]", str(photo("Junichiro_Koizumi", 2)))
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     expect(page.locator("#review-notice")).to_contain_text("Requires human review")
     expect(page.locator("#candidates tr").nth(1)).to_contain_text("web-junichiro")
     shot(page, "3-identify")
@@ -103,7 +103,7 @@ def test_operator_identifies_and_verifies(page: Page, live_server: LiveServer) -
     page.fill("input[name=case_ref]", "GATE-7 2026-11-26")
     page.set_input_files("input[name=image_a]", str(photo("Gloria_Macapagal_Arroyo", 1)))
     page.set_input_files("input[name=image_b]", str(photo("Gloria_Macapagal_Arroyo", 2)))
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     expect(page.locator("#verdict")).to_contain_text("MATCH: distance")
     expect(page.locator("#verdict")).to_contain_text("dlib-default")
     shot(page, "4-verify")

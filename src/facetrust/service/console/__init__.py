@@ -269,7 +269,7 @@ async def enrol_submit(
             key, "enroll_photo", lambda g: enroll_photo(g, subject_id, data, actor=key.actor)
         )
         context = {"result": result, "chip": _chip_url(result.face.chip),
-                   "photo": _photo_url(data)}
+                   "photo": _photo_url(data), "limits": state.gallery.pipeline.settings}
         status = 201
     except FacetrustError as error:
         context, status = {"error": _error(error)}, problem_of(error).status
