@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from facetrust import crypto
 from facetrust.errors import (
     ConsentExpired,
     ConsentRequired,
@@ -19,7 +20,6 @@ from facetrust.errors import (
     PurposeRequired,
     UnknownSubject,
 )
-from facetrust import crypto
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from facetrust.gallery.core import TEMPLATE_SECRET

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from facetrust import FacePipeline, Settings, crypto
-from facetrust.errors import DuplicateEnrolment, FaceQualityTooLow, InvalidParameter
+from facetrust.errors import (
+    ConsentWithdrawn,
+    DuplicateEnrolment,
+    FaceQualityTooLow,
+    InvalidParameter,
+)
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from facetrust.gallery.core import TEMPLATE_SECRET
@@ -156,3 +161,42 @@ def test_photos_are_stored_only_on_opt_in_and_encrypted(
     db = sqlite3.connect(gallery.config.db_path)
     assert db.execute("SELECT COUNT(*) FROM photos").fetchone()[0] == 1
     db.close()
+
+
+def test_batch_enrolment_is_all_or_nothing(
+    make_gallery: Any, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],
+    grant: Any,
+) -> None:
+    gallery = make_gallery()
+    names = list(identities)
+    with pytest.raises(RuntimeError), gallery.batch():
+        for name in names[:3]:
+            gallery.add_subject(name, actor="importer")
+            grant(gallery, name)
+            gallery.enroll(name, [embeddings[identities[name][0]]], actor="importer",
+                           check_duplicates=False)
+        raise RuntimeError("import aborted")
+    assert gallery.list_subjects() == [] and gallery.keystore.all_keys() == {}
+    assert gallery.audit.verify().events_checked == 1
+    with gallery.batch():
+        for name in names:
+            gallery.add_subject(name, actor="importer")
+            grant(gallery, name)
+            gallery.enroll(name, [embeddings[identities[name][0]]], actor="importer",
+                           check_duplicates=False)
+    found = gallery.identify(embeddings[identities[names[4]][3]], purpose="boarding",
+                             actor="officer")
+    assert found.candidates[0].subject_id == names[4]
+    assert gallery.audit.verify().ok
+
+
+def test_a_candidate_whose_consent_ended_cannot_be_confirmed(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    probe = embeddings[identities["Jennifer_Lopez"][2]]
+    result = sample_gallery.identify(probe, purpose="boarding", actor="officer")
+    top = result.candidates[0].subject_id
+    sample_gallery.review(result.identification_id, top, reviewer="alice")
+    sample_gallery.withdraw_consent(top, actor="registrar")
+    with pytest.raises(ConsentWithdrawn):
+        sample_gallery.review(result.identification_id, top, reviewer="bob")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,11 +23,8 @@ import numpy.typing as npt
 from .. import crypto
 from ..audit import AuditLog
 from ..errors import (
-    ConsentExpired,
-    DuplicateEnrolment,
     InvalidParameter,
     KeyMaterialError,
-    ModelMismatch,
     PurposeRequired,
     StoreError,
     UnknownSubject,
@@ -37,22 +35,17 @@ from ..matching import OperatingPoint, get_operating_point
 from ..pipeline import FacePipeline, FacePolicy
 from ..store.base import (
     ConsentRecord,
-    IdentificationRecord,
     KeyStore,
-    PhotoRecord,
-    ReviewRecord,
     Store,
     SubjectRecord,
     TemplateRecord,
 )
 from ..store.sqlite import SqliteKeyStore, SqliteStore
 from .config import CONFIG_NAME, GalleryConfig, find_config
-from .consent import consent_status, require_consent
+from .consent import consent_status
 from .index import TemplateIndex
 from .types import (
-    Candidate,
     Consent,
-    DuplicateMatch,
     EnrolmentResult,
     ErasureResult,
     Identification,
@@ -126,6 +119,8 @@ class Gallery:
         self._pipeline = pipeline
         self._hook = _hook
         self._indexes: dict[str, TemplateIndex] = {}
+        # model id -> template id -> (ciphertext, protected vector): decrypted once
+        self._plain: dict[str, dict[str, tuple[bytes, npt.NDArray[np.float32]]]] = {}
         with self.store.snapshot():
             sealed_with = self.store.get_meta("master_key_id")
             self.gallery_id = self.store.get_meta("gallery_id") or ""
@@ -227,6 +222,7 @@ class Gallery:
     def close(self) -> None:
         """Close the store files and drop the decrypted templates from memory."""
         self._indexes.clear()
+        self._plain.clear()
         self.store.close()
         self.keystore.close()
 
@@ -241,7 +237,9 @@ class Gallery:
     def pipeline(self) -> FacePipeline:
         """The face pipeline (built on first use, so opening a gallery loads no model)."""
         if self._pipeline is None:
-            self._pipeline = FacePipeline()
+            from ..api import default_pipeline
+
+            self._pipeline = default_pipeline()
         return self._pipeline
 
     def _stamp(self) -> str:
@@ -349,14 +347,22 @@ class Gallery:
         wrapped_keys = self.keystore.all_keys()
         data_keys: dict[str, bytes] = {}
         vectors = []
+        plain: dict[str, tuple[bytes, npt.NDArray[np.float32]]] = {}
         for template in templates:
             subject_id = template.subject_id
-            if subject_id not in data_keys:
-                wrapped = wrapped_keys.get(subject_id)
-                if wrapped is None:  # crypto-shredded: the ciphertext is unreadable
-                    continue
-                data_keys[subject_id] = self._key.unwrap(wrapped, f"data-key:{subject_id}")
-            vectors.append((subject_id, self._decrypt(template, data_keys[subject_id])))
+            wrapped = wrapped_keys.get(subject_id)
+            if wrapped is None:  # crypto-shredded: the ciphertext is unreadable
+                continue
+            known = self._plain.get(model_id, {}).get(template.template_id)
+            if known is not None and known[0] == template.ciphertext:
+                vector = known[1]
+            else:
+                if subject_id not in data_keys:
+                    data_keys[subject_id] = self._key.unwrap(wrapped, f"data-key:{subject_id}")
+                vector = self._decrypt(template, data_keys[subject_id])
+            plain[template.template_id] = (template.ciphertext, vector)
+            vectors.append((subject_id, vector))
+        self._plain[model_id] = plain  # erased and renewed templates drop out
         retention = {s: self._retention_until(r) for s, r in subjects.items()}
         index = TemplateIndex.build(
             generation, model_id, vectors, retention, consents, self.config.purposes
@@ -508,11 +514,14 @@ class Gallery:
         actor: str,
         keep_photos: bool = False,
         face_policy: FacePolicy = "single",
+        check_duplicates: bool = True,
     ) -> EnrolmentResult:
         """Store templates of ``subject_id`` from one or more photos (or templates).
 
         Every face must pass the quality minimums. The source photos are kept
-        (encrypted) only when ``keep_photos`` is true.
+        (encrypted) only when ``keep_photos`` is true. ``check_duplicates=False``
+        skips the search for other subjects with the same face (for bulk
+        imports of galleries already de-duplicated).
 
         Raises
         ------
@@ -523,98 +532,23 @@ class Gallery:
         DuplicateEnrolment
             A face matches another subject and ``config.duplicate_policy`` is "refuse".
         """
-        actor = self._check_name(actor, "actor")
-        if not faces:
-            raise InvalidParameter("Enrolment needs at least one photo or template. Got none.")
-        self._require_enrollable(subject_id)
-        probes = [self._probe(face, face_policy) for face in faces]
-        models = {p.embedding.model_id for p in probes}
-        if len(models) > 1:
-            raise ModelMismatch(
-                f"All templates of one enrolment must come from one model. Got {sorted(models)}."
-            )
-        model_id = models.pop()
-        if keep_photos and any(p.photo is None for p in probes):
-            raise InvalidParameter(
-                "keep_photos=True needs photos given as files or encoded bytes; got a template "
-                "or a pixel array. Pass the photo files, or enrol without keeping photos."
-            )
-        secret = self._secret(TEMPLATE_SECRET)
-        point = self._operating_point(model_id)
-        protected = [crypto.protect(p.embedding.vector, secret) for p in probes]
-        duplicates = self._duplicates(protected, model_id, point, subject_id)
-        if duplicates and self.config.duplicate_policy == "refuse":
-            self.audit.append(
-                "enrol.refused",
-                actor=actor,
-                subject_ids=[subject_id],
-                reason="duplicate",
-                duplicates=[d.to_dict() for d in duplicates],
-            )
-            raise DuplicateEnrolment(
-                "The face matches already enrolled subject(s) "
-                + ", ".join(f"{d.subject_id!r} (distance {d.distance:.3f})" for d in duplicates)
-                + f" within threshold {point.threshold}. Check the identity, or use policy 'warn'."
-            )
-        data_key = self._data_key(subject_id, create=True)
-        assert data_key is not None  # created above
-        stamp = self._stamp()
-        template_ids = []
-        with self.store.transaction():
-            self._require_enrollable(subject_id)  # again, under the write lock
-            for vector in protected:
-                template = TemplateRecord(uuid.uuid4().hex, subject_id, model_id, b"", stamp)
-                sealed = crypto.seal(data_key, vector.tobytes(), self._template_label(template))
-                self.store.insert_template(
-                    TemplateRecord(template.template_id, subject_id, model_id, sealed, stamp)
-                )
-                template_ids.append(template.template_id)
-                self._pause("enroll:template-written")
-            photos = 0
-            for probe in probes if keep_photos else []:
-                photo_id = uuid.uuid4().hex
-                sealed = crypto.seal(data_key, probe.photo or b"", f"photo:{photo_id}:{subject_id}")
-                self.store.insert_photo(PhotoRecord(photo_id, subject_id, sealed, stamp))
-                photos += 1
-            self.store.touch_subject(subject_id, stamp)
-            self.store.bump_generation()
-            event = self.audit.append(
-                "enrol",
-                actor=actor,
-                subject_ids=[subject_id],
-                template_ids=template_ids,
-                model_id=model_id,
-                photos_stored=photos,
-                input_sha256=[p.sha256 for p in probes],
-                duplicates=[d.to_dict() for d in duplicates],
-                operating_point=point.name,
-            )
-        return EnrolmentResult(
-            subject_id, tuple(template_ids), model_id, photos, tuple(duplicates), event.seq
+        from .enrolment import enroll_subject
+
+        return enroll_subject(
+            self, subject_id, faces, actor=actor, keep_photos=keep_photos,
+            face_policy=face_policy, check_duplicates=check_duplicates,
         )
 
-    def _require_enrollable(self, subject_id: str) -> None:
-        with self.store.snapshot():
-            self._subject_record(subject_id)
-            require_consent(self.store.consents_of(subject_id), None, self._now(), subject_id)
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run many calls (e.g. bulk enrolment) as one transaction: all or nothing.
 
-    def _duplicates(
-        self,
-        protected: Sequence[npt.NDArray[np.float32]],
-        model_id: str,
-        point: OperatingPoint,
-        subject_id: str,
-    ) -> list[DuplicateMatch]:
-        index = self._index(model_id)
-        best: dict[str, float] = {}
-        for vector in protected:
-            hits, _ = index.search(
-                vector, purpose=None, now=self._now(), k=5, threshold=point.threshold,
-                exclude=subject_id,
-            )
-            for hit in hits:
-                best[hit.subject_id] = min(best.get(hit.subject_id, hit.distance), hit.distance)
-        return [DuplicateMatch(s, d) for s, d in sorted(best.items(), key=lambda x: x[1])]
+        Much faster than one transaction per call (one commit, one sync). The
+        data keys commit just before the gallery data, so a crash in between
+        leaves keys without data, never data without keys.
+        """
+        with self.store.transaction(), self.keystore.transaction():
+            yield
 
     # ------------------------------------------------------------------ search
     def identify(
@@ -653,74 +587,11 @@ class Gallery:
         InvalidParameter
             Unknown purpose, empty actor, or ``k < 1``.
         """
-        started = self._stamp()
-        purpose = self._check_purpose(purpose)
-        actor = self._check_name(actor, "actor")
-        if not isinstance(k, int) or k < 1:
-            raise InvalidParameter(f"The 'k' parameter must be an int >= 1. Got {k!r} instead.")
-        face = self._probe(probe, face_policy)
-        model_id = face.embedding.model_id
-        point = self._operating_point(model_id)
-        vector = crypto.protect(face.embedding.vector, self._secret(TEMPLATE_SECRET))
-        index = self._index(model_id)
-        hits, searched = index.search(
-            vector, purpose=purpose, now=self._now(), k=k, threshold=point.threshold
-        )
-        candidates = tuple(Candidate(h.subject_id, h.distance, r) for r, h in enumerate(hits, 1))
-        ended = self._stamp()
-        record = IdentificationRecord(
-            identification_id=uuid.uuid4().hex,
-            purpose=purpose,
-            actor=actor,
-            case_ref=case_ref,
-            probe_sha256=face.sha256,
-            model_id=model_id,
-            operating_point=point.name,
-            threshold=point.threshold,
-            started_at=started,
-            ended_at=ended,
-            candidates=tuple((c.subject_id, c.distance, c.rank) for c in candidates),
-        )
-        with self.store.transaction():
-            self.store.insert_identification(record)
-            event = self.audit.append(
-                "identify",
-                actor=actor,
-                purpose=purpose,
-                subject_ids=[c.subject_id for c in candidates],
-                identification_id=record.identification_id,
-                case_ref=case_ref,
-                probe_sha256=face.sha256,
-                period_of_use={"started_at": started, "ended_at": ended},
-                reference_gallery={
-                    "gallery_id": self.gallery_id,
-                    "generation": index.generation,
-                    "model_id": model_id,
-                    "subjects_searched": searched,
-                },
-                operating_point=point.name,
-                threshold=point.threshold,
-                k=k,
-                candidate_count=len(candidates),
-                candidates=[c.to_dict() for c in candidates],
-                requires_human_review=True,
-                review_quorum=self.config.review_quorum,
-                verified_by=[],
-            )
-        return Identification(
-            identification_id=record.identification_id,
-            purpose=purpose,
-            actor=actor,
-            case_ref=case_ref,
-            candidates=candidates,
-            model_id=model_id,
-            operating_point=point.name,
-            threshold=point.threshold,
-            subjects_searched=searched,
-            probe_sha256=face.sha256,
-            started_at=started,
-            ended_at=ended,
-            audit_seq=event.seq,
+        from .search import identify
+
+        return identify(
+            self, probe, purpose=purpose, actor=actor, k=k, case_ref=case_ref,
+            face_policy=face_policy,
         )
 
     def review(
@@ -742,59 +613,10 @@ class Gallery:
         ----------
         decision : {"confirm", "reject"}
         """
-        reviewer = self._check_name(reviewer, "reviewer")
-        if decision not in ("confirm", "reject"):
-            raise InvalidParameter(
-                f"The 'decision' must be 'confirm' or 'reject'. Got {decision!r} instead."
-            )
-        stamp = self._stamp()
-        with self.store.transaction():
-            record = self.store.get_identification(identification_id)
-            if record is None:
-                raise InvalidParameter(
-                    f"No identification {identification_id!r} in this gallery. Use the "
-                    "identification_id an `identify` returned."
-                )
-            if subject_id not in {c[0] for c in record.candidates}:
-                raise InvalidParameter(
-                    f"Subject {subject_id!r} is not a candidate of identification "
-                    f"{identification_id!r}. Candidates: "
-                    + (", ".join(c[0] for c in record.candidates) or "none")
-                    + "."
-                )
-            self._subject_record(subject_id)
-            self.store.insert_review(
-                ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
-            )
-            reviews = [r for r in self.store.reviews_of(identification_id)
-                       if r.subject_id == subject_id]
-            confirmed = tuple(r.reviewer for r in reviews if r.decision == "confirm")
-            rejected = tuple(r.reviewer for r in reviews if r.decision == "reject")
-            if rejected:
-                status = "rejected"
-            elif len(confirmed) >= self.config.review_quorum:
-                status = "confirmed"
-                self.store.touch_subject(subject_id, stamp)
-                self.store.bump_generation()
-            else:
-                status = "pending"
-            event = self.audit.append(
-                "review",
-                actor=reviewer,
-                purpose=record.purpose,
-                subject_ids=[subject_id],
-                identification_id=identification_id,
-                case_ref=record.case_ref,
-                decision=decision,
-                note=note,
-                verified_by=list(confirmed),
-                rejected_by=list(rejected),
-                required=self.config.review_quorum,
-                status=status,
-            )
-        return ReviewStatus(
-            identification_id, subject_id, confirmed, rejected,
-            self.config.review_quorum, status, event.seq,
+        from .search import review
+
+        return review(
+            self, identification_id, subject_id, reviewer=reviewer, decision=decision, note=note
         )
 
     def verify_subject(
@@ -815,54 +637,10 @@ class Gallery:
         ModelMismatch
             The subject has no template of the probe's model.
         """
-        purpose = self._check_purpose(purpose)
-        actor = self._check_name(actor, "actor")
-        now = self._now()
-        with self.store.snapshot():
-            subject = self._subject_record(subject_id)
-            require_consent(self.store.consents_of(subject_id), purpose, now, subject_id)
-            if self._retention_until(subject) <= now:
-                raise ConsentExpired(
-                    f"Subject {subject_id!r} is past the retention period "
-                    f"({self.config.retention_days} days after the last interaction, "
-                    f"{subject.last_interaction_at}); their data awaits the retention sweep."
-                )
-            templates = self.store.templates_of(subject_id)
-        face = self._probe(probe, face_policy)
-        model_id = face.embedding.model_id
-        mine = [t for t in templates if t.model_id == model_id]
-        if not mine:
-            raise ModelMismatch(
-                f"Subject {subject_id!r} has no template of model {model_id!r} (has: "
-                + (", ".join(sorted({t.model_id for t in templates})) or "none")
-                + "). Re-enrol the subject with this model."
-            )
-        data_key = self._data_key(subject_id)
-        if data_key is None:
-            raise UnknownSubject(f"Subject {subject_id!r} was erased (its data key is destroyed).")
-        point = self._operating_point(model_id)
-        vector = crypto.protect(face.embedding.vector, self._secret(TEMPLATE_SECRET))
-        stored = np.stack([self._decrypt(t, data_key) for t in mine]).astype(np.float64)
-        distance = float(np.min(np.linalg.norm(stored - vector.astype(np.float64), axis=1)))
-        match = distance <= point.threshold
-        with self.store.transaction():
-            self.store.touch_subject(subject_id, self._stamp())
-            self.store.bump_generation()
-            event = self.audit.append(
-                "verify",
-                actor=actor,
-                purpose=purpose,
-                subject_ids=[subject_id],
-                probe_sha256=face.sha256,
-                match=match,
-                distance=distance,
-                threshold=point.threshold,
-                operating_point=point.name,
-                model_id=model_id,
-            )
-        return SubjectVerification(
-            subject_id, purpose, match, distance, point.threshold, point.name, model_id,
-            face.sha256, event.seq,
+        from .search import verify_subject
+
+        return verify_subject(
+            self, probe, subject_id, purpose=purpose, actor=actor, face_policy=face_policy
         )
 
     # ------------------------------------------------------------------ erasure & retention

@@ -7,6 +7,11 @@ search from the stored consent and retention times, so a consent that expires
 or a subject past retention is excluded from the very second it lapses, even
 before a sweep removes the data.
 
+A subject's last-interaction time moving forward (a verification, a confirmed
+identification) does not force a rebuild: the index may then hold an earlier
+retention deadline than the store, which can only exclude a subject early,
+never return one late. Any consent or template change rebuilds it.
+
 Search is exact: one matrix-vector product over the eligible templates.
 """
 

@@ -1,0 +1,105 @@
+"""The gallery from the shell: a new user's walk-through, and every command documented."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from facetrust.cli.main import cli
+
+README = Path(__file__).parent.parent.parent / "README.md"
+GALLERY_COMMANDS = [
+    "init", "subject add", "subject list", "subject show", "consent grant", "consent withdraw",
+    "consent show", "enroll", "identify", "review", "forget", "retention sweep", "audit verify",
+    "audit export", "audit head", "keys rotate", "keys rekey-templates",
+]
+
+
+def run(runner: CliRunner, *args: str, code: int = 0) -> str:
+    result = runner.invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photos = Path(__file__).parent.parent / "data" / "lfw" / "Kofi_Annan"
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FACETRUST_MASTER_KEY", raising=False)
+    monkeypatch.delenv("FACETRUST_GALLERY", raising=False)
+    monkeypatch.setenv("FACETRUST_ACTOR", "registrar")
+    run(runner, "init")
+    assert stat.S_IMODE((tmp_path / "gallery.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "gallery.db").stat().st_mode) == 0o600
+    run(runner, "subject", "add", "kofi", "--name", "Kofi A.")
+    form = tmp_path / "form.pdf"
+    form.write_bytes(b"%PDF signed consent form")
+    granted = json.loads(run(
+        runner, "consent", "grant", "kofi", "--purpose", "boarding", "--days", "365",
+        "--evidence-ref", "FORM-1", "--evidence-file", str(form), "--notice-version", "v3",
+    ))
+    assert granted["evidence_sha256"] == hashlib.sha256(form.read_bytes()).hexdigest()
+    enrolled = json.loads(run(runner, "enroll", "kofi", str(photos / "Kofi_Annan_0001.jpg")))
+    assert len(enrolled["template_ids"]) == 1 and enrolled["photos_stored"] == 0
+
+    refused = runner.invoke(cli, ["identify", str(photos / "Kofi_Annan_0003.jpg")])
+    assert refused.exit_code == 2 and "must state its purpose" in refused.output
+    found = json.loads(run(
+        runner, "identify", str(photos / "Kofi_Annan_0003.jpg"), "--purpose", "boarding",
+        "--case-ref", "CASE-1", "--actor", "officer",
+    ))
+    assert found["candidates"][0]["subject_id"] == "kofi" and found["requires_human_review"]
+    ident = found["identification_id"]
+    first = json.loads(run(runner, "review", ident, "kofi", "--reviewer", "alice"))
+    assert first["status"] == "pending"
+    second = json.loads(run(runner, "review", ident, "kofi", "--reviewer", "bob"))
+    assert second["status"] == "confirmed"
+    verified = run(runner, "verify", str(photos / "Kofi_Annan_0002.jpg"), "--subject", "kofi",
+                   "--purpose", "boarding")
+    assert json.loads(verified)["match"] is True
+    wrong = runner.invoke(cli, ["verify", str(photos / "Kofi_Annan_0002.jpg"), "--subject",
+                                "kofi", "--purpose", "access-control"])
+    assert wrong.exit_code == 2 and "not to 'access-control'" in wrong.output
+
+    head = json.loads(run(runner, "audit", "head"))
+    run(runner, "keys", "rotate")
+    run(runner, "keys", "rekey-templates")
+    again = json.loads(run(
+        runner, "identify", str(photos / "Kofi_Annan_0004.jpg"), "--purpose", "boarding",
+    ))
+    assert again["candidates"][0]["subject_id"] == "kofi"
+    assert "intact" in run(runner, "audit", "verify", "--expect-head", head["anchor"])
+    json.loads(run(runner, "consent", "show", "kofi"))
+    erased = json.loads(run(runner, "forget", "kofi"))
+    assert erased["key_destroyed"]
+    run(runner, "identify", str(photos / "Kofi_Annan_0004.jpg"), "--purpose", "boarding", code=1)
+    json.loads(run(runner, "retention", "sweep"))
+    exported = run(runner, "audit", "export", "--subject", "kofi")
+    kinds = [json.loads(line)["kind"] for line in exported.splitlines()]
+    assert kinds[:3] == ["subject.add", "consent.grant", "enrol"] and kinds[-1] == "erase"
+    assert "verified_by" in exported
+    assert "intact" in run(runner, "audit", "verify")
+    assert json.loads(run(runner, "subject", "list")) == []
+
+
+def test_a_missing_gallery_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["subject", "list", "--gallery", str(tmp_path)])
+    assert result.exit_code == 2 and "facetrust init" in result.output
+
+
+@pytest.mark.parametrize("command", GALLERY_COMMANDS)
+def test_every_gallery_command_has_help_and_is_documented(command: str) -> None:
+    result = CliRunner().invoke(cli, [*command.split(), "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+    group: click.Command | None = cli
+    for word in command.split():
+        assert isinstance(group, click.Group)
+        group = group.commands.get(word)
+    assert group is not None and group.help
+    assert f"facetrust {command}" in README.read_text(encoding="utf-8"), command
