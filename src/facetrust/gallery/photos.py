@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..faces import Face
 from ..matching import Verdict, compare, get_operating_point
+from .enrolment import require_enrollable
 from .types import EnrolmentResult
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def enroll_photo(
     NotAnImage, CorruptImage, ImageTooLarge, ImageTooSmall
     NoFaceFound, MultipleFaces, FaceQualityTooLow, DuplicateEnrolment
     """
-    gallery._require_enrollable(subject_id)
+    require_enrollable(gallery, subject_id)
     embedded = gallery.pipeline.embed_one(photo, "single", check_quality=True)
     source: bytes | Any = photo if keep_photo else embedded.embedding
     result = gallery.enroll(subject_id, [source], actor=actor, keep_photos=keep_photo)

@@ -8,6 +8,7 @@ it passes the cap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -67,10 +68,8 @@ class BodySizeLimit:
             if not exceeded:
                 await send(message)
 
-        try:
+        with contextlib.suppress(BodyTooLarge):
             await self.app(scope, limited, guarded)
-        except BodyTooLarge:
-            pass
         if exceeded:
             await self._refuse(scope, receive, send)
 
