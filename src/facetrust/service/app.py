@@ -95,7 +95,8 @@ def create_app(
         version=API_VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # No Swagger UI: it loads its scripts from a CDN. The document is at /openapi.json.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.metrics = metrics

@@ -424,7 +424,9 @@ async def keys_submit(
     name: Annotated[str, Form(max_length=200)] = "",
     key_id: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    key = await _guard(request, "create_api_key")
+    operation = {"create": "create_api_key", "revoke": "revoke_api_key",
+                 "sweep": "sweep_retention"}.get(action, "create_api_key")
+    key = await _guard(request, operation)
     if isinstance(key, Response):
         return key
     _check_csrf(request, csrf)
