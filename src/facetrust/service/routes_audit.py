@@ -38,7 +38,9 @@ def _filters(
 @router.get("/audit/verify", operation_id="verify_audit_chain")
 async def verify_chain(
     request: Request,
-    expect_seq: Annotated[int | None, Query(ge=0, description="Anchored head: seq.")] = None,
+    expect_seq: Annotated[
+        int | None, Query(ge=0, le=2**62, description="Anchored head: seq.")
+    ] = None,
     expect_mac: Annotated[
         str | None, Query(pattern="^[0-9a-f]{64}$", description="Anchored head: MAC.")
     ] = None,
@@ -63,7 +65,7 @@ async def audit_head(
 async def audit_events(
     request: Request,
     filters: dict[str, Any] = Depends(_filters),  # noqa: B008
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     key: ApiKey = Depends(allow("list_audit_events")),  # noqa: B008
 ) -> dict[str, Any]:
