@@ -70,6 +70,8 @@ def test_search_without_purpose_is_refused(
             sample_gallery.verify_subject(probe, KOFI, purpose=purpose, actor="officer")
     with pytest.raises(InvalidParameter, match="not one this gallery accepts"):
         sample_gallery.identify(probe, purpose="marketing", actor="officer")
+    refusals = list(sample_gallery.audit.events(kind="identify.refused"))
+    assert [e.fields["error"] for e in refusals] == ["PurposeRequired", "PurposeRequired"]
 
 
 def test_withdrawn_consent_is_refused_and_excluded(
@@ -114,6 +116,9 @@ def test_wrong_purpose_is_refused_and_excluded(
     assert result.candidates == () and result.subjects_searched == 0
     with pytest.raises(PurposeNotConsented, match="not to 'access-control'"):
         sample_gallery.verify_subject(probe, KOFI, purpose="access-control", actor="officer")
+    (refused,) = sample_gallery.audit.events(kind="verify.refused")
+    assert refused.actor == "officer" and refused.purpose == "access-control"
+    assert refused.subject_ids == (KOFI,) and refused.fields["error"] == "PurposeNotConsented"
 
 
 def test_other_model_is_refused_and_excluded(

@@ -228,3 +228,18 @@ def test_store_refuses_a_foreign_file(tmp_path: Path) -> None:
         db.execute("CREATE TABLE x (y)")
     with pytest.raises(StoreError, match="not a facetrust gallery"):
         SqliteStore(other)
+
+
+def test_master_key_from_the_environment(tmp_path: Path) -> None:
+    gallery, config_path = Gallery.init_folder(tmp_path / "g")
+    gallery.close()
+    key_file = tmp_path / "g" / "gallery.key"
+    key_text = key_file.read_text()
+    key_file.unlink()
+    with pytest.raises(KeyMaterialError, match="does not exist"):
+        Gallery.find(config_path, environ={})
+    with Gallery.find(config_path, environ={crypto.MASTER_KEY_ENV: key_text}) as reopened:
+        assert reopened.audit.verify().ok
+    wrong = crypto.encode_key(crypto.generate_key())
+    with pytest.raises(KeyMaterialError, match="sealed with master key"):
+        Gallery.find(config_path, environ={crypto.MASTER_KEY_ENV: wrong})

@@ -23,8 +23,10 @@ import numpy.typing as npt
 from .. import crypto
 from ..audit import AuditLog
 from ..errors import (
+    ConsentError,
     InvalidParameter,
     KeyMaterialError,
+    ModelMismatch,
     PurposeRequired,
     StoreError,
     UnknownSubject,
@@ -589,10 +591,11 @@ class Gallery:
         """
         from .search import identify
 
-        return identify(
-            self, probe, purpose=purpose, actor=actor, k=k, case_ref=case_ref,
-            face_policy=face_policy,
-        )
+        with self._audit_refusal("identify", actor, purpose, [], case_ref=case_ref):
+            return identify(
+                self, probe, purpose=purpose, actor=actor, k=k, case_ref=case_ref,
+                face_policy=face_policy,
+            )
 
     def review(
         self,
@@ -639,9 +642,30 @@ class Gallery:
         """
         from .search import verify_subject
 
-        return verify_subject(
-            self, probe, subject_id, purpose=purpose, actor=actor, face_policy=face_policy
-        )
+        with self._audit_refusal("verify", actor, purpose, [subject_id]):
+            return verify_subject(
+                self, probe, subject_id, purpose=purpose, actor=actor, face_policy=face_policy
+            )
+
+    @contextmanager
+    def _audit_refusal(
+        self, kind: str, actor: str | None, purpose: str | None, subjects: list[str],
+        **fields: Any,
+    ) -> Iterator[None]:
+        """Audit a search refused for consent, purpose or model reasons, then re-raise."""
+        try:
+            yield
+        except (ConsentError, PurposeRequired, ModelMismatch, UnknownSubject) as error:
+            self.audit.append(
+                f"{kind}.refused",
+                actor=actor or None,
+                purpose=purpose or None,
+                subject_ids=subjects,
+                error=type(error).__name__,
+                message=str(error),
+                **fields,
+            )
+            raise
 
     # ------------------------------------------------------------------ erasure & retention
     def withdraw_consent(

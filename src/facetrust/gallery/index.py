@@ -66,9 +66,11 @@ class TemplateIndex:
     retention_until: npt.NDArray[np.float64]
     valid_until: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
     _squared_norms: npt.NDArray[np.float32] = field(init=False, repr=False)
+    _one_per_subject: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._squared_norms = np.einsum("ij,ij->i", self.vectors, self.vectors)
+        self._one_per_subject = len(self.owners) == len(self.subject_ids)
 
     @classmethod
     def build(
@@ -163,21 +165,30 @@ class TemplateIndex:
         searched = int(subjects_ok.sum())
         if not searched:
             return [], 0
-        rows = np.flatnonzero(subjects_ok[self.owners])
-        vectors = self.vectors[rows]
+        rows_ok = subjects_ok[self.owners]
+        if rows_ok.all():  # the usual case: no copy of the template matrix
+            vectors, owners, norms = self.vectors, self.owners, self._squared_norms
+        else:
+            rows = np.flatnonzero(rows_ok)
+            vectors, owners = self.vectors[rows], self.owners[rows]
+            norms = self._squared_norms[rows]
         query = np.asarray(probe, dtype=np.float32)
-        squared = self._squared_norms[rows] - 2.0 * (vectors @ query) + float(query @ query)
-        distances = np.sqrt(np.maximum(squared, 0.0))
-        owners = self.owners[rows]
-        best = np.full(len(self.subject_ids), np.inf)
-        np.minimum.at(best, owners, distances)
+        squared = norms - 2.0 * (vectors @ query) + float(query @ query)
+        best = np.full(len(self.subject_ids), np.inf, dtype=np.float32)
+        if self._one_per_subject:
+            best[owners] = squared
+        else:
+            np.minimum.at(best, owners, squared)
         # The expanded form above is fast but loses a little precision; decide
         # near the threshold with exact distances of the few subjects in reach.
-        near = np.flatnonzero(best <= threshold + 1e-3)
-        near = near[np.argsort(best[near], kind="stable")][: max(4 * k, 64)]
-        exact = {}
-        for subject in near:
-            own = vectors[owners == subject].astype(np.float64)
-            exact[int(subject)] = float(np.min(np.linalg.norm(own - query, axis=1)))
+        near = np.flatnonzero(best <= (threshold + 1e-3) ** 2)
+        limit = max(4 * k, 64)
+        if len(near) > limit:
+            near = near[np.argpartition(best[near], limit)[:limit]]
+        in_reach = np.flatnonzero(np.isin(owners, near))
+        exact_rows = np.linalg.norm(vectors[in_reach].astype(np.float64) - query, axis=1)
+        exact: dict[int, float] = {}
+        for subject, distance in zip(owners[in_reach].tolist(), exact_rows.tolist(), strict=True):
+            exact[subject] = min(distance, exact.get(subject, np.inf))
         within = sorted((d, i) for i, d in exact.items() if d <= threshold)[:k]
         return [SearchHit(self.subject_ids[i], d) for d, i in within], searched

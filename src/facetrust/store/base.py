@@ -12,7 +12,9 @@ Two stores hold a gallery:
 The interfaces are SQL-neutral: methods and frozen records, no SQL. Every
 method that writes must be called inside ``with store.transaction():``, which
 is one atomic unit of work that also serialises writers; reads that must agree
-with each other go inside ``with store.snapshot():``. The conformance suite in
+with each other go inside ``with store.snapshot():``. A write that breaks a rule (a missing
+referenced record, a duplicate key) raises :class:`~facetrust.errors.StoreError`,
+whatever the backend. The conformance suite in
 ``tests/store`` runs against every implementation.
 """
 

@@ -144,7 +144,13 @@ class _SqliteBase:
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         if not self._depth:
             raise StoreError("A write must run inside `with store.transaction():` (a bug).")
-        return self._db.execute(sql, params)
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.IntegrityError as error:
+            raise StoreError(
+                f"The change breaks a rule of the {self._kind} ({error}): a record it refers "
+                "to is missing, or one with the same key exists."
+            ) from None
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, params).fetchall()
@@ -198,22 +204,21 @@ class SqliteStore(_SqliteBase):
         self._write("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
 
     def insert_subject(self, subject: SubjectRecord) -> None:
-        try:
-            self._write(
-                "INSERT INTO subjects VALUES (?, ?, ?, ?, ?)",
-                (
-                    subject.subject_id,
-                    subject.display_name,
-                    subject.created_at,
-                    subject.last_interaction_at,
-                    subject.erased_at,
-                ),
-            )
-        except sqlite3.IntegrityError:
+        if self.get_subject(subject.subject_id) is not None:
             raise StoreError(
                 f"A subject with id {subject.subject_id!r} already exists (or was erased; "
                 "erased ids are never reused). Choose another id."
-            ) from None
+            )
+        self._write(
+            "INSERT INTO subjects VALUES (?, ?, ?, ?, ?)",
+            (
+                subject.subject_id,
+                subject.display_name,
+                subject.created_at,
+                subject.last_interaction_at,
+                subject.erased_at,
+            ),
+        )
 
     def get_subject(self, subject_id: str) -> SubjectRecord | None:
         rows = self._rows("SELECT * FROM subjects WHERE subject_id = ?", (subject_id,))

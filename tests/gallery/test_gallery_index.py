@@ -1,0 +1,59 @@
+"""The in-memory index returns exactly what a brute-force search over eligible subjects does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facetrust.faces import Embedding
+from facetrust.gallery.index import TemplateIndex
+from facetrust.matching import face_distance
+from facetrust.store import ConsentRecord
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def consent(
+    subject: str, purposes: tuple[str, ...], days: int, withdrawn: bool = False
+) -> ConsentRecord:
+    return ConsentRecord(
+        f"c-{subject}-{purposes}", subject, purposes, (NOW - timedelta(days=10)).isoformat(),
+        (NOW + timedelta(days=days)).isoformat(), "form", "ab" * 32, "v1",
+        withdrawn_at=NOW.isoformat() if withdrawn else None,
+    )
+
+
+@pytest.mark.parametrize("per_subject", [1, 2])
+def test_search_matches_brute_force(
+    identities: dict[str, list[Path]], embeddings: dict[Path, Embedding], per_subject: int
+) -> None:
+    names = list(identities)
+    templates = [
+        (name, embeddings[path].vector)
+        for name in names for path in identities[name][:per_subject]
+    ]
+    consents = [consent(n, ("boarding",), 30) for n in names[:6]]
+    consents += [consent(names[6], ("boarding",), -1)]  # expired
+    consents += [consent(names[7], ("boarding",), 30, withdrawn=True)]
+    consents += [consent(names[8], ("access-control",), 30)]  # other purpose
+    retention = {n: NOW + timedelta(days=100) for n in names}
+    retention[names[5]] = NOW - timedelta(days=1)  # past retention
+    index = TemplateIndex.build(
+        1, "m", templates, retention, consents, ("boarding", "access-control")
+    )
+    eligible = set(names[:5])
+    for name in names:
+        probe = embeddings[identities[name][3]].vector
+        hits, searched = index.search(probe, purpose="boarding", now=NOW, k=3, threshold=0.6)
+        assert searched == len(eligible)
+        expected = sorted(
+            (float(np.min(face_distance(
+                np.stack([v for n, v in templates if n == subject]), probe))), subject)
+            for subject in eligible
+        )
+        expected = [(d, s) for d, s in expected if d <= 0.6][:3]
+        assert [h.subject_id for h in hits] == [s for _, s in expected]
+        assert [h.distance for h in hits] == pytest.approx([d for d, _ in expected], abs=1e-9)
