@@ -6,6 +6,7 @@ A role listed for an operation in the permission table is never refused with
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -72,6 +73,31 @@ def test_role_matrix(live_server: LiveServer, operation: str, method: str, path:
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+def log_in(browser: httpx.Client, key: str) -> httpx.Response:
+    form = browser.get("/console/login")
+    token = re.search(r'name="login_csrf" value="([^"]+)"', form.text)
+    assert token is not None
+    response = browser.post("/console/login", data={"api_key": key, "login_csrf": token[1]})
+    assert response.status_code == 303, response.text
+    return response
+
+
+def test_console_login_needs_the_form_token(live_server: LiveServer) -> None:
+    with httpx.Client(base_url=live_server.url) as browser:
+        forged = browser.post("/console/login", data={"api_key": live_server.keys["auditor"]})
+        assert forged.status_code == 403 and "facetrust_session" not in forged.cookies
+        cookie = log_in(browser, live_server.keys["auditor"]).headers["set-cookie"].lower()
+        assert "facetrust_session=" in cookie and "httponly" in cookie
+        assert "samesite=strict" in cookie and "path=/console" in cookie
+        page = browser.get("/console/audit")
+        assert page.status_code == 200
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        assert browser.post("/console/logout", data={"csrf": "forged"}).status_code == 403
+        assert browser.post("/console/logout", data={"csrf": csrf[1]}).status_code == 303
+
+
 @pytest.mark.parametrize(
     "page,allowed",
     [
@@ -89,8 +115,7 @@ def test_console_pages_follow_the_same_table(
 ) -> None:
     for role, key_name in ROLE_KEYS.items():
         with httpx.Client(base_url=live_server.url) as browser:
-            login = browser.post("/console/login", data={"api_key": live_server.keys[key_name]})
-            assert login.status_code == 303
+            log_in(browser, live_server.keys[key_name])
             home = browser.get("/console/")
             response = browser.get(page)
         assert response.status_code == (200 if role in allowed else 403), role

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import io
 import json
+import secrets
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -59,6 +60,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+LOGIN_COOKIE = "facetrust_login_csrf"
 
 
 class _LoginRequired(Exception):
@@ -147,19 +151,38 @@ def _photo_url(data: bytes) -> str:
 
 
 # ---------------------------------------------------------------- session
+def _login_page(request: Request, status: int = 200, **context: Any) -> Response:
+    # Login CSRF: a random token in a SameSite=Strict cookie and in the form (double submit).
+    token = secrets.token_urlsafe(32)
+    response = _page(request, None, "login.html", status=status, login_csrf=token, **context)
+    response.set_cookie(
+        LOGIN_COOKIE, token, path="/console/login", httponly=True, samesite="strict",
+        secure=service_state(request).settings.secure_cookies,
+    )
+    return response
+
+
 @router.get("/login")
 async def login_form(request: Request) -> Response:
-    return _page(request, None, "login.html")
+    return _login_page(request)
 
 
 @router.post("/login")
-async def login(request: Request, api_key: Annotated[str, Form(max_length=200)]) -> Response:
+async def login(
+    request: Request,
+    api_key: Annotated[str, Form(max_length=200)],
+    login_csrf: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not hmac.compare_digest(expected, login_csrf):
+        return _login_page(request, status=403, error={
+            "title": "Login form expired", "detail": "Reload the login page and try again."})
     key = await anyio.to_thread.run_sync(service_state(request).keys.authenticate, api_key)
     if key is None:
-        return _page(request, None, "login.html", status=401,
-                     error={"title": "Login failed",
-                            "detail": "The key is unknown, revoked or malformed."})
+        return _login_page(request, status=401, error={
+            "title": "Login failed", "detail": "The key is unknown, revoked or malformed."})
     response = RedirectResponse("/console/", status_code=303)
+    response.delete_cookie(LOGIN_COOKIE, path="/console/login")
     response.set_cookie(
         SESSION_COOKIE, api_key.strip(), path="/console", httponly=True, samesite="strict",
         secure=service_state(request).settings.secure_cookies,
