@@ -381,6 +381,33 @@ async def identify_submit(
     return _page(request, key, "identify.html", status=status, **context)
 
 
+@router.post("/review")
+async def review_submit(
+    request: Request,
+    csrf: Annotated[str, Form()],
+    identification_id: Annotated[str, Form(min_length=1, max_length=200)],
+    subject_id: Annotated[str, Form(min_length=1, max_length=200)],
+    decision: Annotated[str, Form(pattern="^(confirm|reject)$")],
+) -> Response:
+    key = await _guard(request, "review_candidate")
+    if isinstance(key, Response):
+        return key
+    _check_csrf(request, csrf)
+    state = service_state(request)
+    context: dict[str, Any] = {"purposes": state.gallery.config.purposes,
+                               "notice": HUMAN_REVIEW_NOTICE}
+    try:
+        context["review"] = await state.use_biometrics(
+            key, "review_candidate",
+            lambda g: g.review(identification_id, subject_id, reviewer=key.actor,
+                               decision=decision),
+        )
+        status = 200
+    except FacetrustError as error:
+        context["error"], status = _error(error), problem_of(error).status
+    return _page(request, key, "identify.html", status=status, **context)
+
+
 # ---------------------------------------------------------------- auditor
 @router.get("/audit")
 async def audit_page(request: Request, kind: str = "", subject: str = "") -> Response:
