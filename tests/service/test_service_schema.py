@@ -15,6 +15,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis import checks
 
 from facetrust.service import PERMISSIONS, PUBLIC, Role
 from facetrust.service.app import openapi_document
@@ -27,6 +28,12 @@ KEY_OF_ROLE = {Role.ENROLLER: "enroller", Role.OPERATOR: "operator-schema",
                Role.AUDITOR: "auditor", Role.ADMIN: "admin"}
 
 schema = schemathesis.openapi.from_dict(SPEC)
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+]
 
 
 def test_checked_in_spec_is_current() -> None:
@@ -63,6 +70,10 @@ def test_no_server_errors(case: schemathesis.Case, server: LiveServer) -> None:
         headers["Authorization"] = f"Bearer {server.keys[KEY_OF_ROLE[role]]}"
     response = case.call(base_url=server.url, headers=headers, timeout=60)
     assert response.status_code < 500, (operation_id, response.status_code, response.text)
+    # Documented status code, content type and body schema, for successes and problems alike.
+    # (Not "negative data rejection": the API is lenient where pydantic is, e.g. it reads a
+    # number as a Unix time.)
+    case.validate_response(response, headers=headers, checks=CHECKS)
     if response.status_code >= 400:
         assert response.headers["content-type"][0].startswith("application/problem+json")
         assert "Traceback" not in response.text

@@ -231,3 +231,42 @@ def install_handlers(app: FastAPI) -> None:
             "The service failed unexpectedly; the error is in the server log.",
             instance=request.url.path,
         )
+
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details; `type` is stable per kind of error.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "examples": ["/problems/no-face-found"]},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries declaring problem+json bodies for ``statuses``."""
+    return {
+        status: {
+            "description": ", ".join(
+                sorted({p.slug for p in _all_problem_types() if p.status == status})
+            ) or "error",
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
+
+
+def _all_problem_types() -> list[ProblemType]:
+    return [p for _, p in LIBRARY_PROBLEMS] + list(SERVICE_PROBLEMS.values())
+
+
+#: Errors any authenticated endpoint may answer with.
+AUTH_PROBLEMS = problem_responses(400, 401, 403, 422, 503)
+#: Errors of endpoints that take a face image.
+IMAGE_PROBLEMS = problem_responses(404, 409, 413, 415)

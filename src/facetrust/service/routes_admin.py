@@ -12,8 +12,11 @@ from ..matching import get_operating_point
 from .apikeys import ApiKey, Role
 from .auth import allow, service_state
 from .permissions import operations_of
+from .problems import AUTH_PROBLEMS, problem_responses
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(
+    prefix="/v1", tags=["admin"], responses={**AUTH_PROBLEMS, **problem_responses(409)}
+)
 
 
 class NewKey(BaseModel):

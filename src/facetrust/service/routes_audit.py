@@ -15,9 +15,11 @@ from pydantic import AwareDatetime
 from ..gallery import Gallery
 from .apikeys import ApiKey
 from .auth import allow, service_state
-from .problems import Problem
+from .problems import AUTH_PROBLEMS, Problem, problem_responses
 
-router = APIRouter(prefix="/v1", tags=["audit"])
+router = APIRouter(
+    prefix="/v1", tags=["audit"], responses={**AUTH_PROBLEMS, **problem_responses(404)}
+)
 
 REPORT_TYPES = {".json": "application/json", ".html": "text/html", ".md": "text/markdown",
                 ".csv": "text/csv"}

@@ -9,9 +9,9 @@ from fastapi.responses import PlainTextResponse
 
 from ..gallery import Gallery
 from .auth import service_state
-from .problems import Problem, catalogue
+from .problems import Problem, catalogue, problem_responses
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=problem_responses(503))
 
 
 @router.get("/healthz", operation_id="health")

@@ -15,8 +15,12 @@ from pydantic import BaseModel, Field
 from ..gallery.photos import verify_photos
 from .apikeys import ApiKey
 from .auth import allow, service_state
+from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS, problem_responses
 
-router = APIRouter(prefix="/v1", tags=["search"])
+router = APIRouter(
+    prefix="/v1", tags=["search"],
+    responses={**AUTH_PROBLEMS, **IMAGE_PROBLEMS, **problem_responses(429)},
+)
 
 Purpose = Annotated[
     str, Form(min_length=1, max_length=100, description="One of the gallery's purposes.")

@@ -11,8 +11,11 @@ from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from ..gallery.photos import enroll_photo
 from .apikeys import ApiKey
 from .auth import allow, service_state
+from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS
 
-router = APIRouter(prefix="/v1", tags=["subjects"])
+router = APIRouter(
+    prefix="/v1", tags=["subjects"], responses={**AUTH_PROBLEMS, **IMAGE_PROBLEMS}
+)
 
 SubjectId = Annotated[str, Path(min_length=1, max_length=200, description="Opaque subject id.")]
 
