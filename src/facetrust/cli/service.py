@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import getpass
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from ..gallery.config import GALLERY_ENV
+
+if TYPE_CHECKING:
+    from ..service.apikeys import ApiKeys
 
 gallery_option = click.option(
     "--gallery",
@@ -52,7 +56,7 @@ def serve(
     run(settings, host=host, port=port, workers=workers)
 
 
-def _keys(gallery_path: str | None):  # type: ignore[no-untyped-def]
+def _keys(gallery_path: str | None) -> ApiKeys:
     from ..service.server import api_keys_for
     from ..service.settings import ServiceSettings
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import re
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,14 +14,12 @@ from ..gallery import Gallery
 from .apikeys import ApiKey
 from .auth import allow, service_state
 from .problems import AUTH_PROBLEMS, Problem, problem_responses
+from .reports import REPORT_TYPES, report_files
 
 router = APIRouter(
     prefix="/v1", tags=["audit"], responses={**AUTH_PROBLEMS, **problem_responses(404)}
 )
 
-REPORT_TYPES = {".json": "application/json", ".html": "text/html", ".md": "text/markdown",
-                ".csv": "text/csv"}
-_REPORT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 Text = Annotated[str | None, Query(max_length=200)]
 Moment = Annotated[AwareDatetime | None, Query(description="ISO 8601 with zone.")]
@@ -103,15 +99,6 @@ async def audit_export(
     return Response(text, media_type="application/x-ndjson")
 
 
-def _reports(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix in REPORT_TYPES and _REPORT_NAME.match(p.name)
-    )
-
-
 @router.get("/reports", operation_id="list_reports")
 async def list_reports(
     request: Request, key: ApiKey = Depends(allow("list_reports"))  # noqa: B008
@@ -121,7 +108,7 @@ async def list_reports(
     return {
         "reports": [
             {"name": p.name, "bytes": p.stat().st_size, "media_type": REPORT_TYPES[p.suffix]}
-            for p in _reports(folder)
+            for p in report_files(folder)
         ]
     }
 
@@ -135,7 +122,7 @@ async def get_report(
 ) -> FileResponse:
     """One evaluation report, as stored."""
     folder = service_state(request).reports_dir
-    for path in _reports(folder):
+    for path in report_files(folder):
         if path.name == name:
             return FileResponse(path, media_type=REPORT_TYPES[path.suffix])
     raise Problem("not-found", f"No report named {name!r}. List them at /v1/reports.")

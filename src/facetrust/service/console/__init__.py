@@ -33,7 +33,7 @@ from ..auth import SESSION_COOKIE, service_state
 from ..limits import rate_limited
 from ..permissions import permits
 from ..problems import Problem, problem_of
-from ..routes_audit import REPORT_TYPES, _reports
+from ..reports import REPORT_TYPES, report_files
 from ..routes_search import HUMAN_REVIEW_NOTICE
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -430,7 +430,7 @@ async def reports_page(request: Request) -> Response:
     key = await _guard(request, "list_reports")
     if isinstance(key, Response):
         return key
-    reports = _reports(service_state(request).reports_dir)
+    reports = report_files(service_state(request).reports_dir)
     return _page(request, key, "reports.html", reports=reports)
 
 
@@ -439,7 +439,7 @@ async def report_page(request: Request, name: str) -> Response:
     key = await _guard(request, "get_report")
     if isinstance(key, Response):
         return key
-    for path in _reports(service_state(request).reports_dir):
+    for path in report_files(service_state(request).reports_dir):
         if path.name != name:
             continue
         if path.suffix == ".json":
