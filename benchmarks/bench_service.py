@@ -221,6 +221,11 @@ def main() -> None:
             latencies, statuses, elapsed, sent = asyncio.run(
                 fire(url, operator.key, probes, args.clients, args.requests, args.max_seconds)
             )
+            # One client at a time: the per-request cost of the service over the library.
+            serial_latencies, serial_statuses, serial_elapsed, _ = asyncio.run(
+                fire(url, operator.key, probes, 1, args.reference_requests, args.max_seconds)
+            )
+            latencies_serial = serial_latencies
             actor = operator.record.actor
             identified = count_events(url, auditor.key, "identify", actor)
             refused = count_events(url, auditor.key, "service.refused", actor)
@@ -231,16 +236,22 @@ def main() -> None:
             server.wait(timeout=30)
             log.close()
 
+    concurrent_errors = sum(n for st, n in statuses.items() if st not in (200, 422))
+    for status, n in serial_statuses.items():
+        statuses[status] = statuses.get(status, 0) + n
     ok = statuses.get(200, 0)
     warm_ok = 1 if warm == 200 else 0
-    errors = sum(n for s, n in statuses.items() if s != 200 and s != 422)
-    service = summary(latencies, elapsed, errors)
+    errors = sum(n for st, n in statuses.items() if st not in (200, 422))
+    service = summary(latencies, elapsed, concurrent_errors)
+    serial_errors = sum(n for st, n in serial_statuses.items() if st not in (200, 422))
+    serial = summary(latencies_serial, serial_elapsed, serial_errors)
     results: dict[str, Any] = {
         "gallery_identities": len(chosen),
         "clients": args.clients,
-        "requests_sent": sent,
+        "requests_sent": sent + len(latencies_serial),
         "status_counts": {str(k): v for k, v in sorted(statuses.items())},
         "service": service,
+        "service_one_client": serial,
         "in_process_reference": reference,
         "audit": {
             "identify_events": identified,
@@ -267,10 +278,14 @@ def main() -> None:
 
 def print_table(results: dict[str, Any]) -> None:
     s, r, a = results["service"], results["in_process_reference"], results["audit"]
+    one = results["service_one_client"]
     print(f"\nIdentification, gallery of {results['gallery_identities']} identities, "
           f"{results['clients']} concurrent clients (loopback):")
     print(f"{'':34} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for label, row in (("facetrust serve (HTTP)", s), ("Gallery.identify in-process (ref)", r)):
+    rows = ((f"facetrust serve, {results['clients']} clients", s),
+            ("facetrust serve, 1 client", one),
+            ("Gallery.identify in-process (ref)", r))
+    for label, row in rows:
         print(f"{label:34} {row['requests']:>9} {row['throughput_per_s']:>8} "
               f"{row['p50_ms']:>8} {row['p99_ms']:>8} {row['errors']:>7}")
     print(f"status codes: {results['status_counts']}")
