@@ -173,7 +173,10 @@ class TemplateIndex:
             vectors, owners = self.vectors[rows], self.owners[rows]
             norms = self._squared_norms[rows]
         query = np.asarray(probe, dtype=np.float32)
-        squared = norms - 2.0 * (vectors @ query) + float(query @ query)
+        # einsum, not BLAS: a multi-threaded matrix-vector product stalls on a busy
+        # shared CPU (measured 14 ms instead of 0.1 ms at 10k templates), einsum runs
+        # in this thread only and keeps latency predictable.
+        squared = norms - 2.0 * np.einsum("ij,j->i", vectors, query) + float(query @ query)
         best = np.full(len(self.subject_ids), np.inf, dtype=np.float32)
         if self._one_per_subject:
             best[owners] = squared
