@@ -49,3 +49,12 @@ def test_serve_refuses_a_missing_gallery_with_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", "--gallery", str(tmp_path / "none")])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: No gallery config")
+
+
+def test_serve_refuses_a_gallery_without_its_key_with_one_line(tmp_path: Path) -> None:
+    make_gallery_folder(tmp_path)
+    (tmp_path / "gallery.key").unlink()
+    result = CliRunner().invoke(cli, ["serve", "--gallery", str(tmp_path)], env={
+        "FACETRUST_MASTER_KEY": ""})
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.output

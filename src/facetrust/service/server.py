@@ -26,13 +26,17 @@ def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) 
     """
     import uvicorn
 
-    # Fail here, with a clear message, rather than in a worker.
-    GalleryConfig.load(find_config(settings.gallery))
-    if workers <= 1:
-        from .app import create_app
+    from .app import create_app, open_gallery
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # Open the gallery here, so a missing gallery or master key is one clear
+    # error line (facetrust's CLI) rather than a traceback from a worker.
+    gallery = open_gallery(settings)
+    if workers <= 1:
+        with gallery:
+            uvicorn.run(create_app(settings, gallery=gallery), host=host, port=port,
+                        log_level="info")
         return
+    gallery.close()
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
         if value is not None:
