@@ -214,10 +214,10 @@ class Gallery:
                     f"{str(existing)!r} already exists: {str(base)!r} holds a gallery. "
                     "Use it, or choose an empty folder."
                 )
-        assert config.key_file is not None  # in_folder always sets one
+        key_file = config.key_file or base / "gallery.key"  # in_folder always sets one
         material = crypto.generate_key()
-        crypto.write_key_file(config.key_file, material)
-        gallery = cls.create(config, crypto.MasterKey(material, str(config.key_file)))
+        crypto.write_key_file(key_file, material)
+        gallery = cls.create(config, crypto.MasterKey(material, str(key_file)))
         config.save(config_path)
         return gallery, config_path
 

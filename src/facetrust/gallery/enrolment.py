@@ -18,6 +18,7 @@ from ..errors import (
     DuplicateEnrolment,
     InvalidParameter,
     ModelMismatch,
+    StoreError,
 )
 from ..matching import OperatingPoint
 from ..pipeline import FacePolicy
@@ -80,7 +81,8 @@ def enroll_subject(
             + f" within threshold {point.threshold}. Check the identity, or use policy 'warn'."
         )
     data_key = gallery._data_key(subject_id, create=True)
-    assert data_key is not None  # created above
+    if data_key is None:  # cannot happen: create=True makes one
+        raise StoreError(f"The key store did not keep the data key of {subject_id!r}.")
     stamp = gallery._stamp()
     template_ids = []
     with gallery.store.transaction():
@@ -108,7 +110,6 @@ def enroll_subject(
             template_ids=template_ids,
             model_id=model_id,
             photos_stored=photos,
-            input_sha256=[p.sha256 for p in probes],
             duplicates=[d.to_dict() for d in duplicates],
             operating_point=point.name,
         )
@@ -118,7 +119,7 @@ def enroll_subject(
 
 
 def require_enrollable(gallery: Gallery, subject_id: str) -> None:
-    """See :meth:`Gallery.require_enrollable`."""
+    """Raise UnknownSubject or the specific consent error unless ``subject_id`` may enrol."""
     with gallery.store.snapshot():
         gallery._subject_record(subject_id)
         require_consent(gallery.store.consents_of(subject_id), None, gallery._now(), subject_id)
@@ -131,7 +132,7 @@ def find_duplicates(
     point: OperatingPoint,
     subject_id: str,
 ) -> list[DuplicateMatch]:
-    """See :meth:`Gallery.duplicates`."""
+    """Other subjects (with any active consent) within the threshold of the new templates."""
     index = gallery._index(model_id)
     best: dict[str, float] = {}
     for vector in protected:
