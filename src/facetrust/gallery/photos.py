@@ -21,7 +21,7 @@ from .enrolment import require_enrollable
 from .types import EnrolmentResult
 
 if TYPE_CHECKING:
-    from .core import Gallery
+    from .core import FaceInput, Gallery
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,9 @@ def enroll_photo(
     """
     require_enrollable(gallery, subject_id)
     embedded = gallery.pipeline.embed_one(photo, "single", check_quality=True)
-    source: bytes | Any = photo if keep_photo else embedded.embedding
+    # The template just computed is enrolled as is (the photo is not embedded twice);
+    # the photo itself goes in only when it is to be kept.
+    source: FaceInput = photo if keep_photo else embedded.embedding
     result = gallery.enroll(subject_id, [source], actor=actor, keep_photos=keep_photo)
     return PhotoEnrolment(result, embedded.face, hashlib.sha256(photo).hexdigest())
 

@@ -293,5 +293,6 @@ class ApiKeys:
         with self._lock:
             self._verified.pop(key_id, None)
         found = self.store.get(key_id)
-        assert found is not None  # just revoked
+        if found is None:
+            raise StoreError(f"The API key {key_id!r} vanished while being revoked.")
         return found[0]
