@@ -48,3 +48,15 @@ for command in [
     *evaluate.COMMANDS,
 ]:
     cli.add_command(command)
+
+# The service: `facetrust serve`, and the API key commands in the `keys` group
+# (joining the gallery's `keys rotate` when that group exists).
+from . import service as _service  # noqa: E402
+
+cli.add_command(_service.serve)
+_keys_group = cli.commands.get("keys")
+if not isinstance(_keys_group, click.Group):
+    _keys_group = _service.keys_group
+    cli.add_command(_keys_group)
+for _command in _service.API_KEY_COMMANDS:
+    _keys_group.add_command(_command)

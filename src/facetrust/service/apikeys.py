@@ -1,0 +1,298 @@
+"""API keys of the service: created once, stored hashed, looked up by id, revocable.
+
+A key reads ``ft_<key_id>_<secret>``. Only its argon2id hash is stored; the
+full key is shown once, at creation. Checking a key looks the record up by
+its id, then verifies the secret against the hash (argon2's check runs in
+constant time). A verified key is remembered in memory by the SHA-256 of its
+secret, compared with :func:`hmac.compare_digest`, so each request does not
+pay for argon2 again; revocation is read from the store on every request.
+
+The keys live in their own small SQLite file (never in the gallery file, so
+a gallery backup holds no credentials), behind :class:`ApiKeyStore`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from ..errors import InvalidParameter, StoreError
+
+KEY_PREFIX = "ft"
+_ID_BYTES = 8
+_SECRET_BYTES = 32
+
+
+class Role(enum.StrEnum):
+    """What a key may do; see :data:`facetrust.service.permissions.PERMISSIONS`.
+
+    ``enroller``: subjects, consents, enrolment, erasure.
+    ``operator``: verification and identification (purpose and case reference required).
+    ``auditor``: read-only audit log and evaluation reports, no biometric data.
+    ``admin``: API keys, policy, retention sweep.
+    """
+
+    ENROLLER = "enroller"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One key's record (never its secret).
+
+    ``actor`` is how the key appears in the gallery's audit log: ``key:<key_id>``.
+    """
+
+    key_id: str
+    role: Role
+    name: str
+    created_at: str
+    created_by: str
+    revoked_at: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.key_id}"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "role": self.role.value,
+            "name": self.name,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "revoked_at": self.revoked_at,
+            "actor": self.actor,
+        }
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key: its record and the full key string, which is shown this once."""
+
+    record: ApiKey
+    key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.record.to_dict(), "key": self.key}
+
+
+class ApiKeyStore(Protocol):
+    """Where key records and their hashes live."""
+
+    def insert(self, record: ApiKey, key_hash: str) -> None: ...
+    def get(self, key_id: str) -> tuple[ApiKey, str] | None: ...
+    def list(self) -> list[ApiKey]: ...
+    def revoke(self, key_id: str, at: str) -> bool: ...
+    def secret(self, name: str) -> bytes:
+        """A random per-store secret (created on first use), e.g. for CSRF tokens."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at TEXT,
+    key_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+
+class SqliteApiKeyStore:
+    """API keys in one SQLite file (created with mode 0600 if missing)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            if not self.path.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.touch(mode=0o600)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as error:
+            raise StoreError(
+                f"Cannot open the API key store {str(self.path)!r}: {error}. Check the path "
+                "and its permissions."
+            ) from None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> ApiKey:
+        return ApiKey(row[0], Role(row[1]), row[2], row[3], row[4], row[5])
+
+    def insert(self, record: ApiKey, key_hash: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.key_id, record.role.value, record.name, record.created_at,
+                    record.created_by, record.revoked_at, key_hash,
+                ),
+            )
+
+    def get(self, key_id: str) -> tuple[ApiKey, str] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key_id, role, name, created_at, created_by, revoked_at, key_hash "
+                "FROM api_keys WHERE key_id = ?",
+                (key_id,),
+            ).fetchone()
+        return None if row is None else (self._record(row), str(row[6]))
+
+    def list(self) -> list[ApiKey]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key_id, role, name, created_at, created_by, revoked_at FROM api_keys "
+                "ORDER BY created_at, key_id"
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def revoke(self, key_id: str, at: str) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (at, key_id),
+            )
+            return cursor.rowcount > 0
+
+    def secret(self, name: str) -> bytes:
+        with self._write() as db:
+            row = db.execute("SELECT value FROM service_secrets WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            value = secrets.token_bytes(32)
+            db.execute("INSERT INTO service_secrets VALUES (?, ?)", (name, value))
+            return value
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def parse_role(role: str) -> Role:
+    """The :class:`Role` named ``role``, or :class:`InvalidParameter` listing the roles."""
+    try:
+        return Role(role)
+    except ValueError:
+        raise InvalidParameter(
+            f"The 'role' must be one of {', '.join(r.value for r in Role)}. Got {role!r} instead."
+        ) from None
+
+
+class ApiKeys:
+    """Create, check, list and revoke API keys over an :class:`ApiKeyStore`.
+
+    Thread-safe. ``hasher`` defaults to argon2id with argon2-cffi's defaults
+    (RFC 9106's low-memory profile).
+    """
+
+    def __init__(self, store: ApiKeyStore, hasher: PasswordHasher | None = None) -> None:
+        self.store = store
+        self._hasher = hasher or PasswordHasher()
+        self._verified: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def create(self, role: Role | str, name: str, *, created_by: str) -> CreatedKey:
+        """A new key for ``role``; the returned ``key`` string is not stored anywhere."""
+        role = parse_role(role) if isinstance(role, str) else role
+        if not name or not name.strip() or len(name) > 200:
+            raise InvalidParameter(
+                "The 'name' of a key must say who or what uses it (1 to 200 characters). "
+                f"Got {name!r} instead."
+            )
+        key_id = secrets.token_hex(_ID_BYTES)
+        secret = secrets.token_urlsafe(_SECRET_BYTES)
+        record = ApiKey(key_id, role, name.strip(), _now(), created_by)
+        self.store.insert(record, self._hasher.hash(secret))
+        return CreatedKey(record, f"{KEY_PREFIX}_{key_id}_{secret}")
+
+    def authenticate(self, presented: str) -> ApiKey | None:
+        """The active key ``presented`` belongs to, or None (malformed, unknown, wrong, revoked)."""
+        parts = presented.strip().split("_", 2)
+        if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+            return None
+        key_id, secret = parts[1], parts[2]
+        found = self.store.get(key_id)
+        if found is None:
+            # Spend the same effort as a real check so unknown ids are not faster.
+            self._hasher.hash(secret)
+            return None
+        record, key_hash = found
+        digest = hashlib.sha256(secret.encode()).digest()
+        with self._lock:
+            known = self._verified.get(key_id)
+        if known is None or not hmac.compare_digest(known, digest):
+            try:
+                self._hasher.verify(key_hash, secret)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return None
+            with self._lock:
+                self._verified[key_id] = digest
+        return record if record.active else None
+
+    def list(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        return self.store.list()
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Revoke ``key_id`` (effective on the next request, in every server process).
+
+        Raises
+        ------
+        InvalidParameter
+            No such key, or it is already revoked.
+        """
+        if not self.store.revoke(key_id, _now()):
+            raise InvalidParameter(
+                f"No active API key {key_id!r}. List keys with `facetrust keys list`."
+            )
+        with self._lock:
+            self._verified.pop(key_id, None)
+        found = self.store.get(key_id)
+        if found is None:
+            raise StoreError(f"The API key {key_id!r} vanished while being revoked.")
+        return found[0]

@@ -1,0 +1,124 @@
+"""``create_app(settings) -> FastAPI``: the REST API and the web console in one app."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from ..config import Settings
+from ..gallery import Gallery, GalleryConfig, find_config
+from ..pipeline import FacePipeline
+from . import console, routes_admin, routes_audit, routes_health, routes_search, routes_subjects
+from .apikeys import ApiKeys, SqliteApiKeyStore
+from .limits import BodySizeLimit, RequestTimeout, TokenBucket
+from .metrics import Metrics, MetricsMiddleware
+from .problems import install_handlers
+from .settings import ServiceSettings
+from .state import ServiceState
+
+API_VERSION = "1.0.0"
+
+DESCRIPTION = """\
+Face recognition with consent, purpose limitation, human review and a tamper-evident
+audit log, over HTTP. Authenticate with `Authorization: Bearer ft_<id>_<secret>`.
+
+Roles: **enroller** (subjects, consents, enrolment, erasure), **operator** (verify,
+identify: purpose and case reference required), **auditor** (audit log and evaluation
+reports, read-only), **admin** (API keys, retention sweep). Errors are RFC 9457
+`application/problem+json` with a stable `type` (see `GET /problems`).
+Scores are Euclidean distances: lower is more similar; a match is `distance <= threshold`.
+"""
+
+
+def open_gallery(settings: ServiceSettings) -> Gallery:
+    """Open the gallery named by ``settings`` with a pipeline capped at ``max_pixels``."""
+    config = GalleryConfig.load(find_config(settings.gallery))
+    pipeline = FacePipeline(
+        Settings.from_env(max_pixels=settings.max_pixels, max_bytes=settings.max_body_bytes)
+    )
+    return Gallery.open(config, pipeline=pipeline)
+
+
+def create_app(
+    settings: ServiceSettings | None = None, *, gallery: Gallery | None = None
+) -> FastAPI:
+    """The service as an ASGI app.
+
+    The gallery is opened (and the face model loaded) when the app starts, so
+    building the app, e.g. to write its OpenAPI document, touches no files.
+
+    Parameters
+    ----------
+    settings : ServiceSettings, optional
+        From ``FACETRUST_SERVICE_*`` variables by default.
+    gallery : Gallery, optional
+        An open gallery to serve (the app then does not close it).
+    """
+    settings = settings or ServiceSettings.from_env()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened: Gallery = (
+            gallery if gallery is not None
+            else await anyio.to_thread.run_sync(open_gallery, settings)
+        )
+        store = SqliteApiKeyStore(settings.api_keys_file(Path(opened.config.db_path)))
+        try:
+            await anyio.to_thread.run_sync(lambda: opened.pipeline.model_id)  # load models now
+            app.state.service = ServiceState(
+                settings=settings,
+                gallery=opened,
+                keys=ApiKeys(store),
+                metrics=metrics,
+                identify_bucket=TokenBucket(settings.identify_per_minute, settings.identify_burst),
+                reports_dir=settings.reports_folder(Path(opened.config.db_path)),
+                csrf_secret=store.secret("csrf"),
+                lock=threading.Lock(),
+            )
+            yield
+        finally:
+            store.close()
+            if gallery is None:
+                opened.close()
+
+    app = FastAPI(
+        title="facetrust",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # No Swagger UI: it loads its scripts from a CDN. The document is at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.metrics = metrics
+    install_handlers(app)
+    for module in (routes_health, routes_subjects, routes_search, routes_audit, routes_admin):
+        app.include_router(module.router)
+    app.include_router(console.router)
+    # Outermost last: metrics see every answer, including 413 and timeouts.
+    app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The service's OpenAPI document, as served at ``/openapi.json``."""
+    return create_app(ServiceSettings()).openapi()
+
+
+def write_openapi(path: str | os.PathLike[str]) -> Path:
+    """Write :func:`openapi_document` as stable, indented JSON (checked in at docs/openapi.json)."""
+    target = Path(path)
+    text = json.dumps(openapi_document(), indent=2, sort_keys=True, ensure_ascii=False)
+    target.write_text(text + "\n", encoding="utf-8")
+    return target

@@ -1,0 +1,165 @@
+"""Request limits: body size cap, request timeout and a per-key token bucket.
+
+The middlewares are plain ASGI, so the body cap refuses a request from its
+``Content-Length`` before reading it, and stops a chunked upload as soon as
+it passes the cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .problems import SERVICE_PROBLEMS, Problem, problem_response
+
+
+class BodyTooLarge(Problem):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            "body-too-large",
+            f"The request body is larger than {limit} bytes. Send a smaller image "
+            "(or raise FACETRUST_SERVICE_MAX_BODY_BYTES).",
+            max_body_bytes=limit,
+        )
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` with 413 problem+json."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await self._refuse(scope, receive, send)
+                    return
+        received = 0
+        exceeded = False
+
+        async def limited() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def guarded(message: Message) -> None:
+            # Whatever the app answers once the body overflowed (frameworks turn
+            # the exception into a 400 "cannot parse"), the client gets a 413.
+            if not exceeded:
+                await send(message)
+
+        with contextlib.suppress(BodyTooLarge):
+            await self.app(scope, limited, guarded)
+        if exceeded:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = BodyTooLarge(self.max_bytes)
+        response = problem_response(
+            error.problem, error.detail, instance=scope.get("path"),
+            headers={"Connection": "close"}, **error.extra,
+        )
+        await response(scope, receive, send)
+
+
+class RequestTimeout:
+    """Answer 503 ``request-timeout`` when a request runs longer than ``seconds``.
+
+    Work the request started in a thread keeps running to its end (a gallery
+    write is never cut in half); only the client stops waiting.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, tracking), self.seconds)
+        except TimeoutError:
+            if started:
+                raise
+            response = problem_response(
+                SERVICE_PROBLEMS["request-timeout"],
+                f"The request took longer than {self.seconds:g} s. Try again later, or with a "
+                "smaller image.",
+                instance=scope.get("path"),
+            )
+            await response(scope, receive, send)
+
+
+class TokenBucket:
+    """Per-key rate limit: ``burst`` requests at once, refilled at ``per_minute``.
+
+    Thread-safe; ``clock`` returns seconds (monotonic) and is injectable for tests.
+    """
+
+    def __init__(
+        self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """Take one token for ``key``: 0.0 if allowed, else seconds until one is available."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def rate_limited(retry_after: float, what: str) -> Problem:
+    """The 429 problem for a refused request, with ``Retry-After`` in whole seconds."""
+    seconds = max(1, int(retry_after + 0.999))
+    return Problem(
+        "rate-limited",
+        f"This key has made too many {what} requests. Retry after {seconds} s.",
+        headers={"Retry-After": str(seconds)},
+        retry_after_s=seconds,
+    )
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (``/v1/subjects/{subject_id}``), or ``unmatched``."""
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"

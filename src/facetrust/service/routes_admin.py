@@ -1,0 +1,97 @@
+"""Admin routes (API keys, retention sweep), the policy every role reads, and ``/v1/me``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, Field
+
+from ..matching import get_operating_point
+from .apikeys import ApiKey, Role
+from .auth import allow, service_state
+from .permissions import operations_of
+from .problems import AUTH_PROBLEMS, problem_responses
+
+router = APIRouter(
+    prefix="/v1", tags=["admin"], responses={**AUTH_PROBLEMS, **problem_responses(409)}
+)
+
+
+class NewKey(BaseModel):
+    role: Role
+    name: str = Field(min_length=1, max_length=200, description="Who or what uses the key.")
+
+
+@router.get("/me", operation_id="whoami")
+async def whoami(key: ApiKey = Depends(allow("whoami"))) -> dict[str, Any]:  # noqa: B008
+    """The calling key and the operations its role may call."""
+    return {**key.to_dict(), "operations": operations_of(key.role)}
+
+
+@router.get("/policy", operation_id="get_policy")
+async def get_policy(
+    request: Request, key: ApiKey = Depends(allow("get_policy"))  # noqa: B008
+) -> dict[str, Any]:
+    """The gallery's policy (purposes, retention, review quorum, threshold) and service limits."""
+    state = service_state(request)
+    config = state.gallery.config
+    point = get_operating_point(config.operating_point, state.gallery.pipeline.model_id)
+    settings = state.settings
+    return {
+        "purposes": list(config.purposes),
+        "retention_days": config.retention_days,
+        "review_quorum": config.review_quorum,
+        "duplicate_policy": config.duplicate_policy,
+        "operating_point": point.to_dict(),
+        "limits": {
+            "max_body_bytes": settings.max_body_bytes,
+            "max_pixels": settings.max_pixels,
+            "identify_per_minute": settings.identify_per_minute,
+            "identify_burst": settings.identify_burst,
+            "request_timeout_s": settings.request_timeout_s,
+        },
+    }
+
+
+@router.post("/keys", operation_id="create_api_key", status_code=201)
+async def create_key(
+    body: NewKey, request: Request, key: ApiKey = Depends(allow("create_api_key"))  # noqa: B008
+) -> dict[str, Any]:
+    """Create a key; the response's ``key`` is shown this once and stored only hashed."""
+    keys = service_state(request).keys
+    created = await anyio.to_thread.run_sync(
+        lambda: keys.create(body.role, body.name, created_by=key.actor)
+    )
+    return created.to_dict()
+
+
+@router.get("/keys", operation_id="list_api_keys")
+async def list_keys(
+    request: Request, key: ApiKey = Depends(allow("list_api_keys"))  # noqa: B008
+) -> dict[str, Any]:
+    """Every key (never a secret), revoked ones included."""
+    return {"keys": [k.to_dict() for k in service_state(request).keys.list()]}
+
+
+@router.delete("/keys/{key_id}", operation_id="revoke_api_key")
+async def revoke_key(
+    key_id: Annotated[str, Path(min_length=1, max_length=64)],
+    request: Request,
+    key: ApiKey = Depends(allow("revoke_api_key")),  # noqa: B008
+) -> dict[str, Any]:
+    """Revoke a key; it stops working on its next request."""
+    return service_state(request).keys.revoke(key_id).to_dict()
+
+
+@router.post("/retention/sweep", operation_id="sweep_retention")
+async def sweep(
+    request: Request, key: ApiKey = Depends(allow("sweep_retention"))  # noqa: B008
+) -> dict[str, Any]:
+    """Purge subjects past retention or without active consent (audited)."""
+    state = service_state(request)
+    result = await state.use_biometrics(
+        key, "sweep_retention", lambda g: g.sweep_retention(actor=key.actor)
+    )
+    return result.to_dict()

@@ -1,0 +1,117 @@
+"""Operator routes: 1:1 verification, 1:N identification and the review of candidates.
+
+Every one states its purpose; identification also needs a case reference,
+and its candidates are never an identification until human reviewers
+confirm them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from pydantic import BaseModel, Field
+
+from ..gallery.photos import verify_photos
+from .apikeys import ApiKey
+from .auth import allow, service_state
+from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS, problem_responses
+
+router = APIRouter(
+    prefix="/v1", tags=["search"],
+    responses={**AUTH_PROBLEMS, **IMAGE_PROBLEMS, **problem_responses(429)},
+)
+
+Purpose = Annotated[
+    str, Form(min_length=1, max_length=100, description="One of the gallery's purposes.")
+]
+CaseRef = Annotated[
+    str, Form(min_length=1, max_length=200, description="The case or ticket this belongs to.")
+]
+Image = Annotated[UploadFile, File(description="A photo holding exactly one face.")]
+
+HUMAN_REVIEW_NOTICE = (
+    "Candidates are not an identification: each requires confirmation by human reviewers "
+    "before anyone acts on it."
+)
+
+
+@router.post("/verify", operation_id="verify_photos")
+async def verify_two_photos(
+    request: Request,
+    image_a: Image,
+    image_b: Image,
+    purpose: Purpose,
+    case_ref: CaseRef,
+    key: ApiKey = Depends(allow("verify_photos")),  # noqa: B008
+) -> dict[str, Any]:
+    """Do two photos show the same person (1:1)? Distance: lower is more similar."""
+    a, b = await image_a.read(), await image_b.read()
+    result = await service_state(request).use_biometrics(
+        key, "verify_photos",
+        lambda g: verify_photos(g, a, b, purpose=purpose, actor=key.actor, case_ref=case_ref),
+    )
+    return result.to_dict()
+
+
+@router.post("/subjects/{subject_id}/verify", operation_id="verify_subject")
+async def verify_subject(
+    request: Request,
+    subject_id: Annotated[str, Path(min_length=1, max_length=200)],
+    image: Image,
+    purpose: Purpose,
+    key: ApiKey = Depends(allow("verify_subject")),  # noqa: B008
+) -> dict[str, Any]:
+    """Is the person in the photo this enrolled subject (1:1, consented purpose)?"""
+    data = await image.read()
+    result = await service_state(request).use_biometrics(
+        key, "verify_subject",
+        lambda g: g.verify_subject(data, subject_id, purpose=purpose, actor=key.actor),
+    )
+    return result.to_dict()
+
+
+@router.post("/identify", operation_id="identify")
+async def identify(
+    request: Request,
+    image: Image,
+    purpose: Purpose,
+    case_ref: CaseRef,
+    k: Annotated[int, Form(ge=1, le=50, description="Most candidates to return.")] = 5,
+    key: ApiKey = Depends(allow("identify", rate_limit=True)),  # noqa: B008
+) -> dict[str, Any]:
+    """Search the gallery (1:N) among subjects who consented to ``purpose``.
+
+    Returns ranked candidates (distance, lower is more similar) awaiting human review.
+    Rate-limited per key.
+    """
+    data = await image.read()
+    result = await service_state(request).use_biometrics(
+        key, "identify",
+        lambda g: g.identify(data, purpose=purpose, actor=key.actor, k=k, case_ref=case_ref),
+    )
+    return {**result.to_dict(), "notice": HUMAN_REVIEW_NOTICE}
+
+
+class Review(BaseModel):
+    subject_id: str = Field(min_length=1, max_length=200)
+    decision: Literal["confirm", "reject"] = "confirm"
+    note: str | None = Field(default=None, max_length=1000)
+
+
+@router.post("/identifications/{identification_id}/reviews", operation_id="review_candidate")
+async def review_candidate(
+    request: Request,
+    identification_id: Annotated[str, Path(min_length=1, max_length=200)],
+    body: Review,
+    key: ApiKey = Depends(allow("review_candidate")),  # noqa: B008
+) -> dict[str, Any]:
+    """Record this key's review decision on one candidate (one key = one reviewer)."""
+    result = await service_state(request).use_biometrics(
+        key, "review_candidate",
+        lambda g: g.review(
+            identification_id, body.subject_id, reviewer=key.actor,
+            decision=body.decision, note=body.note,
+        ),
+    )
+    return result.to_dict()

@@ -1,0 +1,47 @@
+"""Running the service: uvicorn on a host and port, one or several processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ..gallery import GalleryConfig, find_config
+from .apikeys import ApiKeys, SqliteApiKeyStore
+from .settings import ENV_PREFIX, ServiceSettings
+
+
+def api_keys_for(settings: ServiceSettings) -> ApiKeys:
+    """The API keys of the gallery ``settings`` name (its key file is created if missing)."""
+    config = GalleryConfig.load(find_config(settings.gallery))
+    return ApiKeys(SqliteApiKeyStore(settings.api_keys_file(Path(config.db_path))))
+
+
+def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) -> None:
+    """Serve the API and console with uvicorn until interrupted.
+
+    With ``workers > 1`` each process opens the gallery itself (the settings
+    travel as ``FACETRUST_SERVICE_*`` variables); rate limits then apply per
+    process.
+    """
+    import uvicorn
+
+    from .app import create_app, open_gallery
+
+    # Open the gallery here, so a missing gallery or master key is one clear
+    # error line (facetrust's CLI) rather than a traceback from a worker.
+    gallery = open_gallery(settings)
+    if workers <= 1:
+        with gallery:
+            uvicorn.run(create_app(settings, gallery=gallery), host=host, port=port,
+                        log_level="info")
+        return
+    gallery.close()
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if value is not None:
+            os.environ[ENV_PREFIX + field.name.upper()] = str(value)
+    uvicorn.run(
+        "facetrust.service.app:create_app", factory=True, host=host, port=port,
+        workers=workers, log_level="info",
+    )

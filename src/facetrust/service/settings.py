@@ -1,0 +1,93 @@
+"""Settings of the REST service, read once into a frozen object.
+
+Precedence: explicit argument > ``facetrust serve`` flag > ``FACETRUST_SERVICE_*``
+environment variable > default (e.g. ``FACETRUST_SERVICE_MAX_BODY_BYTES``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import _parse
+from ..errors import InvalidParameter
+
+ENV_PREFIX = "FACETRUST_SERVICE_"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Where the service's data is and the limits it enforces.
+
+    Attributes
+    ----------
+    gallery : str or None
+        The gallery's config file or folder (``None``: ``FACETRUST_GALLERY``,
+        else the current folder).
+    api_keys_path : str or None
+        The API key file; ``api-keys.db`` beside the gallery database by default.
+    reports_dir : str or None
+        Folder of evaluation reports (``*.json``, ``*.html``) served read-only
+        to auditors; ``reports/`` beside the gallery database by default.
+    max_body_bytes : int
+        Largest request body, in bytes; larger ones are refused with 413
+        before they are read in full.
+    max_pixels : int
+        Largest image, in pixels (width x height), checked from its header
+        before decoding.
+    identify_per_minute : float
+        Sustained identification requests per minute allowed to one key.
+    identify_burst : int
+        Identification requests one key may make at once before the rate applies.
+    request_timeout_s : float
+        Longest a request may take before the service answers 503.
+    secure_cookies : bool
+        Mark the console's cookie ``Secure`` (set it whenever the service is
+        reached over HTTPS, i.e. anywhere but loopback).
+    """
+
+    gallery: str | None = None
+    api_keys_path: str | None = None
+    reports_dir: str | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 25_000_000
+    identify_per_minute: float = 120.0
+    identify_burst: int = 20
+    request_timeout_s: float = 30.0
+    secure_cookies: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_pixels", "identify_per_minute", "identify_burst",
+                     "request_timeout_s"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise InvalidParameter(
+                    f"The '{name}' service setting must be a positive number. Got {value} instead."
+                )
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ServiceSettings:
+        """Settings from ``FACETRUST_SERVICE_*`` variables, then non-None ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                kind = str(field.type).replace(" | None", "")
+                values[field.name] = _parse(field.name, kind, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def api_keys_file(self, gallery_db: Path) -> Path:
+        """The API key file to use for a gallery whose database is ``gallery_db``."""
+        return Path(self.api_keys_path) if self.api_keys_path else gallery_db.parent / "api-keys.db"
+
+    def reports_folder(self, gallery_db: Path) -> Path:
+        """The evaluation report folder for a gallery whose database is ``gallery_db``."""
+        return Path(self.reports_dir) if self.reports_dir else gallery_db.parent / "reports"

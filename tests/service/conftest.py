@@ -1,0 +1,161 @@
+"""Fixtures of the service tests: a gallery folder, API keys, and one real server
+process on 127.0.0.1 shared by the session (started once, stopped at the end)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from facetrust.gallery import Gallery
+from facetrust.service import ApiKeys, Role, SqliteApiKeyStore
+
+SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
+MULTI_FACE = Path(__file__).parent.parent / "data" / "multi_face" / "Vicente_Fox_0002.jpg"
+EVIDENCE_SHA256 = "ab" * 32
+
+#: Limits of the test server: small enough to test, large enough for the sample photos.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+IDENTIFY_BURST = 8
+
+
+def photo(name: str, number: int = 1) -> Path:
+    """A sample photo: ``photo("Colin_Powell", 2)`` is Colin_Powell_0002.jpg."""
+    return SAMPLE / name / f"{name}_{number:04d}.jpg"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """A ``facetrust serve`` process on loopback, its gallery folder and one key per name."""
+
+    url: str
+    folder: Path
+    keys: dict[str, str]
+    key_ids: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, name: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[name]}"} if name else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
+
+
+def make_gallery_folder(folder: Path) -> Path:
+    """A new gallery (``facetrust init`` layout) in ``folder``; returns its config file."""
+    gallery, config_path = Gallery.init_folder(folder)
+    gallery.close()
+    return config_path
+
+
+#: The keys every service test may use: name -> role. Separate keys per test area
+#: keep rate limits and reviewer identities independent.
+KEYS = {
+    "enroller": Role.ENROLLER,
+    "operator": Role.OPERATOR,
+    "operator2": Role.OPERATOR,
+    "operator-limited": Role.OPERATOR,
+    "operator-schema": Role.OPERATOR,
+    "operator-browser": Role.OPERATOR,
+    "auditor": Role.AUDITOR,
+    "admin": Role.ADMIN,
+    "admin-revoker": Role.ADMIN,
+    "enroller-browser": Role.ENROLLER,
+    "auditor-browser": Role.AUDITOR,
+}
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    folder = tmp_path_factory.mktemp("service-gallery")
+    make_gallery_folder(folder)
+    reports = folder / "reports"
+    reports.mkdir()
+    (reports / "lfw-verification.json").write_text(
+        json.dumps({"protocol": "LFW View 2", "pairs": 6000, "accuracy": 0.9938})
+    )
+    store = SqliteApiKeyStore(folder / "api-keys.db")
+    api_keys = ApiKeys(store)
+    created = {name: api_keys.create(role, name, created_by="tests") for name, role in KEYS.items()}
+    store.close()
+    port = free_port()
+    log = folder / "server.log"
+    env = {
+        **os.environ,
+        "FACETRUST_SERVICE_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "FACETRUST_SERVICE_IDENTIFY_BURST": str(IDENTIFY_BURST),
+        "FACETRUST_SERVICE_IDENTIFY_PER_MINUTE": "1",
+    }
+    script = "from facetrust.cli.main import cli; cli()"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script, "serve", "--gallery", str(folder),
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=sink, stderr=subprocess.STDOUT, env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    server = LiveServer(
+        url, folder, {n: c.key for n, c in created.items()},
+        {n: c.record.key_id for n, c in created.items()}, process, log,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the server did not become ready:\n{log.read_text()}")
+        time.sleep(0.2)
+    yield server
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def add_consented_subject(
+    client: httpx.Client, subject_id: str, purposes: tuple[str, ...] = ("access-control",)
+) -> None:
+    """Register ``subject_id`` and record a consent for ``purposes``, through the API."""
+    assert client.post("/v1/subjects", json={"subject_id": subject_id}).status_code == 201
+    response = client.post(
+        f"/v1/subjects/{subject_id}/consents",
+        json={
+            "purposes": list(purposes),
+            "expires_at": "2099-01-01T00:00:00+00:00",
+            "evidence_ref": f"form-{subject_id}",
+            "evidence_sha256": EVIDENCE_SHA256,
+            "notice_version": "2026-01",
+        },
+    )
+    assert response.status_code == 201, response.text
+
+
+def enrol(client: httpx.Client, subject_id: str, path: Path) -> httpx.Response:
+    with path.open("rb") as handle:
+        return client.post(
+            f"/v1/subjects/{subject_id}/enrolments",
+            files={"photo": (path.name, handle, "image/jpeg")},
+        )

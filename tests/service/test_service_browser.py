@@ -1,0 +1,129 @@
+"""The web console in a real browser: Debian's chromium driven by Playwright.
+
+Each role logs in with its key and does its job: the enroller captures a
+consent and enrols a photo, the operator verifies and identifies, the
+auditor checks the audit trail. Screenshots go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from .conftest import LiveServer, photo
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).parent.parent.parent / "artifacts" / "screenshots"
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(
+            "chromium is missing in CI: scripts/test.sh installs it with apt-get install chromium"
+        )
+    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Page, server: LiveServer, key_name: str) -> None:
+    page.goto(f"{server.url}/console/")
+    expect(page).to_have_url(f"{server.url}/console/login")
+    page.fill("input[name=api_key]", server.keys[key_name])
+    page.click("main button[type=submit]")
+    expect(page.locator("#role")).to_be_visible()
+
+
+def test_enroller_captures_consent_and_enrols_a_photo(page: Page, live_server: LiveServer) -> None:
+    log_in(page, live_server, "enroller-browser")
+    expect(page.locator("header")).not_to_contain_text("Identify")
+    page.click("text=Consent")
+    page.fill("input[name=subject_id]", "web-junichiro")
+    page.fill("input[name=display_name]", "J. K.")
+    page.check("input[value=access-control]")
+    page.fill("input[name=expires_on]", (date.today() + timedelta(days=365)).isoformat())
+    page.fill("input[name=evidence_ref]", "paper form 2026-118")
+    page.set_input_files("input[name=evidence_file]", files=[{
+        "name": "form.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 signed form"}])
+    page.fill("input[name=notice_version]", "2026-01")
+    page.click("main button[type=submit]")
+    expect(page.locator("#consent-result")).to_contain_text("web-junichiro")
+    shot(page, "1-consent")
+
+    page.click("header >> text=Enrol")
+    page.select_option("select[name=subject_id]", "web-junichiro")
+    page.set_input_files("input[name=photo]", str(photo("Junichiro_Koizumi", 1)))
+    page.click("main button[type=submit]")
+    expect(page.locator("#enrol-result")).to_contain_text("Enrolled subject web-junichiro")
+    expect(page.locator("#face-chip")).to_be_visible()
+    expect(page.locator("#quality")).to_contain_text("passed")
+    shot(page, "2-enrol")
+
+
+def test_operator_identifies_and_verifies(page: Page, live_server: LiveServer) -> None:
+    log_in(page, live_server, "operator-browser")
+    expect(page.locator("header")).not_to_contain_text("Enrol")
+    page.click("header >> text=Identify")
+    page.select_option("select[name=purpose]", "access-control")
+    page.fill("input[name=case_ref]", "GATE-7 2026-11-26")
+    page.set_input_files("input[name=image]", str(photo("Junichiro_Koizumi", 2)))
+    page.click("main button[type=submit]")
+    expect(page.locator("#review-notice")).to_contain_text("Requires human review")
+    expect(page.locator("#candidates tr").nth(1)).to_contain_text("web-junichiro")
+    shot(page, "3-identify")
+    page.click("#candidates >> text=Confirm")
+    expect(page.locator("#review-result")).to_contain_text("pending (1 of 2 confirmations)")
+
+    page.click("header >> text=Verify")
+    page.fill("input[name=case_ref]", "GATE-7 2026-11-26")
+    page.set_input_files("input[name=image_a]", str(photo("Gloria_Macapagal_Arroyo", 1)))
+    page.set_input_files("input[name=image_b]", str(photo("Gloria_Macapagal_Arroyo", 2)))
+    page.click("main button[type=submit]")
+    expect(page.locator("#verdict")).to_contain_text("MATCH: distance")
+    expect(page.locator("#verdict")).to_contain_text("dlib-default")
+    shot(page, "4-verify")
+
+    page.goto(f"{live_server.url}/console/audit")
+    expect(page.locator("h1")).to_have_text("Not available")
+
+
+def test_auditor_sees_the_trail_with_chain_status(page: Page, live_server: LiveServer) -> None:
+    log_in(page, live_server, "auditor-browser")
+    expect(page.locator("header")).not_to_contain_text("Identify")
+    page.click("header >> text=Audit trail")
+    expect(page.locator("#chain-status")).to_contain_text("Chain intact")
+    operator = f"key:{live_server.key_ids['operator-browser']}"
+    identify_rows = page.locator("#events tr", has_text="identify").filter(has_text=operator)
+    expect(identify_rows.first).to_contain_text("GATE-7")
+    shot(page, "5-audit")
+    page.click("header >> text=Evaluation reports")
+    page.click("text=lfw-verification.json")
+    expect(page.locator("#report")).to_contain_text("LFW View 2")
+    shot(page, "6-report")

@@ -1,0 +1,335 @@
+"""The service over real HTTP: a `facetrust serve` process on loopback, driven with httpx."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from .conftest import (
+    IDENTIFY_BURST,
+    MAX_BODY_BYTES,
+    MULTI_FACE,
+    LiveServer,
+    add_consented_subject,
+    enrol,
+    photo,
+)
+
+PEOPLE = {"http-colin": "Colin_Powell", "http-kofi": "Kofi_Annan", "http-serena": "Serena_Williams"}
+
+
+def files(**paths: Path) -> dict[str, tuple[str, bytes, str]]:
+    return {name: (p.name, p.read_bytes(), "image/jpeg") for name, p in paths.items()}
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, object] = response.json()
+    assert body["type"] == f"/problems/{slug}" and body["status"] == status
+    assert body["title"] and body["detail"]
+    assert "Traceback" not in response.text
+    return body
+
+
+@pytest.fixture(scope="module")
+def enrolled(live_server: LiveServer) -> dict[str, dict[str, object]]:
+    """Three consented subjects, each enrolled from their first sample photo."""
+    results = {}
+    with live_server.client("enroller") as client:
+        for subject_id, name in PEOPLE.items():
+            add_consented_subject(client, subject_id)
+            response = enrol(client, subject_id, photo(name, 1))
+            assert response.status_code == 201, response.text
+            results[subject_id] = response.json()
+    return results
+
+
+def test_health_readiness_and_problem_catalogue_are_public(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["model_id"] == "dlib-resnet-v1"
+        types = [p["type"] for p in client.get("/problems").json()["problems"]]
+    assert len(types) == len(set(types))
+    expected = {"/problems/no-face-found", "/problems/rate-limited", "/problems/forbidden"}
+    assert expected <= set(types)
+
+
+def test_enrolment_shows_the_detected_face_and_its_quality(
+    enrolled: dict[str, dict[str, object]],
+) -> None:
+    result = enrolled["http-colin"]
+    face = result["face"]
+    assert isinstance(face, dict)
+    assert face["quality"]["passed"] is True and face["quality"]["reasons"] == []
+    box = face["box"]
+    assert 0 <= box["left"] < box["right"] <= 250 and 0 <= box["top"] < box["bottom"] <= 250
+    assert len(result["template_ids"]) == 1 and result["model_id"] == "dlib-resnet-v1"
+
+
+def test_identify_ranks_the_right_subject_first_and_requires_human_review(
+    live_server: LiveServer, enrolled: dict[str, dict[str, object]]
+) -> None:
+    with live_server.client("operator") as client:
+        response = client.post(
+            "/v1/identify",
+            files=files(image=photo("Colin_Powell", 2)),
+            data={"purpose": "access-control", "case_ref": "CASE-1", "k": "3"},
+        )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["candidates"][0]["subject_id"] == "http-colin"
+    assert result["candidates"][0]["distance"] <= result["threshold"]
+    assert result["requires_human_review"] is True and "human" in result["notice"]
+    assert result["actor"] == f"key:{live_server.key_ids['operator']}"
+    assert result["case_ref"] == "CASE-1"
+
+
+def test_identify_requires_purpose_and_case_reference(live_server: LiveServer) -> None:
+    with live_server.client("operator") as client:
+        no_case = client.post(
+            "/v1/identify", files=files(image=photo("Colin_Powell", 2)),
+            data={"purpose": "access-control"},
+        )
+        body = assert_problem(no_case, 422, "validation-error")
+        assert ["body", "case_ref"] in [e["loc"] for e in body["errors"]]  # type: ignore[union-attr]
+        bad_purpose = client.post(
+            "/v1/identify", files=files(image=photo("Colin_Powell", 2)),
+            data={"purpose": "marketing", "case_ref": "CASE-2"},
+        )
+        assert_problem(bad_purpose, 422, "invalid-parameter")
+
+
+def test_two_reviewers_confirm_a_candidate(
+    live_server: LiveServer, enrolled: dict[str, dict[str, object]]
+) -> None:
+    with live_server.client("operator") as one, live_server.client("operator2") as two:
+        found = one.post(
+            "/v1/identify", files=files(image=photo("Kofi_Annan", 2)),
+            data={"purpose": "access-control", "case_ref": "CASE-3"},
+        ).json()
+        assert found["candidates"][0]["subject_id"] == "http-kofi"
+        path = f"/v1/identifications/{found['identification_id']}/reviews"
+        first = one.post(path, json={"subject_id": "http-kofi"}).json()
+        assert first["status"] == "pending"
+        second = two.post(path, json={"subject_id": "http-kofi", "note": "checked ID card"}).json()
+    assert second["status"] == "confirmed"
+    assert set(second["confirmed_by"]) == {
+        f"key:{live_server.key_ids['operator']}", f"key:{live_server.key_ids['operator2']}"
+    }
+
+
+def test_verify_two_photos_side_by_side(live_server: LiveServer) -> None:
+    with live_server.client("operator") as client:
+        same = client.post(
+            "/v1/verify",
+            files=files(image_a=photo("Hu_Jintao", 1), image_b=photo("Hu_Jintao", 2)),
+            data={"purpose": "access-control", "case_ref": "CASE-4"},
+        ).json()
+        other = client.post(
+            "/v1/verify",
+            files=files(image_a=photo("Hu_Jintao", 1), image_b=photo("Jennifer_Lopez", 1)),
+            data={"purpose": "access-control", "case_ref": "CASE-4"},
+        ).json()
+    assert same["match"] is True and same["distance"] <= same["threshold"]
+    assert other["match"] is False and other["distance"] > other["threshold"]
+    assert same["operating_point"] == "dlib-default" and len(same["faces"]) == 2
+
+
+def test_verify_against_an_enrolled_subject(
+    live_server: LiveServer, enrolled: dict[str, dict[str, object]]
+) -> None:
+    with live_server.client("operator") as client:
+        response = client.post(
+            "/v1/subjects/http-serena/verify",
+            files=files(image=photo("Serena_Williams", 2)), data={"purpose": "access-control"},
+        )
+        refused = client.post(
+            "/v1/subjects/http-serena/verify",
+            files=files(image=photo("Serena_Williams", 2)), data={"purpose": "boarding"},
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["match"] is True
+    assert_problem(refused, 409, "purpose-not-consented")
+
+
+def test_bad_images_are_problems_with_stable_types(
+    live_server: LiveServer, enrolled: dict[str, dict[str, object]]
+) -> None:
+    with live_server.client("enroller") as client:
+        junk = client.post(
+            "/v1/subjects/http-colin/enrolments",
+            files={"photo": ("junk.jpg", b"\x00" * 500, "image/jpeg")},
+        )
+        assert_problem(junk, 415, "not-an-image")
+        assert_problem(enrol(client, "http-colin", MULTI_FACE), 422, "multiple-faces")
+        bomb = io.BytesIO()
+        Image.new("L", (6000, 6000)).save(bomb, format="PNG")  # 36 Mpx, ~40 kB
+        assert len(bomb.getvalue()) < MAX_BODY_BYTES
+        big = client.post(
+            "/v1/subjects/http-colin/enrolments",
+            files={"photo": ("bomb.png", bomb.getvalue(), "image/png")},
+        )
+        assert_problem(big, 413, "image-too-large")
+        nobody = enrol(client, "http-nobody", photo("Colin_Powell", 3))
+        assert_problem(nobody, 404, "unknown-subject")
+
+
+def test_enrolment_without_consent_is_refused_and_audited(live_server: LiveServer) -> None:
+    with live_server.client("enroller") as client:
+        assert client.post("/v1/subjects", json={"subject_id": "http-noconsent"}).status_code == 201
+        assert_problem(enrol(client, "http-noconsent", photo("Vicente_Fox", 1)), 409,
+                       "consent-required")
+    with live_server.client("auditor") as auditor:
+        events = auditor.get(
+            "/v1/audit/events", params={"kind": "service.refused",
+                                        "actor": f"key:{live_server.key_ids['enroller']}"}
+        ).json()["events"]
+    assert any(e["problem"] == "/problems/consent-required" for e in events)
+
+
+def test_body_over_the_cap_is_refused_before_it_is_read(live_server: LiveServer) -> None:
+    big = b"\xff" * (MAX_BODY_BYTES + 1)
+    with live_server.client("enroller") as client:
+        declared = client.post(
+            "/v1/subjects/http-colin/enrolments", files={"photo": ("big.jpg", big, "image/jpeg")}
+        )
+        assert_problem(declared, 413, "body-too-large")
+
+        def chunks() -> object:
+            for _ in range(MAX_BODY_BYTES // 65536 + 2):
+                yield b"x" * 65536
+
+        streamed = client.post(
+            "/v1/subjects", content=chunks(),  # type: ignore[arg-type]
+            headers={"content-type": "application/json"},
+        )
+        assert "content-length" not in streamed.request.headers
+        assert_problem(streamed, 413, "body-too-large")
+
+
+def test_identify_is_rate_limited_per_key(live_server: LiveServer) -> None:
+    statuses = []
+    with live_server.client("operator-limited") as client:
+        for _ in range(IDENTIFY_BURST + 1):
+            response = client.post(
+                "/v1/identify", files={"image": ("x.jpg", b"not an image", "image/jpeg")},
+                data={"purpose": "access-control", "case_ref": "CASE-RL"},
+            )
+            statuses.append(response.status_code)
+        assert statuses[:IDENTIFY_BURST] == [415] * IDENTIFY_BURST
+        assert_problem(response, 429, "rate-limited")
+        assert int(response.headers["retry-after"]) >= 1
+    with live_server.client("operator") as other:  # another key still has its tokens
+        response = other.post(
+            "/v1/identify", files={"image": ("x.jpg", b"not an image", "image/jpeg")},
+            data={"purpose": "access-control", "case_ref": "CASE-RL"},
+        )
+        assert response.status_code == 415
+
+
+def test_every_biometric_request_is_audited_with_the_key_id(
+    live_server: LiveServer, enrolled: dict[str, dict[str, object]]
+) -> None:
+    enroller = f"key:{live_server.key_ids['enroller']}"
+    with live_server.client("auditor") as auditor:
+        enrolments = auditor.get(
+            "/v1/audit/events", params={"kind": "enrol", "actor": enroller}
+        ).json()["events"]
+        identified = auditor.get("/v1/audit/events", params={"kind": "identify"}).json()["events"]
+    assert {e["subject_ids"][0] for e in enrolments} >= set(PEOPLE)
+    assert all(e["actor"].startswith("key:") for e in identified)
+    assert all(e["case_ref"] and e["purpose"] for e in identified)
+
+
+def test_audit_chain_verifies_and_exports_every_event(
+    live_server: LiveServer, enrolled: dict[str, dict[str, object]]
+) -> None:
+    with live_server.client("auditor") as auditor:
+        report = auditor.get("/v1/audit/verify").json()
+        head = auditor.get("/v1/audit/head").json()
+        export = auditor.get("/v1/audit/export")
+        anchored = auditor.get(
+            "/v1/audit/verify", params={"expect_seq": head["seq"], "expect_mac": head["mac"]}
+        ).json()
+    assert report["ok"] is True and report["events_checked"] >= head["seq"] >= 1
+    assert anchored["ok"] is True
+    assert export.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in export.text.splitlines()]
+    assert [e["seq"] for e in lines[: head["seq"]]] == list(range(1, head["seq"] + 1))
+
+
+def test_auditor_reads_reports_and_nothing_biometric(live_server: LiveServer) -> None:
+    with live_server.client("auditor") as auditor:
+        listed = auditor.get("/v1/reports").json()["reports"]
+        assert [r["name"] for r in listed] == ["lfw-verification.json"]
+        report = auditor.get("/v1/reports/lfw-verification.json").json()
+        assert report["protocol"] == "LFW View 2"
+        assert_problem(auditor.get("/v1/reports/..%2Fgallery.key"), 404, "not-found")
+        assert_problem(auditor.get("/v1/subjects"), 403, "forbidden")
+        assert_problem(
+            auditor.post("/v1/identify", data={"purpose": "access-control", "case_ref": "x"}),
+            403, "forbidden",
+        )
+
+
+def test_erasure_removes_the_subject_from_search(live_server: LiveServer) -> None:
+    with live_server.client("enroller") as enroller:
+        add_consented_subject(enroller, "http-venus")
+        assert enrol(enroller, "http-venus", photo("Venus_Williams", 1)).status_code == 201
+        erased = enroller.delete("/v1/subjects/http-venus", params={"reason": "request 17"})
+        assert erased.status_code == 200 and erased.json()["key_destroyed"] is True
+        assert_problem(enroller.get("/v1/subjects/http-venus"), 404, "unknown-subject")
+    with live_server.client("admin") as admin:
+        swept = admin.post("/v1/retention/sweep")
+        assert swept.status_code == 200 and "http-venus" not in swept.json()["erased"]
+
+
+def test_keys_are_stored_hashed_and_revocation_is_immediate(live_server: LiveServer) -> None:
+    with live_server.client("admin-revoker") as admin:
+        created = admin.post("/v1/keys", json={"role": "auditor", "name": "temp auditor"})
+        assert created.status_code == 201
+        key, key_id = created.json()["key"], created.json()["key_id"]
+        listed = admin.get("/v1/keys").json()["keys"]
+        assert key_id in {k["key_id"] for k in listed}
+        assert all("key" not in k for k in listed)
+        with httpx.Client(base_url=live_server.url,
+                          headers={"Authorization": f"Bearer {key}"}) as temp:
+            assert temp.get("/v1/me").json()["role"] == "auditor"
+            assert admin.delete(f"/v1/keys/{key_id}").json()["revoked_at"]
+            assert_problem(temp.get("/v1/me"), 401, "unauthorized")
+    secret = key.split("_", 2)[2]
+    with sqlite3.connect(live_server.folder / "api-keys.db") as db:
+        stored = db.execute("SELECT key_hash FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+    assert stored[0].startswith("$argon2id$") and secret not in stored[0]
+    assert secret.encode() not in (live_server.folder / "api-keys.db").read_bytes()
+
+
+def test_unknown_and_malformed_keys_are_401(live_server: LiveServer) -> None:
+    real = live_server.keys["auditor"]
+    wrong_secret = real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")
+    for presented in ("nonsense", "ft_0000000000000000_secret", wrong_secret):
+        response = httpx.get(f"{live_server.url}/v1/me",
+                             headers={"Authorization": f"Bearer {presented}"})
+        assert_problem(response, 401, "unauthorized")
+    assert_problem(httpx.get(f"{live_server.url}/v1/me"), 401, "unauthorized")
+
+
+def test_metrics_count_requests_by_route_in_prometheus_format(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        client.get("/healthz")
+        text = client.get("/metrics").text
+    assert "# TYPE facetrust_http_requests_total counter" in text
+    assert 'facetrust_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    bucket = (
+        'facetrust_http_request_duration_seconds_bucket{method="GET",route="/healthz",le="+Inf"}'
+    )
+    assert bucket in text
+    assert "key:" not in text and "http-colin" not in text
