@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from facetrust.matching import get_operating_point
+
 from .conftest import LiveServer, photo
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -107,7 +109,7 @@ def test_operator_identifies_and_verifies(page: Page, live_server: LiveServer) -
     page.set_input_files("input[name=image_b]", str(photo("Gloria_Macapagal_Arroyo", 2)))
     page.click("main button[type=submit]")
     expect(page.locator("#verdict")).to_contain_text("MATCH: distance")
-    expect(page.locator("#verdict")).to_contain_text("dlib-default")
+    expect(page.locator("#verdict")).to_contain_text(get_operating_point().name)
     shot(page, "4-verify")
 
     page.goto(f"{live_server.url}/console/audit")

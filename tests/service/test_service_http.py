@@ -11,6 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from facetrust.matching import get_operating_point
+
 from .conftest import (
     IDENTIFY_BURST,
     MAX_BODY_BYTES,
@@ -140,7 +142,7 @@ def test_verify_two_photos_side_by_side(live_server: LiveServer) -> None:
         ).json()
     assert same["match"] is True and same["distance"] <= same["threshold"]
     assert other["match"] is False and other["distance"] > other["threshold"]
-    assert same["operating_point"] == "dlib-default" and len(same["faces"]) == 2
+    assert same["operating_point"] == get_operating_point().name and len(same["faces"]) == 2
 
 
 def test_verify_against_an_enrolled_subject(
