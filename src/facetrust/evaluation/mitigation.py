@@ -37,14 +37,14 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import EvaluationError
-from .cache import CachedImage
-from .demographics import AttributeLabels
 from ..score_normalization import (
     ClusterZNormalizer,
     FairScoreNormalizer,
     ScoreNormalizer,
     threshold_at_fmr,
 )
+from .cache import CachedImage
+from .demographics import AttributeLabels
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -154,7 +154,9 @@ def _pairs(
     return non_mated, mated
 
 
-def _normalized(normalizer: ScoreNormalizer | None, clusters: IntArray | None, p: _Pairs) -> FloatArray:
+def _normalized(
+    normalizer: ScoreNormalizer | None, clusters: IntArray | None, p: _Pairs
+) -> FloatArray:
     if normalizer is None or clusters is None:
         return p.distance
     return normalizer.normalize_assigned(p.distance, clusters[p.a], clusters[p.b])
@@ -179,8 +181,9 @@ def _worst_ratio(
         rates = []
         for group in groups:
             inside = (labels[non_mated.a] == group) & (labels[non_mated.b] == group)
-            if inside.sum():
-                rates.append(_fmr_floor(int((scores[inside] <= threshold).sum()), int(inside.sum())))
+            n = int(inside.sum())
+            if n:
+                rates.append(_fmr_floor(int((scores[inside] <= threshold).sum()), n))
         if len(rates) >= 2:
             worst = max(worst, max(rates) / min(rates))
     return worst
@@ -550,4 +553,79 @@ def study_mitigation(
         target_fmr, folds, len(t.vectors), len(np.unique(t.identities)),
         len(non_mated_all.distance), len(mated_all.distance), min_identities, results,
         replicates,
+    )
+
+
+def fit_shipped_normalizer(
+    templates: LabelledTemplates,
+    *,
+    model_id: str,
+    method: str = "fsn",
+    clusters: int = 20,
+    target_fmr: float = 1e-3,
+    max_images: int = 3000,
+    max_images_per_identity: int = 10,
+    seed: int = 0,
+) -> tuple[ScoreNormalizer, dict[str, Any]]:
+    """Fit a normalizer on every template and measure its operating point.
+
+    The normalizer needs identity labels only. The threshold is the largest
+    normalized distance with FMR <= ``target_fmr`` over all cross-identity
+    pairs among a seeded sample of ``max_images`` templates (the calibration
+    table's rule), rounded down to 4 decimals; the FNMR is measured on mated
+    pairs of all templates. Both are in-sample (the normalizer saw these
+    templates): the held-out numbers come from :func:`study_mitigation`.
+
+    Returns
+    -------
+    (normalizer, measurements) : the fitted normalizer and a dict with
+        ``threshold``, ``measured_fmr``, ``fnmr``, ``n_non_mated``, ``n_mated``,
+        ``images``, ``identities``, ``clusters``.
+    """
+    if method not in NORMALIZERS:
+        raise EvaluationError(f"Unknown normalizer {method!r}. Pick among {sorted(NORMALIZERS)}.")
+    t = templates
+    normalizer = NORMALIZERS[method].fit(
+        t.vectors, t.identities, model_id=model_id, clusters=clusters, target_fmr=target_fmr,
+        seed=seed,
+    )
+    assigned = normalizer.clusters_of(t.vectors)
+    rng = np.random.default_rng(seed)
+    sample = np.arange(len(t.vectors))
+    if len(sample) > max_images:
+        sample = np.sort(rng.choice(len(sample), max_images, replace=False))
+    non_mated, _ = _pairs(t.vectors, t.identities, sample, max_images_per_identity, seed)
+    mated = _mated_only(t, max_images_per_identity, seed)
+    nm = _normalized(normalizer, assigned, non_mated)
+    threshold = float(np.floor(threshold_at_fmr(nm, target_fmr) * 1e4) / 1e4)
+    m = _normalized(normalizer, assigned, mated)
+    return normalizer, {
+        "threshold": threshold,
+        "measured_fmr": float(np.mean(nm <= threshold)),
+        "fnmr": float(np.mean(m > threshold)) if m.size else None,
+        "n_non_mated": int(nm.size),
+        "n_mated": int(m.size),
+        "images": int(len(t.vectors)),
+        "identities": int(len(np.unique(t.identities))),
+        "clusters": clusters,
+        "clusters_fitted": normalizer.clusters_fitted,
+    }
+
+
+def _mated_only(t: LabelledTemplates, max_per_identity: int, seed: int) -> _Pairs:
+    """Same-identity pairs of all templates without the all-pairs matrix."""
+    _, codes = np.unique(t.identities, return_inverse=True)
+    members = np.argsort(codes.ravel(), kind="stable")
+    bounds = np.cumsum(np.bincount(codes.ravel()))
+    parts = [
+        _pairs(t.vectors, t.identities, members[start:stop], max_per_identity, seed)[1]
+        for start, stop in zip(np.concatenate([[0], bounds[:-1]]), bounds, strict=True)
+        if stop - start >= 2
+    ]
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Pairs(empty, empty, np.zeros(0))
+    return _Pairs(
+        np.concatenate([p.a for p in parts]), np.concatenate([p.b for p in parts]),
+        np.concatenate([p.distance for p in parts]),
     )
