@@ -189,3 +189,29 @@ def test_wrong_face_and_fta_rates_are_reported_per_group(
         assert group.wrong_face_images == expected
         assert group.fta_ci is not None and group.wrong_face_ci is not None
         assert group.to_dict()["wrong_face_rate"] == expected / group.n_images
+
+
+def test_audit_at_a_normalized_point_counts_normalized_distances(
+    sample_images: dict[str, CachedImage],
+) -> None:
+    from facetrust.matching import get_operating_point
+
+    point = get_operating_point("fmr-1e-3-fair")
+    labels = load_labels(LABELS)
+    audit = audit_groups(
+        sample_images, labels, point.threshold, min_pairs=20, replicates=20,
+        normalizer=point.score_normalizer(),
+    )
+    gender = next(a for a in labels if a.attribute == "gender")
+    female = sorted(p for p in sample_images if gender.group_of(p) == "female")
+    vectors = np.stack([sample_images[p].subject_face().vector for p in female])  # type: ignore[union-attr]
+    ids = np.array([Path(p).parent.name for p in female])
+    i, j = np.triu_indices(len(female), 1)
+    cross = ids[i] != ids[j]
+    raw = np.linalg.norm(vectors[i] - vectors[j], axis=1).astype(np.float64)
+    adjusted = point.adjusted_distances(raw, vectors[i], vectors[j])
+    assert not np.allclose(adjusted, raw)  # the normalizer really moves distances
+    expected = float(np.mean(adjusted[cross] <= point.threshold))
+    result = next(g for g in audit.groups if g.group == "female")
+    assert result.fmr == pytest.approx(expected)
+    assert result.n_non_mated == int(cross.sum())
