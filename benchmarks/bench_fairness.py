@@ -11,7 +11,8 @@ images it lacks are embedded). Identity-disjoint 5-fold cross-fitting (see
 :mod:`facetrust.evaluation.mitigation`): raw distances, fair score normalization
 and per-cluster z-normalisation, each at ONE threshold giving FMR 1e-3 over all
 held-out non-mated pairs. Prints the per-group table and the issue's targets
-beside the measured values; writes ``fairness.json`` under ``--out``.
+beside the measured values; writes ``fairness.json`` and ``report/`` (HTML with the
+before/after bars) under ``--out``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from facetrust.evaluation.cache import EmbeddingCache
-from facetrust.evaluation.demographics import load_labels
-from facetrust.evaluation.mitigation import RAW, study_mitigation, templates_from_images
-from facetrust.evaluation.run import _embed, list_images
+from facetrust.evaluation.mitigation import RAW
+from facetrust.evaluation.run import run_fairness
 
 REPO = Path(__file__).resolve().parents[1]
 #: The issue's targets: the max/min FMR ratio falls at least this many times ...
@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {images_dir} not found", file=sys.stderr)
         return 0
     start = time.perf_counter()
-    labels = load_labels(args.dataset / "labels")
-    with EmbeddingCache(args.cache) as cache:
-        images, _, counts, _ = _embed(cache, list_images(images_dir), args.workers, False, "cnn")
-    templates = templates_from_images(images, labels)
-    study = study_mitigation(templates, folds=args.folds, clusters=args.clusters,
-                             replicates=args.replicates)
+    run = run_fairness(images_dir, [args.dataset / "labels"], dataset="LFW deep-funneled",
+                       folds=args.folds, clusters=args.clusters, cache=args.cache,
+                       workers=args.workers, replicates=args.replicates,
+                       report_dir=args.out / "report")
+    study, counts = run.mitigation, run.cache
+    assert study is not None  # run_fairness always runs the study
     raw = study.method(RAW)
     print(f"LFW deep-funneled: {study.n_images} images with a face, {study.n_identities} "
           f"identities, {args.folds} identity folds; held-out pairs: {study.n_non_mated:,} "
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'method':10} {'k per fold':16} {'threshold':>9} {'FMR':>9} {'FNMR':>7} "
           f"{'FNMR cost':>9}  max/min FMR ratio (groups >= {study.min_identities} ids)")
-    verdicts = {}
+    verdicts: dict[str, dict[str, Any]] = {}
     for method in study.methods:
         cost = method.overall_fnmr - raw.overall_fnmr
         ratios = "; ".join(
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"targets: ratio reduction >= {TARGET_RATIO_REDUCTION:g}x, FNMR cost <= "
           f"{TARGET_FNMR_COST:.0%} (absolute)")
     for name, verdict in verdicts.items():
-        reductions = ", ".join(f"{a} {v:.2f}x" for a, v in verdict["ratio_reduction"].items())
-        print(f"  {name}: ratio reduction {reductions}; FNMR cost "
+        text = ", ".join(f"{a} {v:.2f}x" for a, v in verdict["ratio_reduction"].items())
+        print(f"  {name}: ratio reduction {text}; FNMR cost "
               f"{verdict['fnmr_cost']:+.4f}; targets met: {verdict['meets_targets']}")
     args.out.mkdir(parents=True, exist_ok=True)
     out = {"study": study.to_dict(), "verdicts": verdicts, "cache": counts,

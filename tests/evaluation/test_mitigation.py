@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from facetrust.errors import EvaluationError
+from facetrust.evaluation import write_report
 from facetrust.evaluation.mitigation import (
     RAW,
     LabelledTemplates,
@@ -79,3 +81,16 @@ def test_pairs_are_only_within_held_out_folds() -> None:
 def test_unknown_method_is_an_error() -> None:
     with pytest.raises(EvaluationError, match="Unknown normalizer"):
         study_mitigation(_clustered(1, identities=20), methods=("magic",))
+
+
+def test_report_shows_before_and_after_side_by_side(tmp_path: Path) -> None:
+    study = study_mitigation(
+        _clustered(3, identities=40), clusters=(2,), folds=3, target_fmr=1e-2, replicates=10,
+        min_identities=10,
+    )
+    files = write_report(tmp_path, mitigation=study)
+    page = files.html.read_text()
+    assert "Reducing the demographic gap" in page
+    assert page.count("before and after") == 1 and "data:image/png;base64," in page
+    record = json.loads(files.json.read_text())
+    assert [m["method"] for m in record["mitigation"]["methods"]] == [RAW, "fsn", "cluster-z"]

@@ -103,22 +103,30 @@ def _before_after_chart(study: MitigationStudy, attribute: str) -> str:
     width = 0.8 / len(study.methods)
     for offset, method in enumerate(study.methods):
         rates = {g.group: g for g in method.groups if g.attribute == attribute}
-        xs, values, low, high = [], [], [], []
+        colour, labelled = f"C{offset}", False
         for index, name in enumerate(names):
-            if name in rates:
-                g = rates[name]
-                xs.append(index + (offset - (len(study.methods) - 1) / 2) * width)
-                values.append(g.fmr)
-                low.append(max(0.0, g.fmr - g.fmr_ci[0]) if np.isfinite(g.fmr_ci[0]) else 0.0)
-                high.append(max(0.0, g.fmr_ci[1] - g.fmr) if np.isfinite(g.fmr_ci[1]) else 0.0)
-        axis.bar(xs, values, width, yerr=[low, high], capsize=3, label=method.method)
+            if name not in rates:
+                continue
+            g = rates[name]
+            x = index + (offset - (len(study.methods) - 1) / 2) * width
+            low = max(0.0, g.fmr - g.fmr_ci[0]) if np.isfinite(g.fmr_ci[0]) else 0.0
+            high = max(0.0, g.fmr_ci[1] - g.fmr) if np.isfinite(g.fmr_ci[1]) else 0.0
+            # A group with no false match shows its rule-of-three bound, hatched and pale.
+            axis.bar(
+                x, g.fmr, width, yerr=[[0.0 if g.fmr_bound else low], [high]], capsize=3,
+                color=colour, alpha=0.35 if g.fmr_bound else 1.0,
+                hatch="//" if g.fmr_bound else None,
+                label=None if labelled else method.method,
+            )
+            labelled = True
     axis.axhline(study.target_fmr, color="black", linewidth=0.8, linestyle="--")
     axis.set_yscale("log")
     axis.set_xticks(range(len(names)))
     axis.set_xticklabels(names, fontsize=8)
     axis.set_ylabel("FMR (held-out identities)")
     axis.set_title(f"FMR by {attribute} before/after normalization (overall FMR "
-                   f"{study.target_fmr:g}, dashed)")
+                   f"{study.target_fmr:g}, dashed; hatched = no false match, 3/N bound)",
+                   fontsize=9)
     axis.legend(fontsize=8)
     return _png(figure)
 
