@@ -379,9 +379,8 @@ def write_fair_operating_point(
 ) -> dict[str, Any]:
     """Add (or replace) the normalized operating point ``name`` in an operating-points table.
 
-    Only the entry of that name changes. Note that ``evaluate calibrate``
-    replaces every measured point, this one included: re-run
-    ``evaluate fairness`` after it.
+    Only the entry of that name changes; ``evaluate calibrate`` keeps it (it
+    replaces only the points it measures itself).
     """
     table_path = Path(path)
     table = json.loads(table_path.read_text(encoding="utf-8"))
