@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clusters", type=int, nargs="+", default=[10, 20, 50, 100])
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the folds and bootstrap.")
     args = parser.parse_args(argv)
     images_dir = args.dataset / "lfw-deepfunneled"
     if not images_dir.is_dir():
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     run = run_fairness(images_dir, [args.dataset / "labels"], dataset="LFW deep-funneled",
                        folds=args.folds, clusters=args.clusters, cache=args.cache,
-                       workers=args.workers, replicates=args.replicates,
+                       workers=args.workers, replicates=args.replicates, seed=args.seed,
                        report_dir=args.out / "report")
     study, counts = run.mitigation, run.cache
     assert study is not None  # run_fairness always runs the study
