@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                        workers=args.workers, replicates=args.replicates, seed=args.seed,
                        report_dir=args.out / "report")
     study, counts = run.mitigation, run.cache
-    assert study is not None  # run_fairness always runs the study
+    if study is None:
+        raise SystemExit("run_fairness returned no study")
     raw = study.method(RAW)
     print(f"LFW deep-funneled: {study.n_images} images with a face, {study.n_identities} "
           f"identities, {args.folds} identity folds; held-out pairs: {study.n_non_mated:,} "

@@ -340,7 +340,7 @@ def _choose_clusters(
     non_mated, mated = _pairs(t.vectors, t.identities, score_rows, max_per_identity, seed)
     raw_threshold = threshold_at_fmr(non_mated.distance, target_fmr)
     raw_fnmr = float(np.mean(mated.distance > raw_threshold))
-    best: tuple[bool, float, int] | None = None
+    scored = []
     for k in candidates:
         normalizer = _fit(kind, t, fit_rows, k, target_fmr, seed)
         clusters = np.zeros(len(t.vectors), dtype=np.int64)
@@ -349,11 +349,9 @@ def _choose_clusters(
         threshold = threshold_at_fmr(nm, target_fmr)
         fnmr = float(np.mean(_normalized(normalizer, clusters, mated) > threshold))
         ratio = _worst_ratio(t, non_mated, nm, threshold, target_groups)
-        key = (fnmr - raw_fnmr > max_fnmr_increase, ratio, k)
-        if best is None or key < best:
-            best = key
-    assert best is not None  # candidates is not empty
-    return best[2]
+        # Within the FNMR budget first, then the smallest ratio, then the smallest k.
+        scored.append((fnmr - raw_fnmr > max_fnmr_increase, ratio, k))
+    return min(scored)[2]
 
 
 class _Bootstrap:
@@ -499,6 +497,11 @@ def study_mitigation(
     EvaluationError
         Unknown method or too few identities for the folds.
     """
+    if not clusters or any(k < 1 for k in clusters):
+        raise EvaluationError(
+            "The 'clusters' parameter must list at least one number of clusters >= 1. "
+            f"Got {list(clusters)} instead."
+        )
     unknown = [m for m in methods if m not in NORMALIZERS]
     if unknown:
         raise EvaluationError(
