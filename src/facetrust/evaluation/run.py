@@ -7,12 +7,10 @@ the measurements and optionally writes the report; the CLI only calls them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +28,10 @@ from .calibration import (
     impostor_distances,
     write_operating_points,
 )
-from .demographics import (
-    DemographicAudit,
-    FairnessGate,
-    audit_groups,
-    fmr_ratio_gate,
-    load_labels,
-)
-from .mitigation import (
-    MitigationStudy,
-    fit_shipped_normalizer,
-    study_mitigation,
-    templates_from_images,
-)
+from .demographics import DemographicAudit, audit_groups, load_labels
+from .fair_point import fit_shipped_normalizer, write_fair_operating_point
+from .fairness_gate import FairnessGate, fmr_ratio_gate
+from .mitigation import MitigationStudy, study_mitigation, templates_from_images
 from .pairs import read_pairs
 from .protocol import PairsEvaluation, evaluate_pairs
 from .report import ReportFiles, write_report
@@ -363,64 +352,6 @@ def run_fairness(
         timings={"embed_s": embed_s, "total_s": time.perf_counter() - start},
         cache=counts,
     )
-
-
-def write_fair_operating_point(
-    path: str | os.PathLike[str],
-    name: str,
-    normalizer_file: str,
-    measured: dict[str, Any],
-    *,
-    model_id: str,
-    dataset: str,
-    method: str,
-    target_fmr: float,
-    study: MitigationStudy,
-) -> dict[str, Any]:
-    """Add (or replace) the normalized operating point ``name`` in an operating-points table.
-
-    Only the entry of that name changes; ``evaluate calibrate`` keeps it (it
-    replaces only the points it measures itself).
-    """
-    table_path = Path(path)
-    table = json.loads(table_path.read_text(encoding="utf-8"))
-    held_out = study.method(method)
-    raw = study.method("raw")
-    entry = {
-        "name": name,
-        "model_id": model_id,
-        "metric": "euclidean",
-        "threshold": measured["threshold"],
-        "target_fmr": target_fmr,
-        "normalizer": normalizer_file,
-        "description": (
-            f"Largest normalized distance with FMR <= {target_fmr:g} on {dataset}, after "
-            f"{method} score normalization ({measured['clusters']} clusters; see README, "
-            "Reducing the demographic gap); FNMR there "
-            f"{measured['fnmr']:.4f} on {measured['n_mated']} mated pairs (in-sample)."
-        ),
-        "source": f"measured by facetrust evaluate fairness on {dataset}",
-        "dataset": dataset,
-        "date": date.today().isoformat(),
-        "n_non_mated": measured["n_non_mated"],
-        "n_mated": measured["n_mated"],
-        "measured_fmr": round(measured["measured_fmr"], 7),
-        "fnmr": round(measured["fnmr"], 5),
-        "note": (
-            f"normalizer fitted on all {measured['images']} images ({measured['identities']} "
-            "identities, no demographic labels); threshold rounded down to 4 decimals. "
-            f"Held out ({study.folds} identity folds, same overall FMR): max/min FMR ratio "
-            + "; ".join(
-                f"{a} {raw.ratios[a]['ratio']:.2f} -> {r['ratio']:.2f}"
-                for a, r in held_out.ratios.items() if a in raw.ratios
-            )
-            + f", FNMR {raw.overall_fnmr:.4f} -> {held_out.overall_fnmr:.4f}."
-        ),
-    }
-    points = [p for p in table.get("operating_points", []) if p.get("name") != name]
-    table["operating_points"] = [*points, entry]
-    table_path.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
-    return entry
 
 
 def run_calibration(
