@@ -69,10 +69,14 @@ class OperatingPoint:
         ``references`` has one template per distance (n, dim).
         """
         values = np.asarray(distances, dtype=np.float64)
-        if self.normalizer is None:
+        normalizer = self.score_normalizer()
+        if normalizer is None:
             return values
-        normalizer = _normalizer(self.normalizer)
         return normalizer.normalize(values, np.atleast_2d(probe), np.atleast_2d(references))
+
+    def score_normalizer(self) -> ScoreNormalizer | None:
+        """The fitted normalizer this point names (loaded once per process), or None."""
+        return None if self.normalizer is None else _normalizer(self.normalizer)
 
 
 @lru_cache(maxsize=8)

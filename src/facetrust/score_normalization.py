@@ -97,6 +97,29 @@ def impostor_distances(
     return result
 
 
+def all_impostor_distances(
+    embeddings: npt.ArrayLike, identities: npt.ArrayLike, *, block: int = 1024
+) -> npt.NDArray[np.float32]:
+    """Distances (float32) of every pair of different identities, computed in row blocks.
+
+    The same values as :func:`impostor_distances` over all rows, without an
+    (n, n) float64 matrix and its masks in memory at once.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    ids = np.asarray(identities)
+    squared = (x**2).sum(1)
+    parts = []
+    for start in range(0, len(x), block):
+        stop = min(start + block, len(x))
+        rows, cols = x[start:stop], x[start:]
+        d2 = squared[start:stop, None] + squared[None, start:] - 2 * rows @ cols.T
+        keep = (ids[start:stop, None] != ids[None, start:]) & (
+            np.arange(start, stop)[:, None] < np.arange(start, len(x))[None, :]
+        )
+        parts.append(np.sqrt(np.maximum(d2[keep], 0)).astype(np.float32))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
 def threshold_at_fmr(impostor: npt.ArrayLike, target_fmr: float) -> float:
     """Largest distance at which at most ``target_fmr`` of ``impostor`` distances fall."""
     values = np.sort(np.asarray(impostor, dtype=np.float64))
@@ -133,6 +156,19 @@ class _ClusterNormalizer:
         self, distances: npt.ArrayLike, embeddings_a: npt.ArrayLike, embeddings_b: npt.ArrayLike
     ) -> FloatArray:
         """Normalized distances of pairs (a[i], b[i]); broadcasting a single a or b works."""
+        return self.normalize_assigned(
+            distances, self.clusters_of(embeddings_a), self.clusters_of(embeddings_b)
+        )
+
+    def normalize_assigned(
+        self, distances: npt.ArrayLike, clusters_a: npt.ArrayLike, clusters_b: npt.ArrayLike
+    ) -> FloatArray:
+        """Normalized distances of pairs whose templates' clusters are already known.
+
+        ``clusters_a``/``clusters_b`` come from :meth:`clusters_of`; this is how
+        millions of pairs among a few thousand templates are normalized without
+        repeating the cluster assignment per pair.
+        """
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,7 +214,7 @@ class FairScoreNormalizer(_ClusterNormalizer):
         x, ids = _check_fit_input(embeddings, identities, clusters)
         centres = kmeans(x, clusters, seed=seed)
         labels = assign_clusters(x, centres)
-        global_threshold = threshold_at_fmr(impostor_distances(x, ids), target_fmr)
+        global_threshold = threshold_at_fmr(all_impostor_distances(x, ids), target_fmr)
         deltas = np.zeros(clusters)
         fitted = 0
         for c in range(clusters):
@@ -188,13 +224,10 @@ class FairScoreNormalizer(_ClusterNormalizer):
                 fitted += 1
         return cls(centres, model_id, target_fmr, fitted, deltas, global_threshold)
 
-    def normalize(
-        self, distances: npt.ArrayLike, embeddings_a: npt.ArrayLike, embeddings_b: npt.ArrayLike
+    def normalize_assigned(
+        self, distances: npt.ArrayLike, clusters_a: npt.ArrayLike, clusters_b: npt.ArrayLike
     ) -> FloatArray:
-        shift = (
-            self.deltas[self.clusters_of(embeddings_a)]
-            + self.deltas[self.clusters_of(embeddings_b)]
-        ) / 2
+        shift = (self.deltas[np.asarray(clusters_a)] + self.deltas[np.asarray(clusters_b)]) / 2
         result: FloatArray = np.asarray(distances, dtype=np.float64) - shift
         return result
 
@@ -235,7 +268,7 @@ class ClusterZNormalizer(_ClusterNormalizer):
         x, ids = _check_fit_input(embeddings, identities, clusters)
         centres = kmeans(x, clusters, seed=seed)
         labels = assign_clusters(x, centres)
-        everything = impostor_distances(x, ids)
+        everything = all_impostor_distances(x, ids).astype(np.float64)
         mean, std = float(everything.mean()), float(everything.std())
         means, stds = np.full(clusters, mean), np.full(clusters, std)
         fitted = 0
@@ -246,10 +279,10 @@ class ClusterZNormalizer(_ClusterNormalizer):
                 fitted += 1
         return cls(centres, model_id, target_fmr, fitted, means, stds, mean, std)
 
-    def normalize(
-        self, distances: npt.ArrayLike, embeddings_a: npt.ArrayLike, embeddings_b: npt.ArrayLike
+    def normalize_assigned(
+        self, distances: npt.ArrayLike, clusters_a: npt.ArrayLike, clusters_b: npt.ArrayLike
     ) -> FloatArray:
-        ca, cb = self.clusters_of(embeddings_a), self.clusters_of(embeddings_b)
+        ca, cb = np.asarray(clusters_a), np.asarray(clusters_b)
         mu = (self.means[ca] + self.means[cb]) / 2
         sigma = (self.stds[ca] + self.stds[cb]) / 2
         z = (np.asarray(distances, dtype=np.float64) - mu) / sigma

@@ -69,6 +69,17 @@ def test_written_table_is_read_by_operating_points(tmp_path: Path) -> None:
     assert again["default"] in {p["name"] for p in again["operating_points"]}
 
 
+def test_recalibration_keeps_the_normalized_point(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    table = calibrate(rng.uniform(0.4, 1.2, 5000), rng.uniform(0.1, 0.6, 300),
+                      model_id="dlib-resnet-v1", dataset="synthetic")
+    out = tmp_path / "operating_points.json"
+    written = write_operating_points(table, out)  # from the shipped table
+    kept = {p["name"]: p for p in written["operating_points"]}
+    assert kept["fmr-1e-3-fair"]["normalizer"] == "normalizer-fsn-lfw.json"
+    assert "fmr-1e-2-all-groups" not in kept  # a measured point without normalizer is replaced
+
+
 def test_operating_point_names() -> None:
     assert fmr_name(1e-3) == "fmr-1e-3"
     assert fmr_name(1e-4, all_groups=True) == "fmr-1e-4-all-groups"

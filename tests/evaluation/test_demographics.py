@@ -11,7 +11,12 @@ import pytest
 from facetrust.errors import EvaluationError
 from facetrust.evaluation.bootstrap import identity_bootstrap_ci
 from facetrust.evaluation.cache import CachedImage
-from facetrust.evaluation.demographics import audit_groups, load_labels, pairwise_distances
+from facetrust.evaluation.demographics import (
+    audit_groups,
+    is_wrong_face,
+    load_labels,
+    pairwise_distances,
+)
 
 from .conftest import LABELS
 
@@ -149,3 +154,64 @@ def test_first_pass_failures_to_acquire_are_counted_per_group(
     assert by_name[("race", "african")].fta_first_pass_rate == pytest.approx(2 / 4)
     assert by_name[("gender", "male")].fta_first_pass_images == 0
     assert by_name[("gender", "male")].fta_images == 0  # the embeddings themselves are intact
+
+
+def _image(boxes: list[tuple[int, int, int, int]]) -> CachedImage:
+    from facetrust.evaluation.cache import CachedFace
+    from facetrust.faces import Box
+
+    faces = tuple(CachedFace(Box(*b), 1.0, np.zeros(128, np.float32)) for b in boxes)
+    return CachedImage("x", 250, 250, faces)
+
+
+def test_wrong_face_is_an_off_centre_subject_or_a_larger_bystander() -> None:
+    centred = (85, 85, 165, 165)
+    assert not is_wrong_face(_image([centred]))
+    assert not is_wrong_face(_image([]))  # no face is a failure to acquire, not a wrong face
+    assert is_wrong_face(_image([(0, 0, 60, 60)]))  # the only face is in a corner
+    # Largest first: a big bystander beside a small centred subject.
+    assert is_wrong_face(_image([(150, 20, 250, 120), (105, 105, 145, 145)]))
+    assert not is_wrong_face(_image([centred, (0, 0, 30, 30)]))
+
+
+def test_wrong_face_and_fta_rates_are_reported_per_group(
+    sample_images: dict[str, CachedImage],
+) -> None:
+    audit = audit_groups(sample_images, load_labels(LABELS), 0.6, min_pairs=20, replicates=50)
+    for group in audit.groups:
+        expected = sum(
+            is_wrong_face(image)
+            for path, image in sample_images.items()
+            if next(a for a in load_labels(LABELS) if a.attribute == group.attribute).group_of(
+                path
+            ) == group.group
+        )
+        assert group.wrong_face_images == expected
+        assert group.fta_ci is not None and group.wrong_face_ci is not None
+        assert group.to_dict()["wrong_face_rate"] == expected / group.n_images
+
+
+def test_audit_at_a_normalized_point_counts_normalized_distances(
+    sample_images: dict[str, CachedImage],
+) -> None:
+    from facetrust.matching import get_operating_point
+
+    point = get_operating_point("fmr-1e-3-fair")
+    labels = load_labels(LABELS)
+    audit = audit_groups(
+        sample_images, labels, point.threshold, min_pairs=20, replicates=20,
+        normalizer=point.score_normalizer(),
+    )
+    gender = next(a for a in labels if a.attribute == "gender")
+    female = sorted(p for p in sample_images if gender.group_of(p) == "female")
+    vectors = np.stack([sample_images[p].subject_face().vector for p in female])  # type: ignore[union-attr]
+    ids = np.array([Path(p).parent.name for p in female])
+    i, j = np.triu_indices(len(female), 1)
+    cross = ids[i] != ids[j]
+    raw = np.linalg.norm(vectors[i] - vectors[j], axis=1).astype(np.float64)
+    adjusted = point.adjusted_distances(raw, vectors[i], vectors[j])
+    assert not np.allclose(adjusted, raw)  # the normalizer really moves distances
+    expected = float(np.mean(adjusted[cross] <= point.threshold))
+    result = next(g for g in audit.groups if g.group == "female")
+    assert result.fmr == pytest.approx(expected)
+    assert result.n_non_mated == int(cross.sum())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from facetrust.cli.main import cli
@@ -89,3 +90,40 @@ def test_every_evaluate_command_has_help() -> None:
     for command in ("pairs", "demographics", "calibrate"):
         code, out, _ = _invoke("evaluate", command, "--help")
         assert code == 0 and "--images" in out and "--report" in out
+
+
+def _demographics(cache_file: Path, *extra: str) -> tuple[int, str, str]:
+    return _invoke(
+        "evaluate", "demographics", "--images", str(SAMPLE), "--labels", str(LABELS),
+        "--threshold", "0.7", "--cache", str(cache_file), "--workers", "1",
+        "--no-progress", "--min-pairs", "20", *extra,
+    )
+
+
+def test_fairness_gate_passes_and_fails_around_the_measured_ratio(cache_file: Path) -> None:
+    code, out, _ = _demographics(cache_file)
+    assert code == 0
+    groups = {g["group"]: g for g in json.loads(out)["demographics"]["groups"]}
+    gender = [groups["female"], groups["male"]]
+    # The best group counts at least at its rule-of-three bound 3/N.
+    best = min(max(g["fmr"], 3 / g["n_non_mated"]) for g in gender)
+    ratio = max(g["fmr"] for g in gender) / best
+    assert ratio > 1.05  # the sample's two genders differ at this threshold
+    code, out, err = _demographics(cache_file, "--max-fmr-ratio", f"{ratio * 1.02:.4f}")
+    assert code == 0 and "fairness gate passed" in err
+    assert json.loads(out)["fairness_gate"]["passed"] is True
+    code, out, err = _demographics(cache_file, "--max-fmr-ratio", f"{max(1.0, ratio * 0.98):.4f}")
+    assert code == 3
+    gate = json.loads(out)["fairness_gate"]
+    assert gate["passed"] is False and gate["ratio"] == pytest.approx(ratio)
+    assert "fairness gate FAILED" in err and "gender=" in err and "Do not deploy" in err
+
+
+def test_fairness_gate_rejects_a_ratio_below_one(cache_file: Path) -> None:
+    code, _, err = _demographics(cache_file, "--max-fmr-ratio", "0.5")
+    assert code == 2 and "max_fmr_ratio" in err
+
+
+def test_fairness_command_has_help() -> None:
+    code, out, _ = _invoke("evaluate", "fairness", "--help")
+    assert code == 0 and "--normalizer-output" in out and "--report" in out

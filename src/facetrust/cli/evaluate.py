@@ -9,7 +9,16 @@ from typing import Any
 import click
 
 from ..config import Settings
-from ..evaluation.run import EvaluationRun, run_calibration, run_demographics, run_pairs
+from ..evaluation.run import (
+    EvaluationRun,
+    run_calibration,
+    run_demographics,
+    run_fairness,
+    run_pairs,
+)
+
+#: Exit status of ``evaluate demographics`` when the fairness gate fails.
+EXIT_FAIRNESS_GATE = 3
 
 images_option = click.option(
     "--images",
@@ -90,6 +99,9 @@ def pairs_command(
               help="Distance threshold instead of a named operating point.")
 @click.option("--min-pairs", type=int, default=30, show_default=True,
               help="Pairs a group needs (of each kind) to enter the differentials.")
+@click.option("--max-fmr-ratio", type=float, default=None,
+              help="Fairness gate: exit with status 3 when any measured group's FMR exceeds "
+              "this many times the best group's (same attribute) at the operating point.")
 @cache_option
 @workers_option
 @progress_option
@@ -100,15 +112,62 @@ def demographics_command(
     operating_point: str | None,
     threshold: float | None,
     min_pairs: int,
+    max_fmr_ratio: float | None,
     cache_path: Path | None,
     workers: int | None,
     progress: bool,
     report_dir: Path | None,
 ) -> None:
-    """FMR and FNMR per labelled group with 95% CIs, and their max/min differentials."""
+    """FMR and FNMR per labelled group with 95% CIs, and their max/min differentials.
+
+    With --max-fmr-ratio R, exits with status 3 when the FMR differential
+    exceeds R (a deployment check), after printing the results.
+    """
     run = run_demographics(images, labels, operating_point=operating_point, threshold=threshold,
                            cache=cache_path, settings=Settings.from_env(), workers=workers,
-                           progress=progress, report_dir=report_dir, min_pairs=min_pairs)
+                           progress=progress, report_dir=report_dir, min_pairs=min_pairs,
+                           max_fmr_ratio=max_fmr_ratio)
+    _emit(run)
+    if run.gate is not None:
+        click.echo(("fairness gate passed: " if run.gate.passed else "fairness gate FAILED: ")
+                   + run.gate.message, err=True)
+        if not run.gate.passed:
+            raise SystemExit(EXIT_FAIRNESS_GATE)
+
+
+@evaluate.command("fairness")
+@images_option
+@labels_option
+@click.option("--dataset", required=True, help="Dataset name written into the table.")
+@click.option("--folds", type=int, default=5, show_default=True, help="Identity folds.")
+@click.option("--clusters", "clusters", type=int, multiple=True, default=(10, 20, 50, 100),
+              show_default=True, help="Candidate k-means cluster counts (repeatable).")
+@click.option("--normalizer-output", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Fit fair score normalization on every image and save it here.")
+@click.option("--write-calibration", "output", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Add the fmr-1e-3-fair operating point to this JSON table.")
+@cache_option
+@workers_option
+@progress_option
+@report_option
+def fairness_command(
+    images: Path,
+    labels: tuple[Path, ...],
+    dataset: str,
+    folds: int,
+    clusters: tuple[int, ...],
+    normalizer_output: Path | None,
+    output: Path | None,
+    cache_path: Path | None,
+    workers: int | None,
+    progress: bool,
+    report_dir: Path | None,
+) -> None:
+    """Per-group FMR/FNMR before and after score normalization, on held-out identities."""
+    run = run_fairness(images, labels, dataset=dataset, folds=folds, clusters=clusters,
+                       normalizer_output=normalizer_output, output=output, cache=cache_path,
+                       settings=Settings.from_env(), workers=workers, progress=progress,
+                       report_dir=report_dir)
     _emit(run)
 
 

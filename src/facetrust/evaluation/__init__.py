@@ -10,6 +10,9 @@ Modules, one concern each:
 - :mod:`.demographics`: group labels and per-group error rates (NIST FRVT Part 3 style)
 - :mod:`.bootstrap`: identity-resampling confidence intervals
 - :mod:`.calibration`: operating points for target FMRs, rule of three, worst-group points
+- :mod:`.mitigation`: does unsupervised score normalization shrink the gap (held-out identities)
+- :mod:`.fair_point`: the shipped normalizer and its ``fmr-1e-3-fair`` operating point
+- :mod:`.fairness_gate`: fail a deployment whose FMR differential is too large
 - :mod:`.report`: self-contained HTML and JSON report
 - :mod:`.run`: the end-to-end runs behind ``facetrust evaluate``
 """
@@ -27,6 +30,7 @@ from .metrics import (
     threshold_at_fmr,
     true_accept_rate_at_fmr,
 )
+from .mitigation import LabelledTemplates, MitigationStudy, study_mitigation
 from .pairs import Pair, read_pairs
 from .protocol import PairsEvaluation, evaluate_pairs
 from .report import ReportFiles, write_report
@@ -42,6 +46,8 @@ __all__ = [
     "EmbeddingCache",
     "EvaluationRun",
     "GroupResult",
+    "LabelledTemplates",
+    "MitigationStudy",
     "Pair",
     "PairsEvaluation",
     "ReportFiles",
@@ -60,6 +66,7 @@ __all__ = [
     "run_calibration",
     "run_demographics",
     "run_pairs",
+    "study_mitigation",
     "threshold_at_fmr",
     "true_accept_rate_at_fmr",
     "write_operating_points",

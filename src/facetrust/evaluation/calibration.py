@@ -286,11 +286,12 @@ def write_operating_points(
         )
     names = {row.name for row in table.rows}
     # A new calibration replaces every point measured by an earlier one (they carry a
-    # "dataset"); points that were not measured here, such as dlib-default, are kept.
+    # "dataset"); points that were not measured here, such as dlib-default, are kept,
+    # and so are normalized points (fmr-1e-3-fair), which `evaluate fairness` writes.
     points = [
         p
         for p in existing.get("operating_points", [])
-        if p.get("name") not in names and "dataset" not in p
+        if p.get("name") not in names and ("dataset" not in p or p.get("normalizer"))
     ]
     for row in table.rows:
         if not row.supported or row.threshold is None:

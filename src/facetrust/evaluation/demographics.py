@@ -29,8 +29,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import EvaluationError
+from ..score_normalization import ScoreNormalizer
 from .bootstrap import identity_bootstrap_ci
 from .cache import CachedImage
+
+#: A subject face whose box centre lies farther than this fraction of the image's
+#: shorter side from the image centre is counted as a wrong face (see :func:`is_wrong_face`).
+WRONG_FACE_OFFSET = 0.2
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -223,6 +228,16 @@ class GroupResult:
     fnmr_ci: tuple[float, float] | None
     status: str
     fta_first_pass_images: int | None = None
+    wrong_face_images: int | None = None
+    fta_ci: tuple[float, float] | None = None
+    wrong_face_ci: tuple[float, float] | None = None
+
+    @property
+    def wrong_face_rate(self) -> float | None:
+        """Fraction of the group's images where the face used is likely not the named person."""
+        if self.wrong_face_images is None or not self.n_images:
+            return None
+        return self.wrong_face_images / self.n_images
 
     @property
     def fta_rate(self) -> float:
@@ -246,6 +261,10 @@ class GroupResult:
             "fta_rate": self.fta_rate,
             "fta_first_pass_images": self.fta_first_pass_images,
             "fta_first_pass_rate": self.fta_first_pass_rate,
+            "fta_ci95": list(self.fta_ci) if self.fta_ci else None,
+            "wrong_face_images": self.wrong_face_images,
+            "wrong_face_rate": self.wrong_face_rate,
+            "wrong_face_ci95": list(self.wrong_face_ci) if self.wrong_face_ci else None,
             "n_mated": self.n_mated,
             "n_non_mated": self.n_non_mated,
             "fmr": self.fmr,
@@ -311,6 +330,25 @@ class DemographicAudit:
         }
 
 
+def is_wrong_face(image: CachedImage, max_offset: float = WRONG_FACE_OFFSET) -> bool:
+    """Whether the face a centred-subject dataset (LFW) would use is likely not its subject.
+
+    True when a face was found and either the face nearest the centre (the
+    one used, :meth:`CachedImage.subject_face`) has its box centre farther
+    than ``max_offset`` x the image's shorter side from the image centre
+    (LFW crops centre the named person, so an off-centre face is a
+    bystander), or the image shows several faces and the largest one is not
+    the central one (a plain "largest face" rule would pick a bystander).
+    """
+    face = image.subject_face()
+    if face is None or not image.width or not image.height:
+        return False
+    fx = (face.box.left + face.box.right) / 2
+    fy = (face.box.top + face.box.bottom) / 2
+    offset = float(np.hypot(fx - image.width / 2, fy - image.height / 2))
+    return offset > max_offset * min(image.width, image.height) or face is not image.faces[0]
+
+
 def pairwise_distances(vectors: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Euclidean distances between all rows: array (n, dim) -> (n, n)."""
     x = np.asarray(vectors, dtype=np.float64)
@@ -326,6 +364,8 @@ def _pairs_of_group(
     rng: np.random.Generator,
     max_images_per_identity: int,
     max_group_images: int,
+    normalizer: ScoreNormalizer | None = None,
+    clusters: Mapping[str, int] | None = None,
 ) -> tuple[_MatedPairs, _NonMatedPairs]:
     by_identity: dict[str, list[str]] = defaultdict(list)
     for path in paths:
@@ -340,7 +380,12 @@ def _pairs_of_group(
             chosen = [chosen[i] for i in sorted(picks)]
         for a, b in combinations(chosen, 2):
             diff = vectors[a].astype(np.float64) - vectors[b]
-            mated_d.append(float(np.sqrt(diff @ diff)))
+            distance = float(np.sqrt(diff @ diff))
+            if normalizer is not None and clusters is not None:
+                distance = float(
+                    normalizer.normalize_assigned([distance], [clusters[a]], [clusters[b]])[0]
+                )
+            mated_d.append(distance)
             mated_id.append(identity)
     sample = sorted(paths)
     if len(sample) > max_group_images:
@@ -352,7 +397,11 @@ def _pairs_of_group(
         i, j = np.triu_indices(len(sample), k=1)
         cross = ids[i] != ids[j]
         i, j = i[cross], j[cross]
-        non_mated = (matrix[i, j], ids[i], ids[j])
+        distances = matrix[i, j]
+        if normalizer is not None and clusters is not None:
+            assigned = np.array([clusters[p] for p in sample])
+            distances = normalizer.normalize_assigned(distances, assigned[i], assigned[j])
+        non_mated = (distances, ids[i], ids[j])
     else:
         empty = np.zeros(0, dtype=ids.dtype)
         non_mated = (np.zeros(0), empty, empty)
@@ -371,6 +420,7 @@ def audit_groups(
     replicates: int = 200,
     seed: int = 0,
     first_pass_missed: Set[str] | None = None,
+    normalizer: ScoreNormalizer | None = None,
 ) -> DemographicAudit:
     """FMR and FNMR per labelled group at ``threshold``, with confidence intervals.
 
@@ -395,6 +445,12 @@ def audit_groups(
     first_pass_missed : set of str, optional
         Images the first detection pass missed (before a fallback detector):
         gives each group's first-pass failure-to-acquire rate.
+    normalizer : ScoreNormalizer, optional
+        Applied to every distance before ``threshold`` (an operating point
+        that names a normalizer, such as ``fmr-1e-3-fair``).
+
+    Each group also gets its failure-to-acquire and wrong-face rates
+    (:func:`is_wrong_face`) with identity-bootstrap 95% intervals.
 
     Raises
     ------
@@ -407,6 +463,11 @@ def audit_groups(
         face = images[path].subject_face()
         if face is not None:
             vectors[path] = face.vector
+    clusters: dict[str, int] | None = None
+    if normalizer is not None and vectors:
+        keys = sorted(vectors)
+        assigned = normalizer.clusters_of(np.stack([vectors[k] for k in keys]))
+        clusters = dict(zip(keys, (int(c) for c in assigned), strict=True))
     groups: list[GroupResult] = []
     differentials: list[Differential] = []
     notes: list[dict[str, Any]] = []
@@ -434,7 +495,8 @@ def audit_groups(
             group_paths = members[group]
             acquired = [p for p in group_paths if p in vectors]
             (mated, mated_id), (non_mated, id_a, id_b) = _pairs_of_group(
-                acquired, vectors, rng, max_images_per_identity, max_group_images
+                acquired, vectors, rng, max_images_per_identity, max_group_images,
+                normalizer, clusters,
             )
             non_mated_by_group[(attribute.attribute, group)] = non_mated
             result = _group_result(
@@ -452,6 +514,9 @@ def audit_groups(
             if first_pass_missed is not None:
                 missed = sum(p in first_pass_missed for p in group_paths)
                 result = dataclasses.replace(result, fta_first_pass_images=missed)
+            result = dataclasses.replace(
+                result, **_detection_rates(images, group_paths, replicates, seed)
+            )
             results.append(result)
         groups.extend(results)
         differentials.append(_differential(attribute.attribute, results))
@@ -463,6 +528,24 @@ def audit_groups(
     return DemographicAudit(
         threshold, operating_point, groups, differentials, notes, non_mated_by_group
     )
+
+
+def _detection_rates(
+    images: Mapping[str, CachedImage], group_paths: list[str], replicates: int, seed: int
+) -> dict[str, Any]:
+    """Wrong-face count and the FTA / wrong-face identity-bootstrap intervals of one group."""
+    identities = [Path(p).parent.name for p in group_paths]
+    missed = np.array([images[p].subject_face() is None for p in group_paths], dtype=bool)
+    wrong = np.array([is_wrong_face(images[p]) for p in group_paths], dtype=bool)
+    if not group_paths:
+        return {"wrong_face_images": 0}
+    return {
+        "wrong_face_images": int(wrong.sum()),
+        "fta_ci": identity_bootstrap_ci(missed, identities, replicates=replicates, seed=seed),
+        "wrong_face_ci": identity_bootstrap_ci(
+            wrong, identities, replicates=replicates, seed=seed
+        ),
+    }
 
 
 def _group_result(
@@ -542,3 +625,4 @@ def _differential(attribute: str, results: list[GroupResult]) -> Differential:
         fnmr_max,
         fnmr_min,
     )
+

@@ -21,6 +21,7 @@ import numpy as np
 from .calibration import CalibrationTable
 from .demographics import DemographicAudit, GroupResult
 from .metrics import det_curve, roc_curve
+from .mitigation import MitigationStudy
 from .protocol import PairsEvaluation
 
 
@@ -92,6 +93,89 @@ def _group_chart(groups: Sequence[GroupResult], rate: str, attribute: str) -> st
     axis.set_ylabel(rate.upper())
     axis.set_title(f"{rate.upper()} by {attribute} (95% CI; grey = too few pairs)")
     return _png(figure)
+
+
+def _before_after_chart(study: MitigationStudy, attribute: str) -> str:
+    """Per-group FMR bars, one colour per method side by side, with 95% CIs (log scale)."""
+    plt = _pyplot()
+    names = sorted({g.group for m in study.methods for g in m.groups if g.attribute == attribute})
+    figure, axis = plt.subplots(figsize=(max(5, 1.6 * len(names) + 1), 3.4))
+    width = 0.8 / len(study.methods)
+    for offset, method in enumerate(study.methods):
+        rates = {g.group: g for g in method.groups if g.attribute == attribute}
+        colour, labelled = f"C{offset}", False
+        for index, name in enumerate(names):
+            if name not in rates:
+                continue
+            g = rates[name]
+            x = index + (offset - (len(study.methods) - 1) / 2) * width
+            low = max(0.0, g.fmr - g.fmr_ci[0]) if np.isfinite(g.fmr_ci[0]) else 0.0
+            high = max(0.0, g.fmr_ci[1] - g.fmr) if np.isfinite(g.fmr_ci[1]) else 0.0
+            # A group with no false match shows its rule-of-three bound, hatched and pale.
+            axis.bar(
+                x, g.fmr, width, yerr=[[0.0 if g.fmr_bound else low], [high]], capsize=3,
+                color=colour, alpha=0.35 if g.fmr_bound else 1.0,
+                hatch="//" if g.fmr_bound else None,
+                label=None if labelled else method.method,
+            )
+            labelled = True
+    axis.axhline(study.target_fmr, color="black", linewidth=0.8, linestyle="--")
+    axis.set_yscale("log")
+    axis.set_xticks(range(len(names)))
+    axis.set_xticklabels(names, fontsize=8)
+    axis.set_ylabel("FMR (held-out identities)")
+    axis.set_title(f"FMR by {attribute} before/after normalization (overall FMR "
+                   f"{study.target_fmr:g}, dashed; hatched = no false match, 3/N bound)",
+                   fontsize=9)
+    axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def _mitigation_parts(study: MitigationStudy) -> list[str]:
+    raw = study.methods[0]
+    parts = [
+        "<h2>Reducing the demographic gap</h2>"
+        f"<p>{study.folds} identity-disjoint folds: each normalizer is fitted on the other "
+        "folds' identities and applied to the held-out fold. One threshold per method at "
+        f"overall FMR {study.target_fmr:g} over {study.n_non_mated} held-out non-mated "
+        f"pairs; {study.n_mated} mated pairs. An FMR shown as &lt;= is the rule-of-three "
+        "bound 3/N (no false match seen); a ratio using it is a lower bound. Groups with "
+        f"fewer than {study.min_identities} identities are shown but support no conclusion."
+        "</p>",
+        _table(
+            ["method", "clusters per fold", "threshold", "overall FMR", "overall FNMR",
+             "FNMR 95% CI", "FNMR cost", "max/min FMR ratio (95% CI)"],
+            [
+                (m.method, ", ".join(map(str, m.clusters)) or "-", m.threshold,
+                 m.overall_fmr, m.overall_fnmr, m.overall_fnmr_ci,
+                 m.overall_fnmr - raw.overall_fnmr,
+                 "; ".join(
+                     f"{a}: {r['ratio']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] "
+                     f"({r['max_group']}/{r['min_group']})"
+                     for a, r in m.ratios.items()
+                 ))
+                for m in study.methods
+            ],
+        ),
+        _table(
+            ["method", "attribute", "group", "identities", "non-mated pairs", "FMR",
+             "FMR 95% CI", "mated pairs", "FNMR", "FNMR 95% CI", "conclusive"],
+            [
+                (m.method, g.attribute, g.group, g.n_identities, g.n_non_mated,
+                 f"<= {g.fmr:.2e}" if g.fmr_bound else g.fmr, g.fmr_ci, g.n_mated, g.fnmr,
+                 g.fnmr_ci, "yes" if g.enough else "no (too few identities)")
+                for m in study.methods
+                for g in m.groups
+            ],
+        ),
+    ]
+    for attribute in dict.fromkeys(g.attribute for g in raw.groups):
+        chart = _before_after_chart(study, attribute)
+        parts.append(
+            f'<img alt="FMR by {attribute} before and after" src="data:image/png;base64,'
+            f'{chart}">'
+        )
+    return parts
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -175,6 +259,7 @@ def write_report(
     audit: DemographicAudit | None = None,
     calibration: CalibrationTable | None = None,
     meta: dict[str, Any] | None = None,
+    mitigation: MitigationStudy | None = None,
 ) -> ReportFiles:
     """Write ``report.html`` (self-contained) and ``report.json`` into ``directory``.
 
@@ -221,11 +306,13 @@ def write_report(
         parts.append(
             _table(
                 ["attribute", "group", "identities", "images", "FTA rate",
-                 "FTA rate, first detection pass", "mated pairs",
+                 "FTA rate, first detection pass", "FTA 95% CI", "wrong-face rate",
+                 "wrong-face 95% CI", "mated pairs",
                  "FNMR", "FNMR 95% CI", "non-mated pairs", "FMR", "FMR 95% CI", "status"],
                 [
                     (g.attribute, g.group, g.n_identities, g.n_images, g.fta_rate,
-                     g.fta_first_pass_rate, g.n_mated,
+                     g.fta_first_pass_rate, g.fta_ci, g.wrong_face_rate, g.wrong_face_ci,
+                     g.n_mated,
                      g.fnmr, g.fnmr_ci, g.n_non_mated, g.fmr, g.fmr_ci, g.status)
                     for g in audit.groups
                 ],
@@ -278,6 +365,9 @@ def write_report(
                 ],
             )
         )
+    if mitigation is not None:
+        record["mitigation"] = mitigation.to_dict()
+        parts += _mitigation_parts(mitigation)
     caveats = _caveats(evaluation, audit, calibration)
     record["caveats"] = caveats
     items = "".join(f"<li>{html.escape(c)}</li>" for c in caveats)

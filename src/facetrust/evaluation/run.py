@@ -19,6 +19,7 @@ import numpy as np
 from ..config import Settings
 from ..errors import EvaluationError
 from ..matching import get_operating_point
+from ..score_normalization import ScoreNormalizer
 from .cache import CachedImage, EmbeddingCache
 from .calibration import (
     CALIBRATION_TARGETS,
@@ -28,6 +29,9 @@ from .calibration import (
     write_operating_points,
 )
 from .demographics import DemographicAudit, audit_groups, load_labels
+from .fair_point import fit_shipped_normalizer, write_fair_operating_point
+from .fairness_gate import FairnessGate, fmr_ratio_gate
+from .mitigation import MitigationStudy, study_mitigation, templates_from_images
 from .pairs import read_pairs
 from .protocol import PairsEvaluation, evaluate_pairs
 from .report import ReportFiles, write_report
@@ -57,6 +61,9 @@ class EvaluationRun:
     report: ReportFiles | None = None
     timings: dict[str, float] = field(default_factory=dict)
     cache: dict[str, int] = field(default_factory=dict)
+    gate: FairnessGate | None = None
+    mitigation: MitigationStudy | None = None
+    shipped: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary of the run."""
@@ -67,6 +74,12 @@ class EvaluationRun:
             out["demographics"] = self.demographics.to_dict()
         if self.calibration is not None:
             out["calibration"] = self.calibration.to_dict()
+        if self.gate is not None:
+            out["fairness_gate"] = self.gate.to_dict()
+        if self.mitigation is not None:
+            out["mitigation"] = self.mitigation.to_dict()
+        if self.shipped is not None:
+            out["shipped"] = self.shipped
         if self.report is not None:
             out["report"] = {"html": str(self.report.html), "json": str(self.report.json)}
         return out
@@ -195,11 +208,11 @@ def run_pairs(
 
 def _threshold(
     operating_point: str | None, threshold: float | None, model_id: str
-) -> tuple[float, str]:
+) -> tuple[float, str, ScoreNormalizer | None]:
     if threshold is not None:
-        return float(threshold), f"threshold {threshold}"
+        return float(threshold), f"threshold {threshold}", None
     point = get_operating_point(operating_point, model_id)
-    return point.threshold, point.name
+    return point.threshold, point.name, point.score_normalizer()
 
 
 def run_demographics(
@@ -216,17 +229,21 @@ def run_demographics(
     min_pairs: int = 30,
     seed: int = 0,
     fallback_detector: str | None = "cnn",
+    max_fmr_ratio: float | None = None,
 ) -> EvaluationRun:
     """``facetrust evaluate demographics``: FMR/FNMR per labelled group.
 
     Every labelled image in ``images_dir`` is used. ``threshold`` (a
     distance) overrides ``operating_point``; by default the table's default
-    operating point is used.
+    operating point is used. An operating point that names a score
+    normalizer (``fmr-1e-3-fair``) has it applied to every distance.
+    ``max_fmr_ratio`` runs the fairness gate (:func:`fmr_ratio_gate`); the
+    run's ``gate`` says whether it passed.
     """
     start = time.perf_counter()
     attribute_labels = [a for path in labels for a in load_labels(path)]
     store = _open_cache(cache, settings)
-    value, name = _threshold(operating_point, threshold, store.model_id)
+    value, name, normalizer = _threshold(operating_point, threshold, store.model_id)
     paths = [p for p in list_images(images_dir) if any(a.group_of(p) for a in attribute_labels)]
     if not paths:
         raise EvaluationError(
@@ -236,8 +253,9 @@ def run_demographics(
     images, embed_s, counts, missed = _embed(store, paths, workers, progress, fallback_detector)
     audit = audit_groups(
         images, attribute_labels, value, operating_point=name, min_pairs=min_pairs, seed=seed,
-        first_pass_missed=missed,
+        first_pass_missed=missed, normalizer=normalizer,
     )
+    gate = None if max_fmr_ratio is None else fmr_ratio_gate(audit, max_fmr_ratio)
     report = None
     if report_dir is not None:
         report = write_report(
@@ -246,10 +264,90 @@ def run_demographics(
             audit=audit,
             meta={"images": str(images_dir), "labels": ", ".join(map(str, labels)),
                   "model": store.model_id, "pipeline": store.variant,
-                  **_detection_meta(counts, fallback_detector)},
+                  **_detection_meta(counts, fallback_detector),
+                  **({"fairness gate": gate.message} if gate else {})},
         )
     return EvaluationRun(
         demographics=audit,
+        gate=gate,
+        report=report,
+        timings={"embed_s": embed_s, "total_s": time.perf_counter() - start},
+        cache=counts,
+    )
+
+
+def run_fairness(
+    images_dir: str | os.PathLike[str],
+    labels: Sequence[str | os.PathLike[str]],
+    *,
+    dataset: str,
+    folds: int = 5,
+    clusters: Sequence[int] = (10, 20, 50, 100),
+    target_fmr: float = 1e-3,
+    ship_method: str = "fsn",
+    normalizer_output: str | os.PathLike[str] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    point_name: str = "fmr-1e-3-fair",
+    cache: EmbeddingCache | str | os.PathLike[str] | None = None,
+    settings: Settings | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    report_dir: str | os.PathLike[str] | None = None,
+    replicates: int = 200,
+    seed: int = 0,
+    fallback_detector: str | None = "cnn",
+) -> EvaluationRun:
+    """``facetrust evaluate fairness``: does score normalization shrink the gap?
+
+    Runs :func:`~facetrust.evaluation.mitigation.study_mitigation` (identity-
+    disjoint folds, one threshold per method at ``target_fmr``). With
+    ``normalizer_output``, ``ship_method`` is then fitted on every image of the
+    folder (fitting needs no demographic label) with the number of clusters the
+    folds chose most often, saved there, and its operating point ``point_name``
+    (threshold at ``target_fmr`` on normalized distances) merged into the
+    operating-points table ``output`` (which must then be given too).
+    """
+    start = time.perf_counter()
+    attribute_labels = [a for path in labels for a in load_labels(path)]
+    store = _open_cache(cache, settings)
+    images, embed_s, counts, _ = _embed(
+        store, list_images(images_dir), workers, progress, fallback_detector
+    )
+    templates = templates_from_images(images, attribute_labels)
+    study = study_mitigation(templates, folds=folds, clusters=clusters, target_fmr=target_fmr,
+                             replicates=replicates, seed=seed)
+    shipped = None
+    if normalizer_output is not None:
+        if output is None:
+            raise EvaluationError(
+                "A shipped normalizer needs its operating point: pass the operating-points "
+                "table to write (--write-calibration) with the normalizer output."
+            )
+        chosen = study.method(ship_method).clusters
+        k = max(set(chosen), key=lambda c: (chosen.count(c), -c))
+        normalizer, measured = fit_shipped_normalizer(
+            templates, model_id=store.model_id, method=ship_method, clusters=k,
+            target_fmr=target_fmr, seed=seed,
+        )
+        normalizer.save(normalizer_output)
+        shipped = {"normalizer": str(normalizer_output), **measured,
+                   "point": write_fair_operating_point(
+                       output, point_name, Path(normalizer_output).name, measured,
+                       model_id=store.model_id, dataset=dataset, method=ship_method,
+                       target_fmr=target_fmr, study=study)}
+    report = None
+    if report_dir is not None:
+        report = write_report(
+            report_dir,
+            title=f"facetrust: reducing the demographic gap on {dataset}",
+            mitigation=study,
+            meta={"dataset": dataset, "images": str(images_dir),
+                  "labels": ", ".join(map(str, labels)), "model": store.model_id,
+                  "pipeline": store.variant, **_detection_meta(counts, fallback_detector)},
+        )
+    return EvaluationRun(
+        mitigation=study,
+        shipped=shipped,
         report=report,
         timings={"embed_s": embed_s, "total_s": time.perf_counter() - start},
         cache=counts,

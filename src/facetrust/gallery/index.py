@@ -25,6 +25,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
+from ..score_normalization import ScoreNormalizer
 from ..store.base import ConsentRecord
 
 
@@ -147,6 +148,7 @@ class TemplateIndex:
         threshold: float,
         exclude: str | None = None,
         only: Collection[str] | None = None,
+        normalizer: ScoreNormalizer | None = None,
     ) -> tuple[list[SearchHit], int]:
         """The ``k`` eligible subjects nearest to ``probe`` within ``threshold``.
 
@@ -158,6 +160,11 @@ class TemplateIndex:
             A subject never to return.
         only : collection of str, optional
             When given, search these subjects alone (e.g. an event's members).
+        normalizer : ScoreNormalizer, optional
+            Applied to every probe-template distance before ``threshold`` and
+            ranking (an operating point such as ``fmr-1e-3-fair``); it must be
+            rotated like the templates (:meth:`ScoreNormalizer.rotated`).
+            Distances are then exact for every eligible template.
 
         Returns
         -------
@@ -182,6 +189,10 @@ class TemplateIndex:
             vectors, owners = self.vectors[rows], self.owners[rows]
             norms = self._squared_norms[rows]
         query = np.asarray(probe, dtype=np.float32)
+        if normalizer is not None:
+            return self._normalized_search(vectors, owners, query, normalizer, threshold, k), (
+                searched
+            )
         # einsum, not BLAS: a multi-threaded matrix-vector product stalls on a busy
         # shared CPU (measured 14 ms instead of 0.1 ms at 10k templates), einsum runs
         # in this thread only and keeps latency predictable.
@@ -204,3 +215,24 @@ class TemplateIndex:
             exact[subject] = min(distance, exact.get(subject, np.inf))
         within = sorted((d, i) for i, d in exact.items() if d <= threshold)[:k]
         return [SearchHit(self.subject_ids[i], d) for d, i in within], searched
+
+    def _normalized_search(
+        self,
+        vectors: npt.NDArray[np.float32],
+        owners: npt.NDArray[np.int64],
+        query: npt.NDArray[np.float32],
+        normalizer: ScoreNormalizer,
+        threshold: float,
+        k: int,
+    ) -> list[SearchHit]:
+        """Exact normalized distances of every given template; best per subject."""
+        raw = np.linalg.norm(vectors.astype(np.float64) - query.astype(np.float64), axis=1)
+        probe_cluster = normalizer.clusters_of(query)
+        distances = normalizer.normalize_assigned(
+            raw, np.repeat(probe_cluster, len(raw)), normalizer.clusters_of(vectors)
+        )
+        best = np.full(len(self.subject_ids), np.inf)
+        np.minimum.at(best, owners, distances)
+        within = np.flatnonzero(best <= threshold)
+        order = within[np.argsort(best[within], kind="stable")][:k]
+        return [SearchHit(self.subject_ids[i], float(best[i])) for i in order]

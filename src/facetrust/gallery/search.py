@@ -20,7 +20,9 @@ from ..errors import (
     ModelMismatch,
     UnknownSubject,
 )
+from ..matching import OperatingPoint
 from ..pipeline import FacePolicy
+from ..score_normalization import ScoreNormalizer
 from ..store.base import IdentificationRecord, ReviewRecord
 from .consent import require_consent
 from .core import TEMPLATE_SECRET
@@ -34,6 +36,16 @@ from .types import (
 
 if TYPE_CHECKING:
     from .core import FaceInput, Gallery
+
+
+def protected_normalizer(
+    point: OperatingPoint, secret: bytes, dim: int
+) -> ScoreNormalizer | None:
+    """The point's score normalizer for templates protected with ``secret``, or None."""
+    normalizer = point.score_normalizer()
+    if normalizer is None:
+        return None
+    return normalizer.rotated(crypto.rotation_matrix(secret, dim))
 
 
 def identify(
@@ -55,8 +67,15 @@ def identify(
     face = gallery._probe(probe, face_policy)
     model_id = face.embedding.model_id
     point = gallery._operating_point(model_id)
-    vector = crypto.protect(face.embedding.vector, gallery._secret(TEMPLATE_SECRET))
+    secret = gallery._secret(TEMPLATE_SECRET)
+    vector = crypto.protect(face.embedding.vector, secret)
     if gallery.config.server_side_search:
+        if point.normalizer is not None:
+            raise InvalidParameter(
+                f"The operating point {point.name!r} normalizes scores, which the database "
+                "search (server_side_search) cannot do yet. Use a plain operating point such "
+                "as 'fmr-1e-3' for this gallery, or turn server-side search off."
+            )
         hits, searched, generation = search_in_database(
             gallery, vector, model_id, purpose, k, point.threshold
         )
@@ -64,7 +83,8 @@ def identify(
         index = gallery._index(model_id)
         generation = index.generation
         hits, searched = index.search(
-            vector, purpose=purpose, now=gallery._now(), k=k, threshold=point.threshold
+            vector, purpose=purpose, now=gallery._now(), k=k, threshold=point.threshold,
+            normalizer=protected_normalizer(point, secret, vector.shape[0]),
         )
     candidates = tuple(Candidate(h.subject_id, h.distance, r) for r, h in enumerate(hits, 1))
     ended = gallery._stamp()
@@ -267,9 +287,14 @@ def verify_subject(
     if data_key is None:
         raise UnknownSubject(f"Subject {subject_id!r} was erased (its data key is destroyed).")
     point = gallery._operating_point(model_id)
-    vector = crypto.protect(face.embedding.vector, gallery._secret(TEMPLATE_SECRET))
+    secret = gallery._secret(TEMPLATE_SECRET)
+    vector = crypto.protect(face.embedding.vector, secret)
     stored = np.stack([gallery._decrypt(t, data_key) for t in mine]).astype(np.float64)
-    distance = float(np.min(np.linalg.norm(stored - vector.astype(np.float64), axis=1)))
+    distances = np.linalg.norm(stored - vector.astype(np.float64), axis=1)
+    normalizer = protected_normalizer(point, secret, vector.shape[0])
+    if normalizer is not None:
+        distances = normalizer.normalize(distances, vector, stored)
+    distance = float(np.min(distances))
     match = distance <= point.threshold
     with gallery.store.transaction():
         gallery.store.touch_subject(subject_id, gallery._stamp())

@@ -28,6 +28,7 @@ from ..faces import Embedding
 from ..gallery import Gallery
 from ..gallery.consent import require_consent
 from ..gallery.core import TEMPLATE_SECRET
+from ..gallery.search import protected_normalizer
 from ..images import ImageSource
 from ..matching import get_operating_point
 from ..store.base import EventMemberRecord, EventRecord, OptOutRecord, ProbeCropRecord
@@ -386,7 +387,8 @@ def match_at_gate(
     if probe is not None:
         members = [m.subject_id for m in gallery.store.event_members(event_id)]
         point = get_operating_point(record.operating_point, probe.model_id)
-        vector = crypto.protect(probe.vector, gallery._secret(TEMPLATE_SECRET))
+        secret = gallery._secret(TEMPLATE_SECRET)
+        vector = crypto.protect(probe.vector, secret)
         hits, searched = gallery._index(probe.model_id).search(
             vector,
             purpose=record.purpose,
@@ -394,6 +396,7 @@ def match_at_gate(
             k=1,
             threshold=point.threshold,
             only=members,
+            normalizer=protected_normalizer(point, secret, vector.shape[0]),
         )
         probe_sha256 = hashlib.sha256(probe.vector.tobytes()).hexdigest()
         if hits:
