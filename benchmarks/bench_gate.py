@@ -146,7 +146,7 @@ def main() -> None:
             for d, want in zip(decisions, expected, strict=False)
         ),
         "operating_point": decisions[0].operating_point if decisions else None,
-        "embedder": facetrust.default_pipeline().embedder.backend,
+        "embedder": facetrust.FacePipeline().embedder.backend,
         "cpus": os.cpu_count(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

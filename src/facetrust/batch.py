@@ -86,7 +86,7 @@ def embed_many(
     progress : bool
         Show a progress bar with rate and ETA on stderr.
     """
-    settings = settings or Settings()
+    settings = settings or Settings.from_env()
     items = [os.fspath(p) for p in paths]
     count = workers or settings.worker_count
     bar = tqdm(total=len(items), unit="img", desc=description, disable=not progress)

@@ -58,7 +58,7 @@ def load_image(source: ImageSource, settings: Settings | None = None) -> RGBImag
     ------
     NotAnImage, CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedImageMode
     """
-    settings = settings or Settings()
+    settings = settings or Settings.from_env()
     if isinstance(source, np.ndarray):
         pixels = _array_to_rgb(source)
     else:

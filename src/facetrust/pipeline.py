@@ -61,7 +61,7 @@ class FacePipeline:
     ) -> None:
         from .models import dlib_backend
 
-        self.settings = settings or Settings()
+        self.settings = settings or Settings.from_env()
         if detector is None:
             detector = (
                 dlib_backend.CnnDetector()

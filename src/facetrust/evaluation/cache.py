@@ -176,7 +176,7 @@ class EmbeddingCache:
         model_id: str = DLIB_RESNET_MODEL_ID,
         compute: ComputeFunction | None = None,
     ) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings or Settings.from_env()
         self.model_id = model_id
         self.variant = pipeline_variant(self.settings)
         self._compute: ComputeFunction = compute or embed_many

@@ -23,7 +23,7 @@ def default_embedder(settings: Settings | None = None) -> Embedder:
     from .dlib_backend import DlibResnetEmbedder
     from .onnx_backend import OnnxResnetEmbedder, onnxruntime_available
 
-    settings = settings or Settings()
+    settings = settings or Settings.from_env()
     choice = settings.embedder
     if choice == "auto":
         choice = "onnx" if onnxruntime_available() else "dlib"
