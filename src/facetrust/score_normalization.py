@@ -211,14 +211,13 @@ class FairScoreNormalizer(_ClusterNormalizer):
         seed: int = 0,
     ) -> FairScoreNormalizer:
         """Fit on templates (n, dim) with one identity label per row."""
-        x, ids = _check_fit_input(embeddings, identities, clusters)
-        centres = kmeans(x, clusters, seed=seed)
-        labels = assign_clusters(x, centres)
-        global_threshold = threshold_at_fmr(all_impostor_distances(x, ids), target_fmr)
+        centres, everything, per_cluster = _clustered_impostors(
+            embeddings, identities, clusters, seed
+        )
+        global_threshold = threshold_at_fmr(everything, target_fmr)
         deltas = np.zeros(clusters)
         fitted = 0
-        for c in range(clusters):
-            impostor = impostor_distances(x, ids, np.flatnonzero(labels == c))
+        for c, impostor in enumerate(per_cluster):
             if len(impostor) >= max(MIN_IMPOSTOR_PAIRS, int(np.ceil(3 / target_fmr))):
                 deltas[c] = threshold_at_fmr(impostor, target_fmr) - global_threshold
                 fitted += 1
@@ -265,15 +264,13 @@ class ClusterZNormalizer(_ClusterNormalizer):
         seed: int = 0,
     ) -> ClusterZNormalizer:
         """Fit on templates (n, dim) with one identity label per row."""
-        x, ids = _check_fit_input(embeddings, identities, clusters)
-        centres = kmeans(x, clusters, seed=seed)
-        labels = assign_clusters(x, centres)
-        everything = all_impostor_distances(x, ids).astype(np.float64)
+        centres, everything, per_cluster = _clustered_impostors(
+            embeddings, identities, clusters, seed
+        )
         mean, std = float(everything.mean()), float(everything.std())
         means, stds = np.full(clusters, mean), np.full(clusters, std)
         fitted = 0
-        for c in range(clusters):
-            impostor = impostor_distances(x, ids, np.flatnonzero(labels == c))
+        for c, impostor in enumerate(per_cluster):
             if len(impostor) >= MIN_IMPOSTOR_PAIRS:
                 means[c], stds[c] = impostor.mean(), max(impostor.std(), 1e-6)
                 fitted += 1
@@ -326,6 +323,18 @@ def load_normalizer(path: str | os.PathLike[str]) -> ScoreNormalizer:
     raise InvalidParameter(
         f"{os.fspath(path)!r} is not a facetrust score normalizer (kind {data.get('kind')!r})."
     )
+
+
+def _clustered_impostors(
+    embeddings: npt.ArrayLike, identities: npt.ArrayLike, clusters: int, seed: int
+) -> tuple[FloatArray, FloatArray, list[FloatArray]]:
+    """k-means centres, every impostor distance, and each cluster's own impostor distances."""
+    x, ids = _check_fit_input(embeddings, identities, clusters)
+    centres = kmeans(x, clusters, seed=seed)
+    labels = assign_clusters(x, centres)
+    everything = np.asarray(all_impostor_distances(x, ids), dtype=np.float64)
+    per_cluster = [impostor_distances(x, ids, np.flatnonzero(labels == c)) for c in range(clusters)]
+    return centres, everything, per_cluster
 
 
 def _check_fit_input(
