@@ -379,14 +379,15 @@ def match_at_gate(
             f"The event {event_id!r} runs from {record.valid_from} to {record.valid_to}; "
             f"the gate cannot match at {now.isoformat()}."
         )
-    point = get_operating_point(record.operating_point)
+    point = get_operating_point(
+        record.operating_point, probe.model_id if probe is not None else None
+    )
     subject_id: str | None = None
     distance: float | None = None
     probe_sha256 = ""
     searched = 0
     if probe is not None:
         members = [m.subject_id for m in gallery.store.event_members(event_id)]
-        point = get_operating_point(record.operating_point, probe.model_id)
         secret = gallery._secret(TEMPLATE_SECRET)
         vector = crypto.protect(probe.vector, secret)
         hits, searched = gallery._index(probe.model_id).search(
