@@ -1,4 +1,4 @@
-"""Identification at scale: exact vs HNSW index on synthetic templates fitted to real ones.
+"""Identification at scale: exact vs approximate indexes on synthetic templates fitted to real ones.
 
 Galleries of 100k and 1M templates (one per identity) are drawn from a
 :class:`facetrust.index.synthetic.TemplateModel` fitted to real dlib templates of
@@ -8,21 +8,28 @@ from the same run:
 
 * build time and memory per template of each index;
 * single-query and batch-of-100 latency p50/p99 (ms) with k=10;
-* recall@1 and recall@10 of the HNSW index against exact search, at several
-  search widths (ef), and the rank-1 identification rate of both;
-* filtered search (10% and 50% of the gallery allowed; 1% goes exact by design):
-  latency, recall@10 against exact filtered search, and a check that no
-  disallowed id came back;
-* save + load time of the index (restart cost);
+* recall@1 and recall@10 of each approximate index against exact search, at
+  several settings of its knob (``rerank`` for the quantized scan, ``ef`` for
+  HNSW), and the rank-1 identification rate;
+* filtered search with the default index (10% and 50% of the gallery allowed;
+  1% goes exact by design): latency, recall against exact filtered search, and
+  a check that no disallowed id came back;
+* save + load time of the index (restart cost) and the cost of an erasure;
 * the references: plain numpy (``norms - 2 G @ q``, argpartition) and
   ``face_recognition.face_distance`` + argsort (fewer queries at 1M: ~0.3 s each).
 
-A switch-over sweep (small sizes) measures where exact search stops winning.
+The HNSW graph is built only up to ``--hnsw-max-size`` (100k by default: at 1M
+it takes over 30 minutes on 2 cores; its 1M numbers are in
+``benchmarks/results/index_1m.json``). A switch-over sweep (small sizes)
+measures where exact search stops winning.
 
 Usage::
 
-    nice -n 10 python benchmarks/bench_index.py [--sizes 100000,1000000] [--queries 500]
+    python benchmarks/bench_index.py [--sizes 100000,1000000] [--queries 500]
+        [--methods quantized,hnsw] [--hnsw-max-size 100000]
         [--lfw ../shared/datasets/lfw] [--out benchmarks/results/index.json]
+
+Latency percentiles need a quiet machine: run it alone, not niced.
 
 Needs ``pip install -e '.[bench]'`` and ``pip install --no-deps face_recognition``.
 """
@@ -46,7 +53,7 @@ import numpy.typing as npt
 import psutil
 
 import facetrust
-from facetrust.index import ExactIndex, HnswIndex, load_index
+from facetrust.index import ExactIndex, HnswIndex, QuantizedIndex, load_index
 from facetrust.index.synthetic import TemplateModel, distance_report
 from facetrust.models.dlib_backend import DLIB_RESNET_MODEL_ID as MODEL_ID
 
@@ -57,6 +64,8 @@ REPO = Path(__file__).resolve().parent.parent
 K = 10
 EFS = (64, 128, 256, 512)
 DEFAULT_EF = 128
+RERANKS = (2, 5, 10, 20)
+DEFAULT_RERANK = 10
 Array = npt.NDArray[np.float32]
 
 
@@ -104,7 +113,13 @@ def rss() -> int:
 
 
 def bench_size(
-    model: TemplateModel, size: int, n_queries: int, fr_queries: int, batch: int
+    model: TemplateModel,
+    size: int,
+    n_queries: int,
+    fr_queries: int,
+    batch: int,
+    methods: list[str],
+    hnsw_max_size: int,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(size)
     centres = model.sample_centres(size, rng)
@@ -167,76 +182,135 @@ def bench_size(
         flush=True,
     )
 
-    # HNSW index.
+    # Approximate indexes: the shipped default (quantized scan) and, where its
+    # build time allows, the HNSW graph.
+    for method in methods:
+        if method == "hnsw" and size > hnsw_max_size:
+            row["hnsw"] = {"skipped": f"HNSW is built only up to {hnsw_max_size:,} templates"}
+            continue
+        row[method] = bench_approximate(method, ids, gallery, queries, who, truth, batch)
+    filtered_method = methods[0]
+    row[filtered_method]["filtered"] = bench_filtered(
+        row[filtered_method].pop("_index"), exact, ids, queries, rng
+    )
+    for method in methods[1:]:
+        row.get(method, {}).pop("_index", None)
+    return row
+
+
+#: The knob each approximate index is measured at: (parameter, values, default).
+KNOBS: dict[str, tuple[str, tuple[int, ...], int]] = {
+    "quantized": ("rerank", RERANKS, DEFAULT_RERANK),
+    "hnsw": ("expansion_search", EFS, DEFAULT_EF),
+}
+
+
+def make_index(method: str) -> QuantizedIndex | HnswIndex:
+    if method == "quantized":
+        return QuantizedIndex(128, MODEL_ID, rerank=DEFAULT_RERANK)
+    return HnswIndex(128, MODEL_ID, expansion_search=DEFAULT_EF)
+
+
+def bench_approximate(
+    method: str,
+    ids: npt.NDArray[np.int64],
+    gallery: Array,
+    queries: Array,
+    who: npt.NDArray[np.int64],
+    truth: npt.NDArray[np.int64],
+    batch: int,
+) -> dict[str, Any]:
+    """Build, then latency and recall against exact search at each knob value; save/load."""
     gc.collect()
     before = rss()
     start = time.perf_counter()
-    hnsw = HnswIndex(128, MODEL_ID, expansion_search=DEFAULT_EF)
-    hnsw.add(ids, gallery)
-    hnsw_build = time.perf_counter() - start
-    hnsw_row: dict[str, Any] = {
-        "build_s": round(hnsw_build, 1),
-        "bytes_per_template": round(hnsw.memory_bytes() / size, 1),
-        "rss_bytes_per_template": round((rss() - before) / size, 1),
-        "params": hnsw.params,
-        "by_ef": {},
+    index = make_index(method)
+    index.add(ids, gallery)
+    build = time.perf_counter() - start
+    knob, values, default = KNOBS[method]
+    out: dict[str, Any] = {
+        "build_s": round(build, 1),
+        "bytes_per_template": round(index.memory_bytes() / len(ids), 1),
+        "rss_bytes_per_template": round((rss() - before) / len(ids), 1),
+        "params": dict(index.params),
+        "knob": knob,
+        "by_knob": {},
     }
-    print(f"hnsw built in {hnsw_build:.1f} s", flush=True)
-    for ef in EFS:
-        hnsw.expansion_search = ef
-        single, found = time_single(lambda q: hnsw.search(q, K)[1][0], queries)
-        batched, _ = time_batches(lambda q: hnsw.search(q, K)[1], queries, batch)
+    print(f"{method} built in {build:.1f} s", flush=True)
+    for value in values:
+        set_knob(index, knob, value)
+        single, found = time_single(lambda q: index.search(q, K)[1][0], queries)
+        batched, _ = time_batches(lambda q: index.search(q, K)[1], queries, batch)
         found_array = np.asarray(found)
-        hnsw_row["by_ef"][ef] = {
+        out["by_knob"][value] = {
             "single": single,
             f"batch_{batch}": batched,
             **recalls(found_array, truth),
             "identification_rate": round(float(np.mean(found_array[:, 0] == who)), 4),
         }
-        print(f"hnsw ef={ef}", json.dumps(hnsw_row["by_ef"][ef]), flush=True)
-    hnsw.expansion_search = DEFAULT_EF
+        print(f"{method} {knob}={value}", json.dumps(out["by_knob"][value]), flush=True)
+    set_knob(index, knob, default)
+    # Restart cost: save, then load with the header checked against the ids.
+    with tempfile.TemporaryDirectory(dir=REPO / ".bench") as folder:
+        path = Path(folder) / "gallery.index"
+        start = time.perf_counter()
+        index.save(path)
+        saved = time.perf_counter() - start
+        start = time.perf_counter()
+        load_index(path, model_id=MODEL_ID, ids=ids)
+        loaded = time.perf_counter() - start
+        out["save_s"], out["load_s"] = round(saved, 2), round(loaded, 2)
+        out["file_bytes_per_template"] = round(os.path.getsize(path) / len(ids), 1)
+    # Erasure cost: remove 10 templates (a subject's), as the gallery does at once.
+    start = time.perf_counter()
+    index.remove(ids[:10])
+    out["remove_10_s"] = round(time.perf_counter() - start, 3)
+    index.add(ids[:10], gallery[:10])
+    out["_index"] = index
+    return out
 
-    # Filtered search: allowed = a random fraction of the gallery.
+
+def set_knob(index: QuantizedIndex | HnswIndex, knob: str, value: int) -> None:
+    if isinstance(index, HnswIndex):
+        index.expansion_search = value
+    else:
+        index.params[knob] = value
+
+
+def bench_filtered(
+    index: QuantizedIndex | HnswIndex,
+    exact: ExactIndex,
+    ids: npt.NDArray[np.int64],
+    queries: Array,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Filtered search (allowed = a random fraction of the gallery) against exact filtering."""
     filtered: dict[str, Any] = {}
-    n_filter = min(200, n_queries)
+    n_filter = min(200, len(queries))
     for fraction in (0.01, 0.1, 0.5):
-        allowed = np.sort(rng.choice(ids, int(fraction * size), replace=False))
+        allowed = np.sort(rng.choice(ids, int(fraction * len(ids)), replace=False))
         _, want = exact.search(queries[:n_filter], K, allowed=allowed)
         exact_timing, _ = time_single(
             lambda q, a=allowed: exact.search(q, K, allowed=a)[1][0], queries[:n_filter]
         )
         timing, found = time_single(
-            lambda q, a=allowed: hnsw.search(q, K, allowed=a)[1][0], queries[:n_filter]
+            lambda q, a=allowed: index.search(q, K, allowed=a)[1][0], queries[:n_filter]
         )
         found_array = np.asarray(found)
         leaked = int(np.sum(~np.isin(found_array[found_array >= 0], allowed)))
         filtered[str(fraction)] = {
             "exact_single": exact_timing,
-            "hnsw_single": timing,
+            "index_single": timing,
             **recalls(found_array, want),
             "disallowed_returned": leaked,
             "padded": int(np.sum(found_array < 0)),
         }
         print(f"filtered {fraction}", json.dumps(filtered[str(fraction)]), flush=True)
-    hnsw_row["filtered"] = filtered
-
-    # Restart cost: save, then load with the header checked against the ids.
-    with tempfile.TemporaryDirectory(dir=REPO / ".bench") as folder:
-        path = Path(folder) / "gallery.index"
-        start = time.perf_counter()
-        hnsw.save(path)
-        saved = time.perf_counter() - start
-        start = time.perf_counter()
-        load_index(path, model_id=MODEL_ID, ids=ids)
-        loaded = time.perf_counter() - start
-        hnsw_row["save_s"], hnsw_row["load_s"] = round(saved, 2), round(loaded, 2)
-        hnsw_row["file_bytes_per_template"] = round(os.path.getsize(path) / size, 1)
-    row["hnsw"] = hnsw_row
-    return row
+    return filtered
 
 
 def switch_over(model: TemplateModel, sizes: list[int], n_queries: int) -> list[dict[str, Any]]:
-    """Exact vs HNSW single-query latency (and HNSW recall@1) at small gallery sizes."""
+    """Exact vs quantized-scan single-query latency (and its recall@1) at small sizes."""
     rows = []
     for size in sizes:
         rng = np.random.default_rng(size + 1)
@@ -246,14 +320,14 @@ def switch_over(model: TemplateModel, sizes: list[int], n_queries: int) -> list[
         ids = np.arange(size)
         exact = ExactIndex(128, MODEL_ID)
         exact.add(ids, gallery)
-        hnsw = HnswIndex(128, MODEL_ID, expansion_search=DEFAULT_EF)
-        hnsw.add(ids, gallery)
+        approximate = QuantizedIndex(128, MODEL_ID, rerank=DEFAULT_RERANK)
+        approximate.add(ids, gallery)
         exact_t, truth = time_single(lambda q, e=exact: e.search(q, K)[1][0], queries)
-        hnsw_t, found = time_single(lambda q, h=hnsw: h.search(q, K)[1][0], queries)
+        index_t, found = time_single(lambda q, a=approximate: a.search(q, K)[1][0], queries)
         row = {
             "size": size,
             "exact_single": exact_t,
-            "hnsw_single": hnsw_t,
+            "quantized_single": index_t,
             **recalls(np.asarray(found), np.asarray(truth)),
         }
         print("switch-over", json.dumps(row), flush=True)
@@ -269,6 +343,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--fr-queries", type=int, default=20)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--methods", default="quantized,hnsw", help="Approximate indexes.")
+    parser.add_argument(
+        "--hnsw-max-size",
+        type=int,
+        default=100_000,
+        help="Largest size the HNSW graph is built at (1M takes over 30 min on 2 cores).",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "index.json")
     args = parser.parse_args()
     if not CACHE.exists() and not (args.lfw / "lfw-deepfunneled").is_dir():
@@ -292,7 +373,17 @@ def main() -> None:
         model, [int(s) for s in args.switch_sizes.split(",") if s], min(args.queries, 300)
     )
     for size in (int(s) for s in args.sizes.split(",") if s):
-        result["sizes"].append(bench_size(model, size, args.queries, args.fr_queries, args.batch))
+        result["sizes"].append(
+            bench_size(
+                model,
+                size,
+                args.queries,
+                args.fr_queries,
+                args.batch,
+                args.methods.split(","),
+                args.hnsw_max_size,
+            )
+        )
         gc.collect()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -340,46 +431,54 @@ def print_tables(result: dict[str, Any]) -> None:
                 f"- | - | {fr['single']['p50_ms']} | {fr['single']['p99_ms']} | - | - | "
                 f"{fr['agrees_with_exact_at_1']} | - |"
             )
-        h = row["hnsw"]
-        for ef, m in h["by_ef"].items():
-            print(
-                f"| {size} | HNSW hnswlib ef={ef} | {h['build_s']} | {h['bytes_per_template']} | "
-                f"{m['single']['p50_ms']} | {m['single']['p99_ms']} | "
-                f"{m['batch_100']['p50_ms']} | {m['batch_100']['p99_ms']} | "
-                f"{m['recall_at_1']} | {m['recall_at_10']} |"
-            )
+        for method, (knob, _, _) in KNOBS.items():
+            h = row.get(method)
+            if not h or "by_knob" not in h:
+                continue
+            for value, m in h["by_knob"].items():
+                print(
+                    f"| {size} | {method} {knob}={value} | {h['build_s']} | "
+                    f"{h['bytes_per_template']} | {m['single']['p50_ms']} | "
+                    f"{m['single']['p99_ms']} | {m['batch_100']['p50_ms']} | "
+                    f"{m['batch_100']['p99_ms']} | {m['recall_at_1']} | {m['recall_at_10']} |"
+                )
     print(
-        "\n| size | HNSW save s | HNSW load s | file bytes/template | rank-1 identification "
-        "exact / HNSW ef=128 |"
-    )
-    print("|---|---|---|---|---|")
-    for row in result["sizes"]:
-        h = row["hnsw"]
-        ident = h["by_ef"].get("128", h["by_ef"].get(128, {})).get("identification_rate")
-        print(
-            f"| {row['size']:,} | {h['save_s']} | {h['load_s']} | "
-            f"{h['file_bytes_per_template']} | {row['exact']['identification_rate']} / {ident} |"
-        )
-    print(
-        "\n| size | allowed | exact p50/p99 ms | HNSW p50/p99 ms | recall@1 | recall@10 | "
-        "disallowed returned |"
+        "\n| size | method | save s | load s | file bytes/template | remove 10 s | "
+        "rank-1 identification exact / index (default knob) |"
     )
     print("|---|---|---|---|---|---|---|")
     for row in result["sizes"]:
-        for fraction, f in row["hnsw"]["filtered"].items():
+        for method, (_, _, default) in KNOBS.items():
+            h = row.get(method)
+            if not h or "by_knob" not in h:
+                continue
+            m = h["by_knob"].get(str(default), h["by_knob"].get(default, {}))
             print(
-                f"| {row['size']:,} | {float(fraction):.0%} | {f['exact_single']['p50_ms']} / "
-                f"{f['exact_single']['p99_ms']} | {f['hnsw_single']['p50_ms']} / "
-                f"{f['hnsw_single']['p99_ms']} | {f['recall_at_1']} | {f['recall_at_10']} | "
-                f"{f['disallowed_returned']} |"
+                f"| {row['size']:,} | {method} | {h['save_s']} | {h['load_s']} | "
+                f"{h['file_bytes_per_template']} | {h['remove_10_s']} | "
+                f"{row['exact']['identification_rate']} / {m.get('identification_rate')} |"
             )
-    print("\n| size | exact p50/p99 ms | HNSW ef=128 p50/p99 ms | HNSW recall@1 |")
+    print(
+        "\n| size | index | allowed | exact p50/p99 ms | index p50/p99 ms | recall@1 | "
+        "recall@10 | disallowed returned |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in result["sizes"]:
+        for method in KNOBS:
+            for fraction, f in row.get(method, {}).get("filtered", {}).items():
+                print(
+                    f"| {row['size']:,} | {method} | {float(fraction):.0%} | "
+                    f"{f['exact_single']['p50_ms']} / {f['exact_single']['p99_ms']} | "
+                    f"{f['index_single']['p50_ms']} / {f['index_single']['p99_ms']} | "
+                    f"{f['recall_at_1']} | {f['recall_at_10']} | {f['disallowed_returned']} |"
+                )
+    print("\n| size | exact p50/p99 ms | quantized p50/p99 ms | quantized recall@1 |")
     print("|---|---|---|---|")
     for row in result["switch_over"]:
         print(
             f"| {row['size']:,} | {row['exact_single']['p50_ms']} / "
-            f"{row['exact_single']['p99_ms']} | {row['hnsw_single']['p50_ms']} / "
-            f"{row['hnsw_single']['p99_ms']} | {row['recall_at_1']} |"
+            f"{row['exact_single']['p99_ms']} | {row['quantized_single']['p50_ms']} / "
+            f"{row['quantized_single']['p99_ms']} | {row['recall_at_1']} |"
         )
 
 

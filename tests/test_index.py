@@ -20,6 +20,7 @@ from facetrust.index import (
     AutoIndex,
     ExactIndex,
     HnswIndex,
+    QuantizedIndex,
     VectorIndex,
     choose_index,
     ids_checksum,
@@ -39,9 +40,15 @@ FACTORIES: dict[str, Factory] = {
         DIM, MODEL, exact_below_allowed=0, exact_below_fraction=0.0
     ),
     "hnsw": lambda: HnswIndex(DIM, MODEL),
-    "auto": lambda: AutoIndex(DIM, MODEL, threshold=100),
+    # Trained from 16 templates on, so even the 40-photo sample goes through the codes.
+    "quantized": lambda: QuantizedIndex(DIM, MODEL, min_train=16),
+    "quantized-scan-filter": lambda: QuantizedIndex(
+        DIM, MODEL, min_train=16, exact_below_allowed=0, exact_below_fraction=0.0
+    ),
+    "auto": lambda: AutoIndex(DIM, MODEL, threshold=100, min_train=100),
+    "auto-hnsw": lambda: AutoIndex(DIM, MODEL, threshold=100, approximate="hnsw"),
 }
-APPROXIMATE = {"hnsw-graph-filter", "hnsw", "auto"}
+APPROXIMATE = set(FACTORIES) - {"exact"}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
@@ -291,7 +298,36 @@ def test_auto_index_switches_to_the_graph_at_its_threshold(
 
 def test_choose_index_picks_exact_below_the_threshold() -> None:
     assert isinstance(choose_index(999, DIM, MODEL, threshold=1000), ExactIndex)
-    assert isinstance(choose_index(1000, DIM, MODEL, threshold=1000), HnswIndex)
+    assert isinstance(choose_index(1000, DIM, MODEL, threshold=1000), QuantizedIndex)
+    graph = choose_index(1000, DIM, MODEL, threshold=1000, approximate="hnsw")
+    assert isinstance(graph, HnswIndex)
+    with pytest.raises(InvalidParameter, match="approximate index kind"):
+        choose_index(1000, DIM, MODEL, threshold=1000, approximate="annoy")
+
+
+def test_quantized_index_trains_late_retrains_as_it_grows_and_stays_aligned(
+    clustered: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+) -> None:
+    gallery, probes = clustered
+    index = QuantizedIndex(DIM, MODEL, min_train=100)
+    trained_on = []
+    for start, end in ((0, 99), (99, 100), (100, 399), (399, 400), (400, 3000)):
+        index.add(np.arange(start, end), gallery[start:end])
+        trained_on.append(index.trained_on)
+    # Exact until 100 templates; codebooks re-learnt each time the size quadruples.
+    assert trained_on == [0, 100, 100, 400, 3000]
+    # Removing rows in the middle must keep codes and rows aligned: every
+    # returned distance is the true one of the returned id.
+    rng = np.random.default_rng(5)
+    doomed = rng.choice(3000, 700, replace=False)
+    assert index.remove(doomed) == 700
+    distances, found = index.search(probes, k=10)
+    assert not np.isin(found, doomed).any()
+    true = np.linalg.norm(gallery[found] - probes[:, None, :], axis=2)
+    np.testing.assert_allclose(distances, true, atol=1e-5)
+    kept = np.setdiff1d(np.arange(3000), doomed)
+    _, want = brute_force(gallery[kept], kept, probes, 10)
+    assert np.mean(found[:, 0] == want[:, 0]) >= 0.95
 
 
 def test_id_checksum_depends_only_on_the_id_set() -> None:

@@ -1,8 +1,9 @@
-"""Exact below a gallery size, HNSW above it; and loading any saved index.
+"""Exact below a gallery size, approximate above it; and loading any saved index.
 
-:class:`AutoIndex` starts exact and turns itself into an :class:`HnswIndex`
-(building the graph from its vectors, once) when an ``add`` takes it past
-``threshold`` templates. It does not turn back when removals shrink it: a graph
+:class:`AutoIndex` starts exact and turns itself into an approximate index --
+a :class:`QuantizedIndex` by default, or an :class:`HnswIndex` when asked --
+(built from its vectors, once) when an ``add`` takes it past ``threshold``
+templates. It does not turn back when removals shrink it: the approximate index
 still answers, and flapping around the threshold would rebuild repeatedly.
 :func:`choose_index` is the stateless version for a caller that builds an index
 from a known number of templates.
@@ -34,9 +35,26 @@ from ..errors import InvalidParameter
 from .base import AllowedIds, FloatMatrix, IdArray, VectorIndex, check_header, read_index_file
 from .exact import ExactIndex
 from .hnsw import HnswIndex
+from .quantized import QuantizedIndex
 
-#: Gallery size from which an HNSW index replaces exact search by default.
+#: Gallery size from which an approximate index replaces exact search by default.
 DEFAULT_EXACT_THRESHOLD = 20_000
+
+ApproximateIndex = QuantizedIndex | HnswIndex
+#: The approximate kinds, by the name settings and saved files use.
+APPROXIMATE_KINDS: dict[str, type[QuantizedIndex] | type[HnswIndex]] = {
+    QuantizedIndex.kind: QuantizedIndex,
+    HnswIndex.kind: HnswIndex,
+}
+
+
+def _approximate_class(approximate: str) -> type[QuantizedIndex] | type[HnswIndex]:
+    if approximate not in APPROXIMATE_KINDS:
+        raise InvalidParameter(
+            f"The approximate index kind must be one of {sorted(APPROXIMATE_KINDS)}. "
+            f"Got {approximate!r}."
+        )
+    return APPROXIMATE_KINDS[approximate]
 
 
 def choose_index(
@@ -45,25 +63,28 @@ def choose_index(
     model_id: str,
     *,
     threshold: int = DEFAULT_EXACT_THRESHOLD,
-    **hnsw_params: Any,
-) -> ExactIndex | HnswIndex:
-    """An empty index suited to ``size`` templates: exact below ``threshold``, HNSW from it."""
+    approximate: str = QuantizedIndex.kind,
+    **params: Any,
+) -> ExactIndex | ApproximateIndex:
+    """An empty index for ``size`` templates: exact below ``threshold``, approximate from it."""
     if size < threshold:
         return ExactIndex(dim, model_id)
-    return HnswIndex(dim, model_id, **hnsw_params)
+    return _approximate_class(approximate)(dim, model_id, **params)
 
 
 class AutoIndex:
-    """Exact search below ``threshold`` templates, HNSW from there on.
+    """Exact search below ``threshold`` templates, an approximate index from there on.
 
     Parameters
     ----------
     dim : int
     model_id : str
     threshold : int
-        Size at which the graph is built (``DEFAULT_EXACT_THRESHOLD`` by default).
-    **hnsw_params
-        Passed to :class:`HnswIndex` (``expansion_search`` and so on).
+        Size at which the approximate index is built (``DEFAULT_EXACT_THRESHOLD``).
+    approximate : {"quantized", "hnsw"}
+        Which approximate index: :class:`QuantizedIndex` (default) or :class:`HnswIndex`.
+    **params
+        Passed to the approximate index (``rerank``, ``expansion_search`` and so on).
     """
 
     kind = "auto"
@@ -74,15 +95,17 @@ class AutoIndex:
         model_id: str,
         *,
         threshold: int = DEFAULT_EXACT_THRESHOLD,
-        **hnsw_params: Any,
+        approximate: str = QuantizedIndex.kind,
+        **params: Any,
     ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
             raise InvalidParameter(
                 f"The 'threshold' parameter of AutoIndex must be an int >= 0. Got {threshold!r}."
             )
         self.threshold = threshold
-        self.hnsw_params = hnsw_params
-        self.inner: ExactIndex | HnswIndex = ExactIndex(dim, model_id)
+        self.approximate = _approximate_class(approximate)
+        self.params = params
+        self.inner: ExactIndex | ApproximateIndex = ExactIndex(dim, model_id)
 
     @property
     def dim(self) -> int:
@@ -94,8 +117,8 @@ class AutoIndex:
 
     @property
     def is_approximate(self) -> bool:
-        """Whether searches now go through the HNSW graph."""
-        return isinstance(self.inner, HnswIndex)
+        """Whether searches now go through the approximate index."""
+        return not isinstance(self.inner, ExactIndex)
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -110,12 +133,12 @@ class AutoIndex:
         return self.inner.memory_bytes()
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
-        """Add templates; builds the graph once the size reaches ``threshold``."""
+        """Add templates; builds the approximate index once the size reaches ``threshold``."""
         self.inner.add(ids, vectors)
         if isinstance(self.inner, ExactIndex) and len(self.inner) >= self.threshold:
-            graph = HnswIndex(self.dim, self.model_id, **self.hnsw_params)
-            graph.add(self.inner.ids(), self.inner.vectors)
-            self.inner = graph
+            approximate = self.approximate(self.dim, self.model_id, **self.params)
+            approximate.add(self.inner.ids(), self.inner.vectors)
+            self.inner = approximate
 
     def remove(self, ids: npt.ArrayLike) -> int:
         return self.inner.remove(ids)
@@ -123,7 +146,7 @@ class AutoIndex:
     def search(
         self, queries: npt.ArrayLike, k: int, allowed: AllowedIds = None
     ) -> tuple[FloatMatrix, IdArray]:
-        """See :meth:`ExactIndex.search` (exact) and :meth:`HnswIndex.search` (approximate)."""
+        """See :meth:`ExactIndex.search` (exact) and the approximate index's ``search``."""
         return self.inner.search(queries, k, allowed)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -161,11 +184,11 @@ def load_index(
     """
     header, payload = read_index_file(path)
     check_header(header, model_id=model_id, dim=dim, ids=ids, source=f"The index file {path}")
-    inner: ExactIndex | HnswIndex
-    if header.kind == "exact":
+    inner: ExactIndex | ApproximateIndex
+    if header.kind == ExactIndex.kind:
         inner = ExactIndex.from_payload(header.dim, header.model_id, payload, header.count)
-    elif header.kind == "hnsw":
-        inner = HnswIndex.from_payload(
+    elif header.kind in APPROXIMATE_KINDS:
+        inner = APPROXIMATE_KINDS[header.kind].from_payload(
             header.dim, header.model_id, payload, header.count, header.params
         )
     else:
@@ -173,10 +196,11 @@ def load_index(
 
         raise IndexFileError(
             f"The index file {path} holds an index of unknown kind {header.kind!r}; expected "
-            "'exact' or 'hnsw'. Rebuild the index from the store."
+            f"'exact' or one of {sorted(APPROXIMATE_KINDS)}. Rebuild the index from the store."
         )
     if threshold is None:
         return inner
-    auto = AutoIndex(header.dim, header.model_id, threshold=threshold)
+    approximate = header.kind if header.kind in APPROXIMATE_KINDS else QuantizedIndex.kind
+    auto = AutoIndex(header.dim, header.model_id, threshold=threshold, approximate=approximate)
     auto.inner = inner
     return auto

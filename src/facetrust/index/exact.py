@@ -6,9 +6,11 @@ one ``G @ Q.T`` product (OpenBLAS uses every core) plus a partial sort. The
 returned distances are recomputed in float64 for the k winners, so they equal
 :func:`facetrust.face_distance` to float32 precision.
 
-Removal swaps the last row into the removed row's place (O(1) per id after an
-O(n) lookup), so the matrix stays contiguous. Adding grows the matrix by
-doubling. ``allowed`` filtering is exact by construction: disallowed rows are
+Removal compacts the matrix in place, keeping the remaining rows in insertion
+order (O(n) per call, whatever the number of ids: about 0.3 s at 1M templates),
+so the matrix stays contiguous and row positions stay aligned with an index
+built beside it (:class:`facetrust.index.quantized.QuantizedIndex`). Adding
+grows the matrix by doubling. ``allowed`` filtering is exact by construction: disallowed rows are
 never candidates (a small allowed set is gathered and searched on its own; a
 large one masks the full product).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -102,6 +104,11 @@ class ExactIndex:
         """The stored vectors, shape (len, dim), rows in the order of :meth:`ids` (a view)."""
         return self._vectors[: self._count]
 
+    def ids_at(self, rows: npt.NDArray[np.integer[Any]]) -> IdArray:
+        """The ids of the given row positions (rows as in :attr:`vectors`)."""
+        found: IdArray = self._ids[: self._count][rows]
+        return found
+
     def memory_bytes(self) -> int:
         """Bytes held by the vectors, norms and ids (including spare capacity)."""
         return int(self._vectors.nbytes + self._norms.nbytes + self._ids.nbytes)
@@ -148,7 +155,7 @@ class ExactIndex:
         self._count = end
 
     def remove(self, ids: npt.ArrayLike) -> int:
-        """Remove templates at once (swap-with-last); unknown ids are ignored.
+        """Remove templates at once, keeping the other rows in order; unknown ids are ignored.
 
         Returns
         -------
@@ -156,16 +163,20 @@ class ExactIndex:
             How many of ``ids`` were in the index.
         """
         doomed = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
-        rows = np.nonzero(np.isin(self._ids[: self._count], doomed))[0]
-        # Highest rows first, so a swapped-in last row is never one still to be removed.
-        for row in rows[::-1]:
-            last = self._count - 1
-            if row != last:
-                self._vectors[row] = self._vectors[last]
-                self._norms[row] = self._norms[last]
-                self._ids[row] = self._ids[last]
-            self._count = last
-        return len(rows)
+        gone = np.isin(self._ids[: self._count], doomed)
+        removed = int(gone.sum())
+        if removed:
+            keep = np.flatnonzero(~gone)
+            kept = len(keep)
+            self._vectors[:kept] = self._vectors[keep]
+            self._norms[:kept] = self._norms[keep]
+            self._ids[:kept] = self._ids[keep]
+            # Zero the freed rows: a removed template must not linger in memory.
+            self._vectors[kept : self._count] = 0.0
+            self._norms[kept : self._count] = 0.0
+            self._ids[kept : self._count] = 0
+            self._count = kept
+        return removed
 
     def search(
         self, queries: npt.ArrayLike, k: int, allowed: AllowedIds = None
