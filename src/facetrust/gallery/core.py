@@ -516,7 +516,7 @@ class Gallery:
         return {
             model_id: {
                 "kind": "hnsw" if v.is_approximate else "exact",
-                "templates": len(v.ids),
+                "templates": len(v.index) if v.index is not None else len(v.ids),
                 "generation": v.generation,
                 "source": v.source,
             }
