@@ -37,7 +37,7 @@ import numpy.typing as npt
 from ..index import DEFAULT_EXACT_THRESHOLD
 from ..score_normalization import ScoreNormalizer
 from ..store.base import ConsentRecord
-from .vectors import LiveTemplate, TemplateVectors
+from .vectors import LiveTemplate, TemplateVectors, ciphertext_digest
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,9 @@ class TemplateIndex:
     ) -> TemplateIndex:
         """Build from (subject_id, protected vector) pairs and the consent records."""
         vectors = TemplateVectors(model_id, kind, exact_below)
-        live = [
-            LiveTemplate(str(n), subject_id, b"") for n, (subject_id, _) in enumerate(templates)
+        live = [  # no ciphertext here: the vector itself tells a change
+            LiveTemplate(str(n), subject_id, ciphertext_digest(np.asarray(vector).tobytes()))
+            for n, (subject_id, vector) in enumerate(templates)
         ]
         vectors.sync(generation, live, lambda t: templates[int(t.template_id)][1])
         return cls.from_vectors(generation, vectors, retention_until, consents, purposes)
