@@ -225,6 +225,37 @@ def test_a_saved_graph_from_before_an_erasure_is_never_used(
     reopened.close()
 
 
+@pytest.mark.parametrize("damage", ["flip", "truncate", "generation"])
+def test_a_damaged_index_file_is_rebuilt_not_trusted(
+    make_gallery: GalleryFactory,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    master_key: crypto.MasterKey,
+    clock: FakeClock,
+    enrol_all: Callable[..., None],
+    damage: str,
+) -> None:
+    gallery = make_gallery(**GRAPH)
+    enrol_all(gallery, identities, embeddings)
+    probe = embeddings[identities[FOX][2]]
+    before = ranked(gallery, probe)
+    gallery.close()
+    path = index_file.index_path(Path(gallery.config.index_dir or ""), probe.model_id)
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "truncate":
+        del data[-100:]
+    else:  # claim a later generation than the one sealed
+        data = bytearray(bytes(data).replace(b'"generation": ', b'"generation": 9', 1))
+    path.write_bytes(bytes(data))
+
+    reopened = Gallery.open(gallery.config, master_key=master_key, now=clock)
+    assert ranked(reopened, probe) == before
+    assert reopened.index_info()[probe.model_id]["source"] == "new"
+    reopened.close()
+
+
 def test_save_index_after_erasure_writes_a_compacted_graph(
     make_gallery: GalleryFactory,
     identities: dict[str, list[Path]],

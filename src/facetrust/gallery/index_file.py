@@ -5,9 +5,10 @@ whose search runs through the graph keeps it between runs, in
 ``GalleryConfig.index_dir`` (one file per model). The file holds the
 :mod:`facetrust.index` file of the graph and its vectors, plus the gallery's
 template-id mapping and a digest of each template's ciphertext, all sealed with
-AES-256-GCM (:func:`facetrust.crypto.seal`, in 64 MiB chunks whose labels name
-the model, the store generation, the chunk's position and the chunk count, so
-chunks cannot be swapped, dropped or moved to another file). The file's own
+AES-256-GCM (:func:`facetrust.crypto.seal`: part 0 the mapping, then the
+graph in 64 MiB chunks, sealed and opened one at a time; each part's label
+names the model, the store generation, the part's position and the part
+count, so parts cannot be swapped, dropped or moved to another file). The file's own
 32-byte key is kept wrapped by the master key in the key store, like a
 subject's data key, under the reserved name ``facetrust:index:<model>``, and is
 replaced by a fresh one at every save.
@@ -42,6 +43,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -89,14 +91,13 @@ def _label(model_id: str, generation: int, part: int, parts: int) -> str:
 
 
 def write_sealed_index(path: Path, key: bytes, vectors: TemplateVectors) -> None:
-    """Seal ``vectors`` (with a graph index) into ``path`` atomically (mode 0600)."""
+    """Seal ``vectors`` (with a graph index) into ``path`` atomically (mode 0600).
+
+    Part 0 is the template mapping; parts 1.. are the index file's bytes, read
+    and sealed one chunk at a time (the graph is never held twice in memory).
+    """
     if vectors.index is None:
         raise IndexFileError("There is no graph to save: the gallery searches exactly.")
-    with tempfile.TemporaryDirectory(dir=_scratch_folder()) as folder:
-        scratch = Path(folder) / "index"
-        vectors.index.save(scratch)
-        graph = scratch.read_bytes()
-        scratch.unlink()
     template_ids = sorted(vectors.slots)
     buffer = io.BytesIO()
     np.savez(
@@ -108,42 +109,48 @@ def write_sealed_index(path: Path, key: bytes, vectors: TemplateVectors) -> None
         ).reshape(len(template_ids), DIGEST_BYTES),
         ids=np.asarray([vectors.slots[t][1] for t in template_ids], dtype=np.int64),
         next_id=np.asarray(vectors.next_id),
-        graph=np.frombuffer(graph, dtype=np.uint8),
     )
-    del graph
-    plain = buffer.getbuffer()
-    parts = max(1, -(-len(plain) // _CHUNK))
-    header = json.dumps(
-        {
-            "format_version": FORMAT_VERSION,
-            "model_id": vectors.model_id,
-            "generation": vectors.generation,
-            "parts": parts,
-        },
-        sort_keys=True,
-    ).encode()
+    model_id, generation = vectors.model_id, vectors.generation
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(MAGIC + struct.pack("<Q", len(header)) + header)
-            for part in range(parts):
-                chunk = bytes(plain[part * _CHUNK : (part + 1) * _CHUNK])
-                sealed = crypto.seal(
-                    key, chunk, _label(vectors.model_id, vectors.generation, part, parts)
-                )
-                handle.write(struct.pack("<Q", len(sealed)) + sealed)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(dir=_scratch_folder()) as folder:
+        scratch = Path(folder) / "index"
+        vectors.index.save(scratch)
+        parts = 1 + max(1, -(-scratch.stat().st_size // _CHUNK))
+        header = json.dumps(
+            {
+                "format_version": FORMAT_VERSION,
+                "model_id": model_id,
+                "generation": generation,
+                "parts": parts,
+            },
+            sort_keys=True,
+        ).encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle, open(scratch, "rb") as graph:
+                handle.write(MAGIC + struct.pack("<Q", len(header)) + header)
+                for part in range(parts):
+                    chunk = buffer.getvalue() if part == 0 else graph.read(_CHUNK)
+                    sealed = crypto.seal(key, chunk, _label(model_id, generation, part, parts))
+                    handle.write(struct.pack("<Q", len(sealed)) + sealed)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _owners_of(vectors: TemplateVectors, template_ids: list[str]) -> list[str]:
     row_of = {int(slot): row for row, slot in enumerate(vectors.ids.tolist())}
     return [str(vectors.owners[row_of[vectors.slots[t][1]]]) for t in template_ids]
+
+
+def _read_exact(handle: BinaryIO, size: int) -> bytes:
+    data = handle.read(size)
+    if len(data) != size:
+        raise ValueError("truncated")
+    return data
 
 
 def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
@@ -152,43 +159,45 @@ def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
     Raises
     ------
     IndexFileError
-        Missing, unreadable, of another model or format, altered, or sealed
-        with another key (e.g. destroyed by an erasure); or hnswlib is missing.
+        Missing, unreadable, of another model or format, altered, truncated, or
+        sealed with another key (e.g. destroyed by an erasure); or hnswlib is missing.
     """
     try:
-        data = path.read_bytes()
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, errors told apart
     except OSError as error:
         raise IndexFileError(f"Cannot read the index file {path}: {error}.") from error
     try:
-        if not data.startswith(MAGIC):
-            raise ValueError("not a gallery index file")
-        start = len(MAGIC) + 8
-        (length,) = struct.unpack("<Q", data[len(MAGIC) : start])
-        header = json.loads(data[start : start + length])
-        if header["format_version"] != FORMAT_VERSION or header["model_id"] != model_id:
-            raise ValueError(f"format {header['format_version']}, model {header['model_id']!r}")
-        generation, parts = int(header["generation"]), int(header["parts"])
-        offset, chunks = start + length, []
-        for part in range(parts):
-            (size,) = struct.unpack("<Q", data[offset : offset + 8])
-            sealed = data[offset + 8 : offset + 8 + size]
-            label = _label(model_id, generation, part, parts)
-            chunks.append(crypto.open_sealed(key, sealed, label))
-            offset += 8 + size
-        if offset != len(data):
-            raise ValueError("trailing bytes")
-        del data
-        with np.load(io.BytesIO(b"".join(chunks)), allow_pickle=False) as arrays:
-            template_ids = arrays["template_ids"].tolist()
-            subjects = arrays["subjects"].tolist()
-            digests = [bytes(d) for d in arrays["digests"]]
-            ids = arrays["ids"].tolist()
-            next_id = int(arrays["next_id"])
-            graph = arrays["graph"].tobytes()
-        with tempfile.TemporaryDirectory(dir=_scratch_folder()) as folder:
+        with handle, tempfile.TemporaryDirectory(dir=_scratch_folder()) as folder:
+            if handle.read(len(MAGIC)) != MAGIC:
+                raise ValueError("not a gallery index file")
+            (length,) = struct.unpack("<Q", _read_exact(handle, 8))
+            header = json.loads(_read_exact(handle, length))
+            if header["format_version"] != FORMAT_VERSION or header["model_id"] != model_id:
+                raise ValueError(
+                    f"format {header['format_version']}, model {header['model_id']!r}"
+                )
+            generation, parts = int(header["generation"]), int(header["parts"])
+            if parts < 2:
+                raise ValueError(f"{parts} parts, expected the mapping and a graph")
+            meta = b""
             scratch = Path(folder) / "index"
-            scratch.write_bytes(graph)
-            del graph
+            with open(scratch, "wb") as graph:
+                for part in range(parts):
+                    (size,) = struct.unpack("<Q", _read_exact(handle, 8))
+                    label = _label(model_id, generation, part, parts)
+                    plain = crypto.open_sealed(key, _read_exact(handle, size), label)
+                    if part == 0:
+                        meta = plain
+                    else:
+                        graph.write(plain)
+            if handle.read(1):
+                raise ValueError("trailing bytes")
+            with np.load(io.BytesIO(meta), allow_pickle=False) as arrays:
+                template_ids = arrays["template_ids"].tolist()
+                subjects = arrays["subjects"].tolist()
+                digests = [bytes(d) for d in arrays["digests"]]
+                ids = arrays["ids"].tolist()
+                next_id = int(arrays["next_id"])
             index = load_index(scratch, model_id=model_id, ids=ids, threshold=0)
     except (ValueError, KeyError, struct.error, KeyMaterialError, ImportError) as error:
         raise IndexFileError(f"The index file {path} cannot be used: {error}.") from error
