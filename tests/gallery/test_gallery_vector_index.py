@@ -302,15 +302,17 @@ def test_rekeyed_templates_invalidate_the_saved_graph(
     assert gallery.index_info()[probe.model_id]["templates"] == 20
 
 
+@pytest.mark.parametrize("settings", [{"index_kind": "hnsw"}, GRAPH])
 def test_without_hnswlib_the_gallery_searches_exactly_and_warns(
     make_gallery: GalleryFactory,
     identities: dict[str, list[Path]],
     embeddings: dict[Path, Embedding],
     enrol_all: Callable[..., None],
     monkeypatch: pytest.MonkeyPatch,
+    settings: dict[str, Any],
 ) -> None:
     monkeypatch.setitem(sys.modules, "hnswlib", None)  # `import hnswlib` now fails
-    graph = make_gallery("graph", index_kind="hnsw")
+    graph = make_gallery("graph", **settings)
     exact = make_gallery("exact", index_kind="exact")
     with pytest.warns(RuntimeWarning, match="hnswlib"):
         enrol_all(graph, identities, embeddings)
