@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameter, StoreError
+from ..index.auto import DEFAULT_EXACT_THRESHOLD
 
 CONFIG_NAME = "facetrust-gallery.json"
 GALLERY_ENV = "FACETRUST_GALLERY"
@@ -28,6 +29,9 @@ DEFAULT_PURPOSES = ("access-control", "boarding", "photo-library")
 #: BIPA (740 ILCS 14/15(a)): destroy biometric identifiers at the latest 3 years
 #: after the individual's last interaction with the private entity.
 DEFAULT_RETENTION_DAYS = 3 * 365
+
+#: How the in-memory search finds the nearest templates (see :mod:`.vectors`).
+INDEX_KINDS = ("auto", "exact", "quantized", "hnsw")
 
 #: EU AI Act Art. 14(5): a biometric identification is acted on only once
 #: verified and confirmed separately by at least two natural persons.
@@ -72,6 +76,20 @@ class GalleryConfig:
         unencrypted in a pgvector column so that identification runs in the
         database (HNSW index). Off by default: it weakens at-rest protection of
         those vectors from encryption to keyed rotation.
+    index_kind : str
+        ``"auto"`` (exact search below ``index_exact_below`` templates, the
+        quantized scan of :class:`facetrust.index.QuantizedIndex` from there
+        on), ``"exact"`` (always one matrix product), ``"quantized"`` (the scan
+        at every size) or ``"hnsw"`` (an HNSW graph, needs the ``index`` extra).
+        When the library a kind needs cannot be imported the gallery searches
+        exactly, with a warning.
+    index_exact_below : int
+        Gallery size (templates of one model) from which ``"auto"`` builds the
+        approximate index; a search whose eligible templates are fewer also
+        runs exactly.
+    index_dir : Path or None
+        Folder where the approximate index is kept between runs, encrypted (see
+        :mod:`facetrust.gallery.index_file`); None keeps it in memory only.
     """
 
     db_path: Path
@@ -85,6 +103,9 @@ class GalleryConfig:
     database_url: str | None = None
     keystore_url: str | None = None
     server_side_search: bool = False
+    index_kind: str = "auto"
+    index_exact_below: int = DEFAULT_EXACT_THRESHOLD
+    index_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.keystore_url is not None and self.keystore_url == self.database_url:
@@ -111,6 +132,16 @@ class GalleryConfig:
                 "The 'duplicate_policy' setting must be 'warn' or 'refuse'. "
                 f"Got {self.duplicate_policy!r} instead."
             )
+        if self.index_kind not in INDEX_KINDS:
+            raise InvalidParameter(
+                f"The 'index_kind' setting must be one of {', '.join(INDEX_KINDS)}. "
+                f"Got {self.index_kind!r} instead."
+            )
+        exact_below = self.index_exact_below
+        if isinstance(exact_below, bool) or not isinstance(exact_below, int) or exact_below < 0:
+            raise InvalidParameter(
+                f"The 'index_exact_below' setting must be an int >= 0. Got {exact_below!r}."
+            )
 
     @classmethod
     def in_folder(cls, folder: str | os.PathLike[str], **overrides: Any) -> GalleryConfig:
@@ -120,6 +151,7 @@ class GalleryConfig:
             "db_path": base / "gallery.db",
             "keystore_path": base / "gallery-keys.db",
             "key_file": base / "gallery.key",
+            "index_dir": base / "index",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "purposes" in values:
@@ -146,6 +178,9 @@ class GalleryConfig:
             "database_url": self.database_url,
             "keystore_url": self.keystore_url,
             "server_side_search": self.server_side_search,
+            "index_kind": self.index_kind,
+            "index_exact_below": self.index_exact_below,
+            "index_dir": show(self.index_dir),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -175,7 +210,7 @@ class GalleryConfig:
 
         known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in raw.items() if k in known}
-        for name in ("db_path", "keystore_path", "key_file"):
+        for name in ("db_path", "keystore_path", "key_file", "index_dir"):
             if name in values:
                 values[name] = resolve(values[name])
         if "purposes" in values:

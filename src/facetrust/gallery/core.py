@@ -24,6 +24,7 @@ from .. import crypto
 from ..audit import AuditLog
 from ..errors import (
     ConsentError,
+    IndexFileError,
     InvalidParameter,
     KeyMaterialError,
     ModelMismatch,
@@ -43,6 +44,7 @@ from ..store.base import (
     TemplateRecord,
 )
 from ..store.postgres import PostgresStore
+from . import index_file
 from .backends import database_url, open_keystore, open_store
 from .config import CONFIG_NAME, GalleryConfig, find_config
 from .consent import consent_status
@@ -59,6 +61,7 @@ from .types import (
     SweepResult,
     WithdrawalResult,
 )
+from .vectors import LiveTemplate, TemplateVectors, ciphertext_digest
 
 #: Anything accepted as a probe or enrolment face: an image, or a template
 #: already computed (an :class:`~facetrust.faces.Embedding`).
@@ -68,6 +71,8 @@ Clock = Callable[[], datetime]
 
 AUDIT_SECRET = "audit_key"
 TEMPLATE_SECRET = "template_secret"
+#: Store meta counter bumped whenever templates are erased or re-encrypted.
+REMOVALS_META = "templates_removed"
 
 
 def utc_now() -> datetime:
@@ -122,8 +127,8 @@ class Gallery:
         self._pipeline = pipeline
         self._hook = _hook
         self._indexes: dict[str, TemplateIndex] = {}
-        # model id -> template id -> (ciphertext, protected vector): decrypted once
-        self._plain: dict[str, dict[str, tuple[bytes, npt.NDArray[np.float32]]]] = {}
+        # model id -> its decrypted templates and vector index, updated by difference
+        self._vectors: dict[str, TemplateVectors] = {}
         with self.store.snapshot():
             sealed_with = self.store.get_meta("master_key_id")
             self.gallery_id = self.store.get_meta("gallery_id") or ""
@@ -237,7 +242,7 @@ class Gallery:
     def close(self) -> None:
         """Close the store files and drop the decrypted templates from memory."""
         self._indexes.clear()
-        self._plain.clear()
+        self._vectors.clear()
         self.store.close()
         self.keystore.close()
 
@@ -368,12 +373,18 @@ class Gallery:
             self._hook(stage)
 
     def _index(self, model_id: str) -> TemplateIndex:
-        """The search index of ``model_id``, rebuilt when the store has changed."""
+        """The search index of ``model_id``, brought up to date when the store has changed.
+
+        The vector index is updated by difference (see :mod:`.vectors`): erased
+        or re-keyed templates leave it, new ones are decrypted and added.
+        Consent and retention arrays are rebuilt from the store each time.
+        """
         with self.store.snapshot():
             generation = self.store.generation()
             cached = self._indexes.get(model_id)
             if cached is not None and cached.generation == generation:
                 return cached
+            removals = self.store.get_meta(REMOVALS_META)
             subjects = {s.subject_id: s for s in self.store.list_subjects()}
             consents = self.store.all_consents()
             templates = [
@@ -382,30 +393,137 @@ class Gallery:
                 if t.model_id == model_id and t.subject_id in subjects
             ]
         wrapped_keys = self.keystore.all_keys()
+        # a template whose subject has no data key is crypto-shredded: unreadable
+        readable = {t.template_id: t for t in templates if t.subject_id in wrapped_keys}
+        live = [
+            LiveTemplate(t.template_id, t.subject_id, ciphertext_digest(t.ciphertext))
+            for t in readable.values()
+        ]
         data_keys: dict[str, bytes] = {}
-        vectors = []
-        plain: dict[str, tuple[bytes, npt.NDArray[np.float32]]] = {}
-        for template in templates:
-            subject_id = template.subject_id
-            wrapped = wrapped_keys.get(subject_id)
-            if wrapped is None:  # crypto-shredded: the ciphertext is unreadable
-                continue
-            known = self._plain.get(model_id, {}).get(template.template_id)
-            if known is not None and known[0] == template.ciphertext:
-                vector = known[1]
-            else:
-                if subject_id not in data_keys:
-                    data_keys[subject_id] = self._key.unwrap(wrapped, f"data-key:{subject_id}")
-                vector = self._decrypt(template, data_keys[subject_id])
-            plain[template.template_id] = (template.ciphertext, vector)
-            vectors.append((subject_id, vector))
-        self._plain[model_id] = plain  # erased and renewed templates drop out
+
+        def decrypt(item: LiveTemplate) -> npt.NDArray[np.float32]:
+            subject_id = item.subject_id
+            if subject_id not in data_keys:
+                wrapped = wrapped_keys[subject_id]
+                data_keys[subject_id] = self._key.unwrap(wrapped, f"data-key:{subject_id}")
+            return self._decrypt(readable[item.template_id], data_keys[subject_id])
+
+        vectors = self._vectors.get(model_id)
+        just_opened = vectors is None
+        if vectors is None:
+            vectors = self._vectors[model_id] = self._open_vectors(model_id, live)
+        was_graph = vectors.is_approximate
+        added, _ = vectors.sync(generation, live, decrypt)
+        vectors.removals = removals
+        if self.config.index_dir is not None and vectors.is_approximate and (
+            not was_graph or (just_opened and added)
+        ):
+            # an index built here (minutes for an HNSW graph at 1M templates), or a
+            # loaded file now behind the store: keep it for the next run
+            self._save_vectors(vectors)
         retention = {s: self._retention_until(r) for s, r in subjects.items()}
-        index = TemplateIndex.build(
-            generation, model_id, vectors, retention, consents, self.config.purposes
+        index = TemplateIndex.from_vectors(
+            generation, vectors, retention, consents, self.config.purposes
         )
         self._indexes[model_id] = index
         return index
+
+    def _open_vectors(self, model_id: str, live: Sequence[LiveTemplate]) -> TemplateVectors:
+        """A new vector index for ``model_id``, from its index file when one can be trusted."""
+        vectors = TemplateVectors(
+            model_id, self.config.index_kind, self.config.index_exact_below
+        )
+        folder = self.config.index_dir
+        if folder is None or not vectors.graph_possible:
+            return vectors
+        path = index_file.index_path(Path(folder), model_id)
+        wrapped = self.keystore.get_key(index_file.key_name(model_id))
+        if wrapped is None or not path.exists():
+            return vectors
+        name = index_file.key_name(model_id)
+        try:
+            sealed = index_file.read_sealed_index(
+                path, self._key.unwrap(wrapped, f"data-key:{name}"), model_id
+            )
+        except (IndexFileError, KeyMaterialError):
+            return vectors  # unreadable (e.g. written by a newer version): rebuilt
+        current = {t.template_id: t.digest for t in live}
+        if any(current.get(t) != digest for t, (digest, _) in sealed.slots.items()):
+            # holds a template erased or re-keyed since: never use it, destroy it
+            self._drop_index_files(model_id)
+            return vectors
+        vectors.adopt(
+            sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
+        )
+        return vectors
+
+    def _save_vectors(self, vectors: TemplateVectors) -> Path | None:
+        """Seal ``vectors`` into its index file under a fresh key; None if it cannot be kept."""
+        if self.config.index_dir is None or not vectors.is_approximate:
+            return None
+        model_id = vectors.model_id
+        name = index_file.key_name(model_id)
+        key = crypto.generate_key()
+        with self.keystore.transaction():
+            self.keystore.put_key(name, self._key.wrap(key, f"data-key:{name}"))
+        path = index_file.index_path(Path(self.config.index_dir), model_id)
+        index_file.write_sealed_index(path, key, vectors)
+        with self.store.snapshot():
+            removals = self.store.get_meta(REMOVALS_META)
+        if removals != vectors.removals:
+            # templates were erased while the file was written: it may hold them
+            self._drop_index_files(model_id)
+            return None
+        return path
+
+    def _drop_index_files(self, model_id: str | None = None) -> None:
+        """Destroy index-file keys (crypto-shredding every copy) and delete the files."""
+        names = [index_file.key_name(model_id)] if model_id is not None else [
+            n for n in self.keystore.subject_ids() if n.startswith(index_file.KEY_PREFIX)
+        ]
+        with self.keystore.transaction():
+            for name in names:
+                self.keystore.delete_key(name)
+        if self.config.index_dir is not None:
+            folder = Path(self.config.index_dir)
+            paths = (
+                [index_file.index_path(folder, model_id)]
+                if model_id is not None
+                else list(folder.glob("*.index"))
+            )
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+    def save_index(self) -> list[Path]:
+        """Write every approximate index of this gallery to ``config.index_dir``, encrypted.
+
+        Brings each index up to date with the store first. After an erasure an
+        HNSW graph is compacted first (erased templates never reach the file),
+        which at a million templates takes as long as building it: run it from
+        a maintenance job rather than a request. The quantized index removes
+        templates for real, so its save costs only the writing. Exact indexes are not written
+        (rebuilding them costs only the decryption). Returns the files written.
+        """
+        written = []
+        for model_id in list(self._vectors):
+            self._index(model_id)
+            path = self._save_vectors(self._vectors[model_id])
+            if path is not None:
+                written.append(path)
+        return written
+
+    def index_info(self) -> dict[str, dict[str, Any]]:
+        """Per model searched so far: kind (``exact``/``quantized``/``hnsw``), templates,
+        generation, source."""
+        return {
+            model_id: {
+                "kind": v.index_kind,
+                "templates": len(v.index) if v.index is not None else len(v.ids),
+                "generation": v.generation,
+                "source": v.source,
+            }
+            for model_id, v in self._vectors.items()
+        }
 
     # ------------------------------------------------------------------ subjects & consent
     def _subject(self, record: SubjectRecord) -> Subject:
@@ -433,6 +551,11 @@ class Gallery:
         if not subject_id.strip() or len(subject_id) > 200:
             raise InvalidParameter(
                 f"A subject id must be 1 to 200 characters. Got {subject_id!r} instead."
+            )
+        if subject_id.startswith(index_file.KEY_PREFIX):
+            raise InvalidParameter(
+                f"Subject ids starting with {index_file.KEY_PREFIX!r} are reserved. "
+                f"Got {subject_id!r}; choose another id."
             )
         stamp = self._stamp()
         record = SubjectRecord(subject_id, display_name, stamp, stamp)

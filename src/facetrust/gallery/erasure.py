@@ -4,6 +4,10 @@ Erasure destroys the subject's data key first (crypto-shredding: from that
 moment every copy of the subject's ciphertext, in backups too, is unreadable),
 then deletes the templates and photos with ``secure_delete`` on and truncates
 the write-ahead log, so the template bytes remain in no file of the gallery.
+The saved search graph (:mod:`.index_file`) holds every subject's templates:
+its key is destroyed and its file deleted, before and again after the store
+change; each process's in-memory index drops the templates at its next search
+(at once in the erasing process).
 The consent history and the audit log are kept; they hold no biometric data.
 """
 
@@ -27,10 +31,12 @@ def erase_subject(
         gallery._subject_record(subject_id)
     with keystore.transaction():
         destroyed = keystore.delete_key(subject_id)
+        gallery._drop_index_files()  # the saved graph holds the subject's templates
     keystore.reclaim()
     stamp = gallery._stamp()
     with store.transaction():
         rows = store.delete_biometrics(subject_id)
+        count_removal(gallery)
         if forget:
             for consent in store.consents_of(subject_id):
                 if consent.withdrawn_at is None:
@@ -46,8 +52,22 @@ def erase_subject(
             key_destroyed=destroyed,
             subject_forgotten=forget,
         )
+    gallery._drop_index_files()  # again: one may have been saved meanwhile
+    keystore.reclaim()
     store.reclaim()
     return ErasureResult(subject_id, reason, rows, destroyed, forget, event.seq)
+
+
+def count_removal(gallery: Gallery) -> None:
+    """Bump the store's count of template removals (inside a store transaction).
+
+    A process saving its graph index compares the count before and after
+    writing, and withdraws its file when templates were removed meanwhile.
+    """
+    from .core import REMOVALS_META
+
+    count = gallery.store.get_meta(REMOVALS_META)
+    gallery.store.set_meta(REMOVALS_META, str(int(count or 0) + 1))
 
 
 def withdraw_consent(

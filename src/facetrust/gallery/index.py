@@ -12,7 +12,18 @@ identification) does not force a rebuild: the index may then hold an earlier
 retention deadline than the store, which can only exclude a subject early,
 never return one late. Any consent or template change rebuilds it.
 
-Search is exact: one matrix-vector product over the eligible templates.
+Search: below ``GalleryConfig.index_exact_below`` templates (and always for
+the ``"exact"`` index kind, or without the approximate index's library) one
+single-threaded matrix-vector product over the eligible templates, exact. From
+that size on, through the approximate index of
+:class:`~facetrust.gallery.vectors.TemplateVectors` (the quantized scan by
+default, or an HNSW graph), with the eligible template ids as the exact
+``allowed`` set (filtering recall is what :class:`~facetrust.index.QuantizedIndex`
+and :class:`~facetrust.index.HnswIndex` guarantee: over-fetch, then exact
+search when too few are found or few are eligible). A search with a score
+normalizer (``fmr-1e-3-fair``) stays exact over every eligible template: the
+normalization depends on both templates' clusters, so the index's raw
+distances cannot rank it.
 """
 
 from __future__ import annotations
@@ -25,8 +36,10 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
+from ..index import DEFAULT_EXACT_THRESHOLD
 from ..score_normalization import ScoreNormalizer
 from ..store.base import ConsentRecord
+from .vectors import LiveTemplate, TemplateVectors, ciphertext_digest
 
 
 @dataclass(frozen=True)
@@ -48,10 +61,11 @@ class TemplateIndex:
     model_id : str
     subject_ids : list of str
         Subjects that have templates of ``model_id``; position = subject index.
-    vectors : ndarray of shape (n_templates, dim), float32
-        Protected (rotated) templates.
+    templates : TemplateVectors
+        The vectors (``templates.vectors``, shape (n_templates, dim), float32,
+        protected) and the vector index over them, kept in step with the store.
     owners : ndarray of shape (n_templates,), int64
-        Subject index of each template.
+        Subject index of each template (row of ``templates.vectors``).
     retention_until : ndarray of shape (n_subjects,), float64
         POSIX seconds after which the subject is past retention.
     valid_until : dict of str to ndarray of shape (n_subjects,), float64
@@ -62,16 +76,28 @@ class TemplateIndex:
     generation: int
     model_id: str
     subject_ids: list[str]
-    vectors: npt.NDArray[np.float32]
+    templates: TemplateVectors
     owners: npt.NDArray[np.int64]
     retention_until: npt.NDArray[np.float64]
     valid_until: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
     _squared_norms: npt.NDArray[np.float32] = field(init=False, repr=False)
     _one_per_subject: bool = field(init=False, repr=False)
+    _most_per_subject: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._squared_norms = np.einsum("ij,ij->i", self.vectors, self.vectors)
+        vectors = self.templates.vectors
+        self._squared_norms = (
+            np.einsum("ij,ij->i", vectors, vectors)
+            if len(vectors)
+            else np.zeros(0, dtype=np.float32)
+        )
         self._one_per_subject = len(self.owners) == len(self.subject_ids)
+        self._most_per_subject = int(np.bincount(self.owners).max()) if len(self.owners) else 0
+
+    @property
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """Protected templates, shape (n_templates, dim), float32."""
+        return self.templates.vectors
 
     @classmethod
     def build(
@@ -82,22 +108,38 @@ class TemplateIndex:
         retention_until: dict[str, datetime],
         consents: Sequence[ConsentRecord],
         purposes: Sequence[str],
+        *,
+        kind: str = "exact",
+        exact_below: int = DEFAULT_EXACT_THRESHOLD,
     ) -> TemplateIndex:
         """Build from (subject_id, protected vector) pairs and the consent records."""
+        vectors = TemplateVectors(model_id, kind, exact_below)
+        live = [  # no ciphertext here: the vector itself tells a change
+            LiveTemplate(str(n), subject_id, ciphertext_digest(np.asarray(vector).tobytes()))
+            for n, (subject_id, vector) in enumerate(templates)
+        ]
+        vectors.sync(generation, live, lambda t: templates[int(t.template_id)][1])
+        return cls.from_vectors(generation, vectors, retention_until, consents, purposes)
+
+    @classmethod
+    def from_vectors(
+        cls,
+        generation: int,
+        templates: TemplateVectors,
+        retention_until: dict[str, datetime],
+        consents: Sequence[ConsentRecord],
+        purposes: Sequence[str],
+    ) -> TemplateIndex:
+        """Wrap ``templates`` (synced to ``generation``) with the eligibility of its subjects."""
         subject_ids: list[str] = []
         position: dict[str, int] = {}
-        owners = []
-        for subject_id, _ in templates:
-            if subject_id not in position:
-                position[subject_id] = len(subject_ids)
+        owners = np.empty(len(templates.owners), dtype=np.int64)
+        for row, subject_id in enumerate(templates.owners.tolist()):
+            index = position.get(subject_id)
+            if index is None:
+                index = position[subject_id] = len(subject_ids)
                 subject_ids.append(subject_id)
-            owners.append(position[subject_id])
-        dim = templates[0][1].shape[0] if templates else 0
-        vectors = (
-            np.stack([v for _, v in templates]).astype(np.float32)
-            if templates
-            else np.zeros((0, dim), np.float32)
-        )
+            owners[row] = index
         retention = np.array(
             [
                 retention_until[s].timestamp() if s in retention_until else -math.inf
@@ -116,10 +158,10 @@ class TemplateIndex:
                     valid[purpose][index] = until
         return cls(
             generation,
-            model_id,
+            templates.model_id,
             subject_ids,
-            vectors,
-            np.asarray(owners, dtype=np.int64),
+            templates,
+            owners,
             retention,
             valid,
         )
@@ -182,13 +224,15 @@ class TemplateIndex:
         if not searched:
             return [], 0
         rows_ok = subjects_ok[self.owners]
+        query = np.asarray(probe, dtype=np.float32)
+        if normalizer is None and self.templates.is_approximate:
+            return self._approximate_search(query, rows_ok, threshold, k), searched
         if rows_ok.all():  # the usual case: no copy of the template matrix
             vectors, owners, norms = self.vectors, self.owners, self._squared_norms
         else:
             rows = np.flatnonzero(rows_ok)
             vectors, owners = self.vectors[rows], self.owners[rows]
             norms = self._squared_norms[rows]
-        query = np.asarray(probe, dtype=np.float32)
         if normalizer is not None:
             return self._normalized_search(vectors, owners, query, normalizer, threshold, k), (
                 searched
@@ -215,6 +259,41 @@ class TemplateIndex:
             exact[subject] = min(distance, exact.get(subject, np.inf))
         within = sorted((d, i) for i, d in exact.items() if d <= threshold)[:k]
         return [SearchHit(self.subject_ids[i], d) for d, i in within], searched
+
+    def _approximate_search(
+        self,
+        query: npt.NDArray[np.float32],
+        rows_ok: npt.NDArray[np.bool_],
+        threshold: float,
+        k: int,
+    ) -> list[SearchHit]:
+        """Search through the vector index, filtered to the eligible templates exactly.
+
+        The eligible templates' ids go to the index as ``allowed`` (sorted, so
+        no copy or sort there): no other template can come back, and a small
+        eligible set is searched exactly by the index itself. Asking for
+        ``(k + 2) * m`` templates, with ``m`` the most templates any subject
+        has, is enough for the best ``k`` subjects; their distances are then
+        recomputed exactly (float64) before the threshold decides.
+        """
+        store = self.templates
+        allowed = None if rows_ok.all() else store.ids[rows_ok]
+        fetch = (k + 2) * max(self._most_per_subject, 1)
+        _, found = store.search(query, fetch, allowed)
+        rows = store.rows_of(found)
+        # The index already returns allowed ids only; checking again here keeps
+        # eligibility independent of the index implementation.
+        rows = rows[(store.ids[rows] == found) & rows_ok[rows]]
+        exact_rows = np.linalg.norm(
+            store.vectors[rows].astype(np.float64) - query.astype(np.float64), axis=1
+        )
+        exact: dict[int, float] = {}
+        for subject, distance in zip(
+            self.owners[rows].tolist(), exact_rows.tolist(), strict=True
+        ):
+            exact[subject] = min(distance, exact.get(subject, np.inf))
+        within = sorted((d, i) for i, d in exact.items() if d <= threshold)[:k]
+        return [SearchHit(self.subject_ids[i], d) for d, i in within]
 
     def _normalized_search(
         self,

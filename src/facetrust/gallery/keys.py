@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import crypto
 from ..errors import InvalidParameter, KeyMaterialError
+from .erasure import count_removal
 from .types import KeyRotationResult
 
 if TYPE_CHECKING:
@@ -92,7 +93,9 @@ def rekey_templates(gallery: Gallery, *, actor: str) -> KeyRotationResult:
             TEMPLATE_SECRET, gallery._key.wrap(new, f"secret:{TEMPLATE_SECRET}")
         )
         gallery.store.bump_generation()
+        count_removal(gallery)
         event = gallery.audit.append("keys.rekey_templates", actor=actor, templates_renewed=count)
+    gallery._drop_index_files()  # the saved graph holds the templates under the old secret
     gallery.store.reclaim()
     return KeyRotationResult("template-protection", count, "", event.seq)
 

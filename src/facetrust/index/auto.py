@@ -132,6 +132,11 @@ class AutoIndex:
     def memory_bytes(self) -> int:
         return self.inner.memory_bytes()
 
+    def vectors_of(self, ids: npt.ArrayLike) -> FloatMatrix:
+        """The stored vectors of ``ids`` (each must be present), shape (len(ids), dim)."""
+        exact = self.inner if isinstance(self.inner, ExactIndex) else self.inner._exact
+        return exact.vectors_of(ids)
+
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         """Add templates; builds the approximate index once the size reaches ``threshold``."""
         self.inner.add(ids, vectors)

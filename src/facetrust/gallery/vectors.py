@@ -1,0 +1,279 @@
+"""The vector index behind a gallery's search, kept in step with the store.
+
+One :class:`TemplateVectors` per embedding model holds every readable template
+of that model in a :class:`facetrust.index.AutoIndex` (exact search below
+``GalleryConfig.index_exact_below`` templates, the quantized scan -- or an HNSW
+graph when configured -- from there on),
+keyed by int64 ids the gallery assigns in increasing order (the store's template
+ids are strings). Beside the index it keeps the same vectors as one matrix
+sorted by id, for exact re-scoring of the few candidates a search returns and
+for the score-normalized (``fmr-1e-3-fair``) search, which stays exact.
+
+Consistency with the store: :meth:`TemplateVectors.sync` diffs the store's
+templates against what the index holds, by template id and a digest of the
+ciphertext. Templates gone (erased) or changed (re-keyed) are removed from the
+index at once, new ones are decrypted and added; the approximate index is
+never rebuilt for a change. The gallery calls it whenever the store's generation counter
+moves, so an erasure in another process takes effect at this process's next
+search.
+
+The approximate index's library (faiss for ``"quantized"`` and ``"auto"``, a
+dependency; hnswlib for ``"hnsw"``, the optional ``index`` extra) is imported
+on first use. When it cannot be, the gallery searches exactly at every size,
+and says so once with a :class:`RuntimeWarning` when the configured kind would
+have needed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..index import AutoIndex, ExactIndex, QuantizedIndex, faiss_available
+
+FloatMatrix = npt.NDArray[np.float32]
+IdArray = npt.NDArray[np.int64]
+
+@dataclass(frozen=True)
+class LiveTemplate:
+    """A readable template as the store holds it now."""
+
+    template_id: str
+    subject_id: str
+    digest: bytes
+
+
+DIGEST_BYTES = 16
+
+
+def ciphertext_digest(ciphertext: bytes) -> bytes:
+    """16-byte digest of a sealed template: changes whenever it is re-encrypted."""
+    return hashlib.blake2b(ciphertext, digest_size=DIGEST_BYTES).digest()
+
+
+def hnsw_available() -> bool:
+    """Whether hnswlib can be imported (the optional ``index`` extra)."""
+    try:
+        import hnswlib  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TemplateVectors:
+    """One model's readable templates in a vector index (see module docstring).
+
+    Parameters
+    ----------
+    model_id : str
+    kind : {"auto", "exact", "quantized", "hnsw"}
+    exact_below : int
+        Size from which ``"auto"`` builds the approximate index; a filtered
+        search over fewer eligible templates than this runs exactly, too.
+
+    Attributes
+    ----------
+    ids : int64 array of shape (n,)
+        Index ids, ascending.
+    vectors : float32 array of shape (n, dim)
+        Protected templates, row ``i`` is ``ids[i]``.
+    owners : object array of shape (n,)
+        Subject id of each row.
+    generation : int
+        Store generation of the last :meth:`sync` (-1 before the first).
+    index : AutoIndex or None
+        None until the first template arrives (its dimension is unknown before),
+        and always None when no approximate index is ever used (the ``"exact"``
+        kind, or its library missing): the gallery's own exact scan over
+        :attr:`vectors` then answers, and the vectors are not held twice.
+    """
+
+    def __init__(self, model_id: str, kind: str, exact_below: int) -> None:
+        self.model_id = model_id
+        self.kind = kind
+        self.exact_below = exact_below
+        self.ids: IdArray = np.zeros(0, dtype=np.int64)
+        self.vectors: FloatMatrix = np.zeros((0, 0), dtype=np.float32)
+        self.owners: npt.NDArray[np.object_] = np.zeros(0, dtype=object)
+        self.generation = -1
+        self.index: AutoIndex | None = None
+        self.slots: dict[str, tuple[bytes, int]] = {}  # template id -> (digest, index id)
+        self.next_id = 0
+        #: where the graph came from: "new" (built here) or "file" (loaded)
+        self.source = "new"
+        #: the store's removal counter when last synced (see Gallery._index)
+        self.removals: str | None = None
+        self._library = "hnswlib" if kind == "hnsw" else "faiss"
+        available = hnsw_available() if kind == "hnsw" else faiss_available()
+        self._graph_ok = kind != "exact" and available
+        self._warned = False
+        if kind in ("hnsw", "quantized") and not self._graph_ok:
+            self._warn()
+
+    @property
+    def graph_possible(self) -> bool:
+        """Whether this kind may use an approximate index (not ``"exact"``, library present)."""
+        return self._graph_ok
+
+    @property
+    def is_approximate(self) -> bool:
+        """Whether searches now go through the approximate index."""
+        return self.index is not None and self.index.is_approximate
+
+    @property
+    def index_kind(self) -> str:
+        """What answers searches now: ``"exact"``, ``"quantized"`` or ``"hnsw"``."""
+        if self.index is None or not self.index.is_approximate:
+            return ExactIndex.kind
+        return str(self.index.inner.kind)
+
+    def _warn(self) -> None:
+        if not self._warned:
+            self._warned = True
+            extra = "facetrust[index]" if self._library == "hnswlib" else "faiss-cpu"
+            warnings.warn(
+                f"The gallery's {self.kind!r} index needs {self._library}, which cannot be "
+                "imported; searching exactly instead (correct, slower on large galleries). "
+                f"Install {extra} to search large galleries fast.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _threshold(self) -> int:
+        return 0 if self.kind in ("hnsw", "quantized") else self.exact_below
+
+    def _new_index(self, dim: int) -> AutoIndex:
+        if self.kind == "hnsw":
+            return AutoIndex(
+                dim,
+                self.model_id,
+                threshold=self._threshold(),
+                approximate="hnsw",
+                exact_below_allowed=self.exact_below,
+            )
+        # Learn the codebooks as soon as the gallery switches (at least 16 templates).
+        min_train = max(16, min(self._threshold() or 16, 1024))
+        return AutoIndex(
+            dim,
+            self.model_id,
+            threshold=self._threshold(),
+            approximate=QuantizedIndex.kind,
+            exact_below_allowed=self.exact_below,
+            min_train=min_train,
+        )
+
+    def adopt(
+        self,
+        index: AutoIndex,
+        slots: dict[str, tuple[bytes, int]],
+        owners: dict[str, str],
+        next_id: int,
+        generation: int,
+    ) -> None:
+        """Take over an index loaded from disk, with its template mapping.
+
+        ``owners`` maps each template id of ``slots`` to its subject.
+        """
+        order = np.argsort(index.ids(), kind="stable")
+        self.ids = index.ids()[order]
+        by_id = {slot_id: tid for tid, (_, slot_id) in slots.items()}
+        self.vectors = index.vectors_of(self.ids) if len(self.ids) else self.vectors
+        self.owners = np.asarray([owners[by_id[int(i)]] for i in self.ids], dtype=object)
+        self.index = index
+        self.index.threshold = self._threshold()
+        if not isinstance(index.inner, ExactIndex):
+            index.inner.params["exact_below_allowed"] = self.exact_below
+        self.slots = dict(slots)
+        self.next_id = next_id
+        self.generation = generation
+        self.source = "file"
+
+    def sync(
+        self,
+        generation: int,
+        live: Sequence[LiveTemplate],
+        decrypt: Callable[[LiveTemplate], npt.NDArray[np.float32]],
+    ) -> tuple[int, int]:
+        """Bring the index to the store's ``live`` templates (see module docstring).
+
+        Parameters
+        ----------
+        generation : int
+            The store generation ``live`` was read at.
+        live : sequence of LiveTemplate
+            Every readable template of this model.
+        decrypt : callable
+            Returns the protected vector of a template, shape (dim,); called
+            only for templates the index does not hold yet.
+
+        Returns
+        -------
+        added, removed : int
+            Templates added to and removed from the index (a re-keyed template counts in both).
+        """
+        current = {t.template_id: t.digest for t in live}
+        gone = [
+            (tid, slot)
+            for tid, (digest, slot) in self.slots.items()
+            if current.get(tid) != digest
+        ]
+        fresh = [
+            t
+            for t in live
+            if t.template_id not in self.slots or self.slots[t.template_id][0] != t.digest
+        ]
+        if gone:
+            gone_ids = np.asarray([slot for _, slot in gone], dtype=np.int64)
+            if self.index is not None:
+                self.index.remove(gone_ids)
+            keep = ~np.isin(self.ids, gone_ids)
+            self.ids, self.vectors, self.owners = (
+                self.ids[keep], self.vectors[keep], self.owners[keep]
+            )
+            for tid, _ in gone:
+                del self.slots[tid]
+        if fresh:
+            matrix = np.stack([decrypt(t) for t in fresh]).astype(np.float32)
+            new_ids = np.arange(self.next_id, self.next_id + len(fresh), dtype=np.int64)
+            if not len(self.vectors):
+                self.vectors = np.zeros((0, matrix.shape[1]), dtype=np.float32)
+            if self.index is None and self._graph_ok:
+                self.index = self._new_index(matrix.shape[1])
+            if self.index is not None:
+                self.index.add(new_ids, matrix)
+            # new ids are larger than every id held, so appending keeps ``ids`` sorted
+            self.ids = np.concatenate([self.ids, new_ids])
+            self.vectors = np.concatenate([self.vectors, matrix])
+            self.owners = np.concatenate(
+                [self.owners, np.asarray([t.subject_id for t in fresh], dtype=object)]
+            )
+            for t, slot in zip(fresh, new_ids.tolist(), strict=True):
+                self.slots[t.template_id] = (t.digest, slot)
+            self.next_id += len(fresh)
+        if self.kind == "auto" and not self._graph_ok and len(self.ids) >= self.exact_below:
+            self._warn()
+        self.generation = generation
+        return len(fresh), len(gone)
+
+    def search(
+        self, probe: npt.NDArray[np.float32], k: int, allowed: IdArray | None
+    ) -> tuple[npt.NDArray[np.float32], IdArray]:
+        """The ``k`` nearest templates among ``allowed`` (sorted ids; None: all).
+
+        Returns distances and ids, each of shape (at most k,), nearest first.
+        """
+        if self.index is None or (allowed is not None and not len(allowed)):
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        distances, ids = self.index.search(probe, k, allowed=allowed)
+        found = ids[0] >= 0
+        return distances[0][found], ids[0][found]
+
+    def rows_of(self, ids: IdArray) -> npt.NDArray[np.intp]:
+        """Row positions in :attr:`vectors` of ``ids`` (each present)."""
+        rows: npt.NDArray[np.intp] = np.searchsorted(self.ids, ids).clip(0, len(self.ids) - 1)
+        return rows
