@@ -27,6 +27,8 @@ GALLERY_COMMANDS = [
     "review",
     "forget",
     "retention sweep",
+    "index info",
+    "index save",
     "audit verify",
     "audit export",
     "audit head",
@@ -145,6 +147,46 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "verified_by" in exported
     assert "intact" in run(runner, "audit", "verify")
     assert json.loads(run(runner, "subject", "list")) == []
+
+
+def test_index_commands_save_the_index_and_a_restart_loads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sample = Path(__file__).parent.parent / "data" / "lfw"
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FACETRUST_GALLERY", raising=False)
+    monkeypatch.setenv("FACETRUST_ACTOR", "registrar")
+    run(runner, "init", "--index-kind", "quantized")
+    for folder in sorted(sample.iterdir()):
+        subject = folder.name.lower()
+        run(runner, "subject", "add", subject)
+        run(
+            runner,
+            "consent",
+            "grant",
+            subject,
+            "--purpose",
+            "boarding",
+            "--days",
+            "30",
+            "--evidence-ref",
+            f"FORM-{subject}",
+            "--notice-version",
+            "v1",
+            "--evidence-sha256",
+            hashlib.sha256(subject.encode()).hexdigest(),
+        )
+        run(runner, "enroll", subject, *map(str, sorted(folder.glob("*.jpg"))[:2]))
+    written = json.loads(run(runner, "index", "save"))["written"]
+    assert len(written) == 1 and Path(written[0]).exists()
+    (model_id, info), *others = json.loads(run(runner, "index", "info")).items()
+    assert not others
+    assert info == {**info, "kind": "quantized", "templates": 20, "source": "file"}
+    run(runner, "forget", sorted(sample.iterdir())[0].name.lower())
+    assert not Path(written[0]).exists()  # erasure destroyed the saved index
+    info = json.loads(run(runner, "index", "info"))[model_id]
+    assert (info["templates"], info["source"]) == (18, "new")
 
 
 def test_a_missing_gallery_is_a_clear_error(tmp_path: Path) -> None:

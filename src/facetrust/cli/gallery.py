@@ -19,7 +19,13 @@ from typing import Any
 import click
 
 from ..gallery import Gallery
-from ..gallery.config import DEFAULT_RETENTION_DAYS, DEFAULT_REVIEW_QUORUM, GALLERY_ENV
+from ..gallery.config import (
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_REVIEW_QUORUM,
+    GALLERY_ENV,
+    INDEX_KINDS,
+)
+from ..index import DEFAULT_EXACT_THRESHOLD
 from ..store.postgres import redact_url
 
 gallery_option = click.option(
@@ -86,6 +92,20 @@ def parse_time(value: str) -> datetime:
     help="PostgreSQL only: search in the database with pgvector (stores rotated, unencrypted "
     "vectors there).",
 )
+@click.option(
+    "--index-kind",
+    type=click.Choice(list(INDEX_KINDS)),
+    default=None,
+    help="How searches find the nearest templates: auto (exact below --index-exact-below "
+    "templates, the quantized scan above), exact, quantized, or hnsw (needs facetrust[index]).",
+)
+@click.option(
+    "--index-exact-below",
+    type=int,
+    default=None,
+    show_default=str(DEFAULT_EXACT_THRESHOLD),
+    help="Gallery size from which 'auto' switches to the quantized scan.",
+)
 def init(
     folder: str,
     purposes: tuple[str, ...],
@@ -96,6 +116,8 @@ def init(
     database_url: str | None,
     keystore_url: str | None,
     server_side_search: bool | None,
+    index_kind: str | None,
+    index_exact_below: int | None,
 ) -> None:
     """Create a gallery in FOLDER (default: here): database, key file (0600) and config."""
     gallery, config_path = Gallery.init_folder(
@@ -108,6 +130,8 @@ def init(
         database_url=database_url,
         keystore_url=keystore_url,
         server_side_search=server_side_search,
+        index_kind=index_kind,
+        index_exact_below=index_exact_below,
     )
     with gallery:
         emit(
@@ -333,6 +357,27 @@ def retention_sweep(gallery_path: str | None, actor: str) -> None:
         emit(gallery.sweep_retention(actor=actor))
 
 
+@click.group("index")
+def index_group() -> None:
+    """The gallery's search index: what answers searches, and saving it for restarts."""
+
+
+@index_group.command("info")
+@gallery_option
+def index_info(gallery_path: str | None) -> None:
+    """Per model: the index kind answering searches, templates, and whether it was loaded."""
+    with Gallery.find(gallery_path) as gallery:
+        emit(gallery.index_info())
+
+
+@index_group.command("save")
+@gallery_option
+def index_save(gallery_path: str | None) -> None:
+    """Write the approximate index, encrypted, so a restart loads it (run after erasures)."""
+    with Gallery.find(gallery_path) as gallery:
+        emit({"written": [str(path) for path in gallery.save_index()]})
+
+
 @click.command("enroll-batch")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -378,4 +423,15 @@ def enroll_batch(
     emit(result)
 
 
-COMMANDS = [init, subject, consent, enroll, enroll_batch, identify, review, forget, retention]
+COMMANDS = [
+    init,
+    subject,
+    consent,
+    enroll,
+    enroll_batch,
+    identify,
+    review,
+    forget,
+    retention,
+    index_group,
+]

@@ -495,17 +495,18 @@ class Gallery:
                 path.unlink(missing_ok=True)
 
     def save_index(self) -> list[Path]:
-        """Write every approximate index of this gallery to ``config.index_dir``, encrypted.
+        """Write the approximate index of every stored model to ``config.index_dir``, encrypted.
 
         Brings each index up to date with the store first. After an erasure an
         HNSW graph is compacted first (erased templates never reach the file),
         which at a million templates takes as long as building it: run it from
-        a maintenance job rather than a request. The quantized index removes
-        templates for real, so its save costs only the writing. Exact indexes are not written
-        (rebuilding them costs only the decryption). Returns the files written.
+        a maintenance job (``facetrust index save``) rather than a request. The
+        quantized index removes templates for real, so its save costs only the
+        writing. Exact indexes are not written (rebuilding them costs only the
+        decryption). Returns the files written.
         """
         written = []
-        for model_id in list(self._vectors):
+        for model_id in self._stored_model_ids():
             self._index(model_id)
             path = self._save_vectors(self._vectors[model_id])
             if path is not None:
@@ -513,8 +514,11 @@ class Gallery:
         return written
 
     def index_info(self) -> dict[str, dict[str, Any]]:
-        """Per model searched so far: kind (``exact``/``quantized``/``hnsw``), templates,
-        generation, source."""
+        """Per stored model: the kind answering searches (``exact``, ``quantized`` or
+        ``hnsw``), templates held, store generation, and where the index came from
+        (``new``: built in this process, ``file``: loaded). Opens each index."""
+        for model_id in self._stored_model_ids():
+            self._index(model_id)
         return {
             model_id: {
                 "kind": v.index_kind,
@@ -524,6 +528,12 @@ class Gallery:
             }
             for model_id, v in self._vectors.items()
         }
+
+    def _stored_model_ids(self) -> list[str]:
+        """Models with templates in the store, and those already searched here."""
+        with self.store.snapshot():
+            stored = {t.model_id for t in self.store.all_templates()}
+        return sorted(stored | set(self._vectors))
 
     # ------------------------------------------------------------------ subjects & consent
     def _subject(self, record: SubjectRecord) -> Subject:
