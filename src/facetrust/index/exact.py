@@ -104,6 +104,11 @@ class ExactIndex:
         """The stored vectors, shape (len, dim), rows in the order of :meth:`ids` (a view)."""
         return self._vectors[: self._count]
 
+    @property
+    def squared_norms(self) -> npt.NDArray[np.float32]:
+        """Squared Euclidean norm of each row of :attr:`vectors`, shape (len,) (a view)."""
+        return self._norms[: self._count]
+
     def ids_at(self, rows: npt.NDArray[np.integer[Any]]) -> IdArray:
         """The ids of the given row positions (rows as in :attr:`vectors`)."""
         found: IdArray = self._ids[: self._count][rows]
