@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -307,3 +308,67 @@ def check_k(k: int) -> int:
 def empty_results(n: int, k: int) -> tuple[FloatMatrix, IdArray]:
     """(distances, ids) of shape (n, k) filled with the padding values inf and -1."""
     return np.full((n, k), np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+
+
+#: Per query of a batch: the allowed results found (distances, ids), ascending;
+#: fewer than ``k`` when the candidates fetched held too few allowed ids.
+FoundPerQuery = list[tuple[FloatMatrix, IdArray]]
+
+
+class ExactFallback(Protocol):
+    """What :func:`widening_search` needs from the exact side of an approximate index."""
+
+    def search_sorted_allowed(
+        self, queries: npt.ArrayLike, k: int, allowed: IdArray | None
+    ) -> tuple[FloatMatrix, IdArray]: ...
+
+
+def widening_search(
+    matrix: FloatMatrix,
+    k: int,
+    allowed: IdArray | None,
+    *,
+    size: int,
+    wanted: int,
+    params: Mapping[str, Any],
+    exact: ExactFallback,
+    fetch: Callable[[FloatMatrix, int], FoundPerQuery],
+) -> tuple[FloatMatrix, IdArray]:
+    """Exactly filtered approximate search: the loop both approximate indexes share.
+
+    A small allowed set (under ``params["exact_below_allowed"]`` ids or
+    ``params["exact_below_fraction"]`` of ``size``) is searched exactly.
+    Otherwise ``fetch(queries, n)`` is asked for ``n`` candidates per query --
+    ``wanted`` scaled up by the inverse of the allowed fraction -- and returns
+    the allowed results it found; a query still short of ``k`` is asked again
+    with twice as many, and answered exactly once ``n`` would pass
+    ``params["max_fetch"]``. So no disallowed id is returned and no allowed one
+    is lost to filtering.
+    """
+    distances, result_ids = empty_results(len(matrix), k)
+    start = wanted
+    if allowed is not None:
+        n_allowed = len(allowed)
+        if n_allowed < params["exact_below_allowed"] or (
+            n_allowed < params["exact_below_fraction"] * size
+        ):
+            return exact.search_sorted_allowed(matrix, k, allowed)
+        start = math.ceil(1.5 * wanted * size / max(n_allowed, 1)) + 8
+    pending = np.arange(len(matrix))
+    n = start
+    while len(pending):
+        n = min(n, size)
+        if n > params["max_fetch"] and n < size:
+            d, i = exact.search_sorted_allowed(matrix[pending], k, allowed)
+            distances[pending], result_ids[pending] = d, i
+            break
+        still = []
+        for query, (found_d, found_i) in zip(pending, fetch(matrix[pending], n), strict=True):
+            if len(found_i) < k and n < size:
+                still.append(query)
+                continue
+            take = min(len(found_i), k)
+            distances[query, :take], result_ids[query, :take] = found_d[:take], found_i[:take]
+        pending = np.asarray(still, dtype=np.int64)
+        n *= 2
+    return distances, result_ids

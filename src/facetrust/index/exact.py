@@ -277,6 +277,32 @@ class ExactIndex:
         return index
 
 
+class ExactBacked:
+    """Base of the approximate indexes: their float32 rows live in an :class:`ExactIndex`.
+
+    The subclass sets ``_exact``; size, ids, dimension and model come from it.
+    """
+
+    _exact: ExactIndex
+
+    @property
+    def dim(self) -> int:
+        return self._exact.dim
+
+    @property
+    def model_id(self) -> str:
+        return self._exact.model_id
+
+    def __len__(self) -> int:
+        return len(self._exact)
+
+    def __contains__(self, id_: object) -> bool:
+        return id_ in self._exact
+
+    def ids(self) -> IdArray:
+        return self._exact.ids()
+
+
 def _grow(array: npt.NDArray[_G], capacity: int) -> npt.NDArray[_G]:
     grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
     grown[: len(array)] = array

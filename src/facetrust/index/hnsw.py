@@ -37,7 +37,6 @@ delete; usearch and hnswlib can. hnswlib was chosen.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from dataclasses import replace
@@ -51,6 +50,7 @@ from ..errors import IndexFileError, InvalidParameter
 from .base import (
     AllowedIds,
     FloatMatrix,
+    FoundPerQuery,
     IdArray,
     as_allowed,
     as_entries,
@@ -58,12 +58,13 @@ from .base import (
     check_k,
     empty_results,
     is_allowed,
+    widening_search,
     write_index_file,
 )
-from .exact import ExactIndex, _pack, _unpack
+from .exact import ExactBacked, ExactIndex, _pack, _unpack
 
 
-class HnswIndex:
+class HnswIndex(ExactBacked):
     """HNSW approximate index with exact filtering, immediate removal and persistence.
 
     Parameters
@@ -152,23 +153,6 @@ class HnswIndex:
             )
         self.params["expansion_search"] = value
 
-    @property
-    def dim(self) -> int:
-        return self._exact.dim
-
-    @property
-    def model_id(self) -> str:
-        return self._exact.model_id
-
-    def __len__(self) -> int:
-        return len(self._exact)
-
-    def __contains__(self, id_: object) -> bool:
-        return id_ in self._exact
-
-    def ids(self) -> IdArray:
-        return self._exact.ids()
-
     def memory_bytes(self) -> int:
         """Bytes held by the graph (vectors, links, labels) and the exact vectors."""
         graph = self._graph
@@ -219,40 +203,24 @@ class HnswIndex:
         k = check_k(k)
         matrix = as_queries(queries, self.dim)
         allowed_ids = as_allowed(allowed)
-        size = len(self)
-        distances, result_ids = empty_results(len(matrix), k)
-        if size == 0 or len(matrix) == 0:
-            return distances, result_ids
-        if allowed_ids is not None:
-            n_allowed = len(allowed_ids)
-            if n_allowed < self.params["exact_below_allowed"] or (
-                n_allowed < self.params["exact_below_fraction"] * size
-            ):
-                return self._exact.search_sorted_allowed(matrix, k, allowed_ids)
-            fetch = math.ceil(1.5 * k * size / max(n_allowed, 1)) + 8
-        else:
-            fetch = k
-        pending = np.arange(len(matrix))
-        while len(pending):
-            fetch = min(fetch, size)
-            if fetch > self.params["max_fetch"] and fetch < size:
-                d, i = self._exact.search_sorted_allowed(matrix[pending], k, allowed_ids)
-                distances[pending], result_ids[pending] = d, i
-                break
-            found_d, found_i = self._graph_search(matrix[pending], fetch)
+        if len(self) == 0 or len(matrix) == 0:
+            return empty_results(len(matrix), k)
+
+        def fetch(batch: FloatMatrix, n: int) -> FoundPerQuery:
+            found_d, found_i = self._graph_search(batch, n)
             keep = is_allowed(found_i, allowed_ids)
-            still = []
-            for row, query in enumerate(pending):
-                ok = keep[row]
-                n_ok = int(ok.sum())
-                take = min(n_ok, k)
-                distances[query, :take] = found_d[row][ok][:take]
-                result_ids[query, :take] = found_i[row][ok][:take]
-                if n_ok < k and fetch < size:
-                    still.append(query)
-            pending = np.asarray(still, dtype=np.int64)
-            fetch *= 2
-        return distances, result_ids
+            return [(d[ok], i[ok]) for d, i, ok in zip(found_d, found_i, keep, strict=True)]
+
+        return widening_search(
+            matrix,
+            k,
+            allowed_ids,
+            size=len(self),
+            wanted=k,
+            params=self.params,
+            exact=self._exact,
+            fetch=fetch,
+        )
 
     def _graph_search(self, matrix: FloatMatrix, fetch: int) -> tuple[FloatMatrix, IdArray]:
         """Graph candidates, shape (n, fetch): distances ascending, ids; -1/inf pad."""

@@ -49,7 +49,6 @@ exact) for any query still short of ``k`` allowed results.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import replace
 from typing import Any
@@ -61,6 +60,7 @@ from ..errors import IndexFileError, InvalidParameter
 from .base import (
     AllowedIds,
     FloatMatrix,
+    FoundPerQuery,
     IdArray,
     as_allowed,
     as_entries,
@@ -68,9 +68,10 @@ from .base import (
     check_k,
     empty_results,
     is_allowed,
+    widening_search,
     write_index_file,
 )
-from .exact import ExactIndex, _pack, _unpack
+from .exact import ExactBacked, ExactIndex, _pack, _unpack
 
 #: Bits per code: 4 is what faiss's SIMD fast scan is built for.
 _BITS = 4
@@ -92,7 +93,7 @@ def _packed_for_scan(codes: Any) -> Any:
     return faiss.IndexPQFastScan(codes)
 
 
-class QuantizedIndex:
+class QuantizedIndex(ExactBacked):
     """Compressed-template scan with exact re-ranking, exact filtering and real removal.
 
     Parameters
@@ -170,14 +171,6 @@ class QuantizedIndex:
         self._trained_on = 0
 
     @property
-    def dim(self) -> int:
-        return self._exact.dim
-
-    @property
-    def model_id(self) -> str:
-        return self._exact.model_id
-
-    @property
     def is_trained(self) -> bool:
         """Whether searches scan codes (False: too few templates yet, searches are exact)."""
         return self._codes is not None
@@ -186,15 +179,6 @@ class QuantizedIndex:
     def trained_on(self) -> int:
         """How many templates the codebooks were learnt from (0: not trained yet)."""
         return self._trained_on
-
-    def __len__(self) -> int:
-        return len(self._exact)
-
-    def __contains__(self, id_: object) -> bool:
-        return id_ in self._exact
-
-    def ids(self) -> IdArray:
-        return self._exact.ids()
 
     def memory_bytes(self) -> int:
         """Bytes held by the float32 rows and the codes."""
@@ -268,42 +252,31 @@ class QuantizedIndex:
         k = check_k(k)
         matrix = as_queries(queries, self.dim)
         allowed_ids = as_allowed(allowed)
-        size = len(self)
-        distances, result_ids = empty_results(len(matrix), k)
-        if size == 0 or len(matrix) == 0:
-            return distances, result_ids
+        if len(self) == 0 or len(matrix) == 0:
+            return empty_results(len(matrix), k)
         if self._codes is None:
             return self._exact.search_sorted_allowed(matrix, k, allowed_ids)
         candidates = self.params["rerank"] * k
-        fetch = candidates
-        if allowed_ids is not None:
-            n_allowed = len(allowed_ids)
-            if n_allowed < self.params["exact_below_allowed"] or (
-                n_allowed < self.params["exact_below_fraction"] * size
-            ):
-                return self._exact.search_sorted_allowed(matrix, k, allowed_ids)
-            fetch = math.ceil(1.2 * candidates * size / max(n_allowed, 1)) + 8
-        pending = np.arange(len(matrix))
-        while len(pending):
-            fetch = min(fetch, size)
-            if fetch > self.params["max_fetch"] and fetch < size:
-                d, i = self._exact.search_sorted_allowed(matrix[pending], k, allowed_ids)
-                distances[pending], result_ids[pending] = d, i
-                break
-            rows = self._scan(matrix[pending], fetch)
-            still = []
-            for position, query in enumerate(pending):
-                found = rows[position][rows[position] >= 0]
+
+        def fetch(batch: FloatMatrix, n: int) -> FoundPerQuery:
+            found: FoundPerQuery = []
+            for query, rows in zip(batch, self._scan(batch, n), strict=True):
+                rows = rows[rows >= 0]
                 if allowed_ids is not None:
-                    found = found[is_allowed(self._exact.ids_at(found), allowed_ids)]
-                if len(found) < k and fetch < size:
-                    still.append(query)
-                    continue
-                d, i = self._rerank(matrix[query], found[:candidates], k)
-                distances[query, : len(d)], result_ids[query, : len(i)] = d, i
-            pending = np.asarray(still, dtype=np.int64)
-            fetch *= 2
-        return distances, result_ids
+                    rows = rows[is_allowed(self._exact.ids_at(rows), allowed_ids)]
+                found.append(self._rerank(query, rows[:candidates], k))
+            return found
+
+        return widening_search(
+            matrix,
+            k,
+            allowed_ids,
+            size=len(self),
+            wanted=candidates,
+            params=self.params,
+            exact=self._exact,
+            fetch=fetch,
+        )
 
     def _scan(self, matrix: FloatMatrix, fetch: int) -> npt.NDArray[np.int64]:
         """Candidate row positions by compressed distance, shape (n, fetch); -1 pads."""
