@@ -68,3 +68,30 @@ def test_search_matches_brute_force(
         expected = [(d, s) for d, s in expected if d <= 0.6][:3]
         assert [h.subject_id for h in hits] == [s for _, s in expected]
         assert [h.distance for h in hits] == pytest.approx([d for d, _ in expected], abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["exact", "quantized"])
+def test_eligibility_is_reused_until_the_next_deadline_and_no_longer(
+    identities: dict[str, list[Path]], embeddings: dict[Path, Embedding], kind: str
+) -> None:
+    names = list(identities)
+    templates = [(name, embeddings[identities[name][0]].vector) for name in names]
+    consents = [consent(n, ("boarding",), 30) for n in names[1:]]
+    consents += [consent(names[0], ("boarding",), 2)]  # expires first
+    retention = {n: NOW + timedelta(days=100) for n in names}
+    retention[names[1]] = NOW + timedelta(days=5)  # then this one's retention ends
+    index = TemplateIndex.build(
+        1, "m", templates, retention, consents, ("boarding",), kind=kind, exact_below=4
+    )
+    assert index.templates.index_kind == kind
+    window = index.eligibility("boarding", NOW)
+    assert window.until == (NOW + timedelta(days=2)).timestamp()
+    assert index.eligibility("boarding", NOW + timedelta(days=1)) is window  # reused
+    probe = embeddings[identities[names[0]][1]].vector
+    for day, gone in ((1, set()), (2, {names[0]}), (6, {names[0], names[1]})):
+        now = NOW + timedelta(days=day)
+        hits, searched = index.search(probe, purpose="boarding", now=now, k=10, threshold=10.0)
+        assert searched == len(names) - len(gone)
+        assert {h.subject_id for h in hits} == set(names) - gone
+    with pytest.raises(ValueError, match="read-only"):
+        index.eligibility("boarding", NOW).rows_ok[0] = False

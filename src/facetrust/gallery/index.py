@@ -50,6 +50,26 @@ class SearchHit:
     distance: float
 
 
+@dataclass(frozen=True)
+class Eligibility:
+    """Who may be searched for one purpose, for a window of time.
+
+    The set changes only when the store does (a new :class:`TemplateIndex`) or
+    when the clock passes a consent expiry or retention deadline, so it is
+    computed once per window instead of once per search (an O(templates) pass
+    that costs several milliseconds at a million templates).
+    """
+
+    subjects_ok: npt.NDArray[np.bool_]
+    rows_ok: npt.NDArray[np.bool_]
+    #: Index ids of the eligible templates, ascending; None when all are eligible.
+    allowed: npt.NDArray[np.int64] | None
+    searched: int
+    #: POSIX seconds: valid from ``since`` until just before ``until`` (the next deadline).
+    since: float
+    until: float
+
+
 @dataclass
 class TemplateIndex:
     """Protected templates of one model, with what decides each subject's eligibility.
@@ -83,6 +103,7 @@ class TemplateIndex:
     _squared_norms: npt.NDArray[np.float32] = field(init=False, repr=False)
     _one_per_subject: bool = field(init=False, repr=False)
     _most_per_subject: int = field(init=False, repr=False)
+    _eligibility: dict[str | None, Eligibility] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         vectors = self.templates.vectors
@@ -93,6 +114,7 @@ class TemplateIndex:
         )
         self._one_per_subject = len(self.owners) == len(self.subject_ids)
         self._most_per_subject = int(np.bincount(self.owners).max()) if len(self.owners) else 0
+        self._eligibility = {}
 
     @property
     def vectors(self) -> npt.NDArray[np.float32]:
@@ -180,6 +202,34 @@ class TemplateIndex:
         mask: npt.NDArray[np.bool_] = (until > stamp) & (self.retention_until > stamp)
         return mask
 
+    def eligibility(self, purpose: str | None, now: datetime) -> Eligibility:
+        """:meth:`eligible` with the template rows and ids, cached until the next deadline."""
+        stamp = now.timestamp()
+        cached = self._eligibility.get(purpose)
+        if cached is not None and cached.since <= stamp < cached.until:
+            return cached
+        subjects_ok = self.eligible(purpose, now)
+        deadlines = [self.retention_until]
+        if purpose is None:
+            deadlines += list(self.valid_until.values())
+        elif purpose in self.valid_until:
+            deadlines.append(self.valid_until[purpose])
+        future = [d[d > stamp] for d in deadlines]
+        until = min((float(f.min()) for f in future if len(f)), default=math.inf)
+        rows_ok = subjects_ok[self.owners]
+        subjects_ok.setflags(write=False)  # shared by every search in the window
+        rows_ok.setflags(write=False)
+        result = Eligibility(
+            subjects_ok=subjects_ok,
+            rows_ok=rows_ok,
+            allowed=None if rows_ok.all() else self.templates.ids[rows_ok],
+            searched=int(subjects_ok.sum()),
+            since=stamp,
+            until=until,
+        )
+        self._eligibility[purpose] = result
+        return result
+
     def search(
         self,
         probe: npt.NDArray[np.float32],
@@ -215,18 +265,22 @@ class TemplateIndex:
         searched : int
             How many subjects were eligible.
         """
-        subjects_ok = self.eligible(purpose, now)
-        if exclude is not None and exclude in self.subject_ids:
-            subjects_ok[self.subject_ids.index(exclude)] = False
-        if only is not None:
-            subjects_ok &= np.isin(np.asarray(self.subject_ids, dtype=object), list(only))
+        window = self.eligibility(purpose, now)
+        subjects_ok, rows_ok, allowed = window.subjects_ok, window.rows_ok, window.allowed
+        if (exclude is not None and exclude in self.subject_ids) or only is not None:
+            subjects_ok = subjects_ok.copy()
+            if exclude is not None and exclude in self.subject_ids:
+                subjects_ok[self.subject_ids.index(exclude)] = False
+            if only is not None:
+                subjects_ok &= np.isin(np.asarray(self.subject_ids, dtype=object), list(only))
+            rows_ok = subjects_ok[self.owners]
+            allowed = None if rows_ok.all() else self.templates.ids[rows_ok]
         searched = int(subjects_ok.sum())
         if not searched:
             return [], 0
-        rows_ok = subjects_ok[self.owners]
         query = np.asarray(probe, dtype=np.float32)
         if normalizer is None and self.templates.is_approximate:
-            return self._approximate_search(query, rows_ok, threshold, k), searched
+            return self._approximate_search(query, rows_ok, allowed, threshold, k), searched
         if rows_ok.all():  # the usual case: no copy of the template matrix
             vectors, owners, norms = self.vectors, self.owners, self._squared_norms
         else:
@@ -264,6 +318,7 @@ class TemplateIndex:
         self,
         query: npt.NDArray[np.float32],
         rows_ok: npt.NDArray[np.bool_],
+        allowed: npt.NDArray[np.int64] | None,
         threshold: float,
         k: int,
     ) -> list[SearchHit]:
@@ -277,7 +332,6 @@ class TemplateIndex:
         recomputed exactly (float64) before the threshold decides.
         """
         store = self.templates
-        allowed = None if rows_ok.all() else store.ids[rows_ok]
         fetch = (k + 2) * max(self._most_per_subject, 1)
         _, found = store.search(query, fetch, allowed)
         rows = store.rows_of(found)
