@@ -32,6 +32,7 @@ from typing import Any
 from facetrust.evaluation.gap_report import write_gap_report
 from facetrust.evaluation.gap_study import GapStudy, MethodSpec, gap_verdict, study_gap
 from facetrust.evaluation.mitigation import RAW, LabelledTemplates
+from facetrust.evaluation.report import _finite
 from facetrust.evaluation.run import load_templates
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,12 +54,14 @@ def _one_seed(templates: LabelledTemplates, methods: list[MethodSpec], folds: in
     start = time.perf_counter()
     study = study_gap(templates, methods, folds=folds, replicates=replicates, seed=seed)
     record = {**study.to_dict(), "seconds": time.perf_counter() - start}
-    (out / f"seed{seed}.json").write_text(json.dumps(record, indent=1))
+    (out / f"seed{seed}.json").write_text(json.dumps(_finite(record), indent=1))
     return record
 
 
 def _ci(ci: list[float] | None, spec: str = ".2f") -> str:
-    return "-" if not ci else f"[{ci[0]:{spec}}, {ci[1]:{spec}}]"
+    if not ci or ci[0] is None or ci[1] is None:
+        return "-"
+    return f"[{ci[0]:{spec}}, {ci[1]:{spec}}]"
 
 
 def _print(studies: list[GapStudy], verdicts: dict[str, dict[str, Any]]) -> None:
@@ -80,11 +83,13 @@ def _print(studies: list[GapStudy], verdicts: dict[str, dict[str, Any]]) -> None
                 flag = "" if g["enough_identities"] else "  (too few ids: no conclusion)"
                 if not g["enough_identities"] and m["method"] != RAW:
                     continue
-                fmr = ("<=" if g["fmr_is_rule_of_three_bound"] else "") + f"{g['fmr']:.2e}"
+                fmr = ("-" if g["fmr"] is None else
+                       ("<=" if g["fmr_is_rule_of_three_bound"] else "") + f"{g['fmr']:.2e}")
                 print(f"{m['method']:18} {g['attribute'] + '=' + g['group']:26} "
                       f"{meta['n_identities']:5d} {meta['n_non_mated']:10d} "
                       f"{g['false_matches']:6d} {fmr:>10} {_ci(g['fmr_ci95'], '.1e'):>20} "
-                      f"{g['fnmr']:6.3f} {_ci(g['fnmr_ci95'], '.3f'):>15}{flag}")
+                      f"{'-' if g['fnmr'] is None else format(g['fnmr'], '.3f'):>6} "
+                      f"{_ci(g['fnmr_ci95'], '.3f'):>15}{flag}")
     print("\nmax/min FMR ratio (groups >= 50 identities) and its reduction vs raw "
           "(reference: raw distances, same run; target reduction >= 2x, FNMR cost <= 1 pt)")
     print(f"{'seed':>4} {'method':18} {'FNMR':>6} {'cost (pt) [95% CI]':>22} {'ratio':12} "
@@ -154,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                      title="facetrust: the demographic gap on LFW, raw vs normalized",
                      meta={"dataset": "LFW deep-funneled", "seeds": str(args.seeds),
                            "protocol": "bench_fairness_gap.py / facetrust.evaluation.gap_study"})
-    (args.out / "fairness_gap.json").write_text(json.dumps(
+    (args.out / "fairness_gap.json").write_text(json.dumps(_finite(
         {"verdicts": verdicts, "studies": [s.to_dict() for s in studies], "cache": counts,
          "targets": {"ratio_reduction": TARGET_RATIO_REDUCTION,
-                     "fnmr_cost": TARGET_FNMR_COST}}, indent=1))
+                     "fnmr_cost": TARGET_FNMR_COST}}), indent=1))
     print(f"wrote {args.out / 'fairness_gap.json'} and {args.out / 'report'} "
           f"({time.perf_counter() - start:.0f} s)")
     return 0

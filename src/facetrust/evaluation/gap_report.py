@@ -18,13 +18,15 @@ from .gap_study import GapStudy
 from .report import _STYLE, ReportFiles, _finite, _json_default, _png, _pyplot, _table
 
 
-def _ci(ci: Sequence[float] | None, digits: str = ".2f") -> str:
-    if not ci:
+def _ci(ci: Sequence[float | None] | None, digits: str = ".2f") -> str:
+    if not ci or ci[0] is None or ci[1] is None:
         return "-"
     return f"[{ci[0]:{digits}}, {ci[1]:{digits}}]"
 
 
-def _rate(value: float, bound: bool) -> str:
+def _rate(value: float | None, bound: bool) -> str:
+    if value is None:
+        return "-"
     return f"<= {value:.2e}" if bound else f"{value:.2e}"
 
 

@@ -358,7 +358,9 @@ def _summarize(
         false = int(np.sum((scored.score < cutoff) & g.member[scored.a] & g.member[scored.b]))
         group_rows.append({
             "attribute": g.attribute, "group": g.name, "false_matches": false,
-            "fmr": rates[key][0], "fmr_is_rule_of_three_bound": false == 0,
+            # A group with no non-mated pair at all (one identity) has no FMR.
+            "fmr": float(rates[key][0]) if g.n_pairs else None,
+            "fmr_is_rule_of_three_bound": false == 0,
             "fmr_ci95": _interval(rates[key][1:]),
             "fnmr": float(rates[f"fnmr:{g.attribute}:{g.name}"][0]),
             "fnmr_ci95": _interval(rates[f"fnmr:{g.attribute}:{g.name}"][1:]),
