@@ -11,6 +11,8 @@ from facetrust.errors import InvalidParameter
 from facetrust.score_normalization import (
     ClusterZNormalizer,
     FairScoreNormalizer,
+    PairwiseFairScoreNormalizer,
+    ScoreNormalizer,
     assign_clusters,
     impostor_distances,
     kmeans,
@@ -34,7 +36,7 @@ def _two_groups(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _fmr_by_group(
-    normalizer: FairScoreNormalizer | ClusterZNormalizer | None, seed: int, threshold: float
+    normalizer: ScoreNormalizer | None, seed: int, threshold: float
 ) -> list[float]:
     x, ids, groups = _two_groups(seed)
     rates = []
@@ -64,9 +66,12 @@ def test_kmeans_separates_two_obvious_clusters() -> None:
     assert labels[groups == 0][0] != labels[groups == 1][0]
 
 
-@pytest.mark.parametrize("kind", [FairScoreNormalizer, ClusterZNormalizer])
+@pytest.mark.parametrize(
+    "kind", [FairScoreNormalizer, ClusterZNormalizer, PairwiseFairScoreNormalizer]
+)
 def test_normalizer_fitted_on_other_identities_narrows_the_fmr_gap(
-    kind: type[FairScoreNormalizer] | type[ClusterZNormalizer], tmp_path: Path
+    kind: type[FairScoreNormalizer] | type[ClusterZNormalizer] | type[PairwiseFairScoreNormalizer],
+    tmp_path: Path,
 ) -> None:
     fit_x, fit_ids, _ = _two_groups(seed=10)  # calibration identities, disjoint from the test's
     normalizer = kind.fit(fit_x, fit_ids, model_id="toy", clusters=2, target_fmr=1e-2)
@@ -99,3 +104,37 @@ def test_rotated_normalizer_gives_the_same_distances_on_rotated_templates() -> N
         normalizer.rotated(rotation).normalize(d, x[:20] @ rotation.T, x[40:60] @ rotation.T),
         normalizer.normalize(d, x[:20], x[40:60]),
     )
+
+
+def test_pairwise_normalizer_holds_every_pair_of_clusters_at_the_target_fmr() -> None:
+    """In-sample, each cluster pair's impostors (across clusters too) sit at the target FMR.
+
+    Plain fair score normalization holds only the within-cluster cells there.
+    """
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 1.2, (3, 16))
+    spreads = (0.45, 0.3, 0.2)
+    x = np.concatenate(
+        [c + rng.normal(0, s, (150, 16)) for c, s in zip(centres, spreads, strict=True)]
+    )
+    ids = np.arange(len(x)).astype(str)  # one image per identity: every pair is an impostor
+    a, b = np.triu_indices(len(x), 1)
+    raw = np.linalg.norm(x[a] - x[b], axis=1)
+    off_target = {}
+    for kind in (PairwiseFairScoreNormalizer, FairScoreNormalizer):
+        normalizer = kind.fit(x, ids, model_id="toy", clusters=3, target_fmr=1e-2, seed=2)
+        labels = normalizer.clusters_of(x)
+        d = normalizer.normalize_assigned(raw, labels[a], labels[b])
+        low, high = np.minimum(labels[a], labels[b]), np.maximum(labels[a], labels[b])
+        gaps = []
+        for ca in range(3):
+            for cb in range(ca, 3):
+                cell = (low == ca) & (high == cb)
+                rate = np.mean(d[cell] <= normalizer.global_threshold)
+                gaps.append(abs(rate - 1e-2) * cell.sum())  # in false matches
+        off_target[kind] = max(gaps)
+        if kind is PairwiseFairScoreNormalizer:
+            assert normalizer.clusters_fitted == 6  # 3 within- and 3 between-cluster cells
+            np.testing.assert_allclose(normalizer.pair_deltas, normalizer.pair_deltas.T)
+    assert off_target[PairwiseFairScoreNormalizer] <= 1.5  # rounding: one pair either way
+    assert off_target[FairScoreNormalizer] > 20

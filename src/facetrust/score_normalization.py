@@ -18,6 +18,12 @@ working:
   distances raised, so it stops producing more false matches than the rest.
 - :class:`ClusterZNormalizer` — per-cluster z-normalisation of impostor
   distances: ``d' = mu_g + sigma_g * (d - (mu_a + mu_b) / 2) / ((sigma_a + sigma_b) / 2)``.
+- :class:`PairwiseFairScoreNormalizer` — fair score normalization with one
+  threshold per *pair* of clusters instead of the mean of two per-cluster
+  ones: ``d' = d - (thr[c_a, c_b] - thr_global)``, where ``thr[c_a, c_b]`` is
+  measured on the impostor pairs between clusters ``c_a`` and ``c_b``. Most
+  impostor pairs of a demographic group join two *different* clusters, whose
+  false-match rate the per-cluster mean does not control; this does.
 
 Distances stay distances: lower is more similar, match when ``d' <= threshold``.
 """
@@ -300,7 +306,80 @@ class ClusterZNormalizer(_ClusterNormalizer):
         }
 
 
-ScoreNormalizer = FairScoreNormalizer | ClusterZNormalizer
+@dataclass(frozen=True)
+class PairwiseFairScoreNormalizer(_ClusterNormalizer):
+    """Fair score normalization with one threshold per pair of clusters.
+
+    Attributes
+    ----------
+    centres : ndarray of shape (k, dim)
+    pair_deltas : ndarray of shape (k, k), symmetric
+        ``thr[a, b] - thr_global``: the distance threshold at ``target_fmr``
+        among impostor pairs with one template in cluster ``a`` and one in
+        ``b``, less the global one. A pair of clusters with too few impostor
+        pairs falls back to the mean of the two clusters' own deltas (plain
+        fair score normalization), or 0 when those are missing too.
+    global_threshold : float
+    """
+
+    kind: ClassVar[str] = "pairwise-fair-score-normalization"
+    pair_deltas: FloatArray
+    global_threshold: float
+
+    @classmethod
+    def fit(
+        cls,
+        embeddings: npt.ArrayLike,
+        identities: npt.ArrayLike,
+        *,
+        model_id: str,
+        clusters: int = 20,
+        target_fmr: float = 1e-3,
+        seed: int = 0,
+    ) -> PairwiseFairScoreNormalizer:
+        """Fit on templates (n, dim) with one identity label per row."""
+        x, ids = _check_fit_input(embeddings, identities, clusters)
+        centres = kmeans(x, clusters, seed=seed)
+        labels = assign_clusters(x, centres)
+        cells, distances = _impostor_cells(x, ids, labels, clusters)
+        global_threshold = threshold_at_fmr(distances, target_fmr)
+        needed = max(MIN_IMPOSTOR_PAIRS, int(np.ceil(3 / target_fmr)))
+        order = np.argsort(cells, kind="stable")
+        counts = np.bincount(cells, minlength=clusters * clusters)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        thresholds = np.full(clusters * clusters, np.nan)
+        for cell in np.flatnonzero(counts >= needed):
+            segment = distances[order[starts[cell] : starts[cell] + counts[cell]]]
+            thresholds[cell] = threshold_at_fmr(segment, target_fmr)
+        upper = thresholds.reshape(clusters, clusters) - global_threshold
+        table = np.where(np.isnan(upper), upper.T, upper)
+        own = np.diag(table).copy()
+        own[np.isnan(own)] = 0.0
+        fallback = (own[:, None] + own[None, :]) / 2
+        fitted = int(np.isfinite(table[np.triu_indices(clusters)]).sum())
+        deltas = np.where(np.isnan(table), fallback, table)
+        return cls(centres, model_id, target_fmr, fitted, deltas, global_threshold)
+
+    def normalize_assigned(
+        self, distances: npt.ArrayLike, clusters_a: npt.ArrayLike, clusters_b: npt.ArrayLike
+    ) -> FloatArray:
+        shift = self.pair_deltas[np.asarray(clusters_a), np.asarray(clusters_b)]
+        result: FloatArray = np.asarray(distances, dtype=np.float64) - shift
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "model_id": self.model_id,
+            "target_fmr": self.target_fmr,
+            "clusters_fitted": self.clusters_fitted,
+            "global_threshold": self.global_threshold,
+            "centres": self.centres.tolist(),
+            "pair_deltas": self.pair_deltas.tolist(),
+        }
+
+
+ScoreNormalizer = FairScoreNormalizer | ClusterZNormalizer | PairwiseFairScoreNormalizer
 
 
 def load_normalizer(path: str | os.PathLike[str]) -> ScoreNormalizer:
@@ -320,6 +399,10 @@ def load_normalizer(path: str | os.PathLike[str]) -> ScoreNormalizer:
             data["global_mean"],
             data["global_std"],
         )
+    if data.get("kind") == PairwiseFairScoreNormalizer.kind:
+        return PairwiseFairScoreNormalizer(
+            *common, np.asarray(data["pair_deltas"], dtype=np.float64), data["global_threshold"]
+        )
     raise InvalidParameter(
         f"{os.fspath(path)!r} is not a facetrust score normalizer (kind {data.get('kind')!r})."
     )
@@ -335,6 +418,28 @@ def _clustered_impostors(
     everything = np.asarray(all_impostor_distances(x, ids), dtype=np.float64)
     per_cluster = [impostor_distances(x, ids, np.flatnonzero(labels == c)) for c in range(clusters)]
     return centres, everything, per_cluster
+
+
+def _impostor_cells(
+    x: FloatArray, ids: npt.NDArray[Any], labels: npt.NDArray[np.int64], clusters: int,
+    *, block: int = 1024,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Cell ``min(c_a, c_b) * k + max(c_a, c_b)`` and distance (float32) of every impostor pair."""
+    squared = (x**2).sum(1)
+    cells, distances = [], []
+    for start in range(0, len(x), block):
+        stop = min(start + block, len(x))
+        d2 = squared[start:stop, None] + squared[None, start:] - 2 * x[start:stop] @ x[start:].T
+        keep = (ids[start:stop, None] != ids[None, start:]) & (
+            np.arange(start, stop)[:, None] < np.arange(start, len(x))[None, :]
+        )
+        la = np.broadcast_to(labels[start:stop, None], keep.shape)[keep]
+        lb = np.broadcast_to(labels[None, start:], keep.shape)[keep]
+        cells.append(np.minimum(la, lb) * clusters + np.maximum(la, lb))
+        distances.append(np.sqrt(np.maximum(d2[keep], 0)).astype(np.float32))
+    if not cells:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return np.concatenate(cells).astype(np.int64), np.concatenate(distances)
 
 
 def _check_fit_input(

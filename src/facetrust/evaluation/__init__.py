@@ -11,6 +11,8 @@ Modules, one concern each:
 - :mod:`.bootstrap`: identity-resampling confidence intervals
 - :mod:`.calibration`: operating points for target FMRs, rule of three, worst-group points
 - :mod:`.mitigation`: does unsupervised score normalization shrink the gap (held-out identities)
+- :mod:`.gap_study`: the joint max/min FMR ratio over every group on every pair scored
+  out of fold, raw vs normalized, with paired bootstrap intervals (:mod:`.gap_report`)
 - :mod:`.fair_point`: the shipped normalizer and its ``fmr-1e-3-fair`` operating point
 - :mod:`.fairness_gate`: fail a deployment whose FMR differential is too large
 - :mod:`.report`: self-contained HTML and JSON report

@@ -114,17 +114,33 @@ def write_fair_operating_point(
     dataset: str,
     method: str,
     target_fmr: float,
-    study: MitigationStudy,
+    study: MitigationStudy | None = None,
+    held_out_note: str | None = None,
 ) -> dict[str, Any]:
     """Add (or replace) the normalized operating point ``name`` in an operating-points table.
 
     Only the entry of that name changes; ``evaluate calibrate`` keeps it (it
-    replaces only the points it measures itself).
+    replaces only the points it measures itself). The note's held-out numbers
+    come from ``study`` (the mitigation study) or, verbatim, ``held_out_note``
+    (e.g. from :func:`~facetrust.evaluation.gap_study.study_gap`).
     """
     table_path = Path(path)
     table = json.loads(table_path.read_text(encoding="utf-8"))
-    held_out = study.method(method)
-    raw = study.method("raw")
+    if held_out_note is None:
+        if study is None:
+            raise EvaluationError(
+                "The fair operating point's note needs held-out numbers: pass the mitigation "
+                "study or a held_out_note."
+            )
+        held_out, raw = study.method(method), study.method("raw")
+        held_out_note = (
+            f"Held out ({study.folds} identity folds, same overall FMR): max/min FMR ratio "
+            + "; ".join(
+                f"{a} {raw.ratios[a]['ratio']:.2f} -> {r['ratio']:.2f}"
+                for a, r in held_out.ratios.items() if a in raw.ratios
+            )
+            + f", FNMR {raw.overall_fnmr:.4f} -> {held_out.overall_fnmr:.4f}."
+        )
     entry = {
         "name": name,
         "model_id": model_id,
@@ -148,12 +164,7 @@ def write_fair_operating_point(
         "note": (
             f"normalizer fitted on all {measured['images']} images ({measured['identities']} "
             "identities, no demographic labels); threshold rounded down to 4 decimals. "
-            f"Held out ({study.folds} identity folds, same overall FMR): max/min FMR ratio "
-            + "; ".join(
-                f"{a} {raw.ratios[a]['ratio']:.2f} -> {r['ratio']:.2f}"
-                for a, r in held_out.ratios.items() if a in raw.ratios
-            )
-            + f", FNMR {raw.overall_fnmr:.4f} -> {held_out.overall_fnmr:.4f}."
+            + held_out_note
         ),
     }
     points = [p for p in table.get("operating_points", []) if p.get("name") != name]

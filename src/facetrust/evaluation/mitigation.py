@@ -40,6 +40,7 @@ from ..errors import EvaluationError
 from ..score_normalization import (
     ClusterZNormalizer,
     FairScoreNormalizer,
+    PairwiseFairScoreNormalizer,
     ScoreNormalizer,
     threshold_at_fmr,
 )
@@ -50,9 +51,12 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 #: Normalizers compared, by the name used in reports.
-NORMALIZERS: dict[str, type[FairScoreNormalizer] | type[ClusterZNormalizer]] = {
+NORMALIZERS: dict[
+    str, type[FairScoreNormalizer] | type[ClusterZNormalizer] | type[PairwiseFairScoreNormalizer]
+] = {
     "fsn": FairScoreNormalizer,
     "cluster-z": ClusterZNormalizer,
+    "pairwise-fsn": PairwiseFairScoreNormalizer,
 }
 #: The un-normalized baseline's name in reports.
 RAW = "raw"

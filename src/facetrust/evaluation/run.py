@@ -31,7 +31,12 @@ from .calibration import (
 from .demographics import DemographicAudit, audit_groups, load_labels
 from .fair_point import fit_shipped_normalizer, write_fair_operating_point
 from .fairness_gate import FairnessGate, fmr_ratio_gate
-from .mitigation import MitigationStudy, study_mitigation, templates_from_images
+from .mitigation import (
+    LabelledTemplates,
+    MitigationStudy,
+    study_mitigation,
+    templates_from_images,
+)
 from .pairs import read_pairs
 from .protocol import PairsEvaluation, evaluate_pairs
 from .report import ReportFiles, write_report
@@ -352,6 +357,29 @@ def run_fairness(
         timings={"embed_s": embed_s, "total_s": time.perf_counter() - start},
         cache=counts,
     )
+
+
+def load_templates(
+    images_dir: str | os.PathLike[str],
+    labels: Sequence[str | os.PathLike[str]],
+    *,
+    cache: EmbeddingCache | str | os.PathLike[str] | None = None,
+    settings: Settings | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    fallback_detector: str | None = "cnn",
+) -> tuple[LabelledTemplates, dict[str, int]]:
+    """The subject template, identity and group labels of every image of a folder.
+
+    Images the cache lacks are embedded first. Returns the templates and the
+    cache counts (``images``, ``computed``, ``hits``...).
+    """
+    attribute_labels = [a for path in labels for a in load_labels(path)]
+    store = _open_cache(cache, settings)
+    images, _, counts, _ = _embed(
+        store, list_images(images_dir), workers, progress, fallback_detector
+    )
+    return templates_from_images(images, attribute_labels), counts
 
 
 def run_calibration(
