@@ -64,11 +64,11 @@ REPO = Path(__file__).resolve().parent.parent
 K = 10
 EFS = (64, 128, 256, 512)
 DEFAULT_EF = 128
-RERANKS = (20, 50, 100, 200)
-DEFAULT_RERANK = 100
+RERANKS = (10, 20, 30, 50, 100)
+DEFAULT_RERANK = 30
 #: The finer quantizer: 64 codes per template, fewer candidates needed.
-FINE_RERANKS = (10, 20, 50)
-FINE_RERANK = 20
+FINE_RERANKS = (10, 20)
+FINE_RERANK = 10
 Array = npt.NDArray[np.float32]
 
 
@@ -204,6 +204,7 @@ def bench_size(
 #: The knob each approximate index is measured at: (parameter, values, default).
 KNOBS: dict[str, tuple[str, tuple[int, ...], int]] = {
     "quantized": ("rerank", RERANKS, DEFAULT_RERANK),
+    "quantized-no-rotation": ("rerank", RERANKS, DEFAULT_RERANK),
     "quantized-64": ("rerank", FINE_RERANKS, FINE_RERANK),
     "hnsw": ("expansion_search", EFS, DEFAULT_EF),
 }
@@ -212,6 +213,8 @@ KNOBS: dict[str, tuple[str, tuple[int, ...], int]] = {
 def make_index(method: str) -> QuantizedIndex | HnswIndex:
     if method == "quantized":
         return QuantizedIndex(128, MODEL_ID, rerank=DEFAULT_RERANK)
+    if method == "quantized-no-rotation":
+        return QuantizedIndex(128, MODEL_ID, rotate=False, rerank=DEFAULT_RERANK)
     if method == "quantized-64":
         return QuantizedIndex(128, MODEL_ID, subquantizers=64, rerank=FINE_RERANK)
     return HnswIndex(128, MODEL_ID, expansion_search=DEFAULT_EF)
@@ -351,7 +354,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument(
         "--methods",
-        default="quantized,quantized-64,hnsw",
+        default="quantized,quantized-no-rotation,quantized-64,hnsw",
         help="Approximate indexes; the first is also measured with filtering.",
     )
     parser.add_argument(

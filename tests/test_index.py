@@ -306,7 +306,7 @@ def test_choose_index_picks_exact_below_the_threshold() -> None:
 
 
 def test_quantized_index_trains_late_retrains_as_it_grows_and_stays_aligned(
-    clustered: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+    clustered: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]], tmp_path: Path
 ) -> None:
     gallery, probes = clustered
     index = QuantizedIndex(DIM, MODEL, min_train=100)
@@ -316,6 +316,7 @@ def test_quantized_index_trains_late_retrains_as_it_grows_and_stays_aligned(
         trained_on.append(index.trained_on)
     # Exact until 100 templates; codebooks re-learnt each time the size quadruples.
     assert trained_on == [0, 100, 100, 400, 3000]
+    assert index.is_rotated  # 3,000 training templates: an OPQ rotation was learnt
     # Removing rows in the middle must keep codes and rows aligned: every
     # returned distance is the true one of the returned id.
     rng = np.random.default_rng(5)
@@ -328,6 +329,12 @@ def test_quantized_index_trains_late_retrains_as_it_grows_and_stays_aligned(
     kept = np.setdiff1d(np.arange(3000), doomed)
     _, want = brute_force(gallery[kept], kept, probes, 10)
     assert np.mean(found[:, 0] == want[:, 0]) >= 0.95
+    # The rotation and codes survive a save and load: same answers.
+    path = tmp_path / "rotated.index"
+    index.save(path)
+    loaded = load_index(path, model_id=MODEL, ids=kept)
+    assert isinstance(loaded, QuantizedIndex) and loaded.is_rotated
+    np.testing.assert_array_equal(loaded.search(probes, k=10)[1], found)
 
 
 def test_id_checksum_depends_only_on_the_id_set() -> None:

@@ -29,6 +29,14 @@ template for real (its codes are deleted, not marked). 64 codes per template
 result) but scan 1.5x slower. HNSW stays available as
 :class:`facetrust.index.HnswIndex`.
 
+Rotation (OPQ): before quantization every template and query is multiplied by
+a learnt orthogonal matrix (faiss ``OPQMatrix``) that spreads the variance
+evenly over the code groups. With the same 16-byte codes the true nearest
+neighbour is then among the 200 best candidates for 99.6% of mated queries at
+1M, against 96.4% without (``benchmarks/bench_index.py``), so far fewer
+candidates need re-ranking. The rotation is used only to find candidates;
+distances are computed on the original templates.
+
 Training: the quantizer's codebooks are learnt (k-means, seeded) from the
 templates themselves once there are ``min_train`` of them; until then searches
 are exact. The codebooks are re-learnt, and every template re-encoded, each time
@@ -75,6 +83,10 @@ from .exact import ExactBacked, ExactIndex, _pack, _unpack
 
 #: Bits per code: 4 is what faiss's SIMD fast scan is built for.
 _BITS = 4
+#: OPQ iterations: 20 reach 99.4% of the top-1 candidates that 50 do, in a third of the time.
+_OPQ_ITERATIONS = 20
+#: Fewer training templates than this learn no rotation (too little to estimate it).
+_MIN_ROTATION_TRAIN = 256
 
 
 def faiss_available() -> bool:
@@ -84,6 +96,13 @@ def faiss_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _rotate(vectors: FloatMatrix, rotation: FloatMatrix | None) -> FloatMatrix:
+    """``vectors @ rotation.T`` as C-contiguous float32 (the vectors themselves without one)."""
+    if rotation is None:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    return np.ascontiguousarray(vectors @ rotation.T, dtype=np.float32)
 
 
 def _packed_for_scan(codes: Any) -> Any:
@@ -103,6 +122,10 @@ class QuantizedIndex(ExactBacked):
     subquantizers : int, optional
         Codes per template (default ``dim // 4``: one 4-bit code per four
         values). Fewer: a faster scan, coarser candidates.
+    rotate : bool
+        Learn an OPQ rotation before the codebooks (when at least 256 templates
+        train them); better candidates for a training cost of about 15 s at
+        65,536 training templates.
     rerank : int
         Candidates re-ranked exactly per result asked for (``rerank * k``).
         More: better recall, slower (the candidates' rows are gathered).
@@ -128,7 +151,8 @@ class QuantizedIndex(ExactBacked):
         model_id: str,
         *,
         subquantizers: int | None = None,
-        rerank: int = 100,
+        rotate: bool = True,
+        rerank: int = 30,
         min_train: int = 1024,
         train_size: int = 65_536,
         threads: int = 0,
@@ -158,6 +182,7 @@ class QuantizedIndex(ExactBacked):
         min_train = max(min_train, 2**_BITS)
         self.params: dict[str, Any] = {
             "subquantizers": subquantizers,
+            "rotate": bool(rotate),
             "rerank": rerank,
             "min_train": min_train,
             "train_size": train_size,
@@ -168,12 +193,18 @@ class QuantizedIndex(ExactBacked):
         }
         self._codes: Any = None  # faiss.IndexPQ once trained: the codes in row order
         self._packed: Any = None  # faiss.IndexPQFastScan over the same codes, for scanning
+        self._rotation: FloatMatrix | None = None  # (dim, dim) OPQ rotation, applied as x @ R.T
         self._trained_on = 0
 
     @property
     def is_trained(self) -> bool:
         """Whether searches scan codes (False: too few templates yet, searches are exact)."""
         return self._codes is not None
+
+    @property
+    def is_rotated(self) -> bool:
+        """Whether an OPQ rotation was learnt (see the module docstring)."""
+        return self._rotation is not None
 
     @property
     def trained_on(self) -> int:
@@ -187,6 +218,8 @@ class QuantizedIndex(ExactBacked):
             packed = int(self._packed.ntotal2 * self._packed.M2 // 2)
             codes = packed + self._codes.ntotal * self._codes.code_size
             codes += int(self._codes.pq.centroids.size()) * 4
+        if self._rotation is not None:
+            codes += self._rotation.nbytes
         return self._exact.memory_bytes() + codes
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
@@ -199,8 +232,9 @@ class QuantizedIndex(ExactBacked):
             if self._retrain_due():
                 self._train()
             elif self._codes is not None:
-                self._codes.add(new_vectors)
-                self._packed.add(new_vectors)
+                rotated = self._rotated(new_vectors)
+                self._codes.add(rotated)
+                self._packed.add(rotated)
         except Exception:
             self._exact.remove(new_ids)  # keep both copies in step
             if self._codes is not None and (
@@ -223,12 +257,22 @@ class QuantizedIndex(ExactBacked):
         sample_size = min(len(vectors), self.params["train_size"])
         rng = np.random.default_rng(0)
         sample = vectors[np.sort(rng.choice(len(vectors), sample_size, replace=False))]
+        rotation = None
+        if self.params["rotate"] and sample_size >= _MIN_ROTATION_TRAIN:
+            opq = faiss.OPQMatrix(self.dim, self.params["subquantizers"])
+            opq.niter = _OPQ_ITERATIONS
+            opq.train(np.ascontiguousarray(sample))
+            rotation = faiss.vector_to_array(opq.A).reshape(self.dim, self.dim).astype(np.float32)
         codes = faiss.IndexPQ(self.dim, self.params["subquantizers"], _BITS)
         codes.pq.cp.seed = 1234
-        codes.train(np.ascontiguousarray(sample))
-        codes.add(np.ascontiguousarray(vectors))
+        codes.train(_rotate(sample, rotation))
+        codes.add(_rotate(vectors, rotation))
         self._codes, self._packed = codes, _packed_for_scan(codes)
-        self._trained_on = sample_size
+        self._rotation, self._trained_on = rotation, sample_size
+
+    def _rotated(self, vectors: FloatMatrix) -> FloatMatrix:
+        """``vectors`` as the codes see them (rotated when a rotation was learnt)."""
+        return _rotate(vectors, self._rotation)
 
     def remove(self, ids: npt.ArrayLike) -> int:
         """Remove templates at once from the rows and the codes; returns how many were present."""
@@ -284,7 +328,7 @@ class QuantizedIndex(ExactBacked):
 
         threads = 1 if len(matrix) == 1 else (self.params["threads"] or os.cpu_count() or 1)
         faiss.omp_set_num_threads(threads)
-        _, rows = self._packed.search(matrix, fetch)
+        _, rows = self._packed.search(self._rotated(matrix), fetch)
         return np.asarray(rows, dtype=np.int64)
 
     def _rerank(
@@ -313,11 +357,13 @@ class QuantizedIndex(ExactBacked):
         import faiss
 
         exact_part = _pack(self._exact.ids(), np.ascontiguousarray(self._exact.vectors))
-        codes_part = b""
+        codes_part = rotation_part = b""
         if self._codes is not None:
             codes_part = faiss.serialize_index(self._codes).tobytes()
-        payload = len(exact_part).to_bytes(8, "little") + exact_part + codes_part
-        params = dict(self.params, trained_on=self._trained_on)
+        if self._rotation is not None:
+            rotation_part = self._rotation.astype("<f4").tobytes()
+        payload = len(exact_part).to_bytes(8, "little") + exact_part + rotation_part + codes_part
+        params = dict(self.params, trained_on=self._trained_on, rotated=bool(rotation_part))
         header = self._exact._header(payload, params)
         write_index_file(path, replace(header, kind=self.kind), payload)
 
@@ -328,11 +374,22 @@ class QuantizedIndex(ExactBacked):
         """Rebuild from :meth:`save`'s payload (the header is already verified)."""
         params = dict(params)
         trained_on = int(params.pop("trained_on", 0))
+        rotated = bool(params.pop("rotated", False))
         index = cls(dim, model_id, **params)
         length = int.from_bytes(payload[:8], "little")
         ids, vectors = _unpack(payload[8 : 8 + length], dim, count)
         index._exact.add(ids, vectors)
         codes_part = payload[8 + length :]
+        if rotated:
+            size = dim * dim * 4
+            if len(codes_part) < size:
+                raise IndexFileError(
+                    "The index file's rotation is truncated. Rebuild the index from the store."
+                )
+            index._rotation = (
+                np.frombuffer(codes_part[:size], dtype="<f4").reshape(dim, dim).astype(np.float32)
+            )
+            codes_part = codes_part[size:]
         if codes_part:
             import faiss
 
