@@ -20,14 +20,14 @@ true neighbour made it into the candidates (the recall measured by
 every code, its latency barely varies from query to query, unlike a graph walk.
 
 Why this and not an HNSW graph (measured in ``benchmarks/bench_index.py`` on
-1M synthetic templates fitted to real dlib ones, this 2-core machine): HNSW
-(hnswlib, M=32) needs a search width of 512 for recall@1 0.99 against exact
-search, 4.4 ms per query, and took over 30 minutes to build; the quantized scan
-reaches recall@1 1.00 at about 1.3 ms (p50), builds in about 5 s, and removes a
+1M synthetic templates fitted to real dlib ones, this 2-core machine, idle):
+HNSW (hnswlib, M=32) reaches recall@1 0.98 against exact search at a search
+width of 512, 2.6 ms p50 / 3.8 ms p99, after an 8-minute build; this index
+reaches recall@1 0.996 at 1.06 ms p50 / 1.48 ms p99 (30 candidates per
+result), builds in about 30 s (3 s without the rotation), and removes a
 template for real (its codes are deleted, not marked). 64 codes per template
-(``subquantizers=64``) rank candidates better (recall@10 0.99 with 20 per
-result) but scan 1.5x slower. HNSW stays available as
-:class:`facetrust.index.HnswIndex`.
+(``subquantizers=64``) rank candidates better but scan 1.7x slower. HNSW stays
+available as :class:`facetrust.index.HnswIndex`.
 
 Rotation (OPQ): before quantization every template and query is multiplied by
 a learnt orthogonal matrix (faiss ``OPQMatrix``) that spreads the variance
