@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -283,6 +284,7 @@ class ExactBacked:
     The subclass sets ``_exact``; size, ids, dimension and model come from it.
     """
 
+    kind: ClassVar[str]
     _exact: ExactIndex
 
     @property
@@ -301,6 +303,29 @@ class ExactBacked:
 
     def ids(self) -> IdArray:
         return self._exact.ids()
+
+    def _write(self, path: str | os.PathLike[str], extra: bytes, params: dict[str, Any]) -> None:
+        """Write the rows (length-prefixed) then ``extra`` atomically, as ``self.kind``."""
+        exact_part = _pack(self._exact.ids(), np.ascontiguousarray(self._exact.vectors))
+        payload = len(exact_part).to_bytes(8, "little") + exact_part + extra
+        header = self._exact._header(payload, params)
+        write_index_file(path, replace(header, kind=self.kind), payload)
+
+    def _read_rows(self, payload: bytes, count: int) -> bytes:
+        """Load the rows written by :meth:`_write` into ``_exact``; returns the ``extra`` bytes."""
+        length = int.from_bytes(payload[:8], "little")
+        ids, vectors = _unpack(payload[8 : 8 + length], self.dim, count)
+        self._exact.add(ids, vectors)
+        return payload[8 + length :]
+
+
+def _check_positive_ints(owner: str, values: dict[str, object]) -> None:
+    """InvalidParameter unless every value is an int >= 1 (bools refused)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidParameter(
+                f"The {name!r} parameter of {owner} must be an int >= 1. Got {value!r}."
+            )
 
 
 def _grow(array: npt.NDArray[_G], capacity: int) -> npt.NDArray[_G]:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +58,8 @@ from .base import (
     empty_results,
     is_allowed,
     widening_search,
-    write_index_file,
 )
-from .exact import ExactBacked, ExactIndex, _pack, _unpack
+from .exact import ExactBacked, ExactIndex, _check_positive_ints
 
 
 class HnswIndex(ExactBacked):
@@ -101,16 +99,15 @@ class HnswIndex(ExactBacked):
         exact_below_fraction: float = 0.02,
         max_fetch: int = 4096,
     ) -> None:
-        for name, value in (
-            ("connectivity", connectivity),
-            ("expansion_add", expansion_add),
-            ("expansion_search", expansion_search),
-            ("max_fetch", max_fetch),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidParameter(
-                    f"The {name!r} parameter of HnswIndex must be an int >= 1. Got {value!r}."
-                )
+        _check_positive_ints(
+            "HnswIndex",
+            {
+                "connectivity": connectivity,
+                "expansion_add": expansion_add,
+                "expansion_search": expansion_search,
+                "max_fetch": max_fetch,
+            },
+        )
         self._exact = ExactIndex(dim, model_id)
         self.params: dict[str, Any] = {
             "connectivity": connectivity,
@@ -245,7 +242,6 @@ class HnswIndex(ExactBacked):
         """
         if self._removed_since_build:
             self.compact()
-        exact_part = _pack(self._exact.ids(), np.ascontiguousarray(self._exact.vectors))
         target = Path(path)
         scratch = target.with_name(f".{target.name}.{os.getpid()}.graph")
         try:
@@ -253,9 +249,7 @@ class HnswIndex(ExactBacked):
             graph_part = scratch.read_bytes()
         finally:
             scratch.unlink(missing_ok=True)
-        payload = len(exact_part).to_bytes(8, "little") + exact_part + graph_part
-        header = self._exact._header(payload, self.params)
-        write_index_file(path, replace(header, kind=self.kind), payload)
+        self._write(path, graph_part, self.params)
 
     @classmethod
     def from_payload(
@@ -263,15 +257,13 @@ class HnswIndex(ExactBacked):
     ) -> HnswIndex:
         """Rebuild from :meth:`save`'s payload (the header is already verified)."""
         index = cls(dim, model_id, **params)
-        length = int.from_bytes(payload[:8], "little")
-        ids, vectors = _unpack(payload[8 : 8 + length], dim, count)
-        index._exact.add(ids, vectors)
+        graph_part = index._read_rows(payload, count)
         import hnswlib
 
         graph = hnswlib.Index(space="l2", dim=dim)
         with tempfile.TemporaryDirectory() as folder:
             scratch = Path(folder) / "graph.bin"
-            scratch.write_bytes(payload[8 + length :])
+            scratch.write_bytes(graph_part)
             try:
                 graph.load_index(str(scratch), max_elements=max(count, 1024))
             except (RuntimeError, ValueError) as error:

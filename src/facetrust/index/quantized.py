@@ -58,7 +58,6 @@ exact) for any query still short of ``k`` allowed results.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -77,9 +76,8 @@ from .base import (
     empty_results,
     is_allowed,
     widening_search,
-    write_index_file,
 )
-from .exact import ExactBacked, ExactIndex, _pack, _unpack
+from .exact import ExactBacked, ExactIndex, _check_positive_ints
 
 #: Bits per code: 4 is what faiss's SIMD fast scan is built for.
 _BITS = 4
@@ -162,17 +160,16 @@ class QuantizedIndex(ExactBacked):
     ) -> None:
         self._exact = ExactIndex(dim, model_id)
         subquantizers = max(1, dim // 4) if subquantizers is None else subquantizers
-        for name, value in (
-            ("subquantizers", subquantizers),
-            ("rerank", rerank),
-            ("min_train", min_train),
-            ("train_size", train_size),
-            ("max_fetch", max_fetch),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidParameter(
-                    f"The {name!r} parameter of QuantizedIndex must be an int >= 1. Got {value!r}."
-                )
+        _check_positive_ints(
+            "QuantizedIndex",
+            {
+                "subquantizers": subquantizers,
+                "rerank": rerank,
+                "min_train": min_train,
+                "train_size": train_size,
+                "max_fetch": max_fetch,
+            },
+        )
         if dim % subquantizers:
             raise InvalidParameter(
                 f"'subquantizers' must divide the dimension {dim}. Got {subquantizers}; "
@@ -356,16 +353,13 @@ class QuantizedIndex(ExactBacked):
         """Write rows and codes atomically in one file (format in :mod:`.base`)."""
         import faiss
 
-        exact_part = _pack(self._exact.ids(), np.ascontiguousarray(self._exact.vectors))
         codes_part = rotation_part = b""
         if self._codes is not None:
             codes_part = faiss.serialize_index(self._codes).tobytes()
         if self._rotation is not None:
             rotation_part = self._rotation.astype("<f4").tobytes()
-        payload = len(exact_part).to_bytes(8, "little") + exact_part + rotation_part + codes_part
         params = dict(self.params, trained_on=self._trained_on, rotated=bool(rotation_part))
-        header = self._exact._header(payload, params)
-        write_index_file(path, replace(header, kind=self.kind), payload)
+        self._write(path, rotation_part + codes_part, params)
 
     @classmethod
     def from_payload(
@@ -376,10 +370,7 @@ class QuantizedIndex(ExactBacked):
         trained_on = int(params.pop("trained_on", 0))
         rotated = bool(params.pop("rotated", False))
         index = cls(dim, model_id, **params)
-        length = int.from_bytes(payload[:8], "little")
-        ids, vectors = _unpack(payload[8 : 8 + length], dim, count)
-        index._exact.add(ids, vectors)
-        codes_part = payload[8 + length :]
+        codes_part = index._read_rows(payload, count)
         if rotated:
             size = dim * dim * 4
             if len(codes_part) < size:
