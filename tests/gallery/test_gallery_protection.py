@@ -18,11 +18,12 @@ MODEL = "dlib-resnet-v1"
 
 
 def stored_vectors(gallery: Gallery) -> dict[str, list[npt.NDArray[np.float32]]]:
-    """The protected templates a gallery holds, decrypted, by subject."""
+    """The protected templates a gallery holds, decrypted, by subject (copies: the
+    index's rows are updated in place by the next change)."""
     index = gallery._index(MODEL)
     result: dict[str, list[npt.NDArray[np.float32]]] = {}
     for owner, vector in zip(index.owners, index.vectors, strict=True):
-        result.setdefault(index.subject_ids[owner], []).append(vector)
+        result.setdefault(index.subject_ids[owner], []).append(vector.copy())
     return result
 
 

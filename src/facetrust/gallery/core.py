@@ -522,7 +522,7 @@ class Gallery:
         return {
             model_id: {
                 "kind": v.index_kind,
-                "templates": len(v.index) if v.index is not None else len(v.ids),
+                "templates": len(v.ids),
                 "generation": v.generation,
                 "source": v.source,
             }

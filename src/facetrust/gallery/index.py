@@ -84,6 +84,8 @@ class TemplateIndex:
     templates : TemplateVectors
         The vectors (``templates.vectors``, shape (n_templates, dim), float32,
         protected) and the vector index over them, kept in step with the store.
+        They are updated in place, so a TemplateIndex is valid only until the
+        store's next change: take the current one from ``Gallery._index``.
     owners : ndarray of shape (n_templates,), int64
         Subject index of each template (row of ``templates.vectors``).
     retention_until : ndarray of shape (n_subjects,), float64
@@ -106,12 +108,7 @@ class TemplateIndex:
     _eligibility: dict[str | None, Eligibility] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        vectors = self.templates.vectors
-        self._squared_norms = (
-            np.einsum("ij,ij->i", vectors, vectors)
-            if len(vectors)
-            else np.zeros(0, dtype=np.float32)
-        )
+        self._squared_norms = self.templates.squared_norms
         self._one_per_subject = len(self.owners) == len(self.subject_ids)
         self._most_per_subject = int(np.bincount(self.owners).max()) if len(self.owners) else 0
         self._eligibility = {}

@@ -98,7 +98,7 @@ def write_sealed_index(path: Path, key: bytes, vectors: TemplateVectors) -> None
     Part 0 is the template mapping; parts 1.. are the index file's bytes, read
     and sealed one chunk at a time (the graph is never held twice in memory).
     """
-    if vectors.index is None:
+    if vectors.index is None or not vectors.is_approximate:
         raise IndexFileError("There is no approximate index to save: the gallery searches exactly.")
     template_ids = sorted(vectors.slots)
     buffer = io.BytesIO()
@@ -207,6 +207,9 @@ def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
         raise IndexFileError(f"The index file {path} cannot be used: {error}") from error
     if not isinstance(index, AutoIndex):  # load_index wraps when given a threshold
         raise IndexFileError(f"The index file {path} did not load as a gallery index.")
+    if np.any(np.diff(index.exact.row_ids) <= 0):
+        # TemplateVectors serves its rows as they are, which needs ascending ids.
+        raise IndexFileError(f"The index file {path} holds its rows out of order.")
     return SealedIndex(
         generation,
         index,

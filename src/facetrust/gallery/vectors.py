@@ -5,9 +5,11 @@ of that model in a :class:`facetrust.index.AutoIndex` (exact search below
 ``GalleryConfig.index_exact_below`` templates, the quantized scan -- or an HNSW
 graph when configured -- from there on),
 keyed by int64 ids the gallery assigns in increasing order (the store's template
-ids are strings). Beside the index it keeps the same vectors as one matrix
-sorted by id, for exact re-scoring of the few candidates a search returns and
-for the score-normalized (``fmr-1e-3-fair``) search, which stays exact.
+ids are strings). The index's float32 rows (:attr:`AutoIndex.exact`) stay in
+that order -- rows are appended and removal keeps order -- so they serve, as
+they are, the exact re-scoring of the few candidates a search returns and the
+exact scans (small galleries, the score-normalized ``fmr-1e-3-fair`` point):
+the templates are held once.
 
 Consistency with the store: :meth:`TemplateVectors.sync` diffs the store's
 templates against what the index holds, by template id and a digest of the
@@ -27,6 +29,7 @@ have needed it.
 from __future__ import annotations
 
 import hashlib
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +59,13 @@ def ciphertext_digest(ciphertext: bytes) -> bytes:
     return hashlib.blake2b(ciphertext, digest_size=DIGEST_BYTES).digest()
 
 
+_NO_IDS: IdArray = np.zeros(0, dtype=np.int64)
+_NO_VECTORS: FloatMatrix = np.zeros((0, 0), dtype=np.float32)
+_NO_NORMS: npt.NDArray[np.float32] = np.zeros(0, dtype=np.float32)
+for _empty in (_NO_IDS, _NO_VECTORS, _NO_NORMS):
+    _empty.setflags(write=False)
+
+
 def hnsw_available() -> bool:
     """Whether hnswlib can be imported (the optional ``index`` extra)."""
     try:
@@ -78,27 +88,21 @@ class TemplateVectors:
 
     Attributes
     ----------
-    ids : int64 array of shape (n,)
-        Index ids, ascending.
-    vectors : float32 array of shape (n, dim)
-        Protected templates, row ``i`` is ``ids[i]``.
     owners : object array of shape (n,)
-        Subject id of each row.
+        Subject id of each row of :attr:`vectors`.
     generation : int
         Store generation of the last :meth:`sync` (-1 before the first).
     index : AutoIndex or None
-        None until the first template arrives (its dimension is unknown before),
-        and always None when no approximate index is ever used (the ``"exact"``
-        kind, or its library missing): the gallery's own exact scan over
-        :attr:`vectors` then answers, and the vectors are not held twice.
+        None until the first template arrives (its dimension is unknown
+        before). It stays exact for good when no approximate index may be used
+        (the ``"exact"`` kind, or its library missing): the gallery's own exact
+        scan over :attr:`vectors` then answers.
     """
 
     def __init__(self, model_id: str, kind: str, exact_below: int) -> None:
         self.model_id = model_id
         self.kind = kind
         self.exact_below = exact_below
-        self.ids: IdArray = np.zeros(0, dtype=np.int64)
-        self.vectors: FloatMatrix = np.zeros((0, 0), dtype=np.float32)
         self.owners: npt.NDArray[np.object_] = np.zeros(0, dtype=object)
         self.generation = -1
         self.index: AutoIndex | None = None
@@ -114,6 +118,21 @@ class TemplateVectors:
         self._warned = False
         if kind in ("hnsw", "quantized") and not self._graph_ok:
             self._warn()
+
+    @property
+    def ids(self) -> IdArray:
+        """Index ids, ascending, shape (n,) (a view of the index's rows)."""
+        return self.index.exact.row_ids if self.index is not None else _NO_IDS
+
+    @property
+    def vectors(self) -> FloatMatrix:
+        """Protected templates, shape (n, dim); row ``i`` is ``ids[i]`` (a view)."""
+        return self.index.exact.vectors if self.index is not None else _NO_VECTORS
+
+    @property
+    def squared_norms(self) -> npt.NDArray[np.float32]:
+        """Squared norm of each row of :attr:`vectors` (cached by the index; a view)."""
+        return self.index.exact.squared_norms if self.index is not None else _NO_NORMS
 
     @property
     def graph_possible(self) -> bool:
@@ -148,6 +167,8 @@ class TemplateVectors:
         return 0 if self.kind in ("hnsw", "quantized") else self.exact_below
 
     def _new_index(self, dim: int) -> AutoIndex:
+        if not self._graph_ok:  # exact for good: the switch size is never reached
+            return AutoIndex(dim, self.model_id, threshold=sys.maxsize)
         if self.kind == "hnsw":
             return AutoIndex(
                 dim,
@@ -179,12 +200,9 @@ class TemplateVectors:
 
         ``owners`` maps each template id of ``slots`` to its subject.
         """
-        order = np.argsort(index.ids(), kind="stable")
-        self.ids = index.ids()[order]
         by_id = {slot_id: tid for tid, (_, slot_id) in slots.items()}
-        self.vectors = index.vectors_of(self.ids) if len(self.ids) else self.vectors
+        self.index = index  # its rows are in ascending id order (read_sealed_index checks)
         self.owners = np.asarray([owners[by_id[int(i)]] for i in self.ids], dtype=object)
-        self.index = index
         self.index.threshold = self._threshold()
         if not isinstance(index.inner, ExactIndex):
             index.inner.params["exact_below_allowed"] = self.exact_below
@@ -227,28 +245,19 @@ class TemplateVectors:
             for t in live
             if t.template_id not in self.slots or self.slots[t.template_id][0] != t.digest
         ]
-        if gone:
+        if gone and self.index is not None:
             gone_ids = np.asarray([slot for _, slot in gone], dtype=np.int64)
-            if self.index is not None:
-                self.index.remove(gone_ids)
-            keep = ~np.isin(self.ids, gone_ids)
-            self.ids, self.vectors, self.owners = (
-                self.ids[keep], self.vectors[keep], self.owners[keep]
-            )
+            self.owners = self.owners[~np.isin(self.ids, gone_ids)]
+            self.index.remove(gone_ids)  # keeps the other rows in order
             for tid, _ in gone:
                 del self.slots[tid]
         if fresh:
             matrix = np.stack([decrypt(t) for t in fresh]).astype(np.float32)
             new_ids = np.arange(self.next_id, self.next_id + len(fresh), dtype=np.int64)
-            if not len(self.vectors):
-                self.vectors = np.zeros((0, matrix.shape[1]), dtype=np.float32)
-            if self.index is None and self._graph_ok:
+            if self.index is None:
                 self.index = self._new_index(matrix.shape[1])
-            if self.index is not None:
-                self.index.add(new_ids, matrix)
             # new ids are larger than every id held, so appending keeps ``ids`` sorted
-            self.ids = np.concatenate([self.ids, new_ids])
-            self.vectors = np.concatenate([self.vectors, matrix])
+            self.index.add(new_ids, matrix)
             self.owners = np.concatenate(
                 [self.owners, np.asarray([t.subject_id for t in fresh], dtype=object)]
             )
@@ -275,5 +284,6 @@ class TemplateVectors:
 
     def rows_of(self, ids: IdArray) -> npt.NDArray[np.intp]:
         """Row positions in :attr:`vectors` of ``ids`` (each present)."""
-        rows: npt.NDArray[np.intp] = np.searchsorted(self.ids, ids).clip(0, len(self.ids) - 1)
+        held = self.ids
+        rows: npt.NDArray[np.intp] = np.searchsorted(held, ids).clip(0, len(held) - 1)
         return rows

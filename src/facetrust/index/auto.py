@@ -132,10 +132,10 @@ class AutoIndex:
     def memory_bytes(self) -> int:
         return self.inner.memory_bytes()
 
-    def vectors_of(self, ids: npt.ArrayLike) -> FloatMatrix:
-        """The stored vectors of ``ids`` (each must be present), shape (len(ids), dim)."""
-        exact = self.inner if isinstance(self.inner, ExactIndex) else self.inner._exact
-        return exact.vectors_of(ids)
+    @property
+    def exact(self) -> ExactIndex:
+        """The float32 rows, whichever index answers (see :attr:`ExactBacked.exact`)."""
+        return self.inner if isinstance(self.inner, ExactIndex) else self.inner.exact
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         """Add templates; builds the approximate index once the size reaches ``threshold``."""

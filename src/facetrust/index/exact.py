@@ -106,6 +106,11 @@ class ExactIndex:
         return self._vectors[: self._count]
 
     @property
+    def row_ids(self) -> IdArray:
+        """The id of each row of :attr:`vectors`, shape (len,) (a view; :meth:`ids` copies)."""
+        return self._ids[: self._count]
+
+    @property
     def squared_norms(self) -> npt.NDArray[np.float32]:
         """Squared Euclidean norm of each row of :attr:`vectors`, shape (len,) (a view)."""
         return self._norms[: self._count]
@@ -286,6 +291,11 @@ class ExactBacked:
 
     kind: ClassVar[str]
     _exact: ExactIndex
+
+    @property
+    def exact(self) -> ExactIndex:
+        """The float32 rows (for the quantized index, in the codes' order)."""
+        return self._exact
 
     @property
     def dim(self) -> int:
