@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -112,18 +113,23 @@ def all_impostor_distances(
     (n, n) float64 matrix and its masks in memory at once.
     """
     x = np.asarray(embeddings, dtype=np.float64)
-    ids = np.asarray(identities)
+    parts = [d for _, _, d in _impostor_blocks(x, np.asarray(identities), block)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def _impostor_blocks(
+    x: FloatArray, ids: npt.NDArray[Any], block: int
+) -> Iterator[tuple[int, npt.NDArray[np.bool_], npt.NDArray[np.float32]]]:
+    """Per block of rows ``start:start + block``: ``start``, the mask of its impostor
+    pairs over columns ``start:`` (each unordered pair once), and their distances."""
     squared = (x**2).sum(1)
-    parts = []
     for start in range(0, len(x), block):
         stop = min(start + block, len(x))
-        rows, cols = x[start:stop], x[start:]
-        d2 = squared[start:stop, None] + squared[None, start:] - 2 * rows @ cols.T
+        d2 = squared[start:stop, None] + squared[None, start:] - 2 * x[start:stop] @ x[start:].T
         keep = (ids[start:stop, None] != ids[None, start:]) & (
             np.arange(start, stop)[:, None] < np.arange(start, len(x))[None, :]
         )
-        parts.append(np.sqrt(np.maximum(d2[keep], 0)).astype(np.float32))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        yield start, keep, np.sqrt(np.maximum(d2[keep], 0)).astype(np.float32)
 
 
 def threshold_at_fmr(impostor: npt.ArrayLike, target_fmr: float) -> float:
@@ -425,18 +431,13 @@ def _impostor_cells(
     *, block: int = 1024,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Cell ``min(c_a, c_b) * k + max(c_a, c_b)`` and distance (float32) of every impostor pair."""
-    squared = (x**2).sum(1)
     cells, distances = [], []
-    for start in range(0, len(x), block):
-        stop = min(start + block, len(x))
-        d2 = squared[start:stop, None] + squared[None, start:] - 2 * x[start:stop] @ x[start:].T
-        keep = (ids[start:stop, None] != ids[None, start:]) & (
-            np.arange(start, stop)[:, None] < np.arange(start, len(x))[None, :]
-        )
+    for start, keep, found in _impostor_blocks(x, ids, block):
+        stop = start + len(keep)
         la = np.broadcast_to(labels[start:stop, None], keep.shape)[keep]
         lb = np.broadcast_to(labels[None, start:], keep.shape)[keep]
         cells.append(np.minimum(la, lb) * clusters + np.maximum(la, lb))
-        distances.append(np.sqrt(np.maximum(d2[keep], 0)).astype(np.float32))
+        distances.append(found)
     if not cells:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     return np.concatenate(cells).astype(np.int64), np.concatenate(distances)
