@@ -313,12 +313,9 @@ def run_fairness(
     operating-points table ``output`` (which must then be given too).
     """
     start = time.perf_counter()
-    attribute_labels = [a for path in labels for a in load_labels(path)]
-    store = _open_cache(cache, settings)
-    images, embed_s, counts, _ = _embed(
-        store, list_images(images_dir), workers, progress, fallback_detector
+    templates, store, embed_s, counts = _labelled_templates(
+        images_dir, labels, cache, settings, workers, progress, fallback_detector
     )
-    templates = templates_from_images(images, attribute_labels)
     study = study_mitigation(templates, folds=folds, clusters=clusters, target_fmr=target_fmr,
                              replicates=replicates, seed=seed)
     shipped = None
@@ -374,12 +371,28 @@ def load_templates(
     Images the cache lacks are embedded first. Returns the templates and the
     cache counts (``images``, ``computed``, ``hits``...).
     """
+    templates, _, _, counts = _labelled_templates(
+        images_dir, labels, cache, settings, workers, progress, fallback_detector
+    )
+    return templates, counts
+
+
+def _labelled_templates(
+    images_dir: str | os.PathLike[str],
+    labels: Sequence[str | os.PathLike[str]],
+    cache: EmbeddingCache | str | os.PathLike[str] | None,
+    settings: Settings | None,
+    workers: int | None,
+    progress: bool,
+    fallback_detector: str | None,
+) -> tuple[LabelledTemplates, EmbeddingCache, float, dict[str, int]]:
+    """Templates with their labels, the cache used, seconds spent embedding, cache counts."""
     attribute_labels = [a for path in labels for a in load_labels(path)]
     store = _open_cache(cache, settings)
-    images, _, counts, _ = _embed(
+    images, embed_s, counts, _ = _embed(
         store, list_images(images_dir), workers, progress, fallback_detector
     )
-    return templates_from_images(images, attribute_labels), counts
+    return templates_from_images(images, attribute_labels), store, embed_s, counts
 
 
 def run_calibration(
