@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..index import AutoIndex, ExactIndex, QuantizedIndex, faiss_available
+from ..index import AutoIndex, ExactIndex, QuantizedIndex, faiss_available, hnsw_available
 
 FloatMatrix = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
@@ -64,15 +64,6 @@ _NO_VECTORS: FloatMatrix = np.zeros((0, 0), dtype=np.float32)
 _NO_NORMS: npt.NDArray[np.float32] = np.zeros(0, dtype=np.float32)
 for _empty in (_NO_IDS, _NO_VECTORS, _NO_NORMS):
     _empty.setflags(write=False)
-
-
-def hnsw_available() -> bool:
-    """Whether hnswlib can be imported (the optional ``index`` extra)."""
-    try:
-        import hnswlib  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class TemplateVectors:

@@ -20,7 +20,7 @@ Importing this package imports neither faiss nor hnswlib; each loads on first us
 from .auto import DEFAULT_EXACT_THRESHOLD, AutoIndex, choose_index, load_index
 from .base import AllowedIds, IndexHeader, VectorIndex, ids_checksum
 from .exact import ExactIndex
-from .hnsw import HnswIndex
+from .hnsw import HnswIndex, hnsw_available
 from .quantized import QuantizedIndex, faiss_available
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "VectorIndex",
     "choose_index",
     "faiss_available",
+    "hnsw_available",
     "ids_checksum",
     "load_index",
 ]

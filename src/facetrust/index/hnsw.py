@@ -62,6 +62,15 @@ from .base import (
 from .exact import ExactBacked, ExactIndex, _check_positive_ints
 
 
+def hnsw_available() -> bool:
+    """Whether hnswlib can be imported (the optional ``index`` extra)."""
+    try:
+        import hnswlib  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class HnswIndex(ExactBacked):
     """HNSW approximate index with exact filtering, immediate removal and persistence.
 
@@ -122,7 +131,7 @@ class HnswIndex(ExactBacked):
         self._removed_since_build = 0
 
     def _new_graph(self, capacity: int) -> Any:
-        import hnswlib  # type: ignore[import-untyped]  # lazily: nothing heavy at import
+        import hnswlib  # lazily: nothing heavy at import
 
         graph = hnswlib.Index(space="l2", dim=self._exact.dim)
         graph.init_index(
