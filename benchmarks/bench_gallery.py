@@ -42,6 +42,7 @@ import numpy.typing as npt
 import facetrust
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
+from timing import percentiles  # benchmarks/ is sys.path[0] when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 PURPOSE = "boarding"
@@ -91,10 +92,6 @@ def cached_embeddings(
     np.savez(cache, key=np.array(key), vectors=stacked, embed_s=np.array(embed_s))
     return enrol, probes, embed_s, False
 
-
-def percentiles(samples_s: list[float]) -> dict[str, float]:
-    ms = np.asarray(samples_s) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
 
 
 def grant(gallery: Gallery, subject_id: str) -> None:
@@ -181,12 +178,15 @@ def time_queries(
         theirs.append(time.perf_counter() - start)
         theirs_right += bool(len(top)) and known_names[top[0]] == name
     facetrust_row = {
-        "identify": percentiles(ours),
-        "search_only": percentiles(search_only),
+        "identify": percentiles(ours, decimals=None),
+        "search_only": percentiles(search_only, decimals=None),
         "index_build_s": cold,
         "rank1": ours_right / len(probes),
     }
-    reference_row = {"face_distance": percentiles(theirs), "rank1": theirs_right / len(probes)}
+    reference_row = {
+        "face_distance": percentiles(theirs, decimals=None),
+        "rank1": theirs_right / len(probes),
+    }
     return facetrust_row, reference_row
 
 

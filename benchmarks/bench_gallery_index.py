@@ -60,6 +60,7 @@ from facetrust.store.base import ConsentRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lfw_templates import CACHE, load_templates  # noqa: E402
+from timing import percentiles  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -89,13 +90,6 @@ def consents_for(subjects: list[str], ineligible: float, rng: np.random.Generato
         )
     return records, eligible
 
-
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1e3
-    return {
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-    }
 
 
 def run(

@@ -59,6 +59,7 @@ from facetrust.models.dlib_backend import DLIB_RESNET_MODEL_ID as MODEL_ID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lfw_templates import CACHE, load_templates  # noqa: E402
+from timing import percentiles  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 K = 10
@@ -71,13 +72,6 @@ FINE_RERANKS = (10, 20)
 FINE_RERANK = 10
 Array = npt.NDArray[np.float32]
 
-
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1e3
-    return {
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-    }
 
 
 def time_single(

@@ -35,6 +35,7 @@ import facetrust
 from facetrust.gallery.index import TemplateIndex
 from facetrust.store import ConsentRecord
 from facetrust.store.postgres import PostgresStore
+from timing import percentiles  # benchmarks/ is sys.path[0] when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -108,10 +109,6 @@ def load(store: PostgresStore, vectors: npt.NDArray[np.float32]) -> float:
     return time.perf_counter() - start
 
 
-def percentiles(samples_s: list[float]) -> dict[str, float]:
-    ms = np.asarray(samples_s) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
-
 
 def bench_search(
     url: str, size: int, lfw: Path, real_count: int, ef_values: list[int]
@@ -167,7 +164,10 @@ def bench_search(
             )
             times.append(time.perf_counter() - start)
             hit += bool(found) and found[0][0] == best
-        by_ef[str(ef)] = {**percentiles(times), "recall_at_1_vs_exact": hit / len(probes)}
+        by_ef[str(ef)] = {
+            **percentiles(times, decimals=None),
+            "recall_at_1_vs_exact": hit / len(probes),
+        }
     nearest_only = []
     for probe in probes:
         start = time.perf_counter()
@@ -179,9 +179,9 @@ def bench_search(
         "templates": len(vectors),
         "queries": len(probes),
         "load_and_index_s": load_s,
-        "pgvector_hnsw": percentiles(pg_s),
-        "pgvector_hnsw_without_count": percentiles(nearest_only),
-        "exact_in_memory": percentiles(exact_s),
+        "pgvector_hnsw": percentiles(pg_s, decimals=None),
+        "pgvector_hnsw_without_count": percentiles(nearest_only, decimals=None),
+        "exact_in_memory": percentiles(exact_s, decimals=None),
         "recall_at_1_vs_exact": agree / len(probes),
         "subjects_searched_agree": searched_ok,
         "plan_uses_hnsw": "template_vectors_hnsw" in plan,
