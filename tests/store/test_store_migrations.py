@@ -21,9 +21,18 @@ SUBJECT = SubjectRecord("s1", "Name", T0, T0)
 def _check_upgraded(store: SqliteStore | PostgresStore) -> None:
     assert store.get_subject("s1") == SUBJECT
     assert store.templates_of("s1") == [TemplateRecord("t1", "s1", "m", b"cipher", T0)]
+    # change tracking starts at the upgrade: a reader from before reloads in full
+    assert store.generation() == 5 and store.changes_since(4) is None
+    assert store.template_model_ids() == ["m"]
     with store.transaction():  # the new column takes values
         store.insert_template(TemplateRecord("t2", "s1", "m", b"c", T0, "d" * 64))
     assert store.templates_of("s1")[1].source_digest == "d" * 64
+    changes = store.changes_since(5)
+    assert changes is not None and [t.template_id for t in changes.templates] == ["t2"]
+    with store.transaction():
+        store.delete_biometrics("s1")
+    changes = store.changes_since(5)
+    assert changes is not None and sorted(changes.removed_templates) == ["t1", "t2"]
 
 
 def test_a_version_1_sqlite_gallery_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
@@ -32,6 +41,7 @@ def test_a_version_1_sqlite_gallery_is_upgraded_and_keeps_its_data(tmp_path: Pat
         db.executescript(sqlite_migrations.GALLERY_MIGRATIONS[0])
         db.execute("INSERT INTO subjects VALUES (?, ?, ?, ?, NULL)", ("s1", "Name", T0, T0))
         db.execute("INSERT INTO templates VALUES ('t1', 's1', 'm', ?, ?)", (b"cipher", T0))
+        db.execute("UPDATE counters SET value = 5")
         db.execute("PRAGMA user_version = 1")
         db.execute("PRAGMA application_id = 1179928369")  # "FTG1"
     db.close()
@@ -52,6 +62,7 @@ def test_a_version_1_postgres_gallery_is_upgraded_and_keeps_its_data(
         db.execute(postgres_migrations.GALLERY_MIGRATIONS[0].encode())
         db.execute("CREATE TABLE facetrust_schema (kind TEXT PRIMARY KEY, version INT NOT NULL)")
         db.execute("INSERT INTO facetrust_schema VALUES ('gallery', 1)")
+        db.execute("UPDATE counters SET value = 5")
         db.execute(
             "INSERT INTO subjects (subject_id, display_name, created_at, last_interaction_at) "
             "VALUES ('s1', 'Name', %s, %s)", (T0, T0),

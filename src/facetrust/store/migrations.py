@@ -133,6 +133,25 @@ GALLERY_MIGRATIONS: list[str] = [
     ALTER TABLE templates ADD COLUMN source_digest TEXT;
     CREATE INDEX templates_by_source ON templates(subject_id, source_digest);
     """,
+    # 4: change tracking (Store.changes_since). Rows written before carry
+    # generation 0; changes_from starts at the current generation, so a reader
+    # behind the upgrade reloads in full.
+    """
+    ALTER TABLE subjects ADD COLUMN changed_gen INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE consents ADD COLUMN changed_gen INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE templates ADD COLUMN changed_gen INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX subjects_by_change ON subjects(changed_gen);
+    CREATE INDEX consents_by_change ON consents(changed_gen);
+    CREATE INDEX templates_by_change ON templates(changed_gen);
+    CREATE INDEX templates_by_model ON templates(model_id);
+    CREATE TABLE template_removals (
+        seq INTEGER PRIMARY KEY,
+        template_id TEXT NOT NULL,
+        generation INTEGER NOT NULL
+    );
+    CREATE INDEX template_removals_by_generation ON template_removals(generation);
+    INSERT INTO counters SELECT 'changes_from', value FROM counters WHERE name = 'generation';
+    """,
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [

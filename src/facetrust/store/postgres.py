@@ -42,6 +42,7 @@ from .base import (
     PhotoRecord,
     ProbeCropRecord,
     ReviewRecord,
+    StoreChanges,
     SubjectRecord,
     TemplateRecord,
 )
@@ -110,6 +111,7 @@ class _PostgresBase:
         self._errors = psycopg
         self._db = _connect(url)
         self._depth = 0
+        self._stamp: int | None = None
         try:
             self._migrate(create)
         except psycopg.Error as error:
@@ -201,6 +203,7 @@ class _PostgresBase:
                 f"Cannot start a write on {redact_url(self.url)!r}: {error}."
             ) from None
         self._depth = 1
+        self._stamp = None
         try:
             yield
         except BaseException:
@@ -280,9 +283,17 @@ class PostgresStore(_PostgresBase, VectorSearch):
         Create the schema if the database is empty; otherwise a database
         without a facetrust gallery is a StoreError.
 
+    Attributes
+    ----------
+    keep_removals : int
+        How many template tombstones :meth:`changes_since` keeps (the newest);
+        a reader further behind reloads in full.
+
     The opt-in in-database search (``put_vectors``, ``search_vectors``) comes
     from :class:`~facetrust.store._pgvector.VectorSearch`.
     """
+
+    keep_removals = 100_000
 
     def __init__(self, url: str, *, create: bool = False) -> None:
         super().__init__(url, create=create)
@@ -320,10 +331,56 @@ class PostgresStore(_PostgresBase, VectorSearch):
         )
 
     def generation(self) -> int:
+        if self._depth:
+            self._stamp = None  # a write after this read must move the counter again
         return int(self._rows("SELECT value FROM counters WHERE name = 'generation'")[0][0])
 
     def bump_generation(self) -> None:
-        self._write("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
+        self._change_stamp()
+
+    def _change_stamp(self) -> int:
+        """The generation this transaction's changes are stamped with (moves the counter once).
+
+        The UPDATE takes the counter's row lock until commit: with the advisory
+        lock taken at the transaction's start, writers stamp in commit order.
+        """
+        if self._stamp is None:
+            rows = self._write(
+                "UPDATE counters SET value = value + 1 WHERE name = 'generation' RETURNING value"
+            ).fetchall()
+            self._stamp = int(rows[0][0])
+        return self._stamp
+
+    def changes_since(self, generation: int) -> StoreChanges | None:
+        with self.snapshot():
+            current = self.generation()
+            oldest = int(
+                self._rows("SELECT value FROM counters WHERE name = 'changes_from'")[0][0]
+            )
+            if not oldest <= generation <= current:
+                return None
+            if generation == current:
+                return StoreChanges(current, [], [], [])
+            templates = self._rows(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE changed_gen > %s "
+                "ORDER BY changed_gen, ord",
+                (generation,),
+            )
+            removed = self._rows(
+                "SELECT template_id FROM template_removals WHERE generation > %s ORDER BY seq",
+                (generation,),
+            )
+            subjects = self._rows(
+                "SELECT subject_id FROM subjects WHERE changed_gen > %s UNION "
+                "SELECT subject_id FROM consents WHERE changed_gen > %s ORDER BY 1",
+                (generation, generation),
+            )
+        return StoreChanges(
+            current,
+            [_template(row) for row in templates],
+            list(dict.fromkeys(str(row[0]) for row in removed)),
+            [str(row[0]) for row in subjects],
+        )
 
     def insert_subject(self, subject: SubjectRecord) -> None:
         if self.get_subject(subject.subject_id) is not None:
@@ -332,13 +389,15 @@ class PostgresStore(_PostgresBase, VectorSearch):
                 "erased ids are never reused). Choose another id."
             )
         self._write(
-            f"INSERT INTO subjects ({_SUBJECT_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
+            f"INSERT INTO subjects ({_SUBJECT_COLUMNS}, changed_gen) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
             (
                 subject.subject_id,
                 subject.display_name,
                 subject.created_at,
                 subject.last_interaction_at,
                 subject.erased_at,
+                self._change_stamp(),
             ),
         )
 
@@ -348,6 +407,13 @@ class PostgresStore(_PostgresBase, VectorSearch):
         )
         return SubjectRecord(*rows[0]) if rows else None
 
+    def get_subjects(self, subject_ids: Sequence[str]) -> list[SubjectRecord]:
+        rows = self._rows(
+            f"SELECT {_SUBJECT_COLUMNS} FROM subjects WHERE subject_id = ANY(%s) ORDER BY ord",
+            (list(subject_ids),),
+        )
+        return [SubjectRecord(*row) for row in rows]
+
     def list_subjects(self, include_erased: bool = False) -> list[SubjectRecord]:
         where = "" if include_erased else " WHERE erased_at IS NULL"
         rows = self._rows(f"SELECT {_SUBJECT_COLUMNS} FROM subjects{where} ORDER BY ord")
@@ -355,19 +421,21 @@ class PostgresStore(_PostgresBase, VectorSearch):
 
     def touch_subject(self, subject_id: str, at: str) -> None:
         self._write(
-            "UPDATE subjects SET last_interaction_at = %s WHERE subject_id = %s", (at, subject_id)
+            "UPDATE subjects SET last_interaction_at = %s, changed_gen = %s WHERE subject_id = %s",
+            (at, self._change_stamp(), subject_id),
         )
 
     def mark_subject_erased(self, subject_id: str, at: str) -> None:
         self._write(
-            "UPDATE subjects SET erased_at = %s, display_name = NULL WHERE subject_id = %s",
-            (at, subject_id),
+            "UPDATE subjects SET erased_at = %s, display_name = NULL, changed_gen = %s "
+            "WHERE subject_id = %s",
+            (at, self._change_stamp(), subject_id),
         )
 
     def insert_consent(self, consent: ConsentRecord) -> None:
         self._write(
-            f"INSERT INTO consents ({_CONSENT_COLUMNS}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            f"INSERT INTO consents ({_CONSENT_COLUMNS}, changed_gen) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 consent.consent_id,
                 consent.subject_id,
@@ -379,6 +447,7 @@ class PostgresStore(_PostgresBase, VectorSearch):
                 consent.notice_version,
                 consent.withdrawn_at,
                 consent.withdrawal_reason,
+                self._change_stamp(),
             ),
         )
 
@@ -390,20 +459,28 @@ class PostgresStore(_PostgresBase, VectorSearch):
         )
         return [_consent(row) for row in rows]
 
+    def consents_of_subjects(self, subject_ids: Sequence[str]) -> list[ConsentRecord]:
+        rows = self._rows(
+            f"SELECT {_CONSENT_COLUMNS} FROM consents WHERE subject_id = ANY(%s) ORDER BY ord",
+            (list(subject_ids),),
+        )
+        return [_consent(row) for row in rows]
+
     def all_consents(self) -> list[ConsentRecord]:
         rows = self._rows(f"SELECT {_CONSENT_COLUMNS} FROM consents ORDER BY ord")
         return [_consent(row) for row in rows]
 
     def withdraw_consent(self, consent_id: str, at: str, reason: str) -> None:
         self._write(
-            "UPDATE consents SET withdrawn_at = %s, withdrawal_reason = %s "
+            "UPDATE consents SET withdrawn_at = %s, withdrawal_reason = %s, changed_gen = %s "
             "WHERE consent_id = %s AND withdrawn_at IS NULL",
-            (at, reason, consent_id),
+            (at, reason, self._change_stamp(), consent_id),
         )
 
     def insert_template(self, template: TemplateRecord) -> None:
         self._write(
-            f"INSERT INTO templates ({_TEMPLATE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)",
+            f"INSERT INTO templates ({_TEMPLATE_COLUMNS}, changed_gen) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (
                 template.template_id,
                 template.subject_id,
@@ -411,6 +488,7 @@ class PostgresStore(_PostgresBase, VectorSearch):
                 template.ciphertext,
                 template.created_at,
                 template.source_digest,
+                self._change_stamp(),
             ),
         )
 
@@ -425,10 +503,14 @@ class PostgresStore(_PostgresBase, VectorSearch):
         rows = self._rows(f"SELECT {_TEMPLATE_COLUMNS} FROM templates ORDER BY ord")
         return [_template(row) for row in rows]
 
+    def template_model_ids(self) -> list[str]:
+        rows = self._rows("SELECT DISTINCT model_id FROM templates ORDER BY model_id")
+        return [str(row[0]) for row in rows]
+
     def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None:
         self._write(
-            "UPDATE templates SET ciphertext = %s WHERE template_id = %s",
-            (ciphertext, template_id),
+            "UPDATE templates SET ciphertext = %s, changed_gen = %s WHERE template_id = %s",
+            (ciphertext, self._change_stamp(), template_id),
         )
 
     def insert_photo(self, photo: PhotoRecord) -> None:
@@ -447,11 +529,31 @@ class PostgresStore(_PostgresBase, VectorSearch):
         return [PhotoRecord(row[0], row[1], bytes(row[2]), row[3]) for row in rows]
 
     def delete_biometrics(self, subject_id: str) -> int:
+        self._write(
+            "INSERT INTO template_removals (template_id, generation) "
+            "SELECT template_id, %s FROM templates WHERE subject_id = %s",
+            (self._change_stamp(), subject_id),
+        )
+        self._prune_removals()
         # template_vectors rows go with their templates (ON DELETE CASCADE)
         templates = self._write("DELETE FROM templates WHERE subject_id = %s", (subject_id,))
         photos = self._write("DELETE FROM photos WHERE subject_id = %s", (subject_id,))
         crops = self._write("DELETE FROM probe_crops WHERE subject_id = %s", (subject_id,))
         return int(templates.rowcount + photos.rowcount + crops.rowcount)
+
+    def _prune_removals(self) -> None:
+        """Keep the newest ``keep_removals`` tombstones; older readers then reload in full."""
+        cutoff = self._rows(
+            "SELECT seq, generation FROM template_removals ORDER BY seq DESC LIMIT 1 OFFSET %s",
+            (self.keep_removals,),
+        )
+        if cutoff:
+            seq, generation = cutoff[0]
+            self._write("DELETE FROM template_removals WHERE seq <= %s", (seq,))
+            self._write(
+                "UPDATE counters SET value = greatest(value, %s) WHERE name = 'changes_from'",
+                (generation,),
+            )
 
     def insert_event(self, event: EventRecord) -> None:
         self._write(
@@ -685,6 +787,13 @@ class PostgresKeyStore(_PostgresBase):
     def get_key(self, subject_id: str) -> bytes | None:
         rows = self._rows("SELECT wrapped FROM data_keys WHERE subject_id = %s", (subject_id,))
         return bytes(rows[0][0]) if rows else None
+
+    def get_keys(self, subject_ids: Sequence[str]) -> dict[str, bytes]:
+        rows = self._rows(
+            "SELECT subject_id, wrapped FROM data_keys WHERE subject_id = ANY(%s)",
+            (list(subject_ids),),
+        )
+        return {str(s): bytes(w) for s, w in rows}
 
     def put_key(self, subject_id: str, wrapped: bytes) -> None:
         self._write(

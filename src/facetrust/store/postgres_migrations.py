@@ -183,6 +183,23 @@ GALLERY_MIGRATIONS: list[str] = [
     );
     CREATE INDEX probe_crops_by_deadline ON probe_crops(delete_after);
     """,
+    # 4: change tracking (SQLite migration 4).
+    """
+    ALTER TABLE subjects ADD COLUMN changed_gen BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE consents ADD COLUMN changed_gen BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE templates ADD COLUMN changed_gen BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX subjects_by_change ON subjects(changed_gen);
+    CREATE INDEX consents_by_change ON consents(changed_gen);
+    CREATE INDEX templates_by_change ON templates(changed_gen);
+    CREATE INDEX templates_by_model ON templates(model_id);
+    CREATE TABLE template_removals (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        template_id TEXT NOT NULL,
+        generation BIGINT NOT NULL
+    );
+    CREATE INDEX template_removals_by_generation ON template_removals(generation);
+    INSERT INTO counters SELECT 'changes_from', value FROM counters WHERE name = 'generation';
+    """,
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [

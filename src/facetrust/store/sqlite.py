@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,20 @@ from .base import (
     PhotoRecord,
     ProbeCropRecord,
     ReviewRecord,
+    StoreChanges,
     SubjectRecord,
     TemplateRecord,
 )
 from .migrations import GALLERY_MIGRATIONS, KEYSTORE_MIGRATIONS
 
+_SUBJECT_COLUMNS = "subject_id, display_name, created_at, last_interaction_at, erased_at"
+_CONSENT_COLUMNS = (
+    "consent_id, subject_id, purposes, granted_at, expires_at, evidence_ref, evidence_sha256, "
+    "notice_version, withdrawn_at, withdrawal_reason"
+)
 _TEMPLATE_COLUMNS = "template_id, subject_id, model_id, ciphertext, created_at, source_digest"
+#: Most ``?`` placeholders in one statement (SQLite allows 32766 since 3.32).
+_CHUNK = 500
 _APPLICATION_IDS = {"gallery": 0x46544731, "keystore": 0x46544B31}  # "FTG1", "FTK1"
 
 
@@ -71,6 +79,7 @@ class _SqliteBase:
                 f"Cannot open {str(self.path)!r} as a facetrust {self._kind}: {error}."
             ) from None
         self._depth = 0
+        self._stamp: int | None = None
 
     def _migrate(self) -> None:
         app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
@@ -117,6 +126,7 @@ class _SqliteBase:
         except sqlite3.OperationalError as error:
             raise StoreError(f"Cannot start a write on {str(self.path)!r}: {error}.") from None
         self._depth = 1
+        self._stamp = None
         try:
             yield
         except BaseException:
@@ -160,6 +170,15 @@ class _SqliteBase:
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, params).fetchall()
 
+    def _rows_in(self, sql: str, values: Sequence[str]) -> list[tuple[Any, ...]]:
+        """``sql`` with ``IN ({})`` filled for ``values``, run in chunks."""
+        rows: list[tuple[Any, ...]] = []
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start : start + _CHUNK]
+            rows += self._rows(sql.format(", ".join("?" * len(chunk))), tuple(chunk))
+        return rows
+
 
 def _statements(script: str) -> list[str]:
     """Split a migration into statements, keeping trigger bodies whole."""
@@ -186,7 +205,15 @@ class SqliteStore(_SqliteBase):
         Create the file if missing; otherwise a missing file is a StoreError.
     busy_timeout_s : float
         How long a writer waits for another process's write to finish.
+
+    Attributes
+    ----------
+    keep_removals : int
+        How many template tombstones :meth:`changes_since` keeps (the newest);
+        a reader further behind reloads in full.
     """
+
+    keep_removals = 100_000
 
     def get_meta(self, name: str) -> str | None:
         rows = self._rows("SELECT value FROM meta WHERE name = ?", (name,))
@@ -203,10 +230,50 @@ class SqliteStore(_SqliteBase):
         self._write("INSERT OR REPLACE INTO secrets VALUES (?, ?)", (name, wrapped))
 
     def generation(self) -> int:
+        if self._depth:
+            self._stamp = None  # a write after this read must move the counter again
         return int(self._rows("SELECT value FROM counters WHERE name = 'generation'")[0][0])
 
     def bump_generation(self) -> None:
-        self._write("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
+        self._change_stamp()
+
+    def _change_stamp(self) -> int:
+        """The generation this transaction's changes are stamped with (moves the counter once)."""
+        if self._stamp is None:
+            row = self._write(
+                "UPDATE counters SET value = value + 1 WHERE name = 'generation' RETURNING value"
+            ).fetchone()
+            self._stamp = int(row[0])
+        return self._stamp
+
+    def changes_since(self, generation: int) -> StoreChanges | None:
+        with self.snapshot():
+            current = self.generation()
+            oldest = int(self._rows("SELECT value FROM counters WHERE name = 'changes_from'")[0][0])
+            if not oldest <= generation <= current:
+                return None
+            if generation == current:
+                return StoreChanges(current, [], [], [])
+            templates = self._rows(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE changed_gen > ? "
+                "ORDER BY changed_gen, rowid",
+                (generation,),
+            )
+            removed = self._rows(
+                "SELECT template_id FROM template_removals WHERE generation > ? ORDER BY seq",
+                (generation,),
+            )
+            subjects = self._rows(
+                "SELECT subject_id FROM subjects WHERE changed_gen > ? UNION "
+                "SELECT subject_id FROM consents WHERE changed_gen > ? ORDER BY 1",
+                (generation, generation),
+            )
+        return StoreChanges(
+            current,
+            [_template(row) for row in templates],
+            list(dict.fromkeys(str(row[0]) for row in removed)),
+            [str(row[0]) for row in subjects],
+        )
 
     def insert_subject(self, subject: SubjectRecord) -> None:
         if self.get_subject(subject.subject_id) is not None:
@@ -215,39 +282,51 @@ class SqliteStore(_SqliteBase):
                 "erased ids are never reused). Choose another id."
             )
         self._write(
-            "INSERT INTO subjects VALUES (?, ?, ?, ?, ?)",
+            f"INSERT INTO subjects ({_SUBJECT_COLUMNS}, changed_gen) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 subject.subject_id,
                 subject.display_name,
                 subject.created_at,
                 subject.last_interaction_at,
                 subject.erased_at,
+                self._change_stamp(),
             ),
         )
 
     def get_subject(self, subject_id: str) -> SubjectRecord | None:
-        rows = self._rows("SELECT * FROM subjects WHERE subject_id = ?", (subject_id,))
+        rows = self._rows(
+            f"SELECT {_SUBJECT_COLUMNS} FROM subjects WHERE subject_id = ?", (subject_id,)
+        )
         return SubjectRecord(*rows[0]) if rows else None
+
+    def get_subjects(self, subject_ids: Sequence[str]) -> list[SubjectRecord]:
+        rows = self._rows_in(
+            f"SELECT {_SUBJECT_COLUMNS} FROM subjects WHERE subject_id IN ({{}})", subject_ids
+        )
+        return [SubjectRecord(*row) for row in rows]
 
     def list_subjects(self, include_erased: bool = False) -> list[SubjectRecord]:
         where = "" if include_erased else " WHERE erased_at IS NULL"
-        rows = self._rows(f"SELECT * FROM subjects{where} ORDER BY rowid")
+        rows = self._rows(f"SELECT {_SUBJECT_COLUMNS} FROM subjects{where} ORDER BY rowid")
         return [SubjectRecord(*row) for row in rows]
 
     def touch_subject(self, subject_id: str, at: str) -> None:
         self._write(
-            "UPDATE subjects SET last_interaction_at = ? WHERE subject_id = ?", (at, subject_id)
+            "UPDATE subjects SET last_interaction_at = ?, changed_gen = ? WHERE subject_id = ?",
+            (at, self._change_stamp(), subject_id),
         )
 
     def mark_subject_erased(self, subject_id: str, at: str) -> None:
         self._write(
-            "UPDATE subjects SET erased_at = ?, display_name = NULL WHERE subject_id = ?",
-            (at, subject_id),
+            "UPDATE subjects SET erased_at = ?, display_name = NULL, changed_gen = ? "
+            "WHERE subject_id = ?",
+            (at, self._change_stamp(), subject_id),
         )
 
     def insert_consent(self, consent: ConsentRecord) -> None:
         self._write(
-            "INSERT INTO consents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO consents ({_CONSENT_COLUMNS}, changed_gen) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 consent.consent_id,
                 consent.subject_id,
@@ -259,29 +338,40 @@ class SqliteStore(_SqliteBase):
                 consent.notice_version,
                 consent.withdrawn_at,
                 consent.withdrawal_reason,
+                self._change_stamp(),
             ),
         )
 
     def consents_of(self, subject_id: str) -> list[ConsentRecord]:
         rows = self._rows(
-            "SELECT * FROM consents WHERE subject_id = ? ORDER BY granted_at, rowid", (subject_id,)
+            f"SELECT {_CONSENT_COLUMNS} FROM consents WHERE subject_id = ? "
+            "ORDER BY granted_at, rowid",
+            (subject_id,),
+        )
+        return [_consent(row) for row in rows]
+
+    def consents_of_subjects(self, subject_ids: Sequence[str]) -> list[ConsentRecord]:
+        rows = self._rows_in(
+            f"SELECT {_CONSENT_COLUMNS} FROM consents WHERE subject_id IN ({{}}) ORDER BY rowid",
+            subject_ids,
         )
         return [_consent(row) for row in rows]
 
     def all_consents(self) -> list[ConsentRecord]:
-        return [_consent(row) for row in self._rows("SELECT * FROM consents ORDER BY rowid")]
+        rows = self._rows(f"SELECT {_CONSENT_COLUMNS} FROM consents ORDER BY rowid")
+        return [_consent(row) for row in rows]
 
     def withdraw_consent(self, consent_id: str, at: str, reason: str) -> None:
         self._write(
-            "UPDATE consents SET withdrawn_at = ?, withdrawal_reason = ? "
+            "UPDATE consents SET withdrawn_at = ?, withdrawal_reason = ?, changed_gen = ? "
             "WHERE consent_id = ? AND withdrawn_at IS NULL",
-            (at, reason, consent_id),
+            (at, reason, self._change_stamp(), consent_id),
         )
 
     def insert_template(self, template: TemplateRecord) -> None:
         self._write(
-            "INSERT INTO templates (template_id, subject_id, model_id, ciphertext, created_at, "
-            "source_digest) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO templates ({_TEMPLATE_COLUMNS}, changed_gen) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 template.template_id,
                 template.subject_id,
@@ -289,6 +379,7 @@ class SqliteStore(_SqliteBase):
                 template.ciphertext,
                 template.created_at,
                 template.source_digest,
+                self._change_stamp(),
             ),
         )
 
@@ -303,9 +394,14 @@ class SqliteStore(_SqliteBase):
         rows = self._rows(f"SELECT {_TEMPLATE_COLUMNS} FROM templates ORDER BY rowid")
         return [_template(row) for row in rows]
 
+    def template_model_ids(self) -> list[str]:
+        rows = self._rows("SELECT DISTINCT model_id FROM templates ORDER BY model_id")
+        return [str(row[0]) for row in rows]
+
     def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None:
         self._write(
-            "UPDATE templates SET ciphertext = ? WHERE template_id = ?", (ciphertext, template_id)
+            "UPDATE templates SET ciphertext = ?, changed_gen = ? WHERE template_id = ?",
+            (ciphertext, self._change_stamp(), template_id),
         )
 
     def insert_photo(self, photo: PhotoRecord) -> None:
@@ -319,10 +415,30 @@ class SqliteStore(_SqliteBase):
         return [PhotoRecord(row[0], row[1], bytes(row[2]), row[3]) for row in rows]
 
     def delete_biometrics(self, subject_id: str) -> int:
+        self._write(
+            "INSERT INTO template_removals (template_id, generation) "
+            "SELECT template_id, ? FROM templates WHERE subject_id = ?",
+            (self._change_stamp(), subject_id),
+        )
+        self._prune_removals()
         templates = self._write("DELETE FROM templates WHERE subject_id = ?", (subject_id,))
         photos = self._write("DELETE FROM photos WHERE subject_id = ?", (subject_id,))
         crops = self._write("DELETE FROM probe_crops WHERE subject_id = ?", (subject_id,))
         return int(templates.rowcount + photos.rowcount + crops.rowcount)
+
+    def _prune_removals(self) -> None:
+        """Keep the newest ``keep_removals`` tombstones; older readers then reload in full."""
+        cutoff = self._rows(
+            "SELECT seq, generation FROM template_removals ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            (self.keep_removals,),
+        )
+        if cutoff:
+            seq, generation = cutoff[0]
+            self._write("DELETE FROM template_removals WHERE seq <= ?", (seq,))
+            self._write(
+                "UPDATE counters SET value = max(value, ?) WHERE name = 'changes_from'",
+                (generation,),
+            )
 
     def insert_event(self, event: EventRecord) -> None:
         self._write(
@@ -540,6 +656,12 @@ class SqliteKeyStore(_SqliteBase):
     def get_key(self, subject_id: str) -> bytes | None:
         rows = self._rows("SELECT wrapped FROM data_keys WHERE subject_id = ?", (subject_id,))
         return bytes(rows[0][0]) if rows else None
+
+    def get_keys(self, subject_ids: Sequence[str]) -> dict[str, bytes]:
+        rows = self._rows_in(
+            "SELECT subject_id, wrapped FROM data_keys WHERE subject_id IN ({})", subject_ids
+        )
+        return {str(s): bytes(w) for s, w in rows}
 
     def put_key(self, subject_id: str, wrapped: bytes) -> None:
         self._write("INSERT OR REPLACE INTO data_keys VALUES (?, ?)", (subject_id, wrapped))
