@@ -98,7 +98,7 @@ def grant(gallery: Gallery, subject_id: str) -> None:
     gallery.grant_consent(
         subject_id,
         [PURPOSE],
-        expires_at=gallery._now() + timedelta(days=365),
+        expires_at=gallery.now() + timedelta(days=365),
         evidence_ref=f"form-{subject_id}",
         evidence_sha256="ab" * 32,
         notice_version="bench-v1",
@@ -150,10 +150,10 @@ def time_queries(
     import face_recognition
 
     cold_start = time.perf_counter()
-    index = gallery._index(model_id)  # build (decrypt) once; later searches reuse it
+    index = gallery.parts.indexes.get(model_id)  # build (decrypt) once; later searches reuse it
     cold = time.perf_counter() - cold_start
-    point = gallery._operating_point(model_id)
-    secret = gallery._secret("template_secret")
+    point = gallery.parts.operating_point(model_id)
+    secret = gallery.parts.keyring.template_secret()
     ours: list[float] = []
     search_only: list[float] = []
     theirs: list[float] = []
@@ -168,7 +168,7 @@ def time_queries(
 
         protected = facetrust.crypto.protect(vector, secret)
         start = time.perf_counter()
-        index.search(protected, purpose=PURPOSE, now=gallery._now(), k=5, threshold=point.threshold)
+        index.search(protected, purpose=PURPOSE, now=gallery.now(), k=5, threshold=point.threshold)
         search_only.append(time.perf_counter() - start)
 
         start = time.perf_counter()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up a virtual environment (if needed) and run every check CI runs:
-# ruff, mypy on the library, and the whole pytest suite on real photos.
+# ruff, mypy on the library, the documentation site built with --strict (no
+# warning allowed; the built site goes to a temporary folder, never committed)
+# and the whole pytest suite on real photos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -19,4 +21,8 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
+# Not --quiet: it hides the warnings --strict must count.
+docs_site=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$docs_site"
+rm -rf "$docs_site"
 .venv/bin/python -m pytest "$@"

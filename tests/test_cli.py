@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from facetrust.cli.main import cli
 
-README = Path(__file__).parent.parent / "README.md"
+CLI_DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
 
 
 @pytest.fixture()
@@ -106,4 +106,4 @@ def test_every_command_has_help_and_is_documented(
     args = name.split()[1:] + ["--help"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0 and "Usage:" in result.output
-    assert f"`{name}" in README.read_text(), f"{name} is not documented in README.md"
+    assert f"`{name}" in CLI_DOCS.read_text(), f"{name} is not documented in docs/cli.md"

@@ -19,7 +19,7 @@ from pathlib import Path
 from .api import default_pipeline
 from .errors import InvalidParameter
 from .gallery import Gallery
-from .gate import events
+from .gate import decisions, events
 from .gate.arrivals import write_arrivals_video
 from .gate.session import GatePolicy, run_gate
 from .matching import compare
@@ -108,7 +108,7 @@ def _scenario(photos: Path, folder: Path, echo: Callable[[str], None]) -> bool:
             f"as {traveller}"
         )
         events.opt_out(gallery, EVENT, "seat 14C", actor="agent", subject_id=OPTED_OUT)
-        events.record_manual_passage(gallery, EVENT, "seat 14C", actor="agent", gate_id="B12")
+        decisions.record_manual_passage(gallery, EVENT, "seat 14C", actor="agent", gate_id="B12")
         echo(
             f"   {OPTED_OUT} (seat 14C) opted out: removed from the flight's gallery, "
             "boards on the manual path, no face captured"
@@ -124,7 +124,7 @@ def _scenario(photos: Path, folder: Path, echo: Callable[[str], None]) -> bool:
         expected = {**{n: n for n in ENROLLED}, EVENT_ONLY: traveller, STRANGER: None}
         started = time.perf_counter()
         ok = True
-        decisions = list(
+        gate_decisions = list(
             run_gate(
                 gallery,
                 EVENT,
@@ -135,7 +135,7 @@ def _scenario(photos: Path, folder: Path, echo: Callable[[str], None]) -> bool:
             )
         )
         seconds = time.perf_counter() - started
-        for name, decision in zip(arrivals, decisions, strict=False):
+        for name, decision in zip(arrivals, gate_decisions, strict=False):
             right = decision.subject_id == expected[name]
             ok &= right
             outcome = (
@@ -144,8 +144,8 @@ def _scenario(photos: Path, folder: Path, echo: Callable[[str], None]) -> bool:
                 else "REFER TO STAFF"
             )
             echo(f"   {name:<24} -> {outcome}{'' if right else '   <-- UNEXPECTED'}")
-        ok &= len(decisions) == len(arrivals)
-        echo(f"   {len(decisions)} decisions in {seconds:.1f} s")
+        ok &= len(gate_decisions) == len(arrivals)
+        echo(f"   {len(gate_decisions)} decisions in {seconds:.1f} s")
 
         echo("== Audit trail (hash-chained)")
         for record in gallery.audit.events():

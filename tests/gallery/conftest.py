@@ -94,7 +94,7 @@ def consent(
     record = gallery.grant_consent(
         subject_id,
         purposes,
-        expires_at=gallery._now() + timedelta(days=days),
+        expires_at=gallery.now() + timedelta(days=days),
         evidence_ref=f"form-{subject_id}",
         evidence_sha256=EVIDENCE_SHA256,
         notice_version="notice-2026-01",

@@ -105,7 +105,7 @@ def test_rollback_to_an_older_copy_is_caught_by_the_anchored_head(
     logged.close()
     Path(str(logged.config.db_path) + "-wal").unlink(missing_ok=True)
     logged.config.db_path.write_bytes(old.read_bytes())
-    with Gallery.open(logged.config, master_key=logged._key) as restored:
+    with Gallery.open(logged.config, master_key=logged.parts.keyring.master_key) as restored:
         assert restored.audit.verify().ok  # consistent on its own ...
         report = restored.audit.verify(expect_head=(anchor.seq, anchor.mac))
         assert not report.ok and report.first_broken_seq == anchor.seq  # ... but not anchored

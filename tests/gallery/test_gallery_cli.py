@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from facetrust.cli.main import cli
 
-README = Path(__file__).parent.parent.parent / "README.md"
+CLI_DOCS = Path(__file__).parent.parent.parent / "docs" / "cli.md"
 GALLERY_COMMANDS = [
     "init",
     "subject add",
@@ -203,4 +203,4 @@ def test_every_gallery_command_has_help_and_is_documented(command: str) -> None:
         assert isinstance(group, click.Group)
         group = group.commands.get(word)
     assert group is not None and group.help
-    assert f"facetrust {command}" in README.read_text(encoding="utf-8"), command
+    assert f"facetrust {command}" in CLI_DOCS.read_text(encoding="utf-8"), command

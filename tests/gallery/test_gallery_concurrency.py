@@ -32,7 +32,7 @@ with Gallery.find(folder) as gallery:
         subject = f"w{worker}-{i}"
         gallery.add_subject(subject, actor=f"worker-{worker}")
         gallery.grant_consent(
-            subject, ["boarding"], expires_at=gallery._now() + timedelta(days=30),
+            subject, ["boarding"], expires_at=gallery.now() + timedelta(days=30),
             evidence_ref="form", evidence_sha256="ab" * 32, notice_version="v1",
             actor=f"worker-{worker}",
         )
@@ -125,7 +125,7 @@ def test_a_process_killed_mid_enrolment_leaves_no_half_written_subject(
         gallery.grant_consent(
             "victim",
             ["boarding"],
-            expires_at=gallery._now().replace(year=2099),
+            expires_at=gallery.now().replace(year=2099),
             evidence_ref="form",
             evidence_sha256="ab" * 32,
             notice_version="v1",

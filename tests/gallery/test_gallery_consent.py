@@ -22,7 +22,6 @@ from facetrust.errors import (
 )
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
-from facetrust.gallery.core import TEMPLATE_SECRET
 from facetrust.store import TemplateRecord
 
 KOFI = "Kofi_Annan"
@@ -145,11 +144,12 @@ def test_templates_of_another_model_are_never_searched(
     gallery = sample_gallery
     gallery.add_subject("legacy", actor="registrar")
     grant(gallery, "legacy")
-    data_key = gallery._data_key("legacy", create=True)
+    keyring = gallery.parts.keyring
+    data_key = keyring.data_key("legacy", create=True)
     assert data_key is not None
-    vector = crypto.protect(probe.vector, gallery._secret(TEMPLATE_SECRET))
-    draft = TemplateRecord("legacy-t1", "legacy", "old-model-v0", b"", gallery._stamp())
-    sealed = crypto.seal(data_key, vector.tobytes(), gallery._template_label(draft))
+    vector = crypto.protect(probe.vector, keyring.template_secret())
+    draft = TemplateRecord("legacy-t1", "legacy", "old-model-v0", b"", gallery.now().isoformat())
+    sealed = keyring.seal_template(draft, vector, data_key)
     with gallery.store.transaction():
         gallery.store.insert_template(
             TemplateRecord("legacy-t1", "legacy", "old-model-v0", sealed, draft.created_at)
@@ -184,7 +184,7 @@ def test_unknown_subject_and_consent_validation(sample_gallery: Gallery, grant: 
         sample_gallery.grant_consent(
             KOFI,
             ["boarding"],
-            expires_at=sample_gallery._now().replace(year=2030),
+            expires_at=sample_gallery.now().replace(year=2030),
             evidence_ref="form",
             evidence_sha256="not-a-hash",
             notice_version="v1",

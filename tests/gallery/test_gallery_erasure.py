@@ -13,7 +13,7 @@ from facetrust import crypto
 from facetrust.errors import KeyMaterialError, StoreError, UnknownSubject
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery, GalleryConfig
-from facetrust.gallery.keys import rotate_key_file
+from facetrust.gallery.key_file import rotate_key_file
 from facetrust.store import SqliteKeyStore, SqliteStore
 
 KOFI = "Kofi_Annan"
@@ -213,7 +213,7 @@ def test_wrong_missing_or_exposed_key_is_a_clear_error(
 def test_key_file_rotation_resumes_after_an_interruption(tmp_path: Path) -> None:
     gallery, config_path = Gallery.init_folder(tmp_path / "g")
     gallery.add_subject("s1", actor="registrar")
-    gallery._data_key("s1", create=True)
+    gallery.parts.keyring.data_key("s1", create=True)
     config = gallery.config
     gallery.close()
     assert config.key_file is not None
@@ -231,7 +231,7 @@ def test_key_file_rotation_resumes_after_an_interruption(tmp_path: Path) -> None
     result = rotate_key_file(config, actor="admin")
     assert result.new_key_id == new_key.key_id_hex and not pending.exists()
     with Gallery.find(config_path) as reopened:
-        assert reopened._data_key("s1") is not None
+        assert reopened.parts.keyring.data_key("s1") is not None
         assert reopened.audit.verify().ok
 
 

@@ -17,7 +17,6 @@ from facetrust.errors import (
 )
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
-from facetrust.gallery.core import TEMPLATE_SECRET
 
 
 def test_identification_returns_the_right_subject_at_rank_1(
@@ -99,7 +98,7 @@ def test_the_probe_is_never_stored(
     probe = embeddings[identities["Vicente_Fox"][3]]
     sample_gallery.identify(probe, purpose="boarding", actor="officer")
     sample_gallery.store.reclaim()
-    protected = crypto.protect(probe.vector, sample_gallery._secret(TEMPLATE_SECRET))
+    protected = crypto.protect(probe.vector, sample_gallery.parts.keyring.template_secret())
     stored = sample_gallery.config.db_path.read_bytes()
     wal = Path(str(sample_gallery.config.db_path) + "-wal")
     stored += wal.read_bytes() if wal.exists() else b""

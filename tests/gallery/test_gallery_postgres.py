@@ -223,7 +223,7 @@ def test_a_process_killed_mid_enrolment_leaves_nothing_in_postgres(
     with Gallery.find(folder) as gallery:
         gallery.add_subject("victim", actor="registrar")
         gallery.grant_consent(
-            "victim", ["boarding"], expires_at=gallery._now().replace(year=2099),
+            "victim", ["boarding"], expires_at=gallery.now().replace(year=2099),
             evidence_ref="form", evidence_sha256="ab" * 32, notice_version="v1",
             actor="registrar",
         )
@@ -300,12 +300,12 @@ def test_event_gallery_gate_and_closing_on_postgres(
 ) -> None:
     from datetime import timedelta
 
-    from facetrust.gate import events
+    from facetrust.gate import decisions, events
 
     gallery = make_pg_gallery()
     enrol_all(gallery, identities, embeddings, photos=slice(0, 1))
     names, photos = list(identities), list(identities.values())
-    now = gallery._now()
+    now = gallery.now()
     events.open_event(
         gallery, "UA1", purpose="boarding", valid_from=now - timedelta(minutes=1),
         valid_to=now + timedelta(hours=2), actor="agent",
@@ -317,15 +317,15 @@ def test_event_gallery_gate_and_closing_on_postgres(
         notice_version="v1", actor="agent",
     )
     events.opt_out(gallery, "UA1", "seat 2A", actor="agent", subject_id=names[1])
-    match = events.match_at_gate(
+    match = decisions.match_at_gate(
         gallery, "UA1", embeddings[photos[0][2]], gate_id="g", actor="gate",
         crop_jpeg=b"crop", keep_crop_hours=12,
     )
     assert (match.outcome, match.subject_id) == ("match", names[0])
-    assert events.match_at_gate(
+    assert decisions.match_at_gate(
         gallery, "UA1", embeddings[photos[1][2]], gate_id="g", actor="gate"
     ).outcome == "refer"  # opted out
-    assert events.match_at_gate(
+    assert decisions.match_at_gate(
         gallery, "UA1", embeddings[photos[2][2]], gate_id="g", actor="gate"
     ).subject_id == traveller
     assert len(gallery.store.probe_crops("UA1")) == 1

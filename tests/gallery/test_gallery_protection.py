@@ -20,7 +20,7 @@ MODEL = "dlib-resnet-v1"
 def stored_vectors(gallery: Gallery) -> dict[str, list[npt.NDArray[np.float32]]]:
     """The protected templates a gallery holds, decrypted, by subject (copies: the
     index's rows are updated in place by the next change)."""
-    index = gallery._index(MODEL)
+    index = gallery.parts.indexes.get(MODEL)
     result: dict[str, list[npt.NDArray[np.float32]]] = {}
     for owner, vector in zip(index.owners, index.vectors, strict=True):
         result.setdefault(index.subject_ids[owner], []).append(vector.copy())
@@ -59,7 +59,7 @@ def test_cross_gallery_scores_of_the_same_person_look_like_impostor_scores(
     for gallery in (first, second):
         enrol_every_photo(gallery, identities, embeddings, grant)
     a, b = stored_vectors(first), stored_vectors(second)
-    threshold = first._operating_point(MODEL).threshold
+    threshold = first.parts.operating_point(MODEL).threshold
 
     def scores(left: dict[str, Any], right: dict[str, Any], mated: bool) -> list[float]:
         return [
@@ -104,7 +104,7 @@ def test_rekeying_renews_every_template_without_reenrolment(
     assert new_ciphertexts.keys() == old_ciphertexts.keys()
     assert all(new_ciphertexts[t] != old_ciphertexts[t] for t in old_ciphertexts)
     new_vectors = stored_vectors(gallery)
-    threshold = gallery._operating_point(MODEL).threshold
+    threshold = gallery.parts.operating_point(MODEL).threshold
     for subject, vectors in new_vectors.items():
         for old, new in zip(old_vectors[subject], vectors, strict=True):
             assert np.linalg.norm(old - new) > threshold  # old copies no longer link

@@ -48,17 +48,15 @@ def probes(identities: dict[str, list[Path]], embeddings: dict[Path, Embedding])
 
 def ranked(gallery: Gallery, probe: Embedding, **options: object) -> list[tuple[str, float]]:
     """The 5 nearest eligible subjects of ``probe`` for boarding, with no threshold."""
-    hits, _ = gallery._index(probe.model_id).search(
-        gallery_vector(gallery, probe), purpose="boarding", now=gallery._now(), k=5,
+    hits, _ = gallery.parts.indexes.get(probe.model_id).search(
+        gallery_vector(gallery, probe), purpose="boarding", now=gallery.now(), k=5,
         threshold=10.0, **options,  # type: ignore[arg-type]
     )
     return [(h.subject_id, h.distance) for h in hits]
 
 
 def gallery_vector(gallery: Gallery, probe: Embedding) -> object:
-    from facetrust.gallery.core import TEMPLATE_SECRET
-
-    return crypto.protect(probe.vector, gallery._secret(TEMPLATE_SECRET))
+    return crypto.protect(probe.vector, gallery.parts.keyring.template_secret())
 
 
 def found(gallery: Gallery, probe: Embedding, purpose: str = "boarding") -> list[str]:

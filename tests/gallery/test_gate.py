@@ -14,7 +14,7 @@ import pytest
 from facetrust.errors import EventError, PurposeNotConsented, UnknownSubject
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
-from facetrust.gate import events
+from facetrust.gate import decisions, events
 from facetrust.gate.arrivals import write_arrivals_video
 from facetrust.gate.session import GatePolicy, run_gate
 
@@ -28,7 +28,7 @@ MEMBERS = (0, 1, 2, 4)
 
 
 def _open(gallery: Gallery, event_id: str = EVENT, purpose: str = "boarding") -> None:
-    now = gallery._now()
+    now = gallery.now()
     events.open_event(
         gallery,
         event_id,
@@ -61,8 +61,8 @@ def _probe(
     return embeddings[list(identities.values())[n][2]]  # a photo not used for enrolment
 
 
-def _gate(gallery: Gallery, probe: Embedding | None, **options: object) -> events.GateDecision:
-    return events.match_at_gate(gallery, EVENT, probe, gate_id="B12", actor="gate", **options)  # type: ignore[arg-type]
+def _gate(gallery: Gallery, probe: Embedding | None, **options: object) -> decisions.GateDecision:
+    return decisions.match_at_gate(gallery, EVENT, probe, gate_id="B12", actor="gate", **options)  # type: ignore[arg-type]
 
 
 def test_members_match_and_everyone_else_is_referred(
@@ -110,7 +110,7 @@ def test_opt_out_removes_the_member_at_once_and_needs_no_face(
     assert _gate(flight, _probe(identities, embeddings, 1)).outcome == "refer"
     with pytest.raises(EventError, match="opted out"):
         events.add_member(flight, EVENT, name, actor="agent")
-    seq = events.record_manual_passage(flight, EVENT, "seat 14C", actor="agent", gate_id="B12")
+    seq = decisions.record_manual_passage(flight, EVENT, "seat 14C", actor="agent", gate_id="B12")
     manual = [e for e in flight.audit.events() if e.seq == seq][0]
     assert manual.kind == "gate.manual" and manual.fields["face_captured"] is False
     assert flight.get_subject(name).template_count == 1  # enrolled elsewhere: kept
@@ -160,9 +160,9 @@ def test_matched_probe_crops_are_deleted_after_twelve_hours(
     assert len(crops) == 1  # only the match; the referred traveller's crop is never kept
     assert b"crop" not in crops[0].ciphertext  # encrypted under the subject's data key
     clock.advance(hours=11, minutes=59)
-    assert events.sweep_probe_crops(flight) == 0
+    assert decisions.sweep_probe_crops(flight) == 0
     clock.advance(minutes=2)
-    assert events.sweep_probe_crops(flight) == 1
+    assert decisions.sweep_probe_crops(flight) == 1
     assert flight.store.probe_crops() == []
 
 
@@ -221,7 +221,7 @@ def _stranger_vector(photo: Path) -> np.ndarray:
 def test_an_event_can_use_the_fair_operating_point(
     flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
 ) -> None:
-    now = flight._now()
+    now = flight.now()
     events.open_event(
         flight,
         "fair-flight",
@@ -236,7 +236,7 @@ def test_an_event_can_use_the_fair_operating_point(
         events.add_member(flight, "fair-flight", names[n], actor="agent")
     outcomes = []
     for n in range(len(names)):
-        decision = events.match_at_gate(
+        decision = decisions.match_at_gate(
             flight, "fair-flight", _probe(identities, embeddings, n), gate_id="g", actor="gate"
         )
         assert decision.operating_point == "fmr-1e-3-fair"

@@ -223,7 +223,7 @@ def consent_grant(
         raise click.UsageError("give exactly one of --evidence-file or --evidence-sha256")
     digest = evidence_sha256 or hashlib.sha256(Path(str(evidence_file)).read_bytes()).hexdigest()
     with Gallery.find(gallery_path) as gallery:
-        until = parse_time(expires) if expires else gallery._now() + timedelta(days=days or 0)
+        until = parse_time(expires) if expires else gallery.now() + timedelta(days=days or 0)
         emit(
             gallery.grant_consent(
                 subject_id,

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..gallery import Gallery
-from ..gate import events
+from ..gate import decisions, events
 from ..gate.session import GatePolicy, run_gate
 from .gallery import actor_option, emit, gallery_option, parse_time
 
@@ -204,7 +204,7 @@ def manual(
 ) -> None:
     """Record a passage on the manual path (documents checked; no face captured)."""
     with Gallery.find(gallery_path) as gallery:
-        seq = events.record_manual_passage(
+        seq = decisions.record_manual_passage(
             gallery, event_id, reference, actor=actor, gate_id=gate_id
         )
         emit({"event_id": event_id, "reference": reference, "audit_seq": seq})
@@ -216,7 +216,7 @@ def manual(
 def sweep_crops(gallery_path: str | None, actor: str) -> None:
     """Delete kept probe crops whose retention has passed (run it hourly)."""
     with Gallery.find(gallery_path) as gallery:
-        emit({"deleted": events.sweep_probe_crops(gallery, actor=actor)})
+        emit({"deleted": decisions.sweep_probe_crops(gallery, actor=actor)})
 
 
 COMMANDS = [event, gate]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..gallery import Gallery, GalleryConfig, find_config
-from ..gallery.keys import rotate_key_file
+from ..gallery.key_file import rotate_key_file
 from .gallery import actor_option, emit, gallery_option
 
 

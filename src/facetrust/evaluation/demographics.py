@@ -424,6 +424,9 @@ def audit_groups(
 ) -> DemographicAudit:
     """FMR and FNMR per labelled group at ``threshold``, with confidence intervals.
 
+    Each group also gets its failure-to-acquire and wrong-face rates
+    (:func:`is_wrong_face`) with identity-bootstrap 95% intervals.
+
     Parameters
     ----------
     images : mapping
@@ -448,9 +451,6 @@ def audit_groups(
     normalizer : ScoreNormalizer, optional
         Applied to every distance before ``threshold`` (an operating point
         that names a normalizer, such as ``fmr-1e-3-fair``).
-
-    Each group also gets its failure-to-acquire and wrong-face rates
-    (:func:`is_wrong_face`) with identity-bootstrap 95% intervals.
 
     Raises
     ------

@@ -38,8 +38,9 @@ from ..errors import (
     NoFaceFound,
 )
 from ..faces import Embedding
+from .checks import check_name
 from .core import Gallery
-from .enrolment import source_digest
+from .enrolment import EnrolledSources
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CSV_COLUMNS = (
@@ -194,16 +195,6 @@ def _error_reason(error: FacetrustError) -> str:
     return "other"
 
 
-def _enrolled_digests(gallery: Gallery, subject_id: str) -> tuple[bytes | None, set[str]]:
-    """The subject's data key (None if none yet) and the source digests of its templates."""
-    data_key = gallery._data_key(subject_id)
-    if data_key is None:
-        return None, set()
-    with gallery.store.snapshot():
-        templates = gallery.store.templates_of(subject_id)
-    return data_key, {t.source_digest for t in templates if t.source_digest}
-
-
 def enroll_batch(
     gallery: Gallery,
     folder: str | os.PathLike[str],
@@ -232,7 +223,7 @@ def enroll_batch(
         is never bypassed; a "warn" gallery skips it for speed.
     """
     started = time.perf_counter()
-    actor = gallery._check_name(actor, "actor")
+    actor = check_name(actor, "actor")
     if check_duplicates is None:
         check_duplicates = gallery.config.duplicate_policy == "refuse"
     base = Path(folder)
@@ -250,18 +241,17 @@ def enroll_batch(
     # previous run enrolled (recognised by the keyed digest of the photo).
     todo: list[Path] = []  # paths only: thousands of photos are not held in memory
     already = 0
-    known: dict[str, tuple[bytes | None, set[str]]] = {}
+    known: dict[str, EnrolledSources] = {}
     for photo in sorted((p for p in photos if p in consents), key=lambda p: consents[p].subject_id):
         row = consents[photo]
         if row.subject_id not in known:
-            known[row.subject_id] = _enrolled_digests(gallery, row.subject_id)
-        data_key, digests = known[row.subject_id]
+            known[row.subject_id] = gallery.enrolled_sources(row.subject_id)
         try:
             raw = photo.read_bytes()
         except OSError as error:
             failures.append(BatchFailure(str(photo), "unreadable", str(error)))
             continue
-        if data_key is not None and source_digest(data_key, raw) in digests:
+        if known[row.subject_id].contains(raw):
             already += 1
             continue
         todo.append(photo)

@@ -1,12 +1,13 @@
-"""Consent rules: which consent is active, and the specific error when none is."""
+"""Consent and retention rules: which consent is active, the specific error when none is,
+and when a subject leaves retention."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..errors import ConsentExpired, ConsentRequired, ConsentWithdrawn, PurposeNotConsented
-from ..store.base import ConsentRecord
+from ..store.base import ConsentRecord, SubjectRecord
 
 
 def consent_status(consent: ConsentRecord, now: datetime) -> str:
@@ -57,3 +58,8 @@ def require_consent(
         f"Subject {subject_id!r}'s consent expired on {newest.expires_at}. Record a renewed "
         "consent to continue."
     )
+
+
+def retention_until(subject: SubjectRecord, retention_days: int) -> datetime:
+    """When ``subject`` leaves retention: ``retention_days`` after its last interaction."""
+    return datetime.fromisoformat(subject.last_interaction_at) + timedelta(days=retention_days)

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -25,19 +25,16 @@ from ..errors import (
 from ..matching import OperatingPoint
 from ..pipeline import FacePolicy
 from ..store.base import PhotoRecord, TemplateRecord
-from .consent import require_consent
-from .core import TEMPLATE_SECRET
-from .types import (
-    DuplicateMatch,
-    EnrolmentResult,
-)
-
-if TYPE_CHECKING:
-    from .core import FaceInput, Gallery
+from .checks import check_name
+from .parts import GalleryParts
+from .probes import FaceInput
+from .search import put_server_side_vectors, search_templates
+from .subjects import require_active_consent
+from .types import DuplicateMatch, EnrolmentResult
 
 
 def enroll_subject(
-    gallery: Gallery,
+    parts: GalleryParts,
     subject_id: str,
     faces: Sequence[FaceInput],
     *,
@@ -48,7 +45,7 @@ def enroll_subject(
     sources: Sequence[bytes | None] | None = None,
 ) -> EnrolmentResult:
     """See :meth:`Gallery.enroll`."""
-    actor = gallery._check_name(actor, "actor")
+    actor = check_name(actor, "actor")
     if not faces:
         raise InvalidParameter("Enrolment needs at least one photo or template. Got none.")
     if sources is not None and len(sources) != len(faces):
@@ -56,8 +53,8 @@ def enroll_subject(
             f"The 'sources' must give one photo (or None) per face: {len(faces)} faces, "
             f"got {len(sources)} sources."
         )
-    require_enrollable(gallery, subject_id)
-    probes = [gallery._probe(face, face_policy) for face in faces]
+    require_enrollable(parts, subject_id)
+    probes = [parts.read_probe(face, face_policy) for face in faces]
     models = {p.embedding.model_id for p in probes}
     if len(models) > 1:
         raise ModelMismatch(
@@ -69,14 +66,16 @@ def enroll_subject(
             "keep_photos=True needs photos given as files or encoded bytes; got a template "
             "or a pixel array. Pass the photo files, or enrol without keeping photos."
         )
-    secret = gallery._secret(TEMPLATE_SECRET)
-    point = gallery._operating_point(model_id)
+    secret = parts.keyring.template_secret()
+    point = parts.operating_point(model_id)
     protected = [crypto.protect(p.embedding.vector, secret) for p in probes]
     duplicates = (
-        find_duplicates(gallery, protected, model_id, point, subject_id) if check_duplicates else []
+        find_duplicates(parts, protected, model_id, point, secret, subject_id)
+        if check_duplicates
+        else []
     )
-    if duplicates and gallery.config.duplicate_policy == "refuse":
-        gallery.audit.append(
+    if duplicates and parts.config.duplicate_policy == "refuse":
+        parts.audit.append(
             "enrol.refused",
             actor=actor,
             subject_ids=[subject_id],
@@ -88,34 +87,34 @@ def enroll_subject(
             + ", ".join(f"{d.subject_id!r} (distance {d.distance:.3f})" for d in duplicates)
             + f" within threshold {point.threshold}. Check the identity, or use policy 'warn'."
         )
-    data_key = gallery._data_key(subject_id, create=True)
+    data_key = parts.keyring.data_key(subject_id, create=True)
     if data_key is None:  # cannot happen: create=True makes one
         raise StoreError(f"The key store did not keep the data key of {subject_id!r}.")
-    stamp = gallery._stamp()
+    stamp = parts.stamp()
     template_ids = []
-    with gallery.store.transaction():
-        require_enrollable(gallery, subject_id)  # again, under the write lock
+    with parts.store.transaction():
+        require_enrollable(parts, subject_id)  # again, under the write lock
         digests = sources if sources is not None else [p.photo for p in probes]
         for vector, source in zip(protected, digests, strict=True):
             template = TemplateRecord(uuid.uuid4().hex, subject_id, model_id, b"", stamp)
-            sealed = crypto.seal(data_key, vector.tobytes(), gallery._template_label(template))
+            sealed = parts.keyring.seal_template(template, vector, data_key)
             stored = TemplateRecord(
                 template.template_id, subject_id, model_id, sealed, stamp,
                 None if source is None else source_digest(data_key, source),
             )
-            gallery.store.insert_template(stored)
-            gallery._put_vectors([(stored, vector)])
+            parts.store.insert_template(stored)
+            put_server_side_vectors(parts, [(stored, vector)])
             template_ids.append(template.template_id)
-            gallery._pause("enroll:template-written")
+            parts.pause("enroll:template-written")
         photos = 0
         for probe in probes if keep_photos else []:
             photo_id = uuid.uuid4().hex
             sealed = crypto.seal(data_key, probe.photo or b"", f"photo:{photo_id}:{subject_id}")
-            gallery.store.insert_photo(PhotoRecord(photo_id, subject_id, sealed, stamp))
+            parts.store.insert_photo(PhotoRecord(photo_id, subject_id, sealed, stamp))
             photos += 1
-        gallery.store.touch_subject(subject_id, stamp)
-        gallery.store.bump_generation()
-        event = gallery.audit.append(
+        parts.store.touch_subject(subject_id, stamp)
+        parts.store.bump_generation()
+        event = parts.audit.append(
             "enrol",
             actor=actor,
             subject_ids=[subject_id],
@@ -139,34 +138,58 @@ def source_digest(data_key: bytes, photo: bytes) -> str:
     return hmac.new(data_key, b"source-photo:" + photo, hashlib.sha256).hexdigest()
 
 
-def require_enrollable(gallery: Gallery, subject_id: str) -> None:
+@dataclass(frozen=True)
+class EnrolledSources:
+    """The keyed digests of the photos a subject's templates came from.
+
+    Lets a re-run batch enrolment skip photos already enrolled, without
+    keeping the photos: :meth:`contains` recomputes the keyed digest.
+    """
+
+    digests: frozenset[str]
+    data_key: bytes | None = field(default=None, repr=False)
+
+    def contains(self, photo: bytes) -> bool:
+        """Whether ``photo`` (its encoded bytes) is already enrolled for the subject."""
+        return self.data_key is not None and source_digest(self.data_key, photo) in self.digests
+
+
+def enrolled_sources(parts: GalleryParts, subject_id: str) -> EnrolledSources:
+    """The subject's :class:`EnrolledSources` (empty when it has no data key yet)."""
+    data_key = parts.keyring.data_key(subject_id)
+    if data_key is None:
+        return EnrolledSources(frozenset())
+    with parts.store.snapshot():
+        templates = parts.store.templates_of(subject_id)
+    digests = frozenset(t.source_digest for t in templates if t.source_digest)
+    return EnrolledSources(digests, data_key)
+
+
+def require_enrollable(parts: GalleryParts, subject_id: str) -> None:
     """Raise UnknownSubject or the specific consent error unless ``subject_id`` may enrol."""
-    with gallery.store.snapshot():
-        gallery._subject_record(subject_id)
-        require_consent(gallery.store.consents_of(subject_id), None, gallery._now(), subject_id)
+    with parts.store.snapshot():
+        require_active_consent(parts, subject_id, None)
 
 
 def find_duplicates(
-    gallery: Gallery,
+    parts: GalleryParts,
     protected: Sequence[npt.NDArray[np.float32]],
     model_id: str,
     point: OperatingPoint,
+    secret: bytes,
     subject_id: str,
 ) -> list[DuplicateMatch]:
-    """Other subjects (with any active consent) within the threshold of the new templates."""
+    """Other subjects (with any active consent) within the threshold of the new templates.
+
+    The same search as identification, at the same operating point (score
+    normalization included), over every other subject with an active consent.
+    """
     best: dict[str, float] = {}
     for vector in protected:
-        if gallery.config.server_side_search:
-            from .search import search_in_database
-
-            hits, _, _ = search_in_database(
-                gallery, vector, model_id, None, 5, point.threshold, exclude=subject_id
-            )
-        else:
-            hits, _ = gallery._index(model_id).search(
-                vector, purpose=None, now=gallery._now(), k=5, threshold=point.threshold,
-                exclude=subject_id,
-            )
-        for hit in hits:
+        found = search_templates(
+            parts, vector, model_id, purpose=None, point=point, secret=secret, k=5,
+            exclude=subject_id, count_searched=False,
+        )
+        for hit in found.hits:
             best[hit.subject_id] = min(best.get(hit.subject_id, hit.distance), hit.distance)
     return [DuplicateMatch(s, d) for s, d in sorted(best.items(), key=lambda x: x[1])]

@@ -13,37 +13,37 @@ The consent history and the audit log are kept; they hold no biometric data.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ..errors import InvalidParameter
+from .checks import check_name
 from .consent import consent_status
+from .indexes import count_removal
+from .parts import GalleryParts
+from .subjects import subject_record
 from .types import ErasureResult, SweepResult, WithdrawalResult
-
-if TYPE_CHECKING:
-    from .core import Gallery
 
 
 def erase_subject(
-    gallery: Gallery, subject_id: str, *, actor: str, reason: str, forget: bool
+    parts: GalleryParts, subject_id: str, *, actor: str, reason: str, forget: bool
 ) -> ErasureResult:
     """Destroy the subject's key, templates and photos; with ``forget``, the subject too."""
-    store, keystore = gallery.store, gallery.keystore
+    actor = check_name(actor, "actor")
+    store, keystore = parts.store, parts.keystore
     with store.snapshot():
-        gallery._subject_record(subject_id)
-    with keystore.transaction():
-        destroyed = keystore.delete_key(subject_id)
-        gallery._drop_index_files()  # the saved graph holds the subject's templates
+        subject_record(parts, subject_id)
+    destroyed = bool(parts.keyring.destroy_data_keys([subject_id]))
+    parts.indexes.drop_files()  # the saved index holds the subject's templates
     keystore.reclaim()
-    stamp = gallery._stamp()
+    stamp = parts.stamp()
     with store.transaction():
         rows = store.delete_biometrics(subject_id)
-        count_removal(gallery)
+        count_removal(store)
         if forget:
             for consent in store.consents_of(subject_id):
                 if consent.withdrawn_at is None:
                     store.withdraw_consent(consent.consent_id, stamp, "subject erased")
             store.mark_subject_erased(subject_id, stamp)
         store.bump_generation()
-        event = gallery.audit.append(
+        event = parts.audit.append(
             "erase",
             actor=actor,
             subject_ids=[subject_id],
@@ -52,26 +52,14 @@ def erase_subject(
             key_destroyed=destroyed,
             subject_forgotten=forget,
         )
-    gallery._drop_index_files()  # again: one may have been saved meanwhile
+    parts.indexes.drop_files()  # again: one may have been saved meanwhile
     keystore.reclaim()
     store.reclaim()
     return ErasureResult(subject_id, reason, rows, destroyed, forget, event.seq)
 
 
-def count_removal(gallery: Gallery) -> None:
-    """Bump the store's count of template removals (inside a store transaction).
-
-    A process saving its graph index compares the count before and after
-    writing, and withdraws its file when templates were removed meanwhile.
-    """
-    from .core import REMOVALS_META
-
-    count = gallery.store.get_meta(REMOVALS_META)
-    gallery.store.set_meta(REMOVALS_META, str(int(count or 0) + 1))
-
-
 def withdraw_consent(
-    gallery: Gallery,
+    parts: GalleryParts,
     subject_id: str,
     consent_id: str | None,
     *,
@@ -79,12 +67,11 @@ def withdraw_consent(
     reason: str,
 ) -> WithdrawalResult:
     """Withdraw one consent (or every active one); erase when none remains active."""
-    from ..errors import InvalidParameter
-
-    store = gallery.store
-    now = gallery._now()
+    actor = check_name(actor, "actor")
+    store = parts.store
+    now = parts.now()
     with store.transaction():
-        gallery._subject_record(subject_id)
+        subject_record(parts, subject_id)
         consents = store.consents_of(subject_id)
         chosen = [
             c
@@ -101,7 +88,7 @@ def withdraw_consent(
             store.withdraw_consent(consent.consent_id, now.isoformat(), reason)
         store.touch_subject(subject_id, now.isoformat())
         store.bump_generation()
-        event = gallery.audit.append(
+        event = parts.audit.append(
             "consent.withdraw",
             actor=actor,
             subject_ids=[subject_id],
@@ -112,20 +99,21 @@ def withdraw_consent(
     erasure = None
     if not remaining:
         erasure = erase_subject(
-            gallery, subject_id, actor=actor, reason="consent withdrawn", forget=False
+            parts, subject_id, actor=actor, reason="consent withdrawn", forget=False
         )
     return WithdrawalResult(subject_id, tuple(c.consent_id for c in chosen), erasure, event.seq)
 
 
-def sweep_retention(gallery: Gallery, *, actor: str) -> SweepResult:
+def sweep_retention(parts: GalleryParts, *, actor: str) -> SweepResult:
     """Erase every subject past retention (and forget it) or without active consent.
 
     A subject past retention (``config.retention_days`` after the last
     interaction) is forgotten entirely; one whose consents all lapsed keeps
     its record and consent history, but loses its biometric data.
     """
-    store, keystore = gallery.store, gallery.keystore
-    now = gallery._now()
+    actor = check_name(actor, "actor")
+    store, keystore = parts.store, parts.keystore
+    now = parts.now()
     with store.snapshot():
         subjects = store.list_subjects()
         plans = []
@@ -134,7 +122,7 @@ def sweep_retention(gallery: Gallery, *, actor: str) -> SweepResult:
                 store.photos_of(subject.subject_id)
             )
             has_key = keystore.get_key(subject.subject_id) is not None
-            past_retention = gallery._retention_until(subject) <= now
+            past_retention = parts.retention_until(subject) <= now
             lapsed = not any(
                 consent_status(c, now) == "active" for c in store.consents_of(subject.subject_id)
             )
@@ -144,14 +132,14 @@ def sweep_retention(gallery: Gallery, *, actor: str) -> SweepResult:
                 plans.append((subject.subject_id, "no active consent", False))
     erased = []
     for subject_id, reason, forget in plans:
-        erase_subject(gallery, subject_id, actor=actor, reason=reason, forget=forget)
+        erase_subject(parts, subject_id, actor=actor, reason=reason, forget=forget)
         erased.append(subject_id)
-    event = gallery.audit.append(
+    event = parts.audit.append(
         "retention.sweep",
         actor=actor,
         subject_ids=erased,
         checked=len(subjects),
         erased=len(erased),
-        retention_days=gallery.config.retention_days,
+        retention_days=parts.config.retention_days,
     )
     return SweepResult(tuple(erased), event.seq)

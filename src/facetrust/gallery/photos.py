@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..faces import Face
 from ..matching import Verdict, compare, get_operating_point
-from .enrolment import require_enrollable
+from .checks import check_name
+from .core import Gallery
+from .probes import FaceInput
 from .types import EnrolmentResult
-
-if TYPE_CHECKING:
-    from .core import FaceInput, Gallery
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def enroll_photo(
     NotAnImage, CorruptImage, ImageTooLarge, ImageTooSmall
     NoFaceFound, MultipleFaces, FaceQualityTooLow, DuplicateEnrolment
     """
-    require_enrollable(gallery, subject_id)
+    gallery.require_consent(subject_id, None)
     embedded = gallery.pipeline.embed_one(photo, "single", check_quality=True)
     # The template just computed is enrolled as is (the photo is not embedded twice);
     # the photo itself goes in only when it is to be kept.
@@ -117,8 +116,8 @@ def verify_photos(
     PurposeRequired, InvalidParameter
     NotAnImage, CorruptImage, ImageTooLarge, NoFaceFound, MultipleFaces, FaceQualityTooLow
     """
-    purpose = gallery._check_purpose(purpose)
-    actor = gallery._check_name(actor, "actor")
+    purpose = gallery.check_purpose(purpose)
+    actor = check_name(actor, "actor")
     a = gallery.pipeline.embed_one(photo_a, "single", check_quality=True)
     b = gallery.pipeline.embed_one(photo_b, "single", check_quality=True)
     point = get_operating_point(gallery.config.operating_point, a.embedding.model_id)

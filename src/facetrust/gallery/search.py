@@ -1,323 +1,255 @@
-"""Searching the gallery: 1:N identification, human review of candidates, 1:1 verification.
+"""The one template search of a gallery: identify, verify, the duplicate check and the gate.
 
-Every search states a purpose, runs only over subjects whose active consent
-covers it, and is audited; the probe is never stored.
+:func:`search_templates` finds the eligible subjects nearest to a protected
+probe template. Eligible means: not erased, within retention, with an active,
+unexpired consent covering the purpose (any purpose when it is None), holding
+templates of the probe's model, and, when asked, among ``only`` and not
+``exclude``. Distances are Euclidean (lower is more similar), normalized
+when the operating point carries a score normalizer (``fmr-1e-3-fair``), and
+compared with the point's threshold.
+
+Where it searches:
+
+* a few named subjects (``only`` with at most :data:`DIRECT_SCAN_MAX_SUBJECTS`,
+  e.g. a 1:1 verification): their templates are read, decrypted and compared
+  directly, without loading the gallery's index;
+* ``server_side_search`` galleries (PostgreSQL + pgvector): in the database;
+* otherwise the process's in-memory index (:mod:`.indexes`).
 """
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from .. import crypto
-from ..errors import (
-    ConsentExpired,
-    InvalidParameter,
-    ModelMismatch,
-    UnknownSubject,
-)
+from ..errors import InvalidParameter
 from ..matching import OperatingPoint
-from ..pipeline import FacePolicy
 from ..score_normalization import ScoreNormalizer
-from ..store.base import IdentificationRecord, ReviewRecord
-from .consent import require_consent
-from .core import TEMPLATE_SECRET
+from ..store.base import TemplateRecord
+from ..store.postgres import PostgresStore
+from .consent import consent_status
 from .index import SearchHit
-from .types import (
-    Candidate,
-    Identification,
-    ReviewStatus,
-    SubjectVerification,
-)
+from .parts import GalleryParts
+from .probes import protected_normalizer
 
-if TYPE_CHECKING:
-    from .core import FaceInput, Gallery
+#: Searches restricted to at most this many subjects read their templates directly.
+DIRECT_SCAN_MAX_SUBJECTS = 32
 
 
-def protected_normalizer(
-    point: OperatingPoint, secret: bytes, dim: int
-) -> ScoreNormalizer | None:
-    """The point's score normalizer for templates protected with ``secret``, or None."""
-    normalizer = point.score_normalizer()
-    if normalizer is None:
-        return None
-    return normalizer.rotated(crypto.rotation_matrix(secret, dim))
+@dataclass(frozen=True)
+class SearchResult:
+    """What one template search found.
+
+    Attributes
+    ----------
+    hits : list of SearchHit
+        Best (smallest) distance per subject, within the threshold, increasing.
+    searched : int
+        Eligible subjects searched (-1 when not counted).
+    generation : int
+        The store generation searched.
+    """
+
+    hits: list[SearchHit]
+    searched: int
+    generation: int
 
 
-def identify(
-    gallery: Gallery,
-    probe: FaceInput,
+def search_templates(
+    parts: GalleryParts,
+    probe: npt.NDArray[np.float32],
+    model_id: str,
     *,
     purpose: str | None,
-    actor: str,
-    k: int = 5,
-    case_ref: str | None = None,
-    face_policy: FacePolicy = "single",
-) -> Identification:
-    """See :meth:`Gallery.identify`."""
-    started = gallery._stamp()
-    purpose = gallery._check_purpose(purpose)
-    actor = gallery._check_name(actor, "actor")
-    if not isinstance(k, int) or k < 1:
-        raise InvalidParameter(f"The 'k' parameter must be an int >= 1. Got {k!r} instead.")
-    face = gallery._probe(probe, face_policy)
-    model_id = face.embedding.model_id
-    point = gallery._operating_point(model_id)
-    secret = gallery._secret(TEMPLATE_SECRET)
-    vector = crypto.protect(face.embedding.vector, secret)
-    if gallery.config.server_side_search:
-        if point.normalizer is not None:
+    point: OperatingPoint,
+    secret: bytes,
+    k: int,
+    threshold: float | None = None,
+    exclude: str | None = None,
+    only: Collection[str] | None = None,
+    count_searched: bool = True,
+) -> SearchResult:
+    """The ``k`` eligible subjects nearest to ``probe`` (see module docstring).
+
+    Parameters
+    ----------
+    probe : ndarray of shape (dim,)
+        A template protected with ``secret`` (:func:`facetrust.crypto.protect`).
+    model_id : str
+        The probe's model; only templates of this model are compared.
+    purpose : str or None
+        The consented purpose searched for; None accepts any active consent
+        (the enrolment duplicate check).
+    point : OperatingPoint
+        Gives the threshold and, for a ``-fair`` point, the score normalizer.
+    secret : bytes
+        The gallery's template secret (the normalizer is rotated with it).
+    k : int
+        Most subjects to return.
+    threshold : float, optional
+        Overrides ``point.threshold`` (``math.inf`` returns the nearest
+        subjects whatever their distance).
+    exclude : str, optional
+        A subject never to return.
+    only : collection of str, optional
+        Search these subjects alone (a verification's subject, an event's members).
+    count_searched : bool
+        Whether a database search counts the eligible subjects (costs a query).
+    """
+    limit = point.threshold if threshold is None else threshold
+    normalizer = protected_normalizer(point, secret, int(probe.shape[0]))
+    if only is not None and len(only) <= DIRECT_SCAN_MAX_SUBJECTS:
+        return _scan_subjects(parts, probe, model_id, purpose, only, exclude, k, limit, normalizer)
+    if parts.config.server_side_search:
+        if normalizer is not None:
             raise InvalidParameter(
                 f"The operating point {point.name!r} normalizes scores, which the database "
                 "search (server_side_search) cannot do yet. Use a plain operating point such "
                 "as 'fmr-1e-3' for this gallery, or turn server-side search off."
             )
-        hits, searched, generation = search_in_database(
-            gallery, vector, model_id, purpose, k, point.threshold
+        return _search_database(
+            parts, probe, model_id, purpose, only, exclude, k, limit, count_searched
         )
-    else:
-        index = gallery._index(model_id)
-        generation = index.generation
-        hits, searched = index.search(
-            vector, purpose=purpose, now=gallery._now(), k=k, threshold=point.threshold,
-            normalizer=protected_normalizer(point, secret, vector.shape[0]),
-        )
-    candidates = tuple(Candidate(h.subject_id, h.distance, r) for r, h in enumerate(hits, 1))
-    ended = gallery._stamp()
-    record = IdentificationRecord(
-        identification_id=uuid.uuid4().hex,
-        purpose=purpose,
-        actor=actor,
-        case_ref=case_ref,
-        probe_sha256=face.sha256,
-        model_id=model_id,
-        operating_point=point.name,
-        threshold=point.threshold,
-        started_at=started,
-        ended_at=ended,
-        candidates=tuple((c.subject_id, c.distance, c.rank) for c in candidates),
+    index = parts.indexes.get(model_id)
+    hits, searched = index.search(
+        probe, purpose=purpose, now=parts.now(), k=k, threshold=limit,
+        exclude=exclude, only=only, normalizer=normalizer,
     )
-    with gallery.store.transaction():
-        gallery.store.insert_identification(record)
-        event = gallery.audit.append(
-            "identify",
-            actor=actor,
-            purpose=purpose,
-            subject_ids=[c.subject_id for c in candidates],
-            identification_id=record.identification_id,
-            case_ref=case_ref,
-            probe_sha256=face.sha256,
-            period_of_use={"started_at": started, "ended_at": ended},
-            reference_gallery={
-                "gallery_id": gallery.gallery_id,
-                "generation": generation,
-                "model_id": model_id,
-                "subjects_searched": searched,
-            },
-            operating_point=point.name,
-            threshold=point.threshold,
-            k=k,
-            candidate_count=len(candidates),
-            candidates=[c.to_dict() for c in candidates],
-            requires_human_review=True,
-            review_quorum=gallery.config.review_quorum,
-            verified_by=[],
-        )
-    return Identification(
-        identification_id=record.identification_id,
-        purpose=purpose,
-        actor=actor,
-        case_ref=case_ref,
-        candidates=candidates,
-        model_id=model_id,
-        operating_point=point.name,
-        threshold=point.threshold,
-        subjects_searched=searched,
-        probe_sha256=face.sha256,
-        started_at=started,
-        ended_at=ended,
-        audit_seq=event.seq,
-    )
+    return SearchResult(hits, searched, index.generation)
 
 
-def search_in_database(
-    gallery: Gallery,
-    vector: npt.NDArray[np.float32],
+def eligible_templates(
+    parts: GalleryParts,
+    subject_ids: Collection[str],
     model_id: str,
     purpose: str | None,
+    exclude: str | None = None,
+) -> tuple[dict[str, list[TemplateRecord]], int]:
+    """The templates of ``model_id`` of each eligible subject among ``subject_ids``.
+
+    Returns the templates by subject (subjects without such templates left
+    out) and the store generation they were read at.
+    """
+    now = parts.now()
+    found: dict[str, list[TemplateRecord]] = {}
+    store = parts.store
+    with store.snapshot():
+        generation = store.generation()
+        for subject_id in sorted(set(subject_ids) - {exclude}):
+            record = store.get_subject(subject_id)
+            if record is None or record.erased_at is not None:
+                continue
+            if parts.retention_until(record) <= now:
+                continue
+            if not any(
+                consent_status(c, now) == "active" and (purpose is None or purpose in c.purposes)
+                for c in store.consents_of(subject_id)
+            ):
+                continue
+            mine = [t for t in store.templates_of(subject_id) if t.model_id == model_id]
+            if mine:
+                found[subject_id] = mine
+    return found, generation
+
+
+def _scan_subjects(
+    parts: GalleryParts,
+    probe: npt.NDArray[np.float32],
+    model_id: str,
+    purpose: str | None,
+    only: Collection[str],
+    exclude: str | None,
     k: int,
     threshold: float,
-    *,
-    exclude: str | None = None,
-) -> tuple[list[SearchHit], int, int]:
-    """Identification by the store's pgvector HNSW index (``server_side_search``).
+    normalizer: ScoreNormalizer | None,
+) -> SearchResult:
+    """Exact search over a few subjects' templates, decrypted for this search only."""
+    eligible, generation = eligible_templates(parts, only, model_id, purpose, exclude)
+    query = np.asarray(probe, dtype=np.float64)
+    best: list[tuple[float, str]] = []
+    for subject_id, templates in eligible.items():
+        data_key = parts.keyring.data_key(subject_id)
+        if data_key is None:
+            continue  # crypto-shredded: unreadable
+        stored = np.stack([parts.keyring.open_template(t, data_key) for t in templates])
+        distances = np.linalg.norm(stored.astype(np.float64) - query, axis=1)
+        if normalizer is not None:
+            distances = normalizer.normalize(distances, probe, stored)
+        distance = float(np.min(distances))
+        if distance <= threshold:
+            best.append((distance, subject_id))
+    best.sort()
+    hits = [SearchHit(subject_id, distance) for distance, subject_id in best[:k]]
+    return SearchResult(hits, len(eligible), generation)
 
-    The same eligibility rules as the in-memory index (active consent for the
-    purpose, or any purpose if None, within retention), decided in SQL;
-    approximate nearest neighbours. ``exclude`` leaves one subject out.
-    Returns the hits within ``threshold``, the subjects searched and the
-    generation searched.
+
+def _search_database(
+    parts: GalleryParts,
+    probe: npt.NDArray[np.float32],
+    model_id: str,
+    purpose: str | None,
+    only: Collection[str] | None,
+    exclude: str | None,
+    k: int,
+    threshold: float,
+    count_searched: bool,
+) -> SearchResult:
+    """Search by the store's pgvector HNSW index (approximate nearest neighbours).
+
+    The eligibility rules are decided in SQL; an ``only`` set is first reduced
+    to its eligible subjects here, so the count searched is exact.
     """
-    store = gallery._vector_store()
-    now = gallery._now()
-    cutoff = now - timedelta(days=gallery.config.retention_days)
+    store = vector_store(parts)
+    now = parts.now()
+    cutoff = now - timedelta(days=parts.config.retention_days)
+    members: Sequence[str] | None = None
+    if only is not None:
+        eligible, _ = eligible_templates(parts, only, model_id, purpose, exclude)
+        members = sorted(eligible)
+        if not members:
+            with store.snapshot():
+                return SearchResult([], 0, store.generation())
     with store.snapshot():
         generation = store.generation()
         found, searched = store.search_vectors(
-            vector, model_id=model_id, purpose=purpose, now=now.isoformat(),
-            retention_cutoff=cutoff.isoformat(), k=k, exclude=exclude,
-            count_searched=exclude is None,  # a duplicate search reports no count
+            probe, model_id=model_id, purpose=purpose, now=now.isoformat(),
+            retention_cutoff=cutoff.isoformat(), k=k, exclude=exclude, only=members,
+            count_searched=count_searched and members is None,
         )
+    if members is not None:
+        searched = len(members)
     hits = [SearchHit(s, d) for s, d in found if d <= threshold]
-    return hits, searched, generation
+    return SearchResult(hits, searched, generation)
 
 
-def review(
-    gallery: Gallery,
-    identification_id: str,
-    subject_id: str,
-    *,
-    reviewer: str,
-    decision: str = "confirm",
-    note: str | None = None,
-) -> ReviewStatus:
-    """See :meth:`Gallery.review`."""
-    reviewer = gallery._check_name(reviewer, "reviewer")
-    if decision not in ("confirm", "reject"):
+def vector_store(parts: GalleryParts) -> PostgresStore:
+    """The gallery's store as a PostgreSQL store, which ``server_side_search`` needs.
+
+    Raises
+    ------
+    InvalidParameter
+        The gallery's store is not PostgreSQL.
+    """
+    if not isinstance(parts.store, PostgresStore):
         raise InvalidParameter(
-            f"The 'decision' must be 'confirm' or 'reject'. Got {decision!r} instead."
+            "The 'server_side_search' setting needs a PostgreSQL gallery (database_url); "
+            "this gallery's store is a "
+            + type(parts.store).__name__
+            + ". Turn it off, or move the gallery to PostgreSQL."
         )
-    stamp = gallery._stamp()
-    with gallery.store.transaction():
-        record = gallery.store.get_identification(identification_id)
-        if record is None:
-            raise InvalidParameter(
-                f"No identification {identification_id!r} in this gallery. Use the "
-                "identification_id an `identify` returned."
-            )
-        if subject_id not in {c[0] for c in record.candidates}:
-            raise InvalidParameter(
-                f"Subject {subject_id!r} is not a candidate of identification "
-                f"{identification_id!r}. Candidates: "
-                + (", ".join(c[0] for c in record.candidates) or "none")
-                + "."
-            )
-        gallery._subject_record(subject_id)
-        # consent may have ended since the search: then nothing may be confirmed
-        require_consent(
-            gallery.store.consents_of(subject_id), record.purpose, gallery._now(), subject_id
-        )
-        gallery.store.insert_review(
-            ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
-        )
-        reviews = [
-            r for r in gallery.store.reviews_of(identification_id) if r.subject_id == subject_id
-        ]
-        confirmed = tuple(r.reviewer for r in reviews if r.decision == "confirm")
-        rejected = tuple(r.reviewer for r in reviews if r.decision == "reject")
-        if rejected:
-            status = "rejected"
-        elif len(confirmed) >= gallery.config.review_quorum:
-            status = "confirmed"
-            gallery.store.touch_subject(subject_id, stamp)
-        else:
-            status = "pending"
-        event = gallery.audit.append(
-            "review",
-            actor=reviewer,
-            purpose=record.purpose,
-            subject_ids=[subject_id],
-            identification_id=identification_id,
-            case_ref=record.case_ref,
-            decision=decision,
-            note=note,
-            verified_by=list(confirmed),
-            rejected_by=list(rejected),
-            required=gallery.config.review_quorum,
-            status=status,
-        )
-    return ReviewStatus(
-        identification_id,
-        subject_id,
-        confirmed,
-        rejected,
-        gallery.config.review_quorum,
-        status,
-        event.seq,
-    )
+    return parts.store
 
 
-def verify_subject(
-    gallery: Gallery,
-    probe: FaceInput,
-    subject_id: str,
-    *,
-    purpose: str | None,
-    actor: str,
-    face_policy: FacePolicy = "single",
-) -> SubjectVerification:
-    """See :meth:`Gallery.verify_subject`."""
-    purpose = gallery._check_purpose(purpose)
-    actor = gallery._check_name(actor, "actor")
-    now = gallery._now()
-    with gallery.store.snapshot():
-        subject = gallery._subject_record(subject_id)
-        require_consent(gallery.store.consents_of(subject_id), purpose, now, subject_id)
-        if gallery._retention_until(subject) <= now:
-            raise ConsentExpired(
-                f"Subject {subject_id!r} is past the retention period "
-                f"({gallery.config.retention_days} days after the last interaction, "
-                f"{subject.last_interaction_at}); their data awaits the retention sweep."
-            )
-        templates = gallery.store.templates_of(subject_id)
-    face = gallery._probe(probe, face_policy)
-    model_id = face.embedding.model_id
-    mine = [t for t in templates if t.model_id == model_id]
-    if not mine:
-        raise ModelMismatch(
-            f"Subject {subject_id!r} has no template of model {model_id!r} (has: "
-            + (", ".join(sorted({t.model_id for t in templates})) or "none")
-            + "). Re-enrol the subject with this model."
+def put_server_side_vectors(
+    parts: GalleryParts, rows: Sequence[tuple[TemplateRecord, npt.NDArray[np.float32]]]
+) -> None:
+    """With ``server_side_search``, store protected vectors for the database search."""
+    if parts.config.server_side_search:
+        vector_store(parts).put_vectors(
+            [(t.template_id, t.subject_id, t.model_id, v) for t, v in rows]
         )
-    data_key = gallery._data_key(subject_id)
-    if data_key is None:
-        raise UnknownSubject(f"Subject {subject_id!r} was erased (its data key is destroyed).")
-    point = gallery._operating_point(model_id)
-    secret = gallery._secret(TEMPLATE_SECRET)
-    vector = crypto.protect(face.embedding.vector, secret)
-    stored = np.stack([gallery._decrypt(t, data_key) for t in mine]).astype(np.float64)
-    distances = np.linalg.norm(stored - vector.astype(np.float64), axis=1)
-    normalizer = protected_normalizer(point, secret, vector.shape[0])
-    if normalizer is not None:
-        distances = normalizer.normalize(distances, vector, stored)
-    distance = float(np.min(distances))
-    match = distance <= point.threshold
-    with gallery.store.transaction():
-        gallery.store.touch_subject(subject_id, gallery._stamp())
-        event = gallery.audit.append(
-            "verify",
-            actor=actor,
-            purpose=purpose,
-            subject_ids=[subject_id],
-            probe_sha256=face.sha256,
-            match=match,
-            distance=distance,
-            threshold=point.threshold,
-            operating_point=point.name,
-            model_id=model_id,
-        )
-    return SubjectVerification(
-        subject_id,
-        purpose,
-        match,
-        distance,
-        point.threshold,
-        point.name,
-        model_id,
-        face.sha256,
-        event.seq,
-    )
+

@@ -1,4 +1,4 @@
-"""Event galleries: a time-boxed gallery for one flight, exam or entrance.
+"""Event galleries: the life cycle of a time-boxed gallery for one flight, exam or entrance.
 
 An event names one purpose and a validity window. Its gallery holds only
 members: already-enrolled subjects whose consent covers the purpose, and
@@ -9,29 +9,26 @@ its gallery and erases the event-only subjects for good (audited).
 
 Opting out needs no face: it records a reference (a booking, a seat) and,
 when the person is a member, removes them from the event's gallery at once.
-Their passage is recorded by :func:`record_manual_passage`, which takes no
-image at all.
+Their passage is recorded by :func:`.decisions.record_manual_passage`, which
+takes no image at all. What the gate decides for each traveller is in
+:mod:`.decisions`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .. import crypto
 from ..errors import EventError, InvalidParameter, UnknownSubject
 from ..faces import Embedding
 from ..gallery import Gallery
-from ..gallery.consent import require_consent
-from ..gallery.core import TEMPLATE_SECRET
-from ..gallery.search import protected_normalizer
+from ..gallery.checks import check_name
 from ..images import ImageSource
 from ..matching import get_operating_point
-from ..store.base import EventMemberRecord, EventRecord, OptOutRecord, ProbeCropRecord
+from ..store.base import EventMemberRecord, EventRecord, OptOutRecord
 
 
 @dataclass(frozen=True)
@@ -53,32 +50,6 @@ class Event:
 
 
 @dataclass(frozen=True)
-class GateDecision:
-    """What the gate decided for one person.
-
-    ``outcome`` is ``"match"`` (board: ``subject_id`` and ``distance`` set),
-    ``"refer"`` (no member within the threshold: a person checks documents) or
-    ``"no-usable-face"`` (the camera never got a face of passing quality: a
-    person checks documents). Lower distance is more similar.
-    """
-
-    event_id: str
-    gate_id: str
-    outcome: str
-    subject_id: str | None
-    distance: float | None
-    threshold: float
-    operating_point: str
-    decided_at: str
-    audit_seq: int
-    frame_index: int | None = None
-    latency_s: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class EventClosure:
     """What closing an event removed."""
 
@@ -93,7 +64,7 @@ class EventClosure:
         return record
 
 
-def _event_record(gallery: Gallery, event_id: str) -> EventRecord:
+def event_record(gallery: Gallery, event_id: str) -> EventRecord:
     record = gallery.store.get_event(event_id)
     if record is None:
         raise EventError(
@@ -102,15 +73,15 @@ def _event_record(gallery: Gallery, event_id: str) -> EventRecord:
     return record
 
 
-def _open_record(gallery: Gallery, event_id: str) -> EventRecord:
-    record = _event_record(gallery, event_id)
+def require_open_event(gallery: Gallery, event_id: str) -> EventRecord:
+    record = event_record(gallery, event_id)
     if record.closed_at is not None:
         raise EventError(f"The event {event_id!r} was closed on {record.closed_at}.")
     return record
 
 
 def _summary(gallery: Gallery, record: EventRecord) -> Event:
-    now = gallery._now()
+    now = gallery.now()
     if record.closed_at is not None:
         status = "closed"
     elif now < datetime.fromisoformat(record.valid_from):
@@ -151,8 +122,8 @@ def open_event(
     EventError
         An event with that id exists.
     """
-    actor = gallery._check_name(actor, "actor")
-    purpose = gallery._check_purpose(purpose)
+    actor = check_name(actor, "actor")
+    purpose = gallery.check_purpose(purpose)
     if valid_from.tzinfo is None or valid_to.tzinfo is None or valid_to <= valid_from:
         raise InvalidParameter(
             "An event needs timezone-aware valid_from < valid_to. "
@@ -165,12 +136,12 @@ def open_event(
         )
     point = get_operating_point(operating_point)
     record = EventRecord(
-        event_id=gallery._check_name(event_id, "event_id"),
+        event_id=check_name(event_id, "event_id"),
         purpose=purpose,
         valid_from=valid_from.astimezone(UTC).isoformat(),
         valid_to=valid_to.astimezone(UTC).isoformat(),
         operating_point=point.name,
-        created_at=gallery._stamp(),
+        created_at=gallery.now().isoformat(),
         created_by=actor,
     )
     with gallery.store.transaction():
@@ -192,7 +163,7 @@ def open_event(
 def get_event(gallery: Gallery, event_id: str) -> Event:
     """The event and its gallery size."""
     with gallery.store.snapshot():
-        return _summary(gallery, _event_record(gallery, event_id))
+        return _summary(gallery, event_record(gallery, event_id))
 
 
 def add_member(gallery: Gallery, event_id: str, subject_id: str, *, actor: str) -> Event:
@@ -205,19 +176,16 @@ def add_member(gallery: Gallery, event_id: str, subject_id: str, *, actor: str) 
     EventError
         The event is closed, or the subject opted out of it.
     """
-    actor = gallery._check_name(actor, "actor")
+    actor = check_name(actor, "actor")
     with gallery.store.transaction():
-        record = _open_record(gallery, event_id)
-        gallery._subject_record(subject_id)
-        require_consent(
-            gallery.store.consents_of(subject_id), record.purpose, gallery._now(), subject_id
-        )
+        record = require_open_event(gallery, event_id)
+        gallery.require_consent(subject_id, record.purpose)
         if any(o.subject_id == subject_id for o in gallery.store.opt_outs(event_id)):
             raise EventError(
                 f"Subject {subject_id!r} opted out of {event_id!r}; they use the manual path."
             )
         gallery.store.put_event_member(
-            EventMemberRecord(event_id, subject_id, False, gallery._stamp())
+            EventMemberRecord(event_id, subject_id, False, gallery.now().isoformat())
         )
         gallery.audit.append(
             "event.add",
@@ -248,7 +216,7 @@ def enroll_for_event(
     window ends; the subject is erased when the event closes. Returns the new
     subject id. A failed enrolment (no face, poor quality) leaves no subject.
     """
-    record = _open_record(gallery, event_id)
+    record = require_open_event(gallery, event_id)
     template = (
         document_photo
         if isinstance(document_photo, Embedding)
@@ -268,7 +236,7 @@ def enroll_for_event(
         )
         gallery.enroll(subject_id, [template], actor=actor)
         gallery.store.put_event_member(
-            EventMemberRecord(event_id, subject_id, True, gallery._stamp())
+            EventMemberRecord(event_id, subject_id, True, gallery.now().isoformat())
         )
         gallery.audit.append(
             "event.enroll",
@@ -294,17 +262,17 @@ def opt_out(
     A member named by ``subject_id`` leaves the event's gallery at once (an
     event-only member is erased).
     """
-    actor = gallery._check_name(actor, "actor")
-    reference = gallery._check_name(reference, "reference")
+    actor = check_name(actor, "actor")
+    reference = check_name(reference, "reference")
     erase = False
     with gallery.store.transaction():
-        record = _open_record(gallery, event_id)
+        record = require_open_event(gallery, event_id)
         members = {m.subject_id: m for m in gallery.store.event_members(event_id)}
         if subject_id is not None and subject_id in members:
             gallery.store.remove_event_member(event_id, subject_id)
             erase = members[subject_id].event_only
         gallery.store.insert_opt_out(
-            OptOutRecord(event_id, reference, subject_id, gallery._stamp())
+            OptOutRecord(event_id, reference, subject_id, gallery.now().isoformat())
         )
         gallery.audit.append(
             "event.opt-out",
@@ -320,162 +288,17 @@ def opt_out(
     return get_event(gallery, event_id)
 
 
-def record_manual_passage(
-    gallery: Gallery, event_id: str, reference: str, *, actor: str, gate_id: str
-) -> int:
-    """Audit that a person passed the gate on the manual path (documents checked by staff).
-
-    This path takes no image: nothing is captured or processed. Returns the
-    audit sequence number.
-    """
-    actor = gallery._check_name(actor, "actor")
-    with gallery.store.transaction():
-        record = _open_record(gallery, event_id)
-        event = gallery.audit.append(
-            "gate.manual",
-            actor=actor,
-            purpose=record.purpose,
-            event_id=event_id,
-            gate_id=gate_id,
-            reference=reference,
-            face_captured=False,
-        )
-    return event.seq
-
-
-def match_at_gate(
-    gallery: Gallery,
-    event_id: str,
-    probe: Embedding | None,
-    *,
-    gate_id: str,
-    actor: str,
-    crop_jpeg: bytes | None = None,
-    keep_crop_hours: float | None = None,
-    frame_index: int | None = None,
-    latency_s: float | None = None,
-) -> GateDecision:
-    """Match one traveller's probe against the event's gallery and audit the decision.
-
-    ``probe`` None means the camera got no usable face: the decision is to
-    refer the person to staff. The probe is never stored; a matched face crop
-    is kept (encrypted under the subject's data key, erased with the subject)
-    only when ``keep_crop_hours`` is given, and deleted by
-    :func:`sweep_probe_crops` once that many hours have passed.
-
-    Raises
-    ------
-    EventError
-        The event is closed, not yet started or over.
-    """
-    record = _open_record(gallery, event_id)
-    now = gallery._now()
-    if (
-        not datetime.fromisoformat(record.valid_from)
-        <= now
-        <= datetime.fromisoformat(record.valid_to)
-    ):
-        raise EventError(
-            f"The event {event_id!r} runs from {record.valid_from} to {record.valid_to}; "
-            f"the gate cannot match at {now.isoformat()}."
-        )
-    point = get_operating_point(
-        record.operating_point, probe.model_id if probe is not None else None
-    )
-    subject_id: str | None = None
-    distance: float | None = None
-    probe_sha256 = ""
-    searched = 0
-    if probe is not None:
-        members = [m.subject_id for m in gallery.store.event_members(event_id)]
-        secret = gallery._secret(TEMPLATE_SECRET)
-        vector = crypto.protect(probe.vector, secret)
-        hits, searched = gallery._index(probe.model_id).search(
-            vector,
-            purpose=record.purpose,
-            now=now,
-            k=1,
-            threshold=point.threshold,
-            only=members,
-            normalizer=protected_normalizer(point, secret, vector.shape[0]),
-        )
-        probe_sha256 = hashlib.sha256(probe.vector.tobytes()).hexdigest()
-        if hits:
-            subject_id, distance = hits[0].subject_id, hits[0].distance
-    outcome = "match" if subject_id else ("refer" if probe is not None else "no-usable-face")
-    with gallery.store.transaction():
-        if subject_id is not None and crop_jpeg is not None and keep_crop_hours is not None:
-            data_key = gallery._data_key(subject_id)
-            if data_key is not None:
-                crop_id = uuid.uuid4().hex
-                gallery.store.insert_probe_crop(
-                    ProbeCropRecord(
-                        crop_id,
-                        event_id,
-                        subject_id,
-                        crypto.seal(data_key, crop_jpeg, f"probe-crop:{crop_id}"),
-                        now.isoformat(),
-                        (now + timedelta(hours=keep_crop_hours)).isoformat(),
-                    )
-                )
-        event = gallery.audit.append(
-            "gate.decision",
-            actor=actor,
-            purpose=record.purpose,
-            subject_ids=[subject_id] if subject_id else [],
-            event_id=event_id,
-            gate_id=gate_id,
-            outcome=outcome,
-            distance=distance,
-            operating_point=point.name,
-            threshold=point.threshold,
-            probe_sha256=probe_sha256,
-            subjects_searched=searched,
-            reference_gallery={"gallery_id": gallery.gallery_id, "event_id": event_id},
-            frame_index=frame_index,
-        )
-    return GateDecision(
-        event_id,
-        gate_id,
-        outcome,
-        subject_id,
-        distance,
-        point.threshold,
-        point.name,
-        now.isoformat(),
-        event.seq,
-        frame_index,
-        latency_s,
-    )
-
-
-def sweep_probe_crops(gallery: Gallery, *, actor: str = "system") -> int:
-    """Delete every kept probe crop past its deadline; returns how many (audited)."""
-    now = gallery._now()
-    with gallery.store.transaction():
-        due = [
-            c.crop_id
-            for c in gallery.store.probe_crops()
-            if datetime.fromisoformat(c.delete_after) <= now
-        ]
-        deleted = gallery.store.delete_probe_crops(due)
-        gallery.audit.append("gate.crop-sweep", actor=actor, deleted=deleted)
-    if deleted:
-        gallery.store.reclaim()
-    return deleted
-
-
 def close_event(gallery: Gallery, event_id: str, *, actor: str) -> EventClosure:
     """Dissolve the event's gallery: erase event-only subjects and every probe crop."""
-    actor = gallery._check_name(actor, "actor")
+    actor = check_name(actor, "actor")
     with gallery.store.transaction():
-        record = _open_record(gallery, event_id)
+        record = require_open_event(gallery, event_id)
         members = gallery.store.event_members(event_id)
         crops = [c.crop_id for c in gallery.store.probe_crops(event_id)]
         crops_deleted = gallery.store.delete_probe_crops(crops)
         for member in members:
             gallery.store.remove_event_member(event_id, member.subject_id)
-        gallery.store.close_event(event_id, gallery._stamp())
+        gallery.store.close_event(event_id, gallery.now().isoformat())
     erased = _erase_event_only(gallery, [m for m in members if m.event_only], event_id, actor)
     gallery.audit.append(
         "event.close",

@@ -25,7 +25,7 @@ from ..config import Settings
 from ..faces import Embedding, Face
 from ..gallery import Gallery
 from ..pipeline import FacePipeline
-from .events import GateDecision, match_at_gate
+from .decisions import GateDecision, match_at_gate
 from .frames import Frame, read_frames
 from .presence import BestFrameSelector, ReadyPresence
 

@@ -261,9 +261,10 @@ class ExactIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ids and vectors atomically (see :mod:`facetrust.index.base` for the format)."""
         payload = _pack(self.ids(), np.ascontiguousarray(self.vectors))
-        write_index_file(path, self._header(payload, {}), payload)
+        write_index_file(path, self.header_for(payload, {}), payload)
 
-    def _header(self, payload: bytes, params: dict[str, object]) -> IndexHeader:
+    def header_for(self, payload: bytes, params: dict[str, object]) -> IndexHeader:
+        """The file header of these rows with ``payload`` and ``params`` (kind ``exact``)."""
         return IndexHeader(
             kind=self.kind,
             dim=self._dim,
@@ -318,7 +319,7 @@ class ExactBacked:
         """Write the rows (length-prefixed) then ``extra`` atomically, as ``self.kind``."""
         exact_part = _pack(self._exact.ids(), np.ascontiguousarray(self._exact.vectors))
         payload = len(exact_part).to_bytes(8, "little") + exact_part + extra
-        header = self._exact._header(payload, params)
+        header = self._exact.header_for(payload, params)
         write_index_file(path, replace(header, kind=self.kind), payload)
 
     def _read_rows(self, payload: bytes, count: int) -> bytes:

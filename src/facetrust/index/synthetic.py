@@ -106,14 +106,18 @@ class TemplateModel:
         real = np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1)
         best = min(
             np.linspace(0.0, 0.8, 17),
-            key=lambda sigma: ks_statistic(real, model._with_scale(sigma)._mated(4000, seed=1)),
+            key=lambda sigma: ks_statistic(
+                real, model.with_scale(sigma).sample_mated_distances(4000, seed=1)
+            ),
         )
-        return model._with_scale(float(best))
+        return model.with_scale(float(best))
 
-    def _with_scale(self, sigma: float) -> TemplateModel:
+    def with_scale(self, sigma: float) -> TemplateModel:
+        """The same model with the scale spread ``sigma``."""
         return replace(self, scale_sigma_=float(sigma))
 
-    def _mated(self, n: int, seed: int) -> Float64Matrix:
+    def sample_mated_distances(self, n: int, seed: int) -> Float64Matrix:
+        """Distances of ``n`` synthetic mated pairs, shape (n,)."""
         rng = np.random.default_rng(seed)
         centres = self.sample_centres(n, rng)
         gap = self.sample_templates(centres, rng) - self.sample_templates(centres, rng)

@@ -1,0 +1,272 @@
+"""Searching the gallery: 1:N identification, human review of candidates, 1:1 verification.
+
+Every search states a purpose, runs only over subjects whose active consent
+covers it, and is audited; the probe is never stored. Searches refused for
+consent, purpose or model reasons are audited too (:func:`audit_refusal`).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .. import crypto
+from ..errors import (
+    ConsentError,
+    InvalidParameter,
+    ModelMismatch,
+    PurposeRequired,
+    UnknownSubject,
+)
+from ..pipeline import FacePolicy
+from ..store.base import IdentificationRecord, ReviewRecord
+from .checks import check_k, check_name, check_purpose
+from .parts import GalleryParts
+from .probes import FaceInput
+from .search import search_templates
+from .subjects import require_active_consent
+from .types import Candidate, Identification, ReviewStatus, SubjectVerification
+
+
+@contextmanager
+def audit_refusal(
+    parts: GalleryParts,
+    kind: str,
+    actor: str | None,
+    purpose: str | None,
+    subjects: list[str],
+    **fields: Any,
+) -> Iterator[None]:
+    """Audit a search refused for consent, purpose or model reasons (``<kind>.refused``),
+    then re-raise."""
+    try:
+        yield
+    except (ConsentError, PurposeRequired, ModelMismatch, UnknownSubject) as error:
+        parts.audit.append(
+            f"{kind}.refused",
+            actor=actor or None,
+            purpose=purpose or None,
+            subject_ids=subjects,
+            error=type(error).__name__,
+            message=str(error),
+            **fields,
+        )
+        raise
+
+
+def identify(
+    parts: GalleryParts,
+    probe: FaceInput,
+    *,
+    purpose: str | None,
+    actor: str,
+    k: int = 5,
+    case_ref: str | None = None,
+    face_policy: FacePolicy = "single",
+) -> Identification:
+    """See :meth:`Gallery.identify`."""
+    started = parts.stamp()
+    purpose = check_purpose(purpose, parts.config.purposes)
+    actor = check_name(actor, "actor")
+    k = check_k(k)
+    face = parts.read_probe(probe, face_policy)
+    model_id = face.model_id
+    point = parts.operating_point(model_id)
+    secret = parts.keyring.template_secret()
+    vector = crypto.protect(face.embedding.vector, secret)
+    found = search_templates(
+        parts, vector, model_id, purpose=purpose, point=point, secret=secret, k=k
+    )
+    candidates = tuple(
+        Candidate(h.subject_id, h.distance, r) for r, h in enumerate(found.hits, 1)
+    )
+    ended = parts.stamp()
+    record = IdentificationRecord(
+        identification_id=uuid.uuid4().hex,
+        purpose=purpose,
+        actor=actor,
+        case_ref=case_ref,
+        probe_sha256=face.sha256,
+        model_id=model_id,
+        operating_point=point.name,
+        threshold=point.threshold,
+        started_at=started,
+        ended_at=ended,
+        candidates=tuple((c.subject_id, c.distance, c.rank) for c in candidates),
+    )
+    with parts.store.transaction():
+        parts.store.insert_identification(record)
+        event = parts.audit.append(
+            "identify",
+            actor=actor,
+            purpose=purpose,
+            subject_ids=[c.subject_id for c in candidates],
+            identification_id=record.identification_id,
+            case_ref=case_ref,
+            probe_sha256=face.sha256,
+            period_of_use={"started_at": started, "ended_at": ended},
+            reference_gallery={
+                "gallery_id": parts.gallery_id,
+                "generation": found.generation,
+                "model_id": model_id,
+                "subjects_searched": found.searched,
+            },
+            operating_point=point.name,
+            threshold=point.threshold,
+            k=k,
+            candidate_count=len(candidates),
+            candidates=[c.to_dict() for c in candidates],
+            requires_human_review=True,
+            review_quorum=parts.config.review_quorum,
+            verified_by=[],
+        )
+    return Identification(
+        identification_id=record.identification_id,
+        purpose=purpose,
+        actor=actor,
+        case_ref=case_ref,
+        candidates=candidates,
+        model_id=model_id,
+        operating_point=point.name,
+        threshold=point.threshold,
+        subjects_searched=found.searched,
+        probe_sha256=face.sha256,
+        started_at=started,
+        ended_at=ended,
+        audit_seq=event.seq,
+    )
+
+
+def review(
+    parts: GalleryParts,
+    identification_id: str,
+    subject_id: str,
+    *,
+    reviewer: str,
+    decision: str = "confirm",
+    note: str | None = None,
+) -> ReviewStatus:
+    """See :meth:`Gallery.review`."""
+    reviewer = check_name(reviewer, "reviewer")
+    if decision not in ("confirm", "reject"):
+        raise InvalidParameter(
+            f"The 'decision' must be 'confirm' or 'reject'. Got {decision!r} instead."
+        )
+    stamp = parts.stamp()
+    quorum = parts.config.review_quorum
+    with parts.store.transaction():
+        record = parts.store.get_identification(identification_id)
+        if record is None:
+            raise InvalidParameter(
+                f"No identification {identification_id!r} in this gallery. Use the "
+                "identification_id an `identify` returned."
+            )
+        if subject_id not in {c[0] for c in record.candidates}:
+            raise InvalidParameter(
+                f"Subject {subject_id!r} is not a candidate of identification "
+                f"{identification_id!r}. Candidates: "
+                + (", ".join(c[0] for c in record.candidates) or "none")
+                + "."
+            )
+        # consent may have ended since the search: then nothing may be confirmed
+        require_active_consent(parts, subject_id, record.purpose)
+        parts.store.insert_review(
+            ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
+        )
+        reviews = [
+            r for r in parts.store.reviews_of(identification_id) if r.subject_id == subject_id
+        ]
+        confirmed = tuple(r.reviewer for r in reviews if r.decision == "confirm")
+        rejected = tuple(r.reviewer for r in reviews if r.decision == "reject")
+        if rejected:
+            status = "rejected"
+        elif len(confirmed) >= quorum:
+            status = "confirmed"
+            parts.store.touch_subject(subject_id, stamp)
+        else:
+            status = "pending"
+        event = parts.audit.append(
+            "review",
+            actor=reviewer,
+            purpose=record.purpose,
+            subject_ids=[subject_id],
+            identification_id=identification_id,
+            case_ref=record.case_ref,
+            decision=decision,
+            note=note,
+            verified_by=list(confirmed),
+            rejected_by=list(rejected),
+            required=quorum,
+            status=status,
+        )
+    return ReviewStatus(
+        identification_id, subject_id, confirmed, rejected, quorum, status, event.seq
+    )
+
+
+def verify_subject(
+    parts: GalleryParts,
+    probe: FaceInput,
+    subject_id: str,
+    *,
+    purpose: str | None,
+    actor: str,
+    face_policy: FacePolicy = "single",
+) -> SubjectVerification:
+    """See :meth:`Gallery.verify_subject`."""
+    purpose = check_purpose(purpose, parts.config.purposes)
+    actor = check_name(actor, "actor")
+    with parts.store.snapshot():
+        require_active_consent(parts, subject_id, purpose, within_retention=True)
+        templates = parts.store.templates_of(subject_id)
+    face = parts.read_probe(probe, face_policy)
+    model_id = face.model_id
+    if not any(t.model_id == model_id for t in templates):
+        raise ModelMismatch(
+            f"Subject {subject_id!r} has no template of model {model_id!r} (has: "
+            + (", ".join(sorted({t.model_id for t in templates})) or "none")
+            + "). Re-enrol the subject with this model."
+        )
+    if parts.keyring.data_key(subject_id) is None:
+        raise UnknownSubject(f"Subject {subject_id!r} was erased (its data key is destroyed).")
+    point = parts.operating_point(model_id)
+    secret = parts.keyring.template_secret()
+    vector = crypto.protect(face.embedding.vector, secret)
+    found = search_templates(
+        parts, vector, model_id, purpose=purpose, point=point, secret=secret, k=1,
+        threshold=math.inf, only=[subject_id],
+    )
+    if not found.hits:  # erased or withdrawn between the checks and the search
+        raise UnknownSubject(
+            f"Subject {subject_id!r} cannot be searched any more (erased or consent ended)."
+        )
+    distance = found.hits[0].distance
+    match = distance <= point.threshold
+    with parts.store.transaction():
+        parts.store.touch_subject(subject_id, parts.stamp())
+        event = parts.audit.append(
+            "verify",
+            actor=actor,
+            purpose=purpose,
+            subject_ids=[subject_id],
+            probe_sha256=face.sha256,
+            match=match,
+            distance=distance,
+            threshold=point.threshold,
+            operating_point=point.name,
+            model_id=model_id,
+        )
+    return SubjectVerification(
+        subject_id,
+        purpose,
+        match,
+        distance,
+        point.threshold,
+        point.name,
+        model_id,
+        face.sha256,
+        event.seq,
+    )

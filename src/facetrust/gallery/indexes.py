@@ -1,0 +1,226 @@
+"""A gallery's search indexes: one in-memory index per model, kept in step with the store.
+
+:class:`SearchIndexes` holds each model's :class:`~facetrust.gallery.index.TemplateIndex`
+(decrypted, protected templates and what decides each subject's eligibility)
+and brings it up to date whenever the store's generation counter moves (any
+change to subjects, consents or templates, by this process or another). It
+also keeps the approximate index on disk between runs (:mod:`.index_file`):
+sealed under its own key, destroyed on erasure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import IndexFileError, KeyMaterialError
+from ..store.base import KeyStore, Store
+from . import index_file
+from .config import GalleryConfig
+from .consent import retention_until
+from .index import TemplateIndex
+from .keyring import Keyring
+from .vectors import LiveTemplate, TemplateVectors, ciphertext_digest
+
+#: Store meta counter bumped whenever templates are erased or re-encrypted.
+REMOVALS_META = "templates_removed"
+
+
+def count_removal(store: Store) -> None:
+    """Bump the store's count of template removals (inside a store transaction).
+
+    A process saving its index file compares the count before and after
+    writing, and withdraws its file when templates were removed meanwhile.
+    """
+    count = store.get_meta(REMOVALS_META)
+    store.set_meta(REMOVALS_META, str(int(count or 0) + 1))
+
+
+class SearchIndexes:
+    """Per-model search indexes of one gallery (see module docstring).
+
+    Parameters
+    ----------
+    config : GalleryConfig
+        Index kind, exact-search size, index folder, purposes, retention.
+    store, keystore : Store, KeyStore
+    keyring : Keyring
+        Unwraps data keys and opens templates; keeps the index files' keys.
+    """
+
+    def __init__(
+        self, config: GalleryConfig, store: Store, keystore: KeyStore, keyring: Keyring
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.keystore = keystore
+        self.keyring = keyring
+        self._indexes: dict[str, TemplateIndex] = {}
+        # model id -> its decrypted templates and vector index, updated by difference
+        self._vectors: dict[str, TemplateVectors] = {}
+
+    def clear(self) -> None:
+        """Drop every decrypted template from memory."""
+        self._indexes.clear()
+        self._vectors.clear()
+
+    def is_loaded(self, model_id: str) -> bool:
+        """Whether this process holds ``model_id``'s index (current or not)."""
+        return model_id in self._vectors
+
+    def get(self, model_id: str) -> TemplateIndex:
+        """The search index of ``model_id``, brought up to date when the store has changed.
+
+        The vector index is updated by difference (see :mod:`.vectors`): erased
+        or re-keyed templates leave it, new ones are decrypted and added.
+        Consent and retention arrays are rebuilt from the store each time.
+        """
+        with self.store.snapshot():
+            generation = self.store.generation()
+            cached = self._indexes.get(model_id)
+            if cached is not None and cached.generation == generation:
+                return cached
+            removals = self.store.get_meta(REMOVALS_META)
+            subjects = {s.subject_id: s for s in self.store.list_subjects()}
+            consents = self.store.all_consents()
+            templates = [
+                t
+                for t in self.store.all_templates()
+                if t.model_id == model_id and t.subject_id in subjects
+            ]
+        wrapped_keys = self.keystore.all_keys()
+        # a template whose subject has no data key is crypto-shredded: unreadable
+        readable = {t.template_id: t for t in templates if t.subject_id in wrapped_keys}
+        live = [
+            LiveTemplate(t.template_id, t.subject_id, ciphertext_digest(t.ciphertext))
+            for t in readable.values()
+        ]
+        data_keys: dict[str, bytes] = {}
+
+        def decrypt(item: LiveTemplate) -> npt.NDArray[np.float32]:
+            subject_id = item.subject_id
+            if subject_id not in data_keys:
+                data_keys[subject_id] = self.keyring.unwrap_data_key(
+                    subject_id, wrapped_keys[subject_id]
+                )
+            return self.keyring.open_template(readable[item.template_id], data_keys[subject_id])
+
+        vectors = self._vectors.get(model_id)
+        just_opened = vectors is None
+        if vectors is None:
+            vectors = self._vectors[model_id] = self._open_vectors(model_id, live)
+        was_graph = vectors.is_approximate
+        added, _ = vectors.sync(generation, live, decrypt)
+        vectors.removals = removals
+        if self.config.index_dir is not None and vectors.is_approximate and (
+            not was_graph or (just_opened and added)
+        ):
+            # an index built here (minutes for an HNSW graph at 1M templates), or a
+            # loaded file now behind the store: keep it for the next run
+            self._save_vectors(vectors)
+        retention = {
+            s: retention_until(r, self.config.retention_days) for s, r in subjects.items()
+        }
+        index = TemplateIndex.from_vectors(
+            generation, vectors, retention, consents, self.config.purposes
+        )
+        self._indexes[model_id] = index
+        return index
+
+    def _open_vectors(self, model_id: str, live: Sequence[LiveTemplate]) -> TemplateVectors:
+        """A new vector index for ``model_id``, from its index file when one can be trusted."""
+        vectors = TemplateVectors(
+            model_id, self.config.index_kind, self.config.index_exact_below
+        )
+        folder = self.config.index_dir
+        if folder is None or not vectors.graph_possible:
+            return vectors
+        path = index_file.index_path(Path(folder), model_id)
+        name = index_file.key_name(model_id)
+        wrapped = self.keystore.get_key(name)
+        if wrapped is None or not path.exists():
+            return vectors
+        try:
+            sealed = index_file.read_sealed_index(
+                path, self.keyring.unwrap_data_key(name, wrapped), model_id
+            )
+        except (IndexFileError, KeyMaterialError):
+            return vectors  # unreadable (e.g. written by a newer version): rebuilt
+        current = {t.template_id: t.digest for t in live}
+        if any(current.get(t) != digest for t, (digest, _) in sealed.slots.items()):
+            # holds a template erased or re-keyed since: never use it, destroy it
+            self.drop_files(model_id)
+            return vectors
+        vectors.adopt(
+            sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
+        )
+        return vectors
+
+    def _save_vectors(self, vectors: TemplateVectors) -> Path | None:
+        """Seal ``vectors`` into its index file under a fresh key; None if it cannot be kept."""
+        if self.config.index_dir is None or not vectors.is_approximate:
+            return None
+        model_id = vectors.model_id
+        key = self.keyring.new_data_key(index_file.key_name(model_id))
+        path = index_file.index_path(Path(self.config.index_dir), model_id)
+        index_file.write_sealed_index(path, key, vectors)
+        with self.store.snapshot():
+            removals = self.store.get_meta(REMOVALS_META)
+        if removals != vectors.removals:
+            # templates were erased while the file was written: it may hold them
+            self.drop_files(model_id)
+            return None
+        return path
+
+    def drop_files(self, model_id: str | None = None) -> None:
+        """Destroy index-file keys (crypto-shredding every copy) and delete the files.
+
+        ``model_id`` None drops every model's file.
+        """
+        names = [index_file.key_name(model_id)] if model_id is not None else [
+            n for n in self.keystore.subject_ids() if n.startswith(index_file.KEY_PREFIX)
+        ]
+        self.keyring.destroy_data_keys(names)
+        if self.config.index_dir is not None:
+            folder = Path(self.config.index_dir)
+            paths = (
+                [index_file.index_path(folder, model_id)]
+                if model_id is not None
+                else list(folder.glob("*.index"))
+            )
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+    def save(self) -> list[Path]:
+        """Write every stored model's approximate index to its file (see ``Gallery.save_index``)."""
+        written = []
+        for model_id in self.stored_model_ids():
+            self.get(model_id)
+            path = self._save_vectors(self._vectors[model_id])
+            if path is not None:
+                written.append(path)
+        return written
+
+    def info(self) -> dict[str, dict[str, Any]]:
+        """Per stored model: the index kind, templates held, generation and source."""
+        for model_id in self.stored_model_ids():
+            self.get(model_id)
+        return {
+            model_id: {
+                "kind": v.index_kind,
+                "templates": len(v.ids),
+                "generation": v.generation,
+                "source": v.source,
+            }
+            for model_id, v in self._vectors.items()
+        }
+
+    def stored_model_ids(self) -> list[str]:
+        """Models with templates in the store, and those already searched here."""
+        with self.store.snapshot():
+            stored = {t.model_id for t in self.store.all_templates()}
+        return sorted(stored | set(self._vectors))

@@ -1,0 +1,136 @@
+"""The gallery's keys: master key, gallery secrets, per-subject data keys, sealed templates.
+
+Every secret of a gallery is wrapped by its master key: the audit key and the
+template-protection secret in the store, each subject's data key (and each
+index file's key) in the key store. Templates and photos are sealed with
+AES-256-GCM under their subject's data key, with a label that names what they
+are, so a sealed value cannot be moved to another row. Destroying a data key
+is what erasure means: every copy of the subject's ciphertext, backups
+included, becomes unreadable (crypto-shredding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import crypto
+from ..errors import StoreError
+from ..store.base import KeyStore, Store, TemplateRecord
+
+AUDIT_SECRET = "audit_key"
+TEMPLATE_SECRET = "template_secret"
+GALLERY_SECRETS = (AUDIT_SECRET, TEMPLATE_SECRET)
+
+
+def data_key_label(name: str) -> str:
+    """The wrapping label of the data key kept under ``name`` in the key store."""
+    return f"data-key:{name}"
+
+
+def secret_label(name: str) -> str:
+    """The wrapping label of the gallery secret ``name``."""
+    return f"secret:{name}"
+
+
+def template_label(template: TemplateRecord) -> str:
+    """The sealing label of a stored template: binds it to its id, subject and model."""
+    return f"template:{template.template_id}:{template.subject_id}:{template.model_id}"
+
+
+class Keyring:
+    """Wraps and unwraps a gallery's keys, and seals and opens its templates.
+
+    Parameters
+    ----------
+    store : Store
+        Holds the wrapped gallery secrets.
+    keystore : KeyStore
+        Holds the wrapped data keys (one per subject, one per index file).
+    master_key : MasterKey
+        Wraps every other key.
+    """
+
+    def __init__(self, store: Store, keystore: KeyStore, master_key: crypto.MasterKey) -> None:
+        self.store = store
+        self.keystore = keystore
+        self.master_key = master_key
+
+    # ------------------------------------------------------------------ gallery secrets
+    def secret(self, name: str) -> bytes:
+        """The gallery secret ``name`` (e.g. :data:`TEMPLATE_SECRET`), unwrapped.
+
+        Raises
+        ------
+        StoreError
+            The secret is missing: the store is damaged.
+        """
+        with self.store.snapshot():
+            wrapped = self.store.get_secret(name)
+        if wrapped is None:
+            raise StoreError(f"The gallery secret {name!r} is missing: the store is damaged.")
+        return self.master_key.unwrap(wrapped, secret_label(name))
+
+    def template_secret(self) -> bytes:
+        """The secret that protects (rotates) every template before it is stored."""
+        return self.secret(TEMPLATE_SECRET)
+
+    def wrap_secret(self, name: str, secret: bytes) -> bytes:
+        """``secret`` wrapped by the master key, as stored under ``name``."""
+        return self.master_key.wrap(secret, secret_label(name))
+
+    # ------------------------------------------------------------------ data keys
+    def data_key(self, name: str, *, create: bool = False) -> bytes | None:
+        """The data key kept under ``name`` (a subject id), or None if there is none.
+
+        With ``create``, a missing key is generated and stored first (in its
+        own key-store transaction, so the key commits before the data it seals).
+        """
+        wrapped = self.keystore.get_key(name)
+        if wrapped is None and create:
+            with self.keystore.transaction():
+                wrapped = self.keystore.get_key(name)
+                if wrapped is None:
+                    wrapped = self.master_key.wrap(crypto.generate_key(), data_key_label(name))
+                    self.keystore.put_key(name, wrapped)
+        return None if wrapped is None else self.unwrap_data_key(name, wrapped)
+
+    def unwrap_data_key(self, name: str, wrapped: bytes) -> bytes:
+        """Unwrap a data key read from the key store under ``name``."""
+        return self.master_key.unwrap(wrapped, data_key_label(name))
+
+    def new_data_key(self, name: str) -> bytes:
+        """Generate a data key, store it under ``name`` (replacing any) and return it."""
+        key = crypto.generate_key()
+        with self.keystore.transaction():
+            self.keystore.put_key(name, self.master_key.wrap(key, data_key_label(name)))
+        return key
+
+    def destroy_data_keys(self, names: Iterable[str]) -> int:
+        """Delete the data keys under ``names`` (crypto-shredding); returns how many existed."""
+        destroyed = 0
+        with self.keystore.transaction():
+            for name in names:
+                destroyed += bool(self.keystore.delete_key(name))
+        return destroyed
+
+    # ------------------------------------------------------------------ templates
+    def seal_template(
+        self, template: TemplateRecord, vector: npt.NDArray[np.float32], data_key: bytes
+    ) -> bytes:
+        """Seal the protected ``vector`` of ``template`` (its ciphertext is ignored)."""
+        plain = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        return crypto.seal(data_key, plain, template_label(template))
+
+    def open_template(
+        self, template: TemplateRecord, data_key: bytes
+    ) -> npt.NDArray[np.float32]:
+        """The protected vector sealed in ``template``, shape (dim,), float32."""
+        plain = crypto.open_sealed(data_key, template.ciphertext, template_label(template))
+        return np.frombuffer(plain, dtype=np.float32).copy()
+
+    def replace_master_key(self, new_key: crypto.MasterKey) -> None:
+        """Use ``new_key`` from now on (after every wrapped value was re-wrapped)."""
+        self.master_key = new_key

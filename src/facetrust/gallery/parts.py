@@ -1,0 +1,82 @@
+"""The parts of a gallery, bundled for the operations that use them.
+
+:class:`GalleryParts` is what the operation modules (enrolment,
+identification, erasure, key rotation) receive instead of the
+:class:`~facetrust.gallery.Gallery` facade, so they depend on the parts and
+never on the facade that builds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..audit import AuditLog
+from ..matching import OperatingPoint, get_operating_point
+from ..pipeline import FacePipeline, FacePolicy
+from ..store.base import KeyStore, Store, SubjectRecord
+from .config import GalleryConfig
+from .consent import retention_until
+from .indexes import SearchIndexes
+from .keyring import Keyring
+from .probes import FaceInput, Probe, read_probe
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class GalleryParts:
+    """Everything an operation on one open gallery needs.
+
+    Attributes
+    ----------
+    config : GalleryConfig
+    gallery_id : str
+    store, keystore : Store, KeyStore
+    keyring : Keyring
+    audit : AuditLog
+    indexes : SearchIndexes
+    clock : callable
+        Returns the current time, timezone-aware UTC.
+    pipeline : callable
+        Returns the face pipeline (built on first use).
+    hook : callable or None
+        Called with a stage name at points a test may interrupt.
+    """
+
+    config: GalleryConfig
+    gallery_id: str
+    store: Store
+    keystore: KeyStore
+    keyring: Keyring
+    audit: AuditLog
+    indexes: SearchIndexes
+    clock: Clock
+    pipeline: Callable[[], FacePipeline]
+    hook: Callable[[str], None] | None = None
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        return self.clock()
+
+    def stamp(self) -> str:
+        """The current time as ISO 8601 text."""
+        return self.clock().isoformat()
+
+    def pause(self, stage: str) -> None:
+        """Let a test interrupt the operation at ``stage`` (no-op without a hook)."""
+        if self.hook is not None:
+            self.hook(stage)
+
+    def operating_point(self, model_id: str) -> OperatingPoint:
+        """The gallery's operating point for templates of ``model_id``."""
+        return get_operating_point(self.config.operating_point, model_id)
+
+    def retention_until(self, subject: SubjectRecord) -> datetime:
+        """When ``subject`` leaves retention."""
+        return retention_until(subject, self.config.retention_days)
+
+    def read_probe(self, face: FaceInput, face_policy: FacePolicy) -> Probe:
+        """Embed ``face`` with the gallery's pipeline (see :func:`.probes.read_probe`)."""
+        return read_probe(self.pipeline(), face, face_policy)

@@ -1,0 +1,165 @@
+"""Subjects and their consents: registering people, recording consent, the consent checks.
+
+A subject is an opaque id (and an optional display name) with no biometric
+data until enrolment. Consent records name their purposes, expiry and
+evidence; :func:`require_active_consent` is the one check every enrolment,
+search and verification passes through.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from ..errors import ConsentExpired, InvalidParameter, UnknownSubject
+from ..store.base import ConsentRecord, SubjectRecord
+from .checks import check_name, check_purpose, check_subject_id
+from .consent import consent_status, require_consent
+from .parts import GalleryParts
+from .types import Consent, Subject
+
+
+def subject_record(parts: GalleryParts, subject_id: str) -> SubjectRecord:
+    """The stored record of a subject not erased (call inside a store snapshot or transaction).
+
+    Raises
+    ------
+    UnknownSubject
+    """
+    record = parts.store.get_subject(subject_id)
+    if record is None or record.erased_at is not None:
+        raise UnknownSubject(
+            f"No subject {subject_id!r} in this gallery (never added, or erased). "
+            "List subjects with `facetrust subject list`."
+        )
+    return record
+
+
+def require_active_consent(
+    parts: GalleryParts, subject_id: str, purpose: str | None, *, within_retention: bool = False
+) -> SubjectRecord:
+    """The subject's record, if it exists and an active consent covers ``purpose``.
+
+    ``purpose`` None accepts a consent to any purpose (enrolment). With
+    ``within_retention``, a subject past its retention period is refused too.
+    Call inside a store snapshot or transaction.
+
+    Raises
+    ------
+    UnknownSubject
+    ConsentRequired, ConsentWithdrawn, ConsentExpired, PurposeNotConsented
+    """
+    record = subject_record(parts, subject_id)
+    now = parts.now()
+    require_consent(parts.store.consents_of(subject_id), purpose, now, subject_id)
+    if within_retention and parts.retention_until(record) <= now:
+        raise ConsentExpired(
+            f"Subject {subject_id!r} is past the retention period "
+            f"({parts.config.retention_days} days after the last interaction, "
+            f"{record.last_interaction_at}); their data awaits the retention sweep."
+        )
+    return record
+
+
+def to_subject(parts: GalleryParts, record: SubjectRecord) -> Subject:
+    """The public view of a stored subject (call inside a store snapshot)."""
+    return Subject(
+        subject_id=record.subject_id,
+        display_name=record.display_name,
+        created_at=record.created_at,
+        last_interaction_at=record.last_interaction_at,
+        retention_until=parts.retention_until(record).isoformat(),
+        template_count=len(parts.store.templates_of(record.subject_id)),
+    )
+
+
+def to_consent(record: ConsentRecord, now: datetime) -> Consent:
+    """The public view of a stored consent, with its status at ``now``."""
+    return Consent(
+        consent_id=record.consent_id,
+        subject_id=record.subject_id,
+        purposes=record.purposes,
+        granted_at=record.granted_at,
+        expires_at=record.expires_at,
+        evidence_ref=record.evidence_ref,
+        evidence_sha256=record.evidence_sha256,
+        notice_version=record.notice_version,
+        status=consent_status(record, now),
+        withdrawn_at=record.withdrawn_at,
+        withdrawal_reason=record.withdrawal_reason,
+    )
+
+
+def add_subject(
+    parts: GalleryParts, subject_id: str | None, *, display_name: str | None, actor: str
+) -> Subject:
+    """See :meth:`Gallery.add_subject`."""
+    actor = check_name(actor, "actor")
+    subject_id = check_subject_id(subject_id or uuid.uuid4().hex)
+    stamp = parts.stamp()
+    record = SubjectRecord(subject_id, display_name, stamp, stamp)
+    with parts.store.transaction():
+        parts.store.insert_subject(record)
+        parts.store.bump_generation()
+        parts.audit.append("subject.add", actor=actor, subject_ids=[subject_id])
+        return to_subject(parts, record)
+
+
+def grant_consent(
+    parts: GalleryParts,
+    subject_id: str,
+    purposes: Sequence[str],
+    *,
+    expires_at: datetime,
+    evidence_ref: str,
+    evidence_sha256: str,
+    notice_version: str,
+    actor: str,
+) -> Consent:
+    """See :meth:`Gallery.grant_consent`."""
+    actor = check_name(actor, "actor")
+    purposes = tuple(dict.fromkeys(purposes))
+    if not purposes:
+        raise InvalidParameter("A consent must name at least one purpose. Got none.")
+    for purpose in purposes:
+        check_purpose(purpose, parts.config.purposes)
+    now = parts.now()
+    if expires_at.tzinfo is None or expires_at <= now:
+        raise InvalidParameter(
+            "The 'expires_at' of a consent must be a timezone-aware time in the future. "
+            f"Got {expires_at!r} instead."
+        )
+    digest = evidence_sha256.lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InvalidParameter(
+            "The 'evidence_sha256' must be the 64 hex digits of the evidence file's SHA-256. "
+            f"Got {evidence_sha256!r} instead."
+        )
+    record = ConsentRecord(
+        consent_id=uuid.uuid4().hex,
+        subject_id=subject_id,
+        purposes=purposes,
+        granted_at=now.isoformat(),
+        expires_at=expires_at.astimezone(UTC).isoformat(),
+        evidence_ref=check_name(evidence_ref, "evidence_ref"),
+        evidence_sha256=digest,
+        notice_version=check_name(notice_version, "notice_version"),
+    )
+    with parts.store.transaction():
+        subject_record(parts, subject_id)
+        parts.store.insert_consent(record)
+        parts.store.touch_subject(subject_id, now.isoformat())
+        parts.store.bump_generation()
+        parts.audit.append(
+            "consent.grant",
+            actor=actor,
+            subject_ids=[subject_id],
+            consent_id=record.consent_id,
+            purposes=list(purposes),
+            expires_at=record.expires_at,
+            evidence_ref=record.evidence_ref,
+            evidence_sha256=digest,
+            notice_version=record.notice_version,
+        )
+    return to_consent(record, now)

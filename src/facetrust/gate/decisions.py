@@ -1,0 +1,191 @@
+"""What the gate decides: match a traveller against the event's gallery, or the manual path.
+
+:func:`match_at_gate` searches only the event's members, only while the event
+is open and within its window, through the gallery's one template search
+(:meth:`facetrust.gallery.Gallery.search`), and audits every decision, a
+referral to staff included. :func:`record_manual_passage` audits a passage on
+the manual path, which takes no image. A matched face crop is kept only when
+asked, encrypted under the subject's data key, and deleted by
+:func:`sweep_probe_crops` once its time is up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..errors import EventError
+from ..faces import Embedding
+from ..gallery import Gallery
+from ..gallery.checks import check_name
+from ..matching import get_operating_point
+from ..store.base import ProbeCropRecord
+from .events import require_open_event
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate decided for one person.
+
+    ``outcome`` is ``"match"`` (board: ``subject_id`` and ``distance`` set),
+    ``"refer"`` (no member within the threshold: a person checks documents) or
+    ``"no-usable-face"`` (the camera never got a face of passing quality: a
+    person checks documents). Lower distance is more similar.
+    """
+
+    event_id: str
+    gate_id: str
+    outcome: str
+    subject_id: str | None
+    distance: float | None
+    threshold: float
+    operating_point: str
+    decided_at: str
+    audit_seq: int
+    frame_index: int | None = None
+    latency_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record_manual_passage(
+    gallery: Gallery, event_id: str, reference: str, *, actor: str, gate_id: str
+) -> int:
+    """Audit that a person passed the gate on the manual path (documents checked by staff).
+
+    This path takes no image: nothing is captured or processed. Returns the
+    audit sequence number.
+    """
+    actor = check_name(actor, "actor")
+    with gallery.store.transaction():
+        record = require_open_event(gallery, event_id)
+        event = gallery.audit.append(
+            "gate.manual",
+            actor=actor,
+            purpose=record.purpose,
+            event_id=event_id,
+            gate_id=gate_id,
+            reference=reference,
+            face_captured=False,
+        )
+    return event.seq
+
+
+def match_at_gate(
+    gallery: Gallery,
+    event_id: str,
+    probe: Embedding | None,
+    *,
+    gate_id: str,
+    actor: str,
+    crop_jpeg: bytes | None = None,
+    keep_crop_hours: float | None = None,
+    frame_index: int | None = None,
+    latency_s: float | None = None,
+) -> GateDecision:
+    """Match one traveller's probe against the event's gallery and audit the decision.
+
+    ``probe`` None means the camera got no usable face: the decision is to
+    refer the person to staff. The probe is never stored; a matched face crop
+    is kept (encrypted under the subject's data key, erased with the subject)
+    only when ``keep_crop_hours`` is given, and deleted by
+    :func:`sweep_probe_crops` once that many hours have passed.
+
+    Raises
+    ------
+    EventError
+        The event is closed, not yet started or over.
+    """
+    record = require_open_event(gallery, event_id)
+    now = gallery.now()
+    if (
+        not datetime.fromisoformat(record.valid_from)
+        <= now
+        <= datetime.fromisoformat(record.valid_to)
+    ):
+        raise EventError(
+            f"The event {event_id!r} runs from {record.valid_from} to {record.valid_to}; "
+            f"the gate cannot match at {now.isoformat()}."
+        )
+    point = get_operating_point(
+        record.operating_point, probe.model_id if probe is not None else None
+    )
+    subject_id: str | None = None
+    distance: float | None = None
+    probe_sha256 = ""
+    searched = 0
+    if probe is not None:
+        with gallery.store.snapshot():
+            members = [m.subject_id for m in gallery.store.event_members(event_id)]
+        found = gallery.search(
+            probe, purpose=record.purpose, k=1, operating_point=point.name, only=members
+        )
+        searched = found.searched
+        probe_sha256 = hashlib.sha256(probe.vector.tobytes()).hexdigest()
+        if found.hits:
+            subject_id, distance = found.hits[0].subject_id, found.hits[0].distance
+    outcome = "match" if subject_id else ("refer" if probe is not None else "no-usable-face")
+    with gallery.store.transaction():
+        if subject_id is not None and crop_jpeg is not None and keep_crop_hours is not None:
+            crop_id = uuid.uuid4().hex
+            sealed = gallery.seal_for_subject(subject_id, crop_jpeg, f"probe-crop:{crop_id}")
+            if sealed is not None:
+                gallery.store.insert_probe_crop(
+                    ProbeCropRecord(
+                        crop_id,
+                        event_id,
+                        subject_id,
+                        sealed,
+                        now.isoformat(),
+                        (now + timedelta(hours=keep_crop_hours)).isoformat(),
+                    )
+                )
+        event = gallery.audit.append(
+            "gate.decision",
+            actor=actor,
+            purpose=record.purpose,
+            subject_ids=[subject_id] if subject_id else [],
+            event_id=event_id,
+            gate_id=gate_id,
+            outcome=outcome,
+            distance=distance,
+            operating_point=point.name,
+            threshold=point.threshold,
+            probe_sha256=probe_sha256,
+            subjects_searched=searched,
+            reference_gallery={"gallery_id": gallery.gallery_id, "event_id": event_id},
+            frame_index=frame_index,
+        )
+    return GateDecision(
+        event_id,
+        gate_id,
+        outcome,
+        subject_id,
+        distance,
+        point.threshold,
+        point.name,
+        now.isoformat(),
+        event.seq,
+        frame_index,
+        latency_s,
+    )
+
+
+def sweep_probe_crops(gallery: Gallery, *, actor: str = "system") -> int:
+    """Delete every kept probe crop past its deadline; returns how many (audited)."""
+    now = gallery.now()
+    with gallery.store.transaction():
+        due = [
+            c.crop_id
+            for c in gallery.store.probe_crops()
+            if datetime.fromisoformat(c.delete_after) <= now
+        ]
+        deleted = gallery.store.delete_probe_crops(due)
+        gallery.audit.append("gate.crop-sweep", actor=actor, deleted=deleted)
+    if deleted:
+        gallery.store.reclaim()
+    return deleted
