@@ -95,3 +95,29 @@ def test_messages_never_show_a_database_password() -> None:
 
     assert redact_url("postgresql://app:s3cret@db:5432/g") == "postgresql://app:***@db:5432/g"
     assert redact_url("postgresql://app@db/g") == "postgresql://app@db/g"
+
+
+#: SHA-256 (first 16 hex digits) of each released migration, whitespace collapsed:
+#: the shared table definitions (facetrust.store.schema) must keep rendering them.
+RELEASED = {
+    "sqlite": ["50e5ab056105f0ff", "a2f5d90d084174ca", "2a7da43f6179f964", "d6a4b8b2442bb669"],
+    "sqlite-keys": ["d9b9d6754c972257"],
+    "postgres": ["5f469f733d407b91", "a01f1ac96d9114f6", "54ec371fd534b39e", "3e0caf3c4072fbcf"],
+    "postgres-keys": ["98c26f912d46b859"],
+}
+
+
+def test_released_migrations_are_never_edited() -> None:
+    import hashlib
+
+    def digests(scripts: list[str]) -> list[str]:
+        return [hashlib.sha256(" ".join(s.split()).encode()).hexdigest()[:16] for s in scripts]
+
+    found = {
+        "sqlite": digests(sqlite_migrations.GALLERY_MIGRATIONS),
+        "sqlite-keys": digests(sqlite_migrations.KEYSTORE_MIGRATIONS),
+        "postgres": digests(postgres_migrations.GALLERY_MIGRATIONS),
+        "postgres-keys": digests(postgres_migrations.KEYSTORE_MIGRATIONS),
+    }
+    for kind, released in RELEASED.items():
+        assert found[kind][: len(released)] == released, kind
