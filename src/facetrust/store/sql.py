@@ -47,11 +47,13 @@ __all__ = ["POSTGRES", "SQLITE", "Dialect", "SqlKeyStore", "SqlStore"]
 class SqlStore(SqlRecords):
     """Every :class:`~facetrust.store.base.Store` method, in shared SQL (see module docstring).
 
-    The backend resets ``_stamp`` to None when a transaction starts.
+    The backend counts open transactions and snapshots in ``_depth`` and
+    resets ``_stamp`` to None when a transaction starts.
     """
 
     keep_removals = 100_000
     _stamp: int | None
+    _depth: int
 
     # gallery-wide values ---------------------------------------------------
     def get_meta(self, name: str) -> str | None:
@@ -70,12 +72,9 @@ class SqlStore(SqlRecords):
 
     # change tracking ---------------------------------------------------------
     def generation(self) -> int:
-        if self._in_transaction():
+        if self._depth:
             self._stamp = None  # a write after this read must move the counter again
         return int(self._read("SELECT value FROM counters WHERE name = 'generation'")[0][0])
-
-    def _in_transaction(self) -> bool:
-        return bool(getattr(self, "_depth", 0))
 
     def bump_generation(self) -> None:
         self._change_stamp()
