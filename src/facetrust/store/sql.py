@@ -107,19 +107,21 @@ class SqlStore(SqlRecords):
                 (generation,),
             )
             removed = self._read(
-                "SELECT template_id FROM template_removals WHERE generation > ? ORDER BY seq",
+                "SELECT template_id FROM template_removals WHERE generation > ? ORDER BY generation",
                 (generation,),
             )
+            # two indexed range reads: a UNION would let SQLite scan both tables
             subjects = self._read(
-                "SELECT subject_id FROM subjects WHERE changed_gen > ? UNION "
-                "SELECT subject_id FROM consents WHERE changed_gen > ? ORDER BY 1",
-                (generation, generation),
+                "SELECT subject_id FROM subjects WHERE changed_gen > ?", (generation,)
+            )
+            subjects += self._read(
+                "SELECT subject_id FROM consents WHERE changed_gen > ?", (generation,)
             )
         return StoreChanges(
             current,
             [template_from_row(row) for row in templates],
             list(dict.fromkeys(str(row[0]) for row in removed)),
-            [str(row[0]) for row in subjects],
+            sorted({str(row[0]) for row in subjects}),
         )
 
     def _prune_removals(self) -> None:
