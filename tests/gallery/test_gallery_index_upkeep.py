@@ -121,3 +121,31 @@ def test_a_change_log_that_no_longer_reaches_back_reloads_in_full(
         assert other.store.changes_since(seen) is None
         found = other.identify(probe, purpose="boarding", actor="officer")
         assert KOFI not in [c.subject_id for c in found.candidates]
+
+
+def test_an_index_refreshed_in_a_rolled_back_transaction_is_not_trusted(
+    sample_gallery: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    master_key: crypto.MasterKey,
+    clock: Any,
+    grant: Callable[..., str],
+) -> None:
+    gallery = sample_gallery
+    probe = embeddings[identities[KOFI][2]]
+    gallery.identify(probe, purpose="boarding", actor="officer")
+    before = gallery.store.generation()
+    with pytest.raises(RuntimeError), gallery.batch():
+        gallery.add_subject(NEW, actor="registrar")
+        grant(gallery, NEW)
+        gallery.search(probe, purpose="boarding")  # the index sees the uncommitted subject
+        raise RuntimeError("the batch fails")
+    assert gallery.store.generation() == before
+    with Gallery.open(gallery.config, master_key=master_key, now=clock) as other:
+        other.forget(KOFI, actor="dpo", reason="request")  # the same generation number
+    assert gallery.store.generation() == before + 1
+    found = gallery.identify(probe, purpose="boarding", actor="officer")
+    assert KOFI not in [c.subject_id for c in found.candidates]
+    assert contents(gallery, probe.model_id) == fresh_view(
+        gallery, master_key, clock, probe.model_id
+    )

@@ -397,3 +397,16 @@ def test_a_postgres_writer_waiting_on_another_is_seen_after_it(
     assert [t.template_id for t in changes.templates] == ["t1", "t2"]
     for store in (first, second, reader):
         store.close()
+
+
+def test_in_transaction_tells_a_write_transaction(store: Store) -> None:
+    assert not store.in_transaction()
+    with store.snapshot():
+        assert not store.in_transaction()
+    with pytest.raises(RuntimeError), store.transaction():
+        assert store.in_transaction()
+        raise RuntimeError("rolled back")
+    assert not store.in_transaction()
+    with store.transaction():
+        assert store.in_transaction()
+    assert not store.in_transaction()

@@ -13,7 +13,10 @@ inserted, re-encrypted or deleted and the subjects whose record or consents
 changed since the index's generation; only those templates are decrypted
 (with only their subjects' data keys), only those subjects' retention and
 consent times re-read. The first load, and a change log that no longer
-reaches back to the index's generation, read everything.
+reaches back to the index's generation, read everything; so does the first
+search after a transaction in which the index was brought up to date (a
+batch enrolment's duplicate search): that transaction may have been rolled
+back, and another writer may since have reached the same generation number.
 """
 
 from __future__ import annotations
@@ -70,11 +73,14 @@ class SearchIndexes:
         self._indexes: dict[str, TemplateIndex] = {}
         # model id -> its decrypted templates and vector index, updated by difference
         self._vectors: dict[str, TemplateVectors] = {}
+        # models whose index holds changes of a write transaction not known to be committed
+        self._tentative: set[str] = set()
 
     def clear(self) -> None:
         """Drop every decrypted template from memory."""
         self._indexes.clear()
         self._vectors.clear()
+        self._tentative.clear()
 
     def is_loaded(self, model_id: str) -> bool:
         """Whether this process holds ``model_id``'s index (current or not)."""
@@ -89,6 +95,8 @@ class SearchIndexes:
         the module docstring).
         """
         cached = self._indexes.get(model_id)
+        if model_id in self._tentative and not self.store.in_transaction():
+            cached = None  # its transaction ended, committed or not: read everything
         with self.store.snapshot():
             generation = self.store.generation()
             if cached is not None and cached.generation == generation:
@@ -141,7 +149,15 @@ class SearchIndexes:
         index = TemplateIndex.from_vectors(
             generation, vectors, retention, consents, self.config.purposes
         )
-        self._indexes[model_id] = index
+        return self._keep(index)
+
+    def _keep(self, index: TemplateIndex) -> TemplateIndex:
+        """Cache ``index`` as its model's current one, noting whether it may be uncommitted."""
+        self._indexes[index.model_id] = index
+        if self.store.in_transaction():
+            self._tentative.add(index.model_id)
+        else:
+            self._tentative.discard(index.model_id)
         return index
 
     def _update(self, cached: TemplateIndex, changes: StoreChanges) -> TemplateIndex:
@@ -181,9 +197,7 @@ class SearchIndexes:
         retention = {
             s: retention_until(subjects[s], self.config.retention_days) for s in live_subjects
         }
-        index = cached.updated(changes.generation, retention, refreshed, consents)
-        self._indexes[model_id] = index
-        return index
+        return self._keep(cached.updated(changes.generation, retention, refreshed, consents))
 
     def _decryptor(
         self, readable: dict[str, TemplateRecord], wrapped_keys: dict[str, bytes]

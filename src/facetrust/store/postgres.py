@@ -87,6 +87,7 @@ class _PostgresBase:
         self._errors = psycopg
         self._db = _connect(url)
         self._depth = 0
+        self._writing = False  # inside transaction(), not snapshot()
         self._stamp: int | None = None
         try:
             self._migrate(create)
@@ -180,13 +181,16 @@ class _PostgresBase:
             ) from None
         self._depth = 1
         self._stamp = None
+        self._writing = True
         try:
             yield
         except BaseException:
             self._depth = 0
+            self._writing = False
             self._rollback()
             raise
         self._depth = 0
+        self._writing = False
         try:
             self._db.execute("COMMIT")
         except self._errors.Error as error:

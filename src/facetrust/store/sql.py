@@ -54,6 +54,10 @@ class SqlStore(SqlRecords):
     keep_removals = 100_000
     _stamp: int | None
     _depth: int
+    _writing: bool
+
+    def in_transaction(self) -> bool:
+        return self._writing
 
     # gallery-wide values ---------------------------------------------------
     def get_meta(self, name: str) -> str | None:
@@ -107,7 +111,8 @@ class SqlStore(SqlRecords):
                 (generation,),
             )
             removed = self._read(
-                "SELECT template_id FROM template_removals WHERE generation > ? ORDER BY generation",
+                "SELECT template_id FROM template_removals WHERE generation > ? "
+                "ORDER BY generation",
                 (generation,),
             )
             # two indexed range reads: a UNION would let SQLite scan both tables

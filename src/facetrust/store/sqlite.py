@@ -56,6 +56,7 @@ class _SqliteBase:
                 f"Cannot open {str(self.path)!r} as a facetrust {self._kind}: {error}."
             ) from None
         self._depth = 0
+        self._writing = False  # inside transaction(), not snapshot()
         self._stamp: int | None = None
 
     def _migrate(self) -> None:
@@ -104,13 +105,16 @@ class _SqliteBase:
             raise StoreError(f"Cannot start a write on {str(self.path)!r}: {error}.") from None
         self._depth = 1
         self._stamp = None
+        self._writing = True
         try:
             yield
         except BaseException:
             self._depth = 0
+            self._writing = False
             self._db.execute("ROLLBACK")
             raise
         self._depth = 0
+        self._writing = False
         self._db.execute("COMMIT")
 
     @contextmanager
