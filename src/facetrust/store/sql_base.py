@@ -110,8 +110,6 @@ class SqlBase:
         return rows
 
 
-
-
 def consent_from_row(row: tuple[Any, ...]) -> ConsentRecord:
     """A consent from its columns (``CONSENT_COLUMNS`` order)."""
     return ConsentRecord(row[0], row[1], tuple(json.loads(row[2])), *row[3:])

@@ -152,7 +152,6 @@ class _SqliteBase:
         return self._db.execute(sql, params).fetchall()
 
 
-
 def _statements(script: str) -> list[str]:
     """Split a migration into statements, keeping trigger bodies whole."""
     statements, current = [], []
