@@ -72,6 +72,7 @@ KEYS = {
     "operator-limited": Role.OPERATOR,
     "operator-schema": Role.OPERATOR,
     "operator-browser": Role.OPERATOR,
+    "operator-audited": Role.OPERATOR,
     "auditor": Role.AUDITOR,
     "admin": Role.ADMIN,
     "admin-revoker": Role.ADMIN,

@@ -241,14 +241,27 @@ def test_every_biometric_request_is_audited_with_the_key_id(
     live_server: LiveServer, enrolled: dict[str, dict[str, object]]
 ) -> None:
     enroller = f"key:{live_server.key_ids['enroller']}"
+    operator = f"key:{live_server.key_ids['operator-audited']}"
+    with live_server.client("operator-audited") as client:
+        response = client.post(
+            "/v1/identify", files=files(image=photo("Serena_Williams", 2)),
+            data={"purpose": "access-control", "case_ref": "CASE-AUDITED"},
+        )
+    assert response.status_code == 200, response.text
     with live_server.client("auditor") as auditor:
         enrolments = auditor.get(
             "/v1/audit/events", params={"kind": "enrol", "actor": enroller}
         ).json()["events"]
-        identified = auditor.get("/v1/audit/events", params={"kind": "identify"}).json()["events"]
+        identified = auditor.get(
+            "/v1/audit/events", params={"kind": "identify", "actor": operator}
+        ).json()["events"]
     assert {e["subject_ids"][0] for e in enrolments} >= set(PEOPLE)
-    assert all(e["actor"].startswith("key:") for e in identified)
-    assert all(e["case_ref"] and e["purpose"] for e in identified)
+    assert len(identified) == 1, identified
+    event = identified[0]
+    assert event["actor"] == operator
+    assert event["case_ref"] == "CASE-AUDITED" and event["purpose"] == "access-control"
+    assert event["identification_id"] == response.json()["identification_id"]
+    assert event["subject_ids"] == ["http-serena"]
 
 
 def test_audit_chain_verifies_and_exports_every_event(
