@@ -69,6 +69,7 @@ KEYS = {
     "enroller": Role.ENROLLER,
     "operator": Role.OPERATOR,
     "operator2": Role.OPERATOR,
+    "operator3": Role.OPERATOR,
     "operator-limited": Role.OPERATOR,
     "operator-schema": Role.OPERATOR,
     "operator-browser": Role.OPERATOR,
