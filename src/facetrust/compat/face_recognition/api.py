@@ -25,6 +25,7 @@ loaded when first read.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import IO, Any
@@ -111,12 +112,12 @@ def face_distance(
     return distances
 
 
-def load_image_file(file: str | IO[bytes], mode: str = "RGB") -> ImageArray:
+def load_image_file(file: str | os.PathLike[str] | IO[bytes], mode: str = "RGB") -> ImageArray:
     """Decode an image file (JPEG, PNG, ...) into a numpy array.
 
     Parameters
     ----------
-    file : str or binary file object
+    file : str, path or binary file object
     mode : str, default "RGB"
         PIL mode to convert to: ``"RGB"`` gives uint8 (h, w, 3), ``"L"`` gives
         uint8 (h, w) grayscale; an empty value keeps the file's own mode.
