@@ -15,6 +15,7 @@ from typing import Any
 import dlib
 import numpy as np
 import PIL
+import PIL.ImageFile
 import pytest
 
 import facetrust.compat.face_recognition as face_recognition
@@ -77,8 +78,10 @@ def test_load_image_file_not_an_image_raises_pil_error(tmp_path: Path) -> None:
 
 
 def test_load_image_file_accepts_truncated_files_without_changing_pil_globally(
-    images: Path, tmp_path: Path
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # face_recognition itself, when imported by another test, sets it process-wide.
+    monkeypatch.setattr(PIL.ImageFile, "LOAD_TRUNCATED_IMAGES", False)
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes((images / "obama.jpg").read_bytes()[:150_000])
     assert face_recognition.load_image_file(truncated).shape == (1137, 910, 3)
@@ -125,7 +128,6 @@ def test_face_locations_rejects_float_images_as_dlib_does() -> None:
         face_recognition.face_locations(np.zeros((120, 160, 3), np.float32))
 
 
-@pytest.mark.slow
 def test_cnn_face_locations_give_mmod_rects_with_confidence(obama: Image) -> None:
     found = api._raw_face_locations(obama, number_of_times_to_upsample=0, model="cnn")
     assert len(found) == 1
@@ -134,7 +136,6 @@ def test_cnn_face_locations_give_mmod_rects_with_confidence(obama: Image) -> Non
     assert face_recognition.face_locations(obama, 0, model="cnn") == [(154, 611, 390, 375)]
 
 
-@pytest.mark.slow
 def test_batch_face_locations_equal_one_call_per_image(images: Path) -> None:
     # Small images keep the CNN quick; the batch must give what single calls give.
     lfw = Path(__file__).parent.parent / "data" / "lfw"

@@ -15,7 +15,9 @@ from typing import Any
 from ...config import Settings
 from ...models.base import Embedder
 from ...models.dlib_backend import import_dlib, load_dlib_model, model_path
+from ...models.onnx_backend import onnxruntime_available
 from ...models.selection import default_embedder
+from .cnn_detector import MmodOnnxDetector
 
 #: face_recognition's landmark model names and the weight files they mean.
 LANDMARK_WEIGHTS = {"small": "landmarks5", "large": "landmarks68"}
@@ -36,6 +38,12 @@ def hog_detector() -> Any:
 def cnn_detector() -> Any:
     """dlib's MMOD CNN face detector (``mmod_human_face_detector.dat``)."""
     return load_dlib_model("cnn_face_detection_model_v1", model_path("mmod"))
+
+
+@functools.cache
+def onnx_cnn_detector() -> MmodOnnxDetector | None:
+    """dlib's CNN detector with its network on ONNX Runtime (same boxes), or None without it."""
+    return MmodOnnxDetector() if onnxruntime_available() else None
 
 
 @functools.cache

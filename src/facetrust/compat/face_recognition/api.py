@@ -3,12 +3,14 @@
 Every function has face_recognition's name, signature, defaults, return
 types and coordinate convention: boxes are ``(top, right, bottom, left)``
 tuples of ints, trimmed to the image, and encodings are float64 arrays of
-shape (128,). Detection and landmarks run the same dlib models, so boxes
-and points are identical; descriptors come from the same network run by
-ONNX Runtime and differ from dlib's by float rounding only (under 1e-6).
-``num_jitters`` above 1, and images that are not contiguous uint8 RGB
-arrays, go to dlib's own encoder, so they give what face_recognition gives,
-errors included.
+shape (128,). The HOG detector and the landmark predictors are dlib's own, so
+boxes and points are identical. The CNN detector's network runs on ONNX
+Runtime with dlib's own pre- and post-processing (:mod:`.cnn_detector`), so
+its boxes are dlib's too; descriptors come from the same network run by ONNX
+Runtime and differ from dlib's by float rounding only (under 1e-6).
+``num_jitters`` above 1, images that are not contiguous uint8 arrays and
+tiny images go to dlib's own models, so they give what face_recognition
+gives, errors included.
 
 What differs, on purpose: models load on first use rather than at import
 (the 68-point landmark model, under the iBUG 300-W non-commercial terms, only
@@ -45,6 +47,9 @@ CssBox = tuple[int, int, int, int]
 ImageArray = npt.NDArray[Any]
 
 _TRUNCATED_IMAGES_LOCK = threading.Lock()
+
+#: Smaller images go to dlib's own CNN, which refuses some of them with its own error.
+_CNN_MIN_SIDE = 32
 
 _MODEL_OBJECTS: dict[str, Callable[[], Any]] = {
     "face_detector": _engines.hog_detector,
@@ -149,12 +154,16 @@ def load_image_file(file: str | os.PathLike[str] | IO[bytes], mode: str = "RGB")
 def _raw_face_locations(
     img: ImageArray, number_of_times_to_upsample: int = 1, model: str = "hog"
 ) -> Any:
-    """dlib's own detections: ``rectangles`` for ``"hog"``, ``mmod_rectangles`` for ``"cnn"``.
+    """Raw detections: dlib ``rectangles`` for ``"hog"``, a list of CNN detections for ``"cnn"``.
 
     Each rectangle has ``top()``, ``right()``, ``bottom()``, ``left()``; each
-    CNN detection has ``.rect`` and ``.confidence``.
+    CNN detection has ``.rect`` (a dlib rectangle) and ``.confidence``, as
+    dlib's ``mmod_rectangle`` has.
     """
     if model == "cnn":
+        fast = _engines.onnx_cnn_detector()
+        if fast is not None and _fits_cnn([img], number_of_times_to_upsample):
+            return fast(img, number_of_times_to_upsample)
         return _engines.cnn_detector()(img, number_of_times_to_upsample)
     return _engines.hog_detector()(img, number_of_times_to_upsample)
 
@@ -173,8 +182,8 @@ def face_locations(
         smaller faces and costs about four times more per step.
     model : {"hog", "cnn"}, default "hog"
         ``"hog"`` is fast on a CPU; ``"cnn"`` (dlib's MMOD network) finds more
-        turned and small faces but is much slower without a GPU. Any other
-        value means ``"hog"``, as in face_recognition.
+        turned and small faces but is slower. Any other value means
+        ``"hog"``, as in face_recognition.
 
     Returns
     -------
@@ -191,7 +200,30 @@ def _raw_face_locations_batched(
     images: Sequence[ImageArray], number_of_times_to_upsample: int = 1, batch_size: int = 128
 ) -> Any:
     """dlib's CNN detections for each image of ``images`` (all of one size)."""
+    fast = _engines.onnx_cnn_detector()
+    if fast is not None and _fits_cnn(images, number_of_times_to_upsample):
+        return fast(list(images), number_of_times_to_upsample, batch_size=batch_size)
     return _engines.cnn_detector()(images, number_of_times_to_upsample, batch_size=batch_size)
+
+
+def _fits_cnn(images: Any, upsample: Any) -> bool:
+    # What the ONNX network computes as dlib does: a non-empty list of uint8 gray or
+    # RGB arrays of one size, big enough for the network's windows. Anything else
+    # goes to dlib, which gives its own result or error.
+    if not isinstance(images, list | tuple) or not images:
+        return False
+    if not isinstance(upsample, int) or isinstance(upsample, bool) or upsample < 0:
+        return False
+    shape = getattr(images[0], "shape", (0,))[:2]
+    return all(
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3))
+        and image.flags.c_contiguous
+        and image.shape[:2] == shape
+        and min(shape) >= _CNN_MIN_SIDE
+        for image in images
+    )
 
 
 def batch_face_locations(
@@ -199,7 +231,8 @@ def batch_face_locations(
 ) -> list[list[CssBox]]:
     """CNN face boxes for several images of the same size, in batches.
 
-    Batching pays on a GPU; on a CPU it costs what one call per image costs.
+    All images must have the same size. On a CPU a batch costs what one call
+    per image costs.
 
     Returns
     -------
