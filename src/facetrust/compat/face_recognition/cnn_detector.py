@@ -41,8 +41,10 @@ from ...errors import ModelError
 from ...models.dlib_backend import import_dlib, model_path
 from ...models.dlib_format import Conv, DlibStream, Relu, read_conv, skip_training_state
 
-#: dlib's ``pyramid_down<6>``: each pyramid level is 5/6 the size of the one above.
-PYRAMID_RATE = 5.0 / 6.0
+#: dlib's ``pyramid_down<6>``: each pyramid level is 5/6 the size of the one above
+#: (``pyramid_rate``), and ``point_up`` maps a point one level up as ``p * 6/5 + 0.3``.
+PYRAMID_RATE = (6 - 1.0) / 6
+PYRAMID_UP_RATIO = 6 / (6 - 1.0)
 #: ``compute_tiled_image_pyramid_details`` stops below this many rows.
 MIN_LEVEL_HEIGHT = 5
 
@@ -449,8 +451,8 @@ def _to_image(
         box[3] - origin_y,
     )
     for _ in range(level):
-        left, top = left / PYRAMID_RATE + 0.3, top / PYRAMID_RATE + 0.3
-        right, bottom = right / PYRAMID_RATE + 0.3, bottom / PYRAMID_RATE + 0.3
+        left, top = left * PYRAMID_UP_RATIO + 0.3, top * PYRAMID_UP_RATIO + 0.3
+        right, bottom = right * PYRAMID_UP_RATIO + 0.3, bottom * PYRAMID_UP_RATIO + 0.3
     return _round(left), _round(top), _round(right), _round(bottom)
 
 
