@@ -38,7 +38,7 @@ import PIL.Image
 from PIL import ImageFile
 
 from ...models.dlib_backend import model_path
-from . import _engines
+from . import engines
 
 #: A face box as face_recognition gives it: (top, right, bottom, left) in pixels.
 CssBox = tuple[int, int, int, int]
@@ -52,11 +52,11 @@ _TRUNCATED_IMAGES_LOCK = threading.Lock()
 _CNN_MIN_SIDE = 32
 
 _MODEL_OBJECTS: dict[str, Callable[[], Any]] = {
-    "face_detector": _engines.hog_detector,
-    "cnn_face_detector": _engines.cnn_detector,
-    "pose_predictor_68_point": lambda: _engines.shape_predictor("large"),
-    "pose_predictor_5_point": lambda: _engines.shape_predictor("small"),
-    "face_encoder": _engines.dlib_encoder,
+    "face_detector": engines.hog_detector,
+    "cnn_face_detector": engines.cnn_detector,
+    "pose_predictor_68_point": lambda: engines.shape_predictor("large"),
+    "pose_predictor_5_point": lambda: engines.shape_predictor("small"),
+    "face_encoder": engines.dlib_encoder,
 }
 
 _MODEL_PATHS = {
@@ -83,7 +83,7 @@ def _rect_to_css(rect: Any) -> CssBox:
 def _css_to_rect(css: Sequence[int]) -> Any:
     """A (top, right, bottom, left) tuple as a dlib rectangle."""
     top, right, bottom, left = css[0], css[1], css[2], css[3]
-    return _engines.dlib_module().rectangle(left, top, right, bottom)
+    return engines.dlib_module().rectangle(left, top, right, bottom)
 
 
 def _trim_css_to_bounds(css: Sequence[int], image_shape: Sequence[int]) -> CssBox:
@@ -161,11 +161,11 @@ def _raw_face_locations(
     dlib's ``mmod_rectangle`` has.
     """
     if model == "cnn":
-        fast = _engines.onnx_cnn_detector()
+        fast = engines.onnx_cnn_detector()
         if fast is not None and _fits_cnn([img], number_of_times_to_upsample):
             return fast(img, number_of_times_to_upsample)
-        return _engines.cnn_detector()(img, number_of_times_to_upsample)
-    return _engines.hog_detector()(img, number_of_times_to_upsample)
+        return engines.cnn_detector()(img, number_of_times_to_upsample)
+    return engines.hog_detector()(img, number_of_times_to_upsample)
 
 
 def face_locations(
@@ -200,10 +200,10 @@ def _raw_face_locations_batched(
     images: Sequence[ImageArray], number_of_times_to_upsample: int = 1, batch_size: int = 128
 ) -> Any:
     """dlib's CNN detections for each image of ``images`` (all of one size)."""
-    fast = _engines.onnx_cnn_detector()
+    fast = engines.onnx_cnn_detector()
     if fast is not None and _fits_cnn(images, number_of_times_to_upsample):
         return fast(list(images), number_of_times_to_upsample, batch_size=batch_size)
-    return _engines.cnn_detector()(images, number_of_times_to_upsample, batch_size=batch_size)
+    return engines.cnn_detector()(images, number_of_times_to_upsample, batch_size=batch_size)
 
 
 def _fits_cnn(images: Any, upsample: Any) -> bool:
@@ -260,7 +260,7 @@ def _raw_face_landmarks(
         rects = list(_raw_face_locations(face_image))
     else:
         rects = [_css_to_rect(location) for location in face_locations]
-    predictor = _engines.shape_predictor("small" if model == "small" else "large")
+    predictor = engines.shape_predictor("small" if model == "small" else "large")
     return [predictor(face_image, rect) for rect in rects]
 
 
@@ -351,13 +351,13 @@ def face_encodings(
     if not shapes:
         return []
     if not _fits_embedder(face_image, num_jitters):
-        encoder = _engines.dlib_encoder()
+        encoder = engines.dlib_encoder()
         return [
             np.array(encoder.compute_face_descriptor(face_image, shape, num_jitters))
             for shape in shapes
         ]
-    embedder = _engines.embedder()
-    dlib = _engines.dlib_module()
+    embedder = engines.embedder()
+    dlib = engines.dlib_module()
     chips = [
         dlib.get_face_chip(face_image, shape, embedder.chip_size, embedder.chip_padding)
         for shape in shapes
