@@ -32,7 +32,7 @@ from typing import Any
 from facetrust.evaluation.gap_report import write_gap_report
 from facetrust.evaluation.gap_study import GapStudy, MethodSpec, gap_verdict, study_gap
 from facetrust.evaluation.mitigation import RAW, LabelledTemplates
-from facetrust.evaluation.report import _finite
+from facetrust.evaluation.report import finite_json
 from facetrust.evaluation.run import load_templates
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def _one_seed(templates: LabelledTemplates, methods: list[MethodSpec], folds: in
     start = time.perf_counter()
     study = study_gap(templates, methods, folds=folds, replicates=replicates, seed=seed)
     record = {**study.to_dict(), "seconds": time.perf_counter() - start}
-    (out / f"seed{seed}.json").write_text(json.dumps(_finite(record), indent=1))
+    (out / f"seed{seed}.json").write_text(json.dumps(finite_json(record), indent=1))
     return record
 
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                      title="facetrust: the demographic gap on LFW, raw vs normalized",
                      meta={"dataset": "LFW deep-funneled", "seeds": str(args.seeds),
                            "protocol": "bench_fairness_gap.py / facetrust.evaluation.gap_study"})
-    (args.out / "fairness_gap.json").write_text(json.dumps(_finite(
+    (args.out / "fairness_gap.json").write_text(json.dumps(finite_json(
         {"verdicts": verdicts, "verdicts_by_attribute": by_attribute,
          "studies": [s.to_dict() for s in studies], "cache": counts,
          "targets": {"ratio_reduction": TARGET_RATIO_REDUCTION,

@@ -107,7 +107,7 @@ class Settings:
         for field in dataclasses.fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:
-                values[field.name] = _parse(field.name, field.type, raw)
+                values[field.name] = parse_setting(field.name, field.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -117,7 +117,8 @@ class Settings:
         return self.workers or (os.cpu_count() or 1)
 
 
-def _parse(name: str, type_name: Any, raw: str) -> Any:
+def parse_setting(name: str, type_name: Any, raw: str) -> Any:
+    """The value of setting ``name`` of type ``type_name`` from its text ``raw`` (an env var)."""
     if str(type_name) == "bool":
         if raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return raw.lower() in ("1", "true", "yes", "on")

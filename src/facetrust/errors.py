@@ -28,6 +28,8 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     │   └── PurposeNotConsented
     ├── PurposeRequired              a search was attempted without a purpose
     ├── UnknownSubject
+    ├── UnknownIdentification        no identification with that id
+    ├── ReviewClosed                 the candidate is decided, or this reviewer already reviewed
     ├── DuplicateEnrolment           face already enrolled under another subject
     ├── KeyMaterialError             master key missing, wrong or unreadable
     ├── StoreError                   the store is missing, locked or inconsistent
@@ -35,6 +37,7 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     │   └── StaleIndex               a saved index no longer fits the store: rebuild it
     ├── AuditChainBroken             the audit log failed verification
     ├── AuthorizationError           the caller's role may not do this
+    │   └── ReviewNotAllowed         e.g. the operator who ran a search reviewing it
     ├── FrameSourceError             a video, camera or frame folder cannot be read
     ├── EventError                   an event is unknown, closed or outside its window
     └── EvaluationError              bad pairs/labels files, too little data
@@ -133,6 +136,15 @@ class UnknownSubject(FacetrustError, LookupError):
     """No subject with that id exists (or it was erased)."""
 
 
+class UnknownIdentification(FacetrustError, LookupError):
+    """No identification with that id in this gallery."""
+
+
+class ReviewClosed(FacetrustError):
+    """A review the candidate's state does not allow: it is already confirmed or
+    rejected (decisions are final), or this reviewer has already reviewed it."""
+
+
 class DuplicateEnrolment(FacetrustError):
     """The face already matches another enrolled subject above the threshold."""
 
@@ -167,6 +179,11 @@ class AuditChainBroken(FacetrustError):
 
 class AuthorizationError(FacetrustError, PermissionError):
     """The caller's role does not allow this action."""
+
+
+class ReviewNotAllowed(AuthorizationError):
+    """This reviewer may not review this identification (by default the operator who
+    ran the search may not review its candidates)."""
 
 
 class FrameSourceError(FacetrustError):

@@ -70,10 +70,10 @@ def load_image(source: ImageSource, settings: Settings | None = None) -> RGBImag
 
 def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
     if isinstance(source, bytes | bytearray):
-        data, name = bytes(source), "the image bytes"
+        data, name = bytes(source), "The image"
     elif isinstance(source, str | os.PathLike):
         path = os.fspath(source)
-        name = repr(path)
+        name = f"The file {path}"
         try:
             size = os.path.getsize(path)
             if size > max_bytes:
@@ -81,11 +81,11 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
             with open(path, "rb") as handle:
                 data = handle.read(max_bytes + 1)
         except FileNotFoundError:
-            raise NotAnImage(f"No file at {path!r}. Check the path.") from None
+            raise NotAnImage(f"No file at {path}. Check the path.") from None
         except IsADirectoryError:
-            raise NotAnImage(f"{path!r} is a directory, not an image file.") from None
+            raise NotAnImage(f"{path} is a folder, not an image file.") from None
     elif hasattr(source, "read"):
-        name = repr(getattr(source, "name", "the file object"))
+        name = f"The file {getattr(source, 'name', 'object')}"
         data = source.read(max_bytes + 1)
         if not isinstance(data, bytes):
             raise NotAnImage(f"{name} was opened in text mode; open it with mode 'rb'.")
@@ -119,18 +119,19 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
         except UnidentifiedImageError:
             raise NotAnImage(
                 f"{name} is not a JPEG, PNG, WebP or BMP image (its first bytes are "
-                f"{data[:8]!r}). Check the file, or convert it to one of those formats."
+                f"{data[:8].hex(' ')} in hex). Check the file, or convert it to one of those "
+                "formats."
             ) from None
-        except Image.DecompressionBombError as error:
-            raise ImageTooLarge(_bomb_message(name, error, max_pixels)) from None
+        except Image.DecompressionBombError:
+            raise ImageTooLarge(_bomb_message(name, max_pixels)) from None
         except (OSError, SyntaxError, ValueError) as error:
             raise CorruptImage(f"{name} could not be read as an image: {error}.") from None
         _check_dimensions(image.width, image.height, max_pixels, name)
         try:
             image.load()
             upright: Image.Image = ImageOps.exif_transpose(image) or image
-        except Image.DecompressionBombError as error:
-            raise ImageTooLarge(_bomb_message(name, error, max_pixels)) from None
+        except Image.DecompressionBombError:
+            raise ImageTooLarge(_bomb_message(name, max_pixels)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise CorruptImage(
                 f"{name} is truncated or damaged ({error}). Re-export or re-upload the photo."
@@ -138,14 +139,14 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
     return _pil_to_rgb(upright, name)
 
 
-def _bomb_message(name: str, error: Exception, max_pixels: int) -> str:
+def _bomb_message(name: str, max_pixels: int) -> str:
     return (
-        f"{name} declares far more pixels than the {max_pixels:,}-pixel cap ({error}). "
-        "It was refused before decoding; it may be a decompression bomb."
+        f"{name} declares far more pixels than the {max_pixels:,}-pixel cap. It was refused "
+        "before decoding (it may be a decompression bomb): send a smaller image."
     )
 
 
-def _check_dimensions(width: int, height: int, max_pixels: int, name: str = "the image") -> None:
+def _check_dimensions(width: int, height: int, max_pixels: int, name: str = "The image") -> None:
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"{name} is {width}x{height} = {width * height:,} pixels, over the "

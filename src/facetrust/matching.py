@@ -113,7 +113,8 @@ class Verdict:
 
 
 @lru_cache(maxsize=1)
-def _table() -> dict[str, Any]:
+def operating_point_table() -> dict[str, Any]:
+    """The shipped calibration table (``data/operating_points.json``), read once."""
     text = resources.files("facetrust").joinpath("data/operating_points.json").read_text()
     table: dict[str, Any] = json.loads(text)
     return table
@@ -124,7 +125,7 @@ def operating_points(model_id: str | None = None) -> list[OperatingPoint]:
     fields = OperatingPoint.__dataclass_fields__
     points = [
         OperatingPoint(**{k: v for k, v in entry.items() if k in fields})
-        for entry in _table()["operating_points"]
+        for entry in operating_point_table()["operating_points"]
     ]
     return [p for p in points if model_id is None or p.model_id == model_id]
 
@@ -137,7 +138,7 @@ def get_operating_point(name: str | None = None, model_id: str | None = None) ->
     OperatingPointError
         The name is unknown, or the point belongs to another model.
     """
-    name = name or str(_table()["default"])
+    name = name or str(operating_point_table()["default"])
     for point in operating_points():
         if point.name == name:
             if model_id is not None and point.model_id != model_id:

@@ -82,8 +82,7 @@ class FacePipeline:
 
         Returns an empty list when no face is found.
         """
-        pixels = load_image(image, self.settings)
-        return self._faces(pixels)
+        return self.faces_in_pixels(load_image(image, self.settings))
 
     def embed(self, image: ImageSource) -> list[EmbeddedFace]:
         """Every face in ``image`` with its embedding, largest first."""
@@ -125,7 +124,8 @@ class FacePipeline:
             for face, vector in zip(faces, vectors, strict=True)
         ]
 
-    def _faces(self, pixels: RGBImage) -> list[Face]:
+    def faces_in_pixels(self, pixels: RGBImage) -> list[Face]:
+        """All faces in already decoded pixels (shape (h, w, 3), uint8 RGB), largest first."""
         detections = self._detect_boxes(pixels)
         faces = []
         for detection in detections:

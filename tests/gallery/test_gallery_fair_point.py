@@ -53,3 +53,38 @@ def test_identify_and_verify_at_the_fair_point_match_compare(
         assert abs(verification.distance - nearest[name]) < 1e-4
     assert raw_differs  # the normalizer really moved some distances
     assert found_self >= len(identities) - 2  # an FMR-1e-3 point still finds most people
+
+
+def test_the_duplicate_check_at_the_fair_point_decides_as_compare(
+    make_gallery: Any,
+    grant: Callable[..., str],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+) -> None:
+    """The duplicate check searches at the operating point's normalized distances
+    (it once compared raw distances with the fair point's normalized threshold)."""
+    gallery = make_gallery(operating_point=FAIR, duplicate_policy="warn")
+    enrolled: dict[str, Embedding] = {}
+    raw_differs = duplicates_seen = 0
+    for round_, photo in enumerate((0, 1)):
+        for name, paths in identities.items():
+            subject = f"{name}-{round_}"
+            face = embeddings[paths[photo]]
+            gallery.add_subject(subject, actor="registrar")
+            grant(gallery, subject)
+            result = gallery.enroll(subject, [face], actor="registrar")
+            expected = {}
+            for other, template in enrolled.items():
+                verdict = compare(face, template, FAIR)
+                raw = float(np.linalg.norm(face.vector - template.vector))
+                raw_differs += (raw <= verdict.threshold) != verdict.match
+                if verdict.match:
+                    expected[other] = verdict.distance
+            found = {d.subject_id: d.distance for d in result.duplicates}
+            assert found.keys() == expected.keys(), subject
+            for other, distance in found.items():
+                assert abs(distance - expected[other]) < 1e-4
+            duplicates_seen += len(found)
+            enrolled[subject] = face
+    assert duplicates_seen  # the second photo of someone is a duplicate of the first
+    assert raw_differs  # raw distances would have decided some pairs differently

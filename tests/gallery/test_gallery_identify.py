@@ -14,6 +14,9 @@ from facetrust.errors import (
     DuplicateEnrolment,
     FaceQualityTooLow,
     InvalidParameter,
+    ReviewClosed,
+    ReviewNotAllowed,
+    UnknownIdentification,
 )
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
@@ -56,12 +59,12 @@ def test_candidate_is_confirmed_only_by_the_quorum_of_named_reviewers(
     top = result.candidates[0].subject_id
     first = sample_gallery.review(result.identification_id, top, reviewer="alice")
     assert first.status == "pending" and first.required == 2
-    again = sample_gallery.review(result.identification_id, top, reviewer="alice")
-    assert again.status == "pending", "one reviewer twice is still one reviewer"
+    with pytest.raises(ReviewClosed, match="alice has already reviewed"):
+        sample_gallery.review(result.identification_id, top, reviewer="alice")
     second = sample_gallery.review(result.identification_id, top, reviewer="bob")
     assert second.status == "confirmed" and set(second.confirmed_by) == {"alice", "bob"}
     events = list(sample_gallery.audit.events(kind="review"))
-    assert [e.fields["status"] for e in events] == ["pending", "pending", "confirmed"]
+    assert [e.fields["status"] for e in events] == ["pending", "confirmed"]
     assert events[-1].fields["verified_by"] == ["alice", "bob"]
     assert events[-1].fields["case_ref"] == "C-9"
     with pytest.raises(InvalidParameter, match="not a candidate"):
@@ -206,3 +209,63 @@ def test_a_candidate_whose_consent_ended_cannot_be_confirmed(
     sample_gallery.withdraw_consent(top, actor="registrar")
     with pytest.raises(ConsentWithdrawn):
         sample_gallery.review(result.identification_id, top, reviewer="bob")
+
+
+def test_review_decisions_are_final_and_explicit(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    """pending -> confirmed (quorum of distinct reviewers) or rejected (one reject);
+    nothing leaves confirmed or rejected."""
+    probe = embeddings[identities["Hu_Jintao"][3]]
+    result = sample_gallery.identify(probe, purpose="boarding", actor="officer", case_ref="C-3")
+    top = result.candidates[0].subject_id
+    sample_gallery.review(result.identification_id, top, reviewer="alice")
+    assert sample_gallery.review(result.identification_id, top, reviewer="bob").status == (
+        "confirmed"
+    )
+    for decision in ("reject", "confirm"):
+        with pytest.raises(ReviewClosed, match="already confirmed"):
+            sample_gallery.review(
+                result.identification_id, top, reviewer="carol", decision=decision
+            )
+    again = sample_gallery.identify(probe, purpose="boarding", actor="officer", case_ref="C-4")
+    rejected = sample_gallery.review(
+        again.identification_id, top, reviewer="alice", decision="reject"
+    )
+    assert rejected.status == "rejected" and rejected.rejected_by == ("alice",)
+    for decision in ("confirm", "reject"):
+        with pytest.raises(ReviewClosed, match="already rejected"):
+            sample_gallery.review(again.identification_id, top, reviewer="bob", decision=decision)
+    statuses = [e.fields["status"] for e in sample_gallery.audit.events(kind="review")]
+    assert statuses == ["pending", "confirmed", "rejected"]  # refused reviews change nothing
+
+
+def test_an_unknown_identification_is_unknown_not_invalid(sample_gallery: Gallery) -> None:
+    with pytest.raises(UnknownIdentification, match="No identification 'nope'"):
+        sample_gallery.review("nope", "Kofi_Annan", reviewer="alice")
+
+
+@pytest.mark.parametrize("searcher_may_review", [False, True])
+def test_the_searcher_reviews_only_where_policy_allows(
+    make_gallery: Any,
+    enrol_all: Any,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    searcher_may_review: bool,
+) -> None:
+    gallery = make_gallery(searcher_may_review=searcher_may_review)
+    enrol_all(gallery, identities, embeddings)
+    probe = embeddings[identities["Kofi_Annan"][3]]
+    result = gallery.identify(probe, purpose="boarding", actor="key:officer1", case_ref="C-5")
+    top = result.candidates[0].subject_id
+    if searcher_may_review:
+        status = gallery.review(result.identification_id, top, reviewer="key:officer1")
+        assert status.confirmed_by == ("key:officer1",)
+    else:
+        with pytest.raises(ReviewNotAllowed, match="ran this identification"):
+            gallery.review(result.identification_id, top, reviewer="key:officer1")
+        assert list(gallery.audit.events(kind="review")) == []
+        gallery.review(result.identification_id, top, reviewer="key:other1")
+    last = gallery.review(result.identification_id, top, reviewer="key:other2")
+    assert last.status == "confirmed"
+    assert ("key:officer1" in last.confirmed_by) == searcher_may_review

@@ -258,9 +258,9 @@ def test_rekeying_templates_renews_the_database_vectors(
     enrol_all(gallery, identities, embeddings)
     store = gallery.store
     assert isinstance(store, PostgresStore)
-    before = store._rows("SELECT embedding::text FROM template_vectors ORDER BY template_id")
+    before = store.query("SELECT embedding::text FROM template_vectors ORDER BY template_id")
     gallery.rekey_templates(actor="security")
-    after = store._rows("SELECT embedding::text FROM template_vectors ORDER BY template_id")
+    after = store.query("SELECT embedding::text FROM template_vectors ORDER BY template_id")
     assert len(after) == len(before) and all(a != b for a, b in zip(after, before, strict=True))
     for name, paths in identities.items():
         result = gallery.identify(embeddings[paths[2]], purpose="boarding", actor="officer")
@@ -292,17 +292,28 @@ def test_init_with_a_database_url_from_the_command_line(
     assert again.exit_code == 2 and "already holds a gallery" in again.output
 
 
+@pytest.mark.parametrize(
+    ("server_side", "direct_scan_max"),
+    [(False, None), (True, None), (True, 0)],
+    ids=["in-memory", "pgvector-few-members", "pgvector-database-search"],
+)
 def test_event_gallery_gate_and_closing_on_postgres(
     make_pg_gallery: Callable[..., Gallery],
     identities: dict[str, list[Path]],
     embeddings: dict[Path, Embedding],
     enrol_all: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+    server_side: bool,
+    direct_scan_max: int | None,
 ) -> None:
     from datetime import timedelta
 
+    from facetrust.gallery import search
     from facetrust.gate import decisions, events
 
-    gallery = make_pg_gallery()
+    if direct_scan_max is not None:  # an event too large to scan directly: the database searches
+        monkeypatch.setattr(search, "DIRECT_SCAN_MAX_SUBJECTS", direct_scan_max)
+    gallery = make_pg_gallery(server_side_search=server_side)
     enrol_all(gallery, identities, embeddings, photos=slice(0, 1))
     names, photos = list(identities), list(identities.values())
     now = gallery.now()
@@ -329,6 +340,9 @@ def test_event_gallery_gate_and_closing_on_postgres(
         gallery, "UA1", embeddings[photos[2][2]], gate_id="g", actor="gate"
     ).subject_id == traveller
     assert len(gallery.store.probe_crops("UA1")) == 1
+    # a server-side gallery's gate never decrypts the gallery into this process's memory
+    if server_side:
+        assert not gallery.parts.indexes.is_loaded(embeddings[photos[0][2]].model_id)
     closure = events.close_event(gallery, "UA1", actor="agent")
     assert closure.subjects_erased == (traveller,) and gallery.store.probe_crops() == []
     assert gallery.store.templates_of(traveller) == []

@@ -370,5 +370,5 @@ def test_index_settings_are_checked_and_saved(tmp_path: Path) -> None:
 
 
 def test_reserved_subject_ids_are_refused(sample_gallery: Gallery) -> None:
-    with pytest.raises(InvalidParameter, match="reserved"):
+    with pytest.raises(InvalidParameter, match="letters A-Z and a-z, digits"):
         sample_gallery.add_subject(index_file.KEY_PREFIX + "x", actor="registrar")

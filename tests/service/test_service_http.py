@@ -112,19 +112,30 @@ def test_identify_requires_purpose_and_case_reference(live_server: LiveServer) -
 def test_two_reviewers_confirm_a_candidate(
     live_server: LiveServer, enrolled: dict[str, dict[str, object]]
 ) -> None:
-    with live_server.client("operator") as one, live_server.client("operator2") as two:
-        found = one.post(
+    with (
+        live_server.client("operator") as searcher,
+        live_server.client("operator2") as one,
+        live_server.client("operator3") as two,
+    ):
+        found = searcher.post(
             "/v1/identify", files=files(image=photo("Kofi_Annan", 2)),
             data={"purpose": "access-control", "case_ref": "CASE-3"},
         ).json()
         assert found["candidates"][0]["subject_id"] == "http-kofi"
         path = f"/v1/identifications/{found['identification_id']}/reviews"
+        own = searcher.post(path, json={"subject_id": "http-kofi"})
+        assert_problem(own, 403, "review-not-allowed")  # the searcher is not a reviewer
         first = one.post(path, json={"subject_id": "http-kofi"}).json()
         assert first["status"] == "pending"
+        assert_problem(one.post(path, json={"subject_id": "http-kofi"}), 409, "review-closed")
         second = two.post(path, json={"subject_id": "http-kofi", "note": "checked ID card"}).json()
-    assert second["status"] == "confirmed"
+        assert second["status"] == "confirmed"
+        late = one.post(path, json={"subject_id": "http-kofi", "decision": "reject"})
+        assert_problem(late, 409, "review-closed")  # decisions are final
+        unknown = one.post("/v1/identifications/nope/reviews", json={"subject_id": "http-kofi"})
+        assert_problem(unknown, 404, "unknown-identification")
     assert set(second["confirmed_by"]) == {
-        f"key:{live_server.key_ids['operator']}", f"key:{live_server.key_ids['operator2']}"
+        f"key:{live_server.key_ids['operator2']}", f"key:{live_server.key_ids['operator3']}"
     }
 
 
@@ -241,14 +252,27 @@ def test_every_biometric_request_is_audited_with_the_key_id(
     live_server: LiveServer, enrolled: dict[str, dict[str, object]]
 ) -> None:
     enroller = f"key:{live_server.key_ids['enroller']}"
+    operator = f"key:{live_server.key_ids['operator-audited']}"
+    with live_server.client("operator-audited") as client:
+        response = client.post(
+            "/v1/identify", files=files(image=photo("Serena_Williams", 2)),
+            data={"purpose": "access-control", "case_ref": "CASE-AUDITED"},
+        )
+    assert response.status_code == 200, response.text
     with live_server.client("auditor") as auditor:
         enrolments = auditor.get(
             "/v1/audit/events", params={"kind": "enrol", "actor": enroller}
         ).json()["events"]
-        identified = auditor.get("/v1/audit/events", params={"kind": "identify"}).json()["events"]
+        identified = auditor.get(
+            "/v1/audit/events", params={"kind": "identify", "actor": operator}
+        ).json()["events"]
     assert {e["subject_ids"][0] for e in enrolments} >= set(PEOPLE)
-    assert all(e["actor"].startswith("key:") for e in identified)
-    assert all(e["case_ref"] and e["purpose"] for e in identified)
+    assert len(identified) == 1, identified
+    event = identified[0]
+    assert event["actor"] == operator
+    assert event["case_ref"] == "CASE-AUDITED" and event["purpose"] == "access-control"
+    assert event["identification_id"] == response.json()["identification_id"]
+    assert event["subject_ids"] == ["http-serena"]
 
 
 def test_audit_chain_verifies_and_exports_every_event(

@@ -8,7 +8,8 @@ from typing import TextIO
 import click
 
 from ..gallery import Gallery
-from .gallery import emit, gallery_option, parse_time
+from ..times import parse_time
+from .gallery import emit, gallery_option
 
 
 @click.group()

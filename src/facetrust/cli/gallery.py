@@ -12,12 +12,13 @@ import getpass
 import hashlib
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..errors import AuthorizationError
 from ..gallery import Gallery
 from ..gallery.config import (
     DEFAULT_RETENTION_DAYS,
@@ -27,6 +28,7 @@ from ..gallery.config import (
 )
 from ..index import DEFAULT_EXACT_THRESHOLD
 from ..store.postgres import redact_url
+from ..times import parse_time
 
 gallery_option = click.option(
     "--gallery",
@@ -51,13 +53,42 @@ def emit(record: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def parse_time(value: str) -> datetime:
-    """An ISO date or datetime; naive values are taken as UTC."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"expected an ISO date or time, got {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+key_option = click.option(
+    "--key",
+    "api_key",
+    envvar="FACETRUST_API_KEY",
+    default=None,
+    help="Your API key (ft_<id>_<secret>; or set FACETRUST_API_KEY). The audit log records "
+    "the key, not a typed name.",
+)
+
+
+def principal(gallery_path: str | None, api_key: str | None, operation: str) -> str:
+    """The audit actor (``key:<id>``) of the API key ``api_key``, if its role may ``operation``.
+
+    Raises
+    ------
+    AuthorizationError
+        No key, or a key that is unknown, revoked, malformed or of the wrong role.
+    """
+    from ..service.auth import role_refusal
+    from .service import api_keys
+
+    if not api_key:
+        raise AuthorizationError(
+            f"'{operation}' is done by an authenticated operator: pass your API key with "
+            "--key or FACETRUST_API_KEY. An admin creates one with "
+            "`facetrust keys create --role operator --name NAME`."
+        )
+    key = api_keys(gallery_path).authenticate(api_key)
+    if key is None:
+        raise AuthorizationError(
+            "The API key is unknown, revoked or malformed. Ask an admin for a new key."
+        )
+    refusal = role_refusal(key, operation)
+    if refusal is not None:
+        raise AuthorizationError(refusal)
+    return key.actor
 
 
 @click.command()
@@ -71,6 +102,12 @@ def parse_time(value: str) -> datetime:
 )
 @click.option("--retention-days", type=int, default=None, show_default=str(DEFAULT_RETENTION_DAYS))
 @click.option("--review-quorum", type=int, default=None, show_default=str(DEFAULT_REVIEW_QUORUM))
+@click.option(
+    "--searcher-may-review",
+    is_flag=True,
+    default=None,
+    help="Let the operator who ran an identification be one of its reviewers (default: not).",
+)
 @click.option("--duplicate-policy", type=click.Choice(["warn", "refuse"]), default=None)
 @click.option("--operating-point", default=None, help="Threshold name from the calibration table.")
 @click.option(
@@ -111,6 +148,7 @@ def init(
     purposes: tuple[str, ...],
     retention_days: int | None,
     review_quorum: int | None,
+    searcher_may_review: bool | None,
     duplicate_policy: str | None,
     operating_point: str | None,
     database_url: str | None,
@@ -125,6 +163,7 @@ def init(
         purposes=purposes or None,
         retention_days=retention_days,
         review_quorum=review_quorum,
+        searcher_may_review=searcher_may_review,
         duplicate_policy=duplicate_policy,
         operating_point=operating_point,
         database_url=database_url,
@@ -283,6 +322,7 @@ def enroll(
 @click.option("--purpose", default=None, help="Required: the consented purpose of the search.")
 @click.option("-k", "k", type=int, default=5, show_default=True, help="Most candidates.")
 @click.option("--case-ref", default=None, help="The case or ticket this search belongs to.")
+@key_option
 @gallery_option
 @actor_option
 def identify(
@@ -290,14 +330,18 @@ def identify(
     purpose: str | None,
     k: int,
     case_ref: str | None,
+    api_key: str | None,
     gallery_path: str | None,
     actor: str,
 ) -> None:
     """Search the gallery (1:N) for the face in PROBE. Exit 0 with candidates, 1 without.
 
     Candidates need human review (`facetrust review`) before they count as an
-    identification.
+    identification. With --key (or FACETRUST_API_KEY) the search is recorded
+    under the key, so the reviewers' policy can tell the searcher apart.
     """
+    if api_key:
+        actor = principal(gallery_path, api_key, "identify")
     with Gallery.find(gallery_path) as gallery:
         result = gallery.identify(probe, purpose=purpose, actor=actor, k=k, case_ref=case_ref)
     emit(result)
@@ -307,25 +351,38 @@ def identify(
 @click.command()
 @click.argument("identification_id")
 @click.argument("subject_id")
-@click.option("--reviewer", required=True, help="Your name, as the reviewer.")
+@key_option
+@click.option("--reviewer", hidden=True, default=None)
 @click.option("--reject", is_flag=True, help="Reject the candidate instead of confirming it.")
 @click.option("--note", default=None)
 @gallery_option
 def review(
     identification_id: str,
     subject_id: str,
-    reviewer: str,
+    api_key: str | None,
+    reviewer: str | None,
     reject: bool,
     note: str | None,
     gallery_path: str | None,
 ) -> None:
-    """Confirm (or --reject) candidate SUBJECT_ID of an identification, as a named reviewer."""
+    """Confirm (or --reject) candidate SUBJECT_ID of an identification, as the holder of --key.
+
+    The quorum counts distinct API keys, as in the service; by default the
+    operator who ran the search may not review it (gallery policy
+    searcher_may_review).
+    """
+    if reviewer is not None:
+        raise click.UsageError(
+            "reviewers are authenticated, not named: drop --reviewer and pass your operator "
+            "API key with --key (or FACETRUST_API_KEY)"
+        )
+    actor = principal(gallery_path, api_key, "review_candidate")
     with Gallery.find(gallery_path) as gallery:
         emit(
             gallery.review(
                 identification_id,
                 subject_id,
-                reviewer=reviewer,
+                reviewer=actor,
                 decision="reject" if reject else "confirm",
                 note=note,
             )

@@ -12,7 +12,8 @@ import click
 from ..gallery import Gallery
 from ..gate import decisions, events
 from ..gate.session import GatePolicy, run_gate
-from .gallery import actor_option, emit, gallery_option, parse_time
+from ..times import parse_time
+from .gallery import actor_option, emit, gallery_option
 
 
 @click.group()

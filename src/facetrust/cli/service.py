@@ -56,7 +56,8 @@ def serve(
     run(settings, host=host, port=port, workers=workers)
 
 
-def _keys(gallery_path: str | None) -> ApiKeys:
+def api_keys(gallery_path: str | None) -> ApiKeys:
+    """The API keys of the gallery the CLI is pointed at (the service's own key file)."""
     from ..service.server import api_keys_for
     from ..service.settings import ServiceSettings
 
@@ -72,7 +73,7 @@ def _keys(gallery_path: str | None) -> ApiKeys:
 @gallery_option
 def keys_create(role: str, name: str, as_json: bool, gallery_path: str | None) -> None:
     """Create an API key for the service; the key is printed this once."""
-    created = _keys(gallery_path).create(role, name, created_by=f"cli:{getpass.getuser()}")
+    created = api_keys(gallery_path).create(role, name, created_by=f"cli:{getpass.getuser()}")
     if as_json:
         click.echo(json.dumps(created.to_dict(), indent=2))
         return
@@ -88,7 +89,7 @@ def keys_create(role: str, name: str, as_json: bool, gallery_path: str | None) -
 @gallery_option
 def keys_list(gallery_path: str | None) -> None:
     """List the service's API keys (ids, roles, names; never secrets)."""
-    click.echo(json.dumps([k.to_dict() for k in _keys(gallery_path).list()], indent=2))
+    click.echo(json.dumps([k.to_dict() for k in api_keys(gallery_path).list()], indent=2))
 
 
 @click.command("revoke")
@@ -96,7 +97,7 @@ def keys_list(gallery_path: str | None) -> None:
 @gallery_option
 def keys_revoke(key_id: str, gallery_path: str | None) -> None:
     """Revoke an API key (refused from its next request on)."""
-    click.echo(json.dumps(_keys(gallery_path).revoke(key_id).to_dict(), indent=2))
+    click.echo(json.dumps(api_keys(gallery_path).revoke(key_id).to_dict(), indent=2))
 
 
 @click.group("keys")

@@ -23,9 +23,9 @@ from .mitigation import (
     NORMALIZERS,
     LabelledTemplates,
     MitigationStudy,
-    _normalized,
-    _Pairs,
-    _pairs,
+    PairSample,
+    normalized_distances,
+    sample_pairs,
 )
 
 
@@ -67,11 +67,11 @@ def fit_shipped_normalizer(
     sample = np.arange(len(t.vectors))
     if len(sample) > max_images:
         sample = np.sort(rng.choice(len(sample), max_images, replace=False))
-    non_mated, _ = _pairs(t.vectors, t.identities, sample, max_images_per_identity, seed)
-    mated = _mated_only(t, max_images_per_identity, seed)
-    nm = _normalized(normalizer, assigned, non_mated)
+    non_mated, _ = sample_pairs(t.vectors, t.identities, sample, max_images_per_identity, seed)
+    mated = mated_pairs_only(t, max_images_per_identity, seed)
+    nm = normalized_distances(normalizer, assigned, non_mated)
     threshold = float(np.floor(threshold_at_fmr(nm, target_fmr) * 1e4) / 1e4)
-    m = _normalized(normalizer, assigned, mated)
+    m = normalized_distances(normalizer, assigned, mated)
     return normalizer, {
         "threshold": threshold,
         "measured_fmr": float(np.mean(nm <= threshold)),
@@ -85,20 +85,20 @@ def fit_shipped_normalizer(
     }
 
 
-def _mated_only(t: LabelledTemplates, max_per_identity: int, seed: int) -> _Pairs:
+def mated_pairs_only(t: LabelledTemplates, max_per_identity: int, seed: int) -> PairSample:
     """Same-identity pairs of all templates without the all-pairs matrix."""
     _, codes = np.unique(t.identities, return_inverse=True)
     members = np.argsort(codes.ravel(), kind="stable")
     bounds = np.cumsum(np.bincount(codes.ravel()))
     parts = [
-        _pairs(t.vectors, t.identities, members[start:stop], max_per_identity, seed)[1]
+        sample_pairs(t.vectors, t.identities, members[start:stop], max_per_identity, seed)[1]
         for start, stop in zip(np.concatenate([[0], bounds[:-1]]), bounds, strict=True)
         if stop - start >= 2
     ]
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
-        return _Pairs(empty, empty, np.zeros(0))
-    return _Pairs(
+        return PairSample(empty, empty, np.zeros(0))
+    return PairSample(
         np.concatenate([p.a for p in parts]), np.concatenate([p.b for p in parts]),
         np.concatenate([p.distance for p in parts]),
     )

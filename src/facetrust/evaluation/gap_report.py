@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .gap_study import GapStudy
-from .report import _STYLE, ReportFiles, _finite, _json_default, _png, _pyplot, _table
+from .report import (
+    REPORT_STYLE,
+    ReportFiles,
+    figure_png_uri,
+    finite_json,
+    html_table,
+    json_default,
+    pyplot_module,
+)
 
 
 def _ci(ci: Sequence[float | None] | None, digits: str = ".2f") -> str:
@@ -32,7 +40,7 @@ def _rate(value: float | None, bound: bool) -> str:
 
 def _bars(study: GapStudy) -> str:
     """FMR of every conclusive group, one colour per method, 95% intervals, log scale."""
-    plt = _pyplot()
+    plt = pyplot_module()
     names = [f"{g['attribute']}={g['group']}" for g in study.groups if g["enough_identities"]]
     figure, axis = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 1), 3.6))
     width = 0.8 / len(study.methods)
@@ -57,7 +65,7 @@ def _bars(study: GapStudy) -> str:
     axis.set_title(f"seed {study.seed}: FMR per group at one overall FMR {study.target_fmr:g} "
                    "(dashed); 95% identity-bootstrap intervals", fontsize=9)
     axis.legend(fontsize=7)
-    return _png(figure)
+    return figure_png_uri(figure)
 
 
 def write_gap_report(
@@ -74,7 +82,7 @@ def write_gap_report(
     first = studies[0]
     parts = [
         f"<h1>{html.escape(title)}</h1>",
-        _table(["", ""], list((meta or {}).items())),
+        html_table(["", ""], list((meta or {}).items())),
         "<h2>Verdict</h2>",
         "<p>Target: at one overall FMR of "
         f"{first.target_fmr:g}, the max/min FMR ratio among groups with at least "
@@ -82,7 +90,7 @@ def write_gap_report(
         "most 1 point. <b>met</b>: point estimates on every seed; <b>shown at 95%</b>: the "
         "reduction's interval lies above 2 and the FNMR cost's below 1 point on every "
         "seed.</p>",
-        _table(
+        html_table(
             ["method", "ratio", "met (points, every seed)", "shown at 95%", "per seed"],
             [(name, v["ratio"], v["met"], v["shown_at_95"],
               "; ".join(f"seed {r['seed']}: {r['reduction']:.2f}x {_ci(r['reduction_ci95'])}, "
@@ -97,7 +105,7 @@ def write_gap_report(
         "remaining folds). Ratio = highest / lowest group FMR; a group with no false match "
         "counts at its 3/N bound (flagged). Intervals: identity bootstrap, re-thresholded "
         "per replicate, the same draws for every method.</p>",
-        _table(
+        html_table(
             ["seed", "method", "threshold", "overall FNMR", "FNMR cost", "ratio",
              "max/min", "95% CI", "groups", "reduction", "reduction 95% CI"],
             [(s.seed, m["method"], m["threshold"], m["overall_fnmr"],
@@ -111,7 +119,7 @@ def write_gap_report(
     for study in studies:
         parts.append(f"<h2>Per group, seed {study.seed}</h2>")
         info = {(g["attribute"], g["group"]): g for g in study.groups}
-        parts.append(_table(
+        parts.append(html_table(
             ["method", "attribute", "group", "identities", "non-mated pairs", "false matches",
              "FMR", "FMR 95% CI", "mated pairs", "FNMR", "FNMR 95% CI", "conclusive"],
             [(m["method"], g["attribute"], g["group"],
@@ -127,13 +135,13 @@ def write_gap_report(
                      f'src="data:image/png;base64,{_bars(study)}">')
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
+        f"</title><style>{REPORT_STYLE}</style></head><body>{''.join(parts)}</body></html>"
     )
     html_path, json_path = folder / "report.html", folder / "report.json"
     html_path.write_text(page, encoding="utf-8")
     record = {"title": title, "meta": dict(meta or {}), "verdicts": verdicts,
               "studies": [s.to_dict() for s in studies]}
     json_path.write_text(
-        json.dumps(_finite(record), indent=2, default=_json_default) + "\n", encoding="utf-8"
+        json.dumps(finite_json(record), indent=2, default=json_default) + "\n", encoding="utf-8"
     )
     return ReportFiles(html_path, json_path)

@@ -40,8 +40,8 @@ import numpy.typing as npt
 
 from ..errors import EvaluationError
 from ..score_normalization import ScoreNormalizer
-from .fair_point import _mated_only
-from .mitigation import NORMALIZERS, RAW, LabelledTemplates, _Pairs, identity_folds
+from .fair_point import mated_pairs_only
+from .mitigation import NORMALIZERS, RAW, LabelledTemplates, PairSample, identity_folds
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -114,7 +114,7 @@ def _fit_all(
 
 
 def _score(
-    t: LabelledTemplates, fold: IntArray, folds: int, mated: _Pairs,
+    t: LabelledTemplates, fold: IntArray, folds: int, mated: PairSample,
     fitted: Mapping[tuple[int, int], ScoreNormalizer] | None, target_fmr: float,
 ) -> _Scored:
     """Score every cross-identity pair (keeping the low tail) and every mated pair."""
@@ -172,7 +172,7 @@ def _interval(values: FloatArray) -> list[float]:
 
 
 def _rates(
-    scored: _Scored, groups: Sequence[_Group], codes: IntArray, mated: _Pairs,
+    scored: _Scored, groups: Sequence[_Group], codes: IntArray, mated: PairSample,
     draws: FloatArray, n_all: FloatArray, target_fmr: float, chunk: int = 20,
 ) -> dict[str, FloatArray]:
     """Per replicate (rows of ``draws``): the cutoff, FMR and FNMR overall and per group.
@@ -312,7 +312,7 @@ def study_gap(
     fold = identity_folds(t.identities, folds, seed=seed)
     groups = _groups(t, codes, n_ids)
     n_all = np.bincount(codes, minlength=n_ids).astype(np.float64)
-    mated = _mated_only(t, max_images_per_identity, seed)
+    mated = mated_pairs_only(t, max_images_per_identity, seed)
     rng = np.random.default_rng(seed)
     draws = np.vstack([
         np.ones(n_ids),

@@ -128,7 +128,7 @@ def identity_folds(identities: npt.ArrayLike, folds: int, *, seed: int = 0) -> I
 
 
 @dataclass(frozen=True)
-class _Pairs:
+class PairSample:
     """Pairs as row indices into the templates, with their raw distances."""
 
     a: IntArray
@@ -136,16 +136,16 @@ class _Pairs:
     distance: FloatArray
 
 
-def _pairs(
+def sample_pairs(
     x: FloatArray, ids: npt.NDArray[Any], rows: IntArray, max_per_identity: int, seed: int
-) -> tuple[_Pairs, _Pairs]:
+) -> tuple[PairSample, PairSample]:
     """(non-mated, mated) pairs among ``rows``."""
     sub = x[rows]
     squared = (sub**2).sum(1)
     i, j = np.triu_indices(len(rows), k=1)
     d = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * sub @ sub.T, 0))[i, j]
     cross = ids[rows[i]] != ids[rows[j]]
-    non_mated = _Pairs(rows[i[cross]], rows[j[cross]], d[cross])
+    non_mated = PairSample(rows[i[cross]], rows[j[cross]], d[cross])
     rng = np.random.default_rng(seed)
     keep = np.ones(len(rows), dtype=bool)
     names, codes = np.unique(ids[rows], return_inverse=True)
@@ -154,13 +154,14 @@ def _pairs(
         drop = rng.choice(members, len(members) - max_per_identity, replace=False)
         keep[drop] = False
     same = ~cross & keep[i] & keep[j]
-    mated = _Pairs(rows[i[same]], rows[j[same]], d[same])
+    mated = PairSample(rows[i[same]], rows[j[same]], d[same])
     return non_mated, mated
 
 
-def _normalized(
-    normalizer: ScoreNormalizer | None, clusters: IntArray | None, p: _Pairs
+def normalized_distances(
+    normalizer: ScoreNormalizer | None, clusters: IntArray | None, p: PairSample
 ) -> FloatArray:
+    """The distances of the pairs ``p``, normalized by ``normalizer`` when one is given."""
     if normalizer is None or clusters is None:
         return p.distance
     return normalizer.normalize_assigned(p.distance, clusters[p.a], clusters[p.b])
@@ -173,7 +174,7 @@ def _fmr_floor(errors: int, n: int) -> float:
 
 def _worst_ratio(
     t: LabelledTemplates,
-    non_mated: _Pairs,
+    non_mated: PairSample,
     scores: FloatArray,
     threshold: float,
     target_groups: Mapping[str, Sequence[str]],
@@ -341,7 +342,7 @@ def _choose_clusters(
     inner = (held_out + 1) % folds
     fit_rows = np.flatnonzero((fold != held_out) & (fold != inner))
     score_rows = np.flatnonzero(fold == inner)
-    non_mated, mated = _pairs(t.vectors, t.identities, score_rows, max_per_identity, seed)
+    non_mated, mated = sample_pairs(t.vectors, t.identities, score_rows, max_per_identity, seed)
     raw_threshold = threshold_at_fmr(non_mated.distance, target_fmr)
     raw_fnmr = float(np.mean(mated.distance > raw_threshold))
     scored = []
@@ -349,9 +350,9 @@ def _choose_clusters(
         normalizer = _fit(kind, t, fit_rows, k, target_fmr, seed)
         clusters = np.zeros(len(t.vectors), dtype=np.int64)
         clusters[score_rows] = normalizer.clusters_of(t.vectors[score_rows])
-        nm = _normalized(normalizer, clusters, non_mated)
+        nm = normalized_distances(normalizer, clusters, non_mated)
         threshold = threshold_at_fmr(nm, target_fmr)
-        fnmr = float(np.mean(_normalized(normalizer, clusters, mated) > threshold))
+        fnmr = float(np.mean(normalized_distances(normalizer, clusters, mated) > threshold))
         ratio = _worst_ratio(t, non_mated, nm, threshold, target_groups)
         # Within the FNMR budget first, then the smallest ratio, then the smallest k.
         scored.append((fnmr - raw_fnmr > max_fnmr_increase, ratio, k))
@@ -401,8 +402,8 @@ def _interval(values: FloatArray) -> tuple[float, float]:
 def _method_result(
     name: str,
     t: LabelledTemplates,
-    non_mated: _Pairs,
-    mated: _Pairs,
+    non_mated: PairSample,
+    mated: PairSample,
     nm_scores: FloatArray,
     m_scores: FloatArray,
     target_fmr: float,
@@ -514,8 +515,8 @@ def study_mitigation(
     t = templates
     fold = identity_folds(t.identities, folds, seed=seed)
     target_groups = _target_groups(t, min_identities)
-    nm_parts: list[_Pairs] = []
-    m_parts: list[_Pairs] = []
+    nm_parts: list[PairSample] = []
+    m_parts: list[PairSample] = []
     scores: dict[str, tuple[list[FloatArray], list[FloatArray]]] = {
         m: ([], []) for m in (RAW, *methods)
     }
@@ -523,7 +524,9 @@ def study_mitigation(
     for held_out in range(folds):
         rows = np.flatnonzero(fold == held_out)
         fit_rows = np.flatnonzero(fold != held_out)
-        non_mated, mated = _pairs(t.vectors, t.identities, rows, max_images_per_identity, seed)
+        non_mated, mated = sample_pairs(
+            t.vectors, t.identities, rows, max_images_per_identity, seed
+        )
         nm_parts.append(non_mated)
         m_parts.append(mated)
         scores[RAW][0].append(non_mated.distance)
@@ -537,13 +540,13 @@ def study_mitigation(
             normalizer = _fit(kind, t, fit_rows, k, target_fmr, seed)
             assigned = np.zeros(len(t.vectors), dtype=np.int64)
             assigned[rows] = normalizer.clusters_of(t.vectors[rows])
-            scores[kind][0].append(_normalized(normalizer, assigned, non_mated))
-            scores[kind][1].append(_normalized(normalizer, assigned, mated))
-    non_mated_all = _Pairs(
+            scores[kind][0].append(normalized_distances(normalizer, assigned, non_mated))
+            scores[kind][1].append(normalized_distances(normalizer, assigned, mated))
+    non_mated_all = PairSample(
         np.concatenate([p.a for p in nm_parts]), np.concatenate([p.b for p in nm_parts]),
         np.concatenate([p.distance for p in nm_parts]),
     )
-    mated_all = _Pairs(
+    mated_all = PairSample(
         np.concatenate([p.a for p in m_parts]), np.concatenate([p.b for p in m_parts]),
         np.concatenate([p.distance for p in m_parts]),
     )

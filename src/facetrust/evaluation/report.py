@@ -33,7 +33,8 @@ class ReportFiles:
     json: Path
 
 
-def _png(figure: Any) -> str:
+def figure_png_uri(figure: Any) -> str:
+    """A matplotlib ``figure`` as a ``data:image/png;base64,...`` URI for an HTML report."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -42,7 +43,8 @@ def _png(figure: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _pyplot() -> Any:
+def pyplot_module() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +54,7 @@ def _pyplot() -> Any:
 
 
 def _curves(evaluation: PairsEvaluation) -> tuple[str, str]:
-    plt = _pyplot()
+    plt = pyplot_module()
     fmr, tar, _ = roc_curve(evaluation.labels, evaluation.distances)
     figure, axis = plt.subplots(figsize=(5, 4))
     floor = 1.0 / max(1, int((~evaluation.labels).sum()))
@@ -63,7 +65,7 @@ def _curves(evaluation: PairsEvaluation) -> tuple[str, str]:
     axis.set_ylabel("true accept rate (TAR = 1 - FNMR)")
     axis.set_title("ROC")
     axis.grid(True, which="both", alpha=0.3)
-    roc = _png(figure)
+    roc = figure_png_uri(figure)
     fmr_d, fnmr_d, _ = det_curve(evaluation.labels, evaluation.distances)
     figure, axis = plt.subplots(figsize=(5, 4))
     # Rates of 0 cannot be drawn on log axes: they are drawn at half of 1/N.
@@ -75,11 +77,11 @@ def _curves(evaluation: PairsEvaluation) -> tuple[str, str]:
     axis.set_ylabel("false non-match rate (FNMR)")
     axis.set_title("DET (lower left is better; 0 drawn at 1/(2N))")
     axis.grid(True, which="both", alpha=0.3)
-    return roc, _png(figure)
+    return roc, figure_png_uri(figure)
 
 
 def _group_chart(groups: Sequence[GroupResult], rate: str, attribute: str) -> str:
-    plt = _pyplot()
+    plt = pyplot_module()
     shown = [g for g in groups if g.attribute == attribute and getattr(g, rate) is not None]
     figure, axis = plt.subplots(figsize=(max(4, 1.1 * len(shown) + 1), 3.2))
     values = [getattr(g, rate) for g in shown]
@@ -92,12 +94,12 @@ def _group_chart(groups: Sequence[GroupResult], rate: str, attribute: str) -> st
     axis.set_xticklabels([f"{g.group}\n(n={g.n_identities} ids)" for g in shown], fontsize=8)
     axis.set_ylabel(rate.upper())
     axis.set_title(f"{rate.upper()} by {attribute} (95% CI; grey = too few pairs)")
-    return _png(figure)
+    return figure_png_uri(figure)
 
 
 def _before_after_chart(study: MitigationStudy, attribute: str) -> str:
     """Per-group FMR bars, one colour per method side by side, with 95% CIs (log scale)."""
-    plt = _pyplot()
+    plt = pyplot_module()
     names = sorted({g.group for m in study.methods for g in m.groups if g.attribute == attribute})
     figure, axis = plt.subplots(figsize=(max(5, 1.6 * len(names) + 1), 3.4))
     width = 0.8 / len(study.methods)
@@ -128,7 +130,7 @@ def _before_after_chart(study: MitigationStudy, attribute: str) -> str:
                    f"{study.target_fmr:g}, dashed; hatched = no false match, 3/N bound)",
                    fontsize=9)
     axis.legend(fontsize=8)
-    return _png(figure)
+    return figure_png_uri(figure)
 
 
 def _mitigation_parts(study: MitigationStudy) -> list[str]:
@@ -142,7 +144,7 @@ def _mitigation_parts(study: MitigationStudy) -> list[str]:
         "bound 3/N (no false match seen); a ratio using it is a lower bound. Groups with "
         f"fewer than {study.min_identities} identities are shown but support no conclusion."
         "</p>",
-        _table(
+        html_table(
             ["method", "clusters per fold", "threshold", "overall FMR", "overall FNMR",
              "FNMR 95% CI", "FNMR cost", "max/min FMR ratio (95% CI)"],
             [
@@ -157,7 +159,7 @@ def _mitigation_parts(study: MitigationStudy) -> list[str]:
                 for m in study.methods
             ],
         ),
-        _table(
+        html_table(
             ["method", "attribute", "group", "identities", "non-mated pairs", "FMR",
              "FMR 95% CI", "mated pairs", "FNMR", "FNMR 95% CI", "conclusive"],
             [
@@ -178,7 +180,8 @@ def _mitigation_parts(study: MitigationStudy) -> list[str]:
     return parts
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table of ``rows`` under ``headers`` (every cell escaped)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
@@ -244,7 +247,7 @@ def _caveats(
     return items
 
 
-_STYLE = (
+REPORT_STYLE = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;"
     "text-align:right}th{background:#f3f3f3}img{max-width:100%}"
@@ -270,7 +273,7 @@ def write_report(
     record: dict[str, Any] = {"title": title, "meta": meta or {}}
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if meta:
-        parts.append(_table(["", ""], [(k, v) for k, v in meta.items()]))
+        parts.append(html_table(["", ""], [(k, v) for k, v in meta.items()]))
     if evaluation is not None:
         summary = evaluation.summary()
         record["pairs"] = summary
@@ -292,7 +295,7 @@ def write_report(
         roc, det = _curves(evaluation)
         parts += [
             "<h2>Verification accuracy</h2>",
-            _table(["measure", "value"], rows),
+            html_table(["measure", "value"], rows),
             f'<img alt="ROC curve" src="data:image/png;base64,{roc}">',
             f'<img alt="DET curve" src="data:image/png;base64,{det}">',
         ]
@@ -304,7 +307,7 @@ def write_report(
             f"{audit.threshold:.4f} (match when distance &lt;= threshold).</p>"
         )
         parts.append(
-            _table(
+            html_table(
                 ["attribute", "group", "identities", "images", "FTA rate",
                  "FTA rate, first detection pass", "FTA 95% CI", "wrong-face rate",
                  "wrong-face 95% CI", "mated pairs",
@@ -319,7 +322,7 @@ def write_report(
             )
         )
         parts.append(
-            _table(
+            html_table(
                 ["attribute", "groups compared", "FMR max/min", "highest FMR", "lowest FMR",
                  "FNMR max/min", "highest FNMR", "lowest FNMR"],
                 [
@@ -336,7 +339,7 @@ def write_report(
                     f'<img alt="{rate} by {attribute}" src="data:image/png;base64,{chart}">'
                 )
         parts.append(
-            _table(
+            html_table(
                 ["attribute", "source", "labelled images", "labels naming unknown images",
                  "excluded"],
                 [
@@ -354,7 +357,7 @@ def write_report(
             f"{html.escape(json.dumps(calibration.impostor_set))}.</p>"
         )
         parts.append(
-            _table(
+            html_table(
                 ["operating point", "target FMR", "threshold", "measured FMR",
                  "non-mated pairs", "lowest supported FMR (3/N)", "FNMR", "mated pairs",
                  "note"],
@@ -374,28 +377,29 @@ def write_report(
     parts.append(f"<h2>Caveats</h2><ul>{items}</ul>")
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
+        f"</title><style>{REPORT_STYLE}</style></head><body>{''.join(parts)}</body></html>"
     )
     html_path = folder / "report.html"
     json_path = folder / "report.json"
     html_path.write_text(page, encoding="utf-8")
-    text = json.dumps(_finite(record), indent=2, default=_json_default)
+    text = json.dumps(finite_json(record), indent=2, default=json_default)
     json_path.write_text(text + "\n", encoding="utf-8")
     return ReportFiles(html_path, json_path)
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """``value`` with NaN and infinities replaced by ``None`` (strict JSON has neither)."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     if isinstance(value, float | np.floating) and not np.isfinite(value):
         return None
     return value
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """JSON encoding of numpy scalars (for ``json.dumps(default=...)``)."""
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,4 +1,4 @@
-"""Checks of the values a caller hands the gallery: names, purposes, subject ids, ``k``.
+"""Checks of the values a caller hands the gallery: names, purposes, ids, display names, ``k``.
 
 Each returns the cleaned value or raises :class:`~facetrust.errors.InvalidParameter`
 (or :class:`~facetrust.errors.PurposeRequired`) with a message that says what to pass.
@@ -6,18 +6,18 @@ Each returns the cleaned value or raises :class:`~facetrust.errors.InvalidParame
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 
 from ..errors import InvalidParameter, PurposeRequired
-from . import index_file
-
-MAX_SUBJECT_ID_LENGTH = 200
 
 
 def check_name(value: str | None, what: str) -> str:
     """``value`` stripped, if it names a person or service (an actor, a reviewer, ...)."""
     if not value or not value.strip():
-        raise InvalidParameter(f"The '{what}' must name a person or service. Got {value!r}.")
+        got = "nothing" if value is None else repr(value)
+        raise InvalidParameter(f"The '{what}' must name a person or service. Got {got}.")
     return value.strip()
 
 
@@ -46,19 +46,66 @@ def check_purpose(purpose: str | None, purposes: Sequence[str]) -> str:
     return purpose
 
 
+#: The grammar of subject and event ids: 1 to 64 ASCII letters, digits, '.', '_'
+#: and '-', starting with a letter or digit. Such an id is safe in a URL path, a
+#: file name, a log line and a terminal, and has one spelling (no Unicode
+#: look-alikes, no invisible or direction-changing characters). Index-file key
+#: names (``facetrust:index:...``) can never collide with one.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_ID_LENGTH = 64
+#: Longest event id: an event-only subject's id is ``<event id>.<12 hex digits>``.
+MAX_EVENT_ID_LENGTH = MAX_ID_LENGTH - 13
+MAX_DISPLAY_NAME_LENGTH = 200
+
+
+def check_identifier(value: str, what: str, max_length: int = MAX_ID_LENGTH) -> str:
+    """``value`` if it follows the id grammar (:data:`ID_PATTERN`, at most ``max_length``).
+
+    Raises
+    ------
+    InvalidParameter
+        Anything else, with the grammar spelled out.
+    """
+    if not isinstance(value, str) or not (
+        len(value) <= max_length and ID_PATTERN.fullmatch(value)
+    ):
+        raise InvalidParameter(
+            f"A {what} is 1 to {max_length} characters: letters A-Z and a-z, digits, '.', "
+            f"'_' and '-', starting with a letter or digit. Got {value!r}; choose an id "
+            "like 'kofi-annan' or 'emp.00042'."
+        )
+    return value
+
+
 def check_subject_id(subject_id: str) -> str:
-    """``subject_id`` if it can name a new subject (1 to 200 characters, not reserved)."""
-    if not subject_id.strip() or len(subject_id) > MAX_SUBJECT_ID_LENGTH:
+    """``subject_id`` if it can name a subject (see :data:`ID_PATTERN`)."""
+    return check_identifier(subject_id, "subject id")
+
+
+def check_display_name(name: str | None) -> str | None:
+    """``name`` in Unicode NFC with outer spaces removed, or None for no name.
+
+    Raises
+    ------
+    InvalidParameter
+        The name holds control or format characters (newlines, NUL, bidi
+        overrides such as U+202E) or is over 200 characters long.
+    """
+    if name is None:
+        return None
+    cleaned = unicodedata.normalize("NFC", name).strip()
+    hidden = sorted({f"U+{ord(c):04X}" for c in cleaned if unicodedata.category(c)[0] == "C"})
+    if hidden:
         raise InvalidParameter(
-            f"A subject id must be 1 to {MAX_SUBJECT_ID_LENGTH} characters. "
-            f"Got {subject_id!r} instead."
+            "A display name may not hold control or invisible formatting characters "
+            f"(found {', '.join(hidden)}). Type the name as it should be shown."
         )
-    if subject_id.startswith(index_file.KEY_PREFIX):
+    if len(cleaned) > MAX_DISPLAY_NAME_LENGTH:
         raise InvalidParameter(
-            f"Subject ids starting with {index_file.KEY_PREFIX!r} are reserved. "
-            f"Got {subject_id!r}; choose another id."
+            f"A display name is at most {MAX_DISPLAY_NAME_LENGTH} characters. "
+            f"Got {len(cleaned)}."
         )
-    return subject_id
+    return cleaned or None
 
 
 def check_k(k: object) -> int:

@@ -58,8 +58,13 @@ class GalleryConfig:
         this many days after the subject's last interaction (enrolment,
         consent change, verification, confirmed identification).
     review_quorum : int
-        Distinct named reviewers who must confirm a candidate before it
-        becomes a confirmed identification.
+        Distinct reviewers (authenticated principals: in the service and the
+        CLI, distinct API keys) who must confirm a candidate before it becomes
+        a confirmed identification.
+    searcher_may_review : bool
+        Whether the operator who ran an identification may be one of its
+        reviewers. False (the default): review is by people other than the
+        one who searched.
     duplicate_policy : str
         ``"warn"`` or ``"refuse"`` when a new face matches another subject.
     operating_point : str or None
@@ -98,6 +103,7 @@ class GalleryConfig:
     purposes: tuple[str, ...] = DEFAULT_PURPOSES
     retention_days: int = DEFAULT_RETENTION_DAYS
     review_quorum: int = DEFAULT_REVIEW_QUORUM
+    searcher_may_review: bool = False
     duplicate_policy: str = "warn"
     operating_point: str | None = None
     database_url: str | None = None
@@ -173,6 +179,7 @@ class GalleryConfig:
             "purposes": list(self.purposes),
             "retention_days": self.retention_days,
             "review_quorum": self.review_quorum,
+            "searcher_may_review": self.searcher_may_review,
             "duplicate_policy": self.duplicate_policy,
             "operating_point": self.operating_point,
             "database_url": self.database_url,

@@ -505,15 +505,30 @@ class Gallery:
         decision: str = "confirm",
         note: str | None = None,
     ) -> ReviewStatus:
-        """Record one named reviewer's decision on one candidate of an identification.
+        """Record one reviewer's decision on one candidate of an identification.
 
-        The candidate becomes a confirmed identification once
-        ``config.review_quorum`` distinct reviewers confirm it (EU AI Act
-        Art. 14(5)); one rejection rejects it. Each decision is audited.
+        ``reviewer`` is an authenticated principal's id (the service and the
+        CLI pass the API key's ``key:<id>``). A candidate is *pending* until
+        ``config.review_quorum`` distinct reviewers confirm it (*confirmed*,
+        EU AI Act Art. 14(5)) or one rejects it (*rejected*). Both decisions
+        are final. Each decision is audited.
 
         Parameters
         ----------
         decision : {"confirm", "reject"}
+
+        Raises
+        ------
+        UnknownIdentification
+        InvalidParameter
+            ``subject_id`` is not one of the identification's candidates.
+        ReviewNotAllowed
+            The reviewer ran the search and ``config.searcher_may_review`` is off.
+        ReviewClosed
+            The candidate is already confirmed or rejected, or this reviewer
+            already reviewed it.
+        ConsentError
+            The subject's consent for the search's purpose has ended since.
         """
         return identification.review(
             self._parts,
@@ -531,9 +546,12 @@ class Gallery:
         *,
         purpose: str | None,
         actor: str,
+        case_ref: str | None = None,
         face_policy: FacePolicy = "single",
     ) -> SubjectVerification:
         """Compare ``probe`` with one enrolled subject (1:1), for a consented purpose.
+
+        ``case_ref`` names the case or ticket the check belongs to (audited).
 
         Raises
         ------
@@ -543,11 +561,11 @@ class Gallery:
             The subject has no template of the probe's model.
         """
         with identification.audit_refusal(
-            self._parts, "verify", actor, purpose, [subject_id]
+            self._parts, "verify", actor, purpose, [subject_id], case_ref=case_ref
         ):
             return identification.verify_subject(
                 self._parts, probe, subject_id, purpose=purpose, actor=actor,
-                face_policy=face_policy,
+                case_ref=case_ref, face_policy=face_policy,
             )
 
     # ------------------------------------------------------------------ erasure & retention

@@ -19,6 +19,9 @@ from ..errors import (
     InvalidParameter,
     ModelMismatch,
     PurposeRequired,
+    ReviewClosed,
+    ReviewNotAllowed,
+    UnknownIdentification,
     UnknownSubject,
 )
 from ..pipeline import FacePolicy
@@ -140,6 +143,22 @@ def identify(
     )
 
 
+#: The states of one candidate of an identification under review. A candidate is
+#: ``pending`` until ``review_quorum`` distinct reviewers confirm it
+#: (``confirmed``) or one reviewer rejects it (``rejected``). Both decisions are
+#: final: a later review of a decided candidate is refused (:class:`ReviewClosed`),
+#: so a reject cannot undo a confirmation that others may already have acted on.
+REVIEW_STATES = ("pending", "confirmed", "rejected")
+
+
+def review_state(confirmed: int, rejected: int, quorum: int) -> str:
+    """The state of a candidate with ``confirmed`` confirmations and ``rejected``
+    rejections from distinct reviewers, given reviews arrive only while pending."""
+    if rejected:
+        return "rejected"
+    return "confirmed" if confirmed >= quorum else "pending"
+
+
 def review(
     parts: GalleryParts,
     identification_id: str,
@@ -160,9 +179,9 @@ def review(
     with parts.store.transaction():
         record = parts.store.get_identification(identification_id)
         if record is None:
-            raise InvalidParameter(
+            raise UnknownIdentification(
                 f"No identification {identification_id!r} in this gallery. Use the "
-                "identification_id an `identify` returned."
+                "identification_id an identify returned."
             )
         if subject_id not in {c[0] for c in record.candidates}:
             raise InvalidParameter(
@@ -171,23 +190,44 @@ def review(
                 + (", ".join(c[0] for c in record.candidates) or "none")
                 + "."
             )
+        if reviewer == record.actor and not parts.config.searcher_may_review:
+            raise ReviewNotAllowed(
+                f"{reviewer} ran this identification, and this gallery's policy is that "
+                "candidates are reviewed by other people (searcher_may_review is off). "
+                "Ask another operator to review it."
+            )
+        earlier = [
+            r for r in parts.store.reviews_of(identification_id) if r.subject_id == subject_id
+        ]
+        state = review_state(
+            sum(r.decision == "confirm" for r in earlier),
+            sum(r.decision == "reject" for r in earlier),
+            quorum,
+        )
+        if state != "pending":
+            raise ReviewClosed(
+                f"Candidate {subject_id!r} of identification {identification_id!r} is already "
+                f"{state}; review decisions are final. Run a new identification if the "
+                "decision must be revisited."
+            )
+        if any(r.reviewer == reviewer for r in earlier):
+            raise ReviewClosed(
+                f"{reviewer} has already reviewed candidate {subject_id!r} of this "
+                f"identification; {quorum} different reviewers must confirm it."
+            )
         # consent may have ended since the search: then nothing may be confirmed
         require_active_consent(parts, subject_id, record.purpose)
         parts.store.insert_review(
             ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
         )
-        reviews = [
-            r for r in parts.store.reviews_of(identification_id) if r.subject_id == subject_id
+        reviews = earlier + [
+            ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
         ]
         confirmed = tuple(r.reviewer for r in reviews if r.decision == "confirm")
         rejected = tuple(r.reviewer for r in reviews if r.decision == "reject")
-        if rejected:
-            status = "rejected"
-        elif len(confirmed) >= quorum:
-            status = "confirmed"
+        status = review_state(len(confirmed), len(rejected), quorum)
+        if status == "confirmed":
             parts.store.touch_subject(subject_id, stamp)
-        else:
-            status = "pending"
         event = parts.audit.append(
             "review",
             actor=reviewer,
@@ -214,6 +254,7 @@ def verify_subject(
     *,
     purpose: str | None,
     actor: str,
+    case_ref: str | None = None,
     face_policy: FacePolicy = "single",
 ) -> SubjectVerification:
     """See :meth:`Gallery.verify_subject`."""
@@ -252,6 +293,7 @@ def verify_subject(
             actor=actor,
             purpose=purpose,
             subject_ids=[subject_id],
+            case_ref=case_ref,
             probe_sha256=face.sha256,
             match=match,
             distance=distance,
@@ -269,4 +311,5 @@ def verify_subject(
         model_id,
         face.sha256,
         event.seq,
+        case_ref,
     )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from ..errors import ConsentExpired, InvalidParameter, UnknownSubject
 from ..store.base import ConsentRecord, SubjectRecord
-from .checks import check_name, check_purpose, check_subject_id
+from .checks import check_display_name, check_name, check_purpose, check_subject_id
 from .consent import consent_status, require_consent
 from .parts import GalleryParts
 from .types import Consent, Subject
@@ -96,7 +96,8 @@ def add_subject(
 ) -> Subject:
     """See :meth:`Gallery.add_subject`."""
     actor = check_name(actor, "actor")
-    subject_id = check_subject_id(subject_id or uuid.uuid4().hex)
+    subject_id = check_subject_id(uuid.uuid4().hex if subject_id is None else subject_id)
+    display_name = check_display_name(display_name)
     stamp = parts.stamp()
     record = SubjectRecord(subject_id, display_name, stamp, stamp)
     with parts.store.transaction():
@@ -127,8 +128,8 @@ def grant_consent(
     now = parts.now()
     if expires_at.tzinfo is None or expires_at <= now:
         raise InvalidParameter(
-            "The 'expires_at' of a consent must be a timezone-aware time in the future. "
-            f"Got {expires_at!r} instead."
+            "The 'expires_at' of a consent must be a time in the future, with its time zone "
+            f"(e.g. 2027-01-31T00:00:00+00:00). Got {expires_at.isoformat()}."
         )
     digest = evidence_sha256.lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

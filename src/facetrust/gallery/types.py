@@ -189,6 +189,7 @@ class SubjectVerification:
     model_id: str
     probe_sha256: str
     audit_seq: int
+    case_ref: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

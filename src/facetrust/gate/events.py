@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import EventError, InvalidParameter, UnknownSubject
 from ..faces import Embedding
 from ..gallery import Gallery
-from ..gallery.checks import check_name
+from ..gallery.checks import MAX_EVENT_ID_LENGTH, check_identifier, check_name
 from ..images import ImageSource
 from ..matching import get_operating_point
 from ..store.base import EventMemberRecord, EventRecord, OptOutRecord
@@ -126,8 +126,8 @@ def open_event(
     purpose = gallery.check_purpose(purpose)
     if valid_from.tzinfo is None or valid_to.tzinfo is None or valid_to <= valid_from:
         raise InvalidParameter(
-            "An event needs timezone-aware valid_from < valid_to. "
-            f"Got {valid_from!r} and {valid_to!r} instead."
+            "An event needs a start and an end, each with its time zone, the end after the "
+            f"start. Got {valid_from.isoformat()} to {valid_to.isoformat()}."
         )
     if valid_to - valid_from > timedelta(days=7):
         raise InvalidParameter(
@@ -136,7 +136,7 @@ def open_event(
         )
     point = get_operating_point(operating_point)
     record = EventRecord(
-        event_id=check_name(event_id, "event_id"),
+        event_id=check_identifier(event_id, "event id", MAX_EVENT_ID_LENGTH),
         purpose=purpose,
         valid_from=valid_from.astimezone(UTC).isoformat(),
         valid_to=valid_to.astimezone(UTC).isoformat(),
@@ -222,7 +222,7 @@ def enroll_for_event(
         if isinstance(document_photo, Embedding)
         else gallery.pipeline.embed_one(document_photo).embedding
     )
-    subject_id = f"{event_id}/{uuid.uuid4().hex[:12]}"
+    subject_id = f"{event_id}.{uuid.uuid4().hex[:12]}"
     with gallery.batch():
         gallery.add_subject(subject_id, display_name=display_name, actor=actor)
         gallery.grant_consent(

@@ -330,7 +330,7 @@ class ExactBacked:
         return payload[8 + length :]
 
 
-def _check_positive_ints(owner: str, values: dict[str, object]) -> None:
+def check_positive_ints(owner: str, values: dict[str, object]) -> None:
     """InvalidParameter unless every value is an int >= 1 (bools refused)."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -59,7 +59,7 @@ from .base import (
     is_allowed,
     widening_search,
 )
-from .exact import ExactBacked, ExactIndex, _check_positive_ints
+from .exact import ExactBacked, ExactIndex, check_positive_ints
 
 
 def hnsw_available() -> bool:
@@ -108,7 +108,7 @@ class HnswIndex(ExactBacked):
         exact_below_fraction: float = 0.02,
         max_fetch: int = 4096,
     ) -> None:
-        _check_positive_ints(
+        check_positive_ints(
             "HnswIndex",
             {
                 "connectivity": connectivity,

@@ -77,7 +77,7 @@ from .base import (
     is_allowed,
     widening_search,
 )
-from .exact import ExactBacked, ExactIndex, _check_positive_ints
+from .exact import ExactBacked, ExactIndex, check_positive_ints
 
 #: Bits per code: 4 is what faiss's SIMD fast scan is built for.
 _BITS = 4
@@ -160,7 +160,7 @@ class QuantizedIndex(ExactBacked):
     ) -> None:
         self._exact = ExactIndex(dim, model_id)
         subquantizers = max(1, dim // 4) if subquantizers is None else subquantizers
-        _check_positive_ints(
+        check_positive_ints(
             "QuantizedIndex",
             {
                 "subquantizers": subquantizers,

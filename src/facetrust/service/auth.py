@@ -51,17 +51,22 @@ async def authenticate(request: Request, presented: str | None) -> ApiKey:
     return key
 
 
+def role_refusal(key: ApiKey, operation: str) -> str | None:
+    """Why ``key``'s role may not call ``operation`` (a sentence), or None if it may."""
+    if permits(key.role, operation):
+        return None
+    allowed = ", ".join(sorted(r.value for r in PERMISSIONS.get(operation, ())))
+    return (
+        f"A key of role {key.role.value!r} may not call {operation!r} "
+        f"(allowed: {allowed or 'nobody'})."
+    )
+
+
 def check_role(key: ApiKey, operation: str) -> None:
     """Raise a 403 problem unless ``key``'s role may call ``operation``."""
-    if not permits(key.role, operation):
-        allowed = ", ".join(sorted(r.value for r in PERMISSIONS.get(operation, ())))
-        raise Problem(
-            "forbidden",
-            f"A key of role {key.role.value!r} may not call {operation!r} "
-            f"(allowed: {allowed or 'nobody'}).",
-            operation=operation,
-            role=key.role.value,
-        )
+    refusal = role_refusal(key, operation)
+    if refusal is not None:
+        raise Problem("forbidden", refusal, operation=operation, role=key.role.value)
 
 
 def allow(operation: str, *, rate_limit: bool = False) -> Callable[..., Awaitable[ApiKey]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import _parse
+from ..config import parse_setting
 from ..errors import InvalidParameter
 
 ENV_PREFIX = "FACETRUST_SERVICE_"
@@ -80,7 +80,7 @@ class ServiceSettings:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:
                 kind = str(field.type).replace(" | None", "")
-                values[field.name] = _parse(field.name, kind, raw)
+                values[field.name] = parse_setting(field.name, kind, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

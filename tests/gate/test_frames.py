@@ -12,7 +12,7 @@ from facetrust.gate.arrivals import arrival_photos, write_arrivals_video
 from facetrust.gate.frames import read_frames
 from facetrust.gate.presence import BestFrameSelector, box_overlap
 
-SAMPLE = Path(__file__).parent / "data" / "lfw"
+SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_one_ready_presence_per_arrival_with_its_best_frame(
     selector = BestFrameSelector(window_s=0.3)
     ready = []
     for frame in read_frames(arrivals_video[0]):
-        ready += selector.update(frame.index, frame.time_s, pipeline._faces(frame.pixels))
+        ready += selector.update(frame.index, frame.time_s, pipeline.faces_in_pixels(frame.pixels))
     ready += selector.flush()
     assert len(ready) == 4
     for number, presence in enumerate(ready):

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,6 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from facetrust.cli.main import cli
+from facetrust.faces import Embedding
+from facetrust.gallery import Gallery
 
 CLI_DOCS = Path(__file__).parent.parent.parent / "docs" / "cli.md"
 GALLERY_COMMANDS = [
@@ -95,10 +101,15 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert found["candidates"][0]["subject_id"] == "kofi" and found["requires_human_review"]
     ident = found["identification_id"]
-    first = json.loads(run(runner, "review", ident, "kofi", "--reviewer", "alice"))
+    alice, bob = (
+        json.loads(run(runner, "keys", "create", "--role", "operator", "--name", n, "--json"))
+        for n in ("alice", "bob")
+    )
+    first = json.loads(run(runner, "review", ident, "kofi", "--key", alice["key"]))
     assert first["status"] == "pending"
-    second = json.loads(run(runner, "review", ident, "kofi", "--reviewer", "bob"))
+    second = json.loads(run(runner, "review", ident, "kofi", "--key", bob["key"]))
     assert second["status"] == "confirmed"
+    assert set(second["confirmed_by"]) == {f"key:{alice['key_id']}", f"key:{bob['key_id']}"}
     verified = run(
         runner,
         "verify",
@@ -204,3 +215,63 @@ def test_every_gallery_command_has_help_and_is_documented(command: str) -> None:
         group = group.commands.get(word)
     assert group is not None and group.help
     assert f"facetrust {command}" in CLI_DOCS.read_text(encoding="utf-8"), command
+
+
+def test_reviewers_are_authenticated_keys_through_the_installed_command(
+    tmp_path: Path,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    enrol_all: Callable[..., None],
+) -> None:
+    """Two-person review from the shell takes two real API keys, never typed names."""
+    gallery, _ = Gallery.init_folder(tmp_path)
+    with gallery:
+        enrol_all(gallery, identities, embeddings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
+    env["FACETRUST_GALLERY"] = str(tmp_path)
+    command = str(Path(sys.executable).parent / "facetrust")
+
+    def facetrust(*args: str, key: str | None = None, code: int = 0) -> str:
+        done = subprocess.run(
+            [command, *args],
+            capture_output=True, text=True, check=False,
+            env={**env, **({"FACETRUST_API_KEY": key} if key else {})},
+        )
+        assert done.returncode == code, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        return done.stdout if code in (0, 1) else done.stderr
+
+    keys = {
+        name: json.loads(facetrust("keys", "create", "--role", role, "--name", name, "--json"))
+        for name, role in [
+            ("searcher", "operator"), ("alice", "operator"), ("bob", "operator"),
+            ("desk", "enroller"),
+        ]
+    }
+    probe = str(identities["Kofi_Annan"][3])
+    found = json.loads(facetrust(
+        "identify", probe, "--purpose", "boarding", "--case-ref", "C-1",
+        key=keys["searcher"]["key"],
+    ))
+    assert found["actor"] == f"key:{keys['searcher']['key_id']}"
+    ident, top = found["identification_id"], found["candidates"][0]["subject_id"]
+    review = ("review", ident, top)
+    assert "reviewers are authenticated" in facetrust(*review, "--reviewer", "alice", code=2)
+    assert "pass your API key" in facetrust(*review, code=2)
+    assert "may not call 'review_candidate'" in facetrust(
+        *review, key=keys["desk"]["key"], code=2
+    )
+    assert "unknown, revoked or malformed" in facetrust(*review, key="ft_bogus_key", code=2)
+    assert "ran this identification" in facetrust(*review, key=keys["searcher"]["key"], code=2)
+    first = json.loads(facetrust(*review, key=keys["alice"]["key"]))
+    assert first["status"] == "pending"
+    assert "already reviewed" in facetrust(*review, key=keys["alice"]["key"], code=2)
+    second = json.loads(facetrust(*review, "--note", "ID card checked", key=keys["bob"]["key"]))
+    assert second["status"] == "confirmed"
+    assert set(second["confirmed_by"]) == {
+        f"key:{keys['alice']['key_id']}", f"key:{keys['bob']['key_id']}"
+    }
+    assert "already confirmed" in facetrust(*review, "--reject", key=keys["bob"]["key"], code=2)
+    assert "No identification 'nope'" in facetrust(
+        "review", "nope", top, key=keys["bob"]["key"], code=2
+    )

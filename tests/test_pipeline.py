@@ -50,7 +50,7 @@ def test_boxes_and_landmarks_map_back_to_original_coordinates(
     pipeline: FacePipeline, rgb: np.ndarray
 ) -> None:
     """The photo is a known crop of a larger canvas: coordinates shift by the offset."""
-    original = pipeline._faces(rgb)[0]
+    original = pipeline.faces_in_pixels(rgb)[0]
     dx, dy = 230, 110
     canvas = np.full((500, 620, 3), 90, dtype=np.uint8)
     canvas[dy : dy + 250, dx : dx + 250] = rgb
@@ -78,7 +78,7 @@ def test_boxes_from_a_downscaled_detection_are_mapped_back(
     pipeline: FacePipeline, rgb: np.ndarray
 ) -> None:
     """A 1400x1100 canvas is detected at 640 px; the box must land on the face at full size."""
-    original = pipeline._faces(rgb)[0]
+    original = pipeline.faces_in_pixels(rgb)[0]
     big = cv2.resize(rgb, (1000, 1000), interpolation=cv2.INTER_CUBIC)
     dx, dy = 300, 50
     canvas = np.full((1100, 1400, 3), 90, dtype=np.uint8)
@@ -102,7 +102,7 @@ def test_boxes_from_a_downscaled_detection_are_mapped_back(
 
 def test_face_filling_the_whole_frame_is_found(pipeline: FacePipeline, rgb: np.ndarray) -> None:
     """A passport-style crop whose face touches the border needs the padded pass."""
-    box = pipeline._faces(rgb)[0].box
+    box = pipeline.faces_in_pixels(rgb)[0].box
     inset = 20
     tight = rgb[
         int(box.top) + inset : int(box.bottom) - inset,
@@ -149,7 +149,7 @@ def test_tiny_face_fails_quality_as_too_small(pipeline: FacePipeline, rgb: np.nd
 
 
 def test_rotated_head_is_measured_as_roll(pipeline: FacePipeline, rgb: np.ndarray) -> None:
-    upright = pipeline._faces(rgb)[0].quality.roll_deg
+    upright = pipeline.faces_in_pixels(rgb)[0].quality.roll_deg
     matrix = cv2.getRotationMatrix2D((125, 125), 20, 1.0)  # counter-clockwise in the image
     turned = cv2.warpAffine(rgb, matrix, (250, 250), borderMode=cv2.BORDER_REPLICATE)
     faces = pipeline.detect(turned)

@@ -1,0 +1,84 @@
+"""Rendering console pages: templates, menu, security headers and error panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from ...errors import FacetrustError
+from ..apikeys import ApiKey
+from ..auth import SESSION_COOKIE
+from ..permissions import permits
+from ..problems import Problem, problem_of
+from .csrf import csrf_token
+
+__all__ = ["PAGES", "SECURITY_HEADERS", "error_context", "render_page", "templates"]
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+#: Console pages: (path, title, operation that grants the page), in menu order.
+PAGES = (
+    ("/console/consent", "Consent", "grant_consent"),
+    ("/console/enrol", "Enrol", "enroll_photo"),
+    ("/console/verify", "Verify", "verify_photos"),
+    ("/console/identify", "Identify", "identify"),
+    ("/console/audit", "Audit trail", "list_audit_events"),
+    ("/console/reports", "Evaluation reports", "list_reports"),
+    ("/console/keys", "API keys", "list_api_keys"),
+)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def render_page(
+    request: Request, key: ApiKey | None, template: str, status: int = 200, **context: Any
+) -> HTMLResponse:
+    """Render ``template`` for ``key`` with the menu, CSRF token and security headers.
+
+    Parameters
+    ----------
+    request : Request
+        The request being answered.
+    key : ApiKey or None
+        The logged-in key; None on the login page (no menu, no CSRF token).
+    template : str
+        File name under ``templates/``.
+    status : int, default 200
+        HTTP status of the response.
+    **context
+        Further template variables.
+    """
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    menu = [(p, t) for p, t, op in PAGES if key is not None and permits(key.role, op)]
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {"key": key, "menu": menu, "csrf": csrf_token(request, cookie) if key else "",
+         **context},
+        status_code=status,
+    )
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def error_context(error: FacetrustError | Problem) -> dict[str, Any]:
+    """The template's ``error`` panel (title, detail, type URI, status) for ``error``."""
+    if isinstance(error, Problem):
+        return {"title": error.problem.title, "detail": error.detail,
+                "type": error.problem.uri, "status": error.problem.status}
+    problem = problem_of(error)
+    return {"title": problem.title, "detail": str(error), "type": problem.uri,
+            "status": problem.status}

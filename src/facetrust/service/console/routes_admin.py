@@ -1,0 +1,64 @@
+"""Admin page: list, create and revoke API keys, and run the retention sweep."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from ...errors import FacetrustError
+from ..apikeys import Role
+from ..auth import service_state
+from ..problems import problem_of
+from .access import guard
+from .csrf import check_csrf
+from .rendering import error_context, render_page
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/keys")
+async def keys_page(request: Request) -> Response:
+    """List the API keys, with the form to create one."""
+    key = await guard(request, "list_api_keys")
+    if isinstance(key, Response):
+        return key
+    return render_page(request, key, "keys.html", keys=service_state(request).keys.list(),
+                       roles=[r.value for r in Role])
+
+
+@router.post("/keys")
+async def keys_submit(
+    request: Request,
+    csrf: Annotated[str, Form()],
+    action: Annotated[str, Form()],
+    role: Annotated[str, Form()] = "",
+    name: Annotated[str, Form(max_length=200)] = "",
+    key_id: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """Create or revoke a key, or sweep retention; each action needs its own permission."""
+    operation = {"create": "create_api_key", "revoke": "revoke_api_key",
+                 "sweep": "sweep_retention"}.get(action, "create_api_key")
+    key = await guard(request, operation)
+    if isinstance(key, Response):
+        return key
+    check_csrf(request, csrf)
+    state = service_state(request)
+    context: dict[str, Any] = {}
+    status = 200
+    try:
+        if action == "create":
+            context["created"] = state.keys.create(role, name, created_by=key.actor)
+        elif action == "revoke":
+            context["revoked"] = state.keys.revoke(key_id)
+        elif action == "sweep":
+            context["sweep"] = await state.use_biometrics(
+                key, "sweep_retention", lambda g: g.sweep_retention(actor=key.actor)
+            )
+    except FacetrustError as error:
+        context["error"], status = error_context(error), problem_of(error).status
+    return render_page(request, key, "keys.html", status=status, keys=state.keys.list(),
+                       roles=[r.value for r in Role], **context)

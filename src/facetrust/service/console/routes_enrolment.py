@@ -1,0 +1,120 @@
+"""Enroller pages: record a subject's consent, and enrol a photo of a consenting subject."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, time, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi.responses import Response
+
+from ...errors import FacetrustError, UnknownSubject
+from ...gallery import Gallery
+from ...gallery.photos import enroll_photo
+from ..auth import service_state
+from ..problems import problem_of
+from .access import guard
+from .csrf import check_csrf
+from .previews import chip_url, photo_url
+from .rendering import error_context, render_page
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/consent")
+async def consent_form(request: Request) -> Response:
+    """Show the consent form."""
+    key = await guard(request, "grant_consent")
+    if isinstance(key, Response):
+        return key
+    state = service_state(request)
+    return render_page(request, key, "consent.html", purposes=state.gallery.config.purposes)
+
+
+@router.post("/consent")
+async def consent_submit(
+    request: Request,
+    csrf: Annotated[str, Form()],
+    subject_id: Annotated[str, Form(min_length=1, max_length=200)],
+    evidence_ref: Annotated[str, Form(min_length=1, max_length=500)],
+    notice_version: Annotated[str, Form(min_length=1, max_length=100)],
+    expires_on: Annotated[str, Form()],
+    purposes: Annotated[list[str], Form()],
+    display_name: Annotated[str, Form(max_length=200)] = "",
+    evidence_sha256: Annotated[str, Form(max_length=64)] = "",
+    evidence_file: UploadFile | None = None,
+) -> Response:
+    """Grant consent (adding the subject first if new); consent lasts to the end of its day."""
+    key = await guard(request, "grant_consent")
+    if isinstance(key, Response):
+        return key
+    check_csrf(request, csrf)
+    state = service_state(request)
+    digest = evidence_sha256.strip()
+    if evidence_file is not None and evidence_file.filename:
+        digest = hashlib.sha256(await evidence_file.read()).hexdigest()
+    context: dict[str, Any] = {"purposes": state.gallery.config.purposes}
+    try:
+        expires = datetime.combine(
+            datetime.fromisoformat(expires_on).date(), time(23, 59, 59), tzinfo=UTC
+        )
+    except ValueError:
+        expires = datetime.now(UTC) - timedelta(days=1)  # refused below with a clear message
+
+    def grant(gallery: Gallery) -> Any:
+        try:
+            gallery.get_subject(subject_id)
+        except UnknownSubject:
+            gallery.add_subject(subject_id, display_name=display_name or None, actor=key.actor)
+        return gallery.grant_consent(
+            subject_id, purposes, expires_at=expires, evidence_ref=evidence_ref,
+            evidence_sha256=digest, notice_version=notice_version, actor=key.actor,
+        )
+
+    try:
+        consent = await state.call(grant)
+    except FacetrustError as error:
+        return render_page(request, key, "consent.html", status=problem_of(error).status,
+                           error=error_context(error), **context)
+    return render_page(request, key, "consent.html", consent=consent, **context)
+
+
+@router.get("/enrol")
+async def enrol_form(request: Request) -> Response:
+    """Show the enrolment form with the gallery's subjects."""
+    key = await guard(request, "enroll_photo")
+    if isinstance(key, Response):
+        return key
+    subjects = await service_state(request).call(lambda g: g.list_subjects())
+    return render_page(request, key, "enrol.html", subjects=subjects)
+
+
+@router.post("/enrol")
+async def enrol_submit(
+    request: Request,
+    csrf: Annotated[str, Form()],
+    subject_id: Annotated[str, Form(min_length=1, max_length=200)],
+    photo: UploadFile,
+) -> Response:
+    """Enrol the uploaded photo; show the face found, its chip and its quality."""
+    key = await guard(request, "enroll_photo")
+    if isinstance(key, Response):
+        return key
+    check_csrf(request, csrf)
+    state = service_state(request)
+    data = await photo.read()
+    context: dict[str, Any] = {}
+    try:
+        result = await state.use_biometrics(
+            key, "enroll_photo", lambda g: enroll_photo(g, subject_id, data, actor=key.actor)
+        )
+        context = {"result": result, "chip": chip_url(result.face.chip),
+                   "photo": photo_url(data), "limits": state.gallery.pipeline.settings}
+        status = 201
+    except FacetrustError as error:
+        context, status = {"error": error_context(error)}, problem_of(error).status
+    subjects = await state.call(lambda g: g.list_subjects())
+    return render_page(request, key, "enrol.html", status=status, subjects=subjects, **context)

@@ -1,0 +1,136 @@
+"""Operator pages: verify two photos, identify a photo in the gallery, review a candidate."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi.responses import Response
+
+from ...errors import FacetrustError
+from ...gallery.photos import verify_photos
+from ..auth import service_state
+from ..limits import rate_limited
+from ..problems import problem_of
+from ..routes_search import HUMAN_REVIEW_NOTICE
+from .access import guard
+from .csrf import check_csrf
+from .previews import photo_url
+from .rendering import error_context, render_page
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/verify")
+async def verify_form(request: Request) -> Response:
+    """Show the verify form."""
+    key = await guard(request, "verify_photos")
+    if isinstance(key, Response):
+        return key
+    purposes = service_state(request).gallery.config.purposes
+    return render_page(request, key, "verify.html", purposes=purposes)
+
+
+@router.post("/verify")
+async def verify_submit(
+    request: Request,
+    csrf: Annotated[str, Form()],
+    purpose: Annotated[str, Form(min_length=1, max_length=100)],
+    case_ref: Annotated[str, Form(min_length=1, max_length=200)],
+    image_a: UploadFile,
+    image_b: UploadFile,
+) -> Response:
+    """Compare the two uploaded photos and show the decision beside them."""
+    key = await guard(request, "verify_photos")
+    if isinstance(key, Response):
+        return key
+    check_csrf(request, csrf)
+    state = service_state(request)
+    a, b = await image_a.read(), await image_b.read()
+    context: dict[str, Any] = {"purposes": state.gallery.config.purposes}
+    try:
+        result = await state.use_biometrics(
+            key, "verify_photos",
+            lambda g: verify_photos(g, a, b, purpose=purpose, actor=key.actor, case_ref=case_ref),
+        )
+        context.update(result=result, photos=(photo_url(a), photo_url(b)))
+        status = 200
+    except FacetrustError as error:
+        context["error"], status = error_context(error), problem_of(error).status
+    return render_page(request, key, "verify.html", status=status, **context)
+
+
+@router.get("/identify")
+async def identify_form(request: Request) -> Response:
+    """Show the identify form."""
+    key = await guard(request, "identify")
+    if isinstance(key, Response):
+        return key
+    purposes = service_state(request).gallery.config.purposes
+    return render_page(request, key, "identify.html", purposes=purposes)
+
+
+@router.post("/identify")
+async def identify_submit(
+    request: Request,
+    csrf: Annotated[str, Form()],
+    purpose: Annotated[str, Form(min_length=1, max_length=100)],
+    case_ref: Annotated[str, Form(min_length=1, max_length=200)],
+    image: UploadFile,
+    k: Annotated[int, Form(ge=1, le=50)] = 5,
+) -> Response:
+    """Search the gallery for the uploaded photo; rate limited per key like the API."""
+    key = await guard(request, "identify")
+    if isinstance(key, Response):
+        return key
+    check_csrf(request, csrf)
+    state = service_state(request)
+    context: dict[str, Any] = {"purposes": state.gallery.config.purposes,
+                               "notice": HUMAN_REVIEW_NOTICE}
+    wait = state.identify_bucket.take(key.key_id)
+    if wait:
+        state.metrics.rate_limited()
+        problem = rate_limited(wait, "identify")
+        return render_page(request, key, "identify.html", status=429,
+                           error=error_context(problem), **context)
+    data = await image.read()
+    try:
+        result = await state.use_biometrics(
+            key, "identify",
+            lambda g: g.identify(data, purpose=purpose, actor=key.actor, k=k, case_ref=case_ref),
+        )
+        context.update(result=result, photo=photo_url(data))
+        status = 200
+    except FacetrustError as error:
+        context["error"], status = error_context(error), problem_of(error).status
+    return render_page(request, key, "identify.html", status=status, **context)
+
+
+@router.post("/review")
+async def review_submit(
+    request: Request,
+    csrf: Annotated[str, Form()],
+    identification_id: Annotated[str, Form(min_length=1, max_length=200)],
+    subject_id: Annotated[str, Form(min_length=1, max_length=200)],
+    decision: Annotated[str, Form(pattern="^(confirm|reject)$")],
+) -> Response:
+    """Record a reviewer's confirm or reject of one identify candidate."""
+    key = await guard(request, "review_candidate")
+    if isinstance(key, Response):
+        return key
+    check_csrf(request, csrf)
+    state = service_state(request)
+    context: dict[str, Any] = {"purposes": state.gallery.config.purposes,
+                               "notice": HUMAN_REVIEW_NOTICE}
+    try:
+        context["review"] = await state.use_biometrics(
+            key, "review_candidate",
+            lambda g: g.review(identification_id, subject_id, reviewer=key.actor,
+                               decision=decision),
+        )
+        status = 200
+    except FacetrustError as error:
+        context["error"], status = error_context(error), problem_of(error).status
+    return render_page(request, key, "identify.html", status=status, **context)
