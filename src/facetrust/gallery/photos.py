@@ -17,6 +17,7 @@ from typing import Any
 
 from ..faces import Face
 from ..matching import Verdict, compare, get_operating_point
+from ..pipeline import FacePolicy
 from .checks import check_name
 from .core import Gallery
 from .probes import FaceInput
@@ -105,11 +106,13 @@ def verify_photos(
     purpose: str | None,
     actor: str,
     case_ref: str | None = None,
+    face_policy: FacePolicy = "single",
 ) -> PhotoVerification:
     """Decide whether two photos show the same person, at the gallery's operating point.
 
     Nothing is read from or written to the gallery's templates; the check is
-    audited (kind ``"verify.photos"``) with both photos' SHA-256.
+    audited (kind ``"verify.photos"``) with both photos' SHA-256. ``face_policy``
+    picks the face of each photo (``"single"``: refuse a photo with several).
 
     Raises
     ------
@@ -118,8 +121,8 @@ def verify_photos(
     """
     purpose = gallery.check_purpose(purpose)
     actor = check_name(actor, "actor")
-    a = gallery.pipeline.embed_one(photo_a, "single", check_quality=True)
-    b = gallery.pipeline.embed_one(photo_b, "single", check_quality=True)
+    a = gallery.pipeline.embed_one(photo_a, face_policy, check_quality=True)
+    b = gallery.pipeline.embed_one(photo_b, face_policy, check_quality=True)
     point = get_operating_point(gallery.config.operating_point, a.embedding.model_id)
     verdict = compare(a.embedding, b.embedding, point)
     digests = (hashlib.sha256(photo_a).hexdigest(), hashlib.sha256(photo_b).hexdigest())

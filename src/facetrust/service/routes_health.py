@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from ..gallery import Gallery
-from .auth import service_state
+from .auth import bearer, check_key, service_state
 from .problems import Problem, catalogue, problem_responses
 
 router = APIRouter(tags=["health"], responses=problem_responses(503))
@@ -21,8 +22,15 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/readyz", operation_id="ready")
-async def ready(request: Request) -> dict[str, Any]:
-    """Readiness: the gallery, its audit head and the face model are usable (503 if not)."""
+async def ready(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+) -> dict[str, Any]:
+    """Readiness: the gallery, its audit head and the face model are usable (503 if not).
+
+    Without a key the answer is only ``{"status": "ready"}``; with any valid key
+    it also names the gallery, the model and the audit head's sequence number.
+    """
     state = getattr(request.app.state, "service", None)
     if state is None:
         raise Problem("not-ready", "The service is still starting.")
@@ -36,7 +44,11 @@ async def ready(request: Request) -> dict[str, Any]:
             "audit_head_seq": head.seq,
         }
 
-    return await service_state(request).call(check)
+    details = await service_state(request).call(check)
+    if credentials is None:
+        return {"status": details["status"]}
+    await check_key(request, credentials.credentials)
+    return details
 
 
 @router.get(
