@@ -286,7 +286,7 @@ class ApiKeys:
         return hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
 
     def cached(self, key_id: str, secret: str) -> ApiKey | None:
-        """The active key, if ``secret`` verified for ``key_id`` within ``cache_s`` seconds.
+        """The active key, if ``secret`` verified for ``key_id`` and was used within ``cache_s`` s.
 
         Cheap (one HMAC and one store read, no argon2); None means "not
         remembered" (or revoked), not "wrong".
@@ -305,6 +305,8 @@ class ApiKeys:
             with self._lock:
                 self._verified.pop(key_id, None)
             return None
+        with self._lock:  # sliding: a key in use stays remembered, an idle one is forgotten
+            self._verified[key_id] = (digest, self._clock() + self._cache_s)
         return found[0]
 
     def active(self, key_id: str) -> ApiKey | None:

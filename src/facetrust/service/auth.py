@@ -12,13 +12,17 @@ only a known key id with an unverified secret reaches argon2 (in at most
 Failed attempts are counted per client address and per key id; past the
 limit, unverified keys from that address or for that key id are answered 429
 with ``Retry-After`` before any hashing, while already verified keys keep
-working.
+working. A throttled request is answered after its ``Retry-After`` or
+``THROTTLED_DELAY_S``, whichever is shorter (an idle wait, no CPU), so a client
+that ignores ``Retry-After`` and retries at once cannot keep the server busy:
+40 such clients send at most 20 requests a second.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import anyio
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,6 +35,9 @@ from .refusals import note_key
 from .state import ServiceState
 
 SESSION_COOKIE = "facetrust_session"
+
+#: Most seconds a throttled authentication waits before its 429 is sent.
+THROTTLED_DELAY_S = 2.0
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `ft_<id>_<secret>`.")
 
@@ -65,6 +72,12 @@ def _throttled(wait: float, whom: str) -> Problem:
     )
 
 
+async def _refuse_throttled(state: ServiceState, wait: float, whom: str) -> Problem:
+    state.metrics.rate_limited()
+    await anyio.sleep(min(wait, THROTTLED_DELAY_S))
+    return _throttled(wait, whom)
+
+
 async def check_key(request: Request, presented: str) -> ApiKey:
     """The active key ``presented`` belongs to; a 401 or 429 problem otherwise.
 
@@ -81,16 +94,14 @@ async def check_key(request: Request, presented: str) -> ApiKey:
             return key
     wait = state.address_failures.blocked(address)
     if wait:
-        state.metrics.rate_limited()
-        raise _throttled(wait, "from this address")
+        raise await _refuse_throttled(state, wait, "from this address")
     if parsed is None or not state.keys.is_known(parsed[0]):
         state.address_failures.failed(address)
         raise _unauthorized()
     key_id, secret = parsed
     wait = state.key_failures.blocked(key_id)
     if wait:
-        state.metrics.rate_limited()
-        raise _throttled(wait, "for this key")
+        raise await _refuse_throttled(state, wait, "for this key")
     key = await anyio.to_thread.run_sync(
         state.keys.verify, key_id, secret, limiter=state.hash_limiter
     )

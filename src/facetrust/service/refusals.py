@@ -86,6 +86,7 @@ class RequestRecord:
     actor: str = "anonymous"
     audited: bool = False
     subject_ids: tuple[str, ...] = ()
+    route: str | None = None
 
 
 _CURRENT: ContextVar[RequestRecord | None] = ContextVar("facetrust_request", default=None)
@@ -267,9 +268,10 @@ class RefusalAudit:
             await self.app(scope, receive, send)
             return
         template, path_params = _route_of(scope)
-        record = RequestRecord(subject_ids=tuple(
-            str(v) for k, v in path_params.items() if k == "subject_id"
-        ))
+        record = RequestRecord(
+            subject_ids=tuple(str(v) for k, v in path_params.items() if k == "subject_id"),
+            route=template,
+        )
         token = _CURRENT.set(record)
         operation = BIOMETRIC_ROUTES.get((scope.get("method", ""), template)) if template else None
         if template is None or operation is None:

@@ -69,7 +69,7 @@ class ServiceSettings:
     identify_burst: int = 20
     request_timeout_s: float = 30.0
     secure_cookies: bool = False
-    auth_failures_per_minute: float = 30.0
+    auth_failures_per_minute: float = 10.0
     auth_failure_burst: int = 10
     console_idle_minutes: float = 30.0
     console_session_hours: float = 8.0

@@ -100,6 +100,7 @@ class ServiceState:
                     purpose=purpose,
                     subject_ids=named,
                     operation=operation,
+                    route=record.route if record else None,
                     problem=problem.uri,
                     status=problem.status,
                 )
