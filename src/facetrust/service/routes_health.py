@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials
 
 from ..gallery import Gallery
-from .auth import bearer, check_key, service_state
+from .auth import check_key, service_state
 from .problems import Problem, catalogue, problem_responses
 
 router = APIRouter(tags=["health"], responses=problem_responses(503))
@@ -21,15 +20,13 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", operation_id="ready")
-async def ready(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
-) -> dict[str, Any]:
+@router.get("/readyz", operation_id="ready", responses=problem_responses(401, 429))
+async def ready(request: Request) -> dict[str, Any]:
     """Readiness: the gallery, its audit head and the face model are usable (503 if not).
 
     Without a key the answer is only ``{"status": "ready"}``; with any valid key
     it also names the gallery, the model and the audit head's sequence number.
+    (The key is optional, so the route is public and reads the header itself.)
     """
     state = getattr(request.app.state, "service", None)
     if state is None:
@@ -45,9 +42,10 @@ async def ready(
         }
 
     details = await service_state(request).call(check)
-    if credentials is None:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
         return {"status": details["status"]}
-    await check_key(request, credentials.credentials)
+    await check_key(request, presented.strip())
     return details
 
 
