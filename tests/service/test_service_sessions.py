@@ -22,6 +22,8 @@ from facetrust.service import Role
 from .conftest import LiveServer, launch_server, start_server, stop_server
 from .test_service_http import assert_problem
 
+pytestmark = [pytest.mark.service, pytest.mark.slow]  # a server of its own, restarted
+
 KEYS = {"auditor": Role.AUDITOR, "admin": Role.ADMIN, "operator": Role.OPERATOR,
         "victim": Role.AUDITOR, "revoked": Role.AUDITOR}
 FAILURE_BURST = 3
