@@ -259,8 +259,13 @@ class ApiKeys:
         *,
         cache_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        audit: Callable[..., None] | None = None,
     ) -> None:
         self.store = store
+        #: Called as ``audit(kind, actor=..., **fields)`` after a key is created or
+        #: revoked (the CLI writes the gallery's audit log with it; the service audits
+        #: in its routes instead).
+        self.audit = audit
         self._hasher = hasher or PasswordHasher()
         self._pepper = store.secret("verified-keys")
         self._cache_s = cache_s
@@ -280,6 +285,9 @@ class ApiKeys:
         secret = secrets.token_urlsafe(_SECRET_BYTES)
         record = ApiKey(key_id, role, name.strip(), _now(), created_by)
         self.store.insert(record, self._hasher.hash(secret))
+        if self.audit is not None:
+            self.audit("apikey.create", actor=created_by, key_id=key_id, role=role.value,
+                       name=record.name)
         return CreatedKey(record, f"{KEY_PREFIX}_{key_id}_{secret}")
 
     def _digest(self, secret: str) -> bytes:
@@ -351,8 +359,10 @@ class ApiKeys:
         """Every key, revoked ones included, oldest first."""
         return self.store.list()
 
-    def revoke(self, key_id: str) -> ApiKey:
+    def revoke(self, key_id: str, *, revoked_by: str | None = None) -> ApiKey:
         """Revoke ``key_id`` (effective on the next request, in every server process).
+
+        ``revoked_by`` names who did it, for the ``audit`` hook (None: the hook decides).
 
         Raises
         ------
@@ -368,4 +378,7 @@ class ApiKeys:
         found = self.store.get(key_id)
         if found is None:
             raise StoreError(f"The API key {key_id!r} vanished while being revoked.")
+        if self.audit is not None:
+            self.audit("apikey.revoke", actor=revoked_by, key_id=key_id,
+                       role=found[0].role.value)
         return found[0]
