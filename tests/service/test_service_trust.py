@@ -109,6 +109,22 @@ def test_anonymous_and_oversized_refusals_name_the_subject(live_server: LiveServ
     assert by_status[413]["presented_key_id"] == live_server.key_ids["enroller-refused"]
 
 
+def test_a_console_upload_without_a_session_is_audited(live_server: LiveServer) -> None:
+    image = photo("Kofi_Annan", 2)
+    with httpx.Client(base_url=live_server.url) as browser:
+        response = browser.post(
+            "/console/identify", files=files(image=image),
+            data={"csrf": "x", "purpose": "access-control", "case_ref": "CASE-CONSOLE"},
+        )
+    assert response.status_code == 303 and response.headers["location"] == "/console/login"
+    events = [e for e in audit_events(live_server, kind="service.refused", actor="anonymous")
+              if e["route"] == "/console/identify"]
+    assert events and events[0]["problem"] == "/problems/unauthorized"
+    assert events[0]["case_ref"] == "CASE-CONSOLE"
+    assert events[0]["upload_sha256"] == {
+        "image": [hashlib.sha256(image.read_bytes()).hexdigest()]}
+
+
 def test_refusals_by_the_gallery_carry_purpose_and_subject_ids(
     live_server: LiveServer, trusted: str
 ) -> None:

@@ -2,7 +2,8 @@
 
 A request to verify, identify, enrol or review that is refused before the
 gallery sees it (401 no or bad key, 403 wrong role or CSRF, 413 body too
-large, 422 invalid request, 429 rate limit) is written to the gallery's audit
+large, 422 invalid request, 429 rate limit; in the console, a 303 to the
+login page is its 401) is written to the gallery's audit
 log as ``service.refused`` with: the actor (``key:<id>``, or ``anonymous``
 when no valid key was shown), the route template, the status, the problem
 type, the purpose and subject ids the request named, and the SHA-256 of each
@@ -73,6 +74,9 @@ BIOMETRIC_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/console/enrol"): "enroll_photo",
     ("POST", "/console/review"): "review_candidate",
 }
+
+#: A console POST without a live session is sent here (303): the console's 401.
+LOGIN_PAGE = b"/console/login"
 
 #: Identical collapsible refusals written in full per minute, before counting starts.
 FULL_PER_MINUTE = 5
@@ -283,6 +287,7 @@ class RefusalAudit:
         body = bytearray()
         held: list[Message] = []
         status = 0
+        refused = False
 
         async def copying() -> Message:
             message = await receive()
@@ -291,10 +296,12 @@ class RefusalAudit:
             return message
 
         async def holding(message: Message) -> None:
-            nonlocal status
+            nonlocal status, refused
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            if status not in REFUSED_STATUSES or record.audited:
+                to_login = (b"location", LOGIN_PAGE) in message.get("headers", [])
+                refused = status in REFUSED_STATUSES or (status == 303 and to_login)
+            if not refused or record.audited:
                 for earlier in held:
                     await send(earlier)
                 held.clear()
@@ -326,6 +333,8 @@ class RefusalAudit:
                 problem = str(json.loads(response).get("type", ""))
             except (ValueError, AttributeError):
                 problem = ""
+        if status == 303:  # the console's log-in redirect
+            problem = "/problems/unauthorized"
         app = scope.get("app")
         state = getattr(getattr(app, "state", None), "service", None)
         if state is None:

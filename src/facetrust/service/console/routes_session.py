@@ -66,9 +66,10 @@ async def login(
     try:
         key = await check_key(request, api_key)
     except Problem as refused:
-        if state.floods.admit("anonymous", "/console/login", refused.problem.status, "login"):
+        status, problem = refused.problem.status, refused.problem.uri
+        if state.floods.admit("anonymous", "/console/login", status, problem):
             await state.record("console.login_refused", actor="anonymous",
-                               status=refused.problem.status, problem=refused.problem.uri)
+                               status=status, problem=problem)
         response = login_page(request, status=refused.problem.status, error={
             "title": "Login failed" if refused.problem.status == 401 else "Too many attempts",
             "detail": "The key is unknown, revoked or malformed."
@@ -81,7 +82,7 @@ async def login(
     response.delete_cookie(LOGIN_COOKIE, path="/console/login")
     response.set_cookie(
         SESSION_COOKIE, token, path="/console", httponly=True, samesite="strict",
-        secure=state.settings.secure_cookies, max_age=int(state.sessions.max_age_s),
+        secure=state.settings.secure_cookies,  # no max_age: the cookie ends with the browser
     )
     return response
 
