@@ -16,7 +16,7 @@ from facetrust.errors import FacetrustError, InvalidParameter, NoFaceFound
 from facetrust.service import ApiKeys, Role, ServiceSettings, SqliteApiKeyStore
 from facetrust.service.limits import FailureThrottle, RequestTimeout, TokenBucket
 from facetrust.service.problems import LIBRARY_PROBLEMS, catalogue, install_handlers, problem_of
-from facetrust.service.refusals import FULL_PER_MINUTE, FloodCounter
+from facetrust.service.refusals import FULL_PER_MINUTE, FULL_PER_MINUTE_OF_A_KEY, FloodCounter
 from facetrust.service.sessions import ConsoleSessions
 
 
@@ -187,13 +187,16 @@ def test_identical_anonymous_refusals_are_counted_per_minute() -> None:
     admitted = [floods.admit("anonymous", "/v1/identify", 401, "/problems/unauthorized")
                 for _ in range(100)]
     assert admitted == [True] * FULL_PER_MINUTE + [False] * (100 - FULL_PER_MINUTE)
-    assert floods.admit("key:abc", "/v1/identify", 403, "/problems/forbidden")  # keyed: all
+    keyed = [floods.admit("key:abc", "/v1/identify", 403, "/problems/forbidden")
+             for _ in range(100)]
+    assert keyed.count(True) == FULL_PER_MINUTE_OF_A_KEY  # a key has a larger allowance
     assert floods.due() == []  # the minute is not over
     now[0] += 60
     assert floods.admit("anonymous", "/v1/identify", 401, "/problems/unauthorized")
-    (summary,) = floods.due()
-    assert summary["count"] == 100 - FULL_PER_MINUTE and summary["actor"] == "anonymous"
-    assert summary["minute"] == "1970-01-01T00:02:00+00:00"
+    summaries = {s["actor"]: s for s in floods.due()}
+    assert summaries["anonymous"]["count"] == 100 - FULL_PER_MINUTE
+    assert summaries["key:abc"]["count"] == 100 - FULL_PER_MINUTE_OF_A_KEY
+    assert summaries["anonymous"]["minute"] == "1970-01-01T00:02:00+00:00"
 
 
 def test_console_sessions_expire_when_idle_and_at_their_age(tmp_path: Path) -> None:

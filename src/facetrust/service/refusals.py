@@ -10,9 +10,10 @@ type, the purpose and subject ids the request named, and the SHA-256 of each
 uploaded file (never the file). Refusals the gallery's own calls raise are
 audited by :meth:`ServiceState.use_biometrics` instead, once.
 
-Floods cannot fill the disk: of identical anonymous refusals (same route,
-status and problem type), and of identical 429 refusals of one key, the first
-``FULL_PER_MINUTE`` (5) of each minute are written in full; the rest of that
+Floods cannot fill the disk: of identical refusals (same actor, route,
+status and problem type), the first ``FULL_PER_MINUTE`` of each minute are
+written in full: 5 for anonymous refusals and 429s, 60 for other refusals
+of a key (which is accountable, and can be revoked). The rest of that
 minute is counted and written as one ``service.refused.repeated`` event with
 its ``count`` when the minute is over (at the next refusal, or when the
 service stops). A refusal before authentication (401, or 413 from the body
@@ -51,6 +52,7 @@ __all__ = [
     "FloodCounter",
     "RefusalAudit",
     "FULL_PER_MINUTE",
+    "FULL_PER_MINUTE_OF_A_KEY",
     "RequestRecord",
     "current_record",
     "mark_audited",
@@ -78,8 +80,10 @@ BIOMETRIC_ROUTES: dict[tuple[str, str], str] = {
 #: A console POST without a live session is sent here (303): the console's 401.
 LOGIN_PAGE = b"/console/login"
 
-#: Identical collapsible refusals written in full per minute, before counting starts.
+#: Identical refusals written in full per minute before counting starts: anonymous
+#: ones and 429s, and the other refusals of one key.
 FULL_PER_MINUTE = 5
+FULL_PER_MINUTE_OF_A_KEY = 60
 _PROBLEM_BODY_LIMIT = 16_384
 
 
@@ -135,9 +139,11 @@ class FloodCounter:
         self._finished: list[dict[str, Any]] = []
 
     @staticmethod
-    def collapses(actor: str, status: int) -> bool:
-        """Whether refusals like this one are collapsed (anonymous ones, and every 429)."""
-        return actor == "anonymous" or status == 429
+    def allowance(actor: str, status: int) -> int:
+        """How many refusals like this one are written in full per minute."""
+        if actor == "anonymous" or status == 429:
+            return FULL_PER_MINUTE
+        return FULL_PER_MINUTE_OF_A_KEY
 
     def _finish(self, name: tuple[str, str, int, str], flood: _Flood) -> None:
         if flood.count:
@@ -150,14 +156,12 @@ class FloodCounter:
 
     def admit(self, actor: str, route: str, status: int, problem: str) -> bool:
         """Whether to write this refusal in full (else it is counted for its minute)."""
-        if not self.collapses(actor, status):
-            return True
         minute = int(self._clock() // 60)
         name = (actor, route, status, problem)
         with self._lock:
             flood = self._floods.get(name)
             if flood is not None and flood.minute == minute:
-                if flood.written < FULL_PER_MINUTE:
+                if flood.written < self.allowance(actor, status):
                     flood.written += 1
                     return True
                 flood.count += 1
