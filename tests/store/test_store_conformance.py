@@ -6,6 +6,7 @@ Parametrised over store factories: SQLite files, and a real PostgreSQL server
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from facetrust.store import (
     SqliteKeyStore,
     SqliteStore,
     Store,
+    StoreChanges,
     SubjectRecord,
     TemplateRecord,
 )
@@ -207,3 +209,204 @@ def test_a_rule_broken_mid_transaction_rolls_the_whole_transaction_back(store: S
     with store.transaction():  # the store is usable again
         store.insert_subject(subject())
     assert store.get_subject("s1") == subject()
+
+
+# change tracking -------------------------------------------------------------
+def consent(consent_id: str = "c1", subject_id: str = "s1") -> ConsentRecord:
+    return ConsentRecord(
+        consent_id, subject_id, ("boarding",), T0, "2027-01-01T00:00:00+00:00", "f", "ab" * 32, "v1"
+    )
+
+
+def test_changes_since_reports_new_subjects_consents_and_templates(store: Store) -> None:
+    start = store.generation()
+    assert store.changes_since(start) == StoreChanges(start, [], [], [])
+    template = TemplateRecord("t1", "s1", "m", b"c1", T0)
+    with store.transaction():
+        store.insert_subject(subject())
+        store.insert_subject(subject("s2"))
+        store.insert_consent(consent())
+        store.insert_template(template)
+        store.bump_generation()  # after writes: no second step
+    after = store.generation()
+    assert after == start + 1
+    assert store.changes_since(start) == StoreChanges(after, [template], [], ["s1", "s2"])
+    assert store.changes_since(after) == StoreChanges(after, [], [], [])
+
+
+def test_changes_since_reports_reencryption_and_deletion(store: Store) -> None:
+    with store.transaction():
+        store.insert_subject(subject())
+        store.insert_subject(subject("s2"))
+        store.insert_template(TemplateRecord("t1", "s1", "m", b"c1", T0))
+        store.insert_template(TemplateRecord("t2", "s2", "m", b"c2", T0))
+    before = store.generation()
+    with store.transaction():
+        store.replace_template_ciphertext("t1", b"rekeyed")
+    changes = store.changes_since(before)
+    assert changes is not None and changes.subject_ids == [] and changes.removed_templates == []
+    assert [(t.template_id, t.ciphertext) for t in changes.templates] == [("t1", b"rekeyed")]
+    middle = store.generation()
+    with store.transaction():
+        store.delete_biometrics("s2")
+    changes = store.changes_since(middle)
+    assert changes is not None and changes.templates == [] and changes.removed_templates == ["t2"]
+    # a reader two changes behind gets both
+    changes = store.changes_since(before)
+    assert changes is not None and [t.template_id for t in changes.templates] == ["t1"]
+    assert changes.removed_templates == ["t2"]
+
+
+def test_changes_since_reports_withdrawal_erasure_and_touch(store: Store) -> None:
+    with store.transaction():
+        for name in ("s1", "s2", "s3"):
+            store.insert_subject(subject(name))
+        store.insert_consent(consent("c1", "s1"))
+    for change, expected in (
+        (lambda: store.withdraw_consent("c1", T0, "asked"), ["s1"]),
+        (lambda: store.mark_subject_erased("s2", T0), ["s2"]),
+        (lambda: store.touch_subject("s3", "2026-02-01T00:00:00+00:00"), ["s3"]),
+    ):
+        before = store.generation()
+        with store.transaction():
+            change()
+        changes = store.changes_since(before)
+        assert store.generation() == before + 1
+        assert changes is not None and changes.subject_ids == expected
+
+
+def test_a_write_after_reading_the_generation_moves_it_again(store: Store) -> None:
+    with store.transaction():
+        store.insert_subject(subject())
+        seen = store.generation()  # e.g. an index refreshed inside a batch
+        store.insert_template(TemplateRecord("t1", "s1", "m", b"c1", T0))
+        assert store.generation() == seen + 1
+        changes = store.changes_since(seen)
+        assert changes is not None and [t.template_id for t in changes.templates] == ["t1"]
+        store.bump_generation()  # read since: a step
+        assert store.generation() == seen + 2
+        store.insert_template(TemplateRecord("t2", "s1", "m", b"c2", T0))
+        store.bump_generation()  # nothing read since the write: no step
+        assert store.generation() == seen + 3
+
+
+def test_changes_since_is_none_beyond_the_kept_tombstones_or_ahead(store: Store) -> None:
+    store.keep_removals = 2  # type: ignore[attr-defined]
+    with store.transaction():
+        for n in range(4):
+            store.insert_subject(subject(f"s{n}"))
+            store.insert_template(TemplateRecord(f"t{n}", f"s{n}", "m", b"c", T0))
+    first = store.generation()
+    generations = []
+    for n in range(4):
+        with store.transaction():
+            store.delete_biometrics(f"s{n}")
+        generations.append(store.generation())
+    assert store.changes_since(first) is None  # t0's and t1's tombstones were pruned
+    assert store.changes_since(generations[0]) is None
+    changes = store.changes_since(generations[1])
+    assert changes is not None and changes.removed_templates == ["t2", "t3"]
+    assert store.changes_since(store.generation() + 1) is None
+    assert store.changes_since(-1) is None
+
+
+def test_bulk_reads_by_subject_and_model(store: Store) -> None:
+    with store.transaction():
+        for n in range(3):
+            store.insert_subject(subject(f"s{n}"))
+            store.insert_consent(consent(f"c{n}", f"s{n}"))
+            store.insert_template(TemplateRecord(f"t{n}", f"s{n}", f"m{n % 2}", b"c", T0))
+    assert store.template_model_ids() == ["m0", "m1"]
+    found = store.get_subjects(["s2", "s0", "ghost", "s0"])
+    assert sorted(s.subject_id for s in found) == ["s0", "s2"]
+    assert sorted(c.consent_id for c in store.consents_of_subjects(["s1", "s2"])) == ["c1", "c2"]
+    assert store.get_subjects([]) == [] and store.consents_of_subjects([]) == []
+
+
+def test_keystore_get_keys(keystore: KeyStore) -> None:
+    with keystore.transaction():
+        for n in range(700):  # more than one chunk of an IN list
+            keystore.put_key(f"s{n}", f"w{n}".encode())
+    keys = keystore.get_keys([f"s{n}" for n in range(0, 700, 2)] + ["ghost"])
+    assert len(keys) == 350 and keys["s698"] == b"w698"
+    assert keystore.get_keys([]) == {}
+
+
+def test_concurrent_postgres_writers_never_hide_a_change_from_a_reader(
+    postgres_url: NewDatabase,
+) -> None:
+    url = postgres_url()
+    setup = PostgresStore(url, create=True)
+    with setup.transaction():
+        setup.insert_subject(subject())
+    setup.close()
+    reader = PostgresStore(url)
+    writers = [PostgresStore(url) for _ in range(2)]
+    inserted: list[str] = []
+    seen: set[str] = set()
+
+    def write(number: int) -> None:
+        for n in range(25):
+            with writers[number].transaction():
+                template_id = f"w{number}-{n}"
+                writers[number].insert_template(TemplateRecord(template_id, "s1", "m", b"c", T0))
+                inserted.append(template_id)
+
+    generation = reader.generation()
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        changes = reader.changes_since(generation)
+        assert changes is not None
+        seen.update(t.template_id for t in changes.templates)
+        generation = changes.generation
+    for thread in threads:
+        thread.join()
+    last = reader.changes_since(generation)
+    assert last is not None
+    seen.update(t.template_id for t in last.templates)
+    assert len(inserted) == 50 and seen == set(inserted)
+    for store in (reader, *writers):
+        store.close()
+
+
+def test_a_postgres_writer_waiting_on_another_is_seen_after_it(
+    postgres_url: NewDatabase,
+) -> None:
+    url = postgres_url()
+    first, second, reader = (PostgresStore(url, create=True) for _ in range(3))
+    with first.transaction():
+        first.insert_subject(subject())
+    started = threading.Event()
+
+    def write_second() -> None:
+        started.set()
+        with second.transaction():  # waits for the first writer's lock
+            second.insert_template(TemplateRecord("t2", "s1", "m", b"c", T0))
+
+    with first.transaction():
+        first.insert_template(TemplateRecord("t1", "s1", "m", b"c", T0))
+        seen = reader.generation()  # before either commit
+        thread = threading.Thread(target=write_second)
+        thread.start()
+        started.wait()
+    thread.join()
+    changes = reader.changes_since(seen)
+    assert changes is not None
+    assert [t.template_id for t in changes.templates] == ["t1", "t2"]
+    for store in (first, second, reader):
+        store.close()
+
+
+def test_in_transaction_tells_a_write_transaction(store: Store) -> None:
+    assert not store.in_transaction()
+    with store.snapshot():
+        assert not store.in_transaction()
+    with pytest.raises(RuntimeError), store.transaction():
+        assert store.in_transaction()
+        raise RuntimeError("rolled back")
+    assert not store.in_transaction()
+    with store.transaction():
+        assert store.in_transaction()
+    assert not store.in_transaction()

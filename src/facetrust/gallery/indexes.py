@@ -6,11 +6,22 @@ and brings it up to date whenever the store's generation counter moves (any
 change to subjects, consents or templates, by this process or another). It
 also keeps the approximate index on disk between runs (:mod:`.index_file`):
 sealed under its own key, destroyed on erasure.
+
+Upkeep follows the size of a change, not of the gallery: the store's change
+log (:meth:`~facetrust.store.base.Store.changes_since`) names the templates
+inserted, re-encrypted or deleted and the subjects whose record or consents
+changed since the index's generation; only those templates are decrypted
+(with only their subjects' data keys), only those subjects' retention and
+consent times re-read. The first load, and a change log that no longer
+reaches back to the index's generation, read everything; so does the first
+search after a transaction in which the index was brought up to date (a
+batch enrolment's duplicate search): that transaction may have been rolled
+back, and another writer may since have reached the same generation number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import IndexFileError, KeyMaterialError
-from ..store.base import KeyStore, Store
+from ..store.base import KeyStore, Store, StoreChanges, TemplateRecord
 from . import index_file
 from .config import GalleryConfig
 from .consent import retention_until
@@ -62,11 +73,14 @@ class SearchIndexes:
         self._indexes: dict[str, TemplateIndex] = {}
         # model id -> its decrypted templates and vector index, updated by difference
         self._vectors: dict[str, TemplateVectors] = {}
+        # models whose index holds changes of a write transaction not known to be committed
+        self._tentative: set[str] = set()
 
     def clear(self) -> None:
         """Drop every decrypted template from memory."""
         self._indexes.clear()
         self._vectors.clear()
+        self._tentative.clear()
 
     def is_loaded(self, model_id: str) -> bool:
         """Whether this process holds ``model_id``'s index (current or not)."""
@@ -76,14 +90,30 @@ class SearchIndexes:
         """The search index of ``model_id``, brought up to date when the store has changed.
 
         The vector index is updated by difference (see :mod:`.vectors`): erased
-        or re-keyed templates leave it, new ones are decrypted and added.
-        Consent and retention arrays are rebuilt from the store each time.
+        or re-keyed templates leave it, new ones are decrypted and added; only
+        the changed subjects' consent and retention times are re-read (see
+        the module docstring).
+        """
+        cached = self._indexes.get(model_id)
+        if model_id in self._tentative and not self.store.in_transaction():
+            cached = None  # its transaction ended, committed or not: read everything
+        with self.store.snapshot():
+            generation = self.store.generation()
+            if cached is not None and cached.generation == generation:
+                return cached
+            if cached is not None:
+                changes = self.store.changes_since(cached.generation)
+                if changes is not None:
+                    return self._update(cached, changes)
+        return self.reload(model_id)  # first use, or the change log does not reach back
+
+    def reload(self, model_id: str) -> TemplateIndex:
+        """Bring ``model_id``'s index to the store by reading every template and subject.
+
+        Templates already held with the same ciphertext are not decrypted again.
         """
         with self.store.snapshot():
             generation = self.store.generation()
-            cached = self._indexes.get(model_id)
-            if cached is not None and cached.generation == generation:
-                return cached
             removals = self.store.get_meta(REMOVALS_META)
             subjects = {s.subject_id: s for s in self.store.list_subjects()}
             consents = self.store.all_consents()
@@ -99,16 +129,7 @@ class SearchIndexes:
             LiveTemplate(t.template_id, t.subject_id, ciphertext_digest(t.ciphertext))
             for t in readable.values()
         ]
-        data_keys: dict[str, bytes] = {}
-
-        def decrypt(item: LiveTemplate) -> npt.NDArray[np.float32]:
-            subject_id = item.subject_id
-            if subject_id not in data_keys:
-                data_keys[subject_id] = self.keyring.unwrap_data_key(
-                    subject_id, wrapped_keys[subject_id]
-                )
-            return self.keyring.open_template(readable[item.template_id], data_keys[subject_id])
-
+        decrypt = self._decryptor(readable, wrapped_keys)
         vectors = self._vectors.get(model_id)
         just_opened = vectors is None
         if vectors is None:
@@ -128,8 +149,71 @@ class SearchIndexes:
         index = TemplateIndex.from_vectors(
             generation, vectors, retention, consents, self.config.purposes
         )
-        self._indexes[model_id] = index
+        return self._keep(index)
+
+    def _keep(self, index: TemplateIndex) -> TemplateIndex:
+        """Cache ``index`` as its model's current one, noting whether it may be uncommitted."""
+        self._indexes[index.model_id] = index
+        if self.store.in_transaction():
+            self._tentative.add(index.model_id)
+        else:
+            self._tentative.discard(index.model_id)
         return index
+
+    def _update(self, cached: TemplateIndex, changes: StoreChanges) -> TemplateIndex:
+        """Apply ``changes`` (read inside the caller's snapshot) to ``cached``'s model."""
+        store, vectors = self.store, cached.templates
+        model_id = cached.model_id
+        mine = [t for t in changes.templates if t.model_id == model_id]
+        refreshed = set(changes.subject_ids)
+        refreshed.update(t.subject_id for t in mine if t.subject_id not in vectors.codes)
+        subjects = {s.subject_id: s for s in store.get_subjects(sorted(refreshed))}
+        consents = store.consents_of_subjects(sorted(refreshed))
+        removals = store.get_meta(REMOVALS_META)
+        live_subjects = {s for s, r in subjects.items() if r.erased_at is None}
+        # a template of a subject erased, or without a data key, is unreadable: it goes
+        wrapped_keys = self.keystore.get_keys(sorted({t.subject_id for t in mine}))
+        readable = {
+            t.template_id: t
+            for t in mine
+            if t.subject_id in wrapped_keys
+            and (t.subject_id in live_subjects or t.subject_id not in subjects)
+        }
+        removed = list(changes.removed_templates)
+        removed += [t.template_id for t in mine if t.template_id not in readable]
+        was_graph = vectors.is_approximate
+        vectors.apply(
+            changes.generation,
+            removed,
+            [
+                LiveTemplate(t.template_id, t.subject_id, ciphertext_digest(t.ciphertext))
+                for t in readable.values()
+            ],
+            self._decryptor(readable, wrapped_keys),
+        )
+        vectors.removals = removals
+        if self.config.index_dir is not None and vectors.is_approximate and not was_graph:
+            self._save_vectors(vectors)  # the approximate index was just built: keep it
+        retention = {
+            s: retention_until(subjects[s], self.config.retention_days) for s in live_subjects
+        }
+        return self._keep(cached.updated(changes.generation, retention, refreshed, consents))
+
+    def _decryptor(
+        self, readable: dict[str, TemplateRecord], wrapped_keys: dict[str, bytes]
+    ) -> Callable[[LiveTemplate], npt.NDArray[np.float32]]:
+        """Opens templates of ``readable``, unwrapping each subject's data key once."""
+        data_keys: dict[str, bytes] = {}
+
+        def decrypt(item: LiveTemplate) -> npt.NDArray[np.float32]:
+            subject_id = item.subject_id
+            if subject_id not in data_keys:
+                data_keys[subject_id] = self.keyring.unwrap_data_key(
+                    subject_id, wrapped_keys[subject_id]
+                )
+            return self.keyring.open_template(readable[item.template_id], data_keys[subject_id])
+
+        return decrypt
 
     def _open_vectors(self, model_id: str, live: Sequence[LiveTemplate]) -> TemplateVectors:
         """A new vector index for ``model_id``, from its index file when one can be trusted."""
@@ -221,6 +305,4 @@ class SearchIndexes:
 
     def stored_model_ids(self) -> list[str]:
         """Models with templates in the store, and those already searched here."""
-        with self.store.snapshot():
-            stored = {t.model_id for t in self.store.all_templates()}
-        return sorted(stored | set(self._vectors))
+        return sorted(set(self.store.template_model_ids()) | set(self._vectors))

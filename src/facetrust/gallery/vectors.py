@@ -15,9 +15,16 @@ Consistency with the store: :meth:`TemplateVectors.sync` diffs the store's
 templates against what the index holds, by template id and a digest of the
 ciphertext. Templates gone (erased) or changed (re-keyed) are removed from the
 index at once, new ones are decrypted and added; the approximate index is
-never rebuilt for a change. The gallery calls it whenever the store's generation counter
-moves, so an erasure in another process takes effect at this process's next
-search.
+never rebuilt for a change. :meth:`TemplateVectors.apply` does the same from
+the store's change log (:meth:`facetrust.store.base.Store.changes_since`),
+touching only what changed. The gallery calls one of them whenever the store's
+generation counter moves, so an erasure in another process takes effect at
+this process's next search.
+
+Subjects are numbered in the order their first template arrived
+(:attr:`TemplateVectors.subject_ids`); :attr:`TemplateVectors.owner_codes`
+gives each row's subject number, so eligibility is a numpy lookup, never a
+Python loop over the templates.
 
 The approximate index's library (faiss for ``"quantized"`` and ``"auto"``, a
 dependency; hnswlib for ``"hnsw"``, the optional ``index`` extra) is imported
@@ -31,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,8 +86,12 @@ class TemplateVectors:
 
     Attributes
     ----------
-    owners : object array of shape (n,)
-        Subject id of each row of :attr:`vectors`.
+    subject_ids : list of str
+        Every subject that has had a template here, by number (append-only).
+    codes : dict of str to int
+        Subject id -> its number in :attr:`subject_ids`.
+    owner_codes : ndarray of shape (n,), int64
+        Subject number of each row of :attr:`vectors`.
     generation : int
         Store generation of the last :meth:`sync` (-1 before the first).
     index : AutoIndex or None
@@ -94,7 +105,10 @@ class TemplateVectors:
         self.model_id = model_id
         self.kind = kind
         self.exact_below = exact_below
-        self.owners: npt.NDArray[np.object_] = np.zeros(0, dtype=object)
+        self.subject_ids: list[str] = []
+        self.codes: dict[str, int] = {}
+        self.owner_codes: IdArray = _NO_IDS
+        self._owners: npt.NDArray[np.object_] | None = None
         self.generation = -1
         self.index: AutoIndex | None = None
         self.slots: dict[str, tuple[bytes, int]] = {}  # template id -> (digest, index id)
@@ -109,6 +123,26 @@ class TemplateVectors:
         self._warned = False
         if kind in ("hnsw", "quantized") and not self._graph_ok:
             self._warn()
+
+    @property
+    def owners(self) -> npt.NDArray[np.object_]:
+        """Subject id of each row of :attr:`vectors`, object array of shape (n,).
+
+        Built on first use after a change (an O(n) pass): for index files and
+        tests, not for searches.
+        """
+        if self._owners is None:
+            names = np.empty(len(self.subject_ids), dtype=object)
+            names[:] = self.subject_ids
+            self._owners = names[self.owner_codes]
+        return self._owners
+
+    def _code(self, subject_id: str) -> int:
+        code = self.codes.get(subject_id)
+        if code is None:
+            code = self.codes[subject_id] = len(self.subject_ids)
+            self.subject_ids.append(subject_id)
+        return code
 
     @property
     def ids(self) -> IdArray:
@@ -193,7 +227,10 @@ class TemplateVectors:
         """
         by_id = {slot_id: tid for tid, (_, slot_id) in slots.items()}
         self.index = index  # its rows are in ascending id order (read_sealed_index checks)
-        self.owners = np.asarray([owners[by_id[int(i)]] for i in self.ids], dtype=object)
+        self.owner_codes = np.asarray(
+            [self._code(owners[by_id[int(i)]]) for i in self.ids], dtype=np.int64
+        )
+        self._owners = None
         self.index.threshold = self._threshold()
         if not isinstance(index.inner, ExactIndex):
             index.inner.params["exact_below_allowed"] = self.exact_below
@@ -226,22 +263,70 @@ class TemplateVectors:
             Templates added to and removed from the index (a re-keyed template counts in both).
         """
         current = {t.template_id: t.digest for t in live}
-        gone = [
-            (tid, slot)
-            for tid, (digest, slot) in self.slots.items()
-            if current.get(tid) != digest
-        ]
+        gone = [tid for tid, (digest, _) in self.slots.items() if current.get(tid) != digest]
         fresh = [
             t
             for t in live
             if t.template_id not in self.slots or self.slots[t.template_id][0] != t.digest
         ]
-        if gone and self.index is not None:
-            gone_ids = np.asarray([slot for _, slot in gone], dtype=np.int64)
-            self.owners = self.owners[~np.isin(self.ids, gone_ids)]
-            self.index.remove(gone_ids)  # keeps the other rows in order
-            for tid, _ in gone:
-                del self.slots[tid]
+        self._remove(gone)
+        self._add(fresh, decrypt)
+        self.generation = generation
+        return len(fresh), len(gone)
+
+    def apply(
+        self,
+        generation: int,
+        removed: Iterable[str],
+        changed: Sequence[LiveTemplate],
+        decrypt: Callable[[LiveTemplate], npt.NDArray[np.float32]],
+    ) -> tuple[int, int]:
+        """Apply a change set from the store's change log (cost follows its size).
+
+        Parameters
+        ----------
+        generation : int
+            The store generation the changes bring the index to.
+        removed : iterable of str
+            Template ids to drop (those not held are ignored).
+        changed : sequence of LiveTemplate
+            Templates inserted or re-encrypted, readable now; one held with
+            the same digest is kept as it is, one with another digest replaced.
+        decrypt : callable
+            As for :meth:`sync`.
+
+        Returns
+        -------
+        added, removed : int
+            As for :meth:`sync`.
+        """
+        fresh = [
+            t
+            for t in changed
+            if t.template_id not in self.slots or self.slots[t.template_id][0] != t.digest
+        ]
+        gone = {tid for tid in removed if tid in self.slots}
+        gone.update(t.template_id for t in fresh if t.template_id in self.slots)
+        self._remove(sorted(gone))
+        self._add(fresh, decrypt)
+        self.generation = generation
+        return len(fresh), len(gone)
+
+    def _remove(self, template_ids: Sequence[str]) -> None:
+        """Drop held templates at once, keeping the other rows in order."""
+        if not template_ids or self.index is None:
+            return
+        gone_ids = np.asarray([self.slots.pop(tid)[1] for tid in template_ids], dtype=np.int64)
+        self.owner_codes = self.owner_codes[~np.isin(self.ids, gone_ids)]
+        self.index.remove(gone_ids)  # keeps the other rows in order
+        self._owners = None
+
+    def _add(
+        self,
+        fresh: Sequence[LiveTemplate],
+        decrypt: Callable[[LiveTemplate], npt.NDArray[np.float32]],
+    ) -> None:
+        """Decrypt and append templates not held, under new (larger) ids."""
         if fresh:
             matrix = np.stack([decrypt(t) for t in fresh]).astype(np.float32)
             new_ids = np.arange(self.next_id, self.next_id + len(fresh), dtype=np.int64)
@@ -249,16 +334,14 @@ class TemplateVectors:
                 self.index = self._new_index(matrix.shape[1])
             # new ids are larger than every id held, so appending keeps ``ids`` sorted
             self.index.add(new_ids, matrix)
-            self.owners = np.concatenate(
-                [self.owners, np.asarray([t.subject_id for t in fresh], dtype=object)]
-            )
+            codes = np.asarray([self._code(t.subject_id) for t in fresh], dtype=np.int64)
+            self.owner_codes = np.concatenate([self.owner_codes, codes])
             for t, slot in zip(fresh, new_ids.tolist(), strict=True):
                 self.slots[t.template_id] = (t.digest, slot)
             self.next_id += len(fresh)
+            self._owners = None
         if self.kind == "auto" and not self._graph_ok and len(self.ids) >= self.exact_below:
             self._warn()
-        self.generation = generation
-        return len(fresh), len(gone)
 
     def search(
         self, probe: npt.NDArray[np.float32], k: int, allowed: IdArray | None

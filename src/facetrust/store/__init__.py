@@ -10,6 +10,7 @@ from .base import (
     PhotoRecord,
     ReviewRecord,
     Store,
+    StoreChanges,
     SubjectRecord,
     TemplateRecord,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "SqliteKeyStore",
     "SqliteStore",
     "Store",
+    "StoreChanges",
     "SubjectRecord",
     "TemplateRecord",
 ]

@@ -16,11 +16,20 @@ with each other go inside ``with store.snapshot():``. A write that breaks a rule
 referenced record, a duplicate key) raises :class:`~facetrust.errors.StoreError`,
 whatever the backend. The conformance suite in
 ``tests/store`` runs against every implementation.
+
+Change tracking: the store's generation counter moves with every change to
+subjects, consents or templates, and each changed row is stamped, in the
+writing transaction, with the generation that transaction brings the store to
+(writers are serialised, so stamps grow in commit order). A reader that read
+generation ``G`` asks :meth:`Store.changes_since` for what changed after it:
+the cost follows the size of the change, not of the gallery. Deleted
+templates leave a tombstone (their id and the generation, nothing else) for a
+bounded number of deletions; a reader further behind gets None and reloads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -179,6 +188,24 @@ class ProbeCropRecord:
 
 
 @dataclass(frozen=True)
+class StoreChanges:
+    """What changed in a store after a given generation (see :meth:`Store.changes_since`).
+
+    Apply ``removed_templates`` before ``templates``; applying the same
+    changes twice gives the same result (a reader may see a change again).
+    """
+
+    #: The store generation these changes bring the reader to.
+    generation: int
+    #: Templates inserted or re-encrypted since (every model), oldest change first.
+    templates: list[TemplateRecord]
+    #: Ids of templates deleted since (a template may also be deleted after being inserted).
+    removed_templates: list[str]
+    #: Subjects whose record (interaction time, erasure mark) or consents changed since.
+    subject_ids: list[str]
+
+
+@dataclass(frozen=True)
 class AuditHead:
     """The keyed checkpoint of the newest event: catches truncation of the log."""
 
@@ -200,6 +227,10 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def in_transaction(self) -> bool:
+        """Whether a write transaction is open here: reads then see its uncommitted changes."""
+        ...
+
     # gallery-wide values ---------------------------------------------------
     def get_meta(self, name: str) -> str | None: ...
     def set_meta(self, name: str, value: str) -> None: ...
@@ -209,11 +240,31 @@ class Store(Protocol):
         """A counter that grows with every change to subjects, consents or templates."""
         ...
 
-    def bump_generation(self) -> None: ...
+    def bump_generation(self) -> None:
+        """Move the generation past every value read so far (inside a transaction).
+
+        Writes to subjects, consents and templates move it themselves; a call
+        after such a write, with no generation read in between, changes nothing.
+        """
+        ...
+
+    def changes_since(self, generation: int) -> StoreChanges | None:
+        """The changes committed after ``generation``, or None when they are not known.
+
+        None means the change log no longer reaches back to ``generation``
+        (old tombstones were pruned, the store was upgraded since) or that
+        ``generation`` is ahead of the store: reload everything instead. Reads
+        in one snapshot; the cost follows the number of changes.
+        """
+        ...
 
     # subjects and consents -------------------------------------------------
     def insert_subject(self, subject: SubjectRecord) -> None: ...
     def get_subject(self, subject_id: str) -> SubjectRecord | None: ...
+    def get_subjects(self, subject_ids: Sequence[str]) -> list[SubjectRecord]:
+        """The records of those of ``subject_ids`` that exist (erased ones included)."""
+        ...
+
     def list_subjects(self, include_erased: bool = False) -> list[SubjectRecord]: ...
     def touch_subject(self, subject_id: str, at: str) -> None:
         """Set the subject's last interaction time."""
@@ -229,12 +280,20 @@ class Store(Protocol):
         ...
 
     def all_consents(self) -> list[ConsentRecord]: ...
+    def consents_of_subjects(self, subject_ids: Sequence[str]) -> list[ConsentRecord]:
+        """Every consent of any of ``subject_ids``, withdrawn ones included."""
+        ...
+
     def withdraw_consent(self, consent_id: str, at: str, reason: str) -> None: ...
 
     # biometric data ----------------------------------------------------------
     def insert_template(self, template: TemplateRecord) -> None: ...
     def templates_of(self, subject_id: str) -> list[TemplateRecord]: ...
     def all_templates(self) -> list[TemplateRecord]: ...
+    def template_model_ids(self) -> list[str]:
+        """The models that have templates, sorted (reads no ciphertext)."""
+        ...
+
     def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None: ...
     def insert_photo(self, photo: PhotoRecord) -> None: ...
     def photos_of(self, subject_id: str) -> list[PhotoRecord]: ...
@@ -283,6 +342,10 @@ class KeyStore(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
     def close(self) -> None: ...
     def get_key(self, subject_id: str) -> bytes | None: ...
+    def get_keys(self, subject_ids: Sequence[str]) -> dict[str, bytes]:
+        """The wrapped keys of those of ``subject_ids`` that have one."""
+        ...
+
     def put_key(self, subject_id: str, wrapped: bytes) -> None:
         """Insert or replace the subject's wrapped data key."""
         ...

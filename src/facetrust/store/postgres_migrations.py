@@ -1,14 +1,25 @@
 """Versioned PostgreSQL schemas of the gallery and the key store.
 
-The same schema as :mod:`facetrust.store.migrations`, in PostgreSQL's words:
-``BYTEA`` for ciphertext, an identity column ``ord`` where SQLite orders by
-``rowid``, and PL/pgSQL triggers for the append-only audit log. Each list
+The same schema as :mod:`facetrust.store.migrations`, rendered from
+:mod:`.schema` in PostgreSQL's words: ``BYTEA`` for ciphertext, an identity
+column ``ord`` where SQLite orders by ``rowid``; PL/pgSQL triggers for the
+append-only audit log and pgvector are PostgreSQL's own. Each list
 entry is one migration; its index + 1 is the version it brings the database
 to, recorded in the ``facetrust_schema`` table. Never edit a released entry:
 append a new one.
 """
 
 from __future__ import annotations
+
+from .schema import (
+    POSTGRES_TYPES,
+    audit_head_table,
+    change_tracking,
+    event_tables,
+    gallery_tables,
+    keystore_tables,
+    source_digest_column,
+)
 
 #: SQLSTATE 23000 (integrity_constraint_violation): the driver reports it as an
 #: IntegrityError, like a duplicate key, so every store turns it into StoreError.
@@ -28,98 +39,12 @@ _APPEND_ONLY = """
 """
 
 GALLERY_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE secrets (name TEXT PRIMARY KEY, wrapped BYTEA NOT NULL);
-    CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
-    INSERT INTO counters VALUES ('generation', 0);
-    CREATE TABLE subjects (
-        ord BIGINT GENERATED ALWAYS AS IDENTITY,
-        subject_id TEXT PRIMARY KEY,
-        display_name TEXT,
-        created_at TEXT NOT NULL,
-        last_interaction_at TEXT NOT NULL,
-        erased_at TEXT
-    );
-    CREATE TABLE consents (
-        ord BIGINT GENERATED ALWAYS AS IDENTITY,
-        consent_id TEXT PRIMARY KEY,
-        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
-        purposes TEXT NOT NULL,
-        granted_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL,
-        evidence_ref TEXT NOT NULL,
-        evidence_sha256 TEXT NOT NULL,
-        notice_version TEXT NOT NULL,
-        withdrawn_at TEXT,
-        withdrawal_reason TEXT
-    );
-    CREATE INDEX consents_by_subject ON consents(subject_id);
-    CREATE TABLE templates (
-        ord BIGINT GENERATED ALWAYS AS IDENTITY,
-        template_id TEXT PRIMARY KEY,
-        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
-        model_id TEXT NOT NULL,
-        ciphertext BYTEA NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX templates_by_subject ON templates(subject_id);
-    CREATE TABLE photos (
-        ord BIGINT GENERATED ALWAYS AS IDENTITY,
-        photo_id TEXT PRIMARY KEY,
-        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
-        ciphertext BYTEA NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX photos_by_subject ON photos(subject_id);
-    CREATE TABLE identifications (
-        identification_id TEXT PRIMARY KEY,
-        purpose TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        case_ref TEXT,
-        probe_sha256 TEXT NOT NULL,
-        model_id TEXT NOT NULL,
-        operating_point TEXT NOT NULL,
-        threshold DOUBLE PRECISION NOT NULL,
-        started_at TEXT NOT NULL,
-        ended_at TEXT NOT NULL,
-        candidates TEXT NOT NULL
-    );
-    CREATE TABLE reviews (
-        ord BIGINT GENERATED ALWAYS AS IDENTITY,
-        identification_id TEXT NOT NULL REFERENCES identifications(identification_id),
-        subject_id TEXT NOT NULL,
-        reviewer TEXT NOT NULL,
-        decision TEXT NOT NULL,
-        decided_at TEXT NOT NULL,
-        note TEXT,
-        PRIMARY KEY (identification_id, subject_id, reviewer)
-    );
-    CREATE TABLE audit_events (
-        seq BIGINT PRIMARY KEY,
-        recorded_at TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        actor TEXT,
-        purpose TEXT,
-        subject_ids TEXT NOT NULL,
-        body TEXT NOT NULL,
-        prev_mac TEXT NOT NULL,
-        mac TEXT NOT NULL
-    );
-    CREATE TABLE audit_head (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        seq BIGINT NOT NULL,
-        mac TEXT NOT NULL,
-        head_mac TEXT NOT NULL
-    );
-    """
-    + _APPEND_ONLY,
+    gallery_tables(POSTGRES_TYPES) + audit_head_table(POSTGRES_TYPES) + _APPEND_ONLY,
     # 2: the keyed digest of each template's source photo (resumable batch
     # enrolment), and the opt-in server-side search: protected (rotated, not
     # encrypted) 128-d vectors in a pgvector column under an HNSW index.
-    """
-    ALTER TABLE templates ADD COLUMN source_digest TEXT;
-    CREATE INDEX templates_by_source ON templates(subject_id, source_digest);
+    source_digest_column()
+    + """
     CREATE EXTENSION IF NOT EXISTS vector;
     CREATE TABLE template_vectors (
         template_id TEXT PRIMARY KEY REFERENCES templates(template_id) ON DELETE CASCADE,
@@ -146,47 +71,11 @@ GALLERY_MIGRATIONS: list[str] = [
         );
     END;
     $$;
-    """,
+""",
     # 3: event galleries (gate), opt-outs and kept probe crops (SQLite migration 2).
-    """
-    CREATE TABLE events (
-        event_id TEXT PRIMARY KEY,
-        purpose TEXT NOT NULL,
-        valid_from TEXT NOT NULL,
-        valid_to TEXT NOT NULL,
-        operating_point TEXT,
-        created_at TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        closed_at TEXT
-    );
-    CREATE TABLE event_members (
-        event_id TEXT NOT NULL REFERENCES events(event_id),
-        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
-        event_only BOOLEAN NOT NULL,
-        added_at TEXT NOT NULL,
-        PRIMARY KEY (event_id, subject_id)
-    );
-    CREATE TABLE event_opt_outs (
-        event_id TEXT NOT NULL REFERENCES events(event_id),
-        reference TEXT NOT NULL,
-        subject_id TEXT,
-        opted_out_at TEXT NOT NULL,
-        PRIMARY KEY (event_id, reference)
-    );
-    CREATE TABLE probe_crops (
-        crop_id TEXT PRIMARY KEY,
-        event_id TEXT NOT NULL REFERENCES events(event_id),
-        subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
-        ciphertext BYTEA NOT NULL,
-        created_at TEXT NOT NULL,
-        delete_after TEXT NOT NULL
-    );
-    CREATE INDEX probe_crops_by_deadline ON probe_crops(delete_after);
-    """,
+    event_tables(POSTGRES_TYPES),
+    # 4: change tracking (SQLite migration 4).
+    change_tracking(POSTGRES_TYPES),
 ]
 
-KEYSTORE_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE data_keys (subject_id TEXT PRIMARY KEY, wrapped BYTEA NOT NULL);
-    """,
-]
+KEYSTORE_MIGRATIONS: list[str] = [keystore_tables(POSTGRES_TYPES)]

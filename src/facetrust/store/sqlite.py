@@ -12,32 +12,17 @@ can share a gallery file.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from .base import (
-    AuditHead,
-    AuditRecord,
-    ConsentRecord,
-    EventMemberRecord,
-    EventRecord,
-    IdentificationRecord,
-    OptOutRecord,
-    PhotoRecord,
-    ProbeCropRecord,
-    ReviewRecord,
-    SubjectRecord,
-    TemplateRecord,
-)
 from .migrations import GALLERY_MIGRATIONS, KEYSTORE_MIGRATIONS
+from .sql import SQLITE, SqlKeyStore, SqlStore
 
-_TEMPLATE_COLUMNS = "template_id, subject_id, model_id, ciphertext, created_at, source_digest"
 _APPLICATION_IDS = {"gallery": 0x46544731, "keystore": 0x46544B31}  # "FTG1", "FTK1"
 
 
@@ -71,6 +56,8 @@ class _SqliteBase:
                 f"Cannot open {str(self.path)!r} as a facetrust {self._kind}: {error}."
             ) from None
         self._depth = 0
+        self._writing = False  # inside transaction(), not snapshot()
+        self._stamp: int | None = None
 
     def _migrate(self) -> None:
         app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
@@ -117,13 +104,17 @@ class _SqliteBase:
         except sqlite3.OperationalError as error:
             raise StoreError(f"Cannot start a write on {str(self.path)!r}: {error}.") from None
         self._depth = 1
+        self._stamp = None
+        self._writing = True
         try:
             yield
         except BaseException:
             self._depth = 0
+            self._writing = False
             self._db.execute("ROLLBACK")
             raise
         self._depth = 0
+        self._writing = False
         self._db.execute("COMMIT")
 
     @contextmanager
@@ -146,7 +137,7 @@ class _SqliteBase:
         """Checkpoint and truncate the WAL so deleted bytes remain in no file."""
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         if not self._depth:
             raise StoreError("A write must run inside `with store.transaction():` (a bug).")
         try:
@@ -157,7 +148,7 @@ class _SqliteBase:
                 "to is missing, or one with the same key exists."
             ) from None
 
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, params).fetchall()
 
 
@@ -175,7 +166,7 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-class SqliteStore(_SqliteBase):
+class SqliteStore(_SqliteBase, SqlStore):
     """:class:`~facetrust.store.base.Store` on one SQLite file.
 
     Parameters
@@ -186,348 +177,20 @@ class SqliteStore(_SqliteBase):
         Create the file if missing; otherwise a missing file is a StoreError.
     busy_timeout_s : float
         How long a writer waits for another process's write to finish.
+
+    Attributes
+    ----------
+    keep_removals : int
+        How many template tombstones :meth:`changes_since` keeps (the newest);
+        a reader further behind reloads in full.
+
+    The methods are the shared SQL of :class:`~facetrust.store.sql.SqlStore`.
     """
 
-    def get_meta(self, name: str) -> str | None:
-        rows = self._rows("SELECT value FROM meta WHERE name = ?", (name,))
-        return str(rows[0][0]) if rows else None
-
-    def set_meta(self, name: str, value: str) -> None:
-        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
-
-    def get_secret(self, name: str) -> bytes | None:
-        rows = self._rows("SELECT wrapped FROM secrets WHERE name = ?", (name,))
-        return bytes(rows[0][0]) if rows else None
-
-    def put_secret(self, name: str, wrapped: bytes) -> None:
-        self._write("INSERT OR REPLACE INTO secrets VALUES (?, ?)", (name, wrapped))
-
-    def generation(self) -> int:
-        return int(self._rows("SELECT value FROM counters WHERE name = 'generation'")[0][0])
-
-    def bump_generation(self) -> None:
-        self._write("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
-
-    def insert_subject(self, subject: SubjectRecord) -> None:
-        if self.get_subject(subject.subject_id) is not None:
-            raise StoreError(
-                f"A subject with id {subject.subject_id!r} already exists (or was erased; "
-                "erased ids are never reused). Choose another id."
-            )
-        self._write(
-            "INSERT INTO subjects VALUES (?, ?, ?, ?, ?)",
-            (
-                subject.subject_id,
-                subject.display_name,
-                subject.created_at,
-                subject.last_interaction_at,
-                subject.erased_at,
-            ),
-        )
-
-    def get_subject(self, subject_id: str) -> SubjectRecord | None:
-        rows = self._rows("SELECT * FROM subjects WHERE subject_id = ?", (subject_id,))
-        return SubjectRecord(*rows[0]) if rows else None
-
-    def list_subjects(self, include_erased: bool = False) -> list[SubjectRecord]:
-        where = "" if include_erased else " WHERE erased_at IS NULL"
-        rows = self._rows(f"SELECT * FROM subjects{where} ORDER BY rowid")
-        return [SubjectRecord(*row) for row in rows]
-
-    def touch_subject(self, subject_id: str, at: str) -> None:
-        self._write(
-            "UPDATE subjects SET last_interaction_at = ? WHERE subject_id = ?", (at, subject_id)
-        )
-
-    def mark_subject_erased(self, subject_id: str, at: str) -> None:
-        self._write(
-            "UPDATE subjects SET erased_at = ?, display_name = NULL WHERE subject_id = ?",
-            (at, subject_id),
-        )
-
-    def insert_consent(self, consent: ConsentRecord) -> None:
-        self._write(
-            "INSERT INTO consents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                consent.consent_id,
-                consent.subject_id,
-                json.dumps(list(consent.purposes)),
-                consent.granted_at,
-                consent.expires_at,
-                consent.evidence_ref,
-                consent.evidence_sha256,
-                consent.notice_version,
-                consent.withdrawn_at,
-                consent.withdrawal_reason,
-            ),
-        )
-
-    def consents_of(self, subject_id: str) -> list[ConsentRecord]:
-        rows = self._rows(
-            "SELECT * FROM consents WHERE subject_id = ? ORDER BY granted_at, rowid", (subject_id,)
-        )
-        return [_consent(row) for row in rows]
-
-    def all_consents(self) -> list[ConsentRecord]:
-        return [_consent(row) for row in self._rows("SELECT * FROM consents ORDER BY rowid")]
-
-    def withdraw_consent(self, consent_id: str, at: str, reason: str) -> None:
-        self._write(
-            "UPDATE consents SET withdrawn_at = ?, withdrawal_reason = ? "
-            "WHERE consent_id = ? AND withdrawn_at IS NULL",
-            (at, reason, consent_id),
-        )
-
-    def insert_template(self, template: TemplateRecord) -> None:
-        self._write(
-            "INSERT INTO templates (template_id, subject_id, model_id, ciphertext, created_at, "
-            "source_digest) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                template.template_id,
-                template.subject_id,
-                template.model_id,
-                template.ciphertext,
-                template.created_at,
-                template.source_digest,
-            ),
-        )
-
-    def templates_of(self, subject_id: str) -> list[TemplateRecord]:
-        rows = self._rows(
-            f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE subject_id = ? ORDER BY rowid",
-            (subject_id,),
-        )
-        return [_template(row) for row in rows]
-
-    def all_templates(self) -> list[TemplateRecord]:
-        rows = self._rows(f"SELECT {_TEMPLATE_COLUMNS} FROM templates ORDER BY rowid")
-        return [_template(row) for row in rows]
-
-    def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None:
-        self._write(
-            "UPDATE templates SET ciphertext = ? WHERE template_id = ?", (ciphertext, template_id)
-        )
-
-    def insert_photo(self, photo: PhotoRecord) -> None:
-        self._write(
-            "INSERT INTO photos VALUES (?, ?, ?, ?)",
-            (photo.photo_id, photo.subject_id, photo.ciphertext, photo.created_at),
-        )
-
-    def photos_of(self, subject_id: str) -> list[PhotoRecord]:
-        rows = self._rows("SELECT * FROM photos WHERE subject_id = ? ORDER BY rowid", (subject_id,))
-        return [PhotoRecord(row[0], row[1], bytes(row[2]), row[3]) for row in rows]
-
-    def delete_biometrics(self, subject_id: str) -> int:
-        templates = self._write("DELETE FROM templates WHERE subject_id = ?", (subject_id,))
-        photos = self._write("DELETE FROM photos WHERE subject_id = ?", (subject_id,))
-        crops = self._write("DELETE FROM probe_crops WHERE subject_id = ?", (subject_id,))
-        return int(templates.rowcount + photos.rowcount + crops.rowcount)
-
-    def insert_event(self, event: EventRecord) -> None:
-        self._write(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.event_id,
-                event.purpose,
-                event.valid_from,
-                event.valid_to,
-                event.operating_point,
-                event.created_at,
-                event.created_by,
-                event.closed_at,
-            ),
-        )
-
-    def get_event(self, event_id: str) -> EventRecord | None:
-        rows = self._rows("SELECT * FROM events WHERE event_id = ?", (event_id,))
-        return EventRecord(*rows[0]) if rows else None
-
-    def list_events(self) -> list[EventRecord]:
-        return [EventRecord(*row) for row in self._rows("SELECT * FROM events ORDER BY event_id")]
-
-    def close_event(self, event_id: str, at: str) -> None:
-        self._write("UPDATE events SET closed_at = ? WHERE event_id = ?", (at, event_id))
-
-    def put_event_member(self, member: EventMemberRecord) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO event_members VALUES (?, ?, ?, ?)",
-            (member.event_id, member.subject_id, int(member.event_only), member.added_at),
-        )
-
-    def remove_event_member(self, event_id: str, subject_id: str) -> bool:
-        cursor = self._write(
-            "DELETE FROM event_members WHERE event_id = ? AND subject_id = ?",
-            (event_id, subject_id),
-        )
-        return cursor.rowcount > 0
-
-    def event_members(self, event_id: str) -> list[EventMemberRecord]:
-        rows = self._rows(
-            "SELECT * FROM event_members WHERE event_id = ? ORDER BY subject_id", (event_id,)
-        )
-        return [EventMemberRecord(e, s, bool(only), at) for e, s, only, at in rows]
-
-    def insert_opt_out(self, opt_out: OptOutRecord) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO event_opt_outs VALUES (?, ?, ?, ?)",
-            (opt_out.event_id, opt_out.reference, opt_out.subject_id, opt_out.opted_out_at),
-        )
-
-    def opt_outs(self, event_id: str) -> list[OptOutRecord]:
-        rows = self._rows(
-            "SELECT * FROM event_opt_outs WHERE event_id = ? ORDER BY reference", (event_id,)
-        )
-        return [OptOutRecord(*row) for row in rows]
-
-    def insert_probe_crop(self, crop: ProbeCropRecord) -> None:
-        self._write(
-            "INSERT INTO probe_crops VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                crop.crop_id,
-                crop.event_id,
-                crop.subject_id,
-                crop.ciphertext,
-                crop.created_at,
-                crop.delete_after,
-            ),
-        )
-
-    def probe_crops(self, event_id: str | None = None) -> list[ProbeCropRecord]:
-        if event_id is None:
-            rows = self._rows("SELECT * FROM probe_crops ORDER BY created_at")
-        else:
-            rows = self._rows(
-                "SELECT * FROM probe_crops WHERE event_id = ? ORDER BY created_at", (event_id,)
-            )
-        return [ProbeCropRecord(c, e, s, bytes(b), at, until) for c, e, s, b, at, until in rows]
-
-    def delete_probe_crops(self, crop_ids: list[str]) -> int:
-        deleted = 0
-        for crop_id in crop_ids:
-            deleted += self._write("DELETE FROM probe_crops WHERE crop_id = ?", (crop_id,)).rowcount
-        return deleted
-
-    def insert_identification(self, identification: IdentificationRecord) -> None:
-        record = identification
-        self._write(
-            "INSERT INTO identifications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.identification_id,
-                record.purpose,
-                record.actor,
-                record.case_ref,
-                record.probe_sha256,
-                record.model_id,
-                record.operating_point,
-                record.threshold,
-                record.started_at,
-                record.ended_at,
-                json.dumps([list(c) for c in record.candidates]),
-            ),
-        )
-
-    def get_identification(self, identification_id: str) -> IdentificationRecord | None:
-        rows = self._rows(
-            "SELECT * FROM identifications WHERE identification_id = ?", (identification_id,)
-        )
-        if not rows:
-            return None
-        row = rows[0]
-        candidates = tuple((str(s), float(d), int(r)) for s, d, r in json.loads(row[10]))
-        return IdentificationRecord(
-            identification_id=row[0],
-            purpose=row[1],
-            actor=row[2],
-            case_ref=row[3],
-            probe_sha256=row[4],
-            model_id=row[5],
-            operating_point=row[6],
-            threshold=float(row[7]),
-            started_at=row[8],
-            ended_at=row[9],
-            candidates=candidates,
-        )
-
-    def insert_review(self, review: ReviewRecord) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                review.identification_id,
-                review.subject_id,
-                review.reviewer,
-                review.decision,
-                review.decided_at,
-                review.note,
-            ),
-        )
-
-    def reviews_of(self, identification_id: str) -> list[ReviewRecord]:
-        rows = self._rows(
-            "SELECT * FROM reviews WHERE identification_id = ? ORDER BY decided_at, rowid",
-            (identification_id,),
-        )
-        return [ReviewRecord(*row) for row in rows]
-
-    def append_audit(self, record: AuditRecord) -> None:
-        self._write(
-            "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.seq,
-                record.recorded_at,
-                record.kind,
-                record.actor,
-                record.purpose,
-                json.dumps(list(record.subject_ids)),
-                record.body,
-                record.prev_mac,
-                record.mac,
-            ),
-        )
-
-    def last_audit(self) -> AuditRecord | None:
-        rows = self._rows("SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1")
-        return _audit(rows[0]) if rows else None
-
-    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
-        # Fetched in pages, never left half-read: an open cursor would pin an old snapshot.
-        last = after_seq
-        while True:
-            rows = self._rows(
-                "SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT 5000", (last,)
-            )
-            if not rows:
-                return
-            for row in rows:
-                yield _audit(row)
-            last = int(rows[-1][0])
-
-    def get_audit_head(self) -> AuditHead | None:
-        rows = self._rows("SELECT seq, mac, head_mac FROM audit_head WHERE id = 1")
-        return AuditHead(int(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
-
-    def set_audit_head(self, head: AuditHead) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?, ?)",
-            (head.seq, head.mac, head.head_mac),
-        )
+    dialect = SQLITE
 
 
-def _consent(row: tuple[Any, ...]) -> ConsentRecord:
-    return ConsentRecord(row[0], row[1], tuple(json.loads(row[2])), *row[3:])
-
-
-def _template(row: tuple[Any, ...]) -> TemplateRecord:
-    return TemplateRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
-
-
-def _audit(row: tuple[Any, ...]) -> AuditRecord:
-    return AuditRecord(
-        int(row[0]), row[1], row[2], row[3], row[4], tuple(json.loads(row[5])), *row[6:]
-    )
-
-
-class SqliteKeyStore(_SqliteBase):
+class SqliteKeyStore(_SqliteBase, SqlKeyStore):
     """:class:`~facetrust.store.base.KeyStore` on its own SQLite file.
 
     Keep this file out of bulk backups of the gallery (or back it up on a short
@@ -536,22 +199,4 @@ class SqliteKeyStore(_SqliteBase):
 
     _kind = "keystore"
     _migrations = KEYSTORE_MIGRATIONS
-
-    def get_key(self, subject_id: str) -> bytes | None:
-        rows = self._rows("SELECT wrapped FROM data_keys WHERE subject_id = ?", (subject_id,))
-        return bytes(rows[0][0]) if rows else None
-
-    def put_key(self, subject_id: str, wrapped: bytes) -> None:
-        self._write("INSERT OR REPLACE INTO data_keys VALUES (?, ?)", (subject_id, wrapped))
-
-    def delete_key(self, subject_id: str) -> bool:
-        cursor = self._write("DELETE FROM data_keys WHERE subject_id = ?", (subject_id,))
-        return cursor.rowcount > 0
-
-    def subject_ids(self) -> list[str]:
-        return [str(row[0]) for row in self._rows("SELECT subject_id FROM data_keys")]
-
-    def all_keys(self) -> dict[str, bytes]:
-        """Every wrapped key by subject id (for bulk loading)."""
-        rows = self._rows("SELECT subject_id, wrapped FROM data_keys")
-        return {str(s): bytes(w) for s, w in rows}
+    dialect = SQLITE

@@ -1,0 +1,248 @@
+"""The shared SQL of a gallery's records beside its biometric data: events
+(gate galleries), their members, opt-outs and probe crops, identifications,
+reviews and the audit log. Mixed into :class:`~facetrust.store.sql.SqlStore`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from .base import (
+    AuditHead,
+    AuditRecord,
+    EventMemberRecord,
+    EventRecord,
+    IdentificationRecord,
+    OptOutRecord,
+    ProbeCropRecord,
+    ReviewRecord,
+)
+from .sql_base import (
+    AUDIT_COLUMNS,
+    CROP_COLUMNS,
+    EVENT_COLUMNS,
+    IDENTIFICATION_COLUMNS,
+    REVIEW_COLUMNS,
+    SqlBase,
+    audit_from_row,
+)
+
+
+class SqlRecords(SqlBase):
+    """Events, identifications, reviews and the audit log, in shared SQL."""
+
+    def insert_event(self, event: EventRecord) -> None:
+        self._run(
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.event_id,
+                event.purpose,
+                event.valid_from,
+                event.valid_to,
+                event.operating_point,
+                event.created_at,
+                event.created_by,
+                event.closed_at,
+            ),
+        )
+
+    def get_event(self, event_id: str) -> EventRecord | None:
+        rows = self._read(f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?", (event_id,))
+        return EventRecord(*rows[0]) if rows else None
+
+    def list_events(self) -> list[EventRecord]:
+        rows = self._read(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY event_id")
+        return [EventRecord(*row) for row in rows]
+
+    def close_event(self, event_id: str, at: str) -> None:
+        self._run("UPDATE events SET closed_at = ? WHERE event_id = ?", (at, event_id))
+
+    def put_event_member(self, member: EventMemberRecord) -> None:
+        self._run(
+            self.dialect.upsert(
+                "event_members",
+                ("event_id", "subject_id", "event_only", "added_at"),
+                ("event_id", "subject_id"),
+            ),
+            (member.event_id, member.subject_id, bool(member.event_only), member.added_at),
+        )
+
+    def remove_event_member(self, event_id: str, subject_id: str) -> bool:
+        cursor = self._run(
+            "DELETE FROM event_members WHERE event_id = ? AND subject_id = ?",
+            (event_id, subject_id),
+        )
+        return cursor.rowcount > 0
+
+    def event_members(self, event_id: str) -> list[EventMemberRecord]:
+        rows = self._read(
+            "SELECT event_id, subject_id, event_only, added_at FROM event_members "
+            "WHERE event_id = ? ORDER BY subject_id",
+            (event_id,),
+        )
+        return [EventMemberRecord(e, s, bool(only), at) for e, s, only, at in rows]
+
+    def insert_opt_out(self, opt_out: OptOutRecord) -> None:
+        self._run(
+            self.dialect.upsert(
+                "event_opt_outs",
+                ("event_id", "reference", "subject_id", "opted_out_at"),
+                ("event_id", "reference"),
+            ),
+            (opt_out.event_id, opt_out.reference, opt_out.subject_id, opt_out.opted_out_at),
+        )
+
+    def opt_outs(self, event_id: str) -> list[OptOutRecord]:
+        rows = self._read(
+            "SELECT event_id, reference, subject_id, opted_out_at FROM event_opt_outs "
+            "WHERE event_id = ? ORDER BY reference",
+            (event_id,),
+        )
+        return [OptOutRecord(*row) for row in rows]
+
+    def insert_probe_crop(self, crop: ProbeCropRecord) -> None:
+        self._run(
+            f"INSERT INTO probe_crops ({CROP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                crop.crop_id,
+                crop.event_id,
+                crop.subject_id,
+                crop.ciphertext,
+                crop.created_at,
+                crop.delete_after,
+            ),
+        )
+
+    def probe_crops(self, event_id: str | None = None) -> list[ProbeCropRecord]:
+        if event_id is None:
+            rows = self._read(
+                f"SELECT {CROP_COLUMNS} FROM probe_crops ORDER BY created_at, crop_id"
+            )
+        else:
+            rows = self._read(
+                f"SELECT {CROP_COLUMNS} FROM probe_crops WHERE event_id = ? "
+                "ORDER BY created_at, crop_id",
+                (event_id,),
+            )
+        return [ProbeCropRecord(c, e, s, bytes(b), at, until) for c, e, s, b, at, until in rows]
+
+    def delete_probe_crops(self, crop_ids: list[str]) -> int:
+        deleted = 0
+        for crop_id in dict.fromkeys(crop_ids):
+            deleted += self._run("DELETE FROM probe_crops WHERE crop_id = ?", (crop_id,)).rowcount
+        return deleted
+
+    # identifications ---------------------------------------------------------
+    def insert_identification(self, identification: IdentificationRecord) -> None:
+        record = identification
+        self._run(
+            f"INSERT INTO identifications ({IDENTIFICATION_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.identification_id,
+                record.purpose,
+                record.actor,
+                record.case_ref,
+                record.probe_sha256,
+                record.model_id,
+                record.operating_point,
+                record.threshold,
+                record.started_at,
+                record.ended_at,
+                json.dumps([list(c) for c in record.candidates]),
+            ),
+        )
+
+    def get_identification(self, identification_id: str) -> IdentificationRecord | None:
+        rows = self._read(
+            f"SELECT {IDENTIFICATION_COLUMNS} FROM identifications WHERE identification_id = ?",
+            (identification_id,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        candidates = tuple((str(s), float(d), int(r)) for s, d, r in json.loads(row[10]))
+        return IdentificationRecord(
+            identification_id=row[0],
+            purpose=row[1],
+            actor=row[2],
+            case_ref=row[3],
+            probe_sha256=row[4],
+            model_id=row[5],
+            operating_point=row[6],
+            threshold=float(row[7]),
+            started_at=row[8],
+            ended_at=row[9],
+            candidates=candidates,
+        )
+
+    def insert_review(self, review: ReviewRecord) -> None:
+        self._run(
+            self.dialect.upsert(
+                "reviews",
+                tuple(REVIEW_COLUMNS.split(", ")),
+                ("identification_id", "subject_id", "reviewer"),
+            ),
+            (
+                review.identification_id,
+                review.subject_id,
+                review.reviewer,
+                review.decision,
+                review.decided_at,
+                review.note,
+            ),
+        )
+
+    def reviews_of(self, identification_id: str) -> list[ReviewRecord]:
+        rows = self._read(
+            f"SELECT {REVIEW_COLUMNS} FROM reviews WHERE identification_id = ? "
+            "ORDER BY decided_at, {ord}",
+            (identification_id,),
+        )
+        return [ReviewRecord(*row) for row in rows]
+
+    # audit log -------------------------------------------------------------
+    def append_audit(self, record: AuditRecord) -> None:
+        self._run(
+            f"INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.seq,
+                record.recorded_at,
+                record.kind,
+                record.actor,
+                record.purpose,
+                json.dumps(list(record.subject_ids)),
+                record.body,
+                record.prev_mac,
+                record.mac,
+            ),
+        )
+
+    def last_audit(self) -> AuditRecord | None:
+        rows = self._read(f"SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY seq DESC LIMIT 1")
+        return audit_from_row(rows[0]) if rows else None
+
+    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        # Fetched in pages, never left half-read: an open cursor would pin an old snapshot.
+        last = after_seq
+        while True:
+            rows = self._read(
+                f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT 5000",
+                (last,),
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield audit_from_row(row)
+            last = int(rows[-1][0])
+
+    def get_audit_head(self) -> AuditHead | None:
+        rows = self._read("SELECT seq, mac, head_mac FROM audit_head WHERE id = 1")
+        return AuditHead(int(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
+    def set_audit_head(self, head: AuditHead) -> None:
+        self._run(
+            self.dialect.upsert("audit_head", ("id", "seq", "mac", "head_mac"), ("id",)),
+            (1, head.seq, head.mac, head.head_mac),
+        )
