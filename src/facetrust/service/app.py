@@ -21,6 +21,7 @@ from .apikeys import ApiKeys, SqliteApiKeyStore
 from .limits import BodySizeLimit, RequestTimeout, TokenBucket
 from .metrics import Metrics, MetricsMiddleware
 from .problems import install_handlers
+from .request_ids import RequestIdMiddleware
 from .settings import ServiceSettings
 from .state import ServiceState
 
@@ -108,6 +109,7 @@ def create_app(
     app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id
     return app
 
 
