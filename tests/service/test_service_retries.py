@@ -213,6 +213,59 @@ def test_consent_and_withdrawal_retries_are_replayed(live_server: LiveServer) ->
     assert len(consents) == 1
 
 
+def new_key(live_server: LiveServer, role: str, name: str) -> httpx.Client:
+    """A client with a key of its own, created by the admin (own rate limit, own reviewer)."""
+    with live_server.client("admin") as admin:
+        created = admin.post("/v1/keys", json={"role": role, "name": name})
+    assert created.status_code == 201, created.text
+    return httpx.Client(base_url=live_server.url, timeout=60.0,
+                        headers={"Authorization": f"Bearer {created.json()['key']}"})
+
+
+def test_a_keyed_review_retried_is_recorded_once(live_server: LiveServer) -> None:
+    headers = keyed()
+    with live_server.client("enroller") as enroller:
+        add_consented_subject(enroller, "retry-reviewed")
+        assert post_photo(enroller, "retry-reviewed", photo("Venus_Williams", 1),
+                          {}).status_code == 201
+    with (
+        new_key(live_server, "operator", "retry-searcher") as searcher,
+        new_key(live_server, "operator", "retry-reviewer") as reviewer,
+    ):
+        found = searcher.post(
+            "/v1/identify",
+            files={"image": ("p.jpg", photo("Venus_Williams", 2).read_bytes(), "image/jpeg")},
+            data={"purpose": "access-control", "case_ref": "CASE-RETRY"},
+        ).json()
+        path = f"/v1/identifications/{found['identification_id']}/reviews"
+        decision = {"subject_id": "retry-reviewed", "note": "checked"}
+        first = reviewer.post(path, json=decision, headers=headers)
+        again = reviewer.post(path, json=decision, headers=headers)
+        unkeyed = reviewer.post(path, json=decision)
+    assert first.status_code == again.status_code == 200, first.text
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert first.json()["confirmed_by"] == [first.json()["confirmed_by"][0]]
+    assert unkeyed.status_code == 409  # without the key, a second decision is refused
+
+
+def test_a_client_that_gave_up_waiting_retries_without_a_duplicate(
+    live_server: LiveServer,
+) -> None:
+    headers = keyed()
+    with live_server.client("enroller") as client:
+        add_consented_subject(client, "retry-impatient")
+        with httpx.Client(base_url=live_server.url, timeout=0.001,
+                          headers=client.headers) as impatient:
+            try:
+                post_photo(impatient, "retry-impatient", photo("Serena_Williams", 1), headers)
+            except httpx.TimeoutException:
+                pass  # the client does not know whether the enrolment happened
+        retried = post_photo(client, "retry-impatient", photo("Serena_Williams", 1), headers)
+        subject = client.get("/v1/subjects/retry-impatient").json()
+    assert retried.status_code == 201, retried.text
+    assert subject["template_count"] == 1
+
+
 # --------------------------------------------------------------------- section 4 inputs
 def test_consent_accepts_the_evidence_file_and_keeps_only_its_hash(
     live_server: LiveServer,
