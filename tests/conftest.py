@@ -1,4 +1,9 @@
-"""Shared fixtures: the real photo sample and one pipeline per test session."""
+"""Shared fixtures: the real photo sample and one pipeline per test session.
+
+Also marks tests by the fixtures they use (see ``MARKS_BY_FIXTURE``), so that
+``pytest -m "not slow"`` is a quick run and ``-m postgres`` selects every test
+that needs the PostgreSQL server.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,29 @@ import facetrust
 from facetrust import FacePipeline
 
 DATA = Path(__file__).parent / "data"
+
+#: Fixture -> the markers of every test that uses it (directly or through
+#: another fixture).
+MARKS_BY_FIXTURE: dict[str, tuple[str, ...]] = {
+    "postgres_server": ("postgres", "slow"),
+    "live_server": ("service", "slow"),  # tests/service/conftest.py
+    "clustered": ("slow",),  # tests/test_index.py: 3,000-template index builds
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        marks = {mark for name in names & MARKS_BY_FIXTURE.keys()
+                 for mark in MARKS_BY_FIXTURE[name]}
+        # The store conformance suite reaches the server through
+        # request.getfixturevalue, so only its "postgres" parameter shows it.
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if any(isinstance(value, str) and value == "postgres" for value in params):
+            marks.update(MARKS_BY_FIXTURE["postgres_server"])
+        for mark in sorted(marks):
+            item.add_marker(mark)
 SAMPLE = DATA / "lfw"
 
 

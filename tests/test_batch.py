@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facetrust import Embedding, embed_many
 from facetrust.errors import NotAnImage
+
+pytestmark = pytest.mark.slow  # worker processes
 
 
 def test_worker_processes_match_in_process_results_in_order(

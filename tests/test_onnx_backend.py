@@ -23,6 +23,8 @@ from facetrust.models.dlib_backend import DlibResnetEmbedder, model_path
 from facetrust.models.dlib_format import Conv, read_network
 from facetrust.models.onnx_backend import OnnxResnetEmbedder, convert_dlib_resnet
 
+pytestmark = pytest.mark.slow  # converts dlib's network, embeds every sample chip twice
+
 #: Far below any decision: LFW distances of a pair near the 0.6 threshold differ
 #: by thousandths between photos; backend differences are about 1e-6.
 TOLERANCE = 1e-4

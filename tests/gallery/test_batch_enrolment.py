@@ -59,6 +59,7 @@ def _template_count(db: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
 
 
+@pytest.mark.slow  # a real subprocess, killed, then the CLI re-run
 def test_batch_enrolment_is_resumable_after_sigkill(tmp_path: Path) -> None:
     folder, consents = _photo_folder(tmp_path)
     gallery_dir = tmp_path / "g"

@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
+
+pytestmark = pytest.mark.slow  # several real processes per test
 
 WORKER = r"""
 import json, sys
