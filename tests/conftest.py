@@ -21,12 +21,15 @@ from facetrust import FacePipeline
 
 DATA = Path(__file__).parent / "data"
 
+#: Fixtures of galleries (fake clock, sample templates, fresh galleries) for every test.
+pytest_plugins = ["gallery_fixtures"]
+
 #: Fixture -> the markers of every test that uses it (directly or through
 #: another fixture).
 MARKS_BY_FIXTURE: dict[str, tuple[str, ...]] = {
     "postgres_server": ("postgres", "slow"),
     "live_server": ("service", "slow"),  # tests/service/conftest.py
-    "clustered": ("slow",),  # tests/test_index.py: 3,000-template index builds
+    "clustered": ("slow",),  # tests/index/test_index.py: 3,000-template index builds
 }
 
 

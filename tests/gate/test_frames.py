@@ -12,7 +12,7 @@ from facetrust.gate.arrivals import arrival_photos, write_arrivals_video
 from facetrust.gate.frames import read_frames
 from facetrust.gate.presence import BestFrameSelector, box_overlap
 
-SAMPLE = Path(__file__).parent / "data" / "lfw"
+SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Fixtures of the gallery tests: real sample templates, a fake clock, fresh galleries."""
+"""Fixtures of the gallery, gate and CLI tests: real sample templates, a fake clock,
+fresh galleries. Registered for every test by ``tests/conftest.py`` (``pytest_plugins``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from typing import Any
 
 import pytest
 
-import facetrust
 from facetrust import crypto
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery, GalleryConfig
 
-SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
+SAMPLE = Path(__file__).parent / "data" / "lfw"
 EVIDENCE_SHA256 = "ab" * 32
 
 
@@ -39,17 +39,9 @@ def identities() -> dict[str, list[Path]]:
 
 
 @pytest.fixture(scope="session")
-def embeddings(
-    request: pytest.FixtureRequest, identities: dict[str, list[Path]]
-) -> dict[Path, Embedding]:
-    """Every sample photo's template, computed once per session (shared with the
-    root ``sample_embeddings`` fixture where it exists)."""
-    try:
-        shared: dict[Path, Embedding] = request.getfixturevalue("sample_embeddings")
-        return shared
-    except pytest.FixtureLookupError:
-        pipeline = facetrust.default_pipeline()
-        return {p: pipeline.embed_one(p).embedding for ps in identities.values() for p in ps}
+def embeddings(sample_embeddings: dict[Path, Embedding]) -> dict[Path, Embedding]:
+    """Every sample photo's template, computed once per session."""
+    return sample_embeddings
 
 
 @pytest.fixture

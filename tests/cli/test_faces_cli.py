@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from facetrust.cli.main import cli
 
-CLI_DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+CLI_DOCS = Path(__file__).parent.parent.parent / "docs" / "cli.md"
 
 
 @pytest.fixture()
