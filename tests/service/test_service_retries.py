@@ -21,8 +21,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from facetrust.service import ApiKeys, Role, SqliteApiKeyStore
+from facetrust.service.problems import install_handlers
+from facetrust.service.request_ids import RequestIdMiddleware
 
 from .conftest import (
     EVIDENCE_SHA256,
@@ -93,6 +97,25 @@ def test_the_audit_event_records_the_request_id(live_server: LiveServer) -> None
     with live_server.client("auditor") as auditor:
         events = auditor.get("/v1/audit/events", params={"subject": "retry-audited"}).json()
     assert [e["request_id"] for e in events["events"]] == [request_id]
+
+
+def test_an_unexpected_error_answers_with_the_request_id_too() -> None:
+    # The one answer built outside every middleware (Starlette's last-resort
+    # handler); a bug cannot be caused for real, so an app with a failing route.
+    app = FastAPI()
+    install_handlers(app)
+
+    @app.get("/fails")
+    def fails() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_middleware(RequestIdMiddleware)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/fails", headers={"X-Request-Id": "bug-1"})
+    assert response.status_code == 500
+    assert response.headers["X-Request-Id"] == "bug-1"
+    assert response.json()["type"] == "/problems/internal-error"
+    assert "bug-1" in response.json()["detail"]
 
 
 # --------------------------------------------------------------------- the contract
