@@ -34,8 +34,9 @@ and an erasure commits in steps of its own (the data key is destroyed and
 the write-ahead log truncated between them), so it cannot run inside another
 transaction. Its response is stored in the transaction just after. A crash
 in between leaves the withdrawal done without its stored response: the retry
-runs again, changes nothing (no active consent is left to withdraw) and is
-refused with 409 ``consent-required`` instead of the first answer.
+runs again and finds nothing left to withdraw, so it changes no data (it
+answers ``withdrawn: []``, or 422 for a named ``consent_id``, instead of the
+first answer; the attempt is audited).
 
 Stored responses about a subject hold personal data, so they go with it: an
 erasure deletes every stored response about the subject, a withdrawal that
@@ -81,7 +82,6 @@ IdempotencyKey = Annotated[
         ),
     ),
 ]
-
 
 
 class Reported(Protocol):
