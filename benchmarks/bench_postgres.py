@@ -77,7 +77,7 @@ def synthetic(real: npt.NDArray[np.float32], count: int, seed: int = 0) -> npt.N
 def load(store: PostgresStore, vectors: npt.NDArray[np.float32]) -> float:
     """COPY subjects, consents, templates and vectors; (re)build the HNSW index. Seconds."""
     start = time.perf_counter()
-    db = store._db
+    db = store.connection
     stamp = NOW.isoformat()
     expires = (NOW + timedelta(days=365)).isoformat()
     db.execute("DROP INDEX IF EXISTS template_vectors_hnsw")
@@ -131,8 +131,8 @@ def bench_search(
     )
     cutoff = (NOW - timedelta(days=1000)).isoformat()
     with store.snapshot():
-        store._db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        plan = "\n".join(r[0] for r in store._rows(
+        store.connection.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        plan = "\n".join(r[0] for r in store.query(
             "EXPLAIN SELECT v.subject_id FROM template_vectors v WHERE v.model_id = 'm' AND "
             "facetrust_eligible(v.subject_id, 'boarding', %s, %s) ORDER BY v.embedding <-> "
             "%s::vector LIMIT 20", (NOW.isoformat(), cutoff, "[" + ",".join(["0"] * 128) + "]"),

@@ -256,3 +256,32 @@ def test_master_key_from_the_environment(tmp_path: Path) -> None:
     wrong = crypto.encode_key(crypto.generate_key())
     with pytest.raises(KeyMaterialError, match="sealed with master key"):
         Gallery.find(config_path, environ={crypto.MASTER_KEY_ENV: wrong})
+
+
+def test_erasure_takes_the_display_name_and_the_sweep_leaves_a_tombstone(
+    sample_gallery: Gallery,
+    grant: Any,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+) -> None:
+    gallery = sample_gallery
+    gallery.add_subject("ama", display_name="Ama Mensah", actor="desk")
+    grant(gallery, "ama")
+    gallery.enroll("ama", [embeddings[identities[KOFI][2]]], actor="desk", check_duplicates=False)
+    gallery.withdraw_consent("ama", actor="desk")
+    left = gallery.get_subject("ama")
+    assert left.display_name is None and left.template_count == 0  # no personal data left
+    record = gallery.store.get_subject("ama")
+    assert record is not None and record.display_name is None
+    swept = gallery.sweep_retention()
+    assert swept.erased == ("ama",)  # nothing but ended consents: forgotten
+    with pytest.raises(UnknownSubject):
+        gallery.get_subject("ama")
+    (history,) = gallery.consents("ama")  # the consent history stays, as evidence
+    assert history.status == "withdrawn"
+    with pytest.raises(StoreError):
+        gallery.add_subject("ama", actor="desk")  # an erased id is never reused
+    gallery.add_subject("pending", actor="desk")  # registered, consent not yet given
+    assert "pending" not in gallery.sweep_retention().erased
+    erase = [e for e in gallery.audit.events(kind="erase") if e.subject_ids == ("ama",)]
+    assert [e.fields["subject_forgotten"] for e in erase] == [False, True]

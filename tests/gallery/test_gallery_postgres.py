@@ -258,9 +258,9 @@ def test_rekeying_templates_renews_the_database_vectors(
     enrol_all(gallery, identities, embeddings)
     store = gallery.store
     assert isinstance(store, PostgresStore)
-    before = store._rows("SELECT embedding::text FROM template_vectors ORDER BY template_id")
+    before = store.query("SELECT embedding::text FROM template_vectors ORDER BY template_id")
     gallery.rekey_templates(actor="security")
-    after = store._rows("SELECT embedding::text FROM template_vectors ORDER BY template_id")
+    after = store.query("SELECT embedding::text FROM template_vectors ORDER BY template_id")
     assert len(after) == len(before) and all(a != b for a, b in zip(after, before, strict=True))
     for name, paths in identities.items():
         result = gallery.identify(embeddings[paths[2]], purpose="boarding", actor="officer")

@@ -47,7 +47,7 @@ def test_a_version_1_sqlite_gallery_is_upgraded_and_keeps_its_data(tmp_path: Pat
     db.close()
     store = SqliteStore(path)
     try:
-        version = store._db.execute("PRAGMA user_version").fetchone()[0]
+        version = store.query("PRAGMA user_version")[0][0]
         assert version == len(sqlite_migrations.GALLERY_MIGRATIONS) > 1
         _check_upgraded(store)
     finally:
@@ -71,7 +71,7 @@ def test_a_version_1_postgres_gallery_is_upgraded_and_keeps_its_data(
                    "created_at) VALUES ('t1', 's1', 'm', %s, %s)", (b"cipher", T0))
     store = PostgresStore(url)
     try:
-        row = store._rows("SELECT version FROM facetrust_schema WHERE kind = 'gallery'")
+        row = store.query("SELECT version FROM facetrust_schema WHERE kind = 'gallery'")
         assert row[0][0] == len(postgres_migrations.GALLERY_MIGRATIONS) > 1
         _check_upgraded(store)
     finally:

@@ -102,6 +102,12 @@ def principal(gallery_path: str | None, api_key: str | None, operation: str) -> 
 )
 @click.option("--retention-days", type=int, default=None, show_default=str(DEFAULT_RETENTION_DAYS))
 @click.option("--review-quorum", type=int, default=None, show_default=str(DEFAULT_REVIEW_QUORUM))
+@click.option(
+    "--searcher-may-review",
+    is_flag=True,
+    default=None,
+    help="Let the operator who ran an identification be one of its reviewers (default: not).",
+)
 @click.option("--duplicate-policy", type=click.Choice(["warn", "refuse"]), default=None)
 @click.option("--operating-point", default=None, help="Threshold name from the calibration table.")
 @click.option(
@@ -142,6 +148,7 @@ def init(
     purposes: tuple[str, ...],
     retention_days: int | None,
     review_quorum: int | None,
+    searcher_may_review: bool | None,
     duplicate_policy: str | None,
     operating_point: str | None,
     database_url: str | None,
@@ -156,6 +163,7 @@ def init(
         purposes=purposes or None,
         retention_days=retention_days,
         review_quorum=review_quorum,
+        searcher_may_review=searcher_may_review,
         duplicate_policy=duplicate_policy,
         operating_point=operating_point,
         database_url=database_url,

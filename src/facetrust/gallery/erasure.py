@@ -37,6 +37,7 @@ def erase_subject(
     with store.transaction():
         rows = store.delete_biometrics(subject_id)
         count_removal(store)
+        store.remove_display_name(subject_id)  # personal data: leaves with the biometrics
         if forget:
             for consent in store.consents_of(subject_id):
                 if consent.withdrawn_at is None:
@@ -108,8 +109,12 @@ def sweep_retention(parts: GalleryParts, *, actor: str) -> SweepResult:
     """Erase every subject past retention (and forget it) or without active consent.
 
     A subject past retention (``config.retention_days`` after the last
-    interaction) is forgotten entirely; one whose consents all lapsed keeps
-    its record and consent history, but loses its biometric data.
+    interaction) is forgotten entirely. One whose consents all lapsed loses
+    its biometric data and display name; at the next sweep, with nothing but
+    ended consents left, it is forgotten too (a tombstone: the opaque id, the
+    erasure time, the consent history and the audit trail). A subject never
+    given consent is left alone until its retention ends (consent may follow
+    registration).
     """
     actor = check_name(actor, "actor")
     store, keystore = parts.store, parts.keystore
@@ -126,10 +131,13 @@ def sweep_retention(parts: GalleryParts, *, actor: str) -> SweepResult:
             lapsed = not any(
                 consent_status(c, now) == "active" for c in store.consents_of(subject.subject_id)
             )
+            consented = bool(store.consents_of(subject.subject_id))
             if past_retention:
                 plans.append((subject.subject_id, "retention period ended", True))
             elif lapsed and (has_data or has_key):
                 plans.append((subject.subject_id, "no active consent", False))
+            elif lapsed and consented:
+                plans.append((subject.subject_id, "no active consent and nothing left", True))
     erased = []
     for subject_id, reason, forget in plans:
         erase_subject(parts, subject_id, actor=actor, reason=reason, forget=forget)

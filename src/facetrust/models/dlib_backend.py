@@ -26,13 +26,15 @@ WEIGHT_FILES = {
     "landmarks5": "shape_predictor_5_face_landmarks.dat",
     "resnet": "dlib_face_recognition_resnet_model_v1.dat",
     "mmod": "mmod_human_face_detector.dat",
+    # iBUG 300-W terms (non-commercial); only facetrust.compat loads it, when asked.
+    "landmarks68": "shape_predictor_68_face_landmarks.dat",
 }
 
 
 def model_path(kind: str) -> Path:
     """Path of one of the ``face_recognition_models`` weight files.
 
-    ``kind`` is one of ``"landmarks5"``, ``"resnet"``, ``"mmod"``.
+    ``kind`` is one of ``"landmarks5"``, ``"resnet"``, ``"mmod"``, ``"landmarks68"``.
     """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
@@ -49,7 +51,8 @@ def model_path(kind: str) -> Path:
     return path
 
 
-def _dlib() -> Any:
+def import_dlib() -> Any:
+    """The ``dlib`` module; :class:`~facetrust.errors.ModelError` saying how to install it."""
     try:
         import dlib
     except ImportError as error:
@@ -59,9 +62,10 @@ def _dlib() -> Any:
     return dlib
 
 
-def _load(factory_name: str, path: Path) -> Any:
+def load_dlib_model(factory_name: str, path: Path) -> Any:
+    """``dlib.<factory_name>(path)``; a :class:`~facetrust.errors.ModelError` on bad weights."""
     try:
-        return getattr(_dlib(), factory_name)(str(path))
+        return getattr(import_dlib(), factory_name)(str(path))
     except RuntimeError as error:
         raise ModelError(
             f"Could not load model weights from {path}: {error}. The file may be "
@@ -70,7 +74,7 @@ def _load(factory_name: str, path: Path) -> Any:
 
 
 def _rectangle(box: Box) -> Any:
-    return _dlib().rectangle(
+    return import_dlib().rectangle(
         int(round(box.left)), int(round(box.top)), int(round(box.right)), int(round(box.bottom))
     )
 
@@ -85,7 +89,7 @@ class HogDetector:
 
     def detect(self, image: npt.NDArray[np.uint8], upsample: int = 0) -> list[Detection]:
         if self._detector is None:
-            self._detector = _dlib().get_frontal_face_detector()
+            self._detector = import_dlib().get_frontal_face_detector()
         rects, scores, _ = self._detector.run(image, upsample, 0.0)
         return [
             Detection(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s))
@@ -104,7 +108,7 @@ class CnnDetector:
 
     def detect(self, image: npt.NDArray[np.uint8], upsample: int = 0) -> list[Detection]:
         if self._detector is None:
-            self._detector = _load(
+            self._detector = load_dlib_model(
                 "cnn_face_detection_model_v1", self._weights or model_path("mmod")
             )
         found = self._detector(image, upsample)
@@ -128,7 +132,9 @@ class DlibLandmarker:
 
     def _shape(self, image: npt.NDArray[np.uint8], box: Box) -> Any:
         if self._predictor is None:
-            self._predictor = _load("shape_predictor", self._weights or model_path("landmarks5"))
+            self._predictor = load_dlib_model(
+                "shape_predictor", self._weights or model_path("landmarks5")
+            )
         return self._predictor(image, _rectangle(box))
 
     def locate(self, image: npt.NDArray[np.uint8], box: Box) -> Landmarks:
@@ -143,7 +149,7 @@ class DlibLandmarker:
         size: int,
         padding: float,
     ) -> npt.NDArray[np.uint8]:
-        dlib = _dlib()
+        dlib = import_dlib()
         points = [dlib.point(int(round(x)), int(round(y))) for x, y in landmarks.points]
         shape = dlib.full_object_detection(_rectangle(box), points)
         chip: npt.NDArray[np.uint8] = dlib.get_face_chip(image, shape, size, padding)
@@ -172,6 +178,8 @@ class DlibResnetEmbedder:
         if not chips:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if self._model is None:
-            self._model = _load("face_recognition_model_v1", self._weights or model_path("resnet"))
+            self._model = load_dlib_model(
+                "face_recognition_model_v1", self._weights or model_path("resnet")
+            )
         descriptors = self._model.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
         return np.asarray([np.asarray(d) for d in descriptors], dtype=np.float32)

@@ -136,7 +136,7 @@ class DlibNetwork:
     loss: str
 
 
-class _Stream:
+class DlibStream:
     """A cursor over the file's bytes that reports truncation and corruption by name."""
 
     def __init__(self, data: bytes, path: Path) -> None:
@@ -227,7 +227,7 @@ def read_network(path: str | Path) -> DlibNetwork:
             f"Could not read the dlib network {path}: {error.strerror}. Reinstall "
             "face_recognition_models (pip install --force-reinstall face_recognition_models)."
         ) from None
-    stream = _Stream(data, path)
+    stream = DlibStream(data, path)
     if stream.integer() != 1:
         raise stream.fail("expected the loss layer's version 1")
     loss = stream.string()
@@ -261,7 +261,7 @@ def read_network(path: str | Path) -> DlibNetwork:
             index += wrappers
             continue
         layers.append(_read_layer(stream, layers))
-        _skip_training_state(stream)
+        skip_training_state(stream)
         if forward[index] == 3:
             stream.integer()  # sample expansion factor of the input layer
         index += 1
@@ -270,7 +270,7 @@ def read_network(path: str | Path) -> DlibNetwork:
     return DlibNetwork(network_input, tuple(layers), loss)
 
 
-def _read_input(stream: _Stream) -> InputRGB:
+def _read_input(stream: DlibStream) -> InputRGB:
     name = stream.string()
     if name != "input_rgb_image_sized":
         raise stream.fail(f"expected an 'input_rgb_image_sized' layer, found {name!r}")
@@ -279,17 +279,18 @@ def _read_input(stream: _Stream) -> InputRGB:
     return InputRGB(mean, (rows, cols))
 
 
-def _skip_training_state(stream: _Stream) -> None:
+def skip_training_state(stream: DlibStream) -> None:
+    """Skip what dlib writes after each layer's details: three flags and three empty tensors."""
     for _ in range(3):  # setup called, gradient stale, output/gradient disabled
         stream.boolean()
     for _ in range(3):  # x_grad, cached_output, params_grad: empty in a saved model
         stream.tensor()
 
 
-def _read_layer(stream: _Stream, below: list[Layer]) -> Layer:
+def _read_layer(stream: DlibStream, below: list[Layer]) -> Layer:
     name = stream.string()
     if name == "con_4":
-        return _read_conv(stream)
+        return read_conv(stream)
     if name == "affine_":
         params = stream.tensor().ravel()
         gamma, beta = stream.alias(), stream.alias()
@@ -311,7 +312,8 @@ def _read_layer(stream: _Stream, below: list[Layer]) -> Layer:
     raise stream.fail(f"unsupported layer {name!r}")
 
 
-def _read_conv(stream: _Stream) -> Conv:
+def read_conv(stream: DlibStream) -> Conv:
+    """Read the details of a ``con_4`` layer (its name already read)."""
     params = stream.tensor().ravel()
     filters, rows, cols = stream.integer(), stream.integer(), stream.integer()
     stride = (stream.integer(), stream.integer())
@@ -330,7 +332,7 @@ def _read_conv(stream: _Stream) -> Conv:
     return Conv(weights, params[weight_count:].copy(), stride, padding)
 
 
-def _read_fc(stream: _Stream) -> FullyConnected:
+def _read_fc(stream: DlibStream) -> FullyConnected:
     outputs, inputs = stream.integer(), stream.integer()
     params = stream.tensor().ravel()
     stream.alias(), stream.alias()  # weights and bias views

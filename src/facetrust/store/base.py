@@ -298,6 +298,10 @@ class Store(Protocol):
         """Set ``erased_at`` and forget the display name."""
         ...
 
+    def remove_display_name(self, subject_id: str) -> None:
+        """Forget the subject's display name (its biometric data was erased)."""
+        ...
+
     def insert_consent(self, consent: ConsentRecord) -> None: ...
     def consents_of(self, subject_id: str) -> list[ConsentRecord]:
         """The subject's consents, oldest first, withdrawn ones included."""

@@ -273,6 +273,13 @@ class PostgresStore(_PostgresBase, SqlStore, VectorSearch):
     from :class:`~facetrust.store._pgvector.VectorSearch`.
     """
 
+    @property
+    def connection(self) -> psycopg.Connection[Any]:
+        """The psycopg connection, for bulk-loading tools (``COPY``); writes through it
+        bypass the store's change tracking, so use it only to build a gallery."""
+        return self._db
+
+
     dialect = POSTGRES
 
     def __init__(self, url: str, *, create: bool = False) -> None:

@@ -197,6 +197,12 @@ class SqlStore(SqlRecords, SqlIdempotency):
         )
         self.forget_idempotency(subject_id)  # stored responses about the subject go with it
 
+    def remove_display_name(self, subject_id: str) -> None:
+        self._run(
+            "UPDATE subjects SET display_name = NULL, changed_gen = ? WHERE subject_id = ?",
+            (self._change_stamp(), subject_id),
+        )
+
     def insert_consent(self, consent: ConsentRecord) -> None:
         self._run(
             f"INSERT INTO consents ({CONSENT_COLUMNS}, changed_gen) "

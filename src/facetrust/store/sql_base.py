@@ -89,6 +89,11 @@ class SqlBase:
         def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
         def snapshot(self) -> Any: ...
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement in the database's own SQL (``?`` or ``%s``
+        placeholders), for tools, benchmarks and tests that inspect the store."""
+        return self._rows(sql, params)
+
     def _run(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         """A write, ``sql`` in the shared notation."""
         return self._write(self.dialect.render(sql), params)
