@@ -87,6 +87,15 @@ def test_erasure_deletes_the_subjects_stored_responses(store: Store) -> None:
     assert store.get_idempotency("key-a", "none") is not None
 
 
+def test_removing_the_display_name_deletes_the_subjects_stored_responses(store: Store) -> None:
+    with store.transaction():
+        store.insert_subject(SubjectRecord("s1", "Name", T0, T0))
+        store.put_idempotency(record("create"))
+    with store.transaction():
+        store.remove_display_name("s1")
+    assert store.get_idempotency("key-a", "create") is None
+
+
 def test_deleting_biometrics_deletes_only_the_biometric_responses(store: Store) -> None:
     with store.transaction():
         store.insert_subject(SubjectRecord("s1", "Name", T0, T0))

@@ -39,8 +39,8 @@ answers ``withdrawn: []``, or 422 for a named ``consent_id``, instead of the
 first answer; the attempt is audited).
 
 Stored responses about a subject hold personal data, so they go with it: an
-erasure deletes every stored response about the subject, a withdrawal that
-deletes its biometric data deletes the stored enrolment responses.
+erasure (``forget``, or the last consent withdrawn, which also removes the
+display name) deletes every stored response about the subject.
 """
 
 from __future__ import annotations

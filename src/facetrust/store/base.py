@@ -379,7 +379,8 @@ class Store(Protocol):
     def forget_idempotency(self, subject_id: str, *, biometric_only: bool = False) -> int:
         """Delete the records about ``subject_id`` (only ``biometric`` ones if asked).
 
-        :meth:`mark_subject_erased` and :meth:`delete_biometrics` call it themselves.
+        :meth:`mark_subject_erased` and :meth:`remove_display_name` delete every
+        record about the subject, :meth:`delete_biometrics` the biometric ones.
         """
         ...
 

@@ -202,6 +202,7 @@ class SqlStore(SqlRecords, SqlIdempotency):
             "UPDATE subjects SET display_name = NULL, changed_gen = ? WHERE subject_id = ?",
             (self._change_stamp(), subject_id),
         )
+        self.forget_idempotency(subject_id)  # a stored response may show the name
 
     def insert_consent(self, consent: ConsentRecord) -> None:
         self._run(
