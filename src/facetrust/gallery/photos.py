@@ -76,9 +76,18 @@ class PhotoVerification:
 
 
 def enroll_photo(
-    gallery: Gallery, subject_id: str, photo: bytes, *, actor: str, keep_photo: bool = False
+    gallery: Gallery,
+    subject_id: str,
+    photo: bytes,
+    *,
+    actor: str,
+    keep_photo: bool = False,
+    face_policy: FacePolicy = "single",
 ) -> PhotoEnrolment:
-    """Enrol the single face of ``photo`` (encoded image bytes) for ``subject_id``.
+    """Enrol the face of ``photo`` (encoded image bytes) ``face_policy`` picks for ``subject_id``.
+
+    ``face_policy`` is ``"single"`` (refuse a photo with several faces),
+    ``"largest"`` or a face index (0 = largest).
 
     Consent is checked before any face is computed. The face must pass the
     quality minimums; the enrolment's audit event records the photo's SHA-256.
@@ -90,11 +99,13 @@ def enroll_photo(
     NoFaceFound, MultipleFaces, FaceQualityTooLow, DuplicateEnrolment
     """
     gallery.require_consent(subject_id, None)
-    embedded = gallery.pipeline.embed_one(photo, "single", check_quality=True)
+    embedded = gallery.pipeline.embed_one(photo, face_policy, check_quality=True)
     # The template just computed is enrolled as is (the photo is not embedded twice);
     # the photo itself goes in only when it is to be kept.
     source: FaceInput = photo if keep_photo else embedded.embedding
-    result = gallery.enroll(subject_id, [source], actor=actor, keep_photos=keep_photo)
+    result = gallery.enroll(
+        subject_id, [source], actor=actor, keep_photos=keep_photo, face_policy=face_policy
+    )
     return PhotoEnrolment(result, embedded.face, hashlib.sha256(photo).hexdigest())
 
 

@@ -24,6 +24,7 @@ from .metrics import Metrics, MetricsMiddleware, install_access_log_filter
 from .policy import record_policy_change
 from .problems import install_handlers
 from .refusals import FloodCounter, RefusalAudit, write_repeated
+from .request_ids import RequestIdMiddleware
 from .sessions import ConsoleSessions
 from .settings import ServiceSettings
 from .state import ServiceState
@@ -131,6 +132,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RefusalAudit, floods=floods)  # outside the body cap: sees its 413s
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id
     return app
 
 

@@ -96,6 +96,7 @@ SERVICE_PROBLEMS: Mapping[str, ProblemType] = {
         _t("not-ready", 503, "Service not ready"),
         _t("request-timeout", 503, "Request timed out"),
         _t("csrf-failed", 403, "Form token missing or invalid"),
+        _t("idempotency-key-reused", 422, "Idempotency key used for another request"),
     )
 }
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from ..gallery.photos import verify_photos
 from .apikeys import ApiKey
 from .auth import allow, service_state
+from .idempotency import IdempotencyKey, respond
 from .inputs import parse_face, require_single_parts, round_distances
 from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS, problem_responses
 
@@ -133,15 +134,22 @@ async def review_candidate(
     request: Request,
     identification_id: Annotated[str, Path(min_length=1, max_length=200)],
     body: Review,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
     key: ApiKey = Depends(allow("review_candidate")),  # noqa: B008
 ) -> dict[str, Any]:
-    """Record this key's review decision on one candidate (one key = one reviewer)."""
-    result = await service_state(request).use_biometrics(
-        key, "review_candidate",
+    """Record this key's review decision on one candidate (one key = one reviewer).
+
+    With an ``Idempotency-Key``, a retry answers the first decision's status
+    instead of 409 "already reviewed".
+    """
+    result = await respond(
+        request, response, key, "review_candidate",
         lambda g: g.review(
             identification_id, body.subject_id, reviewer=key.actor,
             decision=body.decision, note=body.note,
         ),
-        subject_ids=[body.subject_id],
+        idempotency_key=idempotency_key, fields=body.model_dump(mode="json"), status=200,
+        subject_id=body.subject_id,
     )
-    return round_distances(result.to_dict())
+    return round_distances(result)
