@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
@@ -33,6 +35,30 @@ from .errors import AuditChainBroken
 from .store.base import AuditHead, AuditRecord, Store
 
 GENESIS_MAC = "0" * 64
+
+#: The id of the request being served (set by the service per request); every
+#: event appended while it is set records it as ``request_id``. A context
+#: variable, so worker threads started for the request see it too.
+_REQUEST_ID: ContextVar[str | None] = ContextVar("facetrust_request_id", default=None)
+
+
+@contextmanager
+def request_context(request_id: str | None) -> Iterator[None]:
+    """Record ``request_id`` in every audit event appended inside this block.
+
+    The service wraps each request in it, so an auditor can match an event to
+    the request (and its ``X-Request-Id`` response header) that caused it.
+    """
+    token = _REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        _REQUEST_ID.reset(token)
+
+
+def current_request_id() -> str | None:
+    """The request id set by :func:`request_context`, or None outside a request."""
+    return _REQUEST_ID.get()
 
 
 @dataclass(frozen=True)
@@ -163,7 +189,13 @@ class AuditLog:
         subject_ids: Iterable[str] = (),
         **fields: Any,
     ) -> AuditEvent:
-        """Append one event (inside the caller's transaction, or in its own)."""
+        """Append one event (inside the caller's transaction, or in its own).
+
+        Inside :func:`request_context`, the event also records ``request_id``.
+        """
+        request_id = current_request_id()
+        if request_id is not None and "request_id" not in fields:
+            fields = {**fields, "request_id": request_id}
         with self._store.transaction():
             last = self._store.last_audit()
             seq = 1 if last is None else last.seq + 1

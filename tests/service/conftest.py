@@ -79,12 +79,17 @@ KEYS = {
     "admin-revoker": Role.ADMIN,
     "enroller-browser": Role.ENROLLER,
     "auditor-browser": Role.AUDITOR,
+    "operator-verify-limited": Role.OPERATOR,
+    "operator-refused": Role.OPERATOR,
+    "enroller-refused": Role.ENROLLER,
+    "admin-audited": Role.ADMIN,
 }
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("service-gallery")
+def start_server(
+    folder: Path, keys: dict[str, Role], env: dict[str, str] | None = None
+) -> LiveServer:
+    """A new gallery in ``folder``, keys for ``keys``, and `facetrust serve` on loopback."""
     make_gallery_folder(folder)
     reports = folder / "reports"
     reports.mkdir()
@@ -93,28 +98,36 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     )
     store = SqliteApiKeyStore(folder / "api-keys.db")
     api_keys = ApiKeys(store)
-    created = {name: api_keys.create(role, name, created_by="tests") for name, role in KEYS.items()}
+    created = {name: api_keys.create(role, name, created_by="tests") for name, role in keys.items()}
     store.close()
+    return launch_server(
+        folder, {n: c.key for n, c in created.items()},
+        {n: c.record.key_id for n, c in created.items()}, env,
+    )
+
+
+def launch_server(
+    folder: Path, keys: dict[str, str], key_ids: dict[str, str], env: dict[str, str] | None = None
+) -> LiveServer:
+    """`facetrust serve` on loopback for the gallery in ``folder`` (made by start_server)."""
     port = free_port()
-    log = folder / "server.log"
-    env = {
+    log = folder / f"server-{port}.log"
+    environment = {
         **os.environ,
         "FACETRUST_SERVICE_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "FACETRUST_SERVICE_IDENTIFY_BURST": str(IDENTIFY_BURST),
         "FACETRUST_SERVICE_IDENTIFY_PER_MINUTE": "1",
+        **(env or {}),
     }
     script = "from facetrust.cli.main import cli; cli()"
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-c", script, "serve", "--gallery", str(folder),
              "--host", "127.0.0.1", "--port", str(port)],
-            stdout=sink, stderr=subprocess.STDOUT, env=env,
+            stdout=sink, stderr=subprocess.STDOUT, env=environment,
         )
     url = f"http://127.0.0.1:{port}"
-    server = LiveServer(
-        url, folder, {n: c.key for n, c in created.items()},
-        {n: c.record.key_id for n, c in created.items()}, process, log,
-    )
+    server = LiveServer(url, folder, keys, key_ids, process, log)
     deadline = time.monotonic() + 120
     while True:
         if process.poll() is not None:
@@ -128,13 +141,24 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             process.kill()
             raise RuntimeError(f"the server did not become ready:\n{log.read_text()}")
         time.sleep(0.2)
-    yield server
-    process.send_signal(signal.SIGINT)
+    return server
+
+
+def stop_server(server: LiveServer) -> None:
+    """Stop ``server`` as Ctrl-C would (it flushes its counted refusals to the audit log)."""
+    server.process.send_signal(signal.SIGINT)
     try:
-        process.wait(timeout=15)
+        server.process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(tmp_path_factory.mktemp("service-gallery"), KEYS)
+    yield server
+    stop_server(server)
 
 
 def add_consented_subject(

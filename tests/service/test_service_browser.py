@@ -132,3 +132,24 @@ def test_auditor_sees_the_trail_with_chain_status(page: Page, live_server: LiveS
     page.click("text=lfw-verification.json")
     expect(page.locator("#report")).to_contain_text("LFW View 2")
     shot(page, "6-report")
+
+
+def test_logout_ends_the_session_for_a_copied_cookie_too(
+    browser: Browser, live_server: LiveServer
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    log_in(page, live_server, "auditor-browser")
+    (cookie,) = [c for c in context.cookies() if c["name"] == "facetrust_session"]
+    assert cookie["value"] != live_server.keys["auditor-browser"] and cookie["httpOnly"]
+    copy = browser.new_context()
+    copy.add_cookies([cookie])  # e.g. taken from the disk of a shared computer
+    stolen = copy.new_page()
+    stolen.goto(f"{live_server.url}/console/audit")
+    expect(stolen.locator("#chain-status")).to_be_visible()  # a live session works anywhere
+    page.click("header >> text=Log out")
+    expect(page).to_have_url(f"{live_server.url}/console/login")
+    stolen.goto(f"{live_server.url}/console/audit")
+    expect(stolen).to_have_url(f"{live_server.url}/console/login")  # ended on the server
+    copy.close()
+    context.close()

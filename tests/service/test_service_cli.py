@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from facetrust.cli.main import cli
+from facetrust.gallery import Gallery
 from facetrust.service import ApiKeys, SqliteApiKeyStore
 
 from .conftest import make_gallery_folder
@@ -58,3 +61,29 @@ def test_serve_refuses_a_gallery_without_its_key_with_one_line(tmp_path: Path) -
         "FACETRUST_MASTER_KEY": ""})
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+
+
+def facetrust(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `facetrust` command in a process of its own (as a shell runs it)."""
+    return subprocess.run(
+        [sys.executable, "-c", "from facetrust.cli.main import cli; cli()", *args],
+        capture_output=True, text=True, check=False,
+    )
+
+
+def test_keys_created_and_revoked_on_the_command_line_are_audited(tmp_path: Path) -> None:
+    make_gallery_folder(tmp_path)
+    created = facetrust("keys", "create", "--role", "auditor", "--name", "audit desk",
+                        "--json", "--gallery", str(tmp_path))
+    assert created.returncode == 0, created.stderr
+    record = json.loads(created.stdout)
+    revoked = facetrust("keys", "revoke", record["key_id"], "--gallery", str(tmp_path))
+    assert revoked.returncode == 0, revoked.stderr
+    with Gallery.find(str(tmp_path)) as gallery:
+        made = list(gallery.audit.events(kind="apikey.create"))
+        gone = list(gallery.audit.events(kind="apikey.revoke"))
+    assert [(e.fields["key_id"], e.fields["role"], e.fields["name"]) for e in made] == [
+        (record["key_id"], "auditor", "audit desk")]
+    assert [e.fields["key_id"] for e in gone] == [record["key_id"]]
+    assert made[0].actor == gone[0].actor and made[0].actor.startswith("cli:")
+    assert record["key"].split("_", 2)[2] not in json.dumps([e.fields for e in made])

@@ -1,7 +1,9 @@
 """The role matrix: every API endpoint x every role (and no key) on the live server.
 
 A role listed for an operation in the permission table is never refused with
-401/403; every other role gets 403 ``forbidden``; without a key, 401.
+401/403; every other role gets 403 ``forbidden``; without a key, 401. A refusal
+of a biometric endpoint (verify, identify, enrol, review) is also an audit
+event: ``service.refused`` with the key (or ``anonymous``), route and status.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import httpx
 import pytest
 
 from facetrust.service import PERMISSIONS, PUBLIC, Role, ServiceSettings, create_app
+from facetrust.service.refusals import BIOMETRIC_ROUTES
 
 from .conftest import LiveServer
 
@@ -53,9 +56,20 @@ def call(client: httpx.Client, method: str, path: str) -> httpx.Response:
     return client.request(method, url, **kwargs)
 
 
+def refusals(server: LiveServer, actor: str, route: str, status: int) -> int:
+    """How many ``service.refused`` events ``actor`` has for ``route`` and ``status``."""
+    with server.client("auditor") as auditor:
+        events = auditor.get("/v1/audit/events", params={
+            "kind": "service.refused", "actor": actor, "limit": "1000"}).json()["events"]
+    return sum(e.get("route") == route and e.get("status") == status for e in events)
+
+
 @pytest.mark.parametrize("operation,method,path", ROUTES, ids=[r[0] for r in ROUTES])
 def test_role_matrix(live_server: LiveServer, operation: str, method: str, path: str) -> None:
+    biometric = (method, path) in BIOMETRIC_ROUTES
     for role, key_name in ROLE_KEYS.items():
+        actor = f"key:{live_server.key_ids[key_name]}"
+        before = refusals(live_server, actor, path, 403) if biometric else 0
         with live_server.client(key_name) as client:
             response = call(client, method, path)
         if operation in PUBLIC or role in PERMISSIONS[operation]:
@@ -64,6 +78,8 @@ def test_role_matrix(live_server: LiveServer, operation: str, method: str, path:
         else:
             assert response.status_code == 403, (role, response.text)
             assert response.json()["type"] == "/problems/forbidden"
+            if biometric:
+                assert refusals(live_server, actor, path, 403) == before + 1, role
     with live_server.client() as anonymous:
         response = call(anonymous, method, path)
     if operation in PUBLIC:
@@ -71,6 +87,13 @@ def test_role_matrix(live_server: LiveServer, operation: str, method: str, path:
     else:
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
+        if biometric:  # anonymous refusals may be counted rather than written in full
+            assert refusals(live_server, "anonymous", path, 401) >= 1
+
+
+def test_the_biometric_routes_of_the_refusal_audit_exist() -> None:
+    api = {(method, path) for _, method, path in ROUTES}
+    assert {r for r in BIOMETRIC_ROUTES if r[1].startswith("/v1/")} <= api
 
 
 def log_in(browser: httpx.Client, key: str) -> httpx.Response:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
 from facetrust.errors import FacetrustError, InvalidParameter, NoFaceFound
 from facetrust.service import ApiKeys, Role, ServiceSettings, SqliteApiKeyStore
-from facetrust.service.limits import RequestTimeout, TokenBucket
+from facetrust.service.limits import FailureThrottle, RequestTimeout, TokenBucket
 from facetrust.service.problems import LIBRARY_PROBLEMS, catalogue, install_handlers, problem_of
+from facetrust.service.refusals import FULL_PER_MINUTE, FULL_PER_MINUTE_OF_A_KEY, FloodCounter
+from facetrust.service.sessions import ConsoleSessions
 
 
 @pytest.fixture()
@@ -110,3 +114,107 @@ def test_settings_come_from_the_environment_and_are_validated() -> None:
     assert settings.max_body_bytes == 1000 and settings.secure_cookies is True
     with pytest.raises(InvalidParameter, match="'identify_burst' service setting"):
         ServiceSettings(identify_burst=0)
+
+
+class CountingHasher(PasswordHasher):
+    """argon2id as configured, counting the verifications it is asked for."""
+
+    verifications = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Any:  # noqa: A002
+        CountingHasher.verifications += 1
+        return super().verify(hash, password)
+
+
+def test_malformed_keys_and_unknown_ids_never_reach_argon2(tmp_path: Path) -> None:
+    hasher = CountingHasher()
+    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), hasher)
+    created = keys.create("operator", "desk", created_by="test")
+    CountingHasher.verifications = 0
+    unknown_id = "ft_" + "0" * 16 + created.key[19:]
+    for presented in ("nonsense", "ft__", unknown_id, created.key + "x", " " * 500):
+        assert keys.authenticate(presented) is None
+    assert CountingHasher.verifications == 0
+    wrong = created.key[:-4] + ("AAAA" if not created.key.endswith("AAAA") else "BBBB")
+    assert keys.authenticate(wrong) is None  # a known id: argon2 decides
+    assert CountingHasher.verifications == 1
+
+
+def test_a_verified_key_is_remembered_briefly_and_revocation_is_immediate(
+    tmp_path: Path,
+) -> None:
+    now = [0.0]
+    hasher = CountingHasher()
+    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), hasher, cache_s=60,
+                   clock=lambda: now[0])
+    other_process = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"))
+    created = keys.create("auditor", "desk", created_by="test")
+    CountingHasher.verifications = 0
+    assert keys.authenticate(created.key) is not None
+    assert keys.authenticate(created.key) is not None
+    assert CountingHasher.verifications == 1  # the second came from memory
+    now[0] += 61
+    assert keys.authenticate(created.key) is not None
+    assert CountingHasher.verifications == 2  # the memory expired
+    other_process.revoke(created.record.key_id)
+    assert keys.authenticate(created.key) is None  # remembered, but revoked elsewhere
+
+
+def test_failure_throttle_blocks_after_the_burst_and_recovers() -> None:
+    now = [0.0]
+    throttle = FailureThrottle(per_minute=6, burst=2, clock=lambda: now[0])
+    assert throttle.blocked("10.0.0.1") == 0.0
+    throttle.failed("10.0.0.1")
+    assert throttle.blocked("10.0.0.1") == 0.0
+    throttle.failed("10.0.0.1")
+    assert throttle.blocked("10.0.0.1") == pytest.approx(10.0)
+    assert throttle.blocked("10.0.0.2") == 0.0  # per name
+    now[0] += 10.0
+    assert throttle.blocked("10.0.0.1") == 0.0
+
+
+def test_failure_throttle_memory_is_bounded() -> None:
+    throttle = FailureThrottle(per_minute=1, burst=1, max_names=100)
+    for n in range(1000):
+        throttle.failed(f"10.0.{n // 256}.{n % 256}")
+    assert throttle.blocked("10.0.3.231") > 0  # the newest are kept
+    assert sum(throttle.blocked(f"10.0.{n // 256}.{n % 256}") > 0 for n in range(1000)) <= 101
+
+
+def test_identical_anonymous_refusals_are_counted_per_minute() -> None:
+    now = [120.0]
+    floods = FloodCounter(clock=lambda: now[0])
+    admitted = [floods.admit("anonymous", "/v1/identify", 401, "/problems/unauthorized")
+                for _ in range(100)]
+    assert admitted == [True] * FULL_PER_MINUTE + [False] * (100 - FULL_PER_MINUTE)
+    keyed = [floods.admit("key:abc", "/v1/identify", 403, "/problems/forbidden")
+             for _ in range(100)]
+    assert keyed.count(True) == FULL_PER_MINUTE_OF_A_KEY  # a key has a larger allowance
+    assert floods.due() == []  # the minute is not over
+    now[0] += 60
+    assert floods.admit("anonymous", "/v1/identify", 401, "/problems/unauthorized")
+    summaries = {s["actor"]: s for s in floods.due()}
+    assert summaries["anonymous"]["count"] == 100 - FULL_PER_MINUTE
+    assert summaries["key:abc"]["count"] == 100 - FULL_PER_MINUTE_OF_A_KEY
+    assert summaries["anonymous"]["minute"] == "1970-01-01T00:02:00+00:00"
+
+
+def test_console_sessions_expire_when_idle_and_at_their_age(tmp_path: Path) -> None:
+    now = [1000.0]
+    sessions = ConsoleSessions(tmp_path / "keys.db", idle_s=600, max_age_s=3600,
+                               clock=lambda: now[0])
+    token, session = sessions.open("k1")
+    assert sessions.get(token) == session
+    now[0] += 599
+    assert sessions.get(token) is not None  # used: the idle clock restarts
+    now[0] += 599
+    assert sessions.get(token) is not None
+    now[0] += 601
+    assert sessions.get(token) is None  # idle too long
+    token, _ = sessions.open("k1")
+    for _ in range(7):
+        now[0] += 550
+        sessions.get(token)
+    assert sessions.get(token) is None  # past its age, however busy
+    other, _ = sessions.open("k2")
+    assert sessions.end_all("k2") == 1 and sessions.get(other) is None

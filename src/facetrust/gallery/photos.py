@@ -17,6 +17,7 @@ from typing import Any
 
 from ..faces import Face
 from ..matching import Verdict, compare, get_operating_point
+from ..pipeline import FacePolicy
 from .checks import check_name
 from .core import Gallery
 from .probes import FaceInput
@@ -75,9 +76,18 @@ class PhotoVerification:
 
 
 def enroll_photo(
-    gallery: Gallery, subject_id: str, photo: bytes, *, actor: str, keep_photo: bool = False
+    gallery: Gallery,
+    subject_id: str,
+    photo: bytes,
+    *,
+    actor: str,
+    keep_photo: bool = False,
+    face_policy: FacePolicy = "single",
 ) -> PhotoEnrolment:
-    """Enrol the single face of ``photo`` (encoded image bytes) for ``subject_id``.
+    """Enrol the face of ``photo`` (encoded image bytes) ``face_policy`` picks for ``subject_id``.
+
+    ``face_policy`` is ``"single"`` (refuse a photo with several faces),
+    ``"largest"`` or a face index (0 = largest).
 
     Consent is checked before any face is computed. The face must pass the
     quality minimums; the enrolment's audit event records the photo's SHA-256.
@@ -89,11 +99,13 @@ def enroll_photo(
     NoFaceFound, MultipleFaces, FaceQualityTooLow, DuplicateEnrolment
     """
     gallery.require_consent(subject_id, None)
-    embedded = gallery.pipeline.embed_one(photo, "single", check_quality=True)
+    embedded = gallery.pipeline.embed_one(photo, face_policy, check_quality=True)
     # The template just computed is enrolled as is (the photo is not embedded twice);
     # the photo itself goes in only when it is to be kept.
     source: FaceInput = photo if keep_photo else embedded.embedding
-    result = gallery.enroll(subject_id, [source], actor=actor, keep_photos=keep_photo)
+    result = gallery.enroll(
+        subject_id, [source], actor=actor, keep_photos=keep_photo, face_policy=face_policy
+    )
     return PhotoEnrolment(result, embedded.face, hashlib.sha256(photo).hexdigest())
 
 
@@ -105,11 +117,13 @@ def verify_photos(
     purpose: str | None,
     actor: str,
     case_ref: str | None = None,
+    face_policy: FacePolicy = "single",
 ) -> PhotoVerification:
     """Decide whether two photos show the same person, at the gallery's operating point.
 
     Nothing is read from or written to the gallery's templates; the check is
-    audited (kind ``"verify.photos"``) with both photos' SHA-256.
+    audited (kind ``"verify.photos"``) with both photos' SHA-256. ``face_policy``
+    picks the face of each photo (``"single"``: refuse a photo with several).
 
     Raises
     ------
@@ -118,8 +132,8 @@ def verify_photos(
     """
     purpose = gallery.check_purpose(purpose)
     actor = check_name(actor, "actor")
-    a = gallery.pipeline.embed_one(photo_a, "single", check_quality=True)
-    b = gallery.pipeline.embed_one(photo_b, "single", check_quality=True)
+    a = gallery.pipeline.embed_one(photo_a, face_policy, check_quality=True)
+    b = gallery.pipeline.embed_one(photo_b, face_policy, check_quality=True)
     point = get_operating_point(gallery.config.operating_point, a.embedding.model_id)
     verdict = compare(a.embedding, b.embedding, point)
     digests = (hashlib.sha256(photo_a).hexdigest(), hashlib.sha256(photo_b).hexdigest())

@@ -1,11 +1,24 @@
 """API keys of the service: created once, stored hashed, looked up by id, revocable.
 
-A key reads ``ft_<key_id>_<secret>``. Only its argon2id hash is stored; the
-full key is shown once, at creation. Checking a key looks the record up by
-its id, then verifies the secret against the hash (argon2's check runs in
-constant time). A verified key is remembered in memory by the SHA-256 of its
-secret, compared with :func:`hmac.compare_digest`, so each request does not
-pay for argon2 again; revocation is read from the store on every request.
+A key reads ``ft_<key_id>_<secret>`` (16 hex digits, then 43 URL-safe
+characters). Only its argon2id hash is stored; the full key is shown once, at
+creation.
+
+Checking a key is built so that invalid keys cost almost nothing:
+
+1. A key that does not match the grammar is refused without any lookup.
+2. Every well-formed key's secret is HMAC-ed under a per-store secret (a few
+   microseconds, the same work for every key) and compared, with
+   :func:`hmac.compare_digest`, with the digest remembered for that key id
+   when it last verified. A match (within ``cache_s`` seconds) is accepted
+   without argon2; the record is still read from the store, so a revocation
+   (from any process) takes effect on the very next request.
+3. An unknown key id is refused after that same HMAC, without argon2. This
+   tells a caller whether a key id exists, which is no oracle worth having:
+   key ids are not secret (they name keys in the audit log), and the 256-bit
+   secret is what argon2 protects. Only a known id with a new secret reaches
+   argon2, and the service throttles those per key id and per client
+   address (:class:`~facetrust.service.limits.FailureThrottle`).
 
 The keys live in their own small SQLite file (never in the gallery file, so
 a gallery backup holds no credentials), behind :class:`ApiKeyStore`.
@@ -17,10 +30,12 @@ import enum
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +50,13 @@ from ..errors import InvalidParameter, StoreError
 KEY_PREFIX = "ft"
 _ID_BYTES = 8
 _SECRET_BYTES = 32
+_KEY_GRAMMAR = re.compile(r"ft_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+
+
+def parse_key(presented: str) -> tuple[str, str] | None:
+    """``(key_id, secret)`` of a well-formed key string, or None (no lookup, no hashing)."""
+    found = _KEY_GRAMMAR.fullmatch(presented.strip()) if len(presented) < 200 else None
+    return None if found is None else (found.group(1), found.group(2))
 
 
 class Role(enum.StrEnum):
@@ -230,10 +252,25 @@ class ApiKeys:
     (RFC 9106's low-memory profile).
     """
 
-    def __init__(self, store: ApiKeyStore, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        store: ApiKeyStore,
+        hasher: PasswordHasher | None = None,
+        *,
+        cache_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        audit: Callable[..., None] | None = None,
+    ) -> None:
         self.store = store
+        #: Called as ``audit(kind, actor=..., **fields)`` after a key is created or
+        #: revoked (the CLI writes the gallery's audit log with it; the service audits
+        #: in its routes instead).
+        self.audit = audit
         self._hasher = hasher or PasswordHasher()
-        self._verified: dict[str, bytes] = {}
+        self._pepper = store.secret("verified-keys")
+        self._cache_s = cache_s
+        self._clock = clock
+        self._verified: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
     def create(self, role: Role | str, name: str, *, created_by: str) -> CreatedKey:
@@ -248,38 +285,84 @@ class ApiKeys:
         secret = secrets.token_urlsafe(_SECRET_BYTES)
         record = ApiKey(key_id, role, name.strip(), _now(), created_by)
         self.store.insert(record, self._hasher.hash(secret))
+        if self.audit is not None:
+            self.audit("apikey.create", actor=created_by, key_id=key_id, role=role.value,
+                       name=record.name)
         return CreatedKey(record, f"{KEY_PREFIX}_{key_id}_{secret}")
 
-    def authenticate(self, presented: str) -> ApiKey | None:
-        """The active key ``presented`` belongs to, or None (malformed, unknown, wrong, revoked)."""
-        parts = presented.strip().split("_", 2)
-        if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
-            return None
-        key_id, secret = parts[1], parts[2]
-        found = self.store.get(key_id)
-        if found is None:
-            # Spend the same effort as a real check so unknown ids are not faster.
-            self._hasher.hash(secret)
-            return None
-        record, key_hash = found
-        digest = hashlib.sha256(secret.encode()).digest()
+    def _digest(self, secret: str) -> bytes:
+        return hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
+
+    def cached(self, key_id: str, secret: str) -> ApiKey | None:
+        """The active key, if ``secret`` verified for ``key_id`` and was used within ``cache_s`` s.
+
+        Cheap (one HMAC and one store read, no argon2); None means "not
+        remembered" (or revoked), not "wrong".
+        """
+        digest = self._digest(secret)
         with self._lock:
             known = self._verified.get(key_id)
-        if known is None or not hmac.compare_digest(known, digest):
-            try:
-                self._hasher.verify(key_hash, secret)
-            except (VerifyMismatchError, VerificationError, InvalidHashError):
-                return None
+        if known is None or not hmac.compare_digest(known[0], digest):
+            return None
+        if known[1] < self._clock():
             with self._lock:
-                self._verified[key_id] = digest
-        return record if record.active else None
+                self._verified.pop(key_id, None)
+            return None
+        found = self.store.get(key_id)
+        if found is None or not found[0].active:
+            with self._lock:
+                self._verified.pop(key_id, None)
+            return None
+        with self._lock:  # sliding: a key in use stays remembered, an idle one is forgotten
+            self._verified[key_id] = (digest, self._clock() + self._cache_s)
+        return found[0]
+
+    def active(self, key_id: str) -> ApiKey | None:
+        """The record of ``key_id`` if it exists and is not revoked (a store read)."""
+        found = self.store.get(key_id)
+        return found[0] if found is not None and found[0].active else None
+
+    def is_known(self, key_id: str) -> bool:
+        """Whether a key with this id exists (revoked or not); a store read, no hashing."""
+        return self.store.get(key_id) is not None
+
+    def verify(self, key_id: str, secret: str) -> ApiKey | None:
+        """Check ``secret`` against the stored argon2 hash (slow, ~0.1 s) and remember it.
+
+        None for an unknown id (no hashing), a wrong secret or a revoked key.
+        """
+        found = self.store.get(key_id)
+        if found is None:
+            return None
+        record, key_hash = found
+        try:
+            self._hasher.verify(key_hash, secret)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        if not record.active:
+            return None
+        with self._lock:
+            self._verified[key_id] = (self._digest(secret), self._clock() + self._cache_s)
+        return record
+
+    def authenticate(self, presented: str) -> ApiKey | None:
+        """The active key ``presented`` belongs to, or None (malformed, unknown, wrong, revoked).
+
+        Malformed keys and unknown ids are refused without argon2; see the module notes.
+        """
+        parsed = parse_key(presented)
+        if parsed is None:
+            return None
+        return self.cached(*parsed) or self.verify(*parsed)
 
     def list(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
         return self.store.list()
 
-    def revoke(self, key_id: str) -> ApiKey:
+    def revoke(self, key_id: str, *, revoked_by: str | None = None) -> ApiKey:
         """Revoke ``key_id`` (effective on the next request, in every server process).
+
+        ``revoked_by`` names who did it, for the ``audit`` hook (None: the hook decides).
 
         Raises
         ------
@@ -295,4 +378,7 @@ class ApiKeys:
         found = self.store.get(key_id)
         if found is None:
             raise StoreError(f"The API key {key_id!r} vanished while being revoked.")
+        if self.audit is not None:
+            self.audit("apikey.revoke", actor=revoked_by, key_id=key_id,
+                       role=found[0].role.value)
         return found[0]

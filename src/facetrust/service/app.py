@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 
@@ -18,11 +19,18 @@ from ..gallery import Gallery, GalleryConfig, find_config
 from ..pipeline import FacePipeline
 from . import console, routes_admin, routes_audit, routes_health, routes_search, routes_subjects
 from .apikeys import ApiKeys, SqliteApiKeyStore
-from .limits import BodySizeLimit, RequestTimeout, TokenBucket
-from .metrics import Metrics, MetricsMiddleware
+from .limits import BodySizeLimit, FailureThrottle, RequestTimeout, TokenBucket
+from .metrics import Metrics, MetricsMiddleware, install_access_log_filter
+from .policy import record_policy_change
 from .problems import install_handlers
+from .refusals import FloodCounter, RefusalAudit, write_repeated
+from .request_ids import RequestIdMiddleware
+from .sessions import ConsoleSessions
 from .settings import ServiceSettings
 from .state import ServiceState
+
+#: Threads that may run argon2 at once (the rest of the pool stays free for the gallery).
+HASHING_THREADS = 4
 
 API_VERSION = "1.0.0"
 
@@ -64,6 +72,8 @@ def create_app(
     """
     settings = settings or ServiceSettings.from_env()
     metrics = Metrics()
+    floods = FloodCounter()
+    install_access_log_filter()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,21 +81,34 @@ def create_app(
             gallery if gallery is not None
             else await anyio.to_thread.run_sync(open_gallery, settings)
         )
-        store = SqliteApiKeyStore(settings.api_keys_file(Path(opened.config.db_path)))
+        keys_file = settings.api_keys_file(Path(opened.config.db_path))
+        store = SqliteApiKeyStore(keys_file)
+        sessions = ConsoleSessions(
+            keys_file, idle_s=settings.console_idle_minutes * 60,
+            max_age_s=settings.console_session_hours * 3600,
+        )
         try:
             await anyio.to_thread.run_sync(lambda: opened.pipeline.model_id)  # load models now
-            app.state.service = ServiceState(
+            await anyio.to_thread.run_sync(record_policy_change, opened, settings)
+            failures = (settings.auth_failures_per_minute, settings.auth_failure_burst)
+            app.state.service = state = ServiceState(
                 settings=settings,
                 gallery=opened,
                 keys=ApiKeys(store),
                 metrics=metrics,
                 identify_bucket=TokenBucket(settings.identify_per_minute, settings.identify_burst),
                 reports_dir=settings.reports_folder(Path(opened.config.db_path)),
-                csrf_secret=store.secret("csrf"),
                 lock=threading.Lock(),
+                sessions=sessions,
+                floods=floods,
+                address_failures=FailureThrottle(*failures),
+                key_failures=FailureThrottle(*failures),
+                hash_limiter=anyio.CapacityLimiter(HASHING_THREADS),
             )
             yield
+            await state.call(lambda g: write_repeated(g, floods.due(everything=True)))
         finally:
+            sessions.close()
             store.close()
             if gallery is None:
                 opened.close()
@@ -107,7 +130,9 @@ def create_app(
     # Outermost last: metrics see every answer, including 413 and timeouts.
     app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RefusalAudit, floods=floods)  # outside the body cap: sees its 413s
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id
     return app
 
 

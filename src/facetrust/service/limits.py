@@ -1,4 +1,5 @@
-"""Request limits: body size cap, request timeout and a per-key token bucket.
+"""Request limits: body size cap, request timeout, a per-key token bucket, and the
+throttle of failed authentication attempts.
 
 The middlewares are plain ASGI, so the body cap refuses a request from its
 ``Content-Length`` before reading it, and stops a chunked upload as soon as
@@ -147,15 +148,72 @@ class TokenBucket:
             return (1.0 - tokens) / self.rate
 
 
+class FailureThrottle:
+    """Count failed attempts per name (a client address, a key id); block the name when
+    it has failed ``burst`` times faster than ``per_minute`` allows.
+
+    A token bucket of failures: each failure takes a token; while the bucket is
+    empty, :meth:`blocked` says how long to wait. At most ``max_names`` names are
+    tracked (fully recovered names are forgotten first), so the throttle itself
+    cannot be used to fill the memory.
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        burst: int,
+        *,
+        max_names: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.max_names = max_names
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[float, float]] = {}
+
+    def _level(self, name: str, now: float) -> float:
+        tokens, last = self._tokens.get(name, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
+
+    def blocked(self, name: str) -> float:
+        """Seconds until ``name`` may try again (0.0: not blocked)."""
+        with self._lock:
+            if name not in self._tokens:
+                return 0.0
+            tokens = self._level(name, self._clock())
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def failed(self, name: str) -> None:
+        """Record one failed attempt by ``name``."""
+        now = self._clock()
+        with self._lock:
+            tokens = self._level(name, now)
+            self._tokens[name] = (max(0.0, tokens - 1.0), now)
+            if len(self._tokens) > self.max_names:
+                self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        recovered = [n for n in self._tokens if self._level(n, now) >= self.burst]
+        for name in recovered or list(self._tokens)[: len(self._tokens) // 2]:
+            del self._tokens[name]
+
+
 def rate_limited(retry_after: float, what: str) -> Problem:
     """The 429 problem for a refused request, with ``Retry-After`` in whole seconds."""
-    seconds = max(1, int(retry_after + 0.999))
+    seconds = retry_seconds(retry_after)
     return Problem(
         "rate-limited",
         f"This key has made too many {what} requests. Retry after {seconds} s.",
         headers={"Retry-After": str(seconds)},
         retry_after_s=seconds,
     )
+
+
+def retry_seconds(retry_after: float) -> int:
+    """``retry_after`` as the whole seconds of a ``Retry-After`` header (at least 1)."""
+    return max(1, int(retry_after + 0.999))
 
 
 def route_template(scope: Scope) -> str:

@@ -3,19 +3,57 @@
 Exposed at ``GET /metrics`` (text format 0.0.4): request counts and latency
 histograms by route template and status, problems by type, and refusals by
 the rate limiter. No subject ids, key ids or other personal data are labels.
+
+The access log (uvicorn's ``uvicorn.access`` logger) gets the same treatment:
+:class:`RouteTemplateFilter` replaces each line's raw path with the route
+template (``POST /v1/subjects/{subject_id}/enrolments``), so subject ids in
+paths never reach the log, and no log line outlives an erasure with one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Latency histogram bucket upper bounds, in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_SCOPE: ContextVar[Scope | None] = ContextVar("facetrust_access_scope", default=None)
+
+
+def route_of(scope: Scope | None) -> str:
+    """The route template ``scope`` was routed to, or ``unmatched``."""
+    route: Any = scope.get("route") if scope is not None else None
+    return str(getattr(route, "path", "") or "unmatched")
+
+
+class RouteTemplateFilter(logging.Filter):
+    """Rewrite uvicorn access-log records: the route template instead of the raw path.
+
+    uvicorn logs a request from inside the app's ``send``, where the request's
+    scope (set by :class:`MetricsMiddleware`) is known; its query string is
+    dropped with the path.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            client, method, _path, version, status = args
+            record.args = (client, method, route_of(_SCOPE.get()), version, status)
+        return True
+
+
+def install_access_log_filter() -> None:
+    """Add :class:`RouteTemplateFilter` to the ``uvicorn.access`` logger (once)."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RouteTemplateFilter) for f in logger.filters):
+        logger.addFilter(RouteTemplateFilter())
 
 
 def _labels(**labels: str) -> str:
@@ -99,6 +137,7 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        _SCOPE.set(scope)
 
         async def tracking(message: Message) -> None:
             nonlocal status
@@ -109,8 +148,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, tracking)
         finally:
-            route: Any = scope.get("route")
-            template = str(getattr(route, "path", "") or "unmatched")
             self.metrics.request(
-                scope.get("method", "GET"), template, status, time.perf_counter() - start
+                scope.get("method", "GET"), route_of(scope), status, time.perf_counter() - start
             )

@@ -96,6 +96,7 @@ SERVICE_PROBLEMS: Mapping[str, ProblemType] = {
         _t("not-ready", 503, "Service not ready"),
         _t("request-timeout", 503, "Request timed out"),
         _t("csrf-failed", 403, "Form token missing or invalid"),
+        _t("idempotency-key-reused", 422, "Idempotency key used for another request"),
     )
 }
 
@@ -269,7 +270,7 @@ def _all_problem_types() -> list[ProblemType]:
     return [p for _, p in LIBRARY_PROBLEMS] + list(SERVICE_PROBLEMS.values())
 
 
-#: Errors any authenticated endpoint may answer with.
-AUTH_PROBLEMS = problem_responses(400, 401, 403, 422, 503)
+#: Errors any authenticated endpoint may answer with (429: too many failed keys).
+AUTH_PROBLEMS = problem_responses(400, 401, 403, 422, 429, 503)
 #: Errors of endpoints that take a face image.
 IMAGE_PROBLEMS = problem_responses(404, 409, 413, 415)

@@ -1,4 +1,8 @@
-"""Admin routes (API keys, retention sweep), the policy every role reads, and ``/v1/me``."""
+"""Admin routes (API keys, retention sweep), the policy every role reads, and ``/v1/me``.
+
+Creating and revoking a key is audited (``apikey.create``, ``apikey.revoke``,
+with the admin's key as actor); revoking also ends the key's console sessions.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
 from ..matching import get_operating_point
-from .apikeys import ApiKey, Role
+from .apikeys import ApiKey, CreatedKey, Role
 from .auth import allow, service_state
 from .permissions import operations_of
 from .problems import AUTH_PROBLEMS, problem_responses
+from .state import ServiceState
 
 router = APIRouter(
     prefix="/v1", tags=["admin"], responses={**AUTH_PROBLEMS, **problem_responses(409)}
@@ -22,6 +27,27 @@ router = APIRouter(
 class NewKey(BaseModel):
     role: Role
     name: str = Field(min_length=1, max_length=200, description="Who or what uses the key.")
+
+
+async def create_audited_key(
+    state: ServiceState, admin: ApiKey, role: Role | str, name: str
+) -> CreatedKey:
+    """Create a key for ``admin`` and audit it (``apikey.create``; never the secret)."""
+    created = await anyio.to_thread.run_sync(
+        lambda: state.keys.create(role, name, created_by=admin.actor)
+    )
+    await state.record("apikey.create", actor=admin.actor, key_id=created.record.key_id,
+                       role=created.record.role.value, name=created.record.name)
+    return created
+
+
+async def revoke_audited_key(state: ServiceState, admin: ApiKey, key_id: str) -> ApiKey:
+    """Revoke ``key_id``, end its console sessions, and audit it (``apikey.revoke``)."""
+    revoked = await anyio.to_thread.run_sync(lambda: state.keys.revoke(key_id))
+    ended = state.sessions.end_all(key_id)
+    await state.record("apikey.revoke", actor=admin.actor, key_id=key_id,
+                       role=revoked.role.value, console_sessions_ended=ended)
+    return revoked
 
 
 @router.get("/me", operation_id="whoami")
@@ -60,10 +86,7 @@ async def create_key(
     body: NewKey, request: Request, key: ApiKey = Depends(allow("create_api_key"))  # noqa: B008
 ) -> dict[str, Any]:
     """Create a key; the response's ``key`` is shown this once and stored only hashed."""
-    keys = service_state(request).keys
-    created = await anyio.to_thread.run_sync(
-        lambda: keys.create(body.role, body.name, created_by=key.actor)
-    )
+    created = await create_audited_key(service_state(request), key, body.role, body.name)
     return created.to_dict()
 
 
@@ -81,8 +104,8 @@ async def revoke_key(
     request: Request,
     key: ApiKey = Depends(allow("revoke_api_key")),  # noqa: B008
 ) -> dict[str, Any]:
-    """Revoke a key; it stops working on its next request."""
-    return service_state(request).keys.revoke(key_id).to_dict()
+    """Revoke a key; it stops working on its next request, and its console sessions end."""
+    return (await revoke_audited_key(service_state(request), key, key_id)).to_dict()
 
 
 @router.post("/retention/sweep", operation_id="sweep_retention")

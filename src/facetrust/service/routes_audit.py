@@ -8,13 +8,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
-from pydantic import AwareDatetime
 
 from ..gallery import Gallery
+from ..times import parse_time
 from .apikeys import ApiKey
 from .auth import allow, service_state
 from .problems import AUTH_PROBLEMS, Problem, problem_responses
-from .reports import REPORT_TYPES, report_files
+from .reports import REPORT_TYPES, report_file, report_files
 
 router = APIRouter(
     prefix="/v1", tags=["audit"], responses={**AUTH_PROBLEMS, **problem_responses(404)}
@@ -22,15 +22,21 @@ router = APIRouter(
 
 
 Text = Annotated[str | None, Query(max_length=200)]
-Moment = Annotated[AwareDatetime | None, Query(description="ISO 8601 with zone.")]
+Moment = Annotated[
+    str | None,
+    Query(max_length=40, description="ISO 8601 date or time; without a zone it is UTC "
+          "(2026-01-01 is midnight UTC)."),
+]
 
 
 def _filters(
     subject: Text = None, actor: Text = None, purpose: Text = None, kind: Text = None,
     since: Moment = None, until: Moment = None,
 ) -> dict[str, Any]:
+    # One parser for every entry point: dates and naive times are UTC (as in the CLI).
     return {"subject": subject, "actor": actor, "purpose": purpose, "kind": kind,
-            "since": since, "until": until}
+            "since": parse_time(since, "since") if since else None,
+            "until": parse_time(until, "until") if until else None}
 
 
 @router.get("/audit/verify", operation_id="verify_audit_chain")
@@ -44,7 +50,17 @@ async def verify_chain(
     ] = None,
     key: ApiKey = Depends(allow("verify_audit_chain")),  # noqa: B008
 ) -> dict[str, Any]:
-    """Check every event of the hash chain (and an anchored head, if given)."""
+    """Check every event of the hash chain (and an anchored head, if given).
+
+    The anchored head is the pair ``expect_seq`` and ``expect_mac``; one without
+    the other is refused (400) rather than silently checking less than asked.
+    """
+    if (expect_seq is None) != (expect_mac is None):
+        raise Problem(
+            "bad-request",
+            "An anchored head is 'expect_seq' and 'expect_mac' together (both from "
+            "GET /v1/audit/head); send both, or neither to check the chain alone.",
+        )
     expect = (expect_seq, expect_mac) if expect_seq is not None and expect_mac else None
     report = await service_state(request).call(lambda g: g.audit.verify(expect))
     return report.to_dict()
@@ -121,8 +137,7 @@ async def get_report(
     name: str, request: Request, key: ApiKey = Depends(allow("get_report"))  # noqa: B008
 ) -> FileResponse:
     """One evaluation report, as stored."""
-    folder = service_state(request).reports_dir
-    for path in report_files(folder):
-        if path.name == name:
-            return FileResponse(path, media_type=REPORT_TYPES[path.suffix])
-    raise Problem("not-found", f"No report named {name!r}. List them at /v1/reports.")
+    path = report_file(service_state(request).reports_dir, name)
+    if path is None:
+        raise Problem("not-found", f"No report named {name[:200]!r}. List them at /v1/reports.")
+    return FileResponse(path, media_type=REPORT_TYPES[path.suffix])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from ..gallery import Gallery
-from .auth import service_state
+from .auth import check_key, service_state
 from .problems import Problem, catalogue, problem_responses
 
 router = APIRouter(tags=["health"], responses=problem_responses(503))
@@ -20,9 +20,14 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", operation_id="ready")
+@router.get("/readyz", operation_id="ready", responses=problem_responses(401, 429))
 async def ready(request: Request) -> dict[str, Any]:
-    """Readiness: the gallery, its audit head and the face model are usable (503 if not)."""
+    """Readiness: the gallery, its audit head and the face model are usable (503 if not).
+
+    Without a key the answer is only ``{"status": "ready"}``; with any valid key
+    it also names the gallery, the model and the audit head's sequence number.
+    (The key is optional, so the route is public and reads the header itself.)
+    """
     state = getattr(request.app.state, "service", None)
     if state is None:
         raise Problem("not-ready", "The service is still starting.")
@@ -36,7 +41,12 @@ async def ready(request: Request) -> dict[str, Any]:
             "audit_head_seq": head.seq,
         }
 
-    return await service_state(request).call(check)
+    details = await service_state(request).call(check)
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return {"status": details["status"]}
+    await check_key(request, presented.strip())
+    return details
 
 
 @router.get(

@@ -1,20 +1,23 @@
 """Operator routes: 1:1 verification, 1:N identification and the review of candidates.
 
-Every one states its purpose; identification also needs a case reference,
-and its candidates are never an identification until human reviewers
-confirm them.
+Every one states its purpose and a case reference; identification and
+verification against an enrolled subject are rate-limited per key; distances
+in responses are rounded to 4 digits; and candidates are never an
+identification until human reviewers confirm them.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from ..gallery.photos import verify_photos
 from .apikeys import ApiKey
 from .auth import allow, service_state
+from .idempotency import IdempotencyKey, respond
+from .inputs import parse_face, require_single_parts, round_distances
 from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS, problem_responses
 
 router = APIRouter(
@@ -29,6 +32,14 @@ CaseRef = Annotated[
     str, Form(min_length=1, max_length=200, description="The case or ticket this belongs to.")
 ]
 Image = Annotated[UploadFile, File(description="A photo holding exactly one face.")]
+Face = Annotated[
+    str,
+    Form(
+        max_length=10,
+        description="Which face to use: 'single' (refuse a photo with several faces), "
+        "'largest', or an index (0 = the largest face).",
+    ),
+]
 
 HUMAN_REVIEW_NOTICE = (
     "Candidates are not an identification: each requires confirmation by human reviewers "
@@ -43,15 +54,20 @@ async def verify_two_photos(
     image_b: Image,
     purpose: Purpose,
     case_ref: CaseRef,
+    face: Face = "single",
     key: ApiKey = Depends(allow("verify_photos")),  # noqa: B008
 ) -> dict[str, Any]:
     """Do two photos show the same person (1:1)? Distance: lower is more similar."""
+    await require_single_parts(request, "image_a", "image_b")
+    policy = parse_face(face)
     a, b = await image_a.read(), await image_b.read()
     result = await service_state(request).use_biometrics(
         key, "verify_photos",
-        lambda g: verify_photos(g, a, b, purpose=purpose, actor=key.actor, case_ref=case_ref),
+        lambda g: verify_photos(g, a, b, purpose=purpose, actor=key.actor, case_ref=case_ref,
+                                face_policy=policy),
+        purpose=purpose,
     )
-    return result.to_dict()
+    return round_distances(result.to_dict())
 
 
 @router.post("/subjects/{subject_id}/verify", operation_id="verify_subject")
@@ -60,15 +76,24 @@ async def verify_subject(
     subject_id: Annotated[str, Path(min_length=1, max_length=200)],
     image: Image,
     purpose: Purpose,
-    key: ApiKey = Depends(allow("verify_subject")),  # noqa: B008
+    case_ref: CaseRef,
+    face: Face = "single",
+    key: ApiKey = Depends(allow("verify_subject", rate_limit=True)),  # noqa: B008
 ) -> dict[str, Any]:
-    """Is the person in the photo this enrolled subject (1:1, consented purpose)?"""
+    """Is the person in the photo this enrolled subject (1:1, consented purpose)?
+
+    Rate-limited per key like identification; needs a case reference.
+    """
+    await require_single_parts(request, "image")
+    policy = parse_face(face)
     data = await image.read()
     result = await service_state(request).use_biometrics(
         key, "verify_subject",
-        lambda g: g.verify_subject(data, subject_id, purpose=purpose, actor=key.actor),
+        lambda g: g.verify_subject(data, subject_id, purpose=purpose, actor=key.actor,
+                                   case_ref=case_ref, face_policy=policy),
+        purpose=purpose, subject_ids=[subject_id],
     )
-    return result.to_dict()
+    return round_distances(result.to_dict())
 
 
 @router.post("/identify", operation_id="identify")
@@ -78,19 +103,24 @@ async def identify(
     purpose: Purpose,
     case_ref: CaseRef,
     k: Annotated[int, Form(ge=1, le=50, description="Most candidates to return.")] = 5,
+    face: Face = "single",
     key: ApiKey = Depends(allow("identify", rate_limit=True)),  # noqa: B008
 ) -> dict[str, Any]:
     """Search the gallery (1:N) among subjects who consented to ``purpose``.
 
     Returns ranked candidates (distance, lower is more similar) awaiting human review.
-    Rate-limited per key.
+    Rate-limited per key. A request with two ``image`` parts is refused (422).
     """
+    await require_single_parts(request, "image")
+    policy = parse_face(face)
     data = await image.read()
     result = await service_state(request).use_biometrics(
         key, "identify",
-        lambda g: g.identify(data, purpose=purpose, actor=key.actor, k=k, case_ref=case_ref),
+        lambda g: g.identify(data, purpose=purpose, actor=key.actor, k=k, case_ref=case_ref,
+                             face_policy=policy),
+        purpose=purpose,
     )
-    return {**result.to_dict(), "notice": HUMAN_REVIEW_NOTICE}
+    return {**round_distances(result.to_dict()), "notice": HUMAN_REVIEW_NOTICE}
 
 
 class Review(BaseModel):
@@ -104,14 +134,22 @@ async def review_candidate(
     request: Request,
     identification_id: Annotated[str, Path(min_length=1, max_length=200)],
     body: Review,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
     key: ApiKey = Depends(allow("review_candidate")),  # noqa: B008
 ) -> dict[str, Any]:
-    """Record this key's review decision on one candidate (one key = one reviewer)."""
-    result = await service_state(request).use_biometrics(
-        key, "review_candidate",
+    """Record this key's review decision on one candidate (one key = one reviewer).
+
+    With an ``Idempotency-Key``, a retry answers the first decision's status
+    instead of 409 "already reviewed".
+    """
+    result = await respond(
+        request, response, key, "review_candidate",
         lambda g: g.review(
             identification_id, body.subject_id, reviewer=key.actor,
             decision=body.decision, note=body.note,
         ),
+        idempotency_key=idempotency_key, fields=body.model_dump(mode="json"), status=200,
+        subject_id=body.subject_id,
     )
-    return result.to_dict()
+    return round_distances(result)

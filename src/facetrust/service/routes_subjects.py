@@ -1,17 +1,38 @@
-"""Enroller routes: subjects, consents, enrolment from an uploaded photo, erasure."""
+"""Enroller routes: subjects, consents, enrolment from an uploaded photo, erasure.
+
+Every POST here takes an ``Idempotency-Key`` header (see
+:mod:`facetrust.service.idempotency`): a retry with the same key answers the
+first response and changes nothing.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.formparsers import MultiPartException
 
 from ..gallery.photos import enroll_photo
 from .apikeys import ApiKey
 from .auth import allow, service_state
-from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS
+from .idempotency import IdempotencyKey, respond
+from .inputs import parse_face, require_single_parts, round_distances
+from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS, Problem
 
 router = APIRouter(
     prefix="/v1", tags=["subjects"], responses={**AUTH_PROBLEMS, **IMAGE_PROBLEMS}
@@ -47,6 +68,84 @@ class NewConsent(BaseModel):
         return value
 
 
+#: The multipart form of a consent: the evidence file itself instead of its SHA-256.
+_CONSENT_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["purposes", "expires_at", "evidence_ref", "evidence", "notice_version"],
+    "properties": {
+        "purposes": {
+            "type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 20,
+            "description": "One form field per purpose.",
+        },
+        "expires_at": {"type": "string", "format": "date-time"},
+        "evidence_ref": {"type": "string", "minLength": 1, "maxLength": 500},
+        "evidence": {
+            "type": "string", "format": "binary",
+            "description": "The signed form's file: hashed (SHA-256), never stored.",
+        },
+        "notice_version": {"type": "string", "minLength": 1, "maxLength": 100},
+    },
+}
+_CONSENT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": NewConsent.model_json_schema()},
+            "multipart/form-data": {"schema": _CONSENT_FORM_SCHEMA},
+        },
+    }
+}
+
+
+async def read_consent(request: Request) -> tuple[NewConsent, bool]:
+    """The consent a request sends as JSON, or as a form with the evidence file.
+
+    Returns the consent and whether its SHA-256 was computed here from an
+    uploaded file (the file's bytes are read, hashed and dropped).
+    """
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        try:
+            form = await request.form()
+        except MultiPartException:
+            raise Problem(
+                "bad-request", "The multipart body cannot be read. Send a valid form."
+            ) from None
+        evidence = form.getlist("evidence")
+        if len(evidence) != 1 or not isinstance(evidence[0], StarletteUpload):
+            raise RequestValidationError([{
+                "type": "missing", "loc": ("body", "evidence"),
+                "msg": "Send the signed form's file as exactly one 'evidence' part "
+                "(or send JSON with 'evidence_sha256').",
+                "input": None,
+            }])
+        digest = hashlib.sha256(await evidence[0].read()).hexdigest()
+        raw: Any = {
+            "purposes": [p for p in form.getlist("purposes") if isinstance(p, str)],
+            "expires_at": form.get("expires_at"),
+            "evidence_ref": form.get("evidence_ref"),
+            "evidence_sha256": digest,
+            "notice_version": form.get("notice_version"),
+        }
+        from_file = True
+    else:
+        try:
+            raw = await request.json()
+        except ValueError:
+            raise RequestValidationError([{
+                "type": "json_invalid", "loc": ("body",),
+                "msg": "The body must be JSON (or a multipart form with an 'evidence' file).",
+                "input": None,
+            }]) from None
+        from_file = False
+    try:
+        return NewConsent.model_validate(raw), from_file
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors()]
+        ) from None
+
+
 class Withdrawal(BaseModel):
     consent_id: str | None = Field(
         default=None, max_length=200, description="One consent; every active one if omitted."
@@ -56,14 +155,17 @@ class Withdrawal(BaseModel):
 
 @router.post("/subjects", operation_id="create_subject", status_code=201)
 async def create_subject(
-    body: NewSubject, request: Request, key: ApiKey = Depends(allow("create_subject"))  # noqa: B008
+    body: NewSubject, request: Request, response: Response,
+    idempotency_key: IdempotencyKey = None,
+    key: ApiKey = Depends(allow("create_subject")),  # noqa: B008
 ) -> dict[str, Any]:
     """Register a subject (no biometric data yet)."""
-    state = service_state(request)
-    subject = await state.call(
-        lambda g: g.add_subject(body.subject_id, display_name=body.display_name, actor=key.actor)
+    return await respond(
+        request, response, key, "create_subject",
+        lambda g: g.add_subject(body.subject_id, display_name=body.display_name, actor=key.actor),
+        idempotency_key=idempotency_key, fields=body.model_dump(mode="json"), status=201,
+        audited=False,
     )
-    return subject.to_dict()
 
 
 @router.get("/subjects", operation_id="list_subjects")
@@ -85,13 +187,24 @@ async def get_subject(
     return subject.to_dict()
 
 
-@router.post("/subjects/{subject_id}/consents", operation_id="grant_consent", status_code=201)
+@router.post(
+    "/subjects/{subject_id}/consents", operation_id="grant_consent", status_code=201,
+    openapi_extra=_CONSENT_BODY,
+)
 async def grant_consent(
-    subject_id: SubjectId, body: NewConsent, request: Request,
+    subject_id: SubjectId, request: Request, response: Response,
+    idempotency_key: IdempotencyKey = None,
     key: ApiKey = Depends(allow("grant_consent")),  # noqa: B008
 ) -> dict[str, Any]:
-    """Record the subject's consent for ``purposes`` until ``expires_at``."""
-    consent = await service_state(request).call(
+    """Record the subject's consent for ``purposes`` until ``expires_at``.
+
+    Send JSON with the signed form's ``evidence_sha256``, or a multipart form
+    with the form's file itself as ``evidence`` (one ``purposes`` field per
+    purpose): the service hashes the file and never stores it.
+    """
+    body, _ = await read_consent(request)
+    return await respond(
+        request, response, key, "grant_consent",
         lambda g: g.grant_consent(
             subject_id,
             body.purposes,
@@ -100,9 +213,10 @@ async def grant_consent(
             evidence_sha256=body.evidence_sha256,
             notice_version=body.notice_version,
             actor=key.actor,
-        )
+        ),
+        idempotency_key=idempotency_key, fields=body.model_dump(mode="json"), status=201,
+        subject_id=subject_id, audited=False,
     )
-    return consent.to_dict()
 
 
 @router.get("/subjects/{subject_id}/consents", operation_id="list_consents")
@@ -117,37 +231,59 @@ async def list_consents(
 
 @router.post("/subjects/{subject_id}/consents/withdraw", operation_id="withdraw_consent")
 async def withdraw_consent(
-    subject_id: SubjectId, body: Withdrawal, request: Request,
+    subject_id: SubjectId, body: Withdrawal, request: Request, response: Response,
+    idempotency_key: IdempotencyKey = None,
     key: ApiKey = Depends(allow("withdraw_consent")),  # noqa: B008
 ) -> dict[str, Any]:
     """Withdraw one consent (or all); with none active left, the biometric data is erased."""
-    result = await service_state(request).use_biometrics(
-        key, "withdraw_consent",
+    return await respond(
+        request, response, key, "withdraw_consent",
         lambda g: g.withdraw_consent(
             subject_id, body.consent_id, actor=key.actor, reason=body.reason
         ),
+        idempotency_key=idempotency_key, fields=body.model_dump(mode="json"), status=200,
+        subject_id=subject_id, atomic=False,  # an erasure commits in steps of its own
     )
-    return result.to_dict()
 
 
 @router.post("/subjects/{subject_id}/enrolments", operation_id="enroll_photo", status_code=201)
 async def enroll(
     subject_id: SubjectId,
     request: Request,
+    response: Response,
     photo: Annotated[UploadFile, File(description="One photo holding exactly one face.")],
     keep_photo: Annotated[bool, Form(description="Keep the photo, encrypted.")] = False,
+    face: Annotated[
+        str,
+        Form(
+            max_length=10,
+            description="Which face to enrol when the photo holds several: 'single' (refuse "
+            "a photo with more than one face), 'largest', or a face index (0 = largest).",
+        ),
+    ] = "single",
+    idempotency_key: IdempotencyKey = None,
     key: ApiKey = Depends(allow("enroll_photo")),  # noqa: B008
 ) -> dict[str, Any]:
     """Enrol the face of an uploaded photo (needs the subject's active consent).
 
     The response shows the detected face (box, landmarks) and its quality checks.
     """
+    await require_single_parts(request, "photo")
+    policy = parse_face(face)
     data = await photo.read()
-    result = await service_state(request).use_biometrics(
-        key, "enroll_photo",
-        lambda g: enroll_photo(g, subject_id, data, actor=key.actor, keep_photo=keep_photo),
+    result = await respond(
+        request, response, key, "enroll_photo",
+        lambda g: enroll_photo(
+            g, subject_id, data, actor=key.actor, keep_photo=keep_photo, face_policy=policy
+        ),
+        idempotency_key=idempotency_key, status=201, subject_id=subject_id, biometric=True,
+        fields={
+            "photo_sha256": hashlib.sha256(data).hexdigest(),
+            "keep_photo": keep_photo,
+            "face": face,
+        },
     )
-    return result.to_dict()
+    return round_distances(result)
 
 
 @router.delete("/subjects/{subject_id}", operation_id="erase_subject")

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import os
 from pathlib import Path
+from typing import Any
 
-from ..gallery import GalleryConfig, find_config
+from ..gallery import Gallery, GalleryConfig, find_config
 from .apikeys import ApiKeys, SqliteApiKeyStore
 from .settings import ENV_PREFIX, ServiceSettings
 
 
 def api_keys_for(settings: ServiceSettings) -> ApiKeys:
-    """The API keys of the gallery ``settings`` name (its key file is created if missing)."""
+    """The API keys of the gallery ``settings`` name (its key file is created if missing).
+
+    Creating and revoking a key through them is written to the gallery's audit
+    log (``apikey.create``, ``apikey.revoke``), as the service does for its admins.
+    """
     config = GalleryConfig.load(find_config(settings.gallery))
-    return ApiKeys(SqliteApiKeyStore(settings.api_keys_file(Path(config.db_path))))
+
+    def audit(kind: str, *, actor: str | None, **fields: Any) -> None:
+        with Gallery.open(config) as gallery:
+            gallery.audit.append(kind, actor=actor or f"cli:{getpass.getuser()}", **fields)
+
+    return ApiKeys(SqliteApiKeyStore(settings.api_keys_file(Path(config.db_path))), audit=audit)
 
 
 def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) -> None:

@@ -48,6 +48,16 @@ class ServiceSettings:
     secure_cookies : bool
         Mark the console's cookie ``Secure`` (set it whenever the service is
         reached over HTTPS, i.e. anywhere but loopback).
+    auth_failures_per_minute : float
+        Failed authentications (API or console log-in) per minute that one
+        client address, and one key id, may sustain before unverified keys
+        from it are answered 429.
+    auth_failure_burst : int
+        Failed authentications one client address or key id may make at once.
+    console_idle_minutes : float
+        A console session unused this long has ended.
+    console_session_hours : float
+        A console session ends this long after log-in, used or not.
     """
 
     gallery: str | None = None
@@ -59,10 +69,15 @@ class ServiceSettings:
     identify_burst: int = 20
     request_timeout_s: float = 30.0
     secure_cookies: bool = False
+    auth_failures_per_minute: float = 10.0
+    auth_failure_burst: int = 10
+    console_idle_minutes: float = 30.0
+    console_session_hours: float = 8.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_pixels", "identify_per_minute", "identify_burst",
-                     "request_timeout_s"):
+                     "request_timeout_s", "auth_failures_per_minute", "auth_failure_burst",
+                     "console_idle_minutes", "console_session_hours"):
             value = getattr(self, name)
             if value <= 0:
                 raise InvalidParameter(

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 
 from ..errors import FacetrustError
 from ..gallery import Gallery
 from .apikeys import ApiKey, ApiKeys
-from .limits import TokenBucket
+from .limits import FailureThrottle, TokenBucket
 from .metrics import Metrics
 from .problems import Problem, problem_of
+from .refusals import FloodCounter, current_record, mark_audited
+from .sessions import ConsoleSessions
 from .settings import ServiceSettings
 
 T = TypeVar("T")
@@ -38,8 +41,14 @@ class ServiceState:
     metrics: Metrics
     identify_bucket: TokenBucket
     reports_dir: Path
-    csrf_secret: bytes
     lock: threading.Lock
+    sessions: ConsoleSessions
+    floods: FloodCounter
+    #: Failed authentications per client address and per key id.
+    address_failures: FailureThrottle
+    key_failures: FailureThrottle
+    #: Threads argon2 may use at once (the rest stay free for the gallery).
+    hash_limiter: anyio.CapacityLimiter
 
     def _locked(self, fn: Callable[[Gallery], T]) -> T:
         if not self.lock.acquire(timeout=self.settings.request_timeout_s):
@@ -61,25 +70,48 @@ class ServiceState:
         )
 
     async def use_biometrics(
-        self, key: ApiKey, operation: str, fn: Callable[[Gallery], T]
+        self,
+        key: ApiKey,
+        operation: str,
+        fn: Callable[[Gallery], T],
+        *,
+        purpose: str | None = None,
+        subject_ids: Iterable[str] = (),
     ) -> T:
         """Like :meth:`call`, for a request that touches biometric data.
 
         The gallery audits what it does with the key's ``actor``; a request it
         refuses (no face, no consent, bad image, ...) is audited here as
-        ``service.refused``, so every attempt leaves a trace with the key's id.
+        ``service.refused`` with the ``purpose`` and ``subject_ids`` the request
+        named (by default the subject id of the route's path), so every attempt
+        leaves a trace with the key's id.
         """
+        record = current_record()
+        named = list(subject_ids) or list(record.subject_ids if record else ())
 
         def audited(gallery: Gallery) -> T:
             try:
                 return fn(gallery)
             except FacetrustError as error:
+                problem = problem_of(error)
                 gallery.audit.append(
                     "service.refused",
                     actor=key.actor,
+                    purpose=purpose,
+                    subject_ids=named,
                     operation=operation,
-                    problem=problem_of(error).uri,
+                    route=record.route if record else None,
+                    problem=problem.uri,
+                    status=problem.status,
                 )
                 raise
 
-        return await self.call(audited)
+        try:
+            return await self.call(audited)
+        except FacetrustError:
+            mark_audited()
+            raise
+
+    async def record(self, kind: str, *, actor: str, **fields: Any) -> None:
+        """Append one service event (key created, console login, ...) to the audit log."""
+        await self.call(lambda g: g.audit.append(kind, actor=actor, **fields))

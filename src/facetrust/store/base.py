@@ -206,6 +206,30 @@ class StoreChanges:
 
 
 @dataclass(frozen=True)
+class IdempotencyRecord:
+    """The stored response to a request sent with an ``Idempotency-Key``.
+
+    ``principal`` is who sent it (an API key id) and ``key`` the header's
+    value; ``request_sha256`` fingerprints what was asked (route, path, body),
+    so a reused key with another request is told apart. ``response`` is the
+    JSON body answered with ``status``. ``subject_id`` names the subject the
+    response is about: erasing it deletes the record, as does deleting its
+    biometric data when ``biometric`` (an enrolment's face). Times are UTC ISO
+    strings; the record is purged once ``expires_at`` passed.
+    """
+
+    principal: str
+    key: str
+    request_sha256: str
+    status: int
+    response: str
+    subject_id: str | None
+    biometric: bool
+    created_at: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
 class AuditHead:
     """The keyed checkpoint of the newest event: catches truncation of the log."""
 
@@ -338,6 +362,27 @@ class Store(Protocol):
 
     def get_audit_head(self) -> AuditHead | None: ...
     def set_audit_head(self, head: AuditHead) -> None: ...
+
+    # stored responses of keyed requests (Idempotency-Key) ----------------------
+    def get_idempotency(self, principal: str, key: str) -> IdempotencyRecord | None:
+        """The stored response to ``principal``'s request with ``key``, expired or not."""
+        ...
+
+    def put_idempotency(self, record: IdempotencyRecord) -> None:
+        """Store a response; StoreError if ``(principal, key)`` is already stored."""
+        ...
+
+    def purge_idempotency(self, now: str) -> int:
+        """Delete the records whose ``expires_at`` is at or before ``now``; how many went."""
+        ...
+
+    def forget_idempotency(self, subject_id: str, *, biometric_only: bool = False) -> int:
+        """Delete the records about ``subject_id`` (only ``biometric`` ones if asked).
+
+        :meth:`mark_subject_erased` and :meth:`remove_display_name` delete every
+        record about the subject, :meth:`delete_biometrics` the biometric ones.
+        """
+        ...
 
 
 class KeyStore(Protocol):

@@ -14,6 +14,7 @@ from .schema import (
     change_tracking,
     event_tables,
     gallery_tables,
+    idempotency_table,
     keystore_tables,
     source_digest_column,
 )
@@ -34,6 +35,8 @@ GALLERY_MIGRATIONS: list[str] = [
     source_digest_column(),
     # 4: change tracking (Store.changes_since).
     change_tracking(SQLITE_TYPES),
+    # 5: stored responses of keyed requests (Idempotency-Key).
+    idempotency_table(SQLITE_TYPES),
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [keystore_tables(SQLITE_TYPES)]

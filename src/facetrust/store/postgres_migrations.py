@@ -17,6 +17,7 @@ from .schema import (
     change_tracking,
     event_tables,
     gallery_tables,
+    idempotency_table,
     keystore_tables,
     source_digest_column,
 )
@@ -76,6 +77,8 @@ GALLERY_MIGRATIONS: list[str] = [
     event_tables(POSTGRES_TYPES),
     # 4: change tracking (SQLite migration 4).
     change_tracking(POSTGRES_TYPES),
+    # 5: stored responses of keyed requests (Idempotency-Key; SQLite migration 5).
+    idempotency_table(POSTGRES_TYPES),
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [keystore_tables(POSTGRES_TYPES)]

@@ -247,6 +247,29 @@ def change_tracking(types: ColumnTypes) -> str:
     )
 
 
+def idempotency_table(types: ColumnTypes) -> str:
+    """Stored responses of keyed requests (``Idempotency-Key``), kept until ``expires_at``."""
+    return _render(
+        """
+    CREATE TABLE idempotency_keys (
+        principal TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        request_sha256 TEXT NOT NULL,
+        status {int64} NOT NULL,
+        response TEXT NOT NULL,
+        subject_id TEXT,
+        biometric {boolean} NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (principal, idempotency_key)
+    );
+    CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys(expires_at);
+    CREATE INDEX idempotency_keys_by_subject ON idempotency_keys(subject_id);
+""",
+        types,
+    )
+
+
 def keystore_tables(types: ColumnTypes) -> str:
     """The key store: one wrapped data key per subject (and per index file)."""
     return _render(

@@ -39,12 +39,13 @@ from .sql_base import (
     consent_from_row,
     template_from_row,
 )
+from .sql_idempotency import SqlIdempotency
 from .sql_records import SqlRecords
 
 __all__ = ["POSTGRES", "SQLITE", "Dialect", "SqlKeyStore", "SqlStore"]
 
 
-class SqlStore(SqlRecords):
+class SqlStore(SqlRecords, SqlIdempotency):
     """Every :class:`~facetrust.store.base.Store` method, in shared SQL (see module docstring).
 
     The backend counts open transactions and snapshots in ``_depth`` and
@@ -194,12 +195,14 @@ class SqlStore(SqlRecords):
             "WHERE subject_id = ?",
             (at, self._change_stamp(), subject_id),
         )
+        self.forget_idempotency(subject_id)  # stored responses about the subject go with it
 
     def remove_display_name(self, subject_id: str) -> None:
         self._run(
             "UPDATE subjects SET display_name = NULL, changed_gen = ? WHERE subject_id = ?",
             (self._change_stamp(), subject_id),
         )
+        self.forget_idempotency(subject_id)  # a stored response may show the name
 
     def insert_consent(self, consent: ConsentRecord) -> None:
         self._run(
@@ -309,6 +312,7 @@ class SqlStore(SqlRecords):
         templates = self._run("DELETE FROM templates WHERE subject_id = ?", (subject_id,))
         photos = self._run("DELETE FROM photos WHERE subject_id = ?", (subject_id,))
         crops = self._run("DELETE FROM probe_crops WHERE subject_id = ?", (subject_id,))
+        self.forget_idempotency(subject_id, biometric_only=True)  # e.g. an enrolment's face
         return int(templates.rowcount + photos.rowcount + crops.rowcount)
 
 

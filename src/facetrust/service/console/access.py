@@ -2,37 +2,52 @@
 
 from __future__ import annotations
 
-import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from ..apikeys import ApiKey
 from ..auth import SESSION_COOKIE, service_state
 from ..permissions import permits
+from ..refusals import note_key
+from ..sessions import ConsoleSession
 from .rendering import render_page
 
-__all__ = ["LoginRequired", "guard", "session_key"]
+__all__ = ["LoginRequired", "current_session", "guard", "session_key"]
 
 
 class LoginRequired(Exception):
-    """No valid session cookie: the caller should be sent to the login page."""
+    """No live session: the caller should be sent to the login page."""
+
+
+def current_session(request: Request) -> ConsoleSession | None:
+    """The live console session of the request's cookie, or None (no hashing, one read)."""
+    cached: ConsoleSession | None = getattr(request.state, "console_session", None)
+    if cached is not None:
+        return cached
+    token = request.cookies.get(SESSION_COOKIE, "")
+    session = service_state(request).sessions.get(token) if token else None
+    request.state.console_session = session
+    return session
 
 
 async def session_key(request: Request) -> ApiKey:
-    """The API key held in the request's session cookie.
+    """The API key whose console session the request's cookie names.
 
     Raises
     ------
     LoginRequired
-        When there is no cookie, or its key is unknown or revoked.
+        When there is no cookie, the session has ended (logout, idle, expired),
+        or its key has been revoked (the key's sessions then end too).
     """
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie:
+    session = current_session(request)
+    if session is None:
         raise LoginRequired
     state = service_state(request)
-    key = await anyio.to_thread.run_sync(state.keys.authenticate, cookie)
+    key = state.keys.active(session.key_id)
     if key is None:
+        state.sessions.end_all(session.key_id)
         raise LoginRequired
+    note_key(key)
     return key
 
 

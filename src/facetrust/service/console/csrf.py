@@ -1,8 +1,7 @@
-"""CSRF tokens for console forms, bound to the session cookie."""
+"""CSRF tokens for console forms: one random token per session, kept server-side."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from fastapi import Request
@@ -13,25 +12,17 @@ from ..problems import Problem
 __all__ = ["check_csrf", "csrf_token"]
 
 
-def csrf_token(request: Request, session: str) -> str:
-    """The CSRF token for forms shown to the holder of ``session``.
+def csrf_token(request: Request) -> str:
+    """The CSRF token of the request's console session ("" without a live session).
 
-    Parameters
-    ----------
-    request : Request
-        The request being answered; gives the service's CSRF secret.
-    session : str
-        The session cookie's value (the API key).
-
-    Returns
-    -------
-    str
-        A hex HMAC of the session under the service's secret; the session itself
-        cannot be read back from it.
+    Each login draws a new random token, so two logins (even with one API key)
+    never share one, and a token dies with its session.
     """
-    secret = service_state(request).csrf_secret
-    return hmac.new(secret, b"csrf:" + hashlib.sha256(session.encode()).digest(),
-                    hashlib.sha256).hexdigest()
+    session = getattr(request.state, "console_session", None)
+    if session is None:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        session = service_state(request).sessions.get(token) if token else None
+    return session.csrf if session is not None else ""
 
 
 def check_csrf(request: Request, token: str) -> None:
@@ -42,6 +33,6 @@ def check_csrf(request: Request, token: str) -> None:
     Problem
         ``csrf-failed`` when the token is missing, stale or forged.
     """
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    if not hmac.compare_digest(csrf_token(request, cookie), token):
+    expected = csrf_token(request)
+    if not expected or not hmac.compare_digest(expected, token):
         raise Problem("csrf-failed", "The form is stale or forged. Reload the page and retry.")

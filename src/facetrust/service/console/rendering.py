@@ -11,7 +11,6 @@ from fastapi.templating import Jinja2Templates
 
 from ...errors import FacetrustError
 from ..apikeys import ApiKey
-from ..auth import SESSION_COOKIE
 from ..permissions import permits
 from ..problems import Problem, problem_of
 from .csrf import csrf_token
@@ -61,12 +60,11 @@ def render_page(
     **context
         Further template variables.
     """
-    cookie = request.cookies.get(SESSION_COOKIE, "")
     menu = [(p, t) for p, t, op in PAGES if key is not None and permits(key.role, op)]
     response = templates.TemplateResponse(
         request,
         template,
-        {"key": key, "menu": menu, "csrf": csrf_token(request, cookie) if key else "",
+        {"key": key, "menu": menu, "csrf": csrf_token(request) if key else "",
          **context},
         status_code=status,
     )

@@ -11,6 +11,7 @@ from ...errors import FacetrustError
 from ..apikeys import Role
 from ..auth import service_state
 from ..problems import problem_of
+from ..routes_admin import create_audited_key, revoke_audited_key
 from .access import guard
 from .csrf import check_csrf
 from .rendering import error_context, render_page
@@ -51,9 +52,9 @@ async def keys_submit(
     status = 200
     try:
         if action == "create":
-            context["created"] = state.keys.create(role, name, created_by=key.actor)
+            context["created"] = await create_audited_key(state, key, role, name)
         elif action == "revoke":
-            context["revoked"] = state.keys.revoke(key_id)
+            context["revoked"] = await revoke_audited_key(state, key, key_id)
         elif action == "sweep":
             context["sweep"] = await state.use_biometrics(
                 key, "sweep_retention", lambda g: g.sweep_retention(actor=key.actor)

@@ -109,7 +109,8 @@ async def enrol_submit(
     context: dict[str, Any] = {}
     try:
         result = await state.use_biometrics(
-            key, "enroll_photo", lambda g: enroll_photo(g, subject_id, data, actor=key.actor)
+            key, "enroll_photo", lambda g: enroll_photo(g, subject_id, data, actor=key.actor),
+            subject_ids=[subject_id],
         )
         context = {"result": result, "chip": chip_url(result.face.chip),
                    "photo": photo_url(data), "limits": state.gallery.pipeline.settings}

@@ -54,6 +54,7 @@ async def verify_submit(
         result = await state.use_biometrics(
             key, "verify_photos",
             lambda g: verify_photos(g, a, b, purpose=purpose, actor=key.actor, case_ref=case_ref),
+            purpose=purpose,
         )
         context.update(result=result, photos=(photo_url(a), photo_url(b)))
         status = 200
@@ -89,7 +90,7 @@ async def identify_submit(
     state = service_state(request)
     context: dict[str, Any] = {"purposes": state.gallery.config.purposes,
                                "notice": HUMAN_REVIEW_NOTICE}
-    wait = state.identify_bucket.take(key.key_id)
+    wait = state.identify_bucket.take(f"identify:{key.key_id}")
     if wait:
         state.metrics.rate_limited()
         problem = rate_limited(wait, "identify")
@@ -100,6 +101,7 @@ async def identify_submit(
         result = await state.use_biometrics(
             key, "identify",
             lambda g: g.identify(data, purpose=purpose, actor=key.actor, k=k, case_ref=case_ref),
+            purpose=purpose,
         )
         context.update(result=result, photo=photo_url(data))
         status = 200
@@ -129,6 +131,7 @@ async def review_submit(
             key, "review_candidate",
             lambda g: g.review(identification_id, subject_id, reviewer=key.actor,
                                decision=decision),
+            subject_ids=[subject_id],
         )
         status = 200
     except FacetrustError as error:

@@ -1,4 +1,13 @@
-"""Console session pages: log in with an API key, log out, and the home page."""
+"""Console session pages: log in with an API key, log out, and the home page.
+
+Logging in checks the key exactly as the API does (cheap refusals, the same
+failure throttles per client address and key id, 429 with ``Retry-After``)
+and opens a server-side session (:mod:`facetrust.service.sessions`); the
+cookie holds only the session's random token. Log-ins, refused log-ins and
+log-outs are audited (``console.login``, ``console.login_refused``,
+``console.logout``); refused ones collapse per minute like other anonymous
+refusals.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +15,12 @@ import hmac
 import secrets
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from ..auth import SESSION_COOKIE, service_state
-from .access import LoginRequired, session_key
+from ..auth import SESSION_COOKIE, check_key, service_state
+from ..problems import Problem
+from .access import LoginRequired, current_session, session_key
 from .csrf import check_csrf
 from .rendering import render_page
 
@@ -53,23 +62,40 @@ async def login(
     if not expected or not hmac.compare_digest(expected, login_csrf):
         return login_page(request, status=403, error={
             "title": "Login form expired", "detail": "Reload the login page and try again."})
-    key = await anyio.to_thread.run_sync(service_state(request).keys.authenticate, api_key)
-    if key is None:
-        return login_page(request, status=401, error={
-            "title": "Login failed", "detail": "The key is unknown, revoked or malformed."})
+    state = service_state(request)
+    try:
+        key = await check_key(request, api_key)
+    except Problem as refused:
+        status, problem = refused.problem.status, refused.problem.uri
+        if state.floods.admit("anonymous", "/console/login", status, problem):
+            await state.record("console.login_refused", actor="anonymous",
+                               status=status, problem=problem)
+        response = login_page(request, status=refused.problem.status, error={
+            "title": "Login failed" if refused.problem.status == 401 else "Too many attempts",
+            "detail": "The key is unknown, revoked or malformed."
+            if refused.problem.status == 401 else refused.detail})
+        response.headers.update(refused.headers)
+        return response
+    token, session = state.sessions.open(key.key_id)
+    await state.record("console.login", actor=key.actor, session_expires_at=session.expires_at)
     response = RedirectResponse("/console/", status_code=303)
     response.delete_cookie(LOGIN_COOKIE, path="/console/login")
     response.set_cookie(
-        SESSION_COOKIE, api_key.strip(), path="/console", httponly=True, samesite="strict",
-        secure=service_state(request).settings.secure_cookies,
+        SESSION_COOKIE, token, path="/console", httponly=True, samesite="strict",
+        secure=state.settings.secure_cookies,  # no max_age: the cookie ends with the browser
     )
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-    """Drop the session cookie and go back to the login form."""
+    """End the session (server-side), drop its cookie and go back to the login form."""
     check_csrf(request, csrf)
+    state = service_state(request)
+    session = current_session(request)
+    ended = state.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
+    if session is not None and ended is not None:
+        await state.record("console.logout", actor=f"key:{session.key_id}")
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/console")
     return response

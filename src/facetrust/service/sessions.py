@@ -1,0 +1,158 @@
+"""Console sessions: random tokens held server-side, never the API key.
+
+Logging in to the console with an API key opens a session: the browser's
+cookie holds a random 256-bit token; the server keeps only the token's
+SHA-256 (a stolen copy of the key file opens no session), the key id, a
+per-session CSRF token, and the session's times. A session ends at logout,
+after ``idle_s`` without a request, ``max_age_s`` after login, and as soon as
+its API key is revoked (checked on every request; revoking through the
+service also deletes the key's sessions at once). The cookie is not an API
+key: it does not work as a Bearer token.
+
+Sessions live in the API key file (table ``console_sessions``), so every
+server process of one gallery shares them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import StoreError
+
+__all__ = ["ConsoleSession", "ConsoleSessions"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS console_sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_sessions_key ON console_sessions (key_id);
+"""
+
+#: Seconds between two writes of a session's ``last_seen`` (idle timeout precision).
+_TOUCH_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """One open console session (never its token)."""
+
+    key_id: str
+    csrf: str
+    created_at: float
+    last_seen: float
+    expires_at: float
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ConsoleSessions:
+    """Open, look up and end console sessions in a SQLite file.
+
+    Parameters
+    ----------
+    path : path-like
+        The service's API key file (the table is created there if missing).
+    idle_s : float
+        A session unused this long (seconds) has ended.
+    max_age_s : float
+        A session ends this long (seconds) after login, used or not.
+    clock : callable returning Unix seconds
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        idle_s: float = 30 * 60,
+        max_age_s: float = 8 * 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.idle_s = idle_s
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                Path(path), isolation_level=None, timeout=30.0, check_same_thread=False
+            )
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"Cannot open the console sessions in {str(path)!r}: {error}. Check the path "
+                "and its permissions."
+            ) from None
+
+    def open(self, key_id: str) -> tuple[str, ConsoleSession]:
+        """A new session for ``key_id``: its token (for the cookie, shown once) and record."""
+        now = self._clock()
+        token = secrets.token_urlsafe(32)
+        session = ConsoleSession(key_id, secrets.token_urlsafe(32), now, now,
+                                 now + self.max_age_s)
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM console_sessions WHERE expires_at < ? OR last_seen < ?",
+                (now, now - self.idle_s),
+            )
+            self._db.execute(
+                "INSERT INTO console_sessions VALUES (?, ?, ?, ?, ?, ?)",
+                (_digest(token), key_id, session.csrf, now, now, session.expires_at),
+            )
+        return token, session
+
+    def get(self, token: str) -> ConsoleSession | None:
+        """The live session of ``token`` (its idle clock restarts), or None if ended."""
+        if not token or len(token) > 100:
+            return None
+        now = self._clock()
+        digest = _digest(token)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key_id, csrf, created_at, last_seen, expires_at FROM console_sessions "
+                "WHERE token_sha256 = ?",
+                (digest,),
+            ).fetchone()
+            if row is None:
+                return None
+            session = ConsoleSession(str(row[0]), str(row[1]), row[2], row[3], row[4])
+            if session.expires_at <= now or session.last_seen + self.idle_s <= now:
+                self._db.execute("DELETE FROM console_sessions WHERE token_sha256 = ?", (digest,))
+                return None
+            if now - session.last_seen >= _TOUCH_EVERY_S:
+                self._db.execute(
+                    "UPDATE console_sessions SET last_seen = ? WHERE token_sha256 = ?",
+                    (now, digest),
+                )
+        return session
+
+    def end(self, token: str) -> ConsoleSession | None:
+        """End the session of ``token`` (logout); the session it was, or None."""
+        session = self.get(token)
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM console_sessions WHERE token_sha256 = ?", (_digest(token),)
+            )
+        return session
+
+    def end_all(self, key_id: str) -> int:
+        """End every session of ``key_id`` (its key was revoked); how many there were."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM console_sessions WHERE key_id = ?", (key_id,))
+        return cursor.rowcount
+
+    def close(self) -> None:
+        self._db.close()
