@@ -149,3 +149,41 @@ def test_an_index_refreshed_in_a_rolled_back_transaction_is_not_trusted(
     assert contents(gallery, probe.model_id) == fresh_view(
         gallery, master_key, clock, probe.model_id
     )
+
+
+def test_on_postgres_another_process_applies_changes_from_the_log(
+    tmp_path: Path,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    master_key: crypto.MasterKey,
+    clock: Any,
+    postgres_url: Callable[[], str],
+    enrol_all: Callable[..., None],
+    grant: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from facetrust.gallery import GalleryConfig
+
+    config = GalleryConfig.in_folder(
+        tmp_path, key_file=None, database_url=postgres_url(), keystore_url=postgres_url()
+    )
+    probe = embeddings[identities[KOFI][2]]
+    with Gallery.create(config, master_key, now=clock) as gallery, Gallery.open(
+        config, master_key=master_key, now=clock
+    ) as other:
+        enrol_all(gallery, identities, embeddings)
+        found = other.identify(probe, purpose="boarding", actor="officer")
+        assert KOFI in [c.subject_id for c in found.candidates]
+
+        def no_full_reload(model: str) -> TemplateIndex:
+            raise AssertionError("the index was read in full again")
+
+        monkeypatch.setattr(other.parts.indexes, "reload", no_full_reload)
+        gallery.add_subject(NEW, actor="registrar")
+        grant(gallery, NEW)
+        gallery.enroll(NEW, [embeddings[identities[KOFI][3]]], actor="registrar")
+        gallery.forget(KOFI, actor="dpo", reason="request")
+        found = other.identify(probe, purpose="boarding", actor="officer")
+        assert KOFI not in [c.subject_id for c in found.candidates]
+        assert NEW in [c.subject_id for c in found.candidates]
+        assert contents(other, probe.model_id) == contents(gallery, probe.model_id)
