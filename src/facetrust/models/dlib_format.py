@@ -144,6 +144,11 @@ class DlibStream:
         self.pos = 0
         self.path = path
 
+    def expect_end(self) -> None:
+        """Raise unless every byte was read (a longer file holds another network)."""
+        if self.pos != len(self.data):
+            raise self.fail(f"{len(self.data) - self.pos} unexpected bytes after the last layer")
+
     def fail(self, what: str) -> ModelError:
         return ModelError(
             f"Could not read the dlib network {self.path}: {what} at byte {self.pos} of "
@@ -210,14 +215,13 @@ class DlibStream:
         return n, k, r, c
 
 
-def read_network(path: str | Path) -> DlibNetwork:
-    """Read dlib's serialized face descriptor network from ``path``.
+def open_stream(path: str | Path) -> DlibStream:
+    """A reader over the dlib network file at ``path``.
 
     Raises
     ------
     ModelError
-        The file is missing, truncated, corrupt, or holds another kind of
-        network; the message names the file and the byte offset.
+        The file cannot be read.
     """
     path = Path(path)
     try:
@@ -227,7 +231,19 @@ def read_network(path: str | Path) -> DlibNetwork:
             f"Could not read the dlib network {path}: {error.strerror}. Reinstall "
             "face_recognition_models (pip install --force-reinstall face_recognition_models)."
         ) from None
-    stream = DlibStream(data, path)
+    return DlibStream(data, path)
+
+
+def read_network(path: str | Path) -> DlibNetwork:
+    """Read dlib's serialized face descriptor network from ``path``.
+
+    Raises
+    ------
+    ModelError
+        The file is missing, truncated, corrupt, or holds another kind of
+        network; the message names the file and the byte offset.
+    """
+    stream = open_stream(path)
     if stream.integer() != 1:
         raise stream.fail("expected the loss layer's version 1")
     loss = stream.string()
@@ -265,8 +281,7 @@ def read_network(path: str | Path) -> DlibNetwork:
         if forward[index] == 3:
             stream.integer()  # sample expansion factor of the input layer
         index += 1
-    if stream.pos != len(data):
-        raise stream.fail(f"{len(data) - stream.pos} unexpected bytes after the last layer")
+    stream.expect_end()
     return DlibNetwork(network_input, tuple(layers), loss)
 
 

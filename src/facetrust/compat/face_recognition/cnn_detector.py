@@ -39,7 +39,14 @@ import numpy.typing as npt
 
 from ...errors import ModelError
 from ...models.dlib_backend import import_dlib, model_path
-from ...models.dlib_format import Conv, DlibStream, Relu, read_conv, skip_training_state
+from ...models.dlib_format import (
+    Conv,
+    DlibStream,
+    Relu,
+    open_stream,
+    read_conv,
+    skip_training_state,
+)
 
 #: dlib's ``pyramid_down<6>``: each pyramid level is 5/6 the size of the one above
 #: (``pyramid_rate``), and ``point_up`` maps a point one level up as ``p * 6/5 + 0.3``.
@@ -94,15 +101,7 @@ def read_mmod_network(path: str | Path) -> MmodNetwork:
     ModelError
         The file is missing, truncated, corrupt or holds another network.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ModelError(
-            f"Could not read the dlib network {path}: {error.strerror}. Reinstall "
-            "face_recognition_models (pip install --force-reinstall face_recognition_models)."
-        ) from None
-    stream = DlibStream(data, path)
+    stream = open_stream(path)
     if stream.integer() != 1 or stream.string() != "loss_mmod_":
         raise stream.fail("expected a 'loss_mmod_' layer")
     window, iou, covered = _read_mmod_options(stream)
@@ -126,8 +125,7 @@ def read_mmod_network(path: str | Path) -> MmodNetwork:
         skip_training_state(stream)
         if index == 0:
             stream.integer()  # sample expansion factor of the layer on the input
-    if stream.pos != len(data):
-        raise stream.fail(f"{len(data) - stream.pos} unexpected bytes after the last layer")
+    stream.expect_end()
     return MmodNetwork(window, iou, covered, mean, padding, outer_padding, tuple(layers))
 
 
