@@ -217,6 +217,7 @@ def test_every_gallery_command_has_help_and_is_documented(command: str) -> None:
     assert f"facetrust {command}" in CLI_DOCS.read_text(encoding="utf-8"), command
 
 
+@pytest.mark.slow  # runs the installed command in subprocesses
 def test_reviewers_are_authenticated_keys_through_the_installed_command(
     tmp_path: Path,
     identities: dict[str, list[Path]],

@@ -12,6 +12,8 @@ import pytest
 
 import facetrust.compat.face_recognition as shim
 
+pytestmark = pytest.mark.slow  # runs the reference library beside the shim
+
 reference: Any = pytest.importorskip("face_recognition")
 
 DATA = Path(__file__).parent.parent / "data"

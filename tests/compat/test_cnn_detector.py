@@ -20,6 +20,8 @@ from facetrust.compat.face_recognition.cnn_detector import (
 from facetrust.errors import ModelError
 from facetrust.models.dlib_backend import model_path
 
+pytestmark = pytest.mark.slow  # the CNN detector on dlib and on ONNX Runtime
+
 DATA = Path(__file__).parent.parent / "data"
 LFW = sorted((DATA / "lfw").glob("*/*_0001.jpg"))[:4] + [
     DATA / "multi_face" / "Vicente_Fox_0002.jpg"

@@ -150,6 +150,7 @@ def test_batch_face_locations_equal_one_call_per_image(images: Path) -> None:
 # landmarks
 
 
+@pytest.mark.slow  # loads the 68-point landmark model
 def test_raw_face_landmarks_gives_68_points(obama: Image) -> None:
     shapes = api._raw_face_landmarks(obama)
     assert len(shapes) == 1
@@ -189,6 +190,7 @@ def test_face_landmarks_large_names_face_recognition_features(obama: Image) -> N
     }
 
 
+@pytest.mark.slow  # loads the 68-point landmark model
 def test_face_landmarks_lips_close_round_both_contours(obama: Image) -> None:
     shape = api._raw_face_landmarks(obama)[0]
     points = [(p.x, p.y) for p in shape.parts()]
@@ -214,6 +216,7 @@ def test_face_landmarks_without_faces_is_empty() -> None:
     assert face_recognition.face_landmarks(np.zeros((100, 100, 3), np.uint8)) == []
 
 
+@pytest.mark.slow  # loads the 68-point landmark model
 def test_large_landmark_model_loads_only_when_asked(images: Path) -> None:
     # A child process records every shape predictor dlib is asked to load.
     script = textwrap.dedent(
@@ -257,6 +260,7 @@ def test_face_encodings_equal_dlib_descriptors(obama: Image, dlib_encoder: Any) 
     assert np.abs(encodings[0] - reference).max() < 1e-4
 
 
+@pytest.mark.slow  # loads the 68-point landmark model
 def test_face_encodings_large_model_equal_dlib_descriptors(obama: Image, dlib_encoder: Any) -> None:
     encodings = face_recognition.face_encodings(obama, model="large")
     assert len(encodings) == 1

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from facetrust.compat.face_recognition import face_detection_cli, face_recognition_cli
 
+pytestmark = pytest.mark.slow  # each test runs a CLI in a subprocess
+
 
 @pytest.fixture(scope="module")
 def known_people(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -6,10 +6,14 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 import facetrust.compat.face_recognition as face_recognition
 from facetrust import Embedding
 from facetrust.gallery import Gallery
 from facetrust.models.dlib_backend import DLIB_RESNET_MODEL_ID
+
+pytestmark = pytest.mark.slow  # builds a gallery from the guide's code
 
 
 def test_compare_faces_loop_becomes_a_consented_gallery_search(

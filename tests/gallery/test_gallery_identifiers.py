@@ -51,6 +51,7 @@ def test_display_names_are_nfc_without_hidden_characters(sample_gallery: Gallery
     assert "kofi2" not in {s.subject_id for s in sample_gallery.list_subjects()}
 
 
+@pytest.mark.slow  # runs the installed command in subprocesses
 def test_the_installed_command_refuses_the_same_ids(tmp_path: Path) -> None:
     gallery, _ = Gallery.init_folder(tmp_path)
     gallery.close()

@@ -177,6 +177,7 @@ def test_the_gate_refuses_outside_the_events_window(
         _gate(flight, _probe(identities, embeddings, 0))
 
 
+@pytest.mark.slow  # a gate run over a generated video
 def test_a_gate_run_over_video_stores_no_unmatched_frame(
     flight: Gallery, identities: dict[str, list[Path]], tmp_path: Path
 ) -> None:

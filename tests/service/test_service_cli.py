@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from facetrust.cli.main import cli
@@ -71,6 +72,7 @@ def facetrust(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # runs the installed command in subprocesses
 def test_keys_created_and_revoked_on_the_command_line_are_audited(tmp_path: Path) -> None:
     make_gallery_folder(tmp_path)
     created = facetrust("keys", "create", "--role", "auditor", "--name", "audit desk",
