@@ -91,6 +91,20 @@ def test_enroller_captures_consent_and_enrols_a_photo(page: Page, live_server: L
     shot(page, "2-enrol")
 
 
+def test_the_console_refuses_ids_outside_the_grammar(page: Page, live_server: LiveServer) -> None:
+    log_in(page, live_server, "enroller-browser")
+    page.click("text=Consent")
+    page.fill("input[name=subject_id]", "../x")
+    page.check("input[value=access-control]")
+    page.fill("input[name=expires_on]", (date.today() + timedelta(days=30)).isoformat())
+    page.fill("input[name=evidence_ref]", "paper form 2026-119")
+    page.set_input_files("input[name=evidence_file]", files=[{
+        "name": "form.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 signed form"}])
+    page.fill("input[name=notice_version]", "2026-01")
+    page.click("main button[type=submit]")
+    expect(page.locator(".error")).to_contain_text("letters A-Z and a-z, digits")
+
+
 def test_operator_identifies_and_verifies(page: Page, live_server: LiveServer) -> None:
     log_in(page, live_server, "operator-browser")
     expect(page.locator("header")).not_to_contain_text("Enrol")

@@ -360,3 +360,19 @@ def test_metrics_count_requests_by_route_in_prometheus_format(live_server: LiveS
     )
     assert bucket in text
     assert "key:" not in text and "http-colin" not in text
+
+
+@pytest.mark.parametrize("subject_id", ["a/b", "../x", "evil\u202egpj", " kofi"])
+def test_the_service_refuses_ids_outside_the_grammar_as_the_library_does(
+    live_server: LiveServer, subject_id: str
+) -> None:
+    with live_server.client("enroller") as client:
+        refused = client.post("/v1/subjects", json={"subject_id": subject_id})
+        problem = assert_problem(refused, 422, "invalid-parameter")
+        assert "letters A-Z and a-z, digits, '.', '_' and '-'" in str(problem["detail"])
+        hidden = client.post(
+            "/v1/subjects", json={"subject_id": "http-hidden", "display_name": "Kofi\u202eA"}
+        )
+        assert "U+202E" in str(assert_problem(hidden, 422, "invalid-parameter")["detail"])
+        listed = client.get("/v1/subjects").json()["subjects"]
+    assert {s["subject_id"] for s in listed}.isdisjoint({subject_id, "http-hidden"})
