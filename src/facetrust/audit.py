@@ -22,6 +22,7 @@ on a schedule, and check it with ``facetrust audit verify --expect-head``.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from .crypto import keyed_digest
-from .errors import AuditChainBroken
+from .errors import AuditChainBroken, InvalidParameter
 from .store.base import AuditHead, AuditRecord, Store
 
 GENESIS_MAC = "0" * 64
@@ -320,25 +321,70 @@ class AuditLog:
         kind: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
     ) -> Iterator[AuditEvent]:
-        """Events in order, filtered (``since`` inclusive, ``until`` exclusive)."""
+        """Events in order, filtered (``since`` inclusive, ``until`` exclusive).
+
+        Keyset pagination over ``seq``: ``after_seq`` and ``before_seq`` are
+        exclusive bounds, ``limit`` caps how many events come back. With
+        ``newest_first`` the events come newest first, so
+        ``events(before_seq=s, limit=n, newest_first=True)`` is the page of the
+        ``n`` newest matching events older than ``s``, and
+        ``events(after_seq=s, limit=n)`` the ``n`` oldest newer than ``s``.
+
+        Parameters
+        ----------
+        after_seq : int, default 0
+            Only events with ``seq > after_seq``.
+        before_seq : int, optional
+            Only events with ``seq < before_seq``.
+        limit : int, optional
+            At most this many events (the first ones in the order asked).
+        newest_first : bool, default False
+            Yield the newest events first instead of the oldest.
+        """
+        if limit is not None and limit < 0:
+            raise InvalidParameter(
+                f"The 'limit' parameter of events must be 0 or more. Got {limit} instead."
+            )
         with self._store.snapshot():
-            records = list(self._store.audit_records())
-        for record in records:
-            if subject is not None and subject not in record.subject_ids:
-                continue
-            if actor is not None and record.actor != actor:
-                continue
-            if purpose is not None and record.purpose != purpose:
-                continue
-            if kind is not None and record.kind != kind:
-                continue
-            at = datetime.fromisoformat(record.recorded_at)
-            if since is not None and at < since:
-                continue
-            if until is not None and at >= until:
-                continue
+            records = list(self._store.audit_records(after_seq))
+        chosen = (
+            r for r in (reversed(records) if newest_first else records)
+            if (before_seq is None or r.seq < before_seq) and self._matches(
+                r, subject=subject, actor=actor, purpose=purpose, kind=kind,
+                since=since, until=until,
+            )
+        )
+        for record in itertools.islice(chosen, limit):
             yield _event(record)
+
+    @staticmethod
+    def _matches(
+        record: AuditRecord,
+        *,
+        subject: str | None,
+        actor: str | None,
+        purpose: str | None,
+        kind: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> bool:
+        if subject is not None and subject not in record.subject_ids:
+            return False
+        if actor is not None and record.actor != actor:
+            return False
+        if purpose is not None and record.purpose != purpose:
+            return False
+        if kind is not None and record.kind != kind:
+            return False
+        at = datetime.fromisoformat(record.recorded_at)
+        if since is not None and at < since:
+            return False
+        return until is None or at < until
 
     def export(self, stream: IO[str], **filters: Any) -> int:
         """Write events as JSON lines to ``stream``; returns how many were written."""

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from facetrust.cli.main import cli
-from facetrust.errors import AuditChainBroken
+from facetrust.errors import AuditChainBroken, InvalidParameter
 from facetrust.gallery import Gallery
 
 
@@ -150,3 +150,29 @@ def test_audit_export_filters_by_subject_actor_purpose_and_time(
     assert logged.audit.export(stream, kind="enrol") == 10
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert {line["kind"] for line in lines} == {"enrol"} and all("mac" in x for x in lines)
+
+
+def test_audit_events_page_by_sequence_both_ways(tmp_path: Path) -> None:
+    gallery, _ = Gallery.init_folder(tmp_path / "g")
+    try:
+        for n in range(10):
+            gallery.audit.append("test.page", actor="tester", subject_ids=[f"s{n % 2}"], n=n)
+        pages = [e.seq for e in gallery.audit.events(kind="test.page")]
+        assert len(pages) == 10
+        newest = [e.seq for e in gallery.audit.events(kind="test.page", limit=3,
+                                                      newest_first=True)]
+        assert newest == pages[::-1][:3]
+        older = [e.seq for e in gallery.audit.events(kind="test.page", before_seq=newest[-1],
+                                                     limit=3, newest_first=True)]
+        assert older == pages[::-1][3:6]
+        newer = [e.seq for e in gallery.audit.events(kind="test.page", after_seq=older[0],
+                                                     limit=3)]
+        assert newer == sorted(newest)
+        only_s1 = [e.fields["n"] for e in gallery.audit.events(subject="s1", after_seq=pages[2],
+                                                               before_seq=pages[8])]
+        assert only_s1 == [3, 5, 7]
+        assert list(gallery.audit.events(limit=0)) == []
+        with pytest.raises(InvalidParameter, match="'limit' parameter of events"):
+            list(gallery.audit.events(limit=-1))
+    finally:
+        gallery.close()
