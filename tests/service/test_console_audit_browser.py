@@ -114,6 +114,20 @@ def test_auditor_pages_filters_exports_and_anchors_the_trail(
     assert all(line["kind"] == "consent.grant" and line["subject_ids"] == [SUBJECT]
                and len(line["mac"]) == 64 for line in lines)
 
+    # actor and time range: the enroller's events of SUBJECT, then a range before them
+    page.fill("input[name=kind]", "")
+    page.fill("input[name=actor]", f"key:{live_server.key_ids['enroller']}")
+    page.fill("input[name=limit]", "10")
+    page.fill("input[name=since]", lines[0]["recorded_at"][:10])
+    page.click("main button[type=submit]")
+    expect(rows).to_have_count(5)  # subject.add and three consents
+    expect(rows.nth(4)).to_contain_text("subject.add")
+    page.fill("input[name=since]", "")
+    page.fill("input[name=until]", "2000-01-01")
+    page.click("main button[type=submit]")
+    expect(rows).to_have_count(1)
+    expect(page.locator(".pager").first).to_contain_text("No events match.")
+
 
 def test_bad_filters_are_explained_in_the_page(page: Page, live_server: LiveServer) -> None:
     log_in(page, live_server, "auditor-browser")
