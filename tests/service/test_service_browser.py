@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
 
 from facetrust.matching import get_operating_point
 
@@ -167,3 +167,73 @@ def test_logout_ends_the_session_for_a_copied_cookie_too(
     expect(stolen).to_have_url(f"{live_server.url}/console/login")  # ended on the server
     copy.close()
     context.close()
+
+
+def submit_without_browser_checks(page: Page) -> Response | None:
+    """Submit the page's main form as a client without HTML form validation would."""
+    page.locator("main form[method=post]").last.evaluate("form => form.noValidate = true")
+    with page.expect_navigation() as navigation:
+        page.click("main form[method=post] >> nth=-1 >> button[type=submit]")
+    return navigation.value
+
+
+def test_console_errors_are_pages_in_the_layout_not_problem_json(
+    page: Page, live_server: LiveServer
+) -> None:
+    log_in(page, live_server, "enroller-browser")
+    # no purpose ticked: the consent form comes back with what was typed and the reason
+    page.click("text=Consent")
+    page.fill("input[name=subject_id]", "web-no-purpose")
+    page.fill("input[name=evidence_ref]", "paper form 2026-120")
+    page.fill("input[name=notice_version]", "2026-01")
+    page.fill("input[name=expires_on]", (date.today() + timedelta(days=30)).isoformat())
+    response = submit_without_browser_checks(page)
+    assert response is not None and response.status == 422
+    assert response.headers["content-type"].startswith("text/html")
+    expect(page.locator(".error")).to_contain_text("Purposes: choose one")
+    expect(page.locator(".error")).to_contain_text("submit it again")
+    expect(page.locator("input[name=subject_id]")).to_have_value("web-no-purpose")
+    expect(page.locator("input[name=evidence_ref]")).to_have_value("paper form 2026-120")
+    expect(page.locator("#role")).to_have_text("enroller")
+    shot(page, "errors-1-no-purpose")
+
+    # a forged CSRF token: refused (403) on the console page, nothing echoed back
+    page.fill("input[name=subject_id]", "web-forged")
+    page.locator("input[name=csrf]").last.evaluate("input => input.value = 'forged'")
+    page.check("input[value=access-control]")
+    response = submit_without_browser_checks(page)
+    assert response is not None and response.status == 403
+    expect(page.locator(".error")).to_contain_text("security token does not match")
+    expect(page.locator("input[name=subject_id]")).to_have_value("")
+    shot(page, "errors-2-csrf")
+
+    # an unknown console page: the layout with the menu, not JSON
+    response = page.goto(f"{live_server.url}/console/nowhere")
+    assert response is not None and response.status == 404
+    expect(page.locator("h1")).to_have_text("Page not found")
+    expect(page.locator("header")).to_contain_text("Consent")
+
+    # the API keeps answering problem+json
+    with live_server.client("auditor") as client:
+        invalid, missing = client.get("/v1/audit/events?offset=abc"), client.get("/v1/nowhere")
+    assert (invalid.status_code, missing.status_code) == (422, 404)
+    for api in (invalid, missing):
+        assert api.headers["content-type"].startswith("application/problem+json")
+
+
+def test_identify_k_that_is_not_a_number_keeps_the_form(
+    page: Page, live_server: LiveServer
+) -> None:
+    log_in(page, live_server, "operator-browser")
+    page.click("header >> text=Identify")
+    page.select_option("select[name=purpose]", "access-control")
+    page.fill("input[name=case_ref]", "GATE-9 k check")
+    page.set_input_files("input[name=image]", str(photo("Junichiro_Koizumi", 2)))
+    page.fill("input[name=k]", "abc")
+    response = submit_without_browser_checks(page)
+    assert response is not None and response.status == 422
+    expect(page.locator(".error")).to_contain_text("Most candidates: enter a whole number")
+    expect(page.locator("input[name=case_ref]")).to_have_value("GATE-9 k check")
+    expect(page.locator("input[name=k]")).to_have_value("abc")
+    expect(page.locator("select[name=purpose]")).to_have_value("access-control")
+    shot(page, "errors-3-k")

@@ -124,6 +124,7 @@ def create_app(
     )
     app.state.metrics = metrics
     install_handlers(app)
+    console.install_error_pages(app)  # HTML, not problem+json, under /console
     for module in (routes_health, routes_subjects, routes_search, routes_audit, routes_admin):
         app.include_router(module.router)
     app.include_router(console.router)

@@ -65,7 +65,7 @@ def render_page(
         request,
         template,
         {"key": key, "menu": menu, "csrf": csrf_token(request) if key else "",
-         **context},
+         "typed": {}, **context},
         status_code=status,
     )
     response.headers.update(SECURITY_HEADERS)
