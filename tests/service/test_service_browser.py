@@ -121,6 +121,7 @@ def test_operator_identifies_and_verifies(page: Page, live_server: LiveServer) -
     expect(page.locator(".error")).to_contain_text("ran this identification")
 
     page.click("header >> text=Verify")
+    page.select_option("select[name=purpose]", "access-control")
     page.fill("input[name=case_ref]", "GATE-7 2026-11-26")
     page.set_input_files("input[name=image_a]", str(photo("Gloria_Macapagal_Arroyo", 1)))
     page.set_input_files("input[name=image_b]", str(photo("Gloria_Macapagal_Arroyo", 2)))
@@ -237,3 +238,30 @@ def test_identify_k_that_is_not_a_number_keeps_the_form(
     expect(page.locator("input[name=k]")).to_have_value("abc")
     expect(page.locator("select[name=purpose]")).to_have_value("access-control")
     shot(page, "errors-3-k")
+
+
+@pytest.mark.parametrize("form", ["identify", "verify"])
+def test_no_purpose_is_preselected_and_the_purposes_are_the_policys(
+    page: Page, live_server: LiveServer, form: str
+) -> None:
+    with live_server.client("admin") as client:
+        policy = client.get("/v1/policy").json()
+    log_in(page, live_server, "operator-browser")
+    page.goto(f"{live_server.url}/console/{form}")
+    purpose = page.locator("select[name=purpose]")
+    expect(purpose).to_have_value("")  # the operator must choose
+    offered = purpose.locator("option:not([disabled])").all_inner_texts()
+    assert offered == policy["purposes"]
+    page.fill("input[name=case_ref]", "GATE-9 no purpose")
+    for name in ("image", "image_a", "image_b"):
+        if page.locator(f"input[name={name}]").count():
+            page.set_input_files(f"input[name={name}]", str(photo("Junichiro_Koizumi", 2)))
+    # the browser refuses the form as it stands...
+    assert not purpose.evaluate("select => select.checkValidity()")
+    # ...and the server too, for a client that skips the check: the page says what to do
+    response = submit_without_browser_checks(page)
+    assert response is not None and response.status == 422
+    expect(page.locator(".error")).to_contain_text("Purpose: choose one")
+    expect(page.locator("input[name=case_ref]")).to_have_value("GATE-9 no purpose")
+    expect(purpose).to_have_value("")
+    shot(page, f"purpose-{form}")
