@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
 
@@ -191,7 +192,7 @@ def test_console_errors_are_pages_in_the_layout_not_problem_json(
     response = submit_without_browser_checks(page)
     assert response is not None and response.status == 422
     assert response.headers["content-type"].startswith("text/html")
-    expect(page.locator(".error")).to_contain_text("Purposes: choose one")
+    expect(page.locator(".error")).to_contain_text("Purposes: tick at least one")
     expect(page.locator(".error")).to_contain_text("submit it again")
     expect(page.locator("input[name=subject_id]")).to_have_value("web-no-purpose")
     expect(page.locator("input[name=evidence_ref]")).to_have_value("paper form 2026-120")
@@ -265,3 +266,62 @@ def test_no_purpose_is_preselected_and_the_purposes_are_the_policys(
     expect(page.locator("input[name=case_ref]")).to_have_value("GATE-9 no purpose")
     expect(purpose).to_have_value("")
     shot(page, f"purpose-{form}")
+
+
+def create_key_in_console(page: Page, server: LiveServer, used_by: str) -> str:
+    page.goto(f"{server.url}/console/keys")
+    page.select_option("select[name=role]", "operator")
+    page.fill("input[name=name]", used_by)
+    page.click("text=Create key")
+    return page.locator("#new-key").inner_text().strip()
+
+
+def revoke_in_console(page: Page, server: LiveServer, used_by: str, secret: str) -> None:
+    row = page.locator("#keys tr", has_text=used_by)
+    row.locator("text=Revoke").click()
+    confirm = page.locator("#confirm-revoke")
+    expect(confirm).to_contain_text("cannot be restored")
+    expect(confirm).to_contain_text(used_by)
+    with httpx.Client(base_url=server.url, timeout=60.0) as client:
+        me = client.get("/v1/me", headers={"Authorization": f"Bearer {secret}"})
+        assert me.status_code == 200  # asked, not yet revoked
+        confirm.locator("text=Cancel").click()
+        expect(page.locator("#confirm-revoke")).to_have_count(0)
+        page.locator("#keys tr", has_text=used_by).locator("text=Revoke").click()
+        page.click("#confirm-revoke >> text=Yes, revoke this key")
+        expect(page.locator("main .ok")).to_contain_text("revoked")
+        me = client.get("/v1/me", headers={"Authorization": f"Bearer {secret}"})
+        assert me.status_code == 401
+
+
+def test_admin_copies_a_new_key_once_and_confirms_a_revoke(
+    browser: Browser, live_server: LiveServer
+) -> None:
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    blocked: list[str] = []
+    page.on("console", lambda message: blocked.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    log_in(page, live_server, "admin")
+    secret = create_key_in_console(page, live_server, "front desk browser")
+    assert secret.startswith("ft_")
+    page.click("#copy-key")
+    expect(page.locator("#copy-key")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    assert not blocked
+    shot(page, "keys-1-created")
+    page.goto(f"{live_server.url}/console/keys")  # shown once: never again
+    expect(page.locator("main")).not_to_contain_text(secret)
+    revoke_in_console(page, live_server, "front desk browser", secret)
+    shot(page, "keys-2-revoked")
+    context.close()
+
+
+def test_keys_work_without_javascript(browser: Browser, live_server: LiveServer) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    log_in(page, live_server, "admin")
+    secret = create_key_in_console(page, live_server, "gate desk no-js")
+    expect(page.locator("#copy-key")).to_be_hidden()  # no script, no button that does nothing
+    revoke_in_console(page, live_server, "gate desk no-js", secret)
+    context.close()

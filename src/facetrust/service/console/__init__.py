@@ -18,13 +18,21 @@ Modules, one job each:
 - ``routes_search``: verify, identify and review (operator).
 - ``routes_audit``: audit trail and evaluation reports (auditor).
 - ``routes_admin``: API keys and the retention sweep (admin).
+- ``routes_static``: the console's own scripts (``static/``), allowed by the CSP.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import routes_admin, routes_audit, routes_enrolment, routes_search, routes_session
+from . import (
+    routes_admin,
+    routes_audit,
+    routes_enrolment,
+    routes_search,
+    routes_session,
+    routes_static,
+)
 from .errors import install_error_pages
 from .rendering import PAGES, SECURITY_HEADERS
 
@@ -36,3 +44,4 @@ router.include_router(routes_enrolment.router)
 router.include_router(routes_search.router)
 router.include_router(routes_audit.router)
 router.include_router(routes_admin.router)
+router.include_router(routes_static.router)

@@ -60,7 +60,9 @@ def _field_message(item: Mapping[str, Any]) -> str:
     name = loc[0] if loc else "form"
     label = LABELS.get(name, name.replace("_", " ").capitalize())
     kind, ctx = str(item.get("type", "")), item.get("ctx") or {}
-    if kind == "missing" and name in ("purpose", "purposes", "subject_id", "role"):
+    if kind == "missing" and name == "purposes":
+        return f"{label}: tick at least one"
+    if kind == "missing" and name in ("purpose", "subject_id", "role"):
         return f"{label}: choose one"
     if kind == "missing":
         return f"{label}: this field is required"
