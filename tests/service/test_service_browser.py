@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
 
 from facetrust.matching import get_operating_point
 
-from .conftest import LiveServer, photo
+from .conftest import MAX_BODY_BYTES, LiveServer, photo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -325,3 +325,23 @@ def test_keys_work_without_javascript(browser: Browser, live_server: LiveServer)
     expect(page.locator("#copy-key")).to_be_hidden()  # no script, no button that does nothing
     revoke_in_console(page, live_server, "gate desk no-js", secret)
     context.close()
+
+
+def test_a_photo_over_the_body_limit_gets_a_console_page(
+    page: Page, live_server: LiveServer
+) -> None:
+    log_in(page, live_server, "operator-browser")
+    page.click("header >> text=Identify")
+    page.select_option("select[name=purpose]", "access-control")
+    page.fill("input[name=case_ref]", "GATE-9 too large")
+    page.set_input_files("input[name=image]", files=[{
+        "name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * (MAX_BODY_BYTES + 1)}])
+    with page.expect_navigation() as navigation:
+        page.click("main button[type=submit]")
+    response = navigation.value
+    assert response is not None and response.status == 413
+    assert response.headers["content-type"].startswith("text/html")
+    expect(page.locator(".error")).to_contain_text("too large")
+    expect(page.locator("#role")).to_have_text("operator")
+    page.click("text=Back to the form")
+    expect(page.locator("h1")).to_have_text("Identify")

@@ -131,6 +131,7 @@ def create_app(
     # Outermost last: metrics see every answer, including 413 and timeouts.
     app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(console.ConsoleErrorPages)  # their refusals as console pages
     app.add_middleware(RefusalAudit, floods=floods)  # outside the body cap: sees its 413s
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id

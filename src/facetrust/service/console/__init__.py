@@ -33,10 +33,10 @@ from . import (
     routes_session,
     routes_static,
 )
-from .errors import install_error_pages
+from .errors import ConsoleErrorPages, install_error_pages
 from .rendering import PAGES, SECURITY_HEADERS
 
-__all__ = ["PAGES", "SECURITY_HEADERS", "install_error_pages", "router"]
+__all__ = ["PAGES", "SECURITY_HEADERS", "ConsoleErrorPages", "install_error_pages", "router"]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 router.include_router(routes_session.router)

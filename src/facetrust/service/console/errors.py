@@ -10,6 +10,7 @@ same status the API would answer.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,17 +19,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...errors import FacetrustError
 from ..apikeys import Role
 from ..auth import service_state
 from ..permissions import permits
-from ..problems import SERVICE_PROBLEMS, Problem, problem_of
+from ..problems import PROBLEM_MEDIA_TYPE, SERVICE_PROBLEMS, Problem, problem_of
 from .access import LoginRequired, session_key
 from .rendering import render_page
 from .routes_session import login_page
 
-__all__ = ["FORM_PAGES", "install_error_pages", "validation_message"]
+__all__ = ["FORM_PAGES", "ConsoleErrorPages", "install_error_pages", "validation_message"]
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +136,9 @@ async def console_error(
     except LoginRequired:
         return RedirectResponse("/console/login", status_code=303)
     page = FORM_PAGES.get(path)
-    if page is None or request.method != "POST":
-        return render_page(request, key, "error.html", status=status, error=error)
+    if page is None or request.method != "POST" or not keep_typed and status in (413, 503):
+        back = path if page is not None else ""
+        return render_page(request, key, "error.html", status=status, error=error, back=back)
     template, operation = page
     if not permits(key.role, operation):
         return render_page(request, key, "forbidden.html", status=403, operation=operation)
@@ -225,3 +228,56 @@ def install_error_pages(app: FastAPI) -> None:
     app.add_exception_handler(FacetrustError, library)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)
+
+
+class ConsoleErrorPages:
+    """Turn the problem+json answers of middlewares (413 body too large, 503 timeout)
+    on ``/console`` paths into console pages; every other answer passes unchanged.
+
+    Add it outside :class:`~facetrust.service.limits.BodySizeLimit` and
+    :class:`~facetrust.service.limits.RequestTimeout`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != "/console" and not path.startswith("/console/"):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        body = b""
+
+        async def capture(message: Message) -> None:
+            nonlocal start, body
+            if message["type"] == "http.response.start" and start is None:
+                headers = dict(message.get("headers", []))
+                if headers.get(b"content-type", b"").startswith(PROBLEM_MEDIA_TYPE.encode()):
+                    start = message
+                    return
+            if start is None:
+                await send(message)
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                await self._page(scope, start, body, send)
+
+        await self.app(scope, receive, capture)
+
+    @staticmethod
+    async def _page(scope: Scope, start: Message, body: bytes, send: Send) -> None:
+        try:
+            problem = json.loads(body)
+            panel = {"title": str(problem["title"]), "detail": str(problem["detail"])}
+        except (ValueError, KeyError, TypeError):
+            panel = {"title": "Error", "detail": "The request was refused. Try again."}
+        request = Request(scope)
+        response = await console_error(request, int(start["status"]), panel, keep_typed=False)
+        if (b"connection", b"close") in start.get("headers", []):
+            response.headers["Connection"] = "close"  # the body was not read to its end
+
+        async def nothing() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, nothing, send)
