@@ -239,6 +239,14 @@ def test_identify_k_that_is_not_a_number_keeps_the_form(
     expect(page.locator("input[name=k]")).to_have_value("abc")
     expect(page.locator("select[name=purpose]")).to_have_value("access-control")
     shot(page, "errors-3-k")
+    # the refusal is audited with its problem type, as for the API
+    operator = f"key:{live_server.key_ids['operator-browser']}"
+    with live_server.client("auditor") as auditor:
+        events = auditor.get("/v1/audit/events", params={
+            "kind": "service.refused", "actor": operator, "limit": "1000"}).json()["events"]
+    refused = [e for e in events if e.get("case_ref") == "GATE-9 k check"]
+    assert refused and refused[0]["problem"] == "/problems/validation-error"
+    assert refused[0]["route"] == "/console/identify"
 
 
 @pytest.mark.parametrize("form", ["identify", "verify"])

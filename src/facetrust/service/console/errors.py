@@ -169,7 +169,8 @@ def install_error_pages(app: FastAPI) -> None:
         if not _is_console(request):
             return await previous[RequestValidationError](request, error)
         _note(request, "validation-error")
-        panel = {"title": "Check the form", "detail": validation_message(error)}
+        panel = {"title": "Check the form", "detail": validation_message(error),
+                 "type": SERVICE_PROBLEMS["validation-error"].uri}
         return await console_error(request, 422, panel, keep_typed=True)
 
     async def service(request: Request, error: Problem) -> Response:
@@ -182,6 +183,7 @@ def install_error_pages(app: FastAPI) -> None:
                 "Fill in the form below and submit it again.")}
         else:
             panel = {"title": error.problem.title, "detail": error.detail}
+        panel["type"] = error.problem.uri
         return await console_error(request, error.problem.status, panel, keep_typed=False)
 
     async def library(request: Request, error: FacetrustError) -> Response:
@@ -189,7 +191,7 @@ def install_error_pages(app: FastAPI) -> None:
             return await previous[FacetrustError](request, error)
         problem = problem_of(error)
         _note(request, problem.slug)
-        panel = {"title": problem.title, "detail": str(error)}
+        panel = {"title": problem.title, "detail": str(error), "type": problem.uri}
         return await console_error(request, problem.status, panel, keep_typed=True)
 
     async def http(request: Request, error: StarletteHTTPException) -> Response:
@@ -269,7 +271,8 @@ class ConsoleErrorPages:
     async def _page(scope: Scope, start: Message, body: bytes, send: Send) -> None:
         try:
             problem = json.loads(body)
-            panel = {"title": str(problem["title"]), "detail": str(problem["detail"])}
+            panel = {"title": str(problem["title"]), "detail": str(problem["detail"]),
+                     "type": str(problem.get("type", ""))}
         except (ValueError, KeyError, TypeError):
             panel = {"title": "Error", "detail": "The request was refused. Try again."}
         request = Request(scope)

@@ -15,7 +15,9 @@ from ..permissions import permits
 from ..problems import Problem, problem_of
 from .csrf import csrf_token
 
-__all__ = ["PAGES", "SECURITY_HEADERS", "error_context", "render_page", "templates"]
+__all__ = [
+    "PAGES", "PROBLEM_TYPE_HEADER", "SECURITY_HEADERS", "error_context", "render_page", "templates",
+]
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -29,6 +31,9 @@ PAGES = (
     ("/console/reports", "Evaluation reports", "list_reports"),
     ("/console/keys", "API keys", "list_api_keys"),
 )
+
+#: Response header naming the problem type of a console error page.
+PROBLEM_TYPE_HEADER = "X-Problem-Type"
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -70,6 +75,10 @@ def render_page(
         status_code=status,
     )
     response.headers.update(SECURITY_HEADERS)
+    error = context.get("error")
+    if isinstance(error, dict) and error.get("type"):
+        # the problem type of an error page, for the audit of refusals (RefusalAudit)
+        response.headers[PROBLEM_TYPE_HEADER] = str(error["type"])
     return response
 
 
