@@ -124,12 +124,14 @@ def create_app(
     )
     app.state.metrics = metrics
     install_handlers(app)
+    console.install_error_pages(app)  # HTML, not problem+json, under /console
     for module in (routes_health, routes_subjects, routes_search, routes_audit, routes_admin):
         app.include_router(module.router)
     app.include_router(console.router)
     # Outermost last: metrics see every answer, including 413 and timeouts.
     app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(console.ConsoleErrorPages)  # their refusals as console pages
     app.add_middleware(RefusalAudit, floods=floods)  # outside the body cap: sees its 413s
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id

@@ -337,6 +337,10 @@ class RefusalAudit:
                 problem = str(json.loads(response).get("type", ""))
             except (ValueError, AttributeError):
                 problem = ""
+        if not problem:  # a console error page names its problem type in a header
+            starts = [m for m in held if m["type"] == "http.response.start"]
+            headers = dict(starts[0].get("headers", [])) if starts else {}
+            problem = headers.get(b"x-problem-type", b"").decode("latin-1")
         if status == 303:  # the console's log-in redirect
             problem = "/problems/unauthorized"
         app = scope.get("app")

@@ -10,6 +10,7 @@ Modules, one job each:
 
 - ``csrf``: CSRF tokens bound to the session cookie.
 - ``rendering``: templates, the menu table, security headers, error panels.
+- ``errors``: every error under ``/console`` as a page in the layout, not problem+json.
 - ``access``: the session's key, and the guard every page runs first.
 - ``previews``: inline ``data:`` image previews of uploads and face chips.
 - ``routes_session``: log in, log out, home.
@@ -17,16 +18,25 @@ Modules, one job each:
 - ``routes_search``: verify, identify and review (operator).
 - ``routes_audit``: audit trail and evaluation reports (auditor).
 - ``routes_admin``: API keys and the retention sweep (admin).
+- ``routes_static``: the console's own scripts (``static/``), allowed by the CSP.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import routes_admin, routes_audit, routes_enrolment, routes_search, routes_session
+from . import (
+    routes_admin,
+    routes_audit,
+    routes_enrolment,
+    routes_search,
+    routes_session,
+    routes_static,
+)
+from .errors import ConsoleErrorPages, install_error_pages
 from .rendering import PAGES, SECURITY_HEADERS
 
-__all__ = ["PAGES", "SECURITY_HEADERS", "router"]
+__all__ = ["PAGES", "SECURITY_HEADERS", "ConsoleErrorPages", "install_error_pages", "router"]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 router.include_router(routes_session.router)
@@ -34,3 +44,4 @@ router.include_router(routes_enrolment.router)
 router.include_router(routes_search.router)
 router.include_router(routes_audit.router)
 router.include_router(routes_admin.router)
+router.include_router(routes_static.router)

@@ -15,7 +15,9 @@ from ..permissions import permits
 from ..problems import Problem, problem_of
 from .csrf import csrf_token
 
-__all__ = ["PAGES", "SECURITY_HEADERS", "error_context", "render_page", "templates"]
+__all__ = [
+    "PAGES", "PROBLEM_TYPE_HEADER", "SECURITY_HEADERS", "error_context", "render_page", "templates",
+]
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -30,9 +32,13 @@ PAGES = (
     ("/console/keys", "API keys", "list_api_keys"),
 )
 
+#: Response header naming the problem type of a console error page.
+PROBLEM_TYPE_HEADER = "X-Problem-Type"
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
@@ -65,10 +71,14 @@ def render_page(
         request,
         template,
         {"key": key, "menu": menu, "csrf": csrf_token(request) if key else "",
-         **context},
+         "typed": {}, **context},
         status_code=status,
     )
     response.headers.update(SECURITY_HEADERS)
+    error = context.get("error")
+    if isinstance(error, dict) and error.get("type"):
+        # the problem type of an error page, for the audit of refusals (RefusalAudit)
+        response.headers[PROBLEM_TYPE_HEADER] = str(error["type"])
     return response
 
 

@@ -39,8 +39,13 @@ async def keys_submit(
     role: Annotated[str, Form()] = "",
     name: Annotated[str, Form(max_length=200)] = "",
     key_id: Annotated[str, Form(max_length=64)] = "",
+    confirm: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
-    """Create or revoke a key, or sweep retention; each action needs its own permission."""
+    """Create or revoke a key, or sweep retention; each action needs its own permission.
+
+    Revoking asks first: without ``confirm=yes`` the page shows the key and asks
+    again (a form, so it works without JavaScript).
+    """
     operation = {"create": "create_api_key", "revoke": "revoke_api_key",
                  "sweep": "sweep_retention"}.get(action, "create_api_key")
     key = await guard(request, operation)
@@ -53,6 +58,12 @@ async def keys_submit(
     try:
         if action == "create":
             context["created"] = await create_audited_key(state, key, role, name)
+        elif action == "revoke" and confirm != "yes":
+            records = [k for k in state.keys.list() if k.key_id == key_id and k.active]
+            if records:
+                context["confirm_revoke"] = records[0]
+            else:  # unknown or already revoked: the revoke call says so
+                context["revoked"] = await revoke_audited_key(state, key, key_id)
         elif action == "revoke":
             context["revoked"] = await revoke_audited_key(state, key, key_id)
         elif action == "sweep":
