@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,12 +14,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from facetrust.gallery import Gallery
 from facetrust.service import ApiKeys, Role, SqliteApiKeyStore
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
 MULTI_FACE = Path(__file__).parent.parent / "data" / "multi_face" / "Vicente_Fox_0002.jpg"
@@ -185,3 +190,22 @@ def enrol(client: httpx.Client, subject_id: str, path: Path) -> httpx.Response:
             f"/v1/subjects/{subject_id}/enrolments",
             files={"photo": (path.name, handle, "image/jpeg")},
         )
+
+
+#: Debian's chromium, driven by Playwright (never Playwright's own browser download).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Chromium for one test module's console tests."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()

@@ -12,24 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from .conftest import EVIDENCE_SHA256, LiveServer
-from .test_service_browser import CHROMIUM, CHROMIUM_FLAGS, log_in, shot
+from .test_service_browser import log_in, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SUBJECT = "audit-trail-paged"
 OTHER = "audit-trail-other"
 LONG_REF = "scan-" + "0123456789abcdef" * 25  # 405 characters without a space
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture()

@@ -8,26 +8,20 @@ auditor checks the audit trail. Screenshots go to artifacts/screenshots/.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Response, expect
 
 from facetrust.matching import get_operating_point
 
-from .conftest import MAX_BODY_BYTES, LiveServer, photo
+from .conftest import CHROMIUM, MAX_BODY_BYTES, LiveServer, photo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 SCREENSHOTS = Path(__file__).parent.parent.parent / "artifacts" / "screenshots"
 
 if not Path(CHROMIUM).exists():
@@ -36,14 +30,6 @@ if not Path(CHROMIUM).exists():
             "chromium is missing in CI: scripts/test.sh installs it with apt-get install chromium"
         )
     pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture()

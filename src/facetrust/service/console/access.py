@@ -60,3 +60,12 @@ async def guard(request: Request, operation: str) -> ApiKey | Response:
     if not permits(key.role, operation):
         return render_page(request, key, "forbidden.html", status=403, operation=operation)
     return key
+
+
+async def purpose_form(request: Request, operation: str, template: str) -> Response:
+    """The page ``template`` with the gallery's purposes, if the session may ``operation``."""
+    key = await guard(request, operation)
+    if isinstance(key, Response):
+        return key
+    purposes = service_state(request).gallery.config.purposes
+    return render_page(request, key, template, purposes=purposes)

@@ -14,7 +14,7 @@ from ...gallery import Gallery
 from ...gallery.photos import enroll_photo
 from ..auth import service_state
 from ..problems import problem_of
-from .access import guard
+from .access import guard, purpose_form
 from .csrf import check_csrf
 from .previews import chip_url, photo_url
 from .rendering import error_context, render_page
@@ -27,11 +27,7 @@ router = APIRouter(include_in_schema=False)
 @router.get("/consent")
 async def consent_form(request: Request) -> Response:
     """Show the consent form."""
-    key = await guard(request, "grant_consent")
-    if isinstance(key, Response):
-        return key
-    state = service_state(request)
-    return render_page(request, key, "consent.html", purposes=state.gallery.config.purposes)
+    return await purpose_form(request, "grant_consent", "consent.html")
 
 
 @router.post("/consent")

@@ -13,7 +13,7 @@ from ..auth import service_state
 from ..limits import rate_limited
 from ..problems import problem_of
 from ..routes_search import HUMAN_REVIEW_NOTICE
-from .access import guard
+from .access import guard, purpose_form
 from .csrf import check_csrf
 from .previews import photo_url
 from .rendering import error_context, render_page
@@ -26,11 +26,7 @@ router = APIRouter(include_in_schema=False)
 @router.get("/verify")
 async def verify_form(request: Request) -> Response:
     """Show the verify form."""
-    key = await guard(request, "verify_photos")
-    if isinstance(key, Response):
-        return key
-    purposes = service_state(request).gallery.config.purposes
-    return render_page(request, key, "verify.html", purposes=purposes)
+    return await purpose_form(request, "verify_photos", "verify.html")
 
 
 @router.post("/verify")
@@ -66,11 +62,7 @@ async def verify_submit(
 @router.get("/identify")
 async def identify_form(request: Request) -> Response:
     """Show the identify form."""
-    key = await guard(request, "identify")
-    if isinstance(key, Response):
-        return key
-    purposes = service_state(request).gallery.config.purposes
-    return render_page(request, key, "identify.html", purposes=purposes)
+    return await purpose_form(request, "identify", "identify.html")
 
 
 @router.post("/identify")
