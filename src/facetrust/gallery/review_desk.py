@@ -81,7 +81,8 @@ class CandidateReview:
     """One candidate of an identification and where its review stands.
 
     ``distance`` is the template distance to the probe (lower is more similar).
-    ``photo_kept`` is None where it was not looked up (the queue).
+    ``photo_kept`` is None where it was not looked up (the queue). ``settled``
+    says the identification as a whole is decided (by this or another candidate).
     """
 
     subject_id: str
@@ -92,10 +93,13 @@ class CandidateReview:
     rejected_by: tuple[str, ...]
     required: int
     photo_kept: bool | None = None
+    settled: bool = False
 
     @property
     def summary(self) -> str:
         """The review state in plain English, with the next step."""
+        if self.settled and self.status == "pending":
+            return "Not decided: the identification was decided on another candidate."
         if self.status == "rejected":
             return f"Rejected by {_names(self.rejected_by)}."
         if self.status == "confirmed":
@@ -248,6 +252,8 @@ def _case(
         for subject_id, distance, rank in record.candidates
     )
     status = identification_state(c.status for c in candidates)
+    if status != "pending":
+        candidates = tuple(replace(c, settled=True) for c in candidates)
     reason = _why_not(parts, record, reviewer)
     if reason is None and status != "pending":
         reason = f"This identification is {status}; review decisions are final."
