@@ -136,6 +136,15 @@ def test_the_retention_sweep_deletes_a_probe_past_its_time_limit(
     # still pending: reviewers may decide without the probe
     assert gallery.review_case(ident, reviewer="alice").status == "pending"
 
+    # a decision whose deletion was interrupted (crash after the commit): the sweep ends it
+    other = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer")
+    with gallery.store.transaction():
+        gallery.store.mark_identification_decided(other.identification_id, "2026-01-16")
+    assert gallery.sweep_retention().probes_deleted == 1
+    assert gallery.keystore.get_key(probe_key_name(other.identification_id)) is None
+    event = list(gallery.audit.events(kind="pending-probe.deleted"))[-1]
+    assert event.fields["reason"] == "identification decided; deletion was interrupted"
+
 
 def test_no_probe_is_kept_when_the_policy_says_so_or_for_a_template(
     make_gallery: Any, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],

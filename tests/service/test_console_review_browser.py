@@ -122,6 +122,14 @@ def card(page: Page, subject_id: str) -> Locator:
     return page.locator("section.card", has=title)
 
 
+def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical accessibility violations on the page."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [f"{v['id']}: {v['help']}" for v in found if v["impact"] in ("serious", "critical")]
+
+
 def image_loaded(page: Page, selector: str) -> bool:
     return bool(page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0"))
 
@@ -134,6 +142,7 @@ def test_the_review_workflow(page: Page, browser: Browser, server: LiveServer) -
     expect(page.locator("#why-not")).to_contain_text("ran this identification")
     expect(page.locator("#cards button")).to_have_count(0)
     expect(page.locator("#cards img")).to_have_count(0)  # least privilege: no photos
+    assert serious_violations(page) == []
 
     reviewer = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
     log_in(reviewer, server, "alice")
@@ -142,6 +151,7 @@ def test_the_review_workflow(page: Page, browser: Browser, server: LiveServer) -
     expect(row).to_contain_text("access-control")
     expect(row).to_contain_text("0 of 2 confirmations")
     shot(reviewer, "review-2-queue")
+    assert serious_violations(reviewer) == []
     row.locator("a").click()
     expect(reviewer.locator("#facts")).to_contain_text("DESK-1")
     expect(reviewer.locator("#probe img")).to_be_visible()
@@ -160,6 +170,7 @@ def test_the_review_workflow(page: Page, browser: Browser, server: LiveServer) -
     )
     expect(kofi).to_contain_text("You confirmed this candidate.")
     shot(reviewer, "review-4-one-of-two")
+    assert serious_violations(reviewer) == []
     # the photos are never cached, and go to reviewers only
     source = server.url + (reviewer.locator("#probe img").get_attribute("src") or "")
     shown = reviewer.request.get(source)

@@ -75,8 +75,8 @@ def seal_probe(
     """The sealed record of a probe to keep, or None when the policy keeps none.
 
     The probe's data key is created (and committed to the key store) first, so
-    the record never exists without its key; an unused key is removed by
-    :func:`sweep_pending_probes`.
+    the record never exists without its key. A key whose identification was
+    then not stored (the search failed) seals nothing.
     """
     hours = parts.config.pending_probe_hours
     if hours <= 0:
@@ -126,20 +126,24 @@ def discard_probe(parts: GalleryParts, identification_id: str, *, actor: str, re
 
 
 def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
-    """Delete every probe past ``config.pending_probe_hours`` and every key left over
-    from a decided or failed identification; returns how many probes went."""
+    """Delete every probe past ``config.pending_probe_hours``, and the keys left over
+    by an interrupted decision (identification decided, or stored without its
+    probe); returns how many went."""
     now = parts.now()
     with parts.store.snapshot():
         due = parts.store.pending_probes_due(now.isoformat())
         leftover = []
         for name in parts.keystore.subject_ids():
-            if name.startswith(KEY_PREFIX) and name[len(KEY_PREFIX):] not in due:
-                identification_id = name[len(KEY_PREFIX):]
-                if (
-                    parts.store.get_pending_probe(identification_id) is None
-                    or parts.store.identification_decided_at(identification_id) is not None
-                ):
-                    leftover.append(identification_id)
+            identification_id = name[len(KEY_PREFIX):]
+            if not name.startswith(KEY_PREFIX) or identification_id in due:
+                continue
+            # a key whose identification is not stored yet may belong to an identify
+            # still running in another process: left alone
+            if parts.store.get_identification(identification_id) is not None and (
+                parts.store.get_pending_probe(identification_id) is None
+                or parts.store.identification_decided_at(identification_id) is not None
+            ):
+                leftover.append(identification_id)
     swept = 0
     for identification_id in due:
         swept += discard_probe(
@@ -147,6 +151,7 @@ def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
         )
     for identification_id in leftover:
         swept += discard_probe(
-            parts, identification_id, actor=actor, reason="identification decided or failed"
+            parts, identification_id, actor=actor,
+            reason="identification decided; deletion was interrupted",
         )
     return swept
