@@ -95,7 +95,9 @@ async def identify_submit(
             lambda g: g.identify(data, purpose=purpose, actor=key.actor, k=k, case_ref=case_ref),
             purpose=purpose,
         )
-        context.update(result=result, photo=photo_url(data))
+        context.update(result=result, photo=photo_url(data),
+                       probe_kept=bool(result.candidates)
+                       and state.gallery.config.pending_probe_hours > 0)
         status = 200
     except FacetrustError as error:
         context["error"], status = error_context(error), problem_of(error).status
