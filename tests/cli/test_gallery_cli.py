@@ -276,3 +276,15 @@ def test_reviewers_are_authenticated_keys_through_the_installed_command(
     assert "No identification 'nope'" in facetrust(
         "review", "nope", top, key=keys["bob"]["key"], code=2
     )
+
+
+def test_init_sets_how_long_pending_probes_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FACETRUST_GALLERY", raising=False)
+    run(runner, "init", "--pending-probe-hours", "-1", code=2)
+    run(runner, "init", "--pending-probe-hours", "2.5")
+    config = json.loads((tmp_path / "facetrust-gallery.json").read_text())
+    assert config["pending_probe_hours"] == 2.5

@@ -88,6 +88,9 @@ KEYS = {
     "operator-refused": Role.OPERATOR,
     "enroller-refused": Role.ENROLLER,
     "admin-audited": Role.ADMIN,
+    "review-searcher": Role.OPERATOR,
+    "reviewer-a": Role.OPERATOR,
+    "reviewer-b": Role.OPERATOR,
 }
 
 

@@ -103,9 +103,10 @@ def test_operator_identifies_and_verifies(page: Page, live_server: LiveServer) -
     expect(page.locator("#review-notice")).to_contain_text("Requires human review")
     expect(page.locator("#candidates tr").nth(1)).to_contain_text("web-junichiro")
     shot(page, "3-identify")
-    page.click("#candidates >> text=Confirm")
+    page.click("#candidates >> text=Review page of web-junichiro")
     # the operator who searched may not review it (gallery policy searcher_may_review)
-    expect(page.locator(".error")).to_contain_text("ran this identification")
+    expect(page.locator("#why-not")).to_contain_text("ran this identification")
+    expect(page.locator("#cards button")).to_have_count(0)
 
     page.click("header >> text=Verify")
     page.select_option("select[name=purpose]", "access-control")

@@ -19,6 +19,7 @@ from facetrust.store import (
     ConsentRecord,
     IdentificationRecord,
     KeyStore,
+    PendingProbeRecord,
     PhotoRecord,
     ReviewRecord,
     SqliteKeyStore,
@@ -152,6 +153,34 @@ def test_identifications_and_reviews(store: Store) -> None:
         store.insert_review(ReviewRecord("i1", "s1", "bob", "confirm", T0, "ok"))
     assert store.get_identification("i1") == record
     assert [r.reviewer for r in store.reviews_of("i1")] == ["alice", "bob"]
+
+
+def test_undecided_identifications_in_keyset_pages_and_pending_probes(store: Store) -> None:
+    def identification(n: int, started: str) -> IdentificationRecord:
+        return IdentificationRecord(
+            f"i{n}", "boarding", "officer", None, "ff" * 32, "m", "op", 0.6, started, started,
+            (("s1", 0.3, 1),),
+        )
+
+    with store.transaction():
+        for n, started in enumerate([T0, T0, "2026-01-02T00:00:00+00:00", T0]):
+            store.insert_identification(identification(n, started))
+        store.mark_identification_decided("i1", T0)
+        store.insert_pending_probe(PendingProbeRecord("i2", b"sealed", T0, "2026-01-03T00:00"))
+    first = store.undecided_identifications(None, 2)
+    assert [r.identification_id for r in first] == ["i0", "i3"]
+    rest = store.undecided_identifications((first[-1].started_at, "i3"), 2)
+    assert [r.identification_id for r in rest] == ["i2"]
+    assert store.identification_decided_at("i1") == T0
+    assert store.identification_decided_at("i0") is None
+    assert store.get_pending_probe("i2") == PendingProbeRecord(
+        "i2", b"sealed", T0, "2026-01-03T00:00"
+    )
+    assert store.pending_probes_due("2026-01-02T23:00") == []
+    assert store.pending_probes_due("2026-01-03T00:00") == ["i2"]
+    with store.transaction():
+        assert store.delete_pending_probe("i2") and not store.delete_pending_probe("i2")
+    assert store.get_pending_probe("i2") is None
 
 
 def test_secrets_meta_and_audit(store: Store) -> None:

@@ -108,6 +108,14 @@ def principal(gallery_path: str | None, api_key: str | None, operation: str) -> 
     default=None,
     help="Let the operator who ran an identification be one of its reviewers (default: not).",
 )
+@click.option(
+    "--pending-probe-hours",
+    type=click.FloatRange(0, 720),
+    default=None,
+    show_default="24",
+    help="Longest time the photo of an identification awaiting review is kept, encrypted, for "
+    "its reviewers (deleted on decision; 0 keeps none).",
+)
 @click.option("--duplicate-policy", type=click.Choice(["warn", "refuse"]), default=None)
 @click.option("--operating-point", default=None, help="Threshold name from the calibration table.")
 @click.option(
@@ -149,6 +157,7 @@ def init(
     retention_days: int | None,
     review_quorum: int | None,
     searcher_may_review: bool | None,
+    pending_probe_hours: float | None,
     duplicate_policy: str | None,
     operating_point: str | None,
     database_url: str | None,
@@ -164,6 +173,7 @@ def init(
         retention_days=retention_days,
         review_quorum=review_quorum,
         searcher_may_review=searcher_may_review,
+        pending_probe_hours=pending_probe_hours,
         duplicate_policy=duplicate_policy,
         operating_point=operating_point,
         database_url=database_url,

@@ -6,6 +6,7 @@ Start with :class:`Gallery` (``Gallery.create`` / ``Gallery.open``) and its
 
 from .config import GalleryConfig, find_config
 from .core import FaceInput, Gallery
+from .review_desk import CandidateReview, ProbePhoto, ReferencePhoto, ReviewCase, ReviewQueue
 from .types import (
     Candidate,
     Consent,
@@ -23,6 +24,7 @@ from .types import (
 
 __all__ = [
     "Candidate",
+    "CandidateReview",
     "Consent",
     "DuplicateMatch",
     "EnrolmentResult",
@@ -32,6 +34,10 @@ __all__ = [
     "GalleryConfig",
     "Identification",
     "KeyRotationResult",
+    "ProbePhoto",
+    "ReferencePhoto",
+    "ReviewCase",
+    "ReviewQueue",
     "ReviewStatus",
     "Subject",
     "SubjectVerification",

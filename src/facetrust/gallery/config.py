@@ -36,6 +36,8 @@ INDEX_KINDS = ("auto", "exact", "quantized", "hnsw")
 #: EU AI Act Art. 14(5): a biometric identification is acted on only once
 #: verified and confirmed separately by at least two natural persons.
 DEFAULT_REVIEW_QUORUM = 2
+#: Longest time (hours) the probe of an identification awaiting review is kept.
+DEFAULT_PENDING_PROBE_HOURS = 24.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,12 @@ class GalleryConfig:
         Whether the operator who ran an identification may be one of its
         reviewers. False (the default): review is by people other than the
         one who searched.
+    pending_probe_hours : float
+        How long, at most, the probe photo of an identification awaiting
+        review is kept (sealed under a key of its own) so reviewers can see
+        it beside the candidates: it is deleted, and its key destroyed, when
+        the identification is decided, or by the retention sweep after this
+        many hours. 0 keeps no probe.
     duplicate_policy : str
         ``"warn"`` or ``"refuse"`` when a new face matches another subject.
     operating_point : str or None
@@ -104,6 +112,7 @@ class GalleryConfig:
     retention_days: int = DEFAULT_RETENTION_DAYS
     review_quorum: int = DEFAULT_REVIEW_QUORUM
     searcher_may_review: bool = False
+    pending_probe_hours: float = DEFAULT_PENDING_PROBE_HOURS
     duplicate_policy: str = "warn"
     operating_point: str | None = None
     database_url: str | None = None
@@ -132,6 +141,12 @@ class GalleryConfig:
         if self.review_quorum < 1:
             raise InvalidParameter(
                 f"The 'review_quorum' setting must be at least 1. Got {self.review_quorum}."
+            )
+        hours = self.pending_probe_hours
+        if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 <= hours <= 720:
+            raise InvalidParameter(
+                "The 'pending_probe_hours' setting must be a number of hours in [0, 720]. "
+                f"Got {hours!r} instead."
             )
         if self.duplicate_policy not in ("warn", "refuse"):
             raise InvalidParameter(
@@ -180,6 +195,7 @@ class GalleryConfig:
             "retention_days": self.retention_days,
             "review_quorum": self.review_quorum,
             "searcher_may_review": self.searcher_may_review,
+            "pending_probe_hours": self.pending_probe_hours,
             "duplicate_policy": self.duplicate_policy,
             "operating_point": self.operating_point,
             "database_url": self.database_url,

@@ -29,7 +29,7 @@ from ..faces import Embedding
 from ..matching import get_operating_point
 from ..pipeline import FacePipeline, FacePolicy
 from ..store.base import KeyStore, Store
-from . import enrolment, erasure, identification, keys, subjects
+from . import enrolment, erasure, identification, keys, review_desk, subjects
 from .backends import database_url, open_keystore, open_store
 from .checks import check_purpose
 from .config import CONFIG_NAME, GalleryConfig, find_config
@@ -38,6 +38,7 @@ from .indexes import SearchIndexes
 from .keyring import AUDIT_SECRET, GALLERY_SECRETS, Keyring
 from .parts import Clock, GalleryParts
 from .probes import FaceInput
+from .review_desk import ProbePhoto, ReferencePhoto, ReviewCase, ReviewQueue
 from .search import SearchResult, search_templates
 from .types import (
     Consent,
@@ -539,6 +540,54 @@ class Gallery:
             note=note,
         )
 
+    def review_queue(
+        self, *, reviewer: str, after: str | None = None, limit: int = 25
+    ) -> ReviewQueue:
+        """The identifications awaiting a review ``reviewer`` may give, oldest first (audited).
+
+        Leaves out ``reviewer``'s own searches unless ``config.searcher_may_review``,
+        and those where every pending candidate already has ``reviewer``'s review.
+        Pass the returned ``next_after`` as ``after`` for the next page.
+        """
+        return review_desk.review_queue(self._parts, reviewer=reviewer, after=after, limit=limit)
+
+    def review_case(self, identification_id: str, *, reviewer: str) -> ReviewCase:
+        """One identification with where each candidate's review stands (audited).
+
+        Raises
+        ------
+        UnknownIdentification
+        """
+        return review_desk.review_case(self._parts, identification_id, reviewer=reviewer)
+
+    def reference_photo(
+        self, identification_id: str, subject_id: str, *, reviewer: str
+    ) -> ReferencePhoto:
+        """A candidate's enrolled photo, decrypted for display only, or why there is none.
+
+        Given only to a ``reviewer`` who may review the identification, only
+        for one of its candidates whose consent still covers the search's
+        purpose, and only while it is pending. Each view and each refusal is
+        audited (``reference.view``, ``reference.view.refused``).
+
+        Raises
+        ------
+        UnknownIdentification
+        ReviewNotAllowed
+            The reviewer ran the search (policy), or the subject is no candidate.
+        ReviewClosed
+            The identification is decided.
+        ConsentError, UnknownSubject
+        """
+        return review_desk.reference_photo(
+            self._parts, identification_id, subject_id, reviewer=reviewer
+        )
+
+    def probe_photo(self, identification_id: str, *, reviewer: str) -> ProbePhoto:
+        """The kept probe of a pending identification and its face box, on the terms
+        of :meth:`reference_photo` (audited as ``pending-probe.view``)."""
+        return review_desk.probe_photo(self._parts, identification_id, reviewer=reviewer)
+
     def verify_subject(
         self,
         probe: FaceInput,
@@ -600,7 +649,8 @@ class Gallery:
         )
 
     def sweep_retention(self, *, actor: str = "system") -> SweepResult:
-        """Purge subjects past retention or without active consent, and audit it."""
+        """Purge subjects past retention or without active consent, and probes kept
+        past ``config.pending_probe_hours``; audit it."""
         return erasure.sweep_retention(self._parts, actor=actor)
 
     # ------------------------------------------------------------------ keys & indexes

@@ -9,6 +9,8 @@ its key is destroyed and its file deleted, before and again after the store
 change; each process's in-memory index drops the templates at its next search
 (at once in the erasing process).
 The consent history and the audit log are kept; they hold no biometric data.
+The sweep also deletes the probes of identifications still awaiting review
+after ``config.pending_probe_hours`` (:mod:`.pending`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .checks import check_name
 from .consent import consent_status
 from .indexes import count_removal
 from .parts import GalleryParts
+from .pending import sweep_pending_probes
 from .subjects import subject_record
 from .types import ErasureResult, SweepResult, WithdrawalResult
 
@@ -142,6 +145,7 @@ def sweep_retention(parts: GalleryParts, *, actor: str) -> SweepResult:
     for subject_id, reason, forget in plans:
         erase_subject(parts, subject_id, actor=actor, reason=reason, forget=forget)
         erased.append(subject_id)
+    probes = sweep_pending_probes(parts, actor=actor)
     event = parts.audit.append(
         "retention.sweep",
         actor=actor,
@@ -149,5 +153,7 @@ def sweep_retention(parts: GalleryParts, *, actor: str) -> SweepResult:
         checked=len(subjects),
         erased=len(erased),
         retention_days=parts.config.retention_days,
+        probes_deleted=probes,
+        pending_probe_hours=parts.config.pending_probe_hours,
     )
-    return SweepResult(tuple(erased), event.seq)
+    return SweepResult(tuple(erased), event.seq, probes)

@@ -1,15 +1,17 @@
 """Searching the gallery: 1:N identification, human review of candidates, 1:1 verification.
 
 Every search states a purpose, runs only over subjects whose active consent
-covers it, and is audited; the probe is never stored. Searches refused for
-consent, purpose or model reasons are audited too (:func:`audit_refusal`).
+covers it, and is audited. The probe photo is kept, sealed, only while the
+identification awaits review (:mod:`.pending`), and deleted once it is decided.
+Searches refused for consent, purpose or model reasons are audited too
+(:func:`audit_refusal`).
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,6 +30,7 @@ from ..pipeline import FacePolicy
 from ..store.base import IdentificationRecord, ReviewRecord
 from .checks import check_k, check_name, check_purpose
 from .parts import GalleryParts
+from .pending import discard_probe, seal_probe
 from .probes import FaceInput
 from .search import search_templates
 from .subjects import require_active_consent
@@ -87,8 +90,12 @@ def identify(
         Candidate(h.subject_id, h.distance, r) for r, h in enumerate(found.hits, 1)
     )
     ended = parts.stamp()
+    identification_id = uuid.uuid4().hex
+    kept = None
+    if candidates and face.photo is not None and face.face is not None:
+        kept = seal_probe(parts, identification_id, face.photo, face.face.box, parts.now())
     record = IdentificationRecord(
-        identification_id=uuid.uuid4().hex,
+        identification_id=identification_id,
         purpose=purpose,
         actor=actor,
         case_ref=case_ref,
@@ -102,6 +109,10 @@ def identify(
     )
     with parts.store.transaction():
         parts.store.insert_identification(record)
+        if kept is not None:
+            parts.store.insert_pending_probe(kept)
+        if not candidates:  # nothing to review
+            parts.store.mark_identification_decided(record.identification_id, ended)
         event = parts.audit.append(
             "identify",
             actor=actor,
@@ -125,6 +136,7 @@ def identify(
             requires_human_review=True,
             review_quorum=parts.config.review_quorum,
             verified_by=[],
+            probe_kept_until=None if kept is None else kept.delete_after,
         )
     return Identification(
         identification_id=record.identification_id,
@@ -157,6 +169,37 @@ def review_state(confirmed: int, rejected: int, quorum: int) -> str:
     if rejected:
         return "rejected"
     return "confirmed" if confirmed >= quorum else "pending"
+
+
+#: The states of a whole identification: ``pending`` while a candidate may still be
+#: confirmed, ``confirmed`` once one is, ``rejected`` once every candidate is, and
+#: ``no-candidate`` when the search found nobody (nothing to review).
+IDENTIFICATION_STATES = ("pending", "confirmed", "rejected", "no-candidate")
+
+
+def identification_state(candidate_states: Iterable[str]) -> str:
+    """The state of an identification whose candidates are in ``candidate_states``."""
+    states = list(candidate_states)
+    if not states:
+        return "no-candidate"
+    if "confirmed" in states:
+        return "confirmed"
+    return "rejected" if all(s == "rejected" for s in states) else "pending"
+
+
+def candidate_reviews(
+    record: IdentificationRecord, reviews: Iterable[ReviewRecord], quorum: int
+) -> dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """Per candidate (in rank order): its state, who confirmed it and who rejected it."""
+    found: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+    listed = list(reviews)
+    for subject_id, _, _ in record.candidates:
+        mine = [r for r in listed if r.subject_id == subject_id]
+        confirmed = tuple(r.reviewer for r in mine if r.decision == "confirm")
+        rejected = tuple(r.reviewer for r in mine if r.decision == "reject")
+        found[subject_id] = (review_state(len(confirmed), len(rejected), quorum), confirmed,
+                             rejected)
+    return found
 
 
 def review(
@@ -228,6 +271,10 @@ def review(
         status = review_state(len(confirmed), len(rejected), quorum)
         if status == "confirmed":
             parts.store.touch_subject(subject_id, stamp)
+        states = candidate_reviews(record, parts.store.reviews_of(identification_id), quorum)
+        overall = identification_state(s for s, _, _ in states.values())
+        if overall != "pending":
+            parts.store.mark_identification_decided(identification_id, stamp)
         event = parts.audit.append(
             "review",
             actor=reviewer,
@@ -241,7 +288,11 @@ def review(
             rejected_by=list(rejected),
             required=quorum,
             status=status,
+            identification_status=overall,
         )
+    if overall != "pending":
+        discard_probe(parts, identification_id, actor=reviewer,
+                      reason=f"identification {overall}")
     return ReviewStatus(
         identification_id, subject_id, confirmed, rejected, quorum, status, event.seq
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import crypto
-from ..faces import Embedding
+from ..faces import Embedding, Face
 from ..images import ImageSource
 from ..matching import OperatingPoint
 from ..pipeline import FacePipeline, FacePolicy
@@ -41,11 +41,14 @@ class Probe:
         empty for a pixel array read from a path that is not a file).
     photo : bytes or None
         The encoded photo, when one was given as a file or bytes.
+    face : Face or None
+        The detected face (box in original-image pixels); None for a template.
     """
 
     embedding: Embedding
     sha256: str
     photo: bytes | None
+    face: Face | None = None
 
     @property
     def model_id(self) -> str:
@@ -76,7 +79,7 @@ def read_probe(pipeline: FacePipeline, face: FaceInput, face_policy: FacePolicy)
     )
     digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
     photo = raw if not isinstance(face, np.ndarray) else None
-    return Probe(embedded.embedding, digest, photo)
+    return Probe(embedded.embedding, digest, photo, embedded.face)
 
 
 def protected_normalizer(

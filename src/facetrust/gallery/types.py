@@ -230,13 +230,16 @@ class WithdrawalResult:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """What a retention sweep purged: subjects past retention or without active consent."""
+    """What a retention sweep purged: subjects past retention or without active consent,
+    and ``probes_deleted`` probes of identifications kept past their review time limit."""
 
     erased: tuple[str, ...]
     audit_seq: int
+    probes_deleted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"erased": list(self.erased), "audit_seq": self.audit_seq}
+        return {"erased": list(self.erased), "audit_seq": self.audit_seq,
+                "probes_deleted": self.probes_deleted}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,15 @@ from fastapi import FastAPI
 from ..config import Settings
 from ..gallery import Gallery, GalleryConfig, find_config
 from ..pipeline import FacePipeline
-from . import console, routes_admin, routes_audit, routes_health, routes_search, routes_subjects
+from . import (
+    console,
+    routes_admin,
+    routes_audit,
+    routes_health,
+    routes_reviews,
+    routes_search,
+    routes_subjects,
+)
 from .apikeys import ApiKeys, SqliteApiKeyStore
 from .limits import BodySizeLimit, FailureThrottle, RequestTimeout, TokenBucket
 from .metrics import Metrics, MetricsMiddleware, install_access_log_filter
@@ -125,7 +133,9 @@ def create_app(
     app.state.metrics = metrics
     install_handlers(app)
     console.install_error_pages(app)  # HTML, not problem+json, under /console
-    for module in (routes_health, routes_subjects, routes_search, routes_audit, routes_admin):
+    for module in (
+        routes_health, routes_subjects, routes_search, routes_reviews, routes_audit, routes_admin,
+    ):
         app.include_router(module.router)
     app.include_router(console.router)
     # Outermost last: metrics see every answer, including 413 and timeouts.

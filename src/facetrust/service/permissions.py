@@ -34,6 +34,10 @@ PERMISSIONS: Mapping[str, frozenset[Role]] = {
     "verify_subject": frozenset({OPR}),
     "identify": frozenset({OPR}),
     "review_candidate": frozenset({OPR}),
+    "list_review_queue": frozenset({OPR}),
+    "get_review_case": frozenset({OPR}),
+    "get_probe_photo": frozenset({OPR}),
+    "get_reference_photo": frozenset({OPR}),
     # auditor: read-only audit log and evaluation reports
     "verify_audit_chain": frozenset({AUD}),
     "get_audit_head": frozenset({AUD}),

@@ -21,7 +21,7 @@ __all__ = ["POLICY_FIELDS", "current_policy", "record_policy_change"]
 
 #: Gallery config fields that are policy (the rest are paths and backends).
 POLICY_FIELDS = ("purposes", "retention_days", "review_quorum", "searcher_may_review",
-                 "duplicate_policy", "operating_point")
+                 "pending_probe_hours", "duplicate_policy", "operating_point")
 #: Service settings that are policy.
 LIMIT_FIELDS = ("max_body_bytes", "max_pixels", "identify_per_minute", "identify_burst",
                 "request_timeout_s", "auth_failures_per_minute", "auth_failure_burst",

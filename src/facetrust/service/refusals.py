@@ -74,8 +74,17 @@ BIOMETRIC_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/console/verify"): "verify_photos",
     ("POST", "/console/identify"): "identify",
     ("POST", "/console/enrol"): "enroll_photo",
-    ("POST", "/console/review"): "review_candidate",
+    ("GET", "/v1/identifications/{identification_id}/probe"): "get_probe_photo",
+    ("GET", "/v1/identifications/{identification_id}/candidates/{subject_id}/reference"):
+        "get_reference_photo",
+    ("POST", "/console/reviews/{identification_id}"): "review_candidate",
+    ("GET", "/console/reviews/{identification_id}/probe.jpg"): "get_probe_photo",
+    ("GET", "/console/reviews/{identification_id}/reference/{subject_id}.jpg"):
+        "get_reference_photo",
 }
+
+#: Path prefixes of the GET routes in :data:`BIOMETRIC_ROUTES` (photos shown to reviewers).
+BIOMETRIC_READ_PREFIXES = ("/v1/identifications/", "/console/reviews/")
 
 #: A console POST without a live session is sent here (303): the console's 401.
 LOGIN_PAGE = b"/console/login"
@@ -272,8 +281,12 @@ class RefusalAudit:
         self.floods = floods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        reading = scope.get("method") in ("GET", "HEAD")
+        if reading and not str(scope.get("path", "")).startswith(BIOMETRIC_READ_PREFIXES):
+            await self.app(scope, receive, send)  # reads of no biometric data: not matched
             return
         template, path_params = _route_of(scope)
         record = RequestRecord(

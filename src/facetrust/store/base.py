@@ -188,6 +188,17 @@ class ProbeCropRecord:
 
 
 @dataclass(frozen=True)
+class PendingProbeRecord:
+    """The sealed probe of an identification awaiting review, deleted at ``delete_after``
+    at the latest (sooner when the identification is decided)."""
+
+    identification_id: str
+    ciphertext: bytes
+    created_at: str
+    delete_after: str
+
+
+@dataclass(frozen=True)
 class StoreChanges:
     """What changed in a store after a given generation (see :meth:`Store.changes_since`).
 
@@ -338,6 +349,21 @@ class Store(Protocol):
     def get_identification(self, identification_id: str) -> IdentificationRecord | None: ...
     def insert_review(self, review: ReviewRecord) -> None: ...
     def reviews_of(self, identification_id: str) -> list[ReviewRecord]: ...
+    def mark_identification_decided(self, identification_id: str, at: str) -> None: ...
+    def undecided_identifications(
+        self, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> list[IdentificationRecord]:
+        """Identifications not yet decided, oldest first, after ``(started_at, id)``."""
+        ...
+
+    def identification_decided_at(self, identification_id: str) -> str | None: ...
+    def insert_pending_probe(self, probe: PendingProbeRecord) -> None: ...
+    def get_pending_probe(self, identification_id: str) -> PendingProbeRecord | None: ...
+    def pending_probes_due(self, now: str) -> list[str]:
+        """The identification ids whose kept probe is due for deletion at ``now``."""
+        ...
+
+    def delete_pending_probe(self, identification_id: str) -> bool: ...
 
     # events (gate galleries) ---------------------------------------------
     def insert_event(self, event: EventRecord) -> None: ...

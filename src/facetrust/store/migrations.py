@@ -16,6 +16,7 @@ from .schema import (
     gallery_tables,
     idempotency_table,
     keystore_tables,
+    pending_probe_tables,
     source_digest_column,
 )
 
@@ -37,6 +38,8 @@ GALLERY_MIGRATIONS: list[str] = [
     change_tracking(SQLITE_TYPES),
     # 5: stored responses of keyed requests (Idempotency-Key).
     idempotency_table(SQLITE_TYPES),
+    # next: probes of identifications awaiting review, sealed, and their decision time.
+    pending_probe_tables(SQLITE_TYPES),
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [keystore_tables(SQLITE_TYPES)]

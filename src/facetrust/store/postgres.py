@@ -293,7 +293,9 @@ class PostgresStore(_PostgresBase, SqlStore, VectorSearch):
         the ciphertext until they age out; it is unreadable once the subject's
         data key is destroyed.
         """
-        self._vacuum(("templates", "template_vectors", "photos", "probe_crops"))
+        self._vacuum(
+            ("templates", "template_vectors", "photos", "probe_crops", "pending_probes")
+        )
 
 
 class PostgresKeyStore(_PostgresBase, SqlKeyStore):

@@ -19,6 +19,7 @@ from .schema import (
     gallery_tables,
     idempotency_table,
     keystore_tables,
+    pending_probe_tables,
     source_digest_column,
 )
 
@@ -79,6 +80,8 @@ GALLERY_MIGRATIONS: list[str] = [
     change_tracking(POSTGRES_TYPES),
     # 5: stored responses of keyed requests (Idempotency-Key; SQLite migration 5).
     idempotency_table(POSTGRES_TYPES),
+    # next: probes of identifications awaiting review (SQLite's pending-probe migration).
+    pending_probe_tables(POSTGRES_TYPES),
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [keystore_tables(POSTGRES_TYPES)]

@@ -270,6 +270,30 @@ def idempotency_table(types: ColumnTypes) -> str:
     )
 
 
+def pending_probe_tables(types: ColumnTypes) -> str:
+    """Probes of identifications awaiting review, sealed, and when each was decided.
+
+    A probe photo is kept (sealed under a key of its own) only while its
+    identification is pending, and until ``delete_after`` at the latest.
+    Identifications made before this migration have no ``decided_at``.
+    """
+    return _render(
+        """
+    CREATE TABLE pending_probes (
+        identification_id TEXT PRIMARY KEY REFERENCES identifications(identification_id),
+        ciphertext {blob} NOT NULL,
+        created_at TEXT NOT NULL,
+        delete_after TEXT NOT NULL
+    );
+    CREATE INDEX pending_probes_by_deadline ON pending_probes(delete_after);
+    ALTER TABLE identifications ADD COLUMN decided_at TEXT;
+    CREATE INDEX identifications_by_decision
+        ON identifications(decided_at, started_at, identification_id);
+""",
+        types,
+    )
+
+
 def keystore_tables(types: ColumnTypes) -> str:
     """The key store: one wrapped data key per subject (and per index file)."""
     return _render(

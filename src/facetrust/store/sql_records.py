@@ -6,7 +6,8 @@ reviews and the audit log. Mixed into :class:`~facetrust.store.sql.SqlStore`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .base import (
     AuditHead,
@@ -15,6 +16,7 @@ from .base import (
     EventRecord,
     IdentificationRecord,
     OptOutRecord,
+    PendingProbeRecord,
     ProbeCropRecord,
     ReviewRecord,
 )
@@ -27,6 +29,24 @@ from .sql_base import (
     SqlBase,
     audit_from_row,
 )
+
+
+def identification_from_row(row: Sequence[Any]) -> IdentificationRecord:
+    """An :class:`IdentificationRecord` from a row of ``IDENTIFICATION_COLUMNS``."""
+    candidates = tuple((str(s), float(d), int(r)) for s, d, r in json.loads(row[10]))
+    return IdentificationRecord(
+        identification_id=row[0],
+        purpose=row[1],
+        actor=row[2],
+        case_ref=row[3],
+        probe_sha256=row[4],
+        model_id=row[5],
+        operating_point=row[6],
+        threshold=float(row[7]),
+        started_at=row[8],
+        ended_at=row[9],
+        candidates=candidates,
+    )
 
 
 class SqlRecords(SqlBase):
@@ -159,23 +179,65 @@ class SqlRecords(SqlBase):
             f"SELECT {IDENTIFICATION_COLUMNS} FROM identifications WHERE identification_id = ?",
             (identification_id,),
         )
+        return identification_from_row(rows[0]) if rows else None
+
+    def undecided_identifications(
+        self, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> list[IdentificationRecord]:
+        started, last_id = after or ("", "")
+        rows = self._read(
+            f"SELECT {IDENTIFICATION_COLUMNS} FROM identifications WHERE decided_at IS NULL "
+            "AND (started_at > ? OR (started_at = ? AND identification_id > ?)) "
+            "ORDER BY started_at, identification_id LIMIT ?",
+            (started, started, last_id, limit),
+        )
+        return [identification_from_row(row) for row in rows]
+
+    def mark_identification_decided(self, identification_id: str, at: str) -> None:
+        self._run(
+            "UPDATE identifications SET decided_at = ? WHERE identification_id = ? "
+            "AND decided_at IS NULL",
+            (at, identification_id),
+        )
+
+    def identification_decided_at(self, identification_id: str) -> str | None:
+        rows = self._read(
+            "SELECT decided_at FROM identifications WHERE identification_id = ?",
+            (identification_id,),
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def insert_pending_probe(self, probe: PendingProbeRecord) -> None:
+        self._run(
+            "INSERT INTO pending_probes (identification_id, ciphertext, created_at, delete_after) "
+            "VALUES (?, ?, ?, ?)",
+            (probe.identification_id, probe.ciphertext, probe.created_at, probe.delete_after),
+        )
+
+    def get_pending_probe(self, identification_id: str) -> PendingProbeRecord | None:
+        rows = self._read(
+            "SELECT identification_id, ciphertext, created_at, delete_after FROM pending_probes "
+            "WHERE identification_id = ?",
+            (identification_id,),
+        )
         if not rows:
             return None
-        row = rows[0]
-        candidates = tuple((str(s), float(d), int(r)) for s, d, r in json.loads(row[10]))
-        return IdentificationRecord(
-            identification_id=row[0],
-            purpose=row[1],
-            actor=row[2],
-            case_ref=row[3],
-            probe_sha256=row[4],
-            model_id=row[5],
-            operating_point=row[6],
-            threshold=float(row[7]),
-            started_at=row[8],
-            ended_at=row[9],
-            candidates=candidates,
+        found, ciphertext, created, until = rows[0]
+        return PendingProbeRecord(found, bytes(ciphertext), created, until)
+
+    def pending_probes_due(self, now: str) -> list[str]:
+        rows = self._read(
+            "SELECT identification_id FROM pending_probes WHERE delete_after <= ? "
+            "ORDER BY delete_after, identification_id",
+            (now,),
         )
+        return [str(row[0]) for row in rows]
+
+    def delete_pending_probe(self, identification_id: str) -> bool:
+        cursor = self._run(
+            "DELETE FROM pending_probes WHERE identification_id = ?", (identification_id,)
+        )
+        return cursor.rowcount > 0
 
     def insert_review(self, review: ReviewRecord) -> None:
         self._run(

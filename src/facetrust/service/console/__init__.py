@@ -15,7 +15,8 @@ Modules, one job each:
 - ``previews``: inline ``data:`` image previews of uploads and face chips.
 - ``routes_session``: log in, log out, home.
 - ``routes_enrolment``: consent and enrolment (enroller).
-- ``routes_search``: verify, identify and review (operator).
+- ``routes_search``: verify and identify (operator).
+- ``routes_reviews``: the review queue and review pages, with their photos (operator).
 - ``routes_audit``: audit trail and evaluation reports (auditor).
 - ``routes_admin``: API keys and the retention sweep (admin).
 - ``routes_static``: the console's own scripts (``static/``), allowed by the CSP.
@@ -29,6 +30,7 @@ from . import (
     routes_admin,
     routes_audit,
     routes_enrolment,
+    routes_reviews,
     routes_search,
     routes_session,
     routes_static,
@@ -42,6 +44,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 router.include_router(routes_session.router)
 router.include_router(routes_enrolment.router)
 router.include_router(routes_search.router)
+router.include_router(routes_reviews.router)
 router.include_router(routes_audit.router)
 router.include_router(routes_admin.router)
 router.include_router(routes_static.router)

@@ -42,7 +42,6 @@ FORM_PAGES: Mapping[str, tuple[str, str]] = {
     "/console/enrol": ("enrol.html", "enroll_photo"),
     "/console/verify": ("verify.html", "verify_photos"),
     "/console/identify": ("identify.html", "identify"),
-    "/console/review": ("identify.html", "review_candidate"),
     "/console/keys": ("keys.html", "list_api_keys"),
 }
 

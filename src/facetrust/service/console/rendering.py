@@ -27,6 +27,7 @@ PAGES = (
     ("/console/enrol", "Enrol", "enroll_photo"),
     ("/console/verify", "Verify", "verify_photos"),
     ("/console/identify", "Identify", "identify"),
+    ("/console/reviews", "Review queue", "list_review_queue"),
     ("/console/audit", "Audit trail", "list_audit_events"),
     ("/console/reports", "Evaluation reports", "list_reports"),
     ("/console/keys", "API keys", "list_api_keys"),

@@ -1,4 +1,4 @@
-"""Operator pages: verify two photos, identify a photo in the gallery, review a candidate."""
+"""Operator pages: verify two photos, identify a photo (reviews: :mod:`.routes_reviews`)."""
 
 from __future__ import annotations
 
@@ -95,36 +95,9 @@ async def identify_submit(
             lambda g: g.identify(data, purpose=purpose, actor=key.actor, k=k, case_ref=case_ref),
             purpose=purpose,
         )
-        context.update(result=result, photo=photo_url(data))
-        status = 200
-    except FacetrustError as error:
-        context["error"], status = error_context(error), problem_of(error).status
-    return render_page(request, key, "identify.html", status=status, **context)
-
-
-@router.post("/review")
-async def review_submit(
-    request: Request,
-    csrf: Annotated[str, Form()],
-    identification_id: Annotated[str, Form(min_length=1, max_length=200)],
-    subject_id: Annotated[str, Form(min_length=1, max_length=200)],
-    decision: Annotated[str, Form(pattern="^(confirm|reject)$")],
-) -> Response:
-    """Record a reviewer's confirm or reject of one identify candidate."""
-    key = await guard(request, "review_candidate")
-    if isinstance(key, Response):
-        return key
-    check_csrf(request, csrf)
-    state = service_state(request)
-    context: dict[str, Any] = {"purposes": state.gallery.config.purposes,
-                               "notice": HUMAN_REVIEW_NOTICE}
-    try:
-        context["review"] = await state.use_biometrics(
-            key, "review_candidate",
-            lambda g: g.review(identification_id, subject_id, reviewer=key.actor,
-                               decision=decision),
-            subject_ids=[subject_id],
-        )
+        context.update(result=result, photo=photo_url(data),
+                       probe_kept=bool(result.candidates)
+                       and state.gallery.config.pending_probe_hours > 0)
         status = 200
     except FacetrustError as error:
         context["error"], status = error_context(error), problem_of(error).status

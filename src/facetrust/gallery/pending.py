@@ -1,0 +1,157 @@
+"""Probes kept while their identification awaits review: sealed, deleted on decision.
+
+A reviewer compares the probe (the searched photo, with the detected face box)
+with each candidate's reference, so the probe of an identification is kept
+while the identification is pending, and no longer. It is sealed with
+AES-256-GCM under a data key of its own, kept in the key store under
+:func:`probe_key_name` (never under a subject's key: the person in the probe is
+nobody in the gallery until a review says so). When the identification is
+decided (one candidate confirmed, or every candidate rejected) or
+``config.pending_probe_hours`` have passed (the retention sweep), the key is
+destroyed first (crypto-shredding: every copy of the ciphertext, backups
+included, becomes unreadable), then the row is deleted and the deletion
+audited (``pending-probe.deleted``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .. import crypto
+from ..faces import Box
+from ..store.base import PendingProbeRecord
+from .parts import GalleryParts
+
+__all__ = [
+    "KEY_PREFIX",
+    "KeptProbe",
+    "discard_probe",
+    "open_probe",
+    "probe_key_name",
+    "seal_probe",
+    "sweep_pending_probes",
+]
+
+#: Key-store name prefix of the data keys of pending probes.
+KEY_PREFIX = "facetrust:pending-probe:"
+
+
+@dataclass(frozen=True)
+class KeptProbe:
+    """The opened probe of an identification awaiting review.
+
+    Attributes
+    ----------
+    identification_id : str
+    photo : bytes
+        The encoded photo as it was searched.
+    box : Box
+        The detected face, in original-image pixels.
+    delete_after : str
+        ISO 8601 time by which the probe is deleted even if still pending.
+    """
+
+    identification_id: str
+    photo: bytes
+    box: Box
+    delete_after: str
+
+
+def probe_key_name(identification_id: str) -> str:
+    """The key-store name of the data key sealing the probe of ``identification_id``."""
+    return KEY_PREFIX + identification_id
+
+
+def probe_label(identification_id: str) -> str:
+    """The sealing label of a pending probe: binds the ciphertext to its identification."""
+    return f"pending-probe:{identification_id}"
+
+
+def seal_probe(
+    parts: GalleryParts, identification_id: str, photo: bytes, box: Box, now: datetime
+) -> PendingProbeRecord | None:
+    """The sealed record of a probe to keep, or None when the policy keeps none.
+
+    The probe's data key is created (and committed to the key store) first, so
+    the record never exists without its key. A key whose identification was
+    then not stored (the search failed) seals nothing.
+    """
+    hours = parts.config.pending_probe_hours
+    if hours <= 0:
+        return None
+    key = parts.keyring.data_key(probe_key_name(identification_id), create=True)
+    if key is None:  # pragma: no cover - data_key(create=True) always returns a key
+        return None
+    header = json.dumps({"box": [box.left, box.top, box.right, box.bottom]}).encode()
+    sealed = crypto.seal(key, header + b"\n" + photo, probe_label(identification_id))
+    until = now + timedelta(hours=hours)
+    return PendingProbeRecord(identification_id, sealed, now.isoformat(), until.isoformat())
+
+
+def open_probe(parts: GalleryParts, identification_id: str) -> KeptProbe | None:
+    """The kept probe of ``identification_id``, or None when none is kept (any more)."""
+    with parts.store.snapshot():
+        record = parts.store.get_pending_probe(identification_id)
+    if record is None or datetime.fromisoformat(record.delete_after) <= parts.now():
+        return None
+    key = parts.keyring.data_key(probe_key_name(identification_id))
+    if key is None:  # shredded: the row goes at the next sweep
+        return None
+    plain = crypto.open_sealed(key, record.ciphertext, probe_label(identification_id))
+    header, photo = plain.split(b"\n", 1)
+    left, top, right, bottom = json.loads(header)["box"]
+    return KeptProbe(identification_id, photo, Box(left, top, right, bottom), record.delete_after)
+
+
+def discard_probe(parts: GalleryParts, identification_id: str, *, actor: str, reason: str) -> bool:
+    """Destroy the probe's key, then delete its row; audited. False if nothing was kept."""
+    destroyed = bool(parts.keyring.destroy_data_keys([probe_key_name(identification_id)]))
+    with parts.store.transaction():
+        deleted = parts.store.delete_pending_probe(identification_id)
+        if deleted or destroyed:
+            parts.audit.append(
+                "pending-probe.deleted",
+                actor=actor,
+                identification_id=identification_id,
+                reason=reason,
+                key_destroyed=destroyed,
+                row_deleted=deleted,
+            )
+    if deleted or destroyed:
+        parts.keystore.reclaim()
+        parts.store.reclaim()
+    return deleted or destroyed
+
+
+def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
+    """Delete every probe past ``config.pending_probe_hours``, and the keys left over
+    by an interrupted decision (identification decided, or stored without its
+    probe); returns how many went."""
+    now = parts.now()
+    with parts.store.snapshot():
+        due = parts.store.pending_probes_due(now.isoformat())
+        leftover = []
+        for name in parts.keystore.subject_ids():
+            identification_id = name[len(KEY_PREFIX):]
+            if not name.startswith(KEY_PREFIX) or identification_id in due:
+                continue
+            # a key whose identification is not stored yet may belong to an identify
+            # still running in another process: left alone
+            if parts.store.get_identification(identification_id) is not None and (
+                parts.store.get_pending_probe(identification_id) is None
+                or parts.store.identification_decided_at(identification_id) is not None
+            ):
+                leftover.append(identification_id)
+    swept = 0
+    for identification_id in due:
+        swept += discard_probe(
+            parts, identification_id, actor=actor, reason="review time limit passed"
+        )
+    for identification_id in leftover:
+        swept += discard_probe(
+            parts, identification_id, actor=actor,
+            reason="identification decided; deletion was interrupted",
+        )
+    return swept
