@@ -242,6 +242,18 @@ def test_operator_verifies_a_photo_against_a_subject(page: Page, server: LiveSer
     expect(page.locator(".error")).to_contain_text("purpose")
     expect(page.locator("input[name=case_ref]")).to_have_value("DESK-4 2026-11-30")
     shot(page, "verify-subject-1-no-purpose")
+    refused = audit_events(server, kind="service.refused",
+                           actor=f"key:{server.key_ids['gate']}")
+    assert refused[-1]["route"] == "/console/verify-subject"
+    assert refused[-1]["subject_ids"] == ["vs-1"]
+
+    page.select_option("select[name=purpose]", "access-control")
+    page.fill("input[name=case_ref]", " ")
+    page.set_input_files("input[name=photo]", str(photo("Hu_Jintao", 2)))
+    response = submit_without_browser_checks(page)  # a purpose, but no case
+    is_console_page(response, 422)
+    expect(page.locator(".error")).to_contain_text("Case reference: this field is required")
+    page.fill("input[name=case_ref]", "DESK-4 2026-11-30")
 
     page.select_option("select[name=purpose]", "access-control")
     page.fill("input[name=subject_id]", "vs-nobody")

@@ -74,6 +74,7 @@ BIOMETRIC_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/console/verify"): "verify_photos",
     ("POST", "/console/identify"): "identify",
     ("POST", "/console/enrol"): "enroll_photo",
+    ("POST", "/console/verify-subject"): "verify_subject",
     ("POST", "/console/review"): "review_candidate",
 }
 

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from ...errors import FacetrustError, UnknownSubject
 from ..apikeys import ApiKey
 from ..auth import service_state
+from ..limits import rate_limited
 from ..permissions import permits
 from ..problems import SERVICE_PROBLEMS, problem_of
 from .access import guard
@@ -154,7 +155,10 @@ async def verify_subject_submit(
     case_ref: Annotated[str, Form(max_length=200)] = "",
     photo: UploadFile | None = None,
 ) -> Response:
-    """Compare the photo with the subject's templates, for the purpose the operator chose."""
+    """Compare the photo with the subject's templates, for the purpose the operator chose.
+
+    Rate limited per key, sharing the API's bucket for ``verify_subject``.
+    """
     key = await guard(request, "verify_subject")
     if isinstance(key, Response):
         return key
@@ -166,6 +170,11 @@ async def verify_subject_submit(
         "typed": {"subject_id": subject_id, "purpose": purpose, "case_ref": case_ref},
         "photo": safe_photo_url(data),
     }
+    wait = state.identify_bucket.take(f"verify_subject:{key.key_id}")  # the API's bucket
+    if wait:
+        state.metrics.rate_limited()
+        return render_page(request, key, "verify_subject.html", status=429,
+                           error=error_context(rate_limited(wait, "verify_subject")), **context)
     if purpose and not case_ref.strip():
         # the library takes a check without a case; a person at the console names one
         panel = {"title": "Check the form",
