@@ -136,8 +136,18 @@ def test_blurred_face_fails_quality_with_the_reason(
     blurred = cv2.GaussianBlur(rgb, (0, 0), 4)
     faces = pipeline.detect(blurred)
     assert len(faces) == 1 and not faces[0].quality.passed
-    with pytest.raises(FaceQualityTooLow, match="too blurred"):
+    with pytest.raises(FaceQualityTooLow, match="too blurred") as raised:
         pipeline.embed_one(blurred)
+    # the error carries the face, and each check it was held to with value and limit
+    failed = raised.value.face
+    assert failed is not None and failed.chip is not None
+    checks = {c.name: c for c in failed.quality.checks}
+    assert list(checks) == ["inter_eye_px", "sharpness", "yaw", "roll_deg"]
+    sharpness = checks["sharpness"]
+    assert not sharpness.passed and sharpness.bound == "min"
+    assert sharpness.value == failed.quality.sharpness < sharpness.limit
+    assert sharpness.limit == pipeline.settings.min_sharpness
+    assert checks["inter_eye_px"].passed and checks["yaw"].bound == "max_abs"
     assert pipeline.embed_one(blurred, check_quality=False).embedding.vector.shape == (128,)
 
 

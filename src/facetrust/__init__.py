@@ -7,7 +7,7 @@ from .api import default_pipeline, detect_faces, embed_faces, verify
 from .batch import ImageResult, embed_many
 from .config import Settings
 from .errors import FacetrustError
-from .faces import Box, EmbeddedFace, Embedding, Face, Landmarks, Quality
+from .faces import Box, EmbeddedFace, Embedding, Face, Landmarks, Quality, QualityCheck
 from .images import load_image
 from .matching import (
     OperatingPoint,
@@ -32,6 +32,7 @@ __all__ = [
     "Landmarks",
     "OperatingPoint",
     "Quality",
+    "QualityCheck",
     "Settings",
     "Verdict",
     "compare",

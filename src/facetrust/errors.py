@@ -45,6 +45,11 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .faces import Face
+
 
 class FacetrustError(Exception):
     """Base class of every error raised by facetrust."""
@@ -94,7 +99,15 @@ class MultipleFaces(FaceError):
 
 
 class FaceQualityTooLow(FaceError):
-    """A face was found but fails the quality minimums (size, sharpness, pose)."""
+    """A face was found but fails the quality minimums (size, sharpness, pose).
+
+    ``face`` is the face that failed (its ``quality.checks`` hold each value
+    and limit) when the pipeline raised it; None otherwise.
+    """
+
+    def __init__(self, message: str, face: Face | None = None) -> None:
+        super().__init__(message)
+        self.face = face
 
 
 class ModelError(FacetrustError):

@@ -89,6 +89,39 @@ class Landmarks:
 
 
 @dataclass(frozen=True)
+class QualityCheck:
+    """One quality minimum a face was checked against, with the value measured.
+
+    Attributes
+    ----------
+    name : str
+        The measurement: ``"inter_eye_px"``, ``"sharpness"``, ``"yaw"`` or ``"roll_deg"``
+        (the :class:`Quality` attribute of the same name holds the value).
+    label : str
+        What it measures, in plain words (with its unit).
+    value : float
+        The face's measurement.
+    limit : float
+        The minimum (``bound="min"``) or the largest absolute value allowed
+        (``bound="max_abs"``), from the pipeline's settings.
+    bound : {"min", "max_abs"}
+        ``"min"``: passes when ``value >= limit``; ``"max_abs"``: when ``abs(value) <= limit``.
+    passed : bool
+    """
+
+    name: str
+    label: str
+    value: float
+    limit: float
+    bound: str
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "value": round(self.value, 3),
+                "limit": self.limit, "bound": self.bound, "passed": self.passed}
+
+
+@dataclass(frozen=True)
 class Quality:
     """Quality measurements of one face and whether they pass the minimums.
 
@@ -108,6 +141,9 @@ class Quality:
         True when every minimum is met.
     reasons : tuple of str
         One sentence per failed minimum; empty when ``passed``.
+    checks : tuple of QualityCheck
+        Every minimum checked, with its value and limit, in the order above
+        (empty for a Quality built by hand).
     """
 
     inter_eye_px: float
@@ -116,6 +152,7 @@ class Quality:
     roll_deg: float
     passed: bool
     reasons: tuple[str, ...] = ()
+    checks: tuple[QualityCheck, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {

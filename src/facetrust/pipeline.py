@@ -112,7 +112,8 @@ class FacePipeline:
             raise FaceQualityTooLow(
                 "The face does not meet the quality minimums: "
                 + "; ".join(face.quality.reasons)
-                + "."
+                + ".",
+                face,
             )
         return self._embed_faces([face])[0]
 

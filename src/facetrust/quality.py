@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .config import Settings
-from .faces import Landmarks, Quality
+from .faces import Landmarks, Quality, QualityCheck
 
 
 def sharpness_of(chip: npt.NDArray[np.uint8]) -> float:
@@ -62,4 +62,14 @@ def assess_quality(
             f"head tilted: roll {roll:+.1f} degrees, at most +-{settings.max_abs_roll_deg:g}; "
             "hold the head upright"
         )
-    return Quality(inter_eye, sharpness, yaw, roll, not reasons, tuple(reasons))
+    checks = (
+        QualityCheck("inter_eye_px", "Inter-eye distance (px)", inter_eye,
+                     settings.min_inter_eye_px, "min", inter_eye >= settings.min_inter_eye_px),
+        QualityCheck("sharpness", "Sharpness (variance of the Laplacian)", sharpness,
+                     settings.min_sharpness, "min", sharpness >= settings.min_sharpness),
+        QualityCheck("yaw", "Yaw (0 = frontal, 1 = profile)", yaw, settings.max_abs_yaw,
+                     "max_abs", abs(yaw) <= settings.max_abs_yaw),
+        QualityCheck("roll_deg", "Roll (degrees)", roll, settings.max_abs_roll_deg, "max_abs",
+                     abs(roll) <= settings.max_abs_roll_deg),
+    )
+    return Quality(inter_eye, sharpness, yaw, roll, not reasons, tuple(reasons), checks)

@@ -69,7 +69,9 @@ def test_enroller_captures_consent_and_enrols_a_photo(page: Page, live_server: L
     shot(page, "1-consent")
 
     page.click("header >> text=Enrol")
-    page.select_option("select[name=subject_id]", "web-junichiro")
+    page.fill("input[name=q]", "junichiro")  # a search, never a list of everyone
+    page.click("main button[type=submit]")
+    page.click("#matches tr:has-text('web-junichiro') >> text=Enrol a photo")
     page.set_input_files("input[name=photo]", str(photo("Junichiro_Koizumi", 1)))
     page.click("main button[type=submit]")
     expect(page.locator("#enrol-result")).to_contain_text("Enrolled subject web-junichiro")

@@ -126,6 +126,8 @@ def test_console_login_needs_the_form_token(live_server: LiveServer) -> None:
     [
         ("/console/consent", {Role.ENROLLER}),
         ("/console/enrol", {Role.ENROLLER}),
+        ("/console/subjects", {Role.ENROLLER}),
+        ("/console/verify-subject", {Role.OPERATOR}),
         ("/console/verify", {Role.OPERATOR}),
         ("/console/identify", {Role.OPERATOR}),
         ("/console/audit", {Role.AUDITOR}),

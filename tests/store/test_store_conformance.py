@@ -82,6 +82,25 @@ def test_subjects_round_trip_and_erasure_keeps_the_id(store: Store) -> None:
         store.insert_subject(subject())
 
 
+def test_subjects_page_by_id_and_search_id_or_name(store: Store) -> None:
+    names = {"a-1": "Ana Lopez", "b-2": "Ben 50%", "c-3": None, "d-4": "ana maria", "e_5": None}
+    with store.transaction():
+        for subject_id, name in names.items():
+            store.insert_subject(SubjectRecord(subject_id, name, T0, T0))
+        store.mark_subject_erased("d-4", T0)
+    first = store.page_subjects(limit=2)
+    assert [s.subject_id for s in first] == ["a-1", "b-2"]
+    rest = store.page_subjects(after=first[-1].subject_id, limit=2)
+    assert [s.subject_id for s in rest] == ["c-3", "e_5"]  # the erased one is left out
+    assert store.page_subjects(after="e_5") == []
+    assert [s.subject_id for s in store.page_subjects(contains="ANA")] == ["a-1"]
+    assert [s.subject_id for s in store.page_subjects(contains="c-3")] == ["c-3"]
+    # LIKE's wildcards typed in a search match themselves only
+    assert [s.subject_id for s in store.page_subjects(contains="50%")] == ["b-2"]
+    assert [s.subject_id for s in store.page_subjects(contains="_")] == ["e_5"]
+    assert [s.subject_id for s in store.page_subjects(contains="a", after="a-1")] == []
+
+
 def test_writes_outside_a_transaction_are_refused(store: Store) -> None:
     with pytest.raises(StoreError):
         store.insert_subject(subject())

@@ -113,3 +113,22 @@ def check_k(k: object) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise InvalidParameter(f"The 'k' parameter must be an int >= 1. Got {k!r} instead.")
     return k
+
+
+def check_erasure_confirmation(subject_id: str, typed: str | None) -> None:
+    """Refuse an erasure unless ``typed`` (a person's typed confirmation) is ``subject_id``.
+
+    ``typed`` None means no confirmation was asked for (the caller confirmed
+    some other way, e.g. the CLI's ``--yes``).
+
+    Raises
+    ------
+    InvalidParameter
+        ``typed`` differs from ``subject_id`` (surrounding spaces aside).
+    """
+    if typed is not None and typed.strip() != subject_id:
+        got = "nothing" if not typed.strip() else repr(typed.strip())
+        raise InvalidParameter(
+            f"Erasing subject {subject_id!r} cannot be undone, so its id must be typed exactly "
+            f"to confirm. Got {got}. Nothing was erased: type the id and try again."
+        )

@@ -31,7 +31,7 @@ from ..pipeline import FacePipeline, FacePolicy
 from ..store.base import KeyStore, Store
 from . import enrolment, erasure, identification, keys, review_desk, subjects
 from .backends import database_url, open_keystore, open_store
-from .checks import check_purpose
+from .checks import check_erasure_confirmation, check_purpose
 from .config import CONFIG_NAME, GalleryConfig, find_config
 from .enrolment import EnrolledSources
 from .indexes import SearchIndexes
@@ -48,6 +48,8 @@ from .types import (
     KeyRotationResult,
     ReviewStatus,
     Subject,
+    SubjectOverview,
+    SubjectPage,
     SubjectVerification,
     SweepResult,
     WithdrawalResult,
@@ -296,6 +298,45 @@ class Gallery:
         """Every subject not erased, in the order they were added."""
         with self.store.snapshot():
             return [subjects.to_subject(self._parts, r) for r in self.store.list_subjects()]
+
+    def find_subjects(
+        self, query: str | None = None, *, after: str | None = None, limit: int = 50
+    ) -> SubjectPage:
+        """One page of the subjects not erased, by increasing id, optionally searched.
+
+        Reads at most ``limit + 1`` subjects from the store, whatever the
+        gallery's size (keyset paging: never the whole gallery in memory).
+
+        Parameters
+        ----------
+        query : str, optional
+            Keep subjects whose id or display name contains it, ignoring case.
+        after : str, optional
+            The ``next_after`` of the previous page; None for the first page.
+        limit : int, default 50
+            Most subjects on the page, in [1, 500].
+
+        Raises
+        ------
+        InvalidParameter
+            ``limit`` out of range, or a query over 200 characters.
+        """
+        return subjects.find_subjects(self._parts, query, after=after, limit=limit)
+
+    def view_subject(self, subject_id: str, *, actor: str) -> SubjectOverview:
+        """What the gallery holds about one subject, and audit that ``actor`` looked.
+
+        The overview (display name, consent history, counts of templates and
+        kept photos, retention date) is personal data, so each view is
+        audited (kind ``"subject.view"``). It holds no template or photo.
+
+        Raises
+        ------
+        UnknownSubject
+        InvalidParameter
+            ``actor`` is empty.
+        """
+        return subjects.view_subject(self._parts, subject_id, actor=actor)
 
     def grant_consent(
         self,
@@ -637,13 +678,27 @@ class Gallery:
         )
 
     def forget(
-        self, subject_id: str, *, actor: str, reason: str = "erasure requested"
+        self,
+        subject_id: str,
+        *,
+        actor: str,
+        reason: str = "erasure requested",
+        confirm_id: str | None = None,
     ) -> ErasureResult:
         """Erase the subject for good: data key, templates, photos, display name.
 
         The id is never reused and never returned again. The consent history
-        and audit log keep the opaque id only.
+        and audit log keep the opaque id only. ``confirm_id`` is the id a
+        person typed to confirm (the console asks for it): when given, it must
+        equal ``subject_id`` or nothing is erased.
+
+        Raises
+        ------
+        UnknownSubject
+        InvalidParameter
+            ``confirm_id`` is given and is not ``subject_id``.
         """
+        check_erasure_confirmation(subject_id, confirm_id)
         return erasure.erase_subject(
             self._parts, subject_id, actor=actor, reason=reason, forget=True
         )

@@ -17,7 +17,7 @@ from ..store.base import ConsentRecord, SubjectRecord
 from .checks import check_display_name, check_name, check_purpose, check_subject_id
 from .consent import consent_status, require_consent
 from .parts import GalleryParts
-from .types import Consent, Subject
+from .types import Consent, Subject, SubjectOverview, SubjectPage
 
 
 def subject_record(parts: GalleryParts, subject_id: str) -> SubjectRecord:
@@ -164,3 +164,42 @@ def grant_consent(
             notice_version=record.notice_version,
         )
     return to_consent(record, now)
+
+
+#: Most subjects one page may hold.
+MAX_PAGE = 500
+
+
+def find_subjects(
+    parts: GalleryParts, query: str | None, *, after: str | None, limit: int
+) -> SubjectPage:
+    """See :meth:`Gallery.find_subjects`."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidParameter(
+            f"The 'limit' parameter of find_subjects must be an int in [1, {MAX_PAGE}]. "
+            f"Got {limit!r} instead."
+        )
+    contains = (query or "").strip() or None
+    if contains is not None and len(contains) > 200:
+        raise InvalidParameter(
+            "A subject search matches ids and display names of at most 200 characters; "
+            f"got {len(contains)} characters. Type part of the id or name."
+        )
+    with parts.store.snapshot():
+        records = parts.store.page_subjects(after=after, limit=limit + 1, contains=contains)
+        page = [to_subject(parts, r) for r in records[:limit]]
+    more = len(records) > limit
+    return SubjectPage(tuple(page), page[-1].subject_id if more else None)
+
+
+def view_subject(parts: GalleryParts, subject_id: str, *, actor: str) -> SubjectOverview:
+    """See :meth:`Gallery.view_subject`."""
+    actor = check_name(actor, "actor")
+    now = parts.now()
+    with parts.store.transaction():
+        record = subject_record(parts, subject_id)
+        subject = to_subject(parts, record)
+        consents = tuple(to_consent(c, now) for c in parts.store.consents_of(subject_id))
+        photos = len(parts.store.photos_of(subject_id))
+        event = parts.audit.append("subject.view", actor=actor, subject_ids=[subject_id])
+    return SubjectOverview(subject, consents, photos, event.seq)

@@ -30,6 +30,21 @@ class Subject:
 
 
 @dataclass(frozen=True)
+class SubjectPage:
+    """One page of subjects, by increasing id (keyset paging).
+
+    ``next_after`` is the id to pass as ``after`` for the next page; None on
+    the last page.
+    """
+
+    subjects: tuple[Subject, ...]
+    next_after: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subjects": [s.to_dict() for s in self.subjects], "next_after": self.next_after}
+
+
+@dataclass(frozen=True)
 class Consent:
     """One consent record; ``status`` is ``"active"``, ``"expired"`` or ``"withdrawn"``.
 
@@ -54,6 +69,35 @@ class Consent:
         record = asdict(self)
         record["purposes"] = list(self.purposes)
         return record
+
+
+@dataclass(frozen=True)
+class SubjectOverview:
+    """What the gallery holds about one subject, for the person who manages it.
+
+    Counts only: the templates and photos themselves are never part of it.
+
+    Attributes
+    ----------
+    subject : Subject
+        Id, display name, retention date and the number of templates.
+    consents : tuple of Consent
+        The consent history, oldest first (purposes, granted, expiry, withdrawal).
+    photos_kept : int
+        Source photos kept (encrypted) with the templates; 0 when none are kept.
+    audit_seq : int
+        The audit event that recorded this view.
+    """
+
+    subject: Subject
+    consents: tuple[Consent, ...]
+    photos_kept: int
+    audit_seq: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subject": self.subject.to_dict(),
+                "consents": [c.to_dict() for c in self.consents],
+                "photos_kept": self.photos_kept, "audit_seq": self.audit_seq}
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ BIOMETRIC_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/console/reviews/{identification_id}/probe.jpg"): "get_probe_photo",
     ("GET", "/console/reviews/{identification_id}/reference/{subject_id}.jpg"):
         "get_reference_photo",
+    ("POST", "/console/verify-subject"): "verify_subject",
 }
 
 #: Path prefixes of the GET routes in :data:`BIOMETRIC_ROUTES` (photos shown to reviewers).

@@ -301,6 +301,17 @@ class Store(Protocol):
         ...
 
     def list_subjects(self, include_erased: bool = False) -> list[SubjectRecord]: ...
+    def page_subjects(
+        self, *, after: str | None = None, limit: int = 50, contains: str | None = None
+    ) -> list[SubjectRecord]:
+        """Up to ``limit`` subjects not erased, by increasing id, with ids after ``after``.
+
+        ``contains`` keeps those whose id or display name contains it, ignoring
+        case (ASCII case on SQLite). Keyset paging: pass the last id of a page
+        as ``after`` to get the next one; the store never reads a whole gallery.
+        """
+        ...
+
     def touch_subject(self, subject_id: str, at: str) -> None:
         """Set the subject's last interaction time."""
         ...

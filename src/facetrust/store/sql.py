@@ -183,6 +183,26 @@ class SqlStore(SqlRecords, SqlIdempotency):
         rows = self._read(f"SELECT {SUBJECT_COLUMNS} FROM subjects{where} ORDER BY {{ord}}")
         return [SubjectRecord(*row) for row in rows]
 
+    def page_subjects(
+        self, *, after: str | None = None, limit: int = 50, contains: str | None = None
+    ) -> list[SubjectRecord]:
+        where, params = ["erased_at IS NULL"], []
+        if after is not None:
+            where.append("subject_id > ?")
+            params.append(after)
+        if contains:
+            # '!' escapes LIKE's wildcards, so a typed '%' or '_' matches itself
+            escaped = "".join(f"!{c}" if c in "!%_" else c for c in contains.lower())
+            where.append("(LOWER(subject_id) LIKE ? ESCAPE '!' "
+                         "OR LOWER(display_name) LIKE ? ESCAPE '!')")
+            params += [f"%{escaped}%"] * 2
+        rows = self._read(
+            f"SELECT {SUBJECT_COLUMNS} FROM subjects WHERE {' AND '.join(where)} "
+            "ORDER BY subject_id LIMIT ?",
+            (*params, limit),
+        )
+        return [SubjectRecord(*row) for row in rows]
+
     def touch_subject(self, subject_id: str, at: str) -> None:
         self._run(
             "UPDATE subjects SET last_interaction_at = ?, changed_gen = ? WHERE subject_id = ?",

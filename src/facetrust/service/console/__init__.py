@@ -15,6 +15,7 @@ Modules, one job each:
 - ``previews``: inline ``data:`` image previews of uploads and face chips.
 - ``routes_session``: log in, log out, home.
 - ``routes_enrolment``: consent and enrolment (enroller).
+- ``routes_subjects``: find subjects, a subject's page, withdraw, erase, verify against one.
 - ``routes_search``: verify and identify (operator).
 - ``routes_reviews``: the review queue and review pages, with their photos (operator).
 - ``routes_audit``: audit trail and evaluation reports (auditor).
@@ -34,6 +35,7 @@ from . import (
     routes_search,
     routes_session,
     routes_static,
+    routes_subjects,
 )
 from .errors import ConsoleErrorPages, install_error_pages
 from .rendering import PAGES, SECURITY_HEADERS
@@ -43,6 +45,7 @@ __all__ = ["PAGES", "SECURITY_HEADERS", "ConsoleErrorPages", "install_error_page
 router = APIRouter(prefix="/console", include_in_schema=False)
 router.include_router(routes_session.router)
 router.include_router(routes_enrolment.router)
+router.include_router(routes_subjects.router)
 router.include_router(routes_search.router)
 router.include_router(routes_reviews.router)
 router.include_router(routes_audit.router)

@@ -28,6 +28,7 @@ from ..permissions import permits
 from ..problems import PROBLEM_MEDIA_TYPE, SERVICE_PROBLEMS, Problem, problem_of
 from .access import LoginRequired, session_key
 from .rendering import render_page
+from .routes_enrolment import enrol_context
 from .routes_session import login_page
 
 __all__ = ["FORM_PAGES", "ConsoleErrorPages", "install_error_pages", "validation_message"]
@@ -102,10 +103,12 @@ async def _typed(request: Request) -> dict[str, Any]:
     return typed
 
 
-async def _form_context(request: Request, template: str) -> dict[str, Any]:
+async def _form_context(request: Request, template: str, typed: dict[str, Any]) -> dict[str, Any]:
     state = service_state(request)
     if template == "enrol.html":
-        return {"subjects": await state.call(lambda g: g.list_subjects())}
+        context = await enrol_context(request, str(typed.get("subject_id", "")))
+        context.pop("error", None)  # the page's own error panel says more
+        return context
     if template == "keys.html":
         return {"keys": state.keys.list(), "roles": [r.value for r in Role]}
     return {"purposes": state.gallery.config.purposes}
@@ -142,7 +145,7 @@ async def console_error(
     if not permits(key.role, operation):
         return render_page(request, key, "forbidden.html", status=403, operation=operation)
     typed = await _typed(request) if keep_typed else {}
-    context = await _form_context(request, template)
+    context = await _form_context(request, template, typed)
     return render_page(request, key, template, status=status, error=error, typed=typed,
                        **context)
 

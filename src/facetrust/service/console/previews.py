@@ -6,9 +6,9 @@ import base64
 import io
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-__all__ = ["chip_url", "data_url", "photo_url"]
+__all__ = ["chip_url", "data_url", "photo_url", "safe_photo_url"]
 
 
 def data_url(data: bytes, media_type: str = "image/jpeg") -> str:
@@ -33,3 +33,16 @@ def photo_url(data: bytes) -> str:
         buffer = io.BytesIO()
         copy.save(buffer, format="JPEG", quality=85)
     return data_url(buffer.getvalue())
+
+
+def safe_photo_url(data: bytes) -> str | None:
+    """:func:`photo_url` of an upload that may not be an image at all (None then).
+
+    For showing a refused photo beside the reason it was refused.
+    """
+    if not data:
+        return None
+    try:
+        return photo_url(data)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None

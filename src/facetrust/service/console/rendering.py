@@ -23,9 +23,11 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 #: Console pages: (path, title, operation that grants the page), in menu order.
 PAGES = (
+    ("/console/subjects", "Subjects", "list_subjects"),
     ("/console/consent", "Consent", "grant_consent"),
     ("/console/enrol", "Enrol", "enroll_photo"),
     ("/console/verify", "Verify", "verify_photos"),
+    ("/console/verify-subject", "Verify subject", "verify_subject"),
     ("/console/identify", "Identify", "identify"),
     ("/console/reviews", "Review queue", "list_review_queue"),
     ("/console/audit", "Audit trail", "list_audit_events"),

@@ -6,20 +6,20 @@ import hashlib
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from ...errors import FacetrustError, UnknownSubject
+from ...errors import FaceQualityTooLow, FacetrustError, UnknownSubject
 from ...gallery import Gallery
 from ...gallery.photos import enroll_photo
 from ..auth import service_state
 from ..problems import problem_of
 from .access import guard, purpose_form
 from .csrf import check_csrf
-from .previews import chip_url, photo_url
+from .previews import chip_url, safe_photo_url
 from .rendering import error_context, render_page
 
-__all__ = ["router"]
+__all__ = ["ENROL_MATCHES", "enrol_context", "router"]
 
 router = APIRouter(include_in_schema=False)
 
@@ -78,14 +78,46 @@ async def consent_submit(
     return render_page(request, key, "consent.html", consent=consent, **context)
 
 
+async def enrol_context(
+    request: Request, subject_id: str = "", query: str = "", after: str = ""
+) -> dict[str, Any]:
+    """The enrolment page's subject: the one chosen (by id), or the subjects a search found.
+
+    Never a list of everyone: the enroller searches by id or display name and
+    picks from one page of matches (:meth:`Gallery.find_subjects`).
+    """
+    state = service_state(request)
+    context: dict[str, Any] = {"query": query, "subject": None, "matches": None}
+    if subject_id:
+        try:
+            context["subject"] = await state.call(lambda g: g.get_subject(subject_id))
+        except UnknownSubject as error:
+            context["error"] = error_context(error)
+    if query:
+        context["matches"] = await state.call(
+            lambda g: g.find_subjects(query, after=after or None, limit=ENROL_MATCHES)
+        )
+    return context
+
+
+#: Subjects a search on the enrolment page lists at a time.
+ENROL_MATCHES = 10
+
+
 @router.get("/enrol")
-async def enrol_form(request: Request) -> Response:
-    """Show the enrolment form with the gallery's subjects."""
+async def enrol_form(
+    request: Request,
+    subject_id: Annotated[str, Query(max_length=200)] = "",
+    q: Annotated[str, Query(max_length=200)] = "",
+    after: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    """The enrolment form: search a subject (GET), then upload a photo for the one chosen."""
     key = await guard(request, "enroll_photo")
     if isinstance(key, Response):
         return key
-    subjects = await service_state(request).call(lambda g: g.list_subjects())
-    return render_page(request, key, "enrol.html", subjects=subjects)
+    context = await enrol_context(request, subject_id, q, after)
+    status = 404 if "error" in context else 200
+    return render_page(request, key, "enrol.html", status=status, **context)
 
 
 @router.post("/enrol")
@@ -95,23 +127,30 @@ async def enrol_submit(
     subject_id: Annotated[str, Form(min_length=1, max_length=200)],
     photo: UploadFile,
 ) -> Response:
-    """Enrol the uploaded photo; show the face found, its chip and its quality."""
+    """Enrol the uploaded photo; show it, its aligned face and every quality check.
+
+    The page stays on the same subject after an enrolment and after a refusal;
+    a refused photo is shown again with the reason (and, when its quality was
+    too low, with each check's value and limit).
+    """
     key = await guard(request, "enroll_photo")
     if isinstance(key, Response):
         return key
     check_csrf(request, csrf)
     state = service_state(request)
     data = await photo.read()
-    context: dict[str, Any] = {}
+    context: dict[str, Any] = {"photo": safe_photo_url(data)}
     try:
         result = await state.use_biometrics(
             key, "enroll_photo", lambda g: enroll_photo(g, subject_id, data, actor=key.actor),
             subject_ids=[subject_id],
         )
-        context = {"result": result, "chip": chip_url(result.face.chip),
-                   "photo": photo_url(data), "limits": state.gallery.pipeline.settings}
+        context.update(result=result, face=result.face, chip=chip_url(result.face.chip))
         status = 201
     except FacetrustError as error:
-        context, status = {"error": error_context(error)}, problem_of(error).status
-    subjects = await state.call(lambda g: g.list_subjects())
-    return render_page(request, key, "enrol.html", status=status, subjects=subjects, **context)
+        context["error"], status = error_context(error), problem_of(error).status
+        if isinstance(error, FaceQualityTooLow) and error.face is not None:
+            context.update(face=error.face, chip=chip_url(error.face.chip))
+    chosen = await enrol_context(request, subject_id)
+    chosen.pop("error", None)  # the enrolment's own error says more
+    return render_page(request, key, "enrol.html", status=status, **chosen, **context)
