@@ -1,10 +1,14 @@
-"""Choosing the engine that runs the face descriptor network."""
+"""Choosing the engines that run the face detector and the face descriptor network."""
 
 from __future__ import annotations
 
 from ..config import Settings
-from ..errors import ModelError
-from .base import Embedder
+from ..errors import InvalidParameter, ModelError
+from .base import Detector, Embedder
+
+#: Detector names a setting may hold (:attr:`~facetrust.config.Settings.detector` and the
+#: per-use detector settings).
+DETECTOR_NAMES = ("hog", "cnn")
 
 
 def default_embedder(settings: Settings | None = None) -> Embedder:
@@ -35,3 +39,34 @@ def default_embedder(settings: Settings | None = None) -> Embedder:
             "pip install onnxruntime onnx, or set FACETRUST_EMBEDDER=dlib."
         )
     return OnnxResnetEmbedder(threads=settings.embedder_threads)
+
+
+def make_detector(name: str, settings: Settings | None = None) -> Detector:
+    """The face detector called ``name``: ``"hog"`` or ``"cnn"``.
+
+    ``"hog"`` is dlib's HOG + linear SVM frontal detector. ``"cnn"`` is
+    dlib's MMOD CNN detector: its network runs on ONNX Runtime when
+    onnxruntime and onnx are installed (same boxes, about ten times faster,
+    :class:`~facetrust.models.mmod_onnx.OnnxMmodDetector`) and on dlib
+    otherwise. ONNX Runtime uses ``settings.embedder_threads`` threads (0:
+    one per core). Nothing is loaded until the first ``detect`` call.
+
+    Raises
+    ------
+    InvalidParameter
+        ``name`` is not a detector name.
+    """
+    from .dlib_backend import CnnDetector, HogDetector
+    from .mmod_onnx import OnnxMmodDetector
+    from .onnx_backend import onnxruntime_available
+
+    if name == "hog":
+        return HogDetector()
+    if name != "cnn":
+        raise InvalidParameter(
+            f"The detector name must be one of {', '.join(DETECTOR_NAMES)}. Got {name!r} instead."
+        )
+    if not onnxruntime_available():
+        return CnnDetector()
+    settings = settings or Settings.from_env()
+    return OnnxMmodDetector(threads=settings.embedder_threads or None)
