@@ -56,9 +56,17 @@ class Settings:
         when onnxruntime and onnx are installed, else dlib), ``"onnx"`` or
         ``"dlib"``. Both give the same descriptors (model ``dlib-resnet-v1``).
     embedder_threads : int
-        ONNX Runtime threads per process; 0 means one per core, or, in
+        ONNX Runtime threads per process (descriptor network and CNN
+        detector); 0 means one per core, or, in
         :func:`facetrust.batch.embed_many` with several workers, the cores
         shared out between them.
+    augmentation : str
+        Test-time augmentation of each face's descriptor: ``"none"`` (one
+        network pass), ``"mirror"`` (the chip and its mirror image averaged,
+        two passes) or ``"jitter"`` (six fixed views). Each choice has its
+        own model id (``dlib-resnet-v1+mirror``) and operating points;
+        templates made with one are never compared with another's. See
+        docs/evaluation.md for the accuracy and cost of each.
     """
 
     max_pixels: int = 40_000_000
@@ -73,6 +81,7 @@ class Settings:
     workers: int = 0
     embedder: str = "auto"
     embedder_threads: int = 0
+    augmentation: str = "none"
 
     def __post_init__(self) -> None:
         _require_positive(self, "max_pixels", "max_bytes", "detection_max_side")
@@ -88,6 +97,11 @@ class Settings:
             raise InvalidParameter(
                 "The 'embedder' setting must be 'auto', 'onnx' or 'dlib'. "
                 f"Got {self.embedder!r} instead."
+            )
+        if self.augmentation not in ("none", "mirror", "jitter"):
+            raise InvalidParameter(
+                "The 'augmentation' setting must be 'none', 'mirror' or 'jitter'. "
+                f"Got {self.augmentation!r} instead."
             )
         if self.embedder_threads < 0:
             raise InvalidParameter(

@@ -83,3 +83,27 @@ def test_recalibration_keeps_the_normalized_point(tmp_path: Path) -> None:
 def test_operating_point_names() -> None:
     assert fmr_name(1e-3) == "fmr-1e-3"
     assert fmr_name(1e-4, all_groups=True) == "fmr-1e-4-all-groups"
+
+
+def test_each_model_keeps_its_own_points_under_the_same_names(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    plain = calibrate(rng.uniform(0.4, 1.2, 5000), rng.uniform(0.1, 0.6, 300),
+                      model_id="dlib-resnet-v1", dataset="synthetic")
+    mirror = calibrate(rng.uniform(0.3, 1.0, 5000), rng.uniform(0.1, 0.5, 300),
+                       model_id="dlib-resnet-v1+mirror", dataset="synthetic")
+    out = tmp_path / "points.json"
+    write_operating_points(plain, out)
+    written = write_operating_points(mirror, out)
+    by_model = {(p["name"], p["model_id"]) for p in written["operating_points"]}
+    assert {("fmr-1e-3", "dlib-resnet-v1"), ("fmr-1e-3", "dlib-resnet-v1+mirror")} <= by_model
+    again = write_operating_points(mirror, out)  # recalibrating one model replaces only its own
+    assert len(again["operating_points"]) == len(written["operating_points"])
+
+
+def test_operating_point_lookup_picks_the_models_own_point() -> None:
+    from facetrust.matching import get_operating_point, operating_points
+
+    for model_id in {p.model_id for p in operating_points()}:
+        point = get_operating_point("fmr-1e-3", model_id)
+        assert (point.name, point.model_id) == ("fmr-1e-3", model_id)
+    assert get_operating_point("fmr-1e-3").model_id == "dlib-resnet-v1"
