@@ -35,7 +35,7 @@ from facetrust.models.onnx_backend import OnnxResnetEmbedder
 
 REPO = Path(__file__).resolve().parent.parent
 DATASET = REPO.parent / "shared" / "datasets" / "lfw"
-DEFAULT_FACES = REPO / ".bench" / "lfw_view2_faces.npz"
+DEFAULT_FACES = REPO / ".bench" / "lfw_view2_faces"
 #: Views of each chip kept: those of the "jitter" augmentation, or its first two
 #: (chip and mirror: "none" and "mirror" only), which cost a third.
 VIEWS = 6
@@ -117,28 +117,78 @@ def view2_pairs(dataset: Path = DATASET) -> list[Pair]:
     return read_pairs(dataset / "pairs.txt", dataset / "lfw-deepfunneled")
 
 
-def load_faces(
-    faces_file: Path = DEFAULT_FACES,
+def fold_file(folder: Path, fold: int) -> Path:
+    """Where the measurements of one View-2 fold are kept."""
+    return folder / f"fold{fold}.npz"
+
+
+def measure_folds(
+    folder: Path,
     dataset: Path = DATASET,
     workers: int = 2,
     *,
-    views: int = VIEWS,
-    folds: Sequence[int] | None = None,
-) -> dict[str, npt.NDArray[Any]]:
-    """The measurements of View-2 images, computed into ``faces_file`` if it is missing.
+    folds: Sequence[int] = tuple(range(10)),
+    views: int = 2,
+) -> None:
+    """Measure the images of each fold of ``folds`` not yet in ``folder``, one file per fold.
 
-    ``folds`` limits them to the images of those folds (0-9); ``views`` is 6
-    (every augmentation) or 2 (``"none"`` and ``"mirror"``).
+    Folds of View 2 are identity-disjoint, so each image belongs to one fold,
+    and an interrupted run keeps every finished fold.
     """
-    if not faces_file.is_file():
-        pairs = [p for p in view2_pairs(dataset) if folds is None or p.fold in folds]
-        paths = sorted({p for pair in pairs for p in (pair.image_a, pair.image_b)})
+    pairs = view2_pairs(dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    for fold in folds:
+        target = fold_file(folder, fold)
+        if target.is_file():
+            continue
+        paths = sorted({p for pair in pairs if pair.fold == fold
+                        for p in (pair.image_a, pair.image_b)})
         arrays = measure_faces(paths, workers, views)
-        faces_file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(faces_file, **arrays)  # type: ignore[arg-type]
-        print(f"measured {len(paths)} images in {float(arrays['seconds']):.0f} s -> {faces_file}")
-    with np.load(faces_file) as data:
-        return {name: data[name] for name in data.files}
+        np.savez_compressed(target, **arrays)  # type: ignore[arg-type]
+        print(f"fold {fold}: {len(paths)} images in {float(arrays['seconds']):.0f} s", flush=True)
+
+
+def load_faces(
+    folder: Path = DEFAULT_FACES, *, views: int = 2, folds: Sequence[int] | None = None
+) -> dict[str, npt.NDArray[Any]]:
+    """The measurements of the folds kept in ``folder`` (``folds``, or all present) merged.
+
+    Only the first ``views`` views of each face are kept; a fold measured with
+    fewer is left out.
+    """
+    merged: dict[str, list[npt.NDArray[Any]]] = {}
+    offset = 0
+    for fold in folds if folds is not None else range(10):
+        path = fold_file(folder, fold)
+        if not path.is_file():
+            continue
+        with np.load(path) as data:
+            if data["vectors"].shape[1] < views:
+                continue
+            for name in data.files:
+                value = data[name]
+                if name == "vectors":
+                    value = value[:, :views]
+                elif name == "image_of":
+                    value = value + offset
+                merged.setdefault(name, []).append(value)
+            offset += len(data["paths"])
+    merged.pop("seconds", None)
+    if not merged:
+        raise FileNotFoundError(f"no measured fold with {views} views in {folder}")
+    return {name: np.concatenate(values) for name, values in merged.items()}
+
+
+def measured_folds(folder: Path, views: int = 2) -> list[int]:
+    """The folds kept in ``folder`` with at least ``views`` views."""
+    found = []
+    for fold in range(10):
+        path = fold_file(folder, fold)
+        if path.is_file():
+            with np.load(path) as data:
+                if data["vectors"].shape[1] >= views:
+                    found.append(fold)
+    return found
 
 
 def cached_images(
@@ -185,14 +235,11 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faces", type=Path, default=DEFAULT_FACES)
+    parser.add_argument("--faces", type=Path, default=DEFAULT_FACES, help="folder of fold files")
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--views", type=int, default=VIEWS, choices=(2, VIEWS))
-    parser.add_argument("--folds", type=int, nargs="*", help="View-2 folds (0-9); all by default")
+    parser.add_argument("--views", type=int, default=2, choices=(2, VIEWS))
+    parser.add_argument("--folds", type=int, nargs="*", default=list(range(10)))
     arguments = parser.parse_args()
-    loaded = load_faces(
-        arguments.faces, arguments.dataset, arguments.workers,
-        views=arguments.views, folds=arguments.folds,
-    )
-    print(f"{len(loaded['paths'])} images, {len(loaded['image_of'])} faces")
+    measure_folds(arguments.faces, arguments.dataset, arguments.workers,
+                  folds=arguments.folds, views=arguments.views)

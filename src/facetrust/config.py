@@ -39,8 +39,19 @@ class Settings:
         images, upsampled) copy. Photos want it; a gate camera, whose empty
         frames are the norm, does not.
     detector : str
-        ``"hog"`` (fast, CPU) or ``"cnn"`` (dlib's MMOD detector: slower, finds
-        more rotated and small faces).
+        First detector run on photos (verify, identify, enrol, batch
+        enrolment, evaluation): ``"hog"`` (dlib's HOG, the fastest) or
+        ``"cnn"`` (dlib's MMOD detector, on ONNX Runtime when installed: finds
+        more turned, small and tightly cropped faces, about 5x HOG's time).
+        See docs/detectors.md for the measurements behind the defaults.
+    fallback_detector : str
+        Detector the detection cascade runs on a photo in which ``detector``
+        found no face: ``"cnn"`` (default: it costs HOG's time on the photos
+        HOG finds and recovers most of the rest), ``"hog"``, or ``"none"``.
+    video_detector : str
+        Detector for the gate's video frames: ``"hog"`` (default; frames come
+        at several per second and most have no new face, so the CNN's cost
+        would be paid on every frame) or ``"cnn"``. No fallback on frames.
     min_inter_eye_px : float
         Quality minimum: distance between eye centres in original pixels.
     min_sharpness : float
@@ -74,6 +85,8 @@ class Settings:
     detection_max_side: int = 640
     detection_retry: bool = True
     detector: str = "hog"
+    fallback_detector: str = "cnn"
+    video_detector: str = "hog"
     min_inter_eye_px: float = 16.0
     min_sharpness: float = 5.0
     max_abs_yaw: float = 0.6
@@ -85,10 +98,17 @@ class Settings:
 
     def __post_init__(self) -> None:
         _require_positive(self, "max_pixels", "max_bytes", "detection_max_side")
-        if self.detector not in ("hog", "cnn"):
-            raise InvalidParameter(
-                f"The 'detector' setting must be 'hog' or 'cnn'. Got {self.detector!r} instead."
-            )
+        for name, allowed in (
+            ("detector", ("hog", "cnn")),
+            ("fallback_detector", ("cnn", "hog", "none")),
+            ("video_detector", ("hog", "cnn")),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                choices = ", ".join(f"'{a}'" for a in allowed)
+                raise InvalidParameter(
+                    f"The '{name}' setting must be one of {choices}. Got {value!r} instead."
+                )
         if self.workers < 0:
             raise InvalidParameter(
                 f"The 'workers' setting must be 0 (one per core) or more. Got {self.workers}."
