@@ -14,7 +14,8 @@ image (:mod:`lfw_faces`: the evaluation's detection and faces):
   -yaw``, so ``(yaw + yaw of the mirrored image) / 2`` is its bias on that
   face. Measured on the full photos and on tight crops of the same faces
   (the detector box, square, scaled to 112 and 150 px), found by the
-  pipeline as a user would run it.
+  pipeline as a user would run it, and on the 112 px crops with the
+  landmarks placed in the whole crop (as for a pre-aligned crop, no detector).
 
 Usage::
 
@@ -134,13 +135,22 @@ def yaw_bias(faces: dict[str, Any], count: int, seed: int = 18) -> dict[str, Any
     pipeline = FacePipeline(Settings(embedder_threads=1))
     rows = lfw_faces.subject_rows(faces)
     chosen = random.Random(seed).sample(sorted(rows), min(count, len(rows)))
-    kinds: dict[str, list[tuple[float, float]]] = {"photo": [], "tight_150": [], "tight_112": []}
+    kinds: dict[str, list[tuple[float, float]]] = {
+        "photo": [], "tight_150": [], "tight_112": [], "tight_112_whole_crop_box": []
+    }
     missed = dict.fromkeys(kinds, 0)
     for path in chosen:
         pixels = load_image(path)
         box = Box(*faces["boxes"][rows[path]].tolist())
         views = {"photo": pixels, "tight_150": tight_crop(pixels, box, 150),
                  "tight_112": tight_crop(pixels, box, 112)}
+        # A pre-aligned crop has no detector box: the landmarks are placed in the whole crop.
+        crop = views["tight_112"]
+        whole = Box(0, 0, crop.shape[1], crop.shape[0])
+        kinds["tight_112_whole_crop_box"].append((
+            pose_of(pipeline.landmarker.locate(crop, whole))[0],
+            pose_of(pipeline.landmarker.locate(np.ascontiguousarray(crop[:, ::-1]), whole))[0],
+        ))
         for kind, image in views.items():
             mirror = np.ascontiguousarray(image[:, ::-1])
             found = [pipeline.faces_in_pixels(image), pipeline.faces_in_pixels(mirror)]
@@ -208,7 +218,7 @@ def markdown(table: dict[str, Any], bias: dict[str, Any]) -> str:
             )
     lines += ["", "| view | faces | mean yaw | mean abs yaw | p99 abs yaw "
               "| bias (yaw + mirror yaw)/2 | p95 abs bias | abs yaw > 0.6 |", "|" + "---|" * 8]
-    for kind in ("photo", "tight_150", "tight_112"):
+    for kind in ("photo", "tight_150", "tight_112", "tight_112_whole_crop_box"):
         b = bias[kind]
         lines.append(f"| {kind} | {b['measured']} | {b['mean_yaw']:+.3f} | {b['mean_abs_yaw']:.3f} "
                      f"| {b['p99_abs_yaw']:.3f} | {b['bias_mean']:+.3f} | {b['bias_abs_p95']:.3f} "
