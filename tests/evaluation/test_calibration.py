@@ -55,7 +55,8 @@ def test_written_table_is_read_by_operating_points(tmp_path: Path) -> None:
     written = write_operating_points(table, out, default="fmr-1e-3")
     data = json.loads(out.read_text())
     assert data == written and data["default"] == "fmr-1e-3"
-    names = [p["name"] for p in data["operating_points"]]
+    # another model's points (dlib-resnet-v1+mirror) are kept, untouched
+    names = [p["name"] for p in data["operating_points"] if p["model_id"] == "dlib-resnet-v1"]
     assert "dlib-default" in names and "fmr-1e-3" in names and "fmr-1e-4" not in names
     fields = OperatingPoint.__dataclass_fields__
     for entry in data["operating_points"]:
@@ -75,7 +76,7 @@ def test_recalibration_keeps_the_normalized_point(tmp_path: Path) -> None:
                       model_id="dlib-resnet-v1", dataset="synthetic")
     out = tmp_path / "operating_points.json"
     written = write_operating_points(table, out)  # from the shipped table
-    kept = {p["name"]: p for p in written["operating_points"]}
+    kept = {p["name"]: p for p in written["operating_points"] if p["model_id"] == "dlib-resnet-v1"}
     assert kept["fmr-1e-3-fair"]["normalizer"] == "normalizer-fsn-lfw.json"
     assert "fmr-1e-2-all-groups" not in kept  # a measured point without normalizer is replaced
 

@@ -330,7 +330,8 @@ def write_operating_points(
         },
         "operating_points": points,
     }
-    known = [p["name"] for p in points]
+    # The default is a name, looked up per model: it must exist for the model calibrated.
+    known = [p["name"] for p in points if p.get("model_id") == table.model_id]
     if default is not None:
         if default not in known:
             raise EvaluationError(
