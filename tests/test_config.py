@@ -28,10 +28,22 @@ def test_environment_then_overrides() -> None:
     [
         ({"FACETRUST_MAX_PIXELS": "lots"}, "must be of type int"),
         ({"FACETRUST_DETECTION_RETRY": "maybe"}, "true or false"),
-        ({"FACETRUST_DETECTOR": "magic"}, "'hog' or 'cnn'"),
+        ({"FACETRUST_DETECTOR": "magic"}, "one of 'hog', 'cnn'"),
         ({"FACETRUST_MAX_PIXELS": "-5"}, "positive"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(InvalidParameter, match=message):
         Settings.from_env(env)
+
+
+def test_detector_per_use_settings_are_checked() -> None:
+    settings = Settings()
+    assert (settings.detector, settings.fallback_detector, settings.video_detector) == (
+        "hog", "cnn", "hog"
+    )
+    assert Settings.from_env({"FACETRUST_FALLBACK_DETECTOR": "none"}).fallback_detector == "none"
+    with pytest.raises(InvalidParameter, match="'video_detector' setting must be one of"):
+        Settings(video_detector="yolo")
+    with pytest.raises(InvalidParameter, match="'detector' setting must be one of 'hog', 'cnn'"):
+        Settings(detector="none")

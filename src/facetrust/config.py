@@ -39,16 +39,33 @@ class Settings:
         images, upsampled) copy. Photos want it; a gate camera, whose empty
         frames are the norm, does not.
     detector : str
-        ``"hog"`` (fast, CPU) or ``"cnn"`` (dlib's MMOD detector: slower, finds
-        more rotated and small faces).
+        First detector run on photos (verify, identify, enrol, batch
+        enrolment, evaluation): ``"hog"`` (dlib's HOG, the fastest) or
+        ``"cnn"`` (dlib's MMOD detector, on ONNX Runtime when installed: finds
+        more turned, small and tightly cropped faces, about 5x HOG's time).
+        See docs/detectors.md for the measurements behind the defaults.
+    fallback_detector : str
+        Detector the detection cascade runs on a photo in which ``detector``
+        found no face: ``"cnn"`` (default: it costs HOG's time on the photos
+        HOG finds and recovers most of the rest), ``"hog"``, or ``"none"``.
+    video_detector : str
+        Detector for the gate's video frames: ``"hog"`` (default; frames come
+        at several per second and most have no new face, so the CNN's cost
+        would be paid on every frame) or ``"cnn"``. No fallback on frames.
     min_inter_eye_px : float
         Quality minimum: distance between eye centres in original pixels.
     min_sharpness : float
         Quality minimum: variance of the Laplacian of the 150x150 grayscale chip.
     max_abs_yaw : float
         Quality maximum for the landmark yaw estimate, in [0, 1] (0 frontal).
+        0.8 refuses 0.45% of LFW View-2 photos, whose mated pairs fail 2.8
+        times as often as the rest (0.6 refused 2.3% for 1.6 times).
     max_abs_roll_deg : float
         Quality maximum for the in-plane rotation of the eye line, in degrees.
+
+    The quality limits were set on LFW View 2 by
+    ``benchmarks/study_quality_limits.py``: together they refuse 0.49% of its
+    photos (docs/images.md has the table).
     workers : int
         Worker processes for batch work; 0 means one per CPU core.
     embedder : str
@@ -56,9 +73,17 @@ class Settings:
         when onnxruntime and onnx are installed, else dlib), ``"onnx"`` or
         ``"dlib"``. Both give the same descriptors (model ``dlib-resnet-v1``).
     embedder_threads : int
-        ONNX Runtime threads per process; 0 means one per core, or, in
+        ONNX Runtime threads per process (descriptor network and CNN
+        detector); 0 means one per core, or, in
         :func:`facetrust.batch.embed_many` with several workers, the cores
         shared out between them.
+    augmentation : str
+        Test-time augmentation of each face's descriptor: ``"none"`` (one
+        network pass), ``"mirror"`` (the chip and its mirror image averaged,
+        two passes) or ``"jitter"`` (six fixed views). Each choice has its
+        own model id (``dlib-resnet-v1+mirror``) and operating points;
+        templates made with one are never compared with another's. See
+        docs/evaluation.md for the accuracy and cost of each.
     """
 
     max_pixels: int = 40_000_000
@@ -66,20 +91,30 @@ class Settings:
     detection_max_side: int = 640
     detection_retry: bool = True
     detector: str = "hog"
+    fallback_detector: str = "cnn"
+    video_detector: str = "hog"
     min_inter_eye_px: float = 16.0
     min_sharpness: float = 5.0
-    max_abs_yaw: float = 0.6
+    max_abs_yaw: float = 0.8
     max_abs_roll_deg: float = 35.0
     workers: int = 0
     embedder: str = "auto"
     embedder_threads: int = 0
+    augmentation: str = "none"
 
     def __post_init__(self) -> None:
         _require_positive(self, "max_pixels", "max_bytes", "detection_max_side")
-        if self.detector not in ("hog", "cnn"):
-            raise InvalidParameter(
-                f"The 'detector' setting must be 'hog' or 'cnn'. Got {self.detector!r} instead."
-            )
+        for name, allowed in (
+            ("detector", ("hog", "cnn")),
+            ("fallback_detector", ("cnn", "hog", "none")),
+            ("video_detector", ("hog", "cnn")),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                choices = ", ".join(f"'{a}'" for a in allowed)
+                raise InvalidParameter(
+                    f"The '{name}' setting must be one of {choices}. Got {value!r} instead."
+                )
         if self.workers < 0:
             raise InvalidParameter(
                 f"The 'workers' setting must be 0 (one per core) or more. Got {self.workers}."
@@ -88,6 +123,11 @@ class Settings:
             raise InvalidParameter(
                 "The 'embedder' setting must be 'auto', 'onnx' or 'dlib'. "
                 f"Got {self.embedder!r} instead."
+            )
+        if self.augmentation not in ("none", "mirror", "jitter"):
+            raise InvalidParameter(
+                "The 'augmentation' setting must be 'none', 'mirror' or 'jitter'. "
+                f"Got {self.augmentation!r} instead."
             )
         if self.embedder_threads < 0:
             raise InvalidParameter(

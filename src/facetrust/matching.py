@@ -133,13 +133,21 @@ def operating_points(model_id: str | None = None) -> list[OperatingPoint]:
 def get_operating_point(name: str | None = None, model_id: str | None = None) -> OperatingPoint:
     """Look up an operating point by name; ``None`` gives the table's default.
 
+    Each model id has its own points under the same names (``fmr-1e-3`` of
+    ``dlib-resnet-v1`` and of ``dlib-resnet-v1+mirror``); ``model_id`` picks
+    the model's, and without it the first point of that name in the table.
+
     Raises
     ------
     OperatingPointError
         The name is unknown, or the point belongs to another model.
     """
     name = name or str(operating_point_table()["default"])
-    for point in operating_points():
+    named = [point for point in operating_points() if point.name == name]
+    # Each model (e.g. dlib-resnet-v1 and its augmented dlib-resnet-v1+mirror) has its
+    # own points under the same names; without a model id the first listed is meant.
+    named.sort(key=lambda point: model_id is not None and point.model_id != model_id)
+    for point in named[:1]:
         if point.name == name:
             if model_id is not None and point.model_id != model_id:
                 raise OperatingPointError(

@@ -23,7 +23,7 @@ from .errors import FaceQualityTooLow, InvalidParameter, MultipleFaces, NoFaceFo
 from .faces import Box, EmbeddedFace, Embedding, Face
 from .images import ImageSource, RGBImage, load_image
 from .models.base import Detection, Detector, Embedder, Landmarker
-from .models.selection import default_embedder
+from .models.selection import default_embedder, make_detector
 from .quality import assess_quality
 
 #: How to pick one face from an image: ``"single"`` refuses images with several
@@ -62,13 +62,7 @@ class FacePipeline:
         from .models import dlib_backend
 
         self.settings = settings or Settings.from_env()
-        if detector is None:
-            detector = (
-                dlib_backend.CnnDetector()
-                if self.settings.detector == "cnn"
-                else dlib_backend.HogDetector()
-            )
-        self.detector: Detector = detector
+        self.detector: Detector = detector or make_detector(self.settings.detector, self.settings)
         self.landmarker: Landmarker = landmarker or dlib_backend.DlibLandmarker()
         self.embedder: Embedder = embedder or default_embedder(self.settings)
 

@@ -55,7 +55,8 @@ def test_written_table_is_read_by_operating_points(tmp_path: Path) -> None:
     written = write_operating_points(table, out, default="fmr-1e-3")
     data = json.loads(out.read_text())
     assert data == written and data["default"] == "fmr-1e-3"
-    names = [p["name"] for p in data["operating_points"]]
+    # another model's points (dlib-resnet-v1+mirror) are kept, untouched
+    names = [p["name"] for p in data["operating_points"] if p["model_id"] == "dlib-resnet-v1"]
     assert "dlib-default" in names and "fmr-1e-3" in names and "fmr-1e-4" not in names
     fields = OperatingPoint.__dataclass_fields__
     for entry in data["operating_points"]:
@@ -75,7 +76,7 @@ def test_recalibration_keeps_the_normalized_point(tmp_path: Path) -> None:
                       model_id="dlib-resnet-v1", dataset="synthetic")
     out = tmp_path / "operating_points.json"
     written = write_operating_points(table, out)  # from the shipped table
-    kept = {p["name"]: p for p in written["operating_points"]}
+    kept = {p["name"]: p for p in written["operating_points"] if p["model_id"] == "dlib-resnet-v1"}
     assert kept["fmr-1e-3-fair"]["normalizer"] == "normalizer-fsn-lfw.json"
     assert "fmr-1e-2-all-groups" not in kept  # a measured point without normalizer is replaced
 
@@ -83,3 +84,27 @@ def test_recalibration_keeps_the_normalized_point(tmp_path: Path) -> None:
 def test_operating_point_names() -> None:
     assert fmr_name(1e-3) == "fmr-1e-3"
     assert fmr_name(1e-4, all_groups=True) == "fmr-1e-4-all-groups"
+
+
+def test_each_model_keeps_its_own_points_under_the_same_names(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    plain = calibrate(rng.uniform(0.4, 1.2, 5000), rng.uniform(0.1, 0.6, 300),
+                      model_id="dlib-resnet-v1", dataset="synthetic")
+    mirror = calibrate(rng.uniform(0.3, 1.0, 5000), rng.uniform(0.1, 0.5, 300),
+                       model_id="dlib-resnet-v1+mirror", dataset="synthetic")
+    out = tmp_path / "points.json"
+    write_operating_points(plain, out)
+    written = write_operating_points(mirror, out)
+    by_model = {(p["name"], p["model_id"]) for p in written["operating_points"]}
+    assert {("fmr-1e-3", "dlib-resnet-v1"), ("fmr-1e-3", "dlib-resnet-v1+mirror")} <= by_model
+    again = write_operating_points(mirror, out)  # recalibrating one model replaces only its own
+    assert len(again["operating_points"]) == len(written["operating_points"])
+
+
+def test_operating_point_lookup_picks_the_models_own_point() -> None:
+    from facetrust.matching import get_operating_point, operating_points
+
+    for model_id in {p.model_id for p in operating_points()}:
+        point = get_operating_point("fmr-1e-3", model_id)
+        assert (point.name, point.model_id) == ("fmr-1e-3", model_id)
+    assert get_operating_point("fmr-1e-3").model_id == "dlib-resnet-v1"

@@ -29,7 +29,7 @@ from ..batch import ImageResult, embed_many
 from ..config import Settings
 from ..errors import StoreError
 from ..faces import Box
-from ..models.dlib_backend import DLIB_RESNET_MODEL_ID
+from ..models.selection import embedder_model_id
 
 #: Signature of the function that embeds images the cache lacks; ``embed_many`` by default.
 #: Called as ``compute(paths, settings, workers=..., progress=...)``.
@@ -155,8 +155,10 @@ class EmbeddingCache:
         an open connection. Defaults to :func:`default_cache_path`.
     settings : Settings, optional
         Pipeline settings used for images not yet cached.
-    model_id : str
-        Id of the embedding model the pipeline uses.
+    model_id : str, optional
+        Id of the embedding model the pipeline uses; by default the id
+        ``settings`` give (:func:`~facetrust.models.selection.embedder_model_id`),
+        so augmented descriptors are never read as plain ones.
     compute : callable, optional
         Embeds missing images; :func:`facetrust.batch.embed_many` by default.
 
@@ -173,11 +175,11 @@ class EmbeddingCache:
         path: str | os.PathLike[str] | sqlite3.Connection | None = None,
         settings: Settings | None = None,
         *,
-        model_id: str = DLIB_RESNET_MODEL_ID,
+        model_id: str | None = None,
         compute: ComputeFunction | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
-        self.model_id = model_id
+        self.model_id = model_id or embedder_model_id(self.settings)
         self.variant = pipeline_variant(self.settings)
         self._compute: ComputeFunction = compute or embed_many
         self.computed_ = 0

@@ -267,7 +267,8 @@ def write_operating_points(
 
     Points of ``base`` (default: ``path`` if it exists, else the shipped
     table) that no calibration measured, such as ``dlib-default``, are kept;
-    points from an earlier calibration are replaced. When ``default`` is not
+    points from an earlier calibration of the same model id are replaced
+    (another model's points, such as ``dlib-resnet-v1+mirror``'s, are kept). When ``default`` is not
     given and the old default is gone, the first kept point becomes the default.
 
     Parameters
@@ -284,14 +285,15 @@ def write_operating_points(
         existing = json.loads(
             resources.files("facetrust").joinpath("data/operating_points.json").read_text()
         )
-    names = {row.name for row in table.rows}
+    names = {(row.name, table.model_id) for row in table.rows}
     # A new calibration replaces every point measured by an earlier one (they carry a
     # "dataset"); points that were not measured here, such as dlib-default, are kept,
     # and so are normalized points (fmr-1e-3-fair), which `evaluate fairness` writes.
     points = [
         p
         for p in existing.get("operating_points", [])
-        if p.get("name") not in names and ("dataset" not in p or p.get("normalizer"))
+        if (p.get("name"), p.get("model_id")) not in names
+        and ("dataset" not in p or p.get("normalizer") or p.get("model_id") != table.model_id)
     ]
     for row in table.rows:
         if not row.supported or row.threshold is None:
@@ -328,7 +330,8 @@ def write_operating_points(
         },
         "operating_points": points,
     }
-    known = [p["name"] for p in points]
+    # The default is a name, looked up per model: it must exist for the model calibrated.
+    known = [p["name"] for p in points if p.get("model_id") == table.model_id]
     if default is not None:
         if default not in known:
             raise EvaluationError(

@@ -76,7 +76,10 @@ def run_gate(
     policy = policy or GatePolicy()
     base = settings or Settings.from_env()
     gate_settings = dataclasses.replace(
-        base, detection_max_side=policy.detection_max_side, detection_retry=False
+        base,
+        detection_max_side=policy.detection_max_side,
+        detection_retry=False,
+        detector=base.video_detector,
     )
     embedder = FacePipeline(gate_settings).embedder  # used by the embedding thread only
     selector = BestFrameSelector(window_s=policy.window_s)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +84,49 @@ def convert_dlib_resnet(weights: Path | None = None, cache_dir: Path | None = No
     from .onnx_export import build_onnx_model
 
     weights = weights or model_path("resnet")
-    cache_dir = cache_dir or default_cache_dir()
-    target = cache_dir / (
-        f"{DLIB_RESNET_MODEL_ID}-{weights_sha256(weights)}-c{CONVERTER_VERSION}.onnx"
+    return cached_conversion(
+        f"{DLIB_RESNET_MODEL_ID}-c{CONVERTER_VERSION}",
+        weights,
+        lambda: build_onnx_model(read_network(weights)),
+        cache_dir,
     )
+
+
+def cached_conversion(
+    name: str, weights: Path, build: Callable[[], Any], cache_dir: Path | None = None
+) -> Path:
+    """Path of the cached ONNX conversion of ``weights``, calling ``build`` if there is none.
+
+    Parameters
+    ----------
+    name : str
+        What the conversion is, with its converter version (``"dlib-resnet-v1-c1"``).
+    weights : Path
+        The dlib weights converted; their SHA-256 is part of the file name, so
+        other weights give another conversion.
+    build : callable
+        Returns the ``onnx.ModelProto``; called only when the cache lacks it.
+    cache_dir : Path, optional
+        Defaults to :func:`default_cache_dir`.
+
+    Returns
+    -------
+    Path
+        ``<cache_dir>/<name before -c>-<sha256>-c<version>.onnx``, written
+        atomically (a temporary file renamed into place), so concurrent
+        workers never read a half-written model.
+
+    Raises
+    ------
+    ModelError
+        The weights cannot be read or the cache is not writable.
+    """
+    cache_dir = cache_dir or default_cache_dir()
+    stem, _, version = name.rpartition("-")
+    target = cache_dir / f"{stem}-{weights_sha256(weights)}-{version}.onnx"
     if target.is_file():
         return target
-    model = build_onnx_model(read_network(weights))
+    model = build()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=cache_dir, prefix=".converting-", suffix=".onnx")

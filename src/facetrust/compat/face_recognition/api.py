@@ -5,7 +5,7 @@ types and coordinate convention: boxes are ``(top, right, bottom, left)``
 tuples of ints, trimmed to the image, and encodings are float64 arrays of
 shape (128,). The HOG detector and the landmark predictors are dlib's own, so
 boxes and points are identical. The CNN detector's network runs on ONNX
-Runtime with dlib's own pre- and post-processing (:mod:`.cnn_detector`), so
+Runtime with dlib's own pre- and post-processing (:mod:`facetrust.models.mmod_onnx`), so
 its boxes are dlib's too; descriptors come from the same network run by ONNX
 Runtime and differ from dlib's by float rounding only (under 1e-6).
 ``num_jitters`` above 1, images that are not contiguous uint8 arrays and
@@ -38,6 +38,7 @@ import PIL.Image
 from PIL import ImageFile
 
 from ...models.dlib_backend import model_path
+from ...models.mmod_onnx import MIN_SIDE
 from . import engines
 
 #: A face box as face_recognition gives it: (top, right, bottom, left) in pixels.
@@ -49,7 +50,7 @@ ImageArray = npt.NDArray[Any]
 _TRUNCATED_IMAGES_LOCK = threading.Lock()
 
 #: Smaller images go to dlib's own CNN, which refuses some of them with its own error.
-_CNN_MIN_SIDE = 32
+_CNN_MIN_SIDE = MIN_SIDE
 
 _MODEL_OBJECTS: dict[str, Callable[[], Any]] = {
     "face_detector": engines.hog_detector,

@@ -15,9 +15,9 @@ from typing import Any
 from ...config import Settings
 from ...models.base import Embedder
 from ...models.dlib_backend import import_dlib, load_dlib_model, model_path
+from ...models.mmod_onnx import MmodOnnxDetector
 from ...models.onnx_backend import onnxruntime_available
 from ...models.selection import default_embedder
-from .cnn_detector import MmodOnnxDetector
 
 #: face_recognition's landmark model names and the weight files they mean.
 LANDMARK_WEIGHTS = {"small": "landmarks5", "large": "landmarks68"}

@@ -10,15 +10,19 @@ import numpy as np
 import PIL.Image
 import pytest
 
-import facetrust.compat.face_recognition as face_recognition
-from facetrust.compat.face_recognition import api
-from facetrust.compat.face_recognition.cnn_detector import (
+from facetrust import FacePipeline, Settings
+from facetrust.errors import InvalidParameter, ModelError
+from facetrust.faces import Box
+from facetrust.models.dlib_backend import CnnDetector, HogDetector, model_path
+from facetrust.models.mmod_onnx import (
     MmodOnnxDetector,
+    OnnxMmodDetector,
+    convert_dlib_mmod,
     read_mmod_network,
     tile_levels,
 )
-from facetrust.errors import ModelError
-from facetrust.models.dlib_backend import model_path
+from facetrust.models.onnx_backend import weights_sha256
+from facetrust.models.selection import make_detector
 
 pytestmark = pytest.mark.slow  # the CNN detector on dlib and on ONNX Runtime
 
@@ -26,6 +30,13 @@ DATA = Path(__file__).parent.parent / "data"
 LFW = sorted((DATA / "lfw").glob("*/*_0001.jpg"))[:4] + [
     DATA / "multi_face" / "Vicente_Fox_0002.jpg"
 ]
+#: Every sample photo: LFW portraits, a turned face, a group, face_recognition's photos.
+PHOTOS = (
+    sorted((DATA / "lfw").glob("*/*.jpg"))
+    + sorted((DATA / "hard_faces").glob("*/*.jpg"))
+    + [DATA / "multi_face" / "Vicente_Fox_0002.jpg"]
+    + sorted((DATA / "face_recognition").glob("*.jpg"))
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +107,9 @@ def test_boxes_equal_dlib_upsampled_once(photo: Path, dlib_cnn: Any, onnx_cnn: A
 
 
 def test_boxes_equal_dlib_on_a_face_cut_by_the_border(
-    images: Path, dlib_cnn: Any, onnx_cnn: Any
+    dlib_cnn: Any, onnx_cnn: Any
 ) -> None:
-    image = rgb(images / "obama_partial_face.jpg")[::2, ::2].copy()
+    image = rgb(DATA / "face_recognition" / "obama_partial_face.jpg")[::2, ::2].copy()
     assert boxes(onnx_cnn(image, 0)) == boxes(dlib_cnn(image, 0))
 
 
@@ -114,14 +125,52 @@ def test_grayscale_equals_dlib(dlib_cnn: Any, onnx_cnn: Any) -> None:
     assert boxes(onnx_cnn(gray, 0)) == boxes(dlib_cnn(gray, 0))
 
 
-def test_shim_sends_tiny_and_odd_images_to_dlib() -> None:
-    # dlib refuses a 5x5 image with its own RuntimeError; the shim lets it.
-    with pytest.raises(RuntimeError, match="Filter windows must be small enough"):
-        face_recognition.face_locations(np.zeros((5, 5, 3), np.uint8), 0, model="cnn")
-    assert face_recognition.face_locations(np.zeros((20, 20, 3), np.uint8), model="cnn") == []
-    with pytest.raises(RuntimeError, match="Unsupported image type"):
-        face_recognition.face_locations(np.zeros((50, 50, 3), np.float32), model="cnn")
-    with pytest.raises(RuntimeError, match="same dimensions"):
-        api._raw_face_locations_batched(
-            [np.zeros((40, 40, 3), np.uint8), np.zeros((50, 50, 3), np.uint8)]
-        )
+def iou(a: Box, b: Box) -> float:
+    inner = max(0.0, min(a.right, b.right) - max(a.left, b.left)) * max(
+        0.0, min(a.bottom, b.bottom) - max(a.top, b.top)
+    )
+    return inner / (a.area + b.area - inner)
+
+
+@pytest.fixture(scope="module")
+def dlib_detector() -> CnnDetector:
+    return CnnDetector()
+
+
+@pytest.fixture(scope="module")
+def onnx_detector(tmp_path_factory: pytest.TempPathFactory) -> OnnxMmodDetector:
+    return OnnxMmodDetector(threads=1, cache_dir=tmp_path_factory.mktemp("mmod-cache"))
+
+
+@pytest.mark.parametrize("photo", PHOTOS, ids=lambda p: p.name)
+def test_detector_finds_dlibs_boxes_on_every_sample_photo(
+    photo: Path, dlib_detector: CnnDetector, onnx_detector: OnnxMmodDetector
+) -> None:
+    gray = np.array(PIL.Image.open(photo).convert("L"))
+    theirs, ours = dlib_detector.detect(gray), onnx_detector.detect(gray)
+    assert len(ours) == len(theirs)
+    for mine, dlibs in zip(ours, theirs, strict=True):
+        assert iou(mine.box, dlibs.box) >= 0.99
+        assert mine.confidence == pytest.approx(dlibs.confidence, abs=1e-4)
+
+
+def test_detector_on_a_tiny_image_finds_nothing(onnx_detector: OnnxMmodDetector) -> None:
+    assert onnx_detector.detect(np.zeros((20, 20), np.uint8)) == []
+
+
+def test_conversion_is_cached_by_the_weights_hash(tmp_path: Path) -> None:
+    first = convert_dlib_mmod(cache_dir=tmp_path)
+    assert weights_sha256(model_path("mmod")) in first.name
+    modified = first.stat().st_mtime_ns
+    assert convert_dlib_mmod(cache_dir=tmp_path) == first
+    assert first.stat().st_mtime_ns == modified
+
+
+def test_cnn_setting_runs_the_onnx_detector_with_dlibs_name() -> None:
+    detector = make_detector("cnn", Settings(embedder_threads=1))
+    assert isinstance(detector, OnnxMmodDetector)
+    assert detector.name == "dlib-mmod"
+    assert isinstance(make_detector("hog"), HogDetector)
+    assert FacePipeline(Settings(detector="cnn")).detector.name == "dlib-mmod"
+    with pytest.raises(InvalidParameter, match="'hog', 'cnn'|hog, cnn"):
+        make_detector("yolo")
