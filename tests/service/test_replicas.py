@@ -46,6 +46,7 @@ KEYS = {
     "auditor": Role.AUDITOR,
     "admin": Role.ADMIN,
     "console-user": Role.AUDITOR,
+    "never-used": Role.AUDITOR,
 }
 
 #: Small shared limits, so that spending them across replicas is quick to show.
@@ -214,6 +215,29 @@ def test_two_confirmations_at_two_replicas_meet_the_quorum(fleet: Fleet) -> None
     }
 
 
+def test_one_audit_chain_takes_events_from_every_replica_at_once(fleet: Fleet) -> None:
+    clients = {r: fleet.client(r, "enroller") for r in "abc"}
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(
+                lambda n: clients["abc"[n % 3]].post("/v1/subjects",
+                                                     json={"subject_id": f"chain-{n}"}),
+                range(18),
+            ))
+    finally:
+        for client in clients.values():
+            client.close()
+    assert [a.status_code for a in answers] == [201] * 18
+    with fleet.client("b", "auditor") as auditor:
+        report = auditor.get("/v1/audit/verify").json()
+        added = auditor.get("/v1/audit/events",
+                            params={"kind": "subject.add", "limit": 1000}).json()["events"]
+    assert report["ok"] is True, report
+    mine = [e for e in added if e["subject_ids"][0].startswith("chain-")]
+    assert sorted(e["subject_ids"][0] for e in mine) == sorted(f"chain-{n}" for n in range(18))
+    assert len({e["seq"] for e in mine}) == 18  # each its own link in the one chain
+
+
 def test_a_key_revoked_on_one_replica_is_refused_by_every_replica(fleet: Fleet) -> None:
     with fleet.client("a", "admin") as admin:
         created = admin.post("/v1/keys", json={"role": "auditor", "name": "fleet temp"}).json()
@@ -271,26 +295,6 @@ def test_the_identify_rate_limit_is_one_limit_for_the_fleet(fleet: Fleet) -> Non
     # one bucket of IDENTIFY_BURST for the key, not one per replica (3 x IDENTIFY_BURST)
     assert statuses[:IDENTIFY_BURST] == [415] * IDENTIFY_BURST
     assert statuses[IDENTIFY_BURST:] == [429] * 3
-
-
-def test_failed_authentications_are_throttled_across_replicas(fleet: Fleet) -> None:
-    # runs after every test that needs a first (argon2) check of a key from this address;
-    # earlier tests' refused keys (from this address) count too
-    key_id = fleet.key_ids["auditor"]
-    wrong = f"ft_{key_id}_" + "A" * 43
-    answers = []
-    for n in range(FAILURE_BURST + 1):
-        replica = "abc"[n % 3]
-        with httpx.Client(base_url=fleet.replicas[replica].url,
-                          headers={"Authorization": f"Bearer {wrong}"}) as client:
-            answers.append(client.get("/v1/me").status_code)
-    # one allowance of FAILURE_BURST for the fleet (per replica it would be 3 x FAILURE_BURST)
-    assert 429 in answers and answers[-1] == 429, answers
-    # the right key, never verified on c, is held back there too (known keys keep working)
-    with fleet.client("c", "auditor") as auditor:
-        assert auditor.get("/v1/me").status_code == 429
-    with fleet.client("a", "operator") as operator:
-        assert operator.get("/v1/me").status_code == 200
 
 
 def run_load(fleet: Fleet, rounds: int, kill: Callable[[int], None]) -> dict[str, Any]:
@@ -362,6 +366,26 @@ def test_killing_one_replica_under_load_loses_no_acknowledged_write(fleet: Fleet
                 (c["subject_id"], round(c["distance"], 6)) for c in there["candidates"]
             ]
             assert here["candidates"], name
+
+
+def test_failed_authentications_are_throttled_across_replicas(fleet: Fleet) -> None:
+    # runs last: it blocks unverified keys from this address (127.0.0.1) on every
+    # replica, and earlier tests' refused keys from this address count too
+    key_id = fleet.key_ids["never-used"]
+    wrong = f"ft_{key_id}_" + "A" * 43
+    answers = []
+    for n in range(FAILURE_BURST + 1):
+        replica = "abc"[n % 3]
+        with httpx.Client(base_url=fleet.replicas[replica].url,
+                          headers={"Authorization": f"Bearer {wrong}"}) as client:
+            answers.append(client.get("/v1/me").status_code)
+    # one allowance of FAILURE_BURST for the fleet (per replica it would be 3 x FAILURE_BURST)
+    assert 429 in answers and answers[-1] == 429, answers
+    # the right key, never verified, is held back too (known keys keep working)
+    with fleet.client("c", "never-used") as auditor:
+        assert auditor.get("/v1/me").status_code == 429
+    with fleet.client("a", "operator") as operator:
+        assert operator.get("/v1/me").status_code == 200
 
 
 def test_the_replicas_log_shows_no_crash(fleet: Fleet) -> None:
