@@ -75,11 +75,16 @@ def test_token_bucket_allows_a_burst_then_refills_at_the_rate() -> None:
     assert bucket.take("a") == 0.0
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 def test_buckets_in_the_service_database_are_one_limit_for_every_process(
-    tmp_path: Path,
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
 ) -> None:
     now = [1000.0]
-    processes = [open_service_database(tmp_path / "keys.db") for _ in range(2)]
+    target = (
+        str(tmp_path / "keys.db") if engine == "sqlite"
+        else request.getfixturevalue("postgres_url")()
+    )
+    processes = [open_service_database(target) for _ in range(2)]
     buckets = [
         TokenBucket(per_minute=60, burst=3, clock=lambda: now[0], buckets=SqlBuckets(db))
         for db in processes
@@ -96,6 +101,9 @@ def test_buckets_in_the_service_database_are_one_limit_for_every_process(
     throttles[1].failed("10.0.0.1")
     assert throttles[0].blocked("10.0.0.1") == pytest.approx(10.0)
     assert throttles[1].blocked("10.0.0.2") == 0.0
+    throttles[1].failed("10.0.0.1")  # an empty bucket stays empty, it does not go negative
+    now[0] += 10.0
+    assert throttles[0].blocked("10.0.0.1") == 0.0
     for db in processes:
         db.close()
 

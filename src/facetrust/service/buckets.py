@@ -8,8 +8,9 @@ one process; :class:`SqlBuckets` keeps them in the service database
 spreading its attempts over every replica gets the same allowance as one
 talking to a single process.
 
-Shared buckets are read and written in one serialised transaction per
-request (a row lock on PostgreSQL), and run on the wall clock of the replica
+Shared buckets are read and written in one statement per request (an
+``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``: one round trip, atomic
+under concurrent replicas), and run on the wall clock of the replica
 serving the request: keep the hosts' clocks in step (NTP); a replica whose
 clock is ahead refills buckets early by its offset times the rate.
 """
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS service_buckets (
     name TEXT PRIMARY KEY,
     tokens {real} NOT NULL,
     updated {real} NOT NULL,
-    full_at {real} NOT NULL
+    full_at {real} NOT NULL,
+    spent INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS service_buckets_full_at ON service_buckets (full_at)
 """
@@ -51,7 +53,8 @@ class Buckets(Protocol):
         ...
 
     def spend(self, name: str, now: float, rate: float, burst: float, *, partial: bool) -> float:
-        """Take one token from ``name``'s bucket; returns the tokens before taking.
+        """Take one token from ``name``'s bucket; returns the tokens before taking
+        (with ``partial`` and less than one token left: 0.0).
 
         With ``partial`` the bucket is emptied down to 0 even when it holds less
         than one token (counting failures); without, a bucket with less than
@@ -122,22 +125,25 @@ class SqlBuckets:
 
     def spend(self, name: str, now: float, rate: float, burst: float, *, partial: bool) -> float:
         db = self.database
-        with db.write():
-            db.execute(
-                "INSERT INTO service_buckets VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
-                (name, burst, now, now),
-            )
-            row = db.execute(
-                "SELECT tokens, updated FROM service_buckets WHERE name = ?" + db.lock_rows,
-                (name,),
-            ).fetchone()
-            level = refilled(float(row[0]), float(row[1]), now, rate, burst)
-            tokens = _after(level, partial)
-            db.execute(
-                "UPDATE service_buckets SET tokens = ?, updated = ?, full_at = ? WHERE name = ?",
-                (tokens, now, now + (burst - tokens) / rate, name),
-            )
-            self._writes += 1
-            if self._writes % _SWEEP_EVERY == 0:
-                db.execute("DELETE FROM service_buckets WHERE full_at < ?", (now,))
-        return level
+        least, greatest = ("LEAST", "GREATEST") if db.is_postgres else ("min", "max")
+        # the bucket refilled to now, from the row as it was (every SET reads the old row)
+        level = (
+            f"{least}(?, service_buckets.tokens + {greatest}(0, ? - service_buckets.updated) * ?)"
+        )
+        after = f"CASE WHEN {level} >= 1 THEN {level} - 1 WHEN ? THEN 0 ELSE {level} END"
+        refill = (burst, now, rate)
+        row = db.execute(
+            "INSERT INTO service_buckets VALUES (?, ?, ?, ?, 1) ON CONFLICT (name) DO UPDATE SET "
+            f"tokens = {after}, spent = CASE WHEN {level} >= 1 THEN 1 ELSE 0 END, "
+            f"updated = ?, full_at = ? + (? - ({after})) / ? RETURNING tokens, spent",
+            (
+                name, burst - 1.0, now, now + 1.0 / rate,
+                *refill, *refill, partial, *refill,  # tokens
+                *refill,  # spent
+                now, now, burst, *refill, *refill, partial, *refill, rate,  # updated, full_at
+            ),
+        ).fetchone()
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY == 0:
+            db.execute("DELETE FROM service_buckets WHERE full_at < ?", (now,))
+        return float(row[0]) + float(row[1])
