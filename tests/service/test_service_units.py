@@ -14,9 +14,11 @@ from starlette.types import Receive, Scope, Send
 
 from facetrust.errors import FacetrustError, InvalidParameter, NoFaceFound
 from facetrust.service import ApiKeys, Role, ServiceSettings, SqliteApiKeyStore
+from facetrust.service.buckets import SqlBuckets
 from facetrust.service.limits import FailureThrottle, RequestTimeout, TokenBucket
 from facetrust.service.problems import LIBRARY_PROBLEMS, catalogue, install_handlers, problem_of
 from facetrust.service.refusals import FULL_PER_MINUTE, FULL_PER_MINUTE_OF_A_KEY, FloodCounter
+from facetrust.service.service_db import open_service_database
 from facetrust.service.sessions import ConsoleSessions
 
 
@@ -71,6 +73,39 @@ def test_token_bucket_allows_a_burst_then_refills_at_the_rate() -> None:
     assert bucket.take("b") == 0.0  # buckets are per key
     now[0] += 1.0
     assert bucket.take("a") == 0.0
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_buckets_in_the_service_database_are_one_limit_for_every_process(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
+    now = [1000.0]
+    target = (
+        str(tmp_path / "keys.db") if engine == "sqlite"
+        else request.getfixturevalue("postgres_url")()
+    )
+    processes = [open_service_database(target) for _ in range(2)]
+    buckets = [
+        TokenBucket(per_minute=60, burst=3, clock=lambda: now[0], buckets=SqlBuckets(db))
+        for db in processes
+    ]
+    throttles = [
+        FailureThrottle(per_minute=6, burst=2, clock=lambda: now[0], buckets=SqlBuckets(db))
+        for db in processes
+    ]
+    assert [buckets[n % 2].take("a") for n in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets[1].take("a") == pytest.approx(1.0)  # one bucket, not one per process
+    now[0] += 1.0
+    assert buckets[0].take("a") == 0.0
+    throttles[0].failed("10.0.0.1")
+    throttles[1].failed("10.0.0.1")
+    assert throttles[0].blocked("10.0.0.1") == pytest.approx(10.0)
+    assert throttles[1].blocked("10.0.0.2") == 0.0
+    throttles[1].failed("10.0.0.1")  # an empty bucket stays empty, it does not go negative
+    now[0] += 10.0
+    assert throttles[0].blocked("10.0.0.1") == 0.0
+    for db in processes:
+        db.close()
 
 
 def test_every_library_error_has_one_stable_problem_type() -> None:

@@ -28,7 +28,7 @@ gallery_option = click.option(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int,
-              help="Server processes (each opens the gallery; rate limits are per process).")
+              help="Server processes (each opens the gallery; they share the rate limits).")
 @click.option("--reports-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of evaluation reports shown to auditors.")
 @click.option("--max-body-bytes", type=int, default=None, help="Request body cap (bytes).")

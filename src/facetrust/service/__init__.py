@@ -5,7 +5,7 @@ dependencies (FastAPI, uvicorn, Jinja2, argon2-cffi, python-multipart); the
 rest of facetrust does not import it.
 """
 
-from .apikeys import ApiKey, ApiKeys, CreatedKey, Role, SqliteApiKeyStore
+from .apikeys import ApiKey, ApiKeys, CreatedKey, Role, SqlApiKeyStore, SqliteApiKeyStore
 from .app import create_app, open_gallery
 from .permissions import PERMISSIONS, PUBLIC, permits
 from .settings import ServiceSettings
@@ -18,6 +18,7 @@ __all__ = [
     "CreatedKey",
     "Role",
     "ServiceSettings",
+    "SqlApiKeyStore",
     "SqliteApiKeyStore",
     "create_app",
     "open_gallery",

@@ -20,8 +20,10 @@ Checking a key is built so that invalid keys cost almost nothing:
    argon2, and the service throttles those per key id and per client
    address (:class:`~facetrust.service.limits.FailureThrottle`).
 
-The keys live in their own small SQLite file (never in the gallery file, so
-a gallery backup holds no credentials), behind :class:`ApiKeyStore`.
+The keys live in the service database (:mod:`.service_db`): their own small
+SQLite file beside a SQLite gallery (never in the gallery file, so a gallery
+backup holds no credentials), or PostgreSQL for a fleet of replicas, behind
+:class:`ApiKeyStore`.
 """
 
 from __future__ import annotations
@@ -32,11 +34,9 @@ import hmac
 import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from ..errors import InvalidParameter, StoreError
+from .service_db import ServiceDatabase, open_service_database
 
 KEY_PREFIX = "ft"
 _ID_BYTES = 8
@@ -143,48 +144,31 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at TEXT,
     key_hash TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS service_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS service_secrets (name TEXT PRIMARY KEY, value {blob} NOT NULL);
 """
 
 
-class SqliteApiKeyStore:
-    """API keys in one SQLite file (created with mode 0600 if missing)."""
+class SqlApiKeyStore:
+    """API keys in the service database (:mod:`.service_db`): a SQLite file or PostgreSQL.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        try:
-            if not self.path.exists():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.path.touch(mode=0o600)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.DatabaseError) as error:
-            raise StoreError(
-                f"Cannot open the API key store {str(self.path)!r}: {error}. Check the path "
-                "and its permissions."
-            ) from None
-        self._lock = threading.Lock()
+    Parameters
+    ----------
+    database : ServiceDatabase
+        Shared with the console sessions and the limits; closed by :meth:`close`
+        only when ``owns_database``.
+    """
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def __init__(self, database: ServiceDatabase, *, owns_database: bool = False) -> None:
+        self.database = database
+        self._owns_database = owns_database
+        database.create_tables(_SCHEMA)
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> ApiKey:
         return ApiKey(row[0], Role(row[1]), row[2], row[3], row[4], row[5])
 
     def insert(self, record: ApiKey, key_hash: str) -> None:
-        with self._write() as db:
+        with self.database.write() as db:
             db.execute(
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -194,41 +178,49 @@ class SqliteApiKeyStore:
             )
 
     def get(self, key_id: str) -> tuple[ApiKey, str] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT key_id, role, name, created_at, created_by, revoked_at, key_hash "
-                "FROM api_keys WHERE key_id = ?",
-                (key_id,),
-            ).fetchone()
+        row = self.database.execute(
+            "SELECT key_id, role, name, created_at, created_by, revoked_at, key_hash "
+            "FROM api_keys WHERE key_id = ?",
+            (key_id,),
+        ).fetchone()
         return None if row is None else (self._record(row), str(row[6]))
 
     def list(self) -> list[ApiKey]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key_id, role, name, created_at, created_by, revoked_at FROM api_keys "
-                "ORDER BY created_at, key_id"
-            ).fetchall()
+        rows = self.database.execute(
+            "SELECT key_id, role, name, created_at, created_by, revoked_at FROM api_keys "
+            "ORDER BY created_at, key_id"
+        ).fetchall()
         return [self._record(r) for r in rows]
 
     def revoke(self, key_id: str, at: str) -> bool:
-        with self._write() as db:
+        with self.database.write() as db:
             cursor = db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
                 (at, key_id),
             )
-            return cursor.rowcount > 0
+            return bool(cursor.rowcount > 0)
 
     def secret(self, name: str) -> bytes:
-        with self._write() as db:
+        # Replicas starting together race to create it: the first insert wins.
+        with self.database.write() as db:
+            db.execute(
+                "INSERT INTO service_secrets VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_bytes(32)),
+            )
             row = db.execute("SELECT value FROM service_secrets WHERE name = ?", (name,)).fetchone()
-            if row is not None:
-                return bytes(row[0])
-            value = secrets.token_bytes(32)
-            db.execute("INSERT INTO service_secrets VALUES (?, ?)", (name, value))
-            return value
+        return bytes(row[0])
 
     def close(self) -> None:
-        self._db.close()
+        if self._owns_database:
+            self.database.close()
+
+
+class SqliteApiKeyStore(SqlApiKeyStore):
+    """API keys in one SQLite file (created with mode 0600 if missing)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        super().__init__(open_service_database(self.path), owns_database=True)
 
 
 def _now() -> str:

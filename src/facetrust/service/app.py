@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 
 from ..config import Settings
 from ..gallery import Gallery, GalleryConfig, find_config
+from ..gallery.backends import database_url
 from ..pipeline import FacePipeline
 from . import (
     console,
@@ -26,13 +28,15 @@ from . import (
     routes_search,
     routes_subjects,
 )
-from .apikeys import ApiKeys, SqliteApiKeyStore
+from .apikeys import ApiKeys, SqlApiKeyStore
+from .buckets import SqlBuckets
 from .limits import BodySizeLimit, FailureThrottle, RequestTimeout, TokenBucket
 from .metrics import Metrics, MetricsMiddleware, install_access_log_filter
 from .policy import record_policy_change
 from .problems import install_handlers
 from .refusals import FloodCounter, RefusalAudit, write_repeated
 from .request_ids import RequestIdMiddleware
+from .service_db import ServiceDatabase, open_service_database
 from .sessions import ConsoleSessions
 from .settings import ServiceSettings
 from .state import ServiceState
@@ -63,6 +67,13 @@ def open_gallery(settings: ServiceSettings) -> Gallery:
     return Gallery.open(config, pipeline=pipeline)
 
 
+def open_service_database_of(settings: ServiceSettings, gallery: Gallery) -> ServiceDatabase:
+    """The service database of ``gallery`` (see :meth:`ServiceSettings.service_database`)."""
+    return open_service_database(
+        settings.service_database(Path(gallery.config.db_path), database_url(gallery.config))
+    )
+
+
 def create_app(
     settings: ServiceSettings | None = None, *, gallery: Gallery | None = None
 ) -> FastAPI:
@@ -89,12 +100,14 @@ def create_app(
             gallery if gallery is not None
             else await anyio.to_thread.run_sync(open_gallery, settings)
         )
-        keys_file = settings.api_keys_file(Path(opened.config.db_path))
-        store = SqliteApiKeyStore(keys_file)
+        database = await anyio.to_thread.run_sync(open_service_database_of, settings, opened)
+        store = SqlApiKeyStore(database)
         sessions = ConsoleSessions(
-            keys_file, idle_s=settings.console_idle_minutes * 60,
+            database, idle_s=settings.console_idle_minutes * 60,
             max_age_s=settings.console_session_hours * 3600,
         )
+        # one limit for every process and replica of the gallery (see .buckets)
+        buckets = SqlBuckets(database)
         try:
             await anyio.to_thread.run_sync(lambda: opened.pipeline.model_id)  # load models now
             await anyio.to_thread.run_sync(record_policy_change, opened, settings)
@@ -104,20 +117,26 @@ def create_app(
                 gallery=opened,
                 keys=ApiKeys(store),
                 metrics=metrics,
-                identify_bucket=TokenBucket(settings.identify_per_minute, settings.identify_burst),
+                identify_bucket=TokenBucket(
+                    settings.identify_per_minute, settings.identify_burst, time.time,
+                    buckets=buckets,
+                ),
                 reports_dir=settings.reports_folder(Path(opened.config.db_path)),
                 lock=threading.Lock(),
                 sessions=sessions,
                 floods=floods,
-                address_failures=FailureThrottle(*failures),
-                key_failures=FailureThrottle(*failures),
+                address_failures=FailureThrottle(
+                    *failures, clock=time.time, buckets=buckets, prefix="auth-address:"
+                ),
+                key_failures=FailureThrottle(
+                    *failures, clock=time.time, buckets=buckets, prefix="auth-key:"
+                ),
                 hash_limiter=anyio.CapacityLimiter(HASHING_THREADS),
             )
             yield
             await state.call(lambda g: write_repeated(g, floods.due(everything=True)))
         finally:
-            sessions.close()
-            store.close()
+            database.close()
             if gallery is None:
                 opened.close()
 

@@ -1,6 +1,11 @@
 """Request limits: body size cap, request timeout, a per-key token bucket, and the
 throttle of failed authentication attempts.
 
+The token bucket and the throttle keep their levels in
+:mod:`.buckets`: in memory for a lone process, in the service database when
+the service runs as several processes or replicas (then one limit holds for
+all of them).
+
 The middlewares are plain ASGI, so the body cap refuses a request from its
 ``Content-Length`` before reading it, and stops a chunked upload as soon as
 it passes the cap.
@@ -10,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .buckets import Buckets, MemoryBuckets
 from .problems import SERVICE_PROBLEMS, Problem, problem_response
 
 
@@ -123,29 +128,33 @@ class RequestTimeout:
 class TokenBucket:
     """Per-key rate limit: ``burst`` requests at once, refilled at ``per_minute``.
 
-    Thread-safe; ``clock`` returns seconds (monotonic) and is injectable for tests.
+    Thread-safe; ``clock`` returns seconds and is injectable for tests.
+    ``buckets`` holds the levels: this process's memory by default, or the
+    service database (:class:`~facetrust.service.buckets.SqlBuckets`, with a
+    wall ``clock``) to share one limit between replicas.
     """
 
     def __init__(
-        self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        per_minute: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        buckets: Buckets | None = None,
+        prefix: str = "rate:",
     ) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst)
+        self.buckets: Buckets = buckets or MemoryBuckets()
+        self.prefix = prefix
         self._clock = clock
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
 
     def take(self, key: str) -> float:
         """Take one token for ``key``: 0.0 if allowed, else seconds until one is available."""
-        now = self._clock()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+        level = self.buckets.spend(
+            self.prefix + key, self._clock(), self.rate, self.burst, partial=False
+        )
+        return 0.0 if level >= 1.0 else (1.0 - level) / self.rate
 
 
 class FailureThrottle:
@@ -153,9 +162,11 @@ class FailureThrottle:
     it has failed ``burst`` times faster than ``per_minute`` allows.
 
     A token bucket of failures: each failure takes a token; while the bucket is
-    empty, :meth:`blocked` says how long to wait. At most ``max_names`` names are
-    tracked (fully recovered names are forgotten first), so the throttle itself
-    cannot be used to fill the memory.
+    empty, :meth:`blocked` says how long to wait. In memory (the default), at
+    most ``max_names`` names are tracked (fully recovered names are forgotten
+    first), so the throttle itself cannot be used to fill the memory; with
+    shared ``buckets`` (see :class:`TokenBucket`), recovered names are deleted
+    from the table from time to time.
     """
 
     def __init__(
@@ -165,39 +176,24 @@ class FailureThrottle:
         *,
         max_names: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        buckets: Buckets | None = None,
+        prefix: str = "failures:",
     ) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst)
         self.max_names = max_names
+        self.buckets: Buckets = buckets or MemoryBuckets(max_names)
+        self.prefix = prefix
         self._clock = clock
-        self._lock = threading.Lock()
-        self._tokens: dict[str, tuple[float, float]] = {}
-
-    def _level(self, name: str, now: float) -> float:
-        tokens, last = self._tokens.get(name, (self.burst, now))
-        return min(self.burst, tokens + (now - last) * self.rate)
 
     def blocked(self, name: str) -> float:
         """Seconds until ``name`` may try again (0.0: not blocked)."""
-        with self._lock:
-            if name not in self._tokens:
-                return 0.0
-            tokens = self._level(name, self._clock())
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+        level = self.buckets.level(self.prefix + name, self._clock(), self.rate, self.burst)
+        return 0.0 if level is None or level >= 1.0 else (1.0 - level) / self.rate
 
     def failed(self, name: str) -> None:
         """Record one failed attempt by ``name``."""
-        now = self._clock()
-        with self._lock:
-            tokens = self._level(name, now)
-            self._tokens[name] = (max(0.0, tokens - 1.0), now)
-            if len(self._tokens) > self.max_names:
-                self._forget(now)
-
-    def _forget(self, now: float) -> None:
-        recovered = [n for n in self._tokens if self._level(n, now) >= self.burst]
-        for name in recovered or list(self._tokens)[: len(self._tokens) // 2]:
-            del self._tokens[name]
+        self.buckets.spend(self.prefix + name, self._clock(), self.rate, self.burst, partial=True)
 
 
 def rate_limited(retry_after: float, what: str) -> Problem:

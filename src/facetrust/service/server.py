@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..gallery import Gallery, GalleryConfig, find_config
-from .apikeys import ApiKeys, SqliteApiKeyStore
+from ..gallery.backends import database_url
+from .apikeys import ApiKeys, SqlApiKeyStore
+from .service_db import open_service_database
 from .settings import ENV_PREFIX, ServiceSettings
 
 
@@ -25,15 +27,16 @@ def api_keys_for(settings: ServiceSettings) -> ApiKeys:
         with Gallery.open(config) as gallery:
             gallery.audit.append(kind, actor=actor or f"cli:{getpass.getuser()}", **fields)
 
-    return ApiKeys(SqliteApiKeyStore(settings.api_keys_file(Path(config.db_path))), audit=audit)
+    target = settings.service_database(Path(config.db_path), database_url(config))
+    return ApiKeys(SqlApiKeyStore(open_service_database(target), owns_database=True), audit=audit)
 
 
 def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) -> None:
     """Serve the API and console with uvicorn until interrupted.
 
     With ``workers > 1`` each process opens the gallery itself (the settings
-    travel as ``FACETRUST_SERVICE_*`` variables); rate limits then apply per
-    process.
+    travel as ``FACETRUST_SERVICE_*`` variables); the processes share one set
+    of rate limits through the service database (see :mod:`.buckets`).
     """
     import uvicorn
 

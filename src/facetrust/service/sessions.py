@@ -9,8 +9,9 @@ its API key is revoked (checked on every request; revoking through the
 service also deletes the key's sessions at once). The cookie is not an API
 key: it does not work as a Bearer token.
 
-Sessions live in the API key file (table ``console_sessions``), so every
-server process of one gallery shares them.
+Sessions live in the service database beside the API keys (table
+``console_sessions``, see :mod:`.service_db`), so every server process of one
+gallery, and every replica of a PostgreSQL gallery, shares them.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import StoreError
+from .service_db import ServiceDatabase, open_service_database
 
 __all__ = ["ConsoleSession", "ConsoleSessions"]
 
@@ -34,9 +33,9 @@ CREATE TABLE IF NOT EXISTS console_sessions (
     token_sha256 TEXT PRIMARY KEY,
     key_id TEXT NOT NULL,
     csrf TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    expires_at REAL NOT NULL
+    created_at {real} NOT NULL,
+    last_seen {real} NOT NULL,
+    expires_at {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS console_sessions_key ON console_sessions (key_id);
 """
@@ -61,12 +60,14 @@ def _digest(token: str) -> str:
 
 
 class ConsoleSessions:
-    """Open, look up and end console sessions in a SQLite file.
+    """Open, look up and end console sessions in the service database.
 
     Parameters
     ----------
-    path : path-like
-        The service's API key file (the table is created there if missing).
+    database : ServiceDatabase or path-like
+        The service database (shared with the API keys; not closed here), or
+        the path of a SQLite API key file to open (closed by :meth:`close`).
+        The table is created there if missing.
     idle_s : float
         A session unused this long (seconds) has ended.
     max_age_s : float
@@ -76,7 +77,7 @@ class ConsoleSessions:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        database: ServiceDatabase | str | os.PathLike[str],
         *,
         idle_s: float = 30 * 60,
         max_age_s: float = 8 * 3600,
@@ -85,17 +86,12 @@ class ConsoleSessions:
         self.idle_s = idle_s
         self.max_age_s = max_age_s
         self._clock = clock
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(
-                Path(path), isolation_level=None, timeout=30.0, check_same_thread=False
-            )
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as error:
-            raise StoreError(
-                f"Cannot open the console sessions in {str(path)!r}: {error}. Check the path "
-                "and its permissions."
-            ) from None
+        self._owns_database = not isinstance(database, ServiceDatabase)
+        self._db = (
+            database if isinstance(database, ServiceDatabase)
+            else open_service_database(Path(database))
+        )
+        self._db.create_tables(_SCHEMA)
 
     def open(self, key_id: str) -> tuple[str, ConsoleSession]:
         """A new session for ``key_id``: its token (for the cookie, shown once) and record."""
@@ -103,7 +99,7 @@ class ConsoleSessions:
         token = secrets.token_urlsafe(32)
         session = ConsoleSession(key_id, secrets.token_urlsafe(32), now, now,
                                  now + self.max_age_s)
-        with self._lock:
+        with self._db.write():
             self._db.execute(
                 "DELETE FROM console_sessions WHERE expires_at < ? OR last_seen < ?",
                 (now, now - self.idle_s),
@@ -120,19 +116,20 @@ class ConsoleSessions:
             return None
         now = self._clock()
         digest = _digest(token)
-        with self._lock:
-            row = self._db.execute(
-                "SELECT key_id, csrf, created_at, last_seen, expires_at FROM console_sessions "
-                "WHERE token_sha256 = ?",
-                (digest,),
-            ).fetchone()
-            if row is None:
-                return None
-            session = ConsoleSession(str(row[0]), str(row[1]), row[2], row[3], row[4])
-            if session.expires_at <= now or session.last_seen + self.idle_s <= now:
+        row = self._db.execute(
+            "SELECT key_id, csrf, created_at, last_seen, expires_at FROM console_sessions "
+            "WHERE token_sha256 = ?",
+            (digest,),
+        ).fetchone()
+        if row is None:
+            return None
+        session = ConsoleSession(str(row[0]), str(row[1]), row[2], row[3], row[4])
+        if session.expires_at <= now or session.last_seen + self.idle_s <= now:
+            with self._db.write():
                 self._db.execute("DELETE FROM console_sessions WHERE token_sha256 = ?", (digest,))
-                return None
-            if now - session.last_seen >= _TOUCH_EVERY_S:
+            return None
+        if now - session.last_seen >= _TOUCH_EVERY_S:
+            with self._db.write():
                 self._db.execute(
                     "UPDATE console_sessions SET last_seen = ? WHERE token_sha256 = ?",
                     (now, digest),
@@ -142,7 +139,7 @@ class ConsoleSessions:
     def end(self, token: str) -> ConsoleSession | None:
         """End the session of ``token`` (logout); the session it was, or None."""
         session = self.get(token)
-        with self._lock:
+        with self._db.write():
             self._db.execute(
                 "DELETE FROM console_sessions WHERE token_sha256 = ?", (_digest(token),)
             )
@@ -150,9 +147,10 @@ class ConsoleSessions:
 
     def end_all(self, key_id: str) -> int:
         """End every session of ``key_id`` (its key was revoked); how many there were."""
-        with self._lock:
+        with self._db.write():
             cursor = self._db.execute("DELETE FROM console_sessions WHERE key_id = ?", (key_id,))
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
     def close(self) -> None:
-        self._db.close()
+        if self._owns_database:
+            self._db.close()

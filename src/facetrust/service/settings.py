@@ -30,6 +30,11 @@ class ServiceSettings:
         else the current folder).
     api_keys_path : str or None
         The API key file; ``api-keys.db`` beside the gallery database by default.
+    api_keys_url : str or None
+        A PostgreSQL URL for the service database (API keys, console sessions,
+        shared rate limits; see :mod:`facetrust.service.service_db`). For a
+        PostgreSQL gallery it defaults to the gallery's own database, so every
+        replica shares them.
     reports_dir : str or None
         Folder of evaluation reports (``*.json``, ``*.html``) served read-only
         to auditors; ``reports/`` beside the gallery database by default.
@@ -62,6 +67,7 @@ class ServiceSettings:
 
     gallery: str | None = None
     api_keys_path: str | None = None
+    api_keys_url: str | None = None
     reports_dir: str | None = None
     max_body_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 25_000_000
@@ -102,6 +108,18 @@ class ServiceSettings:
     def api_keys_file(self, gallery_db: Path) -> Path:
         """The API key file to use for a gallery whose database is ``gallery_db``."""
         return Path(self.api_keys_path) if self.api_keys_path else gallery_db.parent / "api-keys.db"
+
+    def service_database(self, gallery_db: Path, gallery_url: str | None) -> str:
+        """Where the service keeps keys, sessions and limits (a URL or a SQLite path).
+
+        ``api_keys_url``, else ``api_keys_path``, else the PostgreSQL gallery's
+        database ``gallery_url``, else ``api-keys.db`` beside ``gallery_db``.
+        """
+        if self.api_keys_url:
+            return self.api_keys_url
+        if self.api_keys_path or not gallery_url:
+            return str(self.api_keys_file(gallery_db))
+        return gallery_url
 
     def reports_folder(self, gallery_db: Path) -> Path:
         """The evaluation report folder for a gallery whose database is ``gallery_db``."""

@@ -1,0 +1,79 @@
+"""The smoke test deploy/smoke.sh runs through nginx: health, enrol, identify, audit.
+
+Usage: python smoke_checks.py BASE_URL PLAIN_URL CA_CERT KEYS_JSON PHOTOS_FOLDER REPLICA_URL...
+
+BASE_URL is nginx's HTTPS address, PLAIN_URL its plain HTTP one.
+
+Exits non-zero, naming the failed check, if anything is not as expected.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import httpx
+
+
+def check(ok: bool, what: str, detail: object = "") -> None:
+    print(("ok   " if ok else "FAIL ") + what + (f": {detail}" if not ok and detail else ""))
+    if not ok:
+        sys.exit(1)
+
+
+def main(
+    base: str, plain: str, ca: str, keys: dict[str, str], photos: Path, replicas: list[str]
+) -> None:
+    def client(name: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {keys[name]}"} if name else {}
+        return httpx.Client(base_url=base, verify=ca, headers=headers, timeout=60)
+
+    colin = sorted((photos / "Colin_Powell").glob("*.jpg"))
+    with client() as anonymous:
+        check(anonymous.get("/healthz").status_code == 200, "GET /healthz through nginx (TLS)")
+        ready = anonymous.get("/readyz")
+        check(ready.status_code == 200, "GET /readyz", ready.text)
+        moved = httpx.get(f"{plain}/healthz", follow_redirects=False)
+        check(moved.status_code == 308 and moved.headers["location"].startswith(base),
+              "plain HTTP is redirected to HTTPS", moved.headers)
+    with client("enroller") as enroller:
+        created = enroller.post("/v1/subjects", json={"subject_id": "smoke-colin"})
+        check(created.status_code == 201, "create a subject", created.text)
+        consent = enroller.post("/v1/subjects/smoke-colin/consents", json={
+            "purposes": ["access-control"], "expires_at": "2099-01-01T00:00:00+00:00",
+            "evidence_ref": "smoke-form", "evidence_sha256": "ab" * 32,
+            "notice_version": "smoke",
+        })
+        check(consent.status_code == 201, "record a consent", consent.text)
+        with colin[0].open("rb") as handle:
+            enrolled = enroller.post("/v1/subjects/smoke-colin/enrolments",
+                                     files={"photo": (colin[0].name, handle, "image/jpeg")})
+        check(enrolled.status_code == 201, "enrol a photo", enrolled.text)
+    with client("operator") as operator:
+        for attempt in range(4):  # least_conn spreads them over both replicas
+            with colin[1].open("rb") as handle:
+                found = operator.post(
+                    "/v1/identify", files={"image": (colin[1].name, handle, "image/jpeg")},
+                    data={"purpose": "access-control", "case_ref": f"SMOKE-{attempt}"},
+                )
+            check(found.status_code == 200, f"identify #{attempt + 1}", found.text)
+            first = found.json()["candidates"][:1]
+            check(bool(first) and first[0]["subject_id"] == "smoke-colin",
+                  f"identify #{attempt + 1} finds the enrolled subject", found.text)
+    with client("auditor") as auditor:
+        report = auditor.get("/v1/audit/verify").json()
+        check(report.get("ok") is True, "the audit chain verifies", report)
+    served = []
+    for url in replicas:
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        served.append(sum(
+            float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith("facetrust_http_requests_total") and "/v1/identify" in line
+        ))
+    check(all(n > 0 for n in served), "every replica served identifies", served)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(Path(sys.argv[4]).read_text()),
+         Path(sys.argv[5]), sys.argv[6:])
