@@ -48,6 +48,9 @@ class Dialect:
     greatest: str
     #: Most placeholders in one chunked IN list.
     chunk: int = 500
+    #: What a ``SELECT`` ends with to lock the rows it reads, skipping rows others
+    #: hold ("" where a write transaction already locks the whole database).
+    skip_locked: str = ""
 
     def render(self, sql: str) -> str:
         """``sql`` written with ``?`` and ``{ord}``, in this database's words."""
@@ -66,7 +69,10 @@ class Dialect:
 
 
 SQLITE = Dialect("sqlite", "?", "rowid", array_parameters=False, greatest="max")
-POSTGRES = Dialect("postgresql", "%s", "ord", array_parameters=True, greatest="greatest")
+POSTGRES = Dialect(
+    "postgresql", "%s", "ord", array_parameters=True, greatest="greatest",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+)
 
 
 class Cursor(Protocol):
