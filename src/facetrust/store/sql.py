@@ -283,6 +283,13 @@ class SqlStore(SqlRecords, SqlIdempotency, SqlBatchQueue):
         rows = self._read("SELECT DISTINCT model_id FROM templates ORDER BY model_id")
         return [str(row[0]) for row in rows]
 
+    def template_ids_through(self, model_id: str, generation: int) -> list[str]:
+        rows = self._read(
+            "SELECT template_id FROM templates WHERE model_id = ? AND changed_gen <= ?",
+            (model_id, generation),
+        )
+        return [str(row[0]) for row in rows]
+
     def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None:
         self._run(
             "UPDATE templates SET ciphertext = ?, changed_gen = ? WHERE template_id = ?",
