@@ -287,30 +287,36 @@ class SearchIndexes:
         sealed = self._read_file(model_id)
         if sealed is None or not sealed.committed:
             return None
+        # Read in one snapshot; each bulk read is reduced before the next one, so
+        # that a million records of each kind are never all held at once.
         with self.store.snapshot():
             changes = self.store.changes_since(sealed.generation)
             if changes is None:
                 return None
+            mine = [t for t in changes.templates if t.model_id == model_id]
+            held = set(sealed.slots).difference(changes.removed_templates)
+            held.difference_update(t.template_id for t in mine)
+            if held != set(self.store.template_ids_through(model_id, sealed.generation)):
+                return None  # not the store's templates at the file's generation
+            del held
             removals = self.store.get_meta(REMOVALS_META)
-            subjects = {s.subject_id: s for s in self.store.list_subjects()}
+            days = self.config.retention_days
+            retention = {
+                s.subject_id: retention_until(s, days) for s in self.store.list_subjects()
+            }
             consents = self.store.all_consents()
-            unchanged = self.store.template_ids_through(model_id, sealed.generation)
-        mine = [t for t in changes.templates if t.model_id == model_id]
-        held = set(sealed.slots).difference(changes.removed_templates)
-        held.difference_update(t.template_id for t in mine)
-        if held != set(unchanged):
-            return None  # not the store's templates at the file's generation
         wrapped_keys = self.keystore.get_keys(sorted({t.subject_id for t in mine}))
         readable = {
             t.template_id: t
             for t in mine
-            if t.subject_id in wrapped_keys and t.subject_id in subjects
+            if t.subject_id in wrapped_keys and t.subject_id in retention
         }
         removed = list(changes.removed_templates)
         removed += [t.template_id for t in mine if t.template_id not in readable]
         vectors.adopt(
             sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
         )
+        del sealed  # its mapping was copied
         vectors.apply(
             changes.generation,
             removed,
@@ -323,9 +329,6 @@ class SearchIndexes:
         vectors.removals = removals
         self._vectors[model_id] = vectors
         self._checked[model_id] = "change log"
-        retention = {
-            s: retention_until(r, self.config.retention_days) for s, r in subjects.items()
-        }
         index = TemplateIndex.from_vectors(
             changes.generation, vectors, retention, consents, self.config.purposes
         )

@@ -8,6 +8,7 @@ backend's SQL.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,9 +122,16 @@ class SqlBase:
         return rows
 
 
+@functools.lru_cache(maxsize=1024)
+def parse_purposes(text: str) -> tuple[str, ...]:
+    """A consent's stored purpose list (JSON); cached, as a gallery has few distinct lists
+    and reading a million consents (a cold start) would otherwise parse each one."""
+    return tuple(json.loads(text))
+
+
 def consent_from_row(row: tuple[Any, ...]) -> ConsentRecord:
     """A consent from its columns (``CONSENT_COLUMNS`` order)."""
-    return ConsentRecord(row[0], row[1], tuple(json.loads(row[2])), *row[3:])
+    return ConsentRecord(row[0], row[1], parse_purposes(row[2]), *row[3:])
 
 
 def template_from_row(row: tuple[Any, ...]) -> TemplateRecord:
