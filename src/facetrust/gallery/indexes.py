@@ -240,9 +240,12 @@ class SearchIndexes:
             # holds a template erased or re-keyed since: never use it, destroy it
             self.drop_files(model_id)
             return vectors
-        vectors.adopt(
-            sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
-        )
+        try:
+            vectors.adopt(
+                sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
+            )
+        except IndexFileError:
+            return vectors  # nothing taken over: rebuilt from the store
         self._checked[model_id] = "every template"
         return vectors
 
@@ -313,9 +316,12 @@ class SearchIndexes:
         }
         removed = list(changes.removed_templates)
         removed += [t.template_id for t in mine if t.template_id not in readable]
-        vectors.adopt(
-            sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
-        )
+        try:
+            vectors.adopt(
+                sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
+            )
+        except IndexFileError:
+            return None
         del sealed  # its mapping was copied
         vectors.apply(
             changes.generation,
