@@ -205,12 +205,15 @@ def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
             if handle.read(1):
                 raise ValueError("trailing bytes")
             with np.load(io.BytesIO(meta), allow_pickle=False) as arrays:
+                ids = arrays["ids"].tolist()
+                # the index first: its file is read whole, before the mapping's
+                # million Python objects exist (a lower peak of memory)
+                index = load_index(scratch, model_id=model_id, ids=ids, threshold=0)
+                scratch.unlink()
                 template_ids = arrays["template_ids"].tolist()
                 subjects = arrays["subjects"].tolist()
                 digests = [bytes(d) for d in arrays["digests"]]
-                ids = arrays["ids"].tolist()
                 next_id = int(arrays["next_id"])
-            index = load_index(scratch, model_id=model_id, ids=ids, threshold=0)
     except (ValueError, KeyError, struct.error, KeyMaterialError, ImportError) as error:
         raise IndexFileError(f"The index file {path} cannot be used: {error}.") from error
     except FacetrustError as error:  # corrupt or stale inner file
