@@ -3,12 +3,15 @@ fresh galleries. Registered for every test by ``tests/conftest.py`` (``pytest_pl
 
 from __future__ import annotations
 
+import csv
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from facetrust import crypto
 from facetrust.faces import Embedding
@@ -131,3 +134,34 @@ def grant() -> Callable[..., str]:
 def enrol_all() -> Callable[..., None]:
     """The ``enrol_sample`` helper, as a fixture."""
     return enrol_sample
+
+
+@pytest.fixture
+def batch_photos(tmp_path: Path) -> tuple[Path, Path]:
+    """A batch enrolment folder and its consent CSV: the sample photos (one subject folder
+    each: 40 photos, 10 subjects), a two-face photo, an unlisted photo, a broken file and
+    a photo without a face."""
+    data = SAMPLE.parent
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE, folder)
+    shutil.copy(data / "multi_face" / "Vicente_Fox_0002.jpg", folder / "Vicente_Fox_0002.jpg")
+    (folder / "unlisted").mkdir()
+    shutil.copy(next(SAMPLE.glob("*/*.jpg")), folder / "unlisted" / "x.jpg")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(folder / "wall.jpg")  # a photo, no face
+    rows = [
+        {"photo": d.name, "subject_id": d.name, "display_name": d.name.replace("_", " "),
+         "purposes": "boarding;access-control", "expires": "2030-01-01",
+         "evidence_ref": f"form-{d.name}", "evidence_sha256": EVIDENCE_SHA256,
+         "notice_version": "n1"}
+        for d in sorted(SAMPLE.iterdir()) if d.is_dir()
+    ]
+    for photo in ("Vicente_Fox_0002.jpg", "broken.jpg", "wall.jpg"):
+        rows.append({**rows[0], "photo": photo, "subject_id": photo[:-4],
+                     "evidence_ref": f"form-{photo}"})
+    consents = tmp_path / "consents.csv"
+    with consents.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder, consents

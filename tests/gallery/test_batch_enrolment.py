@@ -3,7 +3,6 @@ after SIGKILL (a real subprocess killed half-way, then re-run)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from facetrust.cli.main import cli
 from facetrust.errors import InvalidParameter
@@ -27,41 +25,16 @@ from facetrust.gallery.batch_enrolment import enroll_batch, read_consents
 DATA = Path(__file__).parent.parent / "data"
 
 
-def _photo_folder(tmp_path: Path) -> tuple[Path, Path]:
-    """The sample photos (one subject folder each) plus a two-face photo, and their CSV."""
-    folder = tmp_path / "photos"
-    shutil.copytree(DATA / "lfw", folder)
-    shutil.copy(DATA / "multi_face" / "Vicente_Fox_0002.jpg", folder / "Vicente_Fox_0002.jpg")
-    (folder / "unlisted").mkdir()
-    shutil.copy(next((DATA / "lfw").glob("*/*.jpg")), folder / "unlisted" / "x.jpg")
-    (folder / "broken.jpg").write_bytes(b"not an image")
-    Image.new("RGB", (200, 200), (128, 128, 128)).save(folder / "wall.jpg")  # a photo, no face
-    rows = [
-        {"photo": d.name, "subject_id": d.name, "display_name": d.name.replace("_", " "),
-         "purposes": "boarding;access-control", "expires": "2030-01-01",
-         "evidence_ref": f"form-{d.name}", "evidence_sha256": "ab" * 32,
-         "notice_version": "n1"}
-        for d in sorted((DATA / "lfw").iterdir()) if d.is_dir()
-    ]
-    for photo in ("Vicente_Fox_0002.jpg", "broken.jpg", "wall.jpg"):
-        rows.append({**rows[0], "photo": photo, "subject_id": photo[:-4],
-                     "evidence_ref": f"form-{photo}"})
-    consents = tmp_path / "consents.csv"
-    with consents.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return folder, consents
-
-
 def _template_count(db: Path) -> int:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         return int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
 
 
 @pytest.mark.slow  # a real subprocess, killed, then the CLI re-run
-def test_batch_enrolment_is_resumable_after_sigkill(tmp_path: Path) -> None:
-    folder, consents = _photo_folder(tmp_path)
+def test_batch_enrolment_is_resumable_after_sigkill(
+    tmp_path: Path, batch_photos: tuple[Path, Path]
+) -> None:
+    folder, consents = batch_photos
     gallery_dir = tmp_path / "g"
     runner = CliRunner()
     assert runner.invoke(cli, ["init", str(gallery_dir)]).exit_code == 0

@@ -21,6 +21,7 @@ from facetrust.store import (
     KeyStore,
     PendingProbeRecord,
     PhotoRecord,
+    QueuedPhoto,
     ReviewRecord,
     SqliteKeyStore,
     SqliteStore,
@@ -458,3 +459,36 @@ def test_in_transaction_tells_a_write_transaction(store: Store) -> None:
     with store.transaction():
         assert store.in_transaction()
     assert not store.in_transaction()
+
+
+def test_batch_queue_claims_leases_and_abandons(store: Store) -> None:
+    photos = [QueuedPhoto("q", f"p{i}.jpg", f"s{i // 2}", "waiting", updated_at=T0)
+              for i in range(5)]
+    with store.transaction():
+        assert store.queue_photos(photos) == 5
+        assert store.queue_photos(photos[:2]) == 0  # kept as they are
+    t1, t2, t3 = (f"2026-01-01T00:0{m}:00+00:00" for m in (1, 2, 3))
+    with store.transaction():
+        first = store.claim_queued("q", "a", now=T0, lease_until=t1, limit=2, max_attempts=2)
+        second = store.claim_queued("q", "b", now=T0, lease_until=t1, limit=2, max_attempts=2)
+    assert [p.photo for p in first] == ["p0.jpg", "p1.jpg"]  # subject, then photo order
+    assert [p.photo for p in second] == ["p2.jpg", "p3.jpg"]
+    assert {p.state for p in first + second} == {"claimed"} and first[0].attempts == 1
+    with store.transaction():
+        assert store.finish_queued("q", ["p2.jpg"], state="done", at=T0) == 1
+        assert store.finish_queued("q", ["p3.jpg"], state="failed", at=T0, reason="no-face",
+                                   message="No face.") == 1
+        assert store.finish_queued("q", ["p2.jpg"], state="failed", at=T0) == 0  # done stays
+        # a's lease has ended: its photos go to c, then to nobody (abandoned after 2 claims)
+        taken = store.claim_queued("q", "c", now=t2, lease_until=t3, limit=5, max_attempts=2)
+    assert [p.photo for p in taken] == ["p0.jpg", "p1.jpg", "p4.jpg"]
+    assert [p.attempts for p in taken] == [2, 2, 1]
+    with store.transaction():
+        assert store.claim_queued("q", "d", now="2026-01-02", lease_until="2026-01-03",
+                                  limit=5, max_attempts=2) == [store.queued("q", "claimed")[-1]]
+    states = {p.photo: (p.state, p.reason) for p in store.queued("q")}
+    assert states == {
+        "p0.jpg": ("failed", "abandoned"), "p1.jpg": ("failed", "abandoned"),
+        "p2.jpg": ("done", None), "p3.jpg": ("failed", "no-face"), "p4.jpg": ("claimed", None),
+    }
+    assert store.queue_names() == ["q"]

@@ -445,57 +445,11 @@ def index_save(gallery_path: str | None) -> None:
         emit({"written": [str(path) for path in gallery.save_index()]})
 
 
-@click.command("enroll-batch")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--consents",
-    "consents_csv",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="CSV: photo (file or subject folder), subject_id, display_name, purposes (a;b), "
-    "expires, evidence_ref, evidence_sha256, notice_version.",
-)
-@click.option("--workers", type=int, default=None, help="Embedding processes (default: cores).")
-@click.option(
-    "--check-duplicates/--no-check-duplicates",
-    default=None,
-    help="Search each new face for other subjects (default: only if the gallery refuses "
-    "duplicates).",
-)
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@gallery_option
-@actor_option
-def enroll_batch(
-    folder: str,
-    consents_csv: str,
-    workers: int | None,
-    check_duplicates: bool | None,
-    no_progress: bool,
-    gallery_path: str | None,
-    actor: str,
-) -> None:
-    """Enrol every photo in FOLDER listed in the consent CSV, on every core; resumable.
-
-    Prints the failures by reason as a table on stderr and the result as JSON.
-    Re-run after an interruption: photos enrolled before are skipped.
-    """
-    from ..gallery.batch_enrolment import enroll_batch as run_batch
-
-    with Gallery.find(gallery_path) as gallery:
-        result = run_batch(
-            gallery, folder, consents_csv, actor=actor, workers=workers,
-            progress=not no_progress, check_duplicates=check_duplicates,
-        )
-    click.echo(result.table(), err=True)
-    emit(result)
-
-
 COMMANDS = [
     init,
     subject,
     consent,
     enroll,
-    enroll_batch,
     identify,
     review,
     forget,

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..errors import FacetrustError
-from . import audit, evaluate, faces, gallery, gate, keys
+from . import audit, batch, evaluate, faces, gallery, gate, keys
 
 EXIT_ERROR = 2
 
@@ -42,6 +42,7 @@ for command in faces.COMMANDS:
     cli.add_command(command)
 for command in [
     *gallery.COMMANDS,
+    *batch.COMMANDS,
     *audit.COMMANDS,
     *keys.COMMANDS,
     *gate.COMMANDS,

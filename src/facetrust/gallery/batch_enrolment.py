@@ -51,7 +51,7 @@ CSV_COLUMNS = (
 #: Failure reasons, as reported.
 REASONS = (
     "no-face", "several-faces", "quality", "no-consent-in-csv", "unreadable",
-    "consent-invalid", "duplicate", "other",
+    "consent-invalid", "duplicate", "abandoned", "other",
 )
 
 
@@ -157,18 +157,20 @@ def read_consents(csv_path: str | os.PathLike[str], folder: Path) -> dict[Path, 
                 notice_version=raw["notice_version"].strip(),
             )
             target = (folder / raw["photo"].strip()).resolve()
-            for photo in _images(target) if target.is_dir() else [target]:
+            for photo in images_in(target) if target.is_dir() else [target]:
                 rows[photo] = row
     return rows
 
 
-def _images(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (recursively), resolved and sorted."""
     return sorted(
         p.resolve() for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
 
 
-def _reason(result: ImageResult) -> tuple[str, str] | None:
+def image_problem(result: ImageResult) -> tuple[str, str] | None:
+    """Why a photo's result cannot be enrolled, as (reason, message); None if it can."""
     if result.error is not None:
         error = result.error
         kind = "unreadable" if isinstance(error, ImageError) else "other"
@@ -183,7 +185,8 @@ def _reason(result: ImageResult) -> tuple[str, str] | None:
     return None
 
 
-def _error_reason(error: FacetrustError) -> str:
+def failure_reason(error: FacetrustError) -> str:
+    """The failure reason (one of :data:`REASONS`) of an error raised by an enrolment."""
     if isinstance(error, NoFaceFound):
         return "no-face"
     if isinstance(error, MultipleFaces):
@@ -231,7 +234,7 @@ def enroll_batch(
         raise InvalidParameter(f"The photo folder {str(base)!r} does not exist or is not a folder.")
     consents = read_consents(consents_csv, base)
     failures: list[BatchFailure] = []
-    photos = _images(base)
+    photos = images_in(base)
     for photo in photos:
         if photo not in consents:
             failures.append(BatchFailure(
@@ -266,7 +269,7 @@ def enroll_batch(
         sources: list[bytes | None] = []
         names: list[str] = []
         for photo, result in group:
-            problem = _reason(result)
+            problem = image_problem(result)
             if problem is not None:
                 failures.append(BatchFailure(str(photo), *problem))
                 continue
@@ -281,12 +284,12 @@ def enroll_batch(
         if not faces:
             continue
         try:
-            _enrol_subject(gallery, consents[Path(names[0])], faces, sources, actor,
+            write_subject(gallery, consents[Path(names[0])], faces, sources, actor,
                            check_duplicates)
         except FacetrustError as error:
-            failures.extend(BatchFailure(n, _error_reason(error), str(error)) for n in names)
+            failures.extend(BatchFailure(n, failure_reason(error), str(error)) for n in names)
             subject_id = consents[Path(names[0])].subject_id
-            refused.append({"subject_id": subject_id, "reason": _error_reason(error),
+            refused.append({"subject_id": subject_id, "reason": failure_reason(error),
                             "error": type(error).__name__})
             continue
         enrolled += len(faces)
@@ -327,7 +330,7 @@ def _by_subject(
         yield current or "", group
 
 
-def _enrol_subject(
+def write_subject(
     gallery: Gallery,
     row: ConsentRow,
     faces: list[Embedding],
@@ -335,7 +338,11 @@ def _enrol_subject(
     actor: str,
     check_duplicates: bool,
 ) -> None:
-    """Subject (if new), consent (if not recorded yet) and templates: one transaction."""
+    """Subject (if new), consent (if not recorded yet) and templates: one transaction.
+
+    Joins the caller's transaction when one is open (a queue worker marks the
+    photos done in the same one).
+    """
     with gallery.batch():
         if gallery.store.get_subject(row.subject_id) is None:
             gallery.add_subject(row.subject_id, display_name=row.display_name, actor=actor)

@@ -81,6 +81,10 @@ class SealedIndex:
     slots: dict[str, tuple[bytes, int]]
     owners: dict[str, str]
     next_id: int
+    #: Written from committed store state (outside a write transaction): the
+    #: file is then exactly the store at ``generation``, and may be brought up
+    #: to date from the store's change log alone.
+    committed: bool = False
 
 
 def _scratch_folder() -> str | None:
@@ -92,9 +96,13 @@ def _label(model_id: str, generation: int, part: int, parts: int) -> str:
     return f"gallery-index:{model_id}:{generation}:{part}/{parts}"
 
 
-def write_sealed_index(path: Path, key: bytes, vectors: TemplateVectors) -> None:
+def write_sealed_index(
+    path: Path, key: bytes, vectors: TemplateVectors, *, committed: bool = False
+) -> None:
     """Seal ``vectors`` (with a graph index) into ``path`` atomically (mode 0600).
 
+    ``committed`` says that ``vectors`` hold committed store state (they were
+    not brought up to date inside a write transaction that may roll back).
     Part 0 is the template mapping; parts 1.. are the index file's bytes, read
     and sealed one chunk at a time (the graph is never held twice in memory).
     """
@@ -125,6 +133,7 @@ def write_sealed_index(path: Path, key: bytes, vectors: TemplateVectors) -> None
                 "model_id": model_id,
                 "generation": generation,
                 "parts": parts,
+                "committed": committed,
             },
             sort_keys=True,
         ).encode()
@@ -179,6 +188,7 @@ def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
                     f"format {header['format_version']}, model {header['model_id']!r}"
                 )
             generation, parts = int(header["generation"]), int(header["parts"])
+            committed = header.get("committed") is True
             if parts < 2:
                 raise ValueError(f"{parts} parts, expected the mapping and a graph")
             meta = b""
@@ -195,12 +205,15 @@ def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
             if handle.read(1):
                 raise ValueError("trailing bytes")
             with np.load(io.BytesIO(meta), allow_pickle=False) as arrays:
+                ids = arrays["ids"].tolist()
+                # the index first: its file is read whole, before the mapping's
+                # million Python objects exist (a lower peak of memory)
+                index = load_index(scratch, model_id=model_id, ids=ids, threshold=0)
+                scratch.unlink()
                 template_ids = arrays["template_ids"].tolist()
                 subjects = arrays["subjects"].tolist()
                 digests = [bytes(d) for d in arrays["digests"]]
-                ids = arrays["ids"].tolist()
                 next_id = int(arrays["next_id"])
-            index = load_index(scratch, model_id=model_id, ids=ids, threshold=0)
     except (ValueError, KeyError, struct.error, KeyMaterialError, ImportError) as error:
         raise IndexFileError(f"The index file {path} cannot be used: {error}.") from error
     except FacetrustError as error:  # corrupt or stale inner file
@@ -216,4 +229,5 @@ def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
         {t: (d, i) for t, d, i in zip(template_ids, digests, ids, strict=True)},
         dict(zip(template_ids, subjects, strict=True)),
         next_id,
+        committed,
     )

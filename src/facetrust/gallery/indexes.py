@@ -75,12 +75,15 @@ class SearchIndexes:
         self._vectors: dict[str, TemplateVectors] = {}
         # models whose index holds changes of a write transaction not known to be committed
         self._tentative: set[str] = set()
+        # model id -> how its index file was checked against the store when opened
+        self._checked: dict[str, str] = {}
 
     def clear(self) -> None:
         """Drop every decrypted template from memory."""
         self._indexes.clear()
         self._vectors.clear()
         self._tentative.clear()
+        self._checked.clear()
 
     def is_loaded(self, model_id: str) -> bool:
         """Whether this process holds ``model_id``'s index (current or not)."""
@@ -111,7 +114,13 @@ class SearchIndexes:
         """Bring ``model_id``'s index to the store by reading every template and subject.
 
         Templates already held with the same ciphertext are not decrypted again.
+        On first use, an index file written from committed state is brought up
+        to date from the store's change log instead (see :meth:`_open_from_file`).
         """
+        if model_id not in self._vectors:
+            opened = self._open_from_file(model_id)
+            if opened is not None:
+                return opened
         with self.store.snapshot():
             generation = self.store.generation()
             removals = self.store.get_meta(REMOVALS_META)
@@ -223,26 +232,113 @@ class SearchIndexes:
         folder = self.config.index_dir
         if folder is None or not vectors.graph_possible:
             return vectors
-        path = index_file.index_path(Path(folder), model_id)
-        name = index_file.key_name(model_id)
-        wrapped = self.keystore.get_key(name)
-        if wrapped is None or not path.exists():
+        sealed = self._read_file(model_id)
+        if sealed is None:
             return vectors
-        try:
-            sealed = index_file.read_sealed_index(
-                path, self.keyring.unwrap_data_key(name, wrapped), model_id
-            )
-        except (IndexFileError, KeyMaterialError):
-            return vectors  # unreadable (e.g. written by a newer version): rebuilt
         current = {t.template_id: t.digest for t in live}
         if any(current.get(t) != digest for t, (digest, _) in sealed.slots.items()):
             # holds a template erased or re-keyed since: never use it, destroy it
             self.drop_files(model_id)
             return vectors
-        vectors.adopt(
-            sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
-        )
+        try:
+            vectors.adopt(
+                sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
+            )
+        except IndexFileError:
+            return vectors  # nothing taken over: rebuilt from the store
+        self._checked[model_id] = "every template"
         return vectors
+
+    def _read_file(self, model_id: str) -> index_file.SealedIndex | None:
+        """``model_id``'s index file, opened; None if there is none or it cannot be used."""
+        folder = self.config.index_dir
+        if folder is None:
+            return None
+        path = index_file.index_path(Path(folder), model_id)
+        name = index_file.key_name(model_id)
+        wrapped = self.keystore.get_key(name)
+        if wrapped is None or not path.exists():
+            return None
+        try:
+            return index_file.read_sealed_index(
+                path, self.keyring.unwrap_data_key(name, wrapped), model_id
+            )
+        except (IndexFileError, KeyMaterialError):
+            return None  # unreadable (e.g. written by a newer version): rebuilt
+
+    def _open_from_file(self, model_id: str) -> TemplateIndex | None:
+        """The first index of ``model_id`` from its file and the store's change log.
+
+        A file written from committed state holds exactly the store's templates
+        at its generation; what changed since (templates added, re-encrypted or
+        deleted; subjects erased or withdrawn) is in the change log, so only
+        those templates are decrypted, never the million the file holds (the
+        cold start of a large gallery). The file's template ids, less those
+        deleted or re-encrypted since, must be exactly the store's templates
+        unchanged since the file's generation (one read of ids, no ciphertext):
+        this catches a file from another history of the store (a database
+        restored from a backup older than the file, then written to). None (the
+        caller reads everything and checks the file template by template) when
+        there is no such file, the change log no longer reaches back to it (or
+        it is ahead of the store), or the ids differ.
+        """
+        vectors = TemplateVectors(
+            model_id, self.config.index_kind, self.config.index_exact_below
+        )
+        if not vectors.graph_possible:
+            return None
+        sealed = self._read_file(model_id)
+        if sealed is None or not sealed.committed:
+            return None
+        # Read in one snapshot; each bulk read is reduced before the next one, so
+        # that a million records of each kind are never all held at once.
+        with self.store.snapshot():
+            changes = self.store.changes_since(sealed.generation)
+            if changes is None:
+                return None
+            mine = [t for t in changes.templates if t.model_id == model_id]
+            held = set(sealed.slots).difference(changes.removed_templates)
+            held.difference_update(t.template_id for t in mine)
+            if held != set(self.store.template_ids_through(model_id, sealed.generation)):
+                return None  # not the store's templates at the file's generation
+            del held
+            removals = self.store.get_meta(REMOVALS_META)
+            days = self.config.retention_days
+            retention = {
+                s.subject_id: retention_until(s, days) for s in self.store.list_subjects()
+            }
+            consents = self.store.all_consents()
+        wrapped_keys = self.keystore.get_keys(sorted({t.subject_id for t in mine}))
+        readable = {
+            t.template_id: t
+            for t in mine
+            if t.subject_id in wrapped_keys and t.subject_id in retention
+        }
+        removed = list(changes.removed_templates)
+        removed += [t.template_id for t in mine if t.template_id not in readable]
+        try:
+            vectors.adopt(
+                sealed.index, sealed.slots, sealed.owners, sealed.next_id, sealed.generation
+            )
+        except IndexFileError:
+            return None
+        del sealed  # its mapping was copied
+        vectors.apply(
+            changes.generation,
+            removed,
+            [
+                LiveTemplate(t.template_id, t.subject_id, ciphertext_digest(t.ciphertext))
+                for t in readable.values()
+            ],
+            self._decryptor(readable, wrapped_keys),
+        )
+        vectors.removals = removals
+        self._vectors[model_id] = vectors
+        self._checked[model_id] = "change log"
+        index = TemplateIndex.from_vectors(
+            changes.generation, vectors, retention, consents, self.config.purposes
+        )
+        return self._keep(index)
 
     def _save_vectors(self, vectors: TemplateVectors) -> Path | None:
         """Seal ``vectors`` into its index file under a fresh key; None if it cannot be kept."""
@@ -251,7 +347,9 @@ class SearchIndexes:
         model_id = vectors.model_id
         key = self.keyring.new_data_key(index_file.key_name(model_id))
         path = index_file.index_path(Path(self.config.index_dir), model_id)
-        index_file.write_sealed_index(path, key, vectors)
+        index_file.write_sealed_index(
+            path, key, vectors, committed=not self.store.in_transaction()
+        )
         with self.store.snapshot():
             removals = self.store.get_meta(REMOVALS_META)
         if removals != vectors.removals:
@@ -290,7 +388,9 @@ class SearchIndexes:
         return written
 
     def info(self) -> dict[str, dict[str, Any]]:
-        """Per stored model: the index kind, templates held, generation and source."""
+        """Per stored model: the index kind, templates held, generation and source, and
+        for an index from its file how the file was checked (``file_checked_by``:
+        ``change log`` or ``every template``)."""
         for model_id in self.stored_model_ids():
             self.get(model_id)
         return {
@@ -299,6 +399,8 @@ class SearchIndexes:
                 "templates": len(v.ids),
                 "generation": v.generation,
                 "source": v.source,
+                **({"file_checked_by": self._checked[model_id]}
+                   if v.source == "file" and model_id in self._checked else {}),
             }
             for model_id, v in self._vectors.items()
         }

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import IndexFileError
 from ..index import AutoIndex, ExactIndex, QuantizedIndex, faiss_available, hnsw_available
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -224,12 +225,30 @@ class TemplateVectors:
         """Take over an index loaded from disk, with its template mapping.
 
         ``owners`` maps each template id of ``slots`` to its subject.
+
+        Raises
+        ------
+        IndexFileError
+            The mapping's ids are not the index's rows (nothing is taken over).
         """
-        by_id = {slot_id: tid for tid, (_, slot_id) in slots.items()}
-        self.index = index  # its rows are in ascending id order (read_sealed_index checks)
-        self.owner_codes = np.asarray(
-            [self._code(owners[by_id[int(i)]]) for i in self.ids], dtype=np.int64
+        # One pass over the mapping in C-level steps, then a sort: a per-row
+        # Python loop was the largest cost of opening a million-template file.
+        codes = dict(self.codes)  # code = position in subject_ids, new subjects appended
+        count = len(slots)
+        slot_ids = np.fromiter((slot for _, slot in slots.values()), np.int64, count)
+        subject_codes = np.fromiter(
+            (codes.setdefault(owners[t], len(codes)) for t in slots), np.int64, count
         )
+        order = np.argsort(slot_ids, kind="stable")
+        # its rows are in ascending id order (read_sealed_index checks)
+        if not np.array_equal(slot_ids[order], index.exact.row_ids):
+            raise IndexFileError(
+                "The index file's template mapping does not match its rows: it is not used."
+            )
+        self.index = index
+        self.codes = codes
+        self.subject_ids = list(codes)
+        self.owner_codes = subject_codes[order]
         self._owners = None
         self.index.threshold = self._threshold()
         if not isinstance(index.inner, ExactIndex):

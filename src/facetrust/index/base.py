@@ -164,21 +164,25 @@ def read_index_file(path: str | os.PathLike[str]) -> tuple[IndexHeader, bytes]:
     """
     source = Path(path)
     try:
-        data = source.read_bytes()
+        # header and payload read apart: slicing one buffer would copy the payload
+        # (hundreds of MB at a million templates) and hold both at once
+        with source.open("rb") as handle:
+            head = handle.read(len(MAGIC) + 8)
+            if not head.startswith(MAGIC) or len(head) < len(MAGIC) + 8:
+                raise IndexFileError(
+                    f"{source} is not a facetrust index file (expected it to start with "
+                    f"{MAGIC!r}). Rebuild the index from the store."
+                )
+            (length,) = struct.unpack("<Q", head[len(MAGIC) :])
+            header_bytes = handle.read(length)
+            payload = handle.read()
     except OSError as error:
         raise IndexFileError(
             f"Cannot read the index file {source}: {error.strerror or error}. "
             "Rebuild the index from the store."
         ) from error
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 8:
-        raise IndexFileError(
-            f"{source} is not a facetrust index file (expected it to start with {MAGIC!r}). "
-            "Rebuild the index from the store."
-        )
-    (length,) = struct.unpack("<Q", data[len(MAGIC) : len(MAGIC) + 8])
-    start = len(MAGIC) + 8
     try:
-        fields = json.loads(data[start : start + length])
+        fields = json.loads(header_bytes)
         header = IndexHeader(**fields)
     except (ValueError, TypeError) as error:
         raise IndexFileError(
@@ -190,7 +194,6 @@ def read_index_file(path: str | os.PathLike[str]) -> tuple[IndexHeader, bytes]:
             f"The index file {source} has format version {header.format_version}; this "
             f"facetrust reads version {FORMAT_VERSION}. Rebuild the index from the store."
         )
-    payload = data[start + length :]
     if hashlib.sha256(payload).hexdigest() != header.payload_sha256:
         raise IndexFileError(
             f"The index file {source} is corrupt: its contents do not match the checksum in "

@@ -325,9 +325,10 @@ class ExactBacked:
     def _read_rows(self, payload: bytes, count: int) -> bytes:
         """Load the rows written by :meth:`_write` into ``_exact``; returns the ``extra`` bytes."""
         length = int.from_bytes(payload[:8], "little")
-        ids, vectors = _unpack(payload[8 : 8 + length], self.dim, count)
+        view = memoryview(payload)  # slices of a view copy nothing (the rows are GBs at 1M)
+        ids, vectors = _unpack(view[8 : 8 + length], self.dim, count)
         self._exact.add(ids, vectors)
-        return payload[8 + length :]
+        return bytes(view[8 + length :])
 
 
 def check_positive_ints(owner: str, values: dict[str, object]) -> None:
@@ -349,7 +350,7 @@ def _pack(ids: IdArray, vectors: FloatMatrix) -> bytes:
     return ids.astype("<i8").tobytes() + vectors.astype("<f4").tobytes()
 
 
-def _unpack(payload: bytes, dim: int, count: int) -> tuple[IdArray, FloatMatrix]:
+def _unpack(payload: bytes | memoryview, dim: int, count: int) -> tuple[IdArray, FloatMatrix]:
     size = count * 8 + count * dim * 4
     if len(payload) < size:
         raise IndexFileError(
@@ -358,4 +359,5 @@ def _unpack(payload: bytes, dim: int, count: int) -> tuple[IdArray, FloatMatrix]
         )
     ids = np.frombuffer(payload, dtype="<i8", count=count).astype(np.int64)
     vectors = np.frombuffer(payload, dtype="<f4", count=count * dim, offset=count * 8)
-    return ids, vectors.reshape(count, dim).astype(np.float32)
+    # a view of ``payload`` (no copy): the caller copies the rows into its own storage
+    return ids, vectors.reshape(count, dim).astype(np.float32, copy=False)

@@ -241,6 +241,30 @@ class IdempotencyRecord:
 
 
 @dataclass(frozen=True)
+class QueuedPhoto:
+    """One photo of a batch enrolment queue shared by workers (``enroll-batch --queue``).
+
+    ``photo`` is its path relative to the batch folder (the same on every
+    host). ``state`` is ``waiting``, ``claimed`` (by ``worker`` until
+    ``lease_until``, after which another worker may claim it), ``done`` or
+    ``failed`` (with ``reason``, one of the batch failure reasons, and a
+    plain-English ``message``). ``attempts`` counts its claims. Times are UTC
+    ISO strings.
+    """
+
+    queue: str
+    photo: str
+    subject_id: str | None
+    state: str
+    worker: str | None = None
+    lease_until: str | None = None
+    attempts: int = 0
+    reason: str | None = None
+    message: str | None = None
+    updated_at: str = ""
+
+
+@dataclass(frozen=True)
 class AuditHead:
     """The keyed checkpoint of the newest event: catches truncation of the log."""
 
@@ -344,6 +368,12 @@ class Store(Protocol):
         """The models that have templates, sorted (reads no ciphertext)."""
         ...
 
+    def template_ids_through(self, model_id: str, generation: int) -> list[str]:
+        """The ids of the templates of ``model_id`` last inserted or re-encrypted at or
+        before ``generation`` (reads no ciphertext): with :meth:`changes_since`, what
+        a reader that read the store at ``generation`` held and still holds."""
+        ...
+
     def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None: ...
     def insert_photo(self, photo: PhotoRecord) -> None: ...
     def photos_of(self, subject_id: str) -> list[PhotoRecord]: ...
@@ -399,6 +429,44 @@ class Store(Protocol):
 
     def get_audit_head(self) -> AuditHead | None: ...
     def set_audit_head(self, head: AuditHead) -> None: ...
+
+    # batch enrolment queue (enroll-batch --queue) --------------------------------
+    def queue_photos(self, photos: Sequence[QueuedPhoto]) -> int:
+        """Add the photos a queue does not hold yet (rows it holds are kept as they are).
+
+        Returns how many were added. Inside a transaction.
+        """
+        ...
+
+    def claim_queued(
+        self, queue: str, worker: str, *, now: str, lease_until: str, limit: int,
+        max_attempts: int,
+    ) -> list[QueuedPhoto]:
+        """Claim up to ``limit`` photos for ``worker`` until ``lease_until`` (inside a transaction).
+
+        Claimable: ``waiting`` ones, and ``claimed`` ones whose lease ended
+        before ``now`` (their worker stopped) that were claimed fewer than
+        ``max_attempts`` times; those claimed that often are marked ``failed``
+        with the reason ``abandoned`` instead. Claims go in subject then photo
+        order; on PostgreSQL rows another transaction holds are skipped
+        (``FOR UPDATE SKIP LOCKED``), never waited for.
+        """
+        ...
+
+    def finish_queued(
+        self, queue: str, photos: Sequence[str], *, state: str, at: str,
+        reason: str | None = None, message: str | None = None,
+    ) -> int:
+        """Mark ``photos`` ``done`` or ``failed`` (those not done already); how many changed."""
+        ...
+
+    def queued(self, queue: str, state: str | None = None) -> list[QueuedPhoto]:
+        """The queue's photos (of one ``state`` if given), in subject then photo order."""
+        ...
+
+    def queue_names(self) -> list[str]:
+        """The names of every batch enrolment queue, sorted."""
+        ...
 
     # stored responses of keyed requests (Idempotency-Key) ----------------------
     def get_idempotency(self, principal: str, key: str) -> IdempotencyRecord | None:

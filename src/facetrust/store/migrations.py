@@ -11,6 +11,7 @@ from __future__ import annotations
 from .schema import (
     SQLITE_TYPES,
     audit_head_table,
+    batch_queue_table,
     change_tracking,
     event_tables,
     gallery_tables,
@@ -38,8 +39,10 @@ GALLERY_MIGRATIONS: list[str] = [
     change_tracking(SQLITE_TYPES),
     # 5: stored responses of keyed requests (Idempotency-Key).
     idempotency_table(SQLITE_TYPES),
-    # next: probes of identifications awaiting review, sealed, and their decision time.
+    # 6: probes of identifications awaiting review, sealed, and their decision time.
     pending_probe_tables(SQLITE_TYPES),
+    # 7: the shared work queue of batch enrolment workers (enroll-batch --queue).
+    batch_queue_table(SQLITE_TYPES),
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [keystore_tables(SQLITE_TYPES)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from .schema import (
     POSTGRES_TYPES,
     audit_head_table,
+    batch_queue_table,
     change_tracking,
     event_tables,
     gallery_tables,
@@ -80,8 +81,10 @@ GALLERY_MIGRATIONS: list[str] = [
     change_tracking(POSTGRES_TYPES),
     # 5: stored responses of keyed requests (Idempotency-Key; SQLite migration 5).
     idempotency_table(POSTGRES_TYPES),
-    # next: probes of identifications awaiting review (SQLite's pending-probe migration).
+    # 6: probes of identifications awaiting review (SQLite's pending-probe migration).
     pending_probe_tables(POSTGRES_TYPES),
+    # 7: the shared work queue of batch enrolment workers (enroll-batch --queue).
+    batch_queue_table(POSTGRES_TYPES),
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [keystore_tables(POSTGRES_TYPES)]

@@ -302,3 +302,32 @@ def keystore_tables(types: ColumnTypes) -> str:
 """,
         types,
     )
+
+
+def batch_queue_table(types: ColumnTypes) -> str:
+    """The shared work queue of batch enrolment workers (``enroll-batch --queue``).
+
+    One row per photo of a named queue, keyed by its path relative to the batch
+    folder: ``waiting``, ``claimed`` by a worker until ``lease_until`` (then
+    claimable again), ``done`` or ``failed`` with a reason.
+    """
+    return _render(
+        """
+    CREATE TABLE batch_queue (
+        queue TEXT NOT NULL,
+        photo TEXT NOT NULL,
+        subject_id TEXT,
+        state TEXT NOT NULL,
+        worker TEXT,
+        lease_until TEXT,
+        attempts {int64} NOT NULL,
+        reason TEXT,
+        message TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (queue, photo)
+    );
+    CREATE INDEX batch_queue_by_state ON batch_queue(queue, state, subject_id, photo);
+    CREATE INDEX batch_queue_by_subject ON batch_queue(subject_id);
+""",
+        types,
+    )

@@ -40,12 +40,13 @@ from .sql_base import (
     template_from_row,
 )
 from .sql_idempotency import SqlIdempotency
+from .sql_queue import SqlBatchQueue
 from .sql_records import SqlRecords
 
 __all__ = ["POSTGRES", "SQLITE", "Dialect", "SqlKeyStore", "SqlStore"]
 
 
-class SqlStore(SqlRecords, SqlIdempotency):
+class SqlStore(SqlRecords, SqlIdempotency, SqlBatchQueue):
     """Every :class:`~facetrust.store.base.Store` method, in shared SQL (see module docstring).
 
     The backend counts open transactions and snapshots in ``_depth`` and
@@ -216,6 +217,7 @@ class SqlStore(SqlRecords, SqlIdempotency):
             (at, self._change_stamp(), subject_id),
         )
         self.forget_idempotency(subject_id)  # stored responses about the subject go with it
+        self.forget_queued(subject_id)  # batch queue rows name its photos
 
     def remove_display_name(self, subject_id: str) -> None:
         self._run(
@@ -299,6 +301,13 @@ class SqlStore(SqlRecords, SqlIdempotency):
 
     def template_model_ids(self) -> list[str]:
         rows = self._read("SELECT DISTINCT model_id FROM templates ORDER BY model_id")
+        return [str(row[0]) for row in rows]
+
+    def template_ids_through(self, model_id: str, generation: int) -> list[str]:
+        rows = self._read(
+            "SELECT template_id FROM templates WHERE model_id = ? AND changed_gen <= ?",
+            (model_id, generation),
+        )
         return [str(row[0]) for row in rows]
 
     def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None:

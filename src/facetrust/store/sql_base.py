@@ -8,6 +8,7 @@ backend's SQL.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ class Dialect:
     greatest: str
     #: Most placeholders in one chunked IN list.
     chunk: int = 500
+    #: What a ``SELECT`` ends with to lock the rows it reads, skipping rows others
+    #: hold ("" where a write transaction already locks the whole database).
+    skip_locked: str = ""
 
     def render(self, sql: str) -> str:
         """``sql`` written with ``?`` and ``{ord}``, in this database's words."""
@@ -66,7 +70,10 @@ class Dialect:
 
 
 SQLITE = Dialect("sqlite", "?", "rowid", array_parameters=False, greatest="max")
-POSTGRES = Dialect("postgresql", "%s", "ord", array_parameters=True, greatest="greatest")
+POSTGRES = Dialect(
+    "postgresql", "%s", "ord", array_parameters=True, greatest="greatest",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+)
 
 
 class Cursor(Protocol):
@@ -115,9 +122,16 @@ class SqlBase:
         return rows
 
 
+@functools.lru_cache(maxsize=1024)
+def parse_purposes(text: str) -> tuple[str, ...]:
+    """A consent's stored purpose list (JSON); cached, as a gallery has few distinct lists
+    and reading a million consents (a cold start) would otherwise parse each one."""
+    return tuple(json.loads(text))
+
+
 def consent_from_row(row: tuple[Any, ...]) -> ConsentRecord:
     """A consent from its columns (``CONSENT_COLUMNS`` order)."""
-    return ConsentRecord(row[0], row[1], tuple(json.loads(row[2])), *row[3:])
+    return ConsentRecord(row[0], row[1], parse_purposes(row[2]), *row[3:])
 
 
 def template_from_row(row: tuple[Any, ...]) -> TemplateRecord:
