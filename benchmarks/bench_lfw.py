@@ -193,9 +193,9 @@ def _print_table(record: dict[str, Any], evaluation: Any) -> None:
     rows.append(("failure-to-acquire pairs", str(evaluation.fta_pairs), "-"))
     rows.append(
         (
-            "images HOG missed / face_recognition finds in them",
-            f"{record['hog_misses']}",
-            str(record["face_recognition_finds_in_hog_misses"]),
+            "images with no face after recovery / face_recognition finds in them",
+            f"{record['no_face_after_recovery']}",
+            str(record["face_recognition_finds_in_no_face"]),
         )
     )
     if "cold" in record:

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from ...errors import FacetrustError, UnknownSubject
 from ...gallery import Gallery
 from ...gallery.photos import enroll_photo
+from ...pipeline import FacePolicy
 from ..auth import service_state
 from ..problems import problem_of
 from .access import guard, purpose_form
@@ -94,18 +95,25 @@ async def enrol_submit(
     csrf: Annotated[str, Form()],
     subject_id: Annotated[str, Form(min_length=1, max_length=200)],
     photo: UploadFile,
+    crop: Annotated[bool, Form()] = False,
 ) -> Response:
-    """Enrol the uploaded photo; show the face found, its chip and its quality."""
+    """Enrol the uploaded photo; show the face found, its chip and its quality.
+
+    ``crop`` says the photo is already a face crop (face policy ``"crop"``: no
+    detection); otherwise the default face policy reads it.
+    """
     key = await guard(request, "enroll_photo")
     if isinstance(key, Response):
         return key
     check_csrf(request, csrf)
     state = service_state(request)
     data = await photo.read()
+    policy: FacePolicy = "crop" if crop else "dominant"
     context: dict[str, Any] = {}
     try:
         result = await state.use_biometrics(
-            key, "enroll_photo", lambda g: enroll_photo(g, subject_id, data, actor=key.actor),
+            key, "enroll_photo",
+            lambda g: enroll_photo(g, subject_id, data, actor=key.actor, face_policy=policy),
             subject_ids=[subject_id],
         )
         context = {"result": result, "chip": chip_url(result.face.chip),
