@@ -32,9 +32,9 @@ Image8 = npt.NDArray[np.uint8]
 def crops(
     pipeline: FacePipeline, photos: dict[str, list[Path]]
 ) -> list[tuple[npt.NDArray[np.float32], dict[str, Image8]]]:
-    """For one photo of each sample identity: its embedding and its crops."""
+    """For one photo of five sample identities: its embedding and its crops."""
     made = []
-    for paths in photos.values():
+    for paths in list(photos.values())[:5]:
         pixels = load_image(paths[0])
         embedded = pipeline.embed_one(pixels)
         made_crops = crop_conventions(pixels, embedded.face, pipeline.landmarker)
@@ -106,7 +106,7 @@ def _photo(name: str, size: int | None) -> Image8:
     return np.asarray(cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA))
 
 
-@pytest.mark.parametrize("size", [112, 150, 250])
+@pytest.mark.parametrize("size", [112, 250])
 @pytest.mark.parametrize(
     "make",
     [

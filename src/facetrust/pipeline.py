@@ -194,8 +194,9 @@ class FacePipeline:
         """The face of an image that is already a face crop (no detection).
 
         Landmarks are placed from the whole crop, then placed again from the
-        box they imply (:func:`facetrust.acquisition.crop_box`), so looser
-        crops (a dlib chip, a passport photo) converge on the face too.
+        box they imply (:func:`facetrust.acquisition.box_from_landmarks`), so
+        looser crops (a dlib chip, a passport photo) converge on the face too.
+        The face's ``confidence`` is 0.0: no detector scored it.
         """
         box = crop_box(pixels.shape[1], pixels.shape[0])
         for _ in range(3):
@@ -214,9 +215,10 @@ class FacePipeline:
     def _whole_image_face(self, pixels: RGBImage) -> Face | None:
         """The last recovery step: the image as the face box, if a detector confirms it."""
         face = self.face_in_crop(pixels)
-        confidence = confirm_face(
-            self.landmarker, pixels, face, (self.detector, self.fallback_detector)
-        )
+        detectors = [self.detector]
+        if self.fallback_detector.name != self.detector.name:
+            detectors.append(self.fallback_detector)
+        confidence = confirm_face(self.landmarker, pixels, face, detectors)
         if confidence is None:
             return None
         return Face(face.box, confidence, face.landmarks, face.quality, face.chip)
