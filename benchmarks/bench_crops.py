@@ -1,9 +1,11 @@
 """Tight LFW face crops: failures to acquire and right decisions, facetrust vs face_recognition.
 
 Each image of the chosen LFW View-2 pairs is read by facetrust's default
-pipeline; its face is cut out to the detector box and scaled to 112 px and to
-150 px (the tight crops face datasets and ID pipelines hand out). On every
-crop, in the same run, the same worker measures:
+pipeline, through the evaluation's embedding cache (``--cache``; what
+``facetrust evaluate pairs`` computed is reused); its face is cut out to the
+detector box and scaled to 112 px and to 150 px (the tight crops face datasets
+and ID pipelines hand out). On every crop, in the same run, the same worker
+measures:
 
 - ``facetrust crop``: pre-aligned input, ``embed_one(crop, "crop")`` (no detection);
 - ``facetrust auto``: the default pipeline, ``embed_one(crop)`` (detection, recovery,
@@ -25,7 +27,7 @@ constants were looked at on) and the identities of tests/data.
 Usage::
 
     python benchmarks/bench_crops.py [--lfw ../shared/datasets/lfw] [--folds 3]
-        [--workers 2] [--out benchmarks/results/crops.json]
+        [--workers 2] [--cache PATH] [--out benchmarks/results/crops.json]
 
 Needs ``pip install --no-deps face_recognition`` beside facetrust.
 """
@@ -84,20 +86,17 @@ def _theirs(image: np.ndarray, whole: bool) -> list[float] | str:
     return [float(v) for v in face_recognition.face_encodings(image, boxes)[0]]
 
 
-def measure(path: str) -> dict[str, Any]:
-    """Every method on both crop sizes of one photo (in a worker process)."""
+def measure(job: tuple[str, tuple[float, float, float, float]]) -> dict[str, Any]:
+    """Every method on both crop sizes of one photo, cut to its face box (in a worker)."""
     from facetrust import load_image
-    from facetrust.errors import FacetrustError
     from facetrust.evaluation.crops import cut
+    from facetrust.faces import Box
 
+    path, box = job
     pixels = load_image(path)
-    try:
-        full = _pipeline.embed_one(pixels)
-    except FacetrustError as error:
-        return {"path": path, "full": type(error).__name__}
-    record: dict[str, Any] = {"path": path, "full": [float(v) for v in full.embedding.vector]}
+    record: dict[str, Any] = {"path": path}
     for size in SIZES:
-        crop = cut(pixels, full.face.box, size, size)
+        crop = cut(pixels, Box(*box), size, size)
         record[str(size)] = {
             "facetrust crop": _ours(crop, "crop"),
             "facetrust auto": _ours(crop, "dominant"),
@@ -105,6 +104,18 @@ def measure(path: str) -> dict[str, Any]:
             "face_recognition whole": _theirs(crop, whole=True),
         }
     return record
+
+
+def full_photos(paths: Sequence[str], cache: str | None, workers: int) -> dict[str, Any]:
+    """The default pipeline's result on each full photo: its face (box, vector) or refusal."""
+    from facetrust.evaluation.cache import EmbeddingCache
+
+    with EmbeddingCache(cache) as store:
+        images = store.get_or_compute(paths, workers=workers, progress=True)
+    return {
+        p: (i.error_type or "NoFaceFound") if not i.acquired else i.faces[0]
+        for p, i in images.items()
+    }
 
 
 def read_pairs(lfw: Path, folds: int) -> list[tuple[str, str, bool]]:
@@ -142,19 +153,21 @@ def decide(
 
 
 def summarise(
-    records: list[dict[str, Any]], pairs: Sequence[tuple[str, str, bool]]
+    records: list[dict[str, Any]], full: dict[str, Any], pairs: Sequence[tuple[str, str, bool]]
 ) -> dict[str, Any]:
-    usable = [r for r in records if not isinstance(r["full"], str)]
+    usable = records
     kept = {r["path"] for r in usable}
     crop_pairs = [p for p in pairs if p[0] in kept and p[1] in kept]
     result: dict[str, Any] = {
-        "images": len(records),
+        "images": len(full),
         "images_cropped": len(usable),
-        "full_photo_refused": len(records) - len(usable),
+        "full_photo_refused": len(full) - len(usable),
         "pairs": len(pairs),
         "crop_pairs": len(crop_pairs),
         "threshold": THRESHOLD,
-        "full_photo": decide(crop_pairs, {r["path"]: r["full"] for r in usable}),
+        "full_photo": decide(
+            crop_pairs, {p: [float(v) for v in full[p].vector] for p in kept}
+        ),
     }
     for size in SIZES:
         for method in METHODS:
@@ -203,17 +216,24 @@ def main() -> None:
     parser.add_argument("--lfw", type=Path, default=REPO.parent / "shared" / "datasets" / "lfw")
     parser.add_argument("--folds", type=int, default=3, help="last View-2 folds used")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cache", default=None, help="embedding cache (default: the user's)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/crops.json")
     args = parser.parse_args()
     pairs = read_pairs(args.lfw, args.folds)
     paths = sorted({p for a, b, _ in pairs for p in (a, b)})
     start = time.perf_counter()
+    full = full_photos(paths, args.cache, args.workers)
+    jobs = [
+        (p, (f.box.left, f.box.top, f.box.right, f.box.bottom))
+        for p, f in full.items()
+        if not isinstance(f, str)
+    ]
     with ProcessPoolExecutor(max_workers=args.workers, initializer=_init) as pool:
         records = list(
-            tqdm(pool.map(measure, paths, chunksize=8), total=len(paths), unit="img",
+            tqdm(pool.map(measure, jobs, chunksize=4), total=len(jobs), unit="img",
                  desc="crops")
         )
-    summary = summarise(records, pairs)
+    summary = summarise(records, full, pairs)
     summary["seconds"] = time.perf_counter() - start
     summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_avg_1min": os.getloadavg()[0]}
