@@ -181,3 +181,10 @@ def test_face_policies_parse_and_refuse_unknown_names() -> None:
         parse_face_policy("middle")
     with pytest.raises(NoFaceFound, match="face policy 'crop'"):
         select_face([], "dominant")
+
+
+def test_crop_cannot_pick_among_detected_faces(
+    pipeline: FacePipeline, multi_face_photo: Path
+) -> None:
+    with pytest.raises(InvalidParameter, match="whole image as one face"):
+        select_face(pipeline.detect(multi_face_photo), "crop")

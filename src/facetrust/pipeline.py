@@ -319,6 +319,11 @@ def select_face(
                 f"{len(faces)} face(s). Got {face_policy} instead."
             )
         return faces[face_policy]
+    if face_policy == "crop":
+        raise InvalidParameter(
+            "The face policy 'crop' reads the whole image as one face and cannot pick among "
+            "detected faces: pass the image to FacePipeline.detect or embed_one with it."
+        )
     if face_policy not in ("dominant", "single", "largest"):
         raise InvalidParameter(
             "The 'face_policy' parameter must be 'dominant', 'single', 'largest', 'crop' or "
