@@ -13,7 +13,8 @@ lfw-deepfunneled/, pairs.txt and labels/). Steps:
 2. The same pairs again from the persistent cache (``--cache``, default the user
    cache), timed: the cached re-run.
 3. face_recognition's detector (upsample 1, the library's default) on the images in
-   which facetrust's HOG pass found no face, as a detection-rate reference.
+   which facetrust's pipeline (with its recovery) found no face, as a detection-rate
+   reference.
 4. ``--calibrate``: demographic audit and calibration table on every labelled image,
    written with the report (and into ``--write-calibration`` when given).
 
@@ -115,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         missed = [
             p
             for p in sorted({x for pr in _pairs(pairs, images) for x in pr})
-            if (r := cache.get(p)) is not None and not r.acquired and r.error_type is None
+            if (r := cache.get(p)) is not None and r.error_type == "NoFaceFound"
         ]
-        record["hog_misses"] = len(missed)
-        record["face_recognition_finds_in_hog_misses"] = _face_recognition_on(missed)
+        record["no_face_after_recovery"] = len(missed)
+        record["face_recognition_finds_in_no_face"] = _face_recognition_on(missed)
         if args.calibrate:
             calibration = run_calibration(
                 images,
@@ -192,9 +193,9 @@ def _print_table(record: dict[str, Any], evaluation: Any) -> None:
     rows.append(("failure-to-acquire pairs", str(evaluation.fta_pairs), "-"))
     rows.append(
         (
-            "images HOG missed / face_recognition finds in them",
-            f"{record['hog_misses']}",
-            str(record["face_recognition_finds_in_hog_misses"]),
+            "images with no face after recovery / face_recognition finds in them",
+            f"{record['no_face_after_recovery']}",
+            str(record["face_recognition_finds_in_no_face"]),
         )
     )
     if "cold" in record:

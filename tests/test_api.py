@@ -76,10 +76,14 @@ def test_exif_rotated_copy_gives_the_same_embedding(
     assert compare(rotated, sample_embeddings[path]).distance < 0.05
 
 
-def test_several_faces_need_a_policy(photos: dict[str, list[Path]], multi_face_photo: Path) -> None:
+def test_the_dominant_face_is_used_unless_the_policy_says_single(
+    photos: dict[str, list[Path]], multi_face_photo: Path
+) -> None:
     single = photos["Vicente_Fox"][0]
+    # Vicente_Fox_0002 is framed on Fox; a second face is at its edge.
+    assert facetrust.verify(multi_face_photo, single).match
     with pytest.raises(MultipleFaces):
-        facetrust.verify(multi_face_photo, single)
+        facetrust.verify(multi_face_photo, single, face_policy="single")
     verdict = facetrust.verify(multi_face_photo, single, face_policy="largest")
     assert verdict.match  # the largest face in Vicente_Fox_0002 is Vicente Fox
 

@@ -41,7 +41,7 @@ def test_both_faces_of_a_group_photo_are_found_largest_first(
     assert len(faces) == 2
     assert faces[0].box.area >= faces[1].box.area
     with pytest.raises(MultipleFaces, match="2 faces"):
-        pipeline.embed_one(multi_face_photo)
+        pipeline.embed_one(multi_face_photo, "single")
     assert pipeline.embed_one(multi_face_photo, "largest").face.box == faces[0].box
     assert pipeline.embed_one(multi_face_photo, 1).face.box == faces[1].box
 

@@ -36,7 +36,7 @@ def verify(
     image_b: ImageSource,
     *,
     operating_point: str | OperatingPoint | None = None,
-    face_policy: FacePolicy = "single",
+    face_policy: FacePolicy = "dominant",
     check_quality: bool = True,
     settings: Settings | None = None,
 ) -> Verdict:
@@ -48,9 +48,11 @@ def verify(
     operating_point : str or OperatingPoint, optional
         Name from the calibration table (``facetrust.operating_points()``);
         the table's default when omitted.
-    face_policy : "single", "largest" or int
-        Which face to use when a photo holds several. ``"single"`` refuses
-        such photos with :class:`~facetrust.errors.MultipleFaces`.
+    face_policy : "dominant", "single", "largest", "crop" or int
+        Which face to use (:data:`facetrust.pipeline.FacePolicy`). ``"dominant"``
+        takes the photo's clear subject and refuses a photo of several people
+        with :class:`~facetrust.errors.MultipleFaces`; ``"crop"`` says the
+        images already are face crops (no detection).
     check_quality : bool
         Refuse faces that fail the quality minimums (too small, blurred, turned).
 

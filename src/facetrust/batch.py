@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .config import Settings
 from .errors import FacetrustError
 from .faces import EmbeddedFace
-from .pipeline import FacePipeline
+from .pipeline import FacePipeline, FacePolicy
 
 #: One pipeline per worker process, built by the pool initializer. Process-local
 #: by design: it is how models are loaded once per process and never at import.
@@ -35,9 +35,13 @@ class ImageResult:
     source : str
         The path (or label) of the image, as given.
     faces : list of EmbeddedFace
-        Every face found, largest first, without pixel chips; empty on error
-        or when no face was found.
+        Every face found, largest first, without pixel chips (with a face
+        policy, the one face it picked); empty on error or when no face was
+        found.
     error : FacetrustError or None
+        What stopped the image: unreadable, or, with a face policy, the
+        policy's refusal (:class:`~facetrust.errors.NoFaceFound`,
+        :class:`~facetrust.errors.MultipleFaces`).
     """
 
     source: str
@@ -45,22 +49,32 @@ class ImageResult:
     error: FacetrustError | None = None
 
 
-def _init_worker(settings: Settings) -> None:
-    global _worker_pipeline
+#: The face policy of this worker process's jobs, set with its pipeline.
+_worker_policy: FacePolicy | None = None
+
+
+def _init_worker(settings: Settings, face_policy: FacePolicy | None) -> None:
+    global _worker_pipeline, _worker_policy
     _worker_pipeline = FacePipeline(settings)
+    _worker_policy = face_policy
 
 
 def _process(path: str) -> ImageResult:
     pipeline = _worker_pipeline
     if pipeline is None:  # only when called in-process
         raise RuntimeError("worker pipeline not initialised")
-    return process_image(pipeline, path)
+    return process_image(pipeline, path, _worker_policy)
 
 
-def process_image(pipeline: FacePipeline, path: str) -> ImageResult:
-    """Embed every face of one image; errors are returned, not raised."""
+def process_image(
+    pipeline: FacePipeline, path: str, face_policy: FacePolicy | None = None
+) -> ImageResult:
+    """Embed every face of one image (with ``face_policy``, the one it picks).
+
+    Errors are returned, not raised.
+    """
     try:
-        faces = pipeline.embed(path)
+        faces = pipeline.embed(path, face_policy)
     except FacetrustError as error:
         return ImageResult(path, [], error)
     return ImageResult(path, [EmbeddedFace(f.face.without_chip(), f.embedding) for f in faces])
@@ -73,6 +87,7 @@ def embed_many(
     workers: int | None = None,
     progress: bool = False,
     description: str = "embedding",
+    face_policy: FacePolicy | None = None,
 ) -> Iterator[ImageResult]:
     """Embed the faces of many image files in parallel, yielding results in input order.
 
@@ -85,6 +100,10 @@ def embed_many(
         1 runs in this process.
     progress : bool
         Show a progress bar with rate and ETA on stderr.
+    face_policy : FacePolicy, optional
+        Keep only the face this policy picks (see
+        :meth:`FacePipeline.embed <facetrust.pipeline.FacePipeline.embed>`);
+        every face when omitted. ``"crop"`` treats each image as a face crop.
     """
     settings = settings or Settings.from_env()
     items = [os.fspath(p) for p in paths]
@@ -94,7 +113,7 @@ def embed_many(
         if count <= 1 or len(items) < 2:
             pipeline = FacePipeline(settings)
             for path in items:
-                yield process_image(pipeline, path)
+                yield process_image(pipeline, path, face_policy)
                 bar.update()
             return
         if settings.embedder_threads == 0:
@@ -106,7 +125,10 @@ def embed_many(
         context.set_forkserver_preload(["facetrust.batch"])
         chunk = max(1, min(16, len(items) // (count * 8)))
         with ProcessPoolExecutor(
-            max_workers=count, mp_context=context, initializer=_init_worker, initargs=(settings,)
+            max_workers=count,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(settings, face_policy),
         ) as pool:
             for result in pool.map(_process, items, chunksize=chunk):
                 yield result

@@ -35,9 +35,11 @@ class Settings:
         narrower than about ``80 * long_side / detection_max_side`` original
         pixels are missed: raise it for small faces in large group photos.
     detection_retry : bool
-        When the first pass finds no face, try again on a padded (and, for small
-        images, upsampled) copy. Photos want it; a gate camera, whose empty
-        frames are the norm, does not.
+        When the first pass finds no face, run recovery: the detector again on a
+        padded (and, for small images, upsampled) copy, then the fallback (CNN)
+        detector, then the whole image confirmed by a detector on its aligned
+        chip (see :mod:`facetrust.acquisition`). Photos want it; a gate camera,
+        whose empty frames are the norm, does not.
     detector : str
         First detector run on photos (verify, identify, enrol, batch
         enrolment, evaluation): ``"hog"`` (dlib's HOG, the fastest) or

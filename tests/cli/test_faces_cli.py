@@ -47,7 +47,9 @@ def test_verify_exits_1_on_no_match_with_json(
 def test_verify_exits_2_with_one_clean_line_on_error(
     runner: CliRunner, photos: dict[str, list[Path]], multi_face_photo: Path
 ) -> None:
-    result = runner.invoke(cli, ["verify", str(multi_face_photo), str(photos["Hu_Jintao"][0])])
+    result = runner.invoke(
+        cli, ["verify", str(multi_face_photo), str(photos["Hu_Jintao"][0]), "--face", "single"]
+    )
     assert result.exit_code == 2
     assert result.output.startswith("error: The image holds 2 faces")
     assert "Traceback" not in result.output

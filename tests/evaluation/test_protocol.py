@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from facetrust.batch import ImageResult, embed_many
+from facetrust.config import Settings
 from facetrust.errors import EvaluationError
 from facetrust.evaluation.cache import CachedImage, EmbeddingCache
 from facetrust.evaluation.pairs import read_pairs
@@ -102,7 +103,7 @@ def test_cache_keys_on_file_content_not_name(tmp_path: Path) -> None:
 
 def test_centre_face_is_chosen_when_several(tmp_path: Path) -> None:
     photo = Path(__file__).resolve().parents[1] / "data" / "multi_face" / "Vicente_Fox_0002.jpg"
-    with EmbeddingCache(tmp_path / "c.sqlite") as cache:
+    with EmbeddingCache(tmp_path / "c.sqlite", face_policy=None) as cache:  # every face
         image = cache.get_or_compute([photo], workers=1)[str(photo)]
     assert len(image.faces) >= 2
     chosen = image.subject_face()
@@ -131,29 +132,41 @@ def test_pairs_without_embeddings_are_refused(sample_images: dict[str, CachedIma
         evaluate_pairs(pairs, partial)
 
 
-def test_cnn_fallback_recovers_a_face_hog_misses(
+def test_the_evaluation_reads_images_with_the_product_pipeline(
     sample_copy: Path, cache_file: Path, tmp_path: Path
 ) -> None:
+    """Recovery finds the face HOG misses; a photo of two faces is read as verify reads it."""
     import shutil
 
     hard = Path(__file__).resolve().parents[1] / "data" / "hard_faces" / "Angela_Merkel"
     shutil.copytree(hard, sample_copy / "Angela_Merkel")
+    multi = Path(__file__).resolve().parents[1] / "data" / "multi_face" / "Vicente_Fox_0002.jpg"
+    shutil.copy(multi, sample_copy / "Vicente_Fox" / "Vicente_Fox_0002.jpg")
     pairs_file = tmp_path / "pairs.csv"
     pairs_file.write_text(
         "Angela_Merkel/Angela_Merkel_0001.jpg,Angela_Merkel/Angela_Merkel_0003.jpg,1,0\n"
         "Kofi_Annan/Kofi_Annan_0001.jpg,Hu_Jintao/Hu_Jintao_0001.jpg,0,0\n"
         "Kofi_Annan/Kofi_Annan_0001.jpg,Kofi_Annan/Kofi_Annan_0002.jpg,1,1\n"
-        "Angela_Merkel/Angela_Merkel_0001.jpg,Hu_Jintao/Hu_Jintao_0002.jpg,0,1\n"
+        "Angela_Merkel/Angela_Merkel_0001.jpg,Vicente_Fox/Vicente_Fox_0002.jpg,0,1\n"
     )
-    without = run_pairs(sample_copy, pairs_file, cache=cache_file, workers=1,
-                        fallback_detector=None)
-    assert without.pairs is not None and without.pairs.fta_pairs == 1
-    assert without.cache["no_face_first_pass"] == 1
-    recovered = run_pairs(sample_copy, pairs_file, cache=cache_file, workers=1)
-    assert recovered.pairs is not None and recovered.pairs.fta_pairs == 0
-    assert recovered.cache["recovered_by_fallback_detector"] == 1
-    mated = recovered.pairs.distances[recovered.pairs.labels]
-    assert mated.max() < 0.6  # the CNN box gives a usable embedding of the same person
+    run = run_pairs(sample_copy, pairs_file, cache=cache_file, workers=1)
+    assert run.pairs is not None and run.pairs.fta_pairs == 0
+    assert run.cache["refused_no_face"] == 0 and run.cache["refused_several_faces"] == 0
+    mated = run.pairs.distances[run.pairs.labels]
+    assert mated.max() < 0.6  # the recovered box gives a usable embedding of the same person
+    summary = run.pairs.summary()["failure_to_acquire"]
+    assert summary["pairs"] == 0 and summary["several_faces_images"] == 0
+
+
+
+def test_a_face_below_the_quality_minimums_is_a_cached_refusal() -> None:
+    photo = sorted(SAMPLE.glob("*/*.jpg"))[0]
+    strict = Settings.from_env(min_inter_eye_px=500)  # no face of a 250 px photo passes
+    with EmbeddingCache(":memory:", strict) as cache:
+        image = cache.get_or_compute([photo], workers=1)[str(photo)]
+    assert image.error_type == "FaceQualityTooLow" and "too small" in str(image.error)
+    assert not image.acquired and image.subject_face() is None
+    assert len(image.faces) == 1  # kept, for studies of the quality limits
 
 
 def test_cache_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:

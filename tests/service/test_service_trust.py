@@ -273,7 +273,11 @@ def test_two_image_parts_are_refused(live_server: LiveServer) -> None:
 def test_the_face_parameter_picks_a_face_in_a_group_photo(live_server: LiveServer) -> None:
     data = {"purpose": "access-control", "case_ref": "CASE-FACE"}
     with live_server.client("operator3") as client:
-        single = client.post("/v1/identify", files=files(image=MULTI_FACE), data=data)
+        default = client.post("/v1/identify", files=files(image=MULTI_FACE), data=data)
+        single = client.post("/v1/identify", files=files(image=MULTI_FACE),
+                             data={**data, "face": "single"})
+        crop = client.post("/v1/identify", files=files(image=MULTI_FACE),
+                           data={**data, "face": "crop"})
         largest = client.post("/v1/identify", files=files(image=MULTI_FACE),
                               data={**data, "face": "largest"})
         second = client.post("/v1/identify", files=files(image=MULTI_FACE),
@@ -284,6 +288,8 @@ def test_the_face_parameter_picks_a_face_in_a_group_photo(live_server: LiveServe
             "/v1/verify", files=files(image_a=MULTI_FACE, image_b=MULTI_FACE),
             data={**data, "face": "largest"},
         )
+    assert default.status_code == 200, default.text  # "dominant": the face it is framed on
+    assert crop.status_code == 200, crop.text  # the whole image read as one face
     assert_problem(single, 422, "multiple-faces")
     assert largest.status_code == 200, largest.text
     assert second.status_code == 200, second.text

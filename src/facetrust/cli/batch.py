@@ -14,6 +14,8 @@ import click
 
 from ..errors import InvalidParameter
 from ..gallery import Gallery
+from ..pipeline import FacePolicy
+from .faces import face_option
 from .gallery import actor_option, emit, gallery_option
 
 
@@ -73,6 +75,7 @@ def enroll_batch() -> None:
     "duplicates).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@face_option
 @gallery_option
 @actor_option
 def run(
@@ -85,6 +88,7 @@ def run(
     workers: int | None,
     check_duplicates: bool | None,
     no_progress: bool,
+    face_policy: FacePolicy,
     gallery_path: str | None,
     actor: str,
 ) -> None:
@@ -108,11 +112,13 @@ def run(
             result = run_batch(
                 gallery, folder, consents_csv, actor=actor, workers=workers,
                 progress=not no_progress, check_duplicates=check_duplicates,
+                face_policy=face_policy,
             )
         else:
             result = run_queue_worker(
                 gallery, folder, consents_csv, queue=queue, actor=actor, worker=worker_id,
                 lease_s=lease_s, claim=claim, check_duplicates=check_duplicates,
+                face_policy=face_policy,
             )
     click.echo(result.table(), err=True)
     emit(result)

@@ -15,7 +15,7 @@ from ..config import Settings
 from ..demo import run_gate_demo
 from ..errors import FacetrustError
 from ..matching import compare
-from ..pipeline import FacePolicy
+from ..pipeline import FACE_POLICY_HELP, FacePolicy, parse_face_policy
 
 EXIT_MATCH, EXIT_NO_MATCH = 0, 1
 
@@ -24,13 +24,22 @@ def _settings(detector: str | None, max_side: int | None) -> Settings:
     return Settings.from_env(detector=detector, detection_max_side=max_side)
 
 
-def _policy(value: str) -> FacePolicy:
-    if value in ("single", "largest"):
-        return value  # type: ignore[return-value]
+def _policy(_context: click.Context, _parameter: click.Parameter, value: str) -> FacePolicy:
     try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter("use 'single', 'largest' or a face index") from None
+        return parse_face_policy(value)
+    except FacetrustError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+#: ``--face``: the face policy of every command that reads a face from a photo.
+face_option = click.option(
+    "--face",
+    "face_policy",
+    default="dominant",
+    show_default=True,
+    callback=_policy,
+    help=FACE_POLICY_HELP,
+)
 
 
 detector_option = click.option(
@@ -111,13 +120,7 @@ def embed(
 @click.option(
     "--operating-point", "-p", default=None, help="Threshold name from the calibration table."
 )
-@click.option(
-    "--face",
-    "face_policy",
-    default="single",
-    show_default=True,
-    help="Which face when a photo holds several: single, largest, or an index.",
-)
+@face_option
 @click.option("--no-quality-check", is_flag=True, help="Accept faces that fail quality minimums.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @detector_option
@@ -136,7 +139,7 @@ def verify(
     image_a: str,
     image_b: str | None,
     operating_point: str | None,
-    face_policy: str,
+    face_policy: FacePolicy,
     no_quality_check: bool,
     as_json: bool,
     detector: str | None,
@@ -151,7 +154,7 @@ def verify(
     With --subject ID --purpose P, compare IMAGE_A with an enrolled subject of
     the gallery instead (needs the subject's consent for P; audited).
     """
-    policy = _policy(face_policy)
+    policy = face_policy
     if subject is not None:
         if image_b is not None:
             raise click.UsageError("with --subject give one image only")

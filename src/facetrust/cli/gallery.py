@@ -27,8 +27,10 @@ from ..gallery.config import (
     INDEX_KINDS,
 )
 from ..index import DEFAULT_EXACT_THRESHOLD
+from ..pipeline import FacePolicy
 from ..store.postgres import redact_url
 from ..times import parse_time
+from .faces import face_option
 
 gallery_option = click.option(
     "--gallery",
@@ -313,18 +315,21 @@ def consent_show(subject_id: str, gallery_path: str | None) -> None:
 @click.argument("subject_id")
 @click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--keep-photos", is_flag=True, help="Also store the photos (encrypted).")
+@face_option
 @gallery_option
 @actor_option
 def enroll(
     subject_id: str,
     photos: tuple[str, ...],
     keep_photos: bool,
+    face_policy: FacePolicy,
     gallery_path: str | None,
     actor: str,
 ) -> None:
     """Enrol SUBJECT_ID from one or more PHOTOS (needs an active consent)."""
     with Gallery.find(gallery_path) as gallery:
-        emit(gallery.enroll(subject_id, list(photos), actor=actor, keep_photos=keep_photos))
+        emit(gallery.enroll(subject_id, list(photos), actor=actor, keep_photos=keep_photos,
+                            face_policy=face_policy))
 
 
 @click.command()
@@ -332,6 +337,7 @@ def enroll(
 @click.option("--purpose", default=None, help="Required: the consented purpose of the search.")
 @click.option("-k", "k", type=int, default=5, show_default=True, help="Most candidates.")
 @click.option("--case-ref", default=None, help="The case or ticket this search belongs to.")
+@face_option
 @key_option
 @gallery_option
 @actor_option
@@ -340,6 +346,7 @@ def identify(
     purpose: str | None,
     k: int,
     case_ref: str | None,
+    face_policy: FacePolicy,
     api_key: str | None,
     gallery_path: str | None,
     actor: str,
@@ -353,7 +360,8 @@ def identify(
     if api_key:
         actor = principal(gallery_path, api_key, "identify")
     with Gallery.find(gallery_path) as gallery:
-        result = gallery.identify(probe, purpose=purpose, actor=actor, k=k, case_ref=case_ref)
+        result = gallery.identify(probe, purpose=purpose, actor=actor, k=k, case_ref=case_ref,
+                                  face_policy=face_policy)
     emit(result)
     sys.exit(0 if result.candidates else 1)
 

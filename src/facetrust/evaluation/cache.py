@@ -1,10 +1,17 @@
-"""Embedding cache: every face of an image file embedded once per model, kept in SQLite.
+"""Embedding cache: what the face pipeline makes of an image file, once per model, in SQLite.
+
+By default the cache holds the product's decision on each image, as
+``verify``, ``identify`` and ``enroll`` would make it: the one face the
+default face policy (:data:`facetrust.pipeline.DEFAULT_FACE_POLICY`) picks, or
+the refusal (no face, several faces, below the quality minimums), so that an
+evaluation measures the pipeline users run. With ``face_policy=None`` it holds
+every face found instead, for studies of detection and face choice.
 
 Key: ``(sha256 of the file's bytes, model id, pipeline variant)``. The variant
-names the detection settings that change what is found (detector and
-detection size), so a cache filled with one detector is never read for
-another. A file that gave no face, or could not be read, is stored too
-(failure to acquire), so a re-run does not retry it.
+names the settings that change the outcome (detector, detection size, retry,
+face policy and, with a policy, the quality limits), so a cache filled under
+one is never read for another. A file that gave no face, or could not be read,
+is stored too (failure to acquire), so a re-run does not retry it.
 
 The default location is ``embeddings.sqlite`` in the user cache directory
 (``~/.cache/facetrust`` on Linux, via platformdirs); ``FACETRUST_CACHE_DIR``
@@ -30,6 +37,7 @@ from ..config import Settings
 from ..errors import StoreError
 from ..faces import Box
 from ..models.selection import embedder_model_id
+from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 
 #: Signature of the function that embeds images the cache lacks; ``embed_many`` by default.
 #: Called as ``compute(paths, settings, workers=..., progress=...)``.
@@ -85,10 +93,14 @@ class CachedImage:
     width, height : int
         Image size in pixels (0 when the file could not be read).
     faces : tuple of CachedFace
-        Every face found, largest first; empty on failure to acquire.
+        Every face found, largest first (under a face policy, the one it
+        picked); empty when none was.
     error_type, error : str or None
-        Name and message of the error that stopped the image (unreadable
-        file); ``None`` when the image was read, even if no face was found.
+        Name and message of the error that stopped the image: an unreadable
+        file, or under a face policy the pipeline's refusal (``NoFaceFound``,
+        ``MultipleFaces``, ``FaceQualityTooLow``; the face is kept for the
+        latter). ``None`` when the image was accepted (and, without a face
+        policy, when no face was found).
     """
 
     sha256: str
@@ -100,19 +112,21 @@ class CachedImage:
 
     @property
     def acquired(self) -> bool:
-        """True when at least one face was found."""
-        return bool(self.faces)
+        """True when a face was found and not refused (not a failure to acquire)."""
+        return bool(self.faces) and self.error_type is None
 
     def subject_face(self) -> CachedFace | None:
-        """The face a centred-subject dataset (LFW) means: nearest the image centre.
+        """The face an evaluation uses; ``None`` on failure to acquire.
 
-        LFW photos are cropped around the named person, so when a photo shows
-        several people the subject is the face whose box centre lies nearest
-        the image centre. Ties go to the larger face (faces are largest first).
-        ``None`` when no face was found.
+        Under a face policy, the face the pipeline picked. Without one (every
+        face cached), the face nearest the image centre: LFW photos are
+        cropped around the named person. Ties go to the larger face (faces
+        are largest first).
         """
-        if not self.faces:
+        if not self.acquired:
             return None
+        if len(self.faces) == 1:
+            return self.faces[0]
         cx, cy = self.width / 2, self.height / 2
 
         def offset(face: CachedFace) -> float:
@@ -140,9 +154,22 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def pipeline_variant(settings: Settings) -> str:
-    """The part of ``settings`` that changes which faces are found, as a cache key."""
-    return f"{settings.detector}-{settings.detection_max_side}"
+def pipeline_variant(settings: Settings, face_policy: FacePolicy | None = None) -> str:
+    """The part of ``settings`` (and the face policy) that changes the outcome, as a cache key.
+
+    Without a face policy, the detection settings (``"hog-640"``, as before
+    face policies were cached). With one, also the retry, the policy and the
+    quality limits (``"hog-640-retry-dominant-q16-5-0.6-35"``).
+    """
+    variant = f"{settings.detector}-{settings.detection_max_side}"
+    if face_policy is None:
+        return variant
+    retry = "retry" if settings.detection_retry else "once"
+    quality = (
+        f"q{settings.min_inter_eye_px:g}-{settings.min_sharpness:g}-"
+        f"{settings.max_abs_yaw:g}-{settings.max_abs_roll_deg:g}"
+    )
+    return f"{variant}-{retry}-{face_policy}-{quality}"
 
 
 class EmbeddingCache:
@@ -161,6 +188,9 @@ class EmbeddingCache:
         so augmented descriptors are never read as plain ones.
     compute : callable, optional
         Embeds missing images; :func:`facetrust.batch.embed_many` by default.
+    face_policy : FacePolicy or None
+        Cache the face this policy picks and the pipeline's refusals
+        (default: the product's default policy); ``None`` caches every face.
 
     Attributes
     ----------
@@ -177,10 +207,12 @@ class EmbeddingCache:
         *,
         model_id: str | None = None,
         compute: ComputeFunction | None = None,
+        face_policy: FacePolicy | None = DEFAULT_FACE_POLICY,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.model_id = model_id or embedder_model_id(self.settings)
-        self.variant = pipeline_variant(self.settings)
+        self.face_policy = face_policy
+        self.variant = pipeline_variant(self.settings, face_policy)
         self._compute: ComputeFunction = compute or embed_many
         self.computed_ = 0
         self.hits_ = 0
@@ -275,12 +307,13 @@ class EmbeddingCache:
     ) -> dict[str, CachedImage]:
         filled: dict[str, CachedImage] = {}
         stream = self._compute(
-            list(missing), self.settings, workers=workers, progress=progress
+            list(missing), self.settings, workers=workers, progress=progress,
+            face_policy=self.face_policy,
         )
         pending = 0
         for result in stream:
             self.computed_ += 1
-            image = _from_result(result, missing[result.source])
+            image = _from_result(result, missing[result.source], self.face_policy is not None)
             filled[result.source] = image
             self._store(image)
             pending += 1
@@ -347,7 +380,7 @@ def _image_size(path: str) -> tuple[int, int]:
         return 0, 0
 
 
-def _from_result(result: ImageResult, digest: str) -> CachedImage:
+def _from_result(result: ImageResult, digest: str, check_quality: bool) -> CachedImage:
     width, height = _image_size(result.source)
     faces = tuple(
         CachedFace(f.face.box, f.face.confidence, np.asarray(f.embedding.vector, np.float32))
@@ -357,4 +390,7 @@ def _from_result(result: ImageResult, digest: str) -> CachedImage:
         return CachedImage(
             digest, width, height, (), type(result.error).__name__, str(result.error)
         )
+    if check_quality and result.faces and not result.faces[0].face.quality.passed:
+        reasons = "; ".join(result.faces[0].face.quality.reasons)
+        return CachedImage(digest, width, height, faces, "FaceQualityTooLow", reasons)
     return CachedImage(digest, width, height, faces)

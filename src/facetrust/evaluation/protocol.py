@@ -6,10 +6,12 @@ acquire, FTA) is counted as an error in accuracy whatever the threshold, and
 is counted separately; it is never dropped silently. EER and TAR at FMR are
 computed over all pairs whose two faces were acquired.
 
-Which face: LFW photos are centred on the named person, so when a photo
-holds several faces the one nearest the image centre is used
-(:meth:`CachedImage.subject_face`); the report counts how often that differs
-from the largest face.
+Which face: the one the product's pipeline picks (its default face policy,
+the same for ``verify``, ``identify`` and ``enroll``), and an image the
+pipeline refuses (no face, several faces with no clear subject, below the
+quality minimums) is a failure to acquire, counted by reason. Only a cache
+filled without a face policy (every face) falls back to the face nearest the
+image centre (:meth:`CachedImage.subject_face`).
 """
 
 from __future__ import annotations
@@ -41,15 +43,28 @@ class FaceChoiceCounts:
     no_face : int
         Images in which no face was found or which could not be read (FTA).
     several_faces : int
-        Images with more than one face found.
+        Images with more than one face found whose subject face was used.
     centre_not_largest : int
-        Images where the face nearest the centre was not the largest.
+        Images where the face nearest the centre was not the largest (only
+        without a face policy).
+    low_quality : int
+        Images whose face the pipeline refused as below the quality minimums (FTA).
+    several_faces_refused : int
+        Images the face policy refused for holding several faces and no clear
+        subject (FTA).
     """
 
     images: int
     no_face: int
     several_faces: int
     centre_not_largest: int
+    low_quality: int = 0
+    several_faces_refused: int = 0
+
+    @property
+    def acquired(self) -> int:
+        """Images with a face the evaluation used."""
+        return self.images - self.no_face - self.low_quality - self.several_faces_refused
 
 
 @dataclass(frozen=True)
@@ -110,16 +125,21 @@ class PairsEvaluation:
             "tar_at_fmr": {f"{k:g}": v for k, v in self.tar_at_fmr.items()},
             "failure_to_acquire": {
                 "pairs": self.fta_pairs,
+                "pair_rate": self.fta_pairs / self.n_pairs if self.n_pairs else 0.0,
                 "mated_pairs": self.fta_mated,
                 "non_mated_pairs": self.fta_non_mated,
-                "images": self.faces.no_face,
-                "rule": "a pair with an image where no face was found counts as an error",
+                "images": self.faces.images - self.faces.acquired,
+                "no_face_images": self.faces.no_face,
+                "several_faces_images": self.faces.several_faces_refused,
+                "low_quality_images": self.faces.low_quality,
+                "rule": "a pair with an image the pipeline refuses (no face, several faces, "
+                "quality) counts as an error",
             },
             "face_choice": {
                 "images": self.faces.images,
                 "several_faces": self.faces.several_faces,
                 "centre_not_largest": self.faces.centre_not_largest,
-                "rule": "the face nearest the image centre (LFW is centred on its subject)",
+                "rule": "the face the pipeline's face policy picks",
             },
         }
 
@@ -129,8 +149,10 @@ def subject_vectors(
 ) -> tuple[dict[str, npt.NDArray[np.float32]], FaceChoiceCounts]:
     """The chosen face's embedding of each image that has one, and counts of the choices."""
     vectors: dict[str, npt.NDArray[np.float32]] = {}
-    several = differs = 0
+    several = differs = low_quality = refused_several = 0
     for path, image in images.items():
+        refused_several += image.error_type == "MultipleFaces"
+        low_quality += image.error_type == "FaceQualityTooLow"
         face = image.subject_face()
         if face is None:
             continue
@@ -138,7 +160,10 @@ def subject_vectors(
         if len(image.faces) > 1:
             several += 1
             differs += face is not image.faces[0]
-    counts = FaceChoiceCounts(len(images), len(images) - len(vectors), several, differs)
+    no_face = len(images) - len(vectors) - refused_several - low_quality
+    counts = FaceChoiceCounts(
+        len(images), no_face, several, differs, low_quality, refused_several
+    )
     return vectors, counts
 
 

@@ -289,8 +289,12 @@ def write_report(
                 (f"TAR at FMR {target:g} (threshold {value['threshold']:.4f})", value["tar"])
             )
         rows.append(("failure-to-acquire pairs (counted as errors)", evaluation.fta_pairs))
-        rows.append(("images with no face", evaluation.faces.no_face))
-        rows.append(("images with several faces (centre face used)",
+        rows.append(("images with no face (refused)", evaluation.faces.no_face))
+        rows.append(("images with several faces and no clear subject (refused)",
+                     evaluation.faces.several_faces_refused))
+        rows.append(("images below the quality minimums (refused)",
+                     evaluation.faces.low_quality))
+        rows.append(("images with several faces (subject face used)",
                      evaluation.faces.several_faces))
         roc, det = _curves(evaluation)
         parts += [

@@ -6,7 +6,6 @@ the measurements and optionally writes the report; the CLI only calls them.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -112,47 +111,47 @@ def _embed(
     paths: Sequence[str],
     workers: int | None,
     progress: bool,
-    fallback_detector: str | None = None,
-) -> tuple[dict[str, CachedImage], float, dict[str, int], frozenset[str]]:
-    """Embed ``paths`` through the cache; retry images with no face with ``fallback_detector``.
+) -> tuple[dict[str, CachedImage], float, dict[str, int]]:
+    """Embed ``paths`` through the cache with the product's pipeline.
 
-    The fallback pass (dlib's CNN detector by default in evaluation) only runs
-    on the few images the HOG detector misses, and is cached under its own
-    pipeline variant.
+    Returns the results, the seconds spent, and counts: ``images``,
+    ``computed``, ``hits``, and the images the pipeline refused by reason
+    (``refused_no_face``, ``refused_several_faces``, ``refused_quality``,
+    ``unreadable``), which the evaluation counts as failures to acquire.
     """
     computed, hits = cache.computed_, cache.hits_
     start = time.perf_counter()
     images = cache.get_or_compute(paths, workers=workers, progress=progress)
+    kinds = [i.error_type for i in images.values()]
     counts = {
         "images": len(images),
         "computed": cache.computed_ - computed,
         "hits": cache.hits_ - hits,
-        "no_face_first_pass": sum(
-            not i.acquired and i.error_type is None for i in images.values()
+        "refused_no_face": sum(
+            k == "NoFaceFound" or (k is None and not i.faces)
+            for k, i in zip(kinds, images.values(), strict=True)
         ),
-        "recovered_by_fallback_detector": 0,
+        "refused_several_faces": kinds.count("MultipleFaces"),
+        "refused_quality": kinds.count("FaceQualityTooLow"),
     }
-    missed = [p for p, i in images.items() if not i.acquired and i.error_type is None]
-    first_pass_missed = frozenset(missed)
-    if missed and fallback_detector and fallback_detector != cache.settings.detector:
-        settings = dataclasses.replace(cache.settings, detector=fallback_detector)
-        fallback = EmbeddingCache(cache.connection, settings, model_id=cache.model_id)
-        retried = fallback.get_or_compute(missed, workers=workers, progress=progress)
-        recovered = {p: i for p, i in retried.items() if i.acquired}
-        images.update(recovered)
-        counts["recovered_by_fallback_detector"] = len(recovered)
-        counts["computed"] += fallback.computed_
-        counts["hits"] += fallback.hits_
-    return images, time.perf_counter() - start, counts, first_pass_missed
+    counts["unreadable"] = sum(not i.acquired for i in images.values()) - sum(
+        counts[k] for k in ("refused_no_face", "refused_several_faces", "refused_quality")
+    )
+    return images, time.perf_counter() - start, counts
 
 
-def _detection_meta(counts: dict[str, int], fallback_detector: str | None) -> dict[str, str]:
-    missed = counts.get("no_face_first_pass", 0)
-    recovered = counts.get("recovered_by_fallback_detector", 0)
-    text = f"{missed} image(s) with no face on the first detection pass"
-    if fallback_detector:
-        text += f"; the {fallback_detector} detector found a face in {recovered} of them"
-    return {"detection": text}
+def _acquisition_meta(counts: dict[str, int], cache: EmbeddingCache) -> dict[str, str]:
+    """One report line on what the pipeline refused (failures to acquire)."""
+    policy = cache.face_policy or "every face, centre one used"
+    return {
+        "acquisition": (
+            f"face policy {policy}; refused (failures to acquire, counted as errors): "
+            f"{counts.get('refused_no_face', 0)} no face, "
+            f"{counts.get('refused_several_faces', 0)} several faces, "
+            f"{counts.get('refused_quality', 0)} below the quality minimums, "
+            f"{counts.get('unreadable', 0)} unreadable, of {counts.get('images', 0)} images"
+        )
+    }
 
 
 def _open_cache(
@@ -172,14 +171,12 @@ def run_pairs(
     workers: int | None = None,
     progress: bool = False,
     report_dir: str | os.PathLike[str] | None = None,
-    fallback_detector: str | None = "cnn",
 ) -> EvaluationRun:
     """``facetrust evaluate pairs``: the 10-fold protocol on a pairs file.
 
-    Images in which the configured detector (HOG by default) finds no face
-    are retried with ``fallback_detector`` (dlib's CNN detector; ``None`` to
-    skip): evaluation should measure the recogniser, and the CNN detector is
-    what a deployment would use on hard images. Both passes are reported.
+    Images are read by the same pipeline as ``verify`` (detector cascade with
+    recovery, the default face policy, quality minimums); what it refuses is
+    a failure to acquire, counted as an error and reported by reason.
 
     Raises
     ------
@@ -190,7 +187,7 @@ def run_pairs(
     pairs = read_pairs(pairs_file, images_dir)
     store = _open_cache(cache, settings)
     paths = sorted({p for pair in pairs for p in (pair.image_a, pair.image_b)})
-    images, embed_s, counts, _ = _embed(store, paths, workers, progress, fallback_detector)
+    images, embed_s, counts = _embed(store, paths, workers, progress)
     evaluation = evaluate_pairs(pairs, images)
     report = None
     if report_dir is not None:
@@ -200,7 +197,7 @@ def run_pairs(
             evaluation=evaluation,
             meta={"images": str(images_dir), "pairs file": str(pairs_file),
                   "model": store.model_id, "pipeline": store.variant,
-                  **_detection_meta(counts, fallback_detector)},
+                  **_acquisition_meta(counts, store)},
         )
     total = time.perf_counter() - start
     return EvaluationRun(
@@ -233,7 +230,6 @@ def run_demographics(
     report_dir: str | os.PathLike[str] | None = None,
     min_pairs: int = 30,
     seed: int = 0,
-    fallback_detector: str | None = "cnn",
     max_fmr_ratio: float | None = None,
 ) -> EvaluationRun:
     """``facetrust evaluate demographics``: FMR/FNMR per labelled group.
@@ -255,10 +251,10 @@ def run_demographics(
             f"No image in {images_dir} is named by the labels. Check that the labels "
             "belong to these images (LFW names: <Name>/<Name>_NNNN.jpg)."
         )
-    images, embed_s, counts, missed = _embed(store, paths, workers, progress, fallback_detector)
+    images, embed_s, counts = _embed(store, paths, workers, progress)
     audit = audit_groups(
         images, attribute_labels, value, operating_point=name, min_pairs=min_pairs, seed=seed,
-        first_pass_missed=missed, normalizer=normalizer,
+        normalizer=normalizer,
     )
     gate = None if max_fmr_ratio is None else fmr_ratio_gate(audit, max_fmr_ratio)
     report = None
@@ -269,7 +265,7 @@ def run_demographics(
             audit=audit,
             meta={"images": str(images_dir), "labels": ", ".join(map(str, labels)),
                   "model": store.model_id, "pipeline": store.variant,
-                  **_detection_meta(counts, fallback_detector),
+                  **_acquisition_meta(counts, store),
                   **({"fairness gate": gate.message} if gate else {})},
         )
     return EvaluationRun(
@@ -300,7 +296,6 @@ def run_fairness(
     report_dir: str | os.PathLike[str] | None = None,
     replicates: int = 200,
     seed: int = 0,
-    fallback_detector: str | None = "cnn",
 ) -> EvaluationRun:
     """``facetrust evaluate fairness``: does score normalization shrink the gap?
 
@@ -314,7 +309,7 @@ def run_fairness(
     """
     start = time.perf_counter()
     templates, store, embed_s, counts = _labelled_templates(
-        images_dir, labels, cache, settings, workers, progress, fallback_detector
+        images_dir, labels, cache, settings, workers, progress
     )
     study = study_mitigation(templates, folds=folds, clusters=clusters, target_fmr=target_fmr,
                              replicates=replicates, seed=seed)
@@ -345,7 +340,7 @@ def run_fairness(
             mitigation=study,
             meta={"dataset": dataset, "images": str(images_dir),
                   "labels": ", ".join(map(str, labels)), "model": store.model_id,
-                  "pipeline": store.variant, **_detection_meta(counts, fallback_detector)},
+                  "pipeline": store.variant, **_acquisition_meta(counts, store)},
         )
     return EvaluationRun(
         mitigation=study,
@@ -364,7 +359,6 @@ def load_templates(
     settings: Settings | None = None,
     workers: int | None = None,
     progress: bool = False,
-    fallback_detector: str | None = "cnn",
 ) -> tuple[LabelledTemplates, dict[str, int]]:
     """The subject template, identity and group labels of every image of a folder.
 
@@ -372,7 +366,7 @@ def load_templates(
     cache counts (``images``, ``computed``, ``hits``...).
     """
     templates, _, _, counts = _labelled_templates(
-        images_dir, labels, cache, settings, workers, progress, fallback_detector
+        images_dir, labels, cache, settings, workers, progress
     )
     return templates, counts
 
@@ -384,14 +378,11 @@ def _labelled_templates(
     settings: Settings | None,
     workers: int | None,
     progress: bool,
-    fallback_detector: str | None,
 ) -> tuple[LabelledTemplates, EmbeddingCache, float, dict[str, int]]:
     """Templates with their labels, the cache used, seconds spent embedding, cache counts."""
     attribute_labels = [a for path in labels for a in load_labels(path)]
     store = _open_cache(cache, settings)
-    images, embed_s, counts, _ = _embed(
-        store, list_images(images_dir), workers, progress, fallback_detector
-    )
+    images, embed_s, counts = _embed(store, list_images(images_dir), workers, progress)
     return templates_from_images(images, attribute_labels), store, embed_s, counts
 
 
@@ -413,7 +404,6 @@ def run_calibration(
     max_impostor_images: int = 3000,
     min_pairs: int = 30,
     seed: int = 0,
-    fallback_detector: str | None = "cnn",
 ) -> EvaluationRun:
     """``facetrust evaluate calibrate``: pairs protocol, demographic audit and calibration table.
 
@@ -431,7 +421,7 @@ def run_calibration(
     every = list_images(images_dir)
     labelled = {p for p in every if any(a.group_of(p) for a in attribute_labels)}
     wanted = sorted(labelled | {p for pair in pairs for p in (pair.image_a, pair.image_b)})
-    images, embed_s, counts, missed = _embed(store, wanted, workers, progress, fallback_detector)
+    images, embed_s, counts = _embed(store, wanted, workers, progress)
     evaluation = evaluate_pairs(pairs, images)
     impostor, info = impostor_distances(images, max_images=max_impostor_images, seed=seed)
     mated = evaluation.distances[evaluation.labels]
@@ -448,7 +438,7 @@ def run_calibration(
     audit_point, audit_threshold = point.name, float(point.threshold or 0.0)
     audit = audit_groups(
         {p: images[p] for p in sorted(labelled)}, attribute_labels, audit_threshold,
-        operating_point=audit_point, min_pairs=min_pairs, seed=seed, first_pass_missed=missed,
+        operating_point=audit_point, min_pairs=min_pairs, seed=seed,
     )
     table = calibrate(
         impostor, mated, model_id=store.model_id, dataset=dataset, targets=targets,
@@ -469,7 +459,7 @@ def run_calibration(
                   "pipeline": store.variant,
                   "images embedded": f"{counts['images']} ({counts['computed']} computed now)",
                   "impostor pairs (calibration)": int(np.asarray(impostor).size),
-                  **_detection_meta(counts, fallback_detector)},
+                  **_acquisition_meta(counts, store)},
         )
     return EvaluationRun(
         pairs=evaluation,

@@ -38,6 +38,7 @@ from ..errors import (
     NoFaceFound,
 )
 from ..faces import Embedding
+from ..pipeline import FacePolicy
 from .checks import check_name
 from .core import Gallery
 from .enrolment import EnrolledSources
@@ -173,12 +174,10 @@ def image_problem(result: ImageResult) -> tuple[str, str] | None:
     """Why a photo's result cannot be enrolled, as (reason, message); None if it can."""
     if result.error is not None:
         error = result.error
-        kind = "unreadable" if isinstance(error, ImageError) else "other"
+        kind = "unreadable" if isinstance(error, ImageError) else failure_reason(error)
         return kind, str(error)
     if not result.faces:
         return "no-face", "No face was found in the photo."
-    if len(result.faces) > 1:
-        return "several-faces", f"{len(result.faces)} faces in the photo; enrolment needs one."
     quality = result.faces[0].face.quality
     if not quality.passed:
         return "quality", "The face fails the quality minimums: " + " ".join(quality.reasons)
@@ -207,6 +206,7 @@ def enroll_batch(
     workers: int | None = None,
     progress: bool = False,
     check_duplicates: bool | None = None,
+    face_policy: FacePolicy = "dominant",
 ) -> BatchEnrolmentResult:
     """Enrol every photo under ``folder`` listed in ``consents_csv``; resumable.
 
@@ -224,6 +224,9 @@ def enroll_batch(
         Search each new face against other subjects (slower). Default: only
         when the gallery's duplicate policy is "refuse", so that the policy
         is never bypassed; a "warn" gallery skips it for speed.
+    face_policy : FacePolicy
+        Which face of each photo (:data:`facetrust.pipeline.FacePolicy`):
+        ``"crop"`` when the folder holds face crops (no detection).
     """
     started = time.perf_counter()
     actor = check_name(actor, "actor")
@@ -262,7 +265,7 @@ def enroll_batch(
     refused: list[dict[str, str]] = []  # their own audit events rolled back with them
     results = embed_many(
         todo, gallery.pipeline.settings, workers=workers, progress=progress,
-        description="enrolling",
+        description="enrolling", face_policy=face_policy,
     )
     for _, group in _by_subject(zip(todo, results, strict=True), consents):
         faces: list[Embedding] = []

@@ -42,6 +42,7 @@ from typing import Any
 from ..batch import ImageResult, process_image
 from ..errors import FacetrustError, InvalidParameter
 from ..faces import Embedding
+from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..store.base import QueuedPhoto
 from .batch_enrolment import (
     BatchEnrolmentResult,
@@ -215,6 +216,7 @@ def run_queue_worker(
     max_attempts: int = 3,
     check_duplicates: bool | None = None,
     poll_s: float = 2.0,
+    face_policy: FacePolicy = DEFAULT_FACE_POLICY,
 ) -> BatchEnrolmentResult:
     """Work through ``queue`` with other workers until every photo is done or failed.
 
@@ -241,6 +243,8 @@ def run_queue_worker(
         As for :func:`~facetrust.gallery.batch_enrolment.enroll_batch`.
     poll_s : float
         Longest wait between looks at the queue while others hold every claim.
+    face_policy : FacePolicy
+        Which face of each photo to enrol (the product's default: ``"dominant"``).
 
     Returns
     -------
@@ -295,7 +299,7 @@ def run_queue_worker(
                 break
             time.sleep(poll_s if status.waiting else min(poll_s, lease_s))
             continue
-        results = [(q, process_image(pipeline, str(base / q.photo))) for q in claimed]
+        results = [(q, process_image(pipeline, str(base / q.photo), face_policy)) for q in claimed]
         for subject_id, group in _by_subject(results):
             _write_group(gallery, queue, base, consents, subject_id, group, actor,
                          check_duplicates, totals, failures, refused)

@@ -405,7 +405,7 @@ class Gallery:
         *,
         actor: str,
         keep_photos: bool = False,
-        face_policy: FacePolicy = "single",
+        face_policy: FacePolicy = "dominant",
         check_duplicates: bool = True,
         sources: Sequence[bytes | None] | None = None,
     ) -> EnrolmentResult:
@@ -497,7 +497,7 @@ class Gallery:
         actor: str,
         k: int = 5,
         case_ref: str | None = None,
-        face_policy: FacePolicy = "single",
+        face_policy: FacePolicy = "dominant",
     ) -> Identification:
         """Search the gallery (1:N) for the face in ``probe``, for one consented purpose.
 
@@ -637,7 +637,7 @@ class Gallery:
         purpose: str | None,
         actor: str,
         case_ref: str | None = None,
-        face_policy: FacePolicy = "single",
+        face_policy: FacePolicy = "dominant",
     ) -> SubjectVerification:
         """Compare ``probe`` with one enrolled subject (1:1), for a consented purpose.
 

@@ -40,7 +40,7 @@ def enroll_subject(
     *,
     actor: str,
     keep_photos: bool = False,
-    face_policy: FacePolicy = "single",
+    face_policy: FacePolicy = "dominant",
     check_duplicates: bool = True,
     sources: Sequence[bytes | None] | None = None,
 ) -> EnrolmentResult:

@@ -71,7 +71,7 @@ def identify(
     actor: str,
     k: int = 5,
     case_ref: str | None = None,
-    face_policy: FacePolicy = "single",
+    face_policy: FacePolicy = "dominant",
 ) -> Identification:
     """See :meth:`Gallery.identify`."""
     started = parts.stamp()
@@ -306,7 +306,7 @@ def verify_subject(
     purpose: str | None,
     actor: str,
     case_ref: str | None = None,
-    face_policy: FacePolicy = "single",
+    face_policy: FacePolicy = "dominant",
 ) -> SubjectVerification:
     """See :meth:`Gallery.verify_subject`."""
     purpose = check_purpose(purpose, parts.config.purposes)

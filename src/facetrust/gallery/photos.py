@@ -82,12 +82,14 @@ def enroll_photo(
     *,
     actor: str,
     keep_photo: bool = False,
-    face_policy: FacePolicy = "single",
+    face_policy: FacePolicy = "dominant",
 ) -> PhotoEnrolment:
     """Enrol the face of ``photo`` (encoded image bytes) ``face_policy`` picks for ``subject_id``.
 
-    ``face_policy`` is ``"single"`` (refuse a photo with several faces),
-    ``"largest"`` or a face index (0 = largest).
+    ``face_policy`` is ``"dominant"`` (the photo's one clear subject),
+    ``"single"`` (refuse a photo with several faces), ``"largest"``, ``"crop"``
+    (the photo is already a face crop) or a face index (0 = largest); see
+    :data:`facetrust.pipeline.FacePolicy`.
 
     Consent is checked before any face is computed. The face must pass the
     quality minimums; the enrolment's audit event records the photo's SHA-256.
@@ -117,13 +119,13 @@ def verify_photos(
     purpose: str | None,
     actor: str,
     case_ref: str | None = None,
-    face_policy: FacePolicy = "single",
+    face_policy: FacePolicy = "dominant",
 ) -> PhotoVerification:
     """Decide whether two photos show the same person, at the gallery's operating point.
 
     Nothing is read from or written to the gallery's templates; the check is
     audited (kind ``"verify.photos"``) with both photos' SHA-256. ``face_policy``
-    picks the face of each photo (``"single"``: refuse a photo with several).
+    picks the face of each photo (:data:`facetrust.pipeline.FacePolicy`).
 
     Raises
     ------

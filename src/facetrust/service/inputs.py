@@ -6,7 +6,8 @@ from typing import Any
 
 from fastapi import Request
 
-from ..pipeline import FacePolicy
+from ..errors import InvalidParameter
+from ..pipeline import FacePolicy, parse_face_policy
 from .problems import Problem
 
 __all__ = ["DISTANCE_DIGITS", "parse_face", "require_single_parts", "round_distances"]
@@ -21,25 +22,22 @@ _ROUNDED = ("distance", "threshold")
 def parse_face(value: str | None) -> FacePolicy:
     """The face policy the ``face`` form field asks for.
 
-    ``single`` (the default) refuses a photo with several faces, ``largest``
-    takes the biggest face, and a whole number ``n`` takes the ``n``-th face,
-    largest first (0 is the largest).
+    ``dominant`` (the default) takes the photo's clear subject, ``single``
+    refuses a photo with several faces, ``largest`` takes the biggest face,
+    ``crop`` says the photo is already a face crop (no detection), and a whole
+    number ``n`` takes the ``n``-th face, largest first (0 is the largest).
 
     Raises
     ------
     Problem
         ``validation-error`` (422) for anything else.
     """
-    text = (value or "single").strip()
-    if text in ("single", "largest"):
-        return "single" if text == "single" else "largest"
-    if text.isdigit() and len(text) <= 3:
-        return int(text)
-    raise Problem(
-        "validation-error",
-        "The 'face' field must be 'single', 'largest' or a face index such as 0 (faces are "
-        f"numbered largest first). Got {text[:40]!r} instead.",
-    )
+    try:
+        return parse_face_policy(value or "dominant")
+    except InvalidParameter as error:
+        raise Problem(
+            "validation-error", str(error).replace("The face policy", "The 'face' field")
+        ) from None
 
 
 async def require_single_parts(request: Request, *names: str) -> None:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, Upl
 from pydantic import BaseModel, Field
 
 from ..gallery.photos import verify_photos
+from ..pipeline import FACE_POLICY_HELP
 from .apikeys import ApiKey
 from .auth import allow, service_state
 from .idempotency import IdempotencyKey, respond
@@ -36,8 +37,7 @@ Face = Annotated[
     str,
     Form(
         max_length=10,
-        description="Which face to use: 'single' (refuse a photo with several faces), "
-        "'largest', or an index (0 = the largest face).",
+        description=FACE_POLICY_HELP,
     ),
 ]
 
@@ -54,7 +54,7 @@ async def verify_two_photos(
     image_b: Image,
     purpose: Purpose,
     case_ref: CaseRef,
-    face: Face = "single",
+    face: Face = "dominant",
     key: ApiKey = Depends(allow("verify_photos")),  # noqa: B008
 ) -> dict[str, Any]:
     """Do two photos show the same person (1:1)? Distance: lower is more similar."""
@@ -77,7 +77,7 @@ async def verify_subject(
     image: Image,
     purpose: Purpose,
     case_ref: CaseRef,
-    face: Face = "single",
+    face: Face = "dominant",
     key: ApiKey = Depends(allow("verify_subject", rate_limit=True)),  # noqa: B008
 ) -> dict[str, Any]:
     """Is the person in the photo this enrolled subject (1:1, consented purpose)?
@@ -103,7 +103,7 @@ async def identify(
     purpose: Purpose,
     case_ref: CaseRef,
     k: Annotated[int, Form(ge=1, le=50, description="Most candidates to return.")] = 5,
-    face: Face = "single",
+    face: Face = "dominant",
     key: ApiKey = Depends(allow("identify", rate_limit=True)),  # noqa: B008
 ) -> dict[str, Any]:
     """Search the gallery (1:N) among subjects who consented to ``purpose``.

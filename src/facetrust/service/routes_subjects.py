@@ -28,6 +28,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.formparsers import MultiPartException
 
 from ..gallery.photos import enroll_photo
+from ..pipeline import FACE_POLICY_HELP
 from .apikeys import ApiKey
 from .auth import allow, service_state
 from .idempotency import IdempotencyKey, respond
@@ -257,10 +258,9 @@ async def enroll(
         str,
         Form(
             max_length=10,
-            description="Which face to enrol when the photo holds several: 'single' (refuse "
-            "a photo with more than one face), 'largest', or a face index (0 = largest).",
+            description=FACE_POLICY_HELP,
         ),
-    ] = "single",
+    ] = "dominant",
     idempotency_key: IdempotencyKey = None,
     key: ApiKey = Depends(allow("enroll_photo")),  # noqa: B008
 ) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from ...errors import FaceQualityTooLow, FacetrustError, UnknownSubject
 from ...gallery import Gallery
 from ...gallery.photos import enroll_photo
+from ...pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..auth import service_state
 from ..problems import problem_of
 from .access import guard, purpose_form
@@ -126,12 +127,15 @@ async def enrol_submit(
     csrf: Annotated[str, Form()],
     subject_id: Annotated[str, Form(min_length=1, max_length=200)],
     photo: UploadFile,
+    crop: Annotated[bool, Form()] = False,
 ) -> Response:
     """Enrol the uploaded photo; show it, its aligned face and every quality check.
 
     The page stays on the same subject after an enrolment and after a refusal;
     a refused photo is shown again with the reason (and, when its quality was
-    too low, with each check's value and limit).
+    too low, with each check's value and limit). ``crop`` says the photo is
+    already a face crop (face policy ``"crop"``: no detection); otherwise the
+    default face policy reads it.
     """
     key = await guard(request, "enroll_photo")
     if isinstance(key, Response):
@@ -139,10 +143,12 @@ async def enrol_submit(
     check_csrf(request, csrf)
     state = service_state(request)
     data = await photo.read()
+    policy: FacePolicy = "crop" if crop else DEFAULT_FACE_POLICY
     context: dict[str, Any] = {"photo": safe_photo_url(data)}
     try:
         result = await state.use_biometrics(
-            key, "enroll_photo", lambda g: enroll_photo(g, subject_id, data, actor=key.actor),
+            key, "enroll_photo",
+            lambda g: enroll_photo(g, subject_id, data, actor=key.actor, face_policy=policy),
             subject_ids=[subject_id],
         )
         context.update(result=result, face=result.face, chip=chip_url(result.face.chip))
