@@ -126,12 +126,15 @@ async def enrol_submit(
     csrf: Annotated[str, Form()],
     subject_id: Annotated[str, Form(min_length=1, max_length=200)],
     photo: UploadFile,
+    keep_photo: Annotated[bool, Form()] = False,
 ) -> Response:
     """Enrol the uploaded photo; show it, its aligned face and every quality check.
 
     The page stays on the same subject after an enrolment and after a refusal;
     a refused photo is shown again with the reason (and, when its quality was
-    too low, with each check's value and limit).
+    too low, with each check's value and limit). With ``keep_photo`` the photo
+    is kept, encrypted under the subject's key, as the reference reviewers
+    compare a probe against; it is deleted with the subject.
     """
     key = await guard(request, "enroll_photo")
     if isinstance(key, Response):
@@ -139,10 +142,11 @@ async def enrol_submit(
     check_csrf(request, csrf)
     state = service_state(request)
     data = await photo.read()
-    context: dict[str, Any] = {"photo": safe_photo_url(data)}
+    context: dict[str, Any] = {"photo": safe_photo_url(data), "keep_photo": keep_photo}
     try:
         result = await state.use_biometrics(
-            key, "enroll_photo", lambda g: enroll_photo(g, subject_id, data, actor=key.actor),
+            key, "enroll_photo",
+            lambda g: enroll_photo(g, subject_id, data, actor=key.actor, keep_photo=keep_photo),
             subject_ids=[subject_id],
         )
         context.update(result=result, face=result.face, chip=chip_url(result.face.chip))
