@@ -157,7 +157,7 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert kinds[:3] == ["subject.add", "consent.grant", "enrol"] and kinds[-1] == "erase"
     assert "verified_by" in exported
     assert "intact" in run(runner, "audit", "verify")
-    assert json.loads(run(runner, "subject", "list")) == []
+    assert json.loads(run(runner, "subject", "list")) == {"subjects": [], "next_after": None}
 
 
 def test_index_commands_save_the_index_and_a_restart_loads_it(
@@ -288,3 +288,52 @@ def test_init_sets_how_long_pending_probes_are_kept(
     run(runner, "init", "--pending-probe-hours", "2.5")
     config = json.loads((tmp_path / "facetrust-gallery.json").read_text())
     assert config["pending_probe_hours"] == 2.5
+
+
+def test_subjects_are_searched_paged_and_viewed_through_the_installed_command(
+    tmp_path: Path,
+) -> None:
+    gallery, _ = Gallery.init_folder(tmp_path)
+    with gallery:
+        for number in range(5):
+            gallery.add_subject(f"desk-{number}", actor="registrar",
+                                display_name="Amara Okafor" if number == 3 else None)
+        gallery.add_subject("other", actor="registrar")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
+    env["FACETRUST_GALLERY"] = str(tmp_path)
+    command = str(Path(sys.executable).parent / "facetrust")
+
+    def facetrust(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([command, *args], capture_output=True, text=True, check=False,
+                              env=env)
+        assert done.returncode == code, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        return done
+
+    first = facetrust("subject", "list", "--query", "DESK", "--limit", "2")
+    page = json.loads(first.stdout)
+    assert [s["subject_id"] for s in page["subjects"]] == ["desk-0", "desk-1"]
+    assert page["next_after"] == "desk-1"
+    hint = "facetrust subject list --after desk-1 --query DESK --limit 2"
+    assert hint in first.stderr
+    seen = [s["subject_id"] for s in page["subjects"]]
+    while page["next_after"] is not None:
+        more = facetrust("subject", "list", "--query", "DESK", "--limit", "2",
+                         "--after", page["next_after"])
+        page = json.loads(more.stdout)
+        seen += [s["subject_id"] for s in page["subjects"]]
+    assert seen == [f"desk-{n}" for n in range(5)]
+    assert more.stderr == ""  # the last page: no hint
+    named = json.loads(facetrust("subject", "list", "--query", "okafor").stdout)
+    assert [s["subject_id"] for s in named["subjects"]] == ["desk-3"]
+    everyone = json.loads(facetrust("subject", "list").stdout)
+    assert len(everyone["subjects"]) == 6 and everyone["next_after"] is None
+    assert "1<=x<=500" in facetrust("subject", "list", "--limit", "0", code=2).stderr
+
+    shown = json.loads(facetrust("subject", "show", "desk-3", "--actor", "dpo").stdout)
+    assert shown["subject"]["display_name"] == "Amara Okafor"
+    assert (shown["photos_kept"], shown["consents"]) == (0, [])
+    exported = facetrust("audit", "export", "--subject", "desk-3").stdout
+    (view,) = [e for e in map(json.loads, exported.splitlines()) if e["kind"] == "subject.view"]
+    assert (view["seq"], view["actor"]) == (shown["audit_seq"], "dpo")
+    assert "No subject 'nobody'" in facetrust("subject", "show", "nobody", code=2).stderr

@@ -181,6 +181,7 @@ def test_enrolment_stays_on_the_subject_and_shows_each_check(
     page.set_input_files("input[name=photo]", str(photo("Gloria_Macapagal_Arroyo", 1)))
     page.click("#enrol-form button[type=submit]")
     expect(page.locator("#enrol-result")).to_contain_text("Enrolled subject en-gloria")
+    expect(page.locator("#photo-kept")).to_contain_text("Photo not kept")  # off by default
     expect(page.locator("#uploaded-photo")).to_be_visible()
     expect(page.locator("#face-chip")).to_be_visible()
     checks = page.locator("#quality tr")
@@ -224,6 +225,38 @@ def test_enrolment_stays_on_the_subject_and_shows_each_check(
     is_console_page(response, 404)
     expect(page.locator(".error")).to_contain_text("No subject 'en-nobody'")
     context.close()
+
+
+def test_enrolment_keeps_the_photo_as_reference_when_asked(
+    page: Page, server: LiveServer, tmp_path: Path
+) -> None:
+    with server.client("desk") as desk:
+        add_consented_subject(desk, "kp-1")
+    log_in(page, server, "desk")
+    page.goto(f"{server.url}/console/enrol?subject_id=kp-1")
+    keep = page.get_by_label("Keep this photo as the reference reviewers compare against")
+    expect(keep).not_to_be_checked()  # off by default
+    keep.check()
+
+    # refused: the box stays ticked, so the next try keeps the photo too
+    gradient = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))
+    empty = tmp_path / "no-face.jpg"
+    empty.write_bytes(jpeg(Image.fromarray(gradient).convert("RGB")))
+    page.set_input_files("input[name=photo]", str(empty))
+    page.click("#enrol-form button[type=submit]")
+    expect(page.locator(".error")).to_contain_text("No face")
+    expect(keep).to_be_checked()
+
+    page.set_input_files("input[name=photo]", str(photo("Hu_Jintao", 1)))
+    page.click("#enrol-form button[type=submit]")
+    expect(page.locator("#enrol-result")).to_contain_text("Enrolled subject kp-1")
+    expect(page.locator("#photo-kept")).to_contain_text("Photo kept (encrypted)")
+    shot(page, "enrol-4-photo-kept")
+
+    page.goto(f"{server.url}/console/subjects/kp-1")
+    expect(page.locator("#photos-kept")).to_have_text("yes (1, encrypted)")
+    (enrolment,) = audit_events(server, kind="enrol", subject="kp-1")
+    assert enrolment["photos_stored"] == 1
 
 
 def test_operator_verifies_a_photo_against_a_subject(page: Page, server: LiveServer) -> None:

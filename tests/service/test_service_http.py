@@ -319,6 +319,50 @@ def test_erasure_removes_the_subject_from_search(live_server: LiveServer) -> Non
         assert swept.status_code == 200 and "http-venus" not in swept.json()["erased"]
 
 
+def test_subjects_are_searched_a_page_at_a_time(live_server: LiveServer) -> None:
+    with live_server.client("enroller") as client:
+        for number in range(5):
+            assert client.post("/v1/subjects", json={
+                "subject_id": f"http-page-{number}",
+                "display_name": "Amara Okafor" if number == 3 else None,
+            }).status_code == 201
+        seen: list[str] = []
+        after = ""
+        for _ in range(3):
+            answer = client.get("/v1/subjects", params={"q": "HTTP-PAGE", "after": after,
+                                                         "limit": 2})
+            assert answer.status_code == 200, answer.text
+            page = answer.json()
+            assert len(page["subjects"]) <= 2
+            seen += [s["subject_id"] for s in page["subjects"]]
+            if page["next_after"] is None:
+                break
+            after = page["next_after"]
+        assert seen == [f"http-page-{n}" for n in range(5)]  # by increasing id, none twice
+        assert page["next_after"] is None
+        named = client.get("/v1/subjects", params={"q": "okafor"}).json()
+        assert [s["subject_id"] for s in named["subjects"]] == ["http-page-3"]
+        assert named["next_after"] is None
+        for limit in ("0", "501", "many"):
+            assert_problem(client.get("/v1/subjects", params={"limit": limit}), 422,
+                           "validation-error")
+        assert_problem(client.get("/v1/subjects", params={"q": "x" * 201}), 422,
+                       "validation-error")
+
+
+def test_reading_a_subject_is_an_audited_view(live_server: LiveServer) -> None:
+    with live_server.client("enroller") as client:
+        add_consented_subject(client, "http-viewed")  # no face enrolled: shared searches unchanged
+        subject = client.get("/v1/subjects/http-viewed").json()
+    assert subject["subject_id"] == "http-viewed" and subject["template_count"] == 0
+    assert subject["photos_kept"] == 0
+    with live_server.client("auditor") as auditor:
+        views = auditor.get("/v1/audit/events", params={
+            "kind": "subject.view", "subject": "http-viewed"}).json()["events"]
+    assert [v["seq"] for v in views] == [subject["audit_seq"]]
+    assert views[0]["actor"] == f"key:{live_server.key_ids['enroller']}"
+
+
 def test_keys_are_stored_hashed_and_revocation_is_immediate(live_server: LiveServer) -> None:
     with live_server.client("admin-revoker") as admin:
         created = admin.post("/v1/keys", json={"role": "auditor", "name": "temp auditor"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import shlex
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..gallery.config import (
     GALLERY_ENV,
     INDEX_KINDS,
 )
+from ..gallery.subjects import MAX_PAGE
 from ..index import DEFAULT_EXACT_THRESHOLD
 from ..pipeline import FacePolicy
 from ..store.postgres import redact_url
@@ -218,20 +220,43 @@ def subject_add(
 
 
 @subject.command("list")
+@click.option("--query", default=None,
+              help="Only subjects whose id or display name contains this (any case).")
+@click.option("--after", default=None, help="The previous page's next_after, for the next page.")
+@click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=50, show_default=True,
+              help=f"Most subjects on the page (at most {MAX_PAGE}).")
 @gallery_option
-def subject_list(gallery_path: str | None) -> None:
-    """List the subjects that are not erased."""
+def subject_list(
+    query: str | None, after: str | None, limit: int, gallery_path: str | None
+) -> None:
+    """List one page of the subjects not erased, by increasing id.
+
+    Prints {"subjects": [...], "next_after": ...}; when more subjects follow,
+    the command for the next page is printed to stderr.
+    """
     with Gallery.find(gallery_path) as gallery:
-        emit([s.to_dict() for s in gallery.list_subjects()])
+        page = gallery.find_subjects(query, after=after, limit=limit)
+    emit(page)
+    if page.next_after is not None:
+        again = ["facetrust", "subject", "list", "--after", page.next_after]
+        if query:
+            again += ["--query", query]
+        if limit != 50:
+            again += ["--limit", str(limit)]
+        click.echo(f"More subjects follow: {shlex.join(again)}", err=True)
 
 
 @subject.command("show")
 @click.argument("subject_id")
 @gallery_option
-def subject_show(subject_id: str, gallery_path: str | None) -> None:
-    """Show one subject."""
+@actor_option
+def subject_show(subject_id: str, gallery_path: str | None, actor: str) -> None:
+    """Show one subject: consent history, template count, photos kept, retention date.
+
+    Each view is recorded in the audit log (kind subject.view) with ACTOR.
+    """
     with Gallery.find(gallery_path) as gallery:
-        emit(gallery.get_subject(subject_id))
+        emit(gallery.view_subject(subject_id, actor=actor))
 
 
 @click.group()

@@ -28,6 +28,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.formparsers import MultiPartException
 
 from ..gallery.photos import enroll_photo
+from ..gallery.subjects import MAX_PAGE
 from ..pipeline import FACE_POLICY_HELP
 from .apikeys import ApiKey
 from .auth import allow, service_state
@@ -171,11 +172,26 @@ async def create_subject(
 
 @router.get("/subjects", operation_id="list_subjects")
 async def list_subjects(
-    request: Request, key: ApiKey = Depends(allow("list_subjects"))  # noqa: B008
+    request: Request,
+    q: Annotated[str, Query(
+        max_length=200,
+        description="Keep subjects whose id or display name contains this, ignoring case.",
+    )] = "",
+    after: Annotated[str, Query(
+        max_length=200, description="The previous page's next_after; omit for the first page.",
+    )] = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Most subjects on the page.")] = 50,
+    key: ApiKey = Depends(allow("list_subjects")),  # noqa: B008
 ) -> dict[str, Any]:
-    """Every subject not erased, oldest first."""
-    subjects = await service_state(request).call(lambda g: g.list_subjects())
-    return {"subjects": [s.to_dict() for s in subjects]}
+    """One page of the subjects not erased, by increasing id, optionally searched.
+
+    Keyset paging: pass the answer's ``next_after`` as ``after`` for the next
+    page; it is null on the last page.
+    """
+    page = await service_state(request).call(
+        lambda g: g.find_subjects(q or None, after=after or None, limit=limit)
+    )
+    return page.to_dict()
 
 
 @router.get("/subjects/{subject_id}", operation_id="get_subject")
@@ -183,9 +199,16 @@ async def get_subject(
     subject_id: SubjectId, request: Request,
     key: ApiKey = Depends(allow("get_subject")),  # noqa: B008
 ) -> dict[str, Any]:
-    """One subject."""
-    subject = await service_state(request).call(lambda g: g.get_subject(subject_id))
-    return subject.to_dict()
+    """One subject, with the number of photos kept; each view is audited (``subject.view``).
+
+    A subject's record is personal data, so reading it leaves an audit event
+    naming the caller's key, as the console's subject page does.
+    """
+    overview = await service_state(request).call(
+        lambda g: g.view_subject(subject_id, actor=key.actor)
+    )
+    return {**overview.subject.to_dict(), "photos_kept": overview.photos_kept,
+            "audit_seq": overview.audit_seq}
 
 
 @router.post(

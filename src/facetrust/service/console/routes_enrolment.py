@@ -128,6 +128,7 @@ async def enrol_submit(
     subject_id: Annotated[str, Form(min_length=1, max_length=200)],
     photo: UploadFile,
     crop: Annotated[bool, Form()] = False,
+    keep_photo: Annotated[bool, Form()] = False,
 ) -> Response:
     """Enrol the uploaded photo; show it, its aligned face and every quality check.
 
@@ -135,7 +136,9 @@ async def enrol_submit(
     a refused photo is shown again with the reason (and, when its quality was
     too low, with each check's value and limit). ``crop`` says the photo is
     already a face crop (face policy ``"crop"``: no detection); otherwise the
-    default face policy reads it.
+    default face policy reads it. With ``keep_photo`` the photo is kept,
+    encrypted under the subject's key, as the reference reviewers compare a
+    probe against; it is deleted with the subject.
     """
     key = await guard(request, "enroll_photo")
     if isinstance(key, Response):
@@ -144,11 +147,12 @@ async def enrol_submit(
     state = service_state(request)
     data = await photo.read()
     policy: FacePolicy = "crop" if crop else DEFAULT_FACE_POLICY
-    context: dict[str, Any] = {"photo": safe_photo_url(data)}
+    context: dict[str, Any] = {"photo": safe_photo_url(data), "keep_photo": keep_photo}
     try:
         result = await state.use_biometrics(
             key, "enroll_photo",
-            lambda g: enroll_photo(g, subject_id, data, actor=key.actor, face_policy=policy),
+            lambda g: enroll_photo(g, subject_id, data, actor=key.actor, face_policy=policy,
+                                   keep_photo=keep_photo),
             subject_ids=[subject_id],
         )
         context.update(result=result, face=result.face, chip=chip_url(result.face.chip))
