@@ -187,6 +187,22 @@ def add_consented_subject(
     assert response.status_code == 201, response.text
 
 
+def two_people_photo(folder: Path) -> Path:
+    """Two LFW portraits side by side: several faces and no clear subject, which every
+    face policy but ``largest`` and an index refuses (``multiple-faces``)."""
+    path = folder / "two-people.jpg"
+    if not path.exists():
+        from PIL import Image
+
+        left = Image.open(photo("Serena_Williams", 1)).convert("RGB")
+        right = Image.open(photo("Venus_Williams", 1)).convert("RGB")
+        pair = Image.new("RGB", (left.width + right.width, max(left.height, right.height)))
+        pair.paste(left, (0, 0))
+        pair.paste(right, (left.width, 0))
+        pair.save(path, quality=90)
+    return path
+
+
 def enrol(client: httpx.Client, subject_id: str, path: Path) -> httpx.Response:
     with path.open("rb") as handle:
         return client.post(

@@ -16,11 +16,11 @@ from facetrust.matching import get_operating_point
 from .conftest import (
     IDENTIFY_BURST,
     MAX_BODY_BYTES,
-    MULTI_FACE,
     LiveServer,
     add_consented_subject,
     enrol,
     photo,
+    two_people_photo,
 )
 
 PEOPLE = {"http-colin": "Colin_Powell", "http-kofi": "Kofi_Annan", "http-serena": "Serena_Williams"}
@@ -183,7 +183,8 @@ def test_bad_images_are_problems_with_stable_types(
             files={"photo": ("junk.jpg", b"\x00" * 500, "image/jpeg")},
         )
         assert_problem(junk, 415, "not-an-image")
-        assert_problem(enrol(client, "http-colin", MULTI_FACE), 422, "multiple-faces")
+        two_people = two_people_photo(live_server.folder)
+        assert_problem(enrol(client, "http-colin", two_people), 422, "multiple-faces")
         bomb = io.BytesIO()
         Image.new("L", (6000, 6000)).save(bomb, format="PNG")  # 36 Mpx, ~40 kB
         assert len(bomb.getvalue()) < MAX_BODY_BYTES

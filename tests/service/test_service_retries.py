@@ -328,11 +328,14 @@ def test_consent_accepts_the_evidence_file_and_keeps_only_its_hash(
 def test_enrolment_takes_a_face_policy(live_server: LiveServer) -> None:
     with live_server.client("enroller") as client:
         add_consented_subject(client, "retry-face")
-        single = post_photo(client, "retry-face", MULTI_FACE, {})
+        single = post_photo(client, "retry-face", MULTI_FACE, {}, face="single")
+        dominant = post_photo(client, "retry-face", MULTI_FACE, {})
         largest = post_photo(client, "retry-face", MULTI_FACE, {}, face="largest")
         bad = post_photo(client, "retry-face", MULTI_FACE, {}, face="biggest")
     assert single.status_code == 422
     assert single.json()["type"] == "/problems/multiple-faces"
+    # The default, "dominant", takes the face the photo is framed on (Fox, at the centre).
+    assert dominant.status_code == 201, dominant.text
     assert largest.status_code == 201, largest.text
     assert bad.status_code == 422 and "largest" in bad.text
 
