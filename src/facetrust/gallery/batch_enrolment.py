@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,6 +184,14 @@ def image_problem(result: ImageResult) -> tuple[str, str] | None:
     return None
 
 
+def count_by_reason(failures: Sequence[BatchFailure]) -> dict[str, int]:
+    """How many of ``failures`` there are of each reason, by reason name."""
+    by_reason: dict[str, int] = {}
+    for failure in failures:
+        by_reason[failure.reason] = by_reason.get(failure.reason, 0) + 1
+    return dict(sorted(by_reason.items()))
+
+
 def failure_reason(error: FacetrustError) -> str:
     """The failure reason (one of :data:`REASONS`) of an error raised by an enrolment."""
     if isinstance(error, NoFaceFound):
@@ -297,9 +305,7 @@ def enroll_batch(
             continue
         enrolled += len(faces)
         subjects += 1
-    by_reason: dict[str, int] = {}
-    for failure in failures:
-        by_reason[failure.reason] = by_reason.get(failure.reason, 0) + 1
+    by_reason = count_by_reason(failures)
     gallery.audit.append(
         "enrol.batch",
         actor=actor,
@@ -307,12 +313,12 @@ def enroll_batch(
         photos_enrolled=enrolled,
         photos_already_enrolled=already,
         subjects_written=subjects,
-        failures_by_reason=dict(sorted(by_reason.items())),
+        failures_by_reason=by_reason,
         refused_subjects=refused,
     )
     return BatchEnrolmentResult(
         enrolled, already, subjects, tuple(failures), time.perf_counter() - started,
-        dict(sorted(by_reason.items())),
+        by_reason,
     )
 
 

@@ -48,6 +48,7 @@ from .batch_enrolment import (
     BatchEnrolmentResult,
     BatchFailure,
     ConsentRow,
+    count_by_reason,
     failure_reason,
     image_problem,
     images_in,
@@ -303,9 +304,7 @@ def run_queue_worker(
         for subject_id, group in _by_subject(results):
             _write_group(gallery, queue, base, consents, subject_id, group, actor,
                          check_duplicates, totals, failures, refused)
-    by_reason: dict[str, int] = {}
-    for failure in failures:
-        by_reason[failure.reason] = by_reason.get(failure.reason, 0) + 1
+    by_reason = count_by_reason(failures)
     gallery.audit.append(
         "enrol.batch",
         actor=actor,
@@ -315,12 +314,12 @@ def run_queue_worker(
         photos_enrolled=totals["enrolled"],
         photos_already_enrolled=totals["already"],
         subjects_written=totals["subjects"],
-        failures_by_reason=dict(sorted(by_reason.items())),
+        failures_by_reason=by_reason,
         refused_subjects=refused,
     )
     return BatchEnrolmentResult(
         totals["enrolled"], totals["already"], totals["subjects"], tuple(failures),
-        time.perf_counter() - started, dict(sorted(by_reason.items())),
+        time.perf_counter() - started, by_reason,
     )
 
 
