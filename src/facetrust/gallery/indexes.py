@@ -124,13 +124,14 @@ class SearchIndexes:
         with self.store.snapshot():
             generation = self.store.generation()
             removals = self.store.get_meta(REMOVALS_META)
-            subjects = {s.subject_id: s for s in self.store.list_subjects()}
-            consents = self.store.all_consents()
+            columns = self.store.eligibility_columns()
+            subjects = set(columns.subject_ids)
             templates = [
                 t
                 for t in self.store.all_templates()
                 if t.model_id == model_id and t.subject_id in subjects
             ]
+            del subjects
         wrapped_keys = self.keystore.all_keys()
         # a template whose subject has no data key is crypto-shredded: unreadable
         readable = {t.template_id: t for t in templates if t.subject_id in wrapped_keys}
@@ -152,11 +153,8 @@ class SearchIndexes:
             # an index built here (minutes for an HNSW graph at 1M templates), or a
             # loaded file now behind the store: keep it for the next run
             self._save_vectors(vectors)
-        retention = {
-            s: retention_until(r, self.config.retention_days) for s, r in subjects.items()
-        }
-        index = TemplateIndex.from_vectors(
-            generation, vectors, retention, consents, self.config.purposes
+        index = TemplateIndex.from_columns(
+            generation, vectors, columns, self.config.retention_days, self.config.purposes
         )
         return self._keep(index)
 
@@ -303,17 +301,16 @@ class SearchIndexes:
                 return None  # not the store's templates at the file's generation
             del held
             removals = self.store.get_meta(REMOVALS_META)
-            days = self.config.retention_days
-            retention = {
-                s.subject_id: retention_until(s, days) for s in self.store.list_subjects()
-            }
-            consents = self.store.all_consents()
+            columns = self.store.eligibility_columns()
         wrapped_keys = self.keystore.get_keys(sorted({t.subject_id for t in mine}))
+        # a template of a subject erased (not listed), or without a data key, goes
+        live_subjects = set(columns.subject_ids) if mine else set()
         readable = {
             t.template_id: t
             for t in mine
-            if t.subject_id in wrapped_keys and t.subject_id in retention
+            if t.subject_id in wrapped_keys and t.subject_id in live_subjects
         }
+        del live_subjects
         removed = list(changes.removed_templates)
         removed += [t.template_id for t in mine if t.template_id not in readable]
         try:
@@ -335,8 +332,8 @@ class SearchIndexes:
         vectors.removals = removals
         self._vectors[model_id] = vectors
         self._checked[model_id] = "change log"
-        index = TemplateIndex.from_vectors(
-            changes.generation, vectors, retention, consents, self.config.purposes
+        index = TemplateIndex.from_columns(
+            changes.generation, vectors, columns, self.config.retention_days, self.config.purposes
         )
         return self._keep(index)
 
