@@ -32,6 +32,7 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -466,20 +467,13 @@ class TemplateIndex:
 
 def _codes_of(codes: dict[str, int], subject_ids: Sequence[str]) -> npt.NDArray[np.int64]:
     """Subject number of each of ``subject_ids`` (-1 for a subject without templates)."""
-    return np.fromiter((codes.get(s, -1) for s in subject_ids), np.int64, len(subject_ids))
+    return np.fromiter(map(codes.get, subject_ids, repeat(-1)), np.int64, len(subject_ids))
 
 
 def _posix_seconds(stamps: Sequence[str], after: timedelta) -> npt.NDArray[np.float64]:
     """POSIX seconds of ``after`` past each ISO time, each distinct string parsed once."""
-    parsed: dict[str, float] = {}
-
-    def seconds(stamp: str) -> float:
-        value = parsed.get(stamp)
-        if value is None:
-            value = parsed[stamp] = (datetime.fromisoformat(stamp) + after).timestamp()
-        return value
-
-    return np.fromiter((seconds(s) for s in stamps), np.float64, len(stamps))
+    parsed = {s: (datetime.fromisoformat(s) + after).timestamp() for s in set(stamps)}
+    return np.fromiter(map(parsed.__getitem__, stamps), np.float64, len(stamps))
 
 
 def _merge_consents(
