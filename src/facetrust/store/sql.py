@@ -269,14 +269,13 @@ class SqlStore(SqlRecords, SqlIdempotency, SqlBatchQueue):
         return [consent_from_row(row) for row in rows]
 
     def eligibility_columns(self) -> EligibilityColumns:
-        subjects = self._read(
+        # each read's rows are let go once turned into columns, before the next read
+        subject_ids, last_interaction = _columns(self._read(
             "SELECT subject_id, last_interaction_at FROM subjects WHERE erased_at IS NULL"
-        )
-        consents = self._read(
+        ), 2)
+        consent_subjects, purposes, expires = _columns(self._read(
             "SELECT subject_id, purposes, expires_at FROM consents WHERE withdrawn_at IS NULL"
-        )
-        subject_ids, last_interaction = _columns(subjects, 2)
-        consent_subjects, purposes, expires = _columns(consents, 3)
+        ), 3)
         return EligibilityColumns(
             subject_ids,
             last_interaction,
