@@ -213,12 +213,10 @@ class TemplateIndex:
         valid = {p: np.full(count, -math.inf) for p in purposes}
         owners = _codes_of(codes, columns.consent_subject_ids)
         expiries = _posix_seconds(columns.consent_expires_at, timedelta(0))
-        kinds: dict[tuple[str, ...], int] = {}
-        kind_of = np.fromiter(
-            (kinds.setdefault(p, len(kinds)) for p in columns.consent_purposes),
-            np.int64,
-            len(columns.consent_purposes),
-        )
+        listed_purposes = columns.consent_purposes
+        kinds = {p: n for n, p in enumerate(dict.fromkeys(listed_purposes))}  # few lists
+        kind_of = np.fromiter(map(kinds.__getitem__, listed_purposes), np.int64,
+                              len(listed_purposes))
         for listed, kind in kinds.items():
             chosen = (kind_of == kind) & (owners >= 0)
             for purpose in set(listed).intersection(valid):

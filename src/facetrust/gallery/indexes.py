@@ -322,9 +322,11 @@ class SearchIndexes:
             mine = [t for t in changes.templates if t.model_id == model_id]
             held = set(sealed.slots).difference(changes.removed_templates)
             held.difference_update(t.template_id for t in mine)
-            if held != set(self.store.template_ids_through(model_id, sealed.generation)):
+            stored = self.store.template_ids_through(model_id, sealed.generation)
+            # the store's ids are unique (its key): equal sizes and all held means equal sets
+            if len(stored) != len(held) or not held.issuperset(stored):
                 return None  # not the store's templates at the file's generation
-            del held
+            del held, stored
             removals = self.store.get_meta(REMOVALS_META)
             columns = self.store.eligibility_columns()
         wrapped_keys = self.keystore.get_keys(sorted({t.subject_id for t in mine}))

@@ -327,7 +327,7 @@ class SqlStore(SqlRecords, SqlIdempotency, SqlBatchQueue):
             "SELECT template_id FROM templates WHERE model_id = ? AND changed_gen <= ?",
             (model_id, generation),
         )
-        return [str(row[0]) for row in rows]
+        return _columns(rows, 1)[0]
 
     def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None:
         self._run(
