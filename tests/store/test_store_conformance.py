@@ -17,6 +17,7 @@ from facetrust.store import (
     AuditHead,
     AuditRecord,
     ConsentRecord,
+    EligibilityColumns,
     IdentificationRecord,
     KeyStore,
     PendingProbeRecord,
@@ -370,6 +371,33 @@ def test_bulk_reads_by_subject_and_model(store: Store) -> None:
     assert sorted(s.subject_id for s in found) == ["s0", "s2"]
     assert sorted(c.consent_id for c in store.consents_of_subjects(["s1", "s2"])) == ["c1", "c2"]
     assert store.get_subjects([]) == [] and store.consents_of_subjects([]) == []
+
+
+def test_eligibility_columns_list_live_subjects_and_active_consents(store: Store) -> None:
+    assert store.eligibility_columns() == EligibilityColumns([], [], [], [], [])
+    later = "2026-03-01T00:00:00+00:00"
+    with store.transaction():
+        for n in range(3):
+            store.insert_subject(subject(f"s{n}"))
+        store.insert_consent(consent("c0", "s0"))
+        store.insert_consent(ConsentRecord(
+            "c1", "s1", ("boarding", "audit"), T0, later, "f", "ab" * 32, "v1"
+        ))
+        store.insert_consent(consent("c2", "s1"))
+        store.insert_consent(consent("c3", "s2"))
+        store.touch_subject("s1", later)
+        store.withdraw_consent("c2", T0, "asked")
+        store.mark_subject_erased("s2", T0)
+    columns = store.eligibility_columns()
+    subjects = sorted(zip(columns.subject_ids, columns.last_interaction_at, strict=True))
+    assert subjects == [("s0", T0), ("s1", later)]  # s2 erased
+    consents = sorted(zip(columns.consent_subject_ids, columns.consent_purposes,
+                          columns.consent_expires_at, strict=True))
+    assert consents == [  # c2 withdrawn; an erased subject's consents are the caller's to skip
+        ("s0", ("boarding",), "2027-01-01T00:00:00+00:00"),
+        ("s1", ("boarding", "audit"), later),
+        ("s2", ("boarding",), "2027-01-01T00:00:00+00:00"),
+    ]
 
 
 def test_keystore_get_keys(keystore: KeyStore) -> None:

@@ -31,14 +31,15 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
 
 from ..index import DEFAULT_EXACT_THRESHOLD
 from ..score_normalization import ScoreNormalizer
-from ..store.base import ConsentRecord
+from ..store.base import ConsentRecord, EligibilityColumns
 from .vectors import LiveTemplate, TemplateVectors, ciphertext_digest
 
 
@@ -180,6 +181,50 @@ class TemplateIndex:
             generation,
             templates.model_id,
             subject_ids,
+            templates,
+            templates.owner_codes,
+            retention,
+            valid,
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        generation: int,
+        templates: TemplateVectors,
+        columns: EligibilityColumns,
+        retention_days: int,
+        purposes: Sequence[str],
+    ) -> TemplateIndex:
+        """:meth:`from_vectors` from the store's columns (:meth:`Store.eligibility_columns`).
+
+        The same deadlines, computed without a record object or a Python loop
+        per subject beyond parsing each distinct time once (the cold start of
+        a large gallery).
+        """
+        codes = templates.codes
+        count = len(templates.subject_ids)
+        keep = timedelta(days=retention_days)
+        retention = np.full(count, -math.inf)
+        rows = _codes_of(codes, columns.subject_ids)
+        found = rows >= 0
+        deadlines = _posix_seconds(columns.last_interaction_at, keep)
+        retention[rows[found]] = deadlines[found]
+        valid = {p: np.full(count, -math.inf) for p in purposes}
+        owners = _codes_of(codes, columns.consent_subject_ids)
+        expiries = _posix_seconds(columns.consent_expires_at, timedelta(0))
+        listed_purposes = columns.consent_purposes
+        kinds = {p: n for n, p in enumerate(dict.fromkeys(listed_purposes))}  # few lists
+        kind_of = np.fromiter(map(kinds.__getitem__, listed_purposes), np.int64,
+                              len(listed_purposes))
+        for listed, kind in kinds.items():
+            chosen = (kind_of == kind) & (owners >= 0)
+            for purpose in set(listed).intersection(valid):
+                np.maximum.at(valid[purpose], owners[chosen], expiries[chosen])
+        return cls(
+            generation,
+            templates.model_id,
+            templates.subject_ids,
             templates,
             templates.owner_codes,
             retention,
@@ -416,6 +461,17 @@ class TemplateIndex:
         within = np.flatnonzero(best <= threshold)
         order = within[np.argsort(best[within], kind="stable")][:k]
         return [SearchHit(self.subject_ids[i], float(best[i])) for i in order]
+
+
+def _codes_of(codes: dict[str, int], subject_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Subject number of each of ``subject_ids`` (-1 for a subject without templates)."""
+    return np.fromiter(map(codes.get, subject_ids, repeat(-1)), np.int64, len(subject_ids))
+
+
+def _posix_seconds(stamps: Sequence[str], after: timedelta) -> npt.NDArray[np.float64]:
+    """POSIX seconds of ``after`` past each ISO time, each distinct string parsed once."""
+    parsed = {s: (datetime.fromisoformat(s) + after).timestamp() for s in set(stamps)}
+    return np.fromiter(map(parsed.__getitem__, stamps), np.float64, len(stamps))
 
 
 def _merge_consents(

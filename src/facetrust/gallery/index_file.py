@@ -212,7 +212,10 @@ def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
                 scratch.unlink()
                 template_ids = arrays["template_ids"].tolist()
                 subjects = arrays["subjects"].tolist()
-                digests = [bytes(d) for d in arrays["digests"]]
+                # a void view's items are bytes objects, trailing zero bytes kept
+                digests = np.ascontiguousarray(arrays["digests"], dtype=np.uint8).view(
+                    f"V{DIGEST_BYTES}"
+                ).reshape(-1).tolist()
                 next_id = int(arrays["next_id"])
     except (ValueError, KeyError, struct.error, KeyMaterialError, ImportError) as error:
         raise IndexFileError(f"The index file {path} cannot be used: {error}.") from error
@@ -226,7 +229,7 @@ def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
     return SealedIndex(
         generation,
         index,
-        {t: (d, i) for t, d, i in zip(template_ids, digests, ids, strict=True)},
+        dict(zip(template_ids, zip(digests, ids, strict=True), strict=True)),
         dict(zip(template_ids, subjects, strict=True)),
         next_id,
         committed,

@@ -40,6 +40,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -235,10 +236,12 @@ class TemplateVectors:
         # Python loop was the largest cost of opening a million-template file.
         codes = dict(self.codes)  # code = position in subject_ids, new subjects appended
         count = len(slots)
-        slot_ids = np.fromiter((slot for _, slot in slots.values()), np.int64, count)
-        subject_codes = np.fromiter(
-            (codes.setdefault(owners[t], len(codes)) for t in slots), np.int64, count
-        )
+        slot_ids = np.fromiter(map(itemgetter(1), slots.values()), np.int64, count)
+        subjects = list(map(owners.__getitem__, slots))
+        for subject_id in dict.fromkeys(subjects):  # first appearance order
+            codes.setdefault(subject_id, len(codes))
+        subject_codes = np.fromiter(map(codes.__getitem__, subjects), np.int64, count)
+        del subjects
         order = np.argsort(slot_ids, kind="stable")
         # its rows are in ascending id order (read_sealed_index checks)
         if not np.array_equal(slot_ids[order], index.exact.row_ids):

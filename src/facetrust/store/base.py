@@ -217,6 +217,25 @@ class StoreChanges:
 
 
 @dataclass(frozen=True)
+class EligibilityColumns:
+    """What decides who may be searched, read in bulk as columns (see
+    :meth:`Store.eligibility_columns`): no record object per row, for the cold
+    start of a large gallery. Times are UTC ISO strings as stored.
+    """
+
+    #: Subjects not erased ...
+    subject_ids: list[str]
+    #: ... and the last interaction time of each (retention counts from it).
+    last_interaction_at: list[str]
+    #: Consents not withdrawn: the subject of each ...
+    consent_subject_ids: list[str]
+    #: ... its purposes ...
+    consent_purposes: list[tuple[str, ...]]
+    #: ... and its expiry.
+    consent_expires_at: list[str]
+
+
+@dataclass(frozen=True)
 class IdempotencyRecord:
     """The stored response to a request sent with an ``Idempotency-Key``.
 
@@ -354,6 +373,12 @@ class Store(Protocol):
         ...
 
     def all_consents(self) -> list[ConsentRecord]: ...
+    def eligibility_columns(self) -> EligibilityColumns:
+        """Every subject not erased with its last interaction time, and every consent
+        not withdrawn with its subject, purposes and expiry, as columns (two reads;
+        call inside :meth:`snapshot` to read them at one generation)."""
+        ...
+
     def consents_of_subjects(self, subject_ids: Sequence[str]) -> list[ConsentRecord]:
         """Every consent of any of ``subject_ids``, withdrawn ones included."""
         ...

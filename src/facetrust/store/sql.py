@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from ..errors import StoreError
 from .base import (
     ConsentRecord,
+    EligibilityColumns,
     PhotoRecord,
     StoreChanges,
     SubjectRecord,
@@ -37,6 +39,7 @@ from .sql_base import (
     Dialect,
     SqlBase,
     consent_from_row,
+    parse_purposes,
     template_from_row,
 )
 from .sql_idempotency import SqlIdempotency
@@ -265,6 +268,22 @@ class SqlStore(SqlRecords, SqlIdempotency, SqlBatchQueue):
         rows = self._read(f"SELECT {CONSENT_COLUMNS} FROM consents ORDER BY {{ord}}")
         return [consent_from_row(row) for row in rows]
 
+    def eligibility_columns(self) -> EligibilityColumns:
+        # each read's rows are let go once turned into columns, before the next read
+        subject_ids, last_interaction = _columns(self._read(
+            "SELECT subject_id, last_interaction_at FROM subjects WHERE erased_at IS NULL"
+        ), 2)
+        consent_subjects, purposes, expires = _columns(self._read(
+            "SELECT subject_id, purposes, expires_at FROM consents WHERE withdrawn_at IS NULL"
+        ), 3)
+        return EligibilityColumns(
+            subject_ids,
+            last_interaction,
+            consent_subjects,
+            [parse_purposes(p) for p in purposes],
+            expires,
+        )
+
     def withdraw_consent(self, consent_id: str, at: str, reason: str) -> None:
         self._run(
             "UPDATE consents SET withdrawn_at = ?, withdrawal_reason = ?, changed_gen = ? "
@@ -308,7 +327,7 @@ class SqlStore(SqlRecords, SqlIdempotency, SqlBatchQueue):
             "SELECT template_id FROM templates WHERE model_id = ? AND changed_gen <= ?",
             (model_id, generation),
         )
-        return [str(row[0]) for row in rows]
+        return _columns(rows, 1)[0]
 
     def replace_template_ciphertext(self, template_id: str, ciphertext: bytes) -> None:
         self._run(
@@ -343,6 +362,13 @@ class SqlStore(SqlRecords, SqlIdempotency, SqlBatchQueue):
         crops = self._run("DELETE FROM probe_crops WHERE subject_id = ?", (subject_id,))
         self.forget_idempotency(subject_id, biometric_only=True)  # e.g. an enrolment's face
         return int(templates.rowcount + photos.rowcount + crops.rowcount)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """``rows`` (each of ``width`` values) turned into ``width`` lists, one per column."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class SqlKeyStore(SqlBase):
