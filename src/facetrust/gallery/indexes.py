@@ -43,6 +43,14 @@ from .vectors import LiveTemplate, TemplateVectors, ciphertext_digest
 REMOVALS_META = "templates_removed"
 
 
+def live_templates(readable: dict[str, TemplateRecord]) -> list[LiveTemplate]:
+    """What the vector store keeps of each readable template: ids and ciphertext digest."""
+    return [
+        LiveTemplate(t.template_id, t.subject_id, ciphertext_digest(t.ciphertext))
+        for t in readable.values()
+    ]
+
+
 def count_removal(store: Store) -> None:
     """Bump the store's count of template removals (inside a store transaction).
 
@@ -160,10 +168,7 @@ class SearchIndexes:
         wrapped_keys = self.keystore.all_keys()
         # a template whose subject has no data key is crypto-shredded: unreadable
         readable = {t.template_id: t for t in templates if t.subject_id in wrapped_keys}
-        live = [
-            LiveTemplate(t.template_id, t.subject_id, ciphertext_digest(t.ciphertext))
-            for t in readable.values()
-        ]
+        live = live_templates(readable)
         decrypt = self._decryptor(readable, wrapped_keys)
         vectors = self._vectors.get(model_id)
         just_opened = vectors is None
@@ -182,6 +187,21 @@ class SearchIndexes:
             generation, vectors, columns, self.config.retention_days, self.config.purposes
         )
         return self._keep(index)
+
+    def _apply(
+        self,
+        vectors: TemplateVectors,
+        generation: int,
+        removed: list[str],
+        readable: dict[str, TemplateRecord],
+        wrapped_keys: dict[str, bytes],
+        removals: str | None,
+    ) -> None:
+        """Take ``removed`` out of ``vectors`` and add (or replace) the ``readable`` templates."""
+        vectors.apply(
+            generation, removed, live_templates(readable), self._decryptor(readable, wrapped_keys)
+        )
+        vectors.removals = removals
 
     def _keep(self, index: TemplateIndex) -> TemplateIndex:
         """Cache ``index`` as its model's current one, noting whether it may be uncommitted."""
@@ -214,16 +234,7 @@ class SearchIndexes:
         removed = list(changes.removed_templates)
         removed += [t.template_id for t in mine if t.template_id not in readable]
         was_graph = vectors.is_approximate
-        vectors.apply(
-            changes.generation,
-            removed,
-            [
-                LiveTemplate(t.template_id, t.subject_id, ciphertext_digest(t.ciphertext))
-                for t in readable.values()
-            ],
-            self._decryptor(readable, wrapped_keys),
-        )
-        vectors.removals = removals
+        self._apply(vectors, changes.generation, removed, readable, wrapped_keys, removals)
         if self.config.index_dir is not None and vectors.is_approximate and not was_graph:
             self._save_vectors(vectors)  # the approximate index was just built: keep it
         retention = {
@@ -347,16 +358,7 @@ class SearchIndexes:
         except IndexFileError:
             return None
         del sealed  # its mapping was copied
-        vectors.apply(
-            changes.generation,
-            removed,
-            [
-                LiveTemplate(t.template_id, t.subject_id, ciphertext_digest(t.ciphertext))
-                for t in readable.values()
-            ],
-            self._decryptor(readable, wrapped_keys),
-        )
-        vectors.removals = removals
+        self._apply(vectors, changes.generation, removed, readable, wrapped_keys, removals)
         self._vectors[model_id] = vectors
         self._checked[model_id] = "change log"
         index = TemplateIndex.from_columns(
