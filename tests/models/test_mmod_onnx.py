@@ -21,7 +21,7 @@ from facetrust.models.mmod_onnx import (
     read_mmod_network,
     tile_levels,
 )
-from facetrust.models.onnx_backend import weights_sha256
+from facetrust.models.onnx_backend import OnnxResnetEmbedder, weights_sha256
 from facetrust.models.selection import make_detector
 
 pytestmark = pytest.mark.slow  # the CNN detector on dlib and on ONNX Runtime
@@ -174,3 +174,9 @@ def test_cnn_setting_runs_the_onnx_detector_with_dlibs_name() -> None:
     assert FacePipeline(Settings(detector="cnn")).detector.name == "dlib-mmod"
     with pytest.raises(InvalidParameter, match="'hog', 'cnn'|hog, cnn"):
         make_detector("yolo")
+
+
+@pytest.mark.parametrize("build", [MmodOnnxDetector, OnnxResnetEmbedder])
+def test_onnx_models_refuse_a_negative_thread_count(build: Any) -> None:
+    with pytest.raises(InvalidParameter, match="must be 0 \\(one per core\\) or more"):
+        build(threads=-1)

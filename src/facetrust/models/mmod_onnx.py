@@ -37,7 +37,6 @@ detector object, for the face_recognition shim.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ from .dlib_format import (
     read_conv,
     skip_training_state,
 )
+from .onnx_backend import cached_conversion, cpu_session, thread_count
 
 #: Names the converted detector network in the conversion cache.
 MMOD_MODEL_NAME = "dlib-mmod"
@@ -260,8 +260,6 @@ def convert_dlib_mmod(weights: Path | None = None, cache_dir: Path | None = None
     ModelError
         The weights are missing or corrupt, onnx is missing, or the cache is not writable.
     """
-    from .onnx_backend import cached_conversion
-
     source = weights or model_path("mmod")
     return cached_conversion(
         f"{MMOD_MODEL_NAME}-c{CONVERTER_VERSION}",
@@ -367,35 +365,15 @@ class MmodOnnxDetector:
     ) -> None:
         self._weights = weights
         self._cache_dir = cache_dir
-        self.threads = threads or (os.cpu_count() or 1)
+        self.threads = thread_count(threads, "MmodOnnxDetector")
         self._network: MmodNetwork | None = None
         self._session: Any = None
 
     def _load(self) -> tuple[MmodNetwork, Any]:
         if self._network is None or self._session is None:
-            try:
-                import onnxruntime
-            except ImportError:
-                raise ModelError(
-                    "The CNN detector on ONNX Runtime needs onnxruntime. Install it with: "
-                    "pip install onnxruntime onnx"
-                ) from None
             weights = self._weights or model_path("mmod")
             network = read_mmod_network(weights)
-            path = convert_dlib_mmod(weights, self._cache_dir)
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-            try:
-                self._session = onnxruntime.InferenceSession(
-                    str(path), options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as error:  # onnxruntime raises its own untyped errors
-                raise ModelError(
-                    f"ONNX Runtime could not load the converted detector {path} ({error}). "
-                    "Delete it to convert again."
-                ) from None
+            self._session = cpu_session(convert_dlib_mmod(weights, self._cache_dir), self.threads)
             self._network = network
         return self._network, self._session
 

@@ -152,6 +152,45 @@ def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
+def thread_count(threads: int | None, owner: str) -> int:
+    """ONNX Runtime intra-op threads for ``threads`` (0 or None: one per CPU core)."""
+    if threads is not None and threads < 0:
+        raise InvalidParameter(
+            f"The 'threads' parameter of {owner} must be 0 (one per core) or more. "
+            f"Got {threads} instead."
+        )
+    return threads or (os.cpu_count() or 1)
+
+
+def cpu_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session of the model at ``path`` with ``threads`` intra-op threads.
+
+    Its threads do not spin while waiting for work: spinning made each face cost
+    about 1.7 times the CPU at two threads (benchmarks/bench_replicas.py), for
+    no gain in throughput, and took the cores from the rest of a service.
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelError(
+            "The ONNX Runtime backend needs onnxruntime. Install it with: "
+            "pip install onnxruntime onnx"
+        ) from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own untyped errors
+        raise ModelError(
+            f"ONNX Runtime could not load the converted model {path} ({error}). Delete it to "
+            "convert again."
+        ) from None
+
+
 class OnnxResnetEmbedder:
     """dlib's ResNet face descriptor run by ONNX Runtime, batched and multi-threaded.
 
@@ -182,38 +221,13 @@ class OnnxResnetEmbedder:
         threads: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
-        if threads is not None and threads < 0:
-            raise InvalidParameter(
-                f"The 'threads' parameter of OnnxResnetEmbedder must be 0 (one per core) or "
-                f"more. Got {threads} instead."
-            )
         self._weights = weights
         self._cache_dir = cache_dir
-        self.threads = threads or (os.cpu_count() or 1)
+        self.threads = thread_count(threads, "OnnxResnetEmbedder")
         self._session: Any = None
 
     def _load(self) -> Any:
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ModelError(
-                "The ONNX Runtime backend needs onnxruntime. Install it with: "
-                "pip install onnxruntime onnx"
-            ) from None
-        path = convert_dlib_resnet(self._weights, self._cache_dir)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            return onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own untyped errors
-            raise ModelError(
-                f"ONNX Runtime could not load the converted model {path} ({error}). Delete it "
-                "to convert again."
-            ) from None
+        return cpu_session(convert_dlib_resnet(self._weights, self._cache_dir), self.threads)
 
     def embed(self, chips: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
         """Descriptors of shape (len(chips), 128), float32; chips are uint8 (150, 150, 3) RGB."""
