@@ -243,6 +243,21 @@ def test_keystore(keystore: KeyStore) -> None:
     keystore.reclaim()
 
 
+def test_keystore_add_key_commits_alone_and_never_replaces(keystore: KeyStore) -> None:
+    keystore.add_key("probe-1", b"wrapped-1")
+    with pytest.raises(RuntimeError), keystore.transaction():
+        keystore.put_key("s9", b"wrapped-9")
+        raise RuntimeError("the transaction after it fails")
+    assert keystore.get_key("probe-1") == b"wrapped-1"  # committed on its own
+    with pytest.raises(StoreError, match="same key exists"):
+        keystore.add_key("probe-1", b"other")
+    assert keystore.get_key("probe-1") == b"wrapped-1"
+    with pytest.raises(RuntimeError), keystore.transaction():
+        keystore.add_key("probe-2", b"wrapped-2")  # joins the open transaction
+        raise RuntimeError("rolled back")
+    assert keystore.get_key("probe-2") is None and keystore.get_key("s9") is None
+
+
 def test_template_source_digest_round_trips(store: Store) -> None:
     template = TemplateRecord("t1", "s1", "m", b"c", T0, source_digest="d" * 64)
     with store.transaction():

@@ -529,6 +529,20 @@ class KeyStore(Protocol):
         """Insert or replace the subject's wrapped data key."""
         ...
 
+    def add_key(self, subject_id: str, wrapped: bytes) -> None:
+        """Store a wrapped key under a name never used before, committed on return.
+
+        One statement, without a transaction of its own (it joins one that is
+        open). Cheaper than :meth:`put_key` in a transaction for a key made for
+        a fresh random name, such as a kept probe's.
+
+        Raises
+        ------
+        StoreError
+            A key is already stored under ``subject_id``.
+        """
+        ...
+
     def delete_key(self, subject_id: str) -> bool:
         """Destroy the subject's data key; ``True`` if there was one."""
         ...

@@ -172,8 +172,8 @@ class _PostgresBase:
                 self._depth -= 1
             return
         try:
-            self._db.execute("BEGIN")
-            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCKS[self._kind],))
+            # one round trip: no parameters, so both go as one simple query
+            self._db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_LOCKS[self._kind]})".encode())
         except self._errors.Error as error:
             self._rollback()
             raise StoreError(
@@ -225,6 +225,10 @@ class _PostgresBase:
     def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if not self._depth:
             raise StoreError("A write must run inside `with store.transaction():` (a bug).")
+        return self._write_now(sql, params)
+
+    def _write_now(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        # outside a transaction the connection's autocommit commits the one statement
         try:
             return self._db.execute(sql.encode(), params)
         except self._errors.IntegrityError as error:

@@ -390,6 +390,12 @@ class SqlKeyStore(SqlBase):
             (subject_id, wrapped),
         )
 
+    def add_key(self, subject_id: str, wrapped: bytes) -> None:
+        self._write_now(
+            self.dialect.render("INSERT INTO data_keys (subject_id, wrapped) VALUES (?, ?)"),
+            (subject_id, wrapped),
+        )
+
     def delete_key(self, subject_id: str) -> bool:
         cursor = self._run("DELETE FROM data_keys WHERE subject_id = ?", (subject_id,))
         return cursor.rowcount > 0

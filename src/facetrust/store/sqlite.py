@@ -140,6 +140,10 @@ class _SqliteBase:
     def _write(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         if not self._depth:
             raise StoreError("A write must run inside `with store.transaction():` (a bug).")
+        return self._write_now(sql, params)
+
+    def _write_now(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        # outside a transaction (isolation_level=None) the one statement commits itself
         try:
             return self._db.execute(sql, params)
         except sqlite3.IntegrityError as error:
