@@ -115,3 +115,25 @@ def test_rekeying_renews_every_template_without_reenrolment(
             [c.distance for c in y.candidates], abs=1e-5
         )
     assert gallery.audit.verify().ok
+
+
+def test_a_secret_renewed_by_another_process_is_used_at_the_next_search(
+    sample_gallery: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    master_key: crypto.MasterKey,
+) -> None:
+    gallery = sample_gallery
+    name, paths = next(iter(identities.items()))
+    probe = embeddings[paths[3]]
+    before = gallery.identify(probe, purpose="boarding", actor="officer")
+    assert before.candidates[0].subject_id == name  # the secret is now held in memory
+
+    with Gallery.open(gallery.config, master_key=master_key) as other:
+        other.rekey_templates(actor="admin")
+
+    after = gallery.identify(probe, purpose="boarding", actor="officer")
+    assert after.candidates[0].subject_id == name
+    assert after.candidates[0].distance == pytest.approx(before.candidates[0].distance, abs=1e-5)
+    verified = gallery.verify_subject(probe, name, purpose="boarding", actor="officer")
+    assert verified.match

@@ -39,7 +39,7 @@ from .keyring import AUDIT_SECRET, GALLERY_SECRETS, Keyring
 from .parts import Clock, GalleryParts
 from .probes import FaceInput
 from .review_desk import ProbePhoto, ReferencePhoto, ReviewCase, ReviewQueue
-from .search import SearchResult, search_templates
+from .search import SearchResult, search_probe
 from .types import (
     Consent,
     EnrolmentResult,
@@ -476,17 +476,9 @@ class Gallery:
         point = get_operating_point(
             operating_point or self.config.operating_point, probe.model_id
         )
-        secret = self._parts.keyring.template_secret()
-        return search_templates(
-            self._parts,
-            crypto.protect(probe.vector, secret),
-            probe.model_id,
-            purpose=purpose,
-            point=point,
-            secret=secret,
-            k=k,
-            only=only,
-            exclude=exclude,
+        return search_probe(
+            self._parts, probe.vector, probe.model_id, purpose=purpose, point=point, k=k,
+            only=only, exclude=exclude,
         )
 
     def identify(

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .. import crypto
 from ..errors import (
     ConsentError,
     InvalidParameter,
@@ -32,7 +31,7 @@ from .checks import check_k, check_name, check_purpose
 from .parts import GalleryParts
 from .pending import discard_probe, seal_probe
 from .probes import FaceInput
-from .search import search_templates
+from .search import search_probe
 from .subjects import require_active_consent
 from .types import Candidate, Identification, ReviewStatus, SubjectVerification
 
@@ -81,11 +80,7 @@ def identify(
     face = parts.read_probe(probe, face_policy)
     model_id = face.model_id
     point = parts.operating_point(model_id)
-    secret = parts.keyring.template_secret()
-    vector = crypto.protect(face.embedding.vector, secret)
-    found = search_templates(
-        parts, vector, model_id, purpose=purpose, point=point, secret=secret, k=k
-    )
+    found = search_probe(parts, face.embedding.vector, model_id, purpose=purpose, point=point, k=k)
     candidates = tuple(
         Candidate(h.subject_id, h.distance, r) for r, h in enumerate(found.hits, 1)
     )
@@ -325,10 +320,8 @@ def verify_subject(
     if parts.keyring.data_key(subject_id) is None:
         raise UnknownSubject(f"Subject {subject_id!r} was erased (its data key is destroyed).")
     point = parts.operating_point(model_id)
-    secret = parts.keyring.template_secret()
-    vector = crypto.protect(face.embedding.vector, secret)
-    found = search_templates(
-        parts, vector, model_id, purpose=purpose, point=point, secret=secret, k=1,
+    found = search_probe(
+        parts, face.embedding.vector, model_id, purpose=purpose, point=point, k=1,
         threshold=math.inf, only=[subject_id],
     )
     if not found.hits:  # erased or withdrawn between the checks and the search

@@ -118,8 +118,11 @@ class SearchIndexes:
         """Whether this process holds ``model_id``'s index (current or not)."""
         return model_id in self._vectors
 
-    def get(self, model_id: str) -> TemplateIndex:
+    def get(self, model_id: str, *, generation: int | None = None) -> TemplateIndex:
         """The search index of ``model_id``, brought up to date when the store has changed.
+
+        ``generation`` is the store's generation when the caller has just read
+        it (it is then not read again).
 
         The vector index is updated by difference (see :mod:`.vectors`): erased
         or re-keyed templates leave it, new ones are decrypted and added; only
@@ -129,6 +132,11 @@ class SearchIndexes:
         cached = self._indexes.get(model_id)
         if model_id in self._tentative and not self.store.in_transaction():
             cached = None  # its transaction ended, committed or not: read everything
+        if cached is not None:
+            if generation is None:
+                generation = self.store.generation()  # one statement sees every earlier commit
+            if generation == cached.generation:
+                return cached
         with self.store.snapshot():
             generation = self.store.generation()
             if cached is not None and cached.generation == generation:

@@ -57,6 +57,7 @@ class Keyring:
         self.store = store
         self.keystore = keystore
         self.master_key = master_key
+        self._template_secret: tuple[int, bytes] | None = None
 
     # ------------------------------------------------------------------ gallery secrets
     def secret(self, name: str) -> bytes:
@@ -75,7 +76,26 @@ class Keyring:
 
     def template_secret(self) -> bytes:
         """The secret that protects (rotates) every template before it is stored."""
-        return self.secret(TEMPLATE_SECRET)
+        return self.current_template_secret()[1]
+
+    def current_template_secret(self) -> tuple[int, bytes]:
+        """The template secret and a store generation at which it is current.
+
+        Kept in memory with the generation it was read at. Renewing it
+        (:func:`~.keys.rekey_templates`, in any process) moves the generation,
+        so one read of the counter tells whether the copy is current. What a
+        write transaction reads is not kept: it may yet be rolled back.
+        """
+        if self._template_secret is not None and not self.store.in_transaction():
+            generation, secret = self._template_secret
+            if self.store.generation() == generation:
+                return generation, secret
+        with self.store.snapshot():
+            generation = self.store.generation()
+            secret = self.secret(TEMPLATE_SECRET)
+        if not self.store.in_transaction():
+            self._template_secret = (generation, secret)
+        return generation, secret
 
     def wrap_secret(self, name: str, secret: bytes) -> bytes:
         """``secret`` wrapped by the master key, as stored under ``name``."""
@@ -106,6 +126,15 @@ class Keyring:
         key = crypto.generate_key()
         with self.keystore.transaction():
             self.keystore.put_key(name, self.master_key.wrap(key, data_key_label(name)))
+        return key
+
+    def add_data_key(self, name: str) -> bytes:
+        """Generate a data key for a name never used before, store it and return it.
+
+        One statement, committed on return (see :meth:`KeyStore.add_key`).
+        """
+        key = crypto.generate_key()
+        self.keystore.add_key(name, self.master_key.wrap(key, data_key_label(name)))
         return key
 
     def destroy_data_keys(self, names: Iterable[str]) -> int:

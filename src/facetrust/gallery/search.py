@@ -26,6 +26,7 @@ from datetime import timedelta
 import numpy as np
 import numpy.typing as npt
 
+from .. import crypto
 from ..errors import InvalidParameter
 from ..matching import OperatingPoint
 from ..score_normalization import ScoreNormalizer
@@ -72,6 +73,7 @@ def search_templates(
     exclude: str | None = None,
     only: Collection[str] | None = None,
     count_searched: bool = True,
+    generation: int | None = None,
 ) -> SearchResult:
     """The ``k`` eligible subjects nearest to ``probe`` (see module docstring).
 
@@ -99,6 +101,8 @@ def search_templates(
         Search these subjects alone (a verification's subject, an event's members).
     count_searched : bool
         Whether a database search counts the eligible subjects (costs a query).
+    generation : int, optional
+        The store's generation, when the caller has just read it.
     """
     limit = point.threshold if threshold is None else threshold
     normalizer = protected_normalizer(point, secret, int(probe.shape[0]))
@@ -114,12 +118,43 @@ def search_templates(
         return _search_database(
             parts, probe, model_id, purpose, only, exclude, k, limit, count_searched
         )
-    index = parts.indexes.get(model_id)
+    index = parts.indexes.get(model_id, generation=generation)
     hits, searched = index.search(
         probe, purpose=purpose, now=parts.now(), k=k, threshold=limit,
         exclude=exclude, only=only, normalizer=normalizer,
     )
     return SearchResult(hits, searched, index.generation)
+
+
+def search_probe(
+    parts: GalleryParts,
+    vector: npt.NDArray[np.float32],
+    model_id: str,
+    *,
+    purpose: str | None,
+    point: OperatingPoint,
+    k: int,
+    threshold: float | None = None,
+    exclude: str | None = None,
+    only: Collection[str] | None = None,
+) -> SearchResult:
+    """:func:`search_templates` for an unprotected probe ``vector`` (an embedding).
+
+    The probe is protected with the template secret current when the search
+    starts. Should the secret be renewed before the search reads the store
+    (the generations differ and the secret with them), the search runs again
+    with the new one, so the probe and the templates are always compared under
+    one secret.
+    """
+    while True:
+        generation, secret = parts.keyring.current_template_secret()
+        found = search_templates(
+            parts, crypto.protect(vector, secret), model_id, purpose=purpose, point=point,
+            secret=secret, k=k, threshold=threshold, exclude=exclude, only=only,
+            generation=generation,
+        )
+        if found.generation == generation or parts.keyring.template_secret() == secret:
+            return found
 
 
 def eligible_templates(
