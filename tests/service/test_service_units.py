@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from facetrust.service.buckets import SqlBuckets
 from facetrust.service.limits import FailureThrottle, RequestTimeout, TokenBucket
 from facetrust.service.problems import LIBRARY_PROBLEMS, catalogue, install_handlers, problem_of
 from facetrust.service.refusals import FULL_PER_MINUTE, FULL_PER_MINUTE_OF_A_KEY, FloodCounter
+from facetrust.service.server import share_cores
 from facetrust.service.service_db import open_service_database
 from facetrust.service.sessions import ConsoleSessions
 
@@ -253,3 +255,16 @@ def test_console_sessions_expire_when_idle_and_at_their_age(tmp_path: Path) -> N
     assert sessions.get(token) is None  # past its age, however busy
     other, _ = sessions.open("k2")
     assert sessions.end_all("k2") == 1 and sessions.get(other) is None
+
+
+def test_server_workers_share_the_cores_unless_threads_are_set() -> None:
+    cores = os.cpu_count() or 1
+    environ: dict[str, str] = {}
+    share_cores(2, environ)
+    assert environ["FACETRUST_EMBEDDER_THREADS"] == str(max(1, cores // 2))
+    many: dict[str, str] = {"FACETRUST_EMBEDDER_THREADS": "0"}
+    share_cores(cores * 4, many)
+    assert many["FACETRUST_EMBEDDER_THREADS"] == "1"
+    chosen = {"FACETRUST_EMBEDDER_THREADS": "3"}
+    share_cores(2, chosen)
+    assert chosen["FACETRUST_EMBEDDER_THREADS"] == "3"

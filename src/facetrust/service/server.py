@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+from ..config import ENV_PREFIX as SETTINGS_ENV_PREFIX
 from ..gallery import Gallery, GalleryConfig, find_config
 from ..gallery.backends import database_url
 from .apikeys import ApiKeys, SqlApiKeyStore
@@ -31,12 +33,26 @@ def api_keys_for(settings: ServiceSettings) -> ApiKeys:
     return ApiKeys(SqlApiKeyStore(open_service_database(target), owns_database=True), audit=audit)
 
 
+def share_cores(workers: int, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Give each of ``workers`` processes its share of the cores for the face models.
+
+    ONNX Runtime otherwise starts one thread per core in every process, and the
+    processes then contend for the cores. An explicit (non-zero)
+    ``FACETRUST_EMBEDDER_THREADS`` is kept.
+    """
+    variable = f"{SETTINGS_ENV_PREFIX}EMBEDDER_THREADS"
+    if environ.get(variable, "0").strip() in ("", "0"):
+        environ[variable] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
 def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) -> None:
     """Serve the API and console with uvicorn until interrupted.
 
     With ``workers > 1`` each process opens the gallery itself (the settings
     travel as ``FACETRUST_SERVICE_*`` variables); the processes share one set
-    of rate limits through the service database (see :mod:`.buckets`).
+    of rate limits through the service database (see :mod:`.buckets`), and,
+    unless ``FACETRUST_EMBEDDER_THREADS`` says otherwise, the cores: each runs
+    the face models on ``cores // workers`` threads (at least one).
     """
     import uvicorn
 
@@ -51,6 +67,7 @@ def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) 
                         log_level="info")
         return
     gallery.close()
+    share_cores(workers)
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
         if value is not None:
