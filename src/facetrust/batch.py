@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from .config import Settings
+from .config import Settings, cores_per_process
 from .errors import FacetrustError
 from .faces import EmbeddedFace
 from .pipeline import FacePipeline, FacePolicy
@@ -117,9 +117,7 @@ def embed_many(
                 bar.update()
             return
         if settings.embedder_threads == 0:
-            # Each worker's ONNX Runtime would otherwise start one thread per core.
-            cores = os.cpu_count() or 1
-            settings = dataclasses.replace(settings, embedder_threads=max(1, cores // count))
+            settings = dataclasses.replace(settings, embedder_threads=cores_per_process(count))
         context = multiprocessing.get_context("forkserver")
         # Workers fork from a server that has imported numpy, OpenCV and dlib once.
         context.set_forkserver_preload(["facetrust.batch"])

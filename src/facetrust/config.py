@@ -18,6 +18,15 @@ from .errors import InvalidParameter
 ENV_PREFIX = "FACETRUST_"
 
 
+
+def cores_per_process(processes: int) -> int:
+    """Each of ``processes`` processes' share of this machine's cores (at least one).
+
+    The face models' thread count for worker processes that share a machine:
+    ONNX Runtime otherwise starts one thread per core in each of them.
+    """
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
+
 @dataclass(frozen=True)
 class Settings:
     """Limits and knobs of the face pipeline.

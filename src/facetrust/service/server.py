@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ENV_PREFIX as SETTINGS_ENV_PREFIX
+from ..config import cores_per_process
 from ..gallery import Gallery, GalleryConfig, find_config
 from ..gallery.backends import database_url
 from .apikeys import ApiKeys, SqlApiKeyStore
@@ -42,7 +43,7 @@ def share_cores(workers: int, environ: MutableMapping[str, str] = os.environ) ->
     """
     variable = f"{SETTINGS_ENV_PREFIX}EMBEDDER_THREADS"
     if environ.get(variable, "0").strip() in ("", "0"):
-        environ[variable] = str(max(1, (os.cpu_count() or 1) // workers))
+        environ[variable] = str(cores_per_process(workers))
 
 
 def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) -> None:
