@@ -33,6 +33,7 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     ├── DuplicateEnrolment           face already enrolled under another subject
     ├── KeyMaterialError             master key missing, wrong or unreadable
     ├── StoreError                   the store is missing, locked or inconsistent
+    │   └── StoreUnavailable         its database server cannot be reached now: retry
     ├── IndexFileError               a saved vector index is unreadable or corrupt
     │   └── StaleIndex               a saved index no longer fits the store: rebuild it
     ├── AuditChainBroken             the audit log failed verification
@@ -172,6 +173,14 @@ class KeyMaterialError(FacetrustError):
 
 class StoreError(FacetrustError):
     """The store cannot be opened, is locked, or is not a facetrust store."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's database server cannot be reached (connection lost, server restarting).
+
+    Nothing of the failed call was committed unless it was the commit itself.
+    The connection is opened again on the next call: retry.
+    """
 
 
 class IndexFileError(FacetrustError):

@@ -42,6 +42,7 @@ KEYS = {
     "operator": Role.OPERATOR,
     "operator2": Role.OPERATOR,
     "operator3": Role.OPERATOR,
+    "operator-reconnect": Role.OPERATOR,
     "operator-limited": Role.OPERATOR,
     "auditor": Role.AUDITOR,
     "admin": Role.ADMIN,
@@ -67,6 +68,9 @@ class Fleet:
     replicas: dict[str, LiveServer]
     keys: dict[str, str]
     key_ids: dict[str, str]
+    #: The server's maintenance URL and the fleet's two databases (gallery, key store).
+    admin_url: str
+    databases: tuple[str, str]
 
     def client(self, replica: str, key: str | None = None) -> httpx.Client:
         return self.replicas[replica].client(key)
@@ -103,7 +107,8 @@ def fleet(
             {n: c.record.key_id for n, c in created.items()}, ENV,
         )
     running = Fleet(replicas, {n: c.key for n, c in created.items()},
-                    {n: c.record.key_id for n, c in created.items()})
+                    {n: c.record.key_id for n, c in created.items()},
+                    str(postgres_server.get_uri()), (names["gallery"], names["keystore"]))
     yield running
     for server in running.replicas.values():
         if server.process.poll() is None:
@@ -366,6 +371,36 @@ def test_killing_one_replica_under_load_loses_no_acknowledged_write(fleet: Fleet
                 (c["subject_id"], round(c["distance"], 6)) for c in there["candidates"]
             ]
             assert here["candidates"], name
+
+
+def test_replicas_reconnect_after_losing_every_database_connection(fleet: Fleet) -> None:
+    """As a PostgreSQL restart or failover does, every connection is dropped at once:
+    each replica answers 503 with Retry-After while it opens its connections again
+    (never 409 or 500), then serves the same answers without being restarted."""
+    import psycopg
+
+    enrolled(fleet, "a", "fleet-vicente", "Vicente_Fox")
+    with psycopg.connect(fleet.admin_url, autocommit=True) as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+            (list(fleet.databases),),
+        ).fetchone()
+    assert dropped is not None and dropped[0] >= 6  # at least a gallery and a key store each
+    for replica in ("a", "b", "c"):
+        with fleet.client(replica, "operator-reconnect") as operator:
+            for attempt in range(4):
+                answer = identify(
+                    operator, "Vicente_Fox", 3, f"RECONNECT-{replica}-{attempt}"
+                )
+                if answer.status_code == 200:
+                    break
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == "1"
+                assert answer.json()["type"] == "/problems/store-unavailable"
+            assert candidates(answer)[0] == "fleet-vicente", (replica, attempt)
+    with fleet.client("b", "auditor") as auditor:
+        assert auditor.get("/v1/audit/verify").json()["ok"] is True
 
 
 def test_failed_authentications_are_throttled_across_replicas(fleet: Fleet) -> None:

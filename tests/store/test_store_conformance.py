@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from facetrust.errors import StoreError
+from facetrust.errors import StoreError, StoreUnavailable
+from facetrust.service.service_db import open_service_database
 from facetrust.store import (
     AuditHead,
     AuditRecord,
@@ -422,6 +423,57 @@ def test_keystore_get_keys(keystore: KeyStore) -> None:
     keys = keystore.get_keys([f"s{n}" for n in range(0, 700, 2)] + ["ghost"])
     assert len(keys) == 350 and keys["s698"] == b"w698"
     assert keystore.get_keys([]) == {}
+
+
+def _drop_connection(store: PostgresStore) -> None:
+    """End the store's server connection, as a PostgreSQL restart or failover does."""
+    import psycopg
+
+    pid = store.connection.info.backend_pid
+    with psycopg.connect(store.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_postgres_store_opens_a_lost_connection_again(postgres_url: NewDatabase) -> None:
+    store = PostgresStore(postgres_url(), create=True)
+    try:
+        with store.transaction():
+            store.insert_subject(subject("s1"))
+        _drop_connection(store)
+        assert store.generation() >= 1  # a read outside a transaction is sent again
+        _drop_connection(store)
+        with store.transaction():  # so is the BEGIN of a write
+            store.insert_subject(subject("s2"))
+        with pytest.raises(StoreUnavailable, match="cannot be reached"), store.transaction():
+            store.insert_subject(subject("s3"))
+            _drop_connection(store)
+            store.insert_subject(subject("s4"))  # mid-transaction: not resent, refused
+        refused = pytest.raises(StoreUnavailable, match="nothing of it was stored")
+        with refused, store.transaction():
+            store.insert_subject(subject("s5"))
+            _drop_connection(store)
+            with pytest.raises(StoreUnavailable):
+                store.insert_subject(subject("s6"))  # caught here: the commit refuses
+        with store.snapshot():
+            ids = sorted(s.subject_id for s in store.list_subjects())
+        assert ids == ["s1", "s2"]  # nothing of the interrupted writes was kept
+    finally:
+        store.close()
+
+
+def test_the_service_database_opens_a_lost_connection_again(postgres_url: NewDatabase) -> None:
+    import psycopg
+
+    database = open_service_database(postgres_url())
+    try:
+        pid = database.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(postgres_url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreUnavailable, match="opened again on the next call"):
+            database.execute("SELECT 1")
+        assert database.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        database.close()
 
 
 def test_concurrent_postgres_writers_never_hide_a_change_from_a_reader(

@@ -71,6 +71,7 @@ LIBRARY_PROBLEMS: tuple[tuple[type[errors.FacetrustError], ProblemType], ...] = 
     (errors.EvaluationError, _t("evaluation-error", 422, "Evaluation input invalid")),
     (errors.ImageError, _t("image-error", 422, "Unusable image")),
     (errors.FaceError, _t("face-error", 422, "No usable face")),
+    (errors.StoreUnavailable, _t("store-unavailable", 503, "Database unreachable")),
     (errors.StoreError, _t("store-conflict", 409, "The store refused the change")),
     (errors.ModelError, _t("model-unavailable", 503, "Face model unavailable")),
     (errors.KeyMaterialError, _t("key-unavailable", 503, "Key material unavailable")),
@@ -192,7 +193,8 @@ def install_handlers(app: FastAPI) -> None:
     async def library_error(request: Request, error: errors.FacetrustError) -> JSONResponse:
         problem = problem_of(error)
         note(request, problem)
-        return problem_response(problem, str(error), instance=request.url.path)
+        retry = {"Retry-After": "1"} if isinstance(error, errors.StoreUnavailable) else None
+        return problem_response(problem, str(error), instance=request.url.path, headers=retry)
 
     @app.exception_handler(Problem)
     async def service_error(request: Request, error: Problem) -> JSONResponse:

@@ -28,12 +28,12 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..store.postgres import is_database_url, redact_url
 
 __all__ = ["ServiceDatabase", "open_service_database"]
@@ -48,7 +48,14 @@ class ServiceDatabase:
     Use :func:`open_service_database` to open one.
     """
 
-    def __init__(self, connection: Any, *, is_postgres: bool, name: str) -> None:
+    def __init__(
+        self,
+        connection: Any,
+        *,
+        is_postgres: bool,
+        name: str,
+        reconnect: Callable[[], Any] | None = None,
+    ) -> None:
         self.is_postgres = is_postgres
         #: What to write after a ``SELECT`` that a write transaction will update
         #: (PostgreSQL locks the rows; SQLite's ``BEGIN IMMEDIATE`` already holds the file).
@@ -58,6 +65,8 @@ class ServiceDatabase:
         self.real_type = "DOUBLE PRECISION" if is_postgres else "REAL"
         self.name = name
         self._db = connection
+        #: Opens the connection again when it was lost (PostgreSQL restarted, a failover).
+        self._reconnect = reconnect
         self._lock = threading.RLock()
         self._in_write = False
         self._errors: tuple[type[Exception], ...] = (sqlite3.DatabaseError,)
@@ -71,9 +80,17 @@ class ServiceDatabase:
         if self.is_postgres:
             sql = sql.replace("?", "%s")
         with self._lock:
+            if not self._in_write:
+                self._reopen_if_lost()
             try:
                 return self._db.execute(sql.encode() if self.is_postgres else sql, params)
             except self._errors as error:
+                if getattr(self._db, "broken", False):
+                    raise StoreUnavailable(
+                        f"The service database {self.name!r} cannot be reached "
+                        f"({str(error).strip()}). Retry shortly; the connection is opened "
+                        "again on the next call."
+                    ) from None
                 raise StoreError(
                     f"The service database {self.name!r} failed: {str(error).strip()}. Check "
                     "that it is reachable and writable, then retry."
@@ -96,6 +113,10 @@ class ServiceDatabase:
                 raise
             self._in_write = False
             self.execute("COMMIT")
+
+    def _reopen_if_lost(self) -> None:
+        if self._reconnect is not None and getattr(self._db, "broken", False):
+            self._db = self._reconnect()
 
     def _rollback(self) -> None:
         with contextlib.suppress(Exception):  # the connection is gone: nothing to undo
@@ -140,14 +161,20 @@ def open_service_database(target: str | os.PathLike[str]) -> ServiceDatabase:
                 "A PostgreSQL service database needs psycopg 3. Install it with "
                 "`pip install 'facetrust[postgres]'`."
             ) from None
-        try:
-            connection = psycopg.connect(text, autocommit=True)
-        except psycopg.Error as error:
-            raise StoreError(
-                f"Cannot connect to the service database {redact_url(text)!r}: "
-                f"{str(error).strip()}. Check the URL and that the server runs."
-            ) from None
-        return ServiceDatabase(connection, is_postgres=True, name=redact_url(text))
+
+        def connect(error_type: type[StoreError] = StoreError) -> Any:
+            try:
+                return psycopg.connect(text, autocommit=True)
+            except psycopg.Error as error:
+                raise error_type(
+                    f"Cannot connect to the service database {redact_url(text)!r}: "
+                    f"{str(error).strip()}. Check the URL and that the server runs."
+                ) from None
+
+        return ServiceDatabase(
+            connect(), is_postgres=True, name=redact_url(text),
+            reconnect=lambda: connect(StoreUnavailable),
+        )
     path = Path(text)
     try:
         if not path.exists():

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ._pgvector import VectorSearch
 from .postgres_migrations import GALLERY_MIGRATIONS, KEYSTORE_MIGRATIONS
 from .sql import POSTGRES, SqlKeyStore, SqlStore
@@ -173,12 +173,10 @@ class _PostgresBase:
             return
         try:
             # one round trip: no parameters, so both go as one simple query
-            self._db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_LOCKS[self._kind]})".encode())
+            self._alone(f"BEGIN; SELECT pg_advisory_xact_lock({_LOCKS[self._kind]})".encode())
         except self._errors.Error as error:
             self._rollback()
-            raise StoreError(
-                f"Cannot start a write on {redact_url(self.url)!r}: {error}."
-            ) from None
+            raise self._failure(error, "Cannot start a write on") from None
         self._depth = 1
         self._stamp = None
         self._writing = True
@@ -191,27 +189,68 @@ class _PostgresBase:
             raise
         self._depth = 0
         self._writing = False
+        if self._db.broken:  # lost earlier in the transaction: the server rolled it back
+            raise StoreUnavailable(
+                f"The connection to {redact_url(self.url)!r} was lost during the write: "
+                "nothing of it was stored. Retry."
+            )
         try:
             self._db.execute("COMMIT")
         except self._errors.Error as error:
+            if self._db.broken:
+                raise StoreUnavailable(
+                    f"The connection to {redact_url(self.url)!r} was lost while the write "
+                    f"committed ({str(error).strip()}): it may or may not have been stored. "
+                    "Check, then retry."
+                ) from None
             raise StoreError(f"The write to {redact_url(self.url)!r} failed: {error}.") from None
 
     def _rollback(self) -> None:
         if not self._db.closed:
             self._db.execute("ROLLBACK")
 
+    def _alone(
+        self, sql: bytes, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> psycopg.Cursor[Any]:
+        """Run ``sql`` outside any transaction (a read, or a BEGIN).
+
+        A connection found lost (the server restarted, a failover, an idle
+        connection killed) is opened again, and the statement, which changed
+        nothing, is sent once more.
+        """
+        self._reopen_if_lost()
+        try:
+            return self._db.execute(sql, params)
+        except self._errors.OperationalError:
+            if not self._db.broken:
+                raise
+        self._reopen_if_lost()
+        return self._db.execute(sql, params)
+
+    def _reopen_if_lost(self) -> None:
+        if not self._db.broken:
+            return
+        try:
+            self._db = _connect(self.url)
+        except StoreError as error:
+            raise StoreUnavailable(str(error)) from None
+
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         if self._depth:
             yield
             return
-        self._db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            self._alone(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        except self._errors.Error as error:
+            raise self._failure(error) from None
         self._depth = 1
         try:
             yield
         finally:
             self._depth = 0
-            self._db.execute("COMMIT")
+            if not self._db.closed:  # a lost connection ended the read-only transaction
+                self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -229,6 +268,8 @@ class _PostgresBase:
 
     def _write_now(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         # outside a transaction the connection's autocommit commits the one statement
+        if not self._depth:
+            self._reopen_if_lost()  # not sent again on failure: it may have committed
         try:
             return self._db.execute(sql.encode(), params)
         except self._errors.IntegrityError as error:
@@ -244,15 +285,23 @@ class _PostgresBase:
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[tuple[Any, ...]]:
         try:
-            return self._db.execute(sql.encode(), params).fetchall()
+            if self._depth:
+                return self._db.execute(sql.encode(), params).fetchall()
+            return self._alone(sql.encode(), params).fetchall()
         except self._errors.Error as error:
             raise self._failure(error) from None
 
-    def _failure(self, error: Exception) -> StoreError:
-        """A driver error (lost connection, server gone, ...) as a StoreError."""
+    def _failure(self, error: Exception, doing: str = "Failed on") -> StoreError:
+        """A driver error as a StoreError: StoreUnavailable when the server is unreachable."""
+        if self._db.broken:
+            return StoreUnavailable(
+                f"The {self._kind} database {redact_url(self.url)!r} cannot be reached "
+                f"({str(error).strip()}). Retry shortly; the connection is opened again on the "
+                "next call."
+            )
         return StoreError(
-            f"The {self._kind} database {redact_url(self.url)!r} failed: {str(error).strip()}. "
-            "Check that the server is reachable, then retry."
+            f"{doing} the {self._kind} database {redact_url(self.url)!r}: "
+            f"{str(error).strip()}. Check that the server is reachable, then retry."
         )
 
 
