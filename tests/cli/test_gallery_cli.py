@@ -337,3 +337,8 @@ def test_subjects_are_searched_paged_and_viewed_through_the_installed_command(
     (view,) = [e for e in map(json.loads, exported.splitlines()) if e["kind"] == "subject.view"]
     assert (view["seq"], view["actor"]) == (shown["audit_seq"], "dpo")
     assert "No subject 'nobody'" in facetrust("subject", "show", "nobody", code=2).stderr
+    assert json.loads(facetrust("consent", "show", "desk-3", "--actor", "dpo").stdout) == []
+    exported = facetrust("audit", "export", "--subject", "desk-3").stdout
+    views = [e for e in map(json.loads, exported.splitlines()) if e["kind"] == "subject.view"]
+    assert [v["actor"] for v in views] == ["dpo", "dpo"]  # the consent history read too
+    assert "No subject 'nobody'" in facetrust("consent", "show", "nobody", code=2).stderr

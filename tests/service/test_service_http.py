@@ -351,17 +351,20 @@ def test_subjects_are_searched_a_page_at_a_time(live_server: LiveServer) -> None
                        "validation-error")
 
 
-def test_reading_a_subject_is_an_audited_view(live_server: LiveServer) -> None:
+def test_reading_a_subject_or_its_consents_is_an_audited_view(live_server: LiveServer) -> None:
     with live_server.client("enroller") as client:
         add_consented_subject(client, "http-viewed")  # no face enrolled: shared searches unchanged
         subject = client.get("/v1/subjects/http-viewed").json()
+        history = client.get("/v1/subjects/http-viewed/consents").json()
+        assert_problem(client.get("/v1/subjects/http-nobody/consents"), 404, "unknown-subject")
     assert subject["subject_id"] == "http-viewed" and subject["template_count"] == 0
     assert subject["photos_kept"] == 0
+    assert [c["purposes"] for c in history["consents"]] == [["access-control"]]
     with live_server.client("auditor") as auditor:
         views = auditor.get("/v1/audit/events", params={
             "kind": "subject.view", "subject": "http-viewed"}).json()["events"]
-    assert [v["seq"] for v in views] == [subject["audit_seq"]]
-    assert views[0]["actor"] == f"key:{live_server.key_ids['enroller']}"
+    assert [v["seq"] for v in views] == [subject["audit_seq"], history["audit_seq"]]
+    assert {v["actor"] for v in views} == {f"key:{live_server.key_ids['enroller']}"}
 
 
 def test_keys_are_stored_hashed_and_revocation_is_immediate(live_server: LiveServer) -> None:

@@ -330,10 +330,14 @@ def consent_withdraw(
 @consent.command("show")
 @click.argument("subject_id")
 @gallery_option
-def consent_show(subject_id: str, gallery_path: str | None) -> None:
-    """Show SUBJECT_ID's consent history."""
+@actor_option
+def consent_show(subject_id: str, gallery_path: str | None, actor: str) -> None:
+    """Show SUBJECT_ID's consent history.
+
+    Each view is recorded in the audit log (kind subject.view) with ACTOR.
+    """
     with Gallery.find(gallery_path) as gallery:
-        emit([c.to_dict() for c in gallery.consents(subject_id)])
+        emit([c.to_dict() for c in gallery.view_subject(subject_id, actor=actor).consents])
 
 
 @click.command()

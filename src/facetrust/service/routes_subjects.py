@@ -248,9 +248,11 @@ async def list_consents(
     subject_id: SubjectId, request: Request,
     key: ApiKey = Depends(allow("list_consents")),  # noqa: B008
 ) -> dict[str, Any]:
-    """The subject's consent history, oldest first."""
-    consents = await service_state(request).call(lambda g: g.consents(subject_id))
-    return {"consents": [c.to_dict() for c in consents]}
+    """The subject's consent history, oldest first; each view is audited (``subject.view``)."""
+    overview = await service_state(request).call(
+        lambda g: g.view_subject(subject_id, actor=key.actor)
+    )
+    return {"consents": [c.to_dict() for c in overview.consents], "audit_seq": overview.audit_seq}
 
 
 @router.post("/subjects/{subject_id}/consents/withdraw", operation_id="withdraw_consent")
