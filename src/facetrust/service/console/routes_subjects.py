@@ -14,12 +14,14 @@ Every refusal is the page again with the reason inline, never problem+json.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from ...errors import FacetrustError, UnknownSubject
+from ...gallery import Gallery
 from ..apikeys import ApiKey
 from ..auth import service_state
 from ..limits import rate_limited
@@ -86,6 +88,32 @@ async def subject_view(request: Request, subject_id: str) -> Response:
     return await _subject_page(request, key, subject_id)
 
 
+async def _act(
+    request: Request,
+    subject_id: str,
+    operation: str,
+    csrf: str,
+    act: Callable[[Gallery, ApiKey], Any],
+    **typed: str,
+) -> Response | tuple[ApiKey, Any]:
+    """One of the subject page's actions: the role's guard, the CSRF check, then ``act``.
+
+    Returns the key and what ``act`` returned, or the page to answer with: the
+    sign-in page, or the subject page again with the refusal's reason (and
+    what the person ``typed``).
+    """
+    key = await guard(request, operation)
+    if isinstance(key, Response):
+        return key
+    check_csrf(request, csrf)
+    try:
+        return key, await service_state(request).call(lambda g: act(g, key))
+    except FacetrustError as error:
+        kept = {"typed": typed} if typed else {}
+        return await _subject_page(request, key, subject_id, status=problem_of(error).status,
+                                   error=error_context(error), **kept)
+
+
 @router.post("/subjects/{subject_id}/withdraw")
 async def subject_withdraw(
     request: Request,
@@ -94,18 +122,12 @@ async def subject_withdraw(
     consent_id: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Withdraw one consent of the subject (all active ones without ``consent_id``)."""
-    key = await guard(request, "withdraw_consent")
-    if isinstance(key, Response):
-        return key
-    check_csrf(request, csrf)
-    state = service_state(request)
-    try:
-        result = await state.call(lambda g: g.withdraw_consent(
-            subject_id, consent_id or None, actor=key.actor,
-            reason="withdrawn by the subject (console)"))
-    except FacetrustError as error:
-        return await _subject_page(request, key, subject_id, status=problem_of(error).status,
-                                   error=error_context(error))
+    done = await _act(request, subject_id, "withdraw_consent", csrf, lambda g, key: (
+        g.withdraw_consent(subject_id, consent_id or None, actor=key.actor,
+                           reason="withdrawn by the subject (console)")))
+    if isinstance(done, Response):
+        return done
+    key, result = done
     return await _subject_page(request, key, subject_id, withdrawal=result)
 
 
@@ -117,18 +139,12 @@ async def subject_erase(
     confirm_id: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Erase the subject for good, if the id typed to confirm is the subject's."""
-    key = await guard(request, "erase_subject")
-    if isinstance(key, Response):
-        return key
-    check_csrf(request, csrf)
-    state = service_state(request)
-    try:
-        erased = await state.call(lambda g: g.forget(
-            subject_id, actor=key.actor, reason="erasure requested (console)",
-            confirm_id=confirm_id))
-    except FacetrustError as error:
-        return await _subject_page(request, key, subject_id, status=problem_of(error).status,
-                                   error=error_context(error), typed={"confirm_id": confirm_id})
+    done = await _act(request, subject_id, "erase_subject", csrf, lambda g, key: (
+        g.forget(subject_id, actor=key.actor, reason="erasure requested (console)",
+                 confirm_id=confirm_id)), confirm_id=confirm_id)
+    if isinstance(done, Response):
+        return done
+    key, erased = done
     return render_page(request, key, "subjects.html", erased=erased, page=None, query="",
                        after="")
 
