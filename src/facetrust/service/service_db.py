@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
-from ..store.postgres import is_database_url, redact_url
+from ..store.postgres import connect, is_database_url, redact_url
 
 __all__ = ["ServiceDatabase", "open_service_database"]
 
@@ -154,26 +154,10 @@ def open_service_database(target: str | os.PathLike[str]) -> ServiceDatabase:
     """
     text = str(target)
     if is_database_url(text):
-        try:
-            import psycopg
-        except ImportError:
-            raise StoreError(
-                "A PostgreSQL service database needs psycopg 3. Install it with "
-                "`pip install 'facetrust[postgres]'`."
-            ) from None
-
-        def connect(error_type: type[StoreError] = StoreError) -> Any:
-            try:
-                return psycopg.connect(text, autocommit=True)
-            except psycopg.Error as error:
-                raise error_type(
-                    f"Cannot connect to the service database {redact_url(text)!r}: "
-                    f"{str(error).strip()}. Check the URL and that the server runs."
-                ) from None
-
+        what = "service database"
         return ServiceDatabase(
-            connect(), is_postgres=True, name=redact_url(text),
-            reconnect=lambda: connect(StoreUnavailable),
+            connect(text, what=what), is_postgres=True, name=redact_url(text),
+            reconnect=lambda: connect(text, what=what, error=StoreUnavailable),
         )
     path = Path(text)
     try:

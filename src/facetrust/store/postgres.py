@@ -46,7 +46,10 @@ def is_database_url(value: str | None) -> bool:
     return bool(value) and str(value).startswith(("postgresql://", "postgres://"))
 
 
-def _connect(url: str) -> psycopg.Connection[Any]:
+def connect(
+    url: str, *, what: str = "PostgreSQL database", error: type[StoreError] = StoreError
+) -> psycopg.Connection[Any]:
+    """An autocommit psycopg connection to ``url``; ``error`` (naming ``what``) if none."""
     try:
         import psycopg
     except ImportError:
@@ -56,11 +59,12 @@ def _connect(url: str) -> psycopg.Connection[Any]:
         ) from None
     try:
         return psycopg.connect(url, autocommit=True)
-    except psycopg.Error as error:
-        raise StoreError(
-            f"Cannot connect to the PostgreSQL database {redact_url(url)!r}: "
-            f"{str(error).strip()}. Check the URL, that the server runs and that the "
-            "database exists (create it with `createdb`)."
+    except psycopg.Error as failure:
+        detail = " ".join(str(failure).split())  # libpq's message spans lines
+        raise error(
+            f"Cannot connect to the {what} {redact_url(url)!r} ({detail.rstrip('.')}). "
+            "Check the URL, that the server runs and that the database exists (create it "
+            "with `createdb`)."
         ) from None
 
 
@@ -85,7 +89,7 @@ class _PostgresBase:
 
         self.url = url
         self._errors = psycopg
-        self._db = _connect(url)
+        self._db = connect(url)
         self._depth = 0
         self._writing = False  # inside transaction(), not snapshot()
         self._stamp: int | None = None
@@ -230,10 +234,7 @@ class _PostgresBase:
     def _reopen_if_lost(self) -> None:
         if not self._db.broken:
             return
-        try:
-            self._db = _connect(self.url)
-        except StoreError as error:
-            raise StoreUnavailable(str(error)) from None
+        self._db = connect(self.url, error=StoreUnavailable)
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
