@@ -111,6 +111,9 @@ def test_a_pending_probe_is_kept_sealed_shown_to_reviewers_and_shredded_on_decis
     with pytest.raises(ReviewClosed, match="already decided"):
         gallery.probe_photo(ident, reviewer="carol")
     assert kinds(gallery)[-1] == "pending-probe.view.refused"
+    for decision in ("confirm", "reject"):  # one confirmed candidate decides them all
+        with pytest.raises(ReviewClosed, match=f"already confirmed as '{KOFI}'"):
+            gallery.review(ident, other, reviewer="carol", decision=decision)
     assert gallery.audit.verify().ok
 
 

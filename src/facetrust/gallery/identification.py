@@ -234,9 +234,16 @@ def review(
                 "candidates are reviewed by other people (searcher_may_review is off). "
                 "Ask another operator to review it."
             )
-        earlier = [
-            r for r in parts.store.reviews_of(identification_id) if r.subject_id == subject_id
-        ]
+        every = parts.store.reviews_of(identification_id)
+        decided = [s for s, (state, _, _) in candidate_reviews(record, every, quorum).items()
+                   if state == "confirmed"]
+        if decided:
+            raise ReviewClosed(
+                f"Identification {identification_id!r} is already confirmed as {decided[0]!r}; "
+                "its other candidates are not reviewed any more and its probe is deleted. "
+                "Run a new identification if the decision must be revisited."
+            )
+        earlier = [r for r in every if r.subject_id == subject_id]
         state = review_state(
             sum(r.decision == "confirm" for r in earlier),
             sum(r.decision == "reject" for r in earlier),
