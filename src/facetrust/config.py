@@ -18,7 +18,6 @@ from .errors import InvalidParameter
 ENV_PREFIX = "FACETRUST_"
 
 
-
 def cores_per_process(processes: int) -> int:
     """Each of ``processes`` processes' share of this machine's cores (at least one).
 
@@ -26,6 +25,7 @@ def cores_per_process(processes: int) -> int:
     ONNX Runtime otherwise starts one thread per core in each of them.
     """
     return max(1, (os.cpu_count() or 1) // max(1, processes))
+
 
 @dataclass(frozen=True)
 class Settings:
