@@ -46,7 +46,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +58,10 @@ from facetrust.service.server import share_cores
 from facetrust.service.service_db import open_service_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_service import PURPOSE, enrol_first_photos  # noqa: E402
 from timing import percentiles  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-PURPOSE = "access-control"
 CLI = "from facetrust.cli.main import cli; cli()"
 
 
@@ -82,24 +81,9 @@ def build_gallery(folder: Path, urls: tuple[str, str], chosen: list[tuple[str, l
                   ) -> tuple[list[Path], dict[Path, str]]:
     """Enrol the first photo of each identity; returns the probes and their identities."""
     gallery, _ = Gallery.init_folder(folder, database_url=urls[0], keystore_url=urls[1])
-    probes: list[Path] = []
-    truth: dict[Path, str] = {}
-    expires = datetime.now(UTC) + timedelta(days=30)
     with gallery:
-        for name, photos in progress(chosen, "enrolling"):
-            gallery.add_subject(name, actor="bench")
-            gallery.grant_consent(
-                name, [PURPOSE], expires_at=expires, evidence_ref=f"bench-{name}",
-                evidence_sha256="0" * 64, notice_version="bench", actor="bench",
-            )
-            try:
-                gallery.enroll(name, [photos[0]], actor="bench")
-            except FacetrustError:
-                continue
-            for probe in photos[1:]:
-                probes.append(probe)
-                truth[probe] = name
-    return probes, truth
+        truth = enrol_first_photos(gallery, progress(chosen, "enrolling"))
+    return list(truth), truth
 
 
 def progress(items: Any, label: str, total: int | None = None) -> Any:

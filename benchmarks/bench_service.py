@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,24 +63,34 @@ def people(lfw: Path | None, extra: int) -> list[tuple[str, list[Path]]]:
     return chosen
 
 
+def enrol_first_photos(
+    gallery: Gallery, chosen: Iterable[tuple[str, list[Path]]]
+) -> dict[Path, str]:
+    """Consent and enrol the first photo of each identity; returns probe photo -> identity.
+
+    An identity whose first photo cannot be enrolled is left out, with its probes.
+    """
+    truth: dict[Path, str] = {}
+    expires = datetime.now(UTC) + timedelta(days=30)
+    for name, photos in chosen:
+        gallery.add_subject(name, actor="bench")
+        gallery.grant_consent(
+            name, [PURPOSE], expires_at=expires, evidence_ref=f"bench-{name}",
+            evidence_sha256="0" * 64, notice_version="bench", actor="bench",
+        )
+        try:
+            gallery.enroll(name, [photos[0]], actor="bench")
+        except FacetrustError:
+            continue
+        truth.update((probe, name) for probe in photos[1:])
+    return truth
+
+
 def build_gallery(folder: Path, chosen: list[tuple[str, list[Path]]]) -> list[Path]:
     """Enrol the first photo of each identity; return the probe photos."""
     gallery, _ = Gallery.init_folder(folder)
-    probes: list[Path] = []
     with gallery:
-        expires = datetime.now(UTC) + timedelta(days=30)
-        for name, photos in chosen:
-            gallery.add_subject(name, actor="bench")
-            gallery.grant_consent(
-                name, [PURPOSE], expires_at=expires, evidence_ref=f"bench-{name}",
-                evidence_sha256="0" * 64, notice_version="bench", actor="bench",
-            )
-            try:
-                gallery.enroll(name, [photos[0]], actor="bench")
-            except FacetrustError:
-                continue
-            probes.extend(photos[1:])
-    return probes
+        return list(enrol_first_photos(gallery, chosen))
 
 
 def in_process_reference(folder: Path, probes: list[Path], count: int) -> dict[str, Any]:
