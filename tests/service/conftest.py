@@ -23,7 +23,7 @@ from facetrust.gallery import Gallery
 from facetrust.service import ApiKeys, Role, SqliteApiKeyStore
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
 
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
 MULTI_FACE = Path(__file__).parent.parent / "data" / "multi_face" / "Vicente_Fox_0002.jpg"
@@ -228,3 +228,11 @@ def browser() -> Iterator[Browser]:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context and page for one test (1100 x 900)."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    yield context.new_page()
+    context.close()

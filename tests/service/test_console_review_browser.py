@@ -30,10 +30,10 @@ from .conftest import (
     photo,
     stop_server,
 )
+from .test_service_browser import log_in, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCREENSHOTS = Path(__file__).parent.parent.parent / "artifacts" / "screenshots"
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI") == "true":
@@ -75,25 +75,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = review_server(tmp_path_factory.mktemp("review-gallery"))
     yield live
     stop_server(live)
-
-
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    yield context.new_page()
-    context.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def log_in(page: Page, server: LiveServer, key_name: str) -> None:
-    page.goto(f"{server.url}/console/login")
-    page.fill("input[name=api_key]", server.keys[key_name])
-    page.click("main button[type=submit]")
-    expect(page.locator("#role")).to_be_visible()
 
 
 def identify_in_console(page: Page, case_ref: str, number: int = 3) -> None:

@@ -39,13 +39,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     stop_server(started)
 
 
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    yield context.new_page()
-    context.close()
-
-
 def is_console_page(response: Response | None, status: int) -> None:
     assert response is not None and response.status == status
     assert response.headers["content-type"].startswith("text/html")

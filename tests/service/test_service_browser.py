@@ -8,7 +8,6 @@ auditor checks the audit trail. Screenshots go to artifacts/screenshots/.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -30,13 +29,6 @@ if not Path(CHROMIUM).exists():
             "chromium is missing in CI: scripts/test.sh installs it with apt-get install chromium"
         )
     pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    yield context.new_page()
-    context.close()
 
 
 def shot(page: Page, name: str) -> None:
