@@ -67,6 +67,7 @@ class MasterKey:
     material: bytes = field(repr=False)
     source: str = "memory"
     _aead: AESGCM = field(init=False, repr=False, compare=False)
+    _key_id: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.material) != KEY_BYTES:
@@ -77,11 +78,13 @@ class MasterKey:
             )
         wrapping = _derive(self.material, b"facetrust key wrapping v1", KEY_BYTES)
         object.__setattr__(self, "_aead", AESGCM(wrapping))
+        key_id = _derive(self.material, b"facetrust master key id", _KEY_ID_BYTES)
+        object.__setattr__(self, "_key_id", key_id)
 
     @property
     def key_id(self) -> bytes:
         """8 bytes that identify the key without revealing it."""
-        return _derive(self.material, b"facetrust master key id", _KEY_ID_BYTES)
+        return self._key_id
 
     @property
     def key_id_hex(self) -> str:

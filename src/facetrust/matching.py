@@ -122,12 +122,17 @@ def operating_point_table() -> dict[str, Any]:
 
 def operating_points(model_id: str | None = None) -> list[OperatingPoint]:
     """Every operating point in the shipped calibration table (for ``model_id`` if given)."""
+    return [p for p in _table_points() if model_id is None or p.model_id == model_id]
+
+
+@lru_cache(maxsize=1)
+def _table_points() -> tuple[OperatingPoint, ...]:
+    # parsed once: every identification and verification looks its point up
     fields = OperatingPoint.__dataclass_fields__
-    points = [
+    return tuple(
         OperatingPoint(**{k: v for k, v in entry.items() if k in fields})
         for entry in operating_point_table()["operating_points"]
-    ]
-    return [p for p in points if model_id is None or p.model_id == model_id]
+    )
 
 
 def get_operating_point(name: str | None = None, model_id: str | None = None) -> OperatingPoint:

@@ -6,7 +6,7 @@ and a candidate is returned only when ``distance <= threshold``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
@@ -142,7 +142,7 @@ class Candidate:
     rank: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"subject_id": self.subject_id, "distance": self.distance, "rank": self.rank}
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,8 @@ class Identification:
     requires_human_review: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
+        # shallow: asdict would deep-copy the candidates only to replace them (every 1:N answer)
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
         record["candidates"] = [c.to_dict() for c in self.candidates]
         return record
 
