@@ -277,6 +277,19 @@ def test_a_rule_broken_mid_transaction_rolls_the_whole_transaction_back(store: S
     assert store.get_subject("s1") == subject()
 
 
+def test_a_rule_broken_by_a_write_nobody_reads_back_refuses_the_commit(store: Store) -> None:
+    # PostgreSQL pipelines a transaction's writes: this error first shows at the COMMIT
+    with pytest.raises(StoreError, match="breaks a rule"), store.transaction():
+        store.insert_subject(subject("s1"))
+        store.insert_template(TemplateRecord("t1", "ghost", "m", b"x", T0))
+        store.insert_subject(subject("s2"))
+    assert store.get_subject("s1") is None and store.get_subject("s2") is None
+    with store.transaction():
+        store.insert_subject(subject("s1"))
+        assert store.delete_biometrics("s1") == 0  # a count read mid-write waits for the answers
+    assert store.get_subject("s1") == subject()
+
+
 # change tracking -------------------------------------------------------------
 def consent(consent_id: str = "c1", subject_id: str = "s1") -> ConsentRecord:
     return ConsentRecord(

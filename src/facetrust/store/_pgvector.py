@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
+from .sql_base import Cursor
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +37,7 @@ class VectorSearch:
 
         def snapshot(self) -> AbstractContextManager[None]: ...
         def generation(self) -> int: ...
-        def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
+        def _write(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
         def _rows(
             self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
         ) -> list[tuple[Any, ...]]: ...

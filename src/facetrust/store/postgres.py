@@ -9,8 +9,13 @@ by facetrust (versions in the ``facetrust_schema`` table).
 Transactions mirror the SQLite store: a write transaction takes a
 transaction-scoped advisory lock first (as SQLite's ``BEGIN IMMEDIATE`` takes
 the write lock), so writers are serialised and each sees every earlier commit;
-a snapshot is a ``REPEATABLE READ READ ONLY`` transaction. The audit log is
-append-only by trigger (``UPDATE``, ``DELETE`` and ``TRUNCATE`` are refused).
+a snapshot is a ``REPEATABLE READ READ ONLY`` transaction. Inside a write
+transaction the statements are pipelined (libpq pipeline mode): each is sent
+without waiting for its answer until a read, a row count or the ``COMMIT``
+needs the answers, so an identification's write takes three round trips, not
+seven; a statement that failed is reported there, and the whole transaction
+is rolled back. The audit log is append-only by trigger (``UPDATE``,
+``DELETE`` and ``TRUNCATE`` are refused).
 
 Erasure: PostgreSQL has no ``secure_delete``. A deleted row's bytes stay in
 the table's pages until ``VACUUM`` reuses them, and in WAL archives and base
@@ -24,7 +29,7 @@ store holds keys that erasure destroyed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +37,7 @@ from ..errors import StoreError, StoreUnavailable
 from ._pgvector import VectorSearch
 from .postgres_migrations import GALLERY_MIGRATIONS, KEYSTORE_MIGRATIONS
 from .sql import POSTGRES, SqlKeyStore, SqlStore
+from .sql_base import Cursor
 
 if TYPE_CHECKING:
     import psycopg
@@ -93,6 +99,7 @@ class _PostgresBase:
         self._depth = 0
         self._writing = False  # inside transaction(), not snapshot()
         self._stamp: int | None = None
+        self._pipeline: psycopg.Pipeline | None = None  # set inside transaction()
         try:
             self._migrate(create)
         except psycopg.Error as error:
@@ -184,33 +191,44 @@ class _PostgresBase:
         self._depth = 1
         self._stamp = None
         self._writing = True
+        committing = False
         try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self._writing = False
-            self._rollback()
-            raise
-        self._depth = 0
-        self._writing = False
-        if self._db.broken:  # lost earlier in the transaction: the server rolled it back
-            raise StoreUnavailable(
-                f"The connection to {redact_url(self.url)!r} was lost during the write: "
-                "nothing of it was stored. Retry."
-            )
-        try:
-            self._db.execute("COMMIT")
-        except self._errors.Error as error:
+            # Pipelined: the writes go without waiting for each answer; a read,
+            # a rowcount (see _PipelinedCursor) or the COMMIT waits for them all.
+            with self._db.pipeline() as pipeline:
+                self._pipeline = pipeline
+                yield
+                if self._db.broken:  # lost earlier in the transaction: the server rolled it back
+                    raise StoreUnavailable(
+                        f"The connection to {redact_url(self.url)!r} was lost during the "
+                        "write: nothing of it was stored. Retry."
+                    )
+                committing = True
+                self._db.execute(b"COMMIT")
+        except self._errors.Error as error:  # raised by the COMMIT's wait, for any statement
+            self._end_write()
             if self._db.broken:
                 raise StoreUnavailable(
                     f"The connection to {redact_url(self.url)!r} was lost while the write "
                     f"committed ({str(error).strip()}): it may or may not have been stored. "
                     "Check, then retry."
                 ) from None
-            raise StoreError(f"The write to {redact_url(self.url)!r} failed: {error}.") from None
+            self._rollback()
+            raise self._failure(error, "The write failed on") from None
+        except BaseException:
+            self._end_write()
+            if not committing:
+                self._rollback()
+            raise
+        self._end_write()
+
+    def _end_write(self) -> None:
+        self._depth = 0
+        self._writing = False
+        self._pipeline = None
 
     def _rollback(self) -> None:
-        if not self._db.closed:
+        if not self._db.closed and not self._db.broken:
             self._db.execute("ROLLBACK")
 
     def _alone(
@@ -262,25 +280,29 @@ class _PostgresBase:
         for table in tables:
             self._db.execute(f"VACUUM {table}".encode())
 
-    def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if not self._depth:
             raise StoreError("A write must run inside `with store.transaction():` (a bug).")
         return self._write_now(sql, params)
 
-    def _write_now(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+    def _write_now(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         # outside a transaction the connection's autocommit commits the one statement
         if not self._depth:
             self._reopen_if_lost()  # not sent again on failure: it may have committed
         try:
-            return self._db.execute(sql.encode(), params)
-        except self._errors.IntegrityError as error:
-            # The transaction is aborted: the caller's `with transaction()` rolls it back.
-            raise StoreError(
-                f"The change breaks a rule of the {self._kind} ({str(error).strip()}): a record "
-                "it refers to is missing, or one with the same key exists."
-            ) from None
+            cursor = self._db.execute(sql.encode(), params)
         except self._errors.Error as error:
+            # In a transaction it is aborted: the caller's `with transaction()` rolls it back.
             raise self._failure(error) from None
+        return cursor if self._pipeline is None else _PipelinedCursor(cursor, self._sync)
+
+    def _sync(self) -> None:
+        """Wait for the answers to every statement sent so far in the pipelined write."""
+        if self._pipeline is not None:
+            try:
+                self._pipeline.sync()
+            except self._errors.Error as error:
+                raise self._failure(error) from None
 
     def _rows(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
@@ -300,10 +322,38 @@ class _PostgresBase:
                 f"({str(error).strip()}). Retry shortly; the connection is opened again on the "
                 "next call."
             )
+        if isinstance(error, self._errors.IntegrityError):
+            return StoreError(
+                f"The change breaks a rule of the {self._kind} ({str(error).strip()}): a record "
+                "it refers to is missing, or one with the same key exists."
+            )
         return StoreError(
             f"{doing} the {self._kind} database {redact_url(self.url)!r}: "
             f"{str(error).strip()}. Check that the server is reachable, then retry."
         )
+
+
+class _PipelinedCursor:
+    """A write's cursor inside a pipelined transaction.
+
+    Its rowcount and rows exist only once the server has answered, so reading
+    them first waits (``sync``) for every statement sent so far; a statement
+    that failed raises its StoreError there (or, if nothing is read, at the
+    COMMIT).
+    """
+
+    def __init__(self, cursor: psycopg.Cursor[Any], sync: Callable[[], None]) -> None:
+        self._cursor = cursor
+        self._sync = sync
+
+    @property
+    def rowcount(self) -> int:
+        self._sync()
+        return self._cursor.rowcount
+
+    def fetchall(self) -> list[Any]:
+        self._sync()
+        return self._cursor.fetchall()
 
 
 class PostgresStore(_PostgresBase, SqlStore, VectorSearch):
