@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from facetrust.errors import ReviewClosed, ReviewNotAllowed
+from facetrust.errors import ReviewClosed, ReviewNotAllowed, StoreError
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from facetrust.gallery.pending import probe_key_name
@@ -147,6 +147,26 @@ def test_the_retention_sweep_deletes_a_probe_past_its_time_limit(
     assert gallery.keystore.get_key(probe_key_name(other.identification_id)) is None
     event = list(gallery.audit.events(kind="pending-probe.deleted"))[-1]
     assert event.fields["reason"] == "identification decided; deletion was interrupted"
+
+
+def test_an_identification_whose_write_fails_keeps_no_probe_key(
+    kofi_gallery: Gallery, identities: dict[str, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gallery = kofi_gallery
+    keys = set(gallery.keystore.subject_ids())
+    events = len(kinds(gallery))
+
+    def disk_full(record: object) -> None:  # a store failure mid-write, after the key was made
+        raise StoreError("The gallery database failed: disk I/O error.")
+
+    monkeypatch.setattr(gallery.store, "insert_identification", disk_full)
+    with pytest.raises(StoreError, match="disk I/O error"):
+        gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2)
+    assert set(gallery.keystore.subject_ids()) == keys  # the probe's key went with it
+    assert len(kinds(gallery)) == events
+    monkeypatch.undo()
+    found = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2)
+    assert gallery.keystore.get_key(probe_key_name(found.identification_id)) is not None
 
 
 def test_no_probe_is_kept_when_the_policy_says_so_or_for_a_template(

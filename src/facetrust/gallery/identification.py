@@ -26,10 +26,10 @@ from ..errors import (
     UnknownSubject,
 )
 from ..pipeline import FacePolicy
-from ..store.base import IdentificationRecord, ReviewRecord
+from ..store.base import IdentificationRecord, PendingProbeRecord, ReviewRecord
 from .checks import check_k, check_name, check_purpose
 from .parts import GalleryParts
-from .pending import discard_probe, seal_probe
+from .pending import discard_probe, forget_unstored_probe, seal_probe
 from .probes import FaceInput
 from .search import search_probe
 from .subjects import require_active_consent
@@ -59,6 +59,18 @@ def audit_refusal(
             message=str(error),
             **fields,
         )
+        raise
+
+
+@contextmanager
+def _forgetting_probe_on_failure(
+    parts: GalleryParts, identification_id: str, kept: PendingProbeRecord | None
+) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        if kept is not None:
+            forget_unstored_probe(parts, identification_id)
         raise
 
 
@@ -102,7 +114,7 @@ def identify(
         ended_at=ended,
         candidates=tuple((c.subject_id, c.distance, c.rank) for c in candidates),
     )
-    with parts.store.transaction():
+    with _forgetting_probe_on_failure(parts, identification_id, kept), parts.store.transaction():
         parts.store.insert_identification(record)
         if kept is not None:
             parts.store.insert_pending_probe(kept)

@@ -15,11 +15,13 @@ audited (``pending-probe.deleted``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .. import crypto
+from ..errors import FacetrustError
 from ..faces import Box
 from ..store.base import PendingProbeRecord
 from .parts import GalleryParts
@@ -28,6 +30,7 @@ __all__ = [
     "KEY_PREFIX",
     "KeptProbe",
     "discard_probe",
+    "forget_unstored_probe",
     "open_probe",
     "probe_key_name",
     "seal_probe",
@@ -86,6 +89,15 @@ def seal_probe(
     sealed = crypto.seal(key, header + b"\n" + photo, probe_label(identification_id))
     until = now + timedelta(hours=hours)
     return PendingProbeRecord(identification_id, sealed, now.isoformat(), until.isoformat())
+
+
+def forget_unstored_probe(parts: GalleryParts, identification_id: str) -> None:
+    """Destroy the key :func:`seal_probe` made for a probe whose identification was
+    then not stored (its write failed): the key seals nothing, and no sweep could
+    tell it from the key of an identification still being written. Best effort:
+    a key store that fails too leaves the key (the caller's error is the news)."""
+    with contextlib.suppress(FacetrustError):
+        parts.keyring.destroy_data_keys([probe_key_name(identification_id)])
 
 
 def open_probe(parts: GalleryParts, identification_id: str) -> KeptProbe | None:
