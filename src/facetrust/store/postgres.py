@@ -29,6 +29,7 @@ store holds keys that erasure destroyed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 #: Advisory lock keys (any 64-bit numbers unique to facetrust): "FTG1", "FTK1".
 _LOCKS = {"gallery": 0x46544731, "keystore": 0x46544B31}
 _MIGRATION_LOCK = 0x46544D31  # "FTM1"
+#: SQLSTATEs of a session the server ended: admin shutdown (a terminated backend
+#: too), crash shutdown, cannot connect now; class 08 is "connection exception".
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
 
 
 def is_database_url(value: str | None) -> bool:
@@ -100,6 +104,7 @@ class _PostgresBase:
         self._writing = False  # inside transaction(), not snapshot()
         self._stamp: int | None = None
         self._pipeline: psycopg.Pipeline | None = None  # set inside transaction()
+        self._ended = False  # the server ended the session (see _gone)
         try:
             self._migrate(create)
         except psycopg.Error as error:
@@ -198,7 +203,7 @@ class _PostgresBase:
             with self._db.pipeline() as pipeline:
                 self._pipeline = pipeline
                 yield
-                if self._db.broken:  # lost earlier in the transaction: the server rolled it back
+                if self._lost():  # lost earlier in the transaction: the server rolled it back
                     raise StoreUnavailable(
                         f"The connection to {redact_url(self.url)!r} was lost during the "
                         "write: nothing of it was stored. Retry."
@@ -207,7 +212,7 @@ class _PostgresBase:
                 self._db.execute(b"COMMIT")
         except self._errors.Error as error:  # raised by the COMMIT's wait, for any statement
             self._end_write()
-            if self._db.broken:
+            if self._gone(error):
                 raise StoreUnavailable(
                     f"The connection to {redact_url(self.url)!r} was lost while the write "
                     f"committed ({str(error).strip()}): it may or may not have been stored. "
@@ -228,8 +233,22 @@ class _PostgresBase:
         self._pipeline = None
 
     def _rollback(self) -> None:
-        if not self._db.closed and not self._db.broken:
-            self._db.execute("ROLLBACK")
+        if not self._db.closed and not self._lost():
+            # a connection lost on the way ends the transaction on the server anyway
+            with contextlib.suppress(self._errors.OperationalError):
+                self._db.execute("ROLLBACK")
+
+    def _gone(self, error: Exception) -> bool:
+        """Whether the connection is lost: broken, or ``error`` says the server ended
+        the session (shut down, restarted, the backend terminated) before the
+        driver noticed the closed socket."""
+        state = getattr(error, "sqlstate", None) or ""
+        if state.startswith("08") or state in _SESSION_ENDED:
+            self._ended = True
+        return self._lost()
+
+    def _lost(self) -> bool:
+        return bool(self._db.broken or self._ended)
 
     def _alone(
         self, sql: bytes, params: Sequence[Any] | Mapping[str, Any] = ()
@@ -243,16 +262,18 @@ class _PostgresBase:
         self._reopen_if_lost()
         try:
             return self._db.execute(sql, params)
-        except self._errors.OperationalError:
-            if not self._db.broken:
+        except self._errors.OperationalError as error:
+            if not self._gone(error):
                 raise
         self._reopen_if_lost()
         return self._db.execute(sql, params)
 
     def _reopen_if_lost(self) -> None:
-        if not self._db.broken:
+        if not self._lost():
             return
+        self._db.close()
         self._db = connect(self.url, error=StoreUnavailable)
+        self._ended = False
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -316,7 +337,7 @@ class _PostgresBase:
 
     def _failure(self, error: Exception, doing: str = "Failed on") -> StoreError:
         """A driver error as a StoreError: StoreUnavailable when the server is unreachable."""
-        if self._db.broken:
+        if self._gone(error):
             return StoreUnavailable(
                 f"The {self._kind} database {redact_url(self.url)!r} cannot be reached "
                 f"({str(error).strip()}). Retry shortly; the connection is opened again on the "
