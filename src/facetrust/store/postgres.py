@@ -210,9 +210,9 @@ class _PostgresBase:
                     )
                 committing = True
                 self._db.execute(b"COMMIT")
-        except self._errors.Error as error:  # raised by the COMMIT's wait, for any statement
+        except self._errors.Error as error:  # the COMMIT's wait reports any statement's error
             self._end_write()
-            if self._gone(error):
+            if committing and self._gone(error):
                 raise StoreUnavailable(
                     f"The connection to {redact_url(self.url)!r} was lost while the write "
                     f"committed ({str(error).strip()}): it may or may not have been stored. "
