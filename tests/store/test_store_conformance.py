@@ -239,6 +239,11 @@ def test_keystore(keystore: KeyStore) -> None:
     assert sorted(keystore.subject_ids()) == ["s1", "s2"]
     assert keystore.all_keys() == {"s1": b"wrapped-1b", "s2": b"wrapped-2"}
     with keystore.transaction():
+        for name in ("probe:a", "probe:b", "Probe:c", "probe", "x-probe:d", "probe_%"):
+            keystore.put_key(name, b"w")
+    assert sorted(keystore.names_starting("probe:")) == ["probe:a", "probe:b"]
+    assert keystore.names_starting("probe_") == ["probe_%"]  # no wildcards
+    with keystore.transaction():
         assert keystore.delete_key("s1") and not keystore.delete_key("s1")
     assert keystore.get_key("s1") is None
     keystore.reclaim()

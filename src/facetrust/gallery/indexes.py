@@ -397,9 +397,10 @@ class SearchIndexes:
 
         ``model_id`` None drops every model's file.
         """
-        names = [index_file.key_name(model_id)] if model_id is not None else [
-            n for n in self.keystore.subject_ids() if n.startswith(index_file.KEY_PREFIX)
-        ]
+        names = (
+            [index_file.key_name(model_id)] if model_id is not None
+            else self.keystore.names_starting(index_file.KEY_PREFIX)
+        )
         self.keyring.destroy_data_keys(names)
         if self.config.index_dir is not None:
             folder = Path(self.config.index_dir)

@@ -143,9 +143,9 @@ def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
     with parts.store.snapshot():
         due = parts.store.pending_probes_due(now.isoformat())
         leftover = []
-        for name in parts.keystore.subject_ids():
+        for name in parts.keystore.names_starting(KEY_PREFIX):
             identification_id = name[len(KEY_PREFIX):]
-            if not name.startswith(KEY_PREFIX) or identification_id in due:
+            if identification_id in due:
                 continue
             # a key whose identification is not stored yet may belong to an identify
             # still running in another process: left alone

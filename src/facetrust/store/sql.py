@@ -403,6 +403,14 @@ class SqlKeyStore(SqlBase):
     def subject_ids(self) -> list[str]:
         return [str(row[0]) for row in self._read("SELECT subject_id FROM data_keys")]
 
+    def names_starting(self, prefix: str) -> list[str]:
+        # substr, not LIKE: exact and case-sensitive on both databases, no wildcards to escape
+        rows = self._read(
+            "SELECT subject_id FROM data_keys WHERE substr(subject_id, 1, ?) = ?",
+            (len(prefix), prefix),
+        )
+        return [str(row[0]) for row in rows]
+
     def all_keys(self) -> dict[str, bytes]:
         """Every wrapped key by subject id (for bulk loading and key rotation)."""
         rows = self._read("SELECT subject_id, wrapped FROM data_keys")
