@@ -233,10 +233,14 @@ class _PostgresBase:
         self._pipeline = None
 
     def _rollback(self) -> None:
+        self._end_transaction(b"ROLLBACK")
+
+    def _end_transaction(self, sql: bytes) -> None:
+        """Send ``sql`` (COMMIT or ROLLBACK) unless the connection is lost: the server
+        has already ended the transaction then."""
         if not self._db.closed and not self._lost():
-            # a connection lost on the way ends the transaction on the server anyway
             with contextlib.suppress(self._errors.OperationalError):
-                self._db.execute("ROLLBACK")
+                self._db.execute(sql)
 
     def _gone(self, error: Exception) -> bool:
         """Whether the connection is lost: broken, or ``error`` says the server ended
@@ -289,8 +293,7 @@ class _PostgresBase:
             yield
         finally:
             self._depth = 0
-            if not self._db.closed:  # a lost connection ended the read-only transaction
-                self._db.execute("COMMIT")
+            self._end_transaction(b"COMMIT")  # read-only: nothing is lost if it is not sent
 
     def close(self) -> None:
         self._db.close()
