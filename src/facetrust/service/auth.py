@@ -16,19 +16,27 @@ working. A throttled request is answered after its ``Retry-After`` or
 ``THROTTLED_DELAY_S``, whichever is shorter (an idle wait, no CPU), so a client
 that ignores ``Retry-After`` and retries at once cannot keep the server busy:
 40 such clients send at most 20 requests a second.
+
+Every read and write of the service database here (keys, throttles, rate
+limits) runs in a worker thread, never on the event loop, as do the console's
+session look-ups: while that database is slow or unreachable, the requests
+that need it wait (and are answered 503 after the request timeout) and every
+other request, ``/healthz`` first, is still answered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import anyio
-import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .apikeys import ApiKey, parse_key
 from .limits import rate_limited, retry_seconds
+from .offload import in_worker_thread
 from .permissions import PERMISSIONS, permits
 from .problems import Problem
 from .refusals import note_key
@@ -78,42 +86,89 @@ async def _refuse_throttled(state: ServiceState, wait: float, whom: str) -> Prob
     return _throttled(wait, whom)
 
 
+#: Takes a token from a key's bucket: 0.0 if allowed, else seconds until one is available.
+Spend = Callable[[ApiKey], float]
+
+
+@dataclass(frozen=True)
+class _Throttled:
+    wait: float
+    whom: str
+
+
+def _known_key(
+    state: ServiceState, address: str, parsed: tuple[str, str] | None, spend: Spend | None
+) -> tuple[ApiKey, float] | _Throttled | Literal["unknown", "hash"]:
+    """Everything :func:`check_key` can decide without argon2 (store reads: in a thread)."""
+    if parsed is not None:
+        key = state.keys.cached(*parsed)
+        if key is not None:
+            return key, spend(key) if spend is not None else 0.0
+    wait = state.address_failures.blocked(address)
+    if wait:
+        return _Throttled(wait, "from this address")
+    if parsed is None or not state.keys.is_known(parsed[0]):
+        state.address_failures.failed(address)
+        return "unknown"
+    wait = state.key_failures.blocked(parsed[0])
+    if wait:
+        return _Throttled(wait, "for this key")
+    return "hash"
+
+
+def _verified_key(
+    state: ServiceState, address: str, key_id: str, secret: str, spend: Spend | None
+) -> tuple[ApiKey, float] | None:
+    key = state.keys.verify(key_id, secret)
+    if key is None:
+        state.address_failures.failed(address)
+        state.key_failures.failed(key_id)
+        return None
+    return key, spend(key) if spend is not None else 0.0
+
+
 async def check_key(request: Request, presented: str) -> ApiKey:
-    """The active key ``presented`` belongs to; a 401 or 429 problem otherwise.
+    """The active key ``presented`` belongs to; a 401 or 429 problem otherwise."""
+    key, _ = await _check_key(request, presented, None)
+    return key
+
+
+async def _check_key(
+    request: Request, presented: str, spend: Spend | None
+) -> tuple[ApiKey, float]:
+    """The key and, with ``spend``, the wait its bucket asks (see :func:`check_key`).
 
     The order keeps invalid keys cheap (see the module notes): grammar, then the
     memory of verified keys, then the throttles, then an unknown id, and only
-    then argon2.
+    then argon2. The store reads and writes run in worker threads (module
+    notes); ``spend`` runs in the same thread once the key is known.
     """
     state = service_state(request)
     address = client_address(request)
     parsed = parse_key(presented)
-    if parsed is not None:
-        key = state.keys.cached(*parsed)
-        if key is not None:
-            return key
-    wait = state.address_failures.blocked(address)
-    if wait:
-        raise await _refuse_throttled(state, wait, "from this address")
-    if parsed is None or not state.keys.is_known(parsed[0]):
-        state.address_failures.failed(address)
+    found = await in_worker_thread(_known_key, state, address, parsed, spend)
+    if isinstance(found, _Throttled):
+        raise await _refuse_throttled(state, found.wait, found.whom)
+    if found == "unknown":
         raise _unauthorized()
-    key_id, secret = parsed
-    wait = state.key_failures.blocked(key_id)
-    if wait:
-        raise await _refuse_throttled(state, wait, "for this key")
-    key = await anyio.to_thread.run_sync(
-        state.keys.verify, key_id, secret, limiter=state.hash_limiter
+    if found != "hash":
+        return found
+    assert parsed is not None  # "hash" is only answered for a well-formed key
+    verified = await in_worker_thread(
+        _verified_key, state, address, *parsed, spend, limiter=state.hash_limiter
     )
-    if key is None:
-        state.address_failures.failed(address)
-        state.key_failures.failed(key_id)
+    if verified is None:
         raise _unauthorized()
-    return key
+    return verified
 
 
-async def authenticate(request: Request, presented: str | None) -> ApiKey:
-    """The active key ``presented`` belongs to, or a 401 (429 when throttled) problem."""
+async def authenticate(
+    request: Request, presented: str | None, spend: Spend | None = None
+) -> tuple[ApiKey, float]:
+    """The active key ``presented`` belongs to, or a 401 (429 when throttled) problem.
+
+    With ``spend`` (a rate limit), also the seconds its bucket asks to wait (0.0: none).
+    """
     if not presented:
         raise Problem(
             "unauthorized",
@@ -121,9 +176,19 @@ async def authenticate(request: Request, presented: str | None) -> ApiKey:
             "An admin creates keys with `facetrust keys create --role ROLE`.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    key = await check_key(request, presented)
+    key, wait = await _check_key(request, presented, spend)
     note_key(key)
-    return key
+    return key, wait
+
+
+async def take_token(state: ServiceState, operation: str, key: ApiKey) -> float:
+    """Take a token from ``key``'s bucket for ``operation`` (in a worker thread: the
+    buckets may live in the service database): 0.0 if allowed, else seconds to wait."""
+    return await in_worker_thread(state.identify_bucket.take, _bucket(operation, key))
+
+
+def _bucket(operation: str, key: ApiKey) -> str:
+    return f"{operation}:{key.key_id}"
 
 
 def role_refusal(key: ApiKey, operation: str) -> str | None:
@@ -157,14 +222,22 @@ def allow(operation: str, *, rate_limit: bool = False) -> Callable[..., Awaitabl
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> ApiKey:
-        key = await authenticate(request, credentials.credentials if credentials else None)
+        state = service_state(request)
+
+        def spend(key: ApiKey) -> float:
+            # a key whose role may not call the operation spends nothing (403 below)
+            if not permits(key.role, operation):
+                return 0.0
+            return state.identify_bucket.take(_bucket(operation, key))
+
+        key, wait = await authenticate(
+            request, credentials.credentials if credentials else None,
+            spend if rate_limit else None,
+        )
         check_role(key, operation)
-        if rate_limit:
-            state = service_state(request)
-            wait = state.identify_bucket.take(f"{operation}:{key.key_id}")
-            if wait:
-                state.metrics.rate_limited()
-                raise rate_limited(wait, operation)
+        if wait:
+            state.metrics.rate_limited()
+            raise rate_limited(wait, operation)
         return key
 
     dependency.__name__ = f"allow_{operation}"

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from ..matching import get_operating_point
 from .apikeys import ApiKey, CreatedKey, Role
 from .auth import allow, service_state
+from .offload import in_worker_thread
 from .permissions import operations_of
 from .problems import AUTH_PROBLEMS, problem_responses
 from .state import ServiceState
@@ -43,8 +44,8 @@ async def create_audited_key(
 
 async def revoke_audited_key(state: ServiceState, admin: ApiKey, key_id: str) -> ApiKey:
     """Revoke ``key_id``, end its console sessions, and audit it (``apikey.revoke``)."""
-    revoked = await anyio.to_thread.run_sync(lambda: state.keys.revoke(key_id))
-    ended = state.sessions.end_all(key_id)
+    revoked = await anyio.to_thread.run_sync(state.keys.revoke, key_id)
+    ended = await in_worker_thread(state.sessions.end_all, key_id)
     await state.record("apikey.revoke", actor=admin.actor, key_id=key_id,
                        role=revoked.role.value, console_sessions_ended=ended)
     return revoked
@@ -95,7 +96,8 @@ async def list_keys(
     request: Request, key: ApiKey = Depends(allow("list_api_keys"))  # noqa: B008
 ) -> dict[str, Any]:
     """Every key (never a secret), revoked ones included."""
-    return {"keys": [k.to_dict() for k in service_state(request).keys.list()]}
+    keys = await in_worker_thread(service_state(request).keys.list)
+    return {"keys": [k.to_dict() for k in keys]}
 
 
 @router.delete("/keys/{key_id}", operation_id="revoke_api_key")

@@ -6,28 +6,18 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from ..apikeys import ApiKey
-from ..auth import SESSION_COOKIE, service_state
+from ..auth import service_state
+from ..offload import in_worker_thread
 from ..permissions import permits
 from ..refusals import note_key
-from ..sessions import ConsoleSession
 from .rendering import render_page
+from .request_session import current_session
 
-__all__ = ["LoginRequired", "current_session", "guard", "session_key"]
+__all__ = ["LoginRequired", "guard", "session_key"]
 
 
 class LoginRequired(Exception):
     """No live session: the caller should be sent to the login page."""
-
-
-def current_session(request: Request) -> ConsoleSession | None:
-    """The live console session of the request's cookie, or None (no hashing, one read)."""
-    cached: ConsoleSession | None = getattr(request.state, "console_session", None)
-    if cached is not None:
-        return cached
-    token = request.cookies.get(SESSION_COOKIE, "")
-    session = service_state(request).sessions.get(token) if token else None
-    request.state.console_session = session
-    return session
 
 
 async def session_key(request: Request) -> ApiKey:
@@ -39,13 +29,13 @@ async def session_key(request: Request) -> ApiKey:
         When there is no cookie, the session has ended (logout, idle, expired),
         or its key has been revoked (the key's sessions then end too).
     """
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         raise LoginRequired
     state = service_state(request)
-    key = state.keys.active(session.key_id)
+    key = await in_worker_thread(state.keys.active, session.key_id)
     if key is None:
-        state.sessions.end_all(session.key_id)
+        await in_worker_thread(state.sessions.end_all, session.key_id)
         raise LoginRequired
     note_key(key)
     return key

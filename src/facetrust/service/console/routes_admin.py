@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from ...errors import FacetrustError
 from ..apikeys import Role
 from ..auth import service_state
+from ..offload import in_worker_thread
 from ..problems import problem_of
 from ..routes_admin import create_audited_key, revoke_audited_key
 from .access import guard
@@ -27,8 +28,8 @@ async def keys_page(request: Request) -> Response:
     key = await guard(request, "list_api_keys")
     if isinstance(key, Response):
         return key
-    return render_page(request, key, "keys.html", keys=service_state(request).keys.list(),
-                       roles=[r.value for r in Role])
+    keys = await in_worker_thread(service_state(request).keys.list)
+    return render_page(request, key, "keys.html", keys=keys, roles=[r.value for r in Role])
 
 
 @router.post("/keys")
@@ -51,7 +52,7 @@ async def keys_submit(
     key = await guard(request, operation)
     if isinstance(key, Response):
         return key
-    check_csrf(request, csrf)
+    await check_csrf(request, csrf)
     state = service_state(request)
     context: dict[str, Any] = {}
     status = 200
@@ -59,9 +60,9 @@ async def keys_submit(
         if action == "create":
             context["created"] = await create_audited_key(state, key, role, name)
         elif action == "revoke" and confirm != "yes":
-            records = [k for k in state.keys.list() if k.key_id == key_id and k.active]
-            if records:
-                context["confirm_revoke"] = records[0]
+            record = await in_worker_thread(state.keys.active, key_id)
+            if record is not None:
+                context["confirm_revoke"] = record
             else:  # unknown or already revoked: the revoke call says so
                 context["revoked"] = await revoke_audited_key(state, key, key_id)
         elif action == "revoke":
@@ -72,5 +73,6 @@ async def keys_submit(
             )
     except FacetrustError as error:
         context["error"], status = error_context(error), problem_of(error).status
-    return render_page(request, key, "keys.html", status=status, keys=state.keys.list(),
+    keys = await in_worker_thread(state.keys.list)
+    return render_page(request, key, "keys.html", status=status, keys=keys,
                        roles=[r.value for r in Role], **context)

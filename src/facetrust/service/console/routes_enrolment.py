@@ -48,7 +48,7 @@ async def consent_submit(
     key = await guard(request, "grant_consent")
     if isinstance(key, Response):
         return key
-    check_csrf(request, csrf)
+    await check_csrf(request, csrf)
     state = service_state(request)
     digest = evidence_sha256.strip()
     if evidence_file is not None and evidence_file.filename:
@@ -143,7 +143,7 @@ async def enrol_submit(
     key = await guard(request, "enroll_photo")
     if isinstance(key, Response):
         return key
-    check_csrf(request, csrf)
+    await check_csrf(request, csrf)
     state = service_state(request)
     data = await photo.read()
     policy: FacePolicy = "crop" if crop else DEFAULT_FACE_POLICY

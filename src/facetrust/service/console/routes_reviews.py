@@ -113,7 +113,7 @@ async def review_submit(
     key = await guard(request, "review_candidate")
     if isinstance(key, Response):
         return key
-    check_csrf(request, csrf)
+    await check_csrf(request, csrf)
     try:
         await service_state(request).use_biometrics(
             key, "review_candidate",

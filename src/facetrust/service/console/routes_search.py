@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from ...errors import FacetrustError
 from ...gallery.photos import verify_photos
-from ..auth import service_state
+from ..auth import service_state, take_token
 from ..limits import rate_limited
 from ..problems import problem_of
 from ..routes_search import HUMAN_REVIEW_NOTICE
@@ -42,7 +42,7 @@ async def verify_submit(
     key = await guard(request, "verify_photos")
     if isinstance(key, Response):
         return key
-    check_csrf(request, csrf)
+    await check_csrf(request, csrf)
     state = service_state(request)
     a, b = await image_a.read(), await image_b.read()
     context: dict[str, Any] = {"purposes": state.gallery.config.purposes}
@@ -78,11 +78,11 @@ async def identify_submit(
     key = await guard(request, "identify")
     if isinstance(key, Response):
         return key
-    check_csrf(request, csrf)
+    await check_csrf(request, csrf)
     state = service_state(request)
     context: dict[str, Any] = {"purposes": state.gallery.config.purposes,
                                "notice": HUMAN_REVIEW_NOTICE}
-    wait = state.identify_bucket.take(f"identify:{key.key_id}")
+    wait = await take_token(state, "identify", key)
     if wait:
         state.metrics.rate_limited()
         problem = rate_limited(wait, "identify")

@@ -19,10 +19,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ..auth import SESSION_COOKIE, check_key, service_state
+from ..offload import in_worker_thread
 from ..problems import Problem
-from .access import LoginRequired, current_session, session_key
+from .access import LoginRequired, session_key
 from .csrf import check_csrf
 from .rendering import render_page
+from .request_session import current_session
 
 __all__ = ["LOGIN_COOKIE", "router"]
 
@@ -76,7 +78,7 @@ async def login(
             if refused.problem.status == 401 else refused.detail})
         response.headers.update(refused.headers)
         return response
-    token, session = state.sessions.open(key.key_id)
+    token, session = await in_worker_thread(state.sessions.open, key.key_id)
     await state.record("console.login", actor=key.actor, session_expires_at=session.expires_at)
     response = RedirectResponse("/console/", status_code=303)
     response.delete_cookie(LOGIN_COOKIE, path="/console/login")
@@ -90,10 +92,12 @@ async def login(
 @router.post("/logout")
 async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
     """End the session (server-side), drop its cookie and go back to the login form."""
-    check_csrf(request, csrf)
+    await check_csrf(request, csrf)
     state = service_state(request)
-    session = current_session(request)
-    ended = state.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
+    session = await current_session(request)
+    ended = await in_worker_thread(
+        state.sessions.end, request.cookies.get(SESSION_COOKIE, "")
+    )
     if session is not None and ended is not None:
         await state.record("console.logout", actor=f"key:{session.key_id}")
     response = RedirectResponse("/console/login", status_code=303)

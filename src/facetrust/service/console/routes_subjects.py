@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from ...errors import FacetrustError, UnknownSubject
 from ...gallery import Gallery
 from ..apikeys import ApiKey
-from ..auth import service_state
+from ..auth import service_state, take_token
 from ..limits import rate_limited
 from ..permissions import permits
 from ..problems import SERVICE_PROBLEMS, problem_of
@@ -105,7 +105,7 @@ async def _act(
     key = await guard(request, operation)
     if isinstance(key, Response):
         return key
-    check_csrf(request, csrf)
+    await check_csrf(request, csrf)
     try:
         return key, await service_state(request).call(lambda g: act(g, key))
     except FacetrustError as error:
@@ -178,7 +178,7 @@ async def verify_subject_submit(
     key = await guard(request, "verify_subject")
     if isinstance(key, Response):
         return key
-    check_csrf(request, csrf)
+    await check_csrf(request, csrf)
     state = service_state(request)
     data = await photo.read() if photo is not None else b""
     context: dict[str, Any] = {
@@ -186,7 +186,7 @@ async def verify_subject_submit(
         "typed": {"subject_id": subject_id, "purpose": purpose, "case_ref": case_ref},
         "photo": safe_photo_url(data),
     }
-    wait = state.identify_bucket.take(f"verify_subject:{key.key_id}")  # the API's bucket
+    wait = await take_token(state, "verify_subject", key)  # the API's bucket
     if wait:
         state.metrics.rate_limited()
         return render_page(request, key, "verify_subject.html", status=429,
