@@ -347,3 +347,41 @@ def test_event_gallery_gate_and_closing_on_postgres(
     assert closure.subjects_erased == (traveller,) and gallery.store.probe_crops() == []
     assert gallery.store.templates_of(traveller) == []
     assert gallery.audit.verify().ok
+
+
+def _silent_server() -> tuple[Any, int]:
+    """A TCP listener that accepts connections and never says a word (a hung server)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    return listener, int(listener.getsockname()[1])
+
+
+@pytest.mark.parametrize(("query", "bound_s"), [("", 10.0), ("?connect_timeout=2", 2.0)])
+def test_a_server_that_never_answers_is_a_clear_error_in_bounded_time(
+    tmp_path: Path, query: str, bound_s: float
+) -> None:
+    """`facetrust init` against a PostgreSQL address that accepts and then hangs gives
+    up after libpq's connect_timeout (10 s by default, the URL's own when it sets one)
+    with a one-line error, where libpq alone would wait forever."""
+    listener, port = _silent_server()
+    url = f"postgresql://facetrust@127.0.0.1:{port}/gallery{query}"
+    keystore_url = url.replace("/gallery", "/keystore")
+    command = str(Path(sys.executable).parent / "facetrust")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [command, "init", str(tmp_path / "g"), "--database-url", url,
+             "--keystore-url", keystore_url],
+            capture_output=True, text=True, check=False, env=env, timeout=60,
+        )
+    finally:
+        listener.close()
+    waited = time.monotonic() - started
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "Cannot connect to the" in done.stderr and "timeout" in done.stderr, done.stderr
+    assert bound_s <= waited < bound_s + 8.0, waited

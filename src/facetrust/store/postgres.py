@@ -56,6 +56,21 @@ def is_database_url(value: str | None) -> bool:
     return bool(value) and str(value).startswith(("postgresql://", "postgres://"))
 
 
+#: libpq settings of every connection whose URL does not set them. A server that
+#: has not completed the connection in 10 s is an error; TCP keepalives and a user
+#: timeout notice a dead server or network within about 25 s, where the kernel's
+#: defaults wait some 15 minutes (keepalives are answered by the server's kernel,
+#: so a long statement is not cut short). Ignored on a Unix socket.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "25000",
+}
+
+
 def connect(
     url: str, *, what: str = "PostgreSQL database", error: type[StoreError] = StoreError
 ) -> psycopg.Connection[Any]:
@@ -67,8 +82,12 @@ def connect(
             "The PostgreSQL backend needs psycopg 3. Install it with "
             "`pip install 'facetrust[postgres]'`."
         ) from None
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
-        return psycopg.connect(url, autocommit=True)
+        given = conninfo_to_dict(url)
+        defaults = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
+        return psycopg.connect(url, autocommit=True, **defaults)
     except psycopg.Error as failure:
         detail = " ".join(str(failure).split())  # libpq's message spans lines
         raise error(
