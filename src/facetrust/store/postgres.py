@@ -82,12 +82,12 @@ def connect(
             "The PostgreSQL backend needs psycopg 3. Install it with "
             "`pip install 'facetrust[postgres]'`."
         ) from None
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     try:
         given = conninfo_to_dict(url)
         defaults = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
-        return psycopg.connect(url, autocommit=True, **defaults)
+        return psycopg.connect(make_conninfo(url, **defaults), autocommit=True)
     except psycopg.Error as failure:
         detail = " ".join(str(failure).split())  # libpq's message spans lines
         raise error(
