@@ -211,3 +211,76 @@ def test_the_review_queue_lists_what_each_reviewer_may_review_in_pages(
     assert [c.case_ref for c in bobs] == ["C-0", "C-2", "C-3"]
     assert bobs[0].candidates[0].confirmed_by == ("alice",)
     assert kinds(gallery).count("review.queue") == 5
+
+
+def test_a_probe_key_left_by_an_identify_killed_mid_write_is_swept_once_old(
+    tmp_path: Path, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],
+    enrol_all: Any,
+) -> None:
+    """`facetrust identify` is killed (SIGKILL) after it made the probe's key and while
+    its write waits for the gallery: the key, which seals nothing, is left by a sweep
+    soon after (it could be an identify still writing) and deleted, audited, by the
+    first sweep an hour later."""
+    import json
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from facetrust.gallery.pending import KEY_PREFIX, UNSTORED_KEY_HOURS
+
+    gallery, _ = Gallery.init_folder(tmp_path)
+    with gallery:
+        enrol_all(gallery, identities, embeddings)
+        config = gallery.config
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
+    env["FACETRUST_GALLERY"] = str(tmp_path)
+    command = str(Path(sys.executable).parent / "facetrust")
+    made = subprocess.run(
+        [command, "keys", "create", "--role", "operator", "--name", "gate", "--json"],
+        capture_output=True, text=True, check=True, env=env,
+    )
+    env["FACETRUST_API_KEY"] = json.loads(made.stdout)["key"]
+
+    def probe_keys() -> list[str]:
+        with sqlite3.connect(config.keystore_path) as keys:
+            rows = keys.execute("SELECT subject_id FROM data_keys").fetchall()
+        return [str(r[0]) for r in rows if str(r[0]).startswith(KEY_PREFIX)]
+
+    holder = sqlite3.connect(config.db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the identify's write waits for this lock
+    child = subprocess.Popen(
+        [command, "identify", str(identities[KOFI][2]), "--purpose", "boarding",
+         "--case-ref", "CRASH-1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 25  # well inside the write's 30 s busy timeout
+        while not probe_keys() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.poll() is None, child.stderr.read() if child.stderr else ""
+        left = probe_keys()
+        assert len(left) == 1
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    identification_id = left[0][len(KEY_PREFIX):]
+
+    def sweep(hours_later: float) -> list[dict[str, Any]]:
+        later = datetime.now(UTC) + timedelta(hours=hours_later)
+        with Gallery.open(config, now=lambda: later) as opened:
+            assert opened.store.get_identification(identification_id) is None
+            opened.sweep_retention(actor="retention-job")
+            return [e.fields for e in opened.audit.events(kind="pending-probe.deleted")]
+
+    assert sweep(0.1) == [] and probe_keys() == left  # it may still be writing: left alone
+    deleted = sweep(UNSTORED_KEY_HOURS + 0.1)
+    assert probe_keys() == []
+    assert [(e["identification_id"], e["key_destroyed"], e["row_deleted"]) for e in deleted] == [
+        (identification_id, True, False)
+    ]
+    assert "interrupted" in deleted[0]["reason"]

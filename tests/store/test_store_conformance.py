@@ -250,18 +250,32 @@ def test_keystore(keystore: KeyStore) -> None:
 
 
 def test_keystore_add_key_commits_alone_and_never_replaces(keystore: KeyStore) -> None:
-    keystore.add_key("probe-1", b"wrapped-1")
+    keystore.add_key("probe-1", b"wrapped-1", created_at=T0)
     with pytest.raises(RuntimeError), keystore.transaction():
         keystore.put_key("s9", b"wrapped-9")
         raise RuntimeError("the transaction after it fails")
     assert keystore.get_key("probe-1") == b"wrapped-1"  # committed on its own
     with pytest.raises(StoreError, match="same key exists"):
-        keystore.add_key("probe-1", b"other")
+        keystore.add_key("probe-1", b"other", created_at=T0)
     assert keystore.get_key("probe-1") == b"wrapped-1"
     with pytest.raises(RuntimeError), keystore.transaction():
-        keystore.add_key("probe-2", b"wrapped-2")  # joins the open transaction
+        keystore.add_key("probe-2", b"wrapped-2", created_at=T0)  # joins the open transaction
         raise RuntimeError("rolled back")
     assert keystore.get_key("probe-2") is None and keystore.get_key("s9") is None
+
+
+def test_keystore_names_the_keys_made_before_a_time(keystore: KeyStore) -> None:
+    keystore.add_key("probe:old", b"w", created_at="2026-01-01T09:00:00+00:00")
+    keystore.add_key("probe:new", b"w", created_at="2026-01-01T11:00:00.5+00:00")
+    keystore.add_key("other:old", b"w", created_at="2026-01-01T09:00:00+00:00")
+    with keystore.transaction():
+        keystore.put_key("probe:unknown-age", b"w")  # not made by add_key: never named
+    assert keystore.names_created_before("probe:", "2026-01-01T10:00:00+00:00") == [
+        "probe:old"
+    ]
+    assert sorted(keystore.names_created_before("probe:", "2026-01-01T11:00:01+00:00")) == [
+        "probe:new", "probe:old"
+    ]
 
 
 def test_template_source_digest_round_trips(store: Store) -> None:

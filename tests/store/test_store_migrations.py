@@ -101,9 +101,9 @@ def test_messages_never_show_a_database_password() -> None:
 #: the shared table definitions (facetrust.store.schema) must keep rendering them.
 RELEASED = {
     "sqlite": ["50e5ab056105f0ff", "a2f5d90d084174ca", "2a7da43f6179f964", "d6a4b8b2442bb669"],
-    "sqlite-keys": ["d9b9d6754c972257"],
+    "sqlite-keys": ["d9b9d6754c972257", "ec2273d3831cdb47"],
     "postgres": ["5f469f733d407b91", "a01f1ac96d9114f6", "54ec371fd534b39e", "3e0caf3c4072fbcf"],
-    "postgres-keys": ["98c26f912d46b859"],
+    "postgres-keys": ["98c26f912d46b859", "ec2273d3831cdb47"],
 }
 
 

@@ -12,6 +12,7 @@ included, becomes unreadable (crypto-shredding).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -128,13 +129,16 @@ class Keyring:
             self.keystore.put_key(name, self.master_key.wrap(key, data_key_label(name)))
         return key
 
-    def add_data_key(self, name: str) -> bytes:
-        """Generate a data key for a name never used before, store it and return it.
+    def add_data_key(self, name: str, *, now: datetime) -> bytes:
+        """Generate a data key for a name never used before, store it (made at ``now``)
+        and return it.
 
         One statement, committed on return (see :meth:`KeyStore.add_key`).
         """
         key = crypto.generate_key()
-        self.keystore.add_key(name, self.master_key.wrap(key, data_key_label(name)))
+        self.keystore.add_key(
+            name, self.master_key.wrap(key, data_key_label(name)), created_at=now.isoformat()
+        )
         return key
 
     def destroy_data_keys(self, names: Iterable[str]) -> int:

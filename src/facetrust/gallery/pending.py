@@ -40,6 +40,11 @@ __all__ = [
 #: Key-store name prefix of the data keys of pending probes.
 KEY_PREFIX = "facetrust:pending-probe:"
 
+#: How long a probe's key may wait for its identification to be stored before the
+#: sweep takes it for one that a crash left (a process killed between making the
+#: key and committing the identification). An identify stores it within seconds.
+UNSTORED_KEY_HOURS = 1
+
 
 @dataclass(frozen=True)
 class KeptProbe:
@@ -84,7 +89,7 @@ def seal_probe(
     hours = parts.config.pending_probe_hours
     if hours <= 0:
         return None
-    key = parts.keyring.add_data_key(probe_key_name(identification_id))
+    key = parts.keyring.add_data_key(probe_key_name(identification_id), now=now)
     header = json.dumps({"box": [box.left, box.top, box.right, box.bottom]}).encode()
     sealed = crypto.seal(key, header + b"\n" + photo, probe_label(identification_id))
     until = now + timedelta(hours=hours)
@@ -93,9 +98,9 @@ def seal_probe(
 
 def forget_unstored_probe(parts: GalleryParts, identification_id: str) -> None:
     """Destroy the key :func:`seal_probe` made for a probe whose identification was
-    then not stored (its write failed): the key seals nothing, and no sweep could
-    tell it from the key of an identification still being written. Best effort:
-    a key store that fails too leaves the key (the caller's error is the news)."""
+    then not stored (its write failed): the key seals nothing. Best effort: a key
+    store that fails too leaves the key, which the retention sweep deletes once
+    it is :data:`UNSTORED_KEY_HOURS` old (the caller's error is the news)."""
     with contextlib.suppress(FacetrustError):
         parts.keyring.destroy_data_keys([probe_key_name(identification_id)])
 
@@ -136,20 +141,25 @@ def discard_probe(parts: GalleryParts, identification_id: str, *, actor: str, re
 
 
 def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
-    """Delete every probe past ``config.pending_probe_hours``, and the keys left over
-    by an interrupted decision (identification decided, or stored without its
-    probe); returns how many went."""
+    """Delete every probe past ``config.pending_probe_hours``, the keys left over by
+    an interrupted decision (identification decided, or stored without its probe)
+    and those of identifications never stored (the process was killed after making
+    the key, :data:`UNSTORED_KEY_HOURS` ago or more); returns how many went."""
     now = parts.now()
+    unstored_since = (now - timedelta(hours=UNSTORED_KEY_HOURS)).isoformat()
     with parts.store.snapshot():
         due = parts.store.pending_probes_due(now.isoformat())
-        leftover = []
+        old_enough = set(parts.keystore.names_created_before(KEY_PREFIX, unstored_since))
+        leftover, unstored = [], []
         for name in parts.keystore.names_starting(KEY_PREFIX):
             identification_id = name[len(KEY_PREFIX):]
             if identification_id in due:
                 continue
-            # a key whose identification is not stored yet may belong to an identify
-            # still running in another process: left alone
-            if parts.store.get_identification(identification_id) is not None and (
+            if parts.store.get_identification(identification_id) is None:
+                # a recent one may belong to an identify still writing in another process
+                if name in old_enough:
+                    unstored.append(identification_id)
+            elif (
                 parts.store.get_pending_probe(identification_id) is None
                 or parts.store.identification_decided_at(identification_id) is not None
             ):
@@ -163,5 +173,10 @@ def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
         swept += discard_probe(
             parts, identification_id, actor=actor,
             reason="identification decided; deletion was interrupted",
+        )
+    for identification_id in unstored:
+        swept += discard_probe(
+            parts, identification_id, actor=actor,
+            reason="identification never stored; its identify was interrupted",
         )
     return swept

@@ -529,8 +529,9 @@ class KeyStore(Protocol):
         """Insert or replace the subject's wrapped data key."""
         ...
 
-    def add_key(self, subject_id: str, wrapped: bytes) -> None:
-        """Store a wrapped key under a name never used before, committed on return.
+    def add_key(self, subject_id: str, wrapped: bytes, *, created_at: str) -> None:
+        """Store a wrapped key under a name never used before, committed on return,
+        with the time it was made (ISO 8601, see :meth:`names_created_before`).
 
         One statement, without a transaction of its own (it joins one that is
         open). Cheaper than :meth:`put_key` in a transaction for a key made for
@@ -551,6 +552,11 @@ class KeyStore(Protocol):
     def names_starting(self, prefix: str) -> list[str]:
         """The names of the keys whose name starts with ``prefix`` (filtered in the
         database: the key store holds one key per subject)."""
+        ...
+
+    def names_created_before(self, prefix: str, before: str) -> list[str]:
+        """The names starting with ``prefix`` of the keys :meth:`add_key` made before
+        ``before`` (ISO 8601); keys of unknown age (made otherwise) are not named."""
         ...
 
     def all_keys(self) -> dict[str, bytes]:

@@ -16,6 +16,7 @@ from .schema import (
     event_tables,
     gallery_tables,
     idempotency_table,
+    key_creation_time,
     keystore_tables,
     pending_probe_tables,
     source_digest_column,
@@ -45,4 +46,8 @@ GALLERY_MIGRATIONS: list[str] = [
     batch_queue_table(SQLITE_TYPES),
 ]
 
-KEYSTORE_MIGRATIONS: list[str] = [keystore_tables(SQLITE_TYPES)]
+KEYSTORE_MIGRATIONS: list[str] = [
+    keystore_tables(SQLITE_TYPES),
+    # 2: when each data key was made (the sweep of keys a crash left).
+    key_creation_time(),
+]

@@ -19,6 +19,7 @@ from .schema import (
     event_tables,
     gallery_tables,
     idempotency_table,
+    key_creation_time,
     keystore_tables,
     pending_probe_tables,
     source_digest_column,
@@ -87,4 +88,8 @@ GALLERY_MIGRATIONS: list[str] = [
     batch_queue_table(POSTGRES_TYPES),
 ]
 
-KEYSTORE_MIGRATIONS: list[str] = [keystore_tables(POSTGRES_TYPES)]
+KEYSTORE_MIGRATIONS: list[str] = [
+    keystore_tables(POSTGRES_TYPES),
+    # 2: when each data key was made (SQLite migration 2).
+    key_creation_time(),
+]

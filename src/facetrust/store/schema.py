@@ -220,6 +220,14 @@ def source_digest_column() -> str:
 """
 
 
+def key_creation_time() -> str:
+    """When each data key was made (ISO 8601; NULL for keys made before), so the retention
+    sweep can tell a kept probe's key left by a crash from one an identify is writing."""
+    return """
+    ALTER TABLE data_keys ADD COLUMN created_at TEXT;
+"""
+
+
 def change_tracking(types: ColumnTypes) -> str:
     """Change tracking (``Store.changes_since``): stamps, template tombstones, their bound.
 

@@ -390,10 +390,12 @@ class SqlKeyStore(SqlBase):
             (subject_id, wrapped),
         )
 
-    def add_key(self, subject_id: str, wrapped: bytes) -> None:
+    def add_key(self, subject_id: str, wrapped: bytes, *, created_at: str) -> None:
         self._write_now(
-            self.dialect.render("INSERT INTO data_keys (subject_id, wrapped) VALUES (?, ?)"),
-            (subject_id, wrapped),
+            self.dialect.render(
+                "INSERT INTO data_keys (subject_id, wrapped, created_at) VALUES (?, ?, ?)"
+            ),
+            (subject_id, wrapped, created_at),
         )
 
     def delete_key(self, subject_id: str) -> bool:
@@ -408,6 +410,14 @@ class SqlKeyStore(SqlBase):
         rows = self._read(
             "SELECT subject_id FROM data_keys WHERE substr(subject_id, 1, ?) = ?",
             (len(prefix), prefix),
+        )
+        return [str(row[0]) for row in rows]
+
+    def names_created_before(self, prefix: str, before: str) -> list[str]:
+        rows = self._read(
+            "SELECT subject_id FROM data_keys WHERE substr(subject_id, 1, ?) = ? "
+            "AND created_at < ?",
+            (len(prefix), prefix, before),
         )
         return [str(row[0]) for row in rows]
 
