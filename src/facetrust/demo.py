@@ -38,7 +38,8 @@ def _photos(folder: Path, name: str) -> list[Path]:
     if len(photos) < 2:
         raise InvalidParameter(
             f"The demo needs at least two photos of {name} under {str(folder)!r}. Run it from "
-            "the repository root or pass --photos tests/data/lfw."
+            "the repository root, or pass --photos with the path of the repository's "
+            "tests/data/lfw folder."
         )
     return photos
 
