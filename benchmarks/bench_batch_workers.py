@@ -32,7 +32,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -41,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import facetrust
 from facetrust.service.server import share_cores
+from timing import machine  # beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 FACETRUST = Path(sys.executable).parent / "facetrust"
@@ -149,9 +148,7 @@ def main() -> None:
             rows.append(run(label, commands, len(photos)))
     one, two = rows[1]["photos_per_second"], rows[2]["photos_per_second"]
     result = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform(), "facetrust": facetrust.__version__,
-                    "backend": args.backend},
+        "machine": machine(backend=args.backend),
         "rows": rows,
         "queue_x2_over_x1": round(two / one, 2),
         "queue_x1_over_reference": round(one / rows[0]["photos_per_second"], 2),

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -66,13 +65,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-import facetrust
 from facetrust import crypto
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery, GalleryConfig
 from facetrust.gallery.config import CONFIG_NAME
 from facetrust.gallery.keyring import data_key_label, template_label
 from facetrust.store import ConsentRecord, SubjectRecord, TemplateRecord
+from timing import machine  # beside this script
+
+LOAD_NOTE = (
+    "2 cores shared with other sessions; load_1min_before is the 1-minute load "
+    "average just before each child started"
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".bench" / "cold_start"
@@ -309,21 +313,10 @@ def main() -> None:
             results.append(measure(backend, size, file_only=args.file_only,
                                    compare_src=args.compare_src))
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"machine": machine(), "rows": results}, indent=2)
-                                + "\n")
+            result = {"machine": machine(note=LOAD_NOTE), "rows": results}
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
     if results:
         print_table(results)
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "facetrust": facetrust.__version__,
-        "note": "2 cores shared with other sessions; load_1min_before is the 1-minute load "
-        "average just before each child started",
-    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

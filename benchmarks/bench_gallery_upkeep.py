@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -79,6 +78,7 @@ from facetrust.store import (
     SubjectRecord,
     TemplateRecord,
 )
+from timing import machine  # beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".bench" / "lfw_every_photo.npz"
@@ -277,17 +277,6 @@ def main() -> None:
             result = {"machine": machine(), "method": METHOD, "sizes": rows}
             args.out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(rows)
-
-
-def machine() -> dict[str, Any]:
-    import os
-
-    return {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "facetrust": facetrust.__version__,
-    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -1,8 +1,14 @@
-"""Latency percentiles shared by the benchmark scripts."""
+"""Shared by the benchmark scripts: latency percentiles and the machine a run was on."""
 
 from __future__ import annotations
 
+import os
+import platform
+from typing import Any
+
 import numpy as np
+
+import facetrust
 
 
 def percentiles(seconds: list[float], decimals: int | None = 3) -> dict[str, float]:
@@ -12,3 +18,14 @@ def percentiles(seconds: list[float], decimals: int | None = 3) -> dict[str, flo
     if decimals is None:
         return values
     return {name: round(value, decimals) for name, value in values.items()}
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """The Python, cores, platform and facetrust version of this run (with ``extra``)."""
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "facetrust": facetrust.__version__,
+        **extra,
+    }
