@@ -106,7 +106,7 @@ def test_a_replica_whose_database_hangs_keeps_answering_and_serves_again(
             # the key check of that request still waits in its thread; the event loop does not
             started = time.monotonic()
             assert anonymous.get("/healthz", timeout=5).status_code == 200
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2.0
             refused = operator.get("/v1/me")
             assert refused.status_code == 503
             assert refused.json()["type"] == "/problems/request-timeout"

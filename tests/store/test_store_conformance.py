@@ -264,17 +264,19 @@ def test_keystore_add_key_commits_alone_and_never_replaces(keystore: KeyStore) -
     assert keystore.get_key("probe-2") is None and keystore.get_key("s9") is None
 
 
-def test_keystore_names_the_keys_made_before_a_time(keystore: KeyStore) -> None:
+def test_keystore_tells_when_the_keys_of_a_prefix_were_made(keystore: KeyStore) -> None:
     keystore.add_key("probe:old", b"w", created_at="2026-01-01T09:00:00+00:00")
     keystore.add_key("probe:new", b"w", created_at="2026-01-01T11:00:00.5+00:00")
     keystore.add_key("other:old", b"w", created_at="2026-01-01T09:00:00+00:00")
     with keystore.transaction():
-        keystore.put_key("probe:unknown-age", b"w")  # not made by add_key: never named
-    assert keystore.names_created_before("probe:", "2026-01-01T10:00:00+00:00") == [
-        "probe:old"
-    ]
-    assert sorted(keystore.names_created_before("probe:", "2026-01-01T11:00:01+00:00")) == [
-        "probe:new", "probe:old"
+        keystore.put_key("probe:unknown-age", b"w")  # not made by add_key
+    assert keystore.made_at("probe:") == {
+        "probe:old": "2026-01-01T09:00:00+00:00",
+        "probe:new": "2026-01-01T11:00:00.5+00:00",
+        "probe:unknown-age": None,
+    }
+    assert sorted(keystore.names_starting("probe:")) == [
+        "probe:new", "probe:old", "probe:unknown-age"
     ]
 
 

@@ -149,15 +149,14 @@ def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
     unstored_since = (now - timedelta(hours=UNSTORED_KEY_HOURS)).isoformat()
     with parts.store.snapshot():
         due = parts.store.pending_probes_due(now.isoformat())
-        old_enough = set(parts.keystore.names_created_before(KEY_PREFIX, unstored_since))
         leftover, unstored = [], []
-        for name in parts.keystore.names_starting(KEY_PREFIX):
+        for name, made_at in parts.keystore.made_at(KEY_PREFIX).items():
             identification_id = name[len(KEY_PREFIX):]
             if identification_id in due:
                 continue
             if parts.store.get_identification(identification_id) is None:
                 # a recent one may belong to an identify still writing in another process
-                if name in old_enough:
+                if made_at is not None and made_at < unstored_since:
                     unstored.append(identification_id)
             elif (
                 parts.store.get_pending_probe(identification_id) is None

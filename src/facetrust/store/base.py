@@ -531,7 +531,7 @@ class KeyStore(Protocol):
 
     def add_key(self, subject_id: str, wrapped: bytes, *, created_at: str) -> None:
         """Store a wrapped key under a name never used before, committed on return,
-        with the time it was made (ISO 8601, see :meth:`names_created_before`).
+        with the time it was made (ISO 8601, see :meth:`made_at`).
 
         One statement, without a transaction of its own (it joins one that is
         open). Cheaper than :meth:`put_key` in a transaction for a key made for
@@ -554,9 +554,9 @@ class KeyStore(Protocol):
         database: the key store holds one key per subject)."""
         ...
 
-    def names_created_before(self, prefix: str, before: str) -> list[str]:
-        """The names starting with ``prefix`` of the keys :meth:`add_key` made before
-        ``before`` (ISO 8601); keys of unknown age (made otherwise) are not named."""
+    def made_at(self, prefix: str) -> dict[str, str | None]:
+        """When each key whose name starts with ``prefix`` was made (ISO 8601, as given
+        to :meth:`add_key`; None for a key made otherwise, of unknown age)."""
         ...
 
     def all_keys(self) -> dict[str, bytes]:

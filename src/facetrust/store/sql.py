@@ -406,20 +406,15 @@ class SqlKeyStore(SqlBase):
         return [str(row[0]) for row in self._read("SELECT subject_id FROM data_keys")]
 
     def names_starting(self, prefix: str) -> list[str]:
+        return list(self.made_at(prefix))
+
+    def made_at(self, prefix: str) -> dict[str, str | None]:
         # substr, not LIKE: exact and case-sensitive on both databases, no wildcards to escape
         rows = self._read(
-            "SELECT subject_id FROM data_keys WHERE substr(subject_id, 1, ?) = ?",
+            "SELECT subject_id, created_at FROM data_keys WHERE substr(subject_id, 1, ?) = ?",
             (len(prefix), prefix),
         )
-        return [str(row[0]) for row in rows]
-
-    def names_created_before(self, prefix: str, before: str) -> list[str]:
-        rows = self._read(
-            "SELECT subject_id FROM data_keys WHERE substr(subject_id, 1, ?) = ? "
-            "AND created_at < ?",
-            (len(prefix), prefix, before),
-        )
-        return [str(row[0]) for row in rows]
+        return {str(name): None if made is None else str(made) for name, made in rows}
 
     def all_keys(self) -> dict[str, bytes]:
         """Every wrapped key by subject id (for bulk loading and key rotation)."""
