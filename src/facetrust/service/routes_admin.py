@@ -44,8 +44,9 @@ async def create_audited_key(
 
 async def revoke_audited_key(state: ServiceState, admin: ApiKey, key_id: str) -> ApiKey:
     """Revoke ``key_id``, end its console sessions, and audit it (``apikey.revoke``)."""
+    # not abandoned on a timeout: the revocation and the end of its sessions go together
     revoked = await anyio.to_thread.run_sync(state.keys.revoke, key_id)
-    ended = await in_worker_thread(state.sessions.end_all, key_id)
+    ended = await anyio.to_thread.run_sync(state.sessions.end_all, key_id)
     await state.record("apikey.revoke", actor=admin.actor, key_id=key_id,
                        role=revoked.role.value, console_sessions_ended=ended)
     return revoked
