@@ -146,7 +146,7 @@ def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
     and those of identifications never stored (the process was killed after making
     the key, :data:`UNSTORED_KEY_HOURS` ago or more); returns how many went."""
     now = parts.now()
-    unstored_since = (now - timedelta(hours=UNSTORED_KEY_HOURS)).isoformat()
+    unstored_since = now - timedelta(hours=UNSTORED_KEY_HOURS)
     with parts.store.snapshot():
         due = parts.store.pending_probes_due(now.isoformat())
         leftover, unstored = [], []
@@ -156,7 +156,7 @@ def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
                 continue
             if parts.store.get_identification(identification_id) is None:
                 # a recent one may belong to an identify still writing in another process
-                if made_at is not None and made_at < unstored_since:
+                if made_at is not None and datetime.fromisoformat(made_at) < unstored_since:
                     unstored.append(identification_id)
             elif (
                 parts.store.get_pending_probe(identification_id) is None
