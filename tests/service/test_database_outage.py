@@ -1,4 +1,4 @@
-"""A replica whose PostgreSQL stops answering stays alive and answers in bounded time.
+"""A replica whose database stops answering stays alive and answers in bounded time.
 
 The whole PostgreSQL server (postmaster and every backend) is stopped with
 SIGSTOP, as a hung host or storage would leave it: connections stay open but
@@ -24,9 +24,17 @@ from facetrust.gallery import Gallery
 from facetrust.service import ApiKeys, Role, SqlApiKeyStore
 from facetrust.service.service_db import open_service_database
 
-from .conftest import LiveServer, add_consented_subject, enrol, launch_server, photo, stop_server
+from .conftest import (
+    LiveServer,
+    add_consented_subject,
+    enrol,
+    launch_server,
+    photo,
+    start_server,
+    stop_server,
+)
 
-pytestmark = [pytest.mark.postgres, pytest.mark.service, pytest.mark.slow]
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 REQUEST_TIMEOUT_S = 3.0
 
@@ -83,6 +91,7 @@ def identify(client: httpx.Client, case_ref: str) -> httpx.Response:
         )
 
 
+@pytest.mark.postgres
 def test_a_replica_whose_database_hangs_keeps_answering_and_serves_again(
     replica: LiveServer, own_server: Any
 ) -> None:
@@ -122,3 +131,51 @@ def test_a_replica_whose_database_hangs_keeps_answering_and_serves_again(
             time.sleep(0.5)
         assert answer.json()["candidates"][0]["subject_id"] == "outage-colin"
     assert "Traceback" not in replica.log.read_text()
+
+
+def test_calls_stuck_on_the_service_database_leave_the_gallery_its_threads(
+    tmp_path: Path,
+) -> None:
+    """50 identifications whose rate-limit write waits on a locked service database
+    (the API key file, held by another writer) occupy only the service database's
+    own small thread pool: the gallery's readiness check, which needs a worker
+    thread but not that database, still answers at once, and the 50 get
+    503 request-timeout, not a hang."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    timeout_s = 10.0  # long beside the readiness check's answer, so the two cannot mix
+    server = start_server(
+        tmp_path / "gallery", {"operator": Role.OPERATOR},
+        {"FACETRUST_SERVICE_REQUEST_TIMEOUT_S": str(timeout_s),
+         "FACETRUST_SERVICE_IDENTIFY_BURST": "1000"},
+    )
+    try:
+        with server.client("operator") as operator:
+            assert operator.get("/v1/me").status_code == 200  # the key is verified once
+            holder = sqlite3.connect(tmp_path / "gallery" / "api-keys.db", isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")  # every rate-limit write now waits
+            try:
+                def identify_stuck(number: int) -> httpx.Response:
+                    with server.client("operator") as client:
+                        return identify(client, f"STUCK-{number}")
+
+                with ThreadPoolExecutor(50) as pool:
+                    stuck = [pool.submit(identify_stuck, n) for n in range(50)]
+                    time.sleep(1.0)  # all 50 are in, waiting on the key file
+                    started = time.monotonic()
+                    with server.client() as anonymous:
+                        ready = anonymous.get("/readyz", timeout=timeout_s + 5)
+                    waited = time.monotonic() - started
+                    answers = [future.result() for future in stuck]
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            assert ready.status_code == 200, ready.text
+            assert waited < 3.0, waited  # sharing one pool, it waited for the 50 to time out
+            assert {a.status_code for a in answers} == {503}
+            assert {a.json()["type"] for a in answers} == {"/problems/request-timeout"}
+            assert identify(operator, "AFTER").status_code == 200
+    finally:
+        stop_server(server)
+    assert "Traceback" not in server.log.read_text()

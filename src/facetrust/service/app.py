@@ -43,6 +43,8 @@ from .state import ServiceState
 
 #: Threads that may run argon2 at once (the rest of the pool stays free for the gallery).
 HASHING_THREADS = 4
+#: Threads that may wait on the service database at once (keys, sessions, rate limits).
+SERVICE_DB_THREADS = 8
 
 API_VERSION = "1.0.0"
 
@@ -132,6 +134,7 @@ def create_app(
                     *failures, clock=time.time, buckets=buckets, prefix="auth-key:"
                 ),
                 hash_limiter=anyio.CapacityLimiter(HASHING_THREADS),
+                database_limiter=anyio.CapacityLimiter(SERVICE_DB_THREADS),
             )
             yield
             await state.call(lambda g: write_repeated(g, floods.due(everything=True)))

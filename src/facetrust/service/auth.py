@@ -18,10 +18,12 @@ that ignores ``Retry-After`` and retries at once cannot keep the server busy:
 40 such clients send at most 20 requests a second.
 
 Every read and write of the service database here (keys, throttles, rate
-limits) runs in a worker thread, never on the event loop, as do the console's
-session look-ups: while that database is slow or unreachable, the requests
-that need it wait (and are answered 503 after the request timeout) and every
-other request, ``/healthz`` first, is still answered.
+limits) runs in a worker thread of the service database's own small pool
+(:meth:`ServiceState.call_service_db`), never on the event loop, as do the
+console's session look-ups: while that database is slow or unreachable, the
+requests that need it wait (and are answered 503 after the request timeout),
+every other request, ``/healthz`` first, is still answered, and the
+gallery's work keeps its threads.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ async def _check_key(
     state = service_state(request)
     address = client_address(request)
     parsed = parse_key(presented)
-    found = await in_worker_thread(_known_key, state, address, parsed, spend)
+    found = await state.call_service_db(_known_key, state, address, parsed, spend)
     if isinstance(found, _Throttled):
         raise await _refuse_throttled(state, found.wait, found.whom)
     if found == "unknown":
@@ -182,9 +184,9 @@ async def authenticate(
 
 
 async def take_token(state: ServiceState, operation: str, key: ApiKey) -> float:
-    """Take a token from ``key``'s bucket for ``operation`` (in a worker thread: the
-    buckets may live in the service database): 0.0 if allowed, else seconds to wait."""
-    return await in_worker_thread(state.identify_bucket.take, _bucket(operation, key))
+    """Take a token from ``key``'s bucket for ``operation`` (the buckets may live in the
+    service database): 0.0 if allowed, else seconds to wait."""
+    return await state.call_service_db(state.identify_bucket.take, _bucket(operation, key))
 
 
 def _bucket(operation: str, key: ApiKey) -> str:

@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field
 from ..matching import get_operating_point
 from .apikeys import ApiKey, CreatedKey, Role
 from .auth import allow, service_state
-from .offload import in_worker_thread
 from .permissions import operations_of
 from .problems import AUTH_PROBLEMS, problem_responses
 from .state import ServiceState
@@ -97,7 +96,8 @@ async def list_keys(
     request: Request, key: ApiKey = Depends(allow("list_api_keys"))  # noqa: B008
 ) -> dict[str, Any]:
     """Every key (never a secret), revoked ones included."""
-    keys = await in_worker_thread(service_state(request).keys.list)
+    state = service_state(request)
+    keys = await state.call_service_db(state.keys.list)
     return {"keys": [k.to_dict() for k in keys]}
 
 

@@ -23,6 +23,7 @@ from ..gallery import Gallery
 from .apikeys import ApiKey, ApiKeys
 from .limits import FailureThrottle, TokenBucket
 from .metrics import Metrics
+from .offload import in_worker_thread
 from .problems import Problem, problem_of
 from .refusals import FloodCounter, current_record, mark_audited
 from .sessions import ConsoleSessions
@@ -49,6 +50,8 @@ class ServiceState:
     key_failures: FailureThrottle
     #: Threads argon2 may use at once (the rest stay free for the gallery).
     hash_limiter: anyio.CapacityLimiter
+    #: Threads the service database's calls may use at once (see :meth:`call_service_db`).
+    database_limiter: anyio.CapacityLimiter
 
     def _locked(self, fn: Callable[[Gallery], T]) -> T:
         if not self.lock.acquire(timeout=self.settings.request_timeout_s):
@@ -68,6 +71,17 @@ class ServiceState:
         return await anyio.to_thread.run_sync(
             functools.partial(self._locked, fn), abandon_on_cancel=True
         )
+
+    async def call_service_db(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)``, which reads or writes the service database (keys, sessions,
+        limits), in a worker thread of its own small pool (:attr:`database_limiter`).
+
+        Never on the event loop, and never in the threads the gallery's work
+        needs: requests with unknown keys, or a service database that hangs,
+        cannot take those from the gallery. A request cancelled meanwhile (its
+        timeout) stops waiting; the call runs to its end in its thread.
+        """
+        return await in_worker_thread(fn, *args, limiter=self.database_limiter)
 
     async def use_biometrics(
         self,

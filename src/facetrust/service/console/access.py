@@ -7,7 +7,6 @@ from fastapi.responses import RedirectResponse, Response
 
 from ..apikeys import ApiKey
 from ..auth import service_state
-from ..offload import in_worker_thread
 from ..permissions import permits
 from ..refusals import note_key
 from .rendering import render_page
@@ -33,9 +32,9 @@ async def session_key(request: Request) -> ApiKey:
     if session is None:
         raise LoginRequired
     state = service_state(request)
-    key = await in_worker_thread(state.keys.active, session.key_id)
+    key = await state.call_service_db(state.keys.active, session.key_id)
     if key is None:
-        await in_worker_thread(state.sessions.end_all, session.key_id)
+        await state.call_service_db(state.sessions.end_all, session.key_id)
         raise LoginRequired
     note_key(key)
     return key

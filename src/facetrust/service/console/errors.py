@@ -24,7 +24,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ...errors import FacetrustError
 from ..apikeys import Role
 from ..auth import service_state
-from ..offload import in_worker_thread
 from ..permissions import permits
 from ..problems import PROBLEM_MEDIA_TYPE, SERVICE_PROBLEMS, Problem, problem_of
 from .access import LoginRequired, session_key
@@ -111,7 +110,7 @@ async def _form_context(request: Request, template: str, typed: dict[str, Any]) 
         context.pop("error", None)  # the page's own error panel says more
         return context
     if template == "keys.html":
-        keys = await in_worker_thread(state.keys.list)
+        keys = await state.call_service_db(state.keys.list)
         return {"keys": keys, "roles": [r.value for r in Role]}
     return {"purposes": state.gallery.config.purposes}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import Request
 
 from ..auth import SESSION_COOKIE, service_state
-from ..offload import in_worker_thread
 from ..sessions import ConsoleSession
 
 __all__ = ["current_session"]
@@ -18,7 +17,7 @@ async def current_session(request: Request) -> ConsoleSession | None:
     if cached is not None:
         return cached
     token = request.cookies.get(SESSION_COOKIE, "")
-    sessions = service_state(request).sessions
-    session = await in_worker_thread(sessions.get, token) if token else None
+    state = service_state(request)
+    session = await state.call_service_db(state.sessions.get, token) if token else None
     request.state.console_session = session
     return session

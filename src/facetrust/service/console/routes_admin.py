@@ -10,7 +10,6 @@ from fastapi.responses import Response
 from ...errors import FacetrustError
 from ..apikeys import Role
 from ..auth import service_state
-from ..offload import in_worker_thread
 from ..problems import problem_of
 from ..routes_admin import create_audited_key, revoke_audited_key
 from .access import guard
@@ -28,7 +27,8 @@ async def keys_page(request: Request) -> Response:
     key = await guard(request, "list_api_keys")
     if isinstance(key, Response):
         return key
-    keys = await in_worker_thread(service_state(request).keys.list)
+    state = service_state(request)
+    keys = await state.call_service_db(state.keys.list)
     return render_page(request, key, "keys.html", keys=keys, roles=[r.value for r in Role])
 
 
@@ -60,7 +60,7 @@ async def keys_submit(
         if action == "create":
             context["created"] = await create_audited_key(state, key, role, name)
         elif action == "revoke" and confirm != "yes":
-            record = await in_worker_thread(state.keys.active, key_id)
+            record = await state.call_service_db(state.keys.active, key_id)
             if record is not None:
                 context["confirm_revoke"] = record
             else:  # unknown or already revoked: the revoke call says so
@@ -73,6 +73,6 @@ async def keys_submit(
             )
     except FacetrustError as error:
         context["error"], status = error_context(error), problem_of(error).status
-    keys = await in_worker_thread(state.keys.list)
+    keys = await state.call_service_db(state.keys.list)
     return render_page(request, key, "keys.html", status=status, keys=keys,
                        roles=[r.value for r in Role], **context)

@@ -19,7 +19,6 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ..auth import SESSION_COOKIE, check_key, service_state
-from ..offload import in_worker_thread
 from ..problems import Problem
 from .access import LoginRequired, session_key
 from .csrf import check_csrf
@@ -78,7 +77,7 @@ async def login(
             if refused.problem.status == 401 else refused.detail})
         response.headers.update(refused.headers)
         return response
-    token, session = await in_worker_thread(state.sessions.open, key.key_id)
+    token, session = await state.call_service_db(state.sessions.open, key.key_id)
     await state.record("console.login", actor=key.actor, session_expires_at=session.expires_at)
     response = RedirectResponse("/console/", status_code=303)
     response.delete_cookie(LOGIN_COOKIE, path="/console/login")
@@ -95,7 +94,7 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
     await check_csrf(request, csrf)
     state = service_state(request)
     session = await current_session(request)
-    ended = await in_worker_thread(
+    ended = await state.call_service_db(
         state.sessions.end, request.cookies.get(SESSION_COOKIE, "")
     )
     if session is not None and ended is not None:
