@@ -17,7 +17,7 @@ from .apikeys import ApiKey, CreatedKey, Role
 from .auth import allow, service_state
 from .permissions import operations_of
 from .problems import AUTH_PROBLEMS, problem_responses
-from .state import ServiceState
+from .state import ServiceState, to_the_end
 
 router = APIRouter(
     prefix="/v1", tags=["admin"], responses={**AUTH_PROBLEMS, **problem_responses(409)}
@@ -32,23 +32,32 @@ class NewKey(BaseModel):
 async def create_audited_key(
     state: ServiceState, admin: ApiKey, role: Role | str, name: str
 ) -> CreatedKey:
-    """Create a key for ``admin`` and audit it (``apikey.create``; never the secret)."""
-    created = await anyio.to_thread.run_sync(
-        lambda: state.keys.create(role, name, created_by=admin.actor)
-    )
-    await state.record("apikey.create", actor=admin.actor, key_id=created.record.key_id,
-                       role=created.record.role.value, name=created.record.name)
-    return created
+    """Create a key for ``admin`` and audit it (``apikey.create``; never the secret),
+    both to the end even if the request times out meanwhile."""
+
+    async def create_and_record() -> CreatedKey:
+        created = await anyio.to_thread.run_sync(
+            lambda: state.keys.create(role, name, created_by=admin.actor)
+        )
+        await state.record_change("apikey.create", actor=admin.actor, key_id=created.record.key_id,
+                           role=created.record.role.value, name=created.record.name)
+        return created
+
+    return await to_the_end(create_and_record())
 
 
 async def revoke_audited_key(state: ServiceState, admin: ApiKey, key_id: str) -> ApiKey:
-    """Revoke ``key_id``, end its console sessions, and audit it (``apikey.revoke``)."""
-    # not abandoned on a timeout: the revocation and the end of its sessions go together
-    revoked = await anyio.to_thread.run_sync(state.keys.revoke, key_id)
-    ended = await anyio.to_thread.run_sync(state.sessions.end_all, key_id)
-    await state.record("apikey.revoke", actor=admin.actor, key_id=key_id,
-                       role=revoked.role.value, console_sessions_ended=ended)
-    return revoked
+    """Revoke ``key_id``, end its console sessions, and audit it (``apikey.revoke``),
+    all to the end even if the request times out meanwhile."""
+
+    async def revoke_and_record() -> ApiKey:
+        revoked = await anyio.to_thread.run_sync(state.keys.revoke, key_id)
+        ended = await anyio.to_thread.run_sync(state.sessions.end_all, key_id)
+        await state.record_change("apikey.revoke", actor=admin.actor, key_id=key_id,
+                           role=revoked.role.value, console_sessions_ended=ended)
+        return revoked
+
+    return await to_the_end(revoke_and_record())
 
 
 @router.get("/me", operation_id="whoami")

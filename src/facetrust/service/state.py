@@ -8,9 +8,10 @@ gallery's files safely.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +31,17 @@ from .sessions import ConsoleSessions
 from .settings import ServiceSettings
 
 T = TypeVar("T")
+
+#: Most seconds the audit event of a committed change waits for the gallery (see
+#: :meth:`ServiceState.record_change`); no client waits for it.
+CHANGE_AUDIT_WAIT_S = 600.0
+
+
+async def to_the_end(work: Awaitable[T]) -> T:
+    """Await ``work`` in a task of its own that the request's cancellation (its
+    timeout, a client gone) does not stop: a change it commits is followed by
+    its audit event even when the client has stopped waiting for the answer."""
+    return await asyncio.shield(work)
 
 
 @dataclass
@@ -53,8 +65,8 @@ class ServiceState:
     #: Threads the service database's calls may use at once (see :meth:`call_service_db`).
     database_limiter: anyio.CapacityLimiter
 
-    def _locked(self, fn: Callable[[Gallery], T]) -> T:
-        if not self.lock.acquire(timeout=self.settings.request_timeout_s):
+    def _locked(self, fn: Callable[[Gallery], T], wait_s: float | None = None) -> T:
+        if not self.lock.acquire(timeout=wait_s or self.settings.request_timeout_s):
             raise Problem(
                 "busy",
                 "The gallery is busy with other requests. Retry shortly, or run more server "
@@ -127,5 +139,19 @@ class ServiceState:
             raise
 
     async def record(self, kind: str, *, actor: str, **fields: Any) -> None:
-        """Append one service event (key created, console login, ...) to the audit log."""
+        """Append one service event (console login refused, ...) to the audit log."""
         await self.call(lambda g: g.audit.append(kind, actor=actor, **fields))
+
+    async def record_change(self, kind: str, *, actor: str, **fields: Any) -> None:
+        """Append the audit event of a change already committed elsewhere (a key
+        created or revoked, a console session opened or ended).
+
+        Run it inside :func:`to_the_end` with the change: it waits up to
+        :data:`CHANGE_AUDIT_WAIT_S` for the gallery, not the request timeout,
+        so a busy gallery delays the event instead of losing it.
+        """
+        fn = functools.partial(
+            self._locked, lambda g: g.audit.append(kind, actor=actor, **fields),
+            CHANGE_AUDIT_WAIT_S,
+        )
+        await anyio.to_thread.run_sync(fn)

@@ -20,6 +20,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from ..auth import SESSION_COOKIE, check_key, service_state
 from ..problems import Problem
+from ..sessions import ConsoleSession
+from ..state import to_the_end
 from .access import LoginRequired, session_key
 from .csrf import check_csrf
 from .rendering import render_page
@@ -77,8 +79,14 @@ async def login(
             if refused.problem.status == 401 else refused.detail})
         response.headers.update(refused.headers)
         return response
-    token, session = await state.call_service_db(state.sessions.open, key.key_id)
-    await state.record("console.login", actor=key.actor, session_expires_at=session.expires_at)
+
+    async def open_and_record() -> tuple[str, ConsoleSession]:
+        opened = await state.call_service_db(state.sessions.open, key.key_id)
+        await state.record_change("console.login", actor=key.actor,
+                           session_expires_at=opened[1].expires_at)
+        return opened
+
+    token, session = await to_the_end(open_and_record())
     response = RedirectResponse("/console/", status_code=303)
     response.delete_cookie(LOGIN_COOKIE, path="/console/login")
     response.set_cookie(
@@ -94,11 +102,15 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
     await check_csrf(request, csrf)
     state = service_state(request)
     session = await current_session(request)
-    ended = await state.call_service_db(
-        state.sessions.end, request.cookies.get(SESSION_COOKIE, "")
-    )
-    if session is not None and ended is not None:
-        await state.record("console.logout", actor=f"key:{session.key_id}")
+
+    async def end_and_record() -> None:
+        ended = await state.call_service_db(
+            state.sessions.end, request.cookies.get(SESSION_COOKIE, "")
+        )
+        if session is not None and ended is not None:
+            await state.record_change("console.logout", actor=f"key:{session.key_id}")
+
+    await to_the_end(end_and_record())
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/console")
     return response
