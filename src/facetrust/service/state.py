@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .sessions import ConsoleSessions
 from .settings import ServiceSettings
 
 T = TypeVar("T")
+log = logging.getLogger("facetrust.service")
 
 #: Most seconds the audit event of a committed change waits for the gallery (see
 #: :meth:`ServiceState.record_change`); no client waits for it.
@@ -40,8 +42,23 @@ CHANGE_AUDIT_WAIT_S = 600.0
 async def to_the_end(work: Awaitable[T]) -> T:
     """Await ``work`` in a task of its own that the request's cancellation (its
     timeout, a client gone) does not stop: a change it commits is followed by
-    its audit event even when the client has stopped waiting for the answer."""
-    return await asyncio.shield(work)
+    its audit event even when the client has stopped waiting for the answer.
+    If it then fails, with nobody left to answer, the failure is logged."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_failure)
+        raise
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.error(
+            "A change went on after its request timed out and then failed; its audit "
+            "event may be missing: %s", error,
+        )
 
 
 @dataclass
