@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
@@ -36,11 +35,12 @@ async def create_audited_key(
     both to the end even if the request times out meanwhile."""
 
     async def create_and_record() -> CreatedKey:
-        created = await anyio.to_thread.run_sync(
+        created = await state.call_service_db(
             lambda: state.keys.create(role, name, created_by=admin.actor)
         )
-        await state.record_change("apikey.create", actor=admin.actor, key_id=created.record.key_id,
-                           role=created.record.role.value, name=created.record.name)
+        record = created.record
+        await state.record_change("apikey.create", actor=admin.actor, key_id=record.key_id,
+                                  role=record.role.value, name=record.name)
         return created
 
     return await to_the_end(create_and_record())
@@ -51,10 +51,10 @@ async def revoke_audited_key(state: ServiceState, admin: ApiKey, key_id: str) ->
     all to the end even if the request times out meanwhile."""
 
     async def revoke_and_record() -> ApiKey:
-        revoked = await anyio.to_thread.run_sync(state.keys.revoke, key_id)
-        ended = await anyio.to_thread.run_sync(state.sessions.end_all, key_id)
+        revoked = await state.call_service_db(state.keys.revoke, key_id)
+        ended = await state.call_service_db(state.sessions.end_all, key_id)
         await state.record_change("apikey.revoke", actor=admin.actor, key_id=key_id,
-                           role=revoked.role.value, console_sessions_ended=ended)
+                                  role=revoked.role.value, console_sessions_ended=ended)
         return revoked
 
     return await to_the_end(revoke_and_record())

@@ -95,10 +95,11 @@ class ServiceState:
         finally:
             self.lock.release()
 
-    async def call(self, fn: Callable[[Gallery], T]) -> T:
-        """Run ``fn(gallery)`` in a worker thread, under the gallery lock."""
+    async def call(self, fn: Callable[[Gallery], T], *, wait_s: float | None = None) -> T:
+        """Run ``fn(gallery)`` in a worker thread, under the gallery lock (waited for
+        up to ``wait_s``, by default the request timeout)."""
         return await anyio.to_thread.run_sync(
-            functools.partial(self._locked, fn), abandon_on_cancel=True
+            functools.partial(self._locked, fn, wait_s), abandon_on_cancel=True
         )
 
     async def call_service_db(self, fn: Callable[..., T], *args: object) -> T:
@@ -167,8 +168,6 @@ class ServiceState:
         :data:`CHANGE_AUDIT_WAIT_S` for the gallery, not the request timeout,
         so a busy gallery delays the event instead of losing it.
         """
-        fn = functools.partial(
-            self._locked, lambda g: g.audit.append(kind, actor=actor, **fields),
-            CHANGE_AUDIT_WAIT_S,
+        await self.call(
+            lambda g: g.audit.append(kind, actor=actor, **fields), wait_s=CHANGE_AUDIT_WAIT_S
         )
-        await anyio.to_thread.run_sync(fn)

@@ -81,10 +81,10 @@ async def login(
         return response
 
     async def open_and_record() -> tuple[str, ConsoleSession]:
-        opened = await state.call_service_db(state.sessions.open, key.key_id)
+        token, session = await state.call_service_db(state.sessions.open, key.key_id)
         await state.record_change("console.login", actor=key.actor,
-                           session_expires_at=opened[1].expires_at)
-        return opened
+                                  session_expires_at=session.expires_at)
+        return token, session
 
     token, session = await to_the_end(open_and_record())
     response = RedirectResponse("/console/", status_code=303)
