@@ -48,6 +48,31 @@ def identify_colin(operator: httpx.Client, photo: Path, attempt: str) -> None:
           f"identify #{attempt} finds the enrolled subject", found.text)
 
 
+def from_address(base: str, ca: str, address: str) -> httpx.Client:
+    """An HTTPS client of nginx whose connections come from ``address`` (a loopback one)."""
+    transport = httpx.HTTPTransport(local_address=address, verify=ca)
+    return httpx.Client(base_url=base, transport=transport, timeout=60)
+
+
+def failed_logins_count_per_client(base: str, ca: str) -> None:
+    """The service throttles failed authentications per client address: behind
+    nginx that must be the client's (X-Forwarded-For, set by nginx), or one
+    attacker would lock every client out; and a client's own X-Forwarded-For
+    must not let it escape the throttle."""
+    bad = {"Authorization": "Bearer ft_nosuchkey_0000000000000000"}
+    with from_address(base, ca, "127.0.0.2") as attacker:
+        statuses = [attacker.get("/v1/me", headers=bad).status_code for _ in range(12)]
+        check(statuses[0] == 401 and statuses[-1] == 429,
+              "failed log-ins from one client get it throttled (429)", statuses)
+        spoofed = attacker.get("/v1/me", headers={**bad, "X-Forwarded-For": "192.0.2.7"})
+        check(spoofed.status_code == 429,
+              "a client's own X-Forwarded-For does not lift its throttle", spoofed.status_code)
+    with from_address(base, ca, "127.0.0.3") as other:
+        answer = other.get("/v1/me", headers=bad).status_code
+        check(answer == 401, "another client is not throttled by the first one's failures",
+              answer)
+
+
 def main(
     base: str, plain: str, ca: str, keys: dict[str, str], photos: Path, replicas: list[str]
 ) -> None:
@@ -90,6 +115,7 @@ def main(
         check(too_big.status_code == 413
               and too_big.headers["content-type"].startswith("application/problem+json"),
               "an upload over the limit gets the service's 413 problem", too_big.text[:200])
+    failed_logins_count_per_client(base, ca)
     with client("auditor") as auditor:
         report = auditor.get("/v1/audit/verify").json()
         check(report.get("ok") is True, "the audit chain verifies", report)
