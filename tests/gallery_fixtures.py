@@ -19,6 +19,22 @@ from facetrust.gallery import Gallery, GalleryConfig
 
 SAMPLE = Path(__file__).parent / "data" / "lfw"
 EVIDENCE_SHA256 = "ab" * 32
+#: Subject ids outside the gallery's grammar, and ids inside it at its edges.
+BAD_IDS = [
+    "a/b",
+    "../x",
+    "a\x00b",
+    "a\nb",
+    "evil\u202egpj",  # right-to-left override
+    " kofi",
+    "kofi ",
+    "Jose\u0301",  # NFD
+    "Jos\u00e9",  # NFC: still not ASCII
+    "",
+    ".hidden",
+    "x" * 65,
+]
+GOOD_IDS = ["kofi", "Kofi_A", "emp.00042", "a-b", "x" * 64, "0"]
 
 
 class FakeClock:

@@ -9,6 +9,7 @@ problem+json.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from schemathesis import checks
 
 from facetrust.service import PERMISSIONS, PUBLIC, Role
 from facetrust.service.app import openapi_document
+from gallery_fixtures import BAD_IDS, GOOD_IDS
 
 from .conftest import LiveServer
 
@@ -77,3 +79,31 @@ def test_no_server_errors(case: schemathesis.Case, server: LiveServer) -> None:
     if response.status_code >= 400:
         assert response.headers["content-type"][0].startswith("application/problem+json")
         assert "Traceback" not in response.text
+
+
+def subject_id_schemas() -> list[tuple[str, dict[str, object]]]:
+    """Every subject id the document describes (path parameters and body fields)."""
+    found = []
+    for path, operations in SPEC["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "subject_id":
+                    found.append((f"{method} {path}", parameter["schema"]))
+    for name, model in SPEC["components"]["schemas"].items():
+        field = model.get("properties", {}).get("subject_id")
+        if field is not None:
+            found.append((name, next((s for s in field.get("anyOf", [field])
+                                      if s.get("type") == "string"), field)))
+    return found
+
+
+def test_the_document_describes_subject_ids_by_the_gallerys_own_grammar() -> None:
+    described = subject_id_schemas()
+    assert len(described) >= 8  # subjects, consents, enrolments, verify, reviews, references
+    for where, subject_id in described:
+        def accepts(value: str, s: dict[str, object] = subject_id) -> bool:
+            return (len(value) <= int(str(s["maxLength"]))
+                    and re.search(str(s["pattern"]), value) is not None)
+
+        assert [v for v in GOOD_IDS if not accepts(v)] == [], where
+        assert [v for v in BAD_IDS if accepts(v)] == [], where

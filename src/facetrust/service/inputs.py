@@ -1,16 +1,41 @@
-"""Request inputs the routes share: the ``face`` choice, single uploads, rounded distances."""
+"""Request inputs the routes share: subject ids, the ``face`` choice, single uploads,
+rounded distances."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Path, Request
+from pydantic import Field
 
 from ..errors import InvalidParameter
+from ..gallery.checks import ID_PATTERN, MAX_ID_LENGTH
 from ..pipeline import FacePolicy, parse_face_policy
 from .problems import Problem
 
-__all__ = ["DISTANCE_DIGITS", "parse_face", "require_single_parts", "round_distances"]
+__all__ = [
+    "DISTANCE_DIGITS", "SUBJECT_ID_HELP", "SubjectIdField", "SubjectIdPath", "parse_face",
+    "require_single_parts", "round_distances",
+]
+
+SUBJECT_ID_HELP = (
+    f"A subject id: 1 to {MAX_ID_LENGTH} letters A-Z and a-z, digits, '.', '_' and '-', "
+    "starting with a letter or digit. Never a name or other personal data."
+)
+#: What the OpenAPI document says of a subject id: the gallery's own grammar. The
+#: gallery checks it, with a message that spells it out; the request's bound of
+#: 200 characters only keeps an absurd value from reaching it.
+_SUBJECT_ID_SCHEMA: dict[str, Any] = {
+    "pattern": f"^{ID_PATTERN.pattern}$", "maxLength": MAX_ID_LENGTH,
+}
+SubjectIdPath = Annotated[str, Path(
+    min_length=1, max_length=200, description=SUBJECT_ID_HELP,
+    json_schema_extra=_SUBJECT_ID_SCHEMA,
+)]
+SubjectIdField = Annotated[str, Field(
+    min_length=1, max_length=200, description=SUBJECT_ID_HELP,
+    json_schema_extra=_SUBJECT_ID_SCHEMA,
+)]
 
 #: Digits kept of every distance (and threshold) in a response: enough to rank and to
 #: compare with the threshold, not so many that responses fingerprint a template.

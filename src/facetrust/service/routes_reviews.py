@@ -22,7 +22,7 @@ from ..gallery import Gallery, ProbePhoto, ReferencePhoto
 from ..overlay import display_copy
 from .apikeys import ApiKey
 from .auth import allow, service_state
-from .inputs import round_distances
+from .inputs import SubjectIdPath, round_distances
 from .problems import AUTH_PROBLEMS, Problem, problem_responses
 from .refusals import mark_audited
 
@@ -126,7 +126,7 @@ async def get_probe_photo(
 async def get_reference_photo(
     request: Request,
     identification_id: IdentificationId,
-    subject_id: Annotated[str, Path(min_length=1, max_length=200)],
+    subject_id: SubjectIdPath,
     key: ApiKey = Depends(allow("get_reference_photo")),  # noqa: B008
 ) -> Response:
     """A candidate's enrolled photo, decrypted for display only (404 with "No reference

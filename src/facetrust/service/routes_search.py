@@ -18,7 +18,13 @@ from ..pipeline import FACE_POLICY_HELP
 from .apikeys import ApiKey
 from .auth import allow, service_state
 from .idempotency import IdempotencyKey, respond
-from .inputs import parse_face, require_single_parts, round_distances
+from .inputs import (
+    SubjectIdField,
+    SubjectIdPath,
+    parse_face,
+    require_single_parts,
+    round_distances,
+)
 from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS, problem_responses
 
 router = APIRouter(
@@ -73,7 +79,7 @@ async def verify_two_photos(
 @router.post("/subjects/{subject_id}/verify", operation_id="verify_subject")
 async def verify_subject(
     request: Request,
-    subject_id: Annotated[str, Path(min_length=1, max_length=200)],
+    subject_id: SubjectIdPath,
     image: Image,
     purpose: Purpose,
     case_ref: CaseRef,
@@ -124,7 +130,7 @@ async def identify(
 
 
 class Review(BaseModel):
-    subject_id: str = Field(min_length=1, max_length=200)
+    subject_id: SubjectIdField
     decision: Literal["confirm", "reject"] = "confirm"
     note: str | None = Field(default=None, max_length=1000)
 

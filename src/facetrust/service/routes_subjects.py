@@ -16,7 +16,6 @@ from fastapi import (
     Depends,
     File,
     Form,
-    Path,
     Query,
     Request,
     Response,
@@ -27,28 +26,35 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_val
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.formparsers import MultiPartException
 
+from ..gallery.checks import MAX_DISPLAY_NAME_LENGTH
 from ..gallery.photos import enroll_photo
 from ..gallery.subjects import MAX_PAGE
 from ..pipeline import FACE_POLICY_HELP
 from .apikeys import ApiKey
 from .auth import allow, service_state
 from .idempotency import IdempotencyKey, respond
-from .inputs import parse_face, require_single_parts, round_distances
+from .inputs import (
+    SUBJECT_ID_HELP,
+    SubjectIdField,
+    SubjectIdPath,
+    parse_face,
+    require_single_parts,
+    round_distances,
+)
 from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS, Problem
 
 router = APIRouter(
     prefix="/v1", tags=["subjects"], responses={**AUTH_PROBLEMS, **IMAGE_PROBLEMS}
 )
 
-SubjectId = Annotated[str, Path(min_length=1, max_length=200, description="Opaque subject id.")]
+SubjectId = SubjectIdPath
 
 
 class NewSubject(BaseModel):
-    subject_id: str | None = Field(
-        default=None, min_length=1, max_length=200,
-        description="Opaque id; a random one when omitted. Never a name or other personal data.",
+    subject_id: SubjectIdField | None = Field(
+        default=None, description=f"{SUBJECT_ID_HELP} A random one when omitted.",
     )
-    display_name: str | None = Field(default=None, max_length=200)
+    display_name: str | None = Field(default=None, max_length=MAX_DISPLAY_NAME_LENGTH)
 
 
 class NewConsent(BaseModel):
