@@ -34,6 +34,7 @@ from typing import IO, Any
 from .crypto import keyed_digest
 from .errors import AuditChainBroken, InvalidParameter
 from .store.base import AuditHead, AuditRecord, Store
+from .text import printable_json
 
 GENESIS_MAC = "0" * 64
 
@@ -387,10 +388,17 @@ class AuditLog:
         return until is None or at < until
 
     def export(self, stream: IO[str], **filters: Any) -> int:
-        """Write events as JSON lines to ``stream``; returns how many were written."""
+        """Write events as JSON lines to ``stream``; returns how many were written.
+
+        Characters a reader would not see as they are (newlines, escape
+        sequences, bidi overrides: :mod:`facetrust.text`) are written as
+        ``\\uXXXX`` escapes, so one event is one line and printing the export
+        to a terminal shows what was recorded.
+        """
         count = 0
         for event in self.events(**filters):
-            stream.write(_canonical(event.to_dict()) + "\n")
+            stream.write(printable_json(event.to_dict(), sort_keys=True, separators=(",", ":"))
+                         + "\n")
             count += 1
         return count
 

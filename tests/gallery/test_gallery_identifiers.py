@@ -3,16 +3,22 @@ so the CLI, the REST service and the console refuse the same input with the same
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from facetrust.errors import InvalidParameter
+from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
-from gallery_fixtures import BAD_IDS, GOOD_IDS
+from facetrust.text import hidden_characters
+from gallery_fixtures import BAD_IDS, EVIDENCE_SHA256, GOOD_IDS
 
 
 @pytest.mark.parametrize("subject_id", BAD_IDS)
@@ -55,3 +61,75 @@ def test_the_installed_command_refuses_the_same_ids(tmp_path: Path) -> None:
         text=True, env=env, check=False,
     )
     assert ok.returncode == 2 and "U+202E" in ok.stderr
+    subprocess.run([command, "subject", "add", "kofi"], env=env, check=True, capture_output=True)
+    sneaky = subprocess.run(
+        [command, "consent", "grant", "kofi", "--purpose", "boarding", "--days", "30",
+         "--evidence-ref", "form-1\x1b[2J", "--evidence-sha256", "ab" * 32,
+         "--notice-version", "n1"], capture_output=True, text=True, env=env, check=False,
+    )
+    assert sneaky.returncode == 2 and "U+001B" in sneaky.stderr and "\x1b" not in sneaky.stderr
+
+
+#: Text that would not show as recorded: a direction override, a newline, a terminal
+#: escape sequence, a line separator, NEL and a zero-width space.
+HIDDEN_TEXT = ["CASE-1\u202e7-ESAC", "a\nb", "x\x1b[2J", "a\u2028b", "a\x85b", "z\u200bw"]
+
+
+@pytest.mark.parametrize("text", HIDDEN_TEXT)
+def test_free_text_a_reader_would_not_see_as_recorded_is_refused(
+    sample_gallery: Gallery, identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding], text: str,
+) -> None:
+    gallery = sample_gallery
+    subject = sorted(identities)[0]
+    probe = embeddings[identities[subject][2]]
+    found = gallery.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
+    attempts: dict[str, Callable[[], object]] = {
+        "case_ref": lambda: gallery.identify(
+            probe, purpose="boarding", actor="officer", case_ref=text),
+        "case_ref of a 1:1": lambda: gallery.verify_subject(
+            probe, subject, purpose="boarding", actor="officer", case_ref=text),
+        "actor": lambda: gallery.identify(probe, purpose="boarding", actor=f"x{text}"),
+        "note": lambda: gallery.review(
+            found.identification_id, subject, reviewer="reviewer-1", note=text),
+        "evidence_ref": lambda: consent_with(gallery, subject, evidence_ref=text),
+        "notice_version": lambda: consent_with(gallery, subject, notice_version=text),
+        "reason of a withdrawal": lambda: gallery.withdraw_consent(
+            subject, None, actor="desk", reason=text),
+        "reason of an erasure": lambda: gallery.forget(subject, actor="desk", reason=text),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(InvalidParameter, match="control or invisible formatting") as refused:
+            attempt()
+        assert "U+" in str(refused.value), what
+        assert text not in str(refused.value), what  # the message never echoes it
+    assert gallery.review_case(found.identification_id, reviewer="reviewer-1").status == "pending"
+    assert [c.withdrawn_at for c in gallery.consents(subject)] == [None]
+    assert gallery.get_subject(subject).template_count == 2
+
+
+def consent_with(gallery: Gallery, subject_id: str, **fields: str) -> object:
+    return gallery.grant_consent(
+        subject_id, ["boarding"], expires_at=gallery.now() + timedelta(days=30),
+        evidence_sha256=EVIDENCE_SHA256, actor="desk",
+        **{"evidence_ref": "form-1", "notice_version": "n1", **fields},
+    )
+
+
+def test_the_audit_export_shows_every_recorded_character_on_one_line(
+    sample_gallery: Gallery,
+) -> None:
+    # The service audits a refused request with the fields it was sent (the
+    # purpose and case reference of a request refused before the gallery saw
+    # them): text recorded as given, so its export must still be safe to read.
+    for text in HIDDEN_TEXT:
+        sample_gallery.audit.append("service.refused", actor="anonymous", purpose=text,
+                                    subject_ids=[], case_ref=text, status=401)
+    buffer = io.StringIO()
+    count = sample_gallery.audit.export(buffer)
+    exported = buffer.getvalue()
+    assert len(exported.splitlines()) == count  # str.splitlines breaks at U+2028, NEL, ...
+    assert hidden_characters(exported.replace("\n", "")) == []
+    events = [json.loads(line) for line in exported.splitlines()]
+    assert [e["case_ref"] for e in events if e["kind"] == "service.refused"] == HIDDEN_TEXT
+    assert sample_gallery.audit.verify().ok

@@ -86,6 +86,7 @@ KEYS = {
     "auditor-browser": Role.AUDITOR,
     "operator-verify-limited": Role.OPERATOR,
     "operator-refused": Role.OPERATOR,
+    "operator-hidden-text": Role.OPERATOR,
     "enroller-refused": Role.ENROLLER,
     "admin-audited": Role.ADMIN,
     "review-searcher": Role.OPERATOR,

@@ -7,8 +7,9 @@ import json
 import httpx
 
 from facetrust.service import Role
+from facetrust.text import hidden_characters
 
-from .conftest import LiveServer
+from .conftest import LiveServer, photo
 from .test_service_roles import ROLE_KEYS, log_in
 
 
@@ -42,3 +43,31 @@ def test_a_bad_export_range_is_an_html_page(live_server: LiveServer) -> None:
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("text/html")
     assert "The &#39;until&#39; must be an ISO 8601 date or time" in response.text
+
+
+def test_text_a_request_carried_is_refused_or_shown_never_obeyed(live_server: LiveServer) -> None:
+    # a direction override, a terminal escape (clear screen) and a line separator
+    sneaky = "CASE-1\u202e7-ESAC\x1b[2J\u2028x"
+    image = {"image": ("p.jpg", photo("Colin_Powell").read_bytes(), "image/jpeg")}
+    with live_server.client("operator-hidden-text") as operator:
+        refused = operator.post("/v1/identify", files=image,
+                                data={"purpose": "boarding", "case_ref": sneaky})
+    assert refused.status_code == 422, refused.text
+    assert "U+202E" in refused.json()["detail"] and "\u202e" not in refused.text
+    # refused before the gallery saw it: audited with the fields as sent
+    with live_server.client() as anonymous:
+        unknown = anonymous.post("/v1/identify", files=image,
+                                 headers={"Authorization": "Bearer ft_nosuchkey_x"},
+                                 data={"purpose": sneaky, "case_ref": sneaky})
+    assert unknown.status_code == 401
+    with live_server.client("auditor") as auditor:
+        export = auditor.get("/v1/audit/export", params={"kind": "service.refused"})
+    assert hidden_characters(export.text.replace("\n", "")) == []
+    events = [json.loads(line) for line in export.text.splitlines()]
+    assert any(e["purpose"] == sneaky and e["case_ref"] == sneaky for e in events)
+    with httpx.Client(base_url=live_server.url) as browser:
+        log_in(browser, live_server.keys["auditor"])
+        page = browser.get("/console/audit", params={"kind": "service.refused"})
+    assert page.status_code == 200
+    assert "CASE-1\u27e8U+202E\u27e97-ESAC\u27e8U+001B\u27e9[2J\u27e8U+2028\u27e9x" in page.text
+    assert hidden_characters(page.text.replace("\n", "")) == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import shlex
 import sys
 from datetime import timedelta
@@ -31,6 +30,7 @@ from ..gallery.subjects import MAX_PAGE
 from ..index import DEFAULT_EXACT_THRESHOLD
 from ..pipeline import FacePolicy
 from ..store.postgres import redact_url
+from ..text import printable_json
 from ..times import parse_time
 from .faces import face_option
 
@@ -54,7 +54,7 @@ actor_option = click.option(
 def emit(record: Any) -> None:
     """Print a result (anything with ``to_dict()``, or a plain value) as JSON."""
     value = record.to_dict() if hasattr(record, "to_dict") else record
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    click.echo(printable_json(value, indent=2))
 
 
 key_option = click.option(

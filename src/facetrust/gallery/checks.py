@@ -1,4 +1,5 @@
-"""Checks of the values a caller hands the gallery: names, purposes, ids, display names, ``k``.
+"""Checks of the values a caller hands the gallery: names, free text, purposes, ids,
+display names, ``k``.
 
 Each returns the cleaned value or raises :class:`~facetrust.errors.InvalidParameter`
 (or :class:`~facetrust.errors.PurposeRequired`) with a message that says what to pass.
@@ -9,16 +10,42 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import overload
 
 from ..errors import InvalidParameter, PurposeRequired
+from ..text import hidden_characters
+
+
+def _shown_as_is(value: str, what: str) -> str:
+    hidden = hidden_characters(value)
+    if hidden:
+        raise InvalidParameter(
+            f"The '{what}' may not hold control or invisible formatting characters (found "
+            f"{', '.join(hidden)}): the audit log must show what was recorded. Type it as it "
+            "should be shown, on one line."
+        )
+    return value
 
 
 def check_name(value: str | None, what: str) -> str:
-    """``value`` stripped, if it names a person or service (an actor, a reviewer, ...)."""
+    """``value`` stripped, if it names a person, service or document (an actor, a
+    reviewer, a consent's evidence) in characters a reader sees as they are."""
     if not value or not value.strip():
         got = "nothing" if value is None else repr(value)
         raise InvalidParameter(f"The '{what}' must name a person or service. Got {got}.")
-    return value.strip()
+    return _shown_as_is(value.strip(), what)
+
+
+@overload
+def check_text(value: str, what: str) -> str: ...
+@overload
+def check_text(value: None, what: str) -> None: ...
+@overload
+def check_text(value: str | None, what: str) -> str | None: ...
+def check_text(value: str | None, what: str) -> str | None:
+    """``value`` (a case reference, a note, a reason) if a reader sees it as it is
+    (no :func:`hidden_characters`); None stays None."""
+    return None if value is None else _shown_as_is(value, what)
 
 
 def check_purpose(purpose: str | None, purposes: Sequence[str]) -> str:
@@ -88,13 +115,13 @@ def check_display_name(name: str | None) -> str | None:
     Raises
     ------
     InvalidParameter
-        The name holds control or format characters (newlines, NUL, bidi
+        The name holds :func:`hidden_characters` (newlines, NUL, bidi
         overrides such as U+202E) or is over 200 characters long.
     """
     if name is None:
         return None
     cleaned = unicodedata.normalize("NFC", name).strip()
-    hidden = sorted({f"U+{ord(c):04X}" for c in cleaned if unicodedata.category(c)[0] == "C"})
+    hidden = hidden_characters(cleaned)
     if hidden:
         raise InvalidParameter(
             "A display name may not hold control or invisible formatting characters "

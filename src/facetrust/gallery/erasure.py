@@ -16,7 +16,7 @@ after ``config.pending_probe_hours`` (:mod:`.pending`).
 from __future__ import annotations
 
 from ..errors import InvalidParameter
-from .checks import check_name
+from .checks import check_name, check_text
 from .consent import consent_status
 from .indexes import count_removal
 from .parts import GalleryParts
@@ -30,6 +30,7 @@ def erase_subject(
 ) -> ErasureResult:
     """Destroy the subject's key, templates and photos; with ``forget``, the subject too."""
     actor = check_name(actor, "actor")
+    reason = check_text(reason, "reason")
     store, keystore = parts.store, parts.keystore
     with store.snapshot():
         subject_record(parts, subject_id)
@@ -72,6 +73,7 @@ def withdraw_consent(
 ) -> WithdrawalResult:
     """Withdraw one consent (or every active one); erase when none remains active."""
     actor = check_name(actor, "actor")
+    reason = check_text(reason, "reason")
     store = parts.store
     now = parts.now()
     with store.transaction():

@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..pipeline import FacePolicy
 from ..store.base import IdentificationRecord, PendingProbeRecord, ReviewRecord
-from .checks import check_k, check_name, check_purpose
+from .checks import check_k, check_name, check_purpose, check_text
 from .parts import GalleryParts
 from .pending import discard_probe, forget_unstored_probe, seal_probe
 from .probes import FaceInput
@@ -89,6 +89,7 @@ def identify(
     purpose = check_purpose(purpose, parts.config.purposes)
     actor = check_name(actor, "actor")
     k = check_k(k)
+    case_ref = check_text(case_ref, "case_ref")
     face = parts.read_probe(probe, face_policy)
     model_id = face.model_id
     point = parts.operating_point(model_id)
@@ -220,6 +221,7 @@ def review(
 ) -> ReviewStatus:
     """See :meth:`Gallery.review`."""
     reviewer = check_name(reviewer, "reviewer")
+    note = check_text(note, "note")
     if decision not in ("confirm", "reject"):
         raise InvalidParameter(
             f"The 'decision' must be 'confirm' or 'reject'. Got {decision!r} instead."
@@ -325,6 +327,7 @@ def verify_subject(
     """See :meth:`Gallery.verify_subject`."""
     purpose = check_purpose(purpose, parts.config.purposes)
     actor = check_name(actor, "actor")
+    case_ref = check_text(case_ref, "case_ref")
     with parts.store.snapshot():
         require_active_consent(parts, subject_id, purpose, within_retention=True)
         templates = parts.store.templates_of(subject_id)

@@ -18,7 +18,7 @@ from typing import Any
 from ..faces import Face
 from ..matching import Verdict, compare, get_operating_point
 from ..pipeline import FacePolicy
-from .checks import check_name
+from .checks import check_name, check_text
 from .core import Gallery
 from .probes import FaceInput
 from .types import EnrolmentResult
@@ -134,6 +134,7 @@ def verify_photos(
     """
     purpose = gallery.check_purpose(purpose)
     actor = check_name(actor, "actor")
+    case_ref = check_text(case_ref, "case_ref")
     a = gallery.pipeline.embed_one(photo_a, face_policy, check_quality=True)
     b = gallery.pipeline.embed_one(photo_b, face_policy, check_quality=True)
     point = get_operating_point(gallery.config.operating_point, a.embedding.model_id)

@@ -46,6 +46,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from ..errors import InvalidParameter, StoreError
+from ..gallery.checks import check_name
 from .service_db import ServiceDatabase, open_service_database
 
 KEY_PREFIX = "ft"
@@ -273,9 +274,10 @@ class ApiKeys:
                 "The 'name' of a key must say who or what uses it (1 to 200 characters). "
                 f"Got {name!r} instead."
             )
+        name = check_name(name, "name")
         key_id = secrets.token_hex(_ID_BYTES)
         secret = secrets.token_urlsafe(_SECRET_BYTES)
-        record = ApiKey(key_id, role, name.strip(), _now(), created_by)
+        record = ApiKey(key_id, role, name, _now(), created_by)
         self.store.insert(record, self._hasher.hash(secret))
         if self.audit is not None:
             self.audit("apikey.create", actor=created_by, key_id=key_id, role=role.value,

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from ...errors import FacetrustError
+from ...text import shown
 from ..apikeys import ApiKey
 from ..permissions import permits
 from ..problems import Problem, problem_of
@@ -20,6 +21,15 @@ __all__ = [
 ]
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def _shown(value: object) -> object:
+    """``|shown``: text recorded from outside (a refused request's fields) with its
+    hidden characters made visible (:func:`facetrust.text.shown`); other values as they are."""
+    return shown(value) if isinstance(value, str) else value
+
+
+templates.env.filters["shown"] = _shown
 
 #: Console pages: (path, title, operation that grants the page), in menu order.
 PAGES = (

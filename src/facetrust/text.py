@@ -1,0 +1,65 @@
+"""Text a person reads (an audit log, a console page, a terminal): the characters
+they would not see as they are, and how to show them anyway.
+
+Control and format characters (newlines, terminal escape sequences, NUL, bidi
+overrides such as U+202E, zero-width characters), line and paragraph
+separators, private-use and unassigned code points can hide, reorder or forge
+what a reader sees. The gallery refuses them in what it records
+(:func:`facetrust.gallery.checks.check_text`); text that is shown anyway (a
+refused request's fields, data recorded before that check) goes out through
+:func:`printable_json` or :func:`shown`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from typing import Any
+
+__all__ = ["hidden_characters", "printable_json", "shown"]
+
+
+def _is_hidden(char: str) -> bool:
+    category = unicodedata.category(char)
+    return category[0] == "C" or category in ("Zl", "Zp")
+
+
+#: Characters that may be hidden: ASCII controls and everything beyond ASCII
+#: (printable ASCII never is); :func:`_is_hidden` decides.
+_MAYBE_HIDDEN = re.compile(r"[\x00-\x1f\x7f-\U0010ffff]")
+_BEYOND_ASCII = re.compile(r"[\x7f-\U0010ffff]")
+
+
+def hidden_characters(text: str) -> list[str]:
+    """The characters of ``text`` a reader does not see as they are, as sorted ``U+XXXX``."""
+    return sorted({f"U+{ord(c):04X}" for c in _MAYBE_HIDDEN.findall(text) if _is_hidden(c)})
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if not _is_hidden(char):
+        return char
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON spells a code point beyond the BMP as a surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def printable_json(value: Any, **options: Any) -> str:
+    """``json.dumps(value, **options)`` with letters as they are (``é``, not ``\\u00e9``)
+    and every hidden character as a ``\\uXXXX`` escape: one line per value unless
+    ``indent`` is given, safe to print to a terminal or split into lines."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    # json escapes ASCII controls in strings itself (the raw ones left are the
+    # indentation's newlines); anything beyond ASCII can only be in a string
+    return _BEYOND_ASCII.sub(_escaped, text)
+
+
+def shown(text: str) -> str:
+    """``text`` with each hidden character replaced by a visible ``⟨U+XXXX⟩``."""
+    return _MAYBE_HIDDEN.sub(
+        lambda m: f"\u27e8U+{ord(m.group()):04X}\u27e9" if _is_hidden(m.group()) else m.group(),
+        text,
+    )
