@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import psycopg
 import pytest
 
 from facetrust.errors import StoreError
+from facetrust.gallery import Gallery
 from facetrust.store import SqliteStore, SubjectRecord, TemplateRecord, postgres_migrations
 from facetrust.store import migrations as sqlite_migrations
 from facetrust.store.postgres import PostgresStore
@@ -121,3 +125,47 @@ def test_released_migrations_are_never_edited() -> None:
     }
     for kind, released in RELEASED.items():
         assert found[kind][: len(released)] == released, kind
+
+
+def test_a_postgres_gallery_of_a_newer_facetrust_is_refused_untouched(
+    postgres_url: Callable[[], str],
+) -> None:
+    url = postgres_url()
+    PostgresStore(url, create=True).close()
+    newer = len(postgres_migrations.GALLERY_MIGRATIONS) + 1
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("UPDATE facetrust_schema SET version = %s WHERE kind = 'gallery'", (newer,))
+    with pytest.raises(StoreError, match=r"newer than this facetrust understands .*Upgrade"):
+        PostgresStore(url)
+    with psycopg.connect(url, autocommit=True) as db:
+        row = db.execute("SELECT version FROM facetrust_schema WHERE kind = 'gallery'").fetchone()
+    assert row is not None and row[0] == newer
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
+def test_a_replica_left_on_an_older_facetrust_refuses_the_upgraded_gallery(
+    tmp_path: Path,
+) -> None:
+    # A rolling upgrade: the first upgraded process migrated the gallery; a process
+    # still on the old version that starts (a replica restarting, a CLI command)
+    # must refuse it with one clear line, and leave it as it is.
+    gallery, _ = Gallery.init_folder(tmp_path)
+    gallery.add_subject("kofi", actor="registrar")
+    gallery.close()
+    newer = len(sqlite_migrations.GALLERY_MIGRATIONS) + 1
+    with sqlite3.connect(tmp_path / "gallery.db", isolation_level=None) as db:
+        db.execute(f"PRAGMA user_version = {newer}")
+    db.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
+    env["FACETRUST_GALLERY"] = str(tmp_path)
+    command = str(Path(sys.executable).parent / "facetrust")
+    for args in (["subject", "list"], ["serve", "--host", "127.0.0.1", "--port", "0"]):
+        done = subprocess.run([command, *args], capture_output=True, text=True, env=env,
+                              timeout=120, check=False)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "newer than this facetrust understands" in done.stderr, args
+        assert "Upgrade facetrust" in done.stderr and "Traceback" not in done.stderr, args
+    with sqlite3.connect(tmp_path / "gallery.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == newer
+        assert db.execute("SELECT subject_id FROM subjects").fetchall() == [("kofi",)]
+    db.close()
