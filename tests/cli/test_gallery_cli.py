@@ -20,6 +20,7 @@ from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 
 CLI_DOCS = Path(__file__).parent.parent.parent / "docs" / "cli.md"
+SAMPLE_DATA = Path(__file__).parent.parent / "data"
 GALLERY_COMMANDS = [
     "init",
     "subject add",
@@ -342,3 +343,41 @@ def test_subjects_are_searched_paged_and_viewed_through_the_installed_command(
     views = [e for e in map(json.loads, exported.splitlines()) if e["kind"] == "subject.view"]
     assert [v["actor"] for v in views] == ["dpo", "dpo"]  # the consent history read too
     assert "No subject 'nobody'" in facetrust("consent", "show", "nobody", code=2).stderr
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
+def test_refused_searches_and_enrolments_from_the_shell_are_audited(
+    tmp_path: Path,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    enrol_all: Callable[..., None],
+) -> None:
+    """Every refused use of a photo leaves an audit event, from the shell as from the service."""
+    gallery, _ = Gallery.init_folder(tmp_path)
+    with gallery:
+        enrol_all(gallery, identities, embeddings)
+        gallery.add_subject("newcomer", actor="registrar")  # no consent
+        head = gallery.audit.head().seq
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
+    env["FACETRUST_GALLERY"] = str(tmp_path)
+    command = str(Path(sys.executable).parent / "facetrust")
+    photo = str(identities[sorted(identities)[0]][2])
+    wall = str(SAMPLE_DATA / "non_faces" / sorted(os.listdir(SAMPLE_DATA / "non_faces"))[0])
+    two = str(next((SAMPLE_DATA / "multi_face").glob("*.jpg")))
+    attempts = [
+        (["identify", photo, "--purpose", "marketing"], "identify.refused", "InvalidParameter"),
+        (["identify", wall, "--purpose", "boarding"], "identify.refused", "NoFaceFound"),
+        (["identify", two, "--purpose", "boarding", "--face", "single"], "identify.refused",
+         "MultipleFaces"),
+        (["enroll", "newcomer", photo], "enrol.refused", "ConsentRequired"),
+    ]
+    for args, _, _ in attempts:
+        done = subprocess.run([command, *args], capture_output=True, text=True, env=env,
+                              check=False)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+    with Gallery.find(tmp_path) as reopened:
+        refused = [e for e in reopened.audit.events() if e.seq > head]
+        assert reopened.audit.verify().ok
+    assert [(e.kind, e.fields["error"]) for e in refused] == [(k, e) for _, k, e in attempts]
+    assert refused[0].purpose == "marketing" and refused[3].subject_ids == ("newcomer",)

@@ -70,7 +70,10 @@ def test_search_without_purpose_is_refused(
     with pytest.raises(InvalidParameter, match="not one this gallery accepts"):
         sample_gallery.identify(probe, purpose="marketing", actor="officer")
     refusals = list(sample_gallery.audit.events(kind="identify.refused"))
-    assert [e.fields["error"] for e in refusals] == ["PurposeRequired", "PurposeRequired"]
+    assert [e.fields["error"] for e in refusals] == [
+        "PurposeRequired", "PurposeRequired", "InvalidParameter",
+    ]
+    assert refusals[-1].purpose == "marketing"  # a search for a purpose nobody consented to
 
 
 def test_withdrawn_consent_is_refused_and_excluded(

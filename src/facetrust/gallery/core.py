@@ -38,6 +38,7 @@ from .indexes import SearchIndexes
 from .keyring import AUDIT_SECRET, GALLERY_SECRETS, Keyring
 from .parts import Clock, GalleryParts
 from .probes import FaceInput
+from .refusals import audit_refusal
 from .review_desk import ProbePhoto, ReferencePhoto, ReviewCase, ReviewQueue
 from .search import SearchResult, search_probe
 from .types import (
@@ -428,10 +429,11 @@ class Gallery:
         DuplicateEnrolment
             A face matches another subject and ``config.duplicate_policy`` is "refuse".
         """
-        return enrolment.enroll_subject(
-            self._parts, subject_id, faces, actor=actor, keep_photos=keep_photos,
-            face_policy=face_policy, check_duplicates=check_duplicates, sources=sources,
-        )
+        with audit_refusal(self._parts.audit, "enrol", actor, None, [subject_id]):
+            return enrolment.enroll_subject(
+                self._parts, subject_id, faces, actor=actor, keep_photos=keep_photos,
+                face_policy=face_policy, check_duplicates=check_duplicates, sources=sources,
+            )
 
     def enrolled_sources(self, subject_id: str) -> EnrolledSources:
         """What recognises the photos already enrolled for ``subject_id`` (resumable batches)."""
@@ -517,9 +519,7 @@ class Gallery:
         InvalidParameter
             Unknown purpose, empty actor, or ``k < 1``.
         """
-        with identification.audit_refusal(
-            self._parts, "identify", actor, purpose, [], case_ref=case_ref
-        ):
+        with audit_refusal(self._parts.audit, "identify", actor, purpose, [], case_ref=case_ref):
             return identification.identify(
                 self._parts,
                 probe,
@@ -642,8 +642,8 @@ class Gallery:
         ModelMismatch
             The subject has no template of the probe's model.
         """
-        with identification.audit_refusal(
-            self._parts, "verify", actor, purpose, [subject_id], case_ref=case_ref
+        with audit_refusal(
+            self._parts.audit, "verify", actor, purpose, [subject_id], case_ref=case_ref
         ):
             return identification.verify_subject(
                 self._parts, probe, subject_id, purpose=purpose, actor=actor,

@@ -3,8 +3,7 @@
 Every search states a purpose, runs only over subjects whose active consent
 covers it, and is audited. The probe photo is kept, sealed, only while the
 identification awaits review (:mod:`.pending`), and deleted once it is decided.
-Searches refused for consent, purpose or model reasons are audited too
-(:func:`audit_refusal`).
+Refused searches are audited too (:mod:`.refusals`).
 """
 
 from __future__ import annotations
@@ -13,13 +12,10 @@ import math
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from ..errors import (
-    ConsentError,
     InvalidParameter,
     ModelMismatch,
-    PurposeRequired,
     ReviewClosed,
     ReviewNotAllowed,
     UnknownIdentification,
@@ -34,32 +30,6 @@ from .probes import FaceInput
 from .search import search_probe
 from .subjects import require_active_consent
 from .types import Candidate, Identification, ReviewStatus, SubjectVerification
-
-
-@contextmanager
-def audit_refusal(
-    parts: GalleryParts,
-    kind: str,
-    actor: str | None,
-    purpose: str | None,
-    subjects: list[str],
-    **fields: Any,
-) -> Iterator[None]:
-    """Audit a search refused for consent, purpose or model reasons (``<kind>.refused``),
-    then re-raise."""
-    try:
-        yield
-    except (ConsentError, PurposeRequired, ModelMismatch, UnknownSubject) as error:
-        parts.audit.append(
-            f"{kind}.refused",
-            actor=actor or None,
-            purpose=purpose or None,
-            subject_ids=subjects,
-            error=type(error).__name__,
-            message=str(error),
-            **fields,
-        )
-        raise
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from ..pipeline import FacePolicy
 from .checks import check_name, check_text
 from .core import Gallery
 from .probes import FaceInput
+from .refusals import audit_refusal
 from .types import EnrolmentResult
 
 
@@ -100,8 +101,9 @@ def enroll_photo(
     NotAnImage, CorruptImage, ImageTooLarge, ImageTooSmall
     NoFaceFound, MultipleFaces, FaceQualityTooLow, DuplicateEnrolment
     """
-    gallery.require_consent(subject_id, None)
-    embedded = gallery.pipeline.embed_one(photo, face_policy, check_quality=True)
+    with audit_refusal(gallery.audit, "enrol", actor, None, [subject_id]):
+        gallery.require_consent(subject_id, None)
+        embedded = gallery.pipeline.embed_one(photo, face_policy, check_quality=True)
     # The template just computed is enrolled as is (the photo is not embedded twice);
     # the photo itself goes in only when it is to be kept.
     source: FaceInput = photo if keep_photo else embedded.embedding
@@ -132,11 +134,12 @@ def verify_photos(
     PurposeRequired, InvalidParameter
     NotAnImage, CorruptImage, ImageTooLarge, NoFaceFound, MultipleFaces, FaceQualityTooLow
     """
-    purpose = gallery.check_purpose(purpose)
-    actor = check_name(actor, "actor")
-    case_ref = check_text(case_ref, "case_ref")
-    a = gallery.pipeline.embed_one(photo_a, face_policy, check_quality=True)
-    b = gallery.pipeline.embed_one(photo_b, face_policy, check_quality=True)
+    with audit_refusal(gallery.audit, "verify.photos", actor, purpose, [], case_ref=case_ref):
+        purpose = gallery.check_purpose(purpose)
+        actor = check_name(actor, "actor")
+        case_ref = check_text(case_ref, "case_ref")
+        a = gallery.pipeline.embed_one(photo_a, face_policy, check_quality=True)
+        b = gallery.pipeline.embed_one(photo_b, face_policy, check_quality=True)
     point = get_operating_point(gallery.config.operating_point, a.embedding.model_id)
     verdict = compare(a.embedding, b.embedding, point)
     digests = (hashlib.sha256(photo_a).hexdigest(), hashlib.sha256(photo_b).hexdigest())

@@ -1,0 +1,55 @@
+"""Auditing the gallery's refusals of a request that touches biometric data.
+
+A search, a verification or an enrolment refused because of what the caller
+asked (a bad parameter or purpose, no consent, an unknown subject, an image
+that is not a photo or holds no usable face) is audited as ``<kind>.refused``
+with the error's type and message, then raised: whichever entry point made
+the request (library, CLI, REST service, console), the attempt leaves a trace.
+Failures of the system itself (the store, the keys, the models) are not
+refusals and are not audited here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..audit import AuditLog
+from ..errors import (
+    ConsentError,
+    FaceError,
+    ImageError,
+    InvalidParameter,
+    PurposeRequired,
+    UnknownSubject,
+)
+
+#: What the gallery refuses because of the request (see the module notes).
+REFUSALS = (InvalidParameter, PurposeRequired, ConsentError, UnknownSubject, ImageError,
+            FaceError)
+
+
+@contextmanager
+def audit_refusal(
+    audit: AuditLog,
+    kind: str,
+    actor: str | None,
+    purpose: str | None,
+    subjects: list[str],
+    **fields: Any,
+) -> Iterator[None]:
+    """Audit a refusal raised inside the block as ``<kind>.refused``, then re-raise it."""
+    try:
+        yield
+    except REFUSALS as error:
+        audit.append(
+            f"{kind}.refused",
+            actor=actor or None,
+            purpose=purpose or None,
+            subject_ids=subjects,
+            error=type(error).__name__,
+            message=str(error),
+            **fields,
+        )
+        raise
