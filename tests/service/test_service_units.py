@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from facetrust.errors import FacetrustError, InvalidParameter, NoFaceFound
+from facetrust.errors import FacetrustError, InvalidParameter, NoFaceFound, StoreUnavailable
 from facetrust.service import ApiKeys, Role, ServiceSettings, SqliteApiKeyStore
 from facetrust.service.buckets import SqlBuckets
 from facetrust.service.limits import FailureThrottle, RequestTimeout, TokenBucket
@@ -268,3 +268,21 @@ def test_server_workers_share_the_cores_unless_threads_are_set() -> None:
     chosen = {"FACETRUST_EMBEDDER_THREADS": "3"}
     share_cores(2, chosen)
     assert chosen["FACETRUST_EMBEDDER_THREADS"] == "3"
+
+
+def test_a_key_whose_creation_cannot_be_audited_is_never_stored(tmp_path: Path) -> None:
+    # The audit log's database failing is simulated (the hook raises what the store
+    # raises when it does not answer); the key store is real.
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def unwritable(kind: str, **fields: Any) -> None:
+        raise StoreUnavailable("The gallery's database did not answer. Retry shortly.")
+
+    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "api-keys.db"), audit=unwritable)
+    with pytest.raises(StoreUnavailable):
+        keys.create("operator", "never audited", created_by="cli:tests")
+    assert keys.list() == []
+    keys.audit = lambda kind, **fields: events.append((kind, fields))
+    made = keys.create("operator", "audited", created_by="cli:tests")
+    assert [k.key_id for k in keys.list()] == [made.record.key_id]
+    assert [(kind, f["key_id"]) for kind, f in events] == [("apikey.create", made.record.key_id)]

@@ -121,6 +121,15 @@ class CreatedKey:
         return {**self.record.to_dict(), "key": self.key}
 
 
+@dataclass(frozen=True)
+class PreparedKey:
+    """A key made but not stored yet (:meth:`ApiKeys.prepare`): audit it, then
+    :meth:`ApiKeys.add` it, so that no key ever works without its audit event."""
+
+    created: CreatedKey
+    key_hash: str
+
+
 class ApiKeyStore(Protocol):
     """Where key records and their hashes live."""
 
@@ -267,7 +276,27 @@ class ApiKeys:
         self._lock = threading.Lock()
 
     def create(self, role: Role | str, name: str, *, created_by: str) -> CreatedKey:
-        """A new key for ``role``; the returned ``key`` string is not stored anywhere."""
+        """A new key for ``role``; the returned ``key`` string is not stored anywhere.
+
+        With an ``audit`` hook the creation is audited before the key is stored:
+        a failure in between leaves an ``apikey.create`` event (then, if it can
+        be written, ``apikey.create.failed``) but never a key without its event.
+        """
+        prepared = self.prepare(role, name, created_by=created_by)
+        record = prepared.created.record
+        if self.audit is None:
+            return self.add(prepared)
+        self.audit("apikey.create", actor=created_by, key_id=record.key_id,
+                   role=record.role.value, name=record.name)
+        try:
+            return self.add(prepared)
+        except Exception as error:
+            self.audit("apikey.create.failed", actor=created_by, key_id=record.key_id,
+                       error=type(error).__name__)
+            raise
+
+    def prepare(self, role: Role | str, name: str, *, created_by: str) -> PreparedKey:
+        """A new key for ``role``, checked and hashed, not stored (see :class:`PreparedKey`)."""
         role = parse_role(role) if isinstance(role, str) else role
         if not name or not name.strip() or len(name) > 200:
             raise InvalidParameter(
@@ -278,11 +307,13 @@ class ApiKeys:
         key_id = secrets.token_hex(_ID_BYTES)
         secret = secrets.token_urlsafe(_SECRET_BYTES)
         record = ApiKey(key_id, role, name, _now(), created_by)
-        self.store.insert(record, self._hasher.hash(secret))
-        if self.audit is not None:
-            self.audit("apikey.create", actor=created_by, key_id=key_id, role=role.value,
-                       name=record.name)
-        return CreatedKey(record, f"{KEY_PREFIX}_{key_id}_{secret}")
+        created = CreatedKey(record, f"{KEY_PREFIX}_{key_id}_{secret}")
+        return PreparedKey(created, self._hasher.hash(secret))
+
+    def add(self, prepared: PreparedKey) -> CreatedKey:
+        """Store a key :meth:`prepare` made: it works from the next request on."""
+        self.store.insert(prepared.created.record, prepared.key_hash)
+        return prepared.created
 
     def _digest(self, secret: str) -> bytes:
         return hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()

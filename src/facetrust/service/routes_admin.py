@@ -35,13 +35,19 @@ async def create_audited_key(
     both to the end even if the request times out meanwhile."""
 
     async def create_and_record() -> CreatedKey:
-        created = await state.call_service_db(
-            lambda: state.keys.create(role, name, created_by=admin.actor)
+        prepared = await state.call_service_db(
+            lambda: state.keys.prepare(role, name, created_by=admin.actor)
         )
-        record = created.record
+        record = prepared.created.record
+        # audited first: a key never works without its event
         await state.record_change("apikey.create", actor=admin.actor, key_id=record.key_id,
                                   role=record.role.value, name=record.name)
-        return created
+        try:
+            return await state.call_service_db(state.keys.add, prepared)
+        except Exception as error:
+            await state.record_change("apikey.create.failed", actor=admin.actor,
+                                      key_id=record.key_id, error=type(error).__name__)
+            raise
 
     return await to_the_end(create_and_record())
 
