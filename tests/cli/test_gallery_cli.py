@@ -44,6 +44,17 @@ GALLERY_COMMANDS = [
 ]
 
 
+#: The installed ``facetrust`` command of this environment.
+INSTALLED = str(Path(sys.executable).parent / "facetrust")
+
+
+def shell_env(gallery_folder: Path) -> dict[str, str]:
+    """The environment for :data:`INSTALLED` on the gallery in ``gallery_folder``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
+    env["FACETRUST_GALLERY"] = str(gallery_folder)
+    return env
+
+
 def run(runner: CliRunner, *args: str, code: int = 0) -> str:
     result = runner.invoke(cli, list(args), catch_exceptions=False)
     assert result.exit_code == code, result.output
@@ -229,9 +240,7 @@ def test_reviewers_are_authenticated_keys_through_the_installed_command(
     gallery, _ = Gallery.init_folder(tmp_path)
     with gallery:
         enrol_all(gallery, identities, embeddings)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
-    env["FACETRUST_GALLERY"] = str(tmp_path)
-    command = str(Path(sys.executable).parent / "facetrust")
+    env, command = shell_env(tmp_path), INSTALLED
 
     def facetrust(*args: str, key: str | None = None, code: int = 0) -> str:
         done = subprocess.run(
@@ -300,9 +309,7 @@ def test_subjects_are_searched_paged_and_viewed_through_the_installed_command(
             gallery.add_subject(f"desk-{number}", actor="registrar",
                                 display_name="Amara Okafor" if number == 3 else None)
         gallery.add_subject("other", actor="registrar")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
-    env["FACETRUST_GALLERY"] = str(tmp_path)
-    command = str(Path(sys.executable).parent / "facetrust")
+    env, command = shell_env(tmp_path), INSTALLED
 
     def facetrust(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([command, *args], capture_output=True, text=True, check=False,
@@ -358,9 +365,7 @@ def test_refused_searches_and_enrolments_from_the_shell_are_audited(
         enrol_all(gallery, identities, embeddings)
         gallery.add_subject("newcomer", actor="registrar")  # no consent
         head = gallery.audit.head().seq
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
-    env["FACETRUST_GALLERY"] = str(tmp_path)
-    command = str(Path(sys.executable).parent / "facetrust")
+    env, command = shell_env(tmp_path), INSTALLED
     photo = str(identities[sorted(identities)[0]][2])
     wall = str(SAMPLE_DATA / "non_faces" / sorted(os.listdir(SAMPLE_DATA / "non_faces"))[0])
     two = str(next((SAMPLE_DATA / "multi_face").glob("*.jpg")))
