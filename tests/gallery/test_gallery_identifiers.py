@@ -17,6 +17,7 @@ import pytest
 from facetrust.errors import InvalidParameter
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
+from facetrust.gallery.checks import TEXT_LIMITS
 from facetrust.text import hidden_characters
 from gallery_fixtures import BAD_IDS, EVIDENCE_SHA256, GOOD_IDS
 
@@ -133,3 +134,30 @@ def test_the_audit_export_shows_every_recorded_character_on_one_line(
     events = [json.loads(line) for line in exported.splitlines()]
     assert [e["case_ref"] for e in events if e["kind"] == "service.refused"] == HIDDEN_TEXT
     assert sample_gallery.audit.verify().ok
+
+
+def test_free_text_is_as_long_as_every_entry_point_allows_and_no_longer(
+    sample_gallery: Gallery, identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+) -> None:
+    gallery = sample_gallery
+    subject = sorted(identities)[0]
+    probe = embeddings[identities[subject][2]]
+    found = gallery.identify(probe, purpose="boarding", actor="officer",
+                             case_ref="c" * TEXT_LIMITS["case_ref"])
+    too_long: dict[str, Callable[[], object]] = {
+        "case_ref": lambda: gallery.identify(
+            probe, purpose="boarding", actor="officer",
+            case_ref="c" * (TEXT_LIMITS["case_ref"] + 1)),
+        "note": lambda: gallery.review(found.identification_id, subject, reviewer="reviewer-1",
+                                       note="n" * (TEXT_LIMITS["note"] + 1)),
+        "reason": lambda: gallery.withdraw_consent(
+            subject, None, actor="desk", reason="r" * (TEXT_LIMITS["reason"] + 1)),
+        "evidence_ref": lambda: consent_with(
+            gallery, subject, evidence_ref="e" * (TEXT_LIMITS["evidence_ref"] + 1)),
+        "actor": lambda: gallery.identify(probe, purpose="boarding", actor="a" * 201),
+    }
+    for what, attempt in too_long.items():
+        with pytest.raises(InvalidParameter, match=f"'{what}' is at most"):
+            attempt()
+    assert [c.withdrawn_at for c in gallery.consents(subject)] == [None]

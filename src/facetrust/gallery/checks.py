@@ -15,8 +15,19 @@ from typing import overload
 from ..errors import InvalidParameter, PurposeRequired
 from ..text import hidden_characters
 
+#: The longest text the gallery records in a field, in characters (the REST
+#: service's request limits are these); any other name or text: DEFAULT_TEXT_LIMIT.
+TEXT_LIMITS = {"case_ref": 200, "note": 1000, "reason": 500, "evidence_ref": 500,
+               "notice_version": 100}
+DEFAULT_TEXT_LIMIT = 200
+
 
 def _shown_as_is(value: str, what: str) -> str:
+    limit = TEXT_LIMITS.get(what, DEFAULT_TEXT_LIMIT)
+    if len(value) > limit:
+        raise InvalidParameter(
+            f"The '{what}' is at most {limit} characters. Got {len(value)}: shorten it."
+        )
     hidden = hidden_characters(value)
     if hidden:
         raise InvalidParameter(
@@ -29,7 +40,8 @@ def _shown_as_is(value: str, what: str) -> str:
 
 def check_name(value: str | None, what: str) -> str:
     """``value`` stripped, if it names a person, service or document (an actor, a
-    reviewer, a consent's evidence) in characters a reader sees as they are."""
+    reviewer, a consent's evidence) in characters a reader sees as they are, within
+    its :data:`TEXT_LIMITS`."""
     if not value or not value.strip():
         got = "nothing" if value is None else repr(value)
         raise InvalidParameter(f"The '{what}' must name a person or service. Got {got}.")
@@ -44,7 +56,8 @@ def check_text(value: None, what: str) -> None: ...
 def check_text(value: str | None, what: str) -> str | None: ...
 def check_text(value: str | None, what: str) -> str | None:
     """``value`` (a case reference, a note, a reason) if a reader sees it as it is
-    (no :func:`hidden_characters`); None stays None."""
+    (no :func:`hidden_characters`) and it is within its :data:`TEXT_LIMITS`; None
+    stays None."""
     return None if value is None else _shown_as_is(value, what)
 
 

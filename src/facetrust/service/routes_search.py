@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
+from ..gallery.checks import TEXT_LIMITS
 from ..gallery.photos import verify_photos
 from ..pipeline import FACE_POLICY_HELP
 from .apikeys import ApiKey
@@ -36,7 +37,8 @@ Purpose = Annotated[
     str, Form(min_length=1, max_length=100, description="One of the gallery's purposes.")
 ]
 CaseRef = Annotated[
-    str, Form(min_length=1, max_length=200, description="The case or ticket this belongs to.")
+    str, Form(min_length=1, max_length=TEXT_LIMITS["case_ref"],
+              description="The case or ticket this belongs to.")
 ]
 Image = Annotated[UploadFile, File(description="A photo holding exactly one face.")]
 Face = Annotated[
@@ -132,7 +134,7 @@ async def identify(
 class Review(BaseModel):
     subject_id: SubjectIdField
     decision: Literal["confirm", "reject"] = "confirm"
-    note: str | None = Field(default=None, max_length=1000)
+    note: str | None = Field(default=None, max_length=TEXT_LIMITS["note"])
 
 
 @router.post("/identifications/{identification_id}/reviews", operation_id="review_candidate")

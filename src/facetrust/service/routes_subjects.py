@@ -26,7 +26,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_val
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.formparsers import MultiPartException
 
-from ..gallery.checks import MAX_DISPLAY_NAME_LENGTH
+from ..gallery.checks import MAX_DISPLAY_NAME_LENGTH, TEXT_LIMITS
 from ..gallery.photos import enroll_photo
 from ..gallery.subjects import MAX_PAGE
 from ..pipeline import FACE_POLICY_HELP
@@ -60,11 +60,12 @@ class NewSubject(BaseModel):
 class NewConsent(BaseModel):
     purposes: list[str] = Field(min_length=1, max_length=20)
     expires_at: AwareDatetime = Field(description="When the consent ends (ISO 8601 with zone).")
-    evidence_ref: str = Field(min_length=1, max_length=500, description="The signed form's id.")
+    evidence_ref: str = Field(min_length=1, max_length=TEXT_LIMITS["evidence_ref"],
+                              description="The signed form's id.")
     evidence_sha256: str = Field(
         pattern="^[0-9a-fA-F]{64}$", description="SHA-256 of the signed form's file."
     )
-    notice_version: str = Field(min_length=1, max_length=100)
+    notice_version: str = Field(min_length=1, max_length=TEXT_LIMITS["notice_version"])
 
     @field_validator("expires_at")
     @classmethod
@@ -158,7 +159,8 @@ class Withdrawal(BaseModel):
     consent_id: str | None = Field(
         default=None, max_length=200, description="One consent; every active one if omitted."
     )
-    reason: str = Field(default="withdrawn by the subject", min_length=1, max_length=500)
+    reason: str = Field(default="withdrawn by the subject", min_length=1,
+                        max_length=TEXT_LIMITS["reason"])
 
 
 @router.post("/subjects", operation_id="create_subject", status_code=201)
@@ -321,7 +323,9 @@ async def enroll(
 async def erase_subject(
     subject_id: SubjectId,
     request: Request,
-    reason: Annotated[str, Query(min_length=1, max_length=500)] = "erasure requested",
+    reason: Annotated[str, Query(min_length=1, max_length=TEXT_LIMITS["reason"])] = (
+        "erasure requested"
+    ),
     key: ApiKey = Depends(allow("erase_subject")),  # noqa: B008
 ) -> dict[str, Any]:
     """Erase the subject for good (crypto-shredding); the id is never reused."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from ...errors import FacetrustError
+from ...gallery.checks import TEXT_LIMITS
 from ...gallery.photos import verify_photos
 from ..auth import service_state, take_token
 from ..limits import rate_limited
@@ -34,7 +35,7 @@ async def verify_submit(
     request: Request,
     csrf: Annotated[str, Form()],
     purpose: Annotated[str, Form(min_length=1, max_length=100)],
-    case_ref: Annotated[str, Form(min_length=1, max_length=200)],
+    case_ref: Annotated[str, Form(min_length=1, max_length=TEXT_LIMITS["case_ref"])],
     image_a: UploadFile,
     image_b: UploadFile,
 ) -> Response:
@@ -70,7 +71,7 @@ async def identify_submit(
     request: Request,
     csrf: Annotated[str, Form()],
     purpose: Annotated[str, Form(min_length=1, max_length=100)],
-    case_ref: Annotated[str, Form(min_length=1, max_length=200)],
+    case_ref: Annotated[str, Form(min_length=1, max_length=TEXT_LIMITS["case_ref"])],
     image: UploadFile,
     k: Annotated[int, Form(ge=1, le=50)] = 5,
 ) -> Response:

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 
 from ...errors import FacetrustError, UnknownSubject
 from ...gallery import Gallery
+from ...gallery.checks import TEXT_LIMITS
 from ..apikeys import ApiKey
 from ..auth import service_state, take_token
 from ..limits import rate_limited
@@ -168,7 +169,7 @@ async def verify_subject_submit(
     csrf: Annotated[str, Form()],
     subject_id: SubjectId = "",
     purpose: Annotated[str, Form(max_length=100)] = "",
-    case_ref: Annotated[str, Form(max_length=200)] = "",
+    case_ref: Annotated[str, Form(max_length=TEXT_LIMITS["case_ref"])] = "",
     photo: UploadFile | None = None,
 ) -> Response:
     """Compare the photo with the subject's templates, for the purpose the operator chose.
