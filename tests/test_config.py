@@ -6,6 +6,7 @@ import pytest
 
 from facetrust import Settings
 from facetrust.errors import InvalidParameter
+from facetrust.service import ServiceSettings
 
 
 def test_environment_then_overrides() -> None:
@@ -26,15 +27,39 @@ def test_environment_then_overrides() -> None:
 @pytest.mark.parametrize(
     "env,message",
     [
-        ({"FACETRUST_MAX_PIXELS": "lots"}, "must be of type int"),
-        ({"FACETRUST_DETECTION_RETRY": "maybe"}, "true or false"),
+        ({"FACETRUST_MAX_PIXELS": "lots"}, "FACETRUST_MAX_PIXELS must be a whole number"),
+        ({"FACETRUST_DETECTION_RETRY": "maybe"}, "FACETRUST_DETECTION_RETRY must be true or"),
         ({"FACETRUST_DETECTOR": "magic"}, "one of 'hog', 'cnn'"),
         ({"FACETRUST_MAX_PIXELS": "-5"}, "positive"),
+        ({"FACETRUST_MIN_SHARPNESS": "nan"}, "FACETRUST_MIN_SHARPNESS must be a finite number"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(InvalidParameter, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        # the message names the variable that was set, prefix and all
+        ({"FACETRUST_SERVICE_MAX_BODY_BYTES": "abc"},
+         "FACETRUST_SERVICE_MAX_BODY_BYTES must be a whole number"),
+        ({"FACETRUST_SERVICE_IDENTIFY_BURST": "1e9"},
+         "FACETRUST_SERVICE_IDENTIFY_BURST must be a whole number"),
+        # a rate that is not a number would turn the rate limit off, or on for good
+        ({"FACETRUST_SERVICE_IDENTIFY_PER_MINUTE": "nan"}, "must be a finite number"),
+        ({"FACETRUST_SERVICE_IDENTIFY_PER_MINUTE": "inf"}, "must be a finite number"),
+        ({"FACETRUST_SERVICE_REQUEST_TIMEOUT_S": "0"}, "must be a positive number"),
+    ],
+)
+def test_bad_service_values_are_refused_with_the_variable_named(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(InvalidParameter, match=message):
+        ServiceSettings.from_env(env)
+    with pytest.raises(InvalidParameter, match="'identify_per_minute' service setting must be"):
+        ServiceSettings(identify_per_minute=float("nan"))  # e.g. --identify-per-minute nan
 
 
 def test_detector_per_use_settings_are_checked() -> None:

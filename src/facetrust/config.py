@@ -8,6 +8,7 @@ case with the ``FACETRUST_`` prefix, e.g. ``FACETRUST_MAX_PIXELS``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -158,7 +159,9 @@ class Settings:
         for field in dataclasses.fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:
-                values[field.name] = parse_setting(field.name, field.type, raw)
+                values[field.name] = parse_setting(
+                    ENV_PREFIX + field.name.upper(), field.type, raw
+                )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -168,29 +171,37 @@ class Settings:
         return self.workers or (os.cpu_count() or 1)
 
 
-def parse_setting(name: str, type_name: Any, raw: str) -> Any:
-    """The value of setting ``name`` of type ``type_name`` from its text ``raw`` (an env var)."""
+def parse_setting(variable: str, type_name: Any, raw: str) -> Any:
+    """The value of environment ``variable`` (a setting of type ``type_name``) from its text."""
     if str(type_name) == "bool":
         if raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return raw.lower() in ("1", "true", "yes", "on")
         raise InvalidParameter(
-            f"The environment variable {ENV_PREFIX}{name.upper()} must be true or false. "
-            f"Got {raw!r} instead."
+            f"The environment variable {variable} must be true or false. Got {raw!r} instead."
         )
+    wanted = {"int": "a whole number (e.g. 20)", "float": "a finite number (e.g. 2.5)"}
     kind = {"int": int, "float": float, "str": str}.get(str(type_name), str)
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)):
         raise InvalidParameter(
-            f"The environment variable {ENV_PREFIX}{name.upper()} must be of type {kind.__name__}. "
+            f"The environment variable {variable} must be {wanted[kind.__name__]}. "
             f"Got {raw!r} instead."
-        ) from None
+        )
+    return value
+
+
+def is_positive(value: float) -> bool:
+    """Whether ``value`` is a positive, finite number (NaN and infinity are not)."""
+    return math.isfinite(value) and value > 0
 
 
 def _require_positive(settings: Settings, *names: str) -> None:
     for name in names:
         value = getattr(settings, name)
-        if value <= 0:
+        if not is_positive(value):
             raise InvalidParameter(
                 f"The '{name}' setting must be a positive number. Got {value} instead."
             )

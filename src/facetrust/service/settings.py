@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import parse_setting
+from ..config import is_positive, parse_setting
 from ..errors import InvalidParameter
 
 ENV_PREFIX = "FACETRUST_SERVICE_"
@@ -85,7 +85,7 @@ class ServiceSettings:
                      "request_timeout_s", "auth_failures_per_minute", "auth_failure_burst",
                      "console_idle_minutes", "console_session_hours"):
             value = getattr(self, name)
-            if value <= 0:
+            if not is_positive(value):
                 raise InvalidParameter(
                     f"The '{name}' service setting must be a positive number. Got {value} instead."
                 )
@@ -101,7 +101,7 @@ class ServiceSettings:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:
                 kind = str(field.type).replace(" | None", "")
-                values[field.name] = parse_setting(field.name, kind, raw)
+                values[field.name] = parse_setting(ENV_PREFIX + field.name.upper(), kind, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
