@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from facetrust import Settings
 from facetrust.errors import InvalidParameter
+from facetrust.gallery import Gallery, GalleryConfig
 from facetrust.service import ServiceSettings
 
 
@@ -72,3 +76,19 @@ def test_detector_per_use_settings_are_checked() -> None:
         Settings(video_detector="yolo")
     with pytest.raises(InvalidParameter, match="'detector' setting must be one of 'hog', 'cnn'"):
         Settings(detector="none")
+
+
+@pytest.mark.parametrize("edit", [
+    '"retention_days": NaN', '"retention_days": 0.5', '"review_quorum": 1.5',
+    '"review_quorum": true', '"pending_probe_hours": NaN',
+])
+def test_a_hand_edited_gallery_config_with_a_value_that_is_no_count_is_refused(
+    tmp_path: Path, edit: str
+) -> None:
+    gallery, config_path = Gallery.init_folder(tmp_path)
+    gallery.close()
+    name = edit.split(":")[0].strip('"')
+    text = re.sub(rf'"{name}": [^,\n]+', edit, config_path.read_text())
+    config_path.write_text(text)
+    with pytest.raises(InvalidParameter, match=f"'{name}' setting must be"):
+        GalleryConfig.load(config_path)

@@ -134,14 +134,13 @@ class GalleryConfig:
                 "The 'purposes' setting must be a non-empty list of non-empty names. "
                 f"Got {list(self.purposes)!r} instead."
             )
-        if self.retention_days < 1:
-            raise InvalidParameter(
-                f"The 'retention_days' setting must be at least 1. Got {self.retention_days}."
-            )
-        if self.review_quorum < 1:
-            raise InvalidParameter(
-                f"The 'review_quorum' setting must be at least 1. Got {self.review_quorum}."
-            )
+        for name in ("retention_days", "review_quorum"):
+            value = getattr(self, name)
+            # a whole number: NaN or 1.5 from a hand-edited file would pass "< 1"
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidParameter(
+                    f"The '{name}' setting must be a whole number, at least 1. Got {value!r}."
+                )
         hours = self.pending_probe_hours
         if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 <= hours <= 720:
             raise InvalidParameter(
