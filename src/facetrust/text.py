@@ -25,10 +25,11 @@ def _is_hidden(char: str) -> bool:
     return category[0] == "C" or category in ("Zl", "Zp")
 
 
-#: Characters that may be hidden: ASCII controls and everything beyond ASCII
+#: Characters that may be hidden: ASCII controls, DEL and everything beyond ASCII
 #: (printable ASCII never is); :func:`_is_hidden` decides.
 _MAYBE_HIDDEN = re.compile(r"[\x00-\x1f\x7f-\U0010ffff]")
-_BEYOND_ASCII = re.compile(r"[\x7f-\U0010ffff]")
+#: The same but for the ASCII controls, which JSON text escapes itself.
+_MAYBE_HIDDEN_IN_JSON = re.compile(r"[\x7f-\U0010ffff]")
 
 
 def hidden_characters(text: str) -> list[str]:
@@ -54,7 +55,7 @@ def printable_json(value: Any, **options: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, **options)
     # json escapes ASCII controls in strings itself (the raw ones left are the
     # indentation's newlines); anything beyond ASCII can only be in a string
-    return _BEYOND_ASCII.sub(_escaped, text)
+    return _MAYBE_HIDDEN_IN_JSON.sub(_escaped, text)
 
 
 def shown(text: str) -> str:

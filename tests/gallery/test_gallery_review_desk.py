@@ -284,3 +284,23 @@ def test_a_probe_key_left_by_an_identify_killed_mid_write_is_swept_once_old(
         (identification_id, True, False)
     ]
     assert "interrupted" in deleted[0]["reason"]
+
+
+def test_a_refused_review_decision_is_audited(
+    kofi_gallery: Gallery, identities: dict[str, list[Path]]
+) -> None:
+    # the library audits it, so `facetrust review` leaves the trace the service leaves
+    gallery = kofi_gallery
+    found = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2)
+    ident = found.identification_id
+    with pytest.raises(ReviewNotAllowed):
+        gallery.review(ident, KOFI, reviewer="officer")  # the searcher
+    gallery.review(ident, KOFI, reviewer="alice", decision="reject")
+    with pytest.raises(ReviewClosed):
+        gallery.review(ident, KOFI, reviewer="bob")  # decided
+    refused = [e for e in gallery.audit.events(kind="review.refused")]
+    assert [(e.actor, e.fields["error"]) for e in refused] == [
+        ("officer", "ReviewNotAllowed"), ("bob", "ReviewClosed"),
+    ]
+    assert {e.fields["identification_id"] for e in refused} == {ident}
+    assert all(e.subject_ids == (KOFI,) for e in refused)

@@ -563,15 +563,19 @@ class Gallery:
             already reviewed it.
         ConsentError
             The subject's consent for the search's purpose has ended since.
+
+        A refused decision is audited as ``review.refused``.
         """
-        return identification.review(
-            self._parts,
-            identification_id,
-            subject_id,
-            reviewer=reviewer,
-            decision=decision,
-            note=note,
-        )
+        with audit_refusal(self._parts.audit, "review", reviewer, None, [subject_id],
+                           identification_id=identification_id, decision=decision):
+            return identification.review(
+                self._parts,
+                identification_id,
+                subject_id,
+                reviewer=reviewer,
+                decision=decision,
+                note=note,
+            )
 
     def review_queue(
         self, *, reviewer: str, after: str | None = None, limit: int = 25

@@ -1,8 +1,9 @@
 """Auditing the gallery's refusals of a request that touches biometric data.
 
-A search, a verification or an enrolment refused because of what the caller
-asked (a bad parameter or purpose, no consent, an unknown subject, an image
-that is not a photo or holds no usable face) is audited as ``<kind>.refused``
+A search, a verification, an enrolment, a review or a reviewer's view refused
+because of what the caller asked (a bad parameter or purpose, no consent, an
+unknown subject or identification, a reviewer who may not review it or a
+decided one, an image that is not a photo or holds no usable face) is audited as ``<kind>.refused``
 with the error's type and message, then raised: whichever entry point made
 the request (library, CLI, REST service, console), the attempt leaves a trace.
 Failures of the system itself (the store, the keys, the models) are not
@@ -22,12 +23,15 @@ from ..errors import (
     ImageError,
     InvalidParameter,
     PurposeRequired,
+    ReviewClosed,
+    ReviewNotAllowed,
+    UnknownIdentification,
     UnknownSubject,
 )
 
 #: What the gallery refuses because of the request (see the module notes).
-REFUSALS = (InvalidParameter, PurposeRequired, ConsentError, UnknownSubject, ImageError,
-            FaceError)
+REFUSALS = (InvalidParameter, PurposeRequired, ConsentError, UnknownSubject,
+            UnknownIdentification, ReviewNotAllowed, ReviewClosed, ImageError, FaceError)
 
 
 @contextmanager

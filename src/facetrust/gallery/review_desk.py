@@ -19,20 +19,16 @@ Each view is audited (``review.queue``, ``identification.view``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from .. import crypto
 from ..errors import (
-    ConsentError,
     InvalidParameter,
     ReviewClosed,
     ReviewNotAllowed,
     UnknownIdentification,
-    UnknownSubject,
 )
 from ..faces import Box
 from ..store.base import IdentificationRecord
@@ -40,6 +36,7 @@ from .checks import check_name
 from .identification import candidate_reviews, identification_state
 from .parts import GalleryParts
 from .pending import open_probe
+from .refusals import audit_refusal
 from .subjects import require_active_consent
 
 __all__ = [
@@ -202,22 +199,6 @@ class ProbePhoto:
     audit_seq: int
 
 
-@contextmanager
-def _audit_refused(
-    parts: GalleryParts, kind: str, actor: str, identification_id: str, subjects: list[str]
-) -> Iterator[None]:
-    try:
-        yield
-    except (ReviewNotAllowed, ReviewClosed, UnknownIdentification, InvalidParameter,
-            ConsentError, UnknownSubject) as error:
-        parts.audit.append(
-            f"{kind}.refused", actor=actor, subject_ids=subjects,
-            identification_id=identification_id, error=type(error).__name__,
-            message=str(error),
-        )
-        raise
-
-
 def _record(parts: GalleryParts, identification_id: str) -> IdentificationRecord:
     record = parts.store.get_identification(identification_id)
     if record is None:
@@ -333,7 +314,8 @@ def review_case(parts: GalleryParts, identification_id: str, *, reviewer: str) -
     """See :meth:`Gallery.review_case`."""
     reviewer = check_name(reviewer, "reviewer")
     with (
-        _audit_refused(parts, "identification.view", reviewer, identification_id, []),
+        audit_refusal(parts.audit, "identification.view", reviewer, None, [],
+                      identification_id=identification_id),
         parts.store.snapshot(),
     ):
         record = _record(parts, identification_id)
@@ -352,7 +334,8 @@ def reference_photo(
     """See :meth:`Gallery.reference_photo`."""
     reviewer = check_name(reviewer, "reviewer")
     with (
-        _audit_refused(parts, "reference.view", reviewer, identification_id, [subject_id]),
+        audit_refusal(parts.audit, "reference.view", reviewer, None, [subject_id],
+                      identification_id=identification_id),
         parts.store.snapshot(),
     ):
         record = _open_for_review(parts, identification_id, reviewer)
@@ -386,7 +369,8 @@ def probe_photo(parts: GalleryParts, identification_id: str, *, reviewer: str) -
     """See :meth:`Gallery.probe_photo`."""
     reviewer = check_name(reviewer, "reviewer")
     with (
-        _audit_refused(parts, "pending-probe.view", reviewer, identification_id, []),
+        audit_refusal(parts.audit, "pending-probe.view", reviewer, None, [],
+                      identification_id=identification_id),
         parts.store.snapshot(),
     ):
         record = _open_for_review(parts, identification_id, reviewer)
