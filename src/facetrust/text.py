@@ -58,9 +58,11 @@ def printable_json(value: Any, **options: Any) -> str:
     return _MAYBE_HIDDEN_IN_JSON.sub(_escaped, text)
 
 
-def shown(text: str) -> str:
-    """``text`` with each hidden character replaced by a visible ``⟨U+XXXX⟩``."""
-    return _MAYBE_HIDDEN.sub(
-        lambda m: f"\u27e8U+{ord(m.group()):04X}\u27e9" if _is_hidden(m.group()) else m.group(),
-        text,
-    )
+def shown(text: str, keep: str = "") -> str:
+    """``text`` with each hidden character, but those in ``keep``, replaced by a
+    visible ``⟨U+XXXX⟩``."""
+    def marked(match: re.Match[str]) -> str:
+        char = match.group()
+        return f"\u27e8U+{ord(char):04X}\u27e9" if _is_hidden(char) and char not in keep else char
+
+    return _MAYBE_HIDDEN.sub(marked, text)

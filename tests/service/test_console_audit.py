@@ -6,11 +6,13 @@ import json
 
 import httpx
 
-from facetrust.service import Role
+from facetrust.service import ApiKey, Role, SqliteApiKeyStore
 from facetrust.text import hidden_characters
 
 from .conftest import LiveServer, photo
 from .test_service_roles import ROLE_KEYS, log_in
+
+T0 = "2026-01-01T00:00:00+00:00"
 
 
 def test_only_the_auditor_downloads_the_filtered_trail(live_server: LiveServer) -> None:
@@ -70,4 +72,23 @@ def test_text_a_request_carried_is_refused_or_shown_never_obeyed(live_server: Li
         page = browser.get("/console/audit", params={"kind": "service.refused"})
     assert page.status_code == 200
     assert "CASE-1\u27e8U+202E\u27e97-ESAC\u27e8U+001B\u27e9[2J\u27e8U+2028\u27e9x" in page.text
+    assert hidden_characters(page.text.replace("\n", "")) == []
+
+
+def test_every_console_page_shows_hidden_characters_of_older_data(
+    live_server: LiveServer,
+) -> None:
+    # A key named before names were checked (written to the key store directly, as an
+    # older version could): its direction override is shown, not obeyed, on the keys page.
+    store = SqliteApiKeyStore(live_server.folder / "api-keys.db")
+    try:
+        store.insert(ApiKey("0ld0ld0ld0ld0ld0", Role.OPERATOR, "ops\u202egnol", T0, "cli:old"),
+                     "unused-hash")
+    finally:
+        store.close()
+    with httpx.Client(base_url=live_server.url) as browser:
+        log_in(browser, live_server.keys["admin"])
+        page = browser.get("/console/keys")
+    assert page.status_code == 200
+    assert "ops\u27e8U+202E\u27e9gnol" in page.text
     assert hidden_characters(page.text.replace("\n", "")) == []

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from ...errors import FacetrustError
 from ...text import shown
@@ -23,13 +24,19 @@ __all__ = [
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
-def _shown(value: object) -> object:
-    """``|shown``: text recorded from outside (a refused request's fields) with its
-    hidden characters made visible (:func:`facetrust.text.shown`); other values as they are."""
-    return shown(value) if isinstance(value, str) else value
+def _visible(value: object) -> object:
+    """Every value a page shows, with its hidden characters made visible as
+    ``⟨U+202E⟩`` (:func:`facetrust.text.shown`): text recorded as given (a refused
+    request's fields in the audit trail, data from before the gallery refused such
+    characters) cannot reorder or hide what a reviewer or auditor reads. Line
+    breaks and tabs are only white space in a page, and a report's text has them."""
+    if not isinstance(value, str):
+        return value
+    visible = shown(value, keep="\n\r\t")
+    return Markup(visible) if isinstance(value, Markup) else visible
 
 
-templates.env.filters["shown"] = _shown
+templates.env.finalize = _visible
 
 #: Console pages: (path, title, operation that grants the page), in menu order.
 PAGES = (
