@@ -239,7 +239,8 @@ def child(backend: str, size: int) -> None:
     started = time.perf_counter()
     gallery = Gallery.open(config)
     opened = time.perf_counter()
-    result = gallery.identify(Embedding(probe, MODEL_ID), purpose=PURPOSE, actor="bench", k=1)
+    result = gallery.identify(Embedding(probe, MODEL_ID), purpose=PURPOSE, actor="bench", k=1,
+        case_ref="CASE-1")
     done = time.perf_counter()
     info = gallery.index_info()[MODEL_ID]
     gallery.close()

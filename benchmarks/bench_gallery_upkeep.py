@@ -196,7 +196,8 @@ def measure(
 
     def identify(probe: Array) -> float:
         start = time.perf_counter()
-        gallery.identify(Embedding(probe, MODEL_ID), purpose=PURPOSE, actor="officer")
+        gallery.identify(Embedding(probe, MODEL_ID), purpose=PURPOSE, actor="officer",
+            case_ref="CASE-1")
         return (time.perf_counter() - start) * 1000
 
     start = time.perf_counter()

@@ -98,6 +98,11 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     refused = runner.invoke(cli, ["identify", str(photos / "Kofi_Annan_0003.jpg")])
     assert refused.exit_code == 2 and "must state its purpose" in refused.output
+    no_case = runner.invoke(
+        cli, ["identify", str(photos / "Kofi_Annan_0003.jpg"), "--purpose", "boarding"]
+    )
+    assert no_case.exit_code == 2 and "must name the case it belongs to" in no_case.output
+    assert "--case-ref" in no_case.output
     found = json.loads(
         run(
             runner,
@@ -130,6 +135,8 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "kofi",
         "--purpose",
         "boarding",
+        "--case-ref",
+        "DESK-1",
     )
     assert json.loads(verified)["match"] is True
     wrong = runner.invoke(
@@ -141,6 +148,8 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "kofi",
             "--purpose",
             "access-control",
+            "--case-ref",
+            "DESK-1",
         ],
     )
     assert wrong.exit_code == 2 and "not to 'access-control'" in wrong.output
@@ -155,6 +164,8 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             str(photos / "Kofi_Annan_0004.jpg"),
             "--purpose",
             "boarding",
+            "--case-ref",
+            "CASE-2",
         )
     )
     assert again["candidates"][0]["subject_id"] == "kofi"
@@ -162,7 +173,8 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     json.loads(run(runner, "consent", "show", "kofi"))
     erased = json.loads(run(runner, "forget", "kofi"))
     assert erased["key_destroyed"]
-    run(runner, "identify", str(photos / "Kofi_Annan_0004.jpg"), "--purpose", "boarding", code=1)
+    run(runner, "identify", str(photos / "Kofi_Annan_0004.jpg"), "--purpose", "boarding",
+        "--case-ref", "CASE-3", code=1)
     json.loads(run(runner, "retention", "sweep"))
     exported = run(runner, "audit", "export", "--subject", "kofi")
     kinds = [json.loads(line)["kind"] for line in exported.splitlines()]
@@ -370,10 +382,13 @@ def test_refused_searches_and_enrolments_from_the_shell_are_audited(
     wall = str(SAMPLE_DATA / "non_faces" / sorted(os.listdir(SAMPLE_DATA / "non_faces"))[0])
     two = str(next((SAMPLE_DATA / "multi_face").glob("*.jpg")))
     attempts = [
-        (["identify", photo, "--purpose", "marketing"], "identify.refused", "InvalidParameter"),
-        (["identify", wall, "--purpose", "boarding"], "identify.refused", "NoFaceFound"),
-        (["identify", two, "--purpose", "boarding", "--face", "single"], "identify.refused",
-         "MultipleFaces"),
+        (["identify", photo, "--purpose", "marketing", "--case-ref", "C-1"], "identify.refused",
+         "InvalidParameter"),
+        (["identify", photo, "--purpose", "boarding"], "identify.refused", "InvalidParameter"),
+        (["identify", wall, "--purpose", "boarding", "--case-ref", "C-1"], "identify.refused",
+         "NoFaceFound"),
+        (["identify", two, "--purpose", "boarding", "--case-ref", "C-1", "--face", "single"],
+         "identify.refused", "MultipleFaces"),
         (["enroll", "newcomer", photo], "enrol.refused", "ConsentRequired"),
     ]
     for args, _, _ in attempts:
@@ -385,4 +400,5 @@ def test_refused_searches_and_enrolments_from_the_shell_are_audited(
         refused = [e for e in reopened.audit.events() if e.seq > head]
         assert reopened.audit.verify().ok
     assert [(e.kind, e.fields["error"]) for e in refused] == [(k, e) for _, k, e in attempts]
-    assert refused[0].purpose == "marketing" and refused[3].subject_ids == ("newcomer",)
+    assert refused[0].purpose == "marketing" and refused[-1].subject_ids == ("newcomer",)
+    assert "must name the case" in refused[1].fields["message"]

@@ -44,13 +44,15 @@ def test_compare_faces_loop_becomes_a_consented_gallery_search(
     names = []
     for encoding in face_recognition.face_encodings(frame, locations):
         probe = Embedding(encoding, DLIB_RESNET_MODEL_ID)
-        result = gallery.identify(probe, purpose="photo-library", actor="guide", k=1)
+        result = gallery.identify(probe, purpose="photo-library", actor="guide", k=1,
+            case_ref="CASE-1")
         names.append(result.candidates[0].subject_id if result.candidates else "Unknown")
     assert names == ["obama"]
 
     assert (
         gallery.identify(
-            Embedding(biden[0], DLIB_RESNET_MODEL_ID), purpose="photo-library", actor="guide", k=1
+            Embedding(biden[0], DLIB_RESNET_MODEL_ID), purpose="photo-library", actor="guide", k=1,
+                case_ref="CASE-1"
         )
         .candidates[0]
         .subject_id

@@ -24,7 +24,7 @@ APPROXIMATE = {"index_exact_below": 4}
 
 
 def found(gallery: Gallery, probe: Embedding) -> list[str]:
-    result = gallery.identify(probe, purpose="boarding", actor="officer", k=10)
+    result = gallery.identify(probe, purpose="boarding", actor="officer", k=10, case_ref="CASE-1")
     return [c.subject_id for c in result.candidates]
 
 

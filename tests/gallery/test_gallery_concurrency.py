@@ -42,7 +42,8 @@ with Gallery.find(folder) as gallery:
         row = (int(worker) * int(count) + i) % len(vectors)
         gallery.enroll(subject, [Embedding(vectors[row], model_id)], actor=f"worker-{worker}")
         result = gallery.identify(
-            Embedding(vectors[row], model_id), purpose="boarding", actor=f"worker-{worker}"
+            Embedding(vectors[row], model_id), purpose="boarding", actor=f"worker-{worker}",
+            case_ref=f"case-{worker}-{i}",
         )
         found += subject in [c.subject_id for c in result.candidates]
 print(json.dumps({"worker": worker, "found": found}))

@@ -34,7 +34,7 @@ def probe_of(
 
 
 def returned(gallery: Gallery, probe: Embedding, purpose: str = "boarding") -> list[str]:
-    result = gallery.identify(probe, purpose=purpose, actor="officer", k=10)
+    result = gallery.identify(probe, purpose=purpose, actor="officer", k=10, case_ref="CASE-1")
     return [c.subject_id for c in result.candidates]
 
 
@@ -54,7 +54,8 @@ def test_verify_without_consent_is_refused(
     sample_gallery.add_subject("newcomer", actor="registrar")
     with pytest.raises(ConsentRequired):
         sample_gallery.verify_subject(
-            probe_of(identities, embeddings, KOFI), "newcomer", purpose="boarding", actor="officer"
+            probe_of(identities, embeddings, KOFI), "newcomer", purpose="boarding", actor="officer",
+                case_ref="CASE-1"
         )
 
 
@@ -64,11 +65,12 @@ def test_search_without_purpose_is_refused(
     probe = probe_of(identities, embeddings, KOFI)
     for purpose in (None, ""):
         with pytest.raises(PurposeRequired):
-            sample_gallery.identify(probe, purpose=purpose, actor="officer")
+            sample_gallery.identify(probe, purpose=purpose, actor="officer", case_ref="CASE-1")
         with pytest.raises(PurposeRequired):
-            sample_gallery.verify_subject(probe, KOFI, purpose=purpose, actor="officer")
+            sample_gallery.verify_subject(probe, KOFI, purpose=purpose, actor="officer",
+                case_ref="CASE-1")
     with pytest.raises(InvalidParameter, match="not one this gallery accepts"):
-        sample_gallery.identify(probe, purpose="marketing", actor="officer")
+        sample_gallery.identify(probe, purpose="marketing", actor="officer", case_ref="CASE-1")
     refusals = list(sample_gallery.audit.events(kind="identify.refused"))
     assert [e.fields["error"] for e in refusals] == [
         "PurposeRequired", "PurposeRequired", "InvalidParameter",
@@ -85,7 +87,8 @@ def test_withdrawn_consent_is_refused_and_excluded(
     assert result.erasure is not None and result.erasure.key_destroyed
     assert KOFI not in returned(sample_gallery, probe)
     with pytest.raises(ConsentWithdrawn):
-        sample_gallery.verify_subject(probe, KOFI, purpose="boarding", actor="officer")
+        sample_gallery.verify_subject(probe, KOFI, purpose="boarding", actor="officer",
+            case_ref="CASE-1")
     with pytest.raises(ConsentWithdrawn):
         sample_gallery.enroll(KOFI, [probe], actor="registrar")
 
@@ -106,7 +109,7 @@ def test_expired_consent_is_refused_and_excluded_before_any_sweep(
     clock.advance(days=10, seconds=1)
     assert returned(gallery, probe) == []
     with pytest.raises(ConsentExpired):
-        gallery.verify_subject(probe, KOFI, purpose="boarding", actor="officer")
+        gallery.verify_subject(probe, KOFI, purpose="boarding", actor="officer", case_ref="CASE-1")
     assert gallery.get_subject(KOFI).template_count == 1  # still stored until the sweep
 
 
@@ -114,10 +117,12 @@ def test_wrong_purpose_is_refused_and_excluded(
     sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
 ) -> None:
     probe = probe_of(identities, embeddings, KOFI)
-    result = sample_gallery.identify(probe, purpose="access-control", actor="officer")
+    result = sample_gallery.identify(probe, purpose="access-control", actor="officer",
+        case_ref="CASE-1")
     assert result.candidates == () and result.subjects_searched == 0
     with pytest.raises(PurposeNotConsented, match="not to 'access-control'"):
-        sample_gallery.verify_subject(probe, KOFI, purpose="access-control", actor="officer")
+        sample_gallery.verify_subject(probe, KOFI, purpose="access-control", actor="officer",
+            case_ref="CASE-1")
     (refused,) = sample_gallery.audit.events(kind="verify.refused")
     assert refused.actor == "officer" and refused.purpose == "access-control"
     assert refused.subject_ids == (KOFI,) and refused.fields["error"] == "PurposeNotConsented"
@@ -129,10 +134,11 @@ def test_other_model_is_refused_and_excluded(
     real = probe_of(identities, embeddings, KOFI)
     other = Embedding(np.asarray(real.vector), "another-model-v1")
     with pytest.raises(ModelMismatch, match="no template of model 'another-model-v1'"):
-        sample_gallery.verify_subject(other, KOFI, purpose="boarding", actor="officer")
+        sample_gallery.verify_subject(other, KOFI, purpose="boarding", actor="officer",
+            case_ref="CASE-1")
     # no operating point is calibrated for an unknown model, so the search is refused too
     with pytest.raises(OperatingPointError, match="another-model-v1"):
-        sample_gallery.identify(other, purpose="boarding", actor="officer")
+        sample_gallery.identify(other, purpose="boarding", actor="officer", case_ref="CASE-1")
 
 
 def test_templates_of_another_model_are_never_searched(
@@ -161,7 +167,8 @@ def test_templates_of_another_model_are_never_searched(
     assert returned(gallery, probe)[0] == KOFI
     assert "legacy" not in returned(gallery, probe)
     with pytest.raises(ModelMismatch, match="has: old-model-v0"):
-        gallery.verify_subject(probe, "legacy", purpose="boarding", actor="officer")
+        gallery.verify_subject(probe, "legacy", purpose="boarding", actor="officer",
+            case_ref="CASE-1")
 
 
 def test_consent_for_one_purpose_does_not_open_another(
@@ -175,7 +182,8 @@ def test_consent_for_one_purpose_does_not_open_another(
     enrol_all(gallery, identities, embeddings, purposes=("photo-library",))
     grant(gallery, "Hu_Jintao", ("boarding",))
     searched = gallery.identify(
-        probe_of(identities, embeddings, KOFI), purpose="boarding", actor="officer"
+        probe_of(identities, embeddings, KOFI), purpose="boarding", actor="officer",
+            case_ref="CASE-1"
     )
     assert searched.subjects_searched == 1 and searched.candidates == ()
 

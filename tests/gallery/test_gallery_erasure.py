@@ -49,11 +49,13 @@ def test_forget_crypto_shreds_and_leaves_no_template_bytes(
     # never returned again, under any purpose, from any of the person's photos
     for path in identities[KOFI]:
         for purpose in gallery.config.purposes:
-            found = gallery.identify(embeddings[path], purpose=purpose, actor="officer", k=10)
+            found = gallery.identify(embeddings[path], purpose=purpose, actor="officer", k=10,
+                case_ref="CASE-1")
             assert KOFI not in [c.subject_id for c in found.candidates]
     with pytest.raises(UnknownSubject):
         gallery.verify_subject(
-            embeddings[identities[KOFI][3]], KOFI, purpose="boarding", actor="officer"
+            embeddings[identities[KOFI][3]], KOFI, purpose="boarding", actor="officer",
+                case_ref="CASE-1"
         )
     with pytest.raises(UnknownSubject):
         gallery.get_subject(KOFI)
@@ -78,7 +80,8 @@ def test_forget_crypto_shreds_and_leaves_no_template_bytes(
     restored_config = GalleryConfig(backup, gallery.config.keystore_path)
     with Gallery.open(restored_config, master_key=master_key) as restored:
         found = restored.identify(
-            embeddings[identities[KOFI][2]], purpose="boarding", actor="auditor", k=10
+            embeddings[identities[KOFI][2]], purpose="boarding", actor="auditor", k=10,
+                case_ref="CASE-1"
         )
         assert KOFI not in [c.subject_id for c in found.candidates]
 
@@ -124,7 +127,8 @@ def test_retention_excludes_before_the_sweep_and_the_sweep_purges(
     enrol_all(gallery, identities, embeddings)  # consents valid 30 days, retention 30 days
     clock.advance(days=20)
     kofi_probe = embeddings[identities[KOFI][3]]
-    assert gallery.verify_subject(kofi_probe, KOFI, purpose="boarding", actor="officer").match
+    assert gallery.verify_subject(kofi_probe, KOFI, purpose="boarding", actor="officer",
+        case_ref="CASE-1").match
     gallery.grant_consent(
         KOFI,
         ["boarding"],
@@ -135,10 +139,12 @@ def test_retention_excludes_before_the_sweep_and_the_sweep_purges(
         actor="registrar",
     )
     clock.advance(days=15)  # others: 35 days since last interaction; Kofi: 15
-    searched = gallery.identify(kofi_probe, purpose="boarding", actor="officer", k=10)
+    searched = gallery.identify(kofi_probe, purpose="boarding", actor="officer", k=10,
+        case_ref="CASE-1")
     assert searched.subjects_searched == 1
     other = gallery.identify(
-        embeddings[identities["Hu_Jintao"][3]], purpose="boarding", actor="officer", k=10
+        embeddings[identities["Hu_Jintao"][3]], purpose="boarding", actor="officer", k=10,
+            case_ref="CASE-1"
     )
     assert [c.subject_id for c in other.candidates] == []
     assert len(gallery.store.all_templates()) == 20  # excluded, not yet purged
@@ -186,7 +192,7 @@ def test_master_key_rotation_rewraps_without_reenrolment(
         Gallery.open(config, master_key=master_key)
     with Gallery.open(config, master_key=new_key, now=clock) as reopened:
         probe = embeddings[identities[KOFI][3]]
-        found = reopened.identify(probe, purpose="boarding", actor="officer")
+        found = reopened.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
         assert found.candidates[0].subject_id == KOFI
         assert reopened.audit.verify().ok
 

@@ -30,7 +30,8 @@ def test_identify_and_verify_at_the_fair_point_match_compare(
     raw_differs = found_self = 0
     for name, paths in identities.items():
         probe = embeddings[paths[2]]  # never enrolled
-        result = gallery.identify(probe, purpose="boarding", actor="officer", k=len(identities))
+        result = gallery.identify(probe, purpose="boarding", actor="officer", k=len(identities),
+            case_ref="CASE-1")
         assert result.operating_point == FAIR
         expected, nearest = {}, {}
         for other, other_paths in identities.items():
@@ -48,7 +49,8 @@ def test_identify_and_verify_at_the_fair_point_match_compare(
         for subject, distance in found.items():
             assert abs(distance - expected[subject]) < 1e-4
         found_self += bool(result.candidates) and result.candidates[0].subject_id == name
-        verification = gallery.verify_subject(probe, name, purpose="boarding", actor="officer")
+        verification = gallery.verify_subject(probe, name, purpose="boarding", actor="officer",
+            case_ref="CASE-1")
         assert verification.match == (name in expected)
         assert abs(verification.distance - nearest[name]) < 1e-4
     assert raw_differs  # the normalizer really moved some distances

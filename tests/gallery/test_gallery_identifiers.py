@@ -90,7 +90,8 @@ def test_free_text_a_reader_would_not_see_as_recorded_is_refused(
             probe, purpose="boarding", actor="officer", case_ref=text),
         "case_ref of a 1:1": lambda: gallery.verify_subject(
             probe, subject, purpose="boarding", actor="officer", case_ref=text),
-        "actor": lambda: gallery.identify(probe, purpose="boarding", actor=f"x{text}"),
+        "actor": lambda: gallery.identify(probe, purpose="boarding", actor=f"x{text}",
+            case_ref="CASE-1"),
         "note": lambda: gallery.review(
             found.identification_id, subject, reviewer="reviewer-1", note=text),
         "evidence_ref": lambda: consent_with(gallery, subject, evidence_ref=text),
@@ -155,7 +156,8 @@ def test_free_text_is_as_long_as_every_entry_point_allows_and_no_longer(
             subject, None, actor="desk", reason="r" * (TEXT_LIMITS["reason"] + 1)),
         "evidence_ref": lambda: consent_with(
             gallery, subject, evidence_ref="e" * (TEXT_LIMITS["evidence_ref"] + 1)),
-        "actor": lambda: gallery.identify(probe, purpose="boarding", actor="a" * 201),
+        "actor": lambda: gallery.identify(probe, purpose="boarding", actor="a" * 201,
+            case_ref="CASE-1"),
     }
     for what, attempt in too_long.items():
         with pytest.raises(InvalidParameter, match=f"'{what}' is at most"):

@@ -44,11 +44,40 @@ def test_identification_from_an_image_file_end_to_end(
     sample_gallery: Gallery, identities: dict[str, list[Path]]
 ) -> None:
     probe = identities["Colin_Powell"][3]
-    result = sample_gallery.identify(probe, purpose="boarding", actor="officer", k=1)
+    result = sample_gallery.identify(probe, purpose="boarding", actor="officer", k=1,
+        case_ref="CASE-1")
     assert [c.subject_id for c in result.candidates] == ["Colin_Powell"]
     import hashlib
 
     assert result.probe_sha256 == hashlib.sha256(probe.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("case_ref", [None, "", "   "])
+def test_a_search_or_verification_without_a_case_is_refused_before_the_photo_is_read(
+    sample_gallery: Gallery, identities: dict[str, list[Path]], case_ref: str | None
+) -> None:
+    """The REST service and the console require a case reference: so does the library,
+    for every entry point. Not a photo at all: the case is checked before any decoding."""
+    from facetrust.gallery.photos import verify_photos
+
+    probe = b"not a photo"
+    subject = sorted(identities)[0]
+    head = sample_gallery.audit.head().seq
+    calls = {
+        "identify": lambda: sample_gallery.identify(
+            probe, purpose="boarding", actor="officer", case_ref=case_ref),
+        "verify": lambda: sample_gallery.verify_subject(
+            probe, subject, purpose="boarding", actor="officer", case_ref=case_ref),
+        "verify.photos": lambda: verify_photos(
+            sample_gallery, probe, probe, purpose="boarding", actor="officer", case_ref=case_ref),
+    }
+    for call in calls.values():
+        with pytest.raises(InvalidParameter, match="must name the case it belongs to"):
+            call()
+    refused = [e for e in sample_gallery.audit.events() if e.seq > head]
+    assert [e.kind for e in refused] == [f"{kind}.refused" for kind in calls]
+    assert all(e.fields["error"] == "InvalidParameter" for e in refused)
+    assert sample_gallery.audit.verify().ok
 
 
 def test_candidate_is_confirmed_only_by_the_quorum_of_named_reviewers(
@@ -99,7 +128,7 @@ def test_the_probe_is_never_stored(
     sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
 ) -> None:
     probe = embeddings[identities["Vicente_Fox"][3]]
-    sample_gallery.identify(probe, purpose="boarding", actor="officer")
+    sample_gallery.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
     sample_gallery.store.reclaim()
     protected = crypto.protect(probe.vector, sample_gallery.parts.keyring.template_secret())
     stored = sample_gallery.config.db_path.read_bytes()
@@ -193,7 +222,7 @@ def test_batch_enrolment_is_all_or_nothing(
                 name, [embeddings[identities[name][0]]], actor="importer", check_duplicates=False
             )
     found = gallery.identify(
-        embeddings[identities[names[4]][3]], purpose="boarding", actor="officer"
+        embeddings[identities[names[4]][3]], purpose="boarding", actor="officer", case_ref="CASE-1"
     )
     assert found.candidates[0].subject_id == names[4]
     assert gallery.audit.verify().ok
@@ -203,7 +232,7 @@ def test_a_candidate_whose_consent_ended_cannot_be_confirmed(
     sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
 ) -> None:
     probe = embeddings[identities["Jennifer_Lopez"][2]]
-    result = sample_gallery.identify(probe, purpose="boarding", actor="officer")
+    result = sample_gallery.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
     top = result.candidates[0].subject_id
     sample_gallery.review(result.identification_id, top, reviewer="alice")
     sample_gallery.withdraw_consent(top, actor="registrar")

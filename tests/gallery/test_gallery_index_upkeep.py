@@ -68,7 +68,8 @@ def test_each_change_is_applied_without_reading_the_whole_store(
             KOFI, gallery.consents(KOFI)[0].consent_id, actor="registrar", reason="asked"
         ),
         lambda: gallery.verify_subject(
-            embeddings[photos[3]], KOFI, purpose="access-control", actor="officer"
+            embeddings[photos[3]], KOFI, purpose="access-control", actor="officer",
+                case_ref="CASE-1"
         ),
         lambda: gallery.withdraw_consent(KOFI, None, actor="registrar", reason="asked"),
         lambda: gallery.forget(others[1], actor="dpo", reason="request"),
@@ -82,7 +83,8 @@ def test_each_change_is_applied_without_reading_the_whole_store(
     final = contents(gallery, model_id)
     assert KOFI not in final["rows"] and KOFI not in final["eligible"]["None"]
     assert others[1] not in final["eligible"]["None"] and NEW in final["eligible"]["boarding"]
-    found = gallery.identify(embeddings[photos[2]], purpose="access-control", actor="officer")
+    found = gallery.identify(embeddings[photos[2]], purpose="access-control", actor="officer",
+        case_ref="CASE-1")
     assert KOFI not in [c.subject_id for c in found.candidates]
 
 
@@ -95,10 +97,10 @@ def test_an_erasure_in_another_process_is_applied_at_its_next_search(
 ) -> None:
     probe = embeddings[identities[KOFI][2]]
     with Gallery.open(sample_gallery.config, master_key=master_key, now=clock) as other:
-        found = other.identify(probe, purpose="boarding", actor="officer")
+        found = other.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
         assert KOFI in [c.subject_id for c in found.candidates]
         sample_gallery.forget(KOFI, actor="dpo", reason="request")
-        found = other.identify(probe, purpose="boarding", actor="officer")
+        found = other.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
         assert KOFI not in [c.subject_id for c in found.candidates]
         assert contents(other, probe.model_id) == fresh_view(
             other, master_key, clock, probe.model_id
@@ -114,12 +116,12 @@ def test_a_change_log_that_no_longer_reaches_back_reloads_in_full(
 ) -> None:
     probe = embeddings[identities[KOFI][2]]
     with Gallery.open(sample_gallery.config, master_key=master_key, now=clock) as other:
-        other.identify(probe, purpose="boarding", actor="officer")
+        other.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
         seen = other.parts.indexes.get(probe.model_id).generation
         sample_gallery.store.keep_removals = 0  # type: ignore[attr-defined]
         sample_gallery.forget(KOFI, actor="dpo", reason="request")
         assert other.store.changes_since(seen) is None
-        found = other.identify(probe, purpose="boarding", actor="officer")
+        found = other.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
         assert KOFI not in [c.subject_id for c in found.candidates]
 
 
@@ -133,7 +135,7 @@ def test_an_index_refreshed_in_a_rolled_back_transaction_is_not_trusted(
 ) -> None:
     gallery = sample_gallery
     probe = embeddings[identities[KOFI][2]]
-    gallery.identify(probe, purpose="boarding", actor="officer")
+    gallery.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
     before = gallery.store.generation()
     with pytest.raises(RuntimeError), gallery.batch():
         gallery.add_subject(NEW, actor="registrar")
@@ -144,7 +146,7 @@ def test_an_index_refreshed_in_a_rolled_back_transaction_is_not_trusted(
     with Gallery.open(gallery.config, master_key=master_key, now=clock) as other:
         other.forget(KOFI, actor="dpo", reason="request")  # the same generation number
     assert gallery.store.generation() == before + 1
-    found = gallery.identify(probe, purpose="boarding", actor="officer")
+    found = gallery.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
     assert KOFI not in [c.subject_id for c in found.candidates]
     assert contents(gallery, probe.model_id) == fresh_view(
         gallery, master_key, clock, probe.model_id
@@ -172,7 +174,7 @@ def test_on_postgres_another_process_applies_changes_from_the_log(
         config, master_key=master_key, now=clock
     ) as other:
         enrol_all(gallery, identities, embeddings)
-        found = other.identify(probe, purpose="boarding", actor="officer")
+        found = other.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
         assert KOFI in [c.subject_id for c in found.candidates]
 
         def no_full_reload(model: str) -> TemplateIndex:
@@ -183,7 +185,7 @@ def test_on_postgres_another_process_applies_changes_from_the_log(
         grant(gallery, NEW)
         gallery.enroll(NEW, [embeddings[identities[KOFI][3]]], actor="registrar")
         gallery.forget(KOFI, actor="dpo", reason="request")
-        found = other.identify(probe, purpose="boarding", actor="officer")
+        found = other.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
         assert KOFI not in [c.subject_id for c in found.candidates]
         assert NEW in [c.subject_id for c in found.candidates]
         assert contents(other, probe.model_id) == contents(gallery, probe.model_id)

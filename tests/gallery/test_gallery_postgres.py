@@ -68,7 +68,8 @@ def test_enrol_identify_and_forget_on_postgres(
     assert isinstance(gallery.store, PostgresStore)
     enrol_all(gallery, identities, embeddings)
     for name, paths in identities.items():
-        result = gallery.identify(embeddings[paths[3]], purpose="boarding", actor="officer")
+        result = gallery.identify(embeddings[paths[3]], purpose="boarding", actor="officer",
+            case_ref="CASE-1")
         assert result.candidates and result.candidates[0].subject_id == name
         assert result.subjects_searched == len(identities)
     assert (gallery.store.vector_count() > 0) == server_side  # type: ignore[attr-defined]
@@ -78,7 +79,8 @@ def test_enrol_identify_and_forget_on_postgres(
     assert gallery.keystore.get_key(name) is None and gallery.store.templates_of(name) == []
     if server_side:
         assert gallery.store.vector_count() == 2 * (len(identities) - 1)  # type: ignore[attr-defined]
-    result = gallery.identify(embeddings[paths[3]], purpose="boarding", actor="officer")
+    result = gallery.identify(embeddings[paths[3]], purpose="boarding", actor="officer",
+        case_ref="CASE-1")
     assert name not in [c.subject_id for c in result.candidates]
     with pytest.raises(UnknownSubject):
         gallery.get_subject(name)
@@ -98,19 +100,20 @@ def test_pgvector_search_follows_consent(
         grant(gallery, name, ("boarding",), days=10 if name == names[0] else 30)
         gallery.enroll(name, [embeddings[identities[name][0]]], actor="registrar")
     probe = embeddings[identities[names[0]][1]]
-    found = gallery.identify(probe, purpose="boarding", actor="o")
+    found = gallery.identify(probe, purpose="boarding", actor="o", case_ref="CASE-1")
     assert found.candidates[0].subject_id == names[0]
-    hits = gallery.identify(probe, purpose="access-control", actor="o")
+    hits = gallery.identify(probe, purpose="access-control", actor="o", case_ref="CASE-1")
     assert hits.candidates == () and hits.subjects_searched == 0  # no consent for that purpose
     clock.advance(days=11)  # the first consent expired: excluded at once, before any sweep
-    result = gallery.identify(probe, purpose="boarding", actor="o")
+    result = gallery.identify(probe, purpose="boarding", actor="o", case_ref="CASE-1")
     assert names[0] not in [c.subject_id for c in result.candidates]
     assert result.subjects_searched == 2
     late = list(identities)[3]  # a change of the gallery refreshes the count at once
     gallery.add_subject(late, actor="registrar")
     grant(gallery, late, ("boarding",))
     gallery.enroll(late, [embeddings[identities[late][0]]], actor="registrar")
-    assert gallery.identify(probe, purpose="boarding", actor="o").subjects_searched == 3
+    assert gallery.identify(probe, purpose="boarding", actor="o",
+        case_ref="CASE-1").subjects_searched == 3
 
 
 def test_audit_tampering_in_postgres_is_detected(
@@ -263,7 +266,8 @@ def test_rekeying_templates_renews_the_database_vectors(
     after = store.query("SELECT embedding::text FROM template_vectors ORDER BY template_id")
     assert len(after) == len(before) and all(a != b for a, b in zip(after, before, strict=True))
     for name, paths in identities.items():
-        result = gallery.identify(embeddings[paths[2]], purpose="boarding", actor="officer")
+        result = gallery.identify(embeddings[paths[2]], purpose="boarding", actor="officer",
+            case_ref="CASE-1")
         assert result.candidates[0].subject_id == name
 
 

@@ -93,7 +93,8 @@ def test_rekeying_renews_every_template_without_reenrolment(
 ) -> None:
     gallery = sample_gallery
     probes = [embeddings[paths[3]] for paths in identities.values()]
-    before = [gallery.identify(p, purpose="boarding", actor="officer") for p in probes]
+    before = [gallery.identify(p, purpose="boarding", actor="officer",
+        case_ref="CASE-1") for p in probes]
     old_vectors = stored_vectors(gallery)
     old_ciphertexts = {t.template_id: t.ciphertext for t in gallery.store.all_templates()}
 
@@ -108,7 +109,8 @@ def test_rekeying_renews_every_template_without_reenrolment(
     for subject, vectors in new_vectors.items():
         for old, new in zip(old_vectors[subject], vectors, strict=True):
             assert np.linalg.norm(old - new) > threshold  # old copies no longer link
-    after = [gallery.identify(p, purpose="boarding", actor="officer") for p in probes]
+    after = [gallery.identify(p, purpose="boarding", actor="officer",
+        case_ref="CASE-1") for p in probes]
     for x, y in zip(before, after, strict=True):
         assert [c.subject_id for c in x.candidates] == [c.subject_id for c in y.candidates]
         assert [c.distance for c in x.candidates] == pytest.approx(
@@ -126,14 +128,15 @@ def test_a_secret_renewed_by_another_process_is_used_at_the_next_search(
     gallery = sample_gallery
     name, paths = next(iter(identities.items()))
     probe = embeddings[paths[3]]
-    before = gallery.identify(probe, purpose="boarding", actor="officer")
+    before = gallery.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
     assert before.candidates[0].subject_id == name  # the secret is now held in memory
 
     with Gallery.open(gallery.config, master_key=master_key) as other:
         other.rekey_templates(actor="admin")
 
-    after = gallery.identify(probe, purpose="boarding", actor="officer")
+    after = gallery.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
     assert after.candidates[0].subject_id == name
     assert after.candidates[0].distance == pytest.approx(before.candidates[0].distance, abs=1e-5)
-    verified = gallery.verify_subject(probe, name, purpose="boarding", actor="officer")
+    verified = gallery.verify_subject(probe, name, purpose="boarding", actor="officer",
+        case_ref="CASE-1")
     assert verified.match

@@ -122,7 +122,7 @@ def test_the_retention_sweep_deletes_a_probe_past_its_time_limit(
 ) -> None:
     gallery = kofi_gallery
     ident = gallery.identify(
-        identities[KOFI][3], purpose="boarding", actor="officer"
+        identities[KOFI][3], purpose="boarding", actor="officer", case_ref="CASE-1"
     ).identification_id
     clock.advance(hours=23)
     assert gallery.sweep_retention().probes_deleted == 0
@@ -140,7 +140,8 @@ def test_the_retention_sweep_deletes_a_probe_past_its_time_limit(
     assert gallery.review_case(ident, reviewer="alice").status == "pending"
 
     # a decision whose deletion was interrupted (crash after the commit): the sweep ends it
-    other = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer")
+    other = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer",
+        case_ref="CASE-1")
     with gallery.store.transaction():
         gallery.store.mark_identification_decided(other.identification_id, "2026-01-16")
     assert gallery.sweep_retention().probes_deleted == 1
@@ -161,11 +162,13 @@ def test_an_identification_whose_write_fails_keeps_no_probe_key(
 
     monkeypatch.setattr(gallery.store, "insert_identification", disk_full)
     with pytest.raises(StoreError, match="disk I/O error"):
-        gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2)
+        gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2,
+            case_ref="CASE-1")
     assert set(gallery.keystore.subject_ids()) == keys  # the probe's key went with it
     assert len(kinds(gallery)) == events
     monkeypatch.undo()
-    found = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2)
+    found = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2,
+        case_ref="CASE-1")
     assert gallery.keystore.get_key(probe_key_name(found.identification_id)) is not None
 
 
@@ -175,7 +178,8 @@ def test_no_probe_is_kept_when_the_policy_says_so_or_for_a_template(
 ) -> None:
     gallery = make_gallery(pending_probe_hours=0)
     enrol_all(gallery, identities, embeddings)
-    ident = gallery.identify(identities[KOFI][3], purpose="boarding", actor="officer")
+    ident = gallery.identify(identities[KOFI][3], purpose="boarding", actor="officer",
+        case_ref="CASE-1")
     assert gallery.store.get_pending_probe(ident.identification_id) is None
     shown = gallery.probe_photo(ident.identification_id, reviewer="alice")
     assert shown.photo is None and shown.message == NO_PROBE_PHOTO
@@ -291,7 +295,8 @@ def test_a_refused_review_decision_is_audited(
 ) -> None:
     # the library audits it, so `facetrust review` leaves the trace the service leaves
     gallery = kofi_gallery
-    found = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2)
+    found = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2,
+        case_ref="CASE-1")
     ident = found.identification_id
     with pytest.raises(ReviewNotAllowed):
         gallery.review(ident, KOFI, reviewer="officer")  # the searcher

@@ -60,7 +60,7 @@ def gallery_vector(gallery: Gallery, probe: Embedding) -> object:
 
 
 def found(gallery: Gallery, probe: Embedding, purpose: str = "boarding") -> list[str]:
-    result = gallery.identify(probe, purpose=purpose, actor="officer", k=10)
+    result = gallery.identify(probe, purpose=purpose, actor="officer", k=10, case_ref="CASE-1")
     return [c.subject_id for c in result.candidates]
 
 
@@ -99,8 +99,10 @@ def test_fair_point_search_stays_exact_on_a_graph_gallery(
     for gallery in (graph, exact):
         enrol_all(gallery, identities, embeddings)
     for probe in probes(identities, embeddings):
-        a = graph.identify(probe, purpose="boarding", actor="officer", k=10).candidates
-        b = exact.identify(probe, purpose="boarding", actor="officer", k=10).candidates
+        a = graph.identify(probe, purpose="boarding", actor="officer", k=10,
+            case_ref="CASE-1").candidates
+        b = exact.identify(probe, purpose="boarding", actor="officer", k=10,
+            case_ref="CASE-1").candidates
         assert [c.subject_id for c in a] == [c.subject_id for c in b]
         assert [c.distance for c in a] == pytest.approx([c.distance for c in b], abs=1e-6)
 

@@ -88,6 +88,23 @@ def test_identify_without_case_reference_is_audited_as_a_422(live_server: LiveSe
     assert len(refused[0]["upload_sha256"]["image"][0]) == 64
 
 
+def test_a_blank_case_reference_is_refused_by_the_gallery_as_from_the_shell(
+    live_server: LiveServer,
+) -> None:
+    """Spaces pass the form's length check; the gallery, the one place the rule lives,
+    refuses them (before the photo is decoded) and audits the refusal."""
+    with live_server.client("operator-refused") as client:
+        response = client.post(
+            "/v1/identify", files=files(image=photo("Kofi_Annan", 2)),
+            data={"purpose": "access-control", "case_ref": "   "},
+        )
+    assert_problem(response, 422, "invalid-parameter")
+    assert "must name the case it belongs to" in response.json()["detail"]
+    events = audit_events(live_server, kind="identify.refused",
+                          actor=actor(live_server, "operator-refused"))
+    assert [e["error"] for e in events] == ["InvalidParameter"]
+
+
 @pytest.fixture
 def quiet_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A server of its own: on the shared one, other tests' anonymous refusals in the

@@ -128,6 +128,9 @@ def embed(
 @click.option("--subject", default=None, help="Compare IMAGE_A with this enrolled subject.")
 @click.option("--purpose", default=None, help="With --subject: the consented purpose.")
 @click.option(
+    "--case-ref", default=None, help="With --subject: the case or ticket the check belongs to."
+)
+@click.option(
     "--gallery",
     "gallery_path",
     default=None,
@@ -146,19 +149,20 @@ def verify(
     max_side: int | None,
     subject: str | None,
     purpose: str | None,
+    case_ref: str | None,
     gallery_path: str | None,
     actor: str | None,
 ) -> None:
     """Do two photos show the same person? Exit 0 match, 1 no match, 2 error.
 
-    With --subject ID --purpose P, compare IMAGE_A with an enrolled subject of
-    the gallery instead (needs the subject's consent for P; audited).
+    With --subject ID --purpose P --case-ref C, compare IMAGE_A with an enrolled
+    subject of the gallery instead (needs the subject's consent for P; audited).
     """
     policy = face_policy
     if subject is not None:
         if image_b is not None:
             raise click.UsageError("with --subject give one image only")
-        _verify_subject(image_a, subject, purpose, gallery_path, actor, policy)
+        _verify_subject(image_a, subject, purpose, case_ref, gallery_path, actor, policy)
         return
     if image_b is None:
         raise click.UsageError("give two images, or one image and --subject")
@@ -183,6 +187,7 @@ def _verify_subject(
     image: str,
     subject: str,
     purpose: str | None,
+    case_ref: str | None,
     gallery_path: str | None,
     actor: str | None,
     policy: FacePolicy,
@@ -193,7 +198,8 @@ def _verify_subject(
 
     with Gallery.find(gallery_path) as gallery:
         result = gallery.verify_subject(
-            image, subject, purpose=purpose, actor=actor or getpass.getuser(), face_policy=policy
+            image, subject, purpose=purpose, actor=actor or getpass.getuser(),
+            case_ref=case_ref, face_policy=policy,
         )
     _emit(result.to_dict())
     sys.exit(EXIT_MATCH if result.match else EXIT_NO_MATCH)

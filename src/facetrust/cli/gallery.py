@@ -365,7 +365,8 @@ def enroll(
 @click.argument("probe", type=click.Path(exists=True, dir_okay=False))
 @click.option("--purpose", default=None, help="Required: the consented purpose of the search.")
 @click.option("-k", "k", type=int, default=5, show_default=True, help="Most candidates.")
-@click.option("--case-ref", default=None, help="The case or ticket this search belongs to.")
+@click.option("--case-ref", default=None,
+              help="Required: the case, ticket or gate this search belongs to.")
 @face_option
 @key_option
 @gallery_option

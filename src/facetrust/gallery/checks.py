@@ -61,6 +61,24 @@ def check_text(value: str | None, what: str) -> str | None:
     return None if value is None else _shown_as_is(value, what)
 
 
+def check_case_ref(value: str | None) -> str:
+    """``value`` stripped, if it names the case a search or verification belongs to
+    (a ticket, an incident, a gate and flight) as :func:`check_text` accepts it.
+
+    Raises
+    ------
+    InvalidParameter
+        No case was named, or the text is too long or holds hidden characters.
+    """
+    if not value or not value.strip():
+        raise InvalidParameter(
+            "A search or verification must name the case it belongs to (a ticket, an "
+            "incident, a gate and flight), so an auditor can ask why it was run. Pass "
+            "case_ref=... (or --case-ref)."
+        )
+    return _shown_as_is(value.strip(), "case_ref")
+
+
 def check_purpose(purpose: str | None, purposes: Sequence[str]) -> str:
     """``purpose`` if it is one of the gallery's ``purposes``.
 

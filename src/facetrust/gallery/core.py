@@ -489,8 +489,8 @@ class Gallery:
         *,
         purpose: str | None,
         actor: str,
+        case_ref: str | None,
         k: int = 5,
-        case_ref: str | None = None,
         face_policy: FacePolicy = "dominant",
     ) -> Identification:
         """Search the gallery (1:N) for the face in ``probe``, for one consented purpose.
@@ -510,14 +510,15 @@ class Gallery:
             Who runs the search.
         k : int
             Most candidates to return.
-        case_ref : str, optional
-            The case or ticket the search belongs to.
+        case_ref : str
+            Required: the case, ticket or gate the search belongs to (audited,
+            so an auditor can ask why it was run).
 
         Raises
         ------
         PurposeRequired
         InvalidParameter
-            Unknown purpose, empty actor, or ``k < 1``.
+            Unknown purpose, empty actor, no ``case_ref``, or ``k < 1``.
         """
         with audit_refusal(self._parts.audit, "identify", actor, purpose, [], case_ref=case_ref):
             return identification.identify(
@@ -632,16 +633,18 @@ class Gallery:
         *,
         purpose: str | None,
         actor: str,
-        case_ref: str | None = None,
+        case_ref: str | None,
         face_policy: FacePolicy = "dominant",
     ) -> SubjectVerification:
         """Compare ``probe`` with one enrolled subject (1:1), for a consented purpose.
 
-        ``case_ref`` names the case or ticket the check belongs to (audited).
+        ``case_ref`` (required) names the case or ticket the check belongs to (audited).
 
         Raises
         ------
         PurposeRequired, UnknownSubject
+        InvalidParameter
+            Unknown purpose, empty actor or no ``case_ref``.
         ConsentRequired, ConsentWithdrawn, ConsentExpired, PurposeNotConsented
         ModelMismatch
             The subject has no template of the probe's model.

@@ -23,7 +23,7 @@ from ..errors import (
 )
 from ..pipeline import FacePolicy
 from ..store.base import IdentificationRecord, PendingProbeRecord, ReviewRecord
-from .checks import check_k, check_name, check_purpose, check_text
+from .checks import check_case_ref, check_k, check_name, check_purpose, check_text
 from .parts import GalleryParts
 from .pending import discard_probe, forget_unstored_probe, seal_probe
 from .probes import FaceInput
@@ -51,7 +51,7 @@ def identify(
     purpose: str | None,
     actor: str,
     k: int = 5,
-    case_ref: str | None = None,
+    case_ref: str | None,
     face_policy: FacePolicy = "dominant",
 ) -> Identification:
     """See :meth:`Gallery.identify`."""
@@ -59,7 +59,7 @@ def identify(
     purpose = check_purpose(purpose, parts.config.purposes)
     actor = check_name(actor, "actor")
     k = check_k(k)
-    case_ref = check_text(case_ref, "case_ref")
+    case_ref = check_case_ref(case_ref)
     face = parts.read_probe(probe, face_policy)
     model_id = face.model_id
     point = parts.operating_point(model_id)
@@ -291,13 +291,13 @@ def verify_subject(
     *,
     purpose: str | None,
     actor: str,
-    case_ref: str | None = None,
+    case_ref: str | None,
     face_policy: FacePolicy = "dominant",
 ) -> SubjectVerification:
     """See :meth:`Gallery.verify_subject`."""
     purpose = check_purpose(purpose, parts.config.purposes)
     actor = check_name(actor, "actor")
-    case_ref = check_text(case_ref, "case_ref")
+    case_ref = check_case_ref(case_ref)
     with parts.store.snapshot():
         require_active_consent(parts, subject_id, purpose, within_retention=True)
         templates = parts.store.templates_of(subject_id)

@@ -18,7 +18,7 @@ from typing import Any
 from ..faces import Face
 from ..matching import Verdict, compare, get_operating_point
 from ..pipeline import FacePolicy
-from .checks import check_name, check_text
+from .checks import check_case_ref, check_name
 from .core import Gallery
 from .probes import FaceInput
 from .refusals import audit_refusal
@@ -120,7 +120,7 @@ def verify_photos(
     *,
     purpose: str | None,
     actor: str,
-    case_ref: str | None = None,
+    case_ref: str | None,
     face_policy: FacePolicy = "dominant",
 ) -> PhotoVerification:
     """Decide whether two photos show the same person, at the gallery's operating point.
@@ -128,6 +128,8 @@ def verify_photos(
     Nothing is read from or written to the gallery's templates; the check is
     audited (kind ``"verify.photos"``) with both photos' SHA-256. ``face_policy``
     picks the face of each photo (:data:`facetrust.pipeline.FacePolicy`).
+
+    ``case_ref`` (required) names the case or ticket the check belongs to.
 
     Raises
     ------
@@ -137,7 +139,7 @@ def verify_photos(
     with audit_refusal(gallery.audit, "verify.photos", actor, purpose, [], case_ref=case_ref):
         purpose = gallery.check_purpose(purpose)
         actor = check_name(actor, "actor")
-        case_ref = check_text(case_ref, "case_ref")
+        case_ref = check_case_ref(case_ref)
         a = gallery.pipeline.embed_one(photo_a, face_policy, check_quality=True)
         b = gallery.pipeline.embed_one(photo_b, face_policy, check_quality=True)
     point = get_operating_point(gallery.config.operating_point, a.embedding.model_id)
