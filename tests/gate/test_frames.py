@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from facetrust import FacePipeline, Settings
 from facetrust.errors import FrameSourceError
+from facetrust.gallery import Gallery
+from facetrust.gate import events
 from facetrust.gate.arrivals import arrival_photos, write_arrivals_video
 from facetrust.gate.frames import read_frames
 from facetrust.gate.presence import BestFrameSelector, box_overlap
@@ -54,6 +60,43 @@ def test_unreadable_sources_give_a_clear_error(tmp_path: Path, kind: str) -> Non
         source, match = "97", "camera device is missing"
     with pytest.raises(FrameSourceError, match=match):
         list(read_frames(source))
+
+
+def test_frames_over_the_pixel_cap_are_refused_before_the_first_is_decoded(
+    arrivals_video: tuple[Path, int], tmp_path: Path
+) -> None:
+    """A 1280x720 video under a cap of 900,000 pixels: refused from its header, as an
+    uploaded photo over the cap is; a folder's images are held to the same cap."""
+    path, _ = arrivals_video
+    capped = Settings(max_pixels=900_000)
+    frames = read_frames(path, settings=capped)
+    with pytest.raises(FrameSourceError, match=r"1280x720 = 921,600-pixel frames, over the "
+                                               r"900,000-pixel cap\. Record or stream"):
+        next(frames)
+    (tmp_path / "000.jpg").write_bytes(arrival_photos(SAMPLE)[0].read_bytes())
+    with pytest.raises(FrameSourceError, match="over the 1,000-pixel cap"):
+        next(read_frames(tmp_path, settings=Settings(max_pixels=1_000)))
+
+
+@pytest.mark.slow  # runs the installed command
+def test_the_gate_command_refuses_frames_over_the_cap(
+    arrivals_video: tuple[Path, int], tmp_path: Path
+) -> None:
+    path, _ = arrivals_video
+    gallery, _ = Gallery.init_folder(tmp_path / "gallery")
+    with gallery:
+        now = gallery.now()
+        events.open_event(gallery, "flight-1", purpose="boarding", actor="agent",
+                          valid_from=now - timedelta(minutes=1), valid_to=now + timedelta(hours=1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
+    env.update(FACETRUST_GALLERY=str(tmp_path / "gallery"), FACETRUST_MAX_PIXELS="900000")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "facetrust"), "gate", "run", "--event", "flight-1",
+         "--source", str(path)], capture_output=True, text=True, env=env, check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "921,600-pixel frames, over the 900,000-pixel cap" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
 
 
 def test_one_ready_presence_per_arrival_with_its_best_frame(

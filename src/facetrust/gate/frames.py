@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from ..config import Settings
 from ..errors import FacetrustError, FrameSourceError
 from ..images import load_image
 
@@ -37,7 +38,10 @@ class Frame:
 
 
 def read_frames(
-    source: str | int | os.PathLike[str], *, folder_fps: float = 10.0
+    source: str | int | os.PathLike[str],
+    *,
+    folder_fps: float = 10.0,
+    settings: Settings | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of ``source`` in order.
 
@@ -48,20 +52,31 @@ def read_frames(
         or a folder of images read in name order.
     folder_fps : float
         Frame rate assumed for a folder of images, to give frames a time.
+    settings : Settings, optional
+        Supplies ``max_pixels``, the largest frame read (as for an uploaded
+        photo): a video or camera that declares larger frames is refused before
+        its first frame is decoded, and a larger frame mid-stream before it is
+        copied. From the environment by default.
 
     Raises
     ------
     FrameSourceError
-        The source does not exist, cannot be opened, or yields no frame.
+        The source does not exist, cannot be opened, yields no frame, or has
+        frames over the pixel cap.
     """
+    max_pixels = (settings or Settings.from_env()).max_pixels
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
-        yield from _read_capture(cv2.VideoCapture(int(source)), f"camera {source}", live=True)
+        yield from _read_capture(
+            cv2.VideoCapture(int(source)), f"camera {source}", live=True, max_pixels=max_pixels
+        )
         return
     path = Path(source)
     if path.is_dir():
-        yield from _read_folder(path, folder_fps)
+        yield from _read_folder(path, folder_fps, settings)
     elif path.is_file():
-        yield from _read_capture(cv2.VideoCapture(str(path)), repr(str(path)), live=False)
+        yield from _read_capture(
+            cv2.VideoCapture(str(path)), repr(str(path)), live=False, max_pixels=max_pixels
+        )
     else:
         raise FrameSourceError(
             f"No video file, folder or camera at {str(source)!r}. Pass a video path, a folder "
@@ -69,7 +84,17 @@ def read_frames(
         )
 
 
-def _read_capture(capture: cv2.VideoCapture, name: str, *, live: bool) -> Iterator[Frame]:
+def _too_large(name: str, width: int, height: int, max_pixels: int) -> FrameSourceError:
+    return FrameSourceError(
+        f"{name} has {width}x{height} = {width * height:,}-pixel frames, over the "
+        f"{max_pixels:,}-pixel cap. Record or stream at a lower resolution (a gate needs "
+        "about 1280x720), or raise FACETRUST_MAX_PIXELS if you trust the source."
+    )
+
+
+def _read_capture(
+    capture: cv2.VideoCapture, name: str, *, live: bool, max_pixels: int
+) -> Iterator[Frame]:
     if not capture.isOpened():
         what = "camera device is missing or busy" if live else "file is not a readable video"
         raise FrameSourceError(
@@ -78,10 +103,16 @@ def _read_capture(capture: cv2.VideoCapture, name: str, *, live: bool) -> Iterat
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     index = 0
     try:
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > max_pixels:  # declared in the header: refused before decoding
+            raise _too_large(name, width, height, max_pixels)
         while True:
             ok, bgr = capture.read()
             if not ok:
                 break
+            if bgr.shape[0] * bgr.shape[1] > max_pixels:  # a stream may change its size
+                raise _too_large(name, bgr.shape[1], bgr.shape[0], max_pixels)
             time_s = (
                 index / fps if fps > 0 and not live else capture.get(cv2.CAP_PROP_POS_MSEC) / 1e3
             )
@@ -96,7 +127,7 @@ def _read_capture(capture: cv2.VideoCapture, name: str, *, live: bool) -> Iterat
         )
 
 
-def _read_folder(folder: Path, fps: float) -> Iterator[Frame]:
+def _read_folder(folder: Path, fps: float, settings: Settings | None) -> Iterator[Frame]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FrameSourceError(
@@ -104,7 +135,7 @@ def _read_folder(folder: Path, fps: float) -> Iterator[Frame]:
         )
     for index, path in enumerate(files):
         try:
-            pixels = load_image(path)
+            pixels = load_image(path, settings)
         except FacetrustError as error:
             raise FrameSourceError(f"Frame {path.name} cannot be read: {error}") from None
         yield Frame(index, index / fps, pixels)

@@ -132,7 +132,7 @@ def run_gate(
         ThreadPoolExecutor(DETECTION_THREADS, thread_name_prefix="gate-detect") as detectors,
         ThreadPoolExecutor(1, thread_name_prefix="gate-embed") as worker,
     ):
-        for frame in read_frames(source):
+        for frame in read_frames(source, settings=base):
             detecting.append(detectors.submit(detect, frame))
             if len(detecting) >= DETECTION_THREADS:
                 yield from select(*detecting.popleft().result())
