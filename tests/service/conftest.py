@@ -31,7 +31,9 @@ EVIDENCE_SHA256 = "ab" * 32
 
 #: Limits of the test server: small enough to test, large enough for the sample photos.
 MAX_BODY_BYTES = 2 * 1024 * 1024
-IDENTIFY_BURST = 8
+#: Per key and per operation (enrolments included): a module that enrols many photos
+#: has an enroller key of its own.
+IDENTIFY_BURST = 20
 
 
 def photo(name: str, number: int = 1) -> Path:
@@ -85,6 +87,12 @@ KEYS = {
     "enroller-browser": Role.ENROLLER,
     "auditor-browser": Role.AUDITOR,
     "operator-verify-limited": Role.OPERATOR,
+    "operator-photos-limited": Role.OPERATOR,
+    "enroller-limited": Role.ENROLLER,
+    "enroller-retries": Role.ENROLLER,
+    "enroller-trust": Role.ENROLLER,
+    "operator-console-limited": Role.OPERATOR,
+    "enroller-console-limited": Role.ENROLLER,
     "operator-refused": Role.OPERATOR,
     "operator-hidden-text": Role.OPERATOR,
     "enroller-refused": Role.ENROLLER,

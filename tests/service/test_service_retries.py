@@ -79,7 +79,7 @@ def test_every_response_carries_a_request_id(live_server: LiveServer) -> None:
 def test_a_well_formed_request_id_is_kept_and_a_bad_one_replaced(
     live_server: LiveServer,
 ) -> None:
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         kept = client.get("/v1/subjects", headers={"X-Request-Id": "ticket-42.a_b:c"})
         replaced = client.get("/v1/subjects", headers={"X-Request-Id": "bad id!"})
     assert kept.headers["X-Request-Id"] == "ticket-42.a_b:c"
@@ -88,7 +88,7 @@ def test_a_well_formed_request_id_is_kept_and_a_bad_one_replaced(
 
 def test_the_audit_event_records_the_request_id(live_server: LiveServer) -> None:
     request_id = f"req-{uuid.uuid4().hex}"
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         created = client.post(
             "/v1/subjects", json={"subject_id": "retry-audited"},
             headers={"X-Request-Id": request_id},
@@ -123,7 +123,7 @@ def test_a_keyed_retry_answers_the_first_response_and_changes_nothing(
     live_server: LiveServer,
 ) -> None:
     headers = keyed()
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         first = client.post("/v1/subjects", json={"subject_id": "retry-once"}, headers=headers)
         again = client.post("/v1/subjects", json={"subject_id": "retry-once"}, headers=headers)
         unkeyed = client.post("/v1/subjects", json={"subject_id": "retry-once"})
@@ -136,7 +136,7 @@ def test_a_keyed_retry_answers_the_first_response_and_changes_nothing(
 
 def test_a_key_reused_for_another_request_is_refused(live_server: LiveServer) -> None:
     headers = keyed()
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         first = client.post("/v1/subjects", json={"subject_id": "retry-a"}, headers=headers)
         other = client.post("/v1/subjects", json={"subject_id": "retry-b"}, headers=headers)
         missing = client.get("/v1/subjects/retry-b")
@@ -150,7 +150,10 @@ def test_a_key_reused_for_another_request_is_refused(live_server: LiveServer) ->
 
 def test_keys_belong_to_the_api_key_that_sent_them(live_server: LiveServer) -> None:
     headers = keyed()
-    with live_server.client("enroller") as one, live_server.client("enroller-browser") as two:
+    with (
+        live_server.client("enroller-retries") as one,
+        live_server.client("enroller-browser") as two,
+    ):
         first = one.post("/v1/subjects", json={"subject_id": "retry-p1"}, headers=headers)
         second = two.post("/v1/subjects", json={"subject_id": "retry-p2"}, headers=headers)
     assert first.status_code == second.status_code == 201
@@ -158,7 +161,7 @@ def test_keys_belong_to_the_api_key_that_sent_them(live_server: LiveServer) -> N
 
 
 def test_a_malformed_key_is_refused(live_server: LiveServer) -> None:
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         response = client.post(
             "/v1/subjects", json={"subject_id": "retry-bad-key"},
             headers={"Idempotency-Key": "has space"},
@@ -170,7 +173,7 @@ def test_a_malformed_key_is_refused(live_server: LiveServer) -> None:
 
 def test_a_refused_request_is_not_kept_and_its_retry_runs_again(live_server: LiveServer) -> None:
     headers = keyed()
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         client.post("/v1/subjects", json={"subject_id": "retry-later"})
         refused = post_photo(client, "retry-later", photo("Kofi_Annan", 1), headers)
         granted = client.post("/v1/subjects/retry-later/consents",
@@ -182,7 +185,7 @@ def test_a_refused_request_is_not_kept_and_its_retry_runs_again(live_server: Liv
 
 def test_a_keyed_enrolment_retried_enrols_the_photo_once(live_server: LiveServer) -> None:
     headers = keyed()
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         add_consented_subject(client, "retry-enrol")
         first = post_photo(client, "retry-enrol", photo("Hu_Jintao", 1), headers)
         again = post_photo(client, "retry-enrol", photo("Hu_Jintao", 1), headers)
@@ -199,10 +202,10 @@ def test_a_retry_while_the_first_runs_waits_for_its_answer(live_server: LiveServ
     answers: list[httpx.Response] = []
 
     def send() -> None:
-        with live_server.client("enroller") as client:
+        with live_server.client("enroller-retries") as client:
             answers.append(post_photo(client, "retry-racing", photo("Hu_Jintao", 3), headers))
 
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         add_consented_subject(client, "retry-racing")
         threads = [threading.Thread(target=send) for _ in range(3)]
         for thread in threads:
@@ -220,7 +223,7 @@ def test_a_retry_while_the_first_runs_waits_for_its_answer(live_server: LiveServ
 
 def test_consent_and_withdrawal_retries_are_replayed(live_server: LiveServer) -> None:
     consent_key, withdraw_key = keyed(), keyed()
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         client.post("/v1/subjects", json={"subject_id": "retry-consent"})
         body = consent_body("retry-consent")
         first = client.post("/v1/subjects/retry-consent/consents", json=body,
@@ -249,7 +252,7 @@ def new_key(live_server: LiveServer, role: str, name: str) -> httpx.Client:
 
 def test_a_keyed_review_retried_is_recorded_once(live_server: LiveServer) -> None:
     headers = keyed()
-    with live_server.client("enroller") as enroller:
+    with live_server.client("enroller-retries") as enroller:
         add_consented_subject(enroller, "retry-reviewed")
         assert post_photo(enroller, "retry-reviewed", photo("Venus_Williams", 1),
                           {}).status_code == 201
@@ -277,7 +280,7 @@ def test_a_client_that_gave_up_waiting_retries_without_a_duplicate(
     live_server: LiveServer,
 ) -> None:
     headers = keyed()
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         add_consented_subject(client, "retry-impatient")
         # the client gives up waiting: it does not know whether the enrolment happened
         with (
@@ -297,7 +300,7 @@ def test_consent_accepts_the_evidence_file_and_keeps_only_its_hash(
     live_server: LiveServer,
 ) -> None:
     evidence = b"%PDF-1.4 signed consent form of retry-evidence"
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         client.post("/v1/subjects", json={"subject_id": "retry-evidence"})
         response = client.post(
             "/v1/subjects/retry-evidence/consents",
@@ -326,7 +329,7 @@ def test_consent_accepts_the_evidence_file_and_keeps_only_its_hash(
 
 
 def test_enrolment_takes_a_face_policy(live_server: LiveServer) -> None:
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-retries") as client:
         add_consented_subject(client, "retry-face")
         single = post_photo(client, "retry-face", MULTI_FACE, {}, face="single")
         dominant = post_photo(client, "retry-face", MULTI_FACE, {})

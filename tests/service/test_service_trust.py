@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def actor(server: LiveServer, name: str) -> str:
 @pytest.fixture(scope="module")
 def trusted(live_server: LiveServer) -> str:
     """One consented subject enrolled from one photo."""
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-trust") as client:
         add_consented_subject(client, "trust-hu")
         assert enrol(client, "trust-hu", photo("Hu_Jintao", 1)).status_code == 201
     return "trust-hu"
@@ -218,7 +219,7 @@ def test_readiness_shows_details_only_to_a_key(live_server: LiveServer) -> None:
 def test_the_access_log_has_route_templates_not_subject_ids(
     live_server: LiveServer, trusted: str
 ) -> None:
-    with live_server.client("enroller") as client:
+    with live_server.client("enroller-trust") as client:
         assert client.get(f"/v1/subjects/{trusted}").status_code == 200
     log = live_server.log.read_text()
     assert '"GET /v1/subjects/{subject_id} HTTP/1.1" 200' in log
@@ -247,19 +248,71 @@ def test_verify_subject_needs_a_case_reference_and_rounds_distances(
     assert events[-1]["case_ref"] == "CASE-V1"
 
 
-def test_verify_subject_is_rate_limited_like_identify(live_server: LiveServer) -> None:
+NOT_AN_IMAGE = ("x.jpg", b"not an image", "image/jpeg")
+
+
+@pytest.mark.parametrize(("key", "route", "fields", "data"), [
+    ("operator-verify-limited", "/v1/subjects/trust-nobody/verify", ("image",),
+     {"purpose": "access-control", "case_ref": "CASE-VRL"}),
+    ("operator-photos-limited", "/v1/verify", ("image_a", "image_b"),
+     {"purpose": "access-control", "case_ref": "CASE-PRL"}),
+    ("enroller-limited", "/v1/subjects/trust-nobody/enrolments", ("photo",), {}),
+])
+def test_every_route_that_runs_the_face_model_is_rate_limited_like_identify(
+    live_server: LiveServer, key: str, route: str, fields: tuple[str, ...], data: dict[str, str]
+) -> None:
+    """Verifying two photos costs the model twice what an identification does, and an
+    enrolment as much: none may be repeated for free (identify's own test: test_service_http)."""
     statuses = []
-    with live_server.client("operator-verify-limited") as client:
+    with live_server.client(key) as client:
         for _ in range(IDENTIFY_BURST + 1):
-            response = client.post(
-                "/v1/subjects/trust-nobody/verify",
-                files={"image": ("x.jpg", b"not an image", "image/jpeg")},
-                data={"purpose": "access-control", "case_ref": "CASE-VRL"},
-            )
+            response = client.post(route, files={f: NOT_AN_IMAGE for f in fields}, data=data)
             statuses.append(response.status_code)
-    assert 429 not in statuses[:IDENTIFY_BURST]
+    assert 429 not in statuses[:IDENTIFY_BURST], statuses
     assert_problem(response, 429, "rate-limited")
     assert int(response.headers["retry-after"]) >= 1
+
+
+def test_every_upload_operation_of_the_api_is_a_rate_limited_model_operation() -> None:
+    """An upload route added later without a rate limit fails here. A consent's evidence
+    document is hashed, never run through the face model."""
+    from facetrust.service.app import openapi_document
+    from facetrust.service.auth import MODEL_OPERATIONS
+
+    uploads = {
+        operation["operationId"]
+        for path in openapi_document()["paths"].values() for operation in path.values()
+        if "multipart/form-data" in operation.get("requestBody", {}).get("content", {})
+    }
+    assert uploads - {"grant_consent"} == MODEL_OPERATIONS
+
+
+@pytest.mark.parametrize(("key", "form", "fields", "data"), [
+    ("operator-console-limited", "/console/verify", ("image_a", "image_b"),
+     {"purpose": "access-control", "case_ref": "CASE-CRL"}),
+    ("enroller-console-limited", "/console/enrol", ("photo",), {"subject_id": "trust-nobody"}),
+])
+def test_the_console_forms_that_run_the_face_model_share_the_api_rate_limit(
+    live_server: LiveServer, key: str, form: str, fields: tuple[str, ...], data: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=live_server.url) as browser:
+        login = browser.get("/console/login")
+        token = re.search(r'name="login_csrf" value="([^"]+)"', login.text)
+        assert token is not None
+        browser.post("/console/login",
+                     data={"api_key": live_server.keys[key], "login_csrf": token[1]})
+        page = browser.get(form)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and csrf is not None
+        statuses = []
+        for _ in range(IDENTIFY_BURST + 1):
+            response = browser.post(form, files={f: NOT_AN_IMAGE for f in fields},
+                                    data={**data, "csrf": csrf[1]})
+            statuses.append(response.status_code)
+    assert 429 not in statuses[:IDENTIFY_BURST], statuses
+    assert statuses[-1] == 429 and "rate-limited" in response.text
+    events = audit_events(live_server, kind="service.refused", actor=actor(live_server, key))
+    assert [e["status"] for e in events if e["route"] == form][-1:] == [429]
 
 
 def test_identify_distances_are_rounded(live_server: LiveServer, trusted: str) -> None:

@@ -183,10 +183,16 @@ async def authenticate(
     return key, wait
 
 
-async def take_token(state: ServiceState, operation: str, key: ApiKey) -> float:
-    """Take a token from ``key``'s bucket for ``operation`` (the buckets may live in the
-    service database): 0.0 if allowed, else seconds to wait."""
-    return await state.call_service_db(state.identify_bucket.take, _bucket(operation, key))
+async def spend_token(state: ServiceState, operation: str, key: ApiKey) -> Problem | None:
+    """Take a token from ``key``'s bucket for ``operation`` (the API's bucket; the
+    buckets may live in the service database): None if allowed, else the 429
+    problem to show (counted in the metrics). For the console's forms, which
+    authenticate without :func:`allow`."""
+    wait = await state.call_service_db(state.identify_bucket.take, _bucket(operation, key))
+    if not wait:
+        return None
+    state.metrics.rate_limited()
+    return rate_limited(wait, operation)
 
 
 def _bucket(operation: str, key: ApiKey) -> str:
@@ -211,14 +217,21 @@ def check_role(key: ApiKey, operation: str) -> None:
         raise Problem("forbidden", refusal, operation=operation, role=key.role.value)
 
 
-def allow(operation: str, *, rate_limit: bool = False) -> Callable[..., Awaitable[ApiKey]]:
+#: The operations that run the face model on uploaded photos: each call takes a
+#: token from the key's bucket for the operation (API and console alike), so none
+#: is free to repeat.
+MODEL_OPERATIONS = frozenset({"identify", "verify_subject", "verify_photos", "enroll_photo"})
+
+
+def allow(operation: str) -> Callable[..., Awaitable[ApiKey]]:
     """A FastAPI dependency: the caller's key, if its role may call ``operation``.
 
-    With ``rate_limit``, each call also takes a token from the key's bucket for
-    ``operation`` (429 with ``Retry-After`` when empty).
+    For the :data:`MODEL_OPERATIONS`, each call also takes a token from the key's
+    bucket for ``operation`` (429 with ``Retry-After`` when empty).
     """
     if operation not in PERMISSIONS:
         raise KeyError(f"operation {operation!r} is missing from the permission table")
+    rate_limit = operation in MODEL_OPERATIONS
 
     async def dependency(
         request: Request,

@@ -86,7 +86,7 @@ async def verify_subject(
     purpose: Purpose,
     case_ref: CaseRef,
     face: Face = "dominant",
-    key: ApiKey = Depends(allow("verify_subject", rate_limit=True)),  # noqa: B008
+    key: ApiKey = Depends(allow("verify_subject")),  # noqa: B008
 ) -> dict[str, Any]:
     """Is the person in the photo this enrolled subject (1:1, consented purpose)?
 
@@ -112,7 +112,7 @@ async def identify(
     case_ref: CaseRef,
     k: Annotated[int, Form(ge=1, le=50, description="Most candidates to return.")] = 5,
     face: Face = "dominant",
-    key: ApiKey = Depends(allow("identify", rate_limit=True)),  # noqa: B008
+    key: ApiKey = Depends(allow("identify")),  # noqa: B008
 ) -> dict[str, Any]:
     """Search the gallery (1:N) among subjects who consented to ``purpose``.
 

@@ -13,7 +13,7 @@ from ...errors import FaceQualityTooLow, FacetrustError, UnknownSubject
 from ...gallery import Gallery
 from ...gallery.photos import enroll_photo
 from ...pipeline import DEFAULT_FACE_POLICY, FacePolicy
-from ..auth import service_state
+from ..auth import service_state, spend_token
 from ..problems import problem_of
 from .access import guard, purpose_form
 from .csrf import check_csrf
@@ -138,13 +138,19 @@ async def enrol_submit(
     already a face crop (face policy ``"crop"``: no detection); otherwise the
     default face policy reads it. With ``keep_photo`` the photo is kept,
     encrypted under the subject's key, as the reference reviewers compare a
-    probe against; it is deleted with the subject.
+    probe against; it is deleted with the subject. Rate limited per key like the API.
     """
     key = await guard(request, "enroll_photo")
     if isinstance(key, Response):
         return key
     await check_csrf(request, csrf)
     state = service_state(request)
+    limited = await spend_token(state, "enroll_photo", key)  # the API's bucket
+    if limited is not None:
+        chosen = await enrol_context(request, subject_id)
+        chosen.pop("error", None)
+        return render_page(request, key, "enrol.html", status=429,
+                           error=error_context(limited), keep_photo=keep_photo, **chosen)
     data = await photo.read()
     policy: FacePolicy = "crop" if crop else DEFAULT_FACE_POLICY
     context: dict[str, Any] = {"photo": safe_photo_url(data), "keep_photo": keep_photo}

@@ -10,8 +10,7 @@ from fastapi.responses import Response
 from ...errors import FacetrustError
 from ...gallery.checks import TEXT_LIMITS
 from ...gallery.photos import verify_photos
-from ..auth import service_state, take_token
-from ..limits import rate_limited
+from ..auth import service_state, spend_token
 from ..problems import problem_of
 from ..routes_search import HUMAN_REVIEW_NOTICE
 from .access import guard, purpose_form
@@ -39,14 +38,19 @@ async def verify_submit(
     image_a: UploadFile,
     image_b: UploadFile,
 ) -> Response:
-    """Compare the two uploaded photos and show the decision beside them."""
+    """Compare the two uploaded photos and show the decision beside them; rate limited
+    per key like the API."""
     key = await guard(request, "verify_photos")
     if isinstance(key, Response):
         return key
     await check_csrf(request, csrf)
     state = service_state(request)
-    a, b = await image_a.read(), await image_b.read()
     context: dict[str, Any] = {"purposes": state.gallery.config.purposes}
+    limited = await spend_token(state, "verify_photos", key)  # the API's bucket
+    if limited is not None:
+        return render_page(request, key, "verify.html", status=429,
+                           error=error_context(limited), **context)
+    a, b = await image_a.read(), await image_b.read()
     try:
         result = await state.use_biometrics(
             key, "verify_photos",
@@ -83,12 +87,10 @@ async def identify_submit(
     state = service_state(request)
     context: dict[str, Any] = {"purposes": state.gallery.config.purposes,
                                "notice": HUMAN_REVIEW_NOTICE}
-    wait = await take_token(state, "identify", key)
-    if wait:
-        state.metrics.rate_limited()
-        problem = rate_limited(wait, "identify")
+    limited = await spend_token(state, "identify", key)
+    if limited is not None:
         return render_page(request, key, "identify.html", status=429,
-                           error=error_context(problem), **context)
+                           error=error_context(limited), **context)
     data = await image.read()
     try:
         result = await state.use_biometrics(

@@ -24,8 +24,7 @@ from ...errors import FacetrustError, UnknownSubject
 from ...gallery import Gallery
 from ...gallery.checks import TEXT_LIMITS
 from ..apikeys import ApiKey
-from ..auth import service_state, take_token
-from ..limits import rate_limited
+from ..auth import service_state, spend_token
 from ..permissions import permits
 from ..problems import SERVICE_PROBLEMS, problem_of
 from .access import guard
@@ -187,13 +186,12 @@ async def verify_subject_submit(
         "typed": {"subject_id": subject_id, "purpose": purpose, "case_ref": case_ref},
         "photo": safe_photo_url(data),
     }
-    wait = await take_token(state, "verify_subject", key)  # the API's bucket
-    if wait:
-        state.metrics.rate_limited()
+    limited = await spend_token(state, "verify_subject", key)  # the API's bucket
+    if limited is not None:
         return render_page(request, key, "verify_subject.html", status=429,
-                           error=error_context(rate_limited(wait, "verify_subject")), **context)
+                           error=error_context(limited), **context)
     if purpose and not case_ref.strip():
-        # the library takes a check without a case; a person at the console names one
+        # the library refuses it too, in words for a program; these are for the form
         panel = {"title": "Check the form",
                  "detail": "Case reference: this field is required. Name the case or ticket "
                            "this check belongs to, and submit it again.",
