@@ -12,7 +12,7 @@ import pytest
 from facetrust import crypto
 from facetrust.errors import KeyMaterialError, StoreError, UnknownSubject
 from facetrust.faces import Embedding
-from facetrust.gallery import Gallery, GalleryConfig
+from facetrust.gallery import Gallery, GalleryConfig, erasure
 from facetrust.gallery.key_file import rotate_key_file
 from facetrust.store import SqliteKeyStore, SqliteStore
 
@@ -116,13 +116,17 @@ def test_withdrawing_one_of_two_consents_keeps_the_templates(
     assert sample_gallery.get_subject(KOFI).template_count == 2
 
 
+@pytest.mark.parametrize("page", [3, erasure.SWEEP_PAGE])  # a page or several
 def test_retention_excludes_before_the_sweep_and_the_sweep_purges(
     make_gallery: Any,
     clock: Any,
     identities: dict[str, list[Path]],
     embeddings: dict[Path, Embedding],
     enrol_all: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    page: int,
 ) -> None:
+    monkeypatch.setattr(erasure, "SWEEP_PAGE", page)
     gallery = make_gallery(retention_days=30)
     enrol_all(gallery, identities, embeddings)  # consents valid 30 days, retention 30 days
     clock.advance(days=20)
@@ -155,6 +159,7 @@ def test_retention_excludes_before_the_sweep_and_the_sweep_purges(
     assert [s.subject_id for s in gallery.list_subjects()] == [KOFI]
     (event,) = gallery.audit.events(kind="retention.sweep")
     assert event.actor == "cron" and event.fields["erased"] == 9
+    assert event.fields["checked"] == 10
     assert gallery.audit.verify().ok
 
 

@@ -423,6 +423,18 @@ def test_bulk_reads_by_subject_and_model(store: Store) -> None:
     assert store.get_subjects([]) == [] and store.consents_of_subjects([]) == []
 
 
+def test_subjects_with_biometrics_by_template_or_photo(store: Store) -> None:
+    with store.transaction():
+        for n in range(4):
+            store.insert_subject(subject(f"s{n}"))
+        store.insert_template(TemplateRecord("t0", "s0", "m", b"c", T0))
+        store.insert_template(TemplateRecord("t0b", "s0", "m", b"c", T0))
+        store.insert_photo(PhotoRecord("p1", "s1", b"photo", T0))
+        store.insert_template(TemplateRecord("t3", "s3", "m", b"c", T0))
+    assert store.subjects_with_biometrics(["s0", "s1", "s2", "ghost"]) == {"s0", "s1"}
+    assert store.subjects_with_biometrics([]) == set()
+
+
 def test_eligibility_columns_list_live_subjects_and_active_consents(store: Store) -> None:
     assert store.eligibility_columns() == EligibilityColumns([], [], [], [], [])
     later = "2026-03-01T00:00:00+00:00"

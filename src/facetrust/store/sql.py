@@ -341,6 +341,15 @@ class SqlStore(SqlRecords, SqlIdempotency, SqlBatchQueue):
             (photo.photo_id, photo.subject_id, photo.ciphertext, photo.created_at),
         )
 
+    def subjects_with_biometrics(self, subject_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for table in ("templates", "photos"):
+            rows = self._read_in(
+                f"SELECT DISTINCT subject_id FROM {table} WHERE {{in}}", "subject_id", subject_ids
+            )
+            found.update(str(row[0]) for row in rows)
+        return found
+
     def photos_of(self, subject_id: str) -> list[PhotoRecord]:
         rows = self._read(
             "SELECT photo_id, subject_id, ciphertext, created_at FROM photos "
