@@ -159,7 +159,7 @@ def _sweep_plan(parts: GalleryParts, now: datetime) -> tuple[list[tuple[str, str
         after: str | None = None
         while page := store.page_subjects(after=after, limit=SWEEP_PAGE):
             ids = [subject.subject_id for subject in page]
-            with_data = store.subjects_with_biometrics(ids) | set(keystore.get_keys(ids))
+            data_or_key = store.subjects_with_biometrics(ids) | set(keystore.get_keys(ids))
             consents: dict[str, list[ConsentRecord]] = {}
             for consent in store.consents_of_subjects(ids):
                 consents.setdefault(consent.subject_id, []).append(consent)
@@ -168,7 +168,7 @@ def _sweep_plan(parts: GalleryParts, now: datetime) -> tuple[list[tuple[str, str
                 lapsed = not any(consent_status(c, now) == "active" for c in of_subject)
                 if parts.retention_until(subject) <= now:
                     plans.append((subject.subject_id, "retention period ended", True))
-                elif lapsed and subject.subject_id in with_data:
+                elif lapsed and subject.subject_id in data_or_key:
                     plans.append((subject.subject_id, "no active consent", False))
                 elif lapsed and of_subject:
                     plans.append((subject.subject_id, "no active consent and nothing left", True))
