@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from facetrust.demo import ENROLLED, EVENT_ONLY, OPTED_OUT, STRANGER
+from installed_command import INSTALLED, shell_env
 
 REPO = Path(__file__).resolve().parent.parent
-COMMAND = str(Path(sys.executable).parent / "facetrust")
 
 
 def run_demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
     return subprocess.run(
-        [COMMAND, "demo", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [INSTALLED, "demo", *args], cwd=cwd, env=shell_env(), capture_output=True, text=True,
         check=False, timeout=300,
     )
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from installed_command import INSTALLED, shell_env
+
 REPO = Path(__file__).resolve().parent.parent
 NEEDED = ("nginx", "openssl", "curl")
 
@@ -36,10 +38,9 @@ def missing_tools() -> list[str]:
     f"needs {', '.join(missing_tools())} (Debian: apt-get install nginx-light openssl curl)"
 ))
 def test_nginx_with_tls_in_front_of_two_replicas_passes_the_smoke_checks() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
     done = subprocess.run(
         ["bash", str(REPO / "deploy" / "smoke.sh")], cwd=REPO,
-        env={**env, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600,
+        env=shell_env(PYTHON=sys.executable), capture_output=True, text=True, timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -75,7 +76,9 @@ def test_the_systemd_units_have_no_unknown_or_invalid_settings(tmp_path: Path) -
     assert complaints == []
 
 
-def test_the_retention_unit_deletes_probes_and_crops_past_their_time(tmp_path: Path) -> None:
+def test_the_retention_unit_deletes_probes_and_crops_past_their_time(
+    tmp_path: Path, photos: dict[str, list[Path]]
+) -> None:
     """The hourly unit's own commands (its ExecStart lines, run with this checkout's
     facetrust): a probe kept for review and a gate crop, both past their deadline,
     are deleted and the deletions audited under the unit's actor."""
@@ -84,8 +87,6 @@ def test_the_retention_unit_deletes_probes_and_crops_past_their_time(tmp_path: P
     from facetrust.gallery import Gallery
     from facetrust.gate import decisions, events
 
-    photos = {d.name: sorted(d.glob("*.jpg"))
-              for d in sorted((REPO / "tests" / "data" / "lfw").iterdir()) if d.is_dir()}
     name, *_ = sorted(photos)
     gallery, _ = Gallery.init_folder(tmp_path, pending_probe_hours=0.0003)  # about a second
     with gallery:
@@ -110,11 +111,9 @@ def test_the_retention_unit_deletes_probes_and_crops_past_their_time(tmp_path: P
     commands = [shlex.split(line.split("=", 1)[1]) for line in unit.splitlines()
                 if line.startswith("ExecStart=")]
     assert [c[0] for c in commands] == [INSTALLED_AT, INSTALLED_AT]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
-    env["FACETRUST_GALLERY"] = str(tmp_path)
     for command in commands:
-        done = subprocess.run([str(Path(sys.executable).parent / "facetrust"), *command[1:]],
-                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run([INSTALLED, *command[1:]], env=shell_env(tmp_path),
+                              capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
     with Gallery.find(tmp_path) as swept:
         assert swept.store.get_pending_probe(found.identification_id) is None

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from click.testing import CliRunner
 from facetrust.cli.main import cli
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
+from installed_command import INSTALLED, shell_env
 
 CLI_DOCS = Path(__file__).parent.parent.parent / "docs" / "cli.md"
 SAMPLE_DATA = Path(__file__).parent.parent / "data"
@@ -42,17 +42,6 @@ GALLERY_COMMANDS = [
     "keys rotate",
     "keys rekey-templates",
 ]
-
-
-#: The installed ``facetrust`` command of this environment.
-INSTALLED = str(Path(sys.executable).parent / "facetrust")
-
-
-def shell_env(gallery_folder: Path) -> dict[str, str]:
-    """The environment for :data:`INSTALLED` on the gallery in ``gallery_folder``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
-    env["FACETRUST_GALLERY"] = str(gallery_folder)
-    return env
 
 
 def run(runner: CliRunner, *args: str, code: int = 0) -> str:

@@ -20,8 +20,8 @@ from facetrust.cli.main import cli
 from facetrust.errors import InvalidParameter
 from facetrust.gallery import Gallery
 from facetrust.gallery.batch_queue import batch_status, run_queue_worker
+from installed_command import INSTALLED
 
-FACETRUST = Path(sys.executable).parent / "facetrust"  # the installed command
 FAILED = {
     "broken.jpg": "unreadable",
     "unlisted/x.jpg": "no-consent-in-csv",
@@ -31,7 +31,7 @@ FAILED = {
 
 
 def _facetrust(*args: str, gallery: Path) -> list[str]:
-    return [str(FACETRUST), *args, "--gallery", str(gallery)]
+    return [INSTALLED, *args, "--gallery", str(gallery)]
 
 
 def _three_workers_one_killed(gallery_dir: Path, folder: Path, consents: Path) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +18,7 @@ from facetrust.gallery import Gallery
 from facetrust.gallery.checks import TEXT_LIMITS
 from facetrust.text import hidden_characters
 from gallery_fixtures import BAD_IDS, EVIDENCE_SHA256, GOOD_IDS
+from installed_command import INSTALLED, shell_env
 
 
 @pytest.mark.parametrize("subject_id", BAD_IDS)
@@ -47,9 +46,7 @@ def test_display_names_are_nfc_without_hidden_characters(sample_gallery: Gallery
 def test_the_installed_command_refuses_the_same_ids(tmp_path: Path) -> None:
     gallery, _ = Gallery.init_folder(tmp_path)
     gallery.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
-    env["FACETRUST_GALLERY"] = str(tmp_path)
-    command = str(Path(sys.executable).parent / "facetrust")
+    env, command = shell_env(tmp_path), INSTALLED
     for subject_id in ("a/b", "../x", "evil\u202egpj"):
         done = subprocess.run(
             [command, "subject", "add", subject_id], capture_output=True, text=True,

@@ -31,6 +31,7 @@ from facetrust.errors import (
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery, GalleryConfig
 from facetrust.store.postgres import PostgresStore
+from installed_command import INSTALLED, shell_env
 
 
 @pytest.fixture
@@ -373,8 +374,7 @@ def test_a_server_that_never_answers_is_a_clear_error_in_bounded_time(
     listener, port = _silent_server()
     url = f"postgresql://facetrust@127.0.0.1:{port}/gallery{query}"
     keystore_url = url.replace("/gallery", "/keystore")
-    command = str(Path(sys.executable).parent / "facetrust")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
+    command, env = INSTALLED, shell_env()
     started = time.monotonic()
     try:
         done = subprocess.run(

@@ -13,6 +13,7 @@ from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from facetrust.gallery.pending import probe_key_name
 from facetrust.gallery.review_desk import NO_PROBE_PHOTO, NO_REFERENCE_PHOTO
+from installed_command import INSTALLED, shell_env
 
 KOFI = "Kofi_Annan"
 TWIN = "kofi-lookalike"
@@ -226,11 +227,9 @@ def test_a_probe_key_left_by_an_identify_killed_mid_write_is_swept_once_old(
     soon after (it could be an identify still writing) and deleted, audited, by the
     first sweep an hour later."""
     import json
-    import os
     import signal
     import sqlite3
     import subprocess
-    import sys
     import time
     from datetime import UTC, datetime, timedelta
 
@@ -240,9 +239,7 @@ def test_a_probe_key_left_by_an_identify_killed_mid_write_is_swept_once_old(
     with gallery:
         enrol_all(gallery, identities, embeddings)
         config = gallery.config
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
-    env["FACETRUST_GALLERY"] = str(tmp_path)
-    command = str(Path(sys.executable).parent / "facetrust")
+    env, command = shell_env(tmp_path), INSTALLED
     made = subprocess.run(
         [command, "keys", "create", "--role", "operator", "--name", "gate", "--json"],
         capture_output=True, text=True, check=True, env=env,

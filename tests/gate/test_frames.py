@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from facetrust.gate import events
 from facetrust.gate.arrivals import arrival_photos, write_arrivals_video
 from facetrust.gate.frames import read_frames
 from facetrust.gate.presence import BestFrameSelector, box_overlap
+from installed_command import INSTALLED, shell_env
 
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
 
@@ -88,10 +87,9 @@ def test_the_gate_command_refuses_frames_over_the_cap(
         now = gallery.now()
         events.open_event(gallery, "flight-1", purpose="boarding", actor="agent",
                           valid_from=now - timedelta(minutes=1), valid_to=now + timedelta(hours=1))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
-    env.update(FACETRUST_GALLERY=str(tmp_path / "gallery"), FACETRUST_MAX_PIXELS="900000")
+    env = shell_env(tmp_path / "gallery", FACETRUST_MAX_PIXELS="900000")
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "facetrust"), "gate", "run", "--event", "flight-1",
+        [INSTALLED, "gate", "run", "--event", "flight-1",
          "--source", str(path)], capture_output=True, text=True, env=env, check=False,
     )
     assert done.returncode == 2, done.stderr

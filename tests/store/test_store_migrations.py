@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from facetrust.gallery import Gallery
 from facetrust.store import SqliteStore, SubjectRecord, TemplateRecord, postgres_migrations
 from facetrust.store import migrations as sqlite_migrations
 from facetrust.store.postgres import PostgresStore
+from installed_command import INSTALLED, shell_env
 
 T0 = "2026-01-01T00:00:00+00:00"
 SUBJECT = SubjectRecord("s1", "Name", T0, T0)
@@ -156,9 +155,7 @@ def test_a_replica_left_on_an_older_facetrust_refuses_the_upgraded_gallery(
     with sqlite3.connect(tmp_path / "gallery.db", isolation_level=None) as db:
         db.execute(f"PRAGMA user_version = {newer}")
     db.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRUST_")}
-    env["FACETRUST_GALLERY"] = str(tmp_path)
-    command = str(Path(sys.executable).parent / "facetrust")
+    env, command = shell_env(tmp_path), INSTALLED
     for args in (["subject", "list"], ["serve", "--host", "127.0.0.1", "--port", "0"]):
         done = subprocess.run([command, *args], capture_output=True, text=True, env=env,
                               timeout=120, check=False)
