@@ -32,6 +32,7 @@ from .images import ImageSource, RGBImage, load_image
 from .models.base import Detection, Detector, Embedder, Landmarker
 from .models.selection import default_embedder, make_detector
 from .quality import assess_quality
+from .text import is_whole_number
 
 #: How to get one face from an image:
 #:
@@ -266,7 +267,7 @@ def parse_face_policy(text: str) -> FacePolicy:
     value = text.strip()
     if value in FACE_POLICY_NAMES:
         return value  # type: ignore[return-value]
-    if value.isdigit() and len(value) <= 3:
+    if is_whole_number(value) and len(value) <= 3:
         return int(value)
     raise InvalidParameter(
         "The face policy must be 'dominant', 'single', 'largest', 'crop' or a face index "

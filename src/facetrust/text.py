@@ -17,7 +17,7 @@ import re
 import unicodedata
 from typing import Any
 
-__all__ = ["hidden_characters", "printable_json", "shown"]
+__all__ = ["hidden_characters", "is_whole_number", "printable_json", "shown"]
 
 
 def _is_hidden(char: str) -> bool:
@@ -30,6 +30,15 @@ def _is_hidden(char: str) -> bool:
 _MAYBE_HIDDEN = re.compile(r"[\x00-\x1f\x7f-\U0010ffff]")
 #: The same but for the ASCII controls, which JSON text escapes itself.
 _MAYBE_HIDDEN_IN_JSON = re.compile(r"[\x7f-\U0010ffff]")
+
+
+def is_whole_number(text: str) -> bool:
+    """Whether ``text`` is a whole number written in the digits 0 to 9 only.
+
+    ``str.isdigit`` alone also accepts digits ``int`` refuses, such as the
+    superscript ``²``, which would turn a clear refusal into a crash.
+    """
+    return text.isascii() and text.isdigit()
 
 
 def hidden_characters(text: str) -> list[str]:

@@ -8,6 +8,7 @@ from typing import TextIO
 import click
 
 from ..gallery import Gallery
+from ..text import is_whole_number
 from ..times import parse_time
 from .gallery import emit, gallery_option
 
@@ -29,7 +30,7 @@ def audit_verify(expect_head: str | None, gallery_path: str | None) -> None:
     anchor = None
     if expect_head is not None:
         seq, _, mac = expect_head.partition(":")
-        if not seq.isdigit() or not mac:
+        if not is_whole_number(seq) or not mac:
             raise click.BadParameter("expected SEQ:MAC", param_hint="--expect-head")
         anchor = (int(seq), mac)
     with Gallery.find(gallery_path) as gallery:

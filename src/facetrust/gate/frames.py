@@ -19,6 +19,7 @@ import numpy.typing as npt
 from ..config import Settings
 from ..errors import FacetrustError, FrameSourceError
 from ..images import load_image
+from ..text import is_whole_number
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -65,7 +66,7 @@ def read_frames(
         frames over the pixel cap.
     """
     max_pixels = (settings or Settings.from_env()).max_pixels
-    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+    if isinstance(source, int) or (isinstance(source, str) and is_whole_number(source)):
         yield from _read_capture(
             cv2.VideoCapture(int(source)), f"camera {source}", live=True, max_pixels=max_pixels
         )

@@ -201,7 +201,8 @@ def rate_limited(retry_after: float, what: str) -> Problem:
     seconds = retry_seconds(retry_after)
     return Problem(
         "rate-limited",
-        f"This key has made too many {what} requests. Retry after {seconds} s.",
+        f"This key has made too many {what.replace('_', ' ')} requests. "
+        f"Retry after {seconds} s.",
         headers={"Retry-After": str(seconds)},
         retry_after_s=seconds,
     )

@@ -8,11 +8,12 @@ from fastapi.responses import RedirectResponse, Response
 from ..apikeys import ApiKey
 from ..auth import service_state
 from ..permissions import permits
+from ..problems import SERVICE_PROBLEMS
 from ..refusals import note_key
-from .rendering import render_page
+from .rendering import PROBLEM_TYPE_HEADER, render_page
 from .request_session import current_session
 
-__all__ = ["LoginRequired", "guard", "session_key"]
+__all__ = ["LoginRequired", "forbidden_page", "guard", "session_key"]
 
 
 class LoginRequired(Exception):
@@ -47,8 +48,16 @@ async def guard(request: Request, operation: str) -> ApiKey | Response:
     except LoginRequired:
         return RedirectResponse("/console/login", status_code=303)
     if not permits(key.role, operation):
-        return render_page(request, key, "forbidden.html", status=403, operation=operation)
+        return forbidden_page(request, key, operation)
     return key
+
+
+def forbidden_page(request: Request, key: ApiKey, operation: str) -> Response:
+    """The 403 page for a role that may not use ``operation`` (its refusal is audited
+    as ``forbidden``, like the API's)."""
+    response = render_page(request, key, "forbidden.html", status=403, operation=operation)
+    response.headers[PROBLEM_TYPE_HEADER] = SERVICE_PROBLEMS["forbidden"].uri
+    return response
 
 
 async def purpose_form(request: Request, operation: str, template: str) -> Response:

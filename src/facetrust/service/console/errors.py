@@ -26,7 +26,7 @@ from ..apikeys import Role
 from ..auth import service_state
 from ..permissions import permits
 from ..problems import PROBLEM_MEDIA_TYPE, SERVICE_PROBLEMS, Problem, problem_of
-from .access import LoginRequired, session_key
+from .access import LoginRequired, forbidden_page, session_key
 from .rendering import render_page
 from .routes_enrolment import enrol_context
 from .routes_session import login_page
@@ -144,7 +144,7 @@ async def console_error(
         return render_page(request, key, "error.html", status=status, error=error, back=back)
     template, operation = page
     if not permits(key.role, operation):
-        return render_page(request, key, "forbidden.html", status=403, operation=operation)
+        return forbidden_page(request, key, operation)
     typed = await _typed(request) if keep_typed else {}
     context = await _form_context(request, template, typed)
     return render_page(request, key, template, status=status, error=error, typed=typed,
@@ -215,29 +215,17 @@ def install_error_pages(app: FastAPI) -> None:
             error.status_code, f"http-{error.status_code}"))
         return await console_error(request, error.status_code, panel, keep_typed=False)
 
-    async def unexpected(request: Request, error: Exception) -> Response:
-        if not _is_console(request):
-            return await previous[Exception](request, error)
-        log.exception("Unexpected error on %s %s", request.method, request.url.path)
-        _note(request, SERVICE_PROBLEMS["internal-error"].slug)
-        panel = {"title": "Something went wrong",
-                 "detail": "The console failed unexpectedly; nothing is shown of the error "
-                           "here, it is in the server log. Try again, or tell your admin."}
-        try:
-            return await console_error(request, 500, panel, keep_typed=False)
-        except Exception:  # noqa: BLE001 - the page itself failed: answer as the API would
-            return await previous[Exception](request, error)
-
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
     app.add_exception_handler(Problem, service)  # type: ignore[arg-type]
     app.add_exception_handler(FacetrustError, library)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, unexpected)
 
 
 class ConsoleErrorPages:
     """Turn the problem+json answers of middlewares (413 body too large, 503 timeout)
-    on ``/console`` paths into console pages; every other answer passes unchanged.
+    on ``/console`` paths into console pages, and answer an unexpected error there
+    with the console's "Something went wrong" page (the error goes to the server
+    log); every other answer passes unchanged.
 
     Add it outside :class:`~facetrust.service.limits.BodySizeLimit` and
     :class:`~facetrust.service.limits.RequestTimeout`.
@@ -253,22 +241,51 @@ class ConsoleErrorPages:
             return
         start: Message | None = None
         body = b""
+        sent = False
 
         async def capture(message: Message) -> None:
-            nonlocal start, body
+            nonlocal start, body, sent
             if message["type"] == "http.response.start" and start is None:
                 headers = dict(message.get("headers", []))
                 if headers.get(b"content-type", b"").startswith(PROBLEM_MEDIA_TYPE.encode()):
                     start = message
                     return
             if start is None:
+                sent = True
                 await send(message)
                 return
             body += message.get("body", b"")
             if not message.get("more_body", False):
+                sent = True
                 await self._page(scope, start, body, send)
 
-        await self.app(scope, receive, capture)
+        try:
+            await self.app(scope, receive, capture)
+        except Exception:
+            if sent:
+                raise
+            log.exception("Unexpected error on %s %s", scope.get("method"), path)
+            if not await self._unexpected(scope, send):
+                raise  # the page itself failed: the API's answer, from the outer middleware
+
+    @staticmethod
+    async def _unexpected(scope: Scope, send: Send) -> bool:
+        request = Request(scope)
+        internal = SERVICE_PROBLEMS["internal-error"]
+        _note(request, internal.slug)
+        panel = {"title": "Something went wrong", "type": internal.uri,
+                 "detail": "The console failed unexpectedly; nothing is shown of the error "
+                           "here, it is in the server log. Try again, or tell your admin."}
+        try:
+            response = await console_error(request, 500, panel, keep_typed=False)
+        except Exception:  # noqa: BLE001 - e.g. the service database is down too
+            return False
+
+        async def nothing() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, nothing, send)
+        return True
 
     @staticmethod
     async def _page(scope: Scope, start: Message, body: bytes, send: Send) -> None:
@@ -280,6 +297,9 @@ class ConsoleErrorPages:
             panel = {"title": "Error", "detail": "The request was refused. Try again."}
         request = Request(scope)
         response = await console_error(request, int(start["status"]), panel, keep_typed=False)
+        retry_after = dict(start.get("headers", [])).get(b"retry-after")
+        if retry_after is not None:
+            response.headers["Retry-After"] = retry_after.decode("latin-1")
         if (b"connection", b"close") in start.get("headers", []):
             response.headers["Connection"] = "close"  # the body was not read to its end
 

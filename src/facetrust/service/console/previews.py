@@ -6,9 +6,14 @@ import base64
 import io
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-__all__ = ["chip_url", "data_url", "photo_url", "safe_photo_url"]
+from ...config import Settings
+from ...errors import FacetrustError
+from ...images import load_image
+from ..offload import in_worker_thread
+
+__all__ = ["chip_url", "data_url", "photo_preview"]
 
 
 def data_url(data: bytes, media_type: str = "image/jpeg") -> str:
@@ -25,24 +30,26 @@ def chip_url(chip: Any) -> str | None:
     return data_url(buffer.getvalue(), "image/png")
 
 
-def photo_url(data: bytes) -> str:
-    """A small JPEG copy of an uploaded photo to show beside its result."""
-    with Image.open(io.BytesIO(data)) as image:
-        copy = image.convert("RGB")
-        copy.thumbnail((320, 320))
-        buffer = io.BytesIO()
-        copy.save(buffer, format="JPEG", quality=85)
-    return data_url(buffer.getvalue())
-
-
-def safe_photo_url(data: bytes) -> str | None:
-    """:func:`photo_url` of an upload that may not be an image at all (None then).
-
-    For showing a refused photo beside the reason it was refused.
-    """
+def _thumbnail_url(data: bytes, settings: Settings) -> str | None:
     if not data:
         return None
     try:
-        return photo_url(data)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
+        pixels = load_image(data, settings)
+    except FacetrustError:
+        return None  # not an image, or over a cap: the page says why, without a preview
+    copy = Image.fromarray(pixels)
+    copy.thumbnail((320, 320))
+    buffer = io.BytesIO()
+    copy.save(buffer, format="JPEG", quality=85)
+    return data_url(buffer.getvalue())
+
+
+async def photo_preview(data: bytes, settings: Settings) -> str | None:
+    """A small JPEG copy of an uploaded photo to show beside its result, or None.
+
+    The photo passes the same gate as the face model's input (byte cap, format,
+    pixel cap read from the header before decoding), and is decoded in a
+    worker thread, not on the event loop. None for an empty upload or one the
+    gate refuses. Call it only after the request's rate-limit token is spent.
+    """
+    return await in_worker_thread(_thumbnail_url, data, settings)

@@ -99,6 +99,7 @@ def render_page(
     if isinstance(error, dict) and error.get("type"):
         # the problem type of an error page, for the audit of refusals (RefusalAudit)
         response.headers[PROBLEM_TYPE_HEADER] = str(error["type"])
+        response.headers.update(error.get("headers") or {})  # Retry-After, as the API's
     return response
 
 
@@ -106,7 +107,8 @@ def error_context(error: FacetrustError | Problem) -> dict[str, Any]:
     """The template's ``error`` panel (title, detail, type URI, status) for ``error``."""
     if isinstance(error, Problem):
         return {"title": error.problem.title, "detail": error.detail,
-                "type": error.problem.uri, "status": error.problem.status}
+                "type": error.problem.uri, "status": error.problem.status,
+                "headers": error.headers}
     problem = problem_of(error)
     return {"title": problem.title, "detail": str(error), "type": problem.uri,
             "status": problem.status}

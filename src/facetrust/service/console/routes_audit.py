@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, Response
 from ...audit import AuditEvent, AuditReport
 from ...errors import InvalidParameter
 from ...gallery import Gallery
+from ...text import is_whole_number
 from ...times import parse_time
 from ..apikeys import ApiKey
 from ..auth import service_state
@@ -75,7 +76,7 @@ def whole_number(request: Request, name: str, low: int, high: int) -> int | None
     text = request.query_params.get(name, "").strip()
     if not text:
         return None
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not is_whole_number(text) or not low <= int(text) <= high:
         raise InvalidParameter(
             f"The '{name}' parameter must be a whole number from {low} to {high}. "
             f"Got {text[:40]!r}; follow the page links or clear it."

@@ -14,10 +14,11 @@ from ...gallery import Gallery
 from ...gallery.photos import enroll_photo
 from ...pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..auth import service_state, spend_token
+from ..inputs import require_single_parts
 from ..problems import problem_of
 from .access import guard, purpose_form
 from .csrf import check_csrf
-from .previews import chip_url, safe_photo_url
+from .previews import chip_url, photo_preview
 from .rendering import error_context, render_page
 
 __all__ = ["ENROL_MATCHES", "enrol_context", "router"]
@@ -144,6 +145,7 @@ async def enrol_submit(
     if isinstance(key, Response):
         return key
     await check_csrf(request, csrf)
+    await require_single_parts(request, "photo")
     state = service_state(request)
     limited = await spend_token(state, "enroll_photo", key)  # the API's bucket
     if limited is not None:
@@ -153,7 +155,7 @@ async def enrol_submit(
                            error=error_context(limited), keep_photo=keep_photo, **chosen)
     data = await photo.read()
     policy: FacePolicy = "crop" if crop else DEFAULT_FACE_POLICY
-    context: dict[str, Any] = {"photo": safe_photo_url(data), "keep_photo": keep_photo}
+    context: dict[str, Any] = {"keep_photo": keep_photo}
     try:
         result = await state.use_biometrics(
             key, "enroll_photo",
@@ -167,6 +169,7 @@ async def enrol_submit(
         context["error"], status = error_context(error), problem_of(error).status
         if isinstance(error, FaceQualityTooLow) and error.face is not None:
             context.update(face=error.face, chip=chip_url(error.face.chip))
+    context["photo"] = await photo_preview(data, state.gallery.pipeline.settings)
     chosen = await enrol_context(request, subject_id)
     chosen.pop("error", None)  # the enrolment's own error says more
     return render_page(request, key, "enrol.html", status=status, **chosen, **context)

@@ -11,11 +11,12 @@ from ...errors import FacetrustError
 from ...gallery.checks import TEXT_LIMITS
 from ...gallery.photos import verify_photos
 from ..auth import service_state, spend_token
+from ..inputs import require_single_parts
 from ..problems import problem_of
 from ..routes_search import HUMAN_REVIEW_NOTICE
 from .access import guard, purpose_form
 from .csrf import check_csrf
-from .previews import photo_url
+from .previews import photo_preview
 from .rendering import error_context, render_page
 
 __all__ = ["router"]
@@ -44,6 +45,7 @@ async def verify_submit(
     if isinstance(key, Response):
         return key
     await check_csrf(request, csrf)
+    await require_single_parts(request, "image_a", "image_b")
     state = service_state(request)
     context: dict[str, Any] = {"purposes": state.gallery.config.purposes}
     limited = await spend_token(state, "verify_photos", key)  # the API's bucket
@@ -57,7 +59,9 @@ async def verify_submit(
             lambda g: verify_photos(g, a, b, purpose=purpose, actor=key.actor, case_ref=case_ref),
             purpose=purpose,
         )
-        context.update(result=result, photos=(photo_url(a), photo_url(b)))
+        settings = state.gallery.pipeline.settings
+        context.update(result=result, photos=(await photo_preview(a, settings),
+                                              await photo_preview(b, settings)))
         status = 200
     except FacetrustError as error:
         context["error"], status = error_context(error), problem_of(error).status
@@ -84,6 +88,7 @@ async def identify_submit(
     if isinstance(key, Response):
         return key
     await check_csrf(request, csrf)
+    await require_single_parts(request, "image")
     state = service_state(request)
     context: dict[str, Any] = {"purposes": state.gallery.config.purposes,
                                "notice": HUMAN_REVIEW_NOTICE}
@@ -98,7 +103,8 @@ async def identify_submit(
             lambda g: g.identify(data, purpose=purpose, actor=key.actor, k=k, case_ref=case_ref),
             purpose=purpose,
         )
-        context.update(result=result, photo=photo_url(data),
+        context.update(result=result,
+                       photo=await photo_preview(data, state.gallery.pipeline.settings),
                        probe_kept=bool(result.candidates)
                        and state.gallery.config.pending_probe_hours > 0)
         status = 200

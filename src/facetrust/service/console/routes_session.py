@@ -80,7 +80,16 @@ async def login(
         response.headers.update(refused.headers)
         return response
 
+    replaced = await current_session(request)
+
     async def open_and_record() -> tuple[str, ConsoleSession]:
+        if replaced is not None:  # a new log-in in the same browser ends the one before
+            ended = await state.call_service_db(
+                state.sessions.end, request.cookies.get(SESSION_COOKIE, "")
+            )
+            if ended is not None:
+                await state.record_change("console.logout", actor=f"key:{replaced.key_id}",
+                                          reason="replaced by a new log-in")
         token, session = await state.call_service_db(state.sessions.open, key.key_id)
         await state.record_change("console.login", actor=key.actor,
                                   session_expires_at=session.expires_at)

@@ -25,11 +25,12 @@ from ...gallery import Gallery
 from ...gallery.checks import TEXT_LIMITS
 from ..apikeys import ApiKey
 from ..auth import service_state, spend_token
+from ..inputs import require_single_parts
 from ..permissions import permits
 from ..problems import SERVICE_PROBLEMS, problem_of
 from .access import guard
 from .csrf import check_csrf
-from .previews import safe_photo_url
+from .previews import photo_preview
 from .rendering import error_context, render_page
 
 __all__ = ["PAGE_SIZE", "router"]
@@ -179,17 +180,18 @@ async def verify_subject_submit(
     if isinstance(key, Response):
         return key
     await check_csrf(request, csrf)
+    await require_single_parts(request, "photo")
     state = service_state(request)
-    data = await photo.read() if photo is not None else b""
     context: dict[str, Any] = {
         "purposes": state.gallery.config.purposes,
         "typed": {"subject_id": subject_id, "purpose": purpose, "case_ref": case_ref},
-        "photo": safe_photo_url(data),
     }
     limited = await spend_token(state, "verify_subject", key)  # the API's bucket
     if limited is not None:
         return render_page(request, key, "verify_subject.html", status=429,
                            error=error_context(limited), **context)
+    data = await photo.read() if photo is not None else b""
+    context["photo"] = await photo_preview(data, state.gallery.pipeline.settings)
     if purpose and not case_ref.strip():
         # the library refuses it too, in words for a program; these are for the form
         panel = {"title": "Check the form",
