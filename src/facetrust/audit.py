@@ -269,9 +269,17 @@ class AuditLog:
             previous = record.mac
         count = len(records)
         if head is None:
-            if count:
-                return broken(1, "the head checkpoint is missing", count)
-        elif head.head_mac != self._head_mac(head.seq, head.mac):
+            # A gallery's log begins with its gallery.create event, so an empty log
+            # is one whose events were all deleted (or a creation cut short).
+            return broken(
+                1,
+                "the head checkpoint is missing" if count else
+                "event 1 is missing and so is every later one: a gallery's log begins with "
+                "its gallery.create event, so the events and the head checkpoint were "
+                "deleted (or the gallery's creation was interrupted before its first event)",
+                count,
+            )
+        if head.head_mac != self._head_mac(head.seq, head.mac):
             return broken(
                 head.seq, "the head checkpoint was altered (its MAC does not match)", count
             )

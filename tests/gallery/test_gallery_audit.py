@@ -62,6 +62,9 @@ EDITS: dict[str, tuple[Callable[[int], list[str]], Callable[[int], int]]] = {
         lambda n: 15,
     ),
     "truncate": (lambda n: [f"DELETE FROM audit_events WHERE seq > {n - 3}"], lambda n: n - 2),
+    "delete-everything": (
+        lambda n: ["DELETE FROM audit_events", "DELETE FROM audit_head"], lambda n: 1
+    ),
 }
 
 

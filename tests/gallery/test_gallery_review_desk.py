@@ -151,6 +151,34 @@ def test_the_retention_sweep_deletes_a_probe_past_its_time_limit(
     assert event.fields["reason"] == "identification decided; deletion was interrupted"
 
 
+@pytest.mark.parametrize("erase", ["forget", "withdraw"])
+def test_erasing_a_candidate_deletes_the_probes_of_searches_that_returned_them(
+    kofi_gallery: Gallery, identities: dict[str, list[Path]], erase: str
+) -> None:
+    gallery = kofi_gallery
+    found = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2,
+                             case_ref="C-ERASE")
+    ident = found.identification_id
+    assert {c.subject_id for c in found.candidates} == {KOFI, TWIN}
+    elsewhere = gallery.identify(identities["Colin_Powell"][2], purpose="boarding",
+                                 actor="officer", k=1, case_ref="C-OTHER").identification_id
+    assert gallery.store.get_pending_probe(elsewhere) is not None
+    if erase == "forget":
+        result = gallery.forget(TWIN, actor="registrar", reason="asked")
+    else:
+        result = gallery.withdraw_consent(TWIN, actor="registrar", reason="asked").erasure
+    assert result is not None and result.probes_deleted == 1
+    assert gallery.store.get_pending_probe(ident) is None
+    assert gallery.keystore.get_key(probe_key_name(ident)) is None
+    assert gallery.probe_photo(ident, reviewer="alice").message == NO_PROBE_PHOTO
+    event = list(gallery.audit.events(kind="pending-probe.deleted"))[-1]
+    assert event.fields["identification_id"] == ident
+    assert event.fields["reason"] == f"candidate {TWIN} was erased"
+    # a search in which the subject was no candidate keeps its probe for review
+    assert gallery.store.get_pending_probe(elsewhere) is not None
+    assert gallery.audit.verify().ok
+
+
 def test_an_identification_whose_write_fails_keeps_no_probe_key(
     kofi_gallery: Gallery, identities: dict[str, list[Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

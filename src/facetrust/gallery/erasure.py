@@ -9,8 +9,10 @@ its key is destroyed and its file deleted, before and again after the store
 change; each process's in-memory index drops the templates at its next search
 (at once in the erasing process).
 The consent history and the audit log are kept; they hold no biometric data.
+A probe photo kept for review (:mod:`.pending`) of a search in which the
+subject was a candidate may be a photo of the subject: it is deleted with them.
 The sweep also deletes the probes of identifications still awaiting review
-after ``config.pending_probe_hours`` (:mod:`.pending`).
+after ``config.pending_probe_hours``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .checks import check_name, check_text
 from .consent import consent_status
 from .indexes import count_removal
 from .parts import GalleryParts
-from .pending import sweep_pending_probes
+from .pending import discard_probe, sweep_pending_probes
 from .subjects import subject_record
 from .types import ErasureResult, SweepResult, WithdrawalResult
 
@@ -66,7 +68,27 @@ def erase_subject(
     parts.indexes.drop_files()  # again: one may have been saved meanwhile
     keystore.reclaim()
     store.reclaim()
-    return ErasureResult(subject_id, reason, rows, destroyed, forget, event.seq)
+    probes = sum(
+        discard_probe(parts, identification_id, actor=actor,
+                      reason=f"candidate {subject_id} was erased")
+        for identification_id in _searches_with_candidate(parts, subject_id)
+    )
+    return ErasureResult(subject_id, reason, rows, destroyed, forget, event.seq, probes)
+
+
+def _searches_with_candidate(parts: GalleryParts, subject_id: str) -> list[str]:
+    """Undecided identifications that returned ``subject_id`` as a candidate (their
+    probes are what may still be kept; decided ones keep none)."""
+    found: list[str] = []
+    after: tuple[str, str] | None = None
+    while True:
+        with parts.store.snapshot():
+            page = parts.store.undecided_identifications(after, limit=SWEEP_PAGE)
+        found += [record.identification_id for record in page
+                  if any(candidate[0] == subject_id for candidate in record.candidates)]
+        if len(page) < SWEEP_PAGE:
+            return found
+        after = (page[-1].started_at, page[-1].identification_id)
 
 
 def withdraw_consent(

@@ -242,7 +242,9 @@ class SubjectVerification:
 
 @dataclass(frozen=True)
 class ErasureResult:
-    """What an erasure removed. ``key_destroyed`` means crypto-shredded."""
+    """What an erasure removed. ``key_destroyed`` means crypto-shredded;
+    ``probes_deleted`` counts the probe photos, kept for review, of searches in which
+    the subject was a candidate (each may be a photo of the subject)."""
 
     subject_id: str
     reason: str
@@ -250,6 +252,7 @@ class ErasureResult:
     key_destroyed: bool
     subject_forgotten: bool
     audit_seq: int
+    probes_deleted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
