@@ -123,6 +123,22 @@ def test_logins_and_logouts_are_audited(guarded: LiveServer) -> None:
     assert len(logins) == 1 and len(logouts) == 1
 
 
+def test_a_new_log_in_ends_the_session_it_replaces(guarded: LiveServer) -> None:
+    with httpx.Client(base_url=guarded.url) as browser:
+        log_in(browser, guarded.keys["auditor"])
+        first = browser.cookies["facetrust_session"]
+        log_in(browser, guarded.keys["admin"])  # someone else, same browser, no log-out
+        assert browser.get("/console/keys").status_code == 200
+    with httpx.Client(base_url=guarded.url, cookies={"facetrust_session": first}) as replay:
+        response = replay.get("/console/audit")
+    assert response.status_code == 303 and response.headers["location"] == "/console/login"
+    auditor = f"key:{guarded.key_ids['auditor']}"
+    with guarded.client("auditor") as client:
+        ended = client.get("/v1/audit/events",
+                           params={"kind": "console.logout", "actor": auditor}).json()["events"]
+    assert [e.get("reason") for e in ended][-1:] == ["replaced by a new log-in"]
+
+
 def test_a_flood_of_anonymous_refusals_is_one_event_with_a_count(guarded: LiveServer) -> None:
     flood = 30
     with httpx.Client(base_url=guarded.url) as anonymous:

@@ -286,3 +286,34 @@ def test_a_key_whose_creation_cannot_be_audited_is_never_stored(tmp_path: Path) 
     made = keys.create("operator", "audited", created_by="cli:tests")
     assert [k.key_id for k in keys.list()] == [made.record.key_id]
     assert [(kind, f["key_id"]) for kind, f in events] == [("apikey.create", made.record.key_id)]
+
+
+def test_an_unexpected_error_on_a_console_page_is_a_console_page_without_internals(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import re
+
+    from facetrust.gallery import Gallery
+    from facetrust.service.app import create_app
+
+    Gallery.init_folder(tmp_path / "g")[0].close()
+    store = SqliteApiKeyStore(tmp_path / "g" / "api-keys.db")
+    key = ApiKeys(store).create(Role.AUDITOR, "auditor", created_by="tests")
+    store.close()
+    app = create_app(ServiceSettings(gallery=str(tmp_path / "g")))
+
+    async def boom() -> None:  # a fault no request can cause on purpose any more
+        raise RuntimeError("secret internals")
+
+    app.add_api_route("/console/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        login = client.get("/console/login")
+        token = re.search(r'name="login_csrf" value="([^"]+)"', login.text)
+        assert token is not None
+        client.post("/console/login", data={"api_key": key.key, "login_csrf": token[1]})
+        response = client.get("/console/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Something went wrong" in response.text and "secret internals" not in response.text
+    assert response.headers["X-Request-Id"]
+    assert "secret internals" in caplog.text  # in the server log instead
