@@ -41,3 +41,21 @@ def parse_time(value: str | datetime, what: str = "time") -> datetime:
                 f"2026-01-31T09:30 (UTC unless a zone like +02:00 is given). Got {text!r}."
             ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def to_utc(moment: datetime, what: str) -> datetime:
+    """``moment`` (timezone-aware) in UTC, the zone the gallery records times in.
+
+    Raises
+    ------
+    InvalidParameter
+        In UTC the time would fall outside the years 1 to 9999, which no
+        datetime can hold (e.g. 9999-12-31T23:59:59-05:00).
+    """
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidParameter(
+            f"The '{what}' {moment.isoformat()} falls outside the years 1 to 9999 in UTC, "
+            "the times the gallery can record. Give a time between 0001-01-02 and 9999-12-30."
+        ) from None

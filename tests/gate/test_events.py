@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from facetrust.errors import EventError, PurposeNotConsented, UnknownSubject
+from facetrust.errors import EventError, InvalidParameter, PurposeNotConsented, UnknownSubject
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from facetrust.gate import decisions, events
@@ -114,6 +115,58 @@ def test_opt_out_removes_the_member_at_once_and_needs_no_face(
     manual = [e for e in flight.audit.events() if e.seq == seq][0]
     assert manual.kind == "gate.manual" and manual.fields["face_captured"] is False
     assert flight.get_subject(name).template_count == 1  # enrolled elsewhere: kept
+
+
+def test_an_opt_out_naming_no_member_changes_nothing(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    name = list(identities)[1]
+    head = flight.audit.head().seq
+    for typo in (name.lower(), name + "\u202e", "nobody"):
+        with pytest.raises(InvalidParameter, match="subject id|not a member"):
+            events.opt_out(flight, EVENT, "seat 14C", actor="agent", subject_id=typo)
+    assert flight.audit.head().seq == head and flight.store.opt_outs(EVENT) == []
+    assert _gate(flight, _probe(identities, embeddings, 1)).subject_id == name  # still boards
+    events.opt_out(flight, EVENT, "seat 14C", actor="agent", subject_id=name)
+    with pytest.raises(InvalidParameter, match="already removed"):  # a second time
+        events.opt_out(flight, EVENT, "seat 14C", actor="agent", subject_id=name)
+    assert [o.subject_id for o in flight.store.opt_outs(EVENT)] == [name]
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan, math.inf, 1e12, "12"])
+def test_crop_retention_out_of_range_is_refused_by_every_entry_point(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],
+    bad: object,
+) -> None:
+    with pytest.raises(InvalidParameter, match="'keep_crop_hours' of a gate"):
+        GatePolicy(keep_crop_hours=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameter, match="'keep_crop_hours' of a gate"):
+        _gate(flight, _probe(identities, embeddings, 0), crop_jpeg=b"crop", keep_crop_hours=bad)
+    with pytest.raises(InvalidParameter, match="'window_s' of a gate"):
+        GatePolicy(window_s=bad)  # type: ignore[arg-type]
+
+
+def test_zero_hours_of_crop_retention_keep_no_crop(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    decision = _gate(flight, _probe(identities, embeddings, 0), crop_jpeg=b"crop",
+                     keep_crop_hours=0)
+    assert decision.outcome == "match" and flight.store.probe_crops() == []
+    assert GatePolicy(keep_crop_hours=0, window_s=0).keep_crop_hours == 0
+
+
+def test_event_windows_are_finite_and_end_before_the_year_10000(flight: Gallery) -> None:
+    start = datetime(2026, 1, 15, 8, tzinfo=UTC)
+    assert events.event_end(start, 3) == start + timedelta(hours=3)
+    for hours in (math.nan, math.inf, 1e300, 0, -1, 169):
+        with pytest.raises(InvalidParameter, match="'hours' of an event"):
+            events.event_end(start, hours)
+    with pytest.raises(InvalidParameter, match="after the year 9999"):
+        events.event_end(datetime(9999, 12, 31, tzinfo=UTC), 48)
+    late = datetime.fromisoformat("9999-12-31T20:00-05:00")
+    with pytest.raises(InvalidParameter, match="outside the years 1 to 9999"):
+        events.open_event(flight, "late", purpose="boarding", valid_from=late,
+                          valid_to=late + timedelta(hours=1), actor="agent")
 
 
 def test_closing_erases_event_only_subjects_and_crops(
@@ -247,3 +300,16 @@ def test_an_event_can_use_the_fair_operating_point(
     # Normalized distances, stricter for crowded clusters: members still board
     # (the fair point's FNMR on LFW is about 7%, so one miss is allowed here).
     assert sum(outcomes[n] == "match" for n in MEMBERS) >= len(MEMBERS) - 1
+
+
+def test_an_event_matches_at_the_gallerys_operating_point_unless_it_names_one(
+    make_gallery: Callable[..., Gallery],
+) -> None:
+    gallery = make_gallery(operating_point="fmr-1e-4")
+    _open(gallery, "strict-flight")
+    now = gallery.now()
+    events.open_event(gallery, "named-flight", purpose="boarding", actor="agent",
+                      valid_from=now - timedelta(minutes=1), valid_to=now + timedelta(hours=1),
+                      operating_point="fmr-1e-3")
+    assert events.get_event(gallery, "strict-flight").operating_point == "fmr-1e-4"
+    assert events.get_event(gallery, "named-flight").operating_point == "fmr-1e-3"

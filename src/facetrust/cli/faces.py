@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..api import default_pipeline
 from ..batch import embed_many
@@ -122,7 +123,9 @@ def embed(
 )
 @face_option
 @click.option("--no-quality-check", is_flag=True, help="Accept faces that fail quality minimums.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (--subject always does)."
+)
 @detector_option
 @max_side_option
 @click.option("--subject", default=None, help="Compare IMAGE_A with this enrolled subject.")
@@ -156,9 +159,11 @@ def verify(
     """Do two photos show the same person? Exit 0 match, 1 no match, 2 error.
 
     With --subject ID --purpose P --case-ref C, compare IMAGE_A with an enrolled
-    subject of the gallery instead (needs the subject's consent for P; audited).
+    subject of the gallery instead (needs the subject's consent for P; audited;
+    prints JSON). Options of the other mode are refused, not ignored.
     """
     policy = face_policy
+    _refuse_options_of_the_other_mode(subject is not None)
     if subject is not None:
         if image_b is not None:
             raise click.UsageError("with --subject give one image only")
@@ -181,6 +186,44 @@ def verify(
             "lower distance = more similar)"
         )
     sys.exit(EXIT_MATCH if verdict.match else EXIT_NO_MATCH)
+
+
+#: Options of ``verify`` that only one mode uses, and why the other does not.
+_PHOTOS_ONLY = {
+    "operating_point": "a subject is verified at the gallery's operating point",
+    "no_quality_check": "a subject is verified only with a face of passing quality",
+    "detector": "the probe goes through the gallery's face pipeline",
+    "max_side": "the probe goes through the gallery's face pipeline",
+}
+_SUBJECT_ONLY = ("purpose", "case_ref", "gallery_path", "actor")
+
+
+def _refuse_options_of_the_other_mode(with_subject: bool) -> None:
+    """Refuse an option typed on the command line that the chosen mode of verify
+    would ignore (a typed --operating-point, say, must never be silently dropped)."""
+    context = click.get_current_context()
+    options = {p.name: p for p in context.command.params if isinstance(p, click.Option)}
+
+    def typed(name: str) -> bool:
+        return context.get_parameter_source(name) is ParameterSource.COMMANDLINE
+
+    def flag(name: str) -> str:
+        return max(options[name].opts, key=len)
+
+    if with_subject:
+        for name, reason in _PHOTOS_ONLY.items():
+            if typed(name):
+                raise click.UsageError(
+                    f"{flag(name)} applies to comparing two photos, not to verify --subject "
+                    f"({reason}): drop it"
+                )
+    else:
+        for name in _SUBJECT_ONLY:
+            if typed(name):
+                raise click.UsageError(
+                    f"{flag(name)} applies to verify --subject only, not to comparing two "
+                    "photos: drop it, or add --subject ID"
+                )
 
 
 def _verify_subject(

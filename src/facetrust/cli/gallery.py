@@ -12,7 +12,6 @@ import getpass
 import hashlib
 import shlex
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from ..gallery.config import (
     GALLERY_ENV,
     INDEX_KINDS,
 )
-from ..gallery.subjects import MAX_PAGE
+from ..gallery.subjects import MAX_PAGE, expiry_after_days
 from ..index import DEFAULT_EXACT_THRESHOLD
 from ..pipeline import FacePolicy
 from ..store.postgres import redact_url
@@ -268,7 +267,9 @@ def consent() -> None:
 @click.argument("subject_id")
 @click.option("--purpose", "purposes", multiple=True, required=True, help="Repeat per purpose.")
 @click.option("--expires", default=None, help="Expiry, ISO date or time (UTC if no zone).")
-@click.option("--days", type=int, default=None, help="Or: valid this many days from now.")
+@click.option(
+    "--days", type=click.IntRange(min=1), default=None, help="Or: valid this many days from now."
+)
 @click.option("--evidence-ref", required=True, help="Id of the signed form or other proof.")
 @click.option(
     "--evidence-file",
@@ -299,7 +300,7 @@ def consent_grant(
         raise click.UsageError("give exactly one of --evidence-file or --evidence-sha256")
     digest = evidence_sha256 or hashlib.sha256(Path(str(evidence_file)).read_bytes()).hexdigest()
     with Gallery.find(gallery_path) as gallery:
-        until = parse_time(expires) if expires else gallery.now() + timedelta(days=days or 0)
+        until = parse_time(expires) if expires else expiry_after_days(gallery.now(), days or 0)
         emit(
             gallery.grant_consent(
                 subject_id,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import click
 
 from ..gallery import Gallery
 from ..gate import decisions, events
-from ..gate.session import GatePolicy, run_gate
+from ..gate.decisions import MAX_CROP_HOURS
+from ..gate.events import MAX_EVENT_HOURS
+from ..gate.session import MAX_WINDOW_S, GatePolicy, run_gate
 from ..times import parse_time
 from .gallery import actor_option, emit, gallery_option
 
@@ -25,9 +26,17 @@ def event() -> None:
 @click.argument("event_id")
 @click.option("--purpose", required=True, help="The consented purpose the event serves.")
 @click.option("--from", "valid_from", required=True, help="Start, ISO time (UTC if naive).")
-@click.option("--hours", type=float, default=None, help="Length in hours (or --to).")
+@click.option(
+    "--hours",
+    type=click.FloatRange(0, MAX_EVENT_HOURS, min_open=True),
+    default=None,
+    help=f"Length in hours, at most {MAX_EVENT_HOURS} (or --to).",
+)
 @click.option("--to", "valid_to", default=None, help="End, ISO time (UTC if naive).")
-@click.option("--operating-point", default=None, help="Threshold name for this event's gate.")
+@click.option(
+    "--operating-point", default=None,
+    help="Threshold name for this event's gate (default: the gallery's own).",
+)
 @gallery_option
 @actor_option
 def open_(
@@ -44,7 +53,7 @@ def open_(
     start = parse_time(valid_from)
     if (hours is None) == (valid_to is None):
         raise click.UsageError("give exactly one of --hours and --to")
-    end = start + timedelta(hours=hours) if hours is not None else parse_time(str(valid_to))
+    end = events.event_end(start, hours) if hours is not None else parse_time(str(valid_to))
     with Gallery.find(gallery_path) as gallery:
         emit(
             events.open_event(
@@ -158,13 +167,14 @@ def gate() -> None:
 @click.option("--gate-id", default="gate-1", show_default=True, help="This gate's name.")
 @click.option(
     "--keep-crops-hours",
-    type=float,
+    type=click.FloatRange(0, MAX_CROP_HOURS),
     default=None,
-    help="Keep matched face crops (encrypted) this long; default: keep none.",
+    help=f"Keep matched face crops (encrypted) this many hours, at most {MAX_CROP_HOURS}; "
+    "default or 0: keep none.",
 )
 @click.option(
     "--window",
-    type=float,
+    type=click.FloatRange(0, MAX_WINDOW_S),
     default=0.3,
     show_default=True,
     help="Seconds to look for a better frame after the first good one.",

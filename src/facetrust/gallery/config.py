@@ -214,7 +214,16 @@ class GalleryConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GalleryConfig:
-        """Read a config file written by :meth:`save`."""
+        """Read a config file written by :meth:`save`.
+
+        Raises
+        ------
+        StoreError
+            The file is missing, unreadable, or not one JSON object.
+        InvalidParameter
+            A setting in it has a value of the wrong kind or out of range (the
+            message names the file and the setting).
+        """
         target = Path(path)
         try:
             raw = json.loads(target.read_text(encoding="utf-8"))
@@ -225,19 +234,52 @@ class GalleryConfig:
             ) from None
         except (OSError, ValueError) as error:
             raise StoreError(f"Cannot read the gallery config {str(target)!r}: {error}.") from None
+        if not isinstance(raw, dict):
+            raise StoreError(
+                f"The gallery config {str(target)!r} must hold one JSON object of settings "
+                f"(as `facetrust init` writes it). Got {json.dumps(raw)[:60]} instead: fix "
+                "the file, or recreate it with `facetrust init`."
+            )
         base = target.parent
 
-        def resolve(value: str | None) -> Path | None:
-            return None if value is None else base / value
+        def malformed(name: str, expected: str) -> InvalidParameter:
+            return InvalidParameter(
+                f"The '{name}' setting of the gallery config {str(target)!r} must be "
+                f"{expected}. Got {raw[name]!r} instead: fix the file."
+            )
 
         known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in raw.items() if k in known}
+        missing = [name for name in ("db_path", "keystore_path") if name not in values]
+        if missing:
+            raise InvalidParameter(
+                f"The gallery config {str(target)!r} lacks the "
+                + " and ".join(f"'{name}'" for name in missing)
+                + f" setting{'s' if len(missing) > 1 else ''}: fix the file, or recreate it "
+                "with `facetrust init`."
+            )
         for name in ("db_path", "keystore_path", "key_file", "index_dir"):
             if name in values:
-                values[name] = resolve(values[name])
+                if values[name] is not None and not isinstance(values[name], str):
+                    raise malformed(name, "a path (a string)")
+                values[name] = None if values[name] is None else base / values[name]
+        for name in ("searcher_may_review", "server_side_search"):
+            if name in values and not isinstance(values[name], bool):
+                raise malformed(name, "true or false")
+        for name in ("operating_point", "database_url", "keystore_url"):
+            if values.get(name) is not None and not isinstance(values[name], str):
+                raise malformed(name, "a string or null")
         if "purposes" in values:
-            values["purposes"] = tuple(values["purposes"])
-        return cls(**values)
+            purposes = values["purposes"]
+            if not isinstance(purposes, list) or not all(isinstance(p, str) for p in purposes):
+                raise malformed("purposes", 'a list of purpose names, e.g. ["boarding"]')
+            values["purposes"] = tuple(purposes)
+        try:
+            return cls(**values)
+        except InvalidParameter as error:
+            raise InvalidParameter(
+                f"The gallery config {str(target)!r} is not valid: {error} Fix the file."
+            ) from None
 
 
 def find_config(

@@ -10,14 +10,37 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
 from ..errors import ConsentExpired, InvalidParameter, UnknownSubject
 from ..store.base import ConsentRecord, SubjectRecord
+from ..times import to_utc
 from .checks import check_display_name, check_name, check_purpose, check_subject_id
 from .consent import consent_status, require_consent
 from .parts import GalleryParts
 from .types import Consent, Subject, SubjectOverview, SubjectPage
+
+
+def expiry_after_days(now: datetime, days: int) -> datetime:
+    """The expiry of a consent that lasts ``days`` days from ``now``.
+
+    Raises
+    ------
+    InvalidParameter
+        ``days`` is not a whole number >= 1, or the expiry would fall after the
+        year 9999.
+    """
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise InvalidParameter(
+            f"The 'days' of a consent must be a whole number of days, at least 1. Got {days!r}."
+        )
+    try:
+        return now + timedelta(days=days)
+    except OverflowError:
+        raise InvalidParameter(
+            f"A consent lasting {days} days from {now.date().isoformat()} would expire after "
+            "the year 9999. Give a shorter time, or an expiry date (expires_at, --expires)."
+        ) from None
 
 
 def subject_record(parts: GalleryParts, subject_id: str) -> SubjectRecord:
@@ -131,6 +154,7 @@ def grant_consent(
             "The 'expires_at' of a consent must be a time in the future, with its time zone "
             f"(e.g. 2027-01-31T00:00:00+00:00). Got {expires_at.isoformat()}."
         )
+    expires_utc = to_utc(expires_at, "expires_at")
     digest = evidence_sha256.lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise InvalidParameter(
@@ -142,7 +166,7 @@ def grant_consent(
         subject_id=subject_id,
         purposes=purposes,
         granted_at=now.isoformat(),
-        expires_at=expires_at.astimezone(UTC).isoformat(),
+        expires_at=expires_utc.isoformat(),
         evidence_ref=check_name(evidence_ref, "evidence_ref"),
         evidence_sha256=digest,
         notice_version=check_name(notice_version, "notice_version"),

@@ -17,13 +17,39 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import EventError
+from ..errors import EventError, InvalidParameter
 from ..faces import Embedding
 from ..gallery import Gallery
 from ..gallery.checks import check_name
 from ..matching import get_operating_point
 from ..store.base import ProbeCropRecord
-from .events import require_open_event
+from .events import MAX_EVENT_HOURS, require_open_event
+
+#: Longest time a matched face crop may be kept, in hours: the longest event
+#: (closing an event deletes its crops anyway).
+MAX_CROP_HOURS = MAX_EVENT_HOURS
+
+
+def check_keep_crop_hours(hours: float | None) -> float | None:
+    """``hours`` if it is None (keep no crop) or a number of hours in [0, :data:`MAX_CROP_HOURS`].
+
+    0 keeps no crop, as None does.
+
+    Raises
+    ------
+    InvalidParameter
+        A negative number, NaN, infinity, more than :data:`MAX_CROP_HOURS`, or not a number.
+    """
+    if hours is None:
+        return None
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not (
+        0 <= hours <= MAX_CROP_HOURS
+    ):
+        raise InvalidParameter(
+            "The 'keep_crop_hours' of a gate must be a number of hours in "
+            f"[0, {MAX_CROP_HOURS}] (0 keeps no face crop). Got {hours!r} instead."
+        )
+    return hours
 
 
 @dataclass(frozen=True)
@@ -92,14 +118,17 @@ def match_at_gate(
     ``probe`` None means the camera got no usable face: the decision is to
     refer the person to staff. The probe is never stored; a matched face crop
     is kept (encrypted under the subject's data key, erased with the subject)
-    only when ``keep_crop_hours`` is given, and deleted by
+    only when ``keep_crop_hours`` is more than 0, and deleted by
     :func:`sweep_probe_crops` once that many hours have passed.
 
     Raises
     ------
     EventError
         The event is closed, not yet started or over.
+    InvalidParameter
+        ``keep_crop_hours`` is not a number of hours in [0, :data:`MAX_CROP_HOURS`].
     """
+    keep_crop_hours = check_keep_crop_hours(keep_crop_hours)
     record = require_open_event(gallery, event_id)
     now = gallery.now()
     if (
@@ -130,7 +159,7 @@ def match_at_gate(
             subject_id, distance = found.hits[0].subject_id, found.hits[0].distance
     outcome = "match" if subject_id else ("refer" if probe is not None else "no-usable-face")
     with gallery.store.transaction():
-        if subject_id is not None and crop_jpeg is not None and keep_crop_hours is not None:
+        if subject_id is not None and crop_jpeg is not None and keep_crop_hours:
             crop_id = uuid.uuid4().hex
             sealed = gallery.seal_for_subject(subject_id, crop_jpeg, f"probe-crop:{crop_id}")
             if sealed is not None:

@@ -19,16 +19,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import EventError, InvalidParameter, UnknownSubject
 from ..faces import Embedding
 from ..gallery import Gallery
-from ..gallery.checks import MAX_EVENT_ID_LENGTH, check_identifier, check_name
+from ..gallery.checks import (
+    MAX_EVENT_ID_LENGTH,
+    check_identifier,
+    check_name,
+    check_subject_id,
+)
 from ..images import ImageSource
 from ..matching import get_operating_point
 from ..store.base import EventMemberRecord, EventRecord, OptOutRecord
+from ..times import to_utc
+
+#: Longest window of an event gallery, in hours (7 days): it is for one event.
+MAX_EVENT_HOURS = 7 * 24
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,33 @@ def _summary(gallery: Gallery, record: EventRecord) -> Event:
     )
 
 
+def event_end(valid_from: datetime, hours: float) -> datetime:
+    """The end of an event that starts at ``valid_from`` and lasts ``hours`` hours.
+
+    Raises
+    ------
+    InvalidParameter
+        ``hours`` is not a number in (0, :data:`MAX_EVENT_HOURS`] (NaN and
+        infinity included), or the end would fall after the year 9999.
+    """
+    if (
+        isinstance(hours, bool)
+        or not isinstance(hours, int | float)
+        or not 0 < hours <= MAX_EVENT_HOURS
+    ):
+        raise InvalidParameter(
+            f"The 'hours' of an event must be a number of hours in (0, {MAX_EVENT_HOURS}]: an "
+            f"event gallery lasts at most 7 days. Got {hours!r} instead."
+        )
+    try:
+        return valid_from + timedelta(hours=hours)
+    except OverflowError:
+        raise InvalidParameter(
+            f"An event starting {valid_from.isoformat()} and lasting {hours} hours would end "
+            "after the year 9999. Give a real start time."
+        ) from None
+
+
 def open_event(
     gallery: Gallery,
     event_id: str,
@@ -118,7 +154,8 @@ def open_event(
     Raises
     ------
     InvalidParameter
-        Unknown purpose, or a window that ends before it starts or lasts over 7 days.
+        Unknown purpose, or a window that ends before it starts, lasts over 7 days or
+        falls outside the years 1 to 9999 in UTC.
     EventError
         An event with that id exists.
     """
@@ -129,17 +166,18 @@ def open_event(
             "An event needs a start and an end, each with its time zone, the end after the "
             f"start. Got {valid_from.isoformat()} to {valid_to.isoformat()}."
         )
-    if valid_to - valid_from > timedelta(days=7):
+    if valid_to - valid_from > timedelta(hours=MAX_EVENT_HOURS):
         raise InvalidParameter(
             "An event gallery is for one event: its window may last at most 7 days. "
             f"Got {valid_to - valid_from}."
         )
-    point = get_operating_point(operating_point)
+    # the gallery's own point unless the event names one: as identify and verify do
+    point = get_operating_point(operating_point or gallery.config.operating_point)
     record = EventRecord(
         event_id=check_identifier(event_id, "event id", MAX_EVENT_ID_LENGTH),
         purpose=purpose,
-        valid_from=valid_from.astimezone(UTC).isoformat(),
-        valid_to=valid_to.astimezone(UTC).isoformat(),
+        valid_from=to_utc(valid_from, "valid_from").isoformat(),
+        valid_to=to_utc(valid_to, "valid_to").isoformat(),
         operating_point=point.name,
         created_at=gallery.now().isoformat(),
         created_by=actor,
@@ -260,15 +298,33 @@ def opt_out(
     """Record that the person with ``reference`` opted out; no face is involved.
 
     A member named by ``subject_id`` leaves the event's gallery at once (an
-    event-only member is erased).
+    event-only member is erased). Without ``subject_id`` only the reference is
+    recorded (the person was not a member).
+
+    Raises
+    ------
+    InvalidParameter
+        ``subject_id`` is not a valid id, or names no current member of the
+        event (a typo would leave the person in the gallery): nothing is recorded.
+    EventError
+        The event is unknown or closed.
     """
     actor = check_name(actor, "actor")
     reference = check_name(reference, "reference")
+    if subject_id is not None:
+        subject_id = check_subject_id(subject_id)
     erase = False
     with gallery.store.transaction():
         record = require_open_event(gallery, event_id)
         members = {m.subject_id: m for m in gallery.store.event_members(event_id)}
-        if subject_id is not None and subject_id in members:
+        if subject_id is not None:
+            if subject_id not in members:
+                raise InvalidParameter(
+                    f"Subject {subject_id!r} is not a member of the event {event_id!r} (never "
+                    "added, or already removed), so nothing was recorded. Check the id (ids "
+                    "are case-sensitive) and try again, or record the reference alone without "
+                    "a subject id (--subject)."
+                )
             gallery.store.remove_event_member(event_id, subject_id)
             erase = members[subject_id].event_only
         gallery.store.insert_opt_out(

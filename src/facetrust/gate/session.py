@@ -22,12 +22,16 @@ from dataclasses import dataclass
 import cv2
 
 from ..config import Settings
+from ..errors import InvalidParameter
 from ..faces import Embedding, Face
 from ..gallery import Gallery
 from ..pipeline import FacePipeline
-from .decisions import GateDecision, match_at_gate
+from .decisions import GateDecision, check_keep_crop_hours, match_at_gate
 from .frames import Frame, read_frames
 from .presence import BestFrameSelector, ReadyPresence
+
+#: Longest wait for a better frame, in seconds: a person stands at the gate a few seconds.
+MAX_WINDOW_S = 10.0
 
 #: Threads detecting faces in consecutive frames; dlib's HOG releases the GIL,
 #: so two threads keep both cores busy while a third embeds.
@@ -45,13 +49,31 @@ class GatePolicy:
     detection_max_side : int
         Longer side of the copy detection runs on (faces at a gate are large).
     keep_crop_hours : float or None
-        Keep the face crop of *matched* probes, encrypted, this many hours
-        (None: keep nothing). Unmatched probes are never kept.
+        Keep the face crop of *matched* probes, encrypted, this many hours, at
+        most :data:`~.decisions.MAX_CROP_HOURS` (None or 0: keep nothing).
+        Unmatched probes are never kept.
+
+    Raises
+    ------
+    InvalidParameter
+        ``window_s`` is not a number of seconds in [0, :data:`MAX_WINDOW_S`], or
+        ``keep_crop_hours`` is out of its range (NaN and infinity included).
     """
 
     window_s: float = 0.3
     detection_max_side: int = 480
     keep_crop_hours: float | None = None
+
+    def __post_init__(self) -> None:
+        window = self.window_s
+        if isinstance(window, bool) or not isinstance(window, int | float) or not (
+            0 <= window <= MAX_WINDOW_S
+        ):
+            raise InvalidParameter(
+                "The 'window_s' of a gate (how long to look for a better frame of a person) "
+                f"must be a number of seconds in [0, {MAX_WINDOW_S:g}]. Got {window!r} instead."
+            )
+        check_keep_crop_hours(self.keep_crop_hours)
 
 
 def run_gate(
@@ -102,7 +124,7 @@ def run_gate(
     def decide(ready: ReadyPresence, probe: Embedding | None) -> GateDecision:
         crop = None
         chip = ready.face.chip if ready.face is not None else None
-        if probe is not None and policy.keep_crop_hours is not None and chip is not None:
+        if probe is not None and policy.keep_crop_hours and chip is not None:
             crop = bytes(cv2.imencode(".jpg", chip[:, :, ::-1])[1])
         latency = (
             time.monotonic() - ready.first_good_wall_s

@@ -1,0 +1,133 @@
+"""The gate from the installed command: an opt-out always reaches the person it names,
+crop retention means what it says, and bad windows are one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from facetrust.gallery import Gallery
+from facetrust.gate import events
+from installed_command import INSTALLED, shell_env
+
+EVENT = "flight-UA123"
+SAMPLE = Path(__file__).parent.parent / "data" / "lfw" / "Kofi_Annan"
+
+Facetrust = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _command(folder: Path) -> Facetrust:
+    """Run the installed command on the gallery in ``folder``, as agent."""
+    env = shell_env(folder, FACETRUST_ACTOR="agent")
+
+    def facetrust(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([INSTALLED, *args], capture_output=True, text=True, check=False,
+                              env=env)
+        assert done.returncode == code, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        return done
+
+    return facetrust
+
+
+@pytest.fixture
+def flight(tmp_path: Path, grant: Callable[..., str]) -> Path:
+    """A gallery folder with an open event whose one member is 'kofi' (consented, not
+    enrolled)."""
+    gallery, _ = Gallery.init_folder(tmp_path)
+    with gallery:
+        gallery.add_subject("kofi", actor="registrar")
+        grant(gallery, "kofi", ("boarding",))
+        now = gallery.now()
+        events.open_event(gallery, EVENT, purpose="boarding", actor="agent",
+                          valid_from=now - timedelta(minutes=1), valid_to=now + timedelta(hours=3))
+        events.add_member(gallery, EVENT, "kofi", actor="agent")
+    return tmp_path
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
+def test_an_opt_out_naming_no_member_is_refused_and_a_members_removes_them(
+    flight: Path,
+) -> None:
+    facetrust = _command(flight)
+    for subject, message in [
+        ("kofy", "Subject 'kofy' is not a member of the event 'flight-UA123'"),  # a typo
+        ("kofi\u202e", "A subject id is 1 to 64 characters"),  # right-to-left override
+    ]:
+        refused = facetrust("event", "opt-out", EVENT, "seat 1A", "--subject", subject, code=2)
+        assert refused.stderr.startswith("error: ") and message in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert "\u202e" not in refused.stderr  # shown escaped, never raw
+    shown = json.loads(facetrust("event", "show", EVENT).stdout)
+    assert (shown["members"], shown["opt_outs"]) == (1, 0)  # still in the gallery
+    with Gallery.find(flight) as gallery:
+        logged = [e for e in gallery.audit.events() if e.kind.startswith("event.opt-out")]
+        assert logged == []
+        assert not any("\u202e" in repr(e) for e in gallery.audit.events())
+
+    facetrust("event", "opt-out", EVENT, "seat 1A", "--subject", "kofi")
+    shown = json.loads(facetrust("event", "show", EVENT).stdout)
+    assert (shown["members"], shown["opt_outs"]) == (0, 1)
+    facetrust("event", "opt-out", EVENT, "seat 2B")  # a reference alone: still recorded
+    assert json.loads(facetrust("event", "show", EVENT).stdout)["opt_outs"] == 2
+    with Gallery.find(flight) as gallery:
+        (opted,) = [e for e in gallery.audit.events() if e.subject_ids == ("kofi",)
+                    and e.kind == "event.opt-out"]
+        assert opted.fields["reference"] == "seat 1A" and gallery.audit.verify().ok
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
+def test_event_windows_out_of_range_are_one_line_refusals(flight: Path) -> None:
+    facetrust = _command(flight)
+    for window, message in [
+        (["--from", "2026-01-01", "--hours", "nan"], "'hours' of an event must be a number"),
+        (["--from", "9999-12-31", "--hours", "48"], "would end after the year 9999"),
+        (["--from", "9999-12-31T20:00-05:00", "--to", "9999-12-31T22:00-05:00"],
+         "outside the years 1 to 9999 in UTC"),
+    ]:
+        refused = facetrust("event", "open", "late", "--purpose", "boarding", *window, code=2)
+        assert refused.stderr.startswith("error: ") and message in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    for hours in ("inf", "1e300", "0", "-3", "169"):
+        refused = facetrust("event", "open", "late", "--purpose", "boarding", "--from",
+                            "2026-01-01", "--hours", hours, code=2)
+        assert "Invalid value for '--hours'" in refused.stderr
+    assert "No event 'late'" in facetrust("event", "show", "late", code=2).stderr
+
+
+@pytest.mark.slow  # a gate run from the installed command, models included
+def test_a_gate_run_keeps_crops_only_for_a_positive_number_of_hours(
+    flight: Path, tmp_path: Path
+) -> None:
+    facetrust = _command(flight)
+    facetrust("enroll", "kofi", str(SAMPLE / "Kofi_Annan_0001.jpg"))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(SAMPLE / "Kofi_Annan_0002.jpg", frames)
+    gate = ("gate", "run", "--event", EVENT, "--source", str(frames))
+
+    def crops() -> int:
+        with Gallery.find(flight) as gallery:
+            return len(gallery.store.probe_crops())
+
+    for option in ([], ["--keep-crops-hours", "0"]):
+        decided = json.loads(facetrust(*gate, *option).stdout)
+        assert (decided["outcome"], decided["subject_id"]) == ("match", "kofi")
+        assert crops() == 0
+    for option, message in [
+        (["--keep-crops-hours", "nan"], "error: The 'keep_crop_hours' of a gate must be"),
+        (["--window", "nan"], "error: The 'window_s' of a gate"),
+        (["--keep-crops-hours", "-1"], "Invalid value for '--keep-crops-hours'"),
+        (["--keep-crops-hours", "1e12"], "Invalid value for '--keep-crops-hours'"),
+        (["--window", "-0.5"], "Invalid value for '--window'"),
+    ]:
+        assert message in facetrust(*gate, *option, code=2).stderr
+    assert crops() == 0
+    facetrust(*gate, "--keep-crops-hours", "12")
+    assert crops() == 1
