@@ -38,6 +38,10 @@ from .text import printable_json
 
 GENESIS_MAC = "0" * 64
 
+#: Given every event, the first disagreement between the stored state and them, as
+#: ``(seq of the event it contradicts, or None; reason)``, or None.
+StateCheck = Callable[[list[AuditRecord]], "tuple[int | None, str] | None"]
+
 #: The id of the request being served (set by the service per request); every
 #: event appended while it is set records it as ``request_id``. A context
 #: variable, so worker threads started for the request see it too.
@@ -143,6 +147,14 @@ class AuditReport:
             "head_mac": self.head_mac,
         }
 
+    @property
+    def where(self) -> str:
+        """Where it broke, for a sentence: ``"at event 12"``, or ``"in the stored state"``
+        when a stored row contradicts no particular event."""
+        if self.first_broken_seq is None:
+            return "in the stored state"
+        return f"at event {self.first_broken_seq}"
+
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -159,10 +171,19 @@ class AuditLog:
     now : callable returning an aware datetime
     """
 
-    def __init__(self, store: Store, key: bytes, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        key: bytes,
+        now: Callable[[], datetime],
+        state_check: StateCheck | None = None,
+    ) -> None:
         self._store = store
         self._key = key
         self._now = now
+        #: Run by :meth:`verify` in the snapshot it reads the events in: whether the
+        #: stored state agrees with them (see :mod:`facetrust.gallery.consent_audit`).
+        self._state_check = state_check
 
     def _mac(self, record: AuditRecord) -> str:
         content = _canonical(
@@ -227,6 +248,10 @@ class AuditLog:
     def verify(self, expect_head: tuple[int, str] | None = None) -> AuditReport:
         """Check every event and the head; name the first event that is broken.
 
+        Then, if the log was given a state check (a gallery's is: its stored
+        consents), check the stored state against the events; a disagreement
+        makes the report broken too, naming the event it contradicts (or none).
+
         Parameters
         ----------
         expect_head : (seq, mac), optional
@@ -236,10 +261,11 @@ class AuditLog:
         with self._store.snapshot():
             head = self._store.get_audit_head()
             records = list(self._store.audit_records())
+            disagreement = self._state_check(records) if self._state_check else None
         head_seq = head.seq if head else 0
         head_mac = head.mac if head else GENESIS_MAC
 
-        def broken(seq: int, reason: str, checked: int) -> AuditReport:
+        def broken(seq: int | None, reason: str, checked: int) -> AuditReport:
             return AuditReport(False, checked, seq, reason, head_seq, head_mac)
 
         previous = GENESIS_MAC
@@ -309,6 +335,8 @@ class AuditLog:
                 return broken(
                     seq, f"event {seq} differs from the anchored head: the log was rewritten", count
                 )
+        if disagreement is not None:
+            return broken(*disagreement, count)
         return AuditReport(True, count, None, "", head_seq, head_mac)
 
     def check(self, expect_head: tuple[int, str] | None = None) -> AuditReport:
@@ -316,7 +344,7 @@ class AuditLog:
         report = self.verify(expect_head)
         if not report.ok:
             raise AuditChainBroken(
-                f"The audit log is broken at event {report.first_broken_seq}: {report.reason}. "
+                f"The audit log is broken {report.where}: {report.reason}. "
                 "Restore the database from a trusted copy and investigate."
             )
         return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from facetrust.cli.main import cli
 from facetrust.errors import AuditChainBroken, InvalidParameter
 from facetrust.gallery import Gallery
+from installed_command import INSTALLED, shell_env
 
 
 def tamper(db_path: Path, *statements: str) -> None:
@@ -179,3 +181,66 @@ def test_audit_events_page_by_sequence_both_ways(tmp_path: Path) -> None:
             list(gallery.audit.events(limit=-1))
     finally:
         gallery.close()
+
+
+CONSENT_EDITS = {
+    "widen the purposes": (
+        "UPDATE consents SET purposes = '[\"boarding\", \"access-control\"]' "
+        "WHERE subject_id = '{s}'", "is not as event"),
+    "push the expiry back": (
+        "UPDATE consents SET expires_at = '2099-01-01T00:00:00+00:00' WHERE subject_id = '{s}'",
+        "is not as event"),
+    "insert a consent": (
+        "INSERT INTO consents (consent_id, subject_id, purposes, granted_at, expires_at, "
+        "evidence_ref, evidence_sha256, notice_version) SELECT 'forged', subject_id, purposes, "
+        "granted_at, expires_at, evidence_ref, evidence_sha256, notice_version FROM consents "
+        "WHERE subject_id = '{s}'", "no consent.grant event granted it"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(CONSENT_EDITS))
+def test_a_consent_edited_in_the_database_breaks_the_audit(logged: Gallery, attack: str) -> None:
+    subject = logged.list_subjects()[0].subject_id
+    statement, reason = CONSENT_EDITS[attack]
+    tamper(logged.config.db_path, statement.format(s=subject))
+    report = logged.audit.verify()
+    assert not report.ok and reason in report.reason, report.reason
+    assert subject in report.reason
+    with pytest.raises(AuditChainBroken, match=reason):
+        logged.audit.check()
+
+
+def test_a_withdrawn_consent_made_active_again_breaks_the_audit(logged: Gallery) -> None:
+    subject = logged.list_subjects()[0].subject_id
+    logged.withdraw_consent(subject, actor="registrar", reason="asked")
+    assert logged.audit.verify().ok
+    tamper(logged.config.db_path,
+           f"UPDATE consents SET withdrawn_at = NULL WHERE subject_id = '{subject}'")
+    report = logged.audit.verify()
+    withdrawal = list(logged.audit.events(kind="consent.withdraw"))[-1].seq
+    assert not report.ok and report.first_broken_seq == withdrawal
+    assert f"was withdrawn by event {withdrawal}" in report.reason
+
+
+def test_the_installed_cli_reports_a_widened_consent(tmp_path: Path) -> None:
+    folder = tmp_path / "g"
+    env = shell_env()
+
+    def facetrust(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([INSTALLED, *args, "--gallery", str(folder)], env=env,
+                              capture_output=True, text=True, check=False, timeout=120)
+
+    assert subprocess.run([INSTALLED, "init", str(folder)], env=env, capture_output=True,
+                          check=False, timeout=120).returncode == 0
+    assert facetrust("subject", "add", "kofi").returncode == 0
+    granted = facetrust("consent", "grant", "kofi", "--purpose", "access-control",
+                        "--days", "30", "--evidence-ref", "form-1", "--evidence-sha256",
+                        "ab" * 32, "--notice-version", "2026-01")
+    assert granted.returncode == 0, granted.stderr
+    assert facetrust("audit", "verify").returncode == 0
+    tamper(folder / "gallery.db",
+           "UPDATE consents SET purposes = '[\"access-control\", \"boarding\"]'")
+    broken = facetrust("audit", "verify")
+    assert broken.returncode == 1
+    assert "consent" in broken.stderr and "kofi" in broken.stderr
+    assert "Traceback" not in broken.stderr

@@ -39,7 +39,7 @@ def audit_verify(expect_head: str | None, gallery_path: str | None) -> None:
         click.echo(f"audit log intact: {report.events_checked} events, head {report.head_seq}")
     else:
         click.echo(
-            f"AUDIT LOG BROKEN at event {report.first_broken_seq}: {report.reason}", err=True
+            f"AUDIT LOG BROKEN {report.where}: {report.reason}", err=True
         )
     sys.exit(0 if report.ok else 1)
 

@@ -14,6 +14,7 @@ one search of :mod:`.search`. Nothing below this module imports it.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -33,6 +34,7 @@ from . import enrolment, erasure, identification, keys, review_desk, subjects
 from .backends import database_url, open_keystore, open_store
 from .checks import check_erasure_confirmation, check_purpose
 from .config import CONFIG_NAME, GalleryConfig, find_config
+from .consent_audit import consents_against_the_log
 from .enrolment import EnrolledSources
 from .indexes import SearchIndexes
 from .keyring import AUDIT_SECRET, GALLERY_SECRETS, Keyring
@@ -117,7 +119,10 @@ class Gallery:
             )
         keyring = Keyring(self.store, self.keystore, key)
         clock = now or utc_now
-        self.audit = AuditLog(self.store, keyring.secret(AUDIT_SECRET), clock)
+        self.audit = AuditLog(
+            self.store, keyring.secret(AUDIT_SECRET), clock,
+            state_check=functools.partial(consents_against_the_log, self.store),
+        )
         self._parts = GalleryParts(
             config=config,
             gallery_id=self.gallery_id,
