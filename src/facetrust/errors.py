@@ -53,7 +53,16 @@ if TYPE_CHECKING:
 
 
 class FacetrustError(Exception):
-    """Base class of every error raised by facetrust."""
+    """Base class of every error raised by facetrust.
+
+    ``field`` names the parameter at fault when there is one (``"case_ref"``),
+    so that each entry point can point at it in its own terms (the CLI's
+    ``--case-ref``, a console form's label) while the message stays the same.
+    """
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
 
 
 class InvalidParameter(FacetrustError, ValueError):

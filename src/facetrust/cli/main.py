@@ -27,7 +27,8 @@ class FacetrustGroup(click.Group):
         except FacetrustError as error:
             if ctx.find_root().params.get("debug"):
                 raise
-            click.echo(f"error: {error}", err=True)
+            option = f" (option --{error.field.replace('_', '-')})" if error.field else ""
+            click.echo(f"error: {error}{option}", err=True)
             sys.exit(EXIT_ERROR)
 
 

@@ -73,8 +73,9 @@ def check_case_ref(value: str | None) -> str:
     if not value or not value.strip():
         raise InvalidParameter(
             "A search or verification must name the case it belongs to (a ticket, an "
-            "incident, a gate and flight), so an auditor can ask why it was run. Pass "
-            "case_ref=... (or --case-ref)."
+            "incident, a gate and flight), so an auditor can ask why it was run. Give its "
+            "case reference.",
+            field="case_ref",
         )
     return _shown_as_is(value.strip(), "case_ref")
 
@@ -91,9 +92,10 @@ def check_purpose(purpose: str | None, purposes: Sequence[str]) -> str:
     """
     if not purpose:
         raise PurposeRequired(
-            "A search or verification must state its purpose (one of: "
+            "A search or verification must state its purpose. Choose one of: "
             + ", ".join(purposes)
-            + "). Pass purpose=... (or --purpose)."
+            + ".",
+            field="purpose",
         )
     if purpose not in purposes:
         raise InvalidParameter(

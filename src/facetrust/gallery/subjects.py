@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from ..errors import ConsentExpired, InvalidParameter, UnknownSubject
 from ..store.base import ConsentRecord, SubjectRecord
+from ..text import shown
 from ..times import to_utc
 from .checks import check_display_name, check_name, check_purpose, check_subject_id
 from .consent import consent_status, require_consent
@@ -53,8 +54,8 @@ def subject_record(parts: GalleryParts, subject_id: str) -> SubjectRecord:
     record = parts.store.get_subject(subject_id)
     if record is None or record.erased_at is not None:
         raise UnknownSubject(
-            f"No subject {subject_id!r} in this gallery (never added, or erased). "
-            "List subjects with `facetrust subject list`."
+            f"No subject '{shown(subject_id)}' in this gallery (never added, or erased). "
+            "Check the id: ids are case-sensitive."
         )
     return record
 
