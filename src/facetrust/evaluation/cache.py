@@ -8,10 +8,15 @@ evaluation measures the pipeline users run. With ``face_policy=None`` it holds
 every face found instead, for studies of detection and face choice.
 
 Key: ``(sha256 of the file's bytes, model id, pipeline variant)``. The variant
-names the settings that change the outcome (detector, detection size, retry,
-face policy and, with a policy, the quality limits), so a cache filled under
-one is never read for another. A file that gave no face, or could not be read,
-is stored too (failure to acquire), so a re-run does not retry it.
+(:func:`pipeline_variant`) holds the face policy, every :class:`Settings` field
+except the few listed in :data:`SETTINGS_NOT_IN_KEY` (detectors, detection
+size, recovery, pixel and byte caps, quality limits, engine, augmentation), and
+:func:`pipeline_version`, a digest of the pipeline's source, the model weights
+and the libraries that run them. A cache filled under one variant is never
+read for another, so a change of code, weights or settings recomputes. A file
+that gave no face, was refused, or could not be read is stored too (failure to
+acquire), so a re-run does not retry it; a refusal for a size cap is keyed on
+that cap like everything else.
 
 The default location is ``embeddings.sqlite`` in the user cache directory
 (``~/.cache/facetrust`` on Linux, via platformdirs); ``FACETRUST_CACHE_DIR``
@@ -20,7 +25,9 @@ or the ``path`` argument overrides it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 import sqlite3
@@ -36,6 +43,8 @@ from ..batch import ImageResult, embed_many
 from ..config import Settings
 from ..errors import StoreError
 from ..faces import Box
+from ..models.dlib_backend import model_path
+from ..models.onnx_backend import onnxruntime_available, weights_sha256
 from ..models.selection import embedder_model_id
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 
@@ -154,22 +163,101 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def pipeline_variant(settings: Settings, face_policy: FacePolicy | None = None) -> str:
-    """The part of ``settings`` (and the face policy) that changes the outcome, as a cache key.
+#: The :class:`Settings` fields left out of the cache key, each with why it cannot
+#: change a face, an embedding or a refusal of a photo. Every other field is in the
+#: key, so a setting added later is keyed on until it is shown here not to matter.
+SETTINGS_NOT_IN_KEY = {
+    "workers": "how many processes share the images; each runs the same pipeline on its own",
+    "embedder_threads": (
+        "ONNX Runtime threads per process: boxes and descriptors are the same bit for bit "
+        "with 1, 2 and all cores (tests/evaluation/test_cache_key.py checks it)"
+    ),
+    "video_detector": "read only for the gate's video frames, never for a photo",
+}
 
-    Without a face policy, the detection settings (``"hog-640"``, as before
-    face policies were cached). With one, also the retry, the policy and the
-    quality limits (``"hog-640-retry-dominant-q16-5-0.6-35"``).
+#: The modules whose code decides what the photo pipeline makes of an image (a name
+#: ending in ``/`` is a package: every module in it). :func:`pipeline_version` digests
+#: their source; tests/evaluation/test_cache_key.py checks that every facetrust module
+#: they import is listed.
+PIPELINE_SOURCES = (
+    "acquisition.py", "batch.py", "config.py", "errors.py", "faces.py", "images.py",
+    "models/", "pipeline.py", "quality.py", "text.py",
+)
+
+#: The weight files the photo pipeline loads (``face_recognition_models`` names).
+PIPELINE_WEIGHTS = ("landmarks5", "resnet", "mmod")
+
+#: Libraries that decode, resize, detect and embed, by their distribution names
+#: (alternatives in order: dlib ships as ``dlib-bin`` or ``dlib``).
+PIPELINE_LIBRARIES = (
+    ("numpy",), ("pillow",), ("opencv-python-headless", "opencv-python"),
+    ("dlib-bin", "dlib"), ("onnxruntime",), ("onnx",),
+)
+
+
+def pipeline_version() -> str:
+    """A short digest of what, besides the settings, decides the pipeline's outcome.
+
+    Covers the source of the pipeline's modules (:data:`PIPELINE_SOURCES`),
+    the sha256 of the model weights it loads (:data:`PIPELINE_WEIGHTS`), the
+    versions of the libraries that run them (:data:`PIPELINE_LIBRARIES`) and
+    whether ONNX Runtime runs the networks (it does when installed) or dlib.
+    Any change to one of these gives another digest (16 hex characters), so
+    the evaluation cache never serves results of another pipeline.
+
+    Raises
+    ------
+    ModelError
+        The model weights are not installed or cannot be read.
     """
-    variant = f"{settings.detector}-{settings.detection_max_side}"
-    if face_policy is None:
-        return variant
-    retry = "retry" if settings.detection_retry else "once"
-    quality = (
-        f"q{settings.min_inter_eye_px:g}-{settings.min_sharpness:g}-"
-        f"{settings.max_abs_yaw:g}-{settings.max_abs_roll_deg:g}"
-    )
-    return f"{variant}-{retry}-{face_policy}-{quality}"
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for name in PIPELINE_SOURCES:
+        files = sorted((package / name).glob("*.py")) if name.endswith("/") else [package / name]
+        for file in files:
+            digest.update(file.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes() + b"\0")
+    for kind in PIPELINE_WEIGHTS:
+        digest.update(f"{kind}={weights_sha256(model_path(kind))}\0".encode())
+    for names in PIPELINE_LIBRARIES:
+        digest.update(f"{names[0]}={_installed_version(names)}\0".encode())
+    digest.update(f"onnxruntime used={onnxruntime_available()}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _installed_version(names: Sequence[str]) -> str:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "absent"
+
+
+def pipeline_variant(
+    settings: Settings, face_policy: FacePolicy | None = None, *, version: str | None = None
+) -> str:
+    """What decides the outcome of an image besides its bytes and the model id, as a cache key.
+
+    The face policy (``every-face`` without one), then every
+    :class:`Settings` field but those in :data:`SETTINGS_NOT_IN_KEY`, then
+    the pipeline's :func:`pipeline_version` (or ``version``, when given):
+    ``"policy=dominant;max_pixels=40000000;...;augmentation=none;pipeline=3f0c..."``.
+    A number is written the same whether given as an int or a float.
+    """
+    parts = [f"policy={face_policy or 'every-face'}"]
+    for field in dataclasses.fields(settings):
+        if field.name not in SETTINGS_NOT_IN_KEY:
+            parts.append(f"{field.name}={_key_value(getattr(settings, field.name))}")
+    parts.append(f"pipeline={version or pipeline_version()}")
+    return ";".join(parts)
+
+
+def _key_value(value: object) -> str:
+    # 16 and 16.0 are one setting (an explicit int, or a float read from the environment).
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value) if isinstance(value, str) else repr(value)
 
 
 class EmbeddingCache:
