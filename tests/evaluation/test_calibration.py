@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from facetrust.errors import EvaluationError
-from facetrust.evaluation.calibration import calibrate, fmr_name, write_operating_points
+from facetrust.evaluation.calibration import (
+    calibrate,
+    floor_threshold,
+    fmr_name,
+    write_operating_points,
+)
 from facetrust.matching import OperatingPoint
 
 
@@ -108,3 +113,35 @@ def test_operating_point_lookup_picks_the_models_own_point() -> None:
         point = get_operating_point("fmr-1e-3", model_id)
         assert (point.name, point.model_id) == ("fmr-1e-3", model_id)
     assert get_operating_point("fmr-1e-3").model_id == "dlib-resnet-v1"
+
+
+def test_written_thresholds_are_rounded_down_and_measured_where_written(tmp_path: Path) -> None:
+    # 1,000 non-mated distances, the 11th smallest at 0.5000006: FMR 1e-2 allows 10 false
+    # matches, so the threshold lies just under it, and rounding it to the nearest 6
+    # decimals (0.500001) would take that pair in: FMR 0.011 while the file says 0.01.
+    rng = np.random.default_rng(0)
+    impostor = np.concatenate([np.linspace(0.3, 0.49, 10), [0.5000006], rng.uniform(0.6, 1.2, 989)])
+    # A mated pair between the rounded and the exact threshold: rejected at the written one.
+    mated = np.concatenate([rng.uniform(0.2, 0.45, 99), [0.5000003]])
+    table = calibrate(impostor, mated, model_id="m", dataset="synthetic", targets=(1e-2,),
+                      group_non_mated={("race", "x"): impostor})
+    written = write_operating_points(table, tmp_path / "points.json")
+    points = {p["name"]: p for p in written["operating_points"] if p["model_id"] == "m"}
+    assert set(points) == {"fmr-1e-2", "fmr-1e-2-all-groups"}
+    for point in points.values():
+        threshold = point["threshold"]
+        assert threshold == 0.5  # 0.50000059... rounded down, not up to 0.500001
+        assert np.mean(impostor <= threshold) <= point["target_fmr"]
+        assert point["measured_fmr"] == np.mean(impostor <= threshold) == 0.01
+        assert point["fnmr"] == np.mean(mated > threshold) == 0.01
+        assert f"FNMR there {np.mean(mated > threshold):.4f}" in point["description"]
+    assert "race=x FMR 1.00e-02" in points["fmr-1e-2-all-groups"]["note"]
+
+
+@pytest.mark.parametrize(
+    ("value", "decimals", "expected"),
+    [(0.5000006, 6, 0.5), (0.5457999, 4, 0.5457), (0.6, 6, 0.6), (0.12345678, 6, 0.123456)],
+)
+def test_floor_threshold_never_rounds_up(value: float, decimals: int, expected: float) -> None:
+    rounded = floor_threshold(value, decimals)
+    assert rounded == expected and rounded <= value

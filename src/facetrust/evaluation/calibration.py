@@ -11,6 +11,11 @@ The worst-group point (``fmr-<target>-all-groups``) is the strictest of the
 per-group thresholds, so every labelled group's measured FMR stays at or
 under the target; groups too small to support the target are listed as such.
 
+Every threshold is rounded **down** to :data:`THRESHOLD_DECIMALS` decimals
+(:func:`floor_threshold`: a match is ``distance <= threshold``, so rounding
+down can only make it stricter), and a row's measured FMR and FNMR are those
+of the rounded threshold: the value written to the table.
+
 :func:`write_operating_points` merges the rows into the table format read by
 :func:`facetrust.matching.get_operating_point`.
 """
@@ -22,6 +27,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,24 @@ from .metrics import rule_of_three, threshold_at_fmr
 
 #: Target FMRs of the calibration table.
 CALIBRATION_TARGETS = (1e-2, 1e-3, 1e-4)
+
+#: Decimals of a calibrated threshold (rounded down).
+THRESHOLD_DECIMALS = 6
+
+
+def floor_threshold(threshold: float, decimals: int = THRESHOLD_DECIMALS) -> float:
+    """``threshold`` (a distance) rounded down to ``decimals`` decimals.
+
+    The largest number of ``decimals`` decimals that, read back as a float, is
+    at most ``threshold``: never a looser match rule, where rounding to the
+    nearest value could take in a non-mated pair just above ``threshold``.
+    (The float 0.6 stays 0.6, although it lies a hair under the decimal 0.6.)
+    """
+    step = Decimal(1).scaleb(-decimals)
+    rounded = Decimal(threshold).quantize(step)
+    if float(rounded) > threshold:
+        rounded -= step
+    return float(rounded)
 
 
 def fmr_name(target: float, all_groups: bool = False) -> str:
@@ -54,11 +78,12 @@ class CalibrationRow:
         Operating point name (``fmr-1e-3``, ``fmr-1e-3-all-groups``).
     target_fmr : float
     threshold : float or None
-        Euclidean distance (match when <=); ``None`` when not supported.
+        Euclidean distance (match when <=), rounded down to
+        :data:`THRESHOLD_DECIMALS` decimals; ``None`` when not supported.
     supported : bool
         Enough non-mated pairs to show the target (N >= 3 / target).
     measured_fmr : float or None
-        FMR at the threshold on the non-mated pairs it was set on.
+        FMR at this (rounded) threshold on the non-mated pairs it was set on.
     n_non_mated : int
         Non-mated pairs behind the threshold (the smallest group's for all-groups).
     lowest_supported_fmr : float or None
@@ -155,6 +180,7 @@ def calibrate(
     targets: Sequence[float] = CALIBRATION_TARGETS,
     impostor_set: Mapping[str, Any] | None = None,
     min_group_pairs: int = 30,
+    decimals: int = THRESHOLD_DECIMALS,
 ) -> CalibrationTable:
     """Thresholds for each target FMR, overall and for the worst group.
 
@@ -167,16 +193,23 @@ def calibrate(
     group_non_mated : mapping, optional
         ``(attribute, group)`` -> non-mated distances within that group; gives
         the ``-all-groups`` rows.
+    decimals : int
+        Thresholds are rounded down to this many decimals; the rates are
+        measured at the rounded threshold.
     """
     impostor = np.asarray(non_mated, dtype=np.float64)
     genuine = np.asarray(mated, dtype=np.float64)
     rows = []
     for target in targets:
         point = threshold_at_fmr(impostor, target)
-        rows.append(_row(fmr_name(target), target, point.threshold, point.supported,
-                         point.measured_fmr, impostor.size, genuine, ""))
+        threshold = floor_threshold(point.threshold, decimals)
+        measured = float(np.mean(impostor <= threshold))
+        rows.append(_row(fmr_name(target), target, threshold, point.supported,
+                         measured, impostor.size, genuine, ""))
         if group_non_mated:
-            rows.append(_worst_group_row(target, group_non_mated, genuine, min_group_pairs))
+            rows.append(
+                _worst_group_row(target, group_non_mated, genuine, min_group_pairs, decimals)
+            )
     return CalibrationTable(
         model_id,
         dataset,
@@ -220,6 +253,7 @@ def _worst_group_row(
     group_non_mated: Mapping[tuple[str, str], npt.ArrayLike],
     genuine: npt.NDArray[np.float64],
     min_group_pairs: int,
+    decimals: int,
 ) -> CalibrationRow:
     thresholds: dict[str, tuple[float, int]] = {}
     unsupported = []
@@ -237,7 +271,8 @@ def _worst_group_row(
             "not supported: no group has enough non-mated pairs for this target.",
         )
     strictest = min(thresholds, key=lambda k: thresholds[k][0])
-    threshold, n = thresholds[strictest]
+    exact, n = thresholds[strictest]
+    threshold = floor_threshold(exact, decimals)
     measured = {
         k: float(np.mean(np.asarray(group_non_mated[_split_label(k)]) <= threshold))
         for k in thresholds
@@ -303,7 +338,7 @@ def write_operating_points(
                 "name": row.name,
                 "model_id": table.model_id,
                 "metric": "euclidean",
-                "threshold": round(row.threshold, 6),
+                "threshold": row.threshold,  # rounded down; the rates are measured there
                 "target_fmr": row.target_fmr,
                 "description": (
                     f"Largest distance with FMR <= {row.target_fmr:g} on {table.dataset}"

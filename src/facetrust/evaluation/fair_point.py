@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import EvaluationError
 from ..score_normalization import ScoreNormalizer, threshold_at_fmr
+from .calibration import floor_threshold
 from .mitigation import (
     NORMALIZERS,
     LabelledTemplates,
@@ -70,7 +71,7 @@ def fit_shipped_normalizer(
     non_mated, _ = sample_pairs(t.vectors, t.identities, sample, max_images_per_identity, seed)
     mated = mated_pairs_only(t, max_images_per_identity, seed)
     nm = normalized_distances(normalizer, assigned, non_mated)
-    threshold = float(np.floor(threshold_at_fmr(nm, target_fmr) * 1e4) / 1e4)
+    threshold = floor_threshold(threshold_at_fmr(nm, target_fmr), decimals=4)
     m = normalized_distances(normalizer, assigned, mated)
     return normalizer, {
         "threshold": threshold,
