@@ -145,3 +145,26 @@ def test_written_thresholds_are_rounded_down_and_measured_where_written(tmp_path
 def test_floor_threshold_never_rounds_up(value: float, decimals: int, expected: float) -> None:
     rounded = floor_threshold(value, decimals)
     assert rounded == expected and rounded <= value
+
+
+def test_rows_report_the_false_reject_rate_with_refused_mated_pairs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    impostor = rng.uniform(0.4, 1.2, 5000)
+    mated = rng.uniform(0.1, 0.7, 300)
+    table = calibrate(impostor, mated, model_id="m", dataset="synthetic", targets=(1e-2,),
+                      mated_fta=20, group_non_mated={("g", "a"): impostor})
+    for row in table.rows:
+        assert row.threshold is not None and row.fnmr is not None
+        assert row.fnmr == np.mean(mated > row.threshold)  # compared pairs only
+        assert row.fta_mated == 20 and row.n_mated == 300
+        assert row.false_reject_rate == pytest.approx(
+            (np.sum(mated > row.threshold) + 20) / 320
+        )
+    written = write_operating_points(table, tmp_path / "points.json")
+    point = next(p for p in written["operating_points"]
+                 if (p["model_id"], p["name"]) == ("m", "fmr-1e-2"))
+    assert point["fta_mated"] == 20
+    assert point["false_reject_rate"] == table.rows[0].false_reject_rate
+    assert "with the 20 mated pairs the pipeline refused counted as false rejects" in (
+        point["description"]
+    )

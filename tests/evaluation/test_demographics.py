@@ -215,3 +215,32 @@ def test_audit_at_a_normalized_point_counts_normalized_distances(
     result = next(g for g in audit.groups if g.group == "female")
     assert result.fmr == pytest.approx(expected)
     assert result.n_non_mated == int(cross.sum())
+
+
+def test_refused_photos_count_as_false_rejects_beside_the_fnmr(
+    sample_images: dict[str, CachedImage],
+) -> None:
+    """A labelled photo the pipeline refuses: its mated pairs are rejects, not left out."""
+    refused = str(Path(next(iter(sample_images))).parents[1] / "Serena_Williams"
+                  / "Serena_Williams_0005.jpg")
+    with_refusal = {**sample_images,
+                    refused: CachedImage("0" * 64, 250, 250, (), "NoFaceFound", "no face")}
+    labels = load_labels(LABELS)
+    before = {(g.attribute, g.group): g for g in audit_groups(sample_images, labels, 0.6).groups}
+    after = {(g.attribute, g.group): g for g in audit_groups(with_refusal, labels, 0.6).groups}
+    african = after[("race", "african")]  # Serena Williams: 4 photos and the refused one
+    assert african.fta_images == 1 and african.fta_mated_pairs == 4
+    # FNMR keeps its standard definition: the compared pairs, unchanged.
+    assert (african.n_mated, african.fnmr) == (before[("race", "african")].n_mated,
+                                               before[("race", "african")].fnmr)
+    assert african.fnmr is not None and african.false_reject_rate is not None
+    expected = (african.fnmr * african.n_mated + 4) / (african.n_mated + 4)
+    assert african.false_reject_rate == pytest.approx(expected)
+    assert african.false_reject_ci is not None
+    assert african.false_reject_ci[0] <= african.false_reject_rate <= african.false_reject_ci[1]
+    for key, group in after.items():
+        assert (group.fmr, group.n_non_mated) == (before[key].fmr, before[key].n_non_mated)
+        if key != ("race", "african"):
+            assert group.fta_mated_pairs == 0 and group.false_reject_rate == group.fnmr
+    row = african.to_dict()
+    assert row["fta_mated_pairs"] == 4 and row["false_reject_rate"] == african.false_reject_rate

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from facetrust.cli.main import cli
+from facetrust.evaluation.pairs import read_pairs
+from facetrust.evaluation.run import run_calibration
 
-from .conftest import LABELS, PAIRS, SAMPLE
+from .conftest import DATA, LABELS, PAIRS, SAMPLE
 
 
 def _invoke(*args: str) -> tuple[int, str, str]:
@@ -127,3 +132,55 @@ def test_fairness_gate_rejects_a_ratio_below_one(cache_file: Path) -> None:
 def test_fairness_command_has_help() -> None:
     code, out, _ = _invoke("evaluate", "fairness", "--help")
     assert code == 0 and "--normalizer-output" in out and "--report" in out
+
+
+def test_a_refused_photo_counts_as_a_false_reject_in_json_and_html(
+    sample_copy: Path, cache_file: Path, tmp_path: Path
+) -> None:
+    """A "photo of Serena Williams" in which the pipeline finds no face (a cat)."""
+    refused = "Serena_Williams/Serena_Williams_0005.jpg"
+    shutil.copy(DATA / "non_faces" / "chelsea_cat.jpg", sample_copy / refused)
+    pairs_file = tmp_path / "pairs.csv"
+    rows = [
+        f"{os.path.relpath(p.image_a, SAMPLE)},{os.path.relpath(p.image_b, SAMPLE)},"
+        f"{int(p.same)},{p.fold}"
+        for p in read_pairs(PAIRS, SAMPLE)
+    ]
+    rows.append(f"{refused},Serena_Williams/Serena_Williams_0001.jpg,1,0")
+    pairs_file.write_text("\n".join(rows) + "\n")
+    run = run_calibration(
+        sample_copy, pairs_file, [LABELS], dataset="sample", cache=cache_file, workers=1,
+        report_dir=tmp_path / "report",
+    )
+    assert run.pairs is not None and run.calibration is not None and run.demographics
+    assert run.cache["refused_no_face"] == 1
+    assert (run.pairs.n_mated, run.pairs.fta_mated) == (31, 1)
+    # Pairs protocol: FNMR over the 30 compared mated pairs, the refused one a reject beside it.
+    mated = run.pairs.distances[run.pairs.labels]
+    at_1e2 = run.pairs.tar_at_fmr[1e-2]
+    misses = int(np.sum(mated > at_1e2["threshold"]))
+    assert at_1e2["fnmr"] == pytest.approx(misses / 30)
+    assert at_1e2["false_reject_rate"] == pytest.approx((misses + 1) / 31)
+    # Calibration rows: the same split at each written threshold.
+    row = next(r for r in run.calibration.rows if r.name == "fmr-1e-2")
+    assert row.threshold is not None and (row.n_mated, row.fta_mated) == (30, 1)
+    misses = int(np.sum(mated > row.threshold))
+    assert row.fnmr == pytest.approx(misses / 30)
+    assert row.false_reject_rate == pytest.approx((misses + 1) / 31)
+    # Per group: Serena Williams's refused photo makes 4 refused mated pairs (race=african).
+    african = next(g for g in run.demographics.groups if g.group == "african")
+    assert african.fta_mated_pairs == 4 and african.false_reject_rate is not None
+    assert african.fnmr is not None and african.false_reject_rate > african.fnmr
+    record = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert record["pairs"]["tar_at_fmr"]["0.01"]["false_reject_rate"] == pytest.approx(
+        at_1e2["false_reject_rate"]
+    )
+    rows_json = {r["name"]: r for r in record["calibration"]["rows"]}
+    assert rows_json["fmr-1e-2"]["false_reject_rate"] == pytest.approx(row.false_reject_rate)
+    assert rows_json["fmr-1e-2"]["fta_mated"] == 1
+    groups = {g["group"]: g for g in record["demographics"]["groups"]}
+    assert groups["african"]["fta_mated_pairs"] == 4
+    assert groups["african"]["false_reject_rate"] == pytest.approx(african.false_reject_rate)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "false-reject rate" in page and "mated pairs refused" in page
+    assert "refused mated pairs counted as rejects" in page

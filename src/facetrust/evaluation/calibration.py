@@ -11,6 +11,12 @@ The worst-group point (``fmr-<target>-all-groups``) is the strictest of the
 per-group thresholds, so every labelled group's measured FMR stays at or
 under the target; groups too small to support the target are listed as such.
 
+Each row reports two rates on the mated pairs: the FNMR (ISO/IEC 19795-1:
+false non-matches over the mated pairs whose two images were acquired) and the
+false-reject rate, which also counts the mated pairs the pipeline refused
+(failure to acquire) as rejects, over all mated pairs: what a user of
+``verify`` sees.
+
 Every threshold is rounded **down** to :data:`THRESHOLD_DECIMALS` decimals
 (:func:`floor_threshold`: a match is ``distance <= threshold``, so rounding
 down can only make it stricter), and a row's measured FMR and FNMR are those
@@ -89,9 +95,18 @@ class CalibrationRow:
     lowest_supported_fmr : float or None
         3 / n_non_mated (``None`` without pairs).
     fnmr : float or None
-        FNMR at the threshold on the mated pairs (lower is better).
+        FNMR at the threshold (lower is better): false non-matches over the
+        ``n_mated`` mated pairs whose two images were acquired.
     n_mated : int
+        Mated pairs compared (both images acquired).
     note : str
+    fta_mated : int
+        Mated pairs left out of the FNMR because the pipeline refused one of
+        their images (failure to acquire).
+    false_reject_rate : float or None
+        False non-matches plus ``fta_mated``, over ``n_mated + fta_mated``:
+        the FNMR with every refused mated pair counted as a reject (lower is
+        better).
     """
 
     name: str
@@ -104,6 +119,8 @@ class CalibrationRow:
     fnmr: float | None
     n_mated: int
     note: str = ""
+    fta_mated: int = 0
+    false_reject_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +197,7 @@ def calibrate(
     targets: Sequence[float] = CALIBRATION_TARGETS,
     impostor_set: Mapping[str, Any] | None = None,
     min_group_pairs: int = 30,
+    mated_fta: int = 0,
     decimals: int = THRESHOLD_DECIMALS,
 ) -> CalibrationTable:
     """Thresholds for each target FMR, overall and for the worst group.
@@ -189,10 +207,14 @@ def calibrate(
     non_mated : array of shape (n,)
         Distances of non-mated pairs the overall thresholds are set on.
     mated : array of shape (m,)
-        Distances of mated pairs, to report the FNMR each threshold costs.
+        Distances of the acquired mated pairs, to report the FNMR each
+        threshold costs.
     group_non_mated : mapping, optional
         ``(attribute, group)`` -> non-mated distances within that group; gives
         the ``-all-groups`` rows.
+    mated_fta : int
+        Mated pairs the pipeline refused (failure to acquire): not in
+        ``mated``, counted as rejects in each row's ``false_reject_rate``.
     decimals : int
         Thresholds are rounded down to this many decimals; the rates are
         measured at the rounded threshold.
@@ -205,11 +227,11 @@ def calibrate(
         threshold = floor_threshold(point.threshold, decimals)
         measured = float(np.mean(impostor <= threshold))
         rows.append(_row(fmr_name(target), target, threshold, point.supported,
-                         measured, impostor.size, genuine, ""))
+                         measured, impostor.size, genuine, mated_fta, ""))
         if group_non_mated:
-            rows.append(
-                _worst_group_row(target, group_non_mated, genuine, min_group_pairs, decimals)
-            )
+            rows.append(_worst_group_row(
+                target, group_non_mated, genuine, mated_fta, min_group_pairs, decimals
+            ))
     return CalibrationTable(
         model_id,
         dataset,
@@ -227,6 +249,7 @@ def _row(
     measured: float,
     n: int,
     genuine: npt.NDArray[np.float64],
+    mated_fta: int,
     note: str,
 ) -> CalibrationRow:
     if not supported:
@@ -245,6 +268,11 @@ def _row(
         fnmr=float(np.mean(genuine > threshold)) if supported and genuine.size else None,
         n_mated=int(genuine.size),
         note=note,
+        fta_mated=mated_fta,
+        false_reject_rate=(
+            (int(np.sum(genuine > threshold)) + mated_fta) / (genuine.size + mated_fta)
+            if supported and genuine.size + mated_fta else None
+        ),
     )
 
 
@@ -252,6 +280,7 @@ def _worst_group_row(
     target: float,
     group_non_mated: Mapping[tuple[str, str], npt.ArrayLike],
     genuine: npt.NDArray[np.float64],
+    mated_fta: int,
     min_group_pairs: int,
     decimals: int,
 ) -> CalibrationRow:
@@ -269,6 +298,7 @@ def _worst_group_row(
         return CalibrationRow(
             name, target, None, False, None, 0, None, None, int(genuine.size),
             "not supported: no group has enough non-mated pairs for this target.",
+            fta_mated=mated_fta,
         )
     strictest = min(thresholds, key=lambda k: thresholds[k][0])
     exact, n = thresholds[strictest]
@@ -283,7 +313,9 @@ def _worst_group_row(
     )
     if unsupported:
         note += ". Too few non-mated pairs to check this target: " + ", ".join(unsupported)
-    return _row(name, target, threshold, True, max(measured.values()), n, genuine, note)
+    return _row(
+        name, target, threshold, True, max(measured.values()), n, genuine, mated_fta, note
+    )
 
 
 def _split_label(label: str) -> tuple[str, str]:
@@ -343,7 +375,13 @@ def write_operating_points(
                 "description": (
                     f"Largest distance with FMR <= {row.target_fmr:g} on {table.dataset}"
                     + (" in every labelled group" if row.name.endswith("all-groups") else "")
-                    + f"; FNMR there {row.fnmr:.4f} on {row.n_mated} mated pairs."
+                    + f"; FNMR there {row.fnmr:.4f} on {row.n_mated} mated pairs"
+                    + (
+                        f"; {row.false_reject_rate:.4f} of {row.n_mated + row.fta_mated} with "
+                        f"the {row.fta_mated} mated pairs the pipeline refused counted as "
+                        "false rejects."
+                        if row.fta_mated else " (the pipeline refused none)."
+                    )
                 ),
                 "source": f"measured by facetrust evaluate calibrate on {table.dataset}",
                 "dataset": table.dataset,
@@ -352,6 +390,8 @@ def write_operating_points(
                 "n_mated": row.n_mated,
                 "measured_fmr": row.measured_fmr,
                 "fnmr": row.fnmr,
+                "fta_mated": row.fta_mated,
+                "false_reject_rate": row.false_reject_rate,
                 "note": row.note,
             }
         )

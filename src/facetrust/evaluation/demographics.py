@@ -10,6 +10,11 @@ one identity in the group; non-mated pairs are drawn **within** the group
 matches happen. Each group gets FMR and FNMR at one operating threshold,
 with identity-bootstrap 95% confidence intervals, its failure-to-acquire
 rate, and each attribute the max/min ratios of FMR and FNMR across groups.
+
+Mated pairs are drawn from the group's labelled images whether or not the
+pipeline acquired them, like the pairs of a pairs file. The FNMR counts those
+whose two images were acquired (the standard definition); the false-reject
+rate beside it counts all of them, a pair with a refused image as a reject.
 """
 
 from __future__ import annotations
@@ -206,13 +211,23 @@ class GroupResult:
         Images where the first detection pass found no face (before a fallback
         detector retried them); ``None`` when not known.
     n_mated, n_non_mated : int
-        Pairs evaluated (non-mated: both identities in the group).
+        Pairs compared, both images acquired (non-mated: both identities in
+        the group).
     fmr, fnmr : float or None
         Rates at the threshold (lower is better); ``None`` without pairs.
     fmr_ci, fnmr_ci : (float, float) or None
         Identity-bootstrap confidence intervals.
     status : str
         ``"ok"``, or why the group is too small to compare.
+    fta_mated_pairs : int
+        Mated pairs drawn but not compared because the pipeline refused one
+        of their images (not in ``n_mated`` nor in the FNMR).
+    false_reject_rate : float or None
+        False non-matches plus ``fta_mated_pairs``, over
+        ``n_mated + fta_mated_pairs`` (lower is better); ``None`` without
+        mated pairs.
+    false_reject_ci : (float, float) or None
+        Its identity-bootstrap confidence interval.
     """
 
     attribute: str
@@ -231,6 +246,9 @@ class GroupResult:
     wrong_face_images: int | None = None
     fta_ci: tuple[float, float] | None = None
     wrong_face_ci: tuple[float, float] | None = None
+    fta_mated_pairs: int = 0
+    false_reject_rate: float | None = None
+    false_reject_ci: tuple[float, float] | None = None
 
     @property
     def wrong_face_rate(self) -> float | None:
@@ -271,6 +289,11 @@ class GroupResult:
             "fmr_ci95": list(self.fmr_ci) if self.fmr_ci else None,
             "fnmr": self.fnmr,
             "fnmr_ci95": list(self.fnmr_ci) if self.fnmr_ci else None,
+            "fta_mated_pairs": self.fta_mated_pairs,
+            "false_reject_rate": self.false_reject_rate,
+            "false_reject_rate_ci95": (
+                list(self.false_reject_ci) if self.false_reject_ci else None
+            ),
             "status": self.status,
         }
 
@@ -367,6 +390,11 @@ def _pairs_of_group(
     normalizer: ScoreNormalizer | None = None,
     clusters: Mapping[str, int] | None = None,
 ) -> tuple[_MatedPairs, _NonMatedPairs]:
+    """Mated pairs among all ``paths`` and non-mated pairs among the acquired ones.
+
+    A mated pair with an image the pipeline refused (not in ``vectors``) has
+    distance NaN: drawn, but not compared.
+    """
     by_identity: dict[str, list[str]] = defaultdict(list)
     for path in paths:
         by_identity[Path(path).parent.name].append(path)
@@ -379,6 +407,10 @@ def _pairs_of_group(
             picks = rng.choice(len(chosen), max_images_per_identity, replace=False)
             chosen = [chosen[i] for i in sorted(picks)]
         for a, b in combinations(chosen, 2):
+            if a not in vectors or b not in vectors:
+                mated_d.append(np.nan)
+                mated_id.append(identity)
+                continue
             diff = vectors[a].astype(np.float64) - vectors[b]
             distance = float(np.sqrt(diff @ diff))
             if normalizer is not None and clusters is not None:
@@ -387,7 +419,7 @@ def _pairs_of_group(
                 )
             mated_d.append(distance)
             mated_id.append(identity)
-    sample = sorted(paths)
+    sample = sorted(p for p in paths if p in vectors)
     if len(sample) > max_group_images:
         picks = rng.choice(len(sample), max_group_images, replace=False)
         sample = [sample[i] for i in sorted(picks)]
@@ -495,7 +527,7 @@ def audit_groups(
             group_paths = members[group]
             acquired = [p for p in group_paths if p in vectors]
             (mated, mated_id), (non_mated, id_a, id_b) = _pairs_of_group(
-                acquired, vectors, rng, max_images_per_identity, max_group_images,
+                group_paths, vectors, rng, max_images_per_identity, max_group_images,
                 normalizer, clusters,
             )
             non_mated_by_group[(attribute.attribute, group)] = non_mated
@@ -560,13 +592,20 @@ def _group_result(
     replicates: int,
     seed: int,
 ) -> GroupResult:
-    mated_d, mated_id = mated
+    drawn_d, drawn_id = mated
+    refused = np.isnan(drawn_d)
+    mated_d, mated_id = drawn_d[~refused], drawn_id[~refused]
     nm_d, nm_a, nm_b = non_mated
-    fnmr = fnmr_ci = fmr = fmr_ci = None
+    fnmr = fnmr_ci = fmr = fmr_ci = frr = frr_ci = None
     if mated_d.size:
         misses = mated_d > threshold
         fnmr = float(misses.mean())
         fnmr_ci = identity_bootstrap_ci(misses, mated_id, replicates=replicates, seed=seed)
+    if drawn_d.size:
+        rejects = refused.copy()
+        rejects[~refused] = mated_d > threshold
+        frr = float(rejects.mean())
+        frr_ci = identity_bootstrap_ci(rejects, drawn_id, replicates=replicates, seed=seed)
     if nm_d.size:
         false_matches = nm_d <= threshold
         fmr = float(false_matches.mean())
@@ -596,6 +635,9 @@ def _group_result(
         fmr_ci=fmr_ci,
         fnmr_ci=fnmr_ci,
         status=status,
+        fta_mated_pairs=int(refused.sum()),
+        false_reject_rate=frr,
+        false_reject_ci=frr_ci,
     )
 
 

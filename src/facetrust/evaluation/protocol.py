@@ -3,8 +3,10 @@
 For each fold the threshold that maximises accuracy on the other nine folds
 is applied to it. A pair in which either image gave no face (failure to
 acquire, FTA) is counted as an error in accuracy whatever the threshold, and
-is counted separately; it is never dropped silently. EER and TAR at FMR are
-computed over all pairs whose two faces were acquired.
+is counted separately; it is never dropped silently. EER, TAR and FNMR at FMR
+are computed over all pairs whose two faces were acquired (the standard
+definitions); next to them, the false-reject rate at each FMR counts every
+mated pair, a refused one as a reject (what a user of ``verify`` sees).
 
 Which face: the one the product's pipeline picks (its default face policy,
 the same for ``verify``, ``identify`` and ``enroll``), and an image the
@@ -82,7 +84,11 @@ class PairsEvaluation:
     eer, eer_threshold : float
         Equal error rate (lower is better) and the distance where it occurs.
     tar_at_fmr : dict
-        ``{target_fmr: {"tar", "threshold", "false_matches", "n_impostor", "supported"}}``.
+        ``{target_fmr: {"tar", "fnmr", "false_reject_rate", "threshold",
+        "false_matches", "n_impostor", "supported"}}``. ``tar`` and ``fnmr``
+        (``1 - tar``) are over the acquired mated pairs; ``false_reject_rate``
+        is over all ``n_mated`` mated pairs, the ``fta_mated`` refused ones
+        counted as rejects.
     n_pairs, n_mated, n_non_mated : int
     fta_pairs, fta_mated, fta_non_mated : int
         Pairs with at least one image where no face was acquired.
@@ -133,7 +139,8 @@ class PairsEvaluation:
                 "several_faces_images": self.faces.several_faces_refused,
                 "low_quality_images": self.faces.low_quality,
                 "rule": "a pair with an image the pipeline refuses (no face, several faces, "
-                "quality) counts as an error",
+                "quality) counts as an error in accuracy and, if mated, as a false reject in "
+                "false_reject_rate; it is left out of EER, TAR and FNMR",
             },
             "face_choice": {
                 "images": self.faces.images,
@@ -245,17 +252,21 @@ def evaluate_pairs(
     if y.all() or not y.any():
         raise EvaluationError("Need both mated and non-mated acquired pairs to compute the EER.")
     eer, eer_threshold = equal_error_rate(y, d)
+    fta = ~acquired
+    fta_mated = int((fta & same).sum())
     tar: dict[float, dict[str, Any]] = {}
     for target in tar_targets:
         rate, point = true_accept_rate_at_fmr(y, d, target)
+        rejected = int(np.sum(d[y] > point.threshold)) + fta_mated
         tar[target] = {
             "tar": rate,
+            "fnmr": 1.0 - rate,
+            "false_reject_rate": rejected / int(same.sum()),
             "threshold": point.threshold,
             "false_matches": point.false_matches,
             "n_impostor": point.n_impostor,
             "supported": point.supported,
         }
-    fta = ~acquired
     return PairsEvaluation(
         fold_accuracies=accuracies,
         fold_thresholds=thresholds,
@@ -268,7 +279,7 @@ def evaluate_pairs(
         n_mated=int(same.sum()),
         n_non_mated=int((~same).sum()),
         fta_pairs=int(fta.sum()),
-        fta_mated=int((fta & same).sum()),
+        fta_mated=fta_mated,
         fta_non_mated=int((fta & ~same).sum()),
         faces=counts,
         labels=y,

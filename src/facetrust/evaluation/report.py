@@ -217,8 +217,10 @@ def _caveats(
     ]
     if evaluation is not None:
         items.append(
-            f"{evaluation.fta_pairs} of {evaluation.n_pairs} pairs had an image where no face "
-            "was found; they count as errors in accuracy and are excluded from EER and TAR."
+            f"{evaluation.fta_pairs} of {evaluation.n_pairs} pairs had an image the pipeline "
+            f"refused (failure to acquire). They count as errors in accuracy, and the "
+            f"{evaluation.fta_mated} mated ones as false rejects in the false-reject rate; "
+            "they are left out of EER, TAR and FNMR, which are over the pairs compared."
         )
     if audit is not None:
         items.append(
@@ -285,10 +287,14 @@ def write_report(
             ("EER threshold (distance)", evaluation.eer_threshold),
         ]
         for target, value in evaluation.tar_at_fmr.items():
-            rows.append(
-                (f"TAR at FMR {target:g} (threshold {value['threshold']:.4f})", value["tar"])
-            )
-        rows.append(("failure-to-acquire pairs (counted as errors)", evaluation.fta_pairs))
+            at = f"at FMR {target:g} (threshold {value['threshold']:.4f})"
+            rows.append((f"TAR {at}", value["tar"]))
+            rows.append((f"FNMR {at}, compared mated pairs", value["fnmr"]))
+            rows.append((f"false-reject rate {at}, refused mated pairs counted as rejects",
+                         value["false_reject_rate"]))
+        rows.append(("failure-to-acquire pairs (counted as errors; mated / non-mated)",
+                     f"{evaluation.fta_pairs} ({evaluation.fta_mated} / "
+                     f"{evaluation.fta_non_mated})"))
         rows.append(("images with no face (refused)", evaluation.faces.no_face))
         rows.append(("images with several faces and no clear subject (refused)",
                      evaluation.faces.several_faces_refused))
@@ -308,19 +314,23 @@ def write_report(
         parts.append(
             f"<h2>Error rates by group</h2><p>At operating point "
             f"{html.escape(audit.operating_point or 'custom')}, distance threshold "
-            f"{audit.threshold:.4f} (match when distance &lt;= threshold).</p>"
+            f"{audit.threshold:.4f} (match when distance &lt;= threshold). FNMR is over the "
+            "mated pairs whose two images were acquired; the false-reject rate is over every "
+            "mated pair drawn, a pair with an image the pipeline refused counted as a "
+            "reject.</p>"
         )
         parts.append(
             html_table(
                 ["attribute", "group", "identities", "images", "FTA rate",
                  "FTA rate, first detection pass", "FTA 95% CI", "wrong-face rate",
-                 "wrong-face 95% CI", "mated pairs",
-                 "FNMR", "FNMR 95% CI", "non-mated pairs", "FMR", "FMR 95% CI", "status"],
+                 "wrong-face 95% CI", "mated pairs compared",
+                 "FNMR", "FNMR 95% CI", "mated pairs refused", "false-reject rate",
+                 "false-reject 95% CI", "non-mated pairs", "FMR", "FMR 95% CI", "status"],
                 [
                     (g.attribute, g.group, g.n_identities, g.n_images, g.fta_rate,
                      g.fta_first_pass_rate, g.fta_ci, g.wrong_face_rate, g.wrong_face_ci,
-                     g.n_mated,
-                     g.fnmr, g.fnmr_ci, g.n_non_mated, g.fmr, g.fmr_ci, g.status)
+                     g.n_mated, g.fnmr, g.fnmr_ci, g.fta_mated_pairs, g.false_reject_rate,
+                     g.false_reject_ci, g.n_non_mated, g.fmr, g.fmr_ci, g.status)
                     for g in audit.groups
                 ],
             )
@@ -363,11 +373,13 @@ def write_report(
         parts.append(
             html_table(
                 ["operating point", "target FMR", "threshold", "measured FMR",
-                 "non-mated pairs", "lowest supported FMR (3/N)", "FNMR", "mated pairs",
-                 "note"],
+                 "non-mated pairs", "lowest supported FMR (3/N)", "FNMR",
+                 "mated pairs compared", "false-reject rate (refused mated pairs count)",
+                 "mated pairs refused", "note"],
                 [
                     (r.name, r.target_fmr, r.threshold, r.measured_fmr, r.n_non_mated,
-                     r.lowest_supported_fmr, r.fnmr, r.n_mated, r.note)
+                     r.lowest_supported_fmr, r.fnmr, r.n_mated, r.false_reject_rate,
+                     r.fta_mated, r.note)
                     for r in calibration.rows
                 ],
             )

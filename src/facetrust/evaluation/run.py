@@ -145,7 +145,8 @@ def _acquisition_meta(counts: dict[str, int], cache: EmbeddingCache) -> dict[str
     policy = cache.face_policy or "every face, centre one used"
     return {
         "acquisition": (
-            f"face policy {policy}; refused (failures to acquire, counted as errors): "
+            f"face policy {policy}; refused (failures to acquire: errors in accuracy, "
+            "false rejects in the false-reject rate, left out of FNMR and FMR): "
             f"{counts.get('refused_no_face', 0)} no face, "
             f"{counts.get('refused_several_faces', 0)} several faces, "
             f"{counts.get('refused_quality', 0)} below the quality minimums, "
@@ -409,10 +410,12 @@ def run_calibration(
 
     Overall thresholds are set on all cross-identity pairs among a seeded
     sample of ``max_impostor_images`` images with a face (from the whole
-    folder); FNMR is measured on the pairs file's mated pairs. The
-    demographic audit runs at ``audit_point`` as just calibrated, and its
-    within-group non-mated pairs give the ``-all-groups`` rows. ``output``,
-    when given, receives the merged operating-points table.
+    folder); FNMR is measured on the pairs file's mated pairs whose two
+    images were acquired, and the false-reject rate on all of them, a refused
+    one counted as a reject. The demographic audit runs at ``audit_point`` as
+    just calibrated, and its within-group non-mated pairs give the
+    ``-all-groups`` rows. ``output``, when given, receives the merged
+    operating-points table.
     """
     start = time.perf_counter()
     store = _open_cache(cache, settings)
@@ -424,9 +427,10 @@ def run_calibration(
     images, embed_s, counts = _embed(store, wanted, workers, progress)
     evaluation = evaluate_pairs(pairs, images)
     impostor, info = impostor_distances(images, max_images=max_impostor_images, seed=seed)
+    # FNMR on the acquired mated pairs; the refused ones count in the false-reject rate.
     mated = evaluation.distances[evaluation.labels]
     overall = calibrate(impostor, mated, model_id=store.model_id, dataset=dataset,
-                        targets=targets, impostor_set=info)
+                        targets=targets, impostor_set=info, mated_fta=evaluation.fta_mated)
     supported = [r for r in overall.rows if r.supported and r.threshold is not None]
     if not supported:
         raise EvaluationError(
@@ -443,6 +447,7 @@ def run_calibration(
     table = calibrate(
         impostor, mated, model_id=store.model_id, dataset=dataset, targets=targets,
         impostor_set=info, group_non_mated=audit.group_non_mated, min_group_pairs=min_pairs,
+        mated_fta=evaluation.fta_mated,
     )
     if output is not None:
         write_operating_points(table, output, default=default)
