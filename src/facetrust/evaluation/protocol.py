@@ -257,11 +257,11 @@ def evaluate_pairs(
     tar: dict[float, dict[str, Any]] = {}
     for target in tar_targets:
         rate, point = true_accept_rate_at_fmr(y, d, target)
-        rejected = int(np.sum(d[y] > point.threshold)) + fta_mated
+        misses = int(np.sum(d[y] > point.threshold))
         tar[target] = {
             "tar": rate,
-            "fnmr": 1.0 - rate,
-            "false_reject_rate": rejected / int(same.sum()),
+            "fnmr": misses / int(y.sum()),
+            "false_reject_rate": (misses + fta_mated) / int(same.sum()),
             "threshold": point.threshold,
             "false_matches": point.false_matches,
             "n_impostor": point.n_impostor,

@@ -374,7 +374,7 @@ def write_report(
             html_table(
                 ["operating point", "target FMR", "threshold", "measured FMR",
                  "non-mated pairs", "lowest supported FMR (3/N)", "FNMR",
-                 "mated pairs compared", "false-reject rate (refused mated pairs count)",
+                 "mated pairs compared", "false-reject rate, refused mated pairs as rejects",
                  "mated pairs refused", "note"],
                 [
                     (r.name, r.target_fmr, r.threshold, r.measured_fmr, r.n_non_mated,
