@@ -9,13 +9,18 @@ Invalid keys cost almost nothing: a malformed key or an unknown key id is
 refused without argon2, a recently verified key is accepted from memory, and
 only a known key id with an unverified secret reaches argon2 (in at most
 ``HASHING_THREADS`` threads, so the worker threads stay free for real work).
-Failed attempts are counted per client address and per key id; past the
-limit, unverified keys from that address or for that key id are answered 429
-with ``Retry-After`` before any hashing, while already verified keys keep
-working. A throttled request is answered after its ``Retry-After`` or
-``THROTTLED_DELAY_S``, whichever is shorter (an idle wait, no CPU), so a client
-that ignores ``Retry-After`` and retries at once cannot keep the server busy:
-40 such clients send at most 20 requests a second.
+Failed attempts are counted per client address: every unverified key takes a
+failure token from its address's bucket *before* it is looked up or hashed
+(one atomic step, so concurrent attempts cannot all pass one check), and a
+key whose secret verifies gives its token back. With no token left, unverified
+keys from that address are answered 429 with ``Retry-After``, while already
+verified keys keep working. Failures are not counted per key id: key ids are
+not secret, and such a count would let anyone keep a key's owner out (the
+arithmetic is in docs/service.md, "Checking a key cheaply"). A throttled
+request is answered after its ``Retry-After`` or ``THROTTLED_DELAY_S``,
+whichever is shorter (an idle wait, no CPU), so a client that ignores
+``Retry-After`` and retries at once cannot keep the server busy: 40 such
+clients send at most 20 requests a second.
 
 Every read and write of the service database here (keys, throttles, rate
 limits) runs in a worker thread of the service database's own small pool
@@ -28,6 +33,7 @@ gallery's work keeps its threads.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -37,7 +43,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .apikeys import ApiKey, parse_key
-from .limits import rate_limited, retry_seconds
+from .limits import FailureThrottle, rate_limited, retry_seconds
 from .offload import in_worker_thread
 from .permissions import PERMISSIONS, permits
 from .problems import Problem
@@ -98,34 +104,58 @@ class _Throttled:
     whom: str
 
 
+def _reserve_failure(throttle: FailureThrottle, name: str) -> float:
+    """Take a failure token for an attempt by ``name`` before it is checked: 0.0 if
+    taken, else the seconds until one is available (nothing is taken then).
+
+    Taking the token first, in one atomic step of the bucket, is what bounds
+    concurrent attempts: checking the level and counting the failure after
+    argon2 let every attempt in flight pass the same check.
+    """
+    # The service's throttles run on the wall clock: their buckets are shared by
+    # every process of the service (.buckets).
+    level = throttle.buckets.spend(
+        throttle.prefix + name, time.time(), throttle.rate, throttle.burst, partial=False
+    )
+    return 0.0 if level >= 1.0 else (1.0 - level) / throttle.rate
+
+
+def _give_back_failure(throttle: FailureThrottle, name: str) -> None:
+    """Return the token :func:`_reserve_failure` took for an attempt that succeeded."""
+    throttle.buckets.give_back(throttle.prefix + name, time.time(), throttle.rate, throttle.burst)
+
+
 def _known_key(
     state: ServiceState, address: str, parsed: tuple[str, str] | None, spend: Spend | None
 ) -> tuple[ApiKey, float] | _Throttled | Literal["unknown", "hash"]:
-    """Everything :func:`check_key` can decide without argon2 (store reads: in a thread)."""
+    """Everything :func:`check_key` can decide without argon2 (store reads: in a thread).
+
+    A key not remembered as verified takes its address's failure token here;
+    ``"hash"`` hands it on to :func:`_verified_key`, which gives it back if the
+    secret verifies.
+    """
     if parsed is not None:
         key = state.keys.cached(*parsed)
         if key is not None:
             return key, spend(key) if spend is not None else 0.0
-    wait = state.address_failures.blocked(address)
+    wait = _reserve_failure(state.address_failures, address)
     if wait:
         return _Throttled(wait, "from this address")
     if parsed is None or not state.keys.is_known(parsed[0]):
-        state.address_failures.failed(address)
-        return "unknown"
-    wait = state.key_failures.blocked(parsed[0])
-    if wait:
-        return _Throttled(wait, "for this key")
+        return "unknown"  # a failure: the token stays spent
     return "hash"
 
 
 def _verified_key(
     state: ServiceState, address: str, key_id: str, secret: str, spend: Spend | None
 ) -> tuple[ApiKey, float] | None:
+    """The key if ``secret`` verifies (argon2), its address's failure token given back;
+    None (the token stays spent) if not. Runs to its end even if the request is
+    cancelled meanwhile."""
     key = state.keys.verify(key_id, secret)
     if key is None:
-        state.address_failures.failed(address)
-        state.key_failures.failed(key_id)
         return None
+    _give_back_failure(state.address_failures, address)
     return key, spend(key) if spend is not None else 0.0
 
 
@@ -141,8 +171,8 @@ async def _check_key(
     """The key and, with ``spend``, the wait its bucket asks (see :func:`check_key`).
 
     The order keeps invalid keys cheap (see the module notes): grammar, then the
-    memory of verified keys, then the throttles, then an unknown id, and only
-    then argon2. The store reads and writes run in worker threads (module
+    memory of verified keys, then the address's failure token, then an unknown
+    id, and only then argon2. The store reads and writes run in worker threads (module
     notes); ``spend`` runs in the same thread once the key is known.
     """
     state = service_state(request)

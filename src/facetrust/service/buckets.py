@@ -62,6 +62,11 @@ class Buckets(Protocol):
         """
         ...
 
+    def give_back(self, name: str, now: float, rate: float, burst: float) -> None:
+        """Return one token to ``name``'s bucket (capped at ``burst``): a token
+        taken for an attempt that turned out not to need it."""
+        ...
+
 
 def _after(level: float, partial: bool) -> float:
     if level >= 1.0:
@@ -94,6 +99,13 @@ class MemoryBuckets:
             if len(self._tokens) > self.max_names:
                 self._forget(now)
         return level
+
+    def give_back(self, name: str, now: float, rate: float, burst: float) -> None:
+        with self._lock:
+            found = self._tokens.get(name)
+            if found is not None:  # a forgotten bucket is a full one
+                level = refilled(found[0], found[1], now, rate, burst)
+                self._tokens[name] = (min(burst, level + 1.0), now, rate, burst)
 
     def _forget(self, now: float) -> None:
         full = [
@@ -147,3 +159,15 @@ class SqlBuckets:
         if self._writes % _SWEEP_EVERY == 0:
             db.execute("DELETE FROM service_buckets WHERE full_at < ?", (now,))
         return float(row[0]) + float(row[1])
+
+    def give_back(self, name: str, now: float, rate: float, burst: float) -> None:
+        db = self.database
+        least, greatest = ("LEAST", "GREATEST") if db.is_postgres else ("min", "max")
+        # a missing row is a full bucket: nothing to return it to
+        level = f"{least}(?, tokens + {greatest}(0, ? - updated) * ? + 1)"
+        refill = (burst, now, rate)
+        db.execute(
+            f"UPDATE service_buckets SET tokens = {level}, updated = ?, "
+            f"full_at = ? + (? - {level}) / ? WHERE name = ?",
+            (*refill, now, now, burst, *refill, rate, name),
+        )
