@@ -1,9 +1,10 @@
 """Auditing refused requests to biometric endpoints, with a bounded volume.
 
-A request to verify, identify, enrol or review that is refused before the
-gallery sees it (401 no or bad key, 403 wrong role or CSRF, 413 body too
-large, 422 invalid request, 429 rate limit; in the console, a 303 to the
-login page is its 401) is written to the gallery's audit
+A request to verify, identify, enrol or review (or to read a review case, the
+review queue or their photos) that is refused before the gallery sees it (400
+a body that cannot be parsed, 401 no or bad key, 403 wrong role or CSRF, 413
+body too large, 422 invalid request, 429 rate limit; in the console, a 303 to
+the login page is its 401) is written to the gallery's audit
 log as ``service.refused`` with: the actor (``key:<id>``, or ``anonymous``
 when no valid key was shown), the route template, the status, the problem
 type, the purpose and subject ids the request named, and the SHA-256 of each
@@ -16,9 +17,10 @@ written in full: 5 for anonymous refusals and 429s, 60 for other refusals
 of a key (which is accountable, and can be revoked). The rest of that
 minute is counted and written as one ``service.refused.repeated`` event with
 its ``count`` when the minute is over (at the next refusal, or when the
-service stops). A refusal before authentication (401, or 413 from the body
-cap) is anonymous; when it carried a well-formed key, the key's id is noted
-as ``presented_key_id``, unverified.
+service stops). A refusal before authentication (401, 413 from the body
+cap, or 400 for a body the framework could not parse, which it reads before
+the key is checked) is anonymous; when it carried a well-formed key, the
+key's id is noted as ``presented_key_id``, unverified.
 
 The event is appended before the refusal is sent, so a client that saw its
 refusal can find it in the log.
@@ -61,8 +63,9 @@ __all__ = [
 
 log = logging.getLogger("facetrust.service")
 
-#: Statuses of refusals audited here.
-REFUSED_STATUSES = frozenset({401, 403, 413, 422, 429})
+#: Statuses of refusals audited here (400: a body the framework could not parse,
+#: answered before the key is checked).
+REFUSED_STATUSES = frozenset({400, 401, 403, 413, 422, 429})
 
 #: (method, route template) of the biometric endpoints -> their operation.
 BIOMETRIC_ROUTES: dict[tuple[str, str], str] = {
@@ -82,10 +85,16 @@ BIOMETRIC_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/console/reviews/{identification_id}/reference/{subject_id}.jpg"):
         "get_reference_photo",
     ("POST", "/console/verify-subject"): "verify_subject",
+    # a review case and the queue hold 1:N search results (candidates, distances, purpose)
+    ("GET", "/v1/identifications/{identification_id}"): "get_review_case",
+    ("GET", "/v1/reviews"): "list_review_queue",
+    ("GET", "/console/reviews/{identification_id}"): "get_review_case",
+    ("GET", "/console/reviews"): "list_review_queue",
 }
 
-#: Path prefixes of the GET routes in :data:`BIOMETRIC_ROUTES` (photos shown to reviewers).
-BIOMETRIC_READ_PREFIXES = ("/v1/identifications/", "/console/reviews/")
+#: Path prefixes of the GET routes in :data:`BIOMETRIC_ROUTES` (review cases, the
+#: review queue and the photos shown to reviewers).
+BIOMETRIC_READ_PREFIXES = ("/v1/identifications/", "/v1/reviews", "/console/reviews")
 
 #: A console POST without a live session is sent here (303): the console's 401.
 LOGIN_PAGE = b"/console/login"
@@ -250,7 +259,7 @@ async def _described(scope: Scope, body: bytes) -> dict[str, Any]:
     elif kind.startswith("application/json"):
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
             return {}
         if isinstance(parsed, dict):
             for name in ("purpose", "case_ref", "subject_id"):
