@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..errors import InvalidParameter
 from ..gallery.checks import ID_PATTERN, MAX_ID_LENGTH
-from ..pipeline import FacePolicy, parse_face_policy
+from ..pipeline import FACE_POLICY_HELP, FacePolicy, parse_face_policy
 from .problems import Problem
 
 __all__ = [
@@ -55,14 +55,18 @@ def parse_face(value: str | None) -> FacePolicy:
     Raises
     ------
     Problem
-        ``validation-error`` (422) for anything else.
+        ``validation-error`` (422) for anything else, also when the parser
+        fails with a bare ``ValueError`` (a number it cannot convert): a form
+        field never makes a 500.
     """
     try:
         return parse_face_policy(value or "dominant")
     except InvalidParameter as error:
-        raise Problem(
-            "validation-error", str(error).replace("The face policy", "The 'face' field")
-        ) from None
+        detail = str(error).replace("The face policy", "The 'face' field")
+    except ValueError:
+        got = (value or "")[:40]
+        detail = f"The 'face' field cannot be read. {FACE_POLICY_HELP} Got {got!r}."
+    raise Problem("validation-error", detail, field="face")
 
 
 async def require_single_parts(request: Request, *names: str) -> None:
