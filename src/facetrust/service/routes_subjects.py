@@ -140,7 +140,7 @@ async def read_consent(request: Request) -> tuple[NewConsent, bool]:
     else:
         try:
             raw = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
             raise RequestValidationError([{
                 "type": "json_invalid", "loc": ("body",),
                 "msg": "The body must be JSON (or a multipart form with an 'evidence' file).",
