@@ -73,8 +73,8 @@ async def require_single_parts(request: Request, *names: str) -> None:
     """Refuse a multipart form that repeats any of the fields ``names`` (422).
 
     Without this, the framework would silently use the last of two ``image``
-    parts, and the request would be answered for a photo the caller may not
-    have meant.
+    (or ``purpose``, ``case_ref``, ...) parts, and the request would be
+    answered for a photo or a purpose the caller may not have meant.
     """
     form = await request.form()
     for name in names:

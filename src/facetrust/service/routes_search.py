@@ -49,6 +49,10 @@ Face = Annotated[
     ),
 ]
 
+#: Form fields a search takes once: a repeated one is refused (422), never read as
+#: its last copy (a proxy or client that appends a field must not change the purpose).
+_SINGLE_FIELDS = ("purpose", "case_ref", "face")
+
 HUMAN_REVIEW_NOTICE = (
     "Candidates are not an identification: each requires confirmation by human reviewers "
     "before anyone acts on it."
@@ -66,7 +70,7 @@ async def verify_two_photos(
     key: ApiKey = Depends(allow("verify_photos")),  # noqa: B008
 ) -> dict[str, Any]:
     """Do two photos show the same person (1:1)? Distance: lower is more similar."""
-    await require_single_parts(request, "image_a", "image_b")
+    await require_single_parts(request, "image_a", "image_b", *_SINGLE_FIELDS)
     policy = parse_face(face)
     a, b = await image_a.read(), await image_b.read()
     result = await service_state(request).use_biometrics(
@@ -92,7 +96,7 @@ async def verify_subject(
 
     Rate-limited per key like identification; needs a case reference.
     """
-    await require_single_parts(request, "image")
+    await require_single_parts(request, "image", *_SINGLE_FIELDS)
     policy = parse_face(face)
     data = await image.read()
     result = await service_state(request).use_biometrics(
@@ -117,9 +121,10 @@ async def identify(
     """Search the gallery (1:N) among subjects who consented to ``purpose``.
 
     Returns ranked candidates (distance, lower is more similar) awaiting human review.
-    Rate-limited per key. A request with two ``image`` parts is refused (422).
+    Rate-limited per key. A form that repeats a field (two ``image`` or ``purpose``
+    parts) is refused (422).
     """
-    await require_single_parts(request, "image")
+    await require_single_parts(request, "image", "k", *_SINGLE_FIELDS)
     policy = parse_face(face)
     data = await image.read()
     result = await service_state(request).use_biometrics(

@@ -120,6 +120,7 @@ async def read_consent(request: Request) -> tuple[NewConsent, bool]:
             raise Problem(
                 "bad-request", "The multipart body cannot be read. Send a valid form."
             ) from None
+        await require_single_parts(request, "expires_at", "evidence_ref", "notice_version")
         evidence = form.getlist("evidence")
         if len(evidence) != 1 or not isinstance(evidence[0], StarletteUpload):
             raise RequestValidationError([{
@@ -301,7 +302,7 @@ async def enroll(
 
     The response shows the detected face (box, landmarks) and its quality checks.
     """
-    await require_single_parts(request, "photo")
+    await require_single_parts(request, "photo", "keep_photo", "face")
     policy = parse_face(face)
     data = await photo.read()
     result = await respond(
