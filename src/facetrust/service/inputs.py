@@ -23,8 +23,11 @@ SUBJECT_ID_HELP = (
     "starting with a letter or digit. Never a name or other personal data."
 )
 #: What the OpenAPI document says of a subject id: the gallery's own grammar. The
-#: gallery checks it, with a message that spells it out; the request's bound of
-#: 200 characters only keeps an absurd value from reaching it.
+#: routes check an id in a path with the gallery's own check
+#: (:func:`~facetrust.gallery.checks.check_subject_id`: 422 ``invalid-parameter``,
+#: with a message that spells the grammar out) before any lookup, so an id that
+#: cannot exist is not answered "unknown subject"; the request's bound of 200
+#: characters only keeps an absurd value from reaching it.
 _SUBJECT_ID_SCHEMA: dict[str, Any] = {
     "pattern": f"^{ID_PATTERN.pattern}$", "maxLength": MAX_ID_LENGTH,
 }

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from ..errors import FacetrustError
 from ..gallery import Gallery, ProbePhoto, ReferencePhoto
+from ..gallery.checks import check_subject_id
 from ..overlay import display_copy
 from .apikeys import ApiKey
 from .auth import allow, service_state
@@ -131,6 +132,7 @@ async def get_reference_photo(
 ) -> Response:
     """A candidate's enrolled photo, decrypted for display only (404 with "No reference
     photo kept: confirm against an identity document" when photos were not kept)."""
+    check_subject_id(subject_id)
     shown = await reviewer_call(
         request,
         lambda g: g.reference_photo(identification_id, subject_id, reviewer=key.actor),

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from ..gallery.checks import TEXT_LIMITS
+from ..gallery.checks import TEXT_LIMITS, check_subject_id
 from ..gallery.photos import verify_photos
 from ..pipeline import FACE_POLICY_HELP
 from .apikeys import ApiKey
@@ -96,6 +96,7 @@ async def verify_subject(
 
     Rate-limited per key like identification; needs a case reference.
     """
+    check_subject_id(subject_id)
     await require_single_parts(request, "image", *_SINGLE_FIELDS)
     policy = parse_face(face)
     data = await image.read()

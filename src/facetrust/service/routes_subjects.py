@@ -26,7 +26,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_val
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.formparsers import MultiPartException
 
-from ..gallery.checks import MAX_DISPLAY_NAME_LENGTH, TEXT_LIMITS
+from ..gallery.checks import MAX_DISPLAY_NAME_LENGTH, TEXT_LIMITS, check_subject_id
 from ..gallery.photos import enroll_photo
 from ..gallery.subjects import MAX_PAGE
 from ..pipeline import FACE_POLICY_HELP
@@ -213,6 +213,7 @@ async def get_subject(
     A subject's record is personal data, so reading it leaves an audit event
     naming the caller's key, as the console's subject page does.
     """
+    check_subject_id(subject_id)
     overview = await service_state(request).call(
         lambda g: g.view_subject(subject_id, actor=key.actor)
     )
@@ -235,6 +236,7 @@ async def grant_consent(
     with the form's file itself as ``evidence`` (one ``purposes`` field per
     purpose): the service hashes the file and never stores it.
     """
+    check_subject_id(subject_id)
     body, _ = await read_consent(request)
     return await respond(
         request, response, key, "grant_consent",
@@ -258,6 +260,7 @@ async def list_consents(
     key: ApiKey = Depends(allow("list_consents")),  # noqa: B008
 ) -> dict[str, Any]:
     """The subject's consent history, oldest first; each view is audited (``subject.view``)."""
+    check_subject_id(subject_id)
     overview = await service_state(request).call(
         lambda g: g.view_subject(subject_id, actor=key.actor)
     )
@@ -271,6 +274,7 @@ async def withdraw_consent(
     key: ApiKey = Depends(allow("withdraw_consent")),  # noqa: B008
 ) -> dict[str, Any]:
     """Withdraw one consent (or all); with none active left, the biometric data is erased."""
+    check_subject_id(subject_id)
     return await respond(
         request, response, key, "withdraw_consent",
         lambda g: g.withdraw_consent(
@@ -302,6 +306,7 @@ async def enroll(
 
     The response shows the detected face (box, landmarks) and its quality checks.
     """
+    check_subject_id(subject_id)
     await require_single_parts(request, "photo", "keep_photo", "face")
     policy = parse_face(face)
     data = await photo.read()
@@ -330,6 +335,7 @@ async def erase_subject(
     key: ApiKey = Depends(allow("erase_subject")),  # noqa: B008
 ) -> dict[str, Any]:
     """Erase the subject for good (crypto-shredding); the id is never reused."""
+    check_subject_id(subject_id)
     result = await service_state(request).use_biometrics(
         key, "erase_subject", lambda g: g.forget(subject_id, actor=key.actor, reason=reason)
     )
