@@ -99,13 +99,13 @@ def test_buckets_in_the_service_database_are_one_limit_for_every_process(
     assert buckets[1].take("a") == pytest.approx(1.0)  # one bucket, not one per process
     now[0] += 1.0
     assert buckets[0].take("a") == 0.0
-    throttles[0].failed("10.0.0.1")
-    throttles[1].failed("10.0.0.1")
-    assert throttles[0].blocked("10.0.0.1") == pytest.approx(10.0)
-    assert throttles[1].blocked("10.0.0.2") == 0.0
-    throttles[1].failed("10.0.0.1")  # an empty bucket stays empty, it does not go negative
+    assert throttles[0].reserve("10.0.0.1") == 0.0
+    assert throttles[1].reserve("10.0.0.1") == 0.0
+    assert throttles[0].reserve("10.0.0.1") == pytest.approx(10.0)  # one bucket for both
+    assert throttles[1].reserve("10.0.0.2") == 0.0
+    assert throttles[1].reserve("10.0.0.1") == pytest.approx(10.0)  # a refusal takes nothing
     now[0] += 10.0
-    assert throttles[0].blocked("10.0.0.1") == 0.0
+    assert throttles[0].reserve("10.0.0.1") == 0.0
     for db in processes:
         db.close()
 
@@ -200,22 +200,22 @@ def test_a_verified_key_is_remembered_briefly_and_revocation_is_immediate(
 def test_failure_throttle_blocks_after_the_burst_and_recovers() -> None:
     now = [0.0]
     throttle = FailureThrottle(per_minute=6, burst=2, clock=lambda: now[0])
-    assert throttle.blocked("10.0.0.1") == 0.0
-    throttle.failed("10.0.0.1")
-    assert throttle.blocked("10.0.0.1") == 0.0
-    throttle.failed("10.0.0.1")
-    assert throttle.blocked("10.0.0.1") == pytest.approx(10.0)
-    assert throttle.blocked("10.0.0.2") == 0.0  # per name
+    assert throttle.reserve("10.0.0.1") == 0.0
+    throttle.give_back("10.0.0.1")  # an attempt that succeeded costs nothing
+    assert throttle.reserve("10.0.0.1") == 0.0
+    assert throttle.reserve("10.0.0.1") == 0.0
+    assert throttle.reserve("10.0.0.1") == pytest.approx(10.0)
+    assert throttle.reserve("10.0.0.2") == 0.0  # per name
     now[0] += 10.0
-    assert throttle.blocked("10.0.0.1") == 0.0
+    assert throttle.reserve("10.0.0.1") == 0.0
 
 
 def test_failure_throttle_memory_is_bounded() -> None:
     throttle = FailureThrottle(per_minute=1, burst=1, max_names=100)
     for n in range(1000):
-        throttle.failed(f"10.0.{n // 256}.{n % 256}")
-    assert throttle.blocked("10.0.3.231") > 0  # the newest are kept
-    assert sum(throttle.blocked(f"10.0.{n // 256}.{n % 256}") > 0 for n in range(1000)) <= 101
+        throttle.reserve(f"10.0.{n // 256}.{n % 256}")
+    assert throttle.reserve("10.0.3.231") > 0  # the newest are kept
+    assert sum(throttle.reserve(f"10.0.{n // 256}.{n % 256}") > 0 for n in range(1000)) <= 101
 
 
 def test_identical_anonymous_refusals_are_counted_per_minute() -> None:

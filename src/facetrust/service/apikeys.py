@@ -17,8 +17,8 @@ Checking a key is built so that invalid keys cost almost nothing:
    tells a caller whether a key id exists, which is no oracle worth having:
    key ids are not secret (they name keys in the audit log), and the 256-bit
    secret is what argon2 protects. Only a known id with a new secret reaches
-   argon2, and the service throttles those per key id and per client
-   address (:class:`~facetrust.service.limits.FailureThrottle`).
+   argon2, and the service throttles those per client address
+   (:class:`~facetrust.service.limits.FailureThrottle`).
 
 The keys live in the service database (:mod:`.service_db`): their own small
 SQLite file beside a SQLite gallery (never in the gallery file, so a gallery

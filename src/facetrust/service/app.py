@@ -130,9 +130,6 @@ def create_app(
                 address_failures=FailureThrottle(
                     *failures, clock=time.time, buckets=buckets, prefix="auth-address:"
                 ),
-                key_failures=FailureThrottle(
-                    *failures, clock=time.time, buckets=buckets, prefix="auth-key:"
-                ),
                 hash_limiter=anyio.CapacityLimiter(HASHING_THREADS),
                 database_limiter=anyio.CapacityLimiter(SERVICE_DB_THREADS),
             )

@@ -33,7 +33,6 @@ gallery's work keeps its threads.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -43,7 +42,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .apikeys import ApiKey, parse_key
-from .limits import FailureThrottle, rate_limited, retry_seconds
+from .limits import rate_limited, retry_seconds
 from .offload import in_worker_thread
 from .permissions import PERMISSIONS, permits
 from .problems import Problem
@@ -104,27 +103,6 @@ class _Throttled:
     whom: str
 
 
-def _reserve_failure(throttle: FailureThrottle, name: str) -> float:
-    """Take a failure token for an attempt by ``name`` before it is checked: 0.0 if
-    taken, else the seconds until one is available (nothing is taken then).
-
-    Taking the token first, in one atomic step of the bucket, is what bounds
-    concurrent attempts: checking the level and counting the failure after
-    argon2 let every attempt in flight pass the same check.
-    """
-    # The service's throttles run on the wall clock: their buckets are shared by
-    # every process of the service (.buckets).
-    level = throttle.buckets.spend(
-        throttle.prefix + name, time.time(), throttle.rate, throttle.burst, partial=False
-    )
-    return 0.0 if level >= 1.0 else (1.0 - level) / throttle.rate
-
-
-def _give_back_failure(throttle: FailureThrottle, name: str) -> None:
-    """Return the token :func:`_reserve_failure` took for an attempt that succeeded."""
-    throttle.buckets.give_back(throttle.prefix + name, time.time(), throttle.rate, throttle.burst)
-
-
 def _known_key(
     state: ServiceState, address: str, parsed: tuple[str, str] | None, spend: Spend | None
 ) -> tuple[ApiKey, float] | _Throttled | Literal["unknown", "hash"]:
@@ -138,7 +116,7 @@ def _known_key(
         key = state.keys.cached(*parsed)
         if key is not None:
             return key, spend(key) if spend is not None else 0.0
-    wait = _reserve_failure(state.address_failures, address)
+    wait = state.address_failures.reserve(address)
     if wait:
         return _Throttled(wait, "from this address")
     if parsed is None or not state.keys.is_known(parsed[0]):
@@ -155,7 +133,7 @@ def _verified_key(
     key = state.keys.verify(key_id, secret)
     if key is None:
         return None
-    _give_back_failure(state.address_failures, address)
+    state.address_failures.give_back(address)
     return key, spend(key) if spend is not None else 0.0
 
 

@@ -1,7 +1,7 @@
 """Token buckets by name, in memory or in the service database (shared by replicas).
 
 The rate limits of :mod:`.limits` (requests per key, failed authentications
-per client address and per key id) are token buckets: ``burst`` tokens,
+per client address) are token buckets: ``burst`` tokens,
 refilled at ``rate`` tokens a second. :class:`MemoryBuckets` keeps them in
 one process; :class:`SqlBuckets` keeps them in the service database
 (:mod:`.service_db`), so that N replicas enforce one limit, not N: a client

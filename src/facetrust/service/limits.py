@@ -158,13 +158,16 @@ class TokenBucket:
 
 
 class FailureThrottle:
-    """Count failed attempts per name (a client address, a key id); block the name when
-    it has failed ``burst`` times faster than ``per_minute`` allows.
+    """Count failed attempts per name (a client address); block the name when it has
+    failed ``burst`` times faster than ``per_minute`` allows.
 
-    A token bucket of failures: each failure takes a token; while the bucket is
-    empty, :meth:`blocked` says how long to wait. In memory (the default), at
-    most ``max_names`` names are tracked (fully recovered names are forgotten
-    first), so the throttle itself cannot be used to fill the memory; with
+    A token bucket of failures: every attempt takes a token *before* it is
+    checked (:meth:`reserve`), and one that succeeds gives it back
+    (:meth:`give_back`), so attempts in flight at once cannot all pass the same
+    check. While the bucket is empty, :meth:`reserve` says how long to wait. In
+    memory (the default), at most ``max_names`` names are tracked (fully
+    recovered names are forgotten first), so the throttle itself cannot be used
+    to fill the memory; with
     shared ``buckets`` (see :class:`TokenBucket`), recovered names are deleted
     from the table from time to time.
     """
@@ -186,14 +189,17 @@ class FailureThrottle:
         self.prefix = prefix
         self._clock = clock
 
-    def blocked(self, name: str) -> float:
-        """Seconds until ``name`` may try again (0.0: not blocked)."""
-        level = self.buckets.level(self.prefix + name, self._clock(), self.rate, self.burst)
-        return 0.0 if level is None or level >= 1.0 else (1.0 - level) / self.rate
+    def reserve(self, name: str) -> float:
+        """Take a token for an attempt by ``name`` before it is checked: 0.0 if taken,
+        else the seconds until one is available (nothing is taken then)."""
+        level = self.buckets.spend(
+            self.prefix + name, self._clock(), self.rate, self.burst, partial=False
+        )
+        return 0.0 if level >= 1.0 else (1.0 - level) / self.rate
 
-    def failed(self, name: str) -> None:
-        """Record one failed attempt by ``name``."""
-        self.buckets.spend(self.prefix + name, self._clock(), self.rate, self.burst, partial=True)
+    def give_back(self, name: str) -> None:
+        """Return the token :meth:`reserve` took for an attempt that succeeded."""
+        self.buckets.give_back(self.prefix + name, self._clock(), self.rate, self.burst)
 
 
 def rate_limited(retry_after: float, what: str) -> Problem:

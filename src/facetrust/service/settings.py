@@ -55,8 +55,8 @@ class ServiceSettings:
         reached over HTTPS, i.e. anywhere but loopback).
     auth_failures_per_minute : float
         Failed authentications (API or console log-in) per minute that one
-        client address, and one key id, may sustain before unverified keys
-        from it are answered 429.
+        client address may sustain before unverified keys from it are
+        answered 429.
     auth_failure_burst : int
         Failed authentications one client address or key id may make at once.
     console_idle_minutes : float

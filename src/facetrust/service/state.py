@@ -74,9 +74,8 @@ class ServiceState:
     lock: threading.Lock
     sessions: ConsoleSessions
     floods: FloodCounter
-    #: Failed authentications per client address and per key id.
+    #: Failed authentications per client address.
     address_failures: FailureThrottle
-    key_failures: FailureThrottle
     #: Threads argon2 may use at once (the rest stay free for the gallery).
     hash_limiter: anyio.CapacityLimiter
     #: Threads the service database's calls may use at once (see :meth:`call_service_db`).
