@@ -30,7 +30,7 @@ FAILURE_BURST = 3
 ENV = {"FACETRUST_SERVICE_AUTH_FAILURE_BURST": str(FAILURE_BURST),
        "FACETRUST_SERVICE_AUTH_FAILURES_PER_MINUTE": "1"}
 KEYS = {"auditor": Role.AUDITOR, "operator": Role.OPERATOR, "enroller": Role.ENROLLER,
-        "victim": Role.AUDITOR, "target": Role.AUDITOR,
+        "victim": Role.AUDITOR, "target": Role.AUDITOR, "crowd": Role.AUDITOR,
         **{f"fresh-{n}": Role.AUDITOR for n in range(FAILURE_BURST + 1)}}
 PROBE = photo("Colin_Powell", 1)
 SEARCH = {"purpose": "access-control", "case_ref": "EDGE-1"}
@@ -286,3 +286,23 @@ def test_a_subject_id_outside_the_grammar_is_an_invalid_parameter(
 def test_a_well_formed_unknown_subject_id_is_still_unknown(server: LiveServer) -> None:
     with server.client("enroller") as client:
         assert_problem(client.get("/v1/subjects/s-nobody-here"), 404, "unknown-subject")
+
+
+def test_many_first_uses_of_one_key_at_once_share_one_check(server: LiveServer) -> None:
+    """Clients that start together (or a replica restarted under load) present a key
+    not yet verified in this process, more times at once than the failure burst."""
+    clients = 4 * FAILURE_BURST
+    start = threading.Barrier(clients)
+    statuses: list[int] = []
+
+    def first_use() -> None:
+        with from_address(server, "127.0.0.6", server.keys["crowd"]) as client:
+            start.wait()
+            statuses.append(client.get("/v1/me").status_code)
+
+    threads = [threading.Thread(target=first_use) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * clients, statuses

@@ -12,7 +12,10 @@ only a known key id with an unverified secret reaches argon2 (in at most
 Failed attempts are counted per client address: every unverified key takes a
 failure token from its address's bucket *before* it is looked up or hashed
 (one atomic step, so concurrent attempts cannot all pass one check), and a
-key whose secret verifies gives its token back. With no token left, unverified
+key whose secret verifies gives its token back. Requests that present the same
+key not yet verified at the same time (clients that start together, a replica
+restarted under load) wait for one check instead of each taking a token and
+running argon2. With no token left, unverified
 keys from that address are answered 429 with ``Retry-After``, while already
 verified keys keep working. Failures are not counted per key id: key ids are
 not secret, and such a count would let anyone keep a key's owner out (the
@@ -33,6 +36,8 @@ gallery's work keeps its threads.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -103,19 +108,24 @@ class _Throttled:
     whom: str
 
 
-def _known_key(
-    state: ServiceState, address: str, parsed: tuple[str, str] | None, spend: Spend | None
-) -> tuple[ApiKey, float] | _Throttled | Literal["unknown", "hash"]:
-    """Everything :func:`check_key` can decide without argon2 (store reads: in a thread).
+def _remembered_key(
+    state: ServiceState, parsed: tuple[str, str], spend: Spend | None
+) -> tuple[ApiKey, float] | None:
+    """The key if its secret verified recently (no argon2; a store read: in a thread)."""
+    key = state.keys.cached(*parsed)
+    if key is None:
+        return None
+    return key, spend(key) if spend is not None else 0.0
 
-    A key not remembered as verified takes its address's failure token here;
-    ``"hash"`` hands it on to :func:`_verified_key`, which gives it back if the
-    secret verifies.
+
+def _unverified_key(
+    state: ServiceState, address: str, parsed: tuple[str, str] | None
+) -> _Throttled | Literal["unknown", "hash"]:
+    """What :func:`check_key` can decide about a key not remembered, without argon2.
+
+    It takes its address's failure token here; ``"hash"`` hands it on to
+    :func:`_verified_key`, which gives it back if the secret verifies.
     """
-    if parsed is not None:
-        key = state.keys.cached(*parsed)
-        if key is not None:
-            return key, spend(key) if spend is not None else 0.0
     wait = state.address_failures.reserve(address)
     if wait:
         return _Throttled(wait, "from this address")
@@ -156,20 +166,54 @@ async def _check_key(
     state = service_state(request)
     address = client_address(request)
     parsed = parse_key(presented)
-    found = await state.call_service_db(_known_key, state, address, parsed, spend)
+    if parsed is None:
+        return await _answer(state, await _check_unverified(state, address, None, spend))
+    presented_digest = hashlib.sha256(presented.encode()).digest()
+    while True:
+        found = await state.call_service_db(_remembered_key, state, parsed, spend)
+        if found is not None:
+            return found
+        # The same key's first check may be in progress (clients that start together,
+        # a replica that restarts under load): wait for it rather than take a failure
+        # token and run argon2 again. If it verified, the key is remembered now.
+        flight = state.verifications.get(presented_digest)
+        if flight is None:
+            break
+        await asyncio.shield(flight)
+    flight = asyncio.get_running_loop().create_future()
+    state.verifications[presented_digest] = flight
+    try:
+        outcome = await _check_unverified(state, address, parsed, spend)
+    finally:  # before a refusal's wait: those waiting on this check go on at once
+        del state.verifications[presented_digest]
+        flight.set_result(None)
+    return await _answer(state, outcome)
+
+
+async def _check_unverified(
+    state: ServiceState, address: str, parsed: tuple[str, str] | None, spend: Spend | None
+) -> tuple[ApiKey, float] | _Throttled | None:
+    """:func:`_check_key` for a key not remembered: the failure token, then argon2.
+    None: refused (unknown id, malformed or wrong secret)."""
+    found = await state.call_service_db(_unverified_key, state, address, parsed)
     if isinstance(found, _Throttled):
-        raise await _refuse_throttled(state, found.wait, found.whom)
-    if found == "unknown":
-        raise _unauthorized()
-    if found != "hash":
         return found
+    if found == "unknown":
+        return None
     assert parsed is not None  # "hash" is only answered for a well-formed key
-    verified = await in_worker_thread(
+    return await in_worker_thread(
         _verified_key, state, address, *parsed, spend, limiter=state.hash_limiter
     )
-    if verified is None:
+
+
+async def _answer(
+    state: ServiceState, outcome: tuple[ApiKey, float] | _Throttled | None
+) -> tuple[ApiKey, float]:
+    if isinstance(outcome, _Throttled):
+        raise await _refuse_throttled(state, outcome.wait, outcome.whom)
+    if outcome is None:
         raise _unauthorized()
-    return verified
+    return outcome
 
 
 async def authenticate(

@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,6 +80,9 @@ class ServiceState:
     hash_limiter: anyio.CapacityLimiter
     #: Threads the service database's calls may use at once (see :meth:`call_service_db`).
     database_limiter: anyio.CapacityLimiter
+    #: Argon2 checks in progress, by presented key (see :mod:`.auth`): the event loop's
+    #: own, so no lock.
+    verifications: dict[bytes, asyncio.Future[None]] = field(default_factory=dict)
 
     def _locked(self, fn: Callable[[Gallery], T], wait_s: float | None = None) -> T:
         if not self.lock.acquire(timeout=wait_s or self.settings.request_timeout_s):
