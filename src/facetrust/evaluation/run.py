@@ -22,6 +22,7 @@ from ..score_normalization import ScoreNormalizer
 from .cache import CachedImage, EmbeddingCache
 from .calibration import (
     CALIBRATION_TARGETS,
+    MAX_IMPOSTOR_IMAGES,
     CalibrationTable,
     calibrate,
     impostor_distances,
@@ -402,19 +403,20 @@ def run_calibration(
     workers: int | None = None,
     progress: bool = False,
     report_dir: str | os.PathLike[str] | None = None,
-    max_impostor_images: int = 3000,
+    max_impostor_images: int = MAX_IMPOSTOR_IMAGES,
     min_pairs: int = 30,
     seed: int = 0,
 ) -> EvaluationRun:
     """``facetrust evaluate calibrate``: pairs protocol, demographic audit and calibration table.
 
-    Overall thresholds are set on all cross-identity pairs among a seeded
-    sample of ``max_impostor_images`` images with a face (from the whole
-    folder); FNMR is measured on the pairs file's mated pairs whose two
-    images were acquired, and the false-reject rate on all of them, a refused
-    one counted as a reject. The demographic audit runs at ``audit_point`` as
-    just calibrated, and its within-group non-mated pairs give the
-    ``-all-groups`` rows. ``output``, when given, receives the merged
+    Overall thresholds are set on all cross-identity pairs among the images
+    with a face in the whole folder (a seeded sample of
+    ``max_impostor_images`` of them when there are more); FNMR is measured
+    on the pairs file's mated pairs whose two images were acquired, and the
+    false-reject rate on all of them, a refused one counted as a reject. The
+    demographic audit runs at ``audit_point`` as just calibrated, and its
+    within-group non-mated pairs give the ``-all-groups`` rows. ``output``,
+    when given, receives the merged
     operating-points table.
     """
     start = time.perf_counter()
