@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 #: The installed ``facetrust`` command of this environment.
@@ -17,3 +19,20 @@ def shell_env(gallery_folder: Path | None = None, **settings: str) -> dict[str, 
     if gallery_folder is not None:
         env["FACETRUST_GALLERY"] = str(gallery_folder)
     return {**env, **settings}
+
+
+def installed_runner(
+    gallery_folder: Path | None = None, **settings: str
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``facetrust(*args, code=0)``: run the installed command in :func:`shell_env`,
+    check its exit status is ``code`` and that it printed no traceback."""
+    env = shell_env(gallery_folder, **settings)
+
+    def facetrust(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([INSTALLED, *args], capture_output=True, text=True, check=False,
+                              env=env)
+        assert done.returncode == code, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        return done
+
+    return facetrust

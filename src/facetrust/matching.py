@@ -140,7 +140,8 @@ def get_operating_point(name: str | None = None, model_id: str | None = None) ->
 
     Each model id has its own points under the same names (``fmr-1e-3`` of
     ``dlib-resnet-v1`` and of ``dlib-resnet-v1+mirror``); ``model_id`` picks
-    the model's, and without it the first point of that name in the table.
+    the model's, and without it the plain model's (no ``+augmentation``), else
+    the first point of that name in the table.
 
     Raises
     ------
@@ -150,8 +151,10 @@ def get_operating_point(name: str | None = None, model_id: str | None = None) ->
     name = name or str(operating_point_table()["default"])
     named = [point for point in operating_points() if point.name == name]
     # Each model (e.g. dlib-resnet-v1 and its augmented dlib-resnet-v1+mirror) has its
-    # own points under the same names; without a model id the first listed is meant.
-    named.sort(key=lambda point: model_id is not None and point.model_id != model_id)
+    # own points under the same names; without a model id the plain model's is meant
+    # (what the default pipeline embeds with), whatever the order of the file.
+    named.sort(key=lambda point: (model_id is not None and point.model_id != model_id,
+                                  model_id is None and "+" in point.model_id))
     for point in named[:1]:
         if point.name == name:
             if model_id is not None and point.model_id != model_id:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from facetrust.cli.main import cli
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
-from installed_command import INSTALLED, shell_env
+from installed_command import INSTALLED, installed_runner, shell_env
 
 CLI_DOCS = Path(__file__).parent.parent.parent / "docs" / "cli.md"
 SAMPLE_DATA = Path(__file__).parent.parent / "data"
@@ -310,14 +310,7 @@ def test_subjects_are_searched_paged_and_viewed_through_the_installed_command(
             gallery.add_subject(f"desk-{number}", actor="registrar",
                                 display_name="Amara Okafor" if number == 3 else None)
         gallery.add_subject("other", actor="registrar")
-    env, command = shell_env(tmp_path), INSTALLED
-
-    def facetrust(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([command, *args], capture_output=True, text=True, check=False,
-                              env=env)
-        assert done.returncode == code, done.stdout + done.stderr
-        assert "Traceback" not in done.stderr
-        return done
+    facetrust = installed_runner(tmp_path)
 
     first = facetrust("subject", "list", "--query", "DESK", "--limit", "2")
     page = json.loads(first.stdout)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from facetrust.gallery import Gallery
-from installed_command import INSTALLED, shell_env
+from installed_command import installed_runner
 
 KOFI = Path(__file__).parent.parent / "data" / "lfw" / "Kofi_Annan"
 EVIDENCE = ("--evidence-ref", "FORM-1", "--evidence-sha256", "ab" * 32, "--notice-version", "v1")
@@ -21,16 +21,7 @@ Facetrust = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _command(folder: Path, **settings: str) -> Facetrust:
-    env = shell_env(folder, **settings)
-
-    def facetrust(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([INSTALLED, *args], capture_output=True, text=True, check=False,
-                              env=env)
-        assert done.returncode == code, done.stdout + done.stderr
-        assert "Traceback" not in done.stderr
-        return done
-
-    return facetrust
+    return installed_runner(folder, **settings)
 
 
 def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:

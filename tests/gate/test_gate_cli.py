@@ -14,7 +14,7 @@ import pytest
 
 from facetrust.gallery import Gallery
 from facetrust.gate import events
-from installed_command import INSTALLED, shell_env
+from installed_command import installed_runner
 
 EVENT = "flight-UA123"
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw" / "Kofi_Annan"
@@ -24,16 +24,7 @@ Facetrust = Callable[..., subprocess.CompletedProcess[str]]
 
 def _command(folder: Path) -> Facetrust:
     """Run the installed command on the gallery in ``folder``, as agent."""
-    env = shell_env(folder, FACETRUST_ACTOR="agent")
-
-    def facetrust(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([INSTALLED, *args], capture_output=True, text=True, check=False,
-                              env=env)
-        assert done.returncode == code, done.stdout + done.stderr
-        assert "Traceback" not in done.stderr
-        return done
-
-    return facetrust
+    return installed_runner(folder, FACETRUST_ACTOR="agent")
 
 
 @pytest.fixture

@@ -215,6 +215,15 @@ def two_people_photo(folder: Path) -> Path:
     return path
 
 
+def enrolled_subject(server: LiveServer, enroller: str, subject_id: str) -> str:
+    """``subject_id``, consented for access-control and enrolled from one photo of Hu
+    Jintao by the key ``enroller``, through the API."""
+    with server.client(enroller) as client:
+        add_consented_subject(client, subject_id)
+        assert enrol(client, subject_id, photo("Hu_Jintao", 1)).status_code == 201
+    return subject_id
+
+
 def enrol(client: httpx.Client, subject_id: str, path: Path) -> httpx.Response:
     with path.open("rb") as handle:
         return client.post(

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from .conftest import LiveServer, add_consented_subject, enrol, photo
+from .conftest import LiveServer, enrolled_subject, photo
 from .test_service_trust import actor, audit_events
 
 pytestmark = pytest.mark.service
@@ -45,10 +45,7 @@ def csrf_of(browser: httpx.Client, page: str) -> str:
 @pytest.fixture(scope="module")
 def subject(live_server: LiveServer) -> str:
     """One consented subject enrolled from one photo."""
-    with live_server.client("enroller-console-edges") as client:
-        add_consented_subject(client, "edges-hu")
-        assert enrol(client, "edges-hu", photo("Hu_Jintao", 1)).status_code == 201
-    return "edges-hu"
+    return enrolled_subject(live_server, "enroller-console-edges", "edges-hu")
 
 
 def huge_png() -> bytes:

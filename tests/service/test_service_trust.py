@@ -21,8 +21,7 @@ from .conftest import (
     MAX_BODY_BYTES,
     MULTI_FACE,
     LiveServer,
-    add_consented_subject,
-    enrol,
+    enrolled_subject,
     photo,
     start_server,
     stop_server,
@@ -45,10 +44,7 @@ def actor(server: LiveServer, name: str) -> str:
 @pytest.fixture(scope="module")
 def trusted(live_server: LiveServer) -> str:
     """One consented subject enrolled from one photo."""
-    with live_server.client("enroller-trust") as client:
-        add_consented_subject(client, "trust-hu")
-        assert enrol(client, "trust-hu", photo("Hu_Jintao", 1)).status_code == 201
-    return "trust-hu"
+    return enrolled_subject(live_server, "enroller-trust", "trust-hu")
 
 
 # ---------------------------------------------------------------- refusals are audited

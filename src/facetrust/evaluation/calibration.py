@@ -413,6 +413,7 @@ def write_operating_points(
                 "note": row.note,
             }
         )
+    points.sort(key=lambda p: str(p.get("model_id")))  # each model's points together, in order
     result = {
         **existing,
         "calibration": {
