@@ -182,7 +182,7 @@ class AuditLog:
         self._key = key
         self._now = now
         #: Run by :meth:`verify` in the snapshot it reads the events in: whether the
-        #: stored state agrees with them (see :mod:`facetrust.gallery.consent_audit`).
+        #: stored state agrees with them (see :mod:`facetrust.gallery.state_audit`).
         self._state_check = state_check
 
     def _mac(self, record: AuditRecord) -> str:

@@ -244,3 +244,26 @@ def test_the_installed_cli_reports_a_widened_consent(tmp_path: Path) -> None:
     assert broken.returncode == 1
     assert "consent" in broken.stderr and "kofi" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_a_review_decision_written_into_the_database_breaks_the_audit(
+    logged: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Any]
+) -> None:
+    probe = embeddings[identities[sorted(identities)[0]][2]]
+    found = logged.identify(probe, purpose="boarding", actor="officer", case_ref="C-REV")
+    ident, candidate = found.identification_id, found.candidates[0].subject_id
+    logged.review(ident, candidate, reviewer="alice")
+    assert logged.audit.verify().ok
+    tamper(logged.config.db_path,
+           "INSERT INTO reviews (identification_id, subject_id, reviewer, decision, decided_at) "
+           f"VALUES ('{ident}', '{candidate}', 'mallory', 'confirm', '2026-01-15T10:00:00+00:00')")
+    report = logged.audit.verify()
+    assert not report.ok and report.first_broken_seq is None
+    assert "the confirm by mallory" in report.reason and "no review event" in report.reason
+    tamper(logged.config.db_path,
+           "DELETE FROM reviews WHERE reviewer = 'mallory'",
+           "UPDATE reviews SET decision = 'reject' WHERE reviewer = 'alice'")
+    report = logged.audit.verify()
+    review = list(logged.audit.events(kind="review"))[-1].seq
+    assert not report.ok and report.first_broken_seq == review
+    assert f"event {review} recorded a confirm" in report.reason

@@ -175,6 +175,13 @@ def test_identifications_and_reviews(store: Store) -> None:
         store.insert_review(ReviewRecord("i1", "s1", "bob", "confirm", T0, "ok"))
     assert store.get_identification("i1") == record
     assert [r.reviewer for r in store.reviews_of("i1")] == ["alice", "bob"]
+    with store.transaction():
+        store.insert_review(ReviewRecord("i1", "s2", "alice", "reject", T0))
+    pages, after = [], None
+    while page := store.page_reviews(after, limit=2):
+        pages.append([(r.subject_id, r.reviewer) for r in page])
+        after = (page[-1].identification_id, page[-1].subject_id, page[-1].reviewer)
+    assert pages == [[("s1", "alice"), ("s1", "bob")], [("s2", "alice")]]
 
 
 def test_undecided_identifications_in_keyset_pages_and_pending_probes(store: Store) -> None:

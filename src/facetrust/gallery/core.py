@@ -34,7 +34,6 @@ from . import enrolment, erasure, identification, keys, review_desk, subjects
 from .backends import database_url, open_keystore, open_store
 from .checks import check_erasure_confirmation, check_purpose
 from .config import CONFIG_NAME, GalleryConfig, find_config
-from .consent_audit import consents_against_the_log
 from .enrolment import EnrolledSources
 from .indexes import SearchIndexes
 from .keyring import AUDIT_SECRET, GALLERY_SECRETS, Keyring
@@ -43,6 +42,7 @@ from .probes import FaceInput
 from .refusals import audit_refusal
 from .review_desk import ProbePhoto, ReferencePhoto, ReviewCase, ReviewQueue
 from .search import SearchResult, search_probe
+from .state_audit import state_against_the_log
 from .types import (
     Consent,
     EnrolmentResult,
@@ -121,7 +121,7 @@ class Gallery:
         clock = now or utc_now
         self.audit = AuditLog(
             self.store, keyring.secret(AUDIT_SECRET), clock,
-            state_check=functools.partial(consents_against_the_log, self.store),
+            state_check=functools.partial(state_against_the_log, self.store),
         )
         self._parts = GalleryParts(
             config=config,

@@ -264,6 +264,18 @@ class SqlRecords(SqlBase):
         )
         return [ReviewRecord(*row) for row in rows]
 
+    def page_reviews(
+        self, after: tuple[str, str, str] | None = None, limit: int = 1000
+    ) -> list[ReviewRecord]:
+        identification, subject, reviewer = after or ("", "", "")
+        rows = self._read(
+            f"SELECT {REVIEW_COLUMNS} FROM reviews WHERE identification_id > ? OR "
+            "(identification_id = ? AND (subject_id > ? OR (subject_id = ? AND reviewer > ?))) "
+            "ORDER BY identification_id, subject_id, reviewer LIMIT ?",
+            (identification, identification, subject, subject, reviewer, limit),
+        )
+        return [ReviewRecord(*row) for row in rows]
+
     # audit log -------------------------------------------------------------
     def append_audit(self, record: AuditRecord) -> None:
         self._run(

@@ -1,17 +1,22 @@
-"""The stored consents, checked against what the audit log says was granted and withdrawn.
+"""The stored consents and review decisions, checked against the audit log.
 
-The audit chain shows that no event was edited, deleted or forged. The consent
-rows that decide who may be searched live beside it, in tables that anyone
-able to write the database file could edit without the master key: widen a
-consent's purposes, push its expiry back, or make a withdrawn consent active
-again. Each of those leaves a row that disagrees with the keyed events, and
-this check finds it: every stored consent must be one that a ``consent.grant``
-event granted (same subject, purposes and expiry), and a consent that a
-``consent.withdraw`` event withdrew, or whose subject an ``erase`` event
-forgot, must not be active. :class:`~facetrust.audit.AuditLog` runs it in the
-same snapshot as the chain, so ``facetrust audit verify``, the REST service and
-the console report it alike.
+The audit chain shows that no event was edited, deleted or forged. The rows
+that decide who may be searched, and which candidates people confirmed, live
+beside it, in tables that anyone able to write the database file could edit
+without the master key: widen a consent's purposes, push its expiry back, make
+a withdrawn consent active again, or insert a reviewer's confirmation nobody
+gave. Each leaves a row that disagrees with the keyed events, and this check
+finds it:
 
+* every stored consent must be one that a ``consent.grant`` event granted (same
+  subject, purposes and expiry), and a consent that a ``consent.withdraw``
+  event withdrew, or whose subject an ``erase`` event forgot, must not be
+  active;
+* every stored review decision must be one that a ``review`` event recorded
+  (same identification, candidate, reviewer and decision).
+
+:class:`~facetrust.audit.AuditLog` runs it in the same snapshot as the chain, so
+``facetrust audit verify``, the REST service and the console report it alike.
 A withdrawn or missing row is not reported: it can only take access away, and
 the chain records the history anyway.
 """
@@ -25,7 +30,7 @@ from typing import Any
 
 from ..store.base import AuditRecord, ConsentRecord, Store
 
-__all__ = ["consents_against_the_log"]
+__all__ = ["state_against_the_log"]
 
 #: Subjects read at a time.
 PAGE = 5000
@@ -39,14 +44,18 @@ class _Granted:
     expires_at: str
 
 
-def consents_against_the_log(
+def state_against_the_log(
     store: Store, records: Sequence[AuditRecord]
 ) -> tuple[int | None, str] | None:
-    """The first stored consent that disagrees with ``records``, as ``(event seq, reason)``
-    (seq None when no event granted it); None when every consent agrees.
+    """The first stored consent or review that disagrees with ``records``, as
+    ``(event seq, reason)`` (seq None when no event recorded it); None when all agree.
 
     Call it inside the store snapshot ``records`` were read in.
     """
+    return _consents(store, records) or _reviews(store, records)
+
+
+def _consents(store: Store, records: Sequence[AuditRecord]) -> tuple[int | None, str] | None:
     granted: dict[str, _Granted] = {}
     withdrawn: dict[str, int] = {}
     forgotten: dict[str, int] = {}
@@ -100,6 +109,31 @@ def _disagreement(
                 f"{name} was withdrawn by event {ended}, but is stored as active: the consent "
                 "table was edited"
             )
+    return None
+
+
+def _reviews(store: Store, records: Sequence[AuditRecord]) -> tuple[int | None, str] | None:
+    recorded: dict[tuple[str, str, str], tuple[str, int]] = {}
+    for record in records:
+        if record.kind == "review":
+            body = _body(record)
+            key = (str(body.get("identification_id")),
+                   record.subject_ids[0] if record.subject_ids else "", str(record.actor))
+            recorded[key] = (str(body.get("decision")), record.seq)
+    after: tuple[str, str, str] | None = None
+    while page := store.page_reviews(after, limit=PAGE):
+        for review in page:
+            key = (review.identification_id, review.subject_id, review.reviewer)
+            found = recorded.get(key)
+            name = (f"the {review.decision} by {review.reviewer} of candidate "
+                    f"{review.subject_id} in identification {review.identification_id}")
+            if found is None:
+                return None, (f"{name} is stored, but no review event recorded it: it was "
+                              "written into the database outside facetrust")
+            if found[0] != review.decision:
+                return found[1], (f"{name} is stored, but event {found[1]} recorded a "
+                                  f"{found[0]}: the review table was edited")
+        after = key
     return None
 
 
