@@ -306,3 +306,24 @@ def test_many_first_uses_of_one_key_at_once_share_one_check(server: LiveServer) 
     for thread in threads:
         thread.join()
     assert statuses == [200] * clients, statuses
+
+
+@pytest.mark.parametrize("authorization", [None, "Basic dXNlcjpwYXNz", "Bearer not-a-key"])
+def test_a_write_without_a_well_formed_key_is_refused_before_its_body_is_read(
+    server: LiveServer, authorization: str | None
+) -> None:
+    """The request line and headers go out, then the server must answer without
+    waiting for the body (which is never sent)."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    head = ["POST /v1/identify HTTP/1.1", f"Host: {host}",
+            "Content-Type: multipart/form-data; boundary=x", "Content-Length: 1000000"]
+    if authorization:
+        head.append(f"Authorization: {authorization}")
+    with socket.create_connection((host, int(port)), timeout=10,
+                                  source_address=("127.0.0.7", 0)) as raw:
+        raw.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        answer = raw.recv(4096).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 401"), answer[:200]
+    assert "application/problem+json" in answer and "unauthorized" in answer

@@ -29,6 +29,7 @@ from . import (
     routes_subjects,
 )
 from .apikeys import ApiKeys, SqlApiKeyStore
+from .auth import KeyBeforeBody
 from .buckets import SqlBuckets
 from .limits import BodySizeLimit, FailureThrottle, RequestTimeout, TokenBucket
 from .metrics import Metrics, MetricsMiddleware, install_access_log_filter
@@ -159,6 +160,7 @@ def create_app(
     app.include_router(console.router)
     # Outermost last: metrics see every answer, including 413 and timeouts.
     app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
+    app.add_middleware(KeyBeforeBody)  # inside the refusal audit, before any body is read
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(console.ConsoleErrorPages)  # their refusals as console pages
     app.add_middleware(RefusalAudit, floods=floods)  # outside the body cap: sees its 413s

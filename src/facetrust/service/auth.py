@@ -45,12 +45,14 @@ from typing import Literal
 import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .apikeys import ApiKey, parse_key
 from .limits import rate_limited, retry_seconds
 from .offload import in_worker_thread
 from .permissions import PERMISSIONS, permits
-from .problems import Problem
+from .problems import Problem, problem_response
 from .refusals import note_key
 from .state import ServiceState
 
@@ -71,6 +73,15 @@ def service_state(request: Request) -> ServiceState:
 def client_address(request: Request) -> str:
     """The peer address of ``request`` (the throttle's name for the client)."""
     return request.client.host if request.client else "unknown"
+
+
+def _no_key() -> Problem:
+    return Problem(
+        "unauthorized",
+        "This endpoint needs an API key: send 'Authorization: Bearer ft_<id>_<secret>'. "
+        "An admin creates keys with `facetrust keys create --role ROLE`.",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _unauthorized() -> Problem:
@@ -224,12 +235,7 @@ async def authenticate(
     With ``spend`` (a rate limit), also the seconds its bucket asks to wait (0.0: none).
     """
     if not presented:
-        raise Problem(
-            "unauthorized",
-            "This endpoint needs an API key: send 'Authorization: Bearer ft_<id>_<secret>'. "
-            "An admin creates keys with `facetrust keys create --role ROLE`.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _no_key()
     key, wait = await _check_key(request, presented, spend)
     note_key(key)
     return key, wait
@@ -309,3 +315,49 @@ def allow(operation: str) -> Callable[..., Awaitable[ApiKey]]:
 
     dependency.__name__ = f"allow_{operation}"
     return dependency
+
+
+class KeyBeforeBody:
+    """ASGI middleware: a write to the API (``POST``, ``PUT``, ``PATCH``, ``DELETE``
+    under ``/v1/``) without an API key, or with one that is not even well formed,
+    is refused before its body is read.
+
+    Every such route needs a key, but the framework reads (and parses) a form or
+    JSON body before the key is checked: without this, anyone could make the
+    service read and parse up to the body cap for nothing. The answers are those
+    the routes give (401, or 429 once the address's failure budget is spent, a
+    malformed key taking a failure token as it does there), and the refusal
+    audit, outside this middleware, records them for biometric routes.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") not in ("POST", "PUT", "PATCH", "DELETE")
+            or not str(scope.get("path", "")).startswith("/v1/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+        try:
+            if scheme.lower() != "bearer" or not token:
+                raise _no_key()
+            if parse_key(token) is None:
+                state = service_state(request)
+                await _answer(state, await _check_unverified(
+                    state, client_address(request), None, None))
+        except Problem as refused:
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.problem(refused.problem.slug)
+            response = problem_response(
+                refused.problem, refused.detail, instance=request.url.path,
+                headers={**refused.headers, "Connection": "close"},  # the body is unread
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
