@@ -12,12 +12,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from facetrust.errors import EventError, InvalidParameter, PurposeNotConsented, UnknownSubject
+from facetrust.errors import (
+    EventError,
+    InvalidParameter,
+    PurposeNotConsented,
+    StoreError,
+    UnknownSubject,
+)
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from facetrust.gate import decisions, events
 from facetrust.gate.arrivals import write_arrivals_video
 from facetrust.gate.session import GatePolicy, run_gate
+from facetrust.store.base import OptOutRecord
 
 EVENT = "flight-UA123-2026-01-15"
 EVIDENCE_SHA256 = "cd" * 32
@@ -313,3 +320,73 @@ def test_an_event_matches_at_the_gallerys_operating_point_unless_it_names_one(
                       operating_point="fmr-1e-3")
     assert events.get_event(gallery, "strict-flight").operating_point == "fmr-1e-4"
     assert events.get_event(gallery, "named-flight").operating_point == "fmr-1e-3"
+
+
+def test_an_opt_out_reference_already_recorded_is_refused_and_its_subject_stays_out(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    names = list(identities)
+    opted, other = names[1], names[2]
+    events.opt_out(flight, EVENT, "seat 14C", actor="agent", subject_id=opted)
+    head = flight.audit.head().seq
+    # recorded twice at the desk, or a second person given the same reference
+    for subject in (None, other):
+        with pytest.raises(EventError, match="'seat 14C' already records an opt-out"):
+            events.opt_out(flight, EVENT, "seat 14C", actor="agent", subject_id=subject)
+    assert flight.audit.head().seq == head
+    assert [(o.reference, o.subject_id) for o in flight.store.opt_outs(EVENT)] == [
+        ("seat 14C", opted)
+    ]
+    assert other in {m.subject_id for m in flight.store.event_members(EVENT)}
+    with pytest.raises(EventError, match="opted out"):
+        events.add_member(flight, EVENT, opted, actor="agent")
+    assert _gate(flight, _probe(identities, embeddings, 1)).outcome == "refer"
+    # nor can the store overwrite one
+    with pytest.raises(StoreError):
+        flight.store.insert_opt_out(OptOutRecord(EVENT, "seat 14C", None, "2026-01-15T09:00"))
+    assert [o.subject_id for o in flight.store.opt_outs(EVENT)] == [opted]
+
+
+def _enrol_traveller(
+    gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> str:
+    """Enrol sample identity 7 (not a member) for EVENT only; returns the subject id."""
+    return events.enroll_for_event(
+        gallery,
+        EVENT,
+        embeddings[list(identities.values())[7][0]],
+        evidence_ref="passport-scan-1",
+        evidence_sha256=EVIDENCE_SHA256,
+        notice_version="gate-notice-3",
+        actor="agent",
+    )
+
+
+def test_adding_a_member_again_leaves_the_membership_as_it_is(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    traveller = _enrol_traveller(flight, identities, embeddings)
+    before, head = flight.store.event_members(EVENT), flight.audit.head().seq
+    for subject in (list(identities)[0], traveller):  # a list of members loaded twice
+        assert events.add_member(flight, EVENT, subject, actor="agent").members == 5
+    assert flight.store.event_members(EVENT) == before  # the traveller is still event-only
+    assert flight.audit.head().seq == head  # nothing changed, nothing audited
+    assert events.close_event(flight, EVENT, actor="agent").subjects_erased == (traveller,)
+    assert flight.store.templates_of(traveller) == []
+
+
+def test_an_event_only_subject_cannot_join_another_event(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    traveller = _enrol_traveller(flight, identities, embeddings)
+    other = "flight-LH400-2026-01-15"
+    _open(flight, other)
+    head = flight.audit.head().seq
+    with pytest.raises(EventError, match=f"enrolled for the event '{EVENT}' only"):
+        events.add_member(flight, other, traveller, actor="agent")
+    assert flight.store.event_members(other) == [] and flight.audit.head().seq == head
+    probe = _probe(identities, embeddings, 7)
+    assert decisions.match_at_gate(flight, other, probe, gate_id="B1", actor="gate").outcome == (
+        "refer"
+    )
+    assert _gate(flight, probe).subject_id == traveller  # still boards on its own event

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from facetrust.errors import UnknownSubject
 from facetrust.gallery import Gallery
 from facetrust.gate import events
 from installed_command import installed_runner
 
 EVENT = "flight-UA123"
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw" / "Kofi_Annan"
+TRAVELLER = Path(__file__).parent.parent / "data" / "lfw" / "Vicente_Fox" / "Vicente_Fox_0001.jpg"
 
 Facetrust = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -122,3 +124,60 @@ def test_a_gate_run_keeps_crops_only_for_a_positive_number_of_hours(
     assert crops() == 0
     facetrust(*gate, "--keep-crops-hours", "12")
     assert crops() == 1
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str], message: str) -> None:
+    assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def _open_event(folder: Path, event_id: str, start: timedelta, hours: float = 3) -> None:
+    with Gallery.find(folder) as gallery:
+        now = gallery.now()
+        events.open_event(gallery, event_id, purpose="boarding", actor="agent",
+                          valid_from=now + start, valid_to=now + start + timedelta(hours=hours))
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
+def test_an_opt_out_reference_is_recorded_once_and_its_person_stays_out(flight: Path) -> None:
+    facetrust = _command(flight)
+    facetrust("event", "opt-out", EVENT, "seat 14C", "--subject", "kofi")
+    # the desk records it twice: refused, the first opt-out and its subject kept
+    _one_line_error(facetrust("event", "opt-out", EVENT, "seat 14C", code=2),
+                    "The reference 'seat 14C' already records an opt-out of 'flight-UA123'")
+    _one_line_error(facetrust("event", "add", EVENT, "kofi", code=2), "opted out")
+    shown = json.loads(facetrust("event", "show", EVENT).stdout)
+    assert (shown["members"], shown["opt_outs"]) == (0, 1)
+    with Gallery.find(flight) as gallery:
+        assert [(o.reference, o.subject_id) for o in gallery.store.opt_outs(EVENT)] == [
+            ("seat 14C", "kofi")
+        ]
+
+
+@pytest.mark.slow  # runs the installed command, models included
+def test_an_event_only_traveller_stays_event_only_and_in_their_event(
+    flight: Path, tmp_path: Path
+) -> None:
+    facetrust = _command(flight)
+    form = tmp_path / "form.pdf"
+    form.write_bytes(b"signed form")
+    traveller = json.loads(facetrust(
+        "event", "enroll", EVENT, str(TRAVELLER), "--evidence-ref", "k1", "--evidence-file",
+        str(form), "--notice-version", "1",
+    ).stdout)["subject_id"]
+    # a list of members loaded again: the traveller stays a member for this event only
+    assert json.loads(facetrust("event", "add", EVENT, "kofi", traveller).stdout)["members"] == 2
+    with Gallery.find(flight) as gallery:
+        assert {m.subject_id: m.event_only for m in gallery.store.event_members(EVENT)} == {
+            "kofi": False, traveller: True
+        }
+    _open_event(flight, "flight-LH400", -timedelta(minutes=1))
+    _one_line_error(facetrust("event", "add", "flight-LH400", traveller, code=2),
+                    f"Subject {traveller!r} was enrolled for the event 'flight-UA123' only")
+    assert json.loads(facetrust("event", "show", "flight-LH400").stdout)["members"] == 0
+    closed = json.loads(facetrust("event", "close", EVENT).stdout)
+    assert closed["subjects_erased"] == [traveller]
+    with Gallery.find(flight) as gallery:
+        assert gallery.store.templates_of(traveller) == []
+        with pytest.raises(UnknownSubject):
+            gallery.get_subject(traveller)

@@ -207,20 +207,39 @@ def get_event(gallery: Gallery, event_id: str) -> Event:
 def add_member(gallery: Gallery, event_id: str, subject_id: str, *, actor: str) -> Event:
     """Put an enrolled subject into the event's gallery.
 
+    A subject who is already a member of the event stays as they are (an
+    event-only member stays event-only, and is still erased when the event
+    closes): nothing is changed or audited, so re-running a list of members is
+    harmless.
+
     Raises
     ------
     ConsentError
         The subject's active consent does not cover the event's purpose.
     EventError
-        The event is closed, or the subject opted out of it.
+        The event is closed; the subject was named by an opt-out of this event
+        (they use the manual path); or the subject was enrolled for another event
+        only (:func:`enroll_for_event`), whose consent covers that event alone.
     """
     actor = check_name(actor, "actor")
     with gallery.store.transaction():
         record = require_open_event(gallery, event_id)
+        if any(m.subject_id == subject_id for m in gallery.store.event_members(event_id)):
+            return _summary(gallery, record)  # already a member: left as it is
         gallery.require_consent(subject_id, record.purpose)
+        # opt-outs are never overwritten (opt_out refuses a reference already
+        # recorded), so these are all that ever named a subject for this event
         if any(o.subject_id == subject_id for o in gallery.store.opt_outs(event_id)):
             raise EventError(
                 f"Subject {subject_id!r} opted out of {event_id!r}; they use the manual path."
+            )
+        owner = event_only_owner(gallery, subject_id)
+        if owner is not None:
+            raise EventError(
+                f"Subject {subject_id!r} was enrolled for the event {owner!r} only, with a "
+                f"consent that covers that event alone, so they cannot join {event_id!r}. "
+                "Enrol the person for this event (`facetrust event enroll`), or enrol them "
+                "as an ordinary subject with a consent of their own."
             )
         gallery.store.put_event_member(
             EventMemberRecord(event_id, subject_id, False, gallery.now().isoformat())
@@ -233,6 +252,20 @@ def add_member(gallery: Gallery, event_id: str, subject_id: str, *, actor: str) 
             event_id=event_id,
         )
         return _summary(gallery, record)
+
+
+def event_only_owner(gallery: Gallery, subject_id: str) -> str | None:
+    """The event ``subject_id`` was enrolled for only, or None (an ordinary subject).
+
+    Only events not yet closed can hold one: closing erases its event-only subjects.
+    """
+    for event in gallery.store.list_events():
+        if event.closed_at is None and any(
+            m.subject_id == subject_id and m.event_only
+            for m in gallery.store.event_members(event.event_id)
+        ):
+            return event.event_id
+    return None
 
 
 def enroll_for_event(
@@ -301,13 +334,18 @@ def opt_out(
     event-only member is erased). Without ``subject_id`` only the reference is
     recorded (the person was not a member).
 
+    Each person needs a reference of their own: a reference already recorded
+    for the event is refused, so one opt-out can never overwrite another (and
+    the subject it named, who could then be added and matched again).
+
     Raises
     ------
     InvalidParameter
         ``subject_id`` is not a valid id, or names no current member of the
         event (a typo would leave the person in the gallery): nothing is recorded.
     EventError
-        The event is unknown or closed.
+        The event is unknown or closed, or ``reference`` already records an
+        opt-out of this event: nothing is recorded.
     """
     actor = check_name(actor, "actor")
     reference = check_name(reference, "reference")
@@ -317,14 +355,22 @@ def opt_out(
     with gallery.store.transaction():
         record = require_open_event(gallery, event_id)
         members = {m.subject_id: m for m in gallery.store.event_members(event_id)}
+        if subject_id is not None and subject_id not in members:
+            raise InvalidParameter(
+                f"Subject {subject_id!r} is not a member of the event {event_id!r} (never "
+                "added, or already removed), so nothing was recorded. Check the id (ids "
+                "are case-sensitive) and try again, or record the reference alone without "
+                "a subject id (--subject)."
+            )
+        recorded = [o for o in gallery.store.opt_outs(event_id) if o.reference == reference]
+        if recorded:
+            raise EventError(
+                f"The reference {reference!r} already records an opt-out of {event_id!r} "
+                f"(on {recorded[0].opted_out_at}), so nothing was recorded. Give each person "
+                "a reference of their own (booking and seat, say); a person who already "
+                "opted out needs nothing more."
+            )
         if subject_id is not None:
-            if subject_id not in members:
-                raise InvalidParameter(
-                    f"Subject {subject_id!r} is not a member of the event {event_id!r} (never "
-                    "added, or already removed), so nothing was recorded. Check the id (ids "
-                    "are case-sensitive) and try again, or record the reference alone without "
-                    "a subject id (--subject)."
-                )
             gallery.store.remove_event_member(event_id, subject_id)
             erase = members[subject_id].event_only
         gallery.store.insert_opt_out(

@@ -104,12 +104,11 @@ class SqlRecords(SqlBase):
         return [EventMemberRecord(e, s, bool(only), at) for e, s, only, at in rows]
 
     def insert_opt_out(self, opt_out: OptOutRecord) -> None:
+        # A plain insert: an opt-out is never overwritten (a second one with the
+        # same reference fails on the primary key instead of dropping a subject).
         self._run(
-            self.dialect.upsert(
-                "event_opt_outs",
-                ("event_id", "reference", "subject_id", "opted_out_at"),
-                ("event_id", "reference"),
-            ),
+            "INSERT INTO event_opt_outs (event_id, reference, subject_id, opted_out_at) "
+            "VALUES (?, ?, ?, ?)",
             (opt_out.event_id, opt_out.reference, opt_out.subject_id, opt_out.opted_out_at),
         )
 
