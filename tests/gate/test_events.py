@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -390,3 +391,29 @@ def test_an_event_only_subject_cannot_join_another_event(
         "refer"
     )
     assert _gate(flight, probe).subject_id == traveller  # still boards on its own event
+
+
+def test_event_windows_in_a_named_time_zone_last_real_hours(flight: Gallery) -> None:
+    paris = ZoneInfo("Europe/Paris")  # summer time ends on 2026-10-25: 03:00 becomes 02:00
+    start = datetime(2026, 10, 24, 12, tzinfo=paris)  # 10:00 UTC
+    assert events.event_end(start, 168) == datetime(2026, 10, 31, 10, tzinfo=UTC)
+    assert events.event_end(start, 24) - start == timedelta(hours=24)
+    with pytest.raises(InvalidParameter, match="needs its time zone"):
+        events.event_end(datetime(2026, 10, 24, 12), 3)
+
+    def window(event_id: str, valid_from: datetime, valid_to: datetime) -> tuple[str, str]:
+        opened = events.open_event(flight, event_id, purpose="boarding", actor="agent",
+                                   valid_from=valid_from, valid_to=valid_to)
+        return opened.valid_from, opened.valid_to
+
+    noon = datetime(2026, 10, 21, 12, tzinfo=paris)
+    with pytest.raises(InvalidParameter, match="at most 7 days"):  # 169 real hours
+        window("long", noon, datetime(2026, 10, 28, 12, tzinfo=paris))
+    assert window("week", noon, datetime(2026, 10, 28, 11, tzinfo=paris)) == (
+        "2026-10-21T10:00:00+00:00", "2026-10-28T10:00:00+00:00"
+    )
+    # 02:30 summer time to 02:10 winter time: earlier on the wall, 40 minutes later really
+    assert window("fold", datetime(2026, 10, 25, 2, 30, tzinfo=paris),
+                  datetime(2026, 10, 25, 2, 10, fold=1, tzinfo=paris)) == (
+        "2026-10-25T00:30:00+00:00", "2026-10-25T01:10:00+00:00"
+    )

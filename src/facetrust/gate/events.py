@@ -113,14 +113,24 @@ def _summary(gallery: Gallery, record: EventRecord) -> Event:
 
 
 def event_end(valid_from: datetime, hours: float) -> datetime:
-    """The end of an event that starts at ``valid_from`` and lasts ``hours`` hours.
+    """The end, in UTC, of an event that starts at ``valid_from`` and lasts ``hours`` hours.
+
+    ``hours`` are real hours: the start is taken to UTC first, so a window across a
+    daylight-saving change in a named time zone (``ZoneInfo("Europe/Paris")``) still
+    lasts exactly ``hours`` hours.
 
     Raises
     ------
     InvalidParameter
-        ``hours`` is not a number in (0, :data:`MAX_EVENT_HOURS`] (NaN and
-        infinity included), or the end would fall after the year 9999.
+        ``valid_from`` has no time zone, ``hours`` is not a number in (0,
+        :data:`MAX_EVENT_HOURS`] (NaN and infinity included), or the end would fall
+        after the year 9999.
     """
+    if valid_from.tzinfo is None:
+        raise InvalidParameter(
+            f"The start of an event needs its time zone (e.g. +02:00 or UTC). Got "
+            f"{valid_from.isoformat()}."
+        )
     if (
         isinstance(hours, bool)
         or not isinstance(hours, int | float)
@@ -130,8 +140,9 @@ def event_end(valid_from: datetime, hours: float) -> datetime:
             f"The 'hours' of an event must be a number of hours in (0, {MAX_EVENT_HOURS}]: an "
             f"event gallery lasts at most 7 days. Got {hours!r} instead."
         )
+    start = to_utc(valid_from, "valid_from")
     try:
-        return valid_from + timedelta(hours=hours)
+        return start + timedelta(hours=hours)
     except OverflowError:
         raise InvalidParameter(
             f"An event starting {valid_from.isoformat()} and lasting {hours} hours would end "
@@ -161,23 +172,31 @@ def open_event(
     """
     actor = check_name(actor, "actor")
     purpose = gallery.check_purpose(purpose)
-    if valid_from.tzinfo is None or valid_to.tzinfo is None or valid_to <= valid_from:
+    if valid_from.tzinfo is None or valid_to.tzinfo is None:
         raise InvalidParameter(
             "An event needs a start and an end, each with its time zone, the end after the "
             f"start. Got {valid_from.isoformat()} to {valid_to.isoformat()}."
         )
-    if valid_to - valid_from > timedelta(hours=MAX_EVENT_HOURS):
+    # Two times sharing a named zone (ZoneInfo) compare and subtract in wall time,
+    # which is an hour off across a daylight-saving change: work in UTC only.
+    start, end = to_utc(valid_from, "valid_from"), to_utc(valid_to, "valid_to")
+    if end <= start:
+        raise InvalidParameter(
+            "An event needs a start and an end, each with its time zone, the end after the "
+            f"start. Got {valid_from.isoformat()} to {valid_to.isoformat()}."
+        )
+    if end - start > timedelta(hours=MAX_EVENT_HOURS):
         raise InvalidParameter(
             "An event gallery is for one event: its window may last at most 7 days. "
-            f"Got {valid_to - valid_from}."
+            f"Got {end - start} ({start.isoformat()} to {end.isoformat()})."
         )
     # the gallery's own point unless the event names one: as identify and verify do
     point = get_operating_point(operating_point or gallery.config.operating_point)
     record = EventRecord(
         event_id=check_identifier(event_id, "event id", MAX_EVENT_ID_LENGTH),
         purpose=purpose,
-        valid_from=to_utc(valid_from, "valid_from").isoformat(),
-        valid_to=to_utc(valid_to, "valid_to").isoformat(),
+        valid_from=start.isoformat(),
+        valid_to=end.isoformat(),
         operating_point=point.name,
         created_at=gallery.now().isoformat(),
         created_by=actor,
