@@ -417,3 +417,70 @@ def test_event_windows_in_a_named_time_zone_last_real_hours(flight: Gallery) -> 
                   datetime(2026, 10, 25, 2, 10, fold=1, tzinfo=paris)) == (
         "2026-10-25T00:30:00+00:00", "2026-10-25T01:10:00+00:00"
     )
+
+
+def test_kept_crops_are_named_in_the_audit_from_decision_to_deletion(
+    flight: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    clock: Any,
+) -> None:
+    def audited(seq: int) -> Any:
+        return next(e for e in flight.audit.events() if e.seq == seq)
+
+    matched = _gate(flight, _probe(identities, embeddings, 0), crop_jpeg=b"crop",
+                    keep_crop_hours=12)
+    referred = _gate(flight, _probe(identities, embeddings, 6), crop_jpeg=b"crop",
+                     keep_crop_hours=12)
+    (crop,) = flight.store.probe_crops()
+    kept = audited(matched.audit_seq).fields
+    assert (kept["crop_id"], kept["crop_delete_after"]) == (crop.crop_id, crop.delete_after)
+    assert audited(referred.audit_seq).fields["crop_id"] is None
+    clock.advance(hours=12, minutes=1)
+    assert decisions.sweep_probe_crops(flight, actor="sweeper") == 1
+    sweep = audited(flight.audit.head().seq)
+    assert sweep.kind == "gate.crop-sweep" and sweep.fields["crop_ids"] == [crop.crop_id]
+    assert sweep.subject_ids == (list(identities)[0],) and sweep.fields["deleted"] == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("reference", "", "'reference' must name"),
+        ("reference", "x" * 100_000, "'reference' is at most 200 characters"),
+        ("gate_id", "B12\nforged line", "'gate_id' may not hold control"),
+        ("gate_id", " ", "'gate_id' must name"),
+    ],
+)
+def test_a_manual_passage_needs_a_reference_and_gate_id_shown_as_they_are(
+    flight: Gallery, field: str, value: str, message: str
+) -> None:
+    head = flight.audit.head().seq
+    given = {"reference": "seat 14C", "gate_id": "B12", field: value}
+    with pytest.raises(InvalidParameter, match=message):
+        decisions.record_manual_passage(flight, EVENT, given["reference"], actor="agent",
+                                        gate_id=given["gate_id"])
+    if field == "gate_id":
+        with pytest.raises(InvalidParameter, match=message):
+            _gate_as(flight, None, value)
+        with pytest.raises(InvalidParameter, match=message):
+            run_gate(flight, EVENT, "no-such-video.mp4", gate_id=value, actor="gate")
+    assert flight.audit.head().seq == head
+
+
+def _gate_as(gallery: Gallery, probe: Embedding | None, gate_id: str) -> decisions.GateDecision:
+    return decisions.match_at_gate(gallery, EVENT, probe, gate_id=gate_id, actor="gate")
+
+
+def test_a_gate_run_checks_the_event_before_opening_its_source(
+    flight: Gallery, clock: Any, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-video.mp4"  # reading it would fail with "No video file"
+    with pytest.raises(EventError, match="No event 'nosuch'"):
+        run_gate(flight, "nosuch", missing, gate_id="B12", actor="gate")  # not even iterated
+    clock.advance(hours=4)
+    with pytest.raises(EventError, match="runs from"):
+        run_gate(flight, EVENT, missing, gate_id="B12", actor="gate")
+    events.close_event(flight, EVENT, actor="agent")
+    with pytest.raises(EventError, match="was closed"):
+        run_gate(flight, EVENT, missing, gate_id="B12", actor="gate")

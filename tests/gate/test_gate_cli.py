@@ -181,3 +181,43 @@ def test_an_event_only_traveller_stays_event_only_and_in_their_event(
         assert gallery.store.templates_of(traveller) == []
         with pytest.raises(UnknownSubject):
             gallery.get_subject(traveller)
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
+def test_a_gate_run_checks_the_event_before_reading_a_frame(
+    flight: Path, tmp_path: Path
+) -> None:
+    facetrust = _command(flight)
+    _open_event(flight, "ended", -timedelta(hours=5))
+    _open_event(flight, "later", timedelta(hours=5))
+    _open_event(flight, "closed", -timedelta(minutes=1))
+    facetrust("event", "close", "closed")
+    missing = str(tmp_path / "no-such-video.mp4")  # reading it would fail: "No video file"
+    for event_id, message in [
+        ("nosuch", "No event 'nosuch'"),
+        ("closed", "The event 'closed' was closed"),
+        ("ended", "The event 'ended' runs from"),
+        ("later", "The event 'later' runs from"),
+    ]:
+        refused = facetrust("gate", "run", "--event", event_id, "--source", missing, code=2)
+        _one_line_error(refused, message)
+        assert refused.stdout == ""
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
+def test_manual_passages_and_gate_ids_are_shown_as_they_are(flight: Path, tmp_path: Path) -> None:
+    facetrust = _command(flight)
+    with Gallery.find(flight) as gallery:
+        head = gallery.audit.head().seq
+    for option, message in [
+        (["--reference", ""], "The 'reference' must name"),
+        (["--reference", "x" * 100_000], "The 'reference' is at most 200 characters"),
+        (["--reference", "seat 1A", "--gate-id", "B12\nforged line"],
+         "The 'gate_id' may not hold control"),
+    ]:
+        _one_line_error(facetrust("gate", "manual", "--event", EVENT, *option, code=2), message)
+    _one_line_error(facetrust("gate", "run", "--event", EVENT, "--source", str(tmp_path),
+                              "--gate-id", "B12\nforged line", code=2),
+                    "The 'gate_id' may not hold control")
+    with Gallery.find(flight) as gallery:
+        assert gallery.audit.head().seq == head

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import EventError, InvalidParameter
+from ..errors import InvalidParameter
 from ..faces import Embedding
 from ..gallery import Gallery
 from ..gallery.checks import check_name
 from ..matching import get_operating_point
 from ..store.base import ProbeCropRecord
-from .events import MAX_EVENT_HOURS, require_open_event
+from .events import MAX_EVENT_HOURS, require_event_in_window, require_open_event
 
 #: Longest time a matched face crop may be kept, in hours: the longest event
 #: (closing an event deletes its crops anyway).
@@ -85,8 +85,18 @@ def record_manual_passage(
 
     This path takes no image: nothing is captured or processed. Returns the
     audit sequence number.
+
+    Raises
+    ------
+    InvalidParameter
+        ``reference`` or ``gate_id`` is empty, over 200 characters, or holds
+        control or invisible characters (a line break, say).
+    EventError
+        The event is unknown or closed.
     """
     actor = check_name(actor, "actor")
+    reference = check_name(reference, "reference")
+    gate_id = check_name(gate_id, "gate_id")
     with gallery.store.transaction():
         record = require_open_event(gallery, event_id)
         event = gallery.audit.append(
@@ -119,27 +129,22 @@ def match_at_gate(
     refer the person to staff. The probe is never stored; a matched face crop
     is kept (encrypted under the subject's data key, erased with the subject)
     only when ``keep_crop_hours`` is more than 0, and deleted by
-    :func:`sweep_probe_crops` once that many hours have passed.
+    :func:`sweep_probe_crops` once that many hours have passed; the decision's
+    audit event names the kept crop (``crop_id``, ``crop_delete_after``).
 
     Raises
     ------
     EventError
         The event is closed, not yet started or over.
     InvalidParameter
-        ``keep_crop_hours`` is not a number of hours in [0, :data:`MAX_CROP_HOURS`].
+        ``keep_crop_hours`` is not a number of hours in [0, :data:`MAX_CROP_HOURS`],
+        or ``gate_id`` is not a name :func:`~facetrust.gallery.checks.check_name`
+        accepts.
     """
     keep_crop_hours = check_keep_crop_hours(keep_crop_hours)
-    record = require_open_event(gallery, event_id)
+    gate_id = check_name(gate_id, "gate_id")
+    record = require_event_in_window(gallery, event_id)
     now = gallery.now()
-    if (
-        not datetime.fromisoformat(record.valid_from)
-        <= now
-        <= datetime.fromisoformat(record.valid_to)
-    ):
-        raise EventError(
-            f"The event {event_id!r} runs from {record.valid_from} to {record.valid_to}; "
-            f"the gate cannot match at {now.isoformat()}."
-        )
     point = get_operating_point(
         record.operating_point, probe.model_id if probe is not None else None
     )
@@ -158,19 +163,18 @@ def match_at_gate(
         if found.hits:
             subject_id, distance = found.hits[0].subject_id, found.hits[0].distance
     outcome = "match" if subject_id else ("refer" if probe is not None else "no-usable-face")
+    kept_crop: str | None = None
+    delete_after: str | None = None
     with gallery.store.transaction():
         if subject_id is not None and crop_jpeg is not None and keep_crop_hours:
             crop_id = uuid.uuid4().hex
             sealed = gallery.seal_for_subject(subject_id, crop_jpeg, f"probe-crop:{crop_id}")
             if sealed is not None:
+                kept_crop = crop_id
+                delete_after = (now + timedelta(hours=keep_crop_hours)).isoformat()
                 gallery.store.insert_probe_crop(
                     ProbeCropRecord(
-                        crop_id,
-                        event_id,
-                        subject_id,
-                        sealed,
-                        now.isoformat(),
-                        (now + timedelta(hours=keep_crop_hours)).isoformat(),
+                        crop_id, event_id, subject_id, sealed, now.isoformat(), delete_after
                     )
                 )
         event = gallery.audit.append(
@@ -188,6 +192,8 @@ def match_at_gate(
             subjects_searched=searched,
             reference_gallery={"gallery_id": gallery.gallery_id, "event_id": event_id},
             frame_index=frame_index,
+            crop_id=kept_crop,
+            crop_delete_after=delete_after,
         )
     return GateDecision(
         event_id,
@@ -205,16 +211,25 @@ def match_at_gate(
 
 
 def sweep_probe_crops(gallery: Gallery, *, actor: str = "system") -> int:
-    """Delete every kept probe crop past its deadline; returns how many (audited)."""
+    """Delete every kept probe crop past its deadline; returns how many.
+
+    The ``gate.crop-sweep`` audit event names the crops deleted (``crop_ids``)
+    and their subjects.
+    """
     now = gallery.now()
     with gallery.store.transaction():
         due = [
-            c.crop_id
-            for c in gallery.store.probe_crops()
+            c for c in gallery.store.probe_crops()
             if datetime.fromisoformat(c.delete_after) <= now
         ]
-        deleted = gallery.store.delete_probe_crops(due)
-        gallery.audit.append("gate.crop-sweep", actor=actor, deleted=deleted)
+        deleted = gallery.store.delete_probe_crops([c.crop_id for c in due])
+        gallery.audit.append(
+            "gate.crop-sweep",
+            actor=actor,
+            subject_ids=sorted({c.subject_id for c in due}),
+            deleted=deleted,
+            crop_ids=[c.crop_id for c in due],
+        )
     if deleted:
         gallery.store.reclaim()
     return deleted

@@ -89,6 +89,28 @@ def require_open_event(gallery: Gallery, event_id: str) -> EventRecord:
     return record
 
 
+def require_event_in_window(gallery: Gallery, event_id: str) -> EventRecord:
+    """The event's record if it is open and ``gallery.now()`` lies inside its window.
+
+    Raises
+    ------
+    EventError
+        The event is unknown, closed, not yet started or over.
+    """
+    record = require_open_event(gallery, event_id)
+    now = gallery.now()
+    if not (
+        datetime.fromisoformat(record.valid_from)
+        <= now
+        <= datetime.fromisoformat(record.valid_to)
+    ):
+        raise EventError(
+            f"The event {event_id!r} runs from {record.valid_from} to {record.valid_to}; "
+            f"the gate cannot match at {now.isoformat()}."
+        )
+    return record
+
+
 def _summary(gallery: Gallery, record: EventRecord) -> Event:
     now = gallery.now()
     if record.closed_at is not None:
@@ -429,6 +451,7 @@ def close_event(gallery: Gallery, event_id: str, *, actor: str) -> EventClosure:
         event_id=event_id,
         members_removed=len(members),
         probe_crops_deleted=crops_deleted,
+        probe_crop_ids=crops,
     )
     gallery.store.reclaim()
     return EventClosure(event_id, len(members), erased, crops_deleted)

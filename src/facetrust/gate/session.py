@@ -1,5 +1,7 @@
 """Running a gate: frames in, one decision per person out.
 
+The event is checked (open, inside its window) before the source is opened.
+
 Frames are read here and detected in two threads (dlib's HOG and OpenCV
 release the GIL, so both cores work); the best face of each presence is
 embedded in a third thread while the camera keeps being read; every decision
@@ -25,8 +27,10 @@ from ..config import Settings
 from ..errors import InvalidParameter
 from ..faces import Embedding, Face
 from ..gallery import Gallery
+from ..gallery.checks import check_name
 from ..pipeline import FacePipeline
 from .decisions import GateDecision, check_keep_crop_hours, match_at_gate
+from .events import require_event_in_window
 from .frames import Frame, read_frames
 from .presence import BestFrameSelector, ReadyPresence
 
@@ -88,14 +92,38 @@ def run_gate(
 ) -> Iterator[GateDecision]:
     """Read ``source`` and yield one decision per person who stood at the gate.
 
+    The event and ``gate_id`` are checked when this is called, before the
+    source is opened: a refusal reads no frame.
+
     Raises
     ------
-    FrameSourceError
-        The video, camera or folder cannot be read.
     EventError
-        The event is closed or outside its window.
+        When called: the event is unknown, closed or outside its window. While
+        iterating: the event was closed or its window ended mid-run.
+    InvalidParameter
+        When called: ``gate_id`` is not a name
+        :func:`~facetrust.gallery.checks.check_name` accepts.
+    FrameSourceError
+        While iterating: the video, camera or folder cannot be read.
     """
+    gate_id = check_name(gate_id, "gate_id")
     policy = policy or GatePolicy()
+    require_event_in_window(gallery, event_id)
+    return _decisions(
+        gallery, event_id, source, gate_id=gate_id, actor=actor, policy=policy, settings=settings
+    )
+
+
+def _decisions(
+    gallery: Gallery,
+    event_id: str,
+    source: str | int | os.PathLike[str],
+    *,
+    gate_id: str,
+    actor: str,
+    policy: GatePolicy,
+    settings: Settings | None,
+) -> Iterator[GateDecision]:
     base = settings or Settings.from_env()
     gate_settings = dataclasses.replace(
         base,
