@@ -44,6 +44,12 @@ def test_folder_of_images_is_a_frame_source(tmp_path: Path) -> None:
     assert [f.time_s for f in frames] == [0.0, 0.2, 0.4]
 
 
+@pytest.mark.parametrize("source", [2**31, "2147483648", 2**63, -1, 256, True])
+def test_camera_indexes_outside_0_to_255_are_refused_before_opencv(source: object) -> None:
+    with pytest.raises(FrameSourceError, match="A camera index is a whole number from 0 to 255"):
+        next(read_frames(source))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("kind", ["corrupt", "missing", "empty-folder", "camera"])
 def test_unreadable_sources_give_a_clear_error(tmp_path: Path, kind: str) -> None:
     source: str | Path

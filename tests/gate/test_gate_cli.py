@@ -221,3 +221,14 @@ def test_manual_passages_and_gate_ids_are_shown_as_they_are(flight: Path, tmp_pa
                     "The 'gate_id' may not hold control")
     with Gallery.find(flight) as gallery:
         assert gallery.audit.head().seq == head
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
+def test_camera_indexes_out_of_range_are_one_line_refusals(flight: Path) -> None:
+    facetrust = _command(flight)
+    for source in ("2147483648", "9223372036854775807", "99999999999999999999", "256"):
+        refused = facetrust("gate", "run", "--event", EVENT, "--source", source, code=2)
+        _one_line_error(refused, "A camera index is a whole number from 0 to 255")
+    # a camera that is not there: OpenCV's own warnings are silenced
+    _one_line_error(facetrust("gate", "run", "--event", EVENT, "--source", "99", code=2),
+                    "Could not open camera 99")

@@ -23,6 +23,10 @@ from ..text import is_whole_number
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
+#: Largest camera index accepted (``/dev/video255``): OpenCV takes a C int and
+#: fails with a crash, not an error, on larger numbers.
+MAX_CAMERA_INDEX = 255
+
 
 @dataclass(frozen=True, eq=False)
 class Frame:
@@ -49,8 +53,9 @@ def read_frames(
     Parameters
     ----------
     source : path, camera index or str
-        A video file (anything FFmpeg reads), a camera index (``0`` or ``"0"``),
-        or a folder of images read in name order.
+        A video file (anything FFmpeg reads), a camera index from 0 to
+        :data:`MAX_CAMERA_INDEX` (``0`` or ``"0"``), or a folder of images read
+        in name order.
     folder_fps : float
         Frame rate assumed for a folder of images, to give frames a time.
     settings : Settings, optional
@@ -63,12 +68,14 @@ def read_frames(
     ------
     FrameSourceError
         The source does not exist, cannot be opened, yields no frame, or has
-        frames over the pixel cap.
+        frames over the pixel cap; or a camera index is outside 0 to
+        :data:`MAX_CAMERA_INDEX`.
     """
     max_pixels = (settings or Settings.from_env()).max_pixels
     if isinstance(source, int) or (isinstance(source, str) and is_whole_number(source)):
+        camera = camera_index(source)
         yield from _read_capture(
-            cv2.VideoCapture(int(source)), f"camera {source}", live=True, max_pixels=max_pixels
+            _open_capture(camera), f"camera {camera}", live=True, max_pixels=max_pixels
         )
         return
     path = Path(source)
@@ -76,13 +83,49 @@ def read_frames(
         yield from _read_folder(path, folder_fps, settings)
     elif path.is_file():
         yield from _read_capture(
-            cv2.VideoCapture(str(path)), repr(str(path)), live=False, max_pixels=max_pixels
+            _open_capture(str(path)), repr(str(path)), live=False, max_pixels=max_pixels
         )
     else:
         raise FrameSourceError(
             f"No video file, folder or camera at {str(source)!r}. Pass a video path, a folder "
             "of images, or a camera index such as 0."
         )
+
+
+def camera_index(source: int | str) -> int:
+    """``source`` (``3`` or ``"3"``) as a camera index, if it is one from 0 to
+    :data:`MAX_CAMERA_INDEX`.
+
+    Raises
+    ------
+    FrameSourceError
+        Not a whole number in that range (True and False included).
+    """
+    number = None
+    if isinstance(source, int) and not isinstance(source, bool):
+        number = source
+    elif isinstance(source, str) and is_whole_number(source):
+        number = int(source)
+    if number is None or not 0 <= number <= MAX_CAMERA_INDEX:
+        shown = source if len(str(source)) <= 40 else f"{str(source)[:40]}..."
+        raise FrameSourceError(
+            f"A camera index is a whole number from 0 to {MAX_CAMERA_INDEX} (/dev/videoN on "
+            f"Linux). Got {shown!r}. Pass the index of a connected camera, a video "
+            "file or a folder of images."
+        )
+    return number
+
+
+def _open_capture(source: int | str) -> cv2.VideoCapture:
+    # OpenCV logs its own warnings ("can't open camera by index") on stderr before
+    # our one-line error: quiet them while opening. FFmpeg's messages (e.g. "moov
+    # atom not found") are not OpenCV's logging and still print.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return cv2.VideoCapture(source)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _too_large(name: str, width: int, height: int, max_pixels: int) -> FrameSourceError:
