@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import cv2
 import numpy as np
 import pytest
 
@@ -484,3 +485,34 @@ def test_a_gate_run_checks_the_event_before_opening_its_source(
     events.close_event(flight, EVENT, actor="agent")
     with pytest.raises(EventError, match="was closed"):
         run_gate(flight, EVENT, missing, gate_id="B12", actor="gate")
+
+
+@pytest.mark.slow  # a gate run over generated frames
+def test_several_faces_in_a_frame_are_each_decided_and_flagged(
+    flight: Gallery, identities: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """A member (1) beside a stranger (6) in five frames, an empty frame, then a member
+    (0) alone: three decisions, the first two flagged with one other face in frame."""
+    from facetrust.images import load_image
+
+    photos, names = list(identities.values()), list(identities)
+    background = np.full((720, 1280, 3), 100, np.uint8)
+
+    def photo(n: int) -> np.ndarray:
+        return cv2.resize(load_image(photos[n][2]), (600, 600), interpolation=cv2.INTER_CUBIC)
+
+    pair, alone = background.copy(), background.copy()
+    pair[60:660, 20:620], pair[60:660, 660:1260] = photo(1), photo(6)
+    alone[60:660, 340:940] = photo(0)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, pixels in enumerate([pair] * 5 + [background] * 4 + [alone] * 5):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), pixels[:, :, ::-1])
+    decided = list(run_gate(flight, EVENT, frames, gate_id="B12", actor="gate",
+                            policy=GatePolicy(window_s=0.2)))
+    together = sorted((d.outcome, d.subject_id or "") for d in decided[:2])
+    assert together == [("match", names[1]), ("refer", "")]
+    assert [d.others_in_frame for d in decided] == [1, 1, 0]
+    assert (decided[2].outcome, decided[2].subject_id) == ("match", names[0])
+    audited = {e.seq: e.fields for e in flight.audit.events() if e.kind == "gate.decision"}
+    assert [audited[d.audit_seq]["others_in_frame"] for d in decided] == [1, 1, 0]

@@ -200,7 +200,9 @@ def run(
             word = {"match": "BOARD", "refer": "REFER TO STAFF"}.get(
                 decision.outcome, "REFER TO STAFF (no usable face)"
             )
-            click.echo(f"{word} {decision.subject_id or ''}".rstrip(), err=True)
+            others = decision.others_in_frame
+            beside = f" ({others} other face{'s' if others > 1 else ''} in frame)" if others else ""
+            click.echo(f"{word} {decision.subject_id or ''}".rstrip() + beside, err=True)
             sys.stdout.flush()
 
 

@@ -60,6 +60,11 @@ class GateDecision:
     ``"refer"`` (no member within the threshold: a person checks documents) or
     ``"no-usable-face"`` (the camera never got a face of passing quality: a
     person checks documents). Lower distance is more similar.
+
+    ``others_in_frame`` is the most faces seen beside this person's in any one
+    frame before the decision (0: they stood alone). Each face gets its own
+    decision; a non-zero count tells staff that someone else was in front of
+    the camera at the same time.
     """
 
     event_id: str
@@ -73,6 +78,7 @@ class GateDecision:
     audit_seq: int
     frame_index: int | None = None
     latency_s: float | None = None
+    others_in_frame: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +128,7 @@ def match_at_gate(
     keep_crop_hours: float | None = None,
     frame_index: int | None = None,
     latency_s: float | None = None,
+    others_in_frame: int = 0,
 ) -> GateDecision:
     """Match one traveller's probe against the event's gallery and audit the decision.
 
@@ -131,6 +138,7 @@ def match_at_gate(
     only when ``keep_crop_hours`` is more than 0, and deleted by
     :func:`sweep_probe_crops` once that many hours have passed; the decision's
     audit event names the kept crop (``crop_id``, ``crop_delete_after``).
+    ``others_in_frame`` (see :class:`GateDecision`) is recorded with the decision.
 
     Raises
     ------
@@ -138,11 +146,18 @@ def match_at_gate(
         The event is closed, not yet started or over.
     InvalidParameter
         ``keep_crop_hours`` is not a number of hours in [0, :data:`MAX_CROP_HOURS`],
-        or ``gate_id`` is not a name :func:`~facetrust.gallery.checks.check_name`
-        accepts.
+        ``gate_id`` is not a name :func:`~facetrust.gallery.checks.check_name`
+        accepts, or ``others_in_frame`` is not a whole number >= 0.
     """
     keep_crop_hours = check_keep_crop_hours(keep_crop_hours)
     gate_id = check_name(gate_id, "gate_id")
+    if isinstance(others_in_frame, bool) or not isinstance(others_in_frame, int) or (
+        others_in_frame < 0
+    ):
+        raise InvalidParameter(
+            "The 'others_in_frame' of a gate decision must be a whole number >= 0. Got "
+            f"{others_in_frame!r} instead."
+        )
     record = require_event_in_window(gallery, event_id)
     now = gallery.now()
     point = get_operating_point(
@@ -192,6 +207,7 @@ def match_at_gate(
             subjects_searched=searched,
             reference_gallery={"gallery_id": gallery.gallery_id, "event_id": event_id},
             frame_index=frame_index,
+            others_in_frame=others_in_frame,
             crop_id=kept_crop,
             crop_delete_after=delete_after,
         )
@@ -207,6 +223,7 @@ def match_at_gate(
         event.seq,
         frame_index,
         latency_s,
+        others_in_frame,
     )
 
 

@@ -10,6 +10,11 @@ and either ``window_s`` seconds have passed since that first good frame (the
 best frame within the window wins) or the face has left the view. A presence
 whose face never passed quality is reported when it leaves, so the person is
 referred to staff instead of silently ignored.
+
+Several faces in one frame are several presences, each decided on its own; each
+presence counts the most other faces seen beside it in one frame before it was
+ready (``others_in_frame``), so that a decision taken with someone else in
+front of the camera says so.
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ class ReadyPresence:
         ``time.monotonic()`` when the first passing face was seen: the start of
         the decision latency.
     frames_seen : int
+    others_in_frame : int
+        The most other faces (of any quality) detected in one frame beside this
+        presence's face, from its first frame until it became ready; 0 when it
+        was always alone.
     """
 
     presence: int
@@ -65,6 +74,7 @@ class ReadyPresence:
     frame_time_s: float
     first_good_wall_s: float | None
     frames_seen: int
+    others_in_frame: int = 0
 
 
 @dataclass(eq=False)
@@ -79,6 +89,7 @@ class _Presence:
     best_time_s: float = 0.0
     first_good_time_s: float | None = None
     first_good_wall_s: float | None = None
+    others_in_frame: int = 0
     decided: bool = False
 
     def ready(self) -> ReadyPresence:
@@ -90,6 +101,7 @@ class _Presence:
             self.best_time_s,
             self.first_good_wall_s,
             self.frames_seen,
+            self.others_in_frame,
         )
 
 
@@ -141,6 +153,7 @@ class BestFrameSelector:
                 presence.box, presence.last_frame = face.box, frame_index
                 presence.frames_seen += 1
             if not presence.decided:
+                presence.others_in_frame = max(presence.others_in_frame, len(faces) - 1)
                 self._consider(presence, face, frame_index, time_s, wall)
         for presence in list(self._active):
             gone = frame_index - presence.last_frame >= self.gone_after_frames

@@ -1,6 +1,9 @@
 """Running a gate: frames in, one decision per person out.
 
 The event is checked (open, inside its window) before the source is opened.
+Several faces in one frame are several people, each decided on their own; each
+decision says how many other faces were beside that person's
+(``others_in_frame``).
 
 Frames are read here and detected in two threads (dlib's HOG and OpenCV
 release the GIL, so both cores work); the best face of each presence is
@@ -93,7 +96,9 @@ def run_gate(
     """Read ``source`` and yield one decision per person who stood at the gate.
 
     The event and ``gate_id`` are checked when this is called, before the
-    source is opened: a refusal reads no frame.
+    source is opened: a refusal reads no frame. Each face in a frame is its
+    own person with its own decision (see :class:`~.decisions.GateDecision`'s
+    ``others_in_frame``).
 
     Raises
     ------
@@ -169,6 +174,7 @@ def _decisions(
             keep_crop_hours=policy.keep_crop_hours,
             frame_index=ready.frame_index,
             latency_s=latency,
+            others_in_frame=ready.others_in_frame,
         )
 
     def select(frame: Frame, faces: list[Face]) -> Iterator[GateDecision]:
