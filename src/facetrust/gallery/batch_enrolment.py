@@ -7,7 +7,10 @@ The CSV (``--consents``) has one row per photo file, or per subject folder
     evidence_sha256, notice_version
 
 ``purposes`` is separated by ``;``; ``expires`` is an ISO date or time (UTC
-if no zone); ``display_name`` may be empty.
+if no zone); ``display_name`` may be empty. Photos are named by their path
+under the folder, symbolic links included (not resolved). A photo that two
+rows give different subjects or different consents is refused with the whole
+batch, before anything is written.
 
 Photos are embedded on every core (:func:`facetrust.embed_many`), then each
 subject is written in one all-or-nothing transaction (:meth:`Gallery.batch`):
@@ -126,12 +129,19 @@ class BatchEnrolmentResult:
 def read_consents(csv_path: str | os.PathLike[str], folder: Path) -> dict[Path, ConsentRow]:
     """Photo path -> its consent row; a row naming a folder covers every image in it.
 
+    Photos are named as :func:`photo_path` names them. Rows that agree (a
+    folder row and a file row with the same subject and consent) may both
+    name a photo.
+
     Raises
     ------
     InvalidParameter
-        A missing column, or a malformed purpose list or expiry.
+        A missing column, a malformed expiry, or two rows that give one photo
+        different subjects or different consents (both lines named).
     """
+    folder = photo_path(folder)
     rows: dict[Path, ConsentRow] = {}
+    lines: dict[Path, int] = {}  # the CSV line each photo's row came from
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
@@ -157,16 +167,59 @@ def read_consents(csv_path: str | os.PathLike[str], folder: Path) -> dict[Path, 
                 evidence_sha256=raw["evidence_sha256"].strip(),
                 notice_version=raw["notice_version"].strip(),
             )
-            target = (folder / raw["photo"].strip()).resolve()
+            target = photo_path(folder / raw["photo"].strip())
             for photo in images_in(target) if target.is_dir() else [target]:
-                rows[photo] = row
+                earlier = rows.get(photo)
+                if earlier is None:
+                    rows[photo], lines[photo] = row, line
+                elif (conflict := _conflict(earlier, row)) is not None:
+                    raise InvalidParameter(
+                        f"Lines {lines[photo]} and {line} of {str(csv_path)!r} give the photo "
+                        f"{_shown(photo, folder)!r} {conflict}: a photo must name one subject "
+                        "and one consent. Correct the CSV and run again; nothing was enrolled."
+                    )
     return rows
 
 
+def _conflict(first: ConsentRow, second: ConsentRow) -> str | None:
+    """How two rows naming one photo contradict each other; None if they agree."""
+    if first.subject_id != second.subject_id:
+        return f"different subjects ({first.subject_id!r} and {second.subject_id!r})"
+    if (first.evidence_ref, first.evidence_sha256.lower()) != (
+        second.evidence_ref, second.evidence_sha256.lower()
+    ):
+        return (f"different consent evidence ({first.evidence_ref!r} and "
+                f"{second.evidence_ref!r})")
+    if (first.purposes, first.expires_at, first.notice_version) != (
+        second.purposes, second.expires_at, second.notice_version
+    ):
+        return "the same consent evidence with different purposes, expiry or notice"
+    return None
+
+
+def _shown(photo: Path, folder: Path) -> str:
+    """``photo`` relative to ``folder`` when it is under it, as in the CSV."""
+    try:
+        return photo.relative_to(folder).as_posix()
+    except ValueError:
+        return str(photo)
+
+
+def photo_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute and normalised, symbolic links kept as named (not resolved).
+
+    A photo is named by where it lies in the batch folder: a link to a file
+    elsewhere is a photo of the folder like any other, and its path relative
+    to the folder is the same on every host that mounts it.
+    """
+    return Path(os.path.normpath(os.path.abspath(path)))
+
+
 def images_in(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (recursively), resolved and sorted."""
+    """Every image file under ``folder`` (recursively), as :func:`photo_path` names them, sorted."""
+    folder = photo_path(folder)
     return sorted(
-        p.resolve() for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
 
 
@@ -240,7 +293,7 @@ def enroll_batch(
     actor = check_name(actor, "actor")
     if check_duplicates is None:
         check_duplicates = gallery.config.duplicate_policy == "refuse"
-    base = Path(folder)
+    base = photo_path(folder)
     if not base.is_dir():
         raise InvalidParameter(f"The photo folder {str(base)!r} does not exist or is not a folder.")
     consents = read_consents(consents_csv, base)

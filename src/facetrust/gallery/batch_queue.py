@@ -52,6 +52,7 @@ from .batch_enrolment import (
     failure_reason,
     image_problem,
     images_in,
+    photo_path,
     read_consents,
     write_subject,
 )
@@ -179,6 +180,7 @@ def batch_status(gallery: Gallery, queue: str) -> BatchQueueStatus:
 
 
 def _relative(photo: Path, base: Path) -> str:
+    """The queue's name of ``photo``: its path under ``base``, links not resolved."""
     return photo.relative_to(base).as_posix()
 
 
@@ -277,7 +279,7 @@ def run_queue_worker(
     worker = check_name(worker or default_worker_id(), "worker")
     if check_duplicates is None:
         check_duplicates = gallery.config.duplicate_policy == "refuse"
-    base = Path(folder).resolve()
+    base = photo_path(folder)
     if not base.is_dir():
         raise InvalidParameter(f"The photo folder {str(base)!r} does not exist or is not a folder.")
     consents = read_consents(consents_csv, base)
@@ -353,7 +355,7 @@ def _write_group(
     row: ConsentRow | None = None
     for queued, result in group:
         path = base / queued.photo
-        row = consents.get(path.resolve())
+        row = consents.get(path)
         problem = image_problem(result)
         if row is None or row.subject_id != subject_id:
             problem = ("no-consent-in-csv", "This worker's consent CSV has no row for this "
