@@ -1,9 +1,11 @@
-"""What a batch's consent CSV may and may not do, through the installed command: rows that
-give one photo two subjects (or two consents) refuse the whole batch before anything is
-written."""
+"""What a batch's consent CSV may and may not do, through the installed command: a
+withdrawal is never undone by re-running a batch with the old form, an erased subject is
+never enrolled again, and rows that give one photo two subjects (or two consents) refuse
+the whole batch before anything is written."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +42,76 @@ def facetrust(tmp_path: Path) -> Runner:
     run = installed_runner(tmp_path / "g")
     run("init", str(tmp_path / "g"))
     return run
+
+
+def _enrol(facetrust: Runner, folder: Path, csv: Path, *extra: str) -> dict[str, object]:
+    done = facetrust("enroll-batch", str(folder), "--consents", str(csv), "--workers", "1",
+                     "--no-progress", "--actor", "registrar", *extra)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def _consents(facetrust: Runner, subject: str) -> list[dict[str, object]]:
+    shown: list[dict[str, object]] = json.loads(
+        facetrust("consent", "show", subject, "--actor", "dpo").stdout
+    )
+    return shown
+
+
+def _templates(gallery_dir: Path, subject: str) -> int:
+    with Gallery.find(gallery_dir) as gallery:
+        return sum(t.subject_id == subject for t in gallery.store.all_templates())
+
+
+@pytest.mark.slow  # the installed command, four batch runs
+def test_a_withdrawn_consent_is_not_granted_again_by_a_rerun(
+    tmp_path: Path, facetrust: Runner
+) -> None:
+    colin, kofi = sorted((SAMPLE / "Colin_Powell").glob("*.jpg")), sorted(
+        (SAMPLE / "Kofi_Annan").glob("*.jpg"))
+    folder = tmp_path / "photos"
+    _photos(folder, {"colin/1.jpg": colin[0], "kofi/1.jpg": kofi[0]})
+    csv = tmp_path / "consents.csv"
+    csv.write_text(HEADER + _row("colin", "colin", "form-c") + _row("kofi", "kofi", "form-k"))
+    assert _enrol(facetrust, folder, csv)["enrolled"] == 2
+
+    # kofi withdraws the CSV's consent but keeps another one; colin withdraws his only one
+    facetrust("consent", "grant", "kofi", "--purpose", "access-control", "--days", "30",
+              "--evidence-ref", "form-k2", "--evidence-sha256", "cd" * 32,
+              "--notice-version", "n1", "--actor", "registrar")
+    form_k = next(c for c in _consents(facetrust, "kofi") if c["evidence_ref"] == "form-k")
+    facetrust("consent", "withdraw", "kofi", "--consent-id", str(form_k["consent_id"]),
+              "--actor", "dpo")
+    facetrust("consent", "withdraw", "colin", "--actor", "dpo")
+    _photos(folder, {"colin/2.jpg": colin[1], "kofi/2.jpg": kofi[1]})
+
+    again = _enrol(facetrust, folder, csv)
+    assert again["enrolled"] == 0
+    assert again["failures_by_reason"] == {"consent-withdrawn": 3}
+    failures = again["failures"]
+    assert isinstance(failures, list)
+    assert all("withdrew the consent of evidence" in f["message"] for f in failures)
+    active = [c for c in _consents(facetrust, "kofi") if c["status"] == "active"]
+    assert [c["evidence_ref"] for c in active] == ["form-k2"]
+    assert not [c for c in _consents(facetrust, "colin") if c["status"] == "active"]
+    assert _templates(tmp_path / "g", "colin") == 0
+    assert _templates(tmp_path / "g", "kofi") == 1
+
+    # a new form is a new consent: the subject erased by the withdrawal may come back
+    csv.write_text(HEADER + _row("colin", "colin", "form-c2", "ef" * 32))
+    assert _enrol(facetrust, folder, csv)["enrolled"] == 2
+
+    # after `forget`, nothing brings the subject back, whatever the form
+    facetrust("forget", "colin", "--actor", "dpo")
+    csv.write_text(HEADER + _row("colin", "colin", "form-c3", "01" * 32))
+    forgotten = _enrol(facetrust, folder, csv)
+    assert forgotten["enrolled"] == 0
+    # (kofi's photos are no longer in the CSV)
+    assert forgotten["failures_by_reason"] == {"no-consent-in-csv": 2, "subject-erased": 2}
+    failures = forgotten["failures"]
+    assert isinstance(failures, list)
+    assert all("was erased" in f["message"] for f in failures if f["reason"] == "subject-erased")
+    assert _templates(tmp_path / "g", "colin") == 0
 
 
 def test_rows_that_give_one_photo_two_subjects_refuse_the_batch(

@@ -33,12 +33,14 @@ from typing import Any
 from ..batch import ImageResult, embed_many
 from ..errors import (
     ConsentError,
+    ConsentWithdrawn,
     DuplicateEnrolment,
     FacetrustError,
     ImageError,
     InvalidParameter,
     MultipleFaces,
     NoFaceFound,
+    UnknownSubject,
 )
 from ..faces import Embedding
 from ..pipeline import FacePolicy
@@ -55,7 +57,8 @@ CSV_COLUMNS = (
 #: Failure reasons, as reported.
 REASONS = (
     "no-face", "several-faces", "quality", "no-consent-in-csv", "unreadable",
-    "consent-invalid", "duplicate", "abandoned", "other",
+    "consent-invalid", "consent-withdrawn", "subject-erased", "duplicate", "abandoned",
+    "other",
 )
 
 
@@ -246,11 +249,18 @@ def count_by_reason(failures: Sequence[BatchFailure]) -> dict[str, int]:
 
 
 def failure_reason(error: FacetrustError) -> str:
-    """The failure reason (one of :data:`REASONS`) of an error raised by an enrolment."""
+    """The failure reason (one of :data:`REASONS`) of an error raised by an enrolment.
+
+    A batch adds a subject it does not know, so an unknown subject is an erased one.
+    """
     if isinstance(error, NoFaceFound):
         return "no-face"
     if isinstance(error, MultipleFaces):
         return "several-faces"
+    if isinstance(error, ConsentWithdrawn):
+        return "consent-withdrawn"
+    if isinstance(error, UnknownSubject):
+        return "subject-erased"
     if isinstance(error, ConsentError | InvalidParameter):
         return "consent-invalid"
     if isinstance(error, DuplicateEnrolment):
@@ -404,16 +414,40 @@ def write_subject(
 
     Joins the caller's transaction when one is open (a queue worker marks the
     photos done in the same one).
+
+    Raises
+    ------
+    UnknownSubject
+        The subject was erased (forgotten): never enrolled again.
+    ConsentWithdrawn
+        The subject withdrew a consent with the row's evidence (``evidence_ref``
+        and ``evidence_sha256``): it is not granted again from the same evidence.
     """
     with gallery.batch():
-        if gallery.store.get_subject(row.subject_id) is None:
+        subject = gallery.store.get_subject(row.subject_id)
+        if subject is not None and subject.erased_at is not None:
+            raise UnknownSubject(
+                f"Subject {row.subject_id!r} was erased from this gallery on "
+                f"{subject.erased_at} (forgotten): an erased subject is never enrolled "
+                "again. Remove its rows from the consent CSV."
+            )
+        if subject is None:
             gallery.add_subject(row.subject_id, display_name=row.display_name, actor=actor)
-        recorded = {
-            (c.evidence_ref, c.evidence_sha256)
-            for c in gallery.store.consents_of(row.subject_id)
-            if c.withdrawn_at is None
-        }
-        if (row.evidence_ref, row.evidence_sha256.lower()) not in recorded:
+        evidence = (row.evidence_ref, row.evidence_sha256.lower())
+        same = [
+            c for c in gallery.store.consents_of(row.subject_id)
+            if (c.evidence_ref, c.evidence_sha256.lower()) == evidence
+        ]
+        withdrawn = [c for c in same if c.withdrawn_at is not None]
+        if withdrawn and len(withdrawn) == len(same):
+            # the withdrawal stands: an old form is not consent given again
+            raise ConsentWithdrawn(
+                f"Subject {row.subject_id!r} withdrew the consent of evidence "
+                f"{row.evidence_ref!r} on {withdrawn[-1].withdrawn_at}: it is never granted "
+                "again from the same evidence. Put the subject's new consent form in the "
+                "CSV (new evidence_ref and evidence_sha256), or remove its rows."
+            )
+        if not same:
             gallery.grant_consent(
                 row.subject_id, row.purposes, expires_at=row.expires_at,
                 evidence_ref=row.evidence_ref, evidence_sha256=row.evidence_sha256,
