@@ -8,6 +8,8 @@ The saved search graph (:mod:`.index_file`) holds every subject's templates:
 its key is destroyed and its file deleted, before and again after the store
 change; each process's in-memory index drops the templates at its next search
 (at once in the erasing process).
+The subject's rows in batch enrolment queues go too (their photo paths may
+name the person), whichever way the subject is erased.
 The consent history and the audit log are kept; they hold no biometric data.
 A probe photo kept for review (:mod:`.pending`) of a search in which the
 subject was a candidate may be a photo of the subject: it is deleted with them.
@@ -50,6 +52,7 @@ def erase_subject(
         rows = store.delete_biometrics(subject_id)
         count_removal(store)
         store.remove_display_name(subject_id)  # personal data: leaves with the biometrics
+        store.forget_queued(subject_id)  # batch queue rows: their photo paths may name them
         if forget:
             for consent in store.consents_of(subject_id):
                 if consent.withdrawn_at is None:

@@ -504,6 +504,11 @@ class Store(Protocol):
         """The names of every batch enrolment queue, sorted."""
         ...
 
+    def forget_queued(self, subject_id: str) -> int:
+        """Delete the queue rows of ``subject_id`` in every queue (their photo paths may
+        name the person); how many. Every erasure calls it."""
+        ...
+
     # stored responses of keyed requests (Idempotency-Key) ----------------------
     def get_idempotency(self, principal: str, key: str) -> IdempotencyRecord | None:
         """The stored response to ``principal``'s request with ``key``, expired or not."""
