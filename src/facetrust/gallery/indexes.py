@@ -17,11 +17,17 @@ reaches back to the index's generation, read everything; so does the first
 search after a transaction in which the index was brought up to date (a
 batch enrolment's duplicate search): that transaction may have been rolled
 back, and another writer may since have reached the same generation number.
+
+The index file is a cache: a search that cannot write it (a folder that
+cannot be written, a directory in the file's place) logs one line and
+answers from memory; only ``facetrust index save`` reports the failure as
+an error.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +44,8 @@ from .consent import retention_until
 from .index import TemplateIndex
 from .keyring import Keyring
 from .vectors import LiveTemplate, TemplateVectors, ciphertext_digest
+
+log = logging.getLogger(__name__)
 
 #: Store meta counter bumped whenever templates are erased or re-encrypted.
 REMOVALS_META = "templates_removed"
@@ -106,6 +114,8 @@ class SearchIndexes:
         self._tentative: set[str] = set()
         # model id -> how its index file was checked against the store when opened
         self._checked: dict[str, str] = {}
+        # whether reads save a newly built graph (off while save() writes it anyway)
+        self._save_on_read = True
 
     def clear(self) -> None:
         """Drop every decrypted template from memory."""
@@ -190,7 +200,7 @@ class SearchIndexes:
         ):
             # an index built here (minutes for an HNSW graph at 1M templates), or a
             # loaded file now behind the store: keep it for the next run
-            self._save_vectors(vectors)
+            self._save_on_read_path(vectors)
         index = TemplateIndex.from_columns(
             generation, vectors, columns, self.config.retention_days, self.config.purposes
         )
@@ -244,7 +254,7 @@ class SearchIndexes:
         was_graph = vectors.is_approximate
         self._apply(vectors, changes.generation, removed, readable, wrapped_keys, removals)
         if self.config.index_dir is not None and vectors.is_approximate and not was_graph:
-            self._save_vectors(vectors)  # the approximate index was just built: keep it
+            self._save_on_read_path(vectors)  # the approximate index was just built: keep it
         retention = {
             s: retention_until(subjects[s], self.config.retention_days) for s in live_subjects
         }
@@ -374,6 +384,24 @@ class SearchIndexes:
         )
         return self._keep(index)
 
+    def _save_on_read_path(self, vectors: TemplateVectors) -> None:
+        """Keep ``vectors`` in its file for the next run, if it can be written.
+
+        A search must not fail for a cache: a failure is logged (one line) and
+        the search goes on from memory.
+        """
+        if not self._save_on_read:
+            return
+        try:
+            self._save_vectors(vectors)
+        except (OSError, IndexFileError) as error:
+            log.warning(
+                "The search index of %s was not saved in %s (%s); searches use the index in "
+                "memory. Make index_dir a folder that can be written, then run `facetrust "
+                "index save`.",
+                vectors.model_id, self.config.index_dir, error,
+            )
+
     def _save_vectors(self, vectors: TemplateVectors) -> Path | None:
         """Seal ``vectors`` into its index file under a fresh key; None if it cannot be kept."""
         if self.config.index_dir is None or not vectors.is_approximate:
@@ -410,14 +438,36 @@ class SearchIndexes:
                 else list(folder.glob("*.index"))
             )
             for path in paths:
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as error:
+                    # its key is destroyed: what is left there cannot be read
+                    log.warning("The index file %s was not deleted (%s); its key was "
+                                "destroyed, so it cannot be read.", path, error)
 
     def save(self) -> list[Path]:
-        """Write every stored model's approximate index to its file (see ``Gallery.save_index``)."""
+        """Write every stored model's approximate index to its file (see ``Gallery.save_index``).
+
+        Raises
+        ------
+        IndexFileError
+            A file cannot be written (the folder cannot be created or written).
+        """
         written = []
         for model_id in self.stored_model_ids():
-            self.get(model_id)
-            path = self._save_vectors(self._vectors[model_id])
+            self._save_on_read = False  # written just below, once
+            try:
+                self.get(model_id)
+            finally:
+                self._save_on_read = True
+            try:
+                path = self._save_vectors(self._vectors[model_id])
+            except OSError as error:
+                raise IndexFileError(
+                    f"Cannot write the search index of {model_id} in {self.config.index_dir}: "
+                    f"{error}. Make index_dir a folder that can be written (or set it in the "
+                    "gallery's config to one that can), then run `facetrust index save` again."
+                ) from error
             if path is not None:
                 written.append(path)
         return written
