@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from .config import Settings, cores_per_process
-from .errors import FacetrustError
+from .errors import FacetrustError, InvalidParameter
 from .faces import EmbeddedFace
 from .pipeline import FacePipeline, FacePolicy
 
@@ -48,6 +48,9 @@ class ImageResult:
     faces: list[EmbeddedFace]
     error: FacetrustError | None = None
 
+
+#: Most worker processes :func:`embed_many` starts (``--workers``).
+MAX_WORKERS = 256
 
 #: The face policy of this worker process's jobs, set with its pipeline.
 _worker_policy: FacePolicy | None = None
@@ -80,6 +83,25 @@ def process_image(
     return ImageResult(path, [EmbeddedFace(f.face.without_chip(), f.embedding) for f in faces])
 
 
+def check_workers(workers: int | None, function: str = "embed_many") -> None:
+    """Refuse a ``workers`` count that is not None or an integer in [1, :data:`MAX_WORKERS`].
+
+    Raises
+    ------
+    InvalidParameter
+    """
+    if workers is None:
+        return
+    if isinstance(workers, bool) or not isinstance(workers, int) or not (
+        1 <= workers <= MAX_WORKERS
+    ):
+        raise InvalidParameter(
+            f"The 'workers' parameter of {function} must be an integer in [1, {MAX_WORKERS}] "
+            f"(or None: one per core). Got {workers!r} instead.",
+            field="workers",
+        )
+
+
 def embed_many(
     paths: Iterable[str | os.PathLike[str]],
     settings: Settings | None = None,
@@ -96,18 +118,35 @@ def embed_many(
     paths : iterable of paths
     settings : Settings, optional
     workers : int, optional
-        Worker processes; defaults to ``settings.worker_count`` (one per core).
-        1 runs in this process.
+        Worker processes, in [1, :data:`MAX_WORKERS`]; defaults to
+        ``settings.worker_count`` (one per core). 1 runs in this process.
     progress : bool
         Show a progress bar with rate and ETA on stderr.
     face_policy : FacePolicy, optional
         Keep only the face this policy picks (see
         :meth:`FacePipeline.embed <facetrust.pipeline.FacePipeline.embed>`);
         every face when omitted. ``"crop"`` treats each image as a face crop.
+
+    Raises
+    ------
+    InvalidParameter
+        ``workers`` out of range (at the call, before any image is read).
     """
+    check_workers(workers)
     settings = settings or Settings.from_env()
     items = [os.fspath(p) for p in paths]
-    count = workers or settings.worker_count
+    count = workers if workers is not None else settings.worker_count
+    return _embed(items, settings, count, progress, description, face_policy)
+
+
+def _embed(
+    items: list[str],
+    settings: Settings,
+    count: int,
+    progress: bool,
+    description: str,
+    face_policy: FacePolicy | None,
+) -> Iterator[ImageResult]:
     bar = tqdm(total=len(items), unit="img", desc=description, disable=not progress)
     try:
         if count <= 1 or len(items) < 2:

@@ -1,11 +1,11 @@
 """A batch queue over time, through the installed command: erasure by consent withdrawal
-takes the subject's queue rows, bad options are refused before the queue is touched, a
-linked photo is a photo of the folder, and a corrected consent CSV is taken up by the next
-worker of the same queue."""
+takes the subject's queue rows, bad options are refused before the queue is touched, and a
+linked photo is a photo of the folder."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -14,6 +14,11 @@ from subprocess import CompletedProcess
 
 import pytest
 
+from facetrust.batch import embed_many
+from facetrust.errors import InvalidParameter
+from facetrust.gallery import Gallery
+from facetrust.gallery.batch_enrolment import enroll_batch
+from facetrust.gallery.batch_queue import run_queue_worker
 from installed_command import installed_runner
 
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
@@ -71,3 +76,81 @@ def test_withdrawing_consent_deletes_the_subjects_queue_rows(
     assert erased["erasure"]["key_destroyed"]
     rows = _queue_rows(tmp_path / "g")
     assert rows == [("q", "Kofi_Annan/1.jpg", "kofi", "done", None)]
+
+
+@pytest.mark.slow  # the installed command
+def test_a_rerun_after_withdrawal_fails_the_photos_as_consent_withdrawn(
+    tmp_path: Path, facetrust: Runner, two_people: tuple[Path, Path]
+) -> None:
+    folder, csv = two_people
+    _worker(facetrust, folder, csv)
+    facetrust("consent", "withdraw", "colin", "--actor", "dpo")
+    again = _worker(facetrust, folder, csv)
+    assert json.loads(again.stdout)["failures_by_reason"] == {"consent-withdrawn": 1}
+    assert ("q", "Colin_Powell/1.jpg", "colin", "failed", "consent-withdrawn") in _queue_rows(
+        tmp_path / "g")
+    with Gallery.find(tmp_path / "g") as gallery:
+        assert not [t for t in gallery.store.all_templates() if t.subject_id == "colin"]
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--lease", "nan"), ("--lease", "inf"), ("--lease", "1e12"), ("--lease", "0.5"),
+    ("--claim", "0"), ("--claim", "100000"), ("--workers", "-3"), ("--workers", "0"),
+])
+def test_bad_batch_options_are_refused_before_the_queue_is_filled(
+    tmp_path: Path, facetrust: Runner, two_people: tuple[Path, Path], option: str, value: str
+) -> None:
+    folder, csv = two_people
+    queue = () if option == "--workers" else ("--queue", "q")
+    refused = facetrust("enroll-batch", str(folder), "--consents", str(csv), *queue, option,
+                        value, "--actor", "registrar", code=2)
+    assert f"Invalid value for '{option}'" in refused.stderr
+    assert _queue_rows(tmp_path / "g") == []
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("lease_s", float("nan")), ("lease_s", float("inf")), ("lease_s", 1e12), ("claim", 0),
+    ("claim", 2.5), ("max_attempts", True), ("poll_s", float("nan")),
+])
+def test_run_queue_worker_refuses_bad_numbers_before_the_queue_is_filled(
+    make_gallery: Callable[..., Gallery], two_people: tuple[Path, Path], name: str,
+    value: object,
+) -> None:
+    folder, csv = two_people
+    gallery = make_gallery()
+    with pytest.raises(InvalidParameter, match=f"The '{name}' parameter of run_queue_worker"):
+        run_queue_worker(gallery, folder, csv, queue="q", actor="registrar",
+                         **{name: value})  # type: ignore[arg-type]
+    with gallery.store.snapshot():
+        assert gallery.store.queue_names() == []
+
+
+@pytest.mark.parametrize("workers", [0, -3, 1000, True])
+def test_embedding_workers_out_of_range_are_refused(
+    make_gallery: Callable[..., Gallery], two_people: tuple[Path, Path], workers: int
+) -> None:
+    folder, csv = two_people
+    with pytest.raises(InvalidParameter, match=r"'workers' parameter of embed_many .*\[1, 256\]"):
+        embed_many([folder / "Kofi_Annan" / "1.jpg"], workers=workers)
+    with pytest.raises(InvalidParameter, match="'workers' parameter of enroll_batch"):
+        enroll_batch(make_gallery(), folder, csv, actor="registrar", workers=workers)
+
+
+@pytest.mark.slow  # the installed command
+def test_a_linked_photo_is_queued_by_its_path_in_the_folder(
+    tmp_path: Path, facetrust: Runner, two_people: tuple[Path, Path]
+) -> None:
+    folder, csv = two_people
+    outside = tmp_path / "elsewhere.jpg"
+    shutil.copy(sorted((SAMPLE / "Kofi_Annan").glob("*.jpg"))[1], outside)
+    os.symlink(outside, folder / "Kofi_Annan" / "2.jpg")
+    os.symlink(folder / "Kofi_Annan" / "1.jpg", folder / "Colin_Powell" / "not-colin.jpg")
+    csv.write_text(HEADER + _row("Colin_Powell/1.jpg", "colin") + _row("Kofi_Annan", "kofi"))
+    done = json.loads(_worker(facetrust, folder, csv).stdout)
+    assert done["enrolled"] == 3 and done["failed"] == 0
+    assert [r[1:4] for r in _queue_rows(tmp_path / "g")] == [
+        ("Colin_Powell/1.jpg", "colin", "done"),
+        ("Colin_Powell/not-colin.jpg", None, "failed"),  # not listed: a link is no row
+        ("Kofi_Annan/1.jpg", "kofi", "done"),
+        ("Kofi_Annan/2.jpg", "kofi", "done"),
+    ]

@@ -8,12 +8,15 @@ others. ``facetrust enroll-batch status`` shows where a queue stands.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
 
+from ..batch import MAX_WORKERS
 from ..errors import InvalidParameter
 from ..gallery import Gallery
+from ..gallery.batch_queue import CLAIM_RANGE, LEASE_S_RANGE
 from ..pipeline import FacePolicy
 from .faces import face_option
 from .gallery import actor_option, emit, gallery_option
@@ -33,6 +36,17 @@ class DefaultCommandGroup(click.Group):
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float range that also refuses ``nan`` (which compares false with every bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 @click.group("enroll-batch", cls=DefaultCommandGroup, default_command="run")
@@ -60,13 +74,14 @@ def enroll_batch() -> None:
     help="Work as one of several workers sharing this queue in the gallery's database "
     "(start one per core, on any host that sees the gallery and the photos).",
 )
-@click.option("--lease", "lease_s", type=float, default=300.0, show_default=True,
+@click.option("--lease", "lease_s", type=FiniteFloatRange(*LEASE_S_RANGE), default=300.0,
+              show_default=True,
               help="With --queue: seconds a claim lasts before another worker may take it over.")
-@click.option("--claim", type=int, default=8, show_default=True,
+@click.option("--claim", type=click.IntRange(*CLAIM_RANGE), default=8, show_default=True,
               help="With --queue: photos claimed at a time.")
 @click.option("--worker-id", default=None,
               help="With --queue: this worker's name (default: host:pid:random).")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
               help="Without --queue: embedding processes (default: cores).")
 @click.option(
     "--check-duplicates/--no-check-duplicates",

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..batch import ImageResult, embed_many
+from ..batch import ImageResult, check_workers, embed_many
 from ..errors import (
     ConsentError,
     ConsentWithdrawn,
@@ -288,7 +288,8 @@ def enroll_batch(
     consents_csv : path
         The consent CSV (see the module docstring).
     workers : int, optional
-        Embedding processes (default: one per core).
+        Embedding processes, in [1, :data:`~facetrust.batch.MAX_WORKERS`]
+        (default: one per core).
     progress : bool
         A progress bar with rate and ETA on stderr.
     check_duplicates : bool, optional
@@ -301,6 +302,7 @@ def enroll_batch(
     """
     started = time.perf_counter()
     actor = check_name(actor, "actor")
+    check_workers(workers, "enroll_batch")
     if check_duplicates is None:
         check_duplicates = gallery.config.duplicate_policy == "refuse"
     base = photo_path(folder)

@@ -29,6 +29,7 @@ failed photos apart (``facetrust enroll-batch status``).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -58,6 +59,14 @@ from .batch_enrolment import (
 )
 from .checks import check_name
 from .core import Gallery
+
+#: The accepted ranges (inclusive) of :func:`run_queue_worker`'s numbers: a lease of a
+#: second to a day, claims of 1 to 1,000 photos, 1 to 100 attempts, looks at the queue
+#: at most an hour apart.
+LEASE_S_RANGE = (1.0, 86_400.0)
+CLAIM_RANGE = (1, 1000)
+MAX_ATTEMPTS_RANGE = (1, 100)
+POLL_S_RANGE = (0.001, 3600.0)
 
 #: States of a queued photo.
 WAITING, CLAIMED, DONE, FAILED = "waiting", "claimed", "done", "failed"
@@ -236,16 +245,17 @@ def run_queue_worker(
     worker : str, optional
         This worker's name in the queue (default: host, process id and a random part).
     lease_s : float
-        Seconds a claim lasts: another worker takes the photos over after it
-        ends. Longer than embedding and writing ``claim`` photos takes.
+        Seconds a claim lasts, in [1, 86400]: another worker takes the photos
+        over after it ends. Longer than embedding and writing ``claim`` photos takes.
     claim : int
-        Photos claimed at a time.
+        Photos claimed at a time, in [1, 1000].
     max_attempts : int
-        Claims of one photo before it is failed as ``abandoned``.
+        Claims of one photo before it is failed as ``abandoned``, in [1, 100].
     check_duplicates : bool, optional
         As for :func:`~facetrust.gallery.batch_enrolment.enroll_batch`.
     poll_s : float
-        Longest wait between looks at the queue while others hold every claim.
+        Longest wait between looks at the queue while others hold every claim
+        (seconds, at most 3600).
     face_policy : FacePolicy
         Which face of each photo to enrol (the product's default: ``"dominant"``).
 
@@ -259,7 +269,8 @@ def run_queue_worker(
     Raises
     ------
     InvalidParameter
-        A bad folder, CSV, queue name, lease, claim size or attempt count.
+        A bad folder, CSV, queue name, lease, claim size, attempt count or poll
+        time (see the ``*_RANGE`` constants), before the queue is touched.
     """
     started = time.perf_counter()
     actor = check_name(actor, "actor")
@@ -269,13 +280,10 @@ def run_queue_worker(
             f"same for every worker of one batch). Got {queue!r} instead."
         )
     queue = queue.strip()
-    for name, value, low in (("lease_s", lease_s, 1.0), ("claim", claim, 1),
-                             ("max_attempts", max_attempts, 1)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-            raise InvalidParameter(
-                f"The {name!r} parameter of run_queue_worker must be a number >= {low}. "
-                f"Got {value!r} instead."
-            )
+    _check_number("lease_s", lease_s, LEASE_S_RANGE)
+    _check_number("claim", claim, CLAIM_RANGE)
+    _check_number("max_attempts", max_attempts, MAX_ATTEMPTS_RANGE)
+    _check_number("poll_s", poll_s, POLL_S_RANGE)
     worker = check_name(worker or default_worker_id(), "worker")
     if check_duplicates is None:
         check_duplicates = gallery.config.duplicate_policy == "refuse"
@@ -323,6 +331,21 @@ def run_queue_worker(
         totals["enrolled"], totals["already"], totals["subjects"], tuple(failures),
         time.perf_counter() - started, by_reason,
     )
+
+
+def _check_number(name: str, value: object, bounds: tuple[float, float]) -> None:
+    """Refuse ``value`` unless it is a finite number within ``bounds`` (an integer when
+    the bounds are), before anything is written."""
+    low, high = bounds
+    integer = isinstance(low, int)
+    kind = int if integer else int | float
+    if (isinstance(value, bool) or not isinstance(value, kind)
+            or not math.isfinite(value) or not low <= value <= high):
+        raise InvalidParameter(
+            f"The {name!r} parameter of run_queue_worker must be "
+            f"{'an integer' if integer else 'a finite number'} in [{low}, {high}]. "
+            f"Got {value!r} instead."
+        )
 
 
 def _by_subject(
