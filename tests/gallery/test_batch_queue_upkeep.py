@@ -1,6 +1,7 @@
 """A batch queue over time, through the installed command: erasure by consent withdrawal
-takes the subject's queue rows, bad options are refused before the queue is touched, and a
-linked photo is a photo of the folder."""
+takes the subject's queue rows, bad options are refused before the queue is touched, a
+linked photo is a photo of the folder, and a corrected consent CSV is taken up by the next
+worker of the same queue."""
 
 from __future__ import annotations
 
@@ -154,3 +155,45 @@ def test_a_linked_photo_is_queued_by_its_path_in_the_folder(
         ("Kofi_Annan/1.jpg", "kofi", "done"),
         ("Kofi_Annan/2.jpg", "kofi", "done"),
     ]
+
+
+@pytest.mark.slow  # the installed command
+def test_a_corrected_consent_csv_is_taken_up_by_the_same_queue(
+    tmp_path: Path, facetrust: Runner, two_people: tuple[Path, Path]
+) -> None:
+    folder, csv = two_people
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text(HEADER + _row("Colin", "colin") + _row("Kofi", "kofi"))  # no such folders
+    assert json.loads(_worker(facetrust, folder, wrong).stdout)["enrolled"] == 0
+    assert {r[3:] for r in _queue_rows(tmp_path / "g")} == {("failed", "no-consent-in-csv")}
+
+    second = _worker(facetrust, folder, csv)
+    assert json.loads(second.stdout)["enrolled"] == 2
+    assert [r[1:] for r in _queue_rows(tmp_path / "g")] == [
+        ("Colin_Powell/1.jpg", "colin", "done", None),
+        ("Kofi_Annan/1.jpg", "kofi", "done", None),
+    ]
+    status = json.loads(facetrust("enroll-batch", "status", "--queue", "q", "--json").stdout)
+    assert (status["done"], status["failed"]) == (2, 0)
+
+
+@pytest.mark.slow  # the installed command
+def test_a_worker_points_to_the_failed_photos_it_did_not_count(
+    tmp_path: Path, facetrust: Runner, two_people: tuple[Path, Path]
+) -> None:
+    folder, csv = two_people
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text(HEADER + _row("Colin", "colin") + _row("Kofi", "kofi"))  # no such folders
+    first = _worker(facetrust, folder, wrong)
+    assert json.loads(first.stdout)["failed_elsewhere"] == 2
+    hint = ("2 photos of queue q failed earlier (in another worker, or not in the consent CSV) "
+            "and are not counted above: see `facetrust enroll-batch status --queue q`.")
+    assert hint in first.stderr.splitlines()
+
+    second = _worker(facetrust, folder, csv)
+    assert json.loads(second.stdout)["failed_elsewhere"] == 0
+    assert "failed earlier" not in second.stderr
+    (folder / "unlisted.jpg").write_bytes((folder / "Kofi_Annan" / "1.jpg").read_bytes())
+    third = _worker(facetrust, folder, csv)
+    assert json.loads(third.stdout)["failed_elsewhere"] == 1
+    assert "1 photo of queue q failed earlier" in third.stderr

@@ -99,6 +99,13 @@ class BatchEnrolmentResult:
     failures : tuple of BatchFailure
     seconds : float
         Wall time of the run.
+    by_reason : dict of str to int
+        ``failures`` counted by reason.
+    queue : str or None
+        The queue, for a queue worker's result.
+    failed_elsewhere : int
+        With a queue: its failed photos that are not among ``failures`` (failed
+        by an earlier or another worker, or put in failed as not in the CSV).
     """
 
     enrolled: int
@@ -107,6 +114,8 @@ class BatchEnrolmentResult:
     failures: tuple[BatchFailure, ...]
     seconds: float
     by_reason: dict[str, int] = field(default_factory=dict)
+    queue: str | None = None
+    failed_elsewhere: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,14 +127,30 @@ class BatchEnrolmentResult:
             "failures": [vars(f) for f in self.failures],
             "seconds": round(self.seconds, 3),
             "photos_per_second": round(self.enrolled / self.seconds, 3) if self.seconds else 0.0,
+            **({"queue": self.queue, "failed_elsewhere": self.failed_elsewhere}
+               if self.queue is not None else {}),
         }
 
+    def next_step(self) -> str | None:
+        """What to do about failed photos this result does not list; None if there are none."""
+        if not self.failed_elsewhere:
+            return None
+        count = self.failed_elsewhere
+        return (
+            f"{count} photo{'s' if count > 1 else ''} of queue {self.queue} failed earlier "
+            "(in another worker, or not in the consent CSV) and "
+            f"{'are' if count > 1 else 'is'} not counted above: see "
+            f"`facetrust enroll-batch status --queue {self.queue}`."
+        )
+
     def table(self) -> str:
-        """The failures by reason as a plain-text table."""
+        """The failures by reason as a plain-text table, then the next step if any."""
         lines = [f"{'reason':<20} {'photos':>7}", f"{'-' * 20} {'-' * 7}"]
         lines += [f"{reason:<20} {count:>7}" for reason, count in self.by_reason.items()]
         lines.append(f"{'enrolled':<20} {self.enrolled:>7}")
         lines.append(f"{'already enrolled':<20} {self.already_enrolled:>7}")
+        if (step := self.next_step()) is not None:
+            lines.append(step)
         return "\n".join(lines)
 
 

@@ -70,6 +70,7 @@ POLL_S_RANGE = (0.001, 3600.0)
 
 #: States of a queued photo.
 WAITING, CLAIMED, DONE, FAILED = "waiting", "claimed", "done", "failed"
+NO_CONSENT = "no-consent-in-csv"
 NO_CONSENT_MESSAGE = "The consent CSV has no row for this photo."
 
 
@@ -199,6 +200,9 @@ def fill_queue(
     """Put every image under ``base`` in ``queue`` unless it holds it already; how many added.
 
     An image the consent CSV does not list goes in as failed (``no-consent-in-csv``).
+    One the queue holds as failed for that reason, and which ``consents`` (the
+    current CSV) now lists, goes back to waiting for its subject: a corrected
+    CSV is taken up by the next worker of the same queue.
     """
     now = gallery.now().isoformat()
     rows = []
@@ -207,12 +211,22 @@ def fill_queue(
         rows.append(QueuedPhoto(
             queue, _relative(photo, base), row.subject_id if row else None,
             WAITING if row else FAILED,
-            reason=None if row else "no-consent-in-csv",
+            reason=None if row else NO_CONSENT,
             message=None if row else NO_CONSENT_MESSAGE,
             updated_at=now,
         ))
-    with gallery.store.transaction():
-        return gallery.store.queue_photos(rows)
+    store = gallery.store
+    with store.transaction():
+        added = store.queue_photos(rows)
+        listed = {
+            queued.photo: row.subject_id
+            for queued in store.queued(queue, FAILED)
+            if queued.reason == NO_CONSENT
+            and (row := consents.get(base / queued.photo)) is not None
+        }
+        if listed:
+            store.requeue_failed(queue, listed, reason=NO_CONSENT, at=now)
+    return added
 
 
 def run_queue_worker(
@@ -264,7 +278,8 @@ def run_queue_worker(
     BatchEnrolmentResult
         What this worker did (``already_enrolled``: photos it found enrolled
         before, e.g. by a worker whose lease ran out; ``failures``: those this
-        worker failed, paths relative to the folder).
+        worker failed, paths relative to the folder; ``failed_elsewhere``: the
+        queue's other failed photos, see :func:`batch_status`).
 
     Raises
     ------
@@ -307,6 +322,7 @@ def run_queue_worker(
         if not claimed:
             status = batch_status(gallery, queue)
             if status.finished:
+                failed_elsewhere = max(0, status.failed - len(failures))
                 break
             time.sleep(poll_s if status.waiting else min(poll_s, lease_s))
             continue
@@ -329,7 +345,8 @@ def run_queue_worker(
     )
     return BatchEnrolmentResult(
         totals["enrolled"], totals["already"], totals["subjects"], tuple(failures),
-        time.perf_counter() - started, by_reason,
+        time.perf_counter() - started, by_reason, queue=queue,
+        failed_elsewhere=failed_elsewhere,
     )
 
 
@@ -381,7 +398,7 @@ def _write_group(
         row = consents.get(path)
         problem = image_problem(result)
         if row is None or row.subject_id != subject_id:
-            problem = ("no-consent-in-csv", "This worker's consent CSV has no row for this "
+            problem = (NO_CONSENT, "This worker's consent CSV has no row for this "
                        "photo, or names another subject: give every worker the same CSV.")
         if problem is None:
             try:

@@ -29,7 +29,7 @@ bounded number of deletions; a reader further behind gets None and reloads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -502,6 +502,16 @@ class Store(Protocol):
 
     def queue_names(self) -> list[str]:
         """The names of every batch enrolment queue, sorted."""
+        ...
+
+    def requeue_failed(
+        self, queue: str, subjects: Mapping[str, str], *, reason: str, at: str
+    ) -> int:
+        """Put back as ``waiting`` (no attempts yet) the photos of ``subjects`` (photo ->
+        subject id) that are ``failed`` with ``reason``, naming the subject given; how many.
+
+        Inside a transaction.
+        """
         ...
 
     def forget_queued(self, subject_id: str) -> int:

@@ -10,7 +10,7 @@ which gives the same guarantee.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import QueuedPhoto
@@ -82,6 +82,20 @@ class SqlBatchQueue(SqlBase):
                 "UPDATE batch_queue SET state = ?, reason = ?, message = ?, lease_until = NULL, "
                 "updated_at = ? WHERE queue = ? AND photo = ? AND state != 'done'",
                 (state, reason, message, at, queue, photo),
+            ).rowcount)
+        return changed
+
+    def requeue_failed(
+        self, queue: str, subjects: Mapping[str, str], *, reason: str, at: str
+    ) -> int:
+        changed = 0
+        for photo, subject_id in subjects.items():
+            changed += int(self._run(
+                "UPDATE batch_queue SET state = 'waiting', subject_id = ?, worker = NULL, "
+                "lease_until = NULL, attempts = 0, reason = NULL, message = NULL, "
+                "updated_at = ? WHERE queue = ? AND photo = ? AND state = 'failed' "
+                "AND reason = ?",
+                (subject_id, at, queue, photo, reason),
             ).rowcount)
         return changed
 

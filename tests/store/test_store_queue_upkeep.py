@@ -1,0 +1,51 @@
+"""The batch queue's upkeep on every Store: failed photos put back for a subject
+(``requeue_failed``: a corrected consent CSV) and a subject's rows deleted
+(``forget_queued``: erasure), on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from facetrust.store import QueuedPhoto, Store
+from store.test_store_conformance import STORES, T0
+
+T1 = "2026-01-01T00:01:00+00:00"
+
+
+@pytest.fixture(params=sorted(STORES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    # only the PostgreSQL parameter starts the server
+    instance = STORES[request.param](tmp_path, lambda: request.getfixturevalue("postgres_url")())
+    yield instance
+    instance.close()
+
+
+def test_failed_photos_are_put_back_for_their_subject_and_erasure_deletes_rows(
+    store: Store,
+) -> None:
+    photos = [
+        QueuedPhoto("q", "a.jpg", None, "failed", attempts=0, reason="no-consent-in-csv",
+                    message="No row.", updated_at=T0),
+        QueuedPhoto("q", "b.jpg", "s2", "failed", attempts=2, reason="no-face",
+                    message="No face.", updated_at=T0),
+        QueuedPhoto("q", "c.jpg", "s3", "done", updated_at=T0),
+        QueuedPhoto("other", "a.jpg", None, "failed", reason="no-consent-in-csv",
+                    updated_at=T0),
+    ]
+    with store.transaction():
+        store.queue_photos(photos)
+        # only photos failed for that reason come back, in that queue
+        assert store.requeue_failed(
+            "q", {"a.jpg": "s1", "b.jpg": "s2", "c.jpg": "s3"}, reason="no-consent-in-csv",
+            at=T1,
+        ) == 1
+    back = store.queued("q", "waiting")
+    assert back == [QueuedPhoto("q", "a.jpg", "s1", "waiting", None, None, 0, None, None, T1)]
+    assert [p.state for p in store.queued("q")] == ["waiting", "failed", "done"]
+    assert store.queued("other")[0].state == "failed"
+    with store.transaction():
+        assert store.forget_queued("s1") == 1
+    assert [p.photo for p in store.queued("q")] == ["b.jpg", "c.jpg"]
