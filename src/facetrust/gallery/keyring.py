@@ -7,6 +7,13 @@ AES-256-GCM under their subject's data key, with a label that names what they
 are, so a sealed value cannot be moved to another row. Destroying a data key
 is what erasure means: every copy of the subject's ciphertext, backups
 included, becomes unreadable (crypto-shredding).
+
+A master key can be rotated while other processes still hold the old one in
+memory (they checked it when they opened the gallery). So every write of a
+wrapped data key first checks the store's ``master_key_id`` while it holds
+the key-store write lock (:meth:`Keyring.require_current_master_key`): a
+process whose key was rotated away is refused instead of leaving a key that
+only the retired master key can unwrap (see :mod:`.keys`).
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import crypto
-from ..errors import StoreError
+from ..errors import KeyMaterialError, StoreError
 from ..store.base import KeyStore, Store, TemplateRecord
 
 AUDIT_SECRET = "audit_key"
 TEMPLATE_SECRET = "template_secret"
 GALLERY_SECRETS = (AUDIT_SECRET, TEMPLATE_SECRET)
+#: The store's meta entry naming the master key the gallery is sealed with.
+MASTER_KEY_ID = "master_key_id"
 
 
 def data_key_label(name: str) -> str:
@@ -108,24 +117,69 @@ class Keyring:
 
         With ``create``, a missing key is generated and stored first (in its
         own key-store transaction, so the key commits before the data it seals).
+
+        Raises
+        ------
+        KeyMaterialError
+            With ``create``: the master key was rotated since this gallery was
+            opened (see :meth:`require_current_master_key`); nothing was stored.
         """
         wrapped = self.keystore.get_key(name)
         if wrapped is None and create:
             with self.keystore.transaction():
                 wrapped = self.keystore.get_key(name)
                 if wrapped is None:
+                    self.require_current_master_key()
                     wrapped = self.master_key.wrap(crypto.generate_key(), data_key_label(name))
                     self.keystore.put_key(name, wrapped)
         return None if wrapped is None else self.unwrap_data_key(name, wrapped)
+
+    def require_current_master_key(self) -> None:
+        """Refuse to wrap with a master key the gallery no longer uses.
+
+        Reads the store's master key id in one statement, which sees every
+        earlier commit; call it while holding the key-store write lock (inside
+        ``keystore.transaction()``) before writing a wrapped key. Key-store
+        writes are serialised, and a rotation switches the id before its last
+        re-scan of the key store (:func:`~.keys.rotate_master_key`), so a key
+        written after the check is either seen by that re-scan or refused here.
+
+        The read sees the newest id only outside a store read snapshot: a
+        caller holding ``store.snapshot()`` open across the write gets the id
+        of the snapshot's start.
+
+        Raises
+        ------
+        KeyMaterialError
+            The gallery is sealed with another master key: it was rotated after
+            this process opened the gallery.
+        """
+        current = self.store.get_meta(MASTER_KEY_ID)
+        if current != self.master_key.key_id_hex:
+            raise KeyMaterialError(
+                f"The gallery's master key is now {current}, but this process holds "
+                f"{self.master_key.key_id_hex} (from {self.master_key.source}): the key was "
+                "rotated (`facetrust keys rotate`) after the gallery was opened here. Nothing "
+                "was stored. Open the gallery again (restart this process) with its current "
+                "key file, then retry."
+            )
 
     def unwrap_data_key(self, name: str, wrapped: bytes) -> bytes:
         """Unwrap a data key read from the key store under ``name``."""
         return self.master_key.unwrap(wrapped, data_key_label(name))
 
     def new_data_key(self, name: str) -> bytes:
-        """Generate a data key, store it under ``name`` (replacing any) and return it."""
+        """Generate a data key, store it under ``name`` (replacing any) and return it.
+
+        Raises
+        ------
+        KeyMaterialError
+            The master key was rotated since this gallery was opened; nothing
+            was stored.
+        """
         key = crypto.generate_key()
         with self.keystore.transaction():
+            self.require_current_master_key()
             self.keystore.put_key(name, self.master_key.wrap(key, data_key_label(name)))
         return key
 
@@ -133,12 +187,33 @@ class Keyring:
         """Generate a data key for a name never used before, store it (made at ``now``)
         and return it.
 
-        One statement, committed on return (see :meth:`KeyStore.add_key`).
+        One statement, committed on return (see :meth:`KeyStore.add_key`), then
+        one read of the store's master key id. The check comes after the write,
+        not under the key-store lock, to keep this path (a kept probe: every
+        identification with candidates) to two statements and off the lock.
+        It is as strong: a key committed before the read saw the old id is
+        committed before the rotation re-scans the key store (the rotation
+        switches the id first), so the re-scan re-wraps it; a read that sees a
+        newer id deletes the key again and refuses. Only a process whose key
+        was rotated away and that dies between the two leaves such a key: it
+        seals nothing, and for a kept probe's key the retention sweep deletes
+        it once it is an hour old.
+
+        Raises
+        ------
+        KeyMaterialError
+            The master key was rotated since this gallery was opened; the key
+            was deleted again.
         """
         key = crypto.generate_key()
         self.keystore.add_key(
             name, self.master_key.wrap(key, data_key_label(name)), created_at=now.isoformat()
         )
+        try:
+            self.require_current_master_key()
+        except KeyMaterialError:
+            self.destroy_data_keys([name])
+            raise
         return key
 
     def destroy_data_keys(self, names: Iterable[str]) -> int:
