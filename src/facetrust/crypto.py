@@ -109,7 +109,9 @@ class MasterKey:
             raise KeyMaterialError(
                 f"A value was wrapped by master key {key_id.hex()}, but the key from "
                 f"{self.source} is {self.key_id_hex}. Use the gallery's own key file or "
-                f"{MASTER_KEY_ENV}; after an interrupted `facetrust keys rotate`, run it again."
+                f"{MASTER_KEY_ENV}. If the key was rotated while this process ran, start it "
+                "again with the new key file; after an interrupted `facetrust keys rotate`, "
+                "run it again."
             )
         try:
             return self._aead.decrypt(nonce, sealed, label.encode())

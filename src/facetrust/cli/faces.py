@@ -87,7 +87,8 @@ def detect(images: tuple[str, ...], detector: str | None, max_side: int | None) 
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @detector_option
 @max_side_option
-@click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Worker processes (default: one per core).")
 @click.option("--progress/--no-progress", default=False, help="Show a progress bar on stderr.")
 def embed(
     images: tuple[str, ...],

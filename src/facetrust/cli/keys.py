@@ -15,12 +15,16 @@ def keys() -> None:
 
 
 @keys.command("rotate")
+@click.option(
+    "--retired-key-file", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="A copy of an earlier master key file, for keys a rotation left under it.",
+)
 @gallery_option
 @actor_option
-def keys_rotate(gallery_path: str | None, actor: str) -> None:
+def keys_rotate(retired_key_file: str | None, gallery_path: str | None, actor: str) -> None:
     """Replace the master key file, re-wrapping every data key (resumes if interrupted)."""
     config = GalleryConfig.load(find_config(gallery_path))
-    emit(rotate_key_file(config, actor=actor))
+    emit(rotate_key_file(config, actor=actor, retired_key_file=retired_key_file))
 
 
 @keys.command("rekey-templates")

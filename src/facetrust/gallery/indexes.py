@@ -147,6 +147,7 @@ class SearchIndexes:
                 generation = self.store.generation()  # one statement sees every earlier commit
             if generation == cached.generation:
                 return cached
+        updated = None
         with self.store.snapshot():
             generation = self.store.generation()
             if cached is not None and cached.generation == generation:
@@ -154,8 +155,15 @@ class SearchIndexes:
             if cached is not None:
                 changes = self.store.changes_since(cached.generation)
                 if changes is not None:
-                    return self._update(cached, changes)
-        return self.reload(model_id)  # first use, or the change log does not reach back
+                    was_graph = cached.templates.is_approximate
+                    updated = self._update(cached, changes)
+        if updated is None:
+            return self.reload(model_id)  # first use, or the change log does not reach back
+        if updated.templates.is_approximate and not was_graph:
+            # the approximate index was just built: keep it, once out of the snapshot
+            # (a data key written inside one could miss a master-key rotation)
+            self._save_on_read_path(updated.templates)
+        return updated
 
     def reload(self, model_id: str) -> TemplateIndex:
         """Bring ``model_id``'s index to the store by reading every template and subject.
@@ -251,10 +259,7 @@ class SearchIndexes:
         }
         removed = list(changes.removed_templates)
         removed += [t.template_id for t in mine if t.template_id not in readable]
-        was_graph = vectors.is_approximate
         self._apply(vectors, changes.generation, removed, readable, wrapped_keys, removals)
-        if self.config.index_dir is not None and vectors.is_approximate and not was_graph:
-            self._save_on_read_path(vectors)  # the approximate index was just built: keep it
         retention = {
             s: retention_until(subjects[s], self.config.retention_days) for s in live_subjects
         }
