@@ -279,8 +279,9 @@ def test_a_late_key_from_an_earlier_rotation_needs_the_retired_key_file(
             gallery.keystore.put_key(LATE, retired.wrap(key, data_key_label(LATE)))
     current = config.key_file.read_text()
 
-    with pytest.raises(KeyMaterialError, match="retired_key_file"):
+    with pytest.raises(KeyMaterialError, match="retired key file") as refused:
         rotate_key_file(config, actor="admin")
+    assert refused.value.field == "retired_key_file"  # the CLI names --retired-key-file
     assert config.key_file.read_text() == current  # nothing thrown away
     result = rotate_key_file(config, actor="admin", retired_key_file=retired_file)
     assert result.rewrapped == 1 + 2 + 2  # the late key, then KOFI's and LATE's, 2 secrets

@@ -76,8 +76,9 @@ def rewrap_data_keys(
                 raise KeyMaterialError(
                     f"The data key {name!r} is wrapped by master key {wrapper}, which is none "
                     f"of the keys given ({held}). Nothing was re-wrapped. Find a copy of that "
-                    "key's file and pass it as a retired key (rotate_key_file(..., "
-                    "retired_key_file=PATH)); without it, what that key seals cannot be read."
+                    "key's file and pass it as a retired key file; without it, what that key "
+                    "seals cannot be read.",
+                    field="retired_key_file",
                 )
             label = data_key_label(name)
             keystore.put_key(name, new_key.wrap(old.unwrap(wrapped, label), label))
