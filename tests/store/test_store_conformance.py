@@ -53,13 +53,6 @@ def _new_database(request: pytest.FixtureRequest) -> NewDatabase:
     return lambda: request.getfixturevalue("postgres_url")()
 
 
-@pytest.fixture(params=sorted(STORES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    instance = STORES[request.param](tmp_path, _new_database(request))
-    yield instance
-    instance.close()
-
-
 @pytest.fixture(params=sorted(KEYSTORES))
 def keystore(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
     instance = KEYSTORES[request.param](tmp_path, _new_database(request))

@@ -5,25 +5,13 @@ Runs against SQLite and a real PostgreSQL, like the conformance suite.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from test_store_conformance import STORES  # the same factories as the conformance suite
 
 from facetrust.errors import StoreError
 from facetrust.store import IdempotencyRecord, Store, SubjectRecord, TemplateRecord
 
 T0 = "2026-01-01T00:00:00+00:00"
 LATER = "2026-01-02T00:00:00+00:00"
-
-
-@pytest.fixture(params=sorted(STORES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    # only PostgreSQL parameters start the server
-    instance = STORES[request.param](tmp_path, lambda: request.getfixturevalue("postgres_url")())
-    yield instance
-    instance.close()
 
 
 def record(key: str = "k1", *, principal: str = "key-a", subject_id: str | None = "s1",

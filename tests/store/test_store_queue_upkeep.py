@@ -4,23 +4,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from facetrust.store import QueuedPhoto, Store
-from store.test_store_conformance import STORES, T0
+from store.test_store_conformance import T0
 
 T1 = "2026-01-01T00:01:00+00:00"
-
-
-@pytest.fixture(params=sorted(STORES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    # only the PostgreSQL parameter starts the server
-    instance = STORES[request.param](tmp_path, lambda: request.getfixturevalue("postgres_url")())
-    yield instance
-    instance.close()
 
 
 def test_failed_photos_are_put_back_for_their_subject_and_erasure_deletes_rows(
