@@ -36,7 +36,7 @@ from .checks import check_erasure_confirmation, check_purpose
 from .config import CONFIG_NAME, GalleryConfig, find_config
 from .enrolment import EnrolledSources
 from .indexes import SearchIndexes
-from .keyring import AUDIT_SECRET, GALLERY_SECRETS, Keyring
+from .keyring import AUDIT_SECRET, GALLERY_SECRETS, MASTER_KEY_ID, Keyring
 from .parts import Clock, GalleryParts
 from .probes import FaceInput
 from .refusals import audit_refusal
@@ -104,7 +104,7 @@ class Gallery:
         self.keystore: KeyStore = keystore or open_keystore(config)
         self._pipeline = pipeline
         with self.store.snapshot():
-            sealed_with = self.store.get_meta("master_key_id")
+            sealed_with = self.store.get_meta(MASTER_KEY_ID)
             self.gallery_id = self.store.get_meta("gallery_id") or ""
         if sealed_with is None:
             raise StoreError(
@@ -160,7 +160,7 @@ class Gallery:
             if is_file and Path(path).exists():
                 os.chmod(path, 0o600)  # SQLite gives its -wal and -shm files the same mode
         with store.snapshot():
-            existing = store.get_meta("master_key_id")
+            existing = store.get_meta(MASTER_KEY_ID)
         if existing is not None:
             store.close()
             keystore.close()
@@ -170,7 +170,7 @@ class Gallery:
         with store.transaction():
             store.set_meta("gallery_id", uuid.uuid4().hex)
             store.set_meta("created_at", now().isoformat())
-            store.set_meta("master_key_id", master_key.key_id_hex)
+            store.set_meta(MASTER_KEY_ID, master_key.key_id_hex)
             for name in GALLERY_SECRETS:
                 store.put_secret(name, keyring.wrap_secret(name, crypto.generate_key()))
         gallery = cls(config, store=store, keystore=keystore, master_key=master_key, **options)

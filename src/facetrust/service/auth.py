@@ -52,7 +52,7 @@ from .apikeys import ApiKey, parse_key
 from .limits import rate_limited, retry_seconds
 from .offload import in_worker_thread
 from .permissions import PERMISSIONS, permits
-from .problems import Problem, problem_response
+from .problems import Problem, note_problem, problem_response
 from .refusals import note_key
 from .state import ServiceState
 
@@ -351,9 +351,7 @@ class KeyBeforeBody:
                 await _answer(state, await _check_unverified(
                     state, client_address(request), None, None))
         except Problem as refused:
-            metrics = getattr(request.app.state, "metrics", None)
-            if metrics is not None:
-                metrics.problem(refused.problem.slug)
+            note_problem(request, refused.problem.slug)
             response = problem_response(
                 refused.problem, refused.detail, instance=request.url.path,
                 headers={**refused.headers, "Connection": "close"},  # the body is unread

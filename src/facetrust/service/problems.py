@@ -181,13 +181,18 @@ def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def note_problem(request: Request, slug: str) -> None:
+    """Count one answer of problem type ``slug`` in the app's metrics (if it has them)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.problem(slug)
+
+
 def install_handlers(app: FastAPI) -> None:
     """Turn every exception into problem+json, and record its type for the metrics."""
 
     def note(request: Request, problem: ProblemType) -> None:
-        metrics = getattr(request.app.state, "metrics", None)
-        if metrics is not None:
-            metrics.problem(problem.slug)
+        note_problem(request, problem.slug)
 
     @app.exception_handler(errors.FacetrustError)
     async def library_error(request: Request, error: errors.FacetrustError) -> JSONResponse:

@@ -25,7 +25,7 @@ from ...errors import FacetrustError
 from ..apikeys import Role
 from ..auth import service_state
 from ..permissions import permits
-from ..problems import PROBLEM_MEDIA_TYPE, SERVICE_PROBLEMS, Problem, problem_of
+from ..problems import PROBLEM_MEDIA_TYPE, SERVICE_PROBLEMS, Problem, note_problem, problem_of
 from .access import LoginRequired, forbidden_page, session_key
 from .rendering import render_page
 from .routes_enrolment import enrol_context
@@ -155,12 +155,6 @@ def _is_console(request: Request) -> bool:
     return request.url.path == "/console" or request.url.path.startswith("/console/")
 
 
-def _note(request: Request, slug: str) -> None:
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.problem(slug)
-
-
 def install_error_pages(app: FastAPI) -> None:
     """Answer errors on ``/console`` paths with console pages; others keep their handler.
 
@@ -171,7 +165,7 @@ def install_error_pages(app: FastAPI) -> None:
     async def validation(request: Request, error: RequestValidationError) -> Response:
         if not _is_console(request):
             return await previous[RequestValidationError](request, error)
-        _note(request, "validation-error")
+        note_problem(request, "validation-error")
         panel = {"title": "Check the form", "detail": validation_message(error),
                  "type": SERVICE_PROBLEMS["validation-error"].uri}
         return await console_error(request, 422, panel, keep_typed=True)
@@ -179,7 +173,7 @@ def install_error_pages(app: FastAPI) -> None:
     async def service(request: Request, error: Problem) -> Response:
         if not _is_console(request):
             return await previous[Problem](request, error)
-        _note(request, error.problem.slug)
+        note_problem(request, error.problem.slug)
         if error.problem.slug == "csrf-failed":
             panel = {"title": "Form expired or not sent from this console", "detail": (
                 "Its security token does not match your session, so nothing was done. "
@@ -193,7 +187,7 @@ def install_error_pages(app: FastAPI) -> None:
         if not _is_console(request):
             return await previous[FacetrustError](request, error)
         problem = problem_of(error)
-        _note(request, problem.slug)
+        note_problem(request, problem.slug)
         panel = {"title": problem.title, "detail": str(error), "type": problem.uri}
         return await console_error(request, problem.status, panel, keep_typed=True)
 
@@ -211,7 +205,7 @@ def install_error_pages(app: FastAPI) -> None:
         else:
             panel = {"title": f"Error {error.status_code}",
                      "detail": "The request was refused. Use the menu above to start again."}
-        _note(request, {404: "not-found", 405: "method-not-allowed"}.get(
+        note_problem(request, {404: "not-found", 405: "method-not-allowed"}.get(
             error.status_code, f"http-{error.status_code}"))
         return await console_error(request, error.status_code, panel, keep_typed=False)
 
@@ -272,7 +266,7 @@ class ConsoleErrorPages:
     async def _unexpected(scope: Scope, send: Send) -> bool:
         request = Request(scope)
         internal = SERVICE_PROBLEMS["internal-error"]
-        _note(request, internal.slug)
+        note_problem(request, internal.slug)
         panel = {"title": "Something went wrong", "type": internal.uri,
                  "detail": "The console failed unexpectedly; nothing is shown of the error "
                            "here, it is in the server log. Try again, or tell your admin."}
