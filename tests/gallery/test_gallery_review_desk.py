@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from facetrust.errors import ReviewClosed, ReviewNotAllowed, StoreError
+from facetrust.errors import ConsentExpired, ReviewClosed, ReviewNotAllowed, StoreError
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from facetrust.gallery.pending import probe_key_name
@@ -334,3 +334,34 @@ def test_a_refused_review_decision_is_audited(
     ]
     assert {e.fields["identification_id"] for e in refused} == {ident}
     assert all(e.subject_ids == (KOFI,) for e in refused)
+
+
+def test_a_candidate_whose_retention_ended_while_pending_is_not_confirmed_or_shown(
+    make_gallery: Any, identities: dict[str, list[Path]], grant: Any, clock: Any
+) -> None:
+    """Retention ends while an identification awaits review: the candidate's reference
+    photo is not decrypted, no confirmation is taken (it would count as an interaction
+    and push the retention limit back), and the sweep then erases the subject."""
+    gallery: Gallery = make_gallery(retention_days=30)
+    gallery.add_subject(KOFI, actor="registrar")
+    grant(gallery, KOFI, days=365)  # consent outlasts retention
+    gallery.enroll(KOFI, identities[KOFI][:2], actor="registrar", keep_photos=True)
+    found = gallery.identify(identities[KOFI][3], purpose="boarding", actor="officer",
+                             case_ref="C-RET")
+    assert [c.subject_id for c in found.candidates] == [KOFI]
+    ident = found.identification_id
+    assert gallery.review(ident, KOFI, reviewer="alice").status == "pending"
+    clock.advance(days=30, seconds=1)  # 30 days since the enrolment: retention ended
+
+    with pytest.raises(ConsentExpired, match="past the retention period"):
+        gallery.reference_photo(ident, KOFI, reviewer="bob")
+    with pytest.raises(ConsentExpired, match="past the retention period"):
+        gallery.review(ident, KOFI, reviewer="bob")
+    assert gallery.review_case(ident, reviewer="bob").status == "pending"
+    refused = [e for e in gallery.audit.events() if e.kind in ("review.refused",
+                                                               "reference.view.refused")]
+    assert [e.kind for e in refused] == ["reference.view.refused", "review.refused"]
+    assert gallery.sweep_retention(actor="cron").erased == (KOFI,)
+    assert gallery.store.templates_of(KOFI) == [] and gallery.store.photos_of(KOFI) == []
+    assert gallery.store.get_pending_probe(ident) is None
+    assert gallery.audit.verify().ok

@@ -568,7 +568,9 @@ class Gallery:
             The candidate is already confirmed or rejected, or this reviewer
             already reviewed it.
         ConsentError
-            The subject's consent for the search's purpose has ended since.
+            The subject's consent for the search's purpose has ended since, or
+            the subject's retention period has (``ConsentExpired``): a
+            confirmation counts as an interaction and must not extend it.
 
         A refused decision is audited as ``review.refused``.
         """
@@ -621,6 +623,8 @@ class Gallery:
         ReviewClosed
             The identification is decided.
         ConsentError, UnknownSubject
+            The subject's consent for the search's purpose, or their retention
+            period, has ended since the search; or the subject was erased.
         """
         return review_desk.reference_photo(
             self._parts, identification_id, subject_id, reviewer=reviewer

@@ -244,8 +244,10 @@ def review(
                 f"{reviewer} has already reviewed candidate {subject_id!r} of this "
                 f"identification; {quorum} different reviewers must confirm it."
             )
-        # consent may have ended since the search: then nothing may be confirmed
-        require_active_consent(parts, subject_id, record.purpose)
+        # consent or retention may have ended since the search: then nothing may be
+        # decided (a confirmation counts as an interaction, and would push back the
+        # retention limit of a subject the sweep is due to erase)
+        require_active_consent(parts, subject_id, record.purpose, within_retention=True)
         parts.store.insert_review(
             ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
         )

@@ -345,7 +345,7 @@ def reference_photo(
                 f"{identification_id!r}: reference photos are shown only for its "
                 "candidates. Open the candidates from the review page."
             )
-        require_active_consent(parts, subject_id, record.purpose)
+        require_active_consent(parts, subject_id, record.purpose, within_retention=True)
         photos = parts.store.photos_of(subject_id)
     photo = None
     if photos:
