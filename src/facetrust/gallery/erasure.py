@@ -1,6 +1,9 @@
 """Erasure: consent withdrawal, ``forget`` and the retention sweep.
 
-Erasure destroys the subject's data key first (crypto-shredding: from that
+Erasure first takes the subject out of every search and review, in one
+transaction with an ``erase.started`` audit event (a forgotten subject's
+consents are withdrawn; a subject erased otherwise has no active consent left),
+then destroys the subject's data key (crypto-shredding: from that
 moment every copy of the subject's ciphertext, in backups too, is unreadable),
 then deletes the templates and photos with ``secure_delete`` on and truncates
 the write-ahead log, so the template bytes remain in no file of the gallery.
@@ -15,6 +18,13 @@ A probe photo kept for review (:mod:`.pending`) of a search in which the
 subject was a candidate may be a photo of the subject: it is deleted with them.
 The sweep also deletes the probes of identifications still awaiting review
 after ``config.pending_probe_hours``.
+
+A process killed half-way through an erasure leaves a subject without active
+consent (so out of every search, the in-database one included, and of every
+review) and an ``erase.started`` event with no ``erase`` after it; the next
+retention sweep finishes the erasure (reason "an interrupted erasure" once the
+key is gone, else "no active consent"), and the sweep after it forgets a
+subject that was being forgotten.
 """
 
 from __future__ import annotations
@@ -42,21 +52,34 @@ def erase_subject(
     actor = check_name(actor, "actor")
     reason = check_text(reason, "reason")
     store, keystore = parts.store, parts.keystore
-    with store.snapshot():
+    stamp = parts.stamp()
+    # First, durably: the subject leaves every search and review (a forgotten
+    # subject's consents end; any other erased subject has none active) and the
+    # log says an erasure began. A process killed from here on leaves a subject
+    # without active consent, whose data the retention sweep erases.
+    with store.transaction():
         subject_record(parts, subject_id)
+        ended = _end_consents(parts, subject_id, stamp) if forget else []
+        store.bump_generation()
+        parts.audit.append(
+            "erase.started",
+            actor=actor,
+            subject_ids=[subject_id],
+            reason=reason,
+            subject_forgotten=forget,
+            consent_ids=ended,
+        )
     destroyed = bool(parts.keyring.destroy_data_keys([subject_id]))
+    parts.pause("erase:key-destroyed")
     parts.indexes.drop_files()  # the saved index holds the subject's templates
     keystore.reclaim()
-    stamp = parts.stamp()
     with store.transaction():
         rows = store.delete_biometrics(subject_id)
         count_removal(store)
         store.remove_display_name(subject_id)  # personal data: leaves with the biometrics
         store.forget_queued(subject_id)  # batch queue rows: their photo paths may name them
         if forget:
-            for consent in store.consents_of(subject_id):
-                if consent.withdrawn_at is None:
-                    store.withdraw_consent(consent.consent_id, stamp, "subject erased")
+            _end_consents(parts, subject_id, stamp)  # one granted meanwhile ends too
             store.mark_subject_erased(subject_id, stamp)
         store.bump_generation()
         event = parts.audit.append(
@@ -77,6 +100,14 @@ def erase_subject(
         for identification_id in _searches_with_candidate(parts, subject_id)
     )
     return ErasureResult(subject_id, reason, rows, destroyed, forget, event.seq, probes)
+
+
+def _end_consents(parts: GalleryParts, subject_id: str, stamp: str) -> list[str]:
+    """Withdraw every consent of the subject not yet withdrawn; returns their ids."""
+    ended = [c.consent_id for c in parts.store.consents_of(subject_id) if c.withdrawn_at is None]
+    for consent_id in ended:
+        parts.store.withdraw_consent(consent_id, stamp, "subject erased")
+    return ended
 
 
 def _searches_with_candidate(parts: GalleryParts, subject_id: str) -> list[str]:
@@ -184,7 +215,8 @@ def _sweep_plan(parts: GalleryParts, now: datetime) -> tuple[list[tuple[str, str
         after: str | None = None
         while page := store.page_subjects(after=after, limit=SWEEP_PAGE):
             ids = [subject.subject_id for subject in page]
-            data_or_key = store.subjects_with_biometrics(ids) | set(keystore.get_keys(ids))
+            with_data = store.subjects_with_biometrics(ids)
+            with_key = set(keystore.get_keys(ids))
             consents: dict[str, list[ConsentRecord]] = {}
             for consent in store.consents_of_subjects(ids):
                 consents.setdefault(consent.subject_id, []).append(consent)
@@ -193,7 +225,10 @@ def _sweep_plan(parts: GalleryParts, now: datetime) -> tuple[list[tuple[str, str
                 lapsed = not any(consent_status(c, now) == "active" for c in of_subject)
                 if parts.retention_until(subject) <= now:
                     plans.append((subject.subject_id, "retention period ended", True))
-                elif lapsed and subject.subject_id in data_or_key:
+                elif subject.subject_id in with_data - with_key:
+                    # data whose key is destroyed: an erasure killed half-way
+                    plans.append((subject.subject_id, "an interrupted erasure", False))
+                elif lapsed and subject.subject_id in with_data | with_key:
                     plans.append((subject.subject_id, "no active consent", False))
                 elif lapsed and of_subject:
                     plans.append((subject.subject_id, "no active consent and nothing left", True))

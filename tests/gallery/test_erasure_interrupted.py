@@ -1,0 +1,118 @@
+"""An erasure killed half-way (SIGKILL right after the subject's data key was destroyed,
+before the store change): the subject is out of every search and review at once, the
+audit log says an erasure began, and the retention sweep finishes it, on SQLite and on
+PostgreSQL with the in-database (pgvector) search."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from facetrust.errors import ConsentWithdrawn, UnknownSubject
+from facetrust.faces import Embedding
+from facetrust.gallery import Gallery
+from installed_command import installed_runner
+
+KOFI = "Kofi_Annan"
+
+#: Opens the gallery with a hook that stops at ``stage`` (the process is then killed).
+VICTIM = r"""
+import pathlib, sys, time
+from facetrust.gallery import Gallery
+
+folder, flag, stage = sys.argv[1:4]
+
+def pause(reached):
+    if reached == stage:
+        pathlib.Path(flag).write_text(reached)
+        time.sleep(120)
+
+gallery = Gallery.find(folder, _hook=pause)
+gallery.forget("Kofi_Annan", actor="dpo", reason="Art. 17 request")
+"""
+
+
+def kill_at(folder: Path, stage: str, tmp_path: Path) -> None:
+    """Run ``forget`` in another process and SIGKILL it once it reaches ``stage``."""
+    flag = tmp_path / "paused"
+    victim = subprocess.Popen([sys.executable, "-c", VICTIM, str(folder), str(flag), stage],
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert victim.poll() is None, victim.stderr.read() if victim.stderr else ""
+        assert time.monotonic() < deadline, "the erasure never reached its pause"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(timeout=30) == -signal.SIGKILL
+
+
+@pytest.mark.slow  # a real subprocess killed mid-erasure, then the installed command
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_an_erasure_killed_after_the_key_went_is_finished_by_the_sweep(
+    tmp_path: Path,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    folder = tmp_path / "gallery"
+    settings = {}
+    if backend == "postgres":
+        postgres_url: Callable[[], str] = request.getfixturevalue("postgres_url")
+        settings = {"database_url": postgres_url(), "keystore_url": postgres_url(),
+                    "server_side_search": True}
+    gallery, _ = Gallery.init_folder(folder, **settings)
+    with gallery:
+        for name, paths in identities.items():
+            gallery.add_subject(name, display_name=name.replace("_", " "), actor="registrar")
+            gallery.grant_consent(
+                name, ["boarding"], expires_at=gallery.now() + timedelta(days=365),
+                evidence_ref=f"form-{name}", evidence_sha256="ab" * 32, notice_version="v1",
+                actor="registrar",
+            )
+            gallery.enroll(name, [embeddings[p] for p in paths[:2]], actor="registrar")
+        pending = gallery.identify(identities[KOFI][3], purpose="boarding", actor="officer",
+                                   case_ref="C-1")
+        assert [c.subject_id for c in pending.candidates] == [KOFI]
+
+    kill_at(folder, "erase:key-destroyed", tmp_path)
+
+    with Gallery.find(folder) as gallery:
+        assert gallery.keystore.get_key(KOFI) is None  # the key went before the kill
+        # out of every search and review at once, whichever search runs
+        found = gallery.identify(embeddings[identities[KOFI][2]], purpose="boarding",
+                                 actor="officer", k=10, case_ref="C-2")
+        assert KOFI not in [c.subject_id for c in found.candidates]
+        with pytest.raises(ConsentWithdrawn):
+            gallery.review(pending.identification_id, KOFI, reviewer="alice")
+        # the audit log says an erasure began and what it was to do
+        (started,) = gallery.audit.events(kind="erase.started")
+        assert started.subject_ids == (KOFI,) and started.actor == "dpo"
+        assert started.fields["subject_forgotten"] is True
+        assert started.fields["reason"] == "Art. 17 request"
+        assert gallery.audit.verify().ok
+
+    facetrust = installed_runner(folder)
+    facetrust("retention", "sweep")  # the hourly sweep finishes it
+    with Gallery.find(folder) as gallery:
+        assert gallery.store.templates_of(KOFI) == []
+        assert gallery.store.get_pending_probe(pending.identification_id) is None
+        (erased,) = gallery.audit.events(kind="erase")
+        assert erased.subject_ids == (KOFI,)
+        assert erased.fields["reason"] == "an interrupted erasure"
+    facetrust("retention", "sweep")  # nothing but ended consents left: a tombstone
+    with Gallery.find(folder) as gallery:
+        with pytest.raises(UnknownSubject):
+            gallery.get_subject(KOFI)
+        record = gallery.store.get_subject(KOFI)
+        assert record is not None and record.erased_at and record.display_name is None
+        assert {s.subject_id for s in gallery.list_subjects()} == set(identities) - {KOFI}
+        assert gallery.audit.verify().ok
