@@ -116,3 +116,68 @@ def test_an_erasure_killed_after_the_key_went_is_finished_by_the_sweep(
         assert record is not None and record.erased_at and record.display_name is None
         assert {s.subject_id for s in gallery.list_subjects()} == set(identities) - {KOFI}
         assert gallery.audit.verify().ok
+
+
+#: Closes the event, stopping (to be killed) when it first erases an event-only subject.
+CLOSER = r"""
+import pathlib, sys, time
+from facetrust.gallery import Gallery
+from facetrust.gate import events
+
+folder, flag, event_id = sys.argv[1:4]
+gallery = Gallery.find(folder)
+forget = gallery.forget
+
+def stop_then_forget(*args, **kwargs):
+    if not pathlib.Path(flag).exists():
+        pathlib.Path(flag).write_text("forget")
+        time.sleep(120)
+    return forget(*args, **kwargs)
+
+gallery.forget = stop_then_forget
+events.close_event(gallery, event_id, actor="agent")
+"""
+
+
+@pytest.mark.slow  # a real subprocess killed mid-close, then the installed command
+def test_closing_an_event_killed_half_way_is_finished_by_closing_it_again(
+    tmp_path: Path, identities: dict[str, list[Path]]
+) -> None:
+    from facetrust.gate import events
+
+    folder = tmp_path / "gallery"
+    event_id = "flight-UA123"
+    gallery, _ = Gallery.init_folder(folder)
+    with gallery:
+        now = gallery.now()
+        events.open_event(gallery, event_id, purpose="boarding",
+                          valid_from=now - timedelta(minutes=1),
+                          valid_to=now + timedelta(hours=3), actor="agent")
+        traveller = events.enroll_for_event(
+            gallery, event_id, identities[KOFI][0], evidence_ref="passport-scan-1",
+            evidence_sha256="cd" * 32, notice_version="gate-notice-3", actor="agent",
+        )
+    flag = tmp_path / "paused"
+    closer = subprocess.Popen([sys.executable, "-c", CLOSER, str(folder), str(flag), event_id],
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert closer.poll() is None, closer.stderr.read() if closer.stderr else ""
+        assert time.monotonic() < deadline, "the close never reached the erasure"
+        time.sleep(0.05)
+    os.kill(closer.pid, signal.SIGKILL)
+    assert closer.wait(timeout=30) == -signal.SIGKILL
+
+    facetrust = installed_runner(folder)
+    facetrust("event", "close", event_id)  # an operator closes it again: it finishes
+    with Gallery.find(folder) as gallery:
+        assert gallery.store.templates_of(traveller) == []
+        with pytest.raises(UnknownSubject):
+            gallery.get_subject(traveller)
+        found = gallery.identify(identities[KOFI][3], purpose="boarding", actor="officer",
+                                 case_ref="C-3")
+        assert found.candidates == ()
+        assert events.get_event(gallery, event_id).status == "closed"
+        (closed,) = gallery.audit.events(kind="event.close")
+        assert closed.subject_ids == (traveller,)
+        assert gallery.audit.verify().ok

@@ -432,26 +432,44 @@ def opt_out(
 
 
 def close_event(gallery: Gallery, event_id: str, *, actor: str) -> EventClosure:
-    """Dissolve the event's gallery: erase event-only subjects and every probe crop."""
+    """Dissolve the event's gallery: erase event-only subjects and every probe crop.
+
+    The event-only subjects are erased first, while the event is still open and
+    lists them: a close killed half-way leaves the event open, and closing it
+    again erases the rest (a closed event no longer names its members, so it
+    could not).
+    """
     actor = check_name(actor, "actor")
+    with gallery.store.snapshot():
+        require_open_event(gallery, event_id)
+        event_only = [m for m in gallery.store.event_members(event_id) if m.event_only]
+        # an event-only subject's crops go with the subject, just below
+        crops_before = [c.crop_id for c in gallery.store.probe_crops(event_id)]
+    erased = _erase_event_only(gallery, event_only, event_id, actor)
     with gallery.store.transaction():
         record = require_open_event(gallery, event_id)
         members = gallery.store.event_members(event_id)
-        crops = [c.crop_id for c in gallery.store.probe_crops(event_id)]
-        crops_deleted = gallery.store.delete_probe_crops(crops)
+        left = [c.crop_id for c in gallery.store.probe_crops(event_id)]
+        crops = list(dict.fromkeys(crops_before + left))
+        crops_deleted = gallery.store.delete_probe_crops(left) + len(set(crops_before) - set(left))
         for member in members:
             gallery.store.remove_event_member(event_id, member.subject_id)
         gallery.store.close_event(event_id, gallery.now().isoformat())
-    erased = _erase_event_only(gallery, [m for m in members if m.event_only], event_id, actor)
-    gallery.audit.append(
-        "event.close",
-        actor=actor,
-        purpose=record.purpose,
-        subject_ids=list(erased),
-        event_id=event_id,
-        members_removed=len(members),
-        probe_crops_deleted=crops_deleted,
-        probe_crop_ids=crops,
+        gallery.audit.append(
+            "event.close",
+            actor=actor,
+            purpose=record.purpose,
+            subject_ids=list(erased),
+            event_id=event_id,
+            members_removed=len(members),
+            probe_crops_deleted=crops_deleted,
+            probe_crop_ids=crops,
+        )
+    # enrolled for the event while the others were erased: erased now (own erase events)
+    first = {m.subject_id for m in event_only}
+    erased += _erase_event_only(
+        gallery, [m for m in members if m.event_only and m.subject_id not in first], event_id,
+        actor,
     )
     gallery.store.reclaim()
     return EventClosure(event_id, len(members), erased, crops_deleted)
