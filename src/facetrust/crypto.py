@@ -139,6 +139,15 @@ def _derive(material: bytes, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(material)
 
 
+def derive_key(secret: bytes, label: str) -> bytes:
+    """A 32-byte key for ``label``, derived from ``secret`` (HKDF-SHA256, ``label`` as info).
+
+    Keys derived for different labels are independent of one another, so one
+    gallery secret can key several uses without one use's key revealing another's.
+    """
+    return _derive(secret, label.encode(), KEY_BYTES)
+
+
 def generate_key() -> bytes:
     """32 fresh random bytes for a master key, data key or gallery secret."""
     return secrets.token_bytes(KEY_BYTES)

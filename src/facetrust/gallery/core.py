@@ -261,6 +261,15 @@ class Gallery:
         """The gallery's current time (timezone-aware UTC; a fake clock in tests)."""
         return self._parts.now()
 
+    def derive_key(self, label: str) -> bytes:
+        """A 32-byte key for ``label``, which only holders of the master key can compute.
+
+        Derived (HKDF-SHA256) from the gallery's audit secret, so it stays the
+        same across master-key rotations. The REST service seals its API key
+        rows with one (:mod:`facetrust.service.apikeys`).
+        """
+        return self._parts.keyring.derived_key(label)
+
     def check_purpose(self, purpose: str | None) -> str:
         """``purpose`` if this gallery accepts it; else PurposeRequired or InvalidParameter."""
         return check_purpose(purpose, self.config.purposes)

@@ -107,6 +107,15 @@ class Keyring:
             self._template_secret = (generation, secret)
         return generation, secret
 
+    def derived_key(self, label: str) -> bytes:
+        """A key for ``label`` derived from the gallery's audit secret (see
+        :func:`~facetrust.crypto.derive_key`).
+
+        Only holders of the master key can compute it. It survives master-key
+        rotations: a rotation re-wraps the audit secret, never renews it.
+        """
+        return crypto.derive_key(self.secret(AUDIT_SECRET), label)
+
     def wrap_secret(self, name: str, secret: bytes) -> bytes:
         """``secret`` wrapped by the master key, as stored under ``name``."""
         return self.master_key.wrap(secret, secret_label(name))
