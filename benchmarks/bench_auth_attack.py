@@ -124,9 +124,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         gallery, _ = Gallery.init_folder(folder)
-        gallery.close()
         store = SqliteApiKeyStore(folder / "api-keys.db")
-        keys = ApiKeys(store)
+        keys = ApiKeys.for_gallery(gallery, store)
+        gallery.close()
         valid = keys.create("operator", "bench valid", created_by="bench").key
         victim = keys.create("operator", "bench victim", created_by="bench").record.key_id
         store.close()

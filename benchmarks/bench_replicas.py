@@ -373,7 +373,9 @@ def measure(args: argparse.Namespace, work: Path, urls: tuple[str, str], pg_pid:
     # the load sends only photos with a face: every answer must then be 200
     probes = [p for p, ok in zip(probes, found, strict=True) if ok]
     payloads = [d for d, ok in zip(payloads, found, strict=True) if ok]
-    keys = ApiKeys(SqlApiKeyStore(open_service_database(urls[0]), owns_database=True))
+    with Gallery.find(origin) as gallery:
+        keys = ApiKeys.for_gallery(
+            gallery, SqlApiKeyStore(open_service_database(urls[0]), owns_database=True))
     operator = keys.create("operator", "bench operator", created_by="bench")
     keys.store.close()
     base_env = {**os.environ, "FACETRUST_SERVICE_IDENTIFY_PER_MINUTE": "1000000",

@@ -200,7 +200,8 @@ def main() -> None:
               f"{len(probes)} probe photos")
         reference = in_process_reference(folder, probes, args.reference_requests)
 
-        keys = ApiKeys(SqliteApiKeyStore(folder / "api-keys.db"))
+        with Gallery.find(folder) as gallery:
+            keys = ApiKeys.for_gallery(gallery, SqliteApiKeyStore(folder / "api-keys.db"))
         operator = keys.create("operator", "bench operator", created_by="bench")
         auditor = keys.create("auditor", "bench auditor", created_by="bench")
         port = free_port()

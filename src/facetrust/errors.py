@@ -33,7 +33,8 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     ├── DuplicateEnrolment           face already enrolled under another subject
     ├── KeyMaterialError             master key missing, wrong or unreadable
     ├── StoreError                   the store is missing, locked or inconsistent
-    │   └── StoreUnavailable         its database server cannot be reached now: retry
+    │   ├── StoreUnavailable         its database server cannot be reached now: retry
+    │   └── ApiKeyRowInvalid         an API key row's seal is missing or wrong
     ├── IndexFileError               a saved vector index is unreadable or corrupt
     │   └── StaleIndex               a saved index no longer fits the store: rebuild it
     ├── AuditChainBroken             the audit log failed verification
@@ -190,6 +191,22 @@ class StoreUnavailable(StoreError):
     Nothing of the failed call was committed unless it was the commit itself.
     The connection is opened again on the next call: retry.
     """
+
+
+class ApiKeyRowInvalid(StoreError):
+    """An API key row in the service database has no seal, or a wrong one.
+
+    The service refuses such a key as it refuses an unknown one, and audits the
+    refusal; ``key_id`` names the row and ``problem`` says which:
+    ``"api-key-row-unsealed"`` (no seal: made before rows were sealed, or
+    inserted by someone without the gallery's key) or ``"api-key-row-tampered"``
+    (a seal that does not fit the row: changed without the gallery's key).
+    """
+
+    def __init__(self, message: str, *, key_id: str, problem: str) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+        self.problem = problem
 
 
 class IndexFileError(FacetrustError):

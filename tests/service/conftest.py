@@ -21,6 +21,7 @@ import pytest
 
 from facetrust.gallery import Gallery
 from facetrust.service import ApiKeys, Role, SqliteApiKeyStore
+from facetrust.service.apikeys import ApiKeyStore
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -70,6 +71,12 @@ def make_gallery_folder(folder: Path) -> Path:
     return config_path
 
 
+def api_keys_of(folder: Path, store: ApiKeyStore) -> ApiKeys:
+    """The API keys in ``store``, their rows sealed for the gallery in ``folder``."""
+    with Gallery.find(folder) as gallery:
+        return ApiKeys.for_gallery(gallery, store)
+
+
 #: The keys every service test may use: name -> role. Separate keys per test area
 #: keep rate limits and reviewer identities independent.
 KEYS = {
@@ -117,7 +124,7 @@ def start_server(
         json.dumps({"protocol": "LFW View 2", "pairs": 6000, "accuracy": 0.9938})
     )
     store = SqliteApiKeyStore(folder / "api-keys.db")
-    api_keys = ApiKeys(store)
+    api_keys = api_keys_of(folder, store)
     created = {name: api_keys.create(role, name, created_by="tests") for name, role in keys.items()}
     store.close()
     return launch_server(

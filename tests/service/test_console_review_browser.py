@@ -50,10 +50,11 @@ def review_server(folder: Path, **policy: object) -> LiveServer:
     """A server of its own: a gallery with ``policy``, keys for :data:`KEYS`, and
     ``kofi`` (photo kept) and ``kofi-twin`` (no photo) enrolled and consented."""
     gallery, _ = Gallery.init_folder(folder, **policy)
-    gallery.close()
     store = SqliteApiKeyStore(folder / "api-keys.db")
-    created = {n: ApiKeys(store).create(r, n, created_by="tests") for n, r in KEYS.items()}
+    keys = ApiKeys.for_gallery(gallery, store)
+    created = {n: keys.create(r, n, created_by="tests") for n, r in KEYS.items()}
     store.close()
+    gallery.close()
     server = launch_server(folder, {n: c.key for n, c in created.items()},
                            {n: c.record.key_id for n, c in created.items()})
     with server.client("enroller") as enroller:

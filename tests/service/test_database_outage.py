@@ -60,10 +60,12 @@ def replica(own_server: Any, tmp_path: Path) -> Iterator[LiveServer]:
             admin.execute(f"CREATE DATABASE {name}".encode())
     url = str(own_server.get_uri(database="gallery"))
     folder = tmp_path / "gallery"
-    Gallery.init_folder(
+    gallery = Gallery.init_folder(
         folder, database_url=url, keystore_url=str(own_server.get_uri(database="keystore"))
-    )[0].close()
-    keys = ApiKeys(SqlApiKeyStore(open_service_database(url), owns_database=True))
+    )[0]
+    keys = ApiKeys.for_gallery(
+        gallery, SqlApiKeyStore(open_service_database(url), owns_database=True))
+    gallery.close()
     created = {name: keys.create(role, name, created_by="tests")
                for name, role in (("enroller", Role.ENROLLER), ("operator", Role.OPERATOR))}
     keys.store.close()

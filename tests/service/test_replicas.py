@@ -95,8 +95,10 @@ def fleet(
     url = str(postgres_server.get_uri(database=names["gallery"]))
     keystore_url = str(postgres_server.get_uri(database=names["keystore"]))
     base = tmp_path_factory.mktemp("fleet")
-    Gallery.init_folder(base / "origin", database_url=url, keystore_url=keystore_url)[0].close()
-    keys = ApiKeys(SqlApiKeyStore(open_service_database(url), owns_database=True))
+    gallery = Gallery.init_folder(base / "origin", database_url=url, keystore_url=keystore_url)[0]
+    keys = ApiKeys.for_gallery(
+        gallery, SqlApiKeyStore(open_service_database(url), owns_database=True))
+    gallery.close()
     created = {name: keys.create(role, name, created_by="tests") for name, role in KEYS.items()}
     keys.store.close()
     replicas = {}

@@ -26,7 +26,8 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert created.exit_code == 0, created.output
     key = created.stdout.strip()
     assert key.startswith("ft_") and "shown only this once" in created.stderr
-    checker = ApiKeys(SqliteApiKeyStore(tmp_path / "api-keys.db"))
+    with Gallery.find(str(tmp_path)) as opened:
+        checker = ApiKeys.for_gallery(opened, SqliteApiKeyStore(tmp_path / "api-keys.db"))
     record = checker.authenticate(key)
     assert record is not None and record.role.value == "operator"
 

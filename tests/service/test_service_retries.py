@@ -24,7 +24,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from facetrust.service import ApiKeys, Role, SqliteApiKeyStore
+from facetrust.service import Role, SqliteApiKeyStore
 from facetrust.service.problems import install_handlers
 from facetrust.service.request_ids import RequestIdMiddleware
 
@@ -33,6 +33,7 @@ from .conftest import (
     MULTI_FACE,
     LiveServer,
     add_consented_subject,
+    api_keys_of,
     free_port,
     make_gallery_folder,
     photo,
@@ -410,7 +411,8 @@ def test_killed_mid_enrolment_then_retried_enrols_each_photo_exactly_once(
     folder.mkdir()
     make_gallery_folder(folder)
     keys_store = SqliteApiKeyStore(folder / "api-keys.db")
-    enroller = ApiKeys(keys_store).create(Role.ENROLLER, "retrier", created_by="tests").key
+    enroller = api_keys_of(folder, keys_store).create(
+        Role.ENROLLER, "retrier", created_by="tests").key
     keys_store.close()
     log = tmp_path / "server.log"
     port = free_port()

@@ -13,7 +13,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from facetrust.errors import FacetrustError, InvalidParameter, NoFaceFound, StoreUnavailable
+from facetrust.errors import (
+    ApiKeyRowInvalid,
+    FacetrustError,
+    InvalidParameter,
+    NoFaceFound,
+    StoreError,
+    StoreUnavailable,
+)
 from facetrust.service import ApiKeys, Role, ServiceSettings, SqliteApiKeyStore
 from facetrust.service.buckets import SqlBuckets
 from facetrust.service.limits import FailureThrottle, RequestTimeout, TokenBucket
@@ -23,10 +30,13 @@ from facetrust.service.server import share_cores
 from facetrust.service.service_db import open_service_database
 from facetrust.service.sessions import ConsoleSessions
 
+#: Seals the key rows of the tests without a gallery (a gallery derives its own).
+ROW_KEY = b"row key of the unit tests......."
+
 
 @pytest.fixture()
 def keys(tmp_path: Path) -> ApiKeys:
-    return ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"))
+    return ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), row_key=ROW_KEY)
 
 
 def test_a_key_is_shown_once_and_checked_against_its_hash(keys: ApiKeys) -> None:
@@ -35,8 +45,8 @@ def test_a_key_is_shown_once_and_checked_against_its_hash(keys: ApiKeys) -> None
     found = keys.authenticate(created.key)
     assert found is not None and found.role is Role.OPERATOR and found.name == "gate 3"
     stored = keys.store.get(created.record.key_id)
-    assert stored is not None and stored[1].startswith("$argon2id$")
-    assert created.key.split("_", 2)[2] not in stored[1]
+    assert stored is not None and stored.key_hash.startswith("$argon2id$")
+    assert created.key.split("_", 2)[2] not in stored.key_hash
 
 
 def test_wrong_malformed_and_revoked_keys_are_refused(keys: ApiKeys) -> None:
@@ -52,8 +62,8 @@ def test_wrong_malformed_and_revoked_keys_are_refused(keys: ApiKeys) -> None:
 
 
 def test_revocation_is_seen_by_another_process_store(tmp_path: Path) -> None:
-    first = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"))
-    second = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"))
+    first = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), row_key=ROW_KEY)
+    second = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), row_key=ROW_KEY)
     created = first.create("enroller", "desk", created_by="test")
     assert second.authenticate(created.key) is not None
     first.revoke(created.record.key_id)
@@ -65,6 +75,68 @@ def test_unknown_role_and_empty_name_are_refused(keys: ApiKeys) -> None:
         keys.create("root", "x", created_by="test")
     with pytest.raises(InvalidParameter, match="'name' of a key"):
         keys.create("admin", "  ", created_by="test")
+
+
+def test_a_key_row_changed_or_added_without_the_row_key_is_refused_without_argon2(
+    tmp_path: Path,
+) -> None:
+    hasher = CountingHasher()
+    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), hasher, row_key=ROW_KEY)
+    created = keys.create("auditor", "desk", created_by="test")
+    key_id = created.record.key_id
+    assert keys.authenticate(created.key) is not None
+    database = keys.store.database  # type: ignore[attr-defined]
+    with database.write():
+        database.execute("UPDATE api_keys SET role = 'admin' WHERE key_id = ?", (key_id,))
+    CountingHasher.verifications = 0
+    with pytest.raises(ApiKeyRowInvalid, match="does not fit its seal") as raised:
+        keys.authenticate(created.key)  # remembered, but the row changed
+    assert raised.value.problem == "api-key-row-tampered" and raised.value.key_id == key_id
+    with pytest.raises(ApiKeyRowInvalid):
+        keys.authenticate(created.key)
+    assert CountingHasher.verifications == 0
+    assert [k.key_id for k in keys.tampered()] == [key_id]
+    # another row key (another gallery's) does not fit either
+    other = ApiKeys(keys.store, row_key=b"another gallery's row key......")
+    with database.write():
+        database.execute("UPDATE api_keys SET role = 'auditor' WHERE key_id = ?", (key_id,))
+    assert keys.authenticate(created.key) is not None
+    with pytest.raises(ApiKeyRowInvalid):
+        other.verify(key_id, created.key.split("_", 2)[2])
+
+
+def test_a_revocation_is_sealed_and_unsealed_rows_are_sealed_only_as_listed(
+    tmp_path: Path,
+) -> None:
+    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), row_key=ROW_KEY, audit=None)
+    made = [keys.create("operator", name, created_by="test") for name in ("a", "b", "c")]
+    database = keys.store.database  # type: ignore[attr-defined]
+    keys.revoke(made[0].record.key_id)
+    with database.write():
+        database.execute("UPDATE api_keys SET revoked_at = NULL WHERE key_id = ?",
+                         (made[0].record.key_id,))
+        database.execute("UPDATE api_keys SET row_mac = NULL WHERE key_id <> ?",
+                         (made[0].record.key_id,))
+    with pytest.raises(ApiKeyRowInvalid, match="does not fit"):
+        keys.authenticate(made[0].key)
+    with pytest.raises(ApiKeyRowInvalid, match="facetrust keys seal"):
+        keys.authenticate(made[1].key)
+    with pytest.raises(StoreError, match="2 active API key.*facetrust keys seal"):
+        keys.require_sealed()
+    listed = keys.unsealed()
+    assert [k.name for k in listed] == ["b", "c"]
+    with database.write():  # changed after it was listed: not sealed
+        database.execute("UPDATE api_keys SET role = 'admin' WHERE key_id = ?",
+                         (made[2].record.key_id,))
+    events: list[tuple[str, dict[str, Any]]] = []
+    keys.audit = lambda kind, **fields: events.append((kind, fields))
+    assert [k.name for k in keys.seal(listed, sealed_by="cli:test")] == ["b"]
+    assert events == [("apikey.seal", {**events[0][1], "key_ids": [made[1].record.key_id]})]
+    assert keys.authenticate(made[1].key) is not None
+    with pytest.raises(ApiKeyRowInvalid):
+        keys.authenticate(made[2].key)
+    keys.revoke(made[2].record.key_id)  # an unsealed row can still be revoked
+    keys.require_sealed()  # no active unsealed row is left
 
 
 def test_token_bucket_allows_a_burst_then_refills_at_the_rate() -> None:
@@ -165,7 +237,7 @@ class CountingHasher(PasswordHasher):
 
 def test_malformed_keys_and_unknown_ids_never_reach_argon2(tmp_path: Path) -> None:
     hasher = CountingHasher()
-    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), hasher)
+    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), hasher, row_key=ROW_KEY)
     created = keys.create("operator", "desk", created_by="test")
     CountingHasher.verifications = 0
     unknown_id = "ft_" + "0" * 16 + created.key[19:]
@@ -182,9 +254,9 @@ def test_a_verified_key_is_remembered_briefly_and_revocation_is_immediate(
 ) -> None:
     now = [0.0]
     hasher = CountingHasher()
-    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), hasher, cache_s=60,
-                   clock=lambda: now[0])
-    other_process = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"))
+    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), hasher, row_key=ROW_KEY,
+                   cache_s=60, clock=lambda: now[0])
+    other_process = ApiKeys(SqliteApiKeyStore(tmp_path / "keys.db"), row_key=ROW_KEY)
     created = keys.create("auditor", "desk", created_by="test")
     CountingHasher.verifications = 0
     assert keys.authenticate(created.key) is not None
@@ -278,7 +350,8 @@ def test_a_key_whose_creation_cannot_be_audited_is_never_stored(tmp_path: Path) 
     def unwritable(kind: str, **fields: Any) -> None:
         raise StoreUnavailable("The gallery's database did not answer. Retry shortly.")
 
-    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "api-keys.db"), audit=unwritable)
+    keys = ApiKeys(SqliteApiKeyStore(tmp_path / "api-keys.db"), row_key=ROW_KEY,
+                   audit=unwritable)
     with pytest.raises(StoreUnavailable):
         keys.create("operator", "never audited", created_by="cli:tests")
     assert keys.list() == []
@@ -296,10 +369,11 @@ def test_an_unexpected_error_on_a_console_page_is_a_console_page_without_interna
     from facetrust.gallery import Gallery
     from facetrust.service.app import create_app
 
-    Gallery.init_folder(tmp_path / "g")[0].close()
+    gallery = Gallery.init_folder(tmp_path / "g")[0]
     store = SqliteApiKeyStore(tmp_path / "g" / "api-keys.db")
-    key = ApiKeys(store).create(Role.AUDITOR, "auditor", created_by="tests")
+    key = ApiKeys.for_gallery(gallery, store).create(Role.AUDITOR, "auditor", created_by="tests")
     store.close()
+    gallery.close()
     app = create_app(ServiceSettings(gallery=str(tmp_path / "g")))
 
     async def boom() -> None:  # a fault no request can cause on purpose any more

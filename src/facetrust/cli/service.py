@@ -1,4 +1,4 @@
-"""``facetrust serve`` and ``facetrust keys create|list|revoke`` (API keys of the service)."""
+"""``facetrust serve`` and ``facetrust keys create|list|revoke|seal`` (API keys of the service)."""
 
 from __future__ import annotations
 
@@ -100,9 +100,45 @@ def keys_revoke(key_id: str, gallery_path: str | None) -> None:
     click.echo(json.dumps(api_keys(gallery_path).revoke(key_id).to_dict(), indent=2))
 
 
+@click.command("seal")
+@click.option("--yes", is_flag=True, help="Seal every listed key without asking.")
+@gallery_option
+def keys_seal(yes: bool, gallery_path: str | None) -> None:
+    """Seal API keys made before key rows were sealed, after you review them (audited).
+
+    Lists every key whose row has no seal; seal only keys you recognise (a row
+    written into the service database by someone else looks the same), and
+    revoke the others with `facetrust keys revoke KEY_ID`.
+    """
+    keys = api_keys(gallery_path)
+    tampered = keys.tampered()
+    for key in tampered:
+        click.echo(
+            f"warning: the row of API key {key.key_id} ({key.role.value}, {key.name!r}) does not "
+            "fit its seal: it was changed without the gallery's key. It is not sealed again; "
+            f"revoke it with `facetrust keys revoke {key.key_id}`.", err=True,
+        )
+    unsealed = keys.unsealed()
+    if not unsealed:
+        click.echo("No API key rows to seal.")
+        return
+    click.echo(f"{len(unsealed)} API key row(s) without a seal:")
+    for key in unsealed:
+        state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
+        click.echo(f"  {key.key_id}  {key.role.value:<8}  {key.name!r}  created {key.created_at} "
+                   f"by {key.created_by}  ({state})")
+    if not yes:
+        click.confirm("Seal these keys? Answer yes only if you recognise every one", abort=True)
+    sealed = keys.seal(unsealed, sealed_by=f"cli:{getpass.getuser()}")
+    click.echo(f"sealed {len(sealed)} API key(s): {', '.join(k.key_id for k in sealed)}")
+    if len(sealed) < len(unsealed):
+        click.echo("Some rows changed while you reviewed them and were left unsealed: run "
+                   "`facetrust keys seal` again.", err=True)
+
+
 @click.group("keys")
 def keys_group() -> None:
     """Manage keys: the service's API keys."""
 
 
-API_KEY_COMMANDS = [keys_create, keys_list, keys_revoke]
+API_KEY_COMMANDS = [keys_create, keys_list, keys_revoke, keys_seal]

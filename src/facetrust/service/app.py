@@ -112,13 +112,15 @@ def create_app(
         # one limit for every process and replica of the gallery (see .buckets)
         buckets = SqlBuckets(database)
         try:
+            keys = await anyio.to_thread.run_sync(ApiKeys.for_gallery, opened, store)
+            await anyio.to_thread.run_sync(keys.require_sealed)
             await anyio.to_thread.run_sync(lambda: opened.pipeline.model_id)  # load models now
             await anyio.to_thread.run_sync(record_policy_change, opened, settings)
             failures = (settings.auth_failures_per_minute, settings.auth_failure_burst)
             app.state.service = state = ServiceState(
                 settings=settings,
                 gallery=opened,
-                keys=ApiKeys(store),
+                keys=keys,
                 metrics=metrics,
                 identify_bucket=TokenBucket(
                     settings.identify_per_minute, settings.identify_burst, time.time,

@@ -48,6 +48,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..errors import ApiKeyRowInvalid
 from .apikeys import ApiKey, parse_key
 from .limits import rate_limited, retry_seconds
 from .offload import in_worker_thread
@@ -168,6 +169,37 @@ async def _check_key(
     request: Request, presented: str, spend: Spend | None
 ) -> tuple[ApiKey, float]:
     """The key and, with ``spend``, the wait its bucket asks (see :func:`check_key`).
+
+    A key whose row does not fit its seal is refused like an unknown key (the
+    client learns nothing more), and audited (:func:`audit_invalid_row`).
+    """
+    try:
+        return await _look_up_key(request, presented, spend)
+    except ApiKeyRowInvalid as invalid:
+        await audit_invalid_row(request, invalid)
+        raise _unauthorized() from None
+
+
+async def audit_invalid_row(request: Request, invalid: ApiKeyRowInvalid) -> None:
+    """Audit a key refused because its row's seal is missing or wrong (``apikey.refused``,
+    with the key id and the problem, for the auditor; never told to the client).
+
+    Bounded like the other anonymous refusals: the first few of a minute per
+    route and problem in full, the rest counted (``service.refused.repeated``).
+    """
+    state = service_state(request)
+    route = str(getattr(request.scope.get("route"), "path", "") or "unmatched")
+    if request.url.path.startswith("/console/") and not route.startswith("/console/"):
+        route = "/console" + route  # the console's pages are a router nested in /console
+    if state.floods.admit("anonymous", route, 401, invalid.problem):
+        await state.record("apikey.refused", actor="anonymous", key_id=invalid.key_id,
+                           problem=invalid.problem, route=route, status=401)
+
+
+async def _look_up_key(
+    request: Request, presented: str, spend: Spend | None
+) -> tuple[ApiKey, float]:
+    """:func:`_check_key` before an invalid row is audited.
 
     The order keeps invalid keys cheap (see the module notes): grammar, then the
     memory of verified keys, then the address's failure token, then an unknown

@@ -6,6 +6,7 @@ with the admin's key as actor); revoking also ends the key's console sessions.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -32,24 +33,16 @@ async def create_audited_key(
     state: ServiceState, admin: ApiKey, role: Role | str, name: str
 ) -> CreatedKey:
     """Create a key for ``admin`` and audit it (``apikey.create``; never the secret),
-    both to the end even if the request times out meanwhile."""
+    both to the end even if the request times out meanwhile.
 
-    async def create_and_record() -> CreatedKey:
-        prepared = await state.call_service_db(
-            lambda: state.keys.prepare(role, name, created_by=admin.actor)
-        )
-        record = prepared.created.record
-        # audited first: a key never works without its event
-        await state.record_change("apikey.create", actor=admin.actor, key_id=record.key_id,
-                                  role=record.role.value, name=record.name)
-        try:
-            return await state.call_service_db(state.keys.add, prepared)
-        except Exception as error:
-            await state.record_change("apikey.create.failed", actor=admin.actor,
-                                      key_id=record.key_id, error=type(error).__name__)
-            raise
-
-    return await to_the_end(create_and_record())
+    One way to make a key, the CLI's (:meth:`ApiKeys.create`), in a thread of
+    the service database's pool, with the gallery's audit log as its hook: the
+    event is written before the key is stored, so a key never works without it.
+    """
+    create = functools.partial(
+        state.keys.create, role, name, created_by=admin.actor, audit=state.append_change
+    )
+    return await to_the_end(state.call_service_db(create))
 
 
 async def revoke_audited_key(state: ServiceState, admin: ApiKey, key_id: str) -> ApiKey:

@@ -21,8 +21,10 @@ from .settings import ENV_PREFIX, ServiceSettings
 def api_keys_for(settings: ServiceSettings) -> ApiKeys:
     """The API keys of the gallery ``settings`` name (its key file is created if missing).
 
-    Creating and revoking a key through them is written to the gallery's audit
-    log (``apikey.create``, ``apikey.revoke``), as the service does for its admins.
+    Opening them needs the gallery's master key: key rows are sealed with a key
+    derived from it (see :mod:`.apikeys`). Creating, sealing and revoking a key
+    through them is written to the gallery's audit log (``apikey.create``,
+    ``apikey.seal``, ``apikey.revoke``), as the service does for its admins.
     """
     config = GalleryConfig.load(find_config(settings.gallery))
 
@@ -31,7 +33,21 @@ def api_keys_for(settings: ServiceSettings) -> ApiKeys:
             gallery.audit.append(kind, actor=actor or f"cli:{getpass.getuser()}", **fields)
 
     target = settings.service_database(Path(config.db_path), database_url(config))
-    return ApiKeys(SqlApiKeyStore(open_service_database(target), owns_database=True), audit=audit)
+    with Gallery.open(config) as gallery:
+        store = SqlApiKeyStore(open_service_database(target), owns_database=True)
+        return ApiKeys.for_gallery(gallery, store, audit=audit)
+
+
+def require_sealed_keys(settings: ServiceSettings, gallery: Gallery) -> None:
+    """Refuse to serve ``gallery`` while its service database holds an active key
+    row made before rows were sealed (see :meth:`ApiKeys.require_sealed`)."""
+    from .app import open_service_database_of
+
+    store = SqlApiKeyStore(open_service_database_of(settings, gallery), owns_database=True)
+    try:
+        ApiKeys.for_gallery(gallery, store).require_sealed()
+    finally:
+        store.close()
 
 
 def share_cores(workers: int, environ: MutableMapping[str, str] = os.environ) -> None:
@@ -59,9 +75,15 @@ def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) 
 
     from .app import create_app, open_gallery
 
-    # Open the gallery here, so a missing gallery or master key is one clear
-    # error line (facetrust's CLI) rather than a traceback from a worker.
+    # Open the gallery here, so a missing gallery or master key, or unsealed API
+    # key rows, is one clear error line (facetrust's CLI) rather than a traceback
+    # from a worker.
     gallery = open_gallery(settings)
+    try:
+        require_sealed_keys(settings, gallery)
+    except BaseException:
+        gallery.close()
+        raise
     if workers <= 1:
         with gallery:
             uvicorn.run(create_app(settings, gallery=gallery), host=host, port=port,

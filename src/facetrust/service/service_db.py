@@ -136,6 +136,21 @@ class ServiceDatabase:
             for statement in statements:
                 self.execute(statement)
 
+    def add_column(self, table: str, column: str, definition: str) -> None:
+        """Add ``column`` to ``table`` (made by an earlier version) if it lacks it; once
+        even when several replicas start together."""
+        with self.write():
+            if self.is_postgres:
+                self.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+                found = self.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = ?", (table,)
+                ).fetchall()
+            else:
+                found = [(row[1],) for row in self.execute(f"PRAGMA table_info({table})")]
+            if column not in {str(row[0]) for row in found}:
+                self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
     def close(self) -> None:
         """Close the connection (other users of this object must be done)."""
         with self._lock:

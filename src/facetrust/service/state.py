@@ -162,6 +162,12 @@ class ServiceState:
         """Append one service event (console login refused, ...) to the audit log."""
         await self.call(lambda g: g.audit.append(kind, actor=actor, **fields))
 
+    def append_change(self, kind: str, *, actor: str, **fields: Any) -> None:
+        """:meth:`record_change` for a worker thread (the audit hook of a key made
+        in one, see :func:`~.routes_admin.create_audited_key`): waits up to
+        :data:`CHANGE_AUDIT_WAIT_S` for the gallery."""
+        self._locked(lambda g: g.audit.append(kind, actor=actor, **fields), CHANGE_AUDIT_WAIT_S)
+
     async def record_change(self, kind: str, *, actor: str, **fields: Any) -> None:
         """Append the audit event of a change already committed elsewhere (a key
         created or revoked, a console session opened or ended).

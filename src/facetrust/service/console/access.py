@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
+from ...errors import ApiKeyRowInvalid
 from ..apikeys import ApiKey
-from ..auth import service_state
+from ..auth import audit_invalid_row, service_state
 from ..permissions import permits
 from ..problems import SERVICE_PROBLEMS
 from ..refusals import note_key
@@ -27,13 +28,18 @@ async def session_key(request: Request) -> ApiKey:
     ------
     LoginRequired
         When there is no cookie, the session has ended (logout, idle, expired),
-        or its key has been revoked (the key's sessions then end too).
+        or its key has been revoked or its row no longer fits its seal (the
+        key's sessions then end too).
     """
     session = await current_session(request)
     if session is None:
         raise LoginRequired
     state = service_state(request)
-    key = await state.call_service_db(state.keys.active, session.key_id)
+    try:
+        key = await state.call_service_db(state.keys.active, session.key_id)
+    except ApiKeyRowInvalid as invalid:  # the key's row was changed since the log-in
+        await audit_invalid_row(request, invalid)
+        key = None
     if key is None:
         await state.call_service_db(state.sessions.end_all, session.key_id)
         raise LoginRequired
