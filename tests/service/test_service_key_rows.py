@@ -8,6 +8,7 @@ loopback and the installed ``facetrust`` command.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -254,3 +255,24 @@ def test_pre_upgrade_key_rows_are_sealed_by_an_admin_and_survive_a_master_key_ro
     finally:
         stop_server(server)
     assert re.search(r"\bsealed\b", sealed.stdout)
+
+
+def test_a_console_session_row_inserted_by_a_database_writer_opens_nothing(
+    served: Served,
+) -> None:
+    server, db = served.server, served.db
+    token = secrets.token_urlsafe(32)
+    now = datetime.now(UTC).timestamp()
+    db.execute(
+        "INSERT INTO console_sessions (token_sha256, key_id, csrf, created_at, last_seen, "
+        "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (hashlib.sha256(token.encode()).hexdigest(), server.key_ids["admin"], "x" * 43,
+         now, now, now + 3600),
+    )
+    with httpx.Client(base_url=server.url, cookies={"facetrust_session": token}) as browser:
+        page = browser.get("/console/keys")
+    assert page.status_code == 303 and page.headers["location"] == "/console/login"
+    # a real log-in still works
+    with httpx.Client(base_url=server.url) as browser:
+        assert log_in(browser, server.keys["admin"]).status_code == 303
+        assert browser.get("/console/keys").status_code == 200

@@ -310,7 +310,7 @@ def test_identical_anonymous_refusals_are_counted_per_minute() -> None:
 
 def test_console_sessions_expire_when_idle_and_at_their_age(tmp_path: Path) -> None:
     now = [1000.0]
-    sessions = ConsoleSessions(tmp_path / "keys.db", idle_s=600, max_age_s=3600,
+    sessions = ConsoleSessions(tmp_path / "keys.db", row_key=ROW_KEY, idle_s=600, max_age_s=3600,
                                clock=lambda: now[0])
     token, session = sessions.open("k1")
     assert sessions.get(token) == session

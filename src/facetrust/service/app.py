@@ -38,7 +38,7 @@ from .problems import install_handlers
 from .refusals import FloodCounter, RefusalAudit, write_repeated
 from .request_ids import RequestIdMiddleware
 from .service_db import ServiceDatabase, open_service_database
-from .sessions import ConsoleSessions
+from .sessions import SESSION_KEY_LABEL, ConsoleSessions
 from .settings import ServiceSettings
 from .state import ServiceState
 
@@ -106,7 +106,8 @@ def create_app(
         database = await anyio.to_thread.run_sync(open_service_database_of, settings, opened)
         store = SqlApiKeyStore(database)
         sessions = ConsoleSessions(
-            database, idle_s=settings.console_idle_minutes * 60,
+            database, row_key=opened.derive_key(SESSION_KEY_LABEL),
+            idle_s=settings.console_idle_minutes * 60,
             max_age_s=settings.console_session_hours * 3600,
         )
         # one limit for every process and replica of the gallery (see .buckets)

@@ -11,12 +11,20 @@ key: it does not work as a Bearer token.
 
 Sessions live in the service database beside the API keys (table
 ``console_sessions``, see :mod:`.service_db`), so every server process of one
-gallery, and every replica of a PostgreSQL gallery, shares them.
+gallery, and every replica of a PostgreSQL gallery, shares them. Like a key
+row, each session row is sealed: an HMAC-SHA256 of its token hash, key id,
+CSRF token, creation and expiry under a key derived from the gallery's audit
+secret (:data:`SESSION_KEY_LABEL`). A row written by someone without the
+gallery's key (a session for a key they do not hold) opens nothing: it is
+deleted when its token is shown. Rows from before seals end the same way
+(their users log in again).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import os
 import secrets
 import time
@@ -26,7 +34,10 @@ from pathlib import Path
 
 from .service_db import ServiceDatabase, open_service_database
 
-__all__ = ["ConsoleSession", "ConsoleSessions"]
+__all__ = ["SESSION_KEY_LABEL", "ConsoleSession", "ConsoleSessions"]
+
+#: The label of the key (derived from the gallery's audit secret) that seals session rows.
+SESSION_KEY_LABEL = "facetrust console session rows v1"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS console_sessions (
@@ -35,7 +46,8 @@ CREATE TABLE IF NOT EXISTS console_sessions (
     csrf TEXT NOT NULL,
     created_at {real} NOT NULL,
     last_seen {real} NOT NULL,
-    expires_at {real} NOT NULL
+    expires_at {real} NOT NULL,
+    row_mac TEXT
 );
 CREATE INDEX IF NOT EXISTS console_sessions_key ON console_sessions (key_id);
 """
@@ -68,6 +80,8 @@ class ConsoleSessions:
         The service database (shared with the API keys; not closed here), or
         the path of a SQLite API key file to open (closed by :meth:`close`).
         The table is created there if missing.
+    row_key : bytes
+        Seals the rows: ``gallery.derive_key(SESSION_KEY_LABEL)``.
     idle_s : float
         A session unused this long (seconds) has ended.
     max_age_s : float
@@ -79,6 +93,7 @@ class ConsoleSessions:
         self,
         database: ServiceDatabase | str | os.PathLike[str],
         *,
+        row_key: bytes,
         idle_s: float = 30 * 60,
         max_age_s: float = 8 * 3600,
         clock: Callable[[], float] = time.time,
@@ -92,6 +107,14 @@ class ConsoleSessions:
             else open_service_database(Path(database))
         )
         self._db.create_tables(_SCHEMA)
+        self._db.add_column("console_sessions", "row_mac", "TEXT")
+        self._row_key = row_key
+
+    def _seal_of(self, digest: str, session: ConsoleSession) -> str:
+        fields = [SESSION_KEY_LABEL, digest, session.key_id, session.csrf,
+                  repr(float(session.created_at)), repr(float(session.expires_at))]
+        content = json.dumps(fields, separators=(",", ":")).encode()
+        return hmac.new(self._row_key, content, hashlib.sha256).hexdigest()
 
     def open(self, key_id: str) -> tuple[str, ConsoleSession]:
         """A new session for ``key_id``: its token (for the cookie, shown once) and record."""
@@ -104,27 +127,34 @@ class ConsoleSessions:
                 "DELETE FROM console_sessions WHERE expires_at < ? OR last_seen < ?",
                 (now, now - self.idle_s),
             )
+            digest = _digest(token)
             self._db.execute(
-                "INSERT INTO console_sessions VALUES (?, ?, ?, ?, ?, ?)",
-                (_digest(token), key_id, session.csrf, now, now, session.expires_at),
+                "INSERT INTO console_sessions (token_sha256, key_id, csrf, created_at, "
+                "last_seen, expires_at, row_mac) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (digest, key_id, session.csrf, now, now, session.expires_at,
+                 self._seal_of(digest, session)),
             )
         return token, session
 
     def get(self, token: str) -> ConsoleSession | None:
-        """The live session of ``token`` (its idle clock restarts), or None if ended."""
+        """The live session of ``token`` (its idle clock restarts), or None if ended
+        (or if its row does not fit its seal: it is deleted then)."""
         if not token or len(token) > 100:
             return None
         now = self._clock()
         digest = _digest(token)
         row = self._db.execute(
-            "SELECT key_id, csrf, created_at, last_seen, expires_at FROM console_sessions "
-            "WHERE token_sha256 = ?",
+            "SELECT key_id, csrf, created_at, last_seen, expires_at, row_mac "
+            "FROM console_sessions WHERE token_sha256 = ?",
             (digest,),
         ).fetchone()
         if row is None:
             return None
         session = ConsoleSession(str(row[0]), str(row[1]), row[2], row[3], row[4])
-        if session.expires_at <= now or session.last_seen + self.idle_s <= now:
+        sealed = row[5] is not None and hmac.compare_digest(
+            self._seal_of(digest, session), str(row[5])
+        )
+        if not sealed or session.expires_at <= now or session.last_seen + self.idle_s <= now:
             with self._db.write():
                 self._db.execute("DELETE FROM console_sessions WHERE token_sha256 = ?", (digest,))
             return None
