@@ -45,10 +45,11 @@ def lfw(name: str, number: int) -> Path:
 def start(folder: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     """A gallery, keys and a server in ``folder``; returns the process, URL and keys."""
     gallery, _ = Gallery.init_folder(folder)
-    gallery.close()
     store = SqliteApiKeyStore(folder / "api-keys.db")
-    keys = {n: ApiKeys(store).create(r, n, created_by="screenshots").key for n, r in KEYS.items()}
+    sealed = ApiKeys.for_gallery(gallery, store)
+    keys = {n: sealed.create(r, n, created_by="screenshots").key for n, r in KEYS.items()}
     store.close()
+    gallery.close()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
