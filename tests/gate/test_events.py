@@ -516,3 +516,70 @@ def test_several_faces_in_a_frame_are_each_decided_and_flagged(
     assert (decided[2].outcome, decided[2].subject_id) == ("match", names[0])
     audited = {e.seq: e.fields for e in flight.audit.events() if e.kind == "gate.decision"}
     assert [audited[d.audit_seq]["others_in_frame"] for d in decided] == [1, 1, 0]
+
+
+def _meanwhile(
+    gallery: Gallery, monkeypatch: pytest.MonkeyPatch, change: Callable[[], Any]
+) -> None:
+    """Make ``change`` happen while the gate searches a probe: between the gate's check of
+    the event and the writing of its decision (as a second process could)."""
+    search = gallery.search
+
+    def search_then_change(*args: Any, **kwargs: Any) -> Any:
+        found = search(*args, **kwargs)
+        change()
+        return found
+
+    monkeypatch.setattr(gallery, "search", search_then_change)
+
+
+def test_an_event_closed_while_the_gate_searched_gets_no_decision_and_no_crop(
+    flight: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _meanwhile(flight, monkeypatch, lambda: events.close_event(flight, EVENT, actor="agent"))
+    with pytest.raises(EventError, match="was closed on"):
+        _gate(flight, _probe(identities, embeddings, 0), crop_jpeg=b"\xff\xd8jpeg",
+              keep_crop_hours=12)
+    assert flight.store.probe_crops() == []  # closing deleted every crop: none came after
+    logged = list(flight.audit.events())
+    assert [e.kind for e in logged[-2:]] == ["event.close", "gate.decision.refused"]
+    assert "gate.decision" not in [e.kind for e in logged]
+    refused = logged[-1]
+    assert refused.fields["error"] == "EventError" and refused.subject_ids == ()
+    assert "probe_sha256" not in refused.fields and refused.fields["probe_kept"] is False
+
+
+def test_a_member_who_opted_out_while_the_gate_searched_is_referred(
+    flight: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    member = list(identities)[0]
+    _meanwhile(flight, monkeypatch, lambda: events.opt_out(
+        flight, EVENT, "seat 3C", actor="agent", subject_id=member))
+    decision = _gate(flight, _probe(identities, embeddings, 0), crop_jpeg=b"\xff\xd8jpeg",
+                     keep_crop_hours=12)
+    assert (decision.outcome, decision.subject_id, decision.distance) == ("refer", None, None)
+    assert flight.store.probe_crops() == []
+    logged = list(flight.audit.events())[-1]
+    assert logged.kind == "gate.decision" and logged.subject_ids == ()
+    assert logged.fields["outcome"] == "refer"
+
+
+def test_a_decision_refused_outside_the_window_is_audited(
+    flight: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    clock: Any,
+) -> None:
+    clock.advance(hours=4)
+    with pytest.raises(EventError, match="runs from"):
+        _gate(flight, _probe(identities, embeddings, 0), frame_index=7, others_in_frame=1)
+    refused = list(flight.audit.events())[-1]
+    assert refused.kind == "gate.decision.refused" and refused.purpose == "boarding"
+    assert (refused.fields["frame_index"], refused.fields["others_in_frame"]) == (7, 1)
+    assert refused.fields["gate_id"] == "B12" and "runs from" in refused.fields["message"]

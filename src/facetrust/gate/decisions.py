@@ -3,7 +3,10 @@
 :func:`match_at_gate` searches only the event's members, only while the event
 is open and within its window, through the gallery's one template search
 (:meth:`facetrust.gallery.Gallery.search`), and audits every decision, a
-referral to staff included. :func:`record_manual_passage` audits a passage on
+referral to staff included, and a decision refused once the face was processed
+(the event closed or its window ended meanwhile: :func:`refuse_at_gate`, which
+also records a person a stopped gate run never decided).
+:func:`record_manual_passage` audits a passage on
 the manual path, which takes no image. A matched face crop is kept only when
 asked, encrypted under the subject's data key, and deleted by
 :func:`sweep_probe_crops` once its time is up.
@@ -17,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import InvalidParameter
+from ..errors import EventError, InvalidParameter
 from ..faces import Embedding
 from ..gallery import Gallery
 from ..gallery.checks import check_name
@@ -139,11 +142,15 @@ def match_at_gate(
     :func:`sweep_probe_crops` once that many hours have passed; the decision's
     audit event names the kept crop (``crop_id``, ``crop_delete_after``).
     ``others_in_frame`` (see :class:`GateDecision`) is recorded with the decision.
+    A matched subject who left the event while the probe was searched (an
+    opt-out) is not boarded: the person is referred to staff.
 
     Raises
     ------
     EventError
-        The event is closed, not yet started or over.
+        The event is unknown, closed, not yet started or over, when called or by the
+        time the decision is written: the refusal is audited
+        (``gate.decision.refused``, see :func:`refuse_at_gate`) and nothing is kept.
     InvalidParameter
         ``keep_crop_hours`` is not a number of hours in [0, :data:`MAX_CROP_HOURS`],
         ``gate_id`` is not a name :func:`~facetrust.gallery.checks.check_name`
@@ -158,6 +165,77 @@ def match_at_gate(
             "The 'others_in_frame' of a gate decision must be a whole number >= 0. Got "
             f"{others_in_frame!r} instead."
         )
+    try:
+        return _decide(
+            gallery, event_id, probe, gate_id=gate_id, actor=actor, crop_jpeg=crop_jpeg,
+            keep_crop_hours=keep_crop_hours, frame_index=frame_index, latency_s=latency_s,
+            others_in_frame=others_in_frame,
+        )
+    except EventError as refusal:
+        refuse_at_gate(
+            gallery, event_id, refusal, gate_id=gate_id, actor=actor, frame_index=frame_index,
+            others_in_frame=others_in_frame,
+        )
+        raise
+
+
+def refuse_at_gate(
+    gallery: Gallery,
+    event_id: str,
+    reason: BaseException,
+    *,
+    gate_id: str,
+    actor: str,
+    frame_index: int | None = None,
+    others_in_frame: int = 0,
+) -> int:
+    """Audit that one traveller's decision was refused after their face was processed.
+
+    The ``gate.decision.refused`` event says what was refused (the event, the
+    gate, the frame) and why: ``error`` names the type of ``reason`` and
+    ``message`` is its message (``RunStopped`` when ``reason`` is not an
+    ``Exception``: Ctrl-C, or the caller closed the run). It holds no face data
+    and no probe hash, and nothing of the face is kept (``probe_kept`` is
+    false). :func:`match_at_gate`
+    records its own refusals; a gate run records with it each person it had
+    seen but not decided when it stopped (see
+    :func:`~facetrust.gate.session.run_gate`). Returns the audit sequence number.
+    """
+    record = gallery.store.get_event(event_id)
+    error, message = type(reason).__name__, str(reason)
+    if not isinstance(reason, Exception):  # Ctrl-C, or the caller closed the run
+        error, message = "RunStopped", (
+            "The gate run was stopped (interrupted, or its caller stopped reading decisions) "
+            "before this person was decided."
+        )
+    event = gallery.audit.append(
+        "gate.decision.refused",
+        actor=actor,
+        purpose=record.purpose if record is not None else None,
+        event_id=event_id,
+        gate_id=gate_id,
+        error=error,
+        message=message,
+        frame_index=frame_index,
+        others_in_frame=others_in_frame,
+        probe_kept=False,
+    )
+    return event.seq
+
+
+def _decide(
+    gallery: Gallery,
+    event_id: str,
+    probe: Embedding | None,
+    *,
+    gate_id: str,
+    actor: str,
+    crop_jpeg: bytes | None,
+    keep_crop_hours: float | None,
+    frame_index: int | None,
+    latency_s: float | None,
+    others_in_frame: int,
+) -> GateDecision:
     record = require_event_in_window(gallery, event_id)
     now = gallery.now()
     point = get_operating_point(
@@ -181,6 +259,15 @@ def match_at_gate(
     kept_crop: str | None = None
     delete_after: str | None = None
     with gallery.store.transaction():
+        # The event may have closed, its window ended or the subject opted out while
+        # the probe was searched: checked again where the decision is written, so a
+        # closed event gets no decision and no crop (closing deletes them all).
+        record = require_event_in_window(gallery, event_id)
+        if subject_id is not None and all(
+            m.subject_id != subject_id for m in gallery.store.event_members(event_id)
+        ):
+            subject_id, distance = None, None
+            outcome = "refer"
         if subject_id is not None and crop_jpeg is not None and keep_crop_hours:
             crop_id = uuid.uuid4().hex
             sealed = gallery.seal_for_subject(subject_id, crop_jpeg, f"probe-crop:{crop_id}")
