@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -192,10 +193,12 @@ def run(
 ) -> None:
     """Match each person at the gate: one JSON line per decision on stdout."""
     policy = GatePolicy(window_s=window, keep_crop_hours=keep_crops_hours)
-    with Gallery.find(gallery_path) as gallery:
-        for decision in run_gate(
-            gallery, event_id, source, gate_id=gate_id, actor=actor, policy=policy
-        ):
+    with Gallery.find(gallery_path) as gallery, closing(
+        run_gate(gallery, event_id, source, gate_id=gate_id, actor=actor, policy=policy)
+    ) as decisions_made:
+        # closed while the gallery is open: a run stopped early (Ctrl-C) audits
+        # the people it had seen but not decided
+        for decision in decisions_made:
             click.echo(json.dumps(decision.to_dict()))
             word = {"match": "BOARD", "refer": "REFER TO STAFF"}.get(
                 decision.outcome, "REFER TO STAFF (no usable face)"

@@ -8,7 +8,9 @@ decision says how many other faces were beside that person's
 Frames are read here and detected in two threads (dlib's HOG and OpenCV
 release the GIL, so both cores work); the best face of each presence is
 embedded in a third thread while the camera keeps being read; every decision
-is matched and audited here, in frame order. No frame is ever written
+is matched and audited here, in frame order. A run that stops early (the
+event closed or its window ended, Ctrl-C, the caller closed the iterator)
+audits a refusal for each person it had seen but not decided. No frame is ever written
 anywhere; only a matched face crop may be kept, encrypted, when the policy
 asks for it.
 """
@@ -20,19 +22,19 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 
 from ..config import Settings
-from ..errors import InvalidParameter
+from ..errors import FrameSourceError, InvalidParameter
 from ..faces import Embedding, Face
 from ..gallery import Gallery
 from ..gallery.checks import check_name
 from ..pipeline import FacePipeline
-from .decisions import GateDecision, check_keep_crop_hours, match_at_gate
+from .decisions import GateDecision, check_keep_crop_hours, match_at_gate, refuse_at_gate
 from .events import require_event_in_window
 from .frames import Frame, read_frames
 from .presence import BestFrameSelector, ReadyPresence
@@ -92,7 +94,7 @@ def run_gate(
     actor: str,
     policy: GatePolicy | None = None,
     settings: Settings | None = None,
-) -> Iterator[GateDecision]:
+) -> Generator[GateDecision, None, None]:
     """Read ``source`` and yield one decision per person who stood at the gate.
 
     The event and ``gate_id`` are checked when this is called, before the
@@ -104,12 +106,23 @@ def run_gate(
     ------
     EventError
         When called: the event is unknown, closed or outside its window. While
-        iterating: the event was closed or its window ended mid-run.
+        iterating: the event was closed or its window ended mid-run. The
+        decision it refused, and every person already seen but not decided, is
+        audited as ``gate.decision.refused``
+        (:func:`~facetrust.gate.decisions.refuse_at_gate`); the run stops.
     InvalidParameter
         When called: ``gate_id`` is not a name
         :func:`~facetrust.gallery.checks.check_name` accepts.
     FrameSourceError
-        While iterating: the video, camera or folder cannot be read.
+        While iterating: the video, camera or folder cannot be read. The people
+        seen in the frames read before it are decided first.
+
+    Notes
+    -----
+    A run stopped before its end (Ctrl-C, the caller closing the iterator, a
+    failure) audits a refusal for each person it had seen but not decided. If
+    you stop iterating early, close the iterator (``contextlib.closing``) while
+    the gallery is still open.
     """
     gate_id = check_name(gate_id, "gate_id")
     policy = policy or GatePolicy()
@@ -128,7 +141,7 @@ def _decisions(
     actor: str,
     policy: GatePolicy,
     settings: Settings | None,
-) -> Iterator[GateDecision]:
+) -> Generator[GateDecision, None, None]:
     base = settings or Settings.from_env()
     gate_settings = dataclasses.replace(
         base,
@@ -181,21 +194,62 @@ def _decisions(
         for ready in selector.update(frame.index, frame.time_s, faces, frame.read_at):
             pending.append((ready, worker.submit(embed, ready.face)))
         while pending and pending[0][1].done():
-            ready, future = pending.popleft()
-            yield decide(ready, future.result())
+            yield from decide_next()
+
+    def decide_next() -> Iterator[GateDecision]:
+        ready, future = pending[0]
+        probe = future.result()
+        pending.popleft()  # match_at_gate audits its own refusal: not refused again
+        yield decide(ready, probe)
+
+    def refuse_undecided(reason: BaseException) -> None:
+        # Everyone whose face was already detected, waiting for an embedding, a
+        # better frame or the end of the stream, gets a refusal in the audit:
+        # nothing of them is embedded or kept from here on.
+        undecided: list[ReadyPresence] = []
+        for ready, embedding in pending:
+            embedding.cancel()  # not embedded, if the embedding has not started
+            undecided.append(ready)
+        pending.clear()
+        while detecting:
+            detection = detecting.popleft()
+            if detection.cancel():
+                continue  # never detected: no face was processed
+            try:
+                frame, faces = detection.result()
+            except Exception:  # noqa: BLE001 - a failed detection processed no face
+                continue
+            undecided += selector.update(frame.index, frame.time_s, faces, frame.read_at)
+        undecided += selector.flush()
+        for ready in undecided:
+            refuse_at_gate(
+                gallery, event_id, reason, gate_id=gate_id, actor=actor,
+                frame_index=ready.frame_index, others_in_frame=ready.others_in_frame,
+            )
 
     with (
         ThreadPoolExecutor(DETECTION_THREADS, thread_name_prefix="gate-detect") as detectors,
         ThreadPoolExecutor(1, thread_name_prefix="gate-embed") as worker,
     ):
-        for frame in read_frames(source, settings=base):
-            detecting.append(detectors.submit(detect, frame))
-            if len(detecting) >= DETECTION_THREADS:
+        source_error: FrameSourceError | None = None
+        try:
+            try:
+                for frame in read_frames(source, settings=base):
+                    detecting.append(detectors.submit(detect, frame))
+                    if len(detecting) >= DETECTION_THREADS:
+                        yield from select(*detecting.popleft().result())
+            except FrameSourceError as error:
+                source_error = error  # the people already seen are still decided
+            while detecting:
                 yield from select(*detecting.popleft().result())
-        while detecting:
-            yield from select(*detecting.popleft().result())
-        for ready in selector.flush():
-            pending.append((ready, worker.submit(embed, ready.face)))
-        while pending:
-            ready, future = pending.popleft()
-            yield decide(ready, future.result())
+            for ready in selector.flush():
+                pending.append((ready, worker.submit(embed, ready.face)))
+            while pending:
+                yield from decide_next()
+        except BaseException as stop:
+            # The event closed or its window ended (EventError from match_at_gate),
+            # Ctrl-C, the caller closing this iterator (GeneratorExit), a failure.
+            refuse_undecided(stop)
+            raise
+    if source_error is not None:
+        raise source_error
