@@ -169,3 +169,22 @@ def test_a_source_failing_mid_run_still_decides_the_people_already_seen(
     assert [(d["outcome"], d["subject_id"]) for d in decided] == [("match", MEMBERS[1])]
     assert [e.kind for e in _gate_events(flight, head)] == ["gate.decision"]
 
+
+@pytest.mark.slow  # runs the installed command
+def test_a_damaged_video_is_one_line_without_ffmpegs_messages(
+    flight: Path, tmp_path: Path
+) -> None:
+    video = tmp_path / "arrivals.mp4"
+    write_arrivals_video([_photo(MEMBERS[0], 1)], video)
+    truncated, text, half_jpeg = (tmp_path / n for n in ("cut.mp4", "notes.mp4", "half.mp4"))
+    truncated.write_bytes(video.read_bytes()[:20_000])  # its index (moov atom) is cut off
+    text.write_text("not a video\n")
+    half_jpeg.write_bytes(_photo(MEMBERS[0], 1).read_bytes()[:3_000])
+    facetrust = installed_runner(flight, FACETRUST_ACTOR="gate")
+    for source in (truncated, text):
+        done = facetrust("gate", "run", "--event", EVENT, "--source", str(source), code=2)
+        assert done.stderr == (f"error: Could not open {str(source)!r}: the file is not a "
+                               "readable video. Check the device or file and try again.\n")
+    # FFmpeg decodes the start of a cut JPEG (no face in it): nothing to say, nothing said
+    done = facetrust("gate", "run", "--event", EVENT, "--source", str(half_jpeg))
+    assert (done.stdout, done.stderr) == ("", "")

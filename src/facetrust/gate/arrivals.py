@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from ..errors import FrameSourceError, InvalidParameter
 from ..images import ImageSource, load_image
+from .frames import quiet_ffmpeg
 
 
 def write_arrivals_video(
@@ -42,6 +43,7 @@ def write_arrivals_video(
     if not photos:
         raise InvalidParameter("write_arrivals_video needs at least one photo.")
     width, height = size
+    quiet_ffmpeg()
     writer = cv2.VideoWriter(os.fspath(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise FrameSourceError(f"Could not open {os.fspath(path)!r} for writing an MP4 video.")

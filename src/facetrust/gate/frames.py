@@ -6,6 +6,7 @@ keeps nothing of a frame it does not match.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from ..config import Settings
 from ..errors import FacetrustError, FrameSourceError
 from ..images import load_image
 from ..text import is_whole_number
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -116,10 +119,25 @@ def camera_index(source: int | str) -> int:
     return number
 
 
+def quiet_ffmpeg() -> None:
+    """Keep FFmpeg's own messages ("moov atom not found") off stderr in this process.
+
+    FFmpeg, inside OpenCV, prints what it finds wrong in a video straight to
+    stderr, ahead of facetrust's one-line error. OpenCV reads
+    ``OPENCV_FFMPEG_LOGLEVEL`` when its FFmpeg backend first starts in a
+    process, so this sets it to FFmpeg's quiet level (-8) before the first
+    video is opened or written, unless ``OPENCV_FFMPEG_LOGLEVEL`` or
+    ``OPENCV_FFMPEG_DEBUG`` is already set: set one of them to see FFmpeg's
+    messages (OpenCV prints them on stdout, among the decisions).
+    """
+    if "OPENCV_FFMPEG_LOGLEVEL" not in os.environ and "OPENCV_FFMPEG_DEBUG" not in os.environ:
+        os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET
+
+
 def _open_capture(source: int | str) -> cv2.VideoCapture:
+    quiet_ffmpeg()
     # OpenCV logs its own warnings ("can't open camera by index") on stderr before
-    # our one-line error: quiet them while opening. FFmpeg's messages (e.g. "moov
-    # atom not found") are not OpenCV's logging and still print.
+    # our one-line error: quiet them while opening.
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
@@ -140,6 +158,7 @@ def _read_capture(
     capture: cv2.VideoCapture, name: str, *, live: bool, max_pixels: int
 ) -> Iterator[Frame]:
     if not capture.isOpened():
+        log.debug("OpenCV could not open %s; set OPENCV_FFMPEG_LOGLEVEL=16 to see why", name)
         what = "camera device is missing or busy" if live else "file is not a readable video"
         raise FrameSourceError(
             f"Could not open {name}: the {what}. Check the device or file and try again."
