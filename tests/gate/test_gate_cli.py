@@ -232,3 +232,25 @@ def test_camera_indexes_out_of_range_are_one_line_refusals(flight: Path) -> None
     # a camera that is not there: OpenCV's own warnings are silenced
     _one_line_error(facetrust("gate", "run", "--event", EVENT, "--source", "99", code=2),
                     "Could not open camera 99")
+
+
+@pytest.mark.slow  # runs the installed command, models included
+def test_an_event_enrolment_refused_for_its_photo_is_audited(
+    flight: Path, tmp_path: Path
+) -> None:
+    facetrust = _command(flight)
+    form = tmp_path / "form.pdf"
+    form.write_bytes(b"signed form")
+    with Gallery.find(flight) as gallery:
+        head = gallery.audit.head().seq
+    cat = Path(__file__).parent.parent / "data" / "non_faces" / "chelsea_cat.jpg"
+    refused = facetrust("event", "enroll", EVENT, str(cat), "--evidence-ref", "k1",
+                        "--evidence-file", str(form), "--notice-version", "1", code=2)
+    _one_line_error(refused, "No face was found in the image")
+    with Gallery.find(flight) as gallery:
+        (logged,) = [e for e in gallery.audit.events() if e.seq > head]
+        assert logged.kind == "event.enroll.refused" and logged.purpose == "boarding"
+        assert (logged.actor, logged.subject_ids) == ("agent", ())
+        assert logged.fields["event_id"] == EVENT
+        assert "No face was found" in logged.fields["message"]
+        assert [m.subject_id for m in gallery.store.event_members(EVENT)] == ["kofi"]

@@ -31,6 +31,7 @@ from ..gallery.checks import (
     check_name,
     check_subject_id,
 )
+from ..gallery.refusals import audit_refusal
 from ..images import ImageSource
 from ..matching import get_operating_point
 from ..store.base import EventMemberRecord, EventRecord, OptOutRecord
@@ -326,14 +327,18 @@ def enroll_for_event(
 
     The consent covers the event's purpose and expires when the event's
     window ends; the subject is erased when the event closes. Returns the new
-    subject id. A failed enrolment (no face, poor quality) leaves no subject.
+    subject id. A failed enrolment (no face, poor quality) leaves no subject; a
+    photo refused is audited (``event.enroll.refused``, with the error).
     """
+    actor = check_name(actor, "actor")
     record = require_open_event(gallery, event_id)
-    template = (
-        document_photo
-        if isinstance(document_photo, Embedding)
-        else gallery.pipeline.embed_one(document_photo).embedding
-    )
+    with audit_refusal(gallery.audit, "event.enroll", actor, record.purpose, [],
+                       event_id=event_id):
+        template = (
+            document_photo
+            if isinstance(document_photo, Embedding)
+            else gallery.pipeline.embed_one(document_photo).embedding
+        )
     subject_id = f"{event_id}.{uuid.uuid4().hex[:12]}"
     with gallery.batch():
         gallery.add_subject(subject_id, display_name=display_name, actor=actor)
