@@ -583,3 +583,26 @@ def test_a_decision_refused_outside_the_window_is_audited(
     assert refused.kind == "gate.decision.refused" and refused.purpose == "boarding"
     assert (refused.fields["frame_index"], refused.fields["others_in_frame"]) == (7, 1)
     assert refused.fields["gate_id"] == "B12" and "runs from" in refused.fields["message"]
+
+
+def test_an_event_closed_while_a_document_photo_was_read_enrols_no_one(
+    flight: Gallery, identities: dict[str, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = flight.pipeline
+    embed_one = pipeline.embed_one
+
+    def embed_then_close(*args: Any, **kwargs: Any) -> Any:
+        embedded = embed_one(*args, **kwargs)
+        events.close_event(flight, EVENT, actor="agent")
+        return embedded
+
+    monkeypatch.setattr(pipeline, "embed_one", embed_then_close)
+    subjects = len(flight.store.list_subjects())
+    with pytest.raises(EventError, match="was closed on"):
+        events.enroll_for_event(
+            flight, EVENT, list(identities.values())[7][0], evidence_ref="passport-scan-1",
+            evidence_sha256=EVIDENCE_SHA256, notice_version="gate-notice-3", actor="agent",
+        )
+    assert len(flight.store.list_subjects()) == subjects  # no event-only subject left behind
+    refused = list(flight.audit.events())[-1]
+    assert refused.kind == "event.enroll.refused" and refused.fields["error"] == "EventError"

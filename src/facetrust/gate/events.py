@@ -340,30 +340,57 @@ def enroll_for_event(
             else gallery.pipeline.embed_one(document_photo).embedding
         )
     subject_id = f"{event_id}.{uuid.uuid4().hex[:12]}"
-    with gallery.batch():
-        gallery.add_subject(subject_id, display_name=display_name, actor=actor)
-        gallery.grant_consent(
-            subject_id,
-            [record.purpose],
-            expires_at=datetime.fromisoformat(record.valid_to),
-            evidence_ref=evidence_ref,
-            evidence_sha256=evidence_sha256,
-            notice_version=notice_version,
-            actor=actor,
-        )
-        gallery.enroll(subject_id, [template], actor=actor)
-        gallery.store.put_event_member(
-            EventMemberRecord(event_id, subject_id, True, gallery.now().isoformat())
-        )
-        gallery.audit.append(
-            "event.enroll",
-            actor=actor,
-            purpose=record.purpose,
-            subject_ids=[subject_id],
-            event_id=event_id,
-            event_only=True,
-        )
+    try:
+        with gallery.batch():
+            # closed while the photo was processed: nobody enrolled for a closed
+            # event (closing would never erase them)
+            require_open_event(gallery, event_id)
+            _enroll_member(gallery, record, subject_id, template, actor=actor,
+                           evidence_ref=evidence_ref, evidence_sha256=evidence_sha256,
+                           notice_version=notice_version, display_name=display_name)
+    except EventError as refusal:
+        gallery.audit.append("event.enroll.refused", actor=actor, purpose=record.purpose,
+                             error=type(refusal).__name__, message=str(refusal),
+                             event_id=event_id)
+        raise
     return subject_id
+
+
+def _enroll_member(
+    gallery: Gallery,
+    record: EventRecord,
+    subject_id: str,
+    template: Embedding,
+    *,
+    actor: str,
+    evidence_ref: str,
+    evidence_sha256: str,
+    notice_version: str,
+    display_name: str | None,
+) -> None:
+    event_id = record.event_id
+    gallery.add_subject(subject_id, display_name=display_name, actor=actor)
+    gallery.grant_consent(
+        subject_id,
+        [record.purpose],
+        expires_at=datetime.fromisoformat(record.valid_to),
+        evidence_ref=evidence_ref,
+        evidence_sha256=evidence_sha256,
+        notice_version=notice_version,
+        actor=actor,
+    )
+    gallery.enroll(subject_id, [template], actor=actor)
+    gallery.store.put_event_member(
+        EventMemberRecord(event_id, subject_id, True, gallery.now().isoformat())
+    )
+    gallery.audit.append(
+        "event.enroll",
+        actor=actor,
+        purpose=record.purpose,
+        subject_ids=[subject_id],
+        event_id=event_id,
+        event_only=True,
+    )
 
 
 def opt_out(
