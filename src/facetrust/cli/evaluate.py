@@ -181,6 +181,13 @@ def fairness_command(
               default=None, help="Merge the measured operating points into this JSON table.")
 @click.option("--default", "default", default=None,
               help="Operating point to make the table's default.")
+@click.option("--normalizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None,
+              help="Score normalizer file (as shipped in facetrust/data): calibrate normalized "
+              "distances, written as fmr-<target>-fair points that name the file.")
+@click.option("--target", "targets", type=float, multiple=True,
+              help="Target FMR (repeatable; default 1e-2, 1e-3 and 1e-4, or the "
+              "normalizer's own target with --normalizer).")
 @cache_option
 @workers_option
 @progress_option
@@ -192,15 +199,23 @@ def calibrate_command(
     dataset: str,
     output: Path | None,
     default: str | None,
+    normalizer: Path | None,
+    targets: tuple[float, ...],
     cache_path: Path | None,
     workers: int | None,
     progress: bool,
     report_dir: Path | None,
 ) -> None:
-    """Pairs protocol + demographic audit + thresholds for FMR 1e-2, 1e-3, 1e-4."""
+    """Pairs protocol + demographic audit + thresholds for FMR 1e-2, 1e-3, 1e-4.
+
+    The descriptors are those of the settings: FACETRUST_AUGMENTATION=mirror
+    calibrates the dlib-resnet-v1+mirror points. With --normalizer, the
+    thresholds are set on normalized distances (the fmr-1e-3-fair point).
+    """
     run = run_calibration(images, pairs_file, labels, dataset=dataset, output=output,
-                          default=default, cache=cache_path, settings=Settings.from_env(),
-                          workers=workers, progress=progress, report_dir=report_dir)
+                          default=default, normalizer=normalizer, targets=targets or None,
+                          cache=cache_path, settings=Settings.from_env(), workers=workers,
+                          progress=progress, report_dir=report_dir)
     _emit(run)
 
 

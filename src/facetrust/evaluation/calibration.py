@@ -17,6 +17,12 @@ false-reject rate, which also counts the mated pairs the pipeline refused
 (failure to acquire) as rejects, over all mated pairs: what a user of
 ``verify`` sees.
 
+The same protocol calibrates every kind of shipped point: the plain model's, an
+augmented model id's (``dlib-resnet-v1+mirror``: the run's settings pick the
+descriptors, and each id has its own points), and normalized distances
+(``normalizer``: a fitted :mod:`facetrust.score_normalization` normalizer applied
+to every pair, overall rows named ``fmr-<target>-fair``).
+
 Every threshold is rounded **down** to :data:`THRESHOLD_DECIMALS` decimals
 (:func:`floor_threshold`: a match is ``distance <= threshold``, so rounding
 down can only make it stricter), and a row's measured FMR and FNMR are those
@@ -41,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import EvaluationError
+from ..score_normalization import ScoreNormalizer
 from .cache import CachedImage
 from .metrics import rule_of_three, threshold_at_fmr
 
@@ -66,11 +73,16 @@ def floor_threshold(threshold: float, decimals: int = THRESHOLD_DECIMALS) -> flo
     return float(rounded)
 
 
-def fmr_name(target: float, all_groups: bool = False) -> str:
-    """Operating point name of a target: ``fmr-1e-3`` or ``fmr-1e-3-all-groups``."""
+#: Suffix of the name of a point set on normalized distances (``fmr-1e-3-fair``).
+NORMALIZED_SUFFIX = "-fair"
+
+
+def fmr_name(target: float, all_groups: bool = False, normalized: bool = False) -> str:
+    """Operating point name of a target: ``fmr-1e-3``, ``fmr-1e-3-all-groups`` or,
+    on normalized distances, ``fmr-1e-3-fair``."""
     mantissa, exponent = f"{target:.0e}".split("e")
     name = f"fmr-{mantissa}e-{int(exponent[1:])}" if exponent.startswith("-") else f"fmr-{target:g}"
-    return name + ("-all-groups" if all_groups else "")
+    return name + ("-all-groups" if all_groups else "") + (NORMALIZED_SUFFIX if normalized else "")
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,10 @@ class CalibrationTable:
     rows : list of CalibrationRow
     impostor_set : dict
         How the non-mated set was built (images, identities, pairs, seed).
+    normalizer : dict or None
+        When the distances were normalized: the normalizer's ``file`` name
+        (under ``facetrust/data``, as an operating point names it), ``kind``,
+        ``clusters`` and ``target_fmr``.
     """
 
     model_id: str
@@ -142,6 +158,7 @@ class CalibrationTable:
     date: str
     rows: list[CalibrationRow]
     impostor_set: dict[str, Any] = field(default_factory=dict)
+    normalizer: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +166,7 @@ class CalibrationTable:
             "dataset": self.dataset,
             "date": self.date,
             "impostor_set": self.impostor_set,
+            "normalizer": self.normalizer,
             "rows": [r.to_dict() for r in self.rows],
         }
 
@@ -164,14 +182,20 @@ _ROWS = 1000
 
 
 def impostor_distances(
-    images: Mapping[str, CachedImage], *, max_images: int = MAX_IMPOSTOR_IMAGES, seed: int = 0
+    images: Mapping[str, CachedImage],
+    *,
+    max_images: int = MAX_IMPOSTOR_IMAGES,
+    seed: int = 0,
+    normalizer: ScoreNormalizer | None = None,
 ) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
     """Distances of all cross-identity pairs among the acquired images (a seeded sample
     of ``max_images`` of them when there are more).
 
     Identity is the image's folder name (LFW layout). Returns the distances
     (shape (n_pairs,)) and a description of the set. The matrix is computed a
-    block of rows at a time, so memory holds the pairs, not the matrix.
+    block of rows at a time, so memory holds the pairs, not the matrix. With
+    ``normalizer``, each distance is normalized (the pair's two clusters are
+    assigned once per image).
     """
     acquired = sorted(p for p, image in images.items() if image.acquired)
     sampled = len(acquired) > max_images
@@ -186,13 +210,20 @@ def impostor_distances(
                         if (face := images[p].subject_face()) is not None]).astype(np.float64)
     _, ids = np.unique([Path(p).parent.name for p in acquired], return_inverse=True)
     squared = np.einsum("ij,ij->i", vectors, vectors)
+    clusters = None if normalizer is None else normalizer.clusters_of(vectors)
     blocks = []
     for start in range(0, len(acquired), _ROWS):
         rows = np.arange(start, min(start + _ROWS, len(acquired)))
         d2 = squared[rows, None] + squared[None, :] - 2.0 * (vectors[rows] @ vectors.T)
         later = np.arange(len(acquired))[None, :] > rows[:, None]
         keep = later & (ids[None, :] != ids[rows, None])
-        blocks.append(np.sqrt(np.clip(d2[keep], 0.0, None)))
+        distances = np.sqrt(np.clip(d2[keep], 0.0, None))
+        if normalizer is not None and clusters is not None:
+            row_of, column_of = np.nonzero(keep)
+            distances = normalizer.normalize_assigned(
+                distances, clusters[rows[row_of]], clusters[column_of]
+            )
+        blocks.append(distances)
     distances = np.concatenate(blocks)
     info = {
         "images": len(acquired),
@@ -217,6 +248,7 @@ def calibrate(
     min_group_pairs: int = 30,
     mated_fta: int = 0,
     decimals: int = THRESHOLD_DECIMALS,
+    normalizer: Mapping[str, Any] | None = None,
 ) -> CalibrationTable:
     """Thresholds for each target FMR, overall and for the worst group.
 
@@ -236,6 +268,10 @@ def calibrate(
     decimals : int
         Thresholds are rounded down to this many decimals; the rates are
         measured at the rounded threshold.
+    normalizer : mapping, optional
+        The distances are normalized: a description of the normalizer (its
+        ``file`` name at least), kept in the table; rows are named
+        ``fmr-<target>-fair``.
     """
     impostor = np.asarray(non_mated, dtype=np.float64)
     genuine = np.asarray(mated, dtype=np.float64)
@@ -244,11 +280,13 @@ def calibrate(
         point = threshold_at_fmr(impostor, target)
         threshold = floor_threshold(point.threshold, decimals)
         measured = float(np.mean(impostor <= threshold))
-        rows.append(_row(fmr_name(target), target, threshold, point.supported,
-                         measured, impostor.size, genuine, mated_fta, ""))
+        rows.append(_row(fmr_name(target, normalized=normalizer is not None), target,
+                         threshold, point.supported, measured, impostor.size, genuine,
+                         mated_fta, ""))
         if group_non_mated:
             rows.append(_worst_group_row(
-                target, group_non_mated, genuine, mated_fta, min_group_pairs, decimals
+                target, group_non_mated, genuine, mated_fta, min_group_pairs, decimals,
+                normalized=normalizer is not None,
             ))
     return CalibrationTable(
         model_id,
@@ -256,6 +294,7 @@ def calibrate(
         datetime.now(UTC).date().isoformat(),
         rows,
         dict(impostor_set or {}),
+        None if normalizer is None else dict(normalizer),
     )
 
 
@@ -301,6 +340,7 @@ def _worst_group_row(
     mated_fta: int,
     min_group_pairs: int,
     decimals: int,
+    normalized: bool = False,
 ) -> CalibrationRow:
     thresholds: dict[str, tuple[float, int]] = {}
     unsupported = []
@@ -311,7 +351,7 @@ def _worst_group_row(
             unsupported.append(f"{label} ({values.size} pairs)")
             continue
         thresholds[label] = (threshold_at_fmr(values, target).threshold, values.size)
-    name = fmr_name(target, all_groups=True)
+    name = fmr_name(target, all_groups=True, normalized=normalized)
     if not thresholds:
         return CalibrationRow(
             name, target, None, False, None, 0, None, None, int(genuine.size),
@@ -352,9 +392,15 @@ def write_operating_points(
 
     Points of ``base`` (default: ``path`` if it exists, else the shipped
     table) that no calibration measured, such as ``dlib-default``, are kept;
-    points from an earlier calibration of the same model id are replaced
-    (another model's points, such as ``dlib-resnet-v1+mirror``'s, are kept). When ``default`` is not
-    given and the old default is gone, the first kept point becomes the default.
+    points from an earlier calibration of the same model id and the same
+    distances (raw, or normalized by the same normalizer file) are replaced;
+    another model's points (``dlib-resnet-v1+mirror``'s) and the other kind of
+    distances (``fmr-1e-3-fair`` beside ``fmr-1e-3``) are kept. The table's
+    ``calibration`` record describes the raw calibration of the model id it
+    names: a calibration of another model id or of normalized distances leaves
+    it as it is (each point carries its own dataset, date and pair counts).
+    When ``default`` is not given and the old default is gone, the first kept
+    point becomes the default.
 
     Parameters
     ----------
@@ -370,60 +416,32 @@ def write_operating_points(
         existing = json.loads(
             resources.files("facetrust").joinpath("data/operating_points.json").read_text()
         )
+    normalizer = (table.normalizer or {}).get("file")
     names = {(row.name, table.model_id) for row in table.rows}
-    # A new calibration replaces every point measured by an earlier one (they carry a
-    # "dataset"); points that were not measured here, such as dlib-default, are kept,
-    # and so are normalized points (fmr-1e-3-fair), which `evaluate fairness` writes.
-    points = [
-        p
-        for p in existing.get("operating_points", [])
-        if (p.get("name"), p.get("model_id")) not in names
-        and ("dataset" not in p or p.get("normalizer") or p.get("model_id") != table.model_id)
-    ]
+
+    def replaced(point: dict[str, Any]) -> bool:
+        # Measured points (they carry a "dataset") of this model and these distances;
+        # points that were not measured, such as dlib-default, are kept.
+        return (point.get("name"), point.get("model_id")) in names or (
+            "dataset" in point and point.get("model_id") == table.model_id
+            and point.get("normalizer") == normalizer
+        )
+
+    points = [p for p in existing.get("operating_points", []) if not replaced(p)]
     for row in table.rows:
         if not row.supported or row.threshold is None:
             continue
-        points.append(
-            {
-                "name": row.name,
-                "model_id": table.model_id,
-                "metric": "euclidean",
-                "threshold": row.threshold,  # rounded down; the rates are measured there
-                "target_fmr": row.target_fmr,
-                "description": (
-                    f"Largest distance with FMR <= {row.target_fmr:g} on {table.dataset}"
-                    + (" in every labelled group" if row.name.endswith("all-groups") else "")
-                    + f"; FNMR there {row.fnmr:.4f} on {row.n_mated} mated pairs"
-                    + (
-                        f"; {row.false_reject_rate:.4f} of {row.n_mated + row.fta_mated} with "
-                        f"the {row.fta_mated} mated pairs the pipeline refused counted as "
-                        "false rejects."
-                        if row.fta_mated else " (the pipeline refused none)."
-                    )
-                ),
-                "source": f"measured by facetrust evaluate calibrate on {table.dataset}",
-                "dataset": table.dataset,
-                "date": table.date,
-                "n_non_mated": row.n_non_mated,
-                "n_mated": row.n_mated,
-                "measured_fmr": row.measured_fmr,
-                "fnmr": row.fnmr,
-                "fta_mated": row.fta_mated,
-                "false_reject_rate": row.false_reject_rate,
-                "note": row.note,
-            }
-        )
+        points.append(_point(table, row))
     points.sort(key=lambda p: str(p.get("model_id")))  # each model's points together, in order
-    result = {
-        **existing,
-        "calibration": {
+    result = {**existing, "operating_points": points}
+    record = existing.get("calibration")
+    if normalizer is None and (not record or record.get("model_id") == table.model_id):
+        result["calibration"] = {
             "dataset": table.dataset,
             "date": table.date,
             "model_id": table.model_id,
             "non_mated_set": table.impostor_set,
-        },
-        "operating_points": points,
-    }
+        }
     # The default is a name, looked up per model: it must exist for the model calibrated.
     known = [p["name"] for p in points if p.get("model_id") == table.model_id]
     if default is not None:
@@ -438,3 +456,48 @@ def write_operating_points(
         result["default"] = known[0]
     Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _point(table: CalibrationTable, row: CalibrationRow) -> dict[str, Any]:
+    """The operating-points entry of one supported row."""
+    normalizer = table.normalizer
+    kind = "normalized distance" if normalizer else "distance"
+    rejects = (
+        f"; {row.false_reject_rate:.4f} of {row.n_mated + row.fta_mated} with the "
+        f"{row.fta_mated} mated pairs the pipeline refused counted as false rejects."
+        if row.fta_mated else " (the pipeline refused none)."
+    )
+    how = "facetrust evaluate calibrate" + (
+        f" --normalizer {normalizer['file']}" if normalizer else ""
+    )
+    note = row.note
+    if normalizer:
+        note = (
+            f"distances normalized by {normalizer['file']} ({normalizer.get('kind')}, "
+            f"{normalizer.get('clusters')} clusters, fitted for FMR "
+            f"{normalizer.get('target_fmr'):g} without demographic labels); the rates are "
+            "in-sample when the normalizer was fitted on these images. " + note
+        ).strip()
+    return {
+        "name": row.name,
+        "model_id": table.model_id,
+        "metric": "euclidean",
+        "threshold": row.threshold,  # rounded down; the rates are measured there
+        "target_fmr": row.target_fmr,
+        **({"normalizer": normalizer["file"]} if normalizer else {}),
+        "description": (
+            f"Largest {kind} with FMR <= {row.target_fmr:g} on {table.dataset}"
+            + (" in every labelled group" if "-all-groups" in row.name else "")
+            + f"; FNMR there {row.fnmr:.4f} on {row.n_mated} mated pairs" + rejects
+        ),
+        "source": f"measured by {how} on {table.dataset}",
+        "dataset": table.dataset,
+        "date": table.date,
+        "n_non_mated": row.n_non_mated,
+        "n_mated": row.n_mated,
+        "measured_fmr": row.measured_fmr,
+        "fnmr": row.fnmr,
+        "fta_mated": row.fta_mated,
+        "false_reject_rate": row.false_reject_rate,
+        "note": note,
+    }

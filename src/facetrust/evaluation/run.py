@@ -18,11 +18,12 @@ import numpy as np
 from ..config import Settings
 from ..errors import EvaluationError
 from ..matching import get_operating_point
-from ..score_normalization import ScoreNormalizer
+from ..score_normalization import ScoreNormalizer, load_normalizer
 from .cache import CachedImage, EmbeddingCache
 from .calibration import (
     CALIBRATION_TARGETS,
     MAX_IMPOSTOR_IMAGES,
+    NORMALIZED_SUFFIX,
     CalibrationTable,
     calibrate,
     impostor_distances,
@@ -37,7 +38,7 @@ from .mitigation import (
     study_mitigation,
     templates_from_images,
 )
-from .pairs import read_pairs
+from .pairs import Pair, read_pairs
 from .protocol import PairsEvaluation, evaluate_pairs
 from .report import ReportFiles, write_report
 
@@ -388,6 +389,30 @@ def _labelled_templates(
     return templates_from_images(images, attribute_labels), store, embed_s, counts
 
 
+def _load_normalizer(path: str | os.PathLike[str]) -> ScoreNormalizer:
+    try:
+        return load_normalizer(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise EvaluationError(
+            f"Could not read the score normalizer {os.fspath(path)}: {error}. Pass a file "
+            "written by a normalizer's save (such as facetrust/data/normalizer-fsn-lfw.json)."
+        ) from None
+
+
+def _normalized_mated(
+    pairs: Sequence[Pair], images: dict[str, CachedImage], normalizer: ScoreNormalizer
+) -> np.ndarray:
+    """Normalized distances of the mated pairs whose two images were acquired, in order."""
+    faces = [(images[p.image_a].subject_face(), images[p.image_b].subject_face())
+             for p in pairs if p.same]
+    kept = [(a.vector, b.vector) for a, b in faces if a is not None and b is not None]
+    if not kept:
+        return np.zeros(0)
+    va = np.stack([a for a, _ in kept]).astype(np.float64)
+    vb = np.stack([b for _, b in kept]).astype(np.float64)
+    return normalizer.normalize(np.linalg.norm(va - vb, axis=1), va, vb)
+
+
 def run_calibration(
     images_dir: str | os.PathLike[str],
     pairs_file: str | os.PathLike[str],
@@ -397,7 +422,8 @@ def run_calibration(
     output: str | os.PathLike[str] | None = None,
     default: str | None = None,
     audit_point: str = "fmr-1e-3",
-    targets: Sequence[float] = CALIBRATION_TARGETS,
+    targets: Sequence[float] | None = None,
+    normalizer: str | os.PathLike[str] | None = None,
     cache: EmbeddingCache | str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
     workers: int | None = None,
@@ -418,9 +444,44 @@ def run_calibration(
     within-group non-mated pairs give the ``-all-groups`` rows. ``output``,
     when given, receives the merged
     operating-points table.
+
+    The run's settings pick the descriptors: under ``augmentation="mirror"``
+    the rows are ``dlib-resnet-v1+mirror``'s. With ``normalizer`` (a file
+    written by a score normalizer's ``save``, fitted for this model id), every
+    distance, non-mated and mated, is normalized first; the rows are named
+    ``fmr-<target>-fair``, there is no ``-all-groups`` row (the normalization
+    is the alternative to the worst group's threshold), the audit runs at
+    the normalized point, and ``targets`` defaults to the normalizer's own
+    target FMR (:data:`CALIBRATION_TARGETS` without one). Operating points
+    name the normalizer by its file name, which must then ship in
+    ``facetrust/data``.
+
+    Raises
+    ------
+    EvaluationError
+        The normalizer was fitted for another model id, a target is out of
+        (0, 1), or the data supports none of the targets.
     """
     start = time.perf_counter()
     store = _open_cache(cache, settings)
+    fitted = None if normalizer is None else _load_normalizer(normalizer)
+    if fitted is not None and fitted.model_id != store.model_id:
+        raise EvaluationError(
+            f"The normalizer {Path(normalizer or '').name} was fitted on {fitted.model_id} "
+            f"descriptors; this run embeds {store.model_id} ones (augmentation "
+            f"{store.settings.augmentation!r}). Run with the settings of {fitted.model_id}, "
+            "or fit a normalizer on this model's descriptors."
+        )
+    if targets is None:
+        targets = CALIBRATION_TARGETS if fitted is None else (fitted.target_fmr,)
+    if not targets or any(not 0 < t < 1 for t in targets):
+        raise EvaluationError(
+            f"Each target FMR must be a number in (0, 1). Got {list(targets)} instead."
+        )
+    described = None if fitted is None else {
+        "file": Path(normalizer or "").name, "kind": fitted.kind,
+        "clusters": len(fitted.centres), "target_fmr": fitted.target_fmr,
+    }
     pairs = read_pairs(pairs_file, images_dir)
     attribute_labels = [a for path in labels for a in load_labels(path)]
     every = list_images(images_dir)
@@ -428,11 +489,14 @@ def run_calibration(
     wanted = sorted(labelled | {p for pair in pairs for p in (pair.image_a, pair.image_b)})
     images, embed_s, counts = _embed(store, wanted, workers, progress)
     evaluation = evaluate_pairs(pairs, images)
-    impostor, info = impostor_distances(images, max_images=max_impostor_images, seed=seed)
+    impostor, info = impostor_distances(images, max_images=max_impostor_images, seed=seed,
+                                        normalizer=fitted)
     # FNMR on the acquired mated pairs; the refused ones count in the false-reject rate.
-    mated = evaluation.distances[evaluation.labels]
+    mated = (evaluation.distances[evaluation.labels] if fitted is None
+             else _normalized_mated(pairs, images, fitted))
     overall = calibrate(impostor, mated, model_id=store.model_id, dataset=dataset,
-                        targets=targets, impostor_set=info, mated_fta=evaluation.fta_mated)
+                        targets=targets, impostor_set=info, mated_fta=evaluation.fta_mated,
+                        normalizer=described)
     supported = [r for r in overall.rows if r.supported and r.threshold is not None]
     if not supported:
         raise EvaluationError(
@@ -440,16 +504,19 @@ def run_calibration(
             f"{', '.join(f'{t:g}' for t in targets)}. Use more images."
         )
     # The audit runs at the requested point, or the strictest one this data supports.
+    if fitted is not None and not audit_point.endswith(NORMALIZED_SUFFIX):
+        audit_point += NORMALIZED_SUFFIX
     point = next((r for r in supported if r.name == audit_point), supported[-1])
     audit_point, audit_threshold = point.name, float(point.threshold or 0.0)
     audit = audit_groups(
         {p: images[p] for p in sorted(labelled)}, attribute_labels, audit_threshold,
-        operating_point=audit_point, min_pairs=min_pairs, seed=seed,
+        operating_point=audit_point, min_pairs=min_pairs, seed=seed, normalizer=fitted,
     )
     table = calibrate(
         impostor, mated, model_id=store.model_id, dataset=dataset, targets=targets,
-        impostor_set=info, group_non_mated=audit.group_non_mated, min_group_pairs=min_pairs,
-        mated_fta=evaluation.fta_mated,
+        impostor_set=info, min_group_pairs=min_pairs, mated_fta=evaluation.fta_mated,
+        group_non_mated=audit.group_non_mated if fitted is None else None,
+        normalizer=described,
     )
     if output is not None:
         write_operating_points(table, output, default=default)
@@ -466,6 +533,8 @@ def run_calibration(
                   "pipeline": store.variant,
                   "images embedded": f"{counts['images']} ({counts['computed']} computed now)",
                   "impostor pairs (calibration)": int(np.asarray(impostor).size),
+                  **({"score normalizer": f"{described['file']} ({described['kind']}, "
+                      f"{described['clusters']} clusters)"} if described else {}),
                   **_acquisition_meta(counts, store)},
         )
     return EvaluationRun(
