@@ -10,7 +10,9 @@ CNN detector on images HOG misses, the face nearest the centre):
 - the calibration of ``facetrust evaluate calibrate``
   (:func:`~facetrust.evaluation.calibration.calibrate`: all cross-identity
   pairs among 3,000 seeded images, the View-2 mated pairs), so each model id
-  gets its own ``fmr-1e-2``/``fmr-1e-3``/``-all-groups`` thresholds;
+  gets its own ``fmr-1e-2``/``fmr-1e-3``/``-all-groups`` thresholds (for
+  comparison only: the shipped ``+mirror`` and ``+jitter`` points are written by
+  ``FACETRUST_AUGMENTATION=<augmentation> facetrust evaluate calibrate``);
 - FNMR, FMR and FTA per demographic group at its own ``fmr-1e-3``
   (:func:`~facetrust.evaluation.demographics.audit_groups`);
 - network cost per face against the plain embedding, measured in the same
@@ -21,8 +23,7 @@ Usage::
 
     python benchmarks/lfw_faces.py --views 6 --folds 0 1      # jitter's views too
     python benchmarks/lfw_faces.py --views 2 --folds 2 3 4 5 6 7 8 9
-    python benchmarks/study_tta.py [--write-calibration src/facetrust/data/operating_points.json]
-        [--out benchmarks/results/tta.json]
+    python benchmarks/study_tta.py [--out benchmarks/results/tta.json]
 
 none and mirror are compared on every measured fold; jitter (6 passes per
 face) on the folds measured with 6 views, beside none and mirror on the
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -41,7 +41,7 @@ from typing import Any
 
 import lfw_faces
 from facetrust import FacePipeline, Settings
-from facetrust.evaluation.calibration import calibrate, impostor_distances, write_operating_points
+from facetrust.evaluation.calibration import calibrate, impostor_distances
 from facetrust.evaluation.demographics import audit_groups, load_labels
 from facetrust.evaluation.pairs import Pair
 from facetrust.evaluation.protocol import evaluate_pairs
@@ -128,19 +128,6 @@ def measure_cost(paths: list[str], rounds: int) -> dict[str, Any]:
     }
 
 
-def round_point(point: dict[str, Any]) -> None:
-    """Round a written point as the shipped table's are: threshold down to 4 decimals."""
-    if "rounded" in (point.get("note") or ""):
-        return
-    point["threshold"] = math.floor(point["threshold"] * 1e4) / 1e4
-    point["fnmr"] = round(point["fnmr"], 5)
-    point["measured_fmr"] = float(f"{point['measured_fmr']:.4g}")
-    point["note"] = " ".join(
-        part for part in ("threshold rounded down to 4 decimals (stricter).", point.get("note"))
-        if part
-    )
-
-
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| set | augmentation | pairs | accuracy | FTA pairs | fmr-1e-3 threshold "
              "| FNMR at fmr-1e-3 | network cost | pipeline cost |", "|" + "---|" * 9]
@@ -176,13 +163,11 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=lfw_faces.DATASET)
     parser.add_argument("--cost-images", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--write-calibration", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/tta.json")
     args = parser.parse_args()
     labels = load_labels(args.dataset / "labels")
     pairs = lfw_faces.view2_pairs(args.dataset)
     results: dict[str, Any] = {"sets": {}}
-    tables = {}
     for views, augmentations in ((2, ("none", "mirror")), (6, ("none", "mirror", "jitter"))):
         folds = lfw_faces.measured_folds(args.faces, views)
         if len(folds) < 2:
@@ -192,25 +177,13 @@ def main() -> None:
         block = {}
         for augmentation in augmentations:
             row = evaluate(faces, subset, augmentation, labels)
-            table = row.pop("table")
-            tables.setdefault(augmentation, table)  # the larger set's, measured first
+            row.pop("table")
             block[augmentation] = row
             print(f"folds {folds}: {augmentation} accuracy {row['accuracy']:.4f}", flush=True)
         results["sets"][f"folds_{''.join(map(str, folds))}"] = block
     faces = lfw_faces.load_faces(args.faces, views=2)
     cost_paths = [str(p) for p in faces["paths"][: args.cost_images]]
     results["cost"] = measure_cost(cost_paths, args.rounds)
-    if args.write_calibration is not None:
-        for augmentation in ("mirror", "jitter"):
-            if augmentation in tables:
-                previous = json.loads(args.write_calibration.read_text())
-                written = write_operating_points(tables[augmentation], args.write_calibration)
-                # The table's "calibration" block describes the base model's calibration.
-                written["calibration"] = previous.get("calibration", written["calibration"])
-                for point in written["operating_points"]:
-                    if point["model_id"] == tables[augmentation].model_id:
-                        round_point(point)
-                args.write_calibration.write_text(json.dumps(written, indent=2) + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(results))
