@@ -113,3 +113,23 @@ def test_calibrate_with_mirror_writes_its_own_points_and_refuses_a_plain_normali
                       FACETRUST_AUGMENTATION="mirror")
     assert done.stderr.startswith("error:") and "dlib-resnet-v1+mirror" in done.stderr
     assert json.loads(table.read_text()) == after
+
+
+def test_a_normalizer_fitted_by_evaluate_fairness_is_calibrated_by_evaluate_calibrate(
+    cache_file: Path, tmp_path: Path
+) -> None:
+    """The two steps behind the shipped fair point: fit and save, then calibrate."""
+    normalizer = tmp_path / "normalizer-fsn-sample.json"
+    facetrust = installed_runner()
+    facetrust(
+        "evaluate", "fairness", "--images", str(SAMPLE), "--labels", str(LABELS),
+        "--dataset", "sample", "--folds", "2", "--clusters", "2",
+        "--normalizer-output", str(normalizer), "--cache", str(cache_file), "--workers", "1",
+        "--no-progress",
+    )
+    assert load_normalizer(normalizer).model_id == "dlib-resnet-v1"
+    table = tmp_path / "operating_points.json"
+    shutil.copy(SHIPPED_TABLE, table)
+    _calibrate(table, cache_file, "--normalizer", str(normalizer), "--target", "1e-2")
+    fair = _points(json.loads(table.read_text()), "dlib-resnet-v1")["fmr-1e-2-fair"]
+    assert fair["normalizer"] == normalizer.name and fair["n_non_mated"] == 720

@@ -306,9 +306,12 @@ def run_fairness(
     disjoint folds, one threshold per method at ``target_fmr``). With
     ``normalizer_output``, ``ship_method`` is then fitted on every image of the
     folder (fitting needs no demographic label) with the number of clusters the
-    folds chose most often, saved there, and its operating point ``point_name``
-    (threshold at ``target_fmr`` on normalized distances) merged into the
-    operating-points table ``output`` (which must then be given too).
+    folds chose most often, and saved there: ``evaluate calibrate --normalizer``
+    (:func:`run_calibration`) sets its operating point with the protocol of every
+    other point. With ``output`` too, an in-sample point ``point_name`` is
+    measured on a seeded sample of templates
+    (:func:`~facetrust.evaluation.fair_point.fit_shipped_normalizer`) and merged
+    into that operating-points table.
     """
     start = time.perf_counter()
     templates, store, embed_s, counts = _labelled_templates(
@@ -318,11 +321,6 @@ def run_fairness(
                              replicates=replicates, seed=seed)
     shipped = None
     if normalizer_output is not None:
-        if output is None:
-            raise EvaluationError(
-                "A shipped normalizer needs its operating point: pass the operating-points "
-                "table to write (--write-calibration) with the normalizer output."
-            )
         chosen = study.method(ship_method).clusters
         k = max(set(chosen), key=lambda c: (chosen.count(c), -c))
         normalizer, measured = fit_shipped_normalizer(
@@ -330,11 +328,12 @@ def run_fairness(
             target_fmr=target_fmr, seed=seed,
         )
         normalizer.save(normalizer_output)
-        shipped = {"normalizer": str(normalizer_output), **measured,
-                   "point": write_fair_operating_point(
-                       output, point_name, Path(normalizer_output).name, measured,
-                       model_id=store.model_id, dataset=dataset, method=ship_method,
-                       target_fmr=target_fmr, study=study)}
+        shipped = {"normalizer": str(normalizer_output), **measured}
+        if output is not None:
+            shipped["point"] = write_fair_operating_point(
+                output, point_name, Path(normalizer_output).name, measured,
+                model_id=store.model_id, dataset=dataset, method=ship_method,
+                target_fmr=target_fmr, study=study)
     report = None
     if report_dir is not None:
         report = write_report(
