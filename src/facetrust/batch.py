@@ -3,21 +3,35 @@
 dlib's descriptor holds one core whatever the batch size, and threads do not
 help it, so parallelism comes from processes. Workers read and decode the
 files themselves; only small results travel back.
+
+Workers end with the process that started them, however it ends. Each holds
+the reading end of a pipe (the *lifeline*) whose only writing end stays in
+the starting process, and a thread that waits on it: when that process ends
+-- SIGKILL included -- the kernel closes the writing end, the read returns,
+and the worker exits. The kernel's parent-death signal (``prctl
+PR_SET_PDEATHSIG``) would not do: a worker's parent is the forkserver, not
+the starting process, and the forkserver only exits once every worker has
+(each holds its "alive" pipe, so that it could start processes itself).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+import signal
+import threading
+from collections.abc import Generator, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 from tqdm import tqdm
 
 from .config import Settings, cores_per_process
-from .errors import FacetrustError, InvalidParameter
+from .errors import FacetrustError, InvalidParameter, WorkerStopped
 from .faces import EmbeddedFace
 from .pipeline import FacePipeline, FacePolicy
 
@@ -56,10 +70,28 @@ MAX_WORKERS = 256
 _worker_policy: FacePolicy | None = None
 
 
-def _init_worker(settings: Settings, face_policy: FacePolicy | None) -> None:
+#: A worker's exit status when the process that started it has ended.
+EXIT_STARTER_GONE = 3
+
+
+def _init_worker(
+    settings: Settings, face_policy: FacePolicy | None, lifeline: Connection
+) -> None:
     global _worker_pipeline, _worker_policy
+    # Ctrl-C reaches every process of the terminal's group: the starting
+    # process decides what stops, and its workers go with it (the lifeline).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_starter, args=(lifeline,), daemon=True,
+                     name="facetrust-lifeline").start()
     _worker_pipeline = FacePipeline(settings)
     _worker_policy = face_policy
+
+
+def _exit_with_starter(lifeline: Connection) -> None:
+    """Wait until the starting process closes the lifeline (or ends), then exit at once."""
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv_bytes()  # nothing is ever sent: this returns on end of file
+    os._exit(EXIT_STARTER_GONE)
 
 
 def _process(path: str) -> ImageResult:
@@ -110,8 +142,11 @@ def embed_many(
     progress: bool = False,
     description: str = "embedding",
     face_policy: FacePolicy | None = None,
-) -> Iterator[ImageResult]:
+) -> Generator[ImageResult, None, None]:
     """Embed the faces of many image files in parallel, yielding results in input order.
+
+    Closing the generator before its end (``close()``, or dropping it) ends the
+    worker processes at once, without finishing the images queued to them.
 
     Parameters
     ----------
@@ -146,7 +181,7 @@ def _embed(
     progress: bool,
     description: str,
     face_policy: FacePolicy | None,
-) -> Iterator[ImageResult]:
+) -> Generator[ImageResult, None, None]:
     bar = tqdm(total=len(items), unit="img", desc=description, disable=not progress)
     try:
         if count <= 1 or len(items) < 2:
@@ -161,14 +196,33 @@ def _embed(
         # Workers fork from a server that has imported numpy, OpenCV and dlib once.
         context.set_forkserver_preload(["facetrust.batch"])
         chunk = max(1, min(16, len(items) // (count * 8)))
-        with ProcessPoolExecutor(
+        # Only this process holds the writing end (not inherited, never sent).
+        lifeline, keep_alive = context.Pipe(duplex=False)
+        pool = ProcessPoolExecutor(
             max_workers=count,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(settings, face_policy),
-        ) as pool:
+            initargs=(settings, face_policy, lifeline),
+        )
+        finished = False
+        try:
             for result in pool.map(_process, items, chunksize=chunk):
                 yield result
                 bar.update()
+            finished = True
+        except BrokenProcessPool:
+            raise WorkerStopped(
+                "An embedding worker process ended before finishing its images (killed, or "
+                "out of memory). Run again, with fewer workers if memory is short (a batch "
+                "enrolment skips the photos it enrolled before)."
+            ) from None
+        finally:
+            if not finished:
+                # Stopped early (Ctrl-C, SIGTERM, an error, the caller's break):
+                # the workers exit now instead of finishing the photos queued to them.
+                keep_alive.close()
+            pool.shutdown(wait=True, cancel_futures=True)
+            keep_alive.close()
+            lifeline.close()
     finally:
         bar.close()

@@ -20,6 +20,8 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     │   ├── MultipleFaces            several faces and no policy to pick one
     │   └── FaceQualityTooLow        face too small, blurred or turned away
     ├── ModelError                   model weights missing, corrupt or incompatible
+    ├── WorkerStopped                an embedding worker process ended before its images
+    ├── Interrupted                  stopped by Ctrl-C or SIGTERM before the end: re-run
     ├── OperatingPointError (KeyError-like lookups of thresholds)
     ├── ConsentError
     │   ├── ConsentRequired          no active consent for the subject
@@ -123,6 +125,14 @@ class FaceQualityTooLow(FaceError):
 
 class ModelError(FacetrustError):
     """Model weights are missing, unreadable, corrupt or from another model."""
+
+
+class WorkerStopped(FacetrustError):
+    """An embedding worker process ended (killed, out of memory) before its images were done."""
+
+
+class Interrupted(FacetrustError):
+    """A long run was stopped (Ctrl-C, SIGTERM) before its end; what it finished is kept."""
 
 
 class OperatingPointError(FacetrustError, KeyError):

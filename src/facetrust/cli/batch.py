@@ -9,6 +9,10 @@ others. ``facetrust enroll-batch status`` shows where a queue stands.
 from __future__ import annotations
 
 import math
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import click
@@ -47,6 +51,21 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (``kill``, a service manager stopping the job) stops a batch as Ctrl-C does:
+    the photos being written roll back, the workers end, and the batch says how to resume."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.group("enroll-batch", cls=DefaultCommandGroup, default_command="run")
@@ -122,7 +141,7 @@ def run(
             "--workers applies without --queue only: a queue worker embeds in its own "
             "process. Start one `enroll-batch --queue` worker per core instead."
         )
-    with Gallery.find(gallery_path) as gallery:
+    with Gallery.find(gallery_path) as gallery, sigterm_as_ctrl_c():
         if queue is None:
             result = run_batch(
                 gallery, folder, consents_csv, actor=actor, workers=workers,

@@ -37,10 +37,12 @@ from ..errors import (
     DuplicateEnrolment,
     FacetrustError,
     ImageError,
+    Interrupted,
     InvalidParameter,
     MultipleFaces,
     NoFaceFound,
     UnknownSubject,
+    WorkerStopped,
 )
 from ..faces import Embedding
 from ..pipeline import FacePolicy
@@ -365,37 +367,68 @@ def enroll_batch(
         todo, gallery.pipeline.settings, workers=workers, progress=progress,
         description="enrolling", face_policy=face_policy,
     )
-    for _, group in _by_subject(zip(todo, results, strict=True), consents):
-        faces: list[Embedding] = []
-        sources: list[bytes | None] = []
-        names: list[str] = []
-        for photo, result in group:
-            problem = image_problem(result)
-            if problem is not None:
-                failures.append(BatchFailure(str(photo), *problem))
+    try:
+        for _, group in _by_subject(zip(todo, results, strict=True), consents):
+            faces: list[Embedding] = []
+            sources: list[bytes | None] = []
+            names: list[str] = []
+            for photo, result in group:
+                problem = image_problem(result)
+                if problem is not None:
+                    failures.append(BatchFailure(str(photo), *problem))
+                    continue
+                try:
+                    raw = photo.read_bytes()
+                except OSError as error:
+                    failures.append(BatchFailure(str(photo), "unreadable", str(error)))
+                    continue
+                faces.append(result.faces[0].embedding)
+                sources.append(raw)
+                names.append(str(photo))
+            if not faces:
                 continue
             try:
-                raw = photo.read_bytes()
-            except OSError as error:
-                failures.append(BatchFailure(str(photo), "unreadable", str(error)))
+                write_subject(gallery, consents[Path(names[0])], faces, sources, actor,
+                              check_duplicates)
+            except FacetrustError as error:
+                failures.extend(BatchFailure(n, failure_reason(error), str(error))
+                                for n in names)
+                subject_id = consents[Path(names[0])].subject_id
+                refused.append({"subject_id": subject_id, "reason": failure_reason(error),
+                                "error": type(error).__name__})
                 continue
-            faces.append(result.faces[0].embedding)
-            sources.append(raw)
-            names.append(str(photo))
-        if not faces:
-            continue
-        try:
-            write_subject(gallery, consents[Path(names[0])], faces, sources, actor,
-                           check_duplicates)
-        except FacetrustError as error:
-            failures.extend(BatchFailure(n, failure_reason(error), str(error)) for n in names)
-            subject_id = consents[Path(names[0])].subject_id
-            refused.append({"subject_id": subject_id, "reason": failure_reason(error),
-                            "error": type(error).__name__})
-            continue
-        enrolled += len(faces)
-        subjects += 1
+            enrolled += len(faces)
+            subjects += 1
+    except WorkerStopped:
+        _audit_batch(gallery, actor, refused, enrolled, already, subjects, failures,
+                     stopped=True)
+        raise
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where the caller turns it into one
+        results.close()  # the worker processes end first
+        _audit_batch(gallery, actor, refused, enrolled, already, subjects, failures,
+                     stopped=True)
+        raise Interrupted(
+            f"Batch enrolment stopped before its end, after enrolling {enrolled} "
+            f"photo{'' if enrolled == 1 else 's'} of {subjects} "
+            f"subject{'' if subjects == 1 else 's'} in this run (kept; a subject is "
+            "written whole or not at all). Run the same command again to enrol the rest: "
+            "photos enrolled before are skipped."
+        ) from None
+    by_reason = _audit_batch(gallery, actor, refused, enrolled, already, subjects, failures)
+    return BatchEnrolmentResult(
+        enrolled, already, subjects, tuple(failures), time.perf_counter() - started,
+        by_reason,
+    )
+
+
+def _audit_batch(
+    gallery: Gallery, actor: str, refused: list[dict[str, str]], enrolled: int,
+    already: int, subjects: int, failures: Sequence[BatchFailure], *, stopped: bool = False,
+) -> dict[str, int]:
+    """The batch's summary audit event (``stopped``: interrupted before its end); the
+    failures by reason."""
     by_reason = count_by_reason(failures)
+    extra: dict[str, Any] = {"stopped": True} if stopped else {}
     gallery.audit.append(
         "enrol.batch",
         actor=actor,
@@ -405,11 +438,9 @@ def enroll_batch(
         subjects_written=subjects,
         failures_by_reason=by_reason,
         refused_subjects=refused,
+        **extra,
     )
-    return BatchEnrolmentResult(
-        enrolled, already, subjects, tuple(failures), time.perf_counter() - started,
-        by_reason,
-    )
+    return by_reason
 
 
 def _by_subject(
