@@ -184,3 +184,47 @@ def test_a_killed_worker_stops_the_batch_with_a_plain_message(
         last = gallery.store.last_audit()
         assert last is not None and json.loads(last.body).get("stopped") is True
     _every_photo_once(facetrust, tmp_path, many_photos)
+
+
+def test_a_stopped_queue_worker_hands_its_claims_back_at_once(
+    tmp_path: Path, facetrust: Runner, many_photos: tuple[Path, Path]
+) -> None:
+    folder, consents = many_photos
+    command = [INSTALLED, "enroll-batch", str(folder), "--consents", str(consents),
+               "--queue", "intake", "--worker-id", "w1", "--lease", "600", "--no-progress",
+               "--face", "single", "--actor", "registrar"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=shell_env(tmp_path / "g"))
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if _templates(tmp_path / "g") >= 4:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None and _templates(tmp_path / "g") < PHOTOS
+        process.terminate()
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    shown = stderr.decode()
+    assert process.returncode == 2 and "Traceback" not in shown, shown
+    assert "stopped" in shown and "back to the queue" in shown, shown
+    status = json.loads(facetrust("enroll-batch", "status", "--json").stdout)
+    # without the hand-back its photos would stay "in progress" for the 600 s lease
+    assert status["in_progress"] == 0 and status["workers"] == {}, status
+    assert status["waiting"] > 0 and not status["finished"]
+    with Gallery.find(tmp_path / "g") as gallery:
+        last = gallery.store.last_audit()
+        assert last is not None and last.kind == "enrol.batch"
+        assert json.loads(last.body)["stopped"] is True
+    first = _templates(tmp_path / "g")
+    again = json.loads(facetrust(*command[1:]).stdout)
+    assert again["enrolled"] + first == PHOTOS
+    status = json.loads(facetrust("enroll-batch", "status", "--json").stdout)
+    assert status["finished"] and status["done"] == PHOTOS
+    assert status["failures_by_reason"] == {
+        "no-consent-in-csv": 1, "no-face": 1, "several-faces": 1, "unreadable": 1}
+    with Gallery.find(tmp_path / "g") as gallery:
+        digests = [t.source_digest for t in gallery.store.all_templates()]
+        assert len(digests) == PHOTOS and len(set(digests)) == PHOTOS

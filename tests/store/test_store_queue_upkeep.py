@@ -1,6 +1,7 @@
 """The batch queue's upkeep on every Store: failed photos put back for a subject
 (``requeue_failed``: a corrected consent CSV) and a subject's rows deleted
-(``forget_queued``: erasure), on SQLite and on the real PostgreSQL."""
+(``forget_queued``: erasure), and a stopped worker's claims handed back
+(``release_claims``), on SQLite and on the real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -36,3 +37,23 @@ def test_failed_photos_are_put_back_for_their_subject_and_erasure_deletes_rows(
     with store.transaction():
         assert store.forget_queued("s1") == 1
     assert [p.photo for p in store.queued("q")] == ["b.jpg", "c.jpg"]
+
+
+def test_a_stopped_workers_claims_go_back_to_waiting_without_an_attempt(store: Store) -> None:
+    photos = [
+        QueuedPhoto("q", "a.jpg", "s1", "claimed", "w1", T1, 1, updated_at=T0),
+        QueuedPhoto("q", "b.jpg", "s1", "claimed", "w1", T1, 3, updated_at=T0),
+        QueuedPhoto("q", "c.jpg", "s2", "claimed", "w2", T1, 1, updated_at=T0),
+        QueuedPhoto("q", "d.jpg", "s2", "done", "w1", None, 1, updated_at=T0),
+        QueuedPhoto("other", "a.jpg", "s1", "claimed", "w1", T1, 1, updated_at=T0),
+    ]
+    with store.transaction():
+        store.queue_photos(photos)
+        assert store.release_claims("q", "w1", at=T1) == 2
+    assert store.queued("q", "waiting") == [
+        QueuedPhoto("q", "a.jpg", "s1", "waiting", None, None, 0, None, None, T1),
+        QueuedPhoto("q", "b.jpg", "s1", "waiting", None, None, 2, None, None, T1),
+    ]
+    assert [(p.photo, p.state) for p in store.queued("q")] == [
+        ("a.jpg", "waiting"), ("b.jpg", "waiting"), ("c.jpg", "claimed"), ("d.jpg", "done")]
+    assert store.queued("other")[0].state == "claimed"

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..batch import ImageResult, process_image
-from ..errors import FacetrustError, InvalidParameter
+from ..errors import FacetrustError, Interrupted, InvalidParameter
 from ..faces import Embedding
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..store.base import QueuedPhoto
@@ -311,26 +311,56 @@ def run_queue_worker(
     totals = {"enrolled": 0, "already": 0, "subjects": 0}
     failures: list[BatchFailure] = []
     refused: list[dict[str, str]] = []
-    while True:
-        now = gallery.now()
+    try:
+        while True:
+            now = gallery.now()
+            with gallery.store.transaction():
+                claimed = gallery.store.claim_queued(
+                    queue, worker, now=now.isoformat(),
+                    lease_until=(now + timedelta(seconds=lease_s)).isoformat(),
+                    limit=int(claim), max_attempts=int(max_attempts),
+                )
+            if not claimed:
+                status = batch_status(gallery, queue)
+                if status.finished:
+                    failed_elsewhere = max(0, status.failed - len(failures))
+                    break
+                time.sleep(poll_s if status.waiting else min(poll_s, lease_s))
+                continue
+            results = [(q, process_image(pipeline, str(base / q.photo), face_policy))
+                       for q in claimed]
+            for subject_id, group in _by_subject(results):
+                _write_group(gallery, queue, base, consents, subject_id, group, actor,
+                             check_duplicates, totals, failures, refused)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where the caller turns it into one
+        # What this worker claimed goes to the others now, not when the lease ends.
         with gallery.store.transaction():
-            claimed = gallery.store.claim_queued(
-                queue, worker, now=now.isoformat(),
-                lease_until=(now + timedelta(seconds=lease_s)).isoformat(),
-                limit=int(claim), max_attempts=int(max_attempts),
-            )
-        if not claimed:
-            status = batch_status(gallery, queue)
-            if status.finished:
-                failed_elsewhere = max(0, status.failed - len(failures))
-                break
-            time.sleep(poll_s if status.waiting else min(poll_s, lease_s))
-            continue
-        results = [(q, process_image(pipeline, str(base / q.photo), face_policy)) for q in claimed]
-        for subject_id, group in _by_subject(results):
-            _write_group(gallery, queue, base, consents, subject_id, group, actor,
-                         check_duplicates, totals, failures, refused)
+            released = gallery.store.release_claims(queue, worker, at=gallery.now().isoformat())
+        _audit_worker(gallery, actor, queue, worker, totals, failures, refused, stopped=True)
+        enrolled = totals["enrolled"]
+        raise Interrupted(
+            f"Queue worker {worker} stopped before queue {queue} was finished, after "
+            f"enrolling {enrolled} photo{'' if enrolled == 1 else 's'} (kept); the "
+            f"{released} photo{'' if released == 1 else 's'} it held went back to the queue "
+            "for the other workers. Run the same command again to go on, and see "
+            f"`facetrust enroll-batch status --queue {queue}`."
+        ) from None
+    by_reason = _audit_worker(gallery, actor, queue, worker, totals, failures, refused)
+    return BatchEnrolmentResult(
+        totals["enrolled"], totals["already"], totals["subjects"], tuple(failures),
+        time.perf_counter() - started, by_reason, queue=queue,
+        failed_elsewhere=failed_elsewhere,
+    )
+
+
+def _audit_worker(
+    gallery: Gallery, actor: str, queue: str, worker: str, totals: dict[str, int],
+    failures: list[BatchFailure], refused: list[dict[str, str]], *, stopped: bool = False,
+) -> dict[str, int]:
+    """A queue worker's summary audit event (``stopped``: interrupted before the queue was
+    finished); its failures by reason."""
     by_reason = count_by_reason(failures)
+    extra: dict[str, Any] = {"stopped": True} if stopped else {}
     gallery.audit.append(
         "enrol.batch",
         actor=actor,
@@ -342,12 +372,9 @@ def run_queue_worker(
         subjects_written=totals["subjects"],
         failures_by_reason=by_reason,
         refused_subjects=refused,
+        **extra,
     )
-    return BatchEnrolmentResult(
-        totals["enrolled"], totals["already"], totals["subjects"], tuple(failures),
-        time.perf_counter() - started, by_reason, queue=queue,
-        failed_elsewhere=failed_elsewhere,
-    )
+    return by_reason
 
 
 def _check_number(name: str, value: object, bounds: tuple[float, float]) -> None:

@@ -514,6 +514,13 @@ class Store(Protocol):
         """
         ...
 
+    def release_claims(self, queue: str, worker: str, *, at: str) -> int:
+        """Put back as ``waiting`` the photos ``worker`` holds ``claimed`` in ``queue``, their
+        claim not counted as an attempt (the worker was stopped, not failed by them); how
+        many. Inside a transaction.
+        """
+        ...
+
     def forget_queued(self, subject_id: str) -> int:
         """Delete the queue rows of ``subject_id`` in every queue (their photo paths may
         name the person); how many. Every erasure calls it."""

@@ -99,6 +99,14 @@ class SqlBatchQueue(SqlBase):
             ).rowcount)
         return changed
 
+    def release_claims(self, queue: str, worker: str, *, at: str) -> int:
+        return int(self._run(
+            "UPDATE batch_queue SET state = 'waiting', worker = NULL, lease_until = NULL, "
+            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = ? "
+            "WHERE queue = ? AND worker = ? AND state = 'claimed'",
+            (at, queue, worker),
+        ).rowcount)
+
     def queued(self, queue: str, state: str | None = None) -> list[QueuedPhoto]:
         where = "queue = ?" + (" AND state = ?" if state is not None else "")
         params: tuple[str, ...] = (queue, state) if state is not None else (queue,)
