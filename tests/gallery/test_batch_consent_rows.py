@@ -157,3 +157,69 @@ def test_rows_that_agree_may_both_name_a_photo_and_other_conflicts_are_named(
                    + _row(f"k/{kofi[0].name}", "kofi", "form-k").replace("boarding", "x"))
     with pytest.raises(InvalidParameter, match="different purposes, expiry or notice"):
         read_consents(csv, tmp_path)
+
+
+@pytest.mark.slow  # the installed command, three batch runs
+def test_rows_that_name_no_photo_are_reported_not_skipped(
+    tmp_path: Path, facetrust: Runner
+) -> None:
+    colin, kofi = (sorted((SAMPLE / name).glob("*.jpg")) for name in ("Colin_Powell",
+                                                                     "Kofi_Annan"))
+    folder = tmp_path / "photos"
+    _photos(folder, {"colin.jpg": colin[0], "kofi.tiff": kofi[0]})
+    (folder / "dana").mkdir()  # a subject folder with no photo in it
+    _photos(tmp_path, {"outside.jpg": colin[1]})
+    csv = tmp_path / "consents.csv"
+    csv.write_text(HEADER + _row("colin.jpg", "colin", "form-c") + _row("alice.jpg", "alice",
+                   "form-a") + _row("kofi.tiff", "kofi", "form-k") + _row("dana", "dana",
+                   "form-d") + _row("../outside.jpg", "olga", "form-o"))
+    expected = {"alice.jpg": "line 3", "kofi.tiff": "line 4", "dana": "line 5",
+                "../outside.jpg": "line 6"}
+
+    single = _enrol(facetrust, folder, csv)
+    assert single["enrolled"] == 1
+    assert single["failures_by_reason"] == {"photo-not-found": 4}
+    failures = single["failures"]
+    assert isinstance(failures, list)
+    for failure, (photo, line) in zip(failures, expected.items(), strict=True):
+        assert failure["photo"].endswith(photo.lstrip("./")), failure
+        assert line in failure["message"].lower(), failure
+
+    # a queue shows them to every worker and in `status`, and takes a photo up once it is there
+    queued = json.loads(facetrust("enroll-batch", str(folder), "--consents", str(csv),
+                                  "--queue", "q", "--actor", "registrar").stdout)
+    assert queued["failures_by_reason"] == {} and queued["failed_elsewhere"] == 4
+    status = json.loads(facetrust("enroll-batch", "status", "--json").stdout)
+    assert status["done"] == 1 and status["failures_by_reason"] == {"photo-not-found": 4}
+    assert sorted(f["photo"] for f in status["failures"]) == sorted(expected)
+    shown = facetrust("enroll-batch", "status").stdout
+    assert "alice.jpg  [photo-not-found]" in shown
+    _photos(folder, {"alice.jpg": kofi[1]})
+    facetrust("enroll-batch", str(folder), "--consents", str(csv), "--queue", "q",
+              "--actor", "registrar")
+    status = json.loads(facetrust("enroll-batch", "status", "--json").stdout)
+    assert status["done"] == 2 and status["failures_by_reason"] == {"photo-not-found": 3}
+    assert _templates(tmp_path / "g", "alice") == 1
+
+
+def test_a_row_with_an_empty_photo_cell_is_refused_not_taken_as_the_whole_folder(
+    tmp_path: Path, facetrust: Runner
+) -> None:
+    colin, kofi = (sorted((SAMPLE / name).glob("*.jpg")) for name in ("Colin_Powell",
+                                                                     "Kofi_Annan"))
+    folder = tmp_path / "photos"
+    _photos(folder, {"colin.jpg": colin[0], "kofi.jpg": kofi[0]})
+    csv = tmp_path / "consents.csv"
+    for cell in ("", ".", "./"):
+        csv.write_text(HEADER + _row(cell, "colin", "form-c"))
+        done = facetrust("enroll-batch", str(folder), "--consents", str(csv), "--workers",
+                         "1", "--no-progress", "--actor", "registrar", code=2)
+        assert "Line 2" in done.stderr and "'photo'" in done.stderr, done.stderr
+    # a row cut short (or with an unquoted comma) is named too, not a traceback
+    for row in ("colin.jpg,colin\n", _row("colin.jpg", "colin,jr", "form-c")):
+        csv.write_text(HEADER + row)
+        done = facetrust("enroll-batch", str(folder), "--consents", str(csv), "--workers",
+                         "1", "--no-progress", "--actor", "registrar", code=2)
+        assert "Line 2" in done.stderr and "8 columns" in done.stderr, done.stderr
+    with Gallery.find(tmp_path / "g") as gallery:
+        assert gallery.list_subjects() == []  # kofi's photo was not enrolled as colin

@@ -165,7 +165,8 @@ def test_a_corrected_consent_csv_is_taken_up_by_the_same_queue(
     wrong = tmp_path / "wrong.csv"
     wrong.write_text(HEADER + _row("Colin", "colin") + _row("Kofi", "kofi"))  # no such folders
     assert json.loads(_worker(facetrust, folder, wrong).stdout)["enrolled"] == 0
-    assert {r[3:] for r in _queue_rows(tmp_path / "g")} == {("failed", "no-consent-in-csv")}
+    assert {r[3:] for r in _queue_rows(tmp_path / "g")} == {
+        ("failed", "no-consent-in-csv"), ("failed", "photo-not-found")}  # photos; CSV rows
 
     second = _worker(facetrust, folder, csv)
     assert json.loads(second.stdout)["enrolled"] == 2
@@ -185,9 +186,11 @@ def test_a_worker_points_to_the_failed_photos_it_did_not_count(
     wrong = tmp_path / "wrong.csv"
     wrong.write_text(HEADER + _row("Colin", "colin") + _row("Kofi", "kofi"))  # no such folders
     first = _worker(facetrust, folder, wrong)
-    assert json.loads(first.stdout)["failed_elsewhere"] == 2
-    hint = ("2 photos of queue q failed earlier (in another worker, or not in the consent CSV) "
-            "and are not counted above: see `facetrust enroll-batch status --queue q`.")
+    # the two photos not in the CSV, and its two rows naming no photo
+    assert json.loads(first.stdout)["failed_elsewhere"] == 4
+    hint = ("4 photos of queue q failed earlier (in another worker, or when the queue was "
+            "filled: not in the consent CSV, or a CSV row naming no photo) and are not "
+            "counted above: see `facetrust enroll-batch status --queue q`.")
     assert hint in first.stderr.splitlines()
 
     second = _worker(facetrust, folder, csv)

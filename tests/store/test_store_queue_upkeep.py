@@ -1,7 +1,8 @@
 """The batch queue's upkeep on every Store: failed photos put back for a subject
 (``requeue_failed``: a corrected consent CSV) and a subject's rows deleted
-(``forget_queued``: erasure), and a stopped worker's claims handed back
-(``release_claims``), on SQLite and on the real PostgreSQL."""
+(``forget_queued``: erasure), a stopped worker's claims handed back
+(``release_claims``) and corrected CSV rows dropped (``drop_failed``), on SQLite and on
+the real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -57,3 +58,20 @@ def test_a_stopped_workers_claims_go_back_to_waiting_without_an_attempt(store: S
     assert [(p.photo, p.state) for p in store.queued("q")] == [
         ("a.jpg", "waiting"), ("b.jpg", "waiting"), ("c.jpg", "claimed"), ("d.jpg", "done")]
     assert store.queued("other")[0].state == "claimed"
+
+
+def test_failed_rows_of_a_reason_are_dropped(store: Store) -> None:
+    photos = [
+        QueuedPhoto("q", "alice.jpg", "alice", "failed", reason="photo-not-found",
+                    updated_at=T0),
+        QueuedPhoto("q", "x.jpg", None, "failed", reason="no-consent-in-csv", updated_at=T0),
+        QueuedPhoto("q", "y.jpg", "s", "done", updated_at=T0),
+        QueuedPhoto("other", "alice.jpg", "alice", "failed", reason="photo-not-found",
+                    updated_at=T0),
+    ]
+    with store.transaction():
+        store.queue_photos(photos)
+        assert store.drop_failed("q", ["alice.jpg", "x.jpg", "y.jpg"],
+                                 reason="photo-not-found") == 1
+    assert sorted(p.photo for p in store.queued("q")) == ["x.jpg", "y.jpg"]
+    assert len(store.queued("other")) == 1

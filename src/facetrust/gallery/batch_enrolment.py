@@ -56,9 +56,12 @@ CSV_COLUMNS = (
     "evidence_sha256", "notice_version",
 )
 
+#: The failure reason of a consent CSV row that names no photo of the folder.
+PHOTO_NOT_FOUND = "photo-not-found"
+
 #: Failure reasons, as reported.
 REASONS = (
-    "no-face", "several-faces", "quality", "no-consent-in-csv", "unreadable",
+    "no-face", "several-faces", "quality", "no-consent-in-csv", "photo-not-found", "unreadable",
     "consent-invalid", "consent-withdrawn", "subject-erased", "duplicate", "abandoned",
     "other",
 )
@@ -107,7 +110,8 @@ class BatchEnrolmentResult:
         The queue, for a queue worker's result.
     failed_elsewhere : int
         With a queue: its failed photos that are not among ``failures`` (failed
-        by an earlier or another worker, or put in failed as not in the CSV).
+        by an earlier or another worker, or put in failed as not in the CSV, or
+        as a CSV row naming no photo).
     """
 
     enrolled: int
@@ -140,7 +144,8 @@ class BatchEnrolmentResult:
         count = self.failed_elsewhere
         return (
             f"{count} photo{'s' if count > 1 else ''} of queue {self.queue} failed earlier "
-            "(in another worker, or not in the consent CSV) and "
+            "(in another worker, or when the queue was filled: not in the consent CSV, or "
+            "a CSV row naming no photo) and "
             f"{'are' if count > 1 else 'is'} not counted above: see "
             f"`facetrust enroll-batch status --queue {self.queue}`."
         )
@@ -156,21 +161,55 @@ class BatchEnrolmentResult:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class UnmatchedRow:
+    """A consent CSV row that names no photo of the folder, and why (``message``).
+
+    ``name`` is its ``photo`` cell as the queue names photos (relative to the
+    folder), ``photo`` the path it names.
+    """
+
+    line: int
+    name: str
+    photo: Path
+    subject_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ConsentCsv:
+    """A consent CSV read against its photo folder: each photo's row, and the rows that
+    name no photo there (a misspelt name, a missing file, an empty subject folder)."""
+
+    rows: dict[Path, ConsentRow]
+    unmatched: tuple[UnmatchedRow, ...]
+
+
 def read_consents(csv_path: str | os.PathLike[str], folder: Path) -> dict[Path, ConsentRow]:
-    """Photo path -> its consent row; a row naming a folder covers every image in it.
+    """Photo path -> its consent row (:func:`read_consent_csv`'s ``rows``)."""
+    return read_consent_csv(csv_path, folder).rows
+
+
+def read_consent_csv(csv_path: str | os.PathLike[str], folder: Path) -> ConsentCsv:
+    """Each photo's consent row; a row naming a folder covers every image in it.
 
     Photos are named as :func:`photo_path` names them. Rows that agree (a
     folder row and a file row with the same subject and consent) may both
-    name a photo.
+    name a photo. A row that names no image under ``folder`` (no such file,
+    a file of another format, a folder without images, a path outside
+    ``folder``) is returned in ``unmatched``, to be reported as failed with the
+    reason ``photo-not-found``: it is not skipped silently.
 
     Raises
     ------
     InvalidParameter
-        A missing column, a malformed expiry, or two rows that give one photo
+        A missing column, a row without 8 cells, an empty ``photo`` (or one naming
+        ``folder`` itself), a malformed expiry, or two rows that give one photo
         different subjects or different consents (both lines named).
     """
     folder = photo_path(folder)
     rows: dict[Path, ConsentRow] = {}
+    unmatched: list[UnmatchedRow] = []
     lines: dict[Path, int] = {}  # the CSV line each photo's row came from
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -181,6 +220,15 @@ def read_consents(csv_path: str | os.PathLike[str], folder: Path) -> dict[Path, 
                 f"Expected: {', '.join(CSV_COLUMNS)}."
             )
         for line, raw in enumerate(reader, start=2):
+            if None in raw or None in raw.values():  # cells short of, or beyond, the columns
+                cells = sum(v is not None for k, v in raw.items() if k is not None)
+                cells += len(raw.get(None) or [])
+                raise InvalidParameter(
+                    f"Line {line} of {str(csv_path)!r} has {cells} cells; "
+                    f"expected {len(reader.fieldnames or CSV_COLUMNS)} columns "
+                    f"({', '.join(CSV_COLUMNS)}). Quote a cell that holds a comma, and run "
+                    "again; nothing was enrolled."
+                )
             try:
                 expires = datetime.fromisoformat(raw["expires"].strip())
             except ValueError:
@@ -197,7 +245,22 @@ def read_consents(csv_path: str | os.PathLike[str], folder: Path) -> dict[Path, 
                 evidence_sha256=raw["evidence_sha256"].strip(),
                 notice_version=raw["notice_version"].strip(),
             )
-            target = photo_path(folder / raw["photo"].strip())
+            cell = raw["photo"].strip()
+            target = photo_path(folder / cell)
+            if not cell or target == folder:
+                # it would name every photo of the folder as this one subject's
+                raise InvalidParameter(
+                    f"Line {line} of {str(csv_path)!r}: 'photo' must name a photo file or a "
+                    f"subject folder under the photo folder. Got {cell!r}. Correct the CSV "
+                    "and run again; nothing was enrolled."
+                )
+            if (problem := _names_no_photo(cell, target, folder)) is not None:
+                unmatched.append(UnmatchedRow(
+                    line, _shown(target, folder) if _is_under(target, folder) else cell,
+                    target, row.subject_id,
+                    f"Line {line} of the consent CSV names {cell!r}, {problem}",
+                ))
+                continue
             for photo in images_in(target) if target.is_dir() else [target]:
                 earlier = rows.get(photo)
                 if earlier is None:
@@ -208,7 +271,32 @@ def read_consents(csv_path: str | os.PathLike[str], folder: Path) -> dict[Path, 
                         f"{_shown(photo, folder)!r} {conflict}: a photo must name one subject "
                         "and one consent. Correct the CSV and run again; nothing was enrolled."
                     )
-    return rows
+    return ConsentCsv(rows, tuple(unmatched))
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _names_no_photo(cell: str, target: Path, folder: Path) -> str | None:
+    """Why the ``photo`` cell ``cell`` (naming ``target``) names no photo of ``folder``;
+    None when it names one or a folder of them."""
+    kinds = ", ".join(IMAGE_SUFFIXES)
+    if not _is_under(target, folder):
+        return ("which is outside the photo folder. Name photos by their path under the "
+                "folder, and move the photo there.")
+    if target.is_dir():
+        if images_in(target):
+            return None
+        return (f"a folder that holds no photo ({kinds}). Add the subject's photos, or "
+                "correct the row.")
+    if not target.is_file():
+        return ("which is not in the photo folder. Correct the row's 'photo', or add the "
+                "photo, and run again.")
+    if target.suffix.lower() not in IMAGE_SUFFIXES:
+        return (f"which is not a photo by its name (facetrust reads {kinds}). Convert it to "
+                "one of those formats, and name the converted file in the row.")
+    return None
 
 
 def _conflict(first: ConsentRow, second: ConsentRow) -> str | None:
@@ -335,8 +423,9 @@ def enroll_batch(
     base = photo_path(folder)
     if not base.is_dir():
         raise InvalidParameter(f"The photo folder {str(base)!r} does not exist or is not a folder.")
-    consents = read_consents(consents_csv, base)
-    failures: list[BatchFailure] = []
+    read = read_consent_csv(consents_csv, base)
+    consents = read.rows
+    failures = [BatchFailure(str(u.photo), PHOTO_NOT_FOUND, u.message) for u in read.unmatched]
     photos = images_in(base)
     for photo in photos:
         if photo not in consents:

@@ -34,7 +34,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -46,15 +46,17 @@ from ..faces import Embedding
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..store.base import QueuedPhoto
 from .batch_enrolment import (
+    PHOTO_NOT_FOUND,
     BatchEnrolmentResult,
     BatchFailure,
     ConsentRow,
+    UnmatchedRow,
     count_by_reason,
     failure_reason,
     image_problem,
     images_in,
     photo_path,
-    read_consents,
+    read_consent_csv,
     write_subject,
 )
 from .checks import check_name
@@ -195,14 +197,18 @@ def _relative(photo: Path, base: Path) -> str:
 
 
 def fill_queue(
-    gallery: Gallery, queue: str, base: Path, consents: dict[Path, ConsentRow]
+    gallery: Gallery, queue: str, base: Path, consents: dict[Path, ConsentRow],
+    unmatched: Sequence[UnmatchedRow] = (),
 ) -> int:
     """Put every image under ``base`` in ``queue`` unless it holds it already; how many added.
 
-    An image the consent CSV does not list goes in as failed (``no-consent-in-csv``).
-    One the queue holds as failed for that reason, and which ``consents`` (the
-    current CSV) now lists, goes back to waiting for its subject: a corrected
-    CSV is taken up by the next worker of the same queue.
+    An image the consent CSV does not list goes in as failed (``no-consent-in-csv``),
+    and so does each row of ``unmatched`` (a CSV row naming no photo:
+    ``photo-not-found``), so that ``status`` shows them to everyone. One the
+    queue holds as failed for either reason, and which is now a photo that
+    ``consents`` (the current CSV) lists, goes back to waiting for its subject,
+    and a ``photo-not-found`` row the current CSV no longer has is dropped: a
+    corrected CSV or folder is taken up by the next worker of the same queue.
     """
     now = gallery.now().isoformat()
     rows = []
@@ -215,17 +221,29 @@ def fill_queue(
             message=None if row else NO_CONSENT_MESSAGE,
             updated_at=now,
         ))
+    rows += [QueuedPhoto(queue, u.name, u.subject_id, FAILED, reason=PHOTO_NOT_FOUND,
+                         message=u.message, updated_at=now) for u in unmatched]
     store = gallery.store
     with store.transaction():
         added = store.queue_photos(rows)
-        listed = {
-            queued.photo: row.subject_id
-            for queued in store.queued(queue, FAILED)
-            if queued.reason == NO_CONSENT
-            and (row := consents.get(base / queued.photo)) is not None
-        }
-        if listed:
-            store.requeue_failed(queue, listed, reason=NO_CONSENT, at=now)
+        failed = store.queued(queue, FAILED)
+        for reason in (NO_CONSENT, PHOTO_NOT_FOUND):
+            listed = {
+                queued.photo: row.subject_id
+                for queued in failed
+                if queued.reason == reason
+                and (row := consents.get(base / queued.photo)) is not None
+                and (base / queued.photo).is_file()
+            }
+            if listed:
+                store.requeue_failed(queue, listed, reason=reason, at=now)
+        # a row naming no photo that the current CSV no longer has was corrected
+        still = {u.name for u in unmatched}
+        store.drop_failed(queue, [
+            queued.photo for queued in failed
+            if queued.reason == PHOTO_NOT_FOUND and queued.photo not in still
+            and not (base / queued.photo).is_file()
+        ], reason=PHOTO_NOT_FOUND)
     return added
 
 
@@ -305,8 +323,9 @@ def run_queue_worker(
     base = photo_path(folder)
     if not base.is_dir():
         raise InvalidParameter(f"The photo folder {str(base)!r} does not exist or is not a folder.")
-    consents = read_consents(consents_csv, base)
-    fill_queue(gallery, queue, base, consents)
+    read = read_consent_csv(consents_csv, base)
+    consents = read.rows
+    fill_queue(gallery, queue, base, consents, read.unmatched)
     pipeline = gallery.pipeline
     totals = {"enrolled": 0, "already": 0, "subjects": 0}
     failures: list[BatchFailure] = []

@@ -514,6 +514,11 @@ class Store(Protocol):
         """
         ...
 
+    def drop_failed(self, queue: str, photos: Sequence[str], *, reason: str) -> int:
+        """Delete the rows of ``photos`` in ``queue`` that are ``failed`` with ``reason``;
+        how many. Inside a transaction."""
+        ...
+
     def release_claims(self, queue: str, worker: str, *, at: str) -> int:
         """Put back as ``waiting`` the photos ``worker`` holds ``claimed`` in ``queue``, their
         claim not counted as an attempt (the worker was stopped, not failed by them); how

@@ -99,6 +99,16 @@ class SqlBatchQueue(SqlBase):
             ).rowcount)
         return changed
 
+    def drop_failed(self, queue: str, photos: Sequence[str], *, reason: str) -> int:
+        dropped = 0
+        for photo in photos:
+            dropped += int(self._run(
+                "DELETE FROM batch_queue WHERE queue = ? AND photo = ? AND state = 'failed' "
+                "AND reason = ?",
+                (queue, photo, reason),
+            ).rowcount)
+        return dropped
+
     def release_claims(self, queue: str, worker: str, *, at: str) -> int:
         return int(self._run(
             "UPDATE batch_queue SET state = 'waiting', worker = NULL, lease_until = NULL, "
