@@ -223,3 +223,32 @@ def test_a_row_with_an_empty_photo_cell_is_refused_not_taken_as_the_whole_folder
         assert "Line 2" in done.stderr and "8 columns" in done.stderr, done.stderr
     with Gallery.find(tmp_path / "g") as gallery:
         assert gallery.list_subjects() == []  # kofi's photo was not enrolled as colin
+
+
+@pytest.mark.slow  # the installed command
+def test_each_row_records_its_own_consent_and_a_bad_subject_is_named_as_such(
+    tmp_path: Path, facetrust: Runner
+) -> None:
+    people = {name: sorted((SAMPLE / name).glob("*.jpg"))[0] for name in (
+        "Colin_Powell", "Kofi_Annan", "Hu_Jintao", "Serena_Williams", "Venus_Williams")}
+    folder = tmp_path / "photos"
+    _photos(folder, {f"{i}.jpg": photo for i, photo in enumerate(people.values())})
+    csv = tmp_path / "consents.csv"
+    csv.write_text(
+        HEADER
+        + "0.jpg,colin,Colin P,boarding;access-control,2030-01-01,form-c,"
+          f"{SHA},notice-2\n"
+        + f"1.jpg,kofi,,access-control,2031-06-30T12:00:00+02:00,form-k,{'cd' * 32},notice-1\n"
+        + _row("2.jpg", "a/b", "form-x")  # not a subject id
+        + f"3.jpg,serena,\"evil\u202egpj\",boarding,2030-01-01,form-s,{SHA},n1\n"
+        + f"4.jpg,venus,,,2030-01-01,form-v,{SHA},n1\n"  # no purpose
+    )
+    result = _enrol(facetrust, folder, csv)
+    assert result["enrolled"] == 2, result["failures"]
+    assert result["failures_by_reason"] == {"consent-invalid": 1, "subject-invalid": 2}
+    colin, kofi = _consents(facetrust, "colin"), _consents(facetrust, "kofi")
+    assert [(c["purposes"], c["expires_at"], c["evidence_ref"], c["notice_version"])
+            for c in colin] == [(["boarding", "access-control"], "2030-01-01T00:00:00+00:00",
+                                 "form-c", "notice-2")]
+    assert [(c["purposes"], c["expires_at"], c["evidence_sha256"]) for c in kofi] == [
+        (["access-control"], "2031-06-30T10:00:00+00:00", "cd" * 32)]

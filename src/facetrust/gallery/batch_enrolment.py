@@ -46,7 +46,7 @@ from ..errors import (
 )
 from ..faces import Embedding
 from ..pipeline import FacePolicy
-from .checks import check_name
+from .checks import check_display_name, check_name, check_subject_id
 from .core import Gallery
 from .enrolment import EnrolledSources
 
@@ -59,11 +59,14 @@ CSV_COLUMNS = (
 #: The failure reason of a consent CSV row that names no photo of the folder.
 PHOTO_NOT_FOUND = "photo-not-found"
 
+#: The CSV columns of a row's subject (a bad one fails its photos as ``subject-invalid``).
+SUBJECT_FIELDS = ("subject_id", "display_name")
+
 #: Failure reasons, as reported.
 REASONS = (
     "no-face", "several-faces", "quality", "no-consent-in-csv", "photo-not-found", "unreadable",
-    "consent-invalid", "consent-withdrawn", "subject-erased", "duplicate", "abandoned",
-    "other",
+    "subject-invalid", "consent-invalid", "consent-withdrawn", "subject-erased", "duplicate",
+    "abandoned", "other",
 )
 
 
@@ -376,6 +379,8 @@ def failure_reason(error: FacetrustError) -> str:
         return "consent-withdrawn"
     if isinstance(error, UnknownSubject):
         return "subject-erased"
+    if isinstance(error, InvalidParameter) and error.field in SUBJECT_FIELDS:
+        return "subject-invalid"
     if isinstance(error, ConsentError | InvalidParameter):
         return "consent-invalid"
     if isinstance(error, DuplicateEnrolment):
@@ -570,6 +575,15 @@ def write_subject(
         The subject withdrew a consent with the row's evidence (``evidence_ref``
         and ``evidence_sha256``): it is not granted again from the same evidence.
     """
+    # The row's subject, not its consent, is at fault: said so by the field.
+    try:
+        check_subject_id(row.subject_id)
+    except InvalidParameter as error:
+        raise InvalidParameter(str(error), field="subject_id") from None
+    try:
+        check_display_name(row.display_name)
+    except InvalidParameter as error:
+        raise InvalidParameter(str(error), field="display_name") from None
     with gallery.batch():
         subject = gallery.store.get_subject(row.subject_id)
         if subject is not None and subject.erased_at is not None:
