@@ -200,3 +200,11 @@ def test_a_worker_points_to_the_failed_photos_it_did_not_count(
     third = _worker(facetrust, folder, csv)
     assert json.loads(third.stdout)["failed_elsewhere"] == 1
     assert "1 photo of queue q failed earlier" in third.stderr
+
+
+def test_status_without_a_queue_says_where_a_plain_run_is_recorded(
+    facetrust: Runner,
+) -> None:
+    shown = facetrust("enroll-batch", "status", code=2).stderr
+    assert "no batch queue yet" in shown and "--queue" in shown
+    assert "facetrust audit export --kind enrol.batch" in shown

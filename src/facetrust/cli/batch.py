@@ -171,10 +171,15 @@ def status(queue: str | None, as_json: bool, gallery_path: str | None) -> None:
         if queue is None:
             with gallery.store.snapshot():
                 names = gallery.store.queue_names()
-            if len(names) != 1:
+            if len(names) > 1:
                 raise InvalidParameter(
-                    "Name the queue with --queue: this gallery has "
-                    + (f"the queues {', '.join(names)}." if names else "no batch queue yet.")
+                    f"Name the queue with --queue: this gallery has the queues {', '.join(names)}."
+                )
+            if not names:
+                raise InvalidParameter(
+                    "This gallery has no batch queue yet: `status` follows batches run with "
+                    "--queue. A run without --queue prints its result when it ends and records "
+                    "it in the audit log: see `facetrust audit export --kind enrol.batch`."
                 )
             queue = names[0]
         result = batch_status(gallery, queue)
