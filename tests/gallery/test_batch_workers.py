@@ -46,6 +46,16 @@ def _templates(gallery_dir: Path) -> int:
         return 0
 
 
+def _claimed(gallery_dir: Path) -> int:
+    """Photos claimed in the gallery's batch queues (0 while its database is locked)."""
+    try:
+        with sqlite3.connect(f"file:{gallery_dir / 'gallery.db'}?mode=ro", uri=True) as conn:
+            return int(conn.execute(
+                "SELECT count(*) FROM batch_queue WHERE state = 'claimed'").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
 def _alive(process: psutil.Process) -> bool:
     """Whether ``process`` still runs (a zombie no one reaps has ended)."""
     try:
@@ -228,3 +238,30 @@ def test_a_stopped_queue_worker_hands_its_claims_back_at_once(
     with Gallery.find(tmp_path / "g") as gallery:
         digests = [t.source_digest for t in gallery.store.all_templates()]
         assert len(digests) == PHOTOS and len(set(digests)) == PHOTOS
+
+
+def test_status_names_a_killed_queue_workers_photos_and_when_they_are_taken_over(
+    tmp_path: Path, facetrust: Runner, many_photos: tuple[Path, Path]
+) -> None:
+    folder, consents = many_photos
+    command = [INSTALLED, "enroll-batch", str(folder), "--consents", str(consents),
+               "--queue", "intake", "--worker-id", "w1", "--lease", "600", "--claim", "30",
+               "--no-progress", "--face", "single", "--actor", "registrar"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=shell_env(tmp_path / "g"))
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if _templates(tmp_path / "g") >= 4 and _claimed(tmp_path / "g"):
+                break  # some written, a claim of 30 photos being embedded
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    status = json.loads(facetrust("enroll-batch", "status", "--json").stdout)
+    held = status["workers"]["w1"]
+    assert status["in_progress"] == held > 0
+    lease = status["leases"]["w1"]  # when the other workers may take them over
+    shown = facetrust("enroll-batch", "status").stdout
+    assert f"w1: {held} photos until {lease[:19].replace('T', ' ')} UTC" in shown, shown
+    assert "taken over" in shown, shown

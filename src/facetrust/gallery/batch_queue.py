@@ -92,6 +92,10 @@ class BatchQueueStatus:
         The failed photos (paths relative to the batch folder) and why.
     workers : dict of str to int
         Photos in progress per worker.
+    leases : dict of str to str
+        When each worker's last claim ends (ISO time, UTC): if the worker
+        stopped without handing its photos back (killed), the other workers
+        take them over then.
     """
 
     queue: str
@@ -101,6 +105,7 @@ class BatchQueueStatus:
     failed: int
     failures: tuple[BatchFailure, ...]
     workers: dict[str, int] = field(default_factory=dict)
+    leases: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -131,6 +136,7 @@ class BatchQueueStatus:
             "failures_by_reason": self.by_reason(),
             "failures": [vars(f) for f in self.failures],
             "workers": self.workers,
+            "leases": self.leases,
         }
 
     def table(self) -> str:
@@ -143,6 +149,15 @@ class BatchQueueStatus:
                 ("waiting", self.waiting), ("failed", self.failed), ("total", self.total),
             )
         ]
+        if self.workers:
+            lines.append("")
+            lines.append("in progress, by worker (a killed worker's photos are taken over by "
+                         "the others when its claim ends):")
+            lines += [
+                f"  {worker}: {count} photo{'' if count == 1 else 's'} until "
+                f"{self.leases.get(worker, '?')[:19].replace('T', ' ')} UTC"
+                for worker, count in self.workers.items()
+            ]
         if self.failures:
             lines.append("")
             lines.append("failed photos:")
@@ -175,6 +190,7 @@ def batch_status(gallery: Gallery, queue: str) -> BatchQueueStatus:
         )
     counts = {DONE: 0, CLAIMED: 0, WAITING: 0, FAILED: 0}
     workers: dict[str, int] = {}
+    leases: dict[str, str] = {}
     failures = []
     for row in rows:
         state = row.state
@@ -183,11 +199,12 @@ def batch_status(gallery: Gallery, queue: str) -> BatchQueueStatus:
         counts[state] += 1
         if state == CLAIMED and row.worker:
             workers[row.worker] = workers.get(row.worker, 0) + 1
+            leases[row.worker] = max(leases.get(row.worker, ""), row.lease_until or "")
         if state == FAILED:
             failures.append(BatchFailure(row.photo, row.reason or "other", row.message or ""))
     return BatchQueueStatus(
         queue, counts[DONE], counts[CLAIMED], counts[WAITING], counts[FAILED],
-        tuple(failures), dict(sorted(workers.items())),
+        tuple(failures), dict(sorted(workers.items())), dict(sorted(leases.items())),
     )
 
 
