@@ -15,7 +15,7 @@ import pytest
 
 from facetrust.errors import InvalidParameter
 from facetrust.gallery import Gallery
-from facetrust.gallery.batch_enrolment import read_consents
+from facetrust.gallery.consent_csv import read_consents
 from installed_command import installed_runner
 
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw"

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from facetrust.cli.main import cli
 from facetrust.errors import InvalidParameter
 from facetrust.gallery import Gallery
-from facetrust.gallery.batch_enrolment import enroll_batch, read_consents
+from facetrust.gallery.batch_enrolment import enroll_batch
+from facetrust.gallery.consent_csv import read_consents
 
 DATA = Path(__file__).parent.parent / "data"
 

@@ -49,17 +49,13 @@ from .batch_enrolment import (
     PHOTO_NOT_FOUND,
     BatchEnrolmentResult,
     BatchFailure,
-    ConsentRow,
-    UnmatchedRow,
     count_by_reason,
     failure_reason,
     image_problem,
-    images_in,
-    photo_path,
-    read_consent_csv,
     write_subject,
 )
 from .checks import check_name
+from .consent_csv import ConsentRow, UnmatchedRow, images_in, photo_path, read_consent_csv
 from .core import Gallery
 
 #: The accepted ranges (inclusive) of :func:`run_queue_worker`'s numbers: a lease of a
