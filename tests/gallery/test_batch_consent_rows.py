@@ -252,3 +252,21 @@ def test_each_row_records_its_own_consent_and_a_bad_subject_is_named_as_such(
                                  "form-c", "notice-2")]
     assert [(c["purposes"], c["expires_at"], c["evidence_sha256"]) for c in kofi] == [
         (["access-control"], "2031-06-30T10:00:00+00:00", "cd" * 32)]
+
+
+def test_a_consent_csv_saved_by_a_spreadsheet_is_read_or_refused_plainly(
+    tmp_path: Path, facetrust: Runner
+) -> None:
+    folder = tmp_path / "photos"
+    _photos(folder, {"colin.jpg": sorted((SAMPLE / "Colin_Powell").glob("*.jpg"))[0]})
+    csv = tmp_path / "consents.csv"
+    # "CSV UTF-8" of a spreadsheet: a byte order mark, Windows line ends
+    csv.write_bytes(("\ufeff" + HEADER + _row("colin.jpg", "colin", "form-c")).replace(
+        "\n", "\r\n").encode("utf-8"))
+    assert _enrol(facetrust, folder, csv)["enrolled"] == 1
+    # a legacy code page: refused with what to do, not a UnicodeDecodeError
+    csv.write_bytes((HEADER + "colin.jpg,colin,Jos\u00e9,boarding,2030-01-01,form-c,"
+                     f"{SHA},n1\n").encode("cp1252"))
+    done = facetrust("enroll-batch", str(folder), "--consents", str(csv), "--workers", "1",
+                     "--no-progress", "--actor", "registrar", code=2)
+    assert "UTF-8" in done.stderr and "line 2" in done.stderr.lower(), done.stderr

@@ -18,6 +18,7 @@ returned as such (:class:`UnmatchedRow`), to be reported, never skipped.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,15 +87,16 @@ def read_consent_csv(csv_path: str | os.PathLike[str], folder: Path) -> ConsentC
     Raises
     ------
     InvalidParameter
-        A missing column, a row without 8 cells, an empty ``photo`` (or one naming
-        ``folder`` itself), a malformed expiry, or two rows that give one photo
-        different subjects or different consents (both lines named).
+        A CSV that is not UTF-8 text, a missing column, a row without 8 cells,
+        an empty ``photo`` (or one naming ``folder`` itself), a malformed
+        expiry, or two rows that give one photo different subjects or
+        different consents (both lines named).
     """
     folder = photo_path(folder)
     rows: dict[Path, ConsentRow] = {}
     unmatched: list[UnmatchedRow] = []
     lines: dict[Path, int] = {}  # the CSV line each photo's row came from
-    with open(csv_path, newline="", encoding="utf-8") as handle:
+    with io.StringIO(_csv_text(csv_path), newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -155,6 +157,21 @@ def read_consent_csv(csv_path: str | os.PathLike[str], folder: Path) -> ConsentC
                         "and one consent. Correct the CSV and run again; nothing was enrolled."
                     )
     return ConsentCsv(rows, tuple(unmatched))
+
+
+def _csv_text(csv_path: str | os.PathLike[str]) -> str:
+    """The CSV's text: UTF-8, with or without the byte order mark spreadsheets write."""
+    raw = Path(csv_path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise InvalidParameter(
+            f"The consent CSV {str(csv_path)!r} is not UTF-8 text: line {line} holds the byte "
+            f"0x{raw[error.start]:02x}, likely from a legacy code page (Windows-1252, "
+            "Latin-1). Save it as 'CSV UTF-8' (or convert it with iconv) and run again; "
+            "nothing was enrolled."
+        ) from None
 
 
 def _is_under(path: Path, folder: Path) -> bool:
