@@ -39,7 +39,8 @@ def _three_workers_one_killed(gallery_dir: Path, folder: Path, consents: Path) -
     claim, and wait for the other two to finish (they take its claims over)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     processes = {}
-    for name in ("w1", "w2", "w3"):
+
+    def start(name: str) -> None:
         command = _facetrust(
             "enroll-batch", str(folder), "--consents", str(consents), "--queue", "lfw",
             "--worker-id", name, "--lease", "15", "--claim", "2", "--actor", "registrar",
@@ -49,8 +50,20 @@ def _three_workers_one_killed(gallery_dir: Path, folder: Path, consents: Path) -
         processes[name] = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
+
+    start("w1")
     deadline = time.monotonic() + 300
     with Gallery.find(gallery_dir) as gallery:
+        # the others start once w1 works, so that on a busy machine they cannot take
+        # every photo before w1 has enrolled some and holds a claim
+        while time.monotonic() < deadline and processes["w1"].poll() is None:
+            with gallery.store.snapshot():
+                names = gallery.store.queue_names()
+                if names and any(r.worker == "w1" for r in gallery.store.queued("lfw")):
+                    break
+            time.sleep(0.05)
+        start("w2")
+        start("w3")
         while time.monotonic() < deadline and processes["w1"].poll() is None:
             with gallery.store.snapshot():
                 mine = [r for r in gallery.store.queued("lfw") if r.worker == "w1"]
