@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import facetrust
 from facetrust import Settings, load_image
 from facetrust.errors import (
     CorruptImage,
@@ -102,6 +104,36 @@ def test_text_file_named_jpg_is_not_an_image(tmp_path: Path) -> None:
 def test_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(NotAnImage, match="No file"):
         load_image(tmp_path / "nope.jpg")
+
+
+def _unreadable(tmp_path: Path, photo: Path, kind: str) -> Path:
+    """A path whose reading fails with an OSError other than 'not found' or 'a folder'."""
+    if kind == "under-a-file":  # ENOTDIR
+        return photo / "face.jpg"
+    if kind == "symlink-loop":  # ELOOP
+        (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+        (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+        return tmp_path / "a.jpg"
+    if os.geteuid() != 0:  # EACCES: a file its owner may not read
+        locked = tmp_path / "locked.jpg"
+        locked.write_bytes(photo.read_bytes())
+        locked.chmod(0)
+        return locked
+    write_only = Path("/sys/bus/pci/rescan")  # root reads any plain file; not this one
+    if not write_only.exists():
+        pytest.skip("no file that root may not read")
+    return write_only
+
+
+@pytest.mark.parametrize("kind", ["under-a-file", "symlink-loop", "permission-denied"])
+def test_an_unreadable_path_is_a_facetrust_error_naming_it(
+    tmp_path: Path, photo: Path, kind: str
+) -> None:
+    path = _unreadable(tmp_path, photo, kind)
+    with pytest.raises(NotAnImage, match="cannot be read") as raised:
+        facetrust.detect_faces(path)
+    assert str(path) in str(raised.value)
+    assert "Errno" not in str(raised.value)
 
 
 def test_truncated_jpeg_is_corrupt(photo: Path) -> None:

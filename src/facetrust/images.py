@@ -84,6 +84,15 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
             raise NotAnImage(f"No file at {path}. Check the path.") from None
         except IsADirectoryError:
             raise NotAnImage(f"{path} is a folder, not an image file.") from None
+        except PermissionError:
+            raise NotAnImage(
+                f"The file {path} cannot be read: permission denied. Give the user running "
+                "facetrust read access to it, or copy it somewhere readable."
+            ) from None
+        except OSError as error:  # a path through a file, a symbolic link loop, an I/O error
+            raise NotAnImage(
+                f"The file {path} cannot be read ({error.strerror or error}). Check the path."
+            ) from None
     elif hasattr(source, "read"):
         name = f"The file {getattr(source, 'name', 'object')}"
         data = source.read(max_bytes + 1)
