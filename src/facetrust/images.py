@@ -2,8 +2,8 @@
 
 Every input passes the same gate: a byte cap, a format allow-list, a pixel
 cap checked from the header before decoding (so a decompression bomb never
-allocates its pixels), EXIF orientation, and conversion of grayscale, palette,
-alpha, CMYK and 16-bit images to 8-bit RGB.
+allocates its pixels), still photos only (no animation), EXIF orientation,
+and conversion of grayscale, palette, alpha, CMYK and 16-bit images to 8-bit RGB.
 """
 
 from __future__ import annotations
@@ -136,6 +136,13 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
         except (OSError, SyntaxError, ValueError) as error:
             raise CorruptImage(f"{name} could not be read as an image: {error}.") from None
         _check_dimensions(image.width, image.height, max_pixels, name)
+        # A phone's MPO is a still photo with extra views; an animation has no one
+        # frame that is the photo, so none is picked silently.
+        if getattr(image, "is_animated", False) and image.format != "MPO":
+            raise NotAnImage(
+                f"{name} is an animation ({getattr(image, 'n_frames', 2)} frames), not a still "
+                "photo. Save the frame that shows the face as a JPEG or PNG and use that."
+            )
         try:
             image.load()
             upright: Image.Image = ImageOps.exif_transpose(image) or image
