@@ -72,27 +72,7 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
     if isinstance(source, bytes | bytearray):
         data, name = bytes(source), "The image"
     elif isinstance(source, str | os.PathLike):
-        path = os.fspath(source)
-        name = f"The file {path}"
-        try:
-            size = os.path.getsize(path)
-            if size > max_bytes:
-                raise ImageTooLarge(_too_many_bytes(name, size, max_bytes))
-            with open(path, "rb") as handle:
-                data = handle.read(max_bytes + 1)
-        except FileNotFoundError:
-            raise NotAnImage(f"No file at {path}. Check the path.") from None
-        except IsADirectoryError:
-            raise NotAnImage(f"{path} is a folder, not an image file.") from None
-        except PermissionError:
-            raise NotAnImage(
-                f"The file {path} cannot be read: permission denied. Give the user running "
-                "facetrust read access to it, or copy it somewhere readable."
-            ) from None
-        except OSError as error:  # a path through a file, a symbolic link loop, an I/O error
-            raise NotAnImage(
-                f"The file {path} cannot be read ({error.strerror or error}). Check the path."
-            ) from None
+        data, name = read_image_file(source, max_bytes), f"The file {os.fspath(source)}"
     elif hasattr(source, "read"):
         name = f"The file {getattr(source, 'name', 'object')}"
         data = source.read(max_bytes + 1)
@@ -108,6 +88,43 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
     if not data:
         raise NotAnImage(f"{name} is empty (0 bytes). Pass a JPEG, PNG, WebP or BMP image.")
     return data, name
+
+
+def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of the image file at ``path``, never reading more than ``max_bytes``.
+
+    Raises
+    ------
+    NotAnImage
+        No file there, a folder, or a file that cannot be read (permissions, a
+        path through a file, a symbolic link loop, an I/O error); each named.
+    ImageTooLarge
+        The file is over ``max_bytes`` (refused from its size, before reading).
+    """
+    path = os.fspath(path)
+    name = f"The file {path}"
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise ImageTooLarge(_too_many_bytes(name, size, max_bytes))
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise NotAnImage(f"No file at {path}. Check the path.") from None
+    except IsADirectoryError:
+        raise NotAnImage(f"{path} is a folder, not an image file.") from None
+    except PermissionError:
+        raise NotAnImage(
+            f"The file {path} cannot be read: permission denied. Give the user running "
+            "facetrust read access to it, or copy it somewhere readable."
+        ) from None
+    except OSError as error:  # a path through a file, a symbolic link loop, an I/O error
+        raise NotAnImage(
+            f"The file {path} cannot be read ({error.strerror or error}). Check the path."
+        ) from None
+    if len(data) > max_bytes:  # grew since its size was read
+        raise ImageTooLarge(_too_many_bytes(name, len(data), max_bytes))
+    return data
 
 
 def _too_many_bytes(name: str, size: int, max_bytes: int) -> str:

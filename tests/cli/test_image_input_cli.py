@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from facetrust.gallery import Gallery
-from installed_command import installed_runner
+from installed_command import INSTALLED, installed_runner, shell_env
 
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
 
@@ -64,3 +66,57 @@ def test_a_multi_picture_jpeg_is_read_as_its_still_photo(tmp_path: Path) -> None
     other = SAMPLE / "Kofi_Annan" / "Kofi_Annan_0002.jpg"
     done = installed_runner()("verify", str(mpo), str(other))
     assert done.stdout.startswith("MATCH")
+
+
+PEAK_RSS = r"""
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+print(done.returncode, peak // 1024, done.stderr.strip(), sep="\n")
+"""
+
+
+@pytest.mark.slow  # the installed command
+def test_a_photo_over_the_byte_cap_is_refused_from_its_size_without_being_read(
+    tmp_path: Path,
+) -> None:
+    """identify and enroll read the probe's bytes themselves (to hash and keep them):
+    a 1.5 GiB file (sparse: it takes no disk) must be refused from its size, as
+    detect refuses it, not read whole into memory first."""
+    folder = tmp_path / "g"
+    facetrust = installed_runner(folder)
+    facetrust("init", str(folder))
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as handle:
+        handle.truncate(3 * 2**29)
+    runner = [sys.executable, "-c", PEAK_RSS, INSTALLED, "identify", str(huge),
+              "--purpose", "boarding", "--case-ref", "C-1", "--actor", "officer"]
+    code, peak_mib, message = subprocess.run(
+        runner, capture_output=True, text=True, check=True, env=shell_env(folder)
+    ).stdout.split("\n", 2)
+    assert int(peak_mib) < 600, f"{peak_mib} MiB: the file was read"
+    assert code == "2"
+    assert message.strip() == (f"error: The file {huge} is 1,610,612,736 bytes, over the "
+                               "52,428,800-byte cap. Send a smaller image or raise "
+                               "Settings.max_bytes.")
+
+
+@pytest.mark.slow  # the installed command, the real model
+def test_a_bad_photo_among_several_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "g"
+    facetrust = installed_runner(folder)
+    facetrust("init", str(folder))
+    form = tmp_path / "form.txt"
+    form.write_text("signed")
+    facetrust("subject", "add", "kofi")
+    facetrust("consent", "grant", "kofi", "--purpose", "boarding", "--days", "30",
+              "--evidence-ref", "form-1", "--evidence-file", str(form),
+              "--notice-version", "n1")
+    whole = (SAMPLE / "Kofi_Annan" / "Kofi_Annan_0002.jpg").read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole[: len(whole) // 2])
+    done = facetrust("enroll", "kofi", str(SAMPLE / "Kofi_Annan" / "Kofi_Annan_0001.jpg"),
+                     str(cut), code=2)
+    assert done.stderr.startswith(f"error: The file {cut} is truncated or damaged"), done.stderr
+    with Gallery.find(folder) as gallery:
+        assert gallery.store.all_templates() == []

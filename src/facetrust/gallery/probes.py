@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .. import crypto
+from ..errors import FacetrustError
 from ..faces import Embedding, Face
-from ..images import ImageSource
+from ..images import ImageSource, read_image_file
 from ..matching import OperatingPoint
 from ..pipeline import FacePipeline, FacePolicy
 from ..score_normalization import ScoreNormalizer
@@ -37,8 +37,8 @@ class Probe:
     embedding : Embedding
         The template (not yet protected).
     sha256 : str
-        Hex SHA-256 of the photo bytes (of the template's bytes for a template;
-        empty for a pixel array read from a path that is not a file).
+        Hex SHA-256 of the photo bytes (of the array's or the template's bytes for
+        a pixel array or a template).
     photo : bytes or None
         The encoded photo, when one was given as a file or bytes.
     face : Face or None
@@ -62,24 +62,42 @@ def read_probe(pipeline: FacePipeline, face: FaceInput, face_policy: FacePolicy)
     Raises
     ------
     NotAnImage, CorruptImage, ImageTooLarge, NoFaceFound, MultipleFaces, FaceQualityTooLow
+        For a path, the message names the file.
     """
     if isinstance(face, Embedding):
         return Probe(face, hashlib.sha256(face.vector.tobytes()).hexdigest(), None)
     raw: bytes | None = None
     if isinstance(face, str | os.PathLike):
-        raw = Path(face).read_bytes() if Path(face).is_file() else None
+        # read once, within the byte cap (hashed and kept as read); errors name the file
+        raw = read_image_file(face, pipeline.settings.max_bytes)
     elif isinstance(face, bytes | bytearray):
         raw = bytes(face)
     elif isinstance(face, np.ndarray):
         raw = np.ascontiguousarray(face).tobytes()
-    embedded = pipeline.embed_one(
-        face if raw is None or isinstance(face, np.ndarray) else raw,
-        face_policy,
-        check_quality=True,
-    )
+    try:
+        embedded = pipeline.embed_one(
+            face if raw is None or isinstance(face, np.ndarray) else raw,
+            face_policy,
+            check_quality=True,
+        )
+    except FacetrustError as error:
+        if isinstance(face, str | os.PathLike):
+            _name_file(error, os.fspath(face))
+        raise
     digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
     photo = raw if not isinstance(face, np.ndarray) else None
     return Probe(embedded.embedding, digest, photo, embedded.face)
+
+
+def _name_file(error: FacetrustError, path: str) -> None:
+    """Make ``error``, raised for the bytes of the file at ``path``, name that file (one
+    photo among several must be told apart); its class and other attributes stay."""
+    message = str(error)
+    if message.startswith("The image "):
+        message = f"The file {path} " + message.removeprefix("The image ")
+    else:
+        message = f"{path}: {message}"
+    error.args = (message, *error.args[1:])
 
 
 def protected_normalizer(
