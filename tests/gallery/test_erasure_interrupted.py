@@ -118,6 +118,41 @@ def test_an_erasure_killed_after_the_key_went_is_finished_by_the_sweep(
         assert gallery.audit.verify().ok
 
 
+@pytest.mark.slow  # a real subprocess killed mid-erasure, then the installed command
+def test_a_subject_whose_erasure_was_killed_is_not_enrolled_beside_shredded_templates(
+    tmp_path: Path, identities: dict[str, list[Path]]
+) -> None:
+    folder = tmp_path / "gallery"
+    gallery, _ = Gallery.init_folder(folder)
+    with gallery:
+        gallery.add_subject(KOFI, actor="registrar")
+        gallery.grant_consent(
+            KOFI, ["boarding"], expires_at=gallery.now() + timedelta(days=365),
+            evidence_ref="form-1", evidence_sha256="ab" * 32, notice_version="v1",
+            actor="registrar",
+        )
+        gallery.enroll(KOFI, identities[KOFI][:2], actor="registrar")
+    kill_at(folder, "erase:key-destroyed", tmp_path)
+
+    facetrust = installed_runner(folder)
+    form = tmp_path / "form.txt"
+    form.write_text("signed again")
+    # a new consent given before anyone ran the sweep: enrolment must still be refused
+    facetrust("consent", "grant", KOFI, "--purpose", "boarding", "--days", "30",
+              "--evidence-ref", "form-2", "--evidence-file", str(form),
+              "--notice-version", "v1")
+    refused = facetrust("enroll", KOFI, str(identities[KOFI][2]), code=2)
+    (line,) = refused.stderr.strip().splitlines()
+    assert "erasure" in line and "facetrust retention sweep" in line, line
+    with Gallery.find(folder) as gallery:
+        assert len(gallery.store.templates_of(KOFI)) == 2  # only the shredded ones
+        assert gallery.keystore.get_key(KOFI) is None  # no new key beside them
+    facetrust("retention", "sweep")
+    with Gallery.find(folder) as gallery:
+        assert gallery.store.templates_of(KOFI) == []
+        assert gallery.audit.verify().ok
+
+
 #: Closes the event, stopping (to be killed) when it first erases an event-only subject.
 CLOSER = r"""
 import pathlib, sys, time

@@ -87,6 +87,7 @@ def enroll_subject(
             + ", ".join(f"{d.subject_id!r} (distance {d.distance:.3f})" for d in duplicates)
             + f" within threshold {point.threshold}. Check the identity, or use policy 'warn'."
         )
+    require_key_not_shredded(parts, subject_id)
     data_key = parts.keyring.data_key(subject_id, create=True)
     if data_key is None:  # cannot happen: create=True makes one
         raise StoreError(f"The key store did not keep the data key of {subject_id!r}.")
@@ -94,6 +95,8 @@ def enroll_subject(
     template_ids = []
     with parts.store.transaction():
         require_enrollable(parts, subject_id)  # again, under the write lock
+        if parts.keystore.get_key(subject_id) is None:  # an erasure destroyed it meanwhile
+            raise _shredded(subject_id)
         digests = sources if sources is not None else [p.photo for p in probes]
         for vector, source in zip(protected, digests, strict=True):
             template = TemplateRecord(uuid.uuid4().hex, subject_id, model_id, b"", stamp)
@@ -169,6 +172,34 @@ def require_enrollable(parts: GalleryParts, subject_id: str) -> None:
     """Raise UnknownSubject or the specific consent error unless ``subject_id`` may enrol."""
     with parts.store.snapshot():
         require_active_consent(parts, subject_id, None)
+
+
+def require_key_not_shredded(parts: GalleryParts, subject_id: str) -> None:
+    """Refuse to enrol a subject whose stored templates or photos have no data key left.
+
+    Only an erasure stopped between destroying the key (its first step) and deleting
+    the data leaves that: a new key would put fresh templates beside ciphertext no
+    key opens, and the erasure would never be finished.
+
+    Raises
+    ------
+    StoreError
+    """
+    if parts.keystore.get_key(subject_id) is not None:
+        return
+    with parts.store.snapshot():
+        shredded = bool(parts.store.subjects_with_biometrics([subject_id]))
+    if shredded:
+        raise _shredded(subject_id)
+
+
+def _shredded(subject_id: str) -> StoreError:
+    return StoreError(
+        f"Subject {subject_id!r} has stored biometric data whose data key was destroyed: "
+        "an erasure of this subject was stopped before it finished, and nothing was "
+        "enrolled. Run `facetrust retention sweep` to finish the erasure; the subject's "
+        "id is then kept as a tombstone, so enrol the person under a new id."
+    )
 
 
 def find_duplicates(
