@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -16,7 +18,7 @@ import pytest
 from facetrust.errors import InvalidParameter
 from facetrust.gallery import Gallery
 from facetrust.gallery.consent_csv import read_consents
-from installed_command import installed_runner
+from installed_command import INSTALLED, installed_runner, shell_env
 
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
 HEADER = (
@@ -270,3 +272,39 @@ def test_a_consent_csv_saved_by_a_spreadsheet_is_read_or_refused_plainly(
     done = facetrust("enroll-batch", str(folder), "--consents", str(csv), "--workers", "1",
                      "--no-progress", "--actor", "registrar", code=2)
     assert "UTF-8" in done.stderr and "line 2" in done.stderr.lower(), done.stderr
+
+
+PEAK_RSS = r"""
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+print(done.returncode, peak // 1024, done.stdout, sep="\n")
+"""
+
+
+@pytest.mark.slow  # the installed command, a real enrolment
+def test_a_photo_over_the_byte_cap_in_a_batch_is_refused_without_being_read(
+    tmp_path: Path, facetrust: Runner
+) -> None:
+    """A 1.5 GiB file (sparse) among the photos is failed as unreadable from its size,
+    with the reason a single photo gets, and the batch goes on; it is not read whole
+    into memory to look for it among the photos enrolled before."""
+    folder = tmp_path / "photos"
+    _photos(folder, {"colin.jpg": SAMPLE / "Colin_Powell" / "Colin_Powell_0001.jpg"})
+    with (folder / "huge.jpg").open("wb") as handle:
+        handle.truncate(3 * 2**29)
+    csv = tmp_path / "consents.csv"
+    csv.write_text(HEADER + _row("colin.jpg", "colin", "form-1")
+                   + _row("huge.jpg", "colin", "form-1"))
+    command = [sys.executable, "-c", PEAK_RSS, INSTALLED, "enroll-batch", str(folder),
+               "--consents", str(csv), "--workers", "1", "--no-progress", "--actor", "registrar"]
+    code, peak_mib, stdout = subprocess.run(
+        command, capture_output=True, text=True, check=True, env=shell_env(tmp_path / "g")
+    ).stdout.split("\n", 2)
+    assert int(peak_mib) < 600, f"{peak_mib} MiB: the file was read"
+    assert code == "0"
+    result = json.loads(stdout)
+    assert result["enrolled"] == 1
+    (failure,) = result["failures"]
+    assert failure["reason"] == "unreadable"
+    assert failure["message"].startswith(f"The file {folder / 'huge.jpg'} is 1,610,612,736 bytes")

@@ -34,6 +34,7 @@ from ..errors import (
     WorkerStopped,
 )
 from ..faces import Embedding
+from ..images import read_image_file
 from ..pipeline import FacePolicy
 from .checks import check_display_name, check_name, check_subject_id
 from .consent_csv import ConsentRow, images_in, photo_path, read_consent_csv
@@ -229,6 +230,7 @@ def enroll_batch(
     # Group by subject so each subject is one transaction, and skip what a
     # previous run enrolled (recognised by the keyed digest of the photo).
     todo: list[Path] = []  # paths only: thousands of photos are not held in memory
+    max_bytes = gallery.pipeline.settings.max_bytes  # a file over it is refused unread
     already = 0
     known: dict[str, EnrolledSources] = {}
     for photo in sorted((p for p in photos if p in consents), key=lambda p: consents[p].subject_id):
@@ -236,8 +238,8 @@ def enroll_batch(
         if row.subject_id not in known:
             known[row.subject_id] = gallery.enrolled_sources(row.subject_id)
         try:
-            raw = photo.read_bytes()
-        except OSError as error:
+            raw = read_image_file(photo, max_bytes)
+        except ImageError as error:  # the reason a single photo gets
             failures.append(BatchFailure(str(photo), "unreadable", str(error)))
             continue
         if known[row.subject_id].contains(raw):
@@ -261,8 +263,8 @@ def enroll_batch(
                     failures.append(BatchFailure(str(photo), *problem))
                     continue
                 try:
-                    raw = photo.read_bytes()
-                except OSError as error:
+                    raw = read_image_file(photo, max_bytes)
+                except ImageError as error:
                     failures.append(BatchFailure(str(photo), "unreadable", str(error)))
                     continue
                 faces.append(result.faces[0].embedding)

@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from ..batch import ImageResult, process_image
-from ..errors import FacetrustError, Interrupted, InvalidParameter
+from ..errors import FacetrustError, ImageError, Interrupted, InvalidParameter
 from ..faces import Embedding
+from ..images import read_image_file
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..store.base import QueuedPhoto
 from .batch_enrolment import (
@@ -461,8 +462,9 @@ def _write_group(
                        "photo, or names another subject: give every worker the same CSV.")
         if problem is None:
             try:
-                ready.append((queued.photo, result.faces[0].embedding, path.read_bytes()))
-            except OSError as error:
+                raw = read_image_file(path, gallery.pipeline.settings.max_bytes)
+                ready.append((queued.photo, result.faces[0].embedding, raw))
+            except ImageError as error:  # replaced or removed since it was embedded
                 problem = ("unreadable", str(error))
         if problem is not None:
             failed.append(BatchFailure(queued.photo, *problem))
