@@ -88,7 +88,15 @@ class ImageTooLarge(ImageError):
     """The image (bytes or pixels) exceeds the configured cap.
 
     Refused before decoding, so a decompression bomb never allocates memory.
+    ``setting`` names the :class:`~facetrust.config.Settings` field that is the cap
+    (``max_bytes`` or ``max_pixels``): the message tells whoever sent the photo to
+    send a smaller one, and an entry point run by the operator (the CLI) may add how
+    to raise the cap.
     """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class ImageTooSmall(ImageError):

@@ -84,7 +84,7 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
             f"Got {type(source).__name__} instead."
         )
     if len(data) > max_bytes:
-        raise ImageTooLarge(_too_many_bytes(name, len(data), max_bytes))
+        raise ImageTooLarge(_too_many_bytes(name, len(data), max_bytes), setting="max_bytes")
     if not data:
         raise NotAnImage(f"{name} is empty (0 bytes). Pass a JPEG, PNG, WebP or BMP image.")
     return data, name
@@ -106,7 +106,7 @@ def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     try:
         size = os.path.getsize(path)
         if size > max_bytes:
-            raise ImageTooLarge(_too_many_bytes(name, size, max_bytes))
+            raise ImageTooLarge(_too_many_bytes(name, size, max_bytes), setting="max_bytes")
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
@@ -123,14 +123,13 @@ def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
             f"The file {path} cannot be read ({error.strerror or error}). Check the path."
         ) from None
     if len(data) > max_bytes:  # grew since its size was read
-        raise ImageTooLarge(_too_many_bytes(name, len(data), max_bytes))
+        raise ImageTooLarge(_too_many_bytes(name, len(data), max_bytes), setting="max_bytes")
     return data
 
 
 def _too_many_bytes(name: str, size: int, max_bytes: int) -> str:
     return (
-        f"{name} is {size:,} bytes, over the {max_bytes:,}-byte cap. "
-        "Send a smaller image or raise Settings.max_bytes."
+        f"{name} is {size:,} bytes, over the {max_bytes:,}-byte cap. Send a smaller image."
     )
 
 
@@ -149,7 +148,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
                 "formats."
             ) from None
         except Image.DecompressionBombError:
-            raise ImageTooLarge(_bomb_message(name, max_pixels)) from None
+            raise ImageTooLarge(_bomb_message(name, max_pixels), setting="max_pixels") from None
         except (OSError, SyntaxError, ValueError) as error:
             raise CorruptImage(f"{name} could not be read as an image: {error}.") from None
         _check_dimensions(image.width, image.height, max_pixels, name)
@@ -164,7 +163,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
             image.load()
             upright: Image.Image = ImageOps.exif_transpose(image) or image
         except Image.DecompressionBombError:
-            raise ImageTooLarge(_bomb_message(name, max_pixels)) from None
+            raise ImageTooLarge(_bomb_message(name, max_pixels), setting="max_pixels") from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise CorruptImage(
                 f"{name} is truncated or damaged ({error}). Re-export or re-upload the photo."
@@ -183,8 +182,8 @@ def _check_dimensions(width: int, height: int, max_pixels: int, name: str = "The
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"{name} is {width}x{height} = {width * height:,} pixels, over the "
-            f"{max_pixels:,}-pixel cap. Downscale it, or raise Settings.max_pixels "
-            "if you trust the source."
+            f"{max_pixels:,}-pixel cap. Downscale it and send it again.",
+            setting="max_pixels",
         )
     if min(width, height) < MIN_IMAGE_SIDE:
         raise ImageTooSmall(

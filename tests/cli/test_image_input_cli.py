@@ -97,8 +97,9 @@ def test_a_photo_over_the_byte_cap_is_refused_from_its_size_without_being_read(
     assert int(peak_mib) < 600, f"{peak_mib} MiB: the file was read"
     assert code == "2"
     assert message.strip() == (f"error: The file {huge} is 1,610,612,736 bytes, over the "
-                               "52,428,800-byte cap. Send a smaller image or raise "
-                               "Settings.max_bytes.")
+                               "52,428,800-byte cap. Send a smaller image. The cap is the "
+                               "setting FACETRUST_MAX_BYTES: raise it only for photos from a "
+                               "source you trust.")
 
 
 @pytest.mark.slow  # the installed command, the real model

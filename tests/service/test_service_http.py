@@ -192,7 +192,10 @@ def test_bad_images_are_problems_with_stable_types(
             "/v1/subjects/http-colin/enrolments",
             files={"photo": ("bomb.png", bomb.getvalue(), "image/png")},
         )
-        assert_problem(big, 413, "image-too-large")
+        detail = str(assert_problem(big, 413, "image-too-large")["detail"])
+        # what the caller can do; raising the cap is the operator's, not said to the caller
+        assert "pixel cap" in detail and "send it again" in detail
+        assert "Settings" not in detail and "FACETRUST_" not in detail
         nobody = enrol(client, "http-nobody", photo("Colin_Powell", 3))
         assert_problem(nobody, 404, "unknown-subject")
 
@@ -408,6 +411,20 @@ def test_metrics_count_requests_by_route_in_prometheus_format(live_server: LiveS
     )
     assert bucket in text
     assert "key:" not in text and "http-colin" not in text
+
+
+def test_console_pages_are_counted_and_logged_under_their_own_path(
+    live_server: LiveServer,
+) -> None:
+    """A console page is labelled /console/..., never as a bare /login that reads like
+    another route (the console's pages are a router nested under /console)."""
+    with live_server.client() as client:
+        assert client.get("/console/login").status_code == 200
+        text = client.get("/metrics").text
+    assert 'route="/console/login",status="200"' in text
+    assert 'route="/login"' not in text
+    logged = live_server.log.read_text(errors="replace")
+    assert "GET /console/login HTTP/1.1" in logged
 
 
 @pytest.mark.parametrize("subject_id", ["a/b", "../x", "evil\u202egpj", " kofi"])

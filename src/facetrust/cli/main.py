@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..errors import FacetrustError
+from ..errors import FacetrustError, ImageTooLarge
 from . import audit, batch, evaluate, faces, gallery, gate, keys
 
 EXIT_ERROR = 2
@@ -28,6 +28,9 @@ class FacetrustGroup(click.Group):
             if ctx.find_root().params.get("debug"):
                 raise
             option = f" (option --{error.field.replace('_', '-')})" if error.field else ""
+            if isinstance(error, ImageTooLarge) and error.setting:  # the CLI's user runs it
+                option += (f" The cap is the setting FACETRUST_{error.setting.upper()}: raise "
+                           "it only for photos from a source you trust.")
             click.echo(f"error: {error}{option}", err=True)
             sys.exit(EXIT_ERROR)
 

@@ -51,6 +51,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import ApiKeyRowInvalid
 from .apikeys import ApiKey, parse_key
 from .limits import rate_limited, retry_seconds
+from .metrics import route_of
 from .offload import in_worker_thread
 from .permissions import PERMISSIONS, permits
 from .problems import Problem, note_problem, problem_response
@@ -188,9 +189,7 @@ async def audit_invalid_row(request: Request, invalid: ApiKeyRowInvalid) -> None
     route and problem in full, the rest counted (``service.refused.repeated``).
     """
     state = service_state(request)
-    route = str(getattr(request.scope.get("route"), "path", "") or "unmatched")
-    if request.url.path.startswith("/console/") and not route.startswith("/console/"):
-        route = "/console" + route  # the console's pages are a router nested in /console
+    route = route_of(request.scope)
     if state.floods.admit("anonymous", route, 401, invalid.problem):
         await state.record("apikey.refused", actor="anonymous", key_id=invalid.key_id,
                            problem=invalid.problem, route=route, status=401)

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,8 +28,7 @@ class BodyTooLarge(Problem):
     def __init__(self, limit: int) -> None:
         super().__init__(
             "body-too-large",
-            f"The request body is larger than {limit} bytes. Send a smaller image "
-            "(or raise FACETRUST_SERVICE_MAX_BODY_BYTES).",
+            f"The request body is larger than {limit:,} bytes. Send a smaller image.",
             max_body_bytes=limit,
         )
 
@@ -217,10 +215,3 @@ def rate_limited(retry_after: float, what: str) -> Problem:
 def retry_seconds(retry_after: float) -> int:
     """``retry_after`` as the whole seconds of a ``Retry-After`` header (at least 1)."""
     return max(1, int(retry_after + 0.999))
-
-
-def route_template(scope: Scope) -> str:
-    """The matched route's path template (``/v1/subjects/{subject_id}``), or ``unmatched``."""
-    route: Any = scope.get("route")
-    path = getattr(route, "path", None)
-    return str(path) if path else "unmatched"

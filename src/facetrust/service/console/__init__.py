@@ -42,7 +42,7 @@ from .rendering import PAGES, SECURITY_HEADERS
 
 __all__ = ["PAGES", "SECURITY_HEADERS", "ConsoleErrorPages", "install_error_pages", "router"]
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+router = APIRouter(include_in_schema=False)  # each page router has the /console prefix
 router.include_router(routes_session.router)
 router.include_router(routes_enrolment.router)
 router.include_router(routes_subjects.router)

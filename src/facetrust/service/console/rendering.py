@@ -39,6 +39,9 @@ def _visible(value: object) -> object:
 templates.env.finalize = _visible
 
 #: Console pages: (path, title, operation that grants the page), in menu order.
+#: Where the console's pages live: every console router is made with this prefix.
+PREFIX = "/console"
+
 PAGES = (
     ("/console/subjects", "Subjects", "list_subjects"),
     ("/console/consent", "Consent", "grant_consent"),

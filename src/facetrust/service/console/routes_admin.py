@@ -14,11 +14,11 @@ from ..problems import problem_of
 from ..routes_admin import create_audited_key, revoke_audited_key
 from .access import guard
 from .csrf import check_csrf
-from .rendering import error_context, render_page
+from .rendering import PREFIX, error_context, render_page
 
 __all__ = ["router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
 @router.get("/keys")

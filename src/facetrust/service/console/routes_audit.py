@@ -27,11 +27,11 @@ from ..apikeys import ApiKey
 from ..auth import service_state
 from ..reports import REPORT_TYPES, report_files
 from .access import guard
-from .rendering import SECURITY_HEADERS, error_context, render_page
+from .rendering import PREFIX, SECURITY_HEADERS, error_context, render_page
 
 __all__ = ["router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 #: Events per page unless the auditor asks for another number (1 to PAGE_MAX).
 PAGE_SIZE = 50

@@ -19,11 +19,11 @@ from ..problems import problem_of
 from .access import guard, purpose_form
 from .csrf import check_csrf
 from .previews import chip_url, photo_preview
-from .rendering import error_context, render_page
+from .rendering import PREFIX, error_context, render_page
 
 __all__ = ["ENROL_MATCHES", "enrol_context", "router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
 @router.get("/consent")

@@ -25,11 +25,11 @@ from ..routes_reviews import photo_response, reviewer_call
 from ..routes_search import HUMAN_REVIEW_NOTICE
 from .access import guard
 from .csrf import check_csrf
-from .rendering import error_context, render_page
+from .rendering import PREFIX, error_context, render_page
 
 __all__ = ["age_text", "router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 DECISIONS = {"confirm": "confirmation", "reject": "rejection"}
 

@@ -17,11 +17,11 @@ from ..routes_search import HUMAN_REVIEW_NOTICE
 from .access import guard, purpose_form
 from .csrf import check_csrf
 from .previews import photo_preview
-from .rendering import error_context, render_page
+from .rendering import PREFIX, error_context, render_page
 
 __all__ = ["router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
 @router.get("/verify")

@@ -24,12 +24,12 @@ from ..sessions import ConsoleSession
 from ..state import to_the_end
 from .access import LoginRequired, session_key
 from .csrf import check_csrf
-from .rendering import render_page
+from .rendering import PREFIX, render_page
 from .request_session import current_session
 
 __all__ = ["LOGIN_COOKIE", "router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 #: Cookie holding the login form's double-submit CSRF token.
 LOGIN_COOKIE = "facetrust_login_csrf"

@@ -8,11 +8,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from ..problems import Problem
-from .rendering import SECURITY_HEADERS
+from .rendering import PREFIX, SECURITY_HEADERS
 
 __all__ = ["SCRIPTS", "router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 #: Scripts the console pages may load, by file name.
 SCRIPTS = frozenset({"copy.js"})

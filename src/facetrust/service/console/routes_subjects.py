@@ -31,11 +31,11 @@ from ..problems import SERVICE_PROBLEMS, problem_of
 from .access import guard
 from .csrf import check_csrf
 from .previews import photo_preview
-from .rendering import error_context, render_page
+from .rendering import PREFIX, error_context, render_page
 
 __all__ = ["PAGE_SIZE", "router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 #: Subjects on one page of the list.
 PAGE_SIZE = 25
