@@ -66,32 +66,61 @@ key_option = click.option(
 )
 
 
-def principal(gallery_path: str | None, api_key: str | None, operation: str) -> str:
+def principal(
+    gallery: Gallery,
+    gallery_path: str | None,
+    api_key: str | None,
+    operation: str,
+    *,
+    kind: str,
+    purpose: str | None = None,
+    subjects: list[str] | None = None,
+    **fields: Any,
+) -> str:
     """The audit actor (``key:<id>``) of the API key ``api_key``, if its role may ``operation``.
+
+    A refusal is audited in ``gallery`` as ``<kind>.refused`` (the gallery's own
+    kind of the operation), as the gallery audits its own refusals: with the
+    key's actor when the key is valid but of the wrong role, else with
+    ``cli:<user>`` and the id of a well-formed key, unverified.
 
     Raises
     ------
     AuthorizationError
         No key, or a key that is unknown, revoked, malformed or of the wrong role.
     """
+    from ..gallery.refusals import record_refusal
+    from ..service.apikeys import parse_key
     from ..service.auth import role_refusal
     from .service import api_keys
 
-    if not api_key:
-        raise AuthorizationError(
-            f"'{operation}' is done by an authenticated operator: pass your API key with "
-            "--key or FACETRUST_API_KEY. An admin creates one with "
-            "`facetrust keys create --role operator --name NAME`."
-        )
-    key = api_keys(gallery_path).authenticate(api_key)
-    if key is None:
-        raise AuthorizationError(
-            "The API key is unknown, revoked or malformed. Ask an admin for a new key."
-        )
-    refusal = role_refusal(key, operation)
-    if refusal is not None:
-        raise AuthorizationError(refusal)
-    return key.actor
+    actor = f"cli:{getpass.getuser()}"
+    presented = parse_key(api_key) if api_key else None
+    extra = dict(fields)
+    if presented is not None:
+        extra["presented_key_id"] = presented[0]
+    try:
+        if not api_key:
+            raise AuthorizationError(
+                f"'{operation}' is done by an authenticated operator: pass your API key with "
+                "--key or FACETRUST_API_KEY. An admin creates one with "
+                "`facetrust keys create --role operator --name NAME`."
+            )
+        key = api_keys(gallery_path).authenticate(api_key)
+        if key is None:
+            raise AuthorizationError(
+                "The API key is unknown, revoked or malformed. Ask an admin for a new key."
+            )
+        actor = key.actor
+        extra.pop("presented_key_id", None)
+        refusal = role_refusal(key, operation)
+        if refusal is not None:
+            raise AuthorizationError(refusal)
+    except AuthorizationError as error:
+        record_refusal(gallery.audit, kind, error, actor=actor, purpose=purpose,
+                       subjects=subjects or [], operation=operation, **extra)
+        raise
+    return actor
 
 
 @click.command()
@@ -388,9 +417,10 @@ def identify(
     identification. With --key (or FACETRUST_API_KEY) the search is recorded
     under the key, so the reviewers' policy can tell the searcher apart.
     """
-    if api_key:
-        actor = principal(gallery_path, api_key, "identify")
     with Gallery.find(gallery_path) as gallery:
+        if api_key:
+            actor = principal(gallery, gallery_path, api_key, "identify", kind="identify",
+                              purpose=purpose, case_ref=case_ref)
         result = gallery.identify(probe, purpose=purpose, actor=actor, k=k, case_ref=case_ref,
                                   face_policy=face_policy)
     emit(result)
@@ -425,8 +455,10 @@ def review(
             "reviewers are authenticated, not named: drop --reviewer and pass your operator "
             "API key with --key (or FACETRUST_API_KEY)"
         )
-    actor = principal(gallery_path, api_key, "review_candidate")
     with Gallery.find(gallery_path) as gallery:
+        actor = principal(gallery, gallery_path, api_key, "review_candidate", kind="review",
+                          subjects=[subject_id], identification_id=identification_id,
+                          decision="reject" if reject else "confirm")
         emit(
             gallery.review(
                 identification_id,

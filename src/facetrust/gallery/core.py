@@ -343,7 +343,8 @@ class Gallery:
 
         The overview (display name, consent history, counts of templates and
         kept photos, retention date) is personal data, so each view is
-        audited (kind ``"subject.view"``). It holds no template or photo.
+        audited (kind ``"subject.view"``), and so is a refused one
+        (``"subject.view.refused"``). It holds no template or photo.
 
         Raises
         ------
@@ -351,7 +352,8 @@ class Gallery:
         InvalidParameter
             ``actor`` is empty.
         """
-        return subjects.view_subject(self._parts, subject_id, actor=actor)
+        with audit_refusal(self._parts.audit, "subject.view", actor, None, [subject_id]):
+            return subjects.view_subject(self._parts, subject_id, actor=actor)
 
     def grant_consent(
         self,
@@ -376,17 +378,21 @@ class Gallery:
             The signed form's id and the SHA-256 (64 hex digits) of its file.
         notice_version : str
             Version of the privacy notice / policy shown to the person.
+
+        A refused grant (unknown subject or purpose, expiry not in the future,
+        ...) is audited as ``consent.grant.refused``.
         """
-        return subjects.grant_consent(
-            self._parts,
-            subject_id,
-            purposes,
-            expires_at=expires_at,
-            evidence_ref=evidence_ref,
-            evidence_sha256=evidence_sha256,
-            notice_version=notice_version,
-            actor=actor,
-        )
+        with audit_refusal(self._parts.audit, "consent.grant", actor, None, [subject_id]):
+            return subjects.grant_consent(
+                self._parts,
+                subject_id,
+                purposes,
+                expires_at=expires_at,
+                evidence_ref=evidence_ref,
+                evidence_sha256=evidence_sha256,
+                notice_version=notice_version,
+                actor=actor,
+            )
 
     def consents(self, subject_id: str) -> list[Consent]:
         """The subject's consent history, oldest first (kept after erasure, without biometrics)."""
@@ -688,11 +694,14 @@ class Gallery:
 
         When no active consent remains, the subject's templates and photos are
         deleted and its data key destroyed (the subject record and consent
-        history stay, so the person can consent again later).
+        history stay, so the person can consent again later). A refused
+        withdrawal is audited as ``consent.withdraw.refused``.
         """
-        return erasure.withdraw_consent(
-            self._parts, subject_id, consent_id, actor=actor, reason=reason
-        )
+        with audit_refusal(self._parts.audit, "consent.withdraw", actor, None, [subject_id],
+                           consent_id=consent_id):
+            return erasure.withdraw_consent(
+                self._parts, subject_id, consent_id, actor=actor, reason=reason
+            )
 
     def forget(
         self,
@@ -714,11 +723,14 @@ class Gallery:
         UnknownSubject
         InvalidParameter
             ``confirm_id`` is given and is not ``subject_id``.
+
+        A refused erasure is audited as ``erase.refused``.
         """
-        check_erasure_confirmation(subject_id, confirm_id)
-        return erasure.erase_subject(
-            self._parts, subject_id, actor=actor, reason=reason, forget=True
-        )
+        with audit_refusal(self._parts.audit, "erase", actor, None, [subject_id]):
+            check_erasure_confirmation(subject_id, confirm_id)
+            return erasure.erase_subject(
+                self._parts, subject_id, actor=actor, reason=reason, forget=True
+            )
 
     def sweep_retention(self, *, actor: str = "system") -> SweepResult:
         """Purge subjects past retention or without active consent, and probes kept

@@ -1,9 +1,11 @@
-"""Auditing the gallery's refusals of a request that touches biometric data.
+"""Auditing the gallery's refusals of a request that touches biometric data or consent.
 
-A search, a verification, an enrolment, a review or a reviewer's view refused
+A search, a verification, an enrolment, a review, a reviewer's view, a view
+of a subject's record, a consent granted or withdrawn or an erasure refused
 because of what the caller asked (a bad parameter or purpose, no consent, an
 unknown subject or identification, a reviewer who may not review it or a
-decided one, an image that is not a photo or holds no usable face) is audited as ``<kind>.refused``
+decided one, an image that is not a photo or holds no usable face, a caller
+whose credentials do not allow it) is audited as ``<kind>.refused``
 with the error's type and message, then raised: whichever entry point made
 the request (library, CLI, REST service, console), the attempt leaves a trace.
 Failures of the system itself (the store, the keys, the models) are not
@@ -18,6 +20,7 @@ from typing import Any
 
 from ..audit import AuditLog
 from ..errors import (
+    AuthorizationError,
     ConsentError,
     FaceError,
     ImageError,
@@ -31,7 +34,30 @@ from ..errors import (
 
 #: What the gallery refuses because of the request (see the module notes).
 REFUSALS = (InvalidParameter, PurposeRequired, ConsentError, UnknownSubject,
-            UnknownIdentification, ReviewNotAllowed, ReviewClosed, ImageError, FaceError)
+            UnknownIdentification, ReviewNotAllowed, ReviewClosed, ImageError, FaceError,
+            AuthorizationError)
+
+
+def record_refusal(
+    audit: AuditLog,
+    kind: str,
+    error: Exception,
+    *,
+    actor: str | None,
+    purpose: str | None,
+    subjects: list[str],
+    **fields: Any,
+) -> None:
+    """Append the ``<kind>.refused`` event of ``error`` (its type and message)."""
+    audit.append(
+        f"{kind}.refused",
+        actor=actor or None,
+        purpose=purpose or None,
+        subject_ids=subjects,
+        error=type(error).__name__,
+        message=str(error),
+        **fields,
+    )
 
 
 @contextmanager
@@ -47,13 +73,6 @@ def audit_refusal(
     try:
         yield
     except REFUSALS as error:
-        audit.append(
-            f"{kind}.refused",
-            actor=actor or None,
-            purpose=purpose or None,
-            subject_ids=subjects,
-            error=type(error).__name__,
-            message=str(error),
-            **fields,
-        )
+        record_refusal(audit, kind, error, actor=actor, purpose=purpose, subjects=subjects,
+                       **fields)
         raise
