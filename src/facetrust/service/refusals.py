@@ -1,7 +1,8 @@
 """Auditing refused requests to biometric endpoints, with a bounded volume.
 
 A request to verify, identify, enrol or review (or to read a review case, the
-review queue or their photos) that is refused before the gallery sees it (400
+review queue or their photos), or to read a subject's record or consents,
+grant or withdraw a consent or erase a subject, that is refused before the gallery sees it (400
 a body that cannot be parsed, 401 no or bad key, 403 wrong role or CSRF, 413
 body too large, 422 invalid request, 429 rate limit; in the console, a 303 to
 the login page is its 401) is written to the gallery's audit
@@ -67,7 +68,8 @@ log = logging.getLogger("facetrust.service")
 #: answered before the key is checked).
 REFUSED_STATUSES = frozenset({400, 401, 403, 413, 422, 429})
 
-#: (method, route template) of the biometric endpoints -> their operation.
+#: (method, route template) of the endpoints that touch biometric data or consent ->
+#: their operation.
 BIOMETRIC_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/verify"): "verify_photos",
     ("POST", "/v1/subjects/{subject_id}/verify"): "verify_subject",
@@ -90,11 +92,22 @@ BIOMETRIC_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/reviews"): "list_review_queue",
     ("GET", "/console/reviews/{identification_id}"): "get_review_case",
     ("GET", "/console/reviews"): "list_review_queue",
+    # a subject's record and consents, and what erases their biometric data
+    ("GET", "/v1/subjects/{subject_id}"): "get_subject",
+    ("GET", "/v1/subjects/{subject_id}/consents"): "list_consents",
+    ("POST", "/v1/subjects/{subject_id}/consents"): "grant_consent",
+    ("POST", "/v1/subjects/{subject_id}/consents/withdraw"): "withdraw_consent",
+    ("DELETE", "/v1/subjects/{subject_id}"): "erase_subject",
+    ("GET", "/console/subjects/{subject_id}"): "get_subject",
+    ("POST", "/console/subjects/{subject_id}/withdraw"): "withdraw_consent",
+    ("POST", "/console/subjects/{subject_id}/erase"): "erase_subject",
+    ("POST", "/console/consent"): "grant_consent",
 }
 
 #: Path prefixes of the GET routes in :data:`BIOMETRIC_ROUTES` (review cases, the
-#: review queue and the photos shown to reviewers).
-BIOMETRIC_READ_PREFIXES = ("/v1/identifications/", "/v1/reviews", "/console/reviews")
+#: review queue and the photos shown to reviewers, a subject's record and consents).
+BIOMETRIC_READ_PREFIXES = ("/v1/identifications/", "/v1/reviews", "/console/reviews",
+                           "/v1/subjects/", "/console/subjects/")
 
 #: A console POST without a live session is sent here (303): the console's 401.
 LOGIN_PAGE = b"/console/login"

@@ -1,0 +1,182 @@
+"""The audit matrix of the REST service and the console for the routes that read or change
+a subject's record, consents or biometric data (subject views, consent grants and
+withdrawals, erasure): for each outcome, refusals before the gallery (no key, wrong role)
+and refusals by it (unknown subject, invalid request) included, exactly the expected
+audit events, with the right actor, purpose and subjects, and the chain still verifies.
+
+The searches, enrolments and reviews have the same matrix in test_service_roles.py
+(role refusals), test_service_http.py and the CLI's test_audit_matrix_cli.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from facetrust.service import Role
+
+from .conftest import (
+    EVIDENCE_SHA256,
+    LiveServer,
+    add_consented_subject,
+    enrol,
+    photo,
+    start_server,
+    stop_server,
+)
+
+pytestmark = pytest.mark.service
+
+KEYS = {"enroller": Role.ENROLLER, "operator": Role.OPERATOR, "auditor": Role.AUDITOR,
+        "admin": Role.ADMIN}
+CONSENT = {"purposes": ["access-control"], "expires_at": "2099-01-01T00:00:00+00:00",
+           "evidence_ref": "FORM-2", "evidence_sha256": EVIDENCE_SHA256, "notice_version": "v1"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server of its own, with 'hu' (access-control, enrolled) and 'gone' (to erase)."""
+    started = start_server(tmp_path_factory.mktemp("audit-matrix"), KEYS)
+    with started.client("enroller") as client:
+        for subject_id in ("hu", "gone"):
+            add_consented_subject(client, subject_id)
+        assert enrol(client, "hu", photo("Hu_Jintao", 1)).status_code == 201
+    yield started
+    stop_server(started)
+
+
+def head(server: LiveServer) -> int:
+    with server.client("auditor") as auditor:
+        return int(auditor.get("/v1/audit/head").json()["seq"])
+
+
+def events_after(server: LiveServer, seq: int) -> list[dict[str, Any]]:
+    with server.client("auditor") as auditor:
+        found = auditor.get("/v1/audit/events", params={"after": seq, "limit": 1000})
+        assert found.status_code == 200, found.text
+        verified = auditor.get("/v1/audit/verify").json()
+    assert verified["ok"], verified
+    return [e for e in found.json()["events"] if e["seq"] > seq]
+
+
+def actor(server: LiveServer, who: str | None) -> str:
+    return f"key:{server.key_ids[who]}" if who else "anonymous"
+
+
+#: (test id, key name or None, method, path, JSON body, status, {kind: count}).
+MATRIX: list[tuple[str, str | None, str, str, Any, int, dict[str, int]]] = [
+    ("view", "enroller", "GET", "/v1/subjects/hu", None, 200, {"subject.view": 1}),
+    ("view-unknown", "enroller", "GET", "/v1/subjects/nobody", None, 404,
+     {"subject.view.refused": 1}),
+    ("view-wrong-role", "operator", "GET", "/v1/subjects/hu", None, 403,
+     {"service.refused": 1}),
+    ("view-no-key", None, "GET", "/v1/subjects/hu", None, 401, {"service.refused": 1}),
+    ("consents", "enroller", "GET", "/v1/subjects/hu/consents", None, 200,
+     {"subject.view": 1}),
+    ("consents-unknown", "enroller", "GET", "/v1/subjects/nobody/consents", None, 404,
+     {"subject.view.refused": 1}),
+    ("consents-wrong-role", "auditor", "GET", "/v1/subjects/hu/consents", None, 403,
+     {"service.refused": 1}),
+    ("grant", "enroller", "POST", "/v1/subjects/hu/consents", CONSENT, 201,
+     {"consent.grant": 1}),
+    ("grant-unknown", "enroller", "POST", "/v1/subjects/nobody/consents", CONSENT, 404,
+     {"consent.grant.refused": 1}),
+    ("grant-unknown-purpose", "enroller", "POST", "/v1/subjects/hu/consents",
+     {**CONSENT, "purposes": ["nonsense"]}, 422,
+     {"consent.grant.refused": 1, "service.refused": 1}),
+    ("grant-malformed", "enroller", "POST", "/v1/subjects/hu/consents",
+     {"purposes": ["access-control"]}, 422, {"service.refused": 1}),
+    ("grant-wrong-role", "operator", "POST", "/v1/subjects/hu/consents", CONSENT, 403,
+     {"service.refused": 1}),
+    ("withdraw-unknown", "enroller", "POST", "/v1/subjects/nobody/consents/withdraw", {}, 404,
+     {"consent.withdraw.refused": 1, "service.refused": 1}),
+    ("withdraw-wrong-role", "admin", "POST", "/v1/subjects/hu/consents/withdraw", {}, 403,
+     {"service.refused": 1}),
+    ("withdraw-no-key", None, "POST", "/v1/subjects/hu/consents/withdraw", {}, 401,
+     {"service.refused": 1}),
+    ("erase-unknown", "enroller", "DELETE", "/v1/subjects/nobody", None, 404,
+     {"erase.refused": 1, "service.refused": 1}),
+    ("erase-wrong-role", "operator", "DELETE", "/v1/subjects/hu", None, 403,
+     {"service.refused": 1}),
+    ("erase-no-key", None, "DELETE", "/v1/subjects/hu", None, 401, {"service.refused": 1}),
+    ("erase", "enroller", "DELETE", "/v1/subjects/gone", None, 200, {"erase": 1}),
+    ("erase-again", "enroller", "DELETE", "/v1/subjects/gone", None, 404,
+     {"erase.refused": 1, "service.refused": 1}),
+]
+
+
+@pytest.mark.parametrize(
+    "who,method,path,body,status,kinds", [row[1:] for row in MATRIX],
+    ids=[row[0] for row in MATRIX],
+)
+def test_each_route_and_refusal_leaves_the_expected_audit_events(
+    server: LiveServer, who: str | None, method: str, path: str, body: Any, status: int,
+    kinds: dict[str, int],
+) -> None:
+    before = head(server)
+    with server.client(who) as client:
+        answer = client.request(method, path, json=body)
+    assert answer.status_code == status, answer.text
+    added = events_after(server, before)
+    assert Counter(e["kind"] for e in added) == Counter(kinds), added
+    subject = path.split("/")[3]
+    for event in added:
+        assert event["actor"] == actor(server, who), event
+        assert event["subject_ids"] == [subject], event
+        if event["kind"] == "service.refused":
+            assert event["status"] == status, event
+
+
+def logged_in(server: LiveServer, who: str) -> tuple[httpx.Client, str]:
+    """A console session of ``who`` and its form token."""
+    browser = httpx.Client(base_url=server.url, timeout=60.0)
+    form = browser.get("/console/login")
+    token = re.search(r'name="login_csrf" value="([^"]+)"', form.text)
+    assert token is not None
+    answer = browser.post("/console/login", data={"api_key": server.keys[who],
+                                                  "login_csrf": token[1]})
+    assert answer.status_code == 303, answer.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', browser.get("/console/").text)
+    assert csrf is not None
+    return browser, csrf[1]
+
+
+@pytest.mark.parametrize("who,path,form,status,kinds", [
+    ("enroller", "/console/subjects/hu/erase", {"confirm_id": "not-hu"}, 422,
+     {"erase.refused": 1, "subject.view": 1, "service.refused": 1}),
+    ("enroller", "/console/subjects/nobody/withdraw", {}, 404,
+     {"consent.withdraw.refused": 1, "subject.view.refused": 1}),
+    ("operator", "/console/subjects/hu/erase", {"confirm_id": "hu"}, 403,
+     {"service.refused": 1}),
+    ("auditor", "/console/subjects/hu/withdraw", {}, 403, {"service.refused": 1}),
+], ids=["erase-wrong-confirmation", "withdraw-unknown", "erase-wrong-role",
+        "withdraw-wrong-role"])
+def test_console_subject_actions_leave_the_expected_audit_events(
+    server: LiveServer, who: str, path: str, form: dict[str, str], status: int,
+    kinds: dict[str, int],
+) -> None:
+    browser, csrf = logged_in(server, who)
+    try:
+        before = head(server)
+        answer = browser.post(path, data={**form, "csrf": csrf})
+    finally:
+        browser.close()
+    assert answer.status_code == status, answer.text
+    added = events_after(server, before)
+    assert Counter(e["kind"] for e in added) == Counter(kinds), added
+    assert {e["actor"] for e in added} == {actor(server, who)}
+    with server.client("enroller") as client:
+        assert client.get("/v1/subjects/hu").json()["template_count"] == 1  # nothing erased
+
+
+def test_the_routes_of_this_matrix_are_audited_when_refused_before_the_gallery() -> None:
+    from facetrust.service.refusals import BIOMETRIC_ROUTES
+
+    named = {(method, path.replace("/hu", "/{subject_id}").replace("/nobody", "/{subject_id}")
+              .replace("/gone", "/{subject_id}")) for _, _, method, path, *_ in MATRIX}
+    assert named <= set(BIOMETRIC_ROUTES)
