@@ -30,6 +30,7 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     │   └── PurposeNotConsented
     ├── PurposeRequired              a search was attempted without a purpose
     ├── UnknownSubject
+    │   └── SubjectNotVerifiable     one answer for "unknown" and "not consented" (verify)
     ├── UnknownIdentification        no identification with that id
     ├── ReviewClosed                 the candidate is decided, or this reviewer already reviewed
     ├── DuplicateEnrolment           face already enrolled under another subject
@@ -176,6 +177,17 @@ class PurposeRequired(FacetrustError, ValueError):
 
 class UnknownSubject(FacetrustError, LookupError):
     """No subject with that id exists (or it was erased)."""
+
+
+class SubjectNotVerifiable(UnknownSubject):
+    """No subject with that id may be verified for the stated purpose: never added,
+    erased, past retention, or without an active consent that covers the purpose.
+
+    One error for all of these, so that a 1:1 verification does not tell the
+    operator (who may not list subjects) which subjects exist or what else
+    they consented to. The real reason is its ``__cause__``, and it is what
+    the audit log records.
+    """
 
 
 class UnknownIdentification(FacetrustError, LookupError):

@@ -18,6 +18,7 @@ from facetrust.errors import (
     OperatingPointError,
     PurposeNotConsented,
     PurposeRequired,
+    SubjectNotVerifiable,
     UnknownSubject,
 )
 from facetrust.faces import Embedding
@@ -52,11 +53,12 @@ def test_verify_without_consent_is_refused(
     sample_gallery: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
 ) -> None:
     sample_gallery.add_subject("newcomer", actor="registrar")
-    with pytest.raises(ConsentRequired):
+    with pytest.raises(SubjectNotVerifiable) as refused:
         sample_gallery.verify_subject(
             probe_of(identities, embeddings, KOFI), "newcomer", purpose="boarding", actor="officer",
                 case_ref="CASE-1"
         )
+    assert isinstance(refused.value.__cause__, ConsentRequired)
 
 
 def test_search_without_purpose_is_refused(
@@ -86,9 +88,10 @@ def test_withdrawn_consent_is_refused_and_excluded(
     result = sample_gallery.withdraw_consent(KOFI, actor="registrar")
     assert result.erasure is not None and result.erasure.key_destroyed
     assert KOFI not in returned(sample_gallery, probe)
-    with pytest.raises(ConsentWithdrawn):
+    with pytest.raises(SubjectNotVerifiable) as refused:
         sample_gallery.verify_subject(probe, KOFI, purpose="boarding", actor="officer",
             case_ref="CASE-1")
+    assert isinstance(refused.value.__cause__, ConsentWithdrawn)
     with pytest.raises(ConsentWithdrawn):
         sample_gallery.enroll(KOFI, [probe], actor="registrar")
 
@@ -108,8 +111,9 @@ def test_expired_consent_is_refused_and_excluded_before_any_sweep(
     assert returned(gallery, probe) == [KOFI]
     clock.advance(days=10, seconds=1)
     assert returned(gallery, probe) == []
-    with pytest.raises(ConsentExpired):
+    with pytest.raises(SubjectNotVerifiable) as refused:
         gallery.verify_subject(probe, KOFI, purpose="boarding", actor="officer", case_ref="CASE-1")
+    assert isinstance(refused.value.__cause__, ConsentExpired)
     assert gallery.get_subject(KOFI).template_count == 1  # still stored until the sweep
 
 
@@ -120,9 +124,11 @@ def test_wrong_purpose_is_refused_and_excluded(
     result = sample_gallery.identify(probe, purpose="access-control", actor="officer",
         case_ref="CASE-1")
     assert result.candidates == () and result.subjects_searched == 0
-    with pytest.raises(PurposeNotConsented, match="not to 'access-control'"):
+    with pytest.raises(SubjectNotVerifiable, match="consent covering 'access-control'") as told:
         sample_gallery.verify_subject(probe, KOFI, purpose="access-control", actor="officer",
             case_ref="CASE-1")
+    assert "boarding" not in str(told.value)  # the operator is not told what else was consented
+    assert isinstance(told.value.__cause__, PurposeNotConsented)
     (refused,) = sample_gallery.audit.events(kind="verify.refused")
     assert refused.actor == "officer" and refused.purpose == "access-control"
     assert refused.subject_ids == (KOFI,) and refused.fields["error"] == "PurposeNotConsented"

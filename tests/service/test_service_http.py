@@ -171,7 +171,8 @@ def test_verify_against_an_enrolled_subject(
         )
     assert response.status_code == 200, response.text
     assert response.json()["match"] is True
-    assert_problem(refused, 409, "purpose-not-consented")
+    # the same answer as for a subject who does not exist (see test_service_least_privilege)
+    assert_problem(refused, 404, "unknown-subject")
 
 
 def test_bad_images_are_problems_with_stable_types(

@@ -163,12 +163,15 @@ def test_refusals_by_the_gallery_carry_purpose_and_subject_ids(
             f"/v1/subjects/{trusted}/verify", files=files(image=photo("Hu_Jintao", 2)),
             data={"purpose": "boarding", "case_ref": "CASE-R2"},
         )
-    assert_problem(response, 409, "purpose-not-consented")
+    assert_problem(response, 404, "unknown-subject")  # as for a subject who does not exist
     events = audit_events(live_server, kind="service.refused",
                           actor=actor(live_server, "operator-refused"), subject=trusted)
     assert len(events) == 1, events
     assert events[0]["purpose"] == "boarding" and events[0]["subject_ids"] == [trusted]
-    assert events[0]["problem"] == "/problems/purpose-not-consented"
+    assert events[0]["problem"] == "/problems/unknown-subject"
+    (reason,) = audit_events(live_server, kind="verify.refused",
+                             actor=actor(live_server, "operator-refused"), subject=trusted)
+    assert reason["error"] == "PurposeNotConsented"  # the auditor reads the real reason
 
 
 def test_expect_seq_without_expect_mac_is_refused(live_server: LiveServer) -> None:

@@ -14,10 +14,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from ..errors import (
+    ConsentError,
     InvalidParameter,
     ModelMismatch,
     ReviewClosed,
     ReviewNotAllowed,
+    SubjectNotVerifiable,
     UnknownIdentification,
     UnknownSubject,
 )
@@ -286,6 +288,17 @@ def review(
     )
 
 
+def not_verifiable(subject_id: str, purpose: str) -> SubjectNotVerifiable:
+    """The one refusal of a verification against a subject who cannot be verified for
+    ``purpose``, whatever the reason (raise it ``from`` the reason)."""
+    return SubjectNotVerifiable(
+        f"No subject {subject_id!r} with an active consent covering {purpose!r} can be "
+        "verified in this gallery. Check the subject id and the purpose; if both are "
+        "right, the person is not enrolled for this purpose: use the manual path (an "
+        "identity document), or ask an enroller to check their consent."
+    )
+
+
 def verify_subject(
     parts: GalleryParts,
     probe: FaceInput,
@@ -301,7 +314,10 @@ def verify_subject(
     actor = check_name(actor, "actor")
     case_ref = check_case_ref(case_ref)
     with parts.store.snapshot():
-        require_active_consent(parts, subject_id, purpose, within_retention=True)
+        try:
+            require_active_consent(parts, subject_id, purpose, within_retention=True)
+        except (UnknownSubject, ConsentError) as error:
+            raise not_verifiable(subject_id, purpose) from error
         templates = parts.store.templates_of(subject_id)
     face = parts.read_probe(probe, face_policy)
     model_id = face.model_id
@@ -312,14 +328,15 @@ def verify_subject(
             + "). Re-enrol the subject with this model."
         )
     if parts.keyring.data_key(subject_id) is None:
-        raise UnknownSubject(f"Subject {subject_id!r} was erased (its data key is destroyed).")
+        raise not_verifiable(subject_id, purpose) from UnknownSubject(
+            f"Subject {subject_id!r} was erased (its data key is destroyed).")
     point = parts.operating_point(model_id)
     found = search_probe(
         parts, face.embedding.vector, model_id, purpose=purpose, point=point, k=1,
         threshold=math.inf, only=[subject_id],
     )
     if not found.hits:  # erased or withdrawn between the checks and the search
-        raise UnknownSubject(
+        raise not_verifiable(subject_id, purpose) from UnknownSubject(
             f"Subject {subject_id!r} cannot be searched any more (erased or consent ended)."
         )
     distance = found.hits[0].distance

@@ -28,6 +28,7 @@ from ..errors import (
     PurposeRequired,
     ReviewClosed,
     ReviewNotAllowed,
+    SubjectNotVerifiable,
     UnknownIdentification,
     UnknownSubject,
 )
@@ -41,14 +42,20 @@ REFUSALS = (InvalidParameter, PurposeRequired, ConsentError, UnknownSubject,
 def record_refusal(
     audit: AuditLog,
     kind: str,
-    error: Exception,
+    error: BaseException,
     *,
     actor: str | None,
     purpose: str | None,
     subjects: list[str],
     **fields: Any,
 ) -> None:
-    """Append the ``<kind>.refused`` event of ``error`` (its type and message)."""
+    """Append the ``<kind>.refused`` event of ``error`` (its type and message).
+
+    A :class:`SubjectNotVerifiable` is recorded by its cause (unknown subject,
+    no consent, ...): the caller was told less than the auditor may know.
+    """
+    if isinstance(error, SubjectNotVerifiable) and error.__cause__ is not None:
+        error = error.__cause__
     audit.append(
         f"{kind}.refused",
         actor=actor or None,
