@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from facetrust.gallery import Gallery
+from facetrust.gate.events import close_event, open_event
 from installed_command import installed_runner
 
 LFW = Path(__file__).parent.parent / "data" / "lfw"
@@ -35,16 +36,17 @@ Facetrust = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="module")
 def desk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A gallery with 'hu' (access-control, enrolled), 'kofi' (boarding only), 'nocon' (no
-    consent) and 'brief' (boarding, enrolled, consent ending within BRIEF_S seconds); an
-    enroller and two
-    operator keys; one identification of Hu by the first operator."""
+    """A gallery with 'hu' (access-control, enrolled), 'kofi' (boarding only), 'library'
+    (photo-library only), 'nocon' (no consent) and 'brief' (boarding, enrolled, consent
+    ending within BRIEF_S seconds); the events 'flight' (open, boarding) and 'landed'
+    (closed); an enroller and two operator keys; one identification of Hu by the first operator."""
     folder = tmp_path_factory.mktemp("audit-matrix")
     gallery, _ = Gallery.init_folder(folder)
     with gallery:
         for subject_id, purpose, seconds in [("hu", "access-control", 30 * 86400),
                                              ("kofi", "boarding", 30 * 86400),
-                                             ("brief", "boarding", BRIEF_S)]:
+                                             ("brief", "boarding", BRIEF_S),
+                                             ("library", "photo-library", 30 * 86400)]:
             gallery.add_subject(subject_id, actor="registrar")
             gallery.grant_consent(
                 subject_id, [purpose], expires_at=gallery.now() + timedelta(seconds=seconds),
@@ -55,6 +57,10 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         gallery.enroll("hu", [HU[0]], actor="registrar")
         gallery.enroll("brief", [HU[0]], actor="registrar", check_duplicates=False)
         expires = time.monotonic() + BRIEF_S
+        for event_id in ("flight", "landed"):
+            open_event(gallery, event_id, purpose="boarding", valid_from=gallery.now(),
+                       valid_to=gallery.now() + timedelta(hours=6), actor="agent")
+        close_event(gallery, "landed", actor="agent")
     facetrust = installed_runner(folder, FACETRUST_ACTOR="desk")
     keys = {}
     for name, role in [("enroller", "enroller"), ("searcher", "operator"),
@@ -162,6 +168,21 @@ MATRIX = [
      "review.refused", "{reviewer-actor}", None, ["kofi"], "InvalidParameter"),
     ("review-unknown-identification", ["review", "nope", "hu", "--key", "{reviewer}"], 2,
      "review.refused", "{reviewer-actor}", None, ["hu"], "UnknownIdentification"),
+    ("event-add", ["event", "add", "flight", "kofi"], 0,
+     "event.add", "desk", "boarding", ["kofi"], None),
+    ("event-add-not-consented", ["event", "add", "flight", "nocon"], 2,
+     "event.add.refused", "desk", None, ["nocon"], "ConsentRequired"),
+    ("event-add-other-purpose", ["event", "add", "flight", "library"], 2,
+     "event.add.refused", "desk", None, ["library"], "PurposeNotConsented"),
+    ("event-add-closed", ["event", "add", "landed", "kofi"], 2,
+     "event.add.refused", "desk", None, ["kofi"], "EventError"),
+    ("event-enroll-no-face", ["event", "enroll", "flight", CAT, "--evidence-ref", "F-1",
+                              "--evidence-file", CAT, "--notice-version", "v1"], 2,
+     "event.enroll.refused", "desk", None, [], "NoFaceFound"),
+    ("gate-run-closed", ["gate", "run", "--event", "landed", "--source", str(LFW / "Hu_Jintao")],
+     2, "gate.run.refused", "desk", None, [], "EventError"),
+    ("gate-run-unknown", ["gate", "run", "--event", "nope", "--source", str(LFW / "Hu_Jintao")],
+     2, "gate.run.refused", "desk", None, [], "EventError"),
     ("review", ["review", "{identification}", "hu", "--reject", "--key", "{reviewer}"], 0,
      "review", "{reviewer-actor}", "access-control", ["hu"], None),
 ]

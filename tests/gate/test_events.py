@@ -112,6 +112,17 @@ def test_a_subject_without_the_events_purpose_cannot_join(
         events.add_member(flight, EVENT, "visitor", actor="agent")
 
 
+def test_a_gate_decision_refused_mid_run_is_audited(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    events.close_event(flight, EVENT, actor="agent")  # closed while a gate still runs
+    with pytest.raises(EventError, match="closed"):
+        _gate(flight, _probe(identities, embeddings, 1))
+    (refused,) = flight.audit.events(kind="gate.decision.refused")
+    assert refused.actor == "gate" and refused.fields["error"] == "EventError"
+    assert refused.fields["event_id"] == EVENT
+
+
 def test_opt_out_removes_the_member_at_once_and_needs_no_face(
     flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
 ) -> None:
@@ -386,7 +397,8 @@ def test_an_event_only_subject_cannot_join_another_event(
     head = flight.audit.head().seq
     with pytest.raises(EventError, match=f"enrolled for the event '{EVENT}' only"):
         events.add_member(flight, other, traveller, actor="agent")
-    assert flight.store.event_members(other) == [] and flight.audit.head().seq == head
+    assert flight.store.event_members(other) == []
+    assert [e.kind for e in flight.audit.events(after_seq=head)] == ["event.add.refused"]
     probe = _probe(identities, embeddings, 7)
     assert decisions.match_at_gate(flight, other, probe, gate_id="B1", actor="gate").outcome == (
         "refer"
@@ -461,12 +473,14 @@ def test_a_manual_passage_needs_a_reference_and_gate_id_shown_as_they_are(
     with pytest.raises(InvalidParameter, match=message):
         decisions.record_manual_passage(flight, EVENT, given["reference"], actor="agent",
                                         gate_id=given["gate_id"])
+    assert flight.audit.head().seq == head  # no face captured: nothing to audit
     if field == "gate_id":
         with pytest.raises(InvalidParameter, match=message):
             _gate_as(flight, None, value)
         with pytest.raises(InvalidParameter, match=message):
             run_gate(flight, EVENT, "no-such-video.mp4", gate_id=value, actor="gate")
-    assert flight.audit.head().seq == head
+        assert [e.kind for e in flight.audit.events(after_seq=head)] == [
+            "gate.decision.refused", "gate.run.refused"]
 
 
 def _gate_as(gallery: Gallery, probe: Embedding | None, gate_id: str) -> decisions.GateDecision:

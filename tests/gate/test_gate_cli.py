@@ -216,11 +216,15 @@ def test_manual_passages_and_gate_ids_are_shown_as_they_are(flight: Path, tmp_pa
          "The 'gate_id' may not hold control"),
     ]:
         _one_line_error(facetrust("gate", "manual", "--event", EVENT, *option, code=2), message)
+    with Gallery.find(flight) as gallery:
+        assert gallery.audit.head().seq == head  # no face captured: nothing to audit
     _one_line_error(facetrust("gate", "run", "--event", EVENT, "--source", str(tmp_path),
                               "--gate-id", "B12\nforged line", code=2),
                     "The 'gate_id' may not hold control")
-    with Gallery.find(flight) as gallery:
-        assert gallery.audit.head().seq == head
+    with Gallery.find(flight) as gallery:  # a refused gate run is audited, the id escaped
+        (refused,) = gallery.audit.events(after_seq=head)
+        assert refused.kind == "gate.run.refused" and refused.fields["error"] == "InvalidParameter"
+        assert gallery.audit.verify().ok
 
 
 @pytest.mark.slow  # runs the installed command in subprocesses

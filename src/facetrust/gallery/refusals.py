@@ -22,6 +22,7 @@ from ..audit import AuditLog
 from ..errors import (
     AuthorizationError,
     ConsentError,
+    EventError,
     FaceError,
     ImageError,
     InvalidParameter,
@@ -36,7 +37,7 @@ from ..errors import (
 #: What the gallery refuses because of the request (see the module notes).
 REFUSALS = (InvalidParameter, PurposeRequired, ConsentError, UnknownSubject,
             UnknownIdentification, ReviewNotAllowed, ReviewClosed, ImageError, FaceError,
-            AuthorizationError)
+            AuthorizationError, EventError)
 
 
 def record_refusal(

@@ -24,6 +24,7 @@ from ..errors import EventError, InvalidParameter
 from ..faces import Embedding
 from ..gallery import Gallery
 from ..gallery.checks import check_name
+from ..gallery.refusals import audit_refusal
 from ..matching import get_operating_point
 from ..store.base import ProbeCropRecord
 from .events import MAX_EVENT_HOURS, require_event_in_window, require_open_event
@@ -154,17 +155,20 @@ def match_at_gate(
     InvalidParameter
         ``keep_crop_hours`` is not a number of hours in [0, :data:`MAX_CROP_HOURS`],
         ``gate_id`` is not a name :func:`~facetrust.gallery.checks.check_name`
-        accepts, or ``others_in_frame`` is not a whole number >= 0.
+        accepts, or ``others_in_frame`` is not a whole number >= 0 (audited as
+        ``gate.decision.refused`` too).
+
     """
-    keep_crop_hours = check_keep_crop_hours(keep_crop_hours)
-    gate_id = check_name(gate_id, "gate_id")
-    if isinstance(others_in_frame, bool) or not isinstance(others_in_frame, int) or (
-        others_in_frame < 0
-    ):
-        raise InvalidParameter(
-            "The 'others_in_frame' of a gate decision must be a whole number >= 0. Got "
-            f"{others_in_frame!r} instead."
-        )
+    with audit_refusal(gallery.audit, "gate.decision", actor, None, [], event_id=event_id):
+        keep_crop_hours = check_keep_crop_hours(keep_crop_hours)
+        gate_id = check_name(gate_id, "gate_id")
+        if isinstance(others_in_frame, bool) or not isinstance(others_in_frame, int) or (
+            others_in_frame < 0
+        ):
+            raise InvalidParameter(
+                "The 'others_in_frame' of a gate decision must be a whole number >= 0. Got "
+                f"{others_in_frame!r} instead."
+            )
     try:
         return _decide(
             gallery, event_id, probe, gate_id=gate_id, actor=actor, crop_jpeg=crop_jpeg,

@@ -262,7 +262,15 @@ def add_member(gallery: Gallery, event_id: str, subject_id: str, *, actor: str) 
         The event is closed; the subject was named by an opt-out of this event
         (they use the manual path); or the subject was enrolled for another event
         only (:func:`enroll_for_event`), whose consent covers that event alone.
+
+    A refusal is audited as ``event.add.refused``.
     """
+    with audit_refusal(gallery.audit, "event.add", actor, None, [subject_id],
+                       event_id=event_id):
+        return _add_member(gallery, event_id, subject_id, actor=actor)
+
+
+def _add_member(gallery: Gallery, event_id: str, subject_id: str, *, actor: str) -> Event:
     actor = check_name(actor, "actor")
     with gallery.store.transaction():
         record = require_open_event(gallery, event_id)
@@ -327,32 +335,46 @@ def enroll_for_event(
 
     The consent covers the event's purpose and expires when the event's
     window ends; the subject is erased when the event closes. Returns the new
-    subject id. A failed enrolment (no face, poor quality) leaves no subject; a
-    photo refused is audited (``event.enroll.refused``, with the error).
+    subject id. A failed enrolment (no face, poor quality, the event closed
+    meanwhile) leaves no subject and is audited (``event.enroll.refused``, with
+    the error).
     """
     actor = check_name(actor, "actor")
-    record = require_open_event(gallery, event_id)
-    with audit_refusal(gallery.audit, "event.enroll", actor, record.purpose, [],
-                       event_id=event_id):
-        template = (
-            document_photo
-            if isinstance(document_photo, Embedding)
-            else gallery.pipeline.embed_one(document_photo).embedding
+    known = gallery.store.get_event(event_id)
+    purpose = known.purpose if known is not None else None
+    with audit_refusal(gallery.audit, "event.enroll", actor, purpose, [], event_id=event_id):
+        return _enroll_for_event(
+            gallery, event_id, document_photo, evidence_ref=evidence_ref,
+            evidence_sha256=evidence_sha256, notice_version=notice_version, actor=actor,
+            display_name=display_name,
         )
+
+
+def _enroll_for_event(
+    gallery: Gallery,
+    event_id: str,
+    document_photo: ImageSource | Embedding,
+    *,
+    evidence_ref: str,
+    evidence_sha256: str,
+    notice_version: str,
+    actor: str,
+    display_name: str | None,
+) -> str:
+    record = require_open_event(gallery, event_id)
+    template = (
+        document_photo
+        if isinstance(document_photo, Embedding)
+        else gallery.pipeline.embed_one(document_photo).embedding
+    )
     subject_id = f"{event_id}.{uuid.uuid4().hex[:12]}"
-    try:
-        with gallery.batch():
-            # closed while the photo was processed: nobody enrolled for a closed
-            # event (closing would never erase them)
-            require_open_event(gallery, event_id)
-            _enroll_member(gallery, record, subject_id, template, actor=actor,
-                           evidence_ref=evidence_ref, evidence_sha256=evidence_sha256,
-                           notice_version=notice_version, display_name=display_name)
-    except EventError as refusal:
-        gallery.audit.append("event.enroll.refused", actor=actor, purpose=record.purpose,
-                             error=type(refusal).__name__, message=str(refusal),
-                             event_id=event_id)
-        raise
+    with gallery.batch():
+        # closed while the photo was processed: nobody enrolled for a closed
+        # event (closing would never erase them)
+        require_open_event(gallery, event_id)
+        _enroll_member(gallery, record, subject_id, template, actor=actor,
+                       evidence_ref=evidence_ref, evidence_sha256=evidence_sha256,
+                       notice_version=notice_version, display_name=display_name)
     return subject_id
 
 

@@ -33,6 +33,7 @@ from ..errors import FrameSourceError, InvalidParameter
 from ..faces import Embedding, Face
 from ..gallery import Gallery
 from ..gallery.checks import check_name
+from ..gallery.refusals import audit_refusal
 from ..pipeline import FacePipeline
 from .decisions import GateDecision, check_keep_crop_hours, match_at_gate, refuse_at_gate
 from .events import require_event_in_window
@@ -119,14 +120,17 @@ def run_gate(
 
     Notes
     -----
+    A refusal when called is audited as ``gate.run.refused`` (no frame was read);
+    one while iterating, as ``gate.decision.refused`` (see :func:`match_at_gate`).
     A run stopped before its end (Ctrl-C, the caller closing the iterator, a
     failure) audits a refusal for each person it had seen but not decided. If
     you stop iterating early, close the iterator (``contextlib.closing``) while
     the gallery is still open.
     """
-    gate_id = check_name(gate_id, "gate_id")
+    with audit_refusal(gallery.audit, "gate.run", actor, None, [], event_id=event_id):
+        gate_id = check_name(gate_id, "gate_id")
+        require_event_in_window(gallery, event_id)
     policy = policy or GatePolicy()
-    require_event_in_window(gallery, event_id)
     return _decisions(
         gallery, event_id, source, gate_id=gate_id, actor=actor, policy=policy, settings=settings
     )
