@@ -183,6 +183,7 @@ MATRIX = [
      2, "gate.run.refused", "desk", None, [], "EventError"),
     ("gate-run-unknown", ["gate", "run", "--event", "nope", "--source", str(LFW / "Hu_Jintao")],
      2, "gate.run.refused", "desk", None, [], "EventError"),
+    ("index-save", ["index", "save"], 0, "index.save", "desk", None, [], None),
     ("review", ["review", "{identification}", "hu", "--reject", "--key", "{reviewer}"], 0,
      "review", "{reviewer-actor}", "access-control", ["hu"], None),
 ]

@@ -510,10 +510,14 @@ def index_info(gallery_path: str | None) -> None:
 
 @index_group.command("save")
 @gallery_option
-def index_save(gallery_path: str | None) -> None:
-    """Write the approximate index, encrypted, so a restart loads it (run after erasures)."""
+@actor_option
+def index_save(gallery_path: str | None, actor: str) -> None:
+    """Write the approximate index, encrypted, so a restart loads it (run after erasures).
+
+    Recorded in the audit log (kind index.save) with ACTOR.
+    """
     with Gallery.find(gallery_path) as gallery:
-        emit({"written": [str(path) for path in gallery.save_index()]})
+        emit({"written": [str(path) for path in gallery.save_index(actor=actor)]})
 
 
 COMMANDS = [

@@ -32,7 +32,7 @@ from ..pipeline import FacePipeline, FacePolicy
 from ..store.base import KeyStore, Store
 from . import enrolment, erasure, identification, keys, review_desk, subjects
 from .backends import database_url, open_keystore, open_store
-from .checks import check_erasure_confirmation, check_purpose
+from .checks import check_erasure_confirmation, check_name, check_purpose
 from .config import CONFIG_NAME, GalleryConfig, find_config
 from .enrolment import EnrolledSources
 from .indexes import SearchIndexes
@@ -746,7 +746,7 @@ class Gallery:
         """Renew every template under a new protection secret (no re-enrolment)."""
         return keys.rekey_templates(self._parts, actor=actor)
 
-    def save_index(self) -> list[Path]:
+    def save_index(self, *, actor: str = "system") -> list[Path]:
         """Write the approximate index of every stored model to ``config.index_dir``, encrypted.
 
         Brings each index up to date with the store first. After an erasure an
@@ -755,9 +755,13 @@ class Gallery:
         a maintenance job (``facetrust index save``) rather than a request. The
         quantized index removes templates for real, so its save costs only the
         writing. Exact indexes are not written (rebuilding them costs only the
-        decryption). Returns the files written.
+        decryption). Returns the files written. Audited (``index.save``, with
+        ``actor``): bringing the indexes up to date decrypts every template.
         """
-        return self._parts.indexes.save()
+        actor = check_name(actor, "actor")
+        written = self._parts.indexes.save()
+        self.audit.append("index.save", actor=actor, files=[path.name for path in written])
+        return written
 
     def index_info(self) -> dict[str, dict[str, Any]]:
         """Per stored model: the kind answering searches (``exact``, ``quantized`` or
