@@ -22,6 +22,7 @@ from facetrust.service import Role
 
 from .conftest import (
     EVIDENCE_SHA256,
+    MAX_BODY_BYTES,
     LiveServer,
     add_consented_subject,
     enrol,
@@ -172,6 +173,35 @@ def test_console_subject_actions_leave_the_expected_audit_events(
     assert {e["actor"] for e in added} == {actor(server, who)}
     with server.client("enroller") as client:
         assert client.get("/v1/subjects/hu").json()["template_count"] == 1  # nothing erased
+
+
+def test_oversized_and_console_reads_of_a_subject_are_audited_when_refused(
+    server: LiveServer,
+) -> None:
+    before = head(server)
+    with server.client("enroller") as client:
+        big = client.post("/v1/subjects/hu/consents", files={
+            "evidence": ("form.pdf", b"\0" * (MAX_BODY_BYTES + 1), "application/pdf")})
+    assert big.status_code == 413, big.text
+    (event,) = events_after(server, before)
+    assert (event["kind"], event["actor"], event["status"]) == ("service.refused", "anonymous",
+                                                                 413)
+    assert event["presented_key_id"] == server.key_ids["enroller"]
+    assert event["subject_ids"] == ["hu"]
+    browser, _ = logged_in(server, "operator")
+    try:
+        before = head(server)
+        assert browser.get("/console/subjects/hu").status_code == 403
+    finally:
+        browser.close()
+    (event,) = events_after(server, before)
+    assert (event["kind"], event["actor"]) == ("service.refused", actor(server, "operator"))
+    with httpx.Client(base_url=server.url) as anonymous:
+        before = head(server)
+        assert anonymous.get("/console/subjects/hu").headers["location"] == "/console/login"
+    (event,) = events_after(server, before)
+    assert (event["kind"], event["actor"], event["status"]) == ("service.refused", "anonymous",
+                                                                 303)
 
 
 def test_the_routes_of_this_matrix_are_audited_when_refused_before_the_gallery() -> None:
