@@ -141,7 +141,8 @@ def test_walk_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "DESK-1",
         ],
     )
-    assert wrong.exit_code == 2 and "not to 'access-control'" in wrong.output
+    assert wrong.exit_code == 2  # the one answer for unknown and not consented subjects
+    assert "No subject 'kofi' with an active consent covering 'access-control'" in wrong.output
 
     head = json.loads(run(runner, "audit", "head"))
     run(runner, "keys", "rotate")
