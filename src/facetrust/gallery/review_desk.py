@@ -209,12 +209,24 @@ def _record(parts: GalleryParts, identification_id: str) -> IdentificationRecord
     return record
 
 
-def _why_not(parts: GalleryParts, record: IdentificationRecord, reviewer: str) -> str | None:
-    """Why ``reviewer`` may not review ``record`` (None if they may)."""
+def _why_not(
+    parts: GalleryParts, record: IdentificationRecord, reviewer: str,
+    states: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]],
+) -> str | None:
+    """Why ``reviewer`` may not review ``record`` (None if they may), given the
+    candidates' ``states`` (:func:`candidate_reviews`)."""
     if reviewer == record.actor and not parts.config.searcher_may_review:
         return (
             f"{reviewer} ran this identification, and this gallery's policy is that its "
             "candidates are reviewed by other people. Ask another operator to review it."
+        )
+    pending = [confirmed for state, confirmed, _ in states.values() if state == "pending"]
+    if pending and all(reviewer in confirmed for confirmed in pending):
+        # least privilege: the photos go only to reviewers with a decision still to give
+        return (
+            f"{reviewer} has reviewed every candidate still awaiting a decision; other "
+            "reviewers decide the rest. The photos are shown only to reviewers with a "
+            "decision to give."
         )
     return None
 
@@ -235,7 +247,7 @@ def _case(
     status = identification_state(c.status for c in candidates)
     if status != "pending":
         candidates = tuple(replace(c, settled=True) for c in candidates)
-    reason = _why_not(parts, record, reviewer)
+    reason = _why_not(parts, record, reviewer, states)
     if reason is None and status != "pending":
         reason = f"This identification is {status}; review decisions are final."
     age = parts.now() - datetime.fromisoformat(record.started_at)
@@ -254,7 +266,9 @@ def _open_for_review(
 ) -> IdentificationRecord:
     """The identification, if ``reviewer`` may review it now; else the refusal."""
     record = _record(parts, identification_id)
-    reason = _why_not(parts, record, reviewer)
+    states = candidate_reviews(record, parts.store.reviews_of(identification_id),
+                               parts.config.review_quorum)
+    reason = _why_not(parts, record, reviewer, states)
     if reason is not None:
         raise ReviewNotAllowed(reason)
     if parts.store.identification_decided_at(identification_id) is not None:
