@@ -99,8 +99,9 @@ def fill(value: Any, desk: dict[str, Any]) -> Any:
     return value
 
 
-#: Events that may follow the one of a command, as consequences of their own.
-CONSEQUENCES = {"pending-probe.deleted"}  # a decided identification's probe is deleted
+#: Events that may follow the one of a kind, as consequences of their own: a decided
+#: identification's probe is deleted; a withdrawal that leaves no consent erases.
+CONSEQUENCES = {"review": {"pending-probe.deleted"}, "consent.withdraw": {"erase"}}
 
 #: (test id, arguments, exit status, kind, actor, purpose, subject ids, error type).
 MATRIX = [
@@ -186,6 +187,9 @@ MATRIX = [
     ("index-save", ["index", "save"], 0, "index.save", "desk", None, [], None),
     ("review", ["review", "{identification}", "hu", "--reject", "--key", "{reviewer}"], 0,
      "review", "{reviewer-actor}", "access-control", ["hu"], None),
+    ("consent-withdraw", ["consent", "withdraw", "library"], 0,
+     "consent.withdraw", "desk", None, ["library"], None),
+    ("forget", ["forget", "nocon"], 0, "erase", "desk", None, ["nocon"], None),
 ]
 
 
@@ -201,7 +205,8 @@ def test_each_command_and_refusal_leaves_one_audit_event(
     if "brief" in args:  # wait for its consent to end
         time.sleep(max(0.0, desk["brief_expires"] - time.monotonic() + 0.5))
     added = run_one(desk, fill(args, desk), code)
-    assert [e["kind"] for e in added if e["kind"] not in CONSEQUENCES] == [kind], added
+    follow = CONSEQUENCES.get(kind, set())
+    assert [e["kind"] for e in added if e["kind"] not in follow] == [kind], added
     event = added[0]
     assert event["actor"] == fill(actor, desk)
     assert event["purpose"] == purpose
