@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -210,3 +211,27 @@ def test_the_routes_of_this_matrix_are_audited_when_refused_before_the_gallery()
     named = {(method, path.replace("/hu", "/{subject_id}").replace("/nobody", "/{subject_id}")
               .replace("/gone", "/{subject_id}")) for _, _, method, path, *_ in MATRIX}
     assert named <= set(BIOMETRIC_ROUTES)
+
+
+def test_refusals_of_a_request_with_an_idempotency_key_are_audited(server: LiveServer) -> None:
+    """A request with an Idempotency-Key runs in one transaction with its stored answer;
+    a refusal rolls that back, but not its audit event."""
+    cat = Path(__file__).parent.parent / "data" / "non_faces" / "chelsea_cat.jpg"
+    with server.client("enroller") as client:
+        before = head(server)
+        granted = client.post("/v1/subjects/nobody/consents", json=CONSENT,
+                              headers={"Idempotency-Key": "matrix-grant-1"})
+        assert granted.status_code == 404, granted.text
+        assert Counter(e["kind"] for e in events_after(server, before)) == Counter(
+            {"consent.grant.refused": 1})
+        before = head(server)
+        with cat.open("rb") as handle:
+            enrolled = client.post("/v1/subjects/hu/enrolments",
+                                   files={"photo": ("cat.jpg", handle, "image/jpeg")},
+                                   headers={"Idempotency-Key": "matrix-enrol-1"})
+        assert enrolled.status_code == 422, enrolled.text
+        added = events_after(server, before)
+        assert Counter(e["kind"] for e in added) == Counter(
+            {"enrol.refused": 1, "service.refused": 1})
+        (refused,) = [e for e in added if e["kind"] == "enrol.refused"]
+        assert refused["error"] == "NoFaceFound" and refused["subject_ids"] == ["hu"]

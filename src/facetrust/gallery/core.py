@@ -39,7 +39,7 @@ from .indexes import SearchIndexes
 from .keyring import AUDIT_SECRET, GALLERY_SECRETS, MASTER_KEY_ID, Keyring
 from .parts import Clock, GalleryParts
 from .probes import FaceInput
-from .refusals import audit_refusal
+from .refusals import REFUSALS, audit_refusal, audit_refusal_again
 from .review_desk import ProbePhoto, ReferencePhoto, ReviewCase, ReviewQueue
 from .search import SearchResult, search_probe
 from .state_audit import state_against_the_log
@@ -275,15 +275,26 @@ class Gallery:
         return check_purpose(purpose, self.config.purposes)
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, audit_refusals: bool = False) -> Iterator[None]:
         """Run many calls (e.g. bulk enrolment) as one transaction: all or nothing.
 
         Much faster than one transaction per call (one commit, one sync). The
         data keys commit just before the gallery data, so a crash in between
         leaves keys without data, never data without keys.
+
+        A refusal raised out of the block rolls back the audit event the
+        gallery wrote for it too; with ``audit_refusals`` (for a block that is
+        the outermost transaction) that event is written again after the
+        rollback. Without it, the caller audits the refusal its own way (bulk
+        enrolment counts them in its ``enrol.batch`` event).
         """
-        with self.store.transaction(), self.keystore.transaction():
-            yield
+        try:
+            with self.store.transaction(), self.keystore.transaction():
+                yield
+        except REFUSALS as error:
+            if audit_refusals:
+                audit_refusal_again(self.audit, error)
+            raise
 
     # ------------------------------------------------------------------ subjects & consent
     def add_subject(

@@ -55,17 +55,34 @@ def record_refusal(
     A :class:`SubjectNotVerifiable` is recorded by its cause (unknown subject,
     no consent, ...): the caller was told less than the auditor may know.
     """
+    told = error
     if isinstance(error, SubjectNotVerifiable) and error.__cause__ is not None:
         error = error.__cause__
-    audit.append(
-        f"{kind}.refused",
-        actor=actor or None,
-        purpose=purpose or None,
-        subject_ids=subjects,
-        error=type(error).__name__,
-        message=str(error),
-        **fields,
-    )
+    event: dict[str, Any] = {
+        "actor": actor or None, "purpose": purpose or None, "subject_ids": subjects,
+        "error": type(error).__name__, "message": str(error), **fields,
+    }
+    # kept with the error, for a transaction of the caller's that rolls back (see below)
+    told.__dict__[_PENDING] = (f"{kind}.refused", event)
+    audit.append(f"{kind}.refused", **event)
+
+
+_PENDING = "facetrust_refusal_event"
+
+
+def audit_refusal_again(audit: AuditLog, error: BaseException) -> bool:
+    """Append again the refusal event of ``error``, if it has one (else False).
+
+    A refusal raised inside a caller's transaction (``Gallery.batch``) was
+    audited inside it, so the transaction's rollback took the event with it;
+    call this after the rollback to write it for good.
+    """
+    pending = error.__dict__.pop(_PENDING, None)
+    if pending is None:
+        return False
+    kind, event = pending
+    audit.append(kind, **event)
+    return True
 
 
 @contextmanager

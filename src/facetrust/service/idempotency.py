@@ -160,7 +160,7 @@ def replay_or_run(
         )
 
     if atomic:
-        with gallery.batch():
+        with gallery.batch(audit_refusals=True):  # a refusal's event outlives the rollback
             answer = stored_answer()
             if answer is not None:
                 return answer
