@@ -116,12 +116,14 @@ def test_fairness_gate_passes_and_fails_around_the_measured_ratio(cache_file: Pa
     assert ratio > 1.05  # the sample's two genders differ at this threshold
     code, out, err = _demographics(cache_file, "--max-fmr-ratio", f"{ratio * 1.02:.4f}")
     assert code == 0 and "fairness gate passed" in err
+    assert "; this is within the allowed " in err
     assert json.loads(out)["fairness_gate"]["passed"] is True
     code, out, err = _demographics(cache_file, "--max-fmr-ratio", f"{max(1.0, ratio * 0.98):.4f}")
     assert code == 3
     gate = json.loads(out)["fairness_gate"]
     assert gate["passed"] is False and gate["ratio"] == pytest.approx(ratio)
     assert "fairness gate FAILED" in err and "gender=" in err and "Do not deploy" in err
+    assert "; this exceeds the allowed " in err
 
 
 def test_fairness_gate_rejects_a_ratio_below_one(cache_file: Path) -> None:

@@ -81,7 +81,7 @@ def fmr_ratio_gate(audit: DemographicAudit, max_ratio: float) -> FairnessGate:
         )
     ratio, attribute, high_group, low_group = worst
     passed = ratio <= max_ratio
-    verdict = "within" if passed else "exceeds"
+    verdict = "is within" if passed else "exceeds"
     message = (
         f"FMR of {attribute}={high_group} is {ratio:.2f}x that of {attribute}={low_group} at "
         f"operating point {audit.operating_point or 'custom'} (threshold {audit.threshold:.4f}); "
