@@ -133,3 +133,24 @@ def test_a_normalizer_fitted_by_evaluate_fairness_is_calibrated_by_evaluate_cali
     _calibrate(table, cache_file, "--normalizer", str(normalizer), "--target", "1e-2")
     fair = _points(json.loads(table.read_text()), "dlib-resnet-v1")["fmr-1e-2-fair"]
     assert fair["normalizer"] == normalizer.name and fair["n_non_mated"] == 720
+
+
+def test_evaluate_fairness_refuses_write_calibration_and_leaves_the_table(
+    cache_file: Path, tmp_path: Path
+) -> None:
+    """One way to set a fair point: ``evaluate calibrate --normalizer``. The older
+    ``evaluate fairness --write-calibration`` wrote an in-sample point set on a
+    3,000-image sample over the shipped one; it is now an unknown option."""
+    table = tmp_path / "operating_points.json"
+    shutil.copy(SHIPPED_TABLE, table)
+    before = table.read_bytes()
+    normalizer = tmp_path / "normalizer.json"
+    done = installed_runner()(
+        "evaluate", "fairness", "--images", str(SAMPLE), "--labels", str(LABELS),
+        "--dataset", "sample", "--folds", "2", "--clusters", "2",
+        "--normalizer-output", str(normalizer), "--write-calibration", str(table),
+        "--cache", str(cache_file), "--workers", "1", "--no-progress", code=2,
+    )
+    assert "--write-calibration" in done.stderr
+    assert table.read_bytes() == before
+    assert not normalizer.exists()  # refused before any work

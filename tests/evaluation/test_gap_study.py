@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from facetrust.errors import EvaluationError
-from facetrust.evaluation.fair_point import fit_shipped_normalizer, write_fair_operating_point
+from facetrust.evaluation.fair_point import fit_shipped_normalizer
 from facetrust.evaluation.gap_report import write_gap_report
 from facetrust.evaluation.gap_study import MethodSpec, gap_verdict, study_gap
 from facetrust.evaluation.mitigation import RAW, LabelledTemplates
@@ -104,23 +104,12 @@ def test_bad_parameters_are_refused() -> None:
         study_gap(t, [MethodSpec("x", "nope", 2)], folds=3)
 
 
-def test_fair_point_quotes_a_held_out_note(tmp_path: Path) -> None:
-    table = tmp_path / "points.json"
-    table.write_text(json.dumps({"operating_points": [{"name": "fmr-1e-3", "threshold": 0.5}]}))
+def test_fit_shipped_normalizer_measures_its_in_sample_point() -> None:
     t = _clustered(2, identities=30)
     _, measured = fit_shipped_normalizer(
         t, model_id="toy", method="pairwise-fsn", clusters=2, target_fmr=1e-2
     )
     assert measured["measured_fmr"] <= 1e-2 and measured["clusters"] == 2
-    entry = write_fair_operating_point(
-        table, "fmr-1e-2-fair", "n.json", measured, model_id="toy", dataset="toy",
-        method="pairwise-fsn", target_fmr=1e-2, held_out_note="Held out: joint 9 -> 3.",
-    )
-    assert entry["note"].endswith("Held out: joint 9 -> 3.")
-    names = [p["name"] for p in json.loads(table.read_text())["operating_points"]]
-    assert names == ["fmr-1e-3", "fmr-1e-2-fair"]
-    with pytest.raises(EvaluationError, match="held-out numbers"):
-        write_fair_operating_point(
-            table, "x", "n.json", measured, model_id="toy", dataset="toy",
-            method="pairwise-fsn", target_fmr=1e-2,
-        )
+    assert round(measured["threshold"], 4) == measured["threshold"]
+    assert measured["images"] == len(t.vectors)
+    assert measured["identities"] == len(np.unique(t.identities))

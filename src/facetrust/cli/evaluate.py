@@ -144,10 +144,6 @@ def demographics_command(
               show_default=True, help="Candidate k-means cluster counts (repeatable).")
 @click.option("--normalizer-output", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Fit fair score normalization on every image and save it here.")
-@click.option("--write-calibration", "output", type=click.Path(dir_okay=False, path_type=Path),
-              default=None,
-              help="Also add an in-sample fmr-1e-3-fair point, set on a 3,000-image sample, "
-              "to this JSON table (the shipped point: evaluate calibrate --normalizer).")
 @cache_option
 @workers_option
 @progress_option
@@ -159,15 +155,18 @@ def fairness_command(
     folds: int,
     clusters: tuple[int, ...],
     normalizer_output: Path | None,
-    output: Path | None,
     cache_path: Path | None,
     workers: int | None,
     progress: bool,
     report_dir: Path | None,
 ) -> None:
-    """Per-group FMR/FNMR before and after score normalization, on held-out identities."""
+    """Per-group FMR/FNMR before and after score normalization, on held-out identities.
+
+    With --normalizer-output, fits the normalizer on every image and saves it;
+    `evaluate calibrate --normalizer FILE` then sets its operating point.
+    """
     run = run_fairness(images, labels, dataset=dataset, folds=folds, clusters=clusters,
-                       normalizer_output=normalizer_output, output=output, cache=cache_path,
+                       normalizer_output=normalizer_output, cache=cache_path,
                        settings=Settings.from_env(), workers=workers, progress=progress,
                        report_dir=report_dir)
     _emit(run)

@@ -13,7 +13,8 @@ Modules, one concern each:
 - :mod:`.mitigation`: does unsupervised score normalization shrink the gap (held-out identities)
 - :mod:`.gap_study`: the joint max/min FMR ratio over every group on every pair scored
   out of fold, raw vs normalized, with paired bootstrap intervals (:mod:`.gap_report`)
-- :mod:`.fair_point`: the shipped normalizer and its ``fmr-1e-3-fair`` operating point
+- :mod:`.fair_point`: fitting the shipped normalizer (its ``fmr-1e-3-fair`` point is set by
+  :func:`.run.run_calibration`)
 - :mod:`.fairness_gate`: fail a deployment whose FMR differential is too large
 - :mod:`.report`: self-contained HTML and JSON report
 - :mod:`.run`: the end-to-end runs behind ``facetrust evaluate``

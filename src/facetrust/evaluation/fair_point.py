@@ -1,18 +1,18 @@
-"""The shipped fair operating point: fit a normalizer on every template, measure its threshold.
+"""The shipped fair normalizer: fit it on every template, measure its in-sample threshold.
 
 :func:`fit_shipped_normalizer` fits on all calibration templates (identity
 labels only) and measures the threshold at the target FMR on normalized
-distances; :func:`write_fair_operating_point` adds it to the operating-points
-table, naming the normalizer file (``fmr-1e-3-fair``). Held-out numbers come
-from :func:`facetrust.evaluation.mitigation.study_mitigation`.
+distances among a seeded sample (``evaluate fairness --normalizer-output``
+saves the normalizer and reports that threshold). The operating point that
+names the file (``fmr-1e-3-fair``) is set by ``evaluate calibrate
+--normalizer`` (:func:`facetrust.evaluation.run.run_calibration`), the protocol
+of every shipped point. Held-out numbers come from
+:func:`facetrust.evaluation.mitigation.study_mitigation` and
+:func:`facetrust.evaluation.gap_study.study_gap`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,6 @@ from .calibration import floor_threshold
 from .mitigation import (
     NORMALIZERS,
     LabelledTemplates,
-    MitigationStudy,
     PairSample,
     normalized_distances,
     sample_pairs,
@@ -103,72 +102,3 @@ def mated_pairs_only(t: LabelledTemplates, max_per_identity: int, seed: int) -> 
         np.concatenate([p.a for p in parts]), np.concatenate([p.b for p in parts]),
         np.concatenate([p.distance for p in parts]),
     )
-
-
-def write_fair_operating_point(
-    path: str | os.PathLike[str],
-    name: str,
-    normalizer_file: str,
-    measured: dict[str, Any],
-    *,
-    model_id: str,
-    dataset: str,
-    method: str,
-    target_fmr: float,
-    study: MitigationStudy | None = None,
-    held_out_note: str | None = None,
-) -> dict[str, Any]:
-    """Add (or replace) the normalized operating point ``name`` in an operating-points table.
-
-    Only the entry of that name changes; ``evaluate calibrate`` keeps it (it
-    replaces only the points it measures itself). The note's held-out numbers
-    come from ``study`` (the mitigation study) or, verbatim, ``held_out_note``
-    (e.g. from :func:`~facetrust.evaluation.gap_study.study_gap`).
-    """
-    table_path = Path(path)
-    table = json.loads(table_path.read_text(encoding="utf-8"))
-    if held_out_note is None:
-        if study is None:
-            raise EvaluationError(
-                "The fair operating point's note needs held-out numbers: pass the mitigation "
-                "study or a held_out_note."
-            )
-        held_out, raw = study.method(method), study.method("raw")
-        held_out_note = (
-            f"Held out ({study.folds} identity folds, same overall FMR): max/min FMR ratio "
-            + "; ".join(
-                f"{a} {raw.ratios[a]['ratio']:.2f} -> {r['ratio']:.2f}"
-                for a, r in held_out.ratios.items() if a in raw.ratios
-            )
-            + f", FNMR {raw.overall_fnmr:.4f} -> {held_out.overall_fnmr:.4f}."
-        )
-    entry = {
-        "name": name,
-        "model_id": model_id,
-        "metric": "euclidean",
-        "threshold": measured["threshold"],
-        "target_fmr": target_fmr,
-        "normalizer": normalizer_file,
-        "description": (
-            f"Largest normalized distance with FMR <= {target_fmr:g} on {dataset}, after "
-            f"{method} score normalization ({measured['clusters']} clusters; see README, "
-            "Reducing the demographic gap); FNMR there "
-            f"{measured['fnmr']:.4f} on {measured['n_mated']} mated pairs (in-sample)."
-        ),
-        "source": f"measured by facetrust evaluate fairness on {dataset}",
-        "dataset": dataset,
-        "date": date.today().isoformat(),
-        "n_non_mated": measured["n_non_mated"],
-        "n_mated": measured["n_mated"],
-        "measured_fmr": round(measured["measured_fmr"], 7),
-        "fnmr": round(measured["fnmr"], 5),
-        "note": (
-            f"normalizer fitted on all {measured['images']} images ({measured['identities']} "
-            "identities, no demographic labels); threshold rounded down to 4 decimals. "
-            + held_out_note
-        ),
-    }
-    points = [p for p in table.get("operating_points", []) if p.get("name") != name]
-    table["operating_points"] = [*points, entry]
-    table_path.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
-    return entry

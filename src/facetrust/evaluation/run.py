@@ -30,7 +30,7 @@ from .calibration import (
     write_operating_points,
 )
 from .demographics import DemographicAudit, audit_groups, load_labels
-from .fair_point import fit_shipped_normalizer, write_fair_operating_point
+from .fair_point import fit_shipped_normalizer
 from .fairness_gate import FairnessGate, fmr_ratio_gate
 from .mitigation import (
     LabelledTemplates,
@@ -290,8 +290,6 @@ def run_fairness(
     target_fmr: float = 1e-3,
     ship_method: str = "fsn",
     normalizer_output: str | os.PathLike[str] | None = None,
-    output: str | os.PathLike[str] | None = None,
-    point_name: str = "fmr-1e-3-fair",
     cache: EmbeddingCache | str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
     workers: int | None = None,
@@ -308,10 +306,10 @@ def run_fairness(
     folder (fitting needs no demographic label) with the number of clusters the
     folds chose most often, and saved there: ``evaluate calibrate --normalizer``
     (:func:`run_calibration`) sets its operating point with the protocol of every
-    other point. With ``output`` too, an in-sample point ``point_name`` is
-    measured on a seeded sample of templates
-    (:func:`~facetrust.evaluation.fair_point.fit_shipped_normalizer`) and merged
-    into that operating-points table.
+    other point, the one way to set a fair point. The run's ``shipped`` record
+    also gives the in-sample threshold measured on a seeded sample of templates
+    (:func:`~facetrust.evaluation.fair_point.fit_shipped_normalizer`), for
+    information only: nothing writes it to an operating-points table.
     """
     start = time.perf_counter()
     templates, store, embed_s, counts = _labelled_templates(
@@ -329,11 +327,6 @@ def run_fairness(
         )
         normalizer.save(normalizer_output)
         shipped = {"normalizer": str(normalizer_output), **measured}
-        if output is not None:
-            shipped["point"] = write_fair_operating_point(
-                output, point_name, Path(normalizer_output).name, measured,
-                model_id=store.model_id, dataset=dataset, method=ship_method,
-                target_fmr=target_fmr, study=study)
     report = None
     if report_dir is not None:
         report = write_report(
