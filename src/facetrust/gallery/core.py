@@ -379,6 +379,9 @@ class Gallery:
     ) -> Consent:
         """Record a consent, effective now, for ``purposes`` until ``expires_at``.
 
+        A refused grant (unknown subject or purpose, expiry not in the future,
+        and so on) is audited as ``consent.grant.refused``.
+
         Parameters
         ----------
         purposes : sequence of str
@@ -389,9 +392,6 @@ class Gallery:
             The signed form's id and the SHA-256 (64 hex digits) of its file.
         notice_version : str
             Version of the privacy notice / policy shown to the person.
-
-        A refused grant (unknown subject or purpose, expiry not in the future,
-        ...) is audited as ``consent.grant.refused``.
         """
         with audit_refusal(self._parts.audit, "consent.grant", actor, None, [subject_id]):
             return subjects.grant_consent(
