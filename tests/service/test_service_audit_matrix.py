@@ -106,7 +106,8 @@ MATRIX: list[tuple[str, str | None, str, str, Any, int, dict[str, int]]] = [
     ("erase-wrong-role", "operator", "DELETE", "/v1/subjects/hu", None, 403,
      {"service.refused": 1}),
     ("erase-no-key", None, "DELETE", "/v1/subjects/hu", None, 401, {"service.refused": 1}),
-    ("erase", "enroller", "DELETE", "/v1/subjects/gone", None, 200, {"erase": 1}),
+    ("erase", "enroller", "DELETE", "/v1/subjects/gone", None, 200,
+     {"erase.started": 1, "erase": 1}),
     ("erase-again", "enroller", "DELETE", "/v1/subjects/gone", None, 404,
      {"erase.refused": 1, "service.refused": 1}),
 ]
