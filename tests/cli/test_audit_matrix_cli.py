@@ -99,9 +99,11 @@ def fill(value: Any, desk: dict[str, Any]) -> Any:
     return value
 
 
-#: Events that may follow the one of a kind, as consequences of their own: a decided
-#: identification's probe is deleted; a withdrawal that leaves no consent erases.
-CONSEQUENCES = {"review": {"pending-probe.deleted"}, "consent.withdraw": {"erase"}}
+#: Events that may come with the one of a kind, as consequences of their own: a decided
+#: identification's probe is deleted; an erasure starts with erase.started; a withdrawal
+#: that leaves no consent erases.
+CONSEQUENCES = {"review": {"pending-probe.deleted"}, "erase": {"erase.started"},
+                "consent.withdraw": {"erase.started", "erase"}}
 
 #: (test id, arguments, exit status, kind, actor, purpose, subject ids, error type).
 MATRIX = [
@@ -179,7 +181,7 @@ MATRIX = [
      "event.add.refused", "desk", None, ["kofi"], "EventError"),
     ("event-enroll-no-face", ["event", "enroll", "flight", CAT, "--evidence-ref", "F-1",
                               "--evidence-file", CAT, "--notice-version", "v1"], 2,
-     "event.enroll.refused", "desk", None, [], "NoFaceFound"),
+     "event.enroll.refused", "desk", "boarding", [], "NoFaceFound"),
     ("gate-run-closed", ["gate", "run", "--event", "landed", "--source", str(LFW / "Hu_Jintao")],
      2, "gate.run.refused", "desk", None, [], "EventError"),
     ("gate-run-unknown", ["gate", "run", "--event", "nope", "--source", str(LFW / "Hu_Jintao")],
@@ -207,8 +209,25 @@ def test_each_command_and_refusal_leaves_one_audit_event(
     added = run_one(desk, fill(args, desk), code)
     follow = CONSEQUENCES.get(kind, set())
     assert [e["kind"] for e in added if e["kind"] not in follow] == [kind], added
-    event = added[0]
+    (event,) = [e for e in added if e["kind"] == kind]
     assert event["actor"] == fill(actor, desk)
     assert event["purpose"] == purpose
     assert event["subject_ids"] == subjects
     assert event.get("error") == error, event
+
+
+def test_a_huge_id_is_audited_bounded_not_verbatim(tmp_path: Path) -> None:
+    """A refused request naming a 100,000-character subject id leaves one refusal event
+    that names the id bounded (its start and its length), not 100 kB copied twice into
+    the hash-chained log every time someone tries."""
+    folder = tmp_path / "g"
+    Gallery.init_folder(folder)[0].close()
+    facetrust = installed_runner(folder, FACETRUST_ACTOR="desk")
+    huge = "a" * 100_000
+    facetrust("subject", "show", huge, code=2)
+    with Gallery.find(folder) as gallery:
+        (event,) = gallery.audit.events(kind="subject.view.refused")
+        assert gallery.audit.verify().ok
+    (named,) = event.subject_ids
+    assert named.startswith("a" * 64) and "100,000 characters" in named and len(named) < 200
+    assert len(event.fields["message"]) < 1_000

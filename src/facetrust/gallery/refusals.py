@@ -59,15 +59,33 @@ def record_refusal(
     if isinstance(error, SubjectNotVerifiable) and error.__cause__ is not None:
         error = error.__cause__
     event: dict[str, Any] = {
-        "actor": actor or None, "purpose": purpose or None, "subject_ids": subjects,
-        "error": type(error).__name__, "message": str(error), **fields,
+        key: _bounded(value, MAX_RECORDED_CHARS) for key, value in {
+            "actor": actor or None, "purpose": purpose or None, "subject_ids": subjects,
+            "error": type(error).__name__, **fields,
+        }.items()
     }
+    event["message"] = _bounded(str(error), MAX_RECORDED_MESSAGE)
     # kept with the error, for a transaction of the caller's that rolls back (see below)
     told.__dict__[_PENDING] = (f"{kind}.refused", event)
     audit.append(f"{kind}.refused", **event)
 
 
 _PENDING = "facetrust_refusal_event"
+
+#: Longest text a refusal event copies from the request (an id, a purpose, a case
+#: reference), and longest message: longer ones are cut to their start and their
+#: length, so refused requests cannot copy megabytes into the hash-chained log.
+MAX_RECORDED_CHARS = 200
+MAX_RECORDED_MESSAGE = 1000
+
+
+def _bounded(value: Any, limit: int) -> Any:
+    """``value`` with each string in it (or in its list) cut to ``limit`` characters."""
+    if isinstance(value, list | tuple):
+        return [_bounded(item, limit) for item in value]
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[: limit - 40]}... (cut: {len(value):,} characters)"
+    return value
 
 
 def audit_refusal_again(audit: AuditLog, error: BaseException) -> bool:
