@@ -135,6 +135,9 @@ def test_an_index_refreshed_in_a_rolled_back_transaction_is_not_trusted(
 ) -> None:
     gallery = sample_gallery
     probe = embeddings[identities[KOFI][2]]
+    grant(gallery, KOFI, ("access-control",))  # kept: withdrawing boarding erases nothing
+    (boarding,) = [c.consent_id for c in gallery.store.consents_of(KOFI)
+                   if c.purposes == ("boarding",)]
     gallery.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
     before = gallery.store.generation()
     with pytest.raises(RuntimeError), gallery.batch():
@@ -144,7 +147,8 @@ def test_an_index_refreshed_in_a_rolled_back_transaction_is_not_trusted(
         raise RuntimeError("the batch fails")
     assert gallery.store.generation() == before
     with Gallery.open(gallery.config, master_key=master_key, now=clock) as other:
-        other.forget(KOFI, actor="dpo", reason="request")  # the same generation number
+        # one change, so the same generation number as the rolled-back batch's
+        other.withdraw_consent(KOFI, boarding, actor="dpo")
     assert gallery.store.generation() == before + 1
     found = gallery.identify(probe, purpose="boarding", actor="officer", case_ref="CASE-1")
     assert KOFI not in [c.subject_id for c in found.candidates]
