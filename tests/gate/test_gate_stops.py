@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -73,6 +74,22 @@ def _start_gate(
     )
 
 
+def _finish(gate: subprocess.Popen[str]) -> tuple[str, str]:
+    """The rest of the run's stdout and all its stderr, once it has exited.
+
+    Not ``communicate``: it reads the pipe's file descriptor and would miss lines a
+    ``readline`` already took into the stream's buffer.
+    """
+    assert gate.stdout is not None and gate.stderr is not None
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.append(gate.stderr.read()), daemon=True)
+    reader.start()
+    out = gate.stdout.read()
+    gate.wait(timeout=300)
+    reader.join(timeout=300)
+    return out, "".join(errors)
+
+
 def _assert_refusal_holds_no_face(refused: AuditEvent, error: str) -> None:
     assert refused.fields["error"] == error and refused.fields["probe_kept"] is False
     assert "probe_sha256" not in refused.fields and refused.subject_ids == ()
@@ -91,7 +108,7 @@ def test_a_decision_refused_because_the_event_closed_mid_run_is_audited(
     first = json.loads(gate.stdout.readline())  # the first traveller was boarded
     assert (first["outcome"], first["subject_id"]) == ("match", MEMBERS[0])
     installed_runner(flight, FACETRUST_ACTOR="agent")("event", "close", EVENT)
-    out, err = gate.communicate(timeout=300)
+    out, err = _finish(gate)
     assert gate.returncode == 2, err
     assert err.strip().splitlines()[-1].startswith(f"error: The event '{EVENT}' was closed on")
     assert "Traceback" not in err
@@ -141,7 +158,7 @@ def test_a_gate_run_stopped_with_ctrl_c_audits_the_person_it_had_not_decided(
     assert (first["outcome"], first["subject_id"], first["others_in_frame"]) == (
         "match", MEMBERS[0], 1)
     gate.send_signal(signal.SIGINT)
-    _, err = gate.communicate(timeout=300)
+    _, err = _finish(gate)
     assert gate.returncode != 0 and "Traceback" not in err, err
 
     logged = _gate_events(flight, head)
