@@ -9,7 +9,9 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 from PIL import Image
@@ -18,6 +20,8 @@ from facetrust.gallery import Gallery
 from installed_command import INSTALLED, installed_runner, shell_env
 
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw"
+
+Runner = Callable[..., CompletedProcess[str]]
 
 
 def _frames(name: str, number: int) -> list[Image.Image]:
@@ -31,11 +35,10 @@ def _save_all(path: Path, frames: list[Image.Image], fmt: str) -> Path:
     return path
 
 
-@pytest.mark.slow  # the installed command, the real model
-@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
-def test_an_animated_photo_is_refused_and_nothing_is_enrolled(tmp_path: Path, fmt: str) -> None:
-    folder = tmp_path / "g"
-    facetrust = installed_runner(folder)
+def _kofi_consented(folder: Path, tmp_path: Path) -> Runner:
+    """The installed command on a new gallery in ``folder`` where 'kofi' consented to
+    boarding (nothing enrolled)."""
+    facetrust: Runner = installed_runner(folder)
     facetrust("init", str(folder))
     form = tmp_path / "form.txt"
     form.write_text("signed")
@@ -43,6 +46,14 @@ def test_an_animated_photo_is_refused_and_nothing_is_enrolled(tmp_path: Path, fm
     facetrust("consent", "grant", "kofi", "--purpose", "boarding", "--days", "30",
               "--evidence-ref", "form-1", "--evidence-file", str(form),
               "--notice-version", "n1")
+    return facetrust
+
+
+@pytest.mark.slow  # the installed command, the real model
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_an_animated_photo_is_refused_and_nothing_is_enrolled(tmp_path: Path, fmt: str) -> None:
+    folder = tmp_path / "g"
+    facetrust = _kofi_consented(folder, tmp_path)
     # the first frame shows Kofi Annan, the second someone else
     animation = _save_all(tmp_path / f"kofi.{fmt.lower()}",
                           _frames("Kofi_Annan", 1) + _frames("Colin_Powell", 1), fmt)
@@ -105,14 +116,7 @@ def test_a_photo_over_the_byte_cap_is_refused_from_its_size_without_being_read(
 @pytest.mark.slow  # the installed command, the real model
 def test_a_bad_photo_among_several_is_named(tmp_path: Path) -> None:
     folder = tmp_path / "g"
-    facetrust = installed_runner(folder)
-    facetrust("init", str(folder))
-    form = tmp_path / "form.txt"
-    form.write_text("signed")
-    facetrust("subject", "add", "kofi")
-    facetrust("consent", "grant", "kofi", "--purpose", "boarding", "--days", "30",
-              "--evidence-ref", "form-1", "--evidence-file", str(form),
-              "--notice-version", "n1")
+    facetrust = _kofi_consented(folder, tmp_path)
     whole = (SAMPLE / "Kofi_Annan" / "Kofi_Annan_0002.jpg").read_bytes()
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(whole[: len(whole) // 2])

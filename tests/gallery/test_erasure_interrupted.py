@@ -42,13 +42,18 @@ gallery.forget("Kofi_Annan", actor="dpo", reason="Art. 17 request")
 
 def kill_at(folder: Path, stage: str, tmp_path: Path) -> None:
     """Run ``forget`` in another process and SIGKILL it once it reaches ``stage``."""
-    flag = tmp_path / "paused"
-    victim = subprocess.Popen([sys.executable, "-c", VICTIM, str(folder), str(flag), stage],
+    kill_when_paused(VICTIM, [str(folder), stage], tmp_path / "paused")
+
+
+def kill_when_paused(script: str, args: list[str], flag: Path) -> None:
+    """Run ``script`` (given ``flag`` after its first argument) in another process and
+    SIGKILL it once it has written ``flag``: it waits there, mid-operation."""
+    victim = subprocess.Popen([sys.executable, "-c", script, args[0], str(flag), *args[1:]],
                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not flag.exists():
         assert victim.poll() is None, victim.stderr.read() if victim.stderr else ""
-        assert time.monotonic() < deadline, "the erasure never reached its pause"
+        assert time.monotonic() < deadline, "the process never reached its pause"
         time.sleep(0.05)
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait(timeout=30) == -signal.SIGKILL
@@ -192,16 +197,7 @@ def test_closing_an_event_killed_half_way_is_finished_by_closing_it_again(
             gallery, event_id, identities[KOFI][0], evidence_ref="passport-scan-1",
             evidence_sha256="cd" * 32, notice_version="gate-notice-3", actor="agent",
         )
-    flag = tmp_path / "paused"
-    closer = subprocess.Popen([sys.executable, "-c", CLOSER, str(folder), str(flag), event_id],
-                              stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not flag.exists():
-        assert closer.poll() is None, closer.stderr.read() if closer.stderr else ""
-        assert time.monotonic() < deadline, "the close never reached the erasure"
-        time.sleep(0.05)
-    os.kill(closer.pid, signal.SIGKILL)
-    assert closer.wait(timeout=30) == -signal.SIGKILL
+    kill_when_paused(CLOSER, [str(folder), event_id], tmp_path / "paused")
 
     facetrust = installed_runner(folder)
     facetrust("event", "close", event_id)  # an operator closes it again: it finishes
