@@ -1,0 +1,255 @@
+"""One pipeline for every entry point: one real photo pair, the same templates and the
+same decision through the library, the installed command, a real server on loopback,
+the gate, batch enrolment (its worker processes included) and the evaluation.
+
+The reference is the library's: ``facetrust.default_pipeline()`` makes the two
+templates, ``facetrust.verify`` the decision. Every other entry point must give
+the same templates and the same decision at the same operating point.
+
+How "the same" is checked, and the tolerances:
+
+- a template an entry point hands back (``facetrust embed``, the evaluation's
+  cache) must equal the library's bit for bit: same code, same float32 network;
+- a template a gallery stores is read back with :meth:`Gallery.search`, probing
+  with the library's template: the gallery keeps it turned by a keyed orthogonal
+  matrix, in float32, so the distance to the very same template comes back as
+  0 within float32 rounding (:data:`STORED`, 1e-6; measured: 0.0 and 3e-9);
+- a distance (and threshold) in a REST response is rounded to 4 digits by
+  design, so it must equal the library's rounded to 4 digits.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import facetrust
+from facetrust.evaluation.cache import EmbeddingCache
+from facetrust.gallery import Gallery
+from facetrust.gate import events
+from facetrust.matching import get_operating_point
+from facetrust.service import Role
+from gallery_fixtures import EVIDENCE_SHA256, consent
+from installed_command import installed_runner
+from service.conftest import (
+    LiveServer,
+    add_consented_subject,
+    enrol,
+    start_server,
+    stop_server,
+)
+
+pytestmark = pytest.mark.slow  # the installed command, a server, worker processes
+
+SAMPLE = Path(__file__).parent / "data" / "lfw"
+#: The pair: two photos of one person, a match at the default operating point.
+PHOTO_A = SAMPLE / "Colin_Powell" / "Colin_Powell_0001.jpg"
+PHOTO_B = SAMPLE / "Colin_Powell" / "Colin_Powell_0002.jpg"
+#: Someone else, so that the evaluation has non-mated pairs.
+STRANGER = SAMPLE / "Kofi_Annan" / "Kofi_Annan_0001.jpg"
+
+#: Distance between a stored (turned, float32) template and the template it was made from.
+STORED = 1e-6
+PURPOSE = "boarding"
+
+
+class Reference:
+    """The library's templates of the pair and its decision."""
+
+    def __init__(self) -> None:
+        pipeline = facetrust.default_pipeline()
+        self.a = pipeline.embed_one(PHOTO_A).embedding
+        self.b = pipeline.embed_one(PHOTO_B).embedding
+        self.verdict = facetrust.verify(PHOTO_A, PHOTO_B)
+        assert self.verdict.match  # the pair is a match: a decision worth comparing
+
+    def assert_same_decision(self, record: dict[str, object], *, digits: int | None = None) -> None:
+        """``record`` (a verdict or decision as JSON) decides as the library does."""
+        distance, threshold = self.verdict.distance, self.verdict.threshold
+        if digits is not None:  # the REST service rounds both (by design)
+            distance, threshold = round(distance, digits), round(threshold, digits)
+        assert record["distance"] == pytest.approx(distance, abs=STORED), record
+        assert record["threshold"] == threshold, record
+        assert record["operating_point"] == self.verdict.operating_point, record
+
+
+@pytest.fixture(scope="module")
+def reference() -> Reference:
+    return Reference()
+
+
+def assert_stores_the_pair(
+    gallery: Gallery, reference: Reference, subjects: dict[str, str]
+) -> None:
+    """``gallery`` holds the library's template of each photo (photo name -> subject)."""
+    for name, template in (("a", reference.a), ("b", reference.b)):
+        if name not in subjects:
+            continue
+        hits = gallery.search(template, purpose=PURPOSE, k=5).hits
+        nearest = {h.subject_id: h.distance for h in hits}
+        assert nearest[subjects[name]] <= STORED, (name, nearest)
+
+
+def test_the_gallery_enrols_and_verifies_with_the_librarys_templates(
+    tmp_path: Path, reference: Reference
+) -> None:
+    gallery, _ = Gallery.init_folder(tmp_path / "g")
+    with gallery:
+        gallery.add_subject("colin", actor="registrar")
+        consent(gallery, "colin", (PURPOSE,))
+        gallery.enroll("colin", [PHOTO_A], actor="registrar")
+        assert_stores_the_pair(gallery, reference, {"a": "colin"})
+        result = gallery.verify_subject(PHOTO_B, "colin", purpose=PURPOSE, actor="agent",
+                                        case_ref="case-1")
+        reference.assert_same_decision(result.to_dict())
+        assert result.match
+
+
+def test_the_installed_command_gives_the_librarys_templates_and_decision(
+    tmp_path: Path, reference: Reference
+) -> None:
+    folder = tmp_path / "g"
+    facetrust_command = installed_runner(folder, FACETRUST_ACTOR="registrar")
+    embedded = [json.loads(line) for line in
+                facetrust_command("embed", str(PHOTO_A), str(PHOTO_B)).stdout.splitlines()]
+    for line, template in zip(embedded, (reference.a, reference.b), strict=True):
+        (face,) = line["faces"]
+        assert face["embedding"]["model_id"] == template.model_id
+        assert np.array_equal(np.asarray(face["embedding"]["vector"], np.float32), template.vector)
+    verdict = json.loads(facetrust_command("verify", str(PHOTO_A), str(PHOTO_B), "--json").stdout)
+    reference.assert_same_decision(verdict)
+    assert verdict["match"] and verdict["model_id"] == reference.a.model_id
+
+    facetrust_command("init", str(folder))
+    facetrust_command("subject", "add", "colin")
+    form = tmp_path / "form.txt"
+    form.write_text("signed")
+    facetrust_command("consent", "grant", "colin", "--purpose", PURPOSE, "--days", "30",
+                      "--evidence-ref", "form-1", "--evidence-file", str(form),
+                      "--notice-version", "n1")
+    facetrust_command("enroll", "colin", str(PHOTO_A))
+    checked = json.loads(facetrust_command(
+        "verify", str(PHOTO_B), "--subject", "colin", "--purpose", PURPOSE,
+        "--case-ref", "case-1",
+    ).stdout)
+    reference.assert_same_decision(checked)
+    with Gallery.find(folder) as gallery:
+        assert_stores_the_pair(gallery, reference, {"a": "colin"})
+
+
+def test_batch_enrolment_workers_store_the_librarys_templates(
+    tmp_path: Path, reference: Reference
+) -> None:
+    folder = tmp_path / "g"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in (PHOTO_A, PHOTO_B):
+        shutil.copy(photo, photos / photo.name)
+    consents = tmp_path / "consents.csv"
+    consents.write_text(
+        "photo,subject_id,display_name,purposes,expires,evidence_ref,evidence_sha256,"
+        "notice_version\n"
+        + "".join(f"{p.name},colin-{n},,{PURPOSE},2099-01-01,form-{n},{EVIDENCE_SHA256},n1\n"
+                  for n, p in (("a", PHOTO_A), ("b", PHOTO_B)))
+    )
+    facetrust_command = installed_runner(folder, FACETRUST_ACTOR="registrar")
+    facetrust_command("init", str(folder))
+    # two worker processes: each photo is embedded in one of them
+    done = facetrust_command("enroll-batch", "run", str(photos), "--consents", str(consents),
+                             "--workers", "2", "--no-progress")
+    assert "enrolled" in done.stdout + done.stderr
+    with Gallery.find(folder) as gallery:
+        assert_stores_the_pair(gallery, reference, {"a": "colin-a", "b": "colin-b"})
+
+
+def test_the_gate_decides_a_still_photo_as_the_library_does(
+    tmp_path: Path, reference: Reference
+) -> None:
+    folder = tmp_path / "g"
+    gallery, _ = Gallery.init_folder(folder)
+    with gallery:
+        gallery.add_subject("colin", actor="registrar")
+        consent(gallery, "colin", (PURPOSE,))
+        gallery.enroll("colin", [PHOTO_A], actor="registrar")
+        now = gallery.now()
+        events.open_event(gallery, "flight-1", purpose=PURPOSE, actor="agent",
+                          valid_from=now - timedelta(minutes=1), valid_to=now + timedelta(hours=1))
+        events.add_member(gallery, "flight-1", "colin", actor="agent")
+    frames = tmp_path / "frames"  # the gate's frame source: a folder of still photos
+    frames.mkdir()
+    shutil.copy(PHOTO_B, frames / "0001.jpg")
+    facetrust_command = installed_runner(folder, FACETRUST_ACTOR="agent")
+    done = facetrust_command("gate", "run", "--event", "flight-1", "--source", str(frames))
+    (decision,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (decision["outcome"], decision["subject_id"]) == ("match", "colin")
+    reference.assert_same_decision(decision)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    started = start_server(tmp_path_factory.mktemp("one-pipeline-service"),
+                           {"enroller": Role.ENROLLER, "operator": Role.OPERATOR})
+    yield started
+    stop_server(started)
+
+
+def test_the_rest_service_enrols_and_decides_as_the_library_does(
+    server: LiveServer, reference: Reference
+) -> None:
+    with server.client("enroller") as enroller:
+        add_consented_subject(enroller, "colin", (PURPOSE,))
+        assert enrol(enroller, "colin", PHOTO_A).status_code == 201
+    form = {"purpose": PURPOSE, "case_ref": "case-1"}
+    with server.client("operator") as operator, PHOTO_A.open("rb") as a, PHOTO_B.open("rb") as b:
+        photos = operator.post("/v1/verify", data=form, files={
+            "image_a": (PHOTO_A.name, a, "image/jpeg"), "image_b": (PHOTO_B.name, b, "image/jpeg"),
+        })
+        assert photos.status_code == 200, photos.text
+        reference.assert_same_decision(photos.json(), digits=4)
+        b.seek(0)
+        subject = operator.post("/v1/subjects/colin/verify", data=form,
+                                files={"image": (PHOTO_B.name, b, "image/jpeg")})
+        assert subject.status_code == 200, subject.text
+        reference.assert_same_decision(subject.json(), digits=4)
+    with Gallery.find(server.folder) as gallery:
+        assert_stores_the_pair(gallery, reference, {"a": "colin"})
+
+
+def test_the_evaluation_measures_the_librarys_templates_at_the_gallerys_threshold(
+    tmp_path: Path, reference: Reference
+) -> None:
+    images = tmp_path / "images"
+    for photo in (PHOTO_A, PHOTO_B, STRANGER):
+        (images / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, images / photo.parent.name / photo.name)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("Colin_Powell,gender,male\nKofi_Annan,gender,male\n")
+    cache = tmp_path / "embeddings.sqlite"
+    folder = tmp_path / "g"
+    gallery, _ = Gallery.init_folder(folder)
+    gallery.close()
+    facetrust_command = installed_runner(folder)
+    done = facetrust_command("evaluate", "demographics", "--images", str(images),
+                             "--labels", str(labels), "--cache", str(cache), "--workers", "2",
+                             "--min-pairs", "1", "--no-progress")
+    audit = json.loads(done.stdout)["demographics"]
+    with Gallery.find(folder) as opened:
+        point = opened.parts.operating_point(reference.a.model_id)
+    assert (audit["operating_point"], audit["threshold"]) == (point.name, point.threshold)
+    assert (point.name, point.threshold) == (reference.verdict.operating_point,
+                                             reference.verdict.threshold)
+    (group,) = audit["groups"]
+    assert (group["n_mated"], group["fnmr"]) == (1, 0.0)  # the pair: matched, as by verify
+    # the evaluation's own embedding, in its worker processes, made the library's templates
+    with EmbeddingCache(cache) as stored:
+        for photo, template in ((PHOTO_A, reference.a), (PHOTO_B, reference.b)):
+            cached = stored.get(images / photo.parent.name / photo.name)
+            assert cached is not None and cached.acquired
+            assert np.array_equal(cached.faces[0].vector, template.vector)
+    assert get_operating_point(None, reference.a.model_id).name == point.name
