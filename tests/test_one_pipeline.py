@@ -30,9 +30,11 @@ import numpy as np
 import pytest
 
 import facetrust
+from facetrust import FacePipeline, Settings
 from facetrust.evaluation.cache import EmbeddingCache
 from facetrust.gallery import Gallery
 from facetrust.gate import events
+from facetrust.gate.session import run_gate
 from facetrust.matching import get_operating_point
 from facetrust.service import Role
 from gallery_fixtures import EVIDENCE_SHA256, consent
@@ -253,3 +255,33 @@ def test_the_evaluation_measures_the_librarys_templates_at_the_gallerys_threshol
             assert cached is not None and cached.acquired
             assert np.array_equal(cached.faces[0].vector, template.vector)
     assert get_operating_point(None, reference.a.model_id).name == point.name
+
+
+def test_the_gate_reads_faces_with_the_gallerys_own_pipeline(
+    tmp_path: Path
+) -> None:
+    """A gallery opened with its own pipeline (here: mirror test-time augmentation, its
+    own model id) is searched by the gate with that pipeline's templates, not with one
+    built from the environment that the gallery never enrolled with."""
+    gallery, config_path = Gallery.init_folder(tmp_path / "g")
+    gallery.close()
+    mirrored = FacePipeline(Settings(augmentation="mirror"))
+    with Gallery.find(config_path, pipeline=mirrored) as gallery:
+        gallery.add_subject("colin", actor="registrar")
+        consent(gallery, "colin", (PURPOSE,))
+        gallery.enroll("colin", [PHOTO_A], actor="registrar")
+        verdict = gallery.verify_subject(PHOTO_B, "colin", purpose=PURPOSE, actor="agent",
+                                         case_ref="case-1")
+        assert verdict.match and verdict.model_id == "dlib-resnet-v1+mirror"
+        now = gallery.now()
+        events.open_event(gallery, "flight-1", purpose=PURPOSE, actor="agent",
+                          valid_from=now - timedelta(minutes=1), valid_to=now + timedelta(hours=1))
+        events.add_member(gallery, "flight-1", "colin", actor="agent")
+        frames = tmp_path / "frames"
+        frames.mkdir()
+        shutil.copy(PHOTO_B, frames / "0001.jpg")
+        (decision,) = run_gate(gallery, "flight-1", frames, gate_id="B12", actor="agent")
+    assert (decision.outcome, decision.subject_id) == ("match", "colin")
+    assert decision.distance == pytest.approx(verdict.distance, abs=STORED)
+    assert (decision.threshold, decision.operating_point) == (verdict.threshold,
+                                                              verdict.operating_point)

@@ -165,6 +165,22 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def for_video(self, detection_max_side: int) -> Settings:
+        """These settings as the gate reads video frames.
+
+        ``video_detector`` runs first, with no recovery (empty frames are the
+        norm at a gate, and the next frame replaces a missed one), on a copy at
+        most ``detection_max_side`` pixels long. Every other field (quality
+        minimums, engine, augmentation, caps) stays as it is, so the gate's
+        templates are those of the photos the gallery enrolled.
+        """
+        return dataclasses.replace(
+            self,
+            detector=self.video_detector,
+            detection_retry=False,
+            detection_max_side=detection_max_side,
+        )
+
     @property
     def worker_count(self) -> int:
         """Number of worker processes to use for batch work."""

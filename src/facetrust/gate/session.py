@@ -17,7 +17,6 @@ asks for it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -103,6 +102,11 @@ def run_gate(
     own person with its own decision (see :class:`~.decisions.GateDecision`'s
     ``others_in_frame``).
 
+    ``settings`` default to those of the gallery's pipeline
+    (``gallery.pipeline.settings``), read as video frames are
+    (:meth:`Settings.for_video <facetrust.config.Settings.for_video>`): the
+    probes are embedded as the gallery's templates were.
+
     Raises
     ------
     EventError
@@ -146,13 +150,9 @@ def _decisions(
     policy: GatePolicy,
     settings: Settings | None,
 ) -> Generator[GateDecision, None, None]:
-    base = settings or Settings.from_env()
-    gate_settings = dataclasses.replace(
-        base,
-        detection_max_side=policy.detection_max_side,
-        detection_retry=False,
-        detector=base.video_detector,
-    )
+    # the gallery's own pipeline settings: its templates were made with them
+    base = settings or gallery.pipeline.settings
+    gate_settings = base.for_video(policy.detection_max_side)
     embedder = FacePipeline(gate_settings).embedder  # used by the embedding thread only
     selector = BestFrameSelector(window_s=policy.window_s)
     pending: deque[tuple[ReadyPresence, Future[Embedding | None]]] = deque()
