@@ -6,6 +6,8 @@ for these images; descriptors are checked against dlib's own encoder.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -258,6 +260,31 @@ def test_face_encodings_equal_dlib_descriptors(obama: Image, dlib_encoder: Any) 
     shape = api._raw_face_landmarks(obama, model="small")[0]
     reference = np.array(dlib_encoder.compute_face_descriptor(obama, shape, 1))
     assert np.abs(encodings[0] - reference).max() < 1e-4
+
+
+@pytest.mark.slow  # a fresh process, with facetrust's own settings in its environment
+@pytest.mark.parametrize("augmentation", ["mirror", "jitter"])
+def test_face_encodings_ignore_facetrusts_test_time_augmentation(
+    images: Path, obama: Image, dlib_encoder: Any, augmentation: str
+) -> None:
+    """FACETRUST_AUGMENTATION is facetrust's pipeline setting (averaged descriptors under
+    their own model id); face_recognition has none, so the shim's descriptors stay dlib's."""
+    script = textwrap.dedent(
+        f"""
+        import json
+        import facetrust.compat.face_recognition as face_recognition
+        image = face_recognition.load_image_file({str(images / "obama.jpg")!r})
+        print(json.dumps([list(e) for e in face_recognition.face_encodings(image)]))
+        """
+    )
+    env = {**os.environ, "FACETRUST_AUGMENTATION": augmentation}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    )
+    (encoding,) = np.asarray(json.loads(result.stdout))
+    shape = api._raw_face_landmarks(obama, model="small")[0]
+    reference = np.array(dlib_encoder.compute_face_descriptor(obama, shape, 1))
+    assert np.abs(encoding - reference).max() < 1e-4
 
 
 @pytest.mark.slow  # loads the 68-point landmark model

@@ -66,7 +66,12 @@ def embedder() -> Embedder:
     shim runs ONNX Runtime on one thread unless ``FACETRUST_EMBEDDER_THREADS``
     asks for more: face_recognition is single-threaded, its users scale with
     processes, and one face per call is faster on one thread than on several.
+    ``FACETRUST_AUGMENTATION`` is not read: face_recognition has no test-time
+    augmentation, so the shim's descriptors stay dlib's whatever facetrust's
+    own pipeline averages.
     """
     settings = Settings.from_env()
     threads = settings.embedder_threads or 1
-    return default_embedder(dataclasses.replace(settings, embedder_threads=threads))
+    return default_embedder(
+        dataclasses.replace(settings, embedder_threads=threads, augmentation="none")
+    )
