@@ -35,7 +35,6 @@ from facetrust.evaluation.cache import EmbeddingCache
 from facetrust.gallery import Gallery
 from facetrust.gate import events
 from facetrust.gate.session import run_gate
-from facetrust.matching import get_operating_point
 from facetrust.service import Role
 from gallery_fixtures import EVIDENCE_SHA256, consent
 from installed_command import installed_runner
@@ -223,9 +222,13 @@ def test_the_rest_service_enrols_and_decides_as_the_library_does(
         assert_stores_the_pair(gallery, reference, {"a": "colin"})
 
 
+@pytest.mark.parametrize("gallery_point", [None, "fmr-1e-4"])
 def test_the_evaluation_measures_the_librarys_templates_at_the_gallerys_threshold(
-    tmp_path: Path, reference: Reference
+    tmp_path: Path, reference: Reference, gallery_point: str | None
 ) -> None:
+    """``facetrust evaluate demographics`` in a shell whose gallery (FACETRUST_GALLERY)
+    decides at ``gallery_point`` (None: the table's default, as ``verify``) measures
+    FMR/FNMR at that gallery's threshold, with the library's templates."""
     images = tmp_path / "images"
     for photo in (PHOTO_A, PHOTO_B, STRANGER):
         (images / photo.parent.name).mkdir(parents=True, exist_ok=True)
@@ -234,18 +237,18 @@ def test_the_evaluation_measures_the_librarys_templates_at_the_gallerys_threshol
     labels.write_text("Colin_Powell,gender,male\nKofi_Annan,gender,male\n")
     cache = tmp_path / "embeddings.sqlite"
     folder = tmp_path / "g"
-    gallery, _ = Gallery.init_folder(folder)
-    gallery.close()
-    facetrust_command = installed_runner(folder)
-    done = facetrust_command("evaluate", "demographics", "--images", str(images),
-                             "--labels", str(labels), "--cache", str(cache), "--workers", "2",
-                             "--min-pairs", "1", "--no-progress")
+    gallery, _ = Gallery.init_folder(folder, operating_point=gallery_point)
+    with gallery:
+        point = gallery.parts.operating_point(reference.a.model_id)
+    if gallery_point is None:  # the gallery's default is verify's
+        assert (point.name, point.threshold) == (reference.verdict.operating_point,
+                                                 reference.verdict.threshold)
+    done = installed_runner(folder)(
+        "evaluate", "demographics", "--images", str(images), "--labels", str(labels),
+        "--cache", str(cache), "--workers", "2", "--min-pairs", "1", "--no-progress",
+    )
     audit = json.loads(done.stdout)["demographics"]
-    with Gallery.find(folder) as opened:
-        point = opened.parts.operating_point(reference.a.model_id)
     assert (audit["operating_point"], audit["threshold"]) == (point.name, point.threshold)
-    assert (point.name, point.threshold) == (reference.verdict.operating_point,
-                                             reference.verdict.threshold)
     (group,) = audit["groups"]
     assert (group["n_mated"], group["fnmr"]) == (1, 0.0)  # the pair: matched, as by verify
     # the evaluation's own embedding, in its worker processes, made the library's templates
@@ -254,7 +257,6 @@ def test_the_evaluation_measures_the_librarys_templates_at_the_gallerys_threshol
             cached = stored.get(images / photo.parent.name / photo.name)
             assert cached is not None and cached.acquired
             assert np.array_equal(cached.faces[0].vector, template.vector)
-    assert get_operating_point(None, reference.a.model_id).name == point.name
 
 
 def test_the_gate_reads_faces_with_the_gallerys_own_pipeline(

@@ -16,6 +16,7 @@ from ..evaluation.run import (
     run_fairness,
     run_pairs,
 )
+from ..gallery.config import GALLERY_ENV, operating_point_of
 
 #: Exit status of ``evaluate demographics`` when the fairness gate fails.
 EXIT_FAIRNESS_GATE = 3
@@ -94,7 +95,8 @@ def pairs_command(
 @images_option
 @labels_option
 @click.option("--operating-point", "-p", default=None,
-              help="Threshold name from the calibration table (default: the table's default).")
+              help="Threshold name from the calibration table (default: the gallery's, "
+              "else the table's default).")
 @click.option("--threshold", type=float, default=None,
               help="Distance threshold instead of a named operating point.")
 @click.option("--min-pairs", type=int, default=30, show_default=True,
@@ -102,6 +104,9 @@ def pairs_command(
 @click.option("--max-fmr-ratio", type=float, default=None,
               help="Fairness gate: exit with status 3 when any measured group's FMR exceeds "
               "this many times the best group's (same attribute) at the operating point.")
+@click.option("--gallery", "gallery_path", type=click.Path(), default=None, envvar=GALLERY_ENV,
+              help="Gallery config file or folder whose operating point is the default "
+              "(default: the current folder's gallery, if any).")
 @cache_option
 @workers_option
 @progress_option
@@ -113,6 +118,7 @@ def demographics_command(
     threshold: float | None,
     min_pairs: int,
     max_fmr_ratio: float | None,
+    gallery_path: str | None,
     cache_path: Path | None,
     workers: int | None,
     progress: bool,
@@ -120,9 +126,14 @@ def demographics_command(
 ) -> None:
     """FMR and FNMR per labelled group with 95% CIs, and their max/min differentials.
 
-    With --max-fmr-ratio R, exits with status 3 when the FMR differential
-    exceeds R (a deployment check), after printing the results.
+    Measured at the gallery's operating point (--gallery, FACETRUST_GALLERY or
+    the current folder's gallery; the table's default without one) unless
+    --operating-point or --threshold names another. With --max-fmr-ratio R,
+    exits with status 3 when the FMR differential exceeds R (a deployment
+    check), after printing the results.
     """
+    if operating_point is None and threshold is None:
+        operating_point = operating_point_of(gallery_path)
     run = run_demographics(images, labels, operating_point=operating_point, threshold=threshold,
                            cache=cache_path, settings=Settings.from_env(), workers=workers,
                            progress=progress, report_dir=report_dir, min_pairs=min_pairs,

@@ -282,6 +282,28 @@ class GalleryConfig:
             ) from None
 
 
+def operating_point_of(
+    gallery: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The operating point the gallery :func:`find_config` finds decides at.
+
+    ``None`` (the table's default) when the gallery's config names none, or when
+    no gallery is named (``gallery`` or ``FACETRUST_GALLERY``) and the current
+    folder holds none: what an evaluation measures at by default, so that it
+    measures the threshold the gallery's users get.
+
+    Raises
+    ------
+    StoreError, InvalidParameter
+        A gallery is named but its config is missing or unreadable.
+    """
+    environ = os.environ if environ is None else environ
+    path = find_config(gallery, environ)
+    if gallery is None and not environ.get(GALLERY_ENV) and not path.exists():
+        return None
+    return GalleryConfig.load(path).operating_point
+
+
 def find_config(
     gallery: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Path:
