@@ -99,6 +99,14 @@ class ImageTooLarge(ImageError):
         super().__init__(message)
         self.setting = setting
 
+    def cap_hint(self) -> str:
+        """For the operator: which ``FACETRUST_*`` setting is the cap, and when to raise it
+        (empty when ``setting`` is None)."""
+        if not self.setting:
+            return ""
+        return (f"The cap is the setting FACETRUST_{self.setting.upper()}: raise it only for "
+                "photos from a source you trust.")
+
 
 class ImageTooSmall(ImageError):
     """The image is too small (in pixels) to hold a recognisable face."""

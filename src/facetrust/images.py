@@ -25,6 +25,7 @@ from .errors import (
     NotAnImage,
     UnsupportedImageMode,
 )
+from .text import readable_path
 
 #: Anything :func:`load_image` accepts: a path, encoded bytes, a binary file
 #: object, or an RGB/grayscale numpy array (RGB channel order, not OpenCV's BGR).
@@ -72,7 +73,7 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
     if isinstance(source, bytes | bytearray):
         data, name = bytes(source), "The image"
     elif isinstance(source, str | os.PathLike):
-        data, name = read_image_file(source, max_bytes), f"The file {os.fspath(source)}"
+        data, name = read_image_file(source, max_bytes), f"The file {readable_path(source)}"
     elif hasattr(source, "read"):
         name = f"The file {getattr(source, 'name', 'object')}"
         data = source.read(max_bytes + 1)
@@ -102,7 +103,8 @@ def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         The file is over ``max_bytes`` (refused from its size, before reading).
     """
     path = os.fspath(path)
-    name = f"The file {path}"
+    shown = readable_path(path)  # a name in bytes that are not UTF-8 as \xNN
+    name = f"The file {shown}"
     try:
         size = os.path.getsize(path)
         if size > max_bytes:
@@ -110,17 +112,17 @@ def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
-        raise NotAnImage(f"No file at {path}. Check the path.") from None
+        raise NotAnImage(f"No file at {shown}. Check the path.") from None
     except IsADirectoryError:
-        raise NotAnImage(f"{path} is a folder, not an image file.") from None
+        raise NotAnImage(f"{shown} is a folder, not an image file.") from None
     except PermissionError:
         raise NotAnImage(
-            f"The file {path} cannot be read: permission denied. Give the user running "
+            f"The file {shown} cannot be read: permission denied. Give the user running "
             "facetrust read access to it, or copy it somewhere readable."
         ) from None
     except OSError as error:  # a path through a file, a symbolic link loop, an I/O error
         raise NotAnImage(
-            f"The file {path} cannot be read ({error.strerror or error}). Check the path."
+            f"The file {shown} cannot be read ({error.strerror or error}). Check the path."
         ) from None
     if len(data) > max_bytes:  # grew since its size was read
         raise ImageTooLarge(_too_many_bytes(name, len(data), max_bytes), setting="max_bytes")

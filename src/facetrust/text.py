@@ -13,11 +13,12 @@ refused request's fields, data recorded before that check) goes out through
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
 from typing import Any
 
-__all__ = ["hidden_characters", "is_whole_number", "printable_json", "shown"]
+__all__ = ["hidden_characters", "is_whole_number", "printable_json", "readable_path", "shown"]
 
 
 def _is_hidden(char: str) -> bool:
@@ -65,6 +66,17 @@ def printable_json(value: Any, **options: Any) -> str:
     # json escapes ASCII controls in strings itself (the raw ones left are the
     # indentation's newlines); anything beyond ASCII can only be in a string
     return _MAYBE_HIDDEN_IN_JSON.sub(_escaped, text)
+
+
+def readable_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a person can read it: each byte of a file name that is not UTF-8 (on
+    Linux a name is bytes; Python keeps such a byte as a surrogate escape, which
+    cannot be printed, stored as text or sent as JSON) written ``\\xNN``, e.g.
+    ``caf\\xe9.jpg`` for the Latin-1 name ``b'caf\\xe9.jpg'``; any other path as it is."""
+    text = os.fspath(path)
+    if text.isascii() or not any("\udc80" <= char <= "\udcff" for char in text):
+        return text
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def shown(text: str, keep: str = "") -> str:

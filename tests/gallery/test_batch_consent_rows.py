@@ -286,7 +286,7 @@ print(done.returncode, peak // 1024, done.stdout, sep="\n")
 def test_a_photo_over_the_byte_cap_in_a_batch_is_refused_without_being_read(
     tmp_path: Path, facetrust: Runner
 ) -> None:
-    """A 1.5 GiB file (sparse) among the photos is failed as unreadable from its size,
+    """A 1.5 GiB file (sparse) among the photos is failed as too large from its size,
     with the reason a single photo gets, and the batch goes on; it is not read whole
     into memory to look for it among the photos enrolled before."""
     folder = tmp_path / "photos"
@@ -306,5 +306,6 @@ def test_a_photo_over_the_byte_cap_in_a_batch_is_refused_without_being_read(
     result = json.loads(stdout)
     assert result["enrolled"] == 1
     (failure,) = result["failures"]
-    assert failure["reason"] == "unreadable"
+    assert failure["reason"] == "image-too-large"
     assert failure["message"].startswith(f"The file {folder / 'huge.jpg'} is 1,610,612,736 bytes")
+    assert "FACETRUST_MAX_BYTES" in failure["message"]  # the operator is told the setting

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from facetrust.cli.main import cli
-from facetrust.errors import InvalidParameter
+from facetrust.errors import FaceError, FacetrustError, ImageError, InvalidParameter
 from facetrust.gallery import Gallery
-from facetrust.gallery.batch_enrolment import enroll_batch
+from facetrust.gallery.batch_enrolment import REASONS, enroll_batch, failure_reason
 from facetrust.gallery.consent_csv import read_consents
 
 DATA = Path(__file__).parent.parent / "data"
@@ -117,3 +117,19 @@ def test_a_gallery_that_refuses_duplicates_refuses_them_in_a_batch(
     last = gallery.store.last_audit()  # the refusal is audited in the batch's summary
     assert last is not None and last.kind == "enrol.batch" and last.subject_ids == ("b",)
     assert gallery.audit.verify().ok
+
+
+def test_every_error_a_photo_can_cause_has_its_own_failure_reason() -> None:
+    def subclasses(kind: type[FacetrustError]) -> list[type[FacetrustError]]:
+        return [kind, *(c for s in kind.__subclasses__() for c in subclasses(s))]
+
+    photo_errors = [c for c in subclasses(ImageError) + subclasses(FaceError)
+                    if c not in (ImageError, FaceError)]
+    reasons = {kind: failure_reason(kind("message")) for kind in photo_errors}
+    assert len(set(reasons.values())) == len(photo_errors), reasons
+    assert set(reasons.values()) <= set(REASONS) and "other" not in reasons.values()
+
+    class FaceHidden(FaceError):  # one added later gets its own reason too
+        pass
+
+    assert failure_reason(FaceHidden("message")) == "face-hidden"

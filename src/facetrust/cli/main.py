@@ -29,8 +29,7 @@ class FacetrustGroup(click.Group):
                 raise
             option = f" (option --{error.field.replace('_', '-')})" if error.field else ""
             if isinstance(error, ImageTooLarge) and error.setting:  # the CLI's user runs it
-                option += (f" The cap is the setting FACETRUST_{error.setting.upper()}: raise "
-                           "it only for photos from a source you trust.")
+                option += " " + error.cap_hint()
             click.echo(f"error: {error}{option}", err=True)
             sys.exit(EXIT_ERROR)
 

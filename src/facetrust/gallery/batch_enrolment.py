@@ -23,19 +23,27 @@ from ..batch import ImageResult, check_workers, embed_many
 from ..errors import (
     ConsentError,
     ConsentWithdrawn,
+    CorruptImage,
     DuplicateEnrolment,
+    FaceError,
+    FaceQualityTooLow,
     FacetrustError,
     ImageError,
+    ImageTooLarge,
+    ImageTooSmall,
     Interrupted,
     InvalidParameter,
     MultipleFaces,
     NoFaceFound,
+    NotAnImage,
     UnknownSubject,
+    UnsupportedImageMode,
     WorkerStopped,
 )
-from ..faces import Embedding
+from ..faces import Embedding, Quality
 from ..images import read_image_file
 from ..pipeline import FacePolicy
+from ..text import readable_path
 from .checks import check_display_name, check_name, check_subject_id
 from .consent_csv import ConsentRow, images_in, photo_path, read_consent_csv
 from .core import Gallery
@@ -47,11 +55,36 @@ PHOTO_NOT_FOUND = "photo-not-found"
 #: The CSV columns of a row's subject (a bad one fails its photos as ``subject-invalid``).
 SUBJECT_FIELDS = ("subject_id", "display_name")
 
+#: The failure reason of a photo that the error stopped, by the error's class, most
+#: specific first (the first ``isinstance`` match wins). Each says what to do next in
+#: the error's message. A photo error not listed here (a new subclass of
+#: :class:`~facetrust.errors.ImageError` or :class:`~facetrust.errors.FaceError`)
+#: is reported under its class name in kebab case, never under another's reason.
+PHOTO_ERROR_REASONS: tuple[tuple[type[FacetrustError], str], ...] = (
+    (NotAnImage, "unreadable"),  # no file, unreadable, or not a JPEG, PNG, WebP or BMP
+    (CorruptImage, "corrupt-image"),
+    (ImageTooLarge, "image-too-large"),  # over the byte or pixel cap, a decompression bomb
+    (ImageTooSmall, "image-too-small"),
+    (UnsupportedImageMode, "unsupported-image-mode"),
+    (NoFaceFound, "no-face"),
+    (MultipleFaces, "several-faces"),
+    (FaceQualityTooLow, "quality"),  # with its face: the reason of its first failed check
+)
+
+#: The failure reason of a face below a quality minimum, by the first check it fails
+#: (:attr:`facetrust.faces.QualityCheck.name`).
+QUALITY_REASONS = {
+    "inter_eye_px": "face-too-small",
+    "sharpness": "face-blurred",
+    "yaw": "face-turned-away",
+    "roll_deg": "head-tilted",
+}
+
 #: Failure reasons, as reported.
 REASONS = (
-    "no-face", "several-faces", "quality", "no-consent-in-csv", "photo-not-found", "unreadable",
-    "subject-invalid", "consent-invalid", "consent-withdrawn", "subject-erased", "duplicate",
-    "abandoned", "other",
+    *dict.fromkeys(reason for _, reason in PHOTO_ERROR_REASONS), *QUALITY_REASONS.values(),
+    "no-consent-in-csv", "photo-not-found", "subject-invalid", "consent-invalid",
+    "consent-withdrawn", "subject-erased", "duplicate", "abandoned", "other",
 )
 
 @dataclass(frozen=True)
@@ -137,15 +170,30 @@ class BatchEnrolmentResult:
 def image_problem(result: ImageResult) -> tuple[str, str] | None:
     """Why a photo's result cannot be enrolled, as (reason, message); None if it can."""
     if result.error is not None:
-        error = result.error
-        kind = "unreadable" if isinstance(error, ImageError) else failure_reason(error)
-        return kind, str(error)
+        return failure_reason(result.error), failure_message(result.error)
     if not result.faces:
         return "no-face", "No face was found in the photo."
     quality = result.faces[0].face.quality
     if not quality.passed:
-        return "quality", "The face fails the quality minimums: " + " ".join(quality.reasons)
+        return (quality_reason(quality),
+                "The face fails the quality minimums: " + "; ".join(quality.reasons) + ".")
     return None
+
+
+def quality_reason(quality: Quality) -> str:
+    """The failure reason of a face that fails ``quality``: that of its first failed check."""
+    for check in quality.checks:
+        if not check.passed:
+            return QUALITY_REASONS.get(check.name, "quality")
+    return "quality"
+
+
+def failure_message(error: FacetrustError) -> str:
+    """What a batch reports of ``error``: its message, and for a photo over a cap, the
+    setting that is the cap (a batch is run by the gallery's operator)."""
+    if isinstance(error, ImageTooLarge) and error.setting:
+        return f"{error} {error.cap_hint()}"
+    return str(error)
 
 
 def count_by_reason(failures: Sequence[BatchFailure]) -> dict[str, int]:
@@ -156,15 +204,25 @@ def count_by_reason(failures: Sequence[BatchFailure]) -> dict[str, int]:
     return dict(sorted(by_reason.items()))
 
 
+def failed_photo(photo: str | os.PathLike[str], error: FacetrustError) -> BatchFailure:
+    """The failure of ``photo`` that ``error`` stopped, under the photo's readable name."""
+    return BatchFailure(readable_path(photo), failure_reason(error), failure_message(error))
+
+
 def failure_reason(error: FacetrustError) -> str:
-    """The failure reason (one of :data:`REASONS`) of an error raised by an enrolment.
+    """The failure reason (one of :data:`REASONS`) of an error raised by reading a photo,
+    embedding its face (:data:`PHOTO_ERROR_REASONS`) or enrolling it.
 
     A batch adds a subject it does not know, so an unknown subject is an erased one.
     """
-    if isinstance(error, NoFaceFound):
-        return "no-face"
-    if isinstance(error, MultipleFaces):
-        return "several-faces"
+    if isinstance(error, FaceQualityTooLow) and error.face is not None:
+        return quality_reason(error.face.quality)
+    for kind, reason in PHOTO_ERROR_REASONS:
+        if isinstance(error, kind):
+            return reason
+    if isinstance(error, ImageError | FaceError):  # a photo error not listed above
+        name = type(error).__name__
+        return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
     if isinstance(error, ConsentWithdrawn):
         return "consent-withdrawn"
     if isinstance(error, UnknownSubject):
@@ -220,12 +278,14 @@ def enroll_batch(
         raise InvalidParameter(f"The photo folder {str(base)!r} does not exist or is not a folder.")
     read = read_consent_csv(consents_csv, base)
     consents = read.rows
-    failures = [BatchFailure(str(u.photo), PHOTO_NOT_FOUND, u.message) for u in read.unmatched]
+    failures = [BatchFailure(readable_path(u.photo), PHOTO_NOT_FOUND, u.message)
+                for u in read.unmatched]
     photos = images_in(base)
     for photo in photos:
         if photo not in consents:
             failures.append(BatchFailure(
-                str(photo), "no-consent-in-csv", "The consent CSV has no row for this photo."
+                readable_path(photo), "no-consent-in-csv",
+                "The consent CSV has no row for this photo.",
             ))
     # Group by subject so each subject is one transaction, and skip what a
     # previous run enrolled (recognised by the keyed digest of the photo).
@@ -240,7 +300,7 @@ def enroll_batch(
         try:
             raw = read_image_file(photo, max_bytes)
         except ImageError as error:  # the reason a single photo gets
-            failures.append(BatchFailure(str(photo), "unreadable", str(error)))
+            failures.append(failed_photo(photo, error))
             continue
         if known[row.subject_id].contains(raw):
             already += 1
@@ -256,29 +316,28 @@ def enroll_batch(
         for _, group in _by_subject(zip(todo, results, strict=True), consents):
             faces: list[Embedding] = []
             sources: list[bytes | None] = []
-            names: list[str] = []
+            ready: list[Path] = []
             for photo, result in group:
                 problem = image_problem(result)
                 if problem is not None:
-                    failures.append(BatchFailure(str(photo), *problem))
+                    failures.append(BatchFailure(readable_path(photo), *problem))
                     continue
                 try:
                     raw = read_image_file(photo, max_bytes)
                 except ImageError as error:
-                    failures.append(BatchFailure(str(photo), "unreadable", str(error)))
+                    failures.append(failed_photo(photo, error))
                     continue
                 faces.append(result.faces[0].embedding)
                 sources.append(raw)
-                names.append(str(photo))
+                ready.append(photo)
             if not faces:
                 continue
             try:
-                write_subject(gallery, consents[Path(names[0])], faces, sources, actor,
+                write_subject(gallery, consents[ready[0]], faces, sources, actor,
                               check_duplicates)
             except FacetrustError as error:
-                failures.extend(BatchFailure(n, failure_reason(error), str(error))
-                                for n in names)
-                subject_id = consents[Path(names[0])].subject_id
+                failures.extend(failed_photo(photo, error) for photo in ready)
+                subject_id = consents[ready[0]].subject_id
                 refused.append({"subject_id": subject_id, "reason": failure_reason(error),
                                 "error": type(error).__name__})
                 continue

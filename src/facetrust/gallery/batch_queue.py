@@ -46,11 +46,13 @@ from ..faces import Embedding
 from ..images import read_image_file
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..store.base import QueuedPhoto
+from ..text import readable_path
 from .batch_enrolment import (
     PHOTO_NOT_FOUND,
     BatchEnrolmentResult,
     BatchFailure,
     count_by_reason,
+    failure_message,
     failure_reason,
     image_problem,
     write_subject,
@@ -205,14 +207,16 @@ def batch_status(gallery: Gallery, queue: str) -> BatchQueueStatus:
     )
 
 
-def _relative(photo: Path, base: Path) -> str:
-    """The queue's name of ``photo``: its path under ``base``, links not resolved."""
-    return photo.relative_to(base).as_posix()
+def queue_names(base: Path) -> dict[str, Path]:
+    """Every image under ``base`` by its name in a queue: its path under ``base``, links
+    not resolved, readable (a name in bytes that are not UTF-8 has them as ``\\xNN``:
+    the file is found again through this mapping, not by the name)."""
+    return {readable_path(photo.relative_to(base).as_posix()): photo for photo in images_in(base)}
 
 
 def fill_queue(
     gallery: Gallery, queue: str, base: Path, consents: dict[Path, ConsentRow],
-    unmatched: Sequence[UnmatchedRow] = (),
+    unmatched: Sequence[UnmatchedRow] = (), photos: dict[str, Path] | None = None,
 ) -> int:
     """Put every image under ``base`` in ``queue`` unless it holds it already; how many added.
 
@@ -223,13 +227,15 @@ def fill_queue(
     ``consents`` (the current CSV) lists, goes back to waiting for its subject,
     and a ``photo-not-found`` row the current CSV no longer has is dropped: a
     corrected CSV or folder is taken up by the next worker of the same queue.
+    ``photos`` is :func:`queue_names` of ``base`` when the caller has it.
     """
     now = gallery.now().isoformat()
+    photos = queue_names(base) if photos is None else photos
     rows = []
-    for photo in images_in(base):
+    for name, photo in photos.items():
         row = consents.get(photo)
         rows.append(QueuedPhoto(
-            queue, _relative(photo, base), row.subject_id if row else None,
+            queue, name, row.subject_id if row else None,
             WAITING if row else FAILED,
             reason=None if row else NO_CONSENT,
             message=None if row else NO_CONSENT_MESSAGE,
@@ -246,8 +252,8 @@ def fill_queue(
                 queued.photo: row.subject_id
                 for queued in failed
                 if queued.reason == reason
-                and (row := consents.get(base / queued.photo)) is not None
-                and (base / queued.photo).is_file()
+                and (found := photos.get(queued.photo)) is not None
+                and (row := consents.get(found)) is not None
             }
             if listed:
                 store.requeue_failed(queue, listed, reason=reason, at=now)
@@ -339,7 +345,8 @@ def run_queue_worker(
         raise InvalidParameter(f"The photo folder {str(base)!r} does not exist or is not a folder.")
     read = read_consent_csv(consents_csv, base)
     consents = read.rows
-    fill_queue(gallery, queue, base, consents, read.unmatched)
+    photos = queue_names(base)
+    fill_queue(gallery, queue, base, consents, read.unmatched, photos)
     pipeline = gallery.pipeline
     totals = {"enrolled": 0, "already": 0, "subjects": 0}
     failures: list[BatchFailure] = []
@@ -360,10 +367,12 @@ def run_queue_worker(
                     break
                 time.sleep(poll_s if status.waiting else min(poll_s, lease_s))
                 continue
-            results = [(q, process_image(pipeline, str(base / q.photo), face_policy))
-                       for q in claimed]
+            results = [
+                (q, process_image(pipeline, str(_located(q.photo, photos, base)), face_policy))
+                for q in claimed
+            ]
             for subject_id, group in _by_subject(results):
-                _write_group(gallery, queue, base, consents, subject_id, group, actor,
+                _write_group(gallery, queue, base, photos, consents, subject_id, group, actor,
                              check_duplicates, totals, failures, refused)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where the caller turns it into one
         # What this worker claimed goes to the others now, not when the lease ends.
@@ -435,10 +444,17 @@ def _by_subject(
     yield from groups.items()
 
 
+def _located(name: str, photos: dict[str, Path], base: Path) -> Path:
+    """The file of the queue's photo ``name``: found in this worker's look at the folder,
+    else (a photo another worker put in the queue since) under ``base``."""
+    return photos.get(name) or base / name
+
+
 def _write_group(
     gallery: Gallery,
     queue: str,
     base: Path,
+    photos: dict[str, Path],
     consents: dict[Path, ConsentRow],
     subject_id: str,
     group: list[tuple[QueuedPhoto, ImageResult]],
@@ -454,7 +470,7 @@ def _write_group(
     ready: list[tuple[str, Embedding, bytes]] = []
     row: ConsentRow | None = None
     for queued, result in group:
-        path = base / queued.photo
+        path = _located(queued.photo, photos, base)
         row = consents.get(path)
         problem = image_problem(result)
         if row is None or row.subject_id != subject_id:
@@ -465,7 +481,7 @@ def _write_group(
                 raw = read_image_file(path, gallery.pipeline.settings.max_bytes)
                 ready.append((queued.photo, result.faces[0].embedding, raw))
             except ImageError as error:  # replaced or removed since it was embedded
-                problem = ("unreadable", str(error))
+                problem = (failure_reason(error), failure_message(error))
         if problem is not None:
             failed.append(BatchFailure(queued.photo, *problem))
     at = gallery.now().isoformat()
@@ -487,7 +503,7 @@ def _write_group(
                 totals["subjects"] += 1 if new else 0
     except FacetrustError as error:
         reason = failure_reason(error)
-        failed += [BatchFailure(p, reason, str(error)) for p, _, _ in ready]
+        failed += [BatchFailure(p, reason, failure_message(error)) for p, _, _ in ready]
         refused.append({"subject_id": subject_id, "reason": reason,
                         "error": type(error).__name__})
         with store.transaction():
