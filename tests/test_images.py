@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import PIL.ImageFile
 import pytest
 from PIL import Image
 
@@ -140,6 +141,18 @@ def test_truncated_jpeg_is_corrupt(photo: Path) -> None:
     data = photo.read_bytes()
     with pytest.raises(CorruptImage, match="truncated or damaged"):
         load_image(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP"])
+def test_a_truncated_image_is_corrupt_even_where_pillow_is_told_to_accept_them(
+    photo: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real face_recognition sets this for the whole process when imported.
+    monkeypatch.setattr(PIL.ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    data = _encode(Image.open(photo), fmt)
+    assert load_image(data).shape == (250, 250, 3)
+    with pytest.raises(CorruptImage, match="truncated or damaged"):
+        load_image(data[: len(data) * 2 // 3])
 
 
 def test_one_pixel_image_is_too_small() -> None:

@@ -135,6 +135,26 @@ def _too_many_bytes(name: str, size: int, max_bytes: int) -> str:
     )
 
 
+class _EndNotingReader(io.BytesIO):
+    """Encoded image bytes that note a read at their end while ``ended`` is watched.
+
+    Pillow decodes a truncated file without a word when its process-wide
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` is set (the real face_recognition sets it
+    when imported; another thread or library may set it at any moment). A
+    complete image is decoded without reading at its end, a truncated one only
+    by reading there: that read is how a truncated file is told, whatever the
+    flag says.
+    """
+
+    ended = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        if not data and size != 0:
+            self.ended = True
+        return data
+
+
 def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
     with warnings.catch_warnings():
         # The pixel cap below replaces Pillow's global bomb check.
@@ -142,7 +162,8 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
         Image.init()  # registers every plugin, so the allow-list below can be checked
         formats = [f for f in SUPPORTED_FORMATS if f in Image.OPEN]
         try:
-            image = Image.open(io.BytesIO(data), formats=formats)
+            stream = _EndNotingReader(data)
+            image = Image.open(stream, formats=formats)
         except UnidentifiedImageError:
             raise NotAnImage(
                 f"{name} is not a JPEG, PNG, WebP or BMP image (its first bytes are "
@@ -162,7 +183,10 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
                 "photo. Save the frame that shows the face as a JPEG or PNG and use that."
             )
         try:
+            stream.ended = False  # what opening it read does not count
             image.load()
+            if stream.ended:
+                raise OSError("image file is truncated")
             upright: Image.Image = ImageOps.exif_transpose(image) or image
         except Image.DecompressionBombError:
             raise ImageTooLarge(_bomb_message(name, max_pixels), setting="max_pixels") from None

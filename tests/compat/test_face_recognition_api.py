@@ -6,11 +6,14 @@ for these images; descriptors are checked against dlib's own encoder.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,10 @@ import PIL
 import PIL.ImageFile
 import pytest
 
+import facetrust
 import facetrust.compat.face_recognition as face_recognition
 from facetrust.compat.face_recognition import api
+from facetrust.errors import CorruptImage
 from facetrust.models.dlib_backend import model_path
 
 Image = np.ndarray[Any, Any]
@@ -88,6 +93,84 @@ def test_load_image_file_accepts_truncated_files_without_changing_pil_globally(
     truncated.write_bytes((images / "obama.jpg").read_bytes()[:150_000])
     assert face_recognition.load_image_file(truncated).shape == (1137, 910, 3)
     assert PIL.ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def _pillow_with_truncation_allowed(data: bytes) -> Image:
+    """What face_recognition itself gives: Pillow with LOAD_TRUNCATED_IMAGES set."""
+    previous = PIL.ImageFile.LOAD_TRUNCATED_IMAGES
+    PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        return np.array(PIL.Image.open(io.BytesIO(data)).convert("RGB"))
+    finally:
+        PIL.ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_load_image_file_gives_face_recognitions_pixels_for_a_truncated_file(
+    images: Path, fmt: str
+) -> None:
+    encoded = io.BytesIO()
+    PIL.Image.open(images / "obama.jpg").save(encoded, fmt)
+    for cut in (0.3, 0.7, 1.0):  # the missing part as face_recognition fills it
+        data = encoded.getvalue()[: int(len(encoded.getvalue()) * cut)]
+        np.testing.assert_array_equal(face_recognition.load_image_file(io.BytesIO(data)),
+                                      _pillow_with_truncation_allowed(data))
+    assert PIL.ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_load_image_file_never_sets_pillows_process_wide_truncation_flag_for_a_jpeg(
+    images: Path, tmp_path: Path
+) -> None:
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((images / "obama.jpg").read_bytes()[:150_000])
+    stop = threading.Event()
+    seen: set[bool] = set()
+
+    def watch() -> None:  # another thread, as a web server's would decode
+        while not stop.is_set():
+            seen.add(PIL.ImageFile.LOAD_TRUNCATED_IMAGES)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        for _ in range(30):
+            face_recognition.load_image_file(truncated)
+    finally:
+        stop.set()
+        thread.join()
+    assert seen == {False}
+
+
+def test_facetrust_refuses_a_truncated_jpeg_while_the_shim_decodes_truncated_files(
+    images: Path, tmp_path: Path
+) -> None:
+    # Pillow's LOAD_TRUNCATED_IMAGES is one flag for the whole process: set by the
+    # shim in one thread, it would make facetrust's decoder in another accept the cut file.
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((images / "obama.jpg").read_bytes()[:150_000])
+    stop = threading.Event()
+    shim_loads: list[tuple[int, ...]] = []
+
+    def shim() -> None:
+        while not stop.is_set():
+            shim_loads.append(face_recognition.load_image_file(truncated).shape)
+
+    thread = threading.Thread(target=shim)
+    thread.start()
+    accepted = refused = 0
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline or len(shim_loads) < 20:
+            try:
+                facetrust.load_image(truncated)
+                accepted += 1
+            except CorruptImage:
+                refused += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert accepted == 0, f"{accepted} of {accepted + refused} loads accepted the cut JPEG"
+    assert refused > 20 and set(shim_loads) == {(1137, 910, 3)}
 
 
 # face_locations

@@ -15,7 +15,8 @@ gives, errors included.
 What differs, on purpose: models load on first use rather than at import
 (the 68-point landmark model, under the iBUG 300-W non-commercial terms, only
 when a caller asks for ``model="large"``), and truncated image files are
-accepted only inside :func:`load_image_file` rather than process-wide.
+accepted by :func:`load_image_file` without changing Pillow's process-wide
+``LOAD_TRUNCATED_IMAGES`` (a JPEG; a file of another format, only while it loads).
 
 Model objects face_recognition exposes as module attributes
 (``face_detector``, ``cnn_face_detector``, ``pose_predictor_68_point``,
@@ -27,6 +28,7 @@ loaded when first read.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -138,16 +140,56 @@ def load_image_file(file: str | os.PathLike[str] | IO[bytes], mode: str = "RGB")
     FileNotFoundError, PIL.UnidentifiedImageError
         As PIL raises them for a missing file or one that is not an image.
     """
-    # face_recognition sets LOAD_TRUNCATED_IMAGES for the whole process at import;
-    # the shim sets it only while it decodes.
+    # face_recognition sets Pillow's LOAD_TRUNCATED_IMAGES for the whole process at
+    # import, so that a truncated file decodes with its missing part filled in.
+    if isinstance(file, str | os.PathLike):
+        with open(file, "rb") as handle:
+            data = handle.read()
+    else:
+        data = file.read()
+    image = _open_image(data, file)
+    try:
+        image.load()
+    except OSError:  # cut short (not a JPEG), or damaged: as face_recognition reads it
+        image = _load_truncated_under_flag(data, file)
+    if mode:
+        image = image.convert(mode)
+    return np.array(image)
+
+
+#: A JPEG's start-of-image and end-of-image markers.
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def _open_image(data: bytes, file: object) -> PIL.Image.Image:
+    """``data`` opened by Pillow, as face_recognition's ``PIL.Image.open(file)`` would.
+
+    A JPEG gets an end-of-image marker after its end: a truncated one then decodes
+    as Pillow decodes it under LOAD_TRUNCATED_IMAGES (which adds that marker
+    where the file ends), without setting that process-wide flag; a complete
+    one ignores what follows its own marker.
+    """
+    if data.startswith(_JPEG_START):
+        data += _JPEG_END
+    try:
+        return PIL.Image.open(io.BytesIO(data))
+    except PIL.UnidentifiedImageError:
+        name = os.fspath(file) if isinstance(file, str | os.PathLike) else file
+        raise PIL.UnidentifiedImageError(f"cannot identify image file {name!r}") from None
+
+
+def _load_truncated_under_flag(data: bytes, file: object) -> PIL.Image.Image:
+    """A truncated image of another format than JPEG (PNG, GIF, BMP, ...), or a damaged
+    one, loaded as face_recognition loads it: Pillow offers no per-image way, so under
+    its process-wide flag, set only meanwhile (facetrust's own decoder does not depend
+    on it: :mod:`facetrust.images` tells a truncated file by itself)."""
     with _TRUNCATED_IMAGES_LOCK:
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:
-            image: PIL.Image.Image = PIL.Image.open(file)
-            if mode:
-                image = image.convert(mode)
-            return np.array(image)
+            image = _open_image(data, file)
+            image.load()
+            return image
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
