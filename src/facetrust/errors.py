@@ -22,6 +22,7 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     ├── ModelError                   model weights missing, corrupt or incompatible
     ├── WorkerStopped                an embedding worker process ended before its images
     ├── Interrupted                  stopped by Ctrl-C or SIGTERM before the end: re-run
+    │   └── RunStopped               a gate run stopped before a person seen was decided
     ├── OperatingPointError (KeyError-like lookups of thresholds)
     ├── ConsentError
     │   ├── ConsentRequired          no active consent for the subject
@@ -150,6 +151,11 @@ class WorkerStopped(FacetrustError):
 
 class Interrupted(FacetrustError):
     """A long run was stopped (Ctrl-C, SIGTERM) before its end; what it finished is kept."""
+
+
+class RunStopped(Interrupted):
+    """A gate run stopped (Ctrl-C, or its caller stopped reading decisions) before a
+    person it had seen was decided: the reason audited for that person."""
 
 
 class OperatingPointError(FacetrustError, KeyError):

@@ -588,6 +588,32 @@ def test_the_gate_refuses_outside_the_events_window_and_audits_it(
     assert refused.fields["gate_id"] == "B12" and "runs from" in refused.fields["message"]
 
 
+@pytest.mark.parametrize("options,message", [
+    ({"keep_crop_hours": -1}, "keep_crop_hours"),
+    ({"others_in_frame": -2}, "others_in_frame"),
+])
+def test_a_gate_decision_refused_for_its_parameters_is_audited_like_any_other(
+    flight: Gallery,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    options: dict[str, Any],
+    message: str,
+) -> None:
+    """One writer of ``gate.decision.refused``: a refusal of the call's own parameters
+    names the event's purpose, the gate and the frame, as a refusal by the event does."""
+    head = flight.audit.head().seq
+    with pytest.raises(InvalidParameter, match=message):
+        _gate(flight, _probe(identities, embeddings, 0), frame_index=7, **options)
+    (refused,) = flight.audit.events(after_seq=head)
+    assert (refused.kind, refused.actor, refused.purpose) == (
+        "gate.decision.refused", "gate", "boarding")
+    assert refused.subject_ids == () and refused.fields["event_id"] == EVENT
+    assert (refused.fields["gate_id"], refused.fields["frame_index"]) == ("B12", 7)
+    assert refused.fields["others_in_frame"] == options.get("others_in_frame", 0)
+    assert refused.fields["probe_kept"] is False and "probe_sha256" not in refused.fields
+    assert refused.fields["error"] == "InvalidParameter" and message in refused.fields["message"]
+
+
 def test_an_event_closed_while_a_document_photo_was_read_enrols_no_one(
     flight: Gallery, identities: dict[str, list[Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

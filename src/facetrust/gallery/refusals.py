@@ -49,11 +49,15 @@ def record_refusal(
     purpose: str | None,
     subjects: list[str],
     **fields: Any,
-) -> None:
-    """Append the ``<kind>.refused`` event of ``error`` (its type and message).
+) -> int:
+    """Append the ``<kind>.refused`` event of ``error`` (its type and message);
+    returns its audit sequence number.
 
-    A :class:`SubjectNotVerifiable` is recorded by its cause (unknown subject,
-    no consent, ...): the caller was told less than the auditor may know.
+    The one writer of refusal events: :func:`audit_refusal`, the gate
+    (:func:`~facetrust.gate.decisions.refuse_at_gate`) and the CLI's key
+    checks all record theirs here. A :class:`SubjectNotVerifiable` is recorded
+    by its cause (unknown subject, no consent, ...): the caller was told less
+    than the auditor may know.
     """
     told = error
     if isinstance(error, SubjectNotVerifiable) and error.__cause__ is not None:
@@ -67,7 +71,7 @@ def record_refusal(
     event["message"] = _bounded(str(error), MAX_RECORDED_MESSAGE)
     # kept with the error, for a transaction of the caller's that rolls back (see below)
     told.__dict__[_PENDING] = (f"{kind}.refused", event)
-    audit.append(f"{kind}.refused", **event)
+    return audit.append(f"{kind}.refused", **event).seq
 
 
 _PENDING = "facetrust_refusal_event"

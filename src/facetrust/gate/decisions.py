@@ -4,8 +4,9 @@
 is open and within its window, through the gallery's one template search
 (:meth:`facetrust.gallery.Gallery.search`), and audits every decision, a
 referral to staff included, and a decision refused once the face was processed
-(the event closed or its window ended meanwhile: :func:`refuse_at_gate`, which
-also records a person a stopped gate run never decided).
+(the event closed or its window ended meanwhile), each refusal written by
+:func:`refuse_at_gate`, which also records a person a stopped gate run never
+decided.
 :func:`record_manual_passage` audits a passage on
 the manual path, which takes no image. A matched face crop is kept only when
 asked, encrypted under the subject's data key, and deleted by
@@ -20,11 +21,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import EventError, InvalidParameter
+from ..errors import EventError, InvalidParameter, RunStopped
 from ..faces import Embedding
 from ..gallery import Gallery
 from ..gallery.checks import check_name
-from ..gallery.refusals import audit_refusal
+from ..gallery.refusals import record_refusal
 from ..matching import get_operating_point
 from ..store.base import ProbeCropRecord
 from .events import MAX_EVENT_HOURS, require_event_in_window, require_open_event
@@ -159,7 +160,7 @@ def match_at_gate(
         ``gate.decision.refused`` too).
 
     """
-    with audit_refusal(gallery.audit, "gate.decision", actor, None, [], event_id=event_id):
+    try:
         keep_crop_hours = check_keep_crop_hours(keep_crop_hours)
         gate_id = check_name(gate_id, "gate_id")
         if isinstance(others_in_frame, bool) or not isinstance(others_in_frame, int) or (
@@ -169,13 +170,12 @@ def match_at_gate(
                 "The 'others_in_frame' of a gate decision must be a whole number >= 0. Got "
                 f"{others_in_frame!r} instead."
             )
-    try:
         return _decide(
             gallery, event_id, probe, gate_id=gate_id, actor=actor, crop_jpeg=crop_jpeg,
             keep_crop_hours=keep_crop_hours, frame_index=frame_index, latency_s=latency_s,
             others_in_frame=others_in_frame,
         )
-    except EventError as refusal:
+    except (InvalidParameter, EventError) as refusal:
         refuse_at_gate(
             gallery, event_id, refusal, gate_id=gate_id, actor=actor, frame_index=frame_index,
             others_in_frame=others_in_frame,
@@ -193,38 +193,33 @@ def refuse_at_gate(
     frame_index: int | None = None,
     others_in_frame: int = 0,
 ) -> int:
-    """Audit that one traveller's decision was refused after their face was processed.
+    """Audit that one traveller's decision was refused.
 
-    The ``gate.decision.refused`` event says what was refused (the event, the
-    gate, the frame) and why: ``error`` names the type of ``reason`` and
-    ``message`` is its message (``RunStopped`` when ``reason`` is not an
-    ``Exception``: Ctrl-C, or the caller closed the run). It holds no face data
-    and no probe hash, and nothing of the face is kept (``probe_kept`` is
-    false). :func:`match_at_gate`
-    records its own refusals; a gate run records with it each person it had
-    seen but not decided when it stopped (see
-    :func:`~facetrust.gate.session.run_gate`). Returns the audit sequence number.
+    The one place that writes ``gate.decision.refused`` (through the gallery's
+    :func:`~facetrust.gallery.refusals.record_refusal`), whether the call's
+    parameters, the event (closed, or outside its window) or the end of the
+    run refused it. The event says what was refused (the event and its
+    purpose, the gate, the frame) and why: ``error`` names the type of
+    ``reason`` and ``message`` is its message (:class:`~facetrust.errors.RunStopped`
+    when ``reason`` is not an ``Exception``: Ctrl-C, or the caller closed the
+    run). It holds no face data and no probe hash, and nothing of the face is
+    kept (``probe_kept`` is false). :func:`match_at_gate` records its own
+    refusals; a gate run records with it each person it had seen but not
+    decided when it stopped (see :func:`~facetrust.gate.session.run_gate`).
+    Returns the audit sequence number.
     """
     record = gallery.store.get_event(event_id)
-    error, message = type(reason).__name__, str(reason)
     if not isinstance(reason, Exception):  # Ctrl-C, or the caller closed the run
-        error, message = "RunStopped", (
+        reason = RunStopped(
             "The gate run was stopped (interrupted, or its caller stopped reading decisions) "
             "before this person was decided."
         )
-    event = gallery.audit.append(
-        "gate.decision.refused",
-        actor=actor,
-        purpose=record.purpose if record is not None else None,
-        event_id=event_id,
-        gate_id=gate_id,
-        error=error,
-        message=message,
-        frame_index=frame_index,
-        others_in_frame=others_in_frame,
-        probe_kept=False,
+    return record_refusal(
+        gallery.audit, "gate.decision", reason, actor=actor,
+        purpose=record.purpose if record is not None else None, subjects=[],
+        event_id=event_id, gate_id=gate_id, frame_index=frame_index,
+        others_in_frame=others_in_frame, probe_kept=False,
     )
-    return event.seq
 
 
 def _decide(
