@@ -39,7 +39,7 @@ from .indexes import SearchIndexes
 from .keyring import AUDIT_SECRET, GALLERY_SECRETS, MASTER_KEY_ID, Keyring
 from .parts import Clock, GalleryParts
 from .probes import FaceInput
-from .refusals import REFUSALS, audit_refusal, audit_refusal_again
+from .refusals import audit_refusal, audit_refusal_again
 from .review_desk import ProbePhoto, ReferencePhoto, ReviewCase, ReviewQueue
 from .search import SearchResult, search_probe
 from .state_audit import state_against_the_log
@@ -291,7 +291,7 @@ class Gallery:
         try:
             with self.store.transaction(), self.keystore.transaction():
                 yield
-        except REFUSALS as error:
+        except Exception as error:  # every recorded refusal, a duplicate enrolment's too
             if audit_refusals:
                 audit_refusal_again(self.audit, error)
             raise

@@ -28,6 +28,7 @@ from ..store.base import PhotoRecord, TemplateRecord
 from .checks import check_name
 from .parts import GalleryParts
 from .probes import FaceInput
+from .refusals import record_refusal
 from .search import put_server_side_vectors, search_templates
 from .subjects import require_active_consent
 from .types import DuplicateMatch, EnrolmentResult
@@ -75,18 +76,15 @@ def enroll_subject(
         else []
     )
     if duplicates and parts.config.duplicate_policy == "refuse":
-        parts.audit.append(
-            "enrol.refused",
-            actor=actor,
-            subject_ids=[subject_id],
-            reason="duplicate",
-            duplicates=[d.to_dict() for d in duplicates],
-        )
-        raise DuplicateEnrolment(
+        refusal = DuplicateEnrolment(
             "The face matches already enrolled subject(s) "
             + ", ".join(f"{d.subject_id!r} (distance {d.distance:.3f})" for d in duplicates)
             + f" within threshold {point.threshold}. Check the identity, or use policy 'warn'."
         )
+        record_refusal(parts.audit, "enrol", refusal, actor=actor, purpose=None,
+                       subjects=[subject_id], reason="duplicate",
+                       duplicates=[d.to_dict() for d in duplicates])
+        raise refusal
     require_key_not_shredded(parts, subject_id)
     data_key = parts.keyring.data_key(subject_id, create=True)
     if data_key is None:  # cannot happen: create=True makes one
