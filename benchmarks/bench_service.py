@@ -240,7 +240,9 @@ def main() -> None:
             latencies_serial = serial_latencies
             actor = operator.record.actor
             identified = count_events(url, auditor.key, "identify", actor)
-            refused = count_events(url, auditor.key, "service.refused", actor)
+            # one event per refused request: the gallery's, or the service's before it
+            refused = sum(count_events(url, auditor.key, kind, actor)
+                          for kind in ("identify.refused", "service.refused"))
             chain_ok = httpx.get(f"{url}/v1/audit/verify", timeout=120,
                                  headers={"Authorization": f"Bearer {auditor.key}"}).json()["ok"]
         finally:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -114,10 +114,14 @@ KEYS = {
 
 
 def start_server(
-    folder: Path, keys: dict[str, Role], env: dict[str, str] | None = None
+    folder: Path, keys: dict[str, Role], env: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> LiveServer:
-    """A new gallery in ``folder``, keys for ``keys``, and `facetrust serve` on loopback."""
-    make_gallery_folder(folder)
+    """A new gallery in ``folder`` (its config file's settings changed by ``config``),
+    keys for ``keys``, and `facetrust serve` on loopback."""
+    config_path = make_gallery_folder(folder)
+    if config:
+        config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **config}))
     reports = folder / "reports"
     reports.mkdir()
     (reports / "lfw-verification.json").write_text(

@@ -268,10 +268,11 @@ def test_operator_verifies_a_photo_against_a_subject(page: Page, server: LiveSer
     expect(page.locator(".error")).to_contain_text("purpose")
     expect(page.locator("input[name=case_ref]")).to_have_value("DESK-4 2026-11-30")
     shot(page, "verify-subject-1-no-purpose")
-    refused = audit_events(server, kind="service.refused",
+    # one event for the refusal: the gallery's, with the console's route and status
+    refused = audit_events(server, kind="verify.refused",
                            actor=f"key:{server.key_ids['gate']}")
     assert refused[-1]["route"] == "/console/verify-subject"
-    assert refused[-1]["subject_ids"] == ["vs-1"]
+    assert (refused[-1]["subject_ids"], refused[-1]["status"]) == (["vs-1"], 422)
 
     page.select_option("select[name=purpose]", "access-control")
     page.fill("input[name=case_ref]", " ")

@@ -89,27 +89,26 @@ MATRIX: list[tuple[str, str | None, str, str, Any, int, dict[str, int]]] = [
     ("grant-unknown", "enroller", "POST", "/v1/subjects/nobody/consents", CONSENT, 404,
      {"consent.grant.refused": 1}),
     ("grant-unknown-purpose", "enroller", "POST", "/v1/subjects/hu/consents",
-     {**CONSENT, "purposes": ["nonsense"]}, 422,
-     {"consent.grant.refused": 1, "service.refused": 1}),
+     {**CONSENT, "purposes": ["nonsense"]}, 422, {"consent.grant.refused": 1}),
     ("grant-malformed", "enroller", "POST", "/v1/subjects/hu/consents",
      {"purposes": ["access-control"]}, 422, {"service.refused": 1}),
     ("grant-wrong-role", "operator", "POST", "/v1/subjects/hu/consents", CONSENT, 403,
      {"service.refused": 1}),
     ("withdraw-unknown", "enroller", "POST", "/v1/subjects/nobody/consents/withdraw", {}, 404,
-     {"consent.withdraw.refused": 1, "service.refused": 1}),
+     {"consent.withdraw.refused": 1}),
     ("withdraw-wrong-role", "admin", "POST", "/v1/subjects/hu/consents/withdraw", {}, 403,
      {"service.refused": 1}),
     ("withdraw-no-key", None, "POST", "/v1/subjects/hu/consents/withdraw", {}, 401,
      {"service.refused": 1}),
     ("erase-unknown", "enroller", "DELETE", "/v1/subjects/nobody", None, 404,
-     {"erase.refused": 1, "service.refused": 1}),
+     {"erase.refused": 1}),
     ("erase-wrong-role", "operator", "DELETE", "/v1/subjects/hu", None, 403,
      {"service.refused": 1}),
     ("erase-no-key", None, "DELETE", "/v1/subjects/hu", None, 401, {"service.refused": 1}),
     ("erase", "enroller", "DELETE", "/v1/subjects/gone", None, 200,
      {"erase.started": 1, "erase": 1}),
     ("erase-again", "enroller", "DELETE", "/v1/subjects/gone", None, 404,
-     {"erase.refused": 1, "service.refused": 1}),
+     {"erase.refused": 1}),
 ]
 
 
@@ -131,8 +130,15 @@ def test_each_route_and_refusal_leaves_the_expected_audit_events(
     for event in added:
         assert event["actor"] == actor(server, who), event
         assert event["subject_ids"] == [subject], event
-        if event["kind"] == "service.refused":
-            assert event["status"] == status, event
+        if event["kind"].endswith(".refused"):  # the service's fields, whoever refused
+            assert event["route"] == template_of(path), event
+            assert (event["status"], event["problem"]) == (status, answer.json()["type"]), event
+            assert event["request_id"] == answer.headers["x-request-id"], event
+
+
+def template_of(path: str) -> str:
+    """The route template of ``path`` (its subject id as ``{subject_id}``)."""
+    return re.sub(r"^/v1/subjects/[^/]+", "/v1/subjects/{subject_id}", path)
 
 
 def logged_in(server: LiveServer, who: str) -> tuple[httpx.Client, str]:
@@ -151,9 +157,9 @@ def logged_in(server: LiveServer, who: str) -> tuple[httpx.Client, str]:
 
 @pytest.mark.parametrize("who,path,form,status,kinds", [
     ("enroller", "/console/subjects/hu/erase", {"confirm_id": "not-hu"}, 422,
-     {"erase.refused": 1, "subject.view": 1, "service.refused": 1}),
+     {"erase.refused": 1, "subject.view": 1}),  # the page shown again is a view
     ("enroller", "/console/subjects/nobody/withdraw", {}, 404,
-     {"consent.withdraw.refused": 1, "subject.view.refused": 1}),
+     {"consent.withdraw.refused": 1}),
     ("operator", "/console/subjects/hu/erase", {"confirm_id": "hu"}, 403,
      {"service.refused": 1}),
     ("auditor", "/console/subjects/hu/withdraw", {}, 403, {"service.refused": 1}),
@@ -231,8 +237,106 @@ def test_refusals_of_a_request_with_an_idempotency_key_are_audited(server: LiveS
                                    files={"photo": ("cat.jpg", handle, "image/jpeg")},
                                    headers={"Idempotency-Key": "matrix-enrol-1"})
         assert enrolled.status_code == 422, enrolled.text
-        added = events_after(server, before)
-        assert Counter(e["kind"] for e in added) == Counter(
-            {"enrol.refused": 1, "service.refused": 1})
-        (refused,) = [e for e in added if e["kind"] == "enrol.refused"]
-        assert refused["error"] == "NoFaceFound" and refused["subject_ids"] == ["hu"]
+        (refused,) = events_after(server, before)
+        assert (refused["kind"], refused["error"], refused["subject_ids"]) == (
+            "enrol.refused", "NoFaceFound", ["hu"])
+        assert (refused["route"], refused["status"], refused["problem"]) == (
+            "/v1/subjects/{subject_id}/enrolments", 422, enrolled.json()["type"])
+
+
+CAT = Path(__file__).parent.parent / "data" / "non_faces" / "chelsea_cat.jpg"
+
+#: Searches and enrolments refused by the gallery, and one refused before it (no case
+#: reference): (test id, key name, path, form, (file field, photo), status, the one
+#: event's kind, its purpose, subject ids and error).
+SEARCHES: list[tuple[str, str, str, dict[str, str], tuple[str, Path], int, str, str | None,
+                     list[str], str | None]] = [
+    ("verify-purpose-not-consented", "operator", "/v1/subjects/hu/verify",
+     {"purpose": "boarding", "case_ref": "CASE-M1"}, ("image", photo("Hu_Jintao", 2)), 404,
+     "verify.refused", "boarding", ["hu"], "PurposeNotConsented"),
+    ("identify-no-face", "operator", "/v1/identify",
+     {"purpose": "access-control", "case_ref": "CASE-M2"}, ("image", CAT), 422,
+     "identify.refused", "access-control", [], "NoFaceFound"),
+    ("identify-blank-case", "operator", "/v1/identify",
+     {"purpose": "access-control", "case_ref": "   "}, ("image", photo("Hu_Jintao", 2)), 422,
+     "identify.refused", "access-control", [], "InvalidParameter"),
+    ("enrol-no-face", "enroller", "/v1/subjects/hu/enrolments", {}, ("photo", CAT), 422,
+     "enrol.refused", None, ["hu"], "NoFaceFound"),
+    ("enrol-unknown", "enroller", "/v1/subjects/nobody/enrolments", {},
+     ("photo", photo("Hu_Jintao", 2)), 404, "enrol.refused", None, ["nobody"],
+     "UnknownSubject"),
+    ("identify-no-case", "operator", "/v1/identify", {"purpose": "access-control"},
+     ("image", photo("Hu_Jintao", 2)), 422, "service.refused", "access-control", [], None),
+]
+
+
+@pytest.mark.parametrize(
+    "who,path,form,upload,status,kind,purpose,subjects,error", [row[1:] for row in SEARCHES],
+    ids=[row[0] for row in SEARCHES],
+)
+def test_a_refused_search_or_enrolment_leaves_one_event_with_the_services_fields(
+    server: LiveServer, who: str, path: str, form: dict[str, str], upload: tuple[str, Path],
+    status: int, kind: str, purpose: str | None, subjects: list[str], error: str | None,
+) -> None:
+    """One refused request, one event: the gallery's ``<kind>.refused`` (the real reason)
+    with the service's route, problem type and status; ``service.refused`` only for a
+    request the gallery never saw."""
+    field, path_of_photo = upload
+    before = head(server)
+    with server.client(who) as client, path_of_photo.open("rb") as handle:
+        answer = client.post(path, data=form,
+                             files={field: (path_of_photo.name, handle, "image/jpeg")})
+    assert answer.status_code == status, answer.text
+    (event,) = events_after(server, before)
+    assert (event["kind"], event["actor"]) == (kind, actor(server, who))
+    assert (event["purpose"], event["subject_ids"], event.get("error")) == (
+        purpose, subjects, error)
+    assert (event["route"], event["status"], event["problem"]) == (
+        template_of(path), status, answer.json()["type"])
+    assert event["request_id"] == answer.headers["x-request-id"]
+
+
+def test_a_review_queue_read_refused_by_the_gallery_without_its_own_event_is_audited(
+    server: LiveServer,
+) -> None:
+    """A bad page cursor is refused by the gallery before it reads the queue, without a
+    refusal event of its own: the service's ``service.refused`` is the one event."""
+    before = head(server)
+    with server.client("operator") as client:
+        answer = client.get("/v1/reviews", params={"after": "not-a-cursor"})
+    assert answer.status_code == 422, answer.text
+    (event,) = events_after(server, before)
+    assert (event["kind"], event["actor"], event["route"], event["status"]) == (
+        "service.refused", actor(server, "operator"), "/v1/reviews", 422)
+    assert event["problem"] == answer.json()["type"]
+
+
+def test_a_refused_duplicate_enrolment_leaves_one_event_with_or_without_a_retry_key(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The gallery's ``enrol.refused`` (reason ``duplicate``) is the one event, also when
+    the request's transaction (an Idempotency-Key) is rolled back."""
+    strict = start_server(tmp_path_factory.mktemp("duplicates"),
+                          {"enroller": Role.ENROLLER, "auditor": Role.AUDITOR},
+                          config={"duplicate_policy": "refuse"})
+    try:
+        with strict.client("enroller") as client:
+            for subject_id in ("hu", "twin"):
+                add_consented_subject(client, subject_id)
+            assert enrol(client, "hu", photo("Hu_Jintao", 1)).status_code == 201
+            for retry in ({}, {"Idempotency-Key": "matrix-duplicate-1"}):
+                before = head(strict)
+                with photo("Hu_Jintao", 2).open("rb") as handle:
+                    answer = client.post("/v1/subjects/twin/enrolments", headers=retry,
+                                         files={"photo": ("hu.jpg", handle, "image/jpeg")})
+                assert answer.status_code == 409, answer.text
+                (event,) = events_after(strict, before)
+                assert (event["kind"], event["error"], event["reason"]) == (
+                    "enrol.refused", "DuplicateEnrolment", "duplicate")
+                assert [d["subject_id"] for d in event["duplicates"]] == ["hu"]
+                assert (event["subject_ids"], event["actor"]) == (["twin"],
+                                                                  actor(strict, "enroller"))
+                assert (event["route"], event["status"], event["problem"]) == (
+                    "/v1/subjects/{subject_id}/enrolments", 409, answer.json()["type"])
+    finally:
+        stop_server(strict)

@@ -208,10 +208,11 @@ def test_enrolment_without_consent_is_refused_and_audited(live_server: LiveServe
                        "consent-required")
     with live_server.client("auditor") as auditor:
         events = auditor.get(
-            "/v1/audit/events", params={"kind": "service.refused",
+            "/v1/audit/events", params={"kind": "enrol.refused",
                                         "actor": f"key:{live_server.key_ids['enroller']}"}
         ).json()["events"]
-    assert any(e["problem"] == "/problems/consent-required" for e in events)
+    assert any(e["problem"] == "/problems/consent-required" and e["status"] == 409
+               and e["subject_ids"] == ["http-noconsent"] for e in events)
 
 
 def test_body_over_the_cap_is_refused_before_it_is_read(live_server: LiveServer) -> None:

@@ -14,8 +14,9 @@ refusals and are not audited here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from ..audit import AuditLog
@@ -62,10 +63,17 @@ def record_refusal(
     told = error
     if isinstance(error, SubjectNotVerifiable) and error.__cause__ is not None:
         error = error.__cause__
+    describe = _ENTRY_POINT_FIELDS.get()
+    added = dict(describe(told)) if describe is not None else {}
+    # the entry point's purpose and subjects complete the gallery's, never replace them
+    purpose = purpose or added.pop("purpose", None)
+    added.pop("purpose", None)
+    named = [s for s in added.pop("subject_ids", ()) if s not in subjects]
     event: dict[str, Any] = {
         key: _bounded(value, MAX_RECORDED_CHARS) for key, value in {
-            "actor": actor or None, "purpose": purpose or None, "subject_ids": subjects,
-            "error": type(error).__name__, **fields,
+            "actor": actor or None, "purpose": purpose or None,
+            "subject_ids": [*subjects, *named], "error": type(error).__name__,
+            **added, **fields,
         }.items()
     }
     event["message"] = _bounded(str(error), MAX_RECORDED_MESSAGE)
@@ -75,6 +83,43 @@ def record_refusal(
 
 
 _PENDING = "facetrust_refusal_event"
+_WRITTEN_AGAIN = "facetrust_refusal_written_again"
+
+#: What the entry point of the current call adds to its refusal events (see
+#: :func:`entry_point_fields`): a function of the refusal raised.
+_ENTRY_POINT_FIELDS: ContextVar[Callable[[BaseException], Mapping[str, Any]] | None] = (
+    ContextVar("facetrust_refusal_fields", default=None)
+)
+
+
+@contextmanager
+def entry_point_fields(describe: Callable[[BaseException], Mapping[str, Any]]) -> Iterator[None]:
+    """Add ``describe(error)``'s fields to each refusal event recorded inside the block.
+
+    How an entry point that answers a refusal its own way (the REST service:
+    its route, problem type and status) records what it knows in the
+    gallery's one ``<kind>.refused`` event instead of writing a second one
+    (see :func:`is_audited_refusal`). ``purpose`` and ``subject_ids`` among
+    them complete what the gallery's event names; the gallery's own fields
+    win over any other of the same name. ``error`` is the refusal as raised
+    (a :class:`SubjectNotVerifiable`, not its cause).
+    """
+    token = _ENTRY_POINT_FIELDS.set(describe)
+    try:
+        yield
+    finally:
+        _ENTRY_POINT_FIELDS.reset(token)
+
+
+def is_audited_refusal(error: BaseException) -> bool:
+    """Whether the gallery recorded ``error`` as a ``<kind>.refused`` event.
+
+    An entry point that audits the refusals it answers writes its own event
+    only when this is False. The event of a refusal raised inside a caller's
+    transaction is kept only if :func:`audit_refusal_again` is called after
+    the rollback (``Gallery.batch(audit_refusals=True)`` does).
+    """
+    return _PENDING in error.__dict__ or _WRITTEN_AGAIN in error.__dict__
 
 #: Longest text a refusal event copies from the request (an id, a purpose, a case
 #: reference), and longest message: longer ones are cut to their start and their
@@ -104,6 +149,7 @@ def audit_refusal_again(audit: AuditLog, error: BaseException) -> bool:
         return False
     kind, event = pending
     audit.append(kind, **event)
+    error.__dict__[_WRITTEN_AGAIN] = True
     return True
 
 

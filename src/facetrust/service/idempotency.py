@@ -25,9 +25,9 @@ lookup of the key, the change, its audit event and the stored response are
 one store transaction (the subject's data key commits just before it). A
 crash therefore leaves the change *and* its stored response, or neither. The
 cost: a keyed request holds the store's write lock while its face is
-computed, and a refusal's audit event is the service's ``service.refused``
-(with the problem type and the request id) rather than the gallery's own,
-which rolls back with the rest.
+computed. A refusal's audit event, the gallery's own (with the service's
+route, problem type and status, and the request id), rolls back with the
+rest and is written again after the rollback (``batch(audit_refusals=True)``).
 
 One exception: a consent withdrawal may erase the subject's biometric data,
 and an erasure commits in steps of its own (the data key is destroyed and
@@ -199,7 +199,7 @@ async def respond(
     simply runs. With it, see :func:`replay_or_run`;
     a replay sets the first response's status and ``Idempotent-Replayed: true``.
     ``audited`` routes run through :meth:`ServiceState.use_biometrics`, so a
-    refusal is audited as ``service.refused``.
+    refusal the gallery does not record is audited as ``service.refused``.
 
     Parameters
     ----------

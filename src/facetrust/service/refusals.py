@@ -9,8 +9,13 @@ the login page is its 401) is written to the gallery's audit
 log as ``service.refused`` with: the actor (``key:<id>``, or ``anonymous``
 when no valid key was shown), the route template, the status, the problem
 type, the purpose and subject ids the request named, and the SHA-256 of each
-uploaded file (never the file). Refusals the gallery's own calls raise are
-audited by :meth:`ServiceState.use_biometrics` instead, once.
+uploaded file (never the file). A request the gallery refuses (no face, no
+consent, an unknown subject, ...) leaves one event too: the gallery's own
+``<kind>.refused``, with its real reason, to which the service adds its route,
+operation, status and problem type (see :meth:`ServiceState.call`); a
+refusal the gallery did not record (one of the service's own checks inside
+the call) is written as ``service.refused`` by
+:meth:`ServiceState.use_biometrics`, once.
 
 Floods cannot fill the disk: of identical refusals (same actor, route,
 status and problem type), the first ``FULL_PER_MINUTE`` of each minute are
@@ -127,6 +132,7 @@ class RequestRecord:
     audited: bool = False
     subject_ids: tuple[str, ...] = ()
     route: str | None = None
+    operation: str | None = None
 
 
 _CURRENT: ContextVar[RequestRecord | None] = ContextVar("facetrust_request", default=None)
@@ -312,12 +318,12 @@ class RefusalAudit:
             await self.app(scope, receive, send)  # reads of no biometric data: not matched
             return
         template, path_params = _route_of(scope)
+        operation = BIOMETRIC_ROUTES.get((scope.get("method", ""), template)) if template else None
         record = RequestRecord(
             subject_ids=tuple(str(v) for k, v in path_params.items() if k == "subject_id"),
-            route=template,
+            route=template, operation=operation,
         )
         token = _CURRENT.set(record)
-        operation = BIOMETRIC_ROUTES.get((scope.get("method", ""), template)) if template else None
         if template is None or operation is None:
             try:
                 await self.app(scope, receive, send)

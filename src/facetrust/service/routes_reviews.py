@@ -17,7 +17,6 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from ..errors import FacetrustError
 from ..gallery import Gallery, ProbePhoto, ReferencePhoto
 from ..gallery.checks import check_subject_id
 from ..overlay import display_copy
@@ -43,12 +42,10 @@ JPEG: dict[int | str, dict[str, Any]] = {
 
 
 async def reviewer_call(request: Request, fn: Callable[[Gallery], T]) -> T:
-    """Run ``fn(gallery)`` under the gallery lock; the gallery audits its refusals itself."""
-    try:
-        return await service_state(request).call(fn)
-    except FacetrustError:
-        mark_audited()
-        raise
+    """Run ``fn(gallery)`` under the gallery lock. The gallery audits the refusals it
+    records (with the service's fields, see :meth:`ServiceState.call`); one it raises
+    without an event (a bad page cursor) is the service's ``service.refused``."""
+    return await service_state(request).call(fn)
 
 
 def photo_response(shown: ProbePhoto | ReferencePhoto) -> Response:

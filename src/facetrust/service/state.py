@@ -22,6 +22,7 @@ import anyio.to_thread
 
 from ..errors import FacetrustError
 from ..gallery import Gallery
+from ..gallery.refusals import entry_point_fields, is_audited_refusal
 from .apikeys import ApiKey, ApiKeys
 from .limits import FailureThrottle, TokenBucket
 from .metrics import Metrics
@@ -97,12 +98,51 @@ class ServiceState:
         finally:
             self.lock.release()
 
-    async def call(self, fn: Callable[[Gallery], T], *, wait_s: float | None = None) -> T:
+    async def call(
+        self,
+        fn: Callable[[Gallery], T],
+        *,
+        wait_s: float | None = None,
+        operation: str | None = None,
+        purpose: str | None = None,
+        subject_ids: Iterable[str] = (),
+    ) -> T:
         """Run ``fn(gallery)`` in a worker thread, under the gallery lock (waited for
-        up to ``wait_s``, by default the request timeout)."""
-        return await anyio.to_thread.run_sync(
-            functools.partial(self._locked, fn, wait_s), abandon_on_cancel=True
-        )
+        up to ``wait_s``, by default the request timeout).
+
+        A refusal the gallery records meanwhile (its ``<kind>.refused`` event)
+        also records the request's route, ``operation`` (by default the
+        route's), status and problem type, and the ``purpose`` and
+        ``subject_ids`` the request named (by default the subject id of the
+        route's path) where the gallery's event names none: that event is
+        the request's one refusal event, so it is marked audited.
+        """
+        record = current_record()
+        named = list(subject_ids) or list(record.subject_ids if record else ())
+
+        def service_fields(error: BaseException) -> dict[str, Any]:
+            problem = problem_of(error) if isinstance(error, FacetrustError) else None
+            return {
+                "operation": operation or (record.operation if record else None),
+                "route": record.route if record else None,
+                "problem": problem.uri if problem else None,
+                "status": problem.status if problem else None,
+                "purpose": purpose,
+                "subject_ids": named,
+            }
+
+        def described(gallery: Gallery) -> T:
+            with entry_point_fields(service_fields):
+                return fn(gallery)
+
+        try:
+            return await anyio.to_thread.run_sync(
+                functools.partial(self._locked, described, wait_s), abandon_on_cancel=True
+            )
+        except FacetrustError as error:
+            if is_audited_refusal(error):
+                mark_audited()
+            raise
 
     async def call_service_db(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)``, which reads or writes the service database (keys, sessions,
@@ -124,13 +164,15 @@ class ServiceState:
         purpose: str | None = None,
         subject_ids: Iterable[str] = (),
     ) -> T:
-        """Like :meth:`call`, for a request that touches biometric data.
+        """Like :meth:`call`, for a request that touches biometric data: every
+        refusal leaves exactly one audit event with the key's id.
 
-        The gallery audits what it does with the key's ``actor``; a request it
-        refuses (no face, no consent, bad image, ...) is audited here as
-        ``service.refused`` with the ``purpose`` and ``subject_ids`` the request
-        named (by default the subject id of the route's path), so every attempt
-        leaves a trace with the key's id.
+        The gallery audits what it does with the key's ``actor``, and a
+        request it refuses (no face, no consent, bad image, ...) as its own
+        ``<kind>.refused`` with the service's fields (see :meth:`call`). A
+        refusal it did not record is audited here as ``service.refused``,
+        with the ``purpose`` and ``subject_ids`` the request named (by
+        default the subject id of the route's path).
         """
         record = current_record()
         named = list(subject_ids) or list(record.subject_ids if record else ())
@@ -139,6 +181,8 @@ class ServiceState:
             try:
                 return fn(gallery)
             except FacetrustError as error:
+                if is_audited_refusal(error):
+                    raise  # its one event is the gallery's
                 problem = problem_of(error)
                 gallery.audit.append(
                     "service.refused",
@@ -153,7 +197,8 @@ class ServiceState:
                 raise
 
         try:
-            return await self.call(audited)
+            return await self.call(audited, operation=operation, purpose=purpose,
+                                   subject_ids=named)
         except FacetrustError:
             mark_audited()
             raise

@@ -101,7 +101,9 @@ async def _act(
 
     Returns the key and what ``act`` returned, or the page to answer with: the
     sign-in page, or the subject page again with the refusal's reason (and
-    what the person ``typed``).
+    what the person ``typed``); for an unknown subject, the list with the
+    reason (there is no subject page to show, and trying would audit a second
+    refusal for the one request).
     """
     key = await guard(request, operation)
     if isinstance(key, Response):
@@ -109,6 +111,9 @@ async def _act(
     await check_csrf(request, csrf)
     try:
         return key, await service_state(request).call(lambda g: act(g, key))
+    except UnknownSubject as error:
+        return render_page(request, key, "subjects.html", status=404,
+                           error=error_context(error), page=None, query="", after="")
     except FacetrustError as error:
         kept = {"typed": typed} if typed else {}
         return await _subject_page(request, key, subject_id, status=problem_of(error).status,
