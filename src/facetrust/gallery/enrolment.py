@@ -85,16 +85,11 @@ def enroll_subject(
                        subjects=[subject_id], reason="duplicate",
                        duplicates=[d.to_dict() for d in duplicates])
         raise refusal
-    require_key_not_shredded(parts, subject_id)
-    data_key = parts.keyring.data_key(subject_id, create=True)
-    if data_key is None:  # cannot happen: create=True makes one
-        raise StoreError(f"The key store did not keep the data key of {subject_id!r}.")
     stamp = parts.stamp()
     template_ids = []
     with parts.store.transaction():
         require_enrollable(parts, subject_id)  # again, under the write lock
-        if parts.keystore.get_key(subject_id) is None:  # an erasure destroyed it meanwhile
-            raise _shredded(subject_id)
+        data_key = enrolment_data_key(parts, subject_id)
         digests = sources if sources is not None else [p.photo for p in probes]
         for vector, source in zip(protected, digests, strict=True):
             template = TemplateRecord(uuid.uuid4().hex, subject_id, model_id, b"", stamp)
@@ -172,23 +167,32 @@ def require_enrollable(parts: GalleryParts, subject_id: str) -> None:
         require_active_consent(parts, subject_id, None)
 
 
-def require_key_not_shredded(parts: GalleryParts, subject_id: str) -> None:
-    """Refuse to enrol a subject whose stored templates or photos have no data key left.
+def enrolment_data_key(parts: GalleryParts, subject_id: str) -> bytes:
+    """The subject's data key for an enrolment; call it under the store's write lock.
 
-    Only an erasure stopped between destroying the key (its first step) and deleting
-    the data leaves that: a new key would put fresh templates beside ciphertext no
-    key opens, and the erasure would never be finished.
+    One read of the key store when the subject has a key. Under the lock, an
+    erasure cannot delete the subject's data between this read and the
+    enrolment's commit: its last step waits for the lock and then deletes
+    what the enrolment wrote too. A subject without a key gets a new one
+    (:meth:`~.keyring.Keyring.make_data_key`), unless it has stored templates
+    or photos: only an erasure stopped (or still running) between destroying
+    the key (its first step) and deleting the data leaves that, and a new key
+    would put fresh templates beside ciphertext no key opens, and the erasure
+    would never be finished.
 
     Raises
     ------
     StoreError
+        The subject's data key was destroyed under its stored biometric data.
+    KeyMaterialError
+        A key was to be made, but the master key was rotated since the gallery was opened.
     """
-    if parts.keystore.get_key(subject_id) is not None:
-        return
-    with parts.store.snapshot():
-        shredded = bool(parts.store.subjects_with_biometrics([subject_id]))
-    if shredded:
+    wrapped = parts.keystore.get_key(subject_id)
+    if wrapped is not None:
+        return parts.keyring.unwrap_data_key(subject_id, wrapped)
+    if parts.store.subjects_with_biometrics([subject_id]):
         raise _shredded(subject_id)
+    return parts.keyring.make_data_key(subject_id)
 
 
 def _shredded(subject_id: str) -> StoreError:

@@ -135,13 +135,30 @@ class Keyring:
         """
         wrapped = self.keystore.get_key(name)
         if wrapped is None and create:
-            with self.keystore.transaction():
-                wrapped = self.keystore.get_key(name)
-                if wrapped is None:
-                    self.require_current_master_key()
-                    wrapped = self.master_key.wrap(crypto.generate_key(), data_key_label(name))
-                    self.keystore.put_key(name, wrapped)
+            return self.make_data_key(name)
         return None if wrapped is None else self.unwrap_data_key(name, wrapped)
+
+    def make_data_key(self, name: str) -> bytes:
+        """Generate and store a data key under ``name`` unless another process stored
+        one meanwhile; returns the key stored.
+
+        For a caller that just read no key under ``name``: the key store is read
+        again under its write lock (its own transaction, so the key commits
+        before the data it seals), and an existing key is never replaced.
+
+        Raises
+        ------
+        KeyMaterialError
+            The master key was rotated since this gallery was opened (see
+            :meth:`require_current_master_key`); nothing was stored.
+        """
+        with self.keystore.transaction():
+            wrapped = self.keystore.get_key(name)
+            if wrapped is None:
+                self.require_current_master_key()
+                wrapped = self.master_key.wrap(crypto.generate_key(), data_key_label(name))
+                self.keystore.put_key(name, wrapped)
+        return self.unwrap_data_key(name, wrapped)
 
     def require_current_master_key(self) -> None:
         """Refuse to wrap with a master key the gallery no longer uses.
