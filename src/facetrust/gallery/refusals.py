@@ -70,13 +70,13 @@ def record_refusal(
     added.pop("purpose", None)
     named = [s for s in added.pop("subject_ids", ()) if s not in subjects]
     event: dict[str, Any] = {
-        key: _bounded(value, MAX_RECORDED_CHARS) for key, value in {
+        key: bounded(value, MAX_RECORDED_CHARS) for key, value in {
             "actor": actor or None, "purpose": purpose or None,
             "subject_ids": [*subjects, *named], "error": type(error).__name__,
             **added, **fields,
         }.items()
     }
-    event["message"] = _bounded(str(error), MAX_RECORDED_MESSAGE)
+    event["message"] = bounded(str(error), MAX_RECORDED_MESSAGE)
     # kept with the error, for a transaction of the caller's that rolls back (see below)
     told.__dict__[_PENDING] = (f"{kind}.refused", event)
     return audit.append(f"{kind}.refused", **event).seq
@@ -128,10 +128,14 @@ MAX_RECORDED_CHARS = 200
 MAX_RECORDED_MESSAGE = 1000
 
 
-def _bounded(value: Any, limit: int) -> Any:
-    """``value`` with each string in it (or in its list) cut to ``limit`` characters."""
+def bounded(value: Any, limit: int = MAX_RECORDED_CHARS) -> Any:
+    """``value`` with each string in it (or in its list) cut to ``limit`` characters.
+
+    For every audit event that copies text from a request (the REST service's
+    ``service.refused`` too), so a request cannot copy megabytes into the log.
+    """
     if isinstance(value, list | tuple):
-        return [_bounded(item, limit) for item in value]
+        return [bounded(item, limit) for item in value]
     if isinstance(value, str) and len(value) > limit:
         return f"{value[: limit - 40]}... (cut: {len(value):,} characters)"
     return value

@@ -52,6 +52,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..gallery import Gallery
+from ..gallery.refusals import bounded
 from .apikeys import parse_key
 
 __all__ = [
@@ -412,9 +413,10 @@ class RefusalAudit:
         def write(gallery: Gallery) -> None:
             write_repeated(gallery, repeated)
             if admitted:
+                # ids from the path are as long as the URL (up to 64 KiB): cut like the gallery's
                 gallery.audit.append(
-                    "service.refused", actor=record.actor, purpose=purpose,
-                    subject_ids=subject_ids, **fields,
+                    "service.refused", actor=record.actor, purpose=bounded(purpose),
+                    subject_ids=bounded(subject_ids), **fields,
                 )
 
         if admitted or repeated:

@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from ..errors import FacetrustError
 from ..gallery import Gallery
-from ..gallery.refusals import entry_point_fields, is_audited_refusal
+from ..gallery.refusals import bounded, entry_point_fields, is_audited_refusal
 from .apikeys import ApiKey, ApiKeys
 from .limits import FailureThrottle, TokenBucket
 from .metrics import Metrics
@@ -187,8 +187,8 @@ class ServiceState:
                 gallery.audit.append(
                     "service.refused",
                     actor=key.actor,
-                    purpose=purpose,
-                    subject_ids=named,
+                    purpose=bounded(purpose),
+                    subject_ids=bounded(named),
                     operation=operation,
                     route=record.route if record else None,
                     problem=problem.uri,
