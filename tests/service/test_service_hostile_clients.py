@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,12 +51,17 @@ def connect(server: LiveServer) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=30)
 
 
-def read_all(sock: socket.socket) -> bytes:
-    """What the server sends until it closes the connection (or 30 s pass)."""
+def read_answer(sock: socket.socket) -> bytes:
+    """One HTTP answer: its status line and headers, then its ``Content-Length`` bytes."""
     received = b""
-    while chunk := sock.recv(65536):
+    while b"\r\n\r\n" not in received and (chunk := sock.recv(65536)):
         received += chunk
-    return received
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length and (chunk := sock.recv(65536)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def test_refusal_events_copy_at_most_200_characters_of_a_subject_id_in_the_path(
@@ -78,3 +84,32 @@ def test_refusal_events_copy_at_most_200_characters_of_a_subject_id_in_the_path(
             assert subject_id.startswith("aaaa"), event
             assert subject_id.endswith("(cut: 50,000 characters)"), event
 
+
+def test_a_biometric_request_whose_body_trickles_past_the_timeout_is_audited(
+    server: LiveServer,
+) -> None:
+    body = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\naccess-control\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="case_ref"\r\n\r\nslow-1\r\n--b--\r\n')
+    before = head(server)
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /v1/identify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\n\r\n"
+            % (server.keys["operator"].encode(), len(body) + 100)
+        )
+        sock.sendall(body[:20])  # and nothing more: the rest never comes
+        started = time.monotonic()
+        answer = read_answer(sock)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    assert b"/problems/request-timeout" in answer, answer
+    assert waited < REQUEST_TIMEOUT_S + 10
+    deadline = time.monotonic() + 10  # a 503's event is written just after the answer
+    while not (refused := [e for e in events_after(server, before)
+                           if e["kind"] == "service.refused"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(refused) == 1, refused
+    assert refused[0]["route"] == "/v1/identify"
+    assert refused[0]["status"] == 503
+    assert refused[0]["problem"] == "/problems/request-timeout"
+    assert refused[0]["presented_key_id"] == server.key_ids["operator"]

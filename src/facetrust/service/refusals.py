@@ -4,7 +4,9 @@ A request to verify, identify, enrol or review (or to read a review case, the
 review queue or their photos), or to read a subject's record or consents,
 grant or withdraw a consent or erase a subject, that is refused before the gallery sees it (400
 a body that cannot be parsed, 401 no or bad key, 403 wrong role or CSRF, 413
-body too large, 422 invalid request, 429 rate limit; in the console, a 303 to
+body too large, 422 invalid request, 429 rate limit, 503 a request that timed
+out or found the gallery busy before it got there, such as a body trickled in
+slower than the request timeout; in the console, a 303 to
 the login page is its 401) is written to the gallery's audit
 log as ``service.refused`` with: the actor (``key:<id>``, or ``anonymous``
 when no valid key was shown), the route template, the status, the problem
@@ -29,7 +31,8 @@ the key is checked) is anonymous; when it carried a well-formed key, the
 key's id is noted as ``presented_key_id``, unverified.
 
 The event is appended before the refusal is sent, so a client that saw its
-refusal can find it in the log.
+refusal can find it in the log; a 503's event just after it (a timeout may mean
+the gallery's database is stuck: the client is not kept waiting on it).
 """
 
 from __future__ import annotations
@@ -65,14 +68,16 @@ __all__ = [
     "RequestRecord",
     "current_record",
     "mark_audited",
+    "note_gallery_reached",
     "note_key",
 ]
 
 log = logging.getLogger("facetrust.service")
 
 #: Statuses of refusals audited here (400: a body the framework could not parse,
-#: answered before the key is checked).
-REFUSED_STATUSES = frozenset({400, 401, 403, 413, 422, 429})
+#: answered before the key is checked; 503: the request timed out, or the gallery was
+#: too busy, before the gallery saw it).
+REFUSED_STATUSES = frozenset({400, 401, 403, 413, 422, 429, 503})
 
 #: (method, route template) of the endpoints that touch biometric data or consent ->
 #: their operation.
@@ -131,6 +136,8 @@ class RequestRecord:
 
     actor: str = "anonymous"
     audited: bool = False
+    #: The request's work got the gallery lock: whatever it did there, the gallery audits.
+    reached_gallery: bool = False
     subject_ids: tuple[str, ...] = ()
     route: str | None = None
     operation: str | None = None
@@ -156,6 +163,14 @@ def mark_audited() -> None:
     record = _CURRENT.get()
     if record is not None:
         record.audited = True
+
+
+def note_gallery_reached() -> None:
+    """Say that the current request's work has started in the gallery (which audits what
+    it does), so a timeout after this point is not a refusal before the gallery."""
+    record = _CURRENT.get()
+    if record is not None:
+        record.reached_gallery = True
 
 
 @dataclass
@@ -348,6 +363,8 @@ class RefusalAudit:
                 status = int(message["status"])
                 to_login = (b"location", LOGIN_PAGE) in message.get("headers", [])
                 refused = status in REFUSED_STATUSES or (status == 303 and to_login)
+                if status == 503 and record.reached_gallery:
+                    refused = False  # timed out in the gallery, which audits its own work
             if not refused or record.audited:
                 for earlier in held:
                     await send(earlier)
@@ -355,7 +372,17 @@ class RefusalAudit:
                 await send(message)
                 return
             held.append(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
+            final = message["type"] == "http.response.body" and not message.get("more_body")
+            if status == 503:
+                # answered at once, audited after: a 503 may mean the gallery's database
+                # is stuck, and waiting on it would turn the client's timeout into a hang
+                await send(message)
+                if final:
+                    await self._audit(scope, record, operation, template, path_params,
+                                      status, held, bytes(body))
+                    held.clear()
+                return
+            if final:
                 try:
                     await self._audit(scope, record, operation, template, path_params,
                                       status, held, bytes(body))

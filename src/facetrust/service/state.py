@@ -28,7 +28,7 @@ from .limits import FailureThrottle, TokenBucket
 from .metrics import Metrics
 from .offload import in_worker_thread
 from .problems import Problem, problem_of
-from .refusals import FloodCounter, current_record, mark_audited
+from .refusals import FloodCounter, current_record, mark_audited, note_gallery_reached
 from .sessions import ConsoleSessions
 from .settings import ServiceSettings
 
@@ -94,6 +94,7 @@ class ServiceState:
                 headers={"Retry-After": "1"},
             )
         try:
+            note_gallery_reached()  # (a thread of the request: its context is copied here)
             return fn(self.gallery)
         finally:
             self.lock.release()
