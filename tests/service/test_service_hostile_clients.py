@@ -4,6 +4,7 @@ block, and connections that never finish their headers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from facetrust.service import Role
+from facetrust.service.protocol import HEADER_TIMEOUT_S
 
 from .conftest import LiveServer, start_server, stop_server
 
@@ -56,6 +58,8 @@ def read_answer(sock: socket.socket) -> bytes:
     received = b""
     while b"\r\n\r\n" not in received and (chunk := sock.recv(65536)):
         received += chunk
+    if not received:
+        return b""  # closed without a word
     head, _, body = received.partition(b"\r\n\r\n")
     length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                    if line.lower().startswith(b"content-length:")), 0)
@@ -113,3 +117,44 @@ def test_a_biometric_request_whose_body_trickles_past_the_timeout_is_audited(
     assert refused[0]["status"] == 503
     assert refused[0]["problem"] == "/problems/request-timeout"
     assert refused[0]["presented_key_id"] == server.key_ids["operator"]
+
+
+def test_a_header_block_past_64_kib_is_refused_431_before_it_is_all_read(
+    server: LiveServer,
+) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: ")
+        sent = 0
+        with contextlib.suppress(ConnectionError):  # the server closes it once it has answered
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+            sock.sendall(b"\r\n\r\n")
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert b"/problems/headers-too-large" in answer, answer
+    assert sent < 8 * 1024 * 1024, sent  # refused early, not after the whole block
+    with server.client() as anonymous:  # and the server is still there for others
+        assert anonymous.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/identify HTTP/1.1\r\nHost: x\r\n"],
+                         ids=["nothing", "half-a-header"])
+def test_a_connection_that_never_finishes_its_headers_is_closed(
+    server: LiveServer, sent: bytes
+) -> None:
+    with connect(server) as sock:
+        sock.sendall(sent)
+        started = time.monotonic()
+        sock.settimeout(HEADER_TIMEOUT_S + 15)
+        try:
+            answer = read_answer(sock)
+        except TimeoutError:
+            pytest.fail("the server kept the connection open")
+        waited = time.monotonic() - started
+    assert HEADER_TIMEOUT_S - 1 < waited < HEADER_TIMEOUT_S + 5, waited
+    if sent:
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"/problems/header-timeout" in answer, answer
+    else:
+        assert answer == b""  # closed without a word: no request was started

@@ -14,6 +14,7 @@ from ..config import cores_per_process
 from ..gallery import Gallery, GalleryConfig, find_config
 from ..gallery.backends import database_url
 from .apikeys import ApiKeys, SqlApiKeyStore
+from .protocol import BoundedHttpToolsProtocol
 from .service_db import open_service_database
 from .settings import ENV_PREFIX, ServiceSettings
 
@@ -65,6 +66,9 @@ def share_cores(workers: int, environ: MutableMapping[str, str] = os.environ) ->
 def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) -> None:
     """Serve the API and console with uvicorn until interrupted.
 
+    Headers are capped in size and time before the app sees a request (see
+    :mod:`.protocol`).
+
     With ``workers > 1`` each process opens the gallery itself (the settings
     travel as ``FACETRUST_SERVICE_*`` variables); the processes share one set
     of rate limits through the service database (see :mod:`.buckets`), and,
@@ -87,7 +91,7 @@ def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) 
     if workers <= 1:
         with gallery:
             uvicorn.run(create_app(settings, gallery=gallery), host=host, port=port,
-                        log_level="info")
+                        log_level="info", http=BoundedHttpToolsProtocol)
         return
     gallery.close()
     share_cores(workers)
@@ -97,5 +101,5 @@ def serve(settings: ServiceSettings, *, host: str, port: int, workers: int = 1) 
             os.environ[ENV_PREFIX + field.name.upper()] = str(value)
     uvicorn.run(
         "facetrust.service.app:create_app", factory=True, host=host, port=port,
-        workers=workers, log_level="info",
+        workers=workers, log_level="info", http=BoundedHttpToolsProtocol,
     )
