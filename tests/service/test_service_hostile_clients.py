@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from facetrust.service import Role
@@ -158,3 +160,27 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(
         assert b"/problems/header-timeout" in answer, answer
     else:
         assert answer == b""  # closed without a word: no request was started
+
+
+def test_console_cookies_are_secure_when_the_console_is_reached_over_https(
+    server: LiveServer,
+) -> None:
+    # A TLS proxy in front (deploy/nginx) says so with X-Forwarded-Proto, trusted from
+    # 127.0.0.1; the server was started without --secure-cookies.
+    with httpx.Client(base_url=server.url, headers={"X-Forwarded-Proto": "https"}) as browser:
+        form = browser.get("/console/login")
+        token = re.search(r'name="login_csrf" value="([^"]+)"', form.text)
+        assert token, form.text
+        browser.cookies.clear()  # sent by hand: httpx keeps a Secure cookie off http://
+        logged_in = browser.post(
+            "/console/login", data={"api_key": server.keys["operator"],
+                                    "login_csrf": token.group(1)},
+            headers={"Cookie": f"facetrust_login_csrf={token.group(1)}"},
+        )
+    assert logged_in.status_code == 303, logged_in.text
+    cookies = [*form.headers.get_list("set-cookie"), *logged_in.headers.get_list("set-cookie")]
+    issued = [c for c in cookies if "Max-Age=0" not in c]  # not the ones being deleted
+    assert {c.split("=")[0] for c in issued} == {"facetrust_login_csrf", "facetrust_session"}
+    for cookie in issued:
+        assert "; Secure" in cookie, cookie
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie, cookie

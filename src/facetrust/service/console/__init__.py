@@ -1,7 +1,8 @@
 """The web console: server-rendered pages over the same library calls as the API.
 
 Log in with an API key; it is kept in an HttpOnly, SameSite=Strict session
-cookie scoped to ``/console`` (``Secure`` when ``secure_cookies`` is set).
+cookie scoped to ``/console`` (``Secure`` when ``secure_cookies`` is set or the
+request came over HTTPS).
 Every form carries a CSRF token bound to the session. Each page checks the
 same permission table as the API, and the navigation shows only the pages
 the key's role may use.

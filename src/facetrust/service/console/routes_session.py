@@ -27,12 +27,20 @@ from .csrf import check_csrf
 from .rendering import PREFIX, render_page
 from .request_session import current_session
 
-__all__ = ["LOGIN_COOKIE", "router"]
+__all__ = ["LOGIN_COOKIE", "router", "secure_cookies"]
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 #: Cookie holding the login form's double-submit CSRF token.
 LOGIN_COOKIE = "facetrust_login_csrf"
+
+
+def secure_cookies(request: Request) -> bool:
+    """Whether the console's cookies are ``Secure``: when ``secure_cookies`` is set, and
+    whenever the request came over HTTPS (directly, or through a TLS proxy whose
+    ``X-Forwarded-Proto`` uvicorn trusts), so a forgotten setting cannot let a
+    session cookie later travel over plain HTTP."""
+    return service_state(request).settings.secure_cookies or request.url.scheme == "https"
 
 
 def login_page(request: Request, status: int = 200, **context: Any) -> Response:
@@ -43,7 +51,7 @@ def login_page(request: Request, status: int = 200, **context: Any) -> Response:
                            **context)
     response.set_cookie(
         LOGIN_COOKIE, token, path="/console/login", httponly=True, samesite="strict",
-        secure=service_state(request).settings.secure_cookies,
+        secure=secure_cookies(request),
     )
     return response
 
@@ -100,7 +108,7 @@ async def login(
     response.delete_cookie(LOGIN_COOKIE, path="/console/login")
     response.set_cookie(
         SESSION_COOKIE, token, path="/console", httponly=True, samesite="strict",
-        secure=state.settings.secure_cookies,  # no max_age: the cookie ends with the browser
+        secure=secure_cookies(request),  # no max_age: the cookie ends with the browser
     )
     return response
 
