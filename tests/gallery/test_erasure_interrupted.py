@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from facetrust.errors import ConsentWithdrawn, UnknownSubject
+from facetrust.errors import ReviewClosed, UnknownSubject
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from installed_command import installed_runner
@@ -96,7 +96,8 @@ def test_an_erasure_killed_after_the_key_went_is_finished_by_the_sweep(
         found = gallery.identify(embeddings[identities[KOFI][2]], purpose="boarding",
                                  actor="officer", k=10, case_ref="C-2")
         assert KOFI not in [c.subject_id for c in found.candidates]
-        with pytest.raises(ConsentWithdrawn):
+        # its only candidate gone, the pending identification is closed
+        with pytest.raises(ReviewClosed, match="closed because none of its candidates"):
             gallery.review(pending.identification_id, KOFI, reviewer="alice")
         # the audit log says an erasure began and what it was to do
         (started,) = gallery.audit.events(kind="erase.started")

@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 import pytest
 from test_gallery_concurrency import VICTIM, WORKER  # the same worker scripts as on SQLite
+from test_gallery_review_closing import KOFI, TWIN, assert_closed, two_candidate_gallery
 
 from facetrust import crypto
 from facetrust.errors import (
@@ -389,3 +390,25 @@ def test_a_server_that_never_answers_is_a_clear_error_in_bounded_time(
     assert "Traceback" not in done.stderr
     assert "Cannot connect to the" in done.stderr and "timeout" in done.stderr, done.stderr
     assert bound_s <= waited < bound_s + 8.0, waited
+
+
+def test_a_case_nobody_can_decide_is_closed_on_postgres(
+    make_pg_gallery: Callable[..., Gallery],
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+    grant: Any,
+    clock: Any,
+) -> None:
+    """One candidate's consent to the purpose withdrawn, the other's expired: closed
+    when the queue is read, with the same reasons and audit as on SQLite."""
+    gallery, ident, boarding = two_candidate_gallery(
+        make_pg_gallery(pending_probe_hours=720), identities, embeddings, grant,
+        boarding_days=2)
+    assert isinstance(gallery.store, PostgresStore)
+    gallery.withdraw_consent(KOFI, boarding[KOFI], actor="registrar", reason="asked")
+    assert gallery.review_case(ident, reviewer="alice").status == "pending"
+    clock.advance(days=2, seconds=1)
+    assert ident not in [c.identification_id
+                         for c in gallery.review_queue(reviewer="alice").cases]
+    assert_closed(gallery, ident, {KOFI: "consent to boarding withdrawn",
+                                   TWIN: "consent to boarding expired"}, actor="alice")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from facetrust.errors import ConsentExpired, ReviewClosed, ReviewNotAllowed, StoreError
+from facetrust.errors import ReviewClosed, ReviewNotAllowed, StoreError
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
 from facetrust.gallery.pending import probe_key_name
@@ -341,7 +341,8 @@ def test_a_candidate_whose_retention_ended_while_pending_is_not_confirmed_or_sho
 ) -> None:
     """Retention ends while an identification awaits review: the candidate's reference
     photo is not decrypted, no confirmation is taken (it would count as an interaction
-    and push the retention limit back), and the sweep then erases the subject."""
+    and push the retention limit back), the identification (its only candidate gone)
+    is closed, and the sweep then erases the subject."""
     gallery: Gallery = make_gallery(retention_days=30)
     gallery.add_subject(KOFI, actor="registrar")
     grant(gallery, KOFI, days=365)  # consent outlasts retention
@@ -353,11 +354,17 @@ def test_a_candidate_whose_retention_ended_while_pending_is_not_confirmed_or_sho
     assert gallery.review(ident, KOFI, reviewer="alice").status == "pending"
     clock.advance(days=30, seconds=1)  # 30 days since the enrolment: retention ended
 
-    with pytest.raises(ConsentExpired, match="past the retention period"):
+    with pytest.raises(ReviewClosed, match="closed because none of its candidates"):
         gallery.reference_photo(ident, KOFI, reviewer="bob")
-    with pytest.raises(ConsentExpired, match="past the retention period"):
+    with pytest.raises(ReviewClosed, match="closed because none of its candidates"):
         gallery.review(ident, KOFI, reviewer="bob")
-    assert gallery.review_case(ident, reviewer="bob").status == "pending"
+    case = gallery.review_case(ident, reviewer="bob")
+    assert case.status == "closed" and case.candidates[0].status == "ineligible"
+    assert case.candidates[0].summary == (
+        "No longer eligible (retention period ended): it cannot be confirmed."
+    )
+    (closed,) = gallery.audit.events(kind="identification.closed")
+    assert closed.fields["ineligible"] == {KOFI: "retention period ended"}
     refused = [e for e in gallery.audit.events() if e.kind in ("review.refused",
                                                                "reference.view.refused")]
     assert [e.kind for e in refused] == ["reference.view.refused", "review.refused"]

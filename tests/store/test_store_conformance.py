@@ -205,6 +205,30 @@ def test_undecided_identifications_in_keyset_pages_and_pending_probes(store: Sto
     assert store.get_pending_probe("i2") is None
 
 
+def test_an_identification_closed_undecided_keeps_why(store: Store) -> None:
+    """Closed (no candidate eligible any more): decided, with each candidate's reason;
+    an identification already decided is never closed over its decision."""
+    with store.transaction():
+        for n in range(2):
+            store.insert_identification(IdentificationRecord(
+                f"i{n}", "boarding", "officer", None, "ff" * 32, "m", "op", 0.6, T0, T0,
+                (("s1", 0.3, 1), ("s2", 0.4, 2)),
+            ))
+        store.mark_identification_decided("i1", T0)
+    why = {"s1": "the subject was erased", "s2": "consent to boarding withdrawn"}
+    later = "2026-01-02T00:00:00+00:00"
+    with store.transaction():
+        assert store.close_identification("i0", later, why)
+        assert not store.close_identification("i0", later, why)
+        assert not store.close_identification("i1", later, why)
+    assert store.identification_closure("i0") == why
+    assert store.identification_decided_at("i0") == later
+    assert store.identification_closure("i1") is None
+    assert store.identification_decided_at("i1") == T0
+    assert store.identification_closure("nope") is None
+    assert store.undecided_identifications(None, 10) == []
+
+
 def test_secrets_meta_and_audit(store: Store) -> None:
     with store.transaction():
         store.set_meta("gallery_id", "g")

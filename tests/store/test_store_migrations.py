@@ -12,7 +12,13 @@ import pytest
 
 from facetrust.errors import StoreError
 from facetrust.gallery import Gallery
-from facetrust.store import SqliteStore, SubjectRecord, TemplateRecord, postgres_migrations
+from facetrust.store import (
+    IdentificationRecord,
+    SqliteStore,
+    SubjectRecord,
+    TemplateRecord,
+    postgres_migrations,
+)
 from facetrust.store import migrations as sqlite_migrations
 from facetrust.store.postgres import PostgresStore
 from installed_command import INSTALLED, shell_env
@@ -36,6 +42,12 @@ def _check_upgraded(store: SqliteStore | PostgresStore) -> None:
         store.delete_biometrics("s1")
     changes = store.changes_since(5)
     assert changes is not None and sorted(changes.removed_templates) == ["t1", "t2"]
+    with store.transaction():  # the identifications' closure column takes values
+        store.insert_identification(IdentificationRecord(
+            "i1", "boarding", "officer", None, "ff" * 32, "m", "op", 0.6, T0, T0,
+            (("s1", 0.3, 1),)))
+        assert store.close_identification("i1", T0, {"s1": "the subject was erased"})
+    assert store.identification_closure("i1") == {"s1": "the subject was erased"}
 
 
 def test_a_version_1_sqlite_gallery_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:

@@ -577,7 +577,12 @@ class Gallery:
         CLI pass the API key's ``key:<id>``). A candidate is *pending* until
         ``config.review_quorum`` distinct reviewers confirm it (*confirmed*,
         EU AI Act Art. 14(5)) or one rejects it (*rejected*). Both decisions
-        are final. Each decision is audited.
+        are final. Each decision is audited. A candidate whose consent for the
+        search's purpose or retention has ended since, or who was erased, is
+        *ineligible*: neither confirmed nor rejected. An identification whose
+        every undecided candidate is ineligible is *closed* (audited as
+        ``identification.closed``, its probe deleted), here or wherever it is
+        first noticed (see :mod:`facetrust.gallery.closing`).
 
         Parameters
         ----------
@@ -592,11 +597,11 @@ class Gallery:
             The reviewer ran the search and ``config.searcher_may_review`` is off.
         ReviewClosed
             The candidate is already confirmed or rejected, or this reviewer
-            already reviewed it.
-        ConsentError
-            The subject's consent for the search's purpose has ended since, or
-            the subject's retention period has (``ConsentExpired``): a
-            confirmation counts as an interaction and must not extend it.
+            already reviewed it; or it is no longer eligible (the subject's
+            consent for the search's purpose or retention period has ended
+            since, or the subject was erased: a confirmation counts as an
+            interaction and must not extend it); or the identification was
+            closed because none of its candidates is eligible any more.
 
         A refused decision is audited as ``review.refused``.
         """
@@ -625,6 +630,10 @@ class Gallery:
     def review_case(self, identification_id: str, *, reviewer: str) -> ReviewCase:
         """One identification with where each candidate's review stands (audited).
 
+        A candidate no longer eligible is ``ineligible`` with the reason; an
+        identification nobody can decide any more is closed first and shown as
+        ``closed``, with the reason in plain English.
+
         Raises
         ------
         UnknownIdentification
@@ -647,10 +656,9 @@ class Gallery:
         ReviewNotAllowed
             The reviewer ran the search (policy), or the subject is no candidate.
         ReviewClosed
-            The identification is decided.
-        ConsentError, UnknownSubject
-            The subject's consent for the search's purpose, or their retention
-            period, has ended since the search; or the subject was erased.
+            The identification is decided or closed, or the candidate is no
+            longer eligible (consent for the search's purpose or retention
+            period ended since the search, or the subject was erased).
         """
         return review_desk.reference_photo(
             self._parts, identification_id, subject_id, reviewer=reviewer
@@ -745,7 +753,8 @@ class Gallery:
 
     def sweep_retention(self, *, actor: str = "system") -> SweepResult:
         """Purge subjects past retention or without active consent, and probes kept
-        past ``config.pending_probe_hours``; audit it."""
+        past ``config.pending_probe_hours``; close the identifications nobody can
+        decide any more (their probes go at once); audit it."""
         return erasure.sweep_retention(self._parts, actor=actor)
 
     # ------------------------------------------------------------------ keys & indexes

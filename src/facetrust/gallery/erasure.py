@@ -17,7 +17,10 @@ The consent history and the audit log are kept; they hold no biometric data.
 A probe photo kept for review (:mod:`.pending`) of a search in which the
 subject was a candidate may be a photo of the subject: it is deleted with them.
 The sweep also deletes the probes of identifications still awaiting review
-after ``config.pending_probe_hours``.
+after ``config.pending_probe_hours``. An identification whose every candidate
+still awaiting review has lost eligibility is closed (:mod:`.closing`) by the
+withdrawal or erasure that caused it, or by the sweep when consent expiry or the
+end of retention did.
 
 A process killed half-way through an erasure leaves a subject without active
 consent (so out of every search, the in-database one included, and of every
@@ -34,6 +37,12 @@ from datetime import datetime
 from ..errors import InvalidParameter
 from ..store.base import ConsentRecord
 from .checks import check_name, check_text
+from .closing import (
+    close_undecidable,
+    shred_closed_probes,
+    sweep_undecidable,
+    undecided_with_candidate,
+)
 from .consent import consent_status
 from .indexes import count_removal
 from .parts import GalleryParts
@@ -94,10 +103,14 @@ def erase_subject(
     parts.indexes.drop_files()  # again: one may have been saved meanwhile
     keystore.reclaim()
     store.reclaim()
-    probes = sum(
+    # cases left with no eligible candidate are closed (their probes go with the
+    # closure); the others lose their probe, which may be a photo of the subject
+    searches = undecided_with_candidate(parts, subject_id)
+    closed = close_undecidable(parts, searches, actor=actor)
+    probes = shred_closed_probes(parts, closed, actor=actor) + sum(
         discard_probe(parts, identification_id, actor=actor,
                       reason=f"candidate {subject_id} was erased")
-        for identification_id in _searches_with_candidate(parts, subject_id)
+        for identification_id in searches if identification_id not in closed
     )
     return ErasureResult(subject_id, reason, rows, destroyed, forget, event.seq, probes)
 
@@ -108,21 +121,6 @@ def _end_consents(parts: GalleryParts, subject_id: str, stamp: str) -> list[str]
     for consent_id in ended:
         parts.store.withdraw_consent(consent_id, stamp, "subject erased")
     return ended
-
-
-def _searches_with_candidate(parts: GalleryParts, subject_id: str) -> list[str]:
-    """Undecided identifications that returned ``subject_id`` as a candidate (their
-    probes are what may still be kept; decided ones keep none)."""
-    found: list[str] = []
-    after: tuple[str, str] | None = None
-    while True:
-        with parts.store.snapshot():
-            page = parts.store.undecided_identifications(after, limit=SWEEP_PAGE)
-        found += [record.identification_id for record in page
-                  if any(candidate[0] == subject_id for candidate in record.candidates)]
-        if len(page) < SWEEP_PAGE:
-            return found
-        after = (page[-1].started_at, page[-1].identification_id)
 
 
 def withdraw_consent(
@@ -164,6 +162,11 @@ def withdraw_consent(
             reason=reason,
         )
         remaining = [c for c in store.consents_of(subject_id) if consent_status(c, now) == "active"]
+        # identifications whose last eligible candidates this withdrawal ends are
+        # closed with it (they leave the review queues in the same commit)
+        closed = close_undecidable(parts, undecided_with_candidate(parts, subject_id),
+                                   actor=actor)
+    shred_closed_probes(parts, closed, actor=actor)
     erasure = None
     if not remaining:
         erasure = erase_subject(
@@ -189,6 +192,9 @@ def sweep_retention(parts: GalleryParts, *, actor: str) -> SweepResult:
     for subject_id, reason, forget in plans:
         erase_subject(parts, subject_id, actor=actor, reason=reason, forget=forget)
         erased.append(subject_id)
+    # an expiry or the end of retention is no event: close here the cases nobody
+    # can decide any more that no reviewer has looked at since
+    closed = sweep_undecidable(parts, actor=actor)
     probes = sweep_pending_probes(parts, actor=actor)
     event = parts.audit.append(
         "retention.sweep",
@@ -199,8 +205,9 @@ def sweep_retention(parts: GalleryParts, *, actor: str) -> SweepResult:
         retention_days=parts.config.retention_days,
         probes_deleted=probes,
         pending_probe_hours=parts.config.pending_probe_hours,
+        identifications_closed=closed,
     )
-    return SweepResult(tuple(erased), event.seq, probes)
+    return SweepResult(tuple(erased), event.seq, probes, closed)
 
 
 def _sweep_plan(parts: GalleryParts, now: datetime) -> tuple[list[tuple[str, str, bool]], int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import (
@@ -26,9 +26,19 @@ from ..errors import (
 from ..pipeline import FacePolicy
 from ..store.base import IdentificationRecord, PendingProbeRecord, ReviewRecord
 from .checks import check_case_ref, check_k, check_name, check_purpose, check_text
+from .closing import (
+    close_undecidable,
+    close_undecidable_now,
+    closed_message,
+    ineligible_candidates,
+    ineligible_message,
+    shred_closed_probes,
+    undecidable,
+)
 from .parts import GalleryParts
 from .pending import discard_probe, forget_unstored_probe, seal_probe
 from .probes import FaceInput
+from .review_states import candidate_reviews, identification_state, review_state
 from .search import search_probe
 from .subjects import require_active_consent
 from .types import Candidate, Identification, ReviewStatus, SubjectVerification
@@ -135,53 +145,6 @@ def identify(
     )
 
 
-#: The states of one candidate of an identification under review. A candidate is
-#: ``pending`` until ``review_quorum`` distinct reviewers confirm it
-#: (``confirmed``) or one reviewer rejects it (``rejected``). Both decisions are
-#: final: a later review of a decided candidate is refused (:class:`ReviewClosed`),
-#: so a reject cannot undo a confirmation that others may already have acted on.
-REVIEW_STATES = ("pending", "confirmed", "rejected")
-
-
-def review_state(confirmed: int, rejected: int, quorum: int) -> str:
-    """The state of a candidate with ``confirmed`` confirmations and ``rejected``
-    rejections from distinct reviewers, given reviews arrive only while pending."""
-    if rejected:
-        return "rejected"
-    return "confirmed" if confirmed >= quorum else "pending"
-
-
-#: The states of a whole identification: ``pending`` while a candidate may still be
-#: confirmed, ``confirmed`` once one is, ``rejected`` once every candidate is, and
-#: ``no-candidate`` when the search found nobody (nothing to review).
-IDENTIFICATION_STATES = ("pending", "confirmed", "rejected", "no-candidate")
-
-
-def identification_state(candidate_states: Iterable[str]) -> str:
-    """The state of an identification whose candidates are in ``candidate_states``."""
-    states = list(candidate_states)
-    if not states:
-        return "no-candidate"
-    if "confirmed" in states:
-        return "confirmed"
-    return "rejected" if all(s == "rejected" for s in states) else "pending"
-
-
-def candidate_reviews(
-    record: IdentificationRecord, reviews: Iterable[ReviewRecord], quorum: int
-) -> dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    """Per candidate (in rank order): its state, who confirmed it and who rejected it."""
-    found: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
-    listed = list(reviews)
-    for subject_id, _, _ in record.candidates:
-        mine = [r for r in listed if r.subject_id == subject_id]
-        confirmed = tuple(r.reviewer for r in mine if r.decision == "confirm")
-        rejected = tuple(r.reviewer for r in mine if r.decision == "reject")
-        found[subject_id] = (review_state(len(confirmed), len(rejected), quorum), confirmed,
-                             rejected)
-    return found
-
-
 def review(
     parts: GalleryParts,
     identification_id: str,
@@ -198,8 +161,12 @@ def review(
         raise InvalidParameter(
             f"The 'decision' must be 'confirm' or 'reject'. Got {decision!r} instead."
         )
+    # a case nobody can decide any more is closed first (it commits even though
+    # this review is then refused)
+    close_undecidable_now(parts, [identification_id], actor=reviewer)
     stamp = parts.stamp()
     quorum = parts.config.review_quorum
+    closed: list[str] = []
     with parts.store.transaction():
         record = parts.store.get_identification(identification_id)
         if record is None:
@@ -220,6 +187,8 @@ def review(
                 "candidates are reviewed by other people (searcher_may_review is off). "
                 "Ask another operator to review it."
             )
+        if parts.store.identification_closure(identification_id) is not None:
+            raise ReviewClosed(closed_message(identification_id))
         every = parts.store.reviews_of(identification_id)
         decided = [s for s, (state, _, _) in candidate_reviews(record, every, quorum).items()
                    if state == "confirmed"]
@@ -249,7 +218,9 @@ def review(
         # consent or retention may have ended since the search: then nothing may be
         # decided (a confirmation counts as an interaction, and would push back the
         # retention limit of a subject the sweep is due to erase)
-        require_active_consent(parts, subject_id, record.purpose, within_retention=True)
+        why = ineligible_candidates(parts, record.purpose, [subject_id]).get(subject_id)
+        if why is not None:
+            raise ReviewClosed(ineligible_message(identification_id, subject_id, why))
         parts.store.insert_review(
             ReviewRecord(identification_id, subject_id, reviewer, decision, stamp, note)
         )
@@ -265,6 +236,8 @@ def review(
         overall = identification_state(s for s, _, _ in states.values())
         if overall != "pending":
             parts.store.mark_identification_decided(identification_id, stamp)
+        elif undecidable(parts, record) is not None:
+            overall = "closed"  # every candidate left undecided is ineligible
         event = parts.audit.append(
             "review",
             actor=reviewer,
@@ -280,7 +253,11 @@ def review(
             status=status,
             identification_status=overall,
         )
-    if overall != "pending":
+        if overall == "closed":
+            closed = close_undecidable(parts, [identification_id], actor=reviewer)
+    if closed:
+        shred_closed_probes(parts, closed, actor=reviewer)
+    elif overall != "pending":
         discard_probe(parts, identification_id, actor=reviewer,
                       reason=f"identification {overall}")
     return ReviewStatus(

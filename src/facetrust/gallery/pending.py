@@ -6,7 +6,8 @@ while the identification is pending, and no longer. It is sealed with
 AES-256-GCM under a data key of its own, kept in the key store under
 :func:`probe_key_name` (never under a subject's key: the person in the probe is
 nobody in the gallery until a review says so). When the identification is
-decided (one candidate confirmed, or every candidate rejected) or
+decided (one candidate confirmed, or every candidate rejected), closed
+(no candidate eligible any more, :mod:`.closing`), or
 ``config.pending_probe_hours`` have passed (the retention sweep), the key is
 destroyed first (crypto-shredding: every copy of the ciphertext, backups
 included, becomes unreadable), then the row is deleted and the deletion

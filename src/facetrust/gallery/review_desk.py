@@ -14,7 +14,11 @@ time, and the photos a reviewer compares (least privilege, every view audited).
 
 Each view is audited (``review.queue``, ``identification.view``,
 ``reference.view``, ``pending-probe.view``), and so is each refused attempt
-(the same kind with ``.refused``).
+(the same kind with ``.refused``). Each first closes the identifications it
+reads that nobody can decide any more (:mod:`.closing`: a consent expiry or the
+end of retention is no event), so no reviewer is shown one: a closed case is
+not queued, and opening it says why it closed; an ineligible candidate of a
+case still pending is shown as "No longer eligible (...)".
 """
 
 from __future__ import annotations
@@ -33,11 +37,16 @@ from ..errors import (
 from ..faces import Box
 from ..store.base import IdentificationRecord
 from .checks import check_name
-from .identification import candidate_reviews, identification_state
+from .closing import (
+    close_undecidable_now,
+    closed_message,
+    ineligible_candidates,
+    ineligible_message,
+)
 from .parts import GalleryParts
 from .pending import open_probe
 from .refusals import audit_refusal
-from .subjects import require_active_consent
+from .review_states import candidate_reviews, identification_state
 
 __all__ = [
     "NO_REFERENCE_PHOTO",
@@ -78,8 +87,11 @@ class CandidateReview:
     """One candidate of an identification and where its review stands.
 
     ``distance`` is the template distance to the probe (lower is more similar).
-    ``photo_kept`` is None where it was not looked up (the queue). ``settled``
-    says the identification as a whole is decided (by this or another candidate).
+    ``status`` is one of :data:`.review_states.REVIEW_STATES`; an ``ineligible``
+    candidate's ``ineligible_reason`` says why it may not be decided any more
+    ("consent to boarding withdrawn"). ``photo_kept`` is None where it was not
+    looked up (the queue). ``settled`` says the identification as a whole is
+    decided (by this or another candidate, or closed).
     """
 
     subject_id: str
@@ -91,10 +103,13 @@ class CandidateReview:
     required: int
     photo_kept: bool | None = None
     settled: bool = False
+    ineligible_reason: str | None = None
 
     @property
     def summary(self) -> str:
         """The review state in plain English, with the next step."""
+        if self.status == "ineligible":
+            return f"No longer eligible ({self.ineligible_reason}): it cannot be confirmed."
         if self.settled and self.status == "pending":
             return "Not decided: the identification was decided on another candidate."
         if self.status == "rejected":
@@ -126,7 +141,9 @@ class ReviewCase:
     age_s : int
         Seconds since the search.
     status : str
-        ``pending``, ``confirmed``, ``rejected`` or ``no-candidate``.
+        ``pending``, ``confirmed``, ``rejected``, ``closed`` (every candidate left
+        undecided is no longer eligible: nobody can decide it) or ``no-candidate``
+        (:data:`.review_states.IDENTIFICATION_STATES`).
     candidates : tuple of CandidateReview
         In rank order.
     may_review : bool
@@ -231,16 +248,32 @@ def _why_not(
     return None
 
 
+def _ineligible(parts: GalleryParts, record: IdentificationRecord) -> dict[str, str]:
+    """The candidates of ``record`` who may not be decided (any more), and why: those
+    it was closed for, or, while it is undecided, those ineligible now."""
+    identification_id = record.identification_id
+    closure = parts.store.identification_closure(identification_id)
+    if closure is not None:
+        return closure
+    if parts.store.identification_decided_at(identification_id) is not None:
+        return {}
+    return ineligible_candidates(parts, record.purpose, [c[0] for c in record.candidates])
+
+
 def _case(
     parts: GalleryParts, record: IdentificationRecord, reviewer: str, seq: int,
     *, details: bool,
 ) -> ReviewCase:
     quorum = parts.config.review_quorum
-    states = candidate_reviews(record, parts.store.reviews_of(record.identification_id), quorum)
+    ineligible = _ineligible(parts, record)
+    states = candidate_reviews(record, parts.store.reviews_of(record.identification_id), quorum,
+                               ineligible)
     candidates = tuple(
         CandidateReview(
             subject_id, rank, distance, *states[subject_id], required=quorum,
             photo_kept=bool(parts.store.photos_of(subject_id)) if details else None,
+            ineligible_reason=(ineligible[subject_id]
+                               if states[subject_id][0] == "ineligible" else None),
         )
         for subject_id, distance, rank in record.candidates
     )
@@ -248,7 +281,9 @@ def _case(
     if status != "pending":
         candidates = tuple(replace(c, settled=True) for c in candidates)
     reason = _why_not(parts, record, reviewer, states)
-    if reason is None and status != "pending":
+    if status == "closed":
+        reason = closed_message(record.identification_id)
+    elif reason is None and status != "pending":
         reason = f"This identification is {status}; review decisions are final."
     age = parts.now() - datetime.fromisoformat(record.started_at)
     probe_kept = None
@@ -267,10 +302,12 @@ def _open_for_review(
     """The identification, if ``reviewer`` may review it now; else the refusal."""
     record = _record(parts, identification_id)
     states = candidate_reviews(record, parts.store.reviews_of(identification_id),
-                               parts.config.review_quorum)
+                               parts.config.review_quorum, _ineligible(parts, record))
     reason = _why_not(parts, record, reviewer, states)
     if reason is not None:
         raise ReviewNotAllowed(reason)
+    if parts.store.identification_closure(identification_id) is not None:
+        raise ReviewClosed(closed_message(identification_id))
     if parts.store.identification_decided_at(identification_id) is not None:
         raise ReviewClosed(
             f"Identification {identification_id!r} is already decided: its photos are shown "
@@ -298,6 +335,7 @@ def review_queue(
             )
         cursor = (started, last_id)
     cases: list[ReviewCase] = []
+    undecidable: list[str] = []
     exhausted = False
     with parts.store.snapshot():
         while len(cases) < limit and not exhausted:
@@ -306,6 +344,8 @@ def review_queue(
             for index, record in enumerate(batch):
                 cursor = (record.started_at, record.identification_id)
                 case = _case(parts, record, reviewer, 0, details=False)
+                if case.status == "closed":  # nobody can decide it: closed below, not listed
+                    undecidable.append(record.identification_id)
                 # listed while a candidate awaits a review this reviewer has not given
                 if case.may_review and any(
                     c.status == "pending" and reviewer not in c.confirmed_by
@@ -315,6 +355,7 @@ def review_queue(
                 if len(cases) == limit:
                     exhausted = exhausted and index == len(batch) - 1
                     break
+    close_undecidable_now(parts, undecidable, actor=reviewer)
     event = parts.audit.append(
         "review.queue", actor=reviewer,
         identification_ids=[c.identification_id for c in cases], listed=len(cases),
@@ -327,6 +368,7 @@ def review_queue(
 def review_case(parts: GalleryParts, identification_id: str, *, reviewer: str) -> ReviewCase:
     """See :meth:`Gallery.review_case`."""
     reviewer = check_name(reviewer, "reviewer")
+    close_undecidable_now(parts, [identification_id], actor=reviewer)
     with (
         audit_refusal(parts.audit, "identification.view", reviewer, None, [],
                       identification_id=identification_id),
@@ -347,6 +389,7 @@ def reference_photo(
 ) -> ReferencePhoto:
     """See :meth:`Gallery.reference_photo`."""
     reviewer = check_name(reviewer, "reviewer")
+    close_undecidable_now(parts, [identification_id], actor=reviewer)
     with (
         audit_refusal(parts.audit, "reference.view", reviewer, None, [subject_id],
                       identification_id=identification_id),
@@ -359,7 +402,9 @@ def reference_photo(
                 f"{identification_id!r}: reference photos are shown only for its "
                 "candidates. Open the candidates from the review page."
             )
-        require_active_consent(parts, subject_id, record.purpose, within_retention=True)
+        why = ineligible_candidates(parts, record.purpose, [subject_id]).get(subject_id)
+        if why is not None:
+            raise ReviewClosed(ineligible_message(identification_id, subject_id, why))
         photos = parts.store.photos_of(subject_id)
     photo = None
     if photos:
@@ -382,6 +427,7 @@ def reference_photo(
 def probe_photo(parts: GalleryParts, identification_id: str, *, reviewer: str) -> ProbePhoto:
     """See :meth:`Gallery.probe_photo`."""
     reviewer = check_name(reviewer, "reviewer")
+    close_undecidable_now(parts, [identification_id], actor=reviewer)
     with (
         audit_refusal(parts.audit, "pending-probe.view", reviewer, None, [],
                       identification_id=identification_id),

@@ -279,15 +279,19 @@ class WithdrawalResult:
 @dataclass(frozen=True)
 class SweepResult:
     """What a retention sweep purged: subjects past retention or without active consent,
-    and ``probes_deleted`` probes of identifications kept past their review time limit."""
+    ``probes_deleted`` probes of identifications kept past their review time limit, and
+    ``identifications_closed`` identifications nobody could decide any more (every
+    candidate left undecided no longer eligible: their probes went at once)."""
 
     erased: tuple[str, ...]
     audit_seq: int
     probes_deleted: int = 0
+    identifications_closed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"erased": list(self.erased), "audit_seq": self.audit_seq,
-                "probes_deleted": self.probes_deleted}
+                "probes_deleted": self.probes_deleted,
+                "identifications_closed": self.identifications_closed}
 
 
 @dataclass(frozen=True)

@@ -434,6 +434,19 @@ class Store(Protocol):
         ...
 
     def identification_decided_at(self, identification_id: str) -> str | None: ...
+    def close_identification(
+        self, identification_id: str, at: str, ineligible: Mapping[str, str]
+    ) -> bool:
+        """Mark an undecided identification decided at ``at``, closed because its
+        candidates in ``ineligible`` (subject id -> reason) can no longer be
+        confirmed; False (and nothing changed) if it was already decided."""
+        ...
+
+    def identification_closure(self, identification_id: str) -> dict[str, str] | None:
+        """The ``ineligible`` of :meth:`close_identification` for a closed
+        identification; None for one decided by its reviews, or not decided."""
+        ...
+
     def insert_pending_probe(self, probe: PendingProbeRecord) -> None: ...
     def get_pending_probe(self, identification_id: str) -> PendingProbeRecord | None: ...
     def pending_probes_due(self, now: str) -> list[str]:

@@ -19,6 +19,7 @@ from .schema import (
     event_tables,
     gallery_tables,
     idempotency_table,
+    identification_closure_column,
     key_creation_time,
     keystore_tables,
     pending_probe_tables,
@@ -86,6 +87,8 @@ GALLERY_MIGRATIONS: list[str] = [
     pending_probe_tables(POSTGRES_TYPES),
     # 7: the shared work queue of batch enrolment workers (enroll-batch --queue).
     batch_queue_table(POSTGRES_TYPES),
+    # 8: why an identification was closed undecided (no candidate eligible any more).
+    identification_closure_column(),
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [

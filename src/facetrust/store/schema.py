@@ -220,6 +220,16 @@ def source_digest_column() -> str:
 """
 
 
+def identification_closure_column() -> str:
+    """Why an identification was closed undecided: a JSON object of each candidate
+    still awaiting review when none of them could be confirmed any more (consent
+    withdrawn or expired, subject erased, retention ended) and why; NULL for an
+    identification decided by its reviews, or not decided."""
+    return """
+    ALTER TABLE identifications ADD COLUMN closed_because TEXT;
+"""
+
+
 def key_creation_time() -> str:
     """When each data key was made (ISO 8601; NULL for keys made before), so the retention
     sweep can tell a kept probe's key left by a crash from one an identify is writing."""

@@ -6,7 +6,7 @@ reviews and the audit log. Mixed into :class:`~facetrust.store.sql.SqlStore`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .base import (
@@ -205,6 +205,25 @@ class SqlRecords(SqlBase):
             (identification_id,),
         )
         return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def close_identification(
+        self, identification_id: str, at: str, ineligible: Mapping[str, str]
+    ) -> bool:
+        cursor = self._run(
+            "UPDATE identifications SET decided_at = ?, closed_because = ? "
+            "WHERE identification_id = ? AND decided_at IS NULL",
+            (at, json.dumps(dict(ineligible), sort_keys=True), identification_id),
+        )
+        return cursor.rowcount > 0
+
+    def identification_closure(self, identification_id: str) -> dict[str, str] | None:
+        rows = self._read(
+            "SELECT closed_because FROM identifications WHERE identification_id = ?",
+            (identification_id,),
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        return {str(k): str(v) for k, v in json.loads(rows[0][0]).items()}
 
     def insert_pending_probe(self, probe: PendingProbeRecord) -> None:
         self._run(
