@@ -110,6 +110,9 @@ KEYS = {
     "review-searcher": Role.OPERATOR,
     "reviewer-a": Role.OPERATOR,
     "reviewer-b": Role.OPERATOR,
+    "enroller-closing": Role.ENROLLER,
+    "closing-searcher": Role.OPERATOR,
+    "closing-reviewer": Role.OPERATOR,
 }
 
 

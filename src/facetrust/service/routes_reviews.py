@@ -92,7 +92,15 @@ async def get_review_case(
     identification_id: IdentificationId,
     key: ApiKey = Depends(allow("get_review_case")),  # noqa: B008
 ) -> dict[str, Any]:
-    """Where the review of one identification stands, per candidate, in plain English."""
+    """Where the review of one identification stands, per candidate, in plain English.
+
+    ``status`` is ``pending``, ``confirmed``, ``rejected``, ``no-candidate`` or
+    ``closed`` (every candidate left undecided is no longer eligible: consent to
+    the purpose withdrawn or expired, subject erased, retention ended; ``reason``
+    says so). Each candidate's ``status`` is ``pending``, ``confirmed``,
+    ``rejected`` or ``ineligible`` (with ``ineligible_reason``), and its
+    ``summary`` says it in a sentence.
+    """
     case = await reviewer_call(
         request, lambda g: g.review_case(identification_id, reviewer=key.actor)
     )

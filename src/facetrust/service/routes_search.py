@@ -155,7 +155,9 @@ async def review_candidate(
     """Record this key's review decision on one candidate (one key = one reviewer).
 
     With an ``Idempotency-Key``, a retry answers the first decision's status
-    instead of 409 "already reviewed".
+    instead of 409 "already reviewed". A decision on a candidate no longer
+    eligible, or on an identification closed because none is, is refused with
+    409 ``review-closed`` saying why.
     """
     result = await respond(
         request, response, key, "review_candidate",
