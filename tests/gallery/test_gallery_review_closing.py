@@ -168,3 +168,17 @@ def test_the_retention_sweep_closes_cases_nobody_looks_at(
     assert_closed(gallery, ident, {KOFI: "consent to boarding expired",
                                    TWIN: "consent to boarding expired"}, actor="cron")
     assert gallery.sweep_retention(actor="cron").identifications_closed == 0
+
+
+def test_erasing_the_last_eligible_candidate_closes_the_case(
+    make_gallery: Any, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],
+    grant: Any,
+) -> None:
+    gallery, ident, boarding = two_candidate_gallery(
+        make_gallery(), identities, embeddings, grant)
+    gallery.withdraw_consent(TWIN, boarding[TWIN], actor="registrar", reason="asked")
+    assert gallery.store.identification_decided_at(ident) is None  # Kofi Annan may be decided
+    result = gallery.forget(KOFI, actor="dpo", reason="Art. 17 request")
+    assert result.probes_deleted == 1
+    assert_closed(gallery, ident, {KOFI: "the subject was erased",
+                                   TWIN: "consent to boarding withdrawn"}, actor="dpo")

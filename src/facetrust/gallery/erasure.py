@@ -106,7 +106,7 @@ def erase_subject(
     # cases left with no eligible candidate are closed (their probes go with the
     # closure); the others lose their probe, which may be a photo of the subject
     searches = undecided_with_candidate(parts, subject_id)
-    closed = close_undecidable(parts, searches, actor=actor)
+    closed = close_undecidable(parts, searches, actor=actor) if searches else []
     probes = shred_closed_probes(parts, closed, actor=actor) + sum(
         discard_probe(parts, identification_id, actor=actor,
                       reason=f"candidate {subject_id} was erased")
