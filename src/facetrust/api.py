@@ -12,7 +12,7 @@ from .config import Settings
 from .faces import EmbeddedFace, Face
 from .images import ImageSource
 from .matching import OperatingPoint, Verdict, compare
-from .pipeline import FacePipeline, FacePolicy
+from .pipeline import DEFAULT_FACE_POLICY, FacePipeline, FacePolicy
 
 
 @lru_cache(maxsize=4)
@@ -36,7 +36,7 @@ def verify(
     image_b: ImageSource,
     *,
     operating_point: str | OperatingPoint | None = None,
-    face_policy: FacePolicy = "dominant",
+    face_policy: FacePolicy = DEFAULT_FACE_POLICY,
     check_quality: bool = True,
     settings: Settings | None = None,
 ) -> Verdict:

@@ -16,7 +16,7 @@ from ..config import Settings
 from ..demo import run_gate_demo
 from ..errors import FacetrustError
 from ..matching import compare
-from ..pipeline import FACE_POLICY_HELP, FacePolicy, parse_face_policy
+from ..pipeline import DEFAULT_FACE_POLICY, FACE_POLICY_HELP, FacePolicy, parse_face_policy
 
 EXIT_MATCH, EXIT_NO_MATCH = 0, 1
 
@@ -36,7 +36,7 @@ def _policy(_context: click.Context, _parameter: click.Parameter, value: str) ->
 face_option = click.option(
     "--face",
     "face_policy",
-    default="dominant",
+    default=str(DEFAULT_FACE_POLICY),
     show_default=True,
     callback=_policy,
     help=FACE_POLICY_HELP,

@@ -42,7 +42,7 @@ from ..errors import (
 )
 from ..faces import Embedding, Quality
 from ..images import read_image_file
-from ..pipeline import FacePolicy
+from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..text import readable_path
 from .checks import check_display_name, check_name, check_subject_id
 from .consent_csv import ConsentRow, images_in, photo_path, read_consent_csv
@@ -245,7 +245,7 @@ def enroll_batch(
     workers: int | None = None,
     progress: bool = False,
     check_duplicates: bool | None = None,
-    face_policy: FacePolicy = "dominant",
+    face_policy: FacePolicy = DEFAULT_FACE_POLICY,
 ) -> BatchEnrolmentResult:
     """Enrol every photo under ``folder`` listed in ``consents_csv``; resumable.
 

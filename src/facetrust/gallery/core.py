@@ -28,7 +28,7 @@ from ..audit import AuditLog
 from ..errors import KeyMaterialError, StoreError
 from ..faces import Embedding
 from ..matching import get_operating_point
-from ..pipeline import FacePipeline, FacePolicy
+from ..pipeline import DEFAULT_FACE_POLICY, FacePipeline, FacePolicy
 from ..store.base import KeyStore, Store
 from . import enrolment, erasure, identification, keys, review_desk, subjects
 from .backends import database_url, open_keystore, open_store
@@ -437,7 +437,7 @@ class Gallery:
         *,
         actor: str,
         keep_photos: bool = False,
-        face_policy: FacePolicy = "dominant",
+        face_policy: FacePolicy = DEFAULT_FACE_POLICY,
         check_duplicates: bool = True,
         sources: Sequence[bytes | None] | None = None,
     ) -> EnrolmentResult:
@@ -522,7 +522,7 @@ class Gallery:
         actor: str,
         case_ref: str | None,
         k: int = 5,
-        face_policy: FacePolicy = "dominant",
+        face_policy: FacePolicy = DEFAULT_FACE_POLICY,
     ) -> Identification:
         """Search the gallery (1:N) for the face in ``probe``, for one consented purpose.
 
@@ -677,7 +677,7 @@ class Gallery:
         purpose: str | None,
         actor: str,
         case_ref: str | None,
-        face_policy: FacePolicy = "dominant",
+        face_policy: FacePolicy = DEFAULT_FACE_POLICY,
     ) -> SubjectVerification:
         """Compare ``probe`` with one enrolled subject (1:1), for a consented purpose.
 

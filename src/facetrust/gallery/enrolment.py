@@ -23,7 +23,7 @@ from ..errors import (
     StoreError,
 )
 from ..matching import OperatingPoint
-from ..pipeline import FacePolicy
+from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..store.base import PhotoRecord, TemplateRecord
 from .checks import check_name
 from .parts import GalleryParts
@@ -41,7 +41,7 @@ def enroll_subject(
     *,
     actor: str,
     keep_photos: bool = False,
-    face_policy: FacePolicy = "dominant",
+    face_policy: FacePolicy = DEFAULT_FACE_POLICY,
     check_duplicates: bool = True,
     sources: Sequence[bytes | None] | None = None,
 ) -> EnrolmentResult:

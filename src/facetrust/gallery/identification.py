@@ -23,7 +23,7 @@ from ..errors import (
     UnknownIdentification,
     UnknownSubject,
 )
-from ..pipeline import FacePolicy
+from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..store.base import IdentificationRecord, PendingProbeRecord, ReviewRecord
 from .checks import check_case_ref, check_k, check_name, check_purpose, check_text
 from .closing import (
@@ -64,7 +64,7 @@ def identify(
     actor: str,
     k: int = 5,
     case_ref: str | None,
-    face_policy: FacePolicy = "dominant",
+    face_policy: FacePolicy = DEFAULT_FACE_POLICY,
 ) -> Identification:
     """See :meth:`Gallery.identify`."""
     started = parts.stamp()
@@ -284,7 +284,7 @@ def verify_subject(
     purpose: str | None,
     actor: str,
     case_ref: str | None,
-    face_policy: FacePolicy = "dominant",
+    face_policy: FacePolicy = DEFAULT_FACE_POLICY,
 ) -> SubjectVerification:
     """See :meth:`Gallery.verify_subject`."""
     purpose = check_purpose(purpose, parts.config.purposes)

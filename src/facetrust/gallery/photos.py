@@ -17,7 +17,7 @@ from typing import Any
 
 from ..faces import Face
 from ..matching import Verdict, compare, get_operating_point
-from ..pipeline import FacePolicy
+from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from .checks import check_case_ref, check_name
 from .core import Gallery
 from .probes import FaceInput
@@ -83,7 +83,7 @@ def enroll_photo(
     *,
     actor: str,
     keep_photo: bool = False,
-    face_policy: FacePolicy = "dominant",
+    face_policy: FacePolicy = DEFAULT_FACE_POLICY,
 ) -> PhotoEnrolment:
     """Enrol the face of ``photo`` (encoded image bytes) ``face_policy`` picks for ``subject_id``.
 
@@ -121,7 +121,7 @@ def verify_photos(
     purpose: str | None,
     actor: str,
     case_ref: str | None,
-    face_policy: FacePolicy = "dominant",
+    face_policy: FacePolicy = DEFAULT_FACE_POLICY,
 ) -> PhotoVerification:
     """Decide whether two photos show the same person, at the gallery's operating point.
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..errors import InvalidParameter
 from ..gallery.checks import ID_PATTERN, MAX_ID_LENGTH
-from ..pipeline import FACE_POLICY_HELP, FacePolicy, parse_face_policy
+from ..pipeline import DEFAULT_FACE_POLICY, FACE_POLICY_HELP, FacePolicy, parse_face_policy
 from .problems import Problem
 
 __all__ = [
@@ -63,7 +63,7 @@ def parse_face(value: str | None) -> FacePolicy:
         field never makes a 500.
     """
     try:
-        return parse_face_policy(value or "dominant")
+        return parse_face_policy(value or str(DEFAULT_FACE_POLICY))
     except InvalidParameter as error:
         detail = str(error).replace("The face policy", "The 'face' field")
     except ValueError:

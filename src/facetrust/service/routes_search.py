@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from ..gallery.checks import TEXT_LIMITS, check_subject_id
 from ..gallery.photos import verify_photos
-from ..pipeline import FACE_POLICY_HELP
+from ..pipeline import DEFAULT_FACE_POLICY, FACE_POLICY_HELP
 from .apikeys import ApiKey
 from .auth import allow, service_state
 from .idempotency import IdempotencyKey, respond
@@ -66,7 +66,7 @@ async def verify_two_photos(
     image_b: Image,
     purpose: Purpose,
     case_ref: CaseRef,
-    face: Face = "dominant",
+    face: Face = str(DEFAULT_FACE_POLICY),
     key: ApiKey = Depends(allow("verify_photos")),  # noqa: B008
 ) -> dict[str, Any]:
     """Do two photos show the same person (1:1)? Distance: lower is more similar."""
@@ -89,7 +89,7 @@ async def verify_subject(
     image: Image,
     purpose: Purpose,
     case_ref: CaseRef,
-    face: Face = "dominant",
+    face: Face = str(DEFAULT_FACE_POLICY),
     key: ApiKey = Depends(allow("verify_subject")),  # noqa: B008
 ) -> dict[str, Any]:
     """Is the person in the photo this enrolled subject (1:1, consented purpose)?
@@ -116,7 +116,7 @@ async def identify(
     purpose: Purpose,
     case_ref: CaseRef,
     k: Annotated[int, Form(ge=1, le=50, description="Most candidates to return.")] = 5,
-    face: Face = "dominant",
+    face: Face = str(DEFAULT_FACE_POLICY),
     key: ApiKey = Depends(allow("identify")),  # noqa: B008
 ) -> dict[str, Any]:
     """Search the gallery (1:N) among subjects who consented to ``purpose``.

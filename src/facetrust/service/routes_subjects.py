@@ -29,7 +29,7 @@ from starlette.formparsers import MultiPartException
 from ..gallery.checks import MAX_DISPLAY_NAME_LENGTH, TEXT_LIMITS, check_subject_id
 from ..gallery.photos import enroll_photo
 from ..gallery.subjects import MAX_PAGE
-from ..pipeline import FACE_POLICY_HELP
+from ..pipeline import DEFAULT_FACE_POLICY, FACE_POLICY_HELP
 from .apikeys import ApiKey
 from .auth import allow, service_state
 from .idempotency import IdempotencyKey, respond
@@ -298,7 +298,7 @@ async def enroll(
             max_length=10,
             description=FACE_POLICY_HELP,
         ),
-    ] = "dominant",
+    ] = str(DEFAULT_FACE_POLICY),
     idempotency_key: IdempotencyKey = None,
     key: ApiKey = Depends(allow("enroll_photo")),  # noqa: B008
 ) -> dict[str, Any]:
