@@ -22,18 +22,18 @@ def shell_env(gallery_folder: Path | None = None, **settings: str) -> dict[str, 
 
 
 def installed_runner(
-    gallery_folder: Path | None = None, **settings: str
+    gallery_folder: Path | None = None, *, cwd: Path | None = None, **settings: str
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``facetrust(*args, code=0, input_text=None)``: run the installed command in
-    :func:`shell_env` (``input_text`` on its stdin), check its exit status is ``code``
-    and that it printed no traceback."""
+    :func:`shell_env` (``input_text`` on its stdin; in the folder ``cwd`` when given),
+    check its exit status is ``code`` and that it printed no traceback."""
     env = shell_env(gallery_folder, **settings)
 
     def facetrust(
         *args: str, code: int = 0, input_text: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([INSTALLED, *args], capture_output=True, text=True, check=False,
-                              env=env, input=input_text)
+                              env=env, input=input_text, cwd=cwd)
         assert done.returncode == code, done.stdout + done.stderr
         assert "Traceback" not in done.stderr
         return done

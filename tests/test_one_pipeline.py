@@ -55,6 +55,12 @@ PHOTO_B = SAMPLE / "Colin_Powell" / "Colin_Powell_0002.jpg"
 #: Someone else, so that the evaluation has non-mated pairs.
 STRANGER = SAMPLE / "Kofi_Annan" / "Kofi_Annan_0001.jpg"
 
+#: Two photos of one person 0.513 apart: a match at the table's default point (fmr-1e-3,
+#: threshold 0.543), no match at fmr-1e-4 (0.474), so the point an entry point decides at
+#: shows in its decision.
+CLOSE_CALL = (SAMPLE / "Jennifer_Lopez" / "Jennifer_Lopez_0001.jpg",
+              SAMPLE / "Jennifer_Lopez" / "Jennifer_Lopez_0002.jpg")
+
 #: Distance between a stored (turned, float32) template and the template it was made from.
 STORED = 1e-6
 PURPOSE = "boarding"
@@ -123,11 +129,12 @@ def test_the_installed_command_gives_the_librarys_templates_and_decision(
         (face,) = line["faces"]
         assert face["embedding"]["model_id"] == template.model_id
         assert np.array_equal(np.asarray(face["embedding"]["vector"], np.float32), template.vector)
+
+    facetrust_command("init", str(folder))
+    # two photos: at the gallery's point (FACETRUST_GALLERY), here the table's default
     verdict = json.loads(facetrust_command("verify", str(PHOTO_A), str(PHOTO_B), "--json").stdout)
     reference.assert_same_decision(verdict)
     assert verdict["match"] and verdict["model_id"] == reference.a.model_id
-
-    facetrust_command("init", str(folder))
     facetrust_command("subject", "add", "colin")
     form = tmp_path / "form.txt"
     form.write_text("signed")
@@ -220,6 +227,60 @@ def test_the_rest_service_enrols_and_decides_as_the_library_does(
         reference.assert_same_decision(subject.json(), digits=4)
     with Gallery.find(server.folder) as gallery:
         assert_stores_the_pair(gallery, reference, {"a": "colin"})
+
+
+@pytest.mark.parametrize("gallery_point", [None, "fmr-1e-4"])
+def test_two_photos_are_decided_at_the_gallerys_point_by_the_command_and_the_service(
+    tmp_path: Path, gallery_point: str | None
+) -> None:
+    """``facetrust verify A B`` decides at the operating point of the gallery it finds
+    (--gallery, FACETRUST_GALLERY or the current folder), as ``POST /v1/verify`` of a
+    server on that gallery does, and says which point that was; without a gallery, at
+    the table's default, as :func:`facetrust.verify`."""
+    folder = tmp_path / "g"
+    server = start_server(folder, {"operator": Role.OPERATOR}, operating_point=gallery_point)
+    try:
+        with server.client("operator") as operator, CLOSE_CALL[0].open("rb") as a, \
+                CLOSE_CALL[1].open("rb") as b:
+            answer = operator.post("/v1/verify", data={"purpose": "access-control",
+                                                       "case_ref": "case-1"}, files={
+                "image_a": ("a.jpg", a, "image/jpeg"), "image_b": ("b.jpg", b, "image/jpeg"),
+            })
+    finally:
+        stop_server(server)
+    assert answer.status_code == 200, answer.text
+    rest = answer.json()
+    library = facetrust.verify(*CLOSE_CALL, operating_point=gallery_point)
+    assert library.match is (gallery_point is None)  # the point decides this pair
+    assert (rest["match"], rest["operating_point"], rest["threshold"]) == (
+        library.match, library.operating_point, round(library.threshold, 4))
+
+    photos = [str(p) for p in CLOSE_CALL]
+    code = 0 if library.match else 1
+    elsewhere = tmp_path / "elsewhere"  # a folder without a gallery
+    elsewhere.mkdir()
+    for name, command in [
+        ("FACETRUST_GALLERY", installed_runner(folder, cwd=elsewhere)),
+        ("--gallery", installed_runner(cwd=elsewhere)),
+        ("the current folder", installed_runner(cwd=folder)),
+    ]:
+        extra = ("--gallery", str(folder)) if name == "--gallery" else ()
+        verdict = json.loads(command("verify", *photos, "--json", *extra, code=code).stdout)
+        source = "gallery" if gallery_point else "default"
+        assert verdict == {"image_a": photos[0], "image_b": photos[1], **library.to_dict(),
+                           "operating_point_source": source}, name
+        said = command("verify", *photos, *extra, code=code).stdout
+        assert (f"operating point {library.operating_point}, the gallery's" in said
+                if gallery_point else
+                f"operating point {library.operating_point}, the table's default" in said), said
+    # no gallery anywhere: the table's default, whatever a gallery would have said
+    verdict = json.loads(installed_runner(cwd=elsewhere)("verify", *photos, "--json").stdout)
+    assert (verdict["match"], verdict["operating_point"]) == (True, "fmr-1e-3")
+    assert verdict["operating_point_source"] == "default"
+    # a point given on the command line wins over the gallery's, and says so
+    given = json.loads(installed_runner(folder)(
+        "verify", *photos, "--json", "-p", "fmr-1e-2", code=0).stdout)
+    assert (given["operating_point"], given["operating_point_source"]) == ("fmr-1e-2", "option")
 
 
 @pytest.mark.parametrize("gallery_point", [None, "fmr-1e-4"])

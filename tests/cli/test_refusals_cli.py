@@ -58,8 +58,8 @@ def test_verify_refuses_the_options_of_the_other_mode(gallery_folder: Path) -> N
     ]:
         refused = facetrust(*with_subject, *option, code=2).stderr
         assert f"{name} applies to comparing two photos, not to verify --subject" in refused
-    for option in (["--purpose", "boarding"], ["--case-ref", "D1"],
-                   ["--gallery", str(gallery_folder)], ["--actor", "desk"]):
+    # (--gallery applies to both: two photos are decided at its operating point)
+    for option in (["--purpose", "boarding"], ["--case-ref", "D1"], ["--actor", "desk"]):
         refused = facetrust("verify", photo, other, *option, code=2).stderr
         assert f"{option[0]} applies to verify --subject only" in refused
     with Gallery.find(gallery_folder) as gallery:

@@ -64,9 +64,10 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
 
 
-def make_gallery_folder(folder: Path) -> Path:
-    """A new gallery (``facetrust init`` layout) in ``folder``; returns its config file."""
-    gallery, config_path = Gallery.init_folder(folder)
+def make_gallery_folder(folder: Path, **settings: Any) -> Path:
+    """A new gallery (``facetrust init`` layout) in ``folder``, ``settings`` overriding
+    its config (e.g. ``operating_point="fmr-1e-4"``); returns its config file."""
+    gallery, config_path = Gallery.init_folder(folder, **settings)
     gallery.close()
     return config_path
 
@@ -118,13 +119,11 @@ KEYS = {
 
 def start_server(
     folder: Path, keys: dict[str, Role], env: dict[str, str] | None = None,
-    config: dict[str, Any] | None = None,
+    **gallery_settings: Any,
 ) -> LiveServer:
-    """A new gallery in ``folder`` (its config file's settings changed by ``config``),
-    keys for ``keys``, and `facetrust serve` on loopback."""
-    config_path = make_gallery_folder(folder)
-    if config:
-        config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **config}))
+    """A new gallery in ``folder`` (its config overridden by ``gallery_settings``), keys
+    for ``keys``, and `facetrust serve` on loopback (``env`` added to its environment)."""
+    make_gallery_folder(folder, **gallery_settings)
     reports = folder / "reports"
     reports.mkdir()
     (reports / "lfw-verification.json").write_text(

@@ -318,7 +318,7 @@ def test_a_refused_duplicate_enrolment_leaves_one_event_with_or_without_a_retry_
     the request's transaction (an Idempotency-Key) is rolled back."""
     strict = start_server(tmp_path_factory.mktemp("duplicates"),
                           {"enroller": Role.ENROLLER, "auditor": Role.AUDITOR},
-                          config={"duplicate_policy": "refuse"})
+                          duplicate_policy="refuse")
     try:
         with strict.client("enroller") as client:
             for subject_id in ("hu", "twin"):

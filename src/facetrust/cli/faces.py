@@ -15,6 +15,7 @@ from ..batch import embed_many
 from ..config import Settings
 from ..demo import run_gate_demo
 from ..errors import FacetrustError
+from ..gallery.config import GALLERY_ENV, find_config, operating_point_of
 from ..matching import compare
 from ..pipeline import DEFAULT_FACE_POLICY, FACE_POLICY_HELP, FacePolicy, parse_face_policy
 
@@ -138,8 +139,10 @@ def embed(
     "--gallery",
     "gallery_path",
     default=None,
-    envvar="FACETRUST_GALLERY",
-    help="With --subject: gallery config file or folder.",
+    envvar=GALLERY_ENV,
+    help="Gallery config file or folder: with --subject, the gallery to verify against; "
+    "for two photos, the gallery whose operating point decides (default: the current "
+    "folder's gallery, if any).",
 )
 @click.option("--actor", envvar="FACETRUST_ACTOR", default=None, help="With --subject: who asks.")
 def verify(
@@ -159,6 +162,11 @@ def verify(
 ) -> None:
     """Do two photos show the same person? Exit 0 match, 1 no match, 2 error.
 
+    Two photos are decided at the gallery's operating point (--gallery,
+    FACETRUST_GALLERY or the current folder's gallery; the table's default
+    without one), as the REST service and the console decide, unless
+    --operating-point names another; the output says which point decided.
+
     With --subject ID --purpose P --case-ref C, compare IMAGE_A with an enrolled
     subject of the gallery instead (needs the subject's consent for P; audited;
     prints JSON). Options of the other mode are refused, not ignored.
@@ -172,18 +180,28 @@ def verify(
         return
     if image_b is None:
         raise click.UsageError("give two images, or one image and --subject")
+    source = "option"
+    if operating_point is None:
+        operating_point = operating_point_of(gallery_path)
+        source = "default" if operating_point is None else "gallery"
     pipeline = default_pipeline(_settings(detector, max_side))
     a = pipeline.embed_one(image_a, policy, check_quality=not no_quality_check)
     b = pipeline.embed_one(image_b, policy, check_quality=not no_quality_check)
     verdict = compare(a.embedding, b.embedding, operating_point)
     if as_json:
-        _emit({"image_a": image_a, "image_b": image_b, **verdict.to_dict()})
+        _emit({"image_a": image_a, "image_b": image_b, **verdict.to_dict(),
+               "operating_point_source": source})
     else:
         word = "MATCH" if verdict.match else "NO MATCH"
+        whose = {
+            "option": "from --operating-point",
+            "gallery": f"the gallery's ({find_config(gallery_path)})",
+            "default": "the table's default",
+        }[source]
         click.echo(
             f"{word}: distance {verdict.distance:.4f} "
             f"{'<=' if verdict.match else '>'} threshold {verdict.threshold:.4f} "
-            f"(operating point {verdict.operating_point}, model {verdict.model_id}; "
+            f"(operating point {verdict.operating_point}, {whose}; model {verdict.model_id}; "
             "lower distance = more similar)"
         )
     sys.exit(EXIT_MATCH if verdict.match else EXIT_NO_MATCH)
@@ -196,7 +214,7 @@ _PHOTOS_ONLY = {
     "detector": "the probe goes through the gallery's face pipeline",
     "max_side": "the probe goes through the gallery's face pipeline",
 }
-_SUBJECT_ONLY = ("purpose", "case_ref", "gallery_path", "actor")
+_SUBJECT_ONLY = ("purpose", "case_ref", "actor")
 
 
 def _refuse_options_of_the_other_mode(with_subject: bool) -> None:
