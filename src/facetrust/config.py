@@ -181,6 +181,21 @@ class Settings:
             detection_max_side=detection_max_side,
         )
 
+    def capped(self, *, max_pixels: int | None = None, max_bytes: int | None = None) -> Settings:
+        """These settings with each image cap lowered to the one given where that is
+        stricter, never raised.
+
+        The one place where an entry point's own cap (the REST service's pixel and
+        body caps) meets the library's (``FACETRUST_MAX_PIXELS``,
+        ``FACETRUST_MAX_BYTES``): whichever is lower wins, so an operator who
+        lowered either gets that limit everywhere.
+        """
+        return dataclasses.replace(
+            self,
+            max_pixels=min(self.max_pixels, max_pixels or self.max_pixels),
+            max_bytes=min(self.max_bytes, max_bytes or self.max_bytes),
+        )
+
     @property
     def worker_count(self) -> int:
         """Number of worker processes to use for batch work."""

@@ -7,6 +7,7 @@ the tests that fail keys on purpose do it from loopback addresses of their own
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from facetrust.service.inputs import parse_face
 from facetrust.service.problems import Problem
 from facetrust.service.service_db import open_service_database
 
-from .conftest import LiveServer, photo, start_server, stop_server
+from .conftest import MAX_BODY_BYTES, LiveServer, photo, start_server, stop_server
 from .test_service_http import assert_problem
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]  # a server of its own
@@ -330,3 +331,59 @@ def test_a_write_without_a_well_formed_key_is_refused_before_its_body_is_read(
         answer = received.decode("latin-1")
     assert answer.startswith("HTTP/1.1 401"), answer[:200]
     assert "application/problem+json" in answer and "unauthorized" in answer
+
+
+# -- image caps -------------------------------------------------------------------------
+
+#: The library's caps the operator lowered below the service's (25 MP; the test server's
+#: 2 MiB body cap): the stricter of the two must win.
+LOWER_CAPS = {"FACETRUST_MAX_PIXELS": "2000000", "FACETRUST_MAX_BYTES": "300000"}
+
+
+def colin_at(side: int, quality: int) -> bytes:
+    """A real photo (Colin Powell's first sample) scaled to ``side`` x ``side``, as JPEG."""
+    from PIL import Image
+
+    scaled = io.BytesIO()
+    with Image.open(PROBE) as image:
+        image.convert("RGB").resize((side, side), Image.Resampling.LANCZOS).save(
+            scaled, "JPEG", quality=quality)
+    return scaled.getvalue()
+
+
+def test_the_librarys_lower_image_caps_win_over_the_services(tmp_path: Path) -> None:
+    """An operator who set FACETRUST_MAX_PIXELS (or FACETRUST_MAX_BYTES) below the
+    service's caps gets those: a photo over them is refused (413 image-too-large,
+    audited), one under them accepted."""
+    over_pixels = colin_at(1500, 75)  # 2.25 MP, 89 kB
+    over_bytes = colin_at(1400, 100)  # 1.96 MP, 420 kB
+    under = colin_at(1400, 80)  # 1.96 MP, 91 kB
+    assert len(over_pixels) < 300_000 < len(over_bytes) < MAX_BODY_BYTES
+    assert len(under) < 300_000
+    server = start_server(tmp_path, {"operator": Role.OPERATOR, "auditor": Role.AUDITOR},
+                          LOWER_CAPS)
+    try:
+        other = photo("Colin_Powell", 2).read_bytes()
+        with server.client("operator") as operator:
+            def verify(image: bytes, case_ref: str) -> httpx.Response:
+                return operator.post("/v1/verify", data={**SEARCH, "case_ref": case_ref},
+                                     files={"image_a": ("a.jpg", image, "image/jpeg"),
+                                            "image_b": ("b.jpg", other, "image/jpeg")})
+
+            for image, case_ref, cap in ((over_pixels, "CAP-PIXELS", "2,000,000-pixel cap"),
+                                         (over_bytes, "CAP-BYTES", "300,000-byte cap")):
+                detail = str(assert_problem(verify(image, case_ref), 413,
+                                            "image-too-large")["detail"])
+                assert cap in detail, detail
+            accepted = verify(under, "CAP-UNDER")
+            assert accepted.status_code == 200, accepted.text
+            assert accepted.json()["match"] is True
+            limits = operator.get("/v1/policy").json()["limits"]
+        assert (limits["max_pixels"], limits["max_image_bytes"]) == (2_000_000, 300_000)
+        with server.client("auditor") as auditor:
+            refused = auditor.get("/v1/audit/events", params={
+                "kind": "verify.photos.refused"}).json()["events"]
+        assert sorted((e["case_ref"], e["error"]) for e in refused) == [
+            ("CAP-BYTES", "ImageTooLarge"), ("CAP-PIXELS", "ImageTooLarge")]
+    finally:
+        stop_server(server)

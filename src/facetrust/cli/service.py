@@ -31,8 +31,11 @@ gallery_option = click.option(
               help="Server processes (each opens the gallery; they share the rate limits).")
 @click.option("--reports-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of evaluation reports shown to auditors.")
-@click.option("--max-body-bytes", type=int, default=None, help="Request body cap (bytes).")
-@click.option("--max-pixels", type=int, default=None, help="Image cap (width x height).")
+@click.option("--max-body-bytes", type=int, default=None,
+              help="Request body cap (bytes); images are also held to FACETRUST_MAX_BYTES "
+              "where that is lower.")
+@click.option("--max-pixels", type=int, default=None,
+              help="Image cap (width x height); FACETRUST_MAX_PIXELS wins where it is lower.")
 @click.option("--identify-per-minute", type=float, default=None,
               help="Identification requests per minute per key.")
 @click.option("--request-timeout", "request_timeout_s", type=float, default=None,

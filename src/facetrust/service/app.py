@@ -15,7 +15,6 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 
-from ..config import Settings
 from ..gallery import Gallery, GalleryConfig, find_config
 from ..gallery.backends import database_url
 from ..pipeline import FacePipeline
@@ -62,11 +61,10 @@ Scores are Euclidean distances: lower is more similar; a match is `distance <= t
 
 
 def open_gallery(settings: ServiceSettings) -> Gallery:
-    """Open the gallery named by ``settings`` with a pipeline capped at ``max_pixels``."""
+    """Open the gallery named by ``settings`` with a pipeline held to the stricter of
+    the service's and the library's image caps (:meth:`ServiceSettings.image_settings`)."""
     config = GalleryConfig.load(find_config(settings.gallery))
-    pipeline = FacePipeline(
-        Settings.from_env(max_pixels=settings.max_pixels, max_bytes=settings.max_body_bytes)
-    )
+    pipeline = FacePipeline(settings.image_settings())
     return Gallery.open(config, pipeline=pipeline)
 
 

@@ -74,6 +74,7 @@ async def get_policy(
     config = state.gallery.config
     point = get_operating_point(config.operating_point, state.gallery.pipeline.model_id)
     settings = state.settings
+    caps = state.gallery.pipeline.settings  # the stricter of the service's and the library's
     return {
         "purposes": list(config.purposes),
         "retention_days": config.retention_days,
@@ -82,7 +83,8 @@ async def get_policy(
         "operating_point": point.to_dict(),
         "limits": {
             "max_body_bytes": settings.max_body_bytes,
-            "max_pixels": settings.max_pixels,
+            "max_pixels": caps.max_pixels,
+            "max_image_bytes": caps.max_bytes,
             "identify_per_minute": settings.identify_per_minute,
             "identify_burst": settings.identify_burst,
             "request_timeout_s": settings.request_timeout_s,

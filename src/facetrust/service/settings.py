@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import is_positive, parse_setting
+from ..config import Settings, is_positive, parse_setting
 from ..errors import InvalidParameter
 
 ENV_PREFIX = "FACETRUST_SERVICE_"
@@ -40,10 +40,12 @@ class ServiceSettings:
         to auditors; ``reports/`` beside the gallery database by default.
     max_body_bytes : int
         Largest request body, in bytes; larger ones are refused with 413
-        before they are read in full.
+        before they are read in full. Also the largest image, unless the
+        library's ``FACETRUST_MAX_BYTES`` is lower (:meth:`image_settings`).
     max_pixels : int
         Largest image, in pixels (width x height), checked from its header
-        before decoding.
+        before decoding, unless the library's ``FACETRUST_MAX_PIXELS`` is
+        lower (:meth:`image_settings`).
     identify_per_minute : float
         Sustained identification requests per minute allowed to one key.
     identify_burst : int
@@ -104,6 +106,14 @@ class ServiceSettings:
                 values[field.name] = parse_setting(ENV_PREFIX + field.name.upper(), kind, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def image_settings(self, library: Settings | None = None) -> Settings:
+        """The pipeline settings the service reads photos with: ``library``'s
+        (``FACETRUST_*``, by default) with the image caps lowered to
+        ``max_pixels`` and ``max_body_bytes`` where those are stricter
+        (:meth:`Settings.capped`): the lower of the two limits wins."""
+        library = library or Settings.from_env()
+        return library.capped(max_pixels=self.max_pixels, max_bytes=self.max_body_bytes)
 
     def api_keys_file(self, gallery_db: Path) -> Path:
         """The API key file to use for a gallery whose database is ``gallery_db``."""
