@@ -134,6 +134,32 @@ def check_workers(workers: int | None, function: str = "embed_many") -> None:
         )
 
 
+def check_pipeline_workers(
+    pipeline: FacePipeline | None, workers: int | None, function: str = "embed_many"
+) -> None:
+    """Refuse worker processes for a pipeline given custom models.
+
+    A worker process builds its pipeline anew from the settings (models cannot be
+    sent to it), which for a pipeline given its own detector, landmarker or
+    embedder would be another pipeline, with another model id.
+
+    Raises
+    ------
+    InvalidParameter
+        ``pipeline`` was given custom backends and ``workers`` is above 1.
+    """
+    if pipeline is None or pipeline.has_default_models or workers is None or workers <= 1:
+        return
+    given = " and ".join(pipeline.custom_backends)
+    raise InvalidParameter(
+        f"The 'workers' parameter of {function} must be 1 for a face pipeline given its "
+        f"own {given} (model {pipeline.model_id!r}): custom models cannot be sent to "
+        f"worker processes, which would embed with the default models instead. Got "
+        f"{workers} instead: pass workers=1 to embed in this process.",
+        field="workers",
+    )
+
+
 def embed_many(
     paths: Iterable[str | os.PathLike[str]],
     settings: Settings | None = None,
@@ -142,6 +168,7 @@ def embed_many(
     progress: bool = False,
     description: str = "embedding",
     face_policy: FacePolicy | None = None,
+    pipeline: FacePipeline | None = None,
 ) -> Generator[ImageResult, None, None]:
     """Embed the faces of many image files in parallel, yielding results in input order.
 
@@ -161,17 +188,36 @@ def embed_many(
         Keep only the face this policy picks (see
         :meth:`FacePipeline.embed <facetrust.pipeline.FacePipeline.embed>`);
         every face when omitted. ``"crop"`` treats each image as a face crop.
+    pipeline : FacePipeline, optional
+        The pipeline to embed with (a gallery's, say), instead of one built from
+        ``settings`` (give one or the other). In this process it is used as it
+        is; worker processes each build it anew from its settings, which only
+        a pipeline with the default models allows
+        (:attr:`FacePipeline.has_default_models`): one given its own detector,
+        landmarker or embedder runs in this process (``workers`` defaults to 1)
+        and refuses ``workers`` above 1.
 
     Raises
     ------
     InvalidParameter
-        ``workers`` out of range (at the call, before any image is read).
+        ``workers`` out of range, or above 1 with a pipeline given custom models;
+        both ``settings`` and ``pipeline`` given (at the call, before any image is
+        read).
     """
     check_workers(workers)
-    settings = settings or Settings.from_env()
+    check_pipeline_workers(pipeline, workers)
+    if pipeline is not None and settings is not None and settings != pipeline.settings:
+        raise InvalidParameter(
+            "embed_many takes settings or a pipeline, not both: the pipeline has settings "
+            "of its own. Drop one."
+        )
+    settings = pipeline.settings if pipeline is not None else settings or Settings.from_env()
     items = [os.fspath(p) for p in paths]
-    count = workers if workers is not None else settings.worker_count
-    return _embed(items, settings, count, progress, description, face_policy)
+    if pipeline is not None and not pipeline.has_default_models:
+        count = 1
+    else:
+        count = workers if workers is not None else settings.worker_count
+    return _embed(items, settings, count, progress, description, face_policy, pipeline)
 
 
 def _embed(
@@ -181,11 +227,12 @@ def _embed(
     progress: bool,
     description: str,
     face_policy: FacePolicy | None,
+    pipeline: FacePipeline | None = None,
 ) -> Generator[ImageResult, None, None]:
     bar = tqdm(total=len(items), unit="img", desc=description, disable=not progress)
     try:
         if count <= 1 or len(items) < 2:
-            pipeline = FacePipeline(settings)
+            pipeline = pipeline or FacePipeline(settings)
             for path in items:
                 yield process_image(pipeline, path, face_policy)
                 bar.update()

@@ -95,6 +95,10 @@ class FacePipeline:
     ) -> None:
         from .models import dlib_backend
 
+        given = {"detector": detector, "landmarker": landmarker, "embedder": embedder,
+                 "fallback_detector": fallback_detector}
+        #: The backends this pipeline was given instead of building them from its settings.
+        self.custom_backends: tuple[str, ...] = tuple(n for n, b in given.items() if b is not None)
         self.settings = settings or Settings.from_env()
         self.detector: Detector = detector or make_detector(self.settings.detector, self.settings)
         if fallback_detector is None:
@@ -106,6 +110,12 @@ class FacePipeline:
         self.fallback_detector: Detector = fallback_detector
         self.landmarker: Landmarker = landmarker or dlib_backend.DlibLandmarker()
         self.embedder: Embedder = embedder or default_embedder(self.settings)
+
+    @property
+    def has_default_models(self) -> bool:
+        """True when every backend was built from ``settings`` (none was given), so that
+        ``FacePipeline(self.settings)`` in another process is this same pipeline."""
+        return not self.custom_backends
 
     @property
     def model_id(self) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..batch import ImageResult, check_workers, embed_many
+from ..batch import ImageResult, check_pipeline_workers, check_workers, embed_many
 from ..errors import (
     ConsentError,
     ConsentWithdrawn,
@@ -257,7 +257,9 @@ def enroll_batch(
         The consent CSV (see the module docstring).
     workers : int, optional
         Embedding processes, in [1, :data:`~facetrust.batch.MAX_WORKERS`]
-        (default: one per core).
+        (default: one per core). Photos are embedded with the gallery's own
+        pipeline; one given custom models runs in this process (default 1) and
+        refuses ``workers`` above 1 (see :func:`facetrust.embed_many`).
     progress : bool
         A progress bar with rate and ETA on stderr.
     check_duplicates : bool, optional
@@ -271,6 +273,7 @@ def enroll_batch(
     started = time.perf_counter()
     actor = check_name(actor, "actor")
     check_workers(workers, "enroll_batch")
+    check_pipeline_workers(gallery.pipeline, workers, "enroll_batch")
     if check_duplicates is None:
         check_duplicates = gallery.config.duplicate_policy == "refuse"
     base = photo_path(folder)
@@ -308,8 +311,8 @@ def enroll_batch(
         todo.append(photo)
     enrolled = subjects = 0
     refused: list[dict[str, str]] = []  # their own audit events rolled back with them
-    results = embed_many(
-        todo, gallery.pipeline.settings, workers=workers, progress=progress,
+    results = embed_many(  # the gallery's own pipeline: its templates, its model id
+        todo, pipeline=gallery.pipeline, workers=workers, progress=progress,
         description="enrolling", face_policy=face_policy,
     )
     try:
