@@ -16,31 +16,29 @@ from __future__ import annotations
 
 import functools
 import os
-import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .. import crypto
 from ..audit import AuditLog
-from ..errors import KeyMaterialError, StoreError
 from ..faces import Embedding
 from ..matching import get_operating_point
 from ..pipeline import DEFAULT_FACE_POLICY, FacePipeline, FacePolicy
 from ..store.base import KeyStore, Store
-from . import enrolment, erasure, identification, keys, review_desk, subjects
-from .backends import database_url, open_keystore, open_store
+from . import enrolment, erasure, identification, keys, opening, subjects
+from .backends import open_keystore, open_store
 from .checks import check_erasure_confirmation, check_name, check_purpose
-from .config import CONFIG_NAME, GalleryConfig, find_config
+from .config import GalleryConfig, find_config
 from .enrolment import EnrolledSources
 from .indexes import SearchIndexes
-from .keyring import AUDIT_SECRET, GALLERY_SECRETS, MASTER_KEY_ID, Keyring
-from .parts import Clock, GalleryParts
+from .keyring import AUDIT_SECRET, Keyring
+from .parts import Clock, GalleryParts, utc_now
 from .probes import FaceInput
 from .refusals import audit_refusal, audit_refusal_again
-from .review_desk import ProbePhoto, ReferencePhoto, ReviewCase, ReviewQueue
+from .review_methods import ReviewMethods
 from .search import SearchResult, search_probe
 from .state_audit import state_against_the_log
 from .types import (
@@ -49,7 +47,6 @@ from .types import (
     ErasureResult,
     Identification,
     KeyRotationResult,
-    ReviewStatus,
     Subject,
     SubjectOverview,
     SubjectPage,
@@ -61,12 +58,7 @@ from .types import (
 __all__ = ["FaceInput", "Gallery", "utc_now"]
 
 
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-class Gallery:
+class Gallery(ReviewMethods):
     """A consented face gallery.
 
     Open one with :meth:`open` (or :meth:`create` for a new one). Not
@@ -103,20 +95,7 @@ class Gallery:
         self.store: Store = store or open_store(config, environ)
         self.keystore: KeyStore = keystore or open_keystore(config)
         self._pipeline = pipeline
-        with self.store.snapshot():
-            sealed_with = self.store.get_meta(MASTER_KEY_ID)
-            self.gallery_id = self.store.get_meta("gallery_id") or ""
-        if sealed_with is None:
-            raise StoreError(
-                f"{str(config.db_path)!r} is not an initialised gallery. Run `facetrust init`."
-            )
-        if sealed_with != key.key_id_hex:
-            raise KeyMaterialError(
-                f"This gallery is sealed with master key {sealed_with}, but the key from "
-                f"{key.source} is {key.key_id_hex}. Use the gallery's key file or "
-                f"{crypto.MASTER_KEY_ENV}; if a `facetrust keys rotate` was interrupted, run it "
-                "again."
-            )
+        self.gallery_id = opening.gallery_id_sealed_with(self.store, key, config)
         keyring = Keyring(self.store, self.keystore, key)
         clock = now or utc_now
         self.audit = AuditLog(
@@ -146,33 +125,7 @@ class Gallery:
         StoreError
             A gallery already exists at ``config.db_path``.
         """
-        url = database_url(config, options.get("environ"))
-        if url is None and Path(config.db_path).exists():
-            raise StoreError(
-                f"A gallery already exists at {str(config.db_path)!r}; open it instead."
-            )
-        environ = options.get("environ")
-        store = options.pop("store", None) or open_store(config, environ, create=True)
-        keystore = options.pop("keystore", None) or open_keystore(config, create=True)
-        for path, is_file in (
-            (config.db_path, url is None), (config.keystore_path, config.keystore_url is None)
-        ):
-            if is_file and Path(path).exists():
-                os.chmod(path, 0o600)  # SQLite gives its -wal and -shm files the same mode
-        with store.snapshot():
-            existing = store.get_meta(MASTER_KEY_ID)
-        if existing is not None:
-            store.close()
-            keystore.close()
-            raise StoreError("The database already holds a gallery; open it instead.")
-        now = options.get("now") or utc_now
-        keyring = Keyring(store, keystore, master_key)
-        with store.transaction():
-            store.set_meta("gallery_id", uuid.uuid4().hex)
-            store.set_meta("created_at", now().isoformat())
-            store.set_meta(MASTER_KEY_ID, master_key.key_id_hex)
-            for name in GALLERY_SECRETS:
-                store.put_secret(name, keyring.wrap_secret(name, crypto.generate_key()))
+        store, keystore = opening.create_stores(config, master_key, options)
         gallery = cls(config, store=store, keystore=keystore, master_key=master_key, **options)
         gallery.audit.append(
             "gallery.create",
@@ -210,23 +163,8 @@ class Gallery:
         StoreError
             ``folder`` already holds a gallery.
         """
-        base = Path(folder)
-        base.mkdir(parents=True, exist_ok=True)
-        config_path = base / CONFIG_NAME
-        config = GalleryConfig.in_folder(base, **settings)
-        files = [config_path, config.key_file]
-        files += [] if database_url(config) else [config.db_path]
-        files += [] if config.keystore_url else [config.keystore_path]
-        for existing in files:
-            if existing is not None and Path(existing).exists():
-                raise StoreError(
-                    f"{str(existing)!r} already exists: {str(base)!r} holds a gallery. "
-                    "Use it, or choose an empty folder."
-                )
-        key_file = config.key_file or base / "gallery.key"  # in_folder always sets one
-        material = crypto.generate_key()
-        crypto.write_key_file(key_file, material)
-        gallery = cls.create(config, crypto.MasterKey(material, str(key_file)))
+        config, config_path, master_key = opening.prepare_folder(folder, settings)
+        gallery = cls.create(config, master_key)
         config.save(config_path)
         return gallery, config_path
 
@@ -561,113 +499,6 @@ class Gallery:
                 case_ref=case_ref,
                 face_policy=face_policy,
             )
-
-    def review(
-        self,
-        identification_id: str,
-        subject_id: str,
-        *,
-        reviewer: str,
-        decision: str = "confirm",
-        note: str | None = None,
-    ) -> ReviewStatus:
-        """Record one reviewer's decision on one candidate of an identification.
-
-        ``reviewer`` is an authenticated principal's id (the service and the
-        CLI pass the API key's ``key:<id>``). A candidate is *pending* until
-        ``config.review_quorum`` distinct reviewers confirm it (*confirmed*,
-        EU AI Act Art. 14(5)) or one rejects it (*rejected*). Both decisions
-        are final. Each decision is audited. A candidate whose consent for the
-        search's purpose or retention has ended since, or who was erased, is
-        *ineligible*: neither confirmed nor rejected. An identification whose
-        every undecided candidate is ineligible is *closed* (audited as
-        ``identification.closed``, its probe deleted), here or wherever it is
-        first noticed (see :mod:`facetrust.gallery.closing`).
-
-        Parameters
-        ----------
-        decision : {"confirm", "reject"}
-
-        Raises
-        ------
-        UnknownIdentification
-        InvalidParameter
-            ``subject_id`` is not one of the identification's candidates.
-        ReviewNotAllowed
-            The reviewer ran the search and ``config.searcher_may_review`` is off.
-        ReviewClosed
-            The candidate is already confirmed or rejected, or this reviewer
-            already reviewed it; or it is no longer eligible (the subject's
-            consent for the search's purpose or retention period has ended
-            since, or the subject was erased: a confirmation counts as an
-            interaction and must not extend it); or the identification was
-            closed because none of its candidates is eligible any more.
-
-        A refused decision is audited as ``review.refused``.
-        """
-        with audit_refusal(self._parts.audit, "review", reviewer, None, [subject_id],
-                           identification_id=identification_id, decision=decision):
-            return identification.review(
-                self._parts,
-                identification_id,
-                subject_id,
-                reviewer=reviewer,
-                decision=decision,
-                note=note,
-            )
-
-    def review_queue(
-        self, *, reviewer: str, after: str | None = None, limit: int = 25
-    ) -> ReviewQueue:
-        """The identifications awaiting a review ``reviewer`` may give, oldest first (audited).
-
-        Leaves out ``reviewer``'s own searches unless ``config.searcher_may_review``,
-        and those where every pending candidate already has ``reviewer``'s review.
-        Pass the returned ``next_after`` as ``after`` for the next page.
-        """
-        return review_desk.review_queue(self._parts, reviewer=reviewer, after=after, limit=limit)
-
-    def review_case(self, identification_id: str, *, reviewer: str) -> ReviewCase:
-        """One identification with where each candidate's review stands (audited).
-
-        A candidate no longer eligible is ``ineligible`` with the reason; an
-        identification nobody can decide any more is closed first and shown as
-        ``closed``, with the reason in plain English.
-
-        Raises
-        ------
-        UnknownIdentification
-        """
-        return review_desk.review_case(self._parts, identification_id, reviewer=reviewer)
-
-    def reference_photo(
-        self, identification_id: str, subject_id: str, *, reviewer: str
-    ) -> ReferencePhoto:
-        """A candidate's enrolled photo, decrypted for display only, or why there is none.
-
-        Given only to a ``reviewer`` who may review the identification, only
-        for one of its candidates whose consent still covers the search's
-        purpose, and only while it is pending. Each view and each refusal is
-        audited (``reference.view``, ``reference.view.refused``).
-
-        Raises
-        ------
-        UnknownIdentification
-        ReviewNotAllowed
-            The reviewer ran the search (policy), or the subject is no candidate.
-        ReviewClosed
-            The identification is decided or closed, or the candidate is no
-            longer eligible (consent for the search's purpose or retention
-            period ended since the search, or the subject was erased).
-        """
-        return review_desk.reference_photo(
-            self._parts, identification_id, subject_id, reviewer=reviewer
-        )
-
-    def probe_photo(self, identification_id: str, *, reviewer: str) -> ProbePhoto:
-        """The kept probe of a pending identification and its face box, on the terms
-        of :meth:`reference_photo` (audited as ``pending-probe.view``)."""
-        return review_desk.probe_photo(self._parts, identification_id, reviewer=reviewer)
 
     def verify_subject(
         self,

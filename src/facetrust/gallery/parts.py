@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ..audit import AuditLog
 from ..matching import OperatingPoint, get_operating_point
@@ -23,6 +23,11 @@ from .keyring import Keyring
 from .probes import FaceInput, Probe, read_probe
 
 Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC (the gallery's clock unless one is injected)."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
