@@ -161,6 +161,7 @@ def test_identifications_and_reviews(store: Store) -> None:
         T0,
         T0,
         (("s1", 0.3, 1), ("s2", 0.5, 2)),
+        review_quorum=2,
     )
     with store.transaction():
         store.insert_identification(record)

@@ -45,9 +45,28 @@ def _check_upgraded(store: SqliteStore | PostgresStore) -> None:
     with store.transaction():  # the identifications' closure column takes values
         store.insert_identification(IdentificationRecord(
             "i1", "boarding", "officer", None, "ff" * 32, "m", "op", 0.6, T0, T0,
-            (("s1", 0.3, 1),)))
+            (("s1", 0.3, 1),), review_quorum=2))
         assert store.close_identification("i1", T0, {"s1": "the subject was erased"})
     assert store.identification_closure("i1") == {"s1": "the subject was erased"}
+    # the quorum of a search made before the upgrade comes from its identify event
+    old = store.get_identification("i0")
+    assert old is not None and old.review_quorum == 3
+    unlogged = store.get_identification("i-unlogged")
+    assert unlogged is not None and unlogged.review_quorum is None
+    assert store.get_identification("i1").review_quorum == 2  # type: ignore[union-attr]
+
+
+#: Two identifications of version 1: one with its identify event (under a quorum of
+#: 3), one whose event is not in the log; and an event of another kind.
+OLD_IDENTIFICATIONS = [
+    ("i0", "boarding", "officer", None, "aa" * 32, "m", "op", 0.6, T0, T0, '[["s1", 0.3, 1]]'),
+    ("i-unlogged", "boarding", "officer", None, "bb" * 32, "m", "op", 0.6, T0, T0, "[]"),
+]
+OLD_EVENTS = [
+    (1, T0, "policy.changed", "service", None, "[]", '{"review_quorum":1}', "0", "m1"),
+    (2, T0, "identify", "officer", "boarding", '["s1"]',
+     '{"identification_id":"i0","review_quorum":3}', "m1", "m2"),
+]
 
 
 def test_a_version_1_sqlite_gallery_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
@@ -57,6 +76,10 @@ def test_a_version_1_sqlite_gallery_is_upgraded_and_keeps_its_data(tmp_path: Pat
         db.execute("INSERT INTO subjects VALUES (?, ?, ?, ?, NULL)", ("s1", "Name", T0, T0))
         db.execute("INSERT INTO templates VALUES ('t1', 's1', 'm', ?, ?)", (b"cipher", T0))
         db.execute("UPDATE counters SET value = 5")
+        db.executemany("INSERT INTO identifications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       OLD_IDENTIFICATIONS)
+        db.executemany("INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       OLD_EVENTS)
         db.execute("PRAGMA user_version = 1")
         db.execute("PRAGMA application_id = 1179928369")  # "FTG1"
     db.close()
@@ -84,6 +107,13 @@ def test_a_version_1_postgres_gallery_is_upgraded_and_keeps_its_data(
         )
         db.execute("INSERT INTO templates (template_id, subject_id, model_id, ciphertext, "
                    "created_at) VALUES ('t1', 's1', 'm', %s, %s)", (b"cipher", T0))
+        with db.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO identifications VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                OLD_IDENTIFICATIONS)
+            cursor.executemany(
+                "INSERT INTO audit_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                OLD_EVENTS)
     store = PostgresStore(url)
     try:
         row = store.query("SELECT version FROM facetrust_schema WHERE kind = 'gallery'")

@@ -37,7 +37,7 @@ from ..store.base import ConsentRecord, IdentificationRecord
 from .consent import consent_status, require_consent
 from .parts import GalleryParts
 from .pending import discard_probe
-from .review_states import candidate_reviews
+from .review_states import candidate_reviews, quorum_of
 
 __all__ = [
     "CLOSED_PROBE_REASON",
@@ -122,7 +122,7 @@ def undecidable(parts: GalleryParts, record: IdentificationRecord) -> dict[str, 
     """If nobody can decide the undecided identification ``record`` (every candidate
     still pending is ineligible), those candidates and why; else None."""
     states = candidate_reviews(record, parts.store.reviews_of(record.identification_id),
-                               parts.config.review_quorum)
+                               quorum_of(record, parts.config.review_quorum))
     if any(state == "confirmed" for state, _, _ in states.values()):
         return None
     pending = [s for s, (state, _, _) in states.items() if state == "pending"]

@@ -38,7 +38,7 @@ from .closing import (
 from .parts import GalleryParts
 from .pending import discard_probe, forget_unstored_probe, seal_probe
 from .probes import FaceInput
-from .review_states import candidate_reviews, identification_state, review_state
+from .review_states import candidate_reviews, identification_state, quorum_of, review_state
 from .search import search_probe
 from .subjects import require_active_consent
 from .types import Candidate, Identification, ReviewStatus, SubjectVerification
@@ -96,6 +96,7 @@ def identify(
         started_at=started,
         ended_at=ended,
         candidates=tuple((c.subject_id, c.distance, c.rank) for c in candidates),
+        review_quorum=parts.config.review_quorum,
     )
     with _forgetting_probe_on_failure(parts, identification_id, kept), parts.store.transaction():
         parts.store.insert_identification(record)
@@ -124,7 +125,7 @@ def identify(
             candidate_count=len(candidates),
             candidates=[c.to_dict() for c in candidates],
             requires_human_review=True,
-            review_quorum=parts.config.review_quorum,
+            review_quorum=record.review_quorum,
             verified_by=[],
             probe_kept_until=None if kept is None else kept.delete_after,
         )
@@ -165,7 +166,6 @@ def review(
     # this review is then refused)
     close_undecidable_now(parts, [identification_id], actor=reviewer)
     stamp = parts.stamp()
-    quorum = parts.config.review_quorum
     closed: list[str] = []
     with parts.store.transaction():
         record = parts.store.get_identification(identification_id)
@@ -174,6 +174,7 @@ def review(
                 f"No identification {identification_id!r} in this gallery. Use the "
                 "identification_id an identify returned."
             )
+        quorum = quorum_of(record, parts.config.review_quorum)  # the search's, not today's
         if subject_id not in {c[0] for c in record.candidates}:
             raise InvalidParameter(
                 f"Subject {subject_id!r} is not a candidate of identification "

@@ -46,7 +46,7 @@ from .closing import (
 from .parts import GalleryParts
 from .pending import open_probe
 from .refusals import audit_refusal
-from .review_states import candidate_reviews, identification_state
+from .review_states import candidate_reviews, identification_state, quorum_of
 
 __all__ = [
     "NO_REFERENCE_PHOTO",
@@ -152,6 +152,9 @@ class ReviewCase:
         Whether the probe photo is kept (None where not looked up).
     audit_seq : int
         The audit event of this view.
+    review_quorum : int
+        The distinct confirmations that decide a candidate: the gallery's quorum
+        when the search was made (a later change applies to later searches only).
     """
 
     identification_id: str
@@ -166,6 +169,7 @@ class ReviewCase:
     reason: str | None
     probe_kept: bool | None
     audit_seq: int
+    review_quorum: int
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -264,7 +268,7 @@ def _case(
     parts: GalleryParts, record: IdentificationRecord, reviewer: str, seq: int,
     *, details: bool,
 ) -> ReviewCase:
-    quorum = parts.config.review_quorum
+    quorum = quorum_of(record, parts.config.review_quorum)
     ineligible = _ineligible(parts, record)
     states = candidate_reviews(record, parts.store.reviews_of(record.identification_id), quorum,
                                ineligible)
@@ -292,7 +296,7 @@ def _case(
     return ReviewCase(
         record.identification_id, record.purpose, record.case_ref, record.actor,
         record.started_at, max(0, int(age.total_seconds())), status, candidates,
-        reason is None, reason, probe_kept, seq,
+        reason is None, reason, probe_kept, seq, quorum,
     )
 
 
@@ -302,7 +306,8 @@ def _open_for_review(
     """The identification, if ``reviewer`` may review it now; else the refusal."""
     record = _record(parts, identification_id)
     states = candidate_reviews(record, parts.store.reviews_of(identification_id),
-                               parts.config.review_quorum, _ineligible(parts, record))
+                               quorum_of(record, parts.config.review_quorum),
+                               _ineligible(parts, record))
     reason = _why_not(parts, record, reviewer, states)
     if reason is not None:
         raise ReviewNotAllowed(reason)

@@ -38,7 +38,9 @@ class ReviewMethods:
         ``reviewer`` is an authenticated principal's id (the service and the
         CLI pass the API key's ``key:<id>``). A candidate is *pending* until
         ``config.review_quorum`` distinct reviewers confirm it (*confirmed*,
-        EU AI Act Art. 14(5)) or one rejects it (*rejected*). Both decisions
+        EU AI Act Art. 14(5)) or one rejects it (*rejected*); the quorum is the
+        one in force when the search was made, recorded with it, so a later
+        change of the config applies to later searches only. Both decisions
         are final. Each decision is audited. A candidate whose consent for the
         search's purpose or retention has ended since, or who was erased, is
         *ineligible*: neither confirmed nor rejected. An identification whose

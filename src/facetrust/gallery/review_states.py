@@ -2,7 +2,10 @@
 the identification as a whole, computed from the stored reviews.
 
 A candidate is ``pending`` until ``review_quorum`` distinct reviewers confirm it
-(``confirmed``) or one reviewer rejects it (``rejected``); a pending candidate
+(``confirmed``) or one reviewer rejects it (``rejected``); the quorum is the one
+recorded with the identification when the search was made (:func:`quorum_of`),
+so a later change of the gallery's config, up or down, applies to later searches
+only and never re-decides a case; a pending candidate
 whose subject may not be confirmed any more for the search's purpose (consent
 withdrawn or expired, subject erased, retention ended) is ``ineligible``. An
 identification is ``pending`` while a candidate may still be decided, and
@@ -20,6 +23,7 @@ __all__ = [
     "REVIEW_STATES",
     "candidate_reviews",
     "identification_state",
+    "quorum_of",
     "review_state",
 ]
 
@@ -31,6 +35,17 @@ __all__ = [
 #: A pending candidate who may not be confirmed any more for the search's purpose
 #: is ``ineligible``: neither confirmed nor rejected, refused the same way.
 REVIEW_STATES = ("pending", "confirmed", "rejected", "ineligible")
+
+
+def quorum_of(record: IdentificationRecord, current: int) -> int:
+    """The number of distinct confirmations that decide a candidate of ``record``: the
+    gallery's quorum when the search was made, as recorded with it.
+
+    ``current`` (the gallery's quorum now) stands in only for a search made before
+    facetrust recorded the quorum with the identification whose ``identify`` audit
+    event carries none (the migration fills the others from the log).
+    """
+    return current if record.review_quorum is None else record.review_quorum
 
 
 def review_state(confirmed: int, rejected: int, quorum: int) -> str:

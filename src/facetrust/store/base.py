@@ -99,6 +99,10 @@ class IdentificationRecord:
     """A 1:N search as audited: never the probe, only its hash and the candidates.
 
     ``candidates`` is a tuple of ``(subject_id, distance, rank)``.
+    ``review_quorum`` is the number of distinct confirmations that decide a
+    candidate, as it was when the search was made (a later change of the
+    gallery's quorum applies to later searches only); None only for a search
+    made before facetrust recorded it whose ``identify`` audit event carries none.
     """
 
     identification_id: str
@@ -112,6 +116,7 @@ class IdentificationRecord:
     started_at: str
     ended_at: str
     candidates: tuple[tuple[str, float, int], ...]
+    review_quorum: int | None = None
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,27 @@ from .schema import (
     gallery_tables,
     idempotency_table,
     identification_closure_column,
+    identification_quorum_column,
     key_creation_time,
     keystore_tables,
     pending_probe_tables,
     source_digest_column,
 )
+
+#: The quorum of each identification made before migration 9, from its ``identify``
+#: audit event (which has recorded ``review_quorum`` since the first release), through
+#: an indexed temporary table: one pass over the log, not one per identification.
+_RECORDED_QUORUMS = """
+    CREATE TEMP TABLE recorded_quorums AS
+        SELECT json_extract(body, '$.identification_id') AS identification_id,
+               CAST(json_extract(body, '$.review_quorum') AS INTEGER) AS quorum
+        FROM audit_events WHERE kind = 'identify';
+    CREATE INDEX temp.recorded_quorums_by_id ON recorded_quorums(identification_id);
+    UPDATE identifications SET review_quorum = (
+        SELECT q.quorum FROM recorded_quorums q
+        WHERE q.identification_id = identifications.identification_id);
+    DROP TABLE temp.recorded_quorums;
+"""
 
 _APPEND_ONLY = """
     CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
@@ -47,6 +63,8 @@ GALLERY_MIGRATIONS: list[str] = [
     batch_queue_table(SQLITE_TYPES),
     # 8: why an identification was closed undecided (no candidate eligible any more).
     identification_closure_column(),
+    # 9: the review quorum each identification is decided by (filled from the log).
+    identification_quorum_column() + _RECORDED_QUORUMS,
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [

@@ -20,6 +20,7 @@ from .schema import (
     gallery_tables,
     idempotency_table,
     identification_closure_column,
+    identification_quorum_column,
     key_creation_time,
     keystore_tables,
     pending_probe_tables,
@@ -41,6 +42,16 @@ _APPEND_ONLY = """
         FOR EACH ROW EXECUTE FUNCTION facetrust_audit_append_only();
     CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
         FOR EACH STATEMENT EXECUTE FUNCTION facetrust_audit_append_only();
+"""
+
+#: The quorum of each identification made before migration 9, from its ``identify``
+#: audit event (which has recorded ``review_quorum`` since the first release).
+_RECORDED_QUORUMS = """
+    UPDATE identifications AS i
+        SET review_quorum = (a.body::jsonb ->> 'review_quorum')::integer
+        FROM audit_events AS a
+        WHERE a.kind = 'identify'
+          AND a.body::jsonb ->> 'identification_id' = i.identification_id;
 """
 
 GALLERY_MIGRATIONS: list[str] = [
@@ -89,6 +100,8 @@ GALLERY_MIGRATIONS: list[str] = [
     batch_queue_table(POSTGRES_TYPES),
     # 8: why an identification was closed undecided (no candidate eligible any more).
     identification_closure_column(),
+    # 9: the review quorum each identification is decided by (SQLite migration 9).
+    identification_quorum_column() + _RECORDED_QUORUMS,
 ]
 
 KEYSTORE_MIGRATIONS: list[str] = [

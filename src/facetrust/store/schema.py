@@ -230,6 +230,16 @@ def identification_closure_column() -> str:
 """
 
 
+def identification_quorum_column() -> str:
+    """The review quorum each identification is decided by: the gallery's
+    ``review_quorum`` when the search was made, so a later change of the config
+    applies to later searches only. Each database's migration fills the rows of
+    searches made before from their ``identify`` audit events, which recorded it."""
+    return """
+    ALTER TABLE identifications ADD COLUMN review_quorum INTEGER;
+"""
+
+
 def key_creation_time() -> str:
     """When each data key was made (ISO 8601; NULL for keys made before), so the retention
     sweep can tell a kept probe's key left by a crash from one an identify is writing."""

@@ -28,7 +28,7 @@ EVENT_COLUMNS = (
 )
 IDENTIFICATION_COLUMNS = (
     "identification_id, purpose, actor, case_ref, probe_sha256, model_id, operating_point, "
-    "threshold, started_at, ended_at, candidates"
+    "threshold, started_at, ended_at, candidates, review_quorum"
 )
 REVIEW_COLUMNS = "identification_id, subject_id, reviewer, decision, decided_at, note"
 CROP_COLUMNS = "crop_id, event_id, subject_id, ciphertext, created_at, delete_after"

@@ -46,6 +46,7 @@ def identification_from_row(row: Sequence[Any]) -> IdentificationRecord:
         started_at=row[8],
         ended_at=row[9],
         candidates=candidates,
+        review_quorum=None if row[11] is None else int(row[11]),
     )
 
 
@@ -157,7 +158,7 @@ class SqlRecords(SqlBase):
         record = identification
         self._run(
             f"INSERT INTO identifications ({IDENTIFICATION_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.identification_id,
                 record.purpose,
@@ -170,6 +171,7 @@ class SqlRecords(SqlBase):
                 record.started_at,
                 record.ended_at,
                 json.dumps([list(c) for c in record.candidates]),
+                record.review_quorum,
             ),
         )
 

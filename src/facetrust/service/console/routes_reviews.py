@@ -79,9 +79,8 @@ async def _review_page(
     except FacetrustError as error:
         return render_page(request, key, "review.html", status=problem_of(error).status,
                            error=error_context(error), case=None)
-    quorum = service_state(request).gallery.config.review_quorum
     return render_page(
-        request, key, "review.html", status=status, case=case, quorum=quorum,
+        request, key, "review.html", status=status, case=case, quorum=case.review_quorum,
         age_text=age_text, notice=HUMAN_REVIEW_NOTICE, quote=quote, **context,
     )
 
