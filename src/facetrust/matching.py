@@ -146,8 +146,11 @@ def get_operating_point(name: str | None = None, model_id: str | None = None) ->
     Raises
     ------
     OperatingPointError
-        The name is unknown, or the point belongs to another model.
+        The name is unknown, the point belongs to another model, or ``model_id``
+        (a custom embedder's, say) has no calibrated point at all.
     """
+    if model_id is not None and not operating_points(model_id):
+        raise OperatingPointError(uncalibrated_message(model_id))
     name = name or str(operating_point_table()["default"])
     named = [point for point in operating_points() if point.name == name]
     # Each model (e.g. dlib-resnet-v1 and its augmented dlib-resnet-v1+mirror) has its
@@ -166,6 +169,21 @@ def get_operating_point(name: str | None = None, model_id: str | None = None) ->
             return point
     raise OperatingPointError(
         f"Unknown operating point {name!r}. Known: " + ", ".join(p.name for p in operating_points())
+    )
+
+
+def uncalibrated_message(model_id: str) -> str:
+    """What to tell someone who matches templates of ``model_id``, which has no point
+    in the calibration table: why there is no threshold, and how to get one."""
+    calibrated = sorted({point.model_id for point in operating_points()})
+    return (
+        f"Model {model_id!r} has no calibrated operating points, so facetrust has no "
+        "threshold to decide its matches with: a threshold measured for one model means "
+        f"nothing for another (calibrated models: {', '.join(calibrated)}). Measure this "
+        "model's thresholds on labelled photos (facetrust.evaluation's calibrate and "
+        "write_operating_points, what `facetrust evaluate calibrate --write-calibration` "
+        "runs for the built-in models) and add them to facetrust's calibration table "
+        "(facetrust/data/operating_points.json), or embed with a calibrated model."
     )
 
 
