@@ -15,6 +15,7 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 
+from ..config import Settings
 from ..gallery import Gallery, GalleryConfig, find_config
 from ..gallery.backends import database_url
 from ..pipeline import FacePipeline
@@ -62,10 +63,24 @@ Scores are Euclidean distances: lower is more similar; a match is `distance <= t
 
 def open_gallery(settings: ServiceSettings) -> Gallery:
     """Open the gallery named by ``settings`` with a pipeline held to the stricter of
-    the service's and the library's image caps (:meth:`ServiceSettings.image_settings`)."""
+    the service's and the library's image caps (:func:`hold_to_service_caps`)."""
     config = GalleryConfig.load(find_config(settings.gallery))
-    pipeline = FacePipeline(settings.image_settings())
-    return Gallery.open(config, pipeline=pipeline)
+    gallery = Gallery.open(config, pipeline=FacePipeline(Settings.from_env()))
+    hold_to_service_caps(gallery, settings)
+    return gallery
+
+
+def hold_to_service_caps(gallery: Gallery, settings: ServiceSettings) -> None:
+    """Lower the image caps of ``gallery``'s pipeline to the service's where those are
+    stricter, never raising them (:meth:`ServiceSettings.image_settings`).
+
+    The one place the service's caps reach the pipeline that reads its photos,
+    whether the service opened the gallery or was given one (``create_app(gallery=)``):
+    the REST API, the console and the ``policy.changed`` event then all see the caps
+    in force as ``gallery.pipeline.settings``. Applying it again changes nothing.
+    """
+    pipeline = gallery.pipeline
+    pipeline.settings = settings.image_settings(pipeline.settings)
 
 
 def open_service_database_of(settings: ServiceSettings, gallery: Gallery) -> ServiceDatabase:
@@ -88,7 +103,9 @@ def create_app(
     settings : ServiceSettings, optional
         From ``FACETRUST_SERVICE_*`` variables by default.
     gallery : Gallery, optional
-        An open gallery to serve (the app then does not close it).
+        An open gallery to serve (the app then does not close it). Its pipeline is
+        held to the service's image caps where those are stricter than its own
+        (:func:`hold_to_service_caps`), as a gallery the app opens is.
     """
     settings = settings or ServiceSettings.from_env()
     metrics = Metrics()
@@ -101,6 +118,7 @@ def create_app(
             gallery if gallery is not None
             else await anyio.to_thread.run_sync(open_gallery, settings)
         )
+        hold_to_service_caps(opened, settings)  # before any photo and the policy record
         database = await anyio.to_thread.run_sync(open_service_database_of, settings, opened)
         store = SqlApiKeyStore(database)
         sessions = ConsoleSessions(
