@@ -8,6 +8,7 @@ the tests that fail keys on purpose do it from loopback addresses of their own
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -385,5 +386,12 @@ def test_the_librarys_lower_image_caps_win_over_the_services(tmp_path: Path) -> 
                 "kind": "verify.photos.refused"}).json()["events"]
         assert sorted((e["case_ref"], e["error"]) for e in refused) == [
             ("CAP-BYTES", "ImageTooLarge"), ("CAP-PIXELS", "ImageTooLarge")]
+        # the start recorded the caps it enforces, not the service's configured ones
+        with server.client("auditor") as auditor:
+            exported = auditor.get("/v1/audit/export", params={"kind": "policy.changed"})
+        (started,) = [json.loads(line) for line in exported.text.splitlines()]
+        recorded = started["policy"]["limits"]
+        assert (recorded["max_pixels"], recorded["max_image_bytes"]) == (2_000_000, 300_000)
+        assert recorded["max_body_bytes"] == MAX_BODY_BYTES  # the request body cap
     finally:
         stop_server(server)

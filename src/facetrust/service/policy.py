@@ -22,17 +22,22 @@ __all__ = ["POLICY_FIELDS", "current_policy", "record_policy_change"]
 #: Gallery config fields that are policy (the rest are paths and backends).
 POLICY_FIELDS = ("purposes", "retention_days", "review_quorum", "searcher_may_review",
                  "pending_probe_hours", "duplicate_policy", "operating_point")
-#: Service settings that are policy.
-LIMIT_FIELDS = ("max_body_bytes", "max_pixels", "identify_per_minute", "identify_burst",
+#: Service settings that are policy (the image caps come from the pipeline instead).
+LIMIT_FIELDS = ("max_body_bytes", "identify_per_minute", "identify_burst",
                 "request_timeout_s", "auth_failures_per_minute", "auth_failure_burst",
                 "console_idle_minutes", "console_session_hours")
 
 
 def current_policy(gallery: Gallery, settings: ServiceSettings) -> dict[str, Any]:
-    """The policy in force: the gallery's policy fields and the service's limits."""
+    """The policy in force: the gallery's policy fields and the service's limits, with
+    the image caps the gallery's pipeline enforces (``max_pixels``,
+    ``max_image_bytes``: the lower of the service's and the library's), not the
+    service's configured ones."""
     config = gallery.config.to_dict()
     policy = {name: config[name] for name in POLICY_FIELDS}
-    policy["limits"] = {name: getattr(settings, name) for name in LIMIT_FIELDS}
+    caps = gallery.pipeline.settings
+    limits = {name: getattr(settings, name) for name in LIMIT_FIELDS}
+    policy["limits"] = {**limits, "max_pixels": caps.max_pixels, "max_image_bytes": caps.max_bytes}
     return policy
 
 
