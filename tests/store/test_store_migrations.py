@@ -144,10 +144,15 @@ def test_messages_never_show_a_database_password() -> None:
 
 #: SHA-256 (first 16 hex digits) of each released migration, whitespace collapsed:
 #: the shared table definitions (facetrust.store.schema) must keep rendering them.
+#: Add a migration's digest here when it is released; never change one.
 RELEASED = {
-    "sqlite": ["50e5ab056105f0ff", "a2f5d90d084174ca", "2a7da43f6179f964", "d6a4b8b2442bb669"],
+    "sqlite": ["50e5ab056105f0ff", "a2f5d90d084174ca", "2a7da43f6179f964", "d6a4b8b2442bb669",
+               "1eb3cb2f86f6ea3b", "d48a535e0e4aeb67", "51e2f6845d3b5e6a", "d47c07ca11b0fc31",
+               "b420dac5ae1779cf"],
     "sqlite-keys": ["d9b9d6754c972257", "ec2273d3831cdb47"],
-    "postgres": ["5f469f733d407b91", "a01f1ac96d9114f6", "54ec371fd534b39e", "3e0caf3c4072fbcf"],
+    "postgres": ["5f469f733d407b91", "a01f1ac96d9114f6", "54ec371fd534b39e", "3e0caf3c4072fbcf",
+                 "f108ede3e4d31c36", "0cff57f96e444006", "2436e0b846356179", "d47c07ca11b0fc31",
+                 "1ba6335aca6bf2d8"],
     "postgres-keys": ["98c26f912d46b859", "ec2273d3831cdb47"],
 }
 
