@@ -148,8 +148,9 @@ def test_an_opt_out_naming_no_member_changes_nothing(
     assert flight.audit.head().seq == head and flight.store.opt_outs(EVENT) == []
     assert _gate(flight, _probe(identities, embeddings, 1)).subject_id == name  # still boards
     events.opt_out(flight, EVENT, "seat 14C", actor="agent", subject_id=name)
-    with pytest.raises(InvalidParameter, match="already removed"):  # a second time
-        events.opt_out(flight, EVENT, "seat 14C", actor="agent", subject_id=name)
+    for reference in ("seat 14C", "seat 15D"):  # a second time, whatever the reference
+        with pytest.raises(EventError, match="already opted out"):
+            events.opt_out(flight, EVENT, reference, actor="agent", subject_id=name)
     assert [o.subject_id for o in flight.store.opt_outs(EVENT)] == [name]
 
 

@@ -258,3 +258,34 @@ def test_an_event_enrolment_refused_for_its_photo_is_audited(
         assert logged.fields["event_id"] == EVENT
         assert "No face was found" in logged.fields["message"]
         assert [m.subject_id for m in gallery.store.event_members(EVENT)] == ["kofi"]
+
+
+@pytest.mark.slow  # a gate run from the installed command, models included
+def test_a_traveller_who_opts_out_before_joining_the_event_is_never_added_or_matched(
+    flight: Path, tmp_path: Path, grant: Callable[..., str]
+) -> None:
+    facetrust = _command(flight)
+    with Gallery.find(flight) as gallery:  # enrolled for boarding, not yet on the flight
+        gallery.add_subject("vicente", actor="registrar")
+        grant(gallery, "vicente", ("boarding",))
+    facetrust("enroll", "vicente", str(TRAVELLER))
+    # opts out at booking, before the passenger list is loaded into the event
+    facetrust("event", "opt-out", EVENT, "booking Q7X", "--subject", "vicente")
+    _one_line_error(facetrust("event", "add", EVENT, "kofi", "vicente", code=2),
+                    "Subject 'vicente' opted out of 'flight-UA123'")
+    shown = json.loads(facetrust("event", "show", EVENT).stdout)
+    assert (shown["members"], shown["opt_outs"]) == (1, 1)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(TRAVELLER.with_name("Vicente_Fox_0003.jpg"), frames)
+    decided = json.loads(facetrust("gate", "run", "--event", EVENT, "--source",
+                                   str(frames)).stdout)
+    assert (decided["outcome"], decided["subject_id"]) == ("refer", None)
+    # a typo still names nobody: refused, nothing recorded
+    _one_line_error(facetrust("event", "opt-out", EVENT, "seat 3C", "--subject", "vicent",
+                              code=2), "Subject 'vicent' is not a member of the event")
+    with Gallery.find(flight) as gallery:
+        assert [(o.reference, o.subject_id) for o in gallery.store.opt_outs(EVENT)] == [
+            ("booking Q7X", "vicente")
+        ]
+        assert gallery.audit.verify().ok

@@ -426,8 +426,10 @@ def opt_out(
     """Record that the person with ``reference`` opted out; no face is involved.
 
     A member named by ``subject_id`` leaves the event's gallery at once (an
-    event-only member is erased). Without ``subject_id`` only the reference is
-    recorded (the person was not a member).
+    event-only member is erased). A subject of the gallery who is not yet a
+    member (they opted out at booking, before the passenger list was loaded) is
+    recorded too, so that :func:`add_member` refuses them later. Without
+    ``subject_id`` only the reference is recorded (the person is not enrolled).
 
     Each person needs a reference of their own: a reference already recorded
     for the event is refused, so one opt-out can never overwrite another (and
@@ -436,11 +438,13 @@ def opt_out(
     Raises
     ------
     InvalidParameter
-        ``subject_id`` is not a valid id, or names no current member of the
-        event (a typo would leave the person in the gallery): nothing is recorded.
+        ``subject_id`` is not a valid id, or names neither a member of the event
+        nor a subject of the gallery (a typo would leave the person in the
+        gallery): nothing is recorded.
     EventError
-        The event is unknown or closed, or ``reference`` already records an
-        opt-out of this event: nothing is recorded.
+        The event is unknown or closed, ``reference`` already records an
+        opt-out of this event, or an opt-out of this event already names
+        ``subject_id``: nothing is recorded.
     """
     actor = check_name(actor, "actor")
     reference = check_name(reference, "reference")
@@ -450,14 +454,10 @@ def opt_out(
     with gallery.store.transaction():
         record = require_open_event(gallery, event_id)
         members = {m.subject_id: m for m in gallery.store.event_members(event_id)}
+        opt_outs = gallery.store.opt_outs(event_id)
         if subject_id is not None and subject_id not in members:
-            raise InvalidParameter(
-                f"Subject {subject_id!r} is not a member of the event {event_id!r} (never "
-                "added, or already removed), so nothing was recorded. Check the id (ids "
-                "are case-sensitive) and try again, or record the reference alone without "
-                "a subject id (--subject)."
-            )
-        recorded = [o for o in gallery.store.opt_outs(event_id) if o.reference == reference]
+            _check_opt_out_of_non_member(gallery, event_id, subject_id, opt_outs)
+        recorded = [o for o in opt_outs if o.reference == reference]
         if recorded:
             raise EventError(
                 f"The reference {reference!r} already records an opt-out of {event_id!r} "
@@ -465,7 +465,7 @@ def opt_out(
                 "a reference of their own (booking and seat, say); a person who already "
                 "opted out needs nothing more."
             )
-        if subject_id is not None:
+        if subject_id in members:
             gallery.store.remove_event_member(event_id, subject_id)
             erase = members[subject_id].event_only
         gallery.store.insert_opt_out(
@@ -483,6 +483,28 @@ def opt_out(
     if erase and subject_id is not None:
         gallery.forget(subject_id, actor=actor, reason=f"opted out of event {event_id}")
     return get_event(gallery, event_id)
+
+
+def _check_opt_out_of_non_member(
+    gallery: Gallery, event_id: str, subject_id: str, opt_outs: Sequence[OptOutRecord]
+) -> None:
+    """Refuse an opt-out naming ``subject_id``, not a member of the event, unless it
+    names a subject of the gallery that no opt-out of the event names yet."""
+    named = [o for o in opt_outs if o.subject_id == subject_id]
+    if named:
+        raise EventError(
+            f"Subject {subject_id!r} already opted out of {event_id!r} (reference "
+            f"{named[0].reference!r}, on {named[0].opted_out_at}), so nothing was recorded: "
+            "they are out of the event's gallery and use the manual path."
+        )
+    subject = gallery.store.get_subject(subject_id)
+    if subject is None or subject.erased_at is not None:
+        raise InvalidParameter(
+            f"Subject {subject_id!r} is not a member of the event {event_id!r} nor a "
+            "subject of this gallery, so nothing was recorded. Check the id (ids are "
+            "case-sensitive) and try again, or, for a person who is not enrolled, record "
+            "the reference alone without a subject id (--subject)."
+        )
 
 
 def close_event(gallery: Gallery, event_id: str, *, actor: str) -> EventClosure:
