@@ -289,3 +289,36 @@ def test_a_traveller_who_opts_out_before_joining_the_event_is_never_added_or_mat
             ("booking Q7X", "vicente")
         ]
         assert gallery.audit.verify().ok
+
+
+@pytest.mark.slow  # runs the installed command, models included
+def test_a_traveller_enrolled_for_an_event_only_is_found_by_no_other_search(
+    flight: Path, tmp_path: Path, grant: Callable[..., str]
+) -> None:
+    facetrust = _command(flight)
+    form = tmp_path / "form.pdf"
+    form.write_bytes(b"signed form")
+    traveller = json.loads(facetrust(
+        "event", "enroll", EVENT, str(TRAVELLER), "--evidence-ref", "k1", "--evidence-file",
+        str(form), "--notice-version", "1",
+    ).stdout)["subject_id"]
+    probe = str(TRAVELLER.with_name("Vicente_Fox_0003.jpg"))
+    # a gallery-wide search for the event's purpose, outside the event: not a candidate
+    searched = facetrust("identify", probe, "--purpose", "boarding", "--case-ref", "c1", code=1)
+    assert traveller not in searched.stdout
+    assert json.loads(searched.stdout)["subjects_searched"] == 0
+    # enrolling the same person as an ordinary subject does not find them either
+    with Gallery.find(flight) as gallery:
+        gallery.add_subject("vicente", actor="registrar")
+        grant(gallery, "vicente", ("boarding",))
+    enrolled = facetrust("enroll", "vicente", probe)
+    assert traveller not in enrolled.stdout + enrolled.stderr
+    # the event's own gate still boards them
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(TRAVELLER.with_name("Vicente_Fox_0004.jpg"), frames)
+    with Gallery.find(flight) as gallery:
+        gallery.forget("vicente", actor="registrar", reason="test: one of them only")
+    decided = json.loads(facetrust("gate", "run", "--event", EVENT, "--source",
+                                   str(frames)).stdout)
+    assert (decided["outcome"], decided["subject_id"]) == ("match", traveller)

@@ -435,6 +435,8 @@ class Gallery(ReviewMethods):
         not erased, within retention, whose active consent covers ``purpose``
         (any purpose if None), among ``only`` and not ``exclude`` when given,
         within the threshold of ``operating_point`` (the gallery's by default).
+        Without ``only``, subjects enrolled for one event only are left out: only
+        their event's gate, which names its members in ``only``, searches them.
         The caller audits the use it makes of the result (the gate records a
         decision; :meth:`identify` records the search).
 

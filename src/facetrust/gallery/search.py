@@ -4,9 +4,12 @@
 probe template. Eligible means: not erased, within retention, with an active,
 unexpired consent covering the purpose (any purpose when it is None), holding
 templates of the probe's model, and, when asked, among ``only`` and not
-``exclude``. Distances are Euclidean (lower is more similar), normalized
-when the operating point carries a score normalizer (``fmr-1e-3-fair``), and
-compared with the point's threshold.
+``exclude``. A search not restricted to ``only`` never returns a subject
+enrolled for one event only (:func:`event_only_subjects`): their consent covers
+that event, so only its gate, which names its members, searches them.
+Distances are Euclidean (lower is more similar), normalized when the operating
+point carries a score normalizer (``fmr-1e-3-fair``), and compared with the
+point's threshold.
 
 Where it searches:
 
@@ -60,6 +63,22 @@ class SearchResult:
     generation: int
 
 
+def event_only_subjects(parts: GalleryParts) -> frozenset[str]:
+    """The subjects enrolled for one event only, of the events not yet closed.
+
+    Closing an event erases its event-only subjects, so these are all of them.
+    """
+    store = parts.store
+    with store.snapshot():
+        return frozenset(
+            member.subject_id
+            for event in store.list_events()
+            if event.closed_at is None
+            for member in store.event_members(event.event_id)
+            if member.event_only
+        )
+
+
 def search_templates(
     parts: GalleryParts,
     probe: npt.NDArray[np.float32],
@@ -99,11 +118,44 @@ def search_templates(
         A subject never to return.
     only : collection of str, optional
         Search these subjects alone (a verification's subject, an event's members).
+        Without it, subjects enrolled for an event only are never returned nor
+        counted as searched.
     count_searched : bool
         Whether a database search counts the eligible subjects (costs a query).
     generation : int, optional
         The store's generation, when the caller has just read it.
     """
+    hidden = event_only_subjects(parts) - {exclude} if only is None else frozenset()
+    found = _search_templates(
+        parts, probe, model_id, purpose=purpose, point=point, secret=secret,
+        k=k + len(hidden), threshold=threshold, exclude=exclude, only=only,
+        count_searched=count_searched, generation=generation,
+    )
+    if not hidden:
+        return found
+    searched = found.searched
+    if searched > 0:  # -1: not counted
+        eligible, _ = eligible_templates(parts, hidden, model_id, purpose)
+        searched = max(0, searched - len(eligible))
+    hits = [h for h in found.hits if h.subject_id not in hidden][:k]
+    return SearchResult(hits, searched, found.generation)
+
+
+def _search_templates(
+    parts: GalleryParts,
+    probe: npt.NDArray[np.float32],
+    model_id: str,
+    *,
+    purpose: str | None,
+    point: OperatingPoint,
+    secret: bytes,
+    k: int,
+    threshold: float | None,
+    exclude: str | None,
+    only: Collection[str] | None,
+    count_searched: bool,
+    generation: int | None,
+) -> SearchResult:
     limit = point.threshold if threshold is None else threshold
     normalizer = protected_normalizer(point, secret, int(probe.shape[0]))
     if only is not None and len(only) <= DIRECT_SCAN_MAX_SUBJECTS:
