@@ -1,10 +1,13 @@
-"""The installed ``facetrust`` command of this environment, run as a user's shell would."""
+"""The installed ``facetrust`` command of this environment, run as a user's shell would,
+and a process killed mid-operation (:func:`kill_when_paused`)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,3 +42,17 @@ def installed_runner(
         return done
 
     return facetrust
+
+
+def kill_when_paused(script: str, args: list[str], flag: Path) -> None:
+    """Run ``script`` (given ``flag`` after its first argument) in another process and
+    SIGKILL it once it has written ``flag``: it waits there, mid-operation."""
+    victim = subprocess.Popen([sys.executable, "-c", script, args[0], str(flag), *args[1:]],
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert victim.poll() is None, victim.stderr.read() if victim.stderr else ""
+        assert time.monotonic() < deadline, "the process never reached its pause"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(timeout=30) == -signal.SIGKILL

@@ -5,11 +5,6 @@ PostgreSQL with the in-database (pgvector) search."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +14,7 @@ import pytest
 from facetrust.errors import ReviewClosed, UnknownSubject
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery
-from installed_command import installed_runner
+from installed_command import installed_runner, kill_when_paused
 
 KOFI = "Kofi_Annan"
 
@@ -43,20 +38,6 @@ gallery.forget("Kofi_Annan", actor="dpo", reason="Art. 17 request")
 def kill_at(folder: Path, stage: str, tmp_path: Path) -> None:
     """Run ``forget`` in another process and SIGKILL it once it reaches ``stage``."""
     kill_when_paused(VICTIM, [str(folder), stage], tmp_path / "paused")
-
-
-def kill_when_paused(script: str, args: list[str], flag: Path) -> None:
-    """Run ``script`` (given ``flag`` after its first argument) in another process and
-    SIGKILL it once it has written ``flag``: it waits there, mid-operation."""
-    victim = subprocess.Popen([sys.executable, "-c", script, args[0], str(flag), *args[1:]],
-                              stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not flag.exists():
-        assert victim.poll() is None, victim.stderr.read() if victim.stderr else ""
-        assert time.monotonic() < deadline, "the process never reached its pause"
-        time.sleep(0.05)
-    os.kill(victim.pid, signal.SIGKILL)
-    assert victim.wait(timeout=30) == -signal.SIGKILL
 
 
 @pytest.mark.slow  # a real subprocess killed mid-erasure, then the installed command

@@ -15,7 +15,7 @@ import pytest
 from facetrust.errors import UnknownSubject
 from facetrust.gallery import Gallery
 from facetrust.gate import events
-from installed_command import installed_runner
+from installed_command import installed_runner, kill_when_paused
 
 EVENT = "flight-UA123"
 SAMPLE = Path(__file__).parent.parent / "data" / "lfw" / "Kofi_Annan"
@@ -322,3 +322,54 @@ def test_a_traveller_enrolled_for_an_event_only_is_found_by_no_other_search(
     decided = json.loads(facetrust("gate", "run", "--event", EVENT, "--source",
                                    str(frames)).stdout)
     assert (decided["outcome"], decided["subject_id"]) == ("match", traveller)
+
+
+#: Records an opt-out of the event-only traveller, stopping (to be killed) when it first
+#: erases them.
+OPTING_OUT = r"""
+import pathlib, sys, time
+from facetrust.gallery import Gallery
+from facetrust.gate import events
+
+folder, flag, event_id, subject_id, reference = sys.argv[1:6]
+gallery = Gallery.find(folder)
+forget = gallery.forget
+
+def stop_then_forget(*args, **kwargs):
+    pathlib.Path(flag).write_text("forget")
+    time.sleep(120)
+
+gallery.forget = stop_then_forget
+events.opt_out(gallery, event_id, reference, actor="agent", subject_id=subject_id)
+"""
+
+
+@pytest.mark.slow  # a real subprocess killed mid-opt-out, then the installed command
+def test_an_event_only_opt_out_killed_half_way_still_erases_the_traveller_at_close(
+    flight: Path, tmp_path: Path
+) -> None:
+    facetrust = _command(flight)
+    form = tmp_path / "form.pdf"
+    form.write_bytes(b"signed form")
+    travellers = [json.loads(facetrust(
+        "event", "enroll", EVENT, str(photo), "--evidence-ref", "k1", "--evidence-file",
+        str(form), "--notice-version", "1",
+    ).stdout)["subject_id"] for photo in (TRAVELLER, SAMPLE / "Kofi_Annan_0003.jpg")]
+    for n, traveller in enumerate(travellers):
+        kill_when_paused(OPTING_OUT, [str(flight), EVENT, traveller, f"seat 7{'AB'[n]}"],
+                         tmp_path / f"paused{n}")
+    # the desk records the first opt-out again: it is recorded, the traveller erased
+    facetrust("event", "opt-out", EVENT, "seat 7A", "--subject", travellers[0])
+    with Gallery.find(flight) as gallery:
+        assert [o.subject_id for o in gallery.store.opt_outs(EVENT)] == [travellers[0]]
+        assert list(gallery.audit.events(kind="erase.refused")) == []
+    # the event is closed without the second: the traveller is erased all the same
+    assert json.loads(facetrust("event", "close", EVENT).stdout)["subjects_erased"] == [
+        travellers[1]
+    ]
+    with Gallery.find(flight) as gallery:
+        for traveller in travellers:
+            assert gallery.store.templates_of(traveller) == []
+            with pytest.raises(UnknownSubject):
+                gallery.get_subject(traveller)
+        assert gallery.audit.verify().ok

@@ -426,10 +426,12 @@ def opt_out(
     """Record that the person with ``reference`` opted out; no face is involved.
 
     A member named by ``subject_id`` leaves the event's gallery at once (an
-    event-only member is erased). A subject of the gallery who is not yet a
-    member (they opted out at booking, before the passenger list was loaded) is
-    recorded too, so that :func:`add_member` refuses them later. Without
-    ``subject_id`` only the reference is recorded (the person is not enrolled).
+    event-only member is erased, before the opt-out is recorded: an opt-out
+    killed half-way leaves them a member, whom closing the event erases). A
+    subject of the gallery who is not yet a member (they opted out at booking,
+    before the passenger list was loaded) is recorded too, so that
+    :func:`add_member` refuses them later. Without ``subject_id`` only the
+    reference is recorded (the person is not enrolled).
 
     Each person needs a reference of their own: a reference already recorded
     for the event is refused, so one opt-out can never overwrite another (and
@@ -450,24 +452,21 @@ def opt_out(
     reference = check_name(reference, "reference")
     if subject_id is not None:
         subject_id = check_subject_id(subject_id)
-    erase = False
+    with gallery.store.snapshot():
+        _, members = _check_opt_out(gallery, event_id, reference, subject_id)
+    member = members.get(subject_id) if subject_id is not None else None
+    if member is not None and member.event_only:
+        # Erased first, while still a member: an opt-out killed half-way leaves a
+        # member that closing the event (or this opt-out again) erases, never an
+        # event-only traveller outside the event that closing would not find.
+        subject = gallery.store.get_subject(member.subject_id)
+        if subject is not None and subject.erased_at is None:  # else: erased by a killed try
+            gallery.forget(member.subject_id, actor=actor,
+                           reason=f"opted out of event {event_id}")
     with gallery.store.transaction():
-        record = require_open_event(gallery, event_id)
-        members = {m.subject_id: m for m in gallery.store.event_members(event_id)}
-        opt_outs = gallery.store.opt_outs(event_id)
-        if subject_id is not None and subject_id not in members:
-            _check_opt_out_of_non_member(gallery, event_id, subject_id, opt_outs)
-        recorded = [o for o in opt_outs if o.reference == reference]
-        if recorded:
-            raise EventError(
-                f"The reference {reference!r} already records an opt-out of {event_id!r} "
-                f"(on {recorded[0].opted_out_at}), so nothing was recorded. Give each person "
-                "a reference of their own (booking and seat, say); a person who already "
-                "opted out needs nothing more."
-            )
+        record, members = _check_opt_out(gallery, event_id, reference, subject_id)
         if subject_id in members:
             gallery.store.remove_event_member(event_id, subject_id)
-            erase = members[subject_id].event_only
         gallery.store.insert_opt_out(
             OptOutRecord(event_id, reference, subject_id, gallery.now().isoformat())
         )
@@ -480,9 +479,28 @@ def opt_out(
             reference=reference,
             face_captured=False,
         )
-    if erase and subject_id is not None:
-        gallery.forget(subject_id, actor=actor, reason=f"opted out of event {event_id}")
     return get_event(gallery, event_id)
+
+
+def _check_opt_out(
+    gallery: Gallery, event_id: str, reference: str, subject_id: str | None
+) -> tuple[EventRecord, dict[str, EventMemberRecord]]:
+    """The open event and its members by id, if ``reference`` and ``subject_id`` may
+    record an opt-out of it (see :func:`opt_out`)."""
+    record = require_open_event(gallery, event_id)
+    members = {m.subject_id: m for m in gallery.store.event_members(event_id)}
+    opt_outs = gallery.store.opt_outs(event_id)
+    if subject_id is not None and subject_id not in members:
+        _check_opt_out_of_non_member(gallery, event_id, subject_id, opt_outs)
+    recorded = [o for o in opt_outs if o.reference == reference]
+    if recorded:
+        raise EventError(
+            f"The reference {reference!r} already records an opt-out of {event_id!r} "
+            f"(on {recorded[0].opted_out_at}), so nothing was recorded. Give each person "
+            "a reference of their own (booking and seat, say); a person who already "
+            "opted out needs nothing more."
+        )
+    return record, members
 
 
 def _check_opt_out_of_non_member(
