@@ -205,3 +205,23 @@ def test_a_damaged_video_is_one_line_without_ffmpegs_messages(
     # FFmpeg decodes the start of a cut JPEG (no face in it): nothing to say, nothing said
     done = facetrust("gate", "run", "--event", EVENT, "--source", str(half_jpeg))
     assert (done.stdout, done.stderr) == ("", "")
+
+
+@pytest.mark.slow  # a gate run from the installed command, models included
+def test_people_stepping_up_one_right_after_another_each_get_a_decision(
+    flight: Path, tmp_path: Path
+) -> None:
+    # a queue without a gap: each face takes the place of the one before in the frame
+    video = tmp_path / "queue.mp4"
+    stranger = LFW / "Serena_Williams" / "Serena_Williams_0001.jpg"
+    write_arrivals_video([_photo("George_W_Bush", 1), stranger, _photo("Colin_Powell", 1)],
+                         video, gap_seconds=0)
+    head = _head(flight)
+    done = installed_runner(flight, FACETRUST_ACTOR="gate")(
+        "gate", "run", "--event", EVENT, "--source", str(video))
+    decided = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(d["outcome"], d["subject_id"]) for d in decided] == [
+        ("match", "George_W_Bush"), ("refer", None), ("match", "Colin_Powell")
+    ], done.stderr
+    logged = [e for e in _gate_events(flight, head) if e.kind == "gate.decision"]
+    assert [e.fields["outcome"] for e in logged] == ["match", "refer", "match"]

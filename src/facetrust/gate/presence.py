@@ -11,6 +11,13 @@ best frame within the window wins) or the face has left the view. A presence
 whose face never passed quality is reported when it leaves, so the person is
 referred to staff instead of silently ignored.
 
+A presence stays linked to the same place in view after its decision, so it is
+not decided again while the person stands there. The next person in a queue may
+take that place without a gap, though, so a decided presence still in view for
+``recheck_s`` seconds is followed by a new one (``continues`` names the
+decided one): the gate compares its face with the decided person's and decides
+only when it is someone else.
+
 Several faces in one frame are several presences, each decided on its own; each
 presence counts the most other faces seen beside it in one frame before it was
 ready (``others_in_frame``), so that a decision taken with someone else in
@@ -66,6 +73,10 @@ class ReadyPresence:
         The most other faces (of any quality) detected in one frame beside this
         presence's face, from its first frame until it became ready; 0 when it
         was always alone.
+    continues : int or None
+        The decided presence this one follows at the same place in view (the same
+        person still standing there, or the next one in the queue); None for a
+        face that came into view.
     """
 
     presence: int
@@ -75,6 +86,7 @@ class ReadyPresence:
     first_good_wall_s: float | None
     frames_seen: int
     others_in_frame: int = 0
+    continues: int | None = None
 
 
 @dataclass(eq=False)
@@ -90,10 +102,13 @@ class _Presence:
     first_good_time_s: float | None = None
     first_good_wall_s: float | None = None
     others_in_frame: int = 0
+    continues: int | None = None
     decided: bool = False
+    decided_time_s: float = math.inf
 
-    def ready(self) -> ReadyPresence:
+    def ready(self, time_s: float = math.inf) -> ReadyPresence:
         self.decided = True
+        self.decided_time_s = time_s
         return ReadyPresence(
             self.number,
             self.best,
@@ -102,6 +117,7 @@ class _Presence:
             self.first_good_wall_s,
             self.frames_seen,
             self.others_in_frame,
+            self.continues,
         )
 
 
@@ -116,16 +132,28 @@ class BestFrameSelector:
         A presence not seen for this many frames has left the view.
     min_overlap : float
         Box intersection-over-union linking a face to a presence of the previous frame.
+    recheck_s : float
+        Seconds after a presence's decision, while it stays in view, before a new
+        presence follows it there (see the module notes).
     """
 
     def __init__(
-        self, window_s: float = 0.3, gone_after_frames: int = 3, min_overlap: float = 0.3
+        self,
+        window_s: float = 0.3,
+        gone_after_frames: int = 3,
+        min_overlap: float = 0.3,
+        recheck_s: float = 0.5,
     ) -> None:
-        if window_s < 0 or gone_after_frames < 1 or not 0 < min_overlap <= 1:
+        if (
+            window_s < 0 or gone_after_frames < 1 or not 0 < min_overlap <= 1
+            or not recheck_s > 0
+        ):
             raise InvalidParameter(
-                "BestFrameSelector needs window_s >= 0, gone_after_frames >= 1 and "
-                f"min_overlap in (0, 1]. Got {window_s}, {gone_after_frames}, {min_overlap}."
+                "BestFrameSelector needs window_s >= 0, gone_after_frames >= 1, "
+                f"min_overlap in (0, 1] and recheck_s > 0. Got {window_s}, "
+                f"{gone_after_frames}, {min_overlap}, {recheck_s}."
             )
+        self.recheck_s = recheck_s
         self.window_s = window_s
         self.gone_after_frames = gone_after_frames
         self.min_overlap = min_overlap
@@ -150,8 +178,17 @@ class BestFrameSelector:
                 self._active.append(presence)
             else:
                 unmatched.remove(presence)
-                presence.box, presence.last_frame = face.box, frame_index
-                presence.frames_seen += 1
+                if presence.decided and time_s - presence.decided_time_s >= self.recheck_s:
+                    # decided a while ago and still in view: who stands there now
+                    # is looked at again (it may be the next person in the queue)
+                    self._active.remove(presence)
+                    self._count += 1
+                    presence = _Presence(self._count, face.box, frame_index,
+                                         continues=presence.number)
+                    self._active.append(presence)
+                else:
+                    presence.box, presence.last_frame = face.box, frame_index
+                    presence.frames_seen += 1
             if not presence.decided:
                 presence.others_in_frame = max(presence.others_in_frame, len(faces) - 1)
                 self._consider(presence, face, frame_index, time_s, wall)
@@ -166,7 +203,7 @@ class BestFrameSelector:
                 and presence.first_good_time_s is not None
                 and time_s - presence.first_good_time_s >= self.window_s
             ):
-                ready.append(presence.ready())
+                ready.append(presence.ready(time_s))
         return ready
 
     def flush(self) -> list[ReadyPresence]:

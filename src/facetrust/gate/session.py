@@ -3,7 +3,9 @@
 The event is checked (open, inside its window) before the source is opened.
 Several faces in one frame are several people, each decided on their own; each
 decision says how many other faces were beside that person's
-(``others_in_frame``).
+(``others_in_frame``). A face that takes the place of a decided one in view (the
+next person in a queue without a gap) is compared with the decided person's and
+decided when it is someone else (:mod:`.presence`).
 
 Frames are read here and detected in two threads (dlib's HOG and OpenCV
 release the GIL, so both cores work); the best face of each presence is
@@ -33,14 +35,19 @@ from ..faces import Embedding, Face
 from ..gallery import Gallery
 from ..gallery.checks import check_name
 from ..gallery.refusals import audit_refusal
+from ..matching import compare
 from ..pipeline import FacePipeline
 from .decisions import GateDecision, check_keep_crop_hours, match_at_gate, refuse_at_gate
-from .events import require_event_in_window
+from .events import event_record, require_event_in_window
 from .frames import Frame, read_frames
 from .presence import BestFrameSelector, ReadyPresence
 
 #: Longest wait for a better frame, in seconds: a person stands at the gate a few seconds.
 MAX_WINDOW_S = 10.0
+
+#: Decided people remembered, by presence, to tell whether the face that follows
+#: one at the same place in view is someone else (see :mod:`.presence`).
+REMEMBERED_PRESENCES = 256
 
 #: Threads detecting faces in consecutive frames; dlib's HOG releases the GIL,
 #: so two threads keep both cores busy while a third embeds.
@@ -155,6 +162,8 @@ def _decisions(
     gate_settings = base.for_video(policy.detection_max_side)
     embedder = FacePipeline(gate_settings).embedder  # used by the embedding thread only
     selector = BestFrameSelector(window_s=policy.window_s)
+    operating_point = event_record(gallery, event_id).operating_point
+    decided_probes: dict[int, Embedding | None] = {}  # presence -> its decided face
     pending: deque[tuple[ReadyPresence, Future[Embedding | None]]] = deque()
     detecting: deque[Future[tuple[Frame, list[Face]]]] = deque()
     local = threading.local()
@@ -200,11 +209,33 @@ def _decisions(
         while pending and pending[0][1].done():
             yield from decide_next()
 
+    def is_decided_person(ready: ReadyPresence, probe: Embedding | None) -> bool:
+        # A presence that follows a decided one at the same place in view: the same
+        # person still standing there is not decided again; someone else is.
+        if ready.continues is None or ready.continues not in decided_probes:
+            return False
+        before = decided_probes.pop(ready.continues)
+        if probe is None:
+            same = True  # no usable face: nothing new to decide about who stands there
+        elif before is None:
+            same = False  # the decided face was not usable, this one is
+        else:
+            same = compare(before, probe, operating_point).match
+        if same:
+            decided_probes[ready.presence] = probe if probe is not None else before
+        return same
+
     def decide_next() -> Iterator[GateDecision]:
         ready, future = pending[0]
         probe = future.result()
         pending.popleft()  # match_at_gate audits its own refusal: not refused again
-        yield decide(ready, probe)
+        if is_decided_person(ready, probe):
+            return
+        decision = decide(ready, probe)
+        decided_probes[ready.presence] = probe
+        while len(decided_probes) > REMEMBERED_PRESENCES:
+            del decided_probes[next(iter(decided_probes))]
+        yield decision
 
     def refuse_undecided(reason: BaseException) -> None:
         # Everyone whose face was already detected, waiting for an embedding, a
@@ -226,6 +257,8 @@ def _decisions(
             undecided += selector.update(frame.index, frame.time_s, faces, frame.read_at)
         undecided += selector.flush()
         for ready in undecided:
+            if ready.continues in decided_probes:
+                continue  # where a decided person stood: not known to be anyone else
             refuse_at_gate(
                 gallery, event_id, reason, gate_id=gate_id, actor=actor,
                 frame_index=ready.frame_index, others_in_frame=ready.others_in_frame,
