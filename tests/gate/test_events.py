@@ -636,3 +636,28 @@ def test_an_event_closed_while_a_document_photo_was_read_enrols_no_one(
     assert len(flight.store.list_subjects()) == subjects  # no event-only subject left behind
     refused = list(flight.audit.events())[-1]
     assert refused.kind == "event.enroll.refused" and refused.fields["error"] == "EventError"
+
+
+def test_searches_leave_out_event_only_travellers_from_their_first_search_on(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    """Who a gallery-wide search leaves out is read once per store generation: while
+    the events stay as they are, no search reads them again; an event-only
+    enrolment in this very gallery object is left out by the next search."""
+    probe = _probe(identities, embeddings, 7)  # identity 7: enrolled for boarding
+    seen = flight.identify(probe, purpose="boarding", actor="op", case_ref="c1")
+    assert seen.candidates and seen.candidates[0].subject_id == list(identities)[7]
+    reads = []
+    list_events = flight.store.list_events
+    flight.store.list_events = lambda: reads.append(1) or list_events()  # type: ignore[method-assign]
+    flight.identify(probe, purpose="boarding", actor="op", case_ref="c2")
+    assert reads == []  # nothing changed: the set read at this generation is reused
+    flight.forget(list(identities)[7], actor="agent")
+    traveller = _enrol_traveller(flight, identities, embeddings)  # the same face, event-only
+    found = flight.identify(probe, purpose="boarding", actor="op", case_ref="c3")
+    assert reads  # the membership change moved the generation: read again
+    assert traveller not in [c.subject_id for c in found.candidates]
+    read_so_far = len(reads)
+    flight.identify(probe, purpose="boarding", actor="op", case_ref="c4")
+    assert len(reads) == read_so_far
+    assert _gate(flight, probe).subject_id == traveller  # its own gate still finds them

@@ -9,7 +9,7 @@ never on the facade that builds them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..audit import AuditLog
@@ -30,6 +30,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class EventOnlyMemo:
+    """The subjects enrolled for one event only, as read at one store generation
+    (a change to any event's members moves the generation)."""
+
+    generation: int | None = None
+    subjects: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True)
 class GalleryParts:
     """Everything an operation on one open gallery needs.
@@ -48,6 +57,8 @@ class GalleryParts:
         Returns the face pipeline (built on first use).
     hook : callable or None
         Called with a stage name at points a test may interrupt.
+    event_only : EventOnlyMemo
+        The event-only subjects searches leave out, kept for one generation.
     """
 
     config: GalleryConfig
@@ -60,6 +71,7 @@ class GalleryParts:
     clock: Clock
     pipeline: Callable[[], FacePipeline]
     hook: Callable[[str], None] | None = None
+    event_only: EventOnlyMemo = field(default_factory=EventOnlyMemo)
 
     def now(self) -> datetime:
         """The current time, timezone-aware UTC."""

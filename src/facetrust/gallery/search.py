@@ -63,20 +63,29 @@ class SearchResult:
     generation: int
 
 
-def event_only_subjects(parts: GalleryParts) -> frozenset[str]:
+def event_only_subjects(parts: GalleryParts, generation: int | None = None) -> frozenset[str]:
     """The subjects enrolled for one event only, of the events not yet closed.
 
     Closing an event erases its event-only subjects, so these are all of them.
+    With the store's ``generation`` just read, the set read at that generation
+    is reused (any change to an event's members moves the generation), so a
+    search costs no event query while the events stay as they are.
     """
+    memo = parts.event_only
+    if generation is not None and memo.generation == generation:
+        return memo.subjects
     store = parts.store
     with store.snapshot():
-        return frozenset(
+        read_at = store.generation()
+        subjects = frozenset(
             member.subject_id
             for event in store.list_events()
             if event.closed_at is None
             for member in store.event_members(event.event_id)
             if member.event_only
         )
+    memo.generation, memo.subjects = read_at, subjects
+    return subjects
 
 
 def search_templates(
@@ -125,7 +134,9 @@ def search_templates(
     generation : int, optional
         The store's generation, when the caller has just read it.
     """
-    hidden = event_only_subjects(parts) - {exclude} if only is None else frozenset()
+    hidden = (
+        event_only_subjects(parts, generation) - {exclude} if only is None else frozenset()
+    )
     found = _search_templates(
         parts, probe, model_id, purpose=purpose, point=point, secret=secret,
         k=k + len(hidden), threshold=threshold, exclude=exclude, only=only,

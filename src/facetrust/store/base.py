@@ -320,13 +320,14 @@ class Store(Protocol):
     def get_secret(self, name: str) -> bytes | None: ...
     def put_secret(self, name: str, wrapped: bytes) -> None: ...
     def generation(self) -> int:
-        """A counter that grows with every change to subjects, consents or templates."""
+        """A counter that grows with every change to subjects, consents, templates or
+        the members of events."""
         ...
 
     def bump_generation(self) -> None:
         """Move the generation past every value read so far (inside a transaction).
 
-        Writes to subjects, consents and templates move it themselves; a call
+        Writes to subjects, consents, templates and event members move it themselves; a call
         after such a write, with no generation read in between, changes nothing.
         """
         ...

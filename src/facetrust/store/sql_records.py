@@ -78,6 +78,7 @@ class SqlRecords(SqlBase):
 
     def close_event(self, event_id: str, at: str) -> None:
         self._run("UPDATE events SET closed_at = ? WHERE event_id = ?", (at, event_id))
+        self.bump_generation()  # who a search not naming its subjects may see changes
 
     def put_event_member(self, member: EventMemberRecord) -> None:
         self._run(
@@ -88,12 +89,14 @@ class SqlRecords(SqlBase):
             ),
             (member.event_id, member.subject_id, bool(member.event_only), member.added_at),
         )
+        self.bump_generation()
 
     def remove_event_member(self, event_id: str, subject_id: str) -> bool:
         cursor = self._run(
             "DELETE FROM event_members WHERE event_id = ? AND subject_id = ?",
             (event_id, subject_id),
         )
+        self.bump_generation()
         return cursor.rowcount > 0
 
     def event_members(self, event_id: str) -> list[EventMemberRecord]:
