@@ -201,9 +201,11 @@ def test_undecided_identifications_in_keyset_pages_and_pending_probes(store: Sto
     )
     assert store.pending_probes_due("2026-01-02T23:00") == []
     assert store.pending_probes_due("2026-01-03T00:00") == ["i2"]
+    assert store.pending_probe_ids() == ["i2"]
     with store.transaction():
         assert store.delete_pending_probe("i2") and not store.delete_pending_probe("i2")
     assert store.get_pending_probe("i2") is None
+    assert store.pending_probe_ids() == []
 
 
 def test_an_identification_closed_undecided_keeps_why(store: Store) -> None:

@@ -124,6 +124,7 @@ def open_probe(parts: GalleryParts, identification_id: str) -> KeptProbe | None:
 def discard_probe(parts: GalleryParts, identification_id: str, *, actor: str, reason: str) -> bool:
     """Destroy the probe's key, then delete its row; audited. False if nothing was kept."""
     destroyed = bool(parts.keyring.destroy_data_keys([probe_key_name(identification_id)]))
+    parts.pause("probe:key-destroyed")
     with parts.store.transaction():
         deleted = parts.store.delete_pending_probe(identification_id)
         if deleted or destroyed:
@@ -143,15 +144,22 @@ def discard_probe(parts: GalleryParts, identification_id: str, *, actor: str, re
 
 def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
     """Delete every probe past ``config.pending_probe_hours``, the keys left over by
-    an interrupted decision (identification decided, or stored without its probe)
-    and those of identifications never stored (the process was killed after making
-    the key, :data:`UNSTORED_KEY_HOURS` ago or more); returns how many went."""
+    an interrupted decision (identification decided, or stored without its probe),
+    the rows left over by an interrupted deletion (key destroyed, row not yet
+    deleted: ciphertext no key opens) and the keys of identifications never stored
+    (the process was killed after making the key, :data:`UNSTORED_KEY_HOURS` ago
+    or more); returns how many went."""
     now = parts.now()
     unstored_since = now - timedelta(hours=UNSTORED_KEY_HOURS)
     with parts.store.snapshot():
         due = parts.store.pending_probes_due(now.isoformat())
+        # the rows first: a row's key is made before the row, so a row read here
+        # whose key the read below does not find had its key destroyed
+        kept = parts.store.pending_probe_ids()
+        keys = parts.keystore.made_at(KEY_PREFIX)
+        shredded = [i for i in kept if probe_key_name(i) not in keys and i not in due]
         leftover, unstored = [], []
-        for name, made_at in parts.keystore.made_at(KEY_PREFIX).items():
+        for name, made_at in keys.items():
             identification_id = name[len(KEY_PREFIX):]
             if identification_id in due:
                 continue
@@ -173,6 +181,11 @@ def sweep_pending_probes(parts: GalleryParts, *, actor: str) -> int:
         swept += discard_probe(
             parts, identification_id, actor=actor,
             reason="identification decided; deletion was interrupted",
+        )
+    for identification_id in shredded:
+        swept += discard_probe(
+            parts, identification_id, actor=actor,
+            reason="probe key destroyed; the deletion of its row was interrupted",
         )
     for identification_id in unstored:
         swept += discard_probe(

@@ -459,6 +459,10 @@ class Store(Protocol):
         """The identification ids whose kept probe is due for deletion at ``now``."""
         ...
 
+    def pending_probe_ids(self) -> list[str]:
+        """The identification ids of every kept probe (sorted)."""
+        ...
+
     def delete_pending_probe(self, identification_id: str) -> bool: ...
 
     # events (gate galleries) ---------------------------------------------

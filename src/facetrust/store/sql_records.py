@@ -256,6 +256,10 @@ class SqlRecords(SqlBase):
         )
         return [str(row[0]) for row in rows]
 
+    def pending_probe_ids(self) -> list[str]:
+        rows = self._read("SELECT identification_id FROM pending_probes ORDER BY identification_id")
+        return [str(row[0]) for row in rows]
+
     def delete_pending_probe(self, identification_id: str) -> bool:
         cursor = self._run(
             "DELETE FROM pending_probes WHERE identification_id = ?", (identification_id,)

@@ -1,0 +1,76 @@
+"""The installed command killed (SIGKILL) at an unlucky point of an operation that writes:
+the gallery stays consistent, and the next retention sweep or a re-run finishes the work,
+on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from facetrust.gallery import Gallery
+from installed_command import installed_runner
+from kill_points import kill_point_settings
+
+KOFI = "Kofi_Annan"
+EVIDENCE = "ab" * 32
+
+
+def new_gallery(
+    folder: Path, backend: str, request: pytest.FixtureRequest, *options: str
+) -> Callable[..., object]:
+    """``facetrust init`` a gallery in ``folder`` on ``backend``; its installed runner."""
+    facetrust = installed_runner(folder, FACETRUST_ACTOR="registrar")
+    if backend == "postgres":
+        postgres_url: Callable[[], str] = request.getfixturevalue("postgres_url")
+        options += ("--database-url", postgres_url(), "--keystore-url", postgres_url())
+    facetrust("init", str(folder), *options)
+    return facetrust
+
+
+def enrol(facetrust: Callable[..., object], subject_id: str, *photos: Path) -> None:
+    facetrust("subject", "add", subject_id)
+    facetrust("consent", "grant", subject_id, "--purpose", "boarding", "--days", "365",
+              "--evidence-ref", f"form-{subject_id}", "--evidence-sha256", EVIDENCE,
+              "--notice-version", "v1")
+    facetrust("enroll", subject_id, *map(str, photos))
+
+
+@pytest.mark.slow  # the installed command, killed mid-review, then the sweep
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_review_killed_after_shredding_the_probe_key_leaves_no_row_for_the_sweep(
+    tmp_path: Path, photos: dict[str, list[Path]], backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A decision deletes the kept probe: key destroyed, then the row. Killed between
+    the two, the row (ciphertext no key opens) went only at its deadline, hours or
+    days later, and the log never said its key was destroyed; the next sweep
+    deletes it now, audited."""
+    folder = tmp_path / "gallery"
+    facetrust = new_gallery(folder, backend, request, "--review-quorum", "1")
+    enrol(facetrust, KOFI, photos[KOFI][0])
+    alice = json.loads(facetrust("keys", "create", "--role", "operator", "--name", "alice",
+                                 "--json").stdout)
+    found = json.loads(facetrust("identify", str(photos[KOFI][2]), "--purpose", "boarding",
+                                 "--case-ref", "C-1", "--actor", "officer").stdout)
+    identification_id = found["identification_id"]
+    assert [c["subject_id"] for c in found["candidates"]] == [KOFI]
+
+    killed = installed_runner(folder, **kill_point_settings(
+        tmp_path / "kill", stage="probe:key-destroyed"))
+    killed("review", identification_id, KOFI, "--key", alice["key"], code=-9)
+    with Gallery.find(folder) as gallery:  # the decision and the key's end committed
+        assert gallery.store.identification_decided_at(identification_id) is not None
+        assert gallery.keystore.get_key(f"facetrust:pending-probe:{identification_id}") is None
+        assert gallery.store.get_pending_probe(identification_id) is not None
+
+    facetrust("retention", "sweep")
+    with Gallery.find(folder) as gallery:
+        assert gallery.store.get_pending_probe(identification_id) is None
+        (deleted,) = gallery.audit.events(kind="pending-probe.deleted")
+        assert deleted.fields["identification_id"] == identification_id
+        assert deleted.fields["row_deleted"] is True
+        assert "interrupted" in deleted.fields["reason"]
+    facetrust("audit", "verify")
