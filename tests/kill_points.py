@@ -8,7 +8,9 @@ imports at start-up in the command's process (it is put first on
   :meth:`facetrust.gallery.parts.GalleryParts.pause` (the points tests may
   interrupt, e.g. ``"erase:key-destroyed"``);
 * ``call``: when ``module:attribute`` (a function of the library, e.g.
-  ``"facetrust.gallery.index_file:load_index"``) is called.
+  ``"facetrust.gallery.index_file:load_index"``) is called; with ``record``,
+  its first argument is written to that file first (e.g. the path it was
+  given, for the test to look at what the process left).
 
 Nothing else of the command changes: it is the installed entry point, killed
 where a crash would be unlucky.
@@ -22,6 +24,7 @@ from pathlib import Path
 #: The environment variables the sitecustomize module reads.
 STAGE_VARIABLE = "KILL_POINT_STAGE"
 CALL_VARIABLE = "KILL_POINT_CALL"
+RECORD_VARIABLE = "KILL_POINT_RECORD"
 
 SITECUSTOMIZE = '''
 import os
@@ -29,6 +32,7 @@ import signal
 
 _stage = os.environ.get("KILL_POINT_STAGE")
 _call = os.environ.get("KILL_POINT_CALL")
+_record = os.environ.get("KILL_POINT_RECORD")
 
 
 def _die():
@@ -52,6 +56,9 @@ if _call:
     _original = getattr(_owner, _attribute)
 
     def _killing(*args, **kwargs):
+        if _record and args:
+            with open(_record, "w") as record:
+                record.write(str(args[0]))
         _die()
         return _original(*args, **kwargs)
 
@@ -60,11 +67,12 @@ if _call:
 
 
 def kill_point_settings(
-    folder: Path, *, stage: str | None = None, call: str | None = None
+    folder: Path, *, stage: str | None = None, call: str | None = None,
+    record: Path | None = None,
 ) -> dict[str, str]:
     """Environment settings (for :func:`installed_command.installed_runner`) that make
-    the command SIGKILL itself at ``stage`` or on calling ``call``; writes the
-    start-up module into ``folder``."""
+    the command SIGKILL itself at ``stage`` or on calling ``call`` (writing its first
+    argument to ``record``); writes the start-up module into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
     path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
@@ -73,4 +81,6 @@ def kill_point_settings(
         settings[STAGE_VARIABLE] = stage
     if call is not None:
         settings[CALL_VARIABLE] = call
+    if record is not None:
+        settings[RECORD_VARIABLE] = str(record)
     return settings

@@ -5,6 +5,7 @@ on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,20 +18,23 @@ from kill_points import kill_point_settings
 KOFI = "Kofi_Annan"
 EVIDENCE = "ab" * 32
 
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
 
 def new_gallery(
-    folder: Path, backend: str, request: pytest.FixtureRequest, *options: str
-) -> Callable[..., object]:
+    folder: Path, backend: str, request: pytest.FixtureRequest | None, *options: str
+) -> Runner:
     """``facetrust init`` a gallery in ``folder`` on ``backend``; its installed runner."""
     facetrust = installed_runner(folder, FACETRUST_ACTOR="registrar")
     if backend == "postgres":
+        assert request is not None
         postgres_url: Callable[[], str] = request.getfixturevalue("postgres_url")
         options += ("--database-url", postgres_url(), "--keystore-url", postgres_url())
     facetrust("init", str(folder), *options)
     return facetrust
 
 
-def enrol(facetrust: Callable[..., object], subject_id: str, *photos: Path) -> None:
+def enrol(facetrust: Runner, subject_id: str, *photos: Path) -> None:
     facetrust("subject", "add", subject_id)
     facetrust("consent", "grant", subject_id, "--purpose", "boarding", "--days", "365",
               "--evidence-ref", f"form-{subject_id}", "--evidence-sha256", EVIDENCE,
@@ -74,3 +78,31 @@ def test_a_review_killed_after_shredding_the_probe_key_leaves_no_row_for_the_swe
         assert deleted.fields["row_deleted"] is True
         assert "interrupted" in deleted.fields["reason"]
     facetrust("audit", "verify")
+
+
+@pytest.mark.slow  # the installed command, killed while it reads the saved index
+def test_the_plaintext_index_of_a_killed_process_is_removed_by_the_next(
+    tmp_path: Path, photos: dict[str, list[Path]]
+) -> None:
+    """Opening the saved (encrypted) index decrypts its graph into a private scratch
+    folder (``/dev/shm`` when there is one) for the index library to read. A
+    process killed then left that plaintext there for good (until a reboot),
+    through every later erasure; the next process that reads or writes an
+    index file, or erases, removes what a dead process left."""
+    pytest.importorskip("hnswlib")
+    folder = tmp_path / "gallery"
+    facetrust = new_gallery(folder, "sqlite", None, "--index-kind", "hnsw")
+    enrol(facetrust, KOFI, photos[KOFI][0], photos[KOFI][1])
+    facetrust("index", "save")
+
+    left = tmp_path / "scratch-path"
+    killed = installed_runner(folder, **kill_point_settings(
+        tmp_path / "kill", call="facetrust.gallery.index_file:load_index", record=left))
+    killed("identify", str(photos[KOFI][2]), "--purpose", "boarding", "--case-ref", "C-1",
+           code=-9)
+    plaintext = Path(left.read_text())
+    assert plaintext.is_file()  # the decrypted graph, as the killed process left it
+
+    info = json.loads(facetrust("index", "info").stdout)  # the next process reads the file
+    assert info["dlib-resnet-v1"]["source"] == "file"
+    assert not plaintext.parent.exists()

@@ -33,7 +33,9 @@ an HNSW graph is compacted first (:meth:`HnswIndex.save` rebuilds it without
 the erased nodes, whose bytes hnswlib keeps in memory), which at a million
 templates takes as long as a build. The plaintext of the index exists only in
 memory and, briefly, in a private temporary folder (``/dev/shm`` when there is
-one, i.e. RAM), since the index files are written to paths.
+one, i.e. RAM), since the index files are written to paths; one that a killed
+process left is deleted by the next process that opens a scratch folder or
+erases (:mod:`facetrust.index.scratch`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ import io
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -52,6 +53,7 @@ import numpy as np
 from .. import crypto
 from ..errors import FacetrustError, IndexFileError, KeyMaterialError
 from ..index import AutoIndex, load_index
+from ..index.scratch import private_scratch
 from .vectors import DIGEST_BYTES, TemplateVectors
 
 MAGIC = b"FACETRUST-GALLERY-INDEX\n"
@@ -87,11 +89,6 @@ class SealedIndex:
     committed: bool = False
 
 
-def _scratch_folder() -> str | None:
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-
-
 def _label(model_id: str, generation: int, part: int, parts: int) -> str:
     return f"gallery-index:{model_id}:{generation}:{part}/{parts}"
 
@@ -123,7 +120,7 @@ def write_sealed_index(
     model_id, generation = vectors.model_id, vectors.generation
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tempfile.TemporaryDirectory(dir=_scratch_folder()) as folder:
+    with private_scratch() as folder:
         scratch = Path(folder) / "index"
         vectors.index.save(scratch)
         parts = 1 + max(1, -(-scratch.stat().st_size // _CHUNK))
@@ -178,7 +175,7 @@ def read_sealed_index(path: Path, key: bytes, model_id: str) -> SealedIndex:
     except OSError as error:
         raise IndexFileError(f"Cannot read the index file {path}: {error}.") from error
     try:
-        with handle, tempfile.TemporaryDirectory(dir=_scratch_folder()) as folder:
+        with handle, private_scratch() as folder:
             if handle.read(len(MAGIC)) != MAGIC:
                 raise ValueError("not a gallery index file")
             (length,) = struct.unpack("<Q", _read_exact(handle, 8))

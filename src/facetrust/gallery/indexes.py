@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import IndexFileError, KeyMaterialError
+from ..index.scratch import remove_abandoned
 from ..store.base import KeyStore, Store, StoreChanges, TemplateRecord
 from . import index_file
 from .config import GalleryConfig
@@ -426,7 +427,8 @@ class SearchIndexes:
         return path
 
     def drop_files(self, model_id: str | None = None) -> None:
-        """Destroy index-file keys (crypto-shredding every copy) and delete the files.
+        """Destroy index-file keys (crypto-shredding every copy) and delete the files,
+        and the plaintext scratch folders of killed processes.
 
         ``model_id`` None drops every model's file.
         """
@@ -435,6 +437,7 @@ class SearchIndexes:
             else self.keystore.names_starting(index_file.KEY_PREFIX)
         )
         self.keyring.destroy_data_keys(names)
+        remove_abandoned()  # plaintext index files that killed processes left
         if self.config.index_dir is not None:
             folder = Path(self.config.index_dir)
             paths = (

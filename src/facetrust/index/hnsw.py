@@ -38,7 +38,6 @@ delete; usearch and hnswlib can. hnswlib was chosen.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,7 @@ from .base import (
     widening_search,
 )
 from .exact import ExactBacked, ExactIndex, check_positive_ints
+from .scratch import private_scratch
 
 
 def hnsw_available() -> bool:
@@ -270,8 +270,8 @@ class HnswIndex(ExactBacked):
         import hnswlib
 
         graph = hnswlib.Index(space="l2", dim=dim)
-        with tempfile.TemporaryDirectory() as folder:
-            scratch = Path(folder) / "graph.bin"
+        with private_scratch() as folder:  # the graph holds the vectors: never left behind
+            scratch = folder / "graph.bin"
             scratch.write_bytes(graph_part)
             try:
                 graph.load_index(str(scratch), max_elements=max(count, 1024))
