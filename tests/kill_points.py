@@ -7,8 +7,9 @@ imports at start-up in the command's process (it is put first on
 * ``stage``: when the operation reaches the named stage of
   :meth:`facetrust.gallery.parts.GalleryParts.pause` (the points tests may
   interrupt, e.g. ``"erase:key-destroyed"``);
-* ``call``: when ``module:attribute`` (a function of the library, e.g.
-  ``"facetrust.gallery.index_file:load_index"``) is called; with ``record``,
+* ``call``: when ``module:attribute`` (a function or method of the library,
+  e.g. ``"facetrust.gallery.index_file:load_index"`` or
+  ``"facetrust.audit:AuditLog.append"``) is called; with ``record``,
   its first argument is written to that file first (e.g. the path it was
   given, for the test to look at what the process left).
 
@@ -51,8 +52,11 @@ if _stage:
 if _call:
     import importlib
 
-    _module, _attribute = _call.split(":")
+    _module, _path = _call.split(":")
     _owner = importlib.import_module(_module)
+    *_owners, _attribute = _path.split(".")
+    for _name in _owners:  # "Class.method"
+        _owner = getattr(_owner, _name)
     _original = getattr(_owner, _attribute)
 
     def _killing(*args, **kwargs):

@@ -106,3 +106,46 @@ def test_the_plaintext_index_of_a_killed_process_is_removed_by_the_next(
     info = json.loads(facetrust("index", "info").stdout)  # the next process reads the file
     assert info["dlib-resnet-v1"]["source"] == "file"
     assert not plaintext.parent.exists()
+
+
+@pytest.mark.slow  # the installed command, killed mid-init, then init again
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("point", [
+    "facetrust.gallery.opening:create_stores",  # the key file written, nothing else
+    "facetrust.audit:AuditLog.append",  # the secrets committed, no gallery.create yet
+    "facetrust.gallery.config:GalleryConfig.save",  # everything but the config file
+])
+def test_an_init_killed_half_way_is_finished_by_running_init_again(
+    tmp_path: Path, backend: str, point: str, request: pytest.FixtureRequest
+) -> None:
+    """`facetrust init` writes a key file, the stores, then the config file. Killed
+    before the config file, the folder could neither be opened ("No gallery config
+    ... Run `facetrust init`") nor initialised ("'gallery.key' already exists ...
+    holds a gallery"; on PostgreSQL "The database already holds a gallery"): the
+    same init again now finishes it, with the key already written."""
+    folder = tmp_path / "gallery"
+    options: tuple[str, ...] = ("--review-quorum", "1")
+    if backend == "postgres":
+        postgres_url: Callable[[], str] = request.getfixturevalue("postgres_url")
+        options += ("--database-url", postgres_url(), "--keystore-url", postgres_url())
+    killed = installed_runner(folder, **kill_point_settings(tmp_path / "kill", call=point))
+    killed("init", str(folder), *options, code=-9)
+    key = (folder / "gallery.key").read_text()
+
+    facetrust = installed_runner(folder, FACETRUST_ACTOR="registrar")
+    if point.endswith("GalleryConfig.save"):  # made and logged with quorum 1: not 2
+        other = facetrust("init", str(folder), *options, "--review-quorum", "2", code=2)
+        assert "review_quorum 1" in other.stderr
+    facetrust("init", str(folder), *options)
+    assert (folder / "gallery.key").read_text() == key  # what the killed init made is used
+    created = facetrust("audit", "export", "--kind", "gallery.create").stdout.splitlines()
+    assert len(created) == 1 and json.loads(created[0])["review_quorum"] == 1
+    facetrust("subject", "add", "s1")
+    facetrust("audit", "verify")
+    # a gallery in use is never taken over by init, even without its config file
+    facetrust("init", str(folder), *options, code=2)
+    config = folder / "facetrust-gallery.json"
+    config.rename(tmp_path / "config.json")
+    refused = facetrust("init", str(folder), *options, code=2)
+    assert "Restore the config file from a backup" in refused.stderr
+    assert not config.exists()

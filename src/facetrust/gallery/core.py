@@ -127,16 +127,20 @@ class Gallery(ReviewMethods):
         """
         store, keystore = opening.create_stores(config, master_key, options)
         gallery = cls(config, store=store, keystore=keystore, master_key=master_key, **options)
-        gallery.audit.append(
+        gallery.audit_creation()
+        return gallery
+
+    def audit_creation(self) -> None:
+        """Append the ``gallery.create`` event (the first of a new gallery's log)."""
+        self.audit.append(
             "gallery.create",
             actor="system",
-            gallery_id=gallery.gallery_id,
-            master_key_id=master_key.key_id_hex,
-            purposes=list(config.purposes),
-            retention_days=config.retention_days,
-            review_quorum=config.review_quorum,
+            gallery_id=self.gallery_id,
+            master_key_id=self._parts.keyring.master_key.key_id_hex,
+            purposes=list(self.config.purposes),
+            retention_days=self.config.retention_days,
+            review_quorum=self.config.review_quorum,
         )
-        return gallery
 
     @classmethod
     def open(cls, config: GalleryConfig, **options: Any) -> Gallery:
@@ -158,13 +162,24 @@ class Gallery(ReviewMethods):
         ``settings`` override :class:`GalleryConfig` fields (``purposes``,
         ``retention_days``, ...). Returns the open gallery and the config path.
 
+        The config file is written last. An init stopped before it (a process
+        killed) is finished by the same call again: the key file it wrote is
+        used, and what it did not make yet is made.
+
         Raises
         ------
         StoreError
             ``folder`` already holds a gallery.
         """
-        config, config_path, master_key = opening.prepare_folder(folder, settings)
-        gallery = cls.create(config, master_key)
+        config, config_path, master_key, resuming = opening.prepare_folder(folder, settings)
+        options: dict[str, Any] = {}
+        stage = opening.interrupted_init_stage(config, master_key, options) if resuming else ""
+        if stage in ("stores", "created"):
+            gallery = cls(config, master_key=master_key, **options)
+            if stage == "stores":
+                gallery.audit_creation()
+        else:
+            gallery = cls.create(config, master_key, **options)
         config.save(config_path)
         return gallery, config_path
 

@@ -8,6 +8,8 @@ the master key it was given (:func:`gallery_id_sealed_with`).
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import uuid
 from pathlib import Path
@@ -21,7 +23,12 @@ from .config import CONFIG_NAME, GalleryConfig
 from .keyring import GALLERY_SECRETS, MASTER_KEY_ID, Keyring
 from .parts import utc_now
 
-__all__ = ["create_stores", "gallery_id_sealed_with", "prepare_folder"]
+__all__ = [
+    "create_stores",
+    "gallery_id_sealed_with",
+    "interrupted_init_stage",
+    "prepare_folder",
+]
 
 
 def create_stores(
@@ -39,7 +46,7 @@ def create_stores(
     """
     environ = options.get("environ")
     url = database_url(config, environ)
-    if url is None and Path(config.db_path).exists():
+    if url is None and "store" not in options and Path(config.db_path).exists():
         raise StoreError(
             f"A gallery already exists at {str(config.db_path)!r}; open it instead."
         )
@@ -69,9 +76,14 @@ def create_stores(
 
 def prepare_folder(
     folder: str | os.PathLike[str], settings: dict[str, Any]
-) -> tuple[GalleryConfig, Path, crypto.MasterKey]:
+) -> tuple[GalleryConfig, Path, crypto.MasterKey, bool]:
     """A new gallery's config (``settings`` over the defaults), where its config file
-    goes, and a new master key written to a 0600 key file in ``folder``.
+    goes, its master key, and whether an interrupted init is being finished.
+
+    The config file is written last, so a folder with the gallery's key file but
+    no config file is an init that was stopped (killed) before it finished: its
+    key is used again (:func:`finish_interrupted_init` checks the rest).
+    Otherwise a new master key is written to a 0600 key file in ``folder``.
 
     Raises
     ------
@@ -82,6 +94,9 @@ def prepare_folder(
     base.mkdir(parents=True, exist_ok=True)
     config_path = base / CONFIG_NAME
     config = GalleryConfig.in_folder(base, **settings)
+    key_file = config.key_file or base / "gallery.key"  # in_folder always sets one
+    if not config_path.exists() and Path(key_file).exists():
+        return config, config_path, crypto.read_key_file(key_file), True
     files = [config_path, config.key_file]
     files += [] if database_url(config) else [config.db_path]
     files += [] if config.keystore_url else [config.keystore_path]
@@ -91,10 +106,56 @@ def prepare_folder(
                 f"{str(existing)!r} already exists: {str(base)!r} holds a gallery. "
                 "Use it, or choose an empty folder."
             )
-    key_file = config.key_file or base / "gallery.key"  # in_folder always sets one
     material = crypto.generate_key()
     crypto.write_key_file(key_file, material)
-    return config, config_path, crypto.MasterKey(material, str(key_file))
+    return config, config_path, crypto.MasterKey(material, str(key_file)), False
+
+
+def interrupted_init_stage(
+    config: GalleryConfig, master_key: crypto.MasterKey, options: dict[str, Any]
+) -> str:
+    """How far the interrupted init of ``config``'s folder got: ``"key"`` (the key
+    file only: the stores hold no gallery), ``"stores"`` (the gallery is made and
+    sealed with ``master_key``, without its ``gallery.create`` event) or
+    ``"created"`` (only the config file is missing). Opens the stores into
+    ``options`` (``store``, ``keystore``).
+
+    Raises
+    ------
+    StoreError
+        The database holds a gallery that is not this init's (sealed with another
+        key, or already in use: init never takes over a gallery), or the
+        interrupted init was run with other settings.
+    """
+    store = options.setdefault("store", open_store(config, options.get("environ"), create=True))
+    keystore = options.setdefault("keystore", open_keystore(config, create=True))
+    with store.snapshot():
+        sealed_with = store.get_meta(MASTER_KEY_ID)
+        events = list(itertools.islice(store.audit_records(), 2)) if sealed_with else []
+    if sealed_with is None:
+        return "key"
+    problem = None
+    if sealed_with != master_key.key_id_hex or any(e.kind != "gallery.create" for e in events):
+        problem = (
+            f"The database already holds a gallery, but {CONFIG_NAME!r} is missing. Restore "
+            "the config file from a backup (init never takes over a gallery), or choose an "
+            "empty folder and database."
+        )
+    elif events:
+        logged = json.loads(events[0].body)
+        given = {"purposes": list(config.purposes), "retention_days": config.retention_days,
+                 "review_quorum": config.review_quorum}
+        if any(logged.get(name) != value for name, value in given.items()):
+            problem = (
+                "An interrupted init made this gallery with other settings ("
+                + ", ".join(f"{name} {logged.get(name)!r}" for name in given)
+                + "). Run init again with those settings to finish it."
+            )
+    if problem is not None:
+        store.close()
+        keystore.close()
+        raise StoreError(problem)
+    return "created" if events else "stores"
 
 
 def gallery_id_sealed_with(store: Store, key: crypto.MasterKey, config: GalleryConfig) -> str:
