@@ -127,20 +127,8 @@ class Gallery(ReviewMethods):
         """
         store, keystore = opening.create_stores(config, master_key, options)
         gallery = cls(config, store=store, keystore=keystore, master_key=master_key, **options)
-        gallery.audit_creation()
+        opening.audit_creation(gallery.audit, gallery.gallery_id, master_key, config)
         return gallery
-
-    def audit_creation(self) -> None:
-        """Append the ``gallery.create`` event (the first of a new gallery's log)."""
-        self.audit.append(
-            "gallery.create",
-            actor="system",
-            gallery_id=self.gallery_id,
-            master_key_id=self._parts.keyring.master_key.key_id_hex,
-            purposes=list(self.config.purposes),
-            retention_days=self.config.retention_days,
-            review_quorum=self.config.review_quorum,
-        )
 
     @classmethod
     def open(cls, config: GalleryConfig, **options: Any) -> Gallery:
@@ -177,7 +165,7 @@ class Gallery(ReviewMethods):
         if stage in ("stores", "created"):
             gallery = cls(config, master_key=master_key, **options)
             if stage == "stores":
-                gallery.audit_creation()
+                opening.audit_creation(gallery.audit, gallery.gallery_id, master_key, config)
         else:
             gallery = cls.create(config, master_key, **options)
         config.save(config_path)

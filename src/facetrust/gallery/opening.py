@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import crypto
+from ..audit import AuditLog
 from ..errors import KeyMaterialError, StoreError
 from ..store.base import KeyStore, Store
 from .backends import database_url, open_keystore, open_store
@@ -24,6 +25,7 @@ from .keyring import GALLERY_SECRETS, MASTER_KEY_ID, Keyring
 from .parts import utc_now
 
 __all__ = [
+    "audit_creation",
     "create_stores",
     "gallery_id_sealed_with",
     "interrupted_init_stage",
@@ -183,3 +185,18 @@ def gallery_id_sealed_with(store: Store, key: crypto.MasterKey, config: GalleryC
             "again."
         )
     return gallery_id
+
+
+def audit_creation(
+    audit: AuditLog, gallery_id: str, master_key: crypto.MasterKey, config: GalleryConfig
+) -> None:
+    """Append the ``gallery.create`` event, the first of a new gallery's log."""
+    audit.append(
+        "gallery.create",
+        actor="system",
+        gallery_id=gallery_id,
+        master_key_id=master_key.key_id_hex,
+        purposes=list(config.purposes),
+        retention_days=config.retention_days,
+        review_quorum=config.review_quorum,
+    )
