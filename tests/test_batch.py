@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
+from custom_embedders import MirroredEmbedder
 from facetrust import Embedding, FacePipeline, Settings, embed_many
 from facetrust.errors import InvalidParameter, NotAnImage
 from facetrust.gallery import Gallery
 from facetrust.gallery.batch_enrolment import enroll_batch
 from facetrust.models.base import Embedder
-from facetrust.models.selection import default_embedder
 from gallery_fixtures import EVIDENCE_SHA256
 
 pytestmark = pytest.mark.slow  # worker processes
@@ -36,26 +34,6 @@ def test_worker_processes_match_in_process_results_in_order(
             result.faces[0].embedding.vector, sample_embeddings[path].vector, atol=1e-6
         )
     assert isinstance(results[-1].error, NotAnImage) and results[-1].faces == []
-
-
-class MirroredEmbedder:
-    """A custom embedder, as a library user injects one into :class:`FacePipeline`: the
-    real network's descriptor of each chip averaged with its mirror image's, under the
-    model id that averaging is calibrated as (not the default pipeline's id)."""
-
-    model_id = "dlib-resnet-v1+mirror"
-    backend = "example"
-
-    def __init__(self) -> None:
-        self.inner = default_embedder(Settings())
-        self.chip_size = self.inner.chip_size
-        self.chip_padding = self.inner.chip_padding
-        self.dimension = self.inner.dimension
-
-    def embed(self, chips: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
-        views = [view for chip in chips for view in (chip, np.ascontiguousarray(chip[:, ::-1]))]
-        both = self.inner.embed(views).reshape(len(chips), 2, self.dimension)
-        return both.mean(axis=1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

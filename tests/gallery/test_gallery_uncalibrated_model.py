@@ -4,40 +4,19 @@ points and how to get them, and stores nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
+from custom_embedders import HalvedEmbedder
 from facetrust import FacePipeline, Settings, crypto
 from facetrust.errors import OperatingPointError
 from facetrust.gallery import Gallery, GalleryConfig
 from facetrust.matching import operating_points
-from facetrust.models.selection import default_embedder
 from gallery_fixtures import EVIDENCE_SHA256
 
 KOFI = "Kofi_Annan"
-
-
-class HalvedEmbedder:
-    """A custom embedder, as a library user injects one into :class:`FacePipeline`: the
-    real network's descriptors scaled by one half, under a model id of its own that the
-    calibration table has never heard of."""
-
-    model_id = "example-halved-v1"
-    backend = "example"
-
-    def __init__(self) -> None:
-        self.inner = default_embedder(Settings())
-        self.chip_size = self.inner.chip_size
-        self.chip_padding = self.inner.chip_padding
-        self.dimension = self.inner.dimension
-
-    def embed(self, chips: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
-        return (self.inner.embed(chips) * 0.5).astype(np.float32)
 
 
 def test_an_uncalibrated_model_is_refused_with_what_to_do(

@@ -63,6 +63,20 @@ class LiveServer:
         headers = {"Authorization": f"Bearer {self.keys[name]}"} if name else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
 
+    def audit_head(self) -> int:
+        """The audit log's last sequence number (read with the ``auditor`` key)."""
+        with self.client("auditor") as auditor:
+            return int(auditor.get("/v1/audit/head").json()["seq"])
+
+    def events_after(self, seq: int) -> list[dict[str, Any]]:
+        """The audit events after ``seq``, once the chain is verified intact."""
+        with self.client("auditor") as auditor:
+            found = auditor.get("/v1/audit/events", params={"after": seq, "limit": 1000})
+            assert found.status_code == 200, found.text
+            verified = auditor.get("/v1/audit/verify").json()
+        assert verified["ok"], verified
+        return [e for e in found.json()["events"] if e["seq"] > seq]
+
 
 def make_gallery_folder(folder: Path, **settings: Any) -> Path:
     """A new gallery (``facetrust init`` layout) in ``folder``, ``settings`` overriding

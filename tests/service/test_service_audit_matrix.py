@@ -52,20 +52,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     stop_server(started)
 
 
-def head(server: LiveServer) -> int:
-    with server.client("auditor") as auditor:
-        return int(auditor.get("/v1/audit/head").json()["seq"])
-
-
-def events_after(server: LiveServer, seq: int) -> list[dict[str, Any]]:
-    with server.client("auditor") as auditor:
-        found = auditor.get("/v1/audit/events", params={"after": seq, "limit": 1000})
-        assert found.status_code == 200, found.text
-        verified = auditor.get("/v1/audit/verify").json()
-    assert verified["ok"], verified
-    return [e for e in found.json()["events"] if e["seq"] > seq]
-
-
 def actor(server: LiveServer, who: str | None) -> str:
     return f"key:{server.key_ids[who]}" if who else "anonymous"
 
@@ -120,11 +106,11 @@ def test_each_route_and_refusal_leaves_the_expected_audit_events(
     server: LiveServer, who: str | None, method: str, path: str, body: Any, status: int,
     kinds: dict[str, int],
 ) -> None:
-    before = head(server)
+    before = server.audit_head()
     with server.client(who) as client:
         answer = client.request(method, path, json=body)
     assert answer.status_code == status, answer.text
-    added = events_after(server, before)
+    added = server.events_after(before)
     assert Counter(e["kind"] for e in added) == Counter(kinds), added
     subject = path.split("/")[3]
     for event in added:
@@ -171,12 +157,12 @@ def test_console_subject_actions_leave_the_expected_audit_events(
 ) -> None:
     browser, csrf = logged_in(server, who)
     try:
-        before = head(server)
+        before = server.audit_head()
         answer = browser.post(path, data={**form, "csrf": csrf})
     finally:
         browser.close()
     assert answer.status_code == status, answer.text
-    added = events_after(server, before)
+    added = server.events_after(before)
     assert Counter(e["kind"] for e in added) == Counter(kinds), added
     assert {e["actor"] for e in added} == {actor(server, who)}
     with server.client("enroller") as client:
@@ -186,28 +172,28 @@ def test_console_subject_actions_leave_the_expected_audit_events(
 def test_oversized_and_console_reads_of_a_subject_are_audited_when_refused(
     server: LiveServer,
 ) -> None:
-    before = head(server)
+    before = server.audit_head()
     with server.client("enroller") as client:
         big = client.post("/v1/subjects/hu/consents", files={
             "evidence": ("form.pdf", b"\0" * (MAX_BODY_BYTES + 1), "application/pdf")})
     assert big.status_code == 413, big.text
-    (event,) = events_after(server, before)
+    (event,) = server.events_after(before)
     assert (event["kind"], event["actor"], event["status"]) == ("service.refused", "anonymous",
                                                                  413)
     assert event["presented_key_id"] == server.key_ids["enroller"]
     assert event["subject_ids"] == ["hu"]
     browser, _ = logged_in(server, "operator")
     try:
-        before = head(server)
+        before = server.audit_head()
         assert browser.get("/console/subjects/hu").status_code == 403
     finally:
         browser.close()
-    (event,) = events_after(server, before)
+    (event,) = server.events_after(before)
     assert (event["kind"], event["actor"]) == ("service.refused", actor(server, "operator"))
     with httpx.Client(base_url=server.url) as anonymous:
-        before = head(server)
+        before = server.audit_head()
         assert anonymous.get("/console/subjects/hu").headers["location"] == "/console/login"
-    (event,) = events_after(server, before)
+    (event,) = server.events_after(before)
     assert (event["kind"], event["actor"], event["status"]) == ("service.refused", "anonymous",
                                                                  303)
 
@@ -225,19 +211,19 @@ def test_refusals_of_a_request_with_an_idempotency_key_are_audited(server: LiveS
     a refusal rolls that back, but not its audit event."""
     cat = Path(__file__).parent.parent / "data" / "non_faces" / "chelsea_cat.jpg"
     with server.client("enroller") as client:
-        before = head(server)
+        before = server.audit_head()
         granted = client.post("/v1/subjects/nobody/consents", json=CONSENT,
                               headers={"Idempotency-Key": "matrix-grant-1"})
         assert granted.status_code == 404, granted.text
-        assert Counter(e["kind"] for e in events_after(server, before)) == Counter(
+        assert Counter(e["kind"] for e in server.events_after(before)) == Counter(
             {"consent.grant.refused": 1})
-        before = head(server)
+        before = server.audit_head()
         with cat.open("rb") as handle:
             enrolled = client.post("/v1/subjects/hu/enrolments",
                                    files={"photo": ("cat.jpg", handle, "image/jpeg")},
                                    headers={"Idempotency-Key": "matrix-enrol-1"})
         assert enrolled.status_code == 422, enrolled.text
-        (refused,) = events_after(server, before)
+        (refused,) = server.events_after(before)
         assert (refused["kind"], refused["error"], refused["subject_ids"]) == (
             "enrol.refused", "NoFaceFound", ["hu"])
         assert (refused["route"], refused["status"], refused["problem"]) == (
@@ -282,12 +268,12 @@ def test_a_refused_search_or_enrolment_leaves_one_event_with_the_services_fields
     with the service's route, problem type and status; ``service.refused`` only for a
     request the gallery never saw."""
     field, path_of_photo = upload
-    before = head(server)
+    before = server.audit_head()
     with server.client(who) as client, path_of_photo.open("rb") as handle:
         answer = client.post(path, data=form,
                              files={field: (path_of_photo.name, handle, "image/jpeg")})
     assert answer.status_code == status, answer.text
-    (event,) = events_after(server, before)
+    (event,) = server.events_after(before)
     assert (event["kind"], event["actor"]) == (kind, actor(server, who))
     assert (event["purpose"], event["subject_ids"], event.get("error")) == (
         purpose, subjects, error)
@@ -301,11 +287,11 @@ def test_a_review_queue_read_refused_by_the_gallery_without_its_own_event_is_aud
 ) -> None:
     """A bad page cursor is refused by the gallery before it reads the queue, without a
     refusal event of its own: the service's ``service.refused`` is the one event."""
-    before = head(server)
+    before = server.audit_head()
     with server.client("operator") as client:
         answer = client.get("/v1/reviews", params={"after": "not-a-cursor"})
     assert answer.status_code == 422, answer.text
-    (event,) = events_after(server, before)
+    (event,) = server.events_after(before)
     assert (event["kind"], event["actor"], event["route"], event["status"]) == (
         "service.refused", actor(server, "operator"), "/v1/reviews", 422)
     assert event["problem"] == answer.json()["type"]
@@ -325,12 +311,12 @@ def test_a_refused_duplicate_enrolment_leaves_one_event_with_or_without_a_retry_
                 add_consented_subject(client, subject_id)
             assert enrol(client, "hu", photo("Hu_Jintao", 1)).status_code == 201
             for retry in ({}, {"Idempotency-Key": "matrix-duplicate-1"}):
-                before = head(strict)
+                before = strict.audit_head()
                 with photo("Hu_Jintao", 2).open("rb") as handle:
                     answer = client.post("/v1/subjects/twin/enrolments", headers=retry,
                                          files={"photo": ("hu.jpg", handle, "image/jpeg")})
                 assert answer.status_code == 409, answer.text
-                (event,) = events_after(strict, before)
+                (event,) = strict.events_after(before)
                 assert (event["kind"], event["error"], event["reason"]) == (
                     "enrol.refused", "DuplicateEnrolment", "duplicate")
                 assert [d["subject_id"] for d in event["duplicates"]] == ["hu"]

@@ -10,7 +10,6 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -37,19 +36,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     stop_server(started)
 
 
-def head(server: LiveServer) -> int:
-    with server.client("auditor") as auditor:
-        return int(auditor.get("/v1/audit/head").json()["seq"])
-
-
-def events_after(server: LiveServer, seq: int) -> list[dict[str, Any]]:
-    with server.client("auditor") as auditor:
-        found = auditor.get("/v1/audit/events", params={"offset": seq, "limit": 1000})
-        assert found.status_code == 200, found.text
-        assert auditor.get("/v1/audit/verify").json()["ok"]
-    return [e for e in found.json()["events"] if e["seq"] > seq]
-
-
 def connect(server: LiveServer) -> socket.socket:
     host, port = server.url.removeprefix("http://").split(":")
     return socket.create_connection((host, int(port)), timeout=30)
@@ -74,13 +60,13 @@ def test_refusal_events_copy_at_most_200_characters_of_a_subject_id_in_the_path(
     server: LiveServer,
 ) -> None:
     long_id = "a" * 50_000
-    before = head(server)
+    before = server.audit_head()
     with server.client() as anonymous:
         assert anonymous.get(f"/v1/subjects/{long_id}").status_code == 401
     with server.client("enroller") as enroller:
         assert enroller.get(f"/v1/subjects/{long_id}").status_code == 422
         assert enroller.delete(f"/v1/subjects/{long_id}").status_code == 422
-    added = events_after(server, before)
+    added = server.events_after(before)
     refused = [e for e in added if e["kind"] == "service.refused"]
     assert {e["status"] for e in refused} == {401, 422}, added
     assert len(refused) == 3, added
@@ -96,7 +82,7 @@ def test_a_biometric_request_whose_body_trickles_past_the_timeout_is_audited(
 ) -> None:
     body = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\naccess-control\r\n'
             b'--b\r\nContent-Disposition: form-data; name="case_ref"\r\n\r\nslow-1\r\n--b--\r\n')
-    before = head(server)
+    before = server.audit_head()
     with connect(server) as sock:
         sock.sendall(
             b"POST /v1/identify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
@@ -111,7 +97,7 @@ def test_a_biometric_request_whose_body_trickles_past_the_timeout_is_audited(
     assert b"/problems/request-timeout" in answer, answer
     assert waited < REQUEST_TIMEOUT_S + 10
     deadline = time.monotonic() + 10  # a 503's event is written just after the answer
-    while not (refused := [e for e in events_after(server, before)
+    while not (refused := [e for e in server.events_after(before)
                            if e["kind"] == "service.refused"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(refused) == 1, refused
