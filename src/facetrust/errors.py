@@ -46,6 +46,7 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
     │   └── ReviewNotAllowed         e.g. the operator who ran a search reviewing it
     ├── FrameSourceError             a video, camera or frame folder cannot be read
     ├── EventError                   an event is unknown, closed or outside its window
+    │   └── EventOnlySubject         enrolled for one event only: its gate alone matches them
     └── EvaluationError              bad pairs/labels files, too little data
 """
 
@@ -284,6 +285,18 @@ class FrameSourceError(FacetrustError):
 
 class EventError(FacetrustError):
     """The event is unknown, closed, outside its window, or the request does not fit it."""
+
+
+class EventOnlySubject(EventError):
+    """The subject was enrolled for one event only, with a consent that covers that
+    event alone: only its gate may match them, never a verification or search outside it.
+
+    ``event_id`` names the event.
+    """
+
+    def __init__(self, *args: object, event_id: str, field: str | None = None) -> None:
+        super().__init__(*args, field=field)
+        self.event_id = event_id
 
 
 class EvaluationError(FacetrustError, ValueError):

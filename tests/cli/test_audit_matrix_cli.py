@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 
 from facetrust.gallery import Gallery
-from facetrust.gate.events import close_event, open_event
+from facetrust.gate.events import close_event, enroll_for_event, open_event
 from installed_command import installed_runner
 
 LFW = Path(__file__).parent.parent / "data" / "lfw"
 HU = [str(LFW / "Hu_Jintao" / f"Hu_Jintao_{n:04d}.jpg") for n in (1, 2, 3)]
+FOX = [str(LFW / "Vicente_Fox" / f"Vicente_Fox_{n:04d}.jpg") for n in (1, 3)]
 CAT = str(Path(__file__).parent.parent / "data" / "non_faces" / "chelsea_cat.jpg")
 EVIDENCE = ("--evidence-ref", "FORM-9", "--evidence-sha256", "ab" * 32, "--notice-version", "v1")
 #: Seconds the 'brief' subject's consent lasts: long enough to enrol it, short enough to wait.
@@ -39,7 +40,8 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A gallery with 'hu' (access-control, enrolled), 'kofi' (boarding only), 'library'
     (photo-library only), 'nocon' (no consent) and 'brief' (boarding, enrolled, consent
     ending within BRIEF_S seconds); the events 'flight' (open, boarding) and 'landed'
-    (closed); an enroller and two operator keys; one identification of Hu by the first operator."""
+    (closed); 'traveller', enrolled for 'flight' only; an enroller and two operator keys;
+    one identification of Hu by the first operator."""
     folder = tmp_path_factory.mktemp("audit-matrix")
     gallery, _ = Gallery.init_folder(folder)
     with gallery:
@@ -61,6 +63,9 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             open_event(gallery, event_id, purpose="boarding", valid_from=gallery.now(),
                        valid_to=gallery.now() + timedelta(hours=6), actor="agent")
         close_event(gallery, "landed", actor="agent")
+        traveller = enroll_for_event(gallery, "flight", FOX[0], evidence_ref="FORM-2",
+                                     evidence_sha256="ab" * 32, notice_version="v1",
+                                     actor="agent")
     facetrust = installed_runner(folder, FACETRUST_ACTOR="desk")
     keys = {}
     for name, role in [("enroller", "enroller"), ("searcher", "operator"),
@@ -72,7 +77,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     found = json.loads(facetrust("identify", HU[1], "--purpose", "access-control",
                                  "--case-ref", "C-1", "--key", keys["searcher"]).stdout)
     return {"folder": folder, "keys": keys, "identification": found["identification_id"],
-            "brief_expires": expires}
+            "brief_expires": expires, "traveller": traveller}
 
 
 def run_one(desk: dict[str, Any], args: list[str], code: int) -> list[dict[str, Any]]:
@@ -93,7 +98,7 @@ def fill(value: Any, desk: dict[str, Any]) -> Any:
     """``value`` with ``{searcher}``-style placeholders replaced from the fixture."""
     if isinstance(value, str):
         return value.format(identification=desk["identification"], user=getpass.getuser(),
-                            **desk["keys"])
+                            traveller=desk["traveller"], **desk["keys"])
     if isinstance(value, list):
         return [fill(v, desk) for v in value]
     return value
@@ -161,6 +166,9 @@ MATRIX = [
     ("verify-subject-expired", ["verify", HU[1], "--subject", "brief",
                                 "--purpose", "boarding", "--case-ref", "C-8"], 2,
      "verify.refused", "desk", "boarding", ["brief"], "ConsentExpired"),
+    ("verify-subject-event-only", ["verify", FOX[1], "--subject", "{traveller}",
+                                   "--purpose", "boarding", "--case-ref", "C-9"], 2,
+     "verify.refused", "desk", "boarding", ["{traveller}"], "EventOnlySubject"),
     ("review-no-key", ["review", "{identification}", "hu"], 2,
      "review.refused", "cli:{user}", None, ["hu"], "AuthorizationError"),
     ("review-wrong-role", ["review", "{identification}", "hu", "--key", "{enroller}"], 2,
@@ -212,7 +220,7 @@ def test_each_command_and_refusal_leaves_one_audit_event(
     (event,) = [e for e in added if e["kind"] == kind]
     assert event["actor"] == fill(actor, desk)
     assert event["purpose"] == purpose
-    assert event["subject_ids"] == subjects
+    assert event["subject_ids"] == fill(subjects, desk)
     assert event.get("error") == error, event
 
 

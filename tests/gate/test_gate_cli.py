@@ -292,7 +292,7 @@ def test_a_traveller_who_opts_out_before_joining_the_event_is_never_added_or_mat
 
 
 @pytest.mark.slow  # runs the installed command, models included
-def test_a_traveller_enrolled_for_an_event_only_is_found_by_no_other_search(
+def test_a_traveller_enrolled_for_an_event_only_is_found_or_verified_by_its_gate_only(
     flight: Path, tmp_path: Path, grant: Callable[..., str]
 ) -> None:
     facetrust = _command(flight)
@@ -307,6 +307,18 @@ def test_a_traveller_enrolled_for_an_event_only_is_found_by_no_other_search(
     searched = facetrust("identify", probe, "--purpose", "boarding", "--case-ref", "c1", code=1)
     assert traveller not in searched.stdout
     assert json.loads(searched.stdout)["subjects_searched"] == 0
+    # nor verified 1:1 by anyone who knows the id, for the event's purpose too: audited
+    refused = facetrust("verify", probe, "--subject", traveller, "--purpose", "boarding",
+                        "--case-ref", "c2", code=2)
+    _one_line_error(refused, f"Subject {traveller!r} was enrolled for the event "
+                             f"'{EVENT}' only")
+    assert "only its gate matches them" in refused.stderr and refused.stdout == ""
+    with Gallery.find(flight) as gallery:
+        (logged,) = gallery.audit.events(kind="verify.refused")
+        assert (logged.subject_ids, logged.purpose) == ((traveller,), "boarding")
+        assert logged.fields["error"] == "EventOnlySubject"
+        assert logged.fields["case_ref"] == "c2"
+        assert list(gallery.audit.events(kind="verify")) == []
     # enrolling the same person as an ordinary subject does not find them either
     with Gallery.find(flight) as gallery:
         gallery.add_subject("vicente", actor="registrar")
@@ -373,3 +385,4 @@ def test_an_event_only_opt_out_killed_half_way_still_erases_the_traveller_at_clo
             with pytest.raises(UnknownSubject):
                 gallery.get_subject(traveller)
         assert gallery.audit.verify().ok
+

@@ -13,12 +13,15 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from facetrust.gallery import Gallery
+from facetrust.gate import events
 from facetrust.service import Role
 
 from .conftest import (
@@ -326,3 +329,38 @@ def test_a_refused_duplicate_enrolment_leaves_one_event_with_or_without_a_retry_
                     "/v1/subjects/{subject_id}/enrolments", 409, answer.json()["type"])
     finally:
         stop_server(strict)
+
+
+def test_verifying_an_event_only_traveller_outside_the_gate_is_a_problem_and_audited(
+    server: LiveServer,
+) -> None:
+    """A traveller enrolled for one event only consented to that event's gate alone: a
+    1:1 verification against them through the REST service, for the event's purpose
+    too, is refused with a 409 that names the event, and audited as verify.refused."""
+    with Gallery.find(server.folder) as gallery:
+        now = gallery.now()
+        events.open_event(gallery, "rest-flight", purpose="boarding", actor="agent",
+                          valid_from=now - timedelta(minutes=1),
+                          valid_to=now + timedelta(hours=3))
+        traveller = events.enroll_for_event(
+            gallery, "rest-flight", photo("Vicente_Fox", 1), evidence_ref="k1",
+            evidence_sha256=EVIDENCE_SHA256, notice_version="v1", actor="agent",
+        )
+    before = head(server)
+    with server.client("operator") as client:
+        image = photo("Vicente_Fox", 3)
+        answer = client.post(
+            f"/v1/subjects/{traveller}/verify",
+            files={"image": (image.name, image.read_bytes(), "image/jpeg")},
+            data={"purpose": "boarding", "case_ref": "CASE-EV"},
+        )
+    assert answer.status_code == 409, answer.text
+    problem = answer.json()
+    assert problem["type"] == "/problems/event-only-subject"
+    assert "'rest-flight' only" in problem["detail"]
+    assert "only its gate matches them" in problem["detail"]
+    (event,) = events_after(server, before)
+    assert (event["kind"], event["actor"]) == ("verify.refused", actor(server, "operator"))
+    assert (event["subject_ids"], event["purpose"]) == ([traveller], "boarding")
+    assert (event["error"], event["status"]) == ("EventOnlySubject", 409)
+    assert event["problem"] == "/problems/event-only-subject"

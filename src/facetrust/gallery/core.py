@@ -525,8 +525,13 @@ class Gallery(ReviewMethods):
         InvalidParameter
             Unknown purpose, empty actor or no ``case_ref``.
         ConsentRequired, ConsentWithdrawn, ConsentExpired, PurposeNotConsented
+        EventOnlySubject
+            The subject was enrolled for one event only (``facetrust event enroll``):
+            their consent covers that event alone, so only its gate matches them.
         ModelMismatch
             The subject has no template of the probe's model.
+
+        A refusal is audited as ``verify.refused``.
         """
         with audit_refusal(
             self._parts.audit, "verify", actor, purpose, [subject_id], case_ref=case_ref

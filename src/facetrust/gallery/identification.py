@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from ..errors import (
     ConsentError,
+    EventOnlySubject,
     InvalidParameter,
     ModelMismatch,
     ReviewClosed,
@@ -39,7 +40,7 @@ from .parts import GalleryParts
 from .pending import discard_probe, forget_unstored_probe, seal_probe
 from .probes import FaceInput
 from .review_states import candidate_reviews, identification_state, quorum_of, review_state
-from .search import search_probe
+from .search import event_only_owner, event_only_subjects, search_probe
 from .subjects import require_active_consent
 from .types import Candidate, Identification, ReviewStatus, SubjectVerification
 
@@ -277,6 +278,20 @@ def not_verifiable(subject_id: str, purpose: str) -> SubjectNotVerifiable:
     )
 
 
+def refuse_event_only(subject_id: str, event_id: str | None) -> None:
+    """Refuse a verification of ``subject_id``, enrolled for the event ``event_id`` only
+    (None: not event-only, nothing to refuse)."""
+    if event_id is not None:
+        raise EventOnlySubject(
+            f"Subject {subject_id!r} was enrolled for the event {event_id!r} only, with a "
+            "consent that covers that event alone, so only its gate matches them: they "
+            "cannot be verified here. Check the person at the event's gate (or on its "
+            "manual path with their documents), or enrol them as an ordinary subject "
+            "with a consent of their own.",
+            event_id=event_id,
+        )
+
+
 def verify_subject(
     parts: GalleryParts,
     probe: FaceInput,
@@ -296,6 +311,8 @@ def verify_subject(
             require_active_consent(parts, subject_id, purpose, within_retention=True)
         except (UnknownSubject, ConsentError) as error:
             raise not_verifiable(subject_id, purpose) from error
+        if subject_id in event_only_subjects(parts, parts.store.generation()):
+            refuse_event_only(subject_id, event_only_owner(parts.store, subject_id))
         templates = parts.store.templates_of(subject_id)
     face = parts.read_probe(probe, face_policy)
     model_id = face.model_id

@@ -33,7 +33,7 @@ from .. import crypto
 from ..errors import InvalidParameter
 from ..matching import OperatingPoint
 from ..score_normalization import ScoreNormalizer
-from ..store.base import TemplateRecord
+from ..store.base import Store, TemplateRecord
 from ..store.postgres import PostgresStore
 from .consent import consent_status
 from .index import SearchHit
@@ -86,6 +86,21 @@ def event_only_subjects(parts: GalleryParts, generation: int | None = None) -> f
         )
     memo.generation, memo.subjects = read_at, subjects
     return subjects
+
+
+def event_only_owner(store: Store, subject_id: str) -> str | None:
+    """The event ``subject_id`` was enrolled for only, or None (an ordinary subject).
+
+    Only events not yet closed can hold one: closing erases its event-only subjects.
+    """
+    with store.snapshot():
+        for event in store.list_events():
+            if event.closed_at is None and any(
+                member.subject_id == subject_id and member.event_only
+                for member in store.event_members(event.event_id)
+            ):
+                return event.event_id
+    return None
 
 
 def search_templates(

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import EventError, InvalidParameter, UnknownSubject
 from ..faces import Embedding
-from ..gallery import Gallery
+from ..gallery import Gallery, search
 from ..gallery.checks import (
     MAX_EVENT_ID_LENGTH,
     check_identifier,
@@ -309,13 +309,7 @@ def event_only_owner(gallery: Gallery, subject_id: str) -> str | None:
 
     Only events not yet closed can hold one: closing erases its event-only subjects.
     """
-    for event in gallery.store.list_events():
-        if event.closed_at is None and any(
-            m.subject_id == subject_id and m.event_only
-            for m in gallery.store.event_members(event.event_id)
-        ):
-            return event.event_id
-    return None
+    return search.event_only_owner(gallery.store, subject_id)
 
 
 def enroll_for_event(

@@ -60,6 +60,8 @@ LIBRARY_PROBLEMS: tuple[tuple[type[errors.FacetrustError], ProblemType], ...] = 
     (errors.ConsentWithdrawn, _t("consent-withdrawn", 409, "Consent withdrawn")),
     (errors.PurposeNotConsented, _t("purpose-not-consented", 409, "Purpose not consented")),
     (errors.ConsentError, _t("consent-error", 409, "Consent does not allow this")),
+    (errors.EventOnlySubject,
+     _t("event-only-subject", 409, "Subject enrolled for one event only")),
     (errors.PurposeRequired, _t("purpose-required", 422, "Purpose required")),
     (errors.UnknownSubject, _t("unknown-subject", 404, "Unknown subject")),
     (errors.UnknownIdentification, _t("unknown-identification", 404, "Unknown identification")),
