@@ -386,3 +386,33 @@ def test_an_event_only_opt_out_killed_half_way_still_erases_the_traveller_at_clo
                 gallery.get_subject(traveller)
         assert gallery.audit.verify().ok
 
+
+@pytest.mark.slow  # gate runs from the installed command, models included
+def test_a_member_who_opts_out_after_a_match_keeps_no_crop_of_the_event(
+    flight: Path, tmp_path: Path
+) -> None:
+    facetrust = _command(flight)
+    facetrust("enroll", "kofi", str(SAMPLE / "Kofi_Annan_0001.jpg"))
+    _open_event(flight, "flight-LH400", -timedelta(minutes=1))
+    facetrust("event", "add", "flight-LH400", "kofi")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(SAMPLE / "Kofi_Annan_0002.jpg", frames)
+    for event_id in (EVENT, "flight-LH400"):  # matched at both gates, a crop kept at each
+        decided = json.loads(facetrust("gate", "run", "--event", event_id, "--source",
+                                       str(frames), "--keep-crops-hours", "12").stdout)
+        assert (decided["outcome"], decided["subject_id"]) == ("match", "kofi")
+    with Gallery.find(flight) as gallery:
+        (kept,) = gallery.store.probe_crops(EVENT)
+        assert len(gallery.store.probe_crops("flight-LH400")) == 1
+    # the opt-out withdraws the face crop of this event at once, not at the sweep
+    facetrust("event", "opt-out", EVENT, "seat 1A", "--subject", "kofi")
+    with Gallery.find(flight) as gallery:
+        assert gallery.store.probe_crops(EVENT) == []
+        assert len(gallery.store.probe_crops("flight-LH400")) == 1  # another event's
+        (opted,) = gallery.audit.events(kind="event.opt-out")
+        assert opted.subject_ids == ("kofi",)
+        assert opted.fields["probe_crops_deleted"] == 1
+        assert opted.fields["probe_crop_ids"] == [kept.crop_id]
+        assert gallery.audit.verify().ok
+

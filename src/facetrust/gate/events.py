@@ -427,6 +427,12 @@ def opt_out(
     :func:`add_member` refuses them later. Without ``subject_id`` only the
     reference is recorded (the person is not enrolled).
 
+    The face crops the event's gate kept of the subject (``keep_crop_hours``)
+    are deleted with the opt-out, in its transaction, not left to the sweep or
+    the event's close: the ``event.opt-out`` audit event names them
+    (``probe_crop_ids``, ``probe_crops_deleted``). An event-only member's go
+    with the member, whom the opt-out erases.
+
     Each person needs a reference of their own: a reference already recorded
     for the event is refused, so one opt-out can never overwrite another (and
     the subject it named, who could then be added and matched again).
@@ -461,6 +467,11 @@ def opt_out(
         record, members = _check_opt_out(gallery, event_id, reference, subject_id)
         if subject_id in members:
             gallery.store.remove_event_member(event_id, subject_id)
+        # an opt-out withdraws the person from the event: the face crops its gate kept
+        # of them go now, not at the sweep or the close
+        crops = [c.crop_id for c in gallery.store.probe_crops(event_id)
+                 if subject_id is not None and c.subject_id == subject_id]
+        crops_deleted = gallery.store.delete_probe_crops(crops)
         gallery.store.insert_opt_out(
             OptOutRecord(event_id, reference, subject_id, gallery.now().isoformat())
         )
@@ -472,7 +483,11 @@ def opt_out(
             event_id=event_id,
             reference=reference,
             face_captured=False,
+            probe_crops_deleted=crops_deleted,
+            probe_crop_ids=crops,
         )
+    if crops_deleted:
+        gallery.store.reclaim()
     return get_event(gallery, event_id)
 
 
