@@ -17,6 +17,7 @@ import pytest
 from facetrust.errors import (
     EventError,
     InvalidParameter,
+    OperatingPointError,
     PurposeNotConsented,
     StoreError,
     UnknownSubject,
@@ -26,6 +27,7 @@ from facetrust.gallery import Gallery
 from facetrust.gate import decisions, events
 from facetrust.gate.arrivals import write_arrivals_video
 from facetrust.gate.session import GatePolicy, run_gate
+from facetrust.pipeline import FacePipeline
 from facetrust.store.base import OptOutRecord
 
 EVENT = "flight-UA123-2026-01-15"
@@ -323,6 +325,29 @@ def test_an_event_matches_at_the_gallerys_operating_point_unless_it_names_one(
                       operating_point="fmr-1e-3")
     assert events.get_event(gallery, "strict-flight").operating_point == "fmr-1e-4"
     assert events.get_event(gallery, "named-flight").operating_point == "fmr-1e-3"
+
+
+class _CustomEmbedder:
+    """An embedder of the user's own, with no calibrated operating point."""
+
+    model_id = "custom-net-v1"
+
+
+def test_an_event_needs_a_point_calibrated_for_the_gallerys_own_model(
+    make_gallery: Callable[..., Gallery], master_key: Any, clock: Any
+) -> None:
+    made = make_gallery()
+    made.close()
+    pipeline = FacePipeline(embedder=_CustomEmbedder())  # type: ignore[arg-type]
+    with Gallery(made.config, master_key=master_key, pipeline=pipeline, now=clock) as gallery:
+        for point in (None, "fmr-1e-3"):  # the gallery's own, or one the event names
+            with pytest.raises(OperatingPointError,
+                               match="Model 'custom-net-v1' has no calibrated operating"):
+                events.open_event(gallery, "custom", purpose="boarding", actor="agent",
+                                  valid_from=gallery.now(),
+                                  valid_to=gallery.now() + timedelta(hours=1),
+                                  operating_point=point)
+        assert gallery.store.get_event("custom") is None
 
 
 def test_an_opt_out_reference_already_recorded_is_refused_and_its_subject_stays_out(

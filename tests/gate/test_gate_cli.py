@@ -416,3 +416,23 @@ def test_a_member_who_opts_out_after_a_match_keeps_no_crop_of_the_event(
         assert opted.fields["probe_crop_ids"] == [kept.crop_id]
         assert gallery.audit.verify().ok
 
+
+@pytest.mark.slow  # runs the installed command in subprocesses
+def test_an_event_naming_a_point_its_gallerys_model_lacks_is_refused_at_open(
+    flight: Path,
+) -> None:
+    # the gallery's pipeline averages each face with its mirror image: its own model id
+    facetrust = installed_runner(flight, FACETRUST_ACTOR="agent",
+                                 FACETRUST_AUGMENTATION="mirror")
+    window = ("--purpose", "boarding", "--from", "2026-01-01", "--hours", "3")
+    for point in ("fmr-1e-3-fair", "dlib-default"):  # calibrated for the plain model only
+        _one_line_error(
+            facetrust("event", "open", "mirrored", *window, "--operating-point", point,
+                      code=2),
+            f"Operating point {point!r} was calibrated for model 'dlib-resnet-v1', not "
+            "'dlib-resnet-v1+mirror'",
+        )
+    assert "No event 'mirrored'" in facetrust("event", "show", "mirrored", code=2).stderr
+    opened = json.loads(facetrust("event", "open", "mirrored", *window,
+                                  "--operating-point", "fmr-1e-4").stdout)
+    assert opened["operating_point"] == "fmr-1e-4"

@@ -192,6 +192,10 @@ def open_event(
         falls outside the years 1 to 9999 in UTC.
     EventError
         An event with that id exists.
+    OperatingPointError
+        ``operating_point`` (or the gallery's own point) is unknown, or was not
+        calibrated for the model of the gallery's pipeline (an augmented
+        ``+mirror`` model, a custom embedder): the gate could not match with it.
     """
     actor = check_name(actor, "actor")
     purpose = gallery.check_purpose(purpose)
@@ -213,8 +217,11 @@ def open_event(
             "An event gallery is for one event: its window may last at most 7 days. "
             f"Got {end - start} ({start.isoformat()} to {end.isoformat()})."
         )
-    # the gallery's own point unless the event names one: as identify and verify do
-    point = get_operating_point(operating_point or gallery.config.operating_point)
+    # the gallery's own point unless the event names one: as identify and verify do,
+    # for the model the gallery's pipeline embeds the gate's probes with
+    point = get_operating_point(
+        operating_point or gallery.config.operating_point, gallery.pipeline.model_id
+    )
     record = EventRecord(
         event_id=check_identifier(event_id, "event id", MAX_EVENT_ID_LENGTH),
         purpose=purpose,
