@@ -346,7 +346,7 @@ def test_verifying_an_event_only_traveller_outside_the_gate_is_a_problem_and_aud
             gallery, "rest-flight", photo("Vicente_Fox", 1), evidence_ref="k1",
             evidence_sha256=EVIDENCE_SHA256, notice_version="v1", actor="agent",
         )
-    before = head(server)
+    before = server.audit_head()
     with server.client("operator") as client:
         image = photo("Vicente_Fox", 3)
         answer = client.post(
@@ -359,7 +359,7 @@ def test_verifying_an_event_only_traveller_outside_the_gate_is_a_problem_and_aud
     assert problem["type"] == "/problems/event-only-subject"
     assert "'rest-flight' only" in problem["detail"]
     assert "only its gate matches them" in problem["detail"]
-    (event,) = events_after(server, before)
+    (event,) = server.events_after(before)
     assert (event["kind"], event["actor"]) == ("verify.refused", actor(server, "operator"))
     assert (event["subject_ids"], event["purpose"]) == ([traveller], "boarding")
     assert (event["error"], event["status"]) == ("EventOnlySubject", 409)
