@@ -149,3 +149,64 @@ def test_an_init_killed_half_way_is_finished_by_running_init_again(
     refused = facetrust("init", str(folder), *options, code=2)
     assert "Restore the config file from a backup" in refused.stderr
     assert not config.exists()
+
+
+@pytest.mark.slow  # the installed batch enrolment, killed mid-subject, then sweeps
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_batch_killed_after_making_a_subjects_key_leaves_no_key_for_ever(
+    tmp_path: Path, photos: dict[str, list[Path]], backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A batch writes a new subject in one store transaction, but its data key is made
+    (and committed, in the key store) inside it. Killed before the commit, the key of
+    a subject that does not exist stayed for ever unless the batch was run again; the
+    retention sweep now destroys it, audited, once it is an hour old (an enrolment
+    still writing keeps its key), and a re-run meanwhile keeps it and uses it."""
+    from datetime import UTC, datetime, timedelta
+
+    from facetrust.gallery.pending import UNSTORED_KEY_HOURS
+
+    folder = tmp_path / "gallery"
+    facetrust = new_gallery(folder, backend, request)
+    batch = tmp_path / "photos"
+    batch.mkdir()
+    (batch / "kofi.jpg").write_bytes(photos[KOFI][0].read_bytes())
+    consents = tmp_path / "consents.csv"
+    consents.write_text(
+        "photo,subject_id,display_name,purposes,expires,evidence_ref,evidence_sha256,"
+        f"notice_version\nkofi.jpg,{KOFI},,boarding,2030-01-01,form-1,{EVIDENCE},v1\n"
+    )
+    killed = installed_runner(folder, FACETRUST_ACTOR="registrar", **kill_point_settings(
+        tmp_path / "kill", stage="batch:keys-committed"))
+    killed("enroll-batch", str(batch), "--consents", str(consents), "--workers", "1",
+           "--no-progress", code=-9)
+    with Gallery.find(folder) as gallery:  # the key committed, the subject never
+        assert gallery.store.get_subject(KOFI) is None
+        assert gallery.keystore.get_key(KOFI) is not None
+
+    facetrust("retention", "sweep")  # at once: it may be an enrolment still writing
+    with Gallery.find(folder) as gallery:
+        assert gallery.keystore.get_key(KOFI) is not None
+        assert list(gallery.audit.events(kind="data-key.destroyed")) == []
+
+    later = datetime.now(UTC) + timedelta(hours=UNSTORED_KEY_HOURS + 0.1)
+    with Gallery.find(folder, now=lambda: later) as gallery:
+        swept = gallery.sweep_retention(actor="retention-job")
+        assert gallery.keystore.get_key(KOFI) is None
+        assert swept.data_keys_destroyed == 1
+        (destroyed,) = gallery.audit.events(kind="data-key.destroyed")
+        assert destroyed.subject_ids == (KOFI,)
+        assert "interrupted" in destroyed.fields["reason"]
+    facetrust("audit", "verify")
+
+    # a key a re-run committed a subject with is never taken, however old
+    killed("enroll-batch", str(batch), "--consents", str(consents), "--workers", "1",
+           "--no-progress", code=-9)
+    facetrust("enroll-batch", str(batch), "--consents", str(consents), "--workers", "1",
+              "--no-progress")
+    later = datetime.now(UTC) + timedelta(hours=UNSTORED_KEY_HOURS + 0.1)
+    with Gallery.find(folder, now=lambda: later) as gallery:
+        assert gallery.sweep_retention(actor="retention-job").data_keys_destroyed == 0
+        assert gallery.keystore.get_key(KOFI) is not None
+    facetrust("identify", str(photos[KOFI][2]), "--purpose", "boarding", "--case-ref", "C-1",
+              "--actor", "officer")

@@ -331,15 +331,15 @@ def test_a_key_written_while_the_re_scan_waits_for_it_is_rewrapped(
     other = Gallery.find(config_path)
     warm(other, probe)
     holding, go = threading.Event(), threading.Event()
-    put_key = other.keystore.put_key
+    add_key = other.keystore.add_key
 
-    def put_key_then_wait(name: str, wrapped: bytes) -> None:
-        put_key(name, wrapped)
+    def add_key_then_wait(name: str, wrapped: bytes, *, created_at: str) -> None:
+        add_key(name, wrapped, created_at=created_at)
         if name == LATE:  # inside the enrolment's key-store transaction
             holding.set()
             go.wait(30)
 
-    other.keystore.put_key = put_key_then_wait  # type: ignore[method-assign]
+    other.keystore.add_key = add_key_then_wait  # type: ignore[method-assign]
     failures: list[BaseException] = []
 
     def enrol() -> None:

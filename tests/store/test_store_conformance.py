@@ -305,6 +305,16 @@ def test_keystore_tells_when_the_keys_of_a_prefix_were_made(keystore: KeyStore) 
     assert sorted(keystore.names_starting("probe:")) == [
         "probe:new", "probe:old", "probe:unknown-age"
     ]
+    # a page at a time, in name order: the sweep reads every key this way
+    first = keystore.made_at("", limit=2)
+    assert len(first) == 2
+    rest = keystore.made_at("", after=list(first)[-1], limit=10)
+    assert set(first) | set(rest) == {"probe:old", "probe:new", "other:old",
+                                      "probe:unknown-age"}
+    assert not set(first) & set(rest)
+    assert keystore.made_at("probe:", after="probe:old", limit=10) == {
+        "probe:unknown-age": None
+    }
 
 
 def test_template_source_digest_round_trips(store: Store) -> None:

@@ -230,8 +230,12 @@ class Gallery(ReviewMethods):
         enrolment counts them in its ``enrol.batch`` event).
         """
         try:
-            with self.store.transaction(), self.keystore.transaction():
-                yield
+            with self.store.transaction():
+                with self.keystore.transaction():
+                    yield
+                # the keys committed, the subjects not: the retention sweep destroys
+                # the key of a subject left uncommitted here
+                self._parts.pause("batch:keys-committed")
         except Exception as error:  # every recorded refusal, a duplicate enrolment's too
             if audit_refusals:
                 audit_refusal_again(self.audit, error)

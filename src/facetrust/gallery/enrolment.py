@@ -192,7 +192,7 @@ def enrolment_data_key(parts: GalleryParts, subject_id: str) -> bytes:
         return parts.keyring.unwrap_data_key(subject_id, wrapped)
     if parts.store.subjects_with_biometrics([subject_id]):
         raise _shredded(subject_id)
-    return parts.keyring.make_data_key(subject_id)
+    return parts.keyring.make_data_key(subject_id, now=parts.now())
 
 
 def _shredded(subject_id: str) -> StoreError:

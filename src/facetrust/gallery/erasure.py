@@ -28,11 +28,16 @@ review) and an ``erase.started`` event with no ``erase`` after it; the next
 retention sweep finishes the erasure (reason "an interrupted erasure" once the
 key is gone, else "no active consent"), and the sweep after it forgets a
 subject that was being forgotten.
+
+A batch enrolment commits a new subject's data key just before the subject
+(:meth:`Gallery.batch`). A process killed in between leaves the key of a
+subject that does not exist; a re-run uses it, and otherwise the sweep destroys
+it once it is :data:`~.pending.UNSTORED_KEY_HOURS` old (``data-key.destroyed``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..errors import InvalidParameter
 from ..store.base import ConsentRecord
@@ -46,7 +51,7 @@ from .closing import (
 from .consent import consent_status
 from .indexes import count_removal
 from .parts import GalleryParts
-from .pending import discard_probe, sweep_pending_probes
+from .pending import UNSTORED_KEY_HOURS, discard_probe, sweep_pending_probes
 from .subjects import subject_record
 from .types import ErasureResult, SweepResult, WithdrawalResult
 
@@ -196,6 +201,7 @@ def sweep_retention(parts: GalleryParts, *, actor: str) -> SweepResult:
     # can decide any more that no reviewer has looked at since
     closed = sweep_undecidable(parts, actor=actor)
     probes = sweep_pending_probes(parts, actor=actor)
+    keys = sweep_subject_keys(parts, actor=actor)
     event = parts.audit.append(
         "retention.sweep",
         actor=actor,
@@ -206,8 +212,50 @@ def sweep_retention(parts: GalleryParts, *, actor: str) -> SweepResult:
         probes_deleted=probes,
         pending_probe_hours=parts.config.pending_probe_hours,
         identifications_closed=closed,
+        data_keys_destroyed=keys,
     )
-    return SweepResult(tuple(erased), event.seq, probes, closed)
+    return SweepResult(tuple(erased), event.seq, probes, closed, keys)
+
+
+def sweep_subject_keys(parts: GalleryParts, *, actor: str) -> int:
+    """Destroy the data keys of subjects that do not exist, made
+    :data:`~.pending.UNSTORED_KEY_HOURS` ago or more (or before key times were
+    kept); returns how many went, each audited as ``data-key.destroyed``.
+
+    Only an enrolment killed after its key store committed and before its store
+    did leaves one (a batch adds the subject in the same transaction). Each is
+    destroyed under the store's write lock, after looking for the subject once
+    more: an enrolment reads its subject's key and commits the subject under
+    that lock, so a key a re-run has just used is never taken from it.
+    """
+    since = parts.now() - timedelta(hours=UNSTORED_KEY_HOURS)
+    keystore, store = parts.keystore, parts.store
+    orphans: dict[str, str | None] = {}
+    after: str | None = None
+    while page := keystore.made_at("", after=after, limit=SWEEP_PAGE):
+        # a subject id has no ':'; the keys of kept probes and index files do
+        old = {name: made for name, made in page.items() if ":" not in name
+               and (made is None or datetime.fromisoformat(made) < since)}
+        with store.snapshot():
+            existing = {s.subject_id for s in store.get_subjects(list(old))} if old else set()
+        orphans.update((name, made) for name, made in old.items() if name not in existing)
+        after = next(reversed(page))  # the last name in the database's order
+    destroyed = 0
+    for name, made in orphans.items():
+        with store.transaction():
+            if store.get_subject(name) is not None or not parts.keyring.destroy_data_keys([name]):
+                continue
+            parts.audit.append(
+                "data-key.destroyed",
+                actor=actor,
+                subject_ids=[name],
+                reason="subject never stored; its enrolment was interrupted",
+                key_made_at=made,
+            )
+        destroyed += 1
+    if destroyed:
+        keystore.reclaim()
+    return destroyed
 
 
 def _sweep_plan(parts: GalleryParts, now: datetime) -> tuple[list[tuple[str, str, bool]], int]:

@@ -19,7 +19,7 @@ only the retired master key can unwrap (see :mod:`.keys`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -121,11 +121,14 @@ class Keyring:
         return self.master_key.wrap(secret, secret_label(name))
 
     # ------------------------------------------------------------------ data keys
-    def data_key(self, name: str, *, create: bool = False) -> bytes | None:
+    def data_key(
+        self, name: str, *, create: bool = False, now: datetime | None = None
+    ) -> bytes | None:
         """The data key kept under ``name`` (a subject id), or None if there is none.
 
         With ``create``, a missing key is generated and stored first (in its
-        own key-store transaction, so the key commits before the data it seals).
+        own key-store transaction, so the key commits before the data it seals),
+        made at ``now`` (see :meth:`make_data_key`).
 
         Raises
         ------
@@ -135,16 +138,20 @@ class Keyring:
         """
         wrapped = self.keystore.get_key(name)
         if wrapped is None and create:
-            return self.make_data_key(name)
+            return self.make_data_key(name, now=now)
         return None if wrapped is None else self.unwrap_data_key(name, wrapped)
 
-    def make_data_key(self, name: str) -> bytes:
+    def make_data_key(self, name: str, *, now: datetime | None = None) -> bytes:
         """Generate and store a data key under ``name`` unless another process stored
         one meanwhile; returns the key stored.
 
         For a caller that just read no key under ``name``: the key store is read
         again under its write lock (its own transaction, so the key commits
-        before the data it seals), and an existing key is never replaced.
+        before the data it seals), and an existing key is never replaced. The
+        key is stored with the time it was made (``now``, default the system
+        clock): a subject's key whose subject was never committed (a process
+        killed in between) is destroyed by the retention sweep once it is old
+        enough not to be an enrolment still writing.
 
         Raises
         ------
@@ -157,7 +164,8 @@ class Keyring:
             if wrapped is None:
                 self.require_current_master_key()
                 wrapped = self.master_key.wrap(crypto.generate_key(), data_key_label(name))
-                self.keystore.put_key(name, wrapped)
+                made = datetime.now(UTC) if now is None else now
+                self.keystore.add_key(name, wrapped, created_at=made.isoformat())
         return self.unwrap_data_key(name, wrapped)
 
     def require_current_master_key(self) -> None:

@@ -281,17 +281,20 @@ class SweepResult:
     """What a retention sweep purged: subjects past retention or without active consent,
     ``probes_deleted`` probes of identifications kept past their review time limit, and
     ``identifications_closed`` identifications nobody could decide any more (every
-    candidate left undecided no longer eligible: their probes went at once)."""
+    candidate left undecided no longer eligible: their probes went at once), and
+    ``data_keys_destroyed`` keys of subjects never stored (an interrupted enrolment)."""
 
     erased: tuple[str, ...]
     audit_seq: int
     probes_deleted: int = 0
     identifications_closed: int = 0
+    data_keys_destroyed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"erased": list(self.erased), "audit_seq": self.audit_seq,
                 "probes_deleted": self.probes_deleted,
-                "identifications_closed": self.identifications_closed}
+                "identifications_closed": self.identifications_closed,
+                "data_keys_destroyed": self.data_keys_destroyed}
 
 
 @dataclass(frozen=True)

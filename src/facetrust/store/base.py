@@ -615,9 +615,14 @@ class KeyStore(Protocol):
         database: the key store holds one key per subject)."""
         ...
 
-    def made_at(self, prefix: str) -> dict[str, str | None]:
+    def made_at(
+        self, prefix: str, *, after: str | None = None, limit: int | None = None
+    ) -> dict[str, str | None]:
         """When each key whose name starts with ``prefix`` was made (ISO 8601, as given
-        to :meth:`add_key`; None for a key made otherwise, of unknown age)."""
+        to :meth:`add_key`; None for a key made otherwise, of unknown age).
+
+        With ``limit``, one page in name order: at most ``limit`` keys, those whose
+        name sorts after ``after`` (from the first when None)."""
         ...
 
     def all_keys(self) -> dict[str, bytes]:

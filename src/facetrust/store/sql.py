@@ -417,12 +417,19 @@ class SqlKeyStore(SqlBase):
     def names_starting(self, prefix: str) -> list[str]:
         return list(self.made_at(prefix))
 
-    def made_at(self, prefix: str) -> dict[str, str | None]:
+    def made_at(
+        self, prefix: str, *, after: str | None = None, limit: int | None = None
+    ) -> dict[str, str | None]:
         # substr, not LIKE: exact and case-sensitive on both databases, no wildcards to escape
-        rows = self._read(
-            "SELECT subject_id, created_at FROM data_keys WHERE substr(subject_id, 1, ?) = ?",
-            (len(prefix), prefix),
-        )
+        sql = "SELECT subject_id, created_at FROM data_keys WHERE substr(subject_id, 1, ?) = ?"
+        params: list[Any] = [len(prefix), prefix]
+        if after is not None:
+            sql += " AND subject_id > ?"
+            params.append(after)
+        if limit is not None:
+            sql += " ORDER BY subject_id LIMIT ?"
+            params.append(limit)
+        rows = self._read(sql, params)
         return {str(name): None if made is None else str(made) for name, made in rows}
 
     def all_keys(self) -> dict[str, bytes]:
