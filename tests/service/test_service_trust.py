@@ -206,6 +206,22 @@ def test_the_policy_in_force_is_recorded_when_the_service_starts(live_server: Li
     assert policy["limits"]["identify_burst"] == IDENTIFY_BURST
 
 
+def test_the_policy_any_key_reads_is_the_one_the_audit_log_recorded(
+    live_server: LiveServer,
+) -> None:
+    """``GET /v1/policy`` and the ``policy.changed`` event are one policy: the same
+    settings and the same limits (the route listed six of the ten, built apart
+    from the event); only the operating point is given whole (resolved for the
+    model), not as the config names it."""
+    recorded = audit_events(live_server, kind="policy.changed")[-1]["policy"]
+    with live_server.client("auditor") as auditor:
+        shown = auditor.get("/v1/policy").json()
+    # the config names the point, or None for the model's default
+    assert recorded["operating_point"] in (None, shown["operating_point"]["name"])
+    assert shown["operating_point"]["threshold"] > 0
+    assert {**shown, "operating_point": recorded["operating_point"]} == recorded
+
+
 # ---------------------------------------------------------------- readiness and access log
 def test_readiness_shows_details_only_to_a_key(live_server: LiveServer) -> None:
     assert httpx.get(f"{live_server.url}/readyz").json() == {"status": "ready"}

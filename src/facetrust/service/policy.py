@@ -6,7 +6,8 @@ file, and the service's limits in its settings; both are read when a server
 starts. So that a change leaves a trace, every start compares the policy in
 force with the last ``policy.changed`` event and, when they differ (or none
 was recorded), appends a new ``policy.changed`` event holding the new policy,
-the previous one and the names of the settings that changed.
+the previous one and the names of the settings that changed. ``GET /v1/policy``
+shows the same policy (:func:`published_policy`), so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 
 from ..audit import AuditEvent
 from ..gallery import Gallery
+from ..matching import get_operating_point
 from .settings import ServiceSettings
 
-__all__ = ["POLICY_FIELDS", "current_policy", "record_policy_change"]
+__all__ = ["POLICY_FIELDS", "current_policy", "published_policy", "record_policy_change"]
 
 #: Gallery config fields that are policy (the rest are paths and backends).
 POLICY_FIELDS = ("purposes", "retention_days", "review_quorum", "searcher_may_review",
@@ -39,6 +41,16 @@ def current_policy(gallery: Gallery, settings: ServiceSettings) -> dict[str, Any
     limits = {name: getattr(settings, name) for name in LIMIT_FIELDS}
     policy["limits"] = {**limits, "max_pixels": caps.max_pixels, "max_image_bytes": caps.max_bytes}
     return policy
+
+
+def published_policy(gallery: Gallery, settings: ServiceSettings) -> dict[str, Any]:
+    """The policy in force as ``GET /v1/policy`` shows it: :func:`current_policy`, with
+    the operating point in full (name, threshold, target FMR, ...) as it applies to the
+    gallery's model, where the config (and the audit event) holds its name or None
+    for the model's default."""
+    policy = current_policy(gallery, settings)
+    point = get_operating_point(gallery.config.operating_point, gallery.pipeline.model_id)
+    return {**policy, "operating_point": point.to_dict()}
 
 
 def _flat(policy: dict[str, Any]) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
-from ..matching import get_operating_point
 from .apikeys import ApiKey, CreatedKey, Role
 from .auth import allow, service_state
 from .permissions import operations_of
+from .policy import published_policy
 from .problems import AUTH_PROBLEMS, problem_responses
 from .state import ServiceState, to_the_end
 
@@ -69,27 +69,10 @@ async def whoami(key: ApiKey = Depends(allow("whoami"))) -> dict[str, Any]:  # n
 async def get_policy(
     request: Request, key: ApiKey = Depends(allow("get_policy"))  # noqa: B008
 ) -> dict[str, Any]:
-    """The gallery's policy (purposes, retention, review quorum, threshold) and service limits."""
+    """The gallery's policy (purposes, retention, review quorum, operating point) and the
+    service's limits: the policy the ``policy.changed`` audit event records."""
     state = service_state(request)
-    config = state.gallery.config
-    point = get_operating_point(config.operating_point, state.gallery.pipeline.model_id)
-    settings = state.settings
-    caps = state.gallery.pipeline.settings  # the stricter of the service's and the library's
-    return {
-        "purposes": list(config.purposes),
-        "retention_days": config.retention_days,
-        "review_quorum": config.review_quorum,
-        "duplicate_policy": config.duplicate_policy,
-        "operating_point": point.to_dict(),
-        "limits": {
-            "max_body_bytes": settings.max_body_bytes,
-            "max_pixels": caps.max_pixels,
-            "max_image_bytes": caps.max_bytes,
-            "identify_per_minute": settings.identify_per_minute,
-            "identify_burst": settings.identify_burst,
-            "request_timeout_s": settings.request_timeout_s,
-        },
-    }
+    return published_policy(state.gallery, state.settings)
 
 
 @router.post("/keys", operation_id="create_api_key", status_code=201)
