@@ -285,6 +285,25 @@ def test_a_subject_id_outside_the_grammar_is_an_invalid_parameter(
         assert_problem(anonymous.get(f"/v1/subjects/{raw}"), 401, "unauthorized")
 
 
+@pytest.mark.parametrize("path", ["/v1/" + "x" * 60_000, "/v1/subjects/" + "s" * 60_000])
+def test_a_problem_echoes_at_most_a_bounded_start_of_a_huge_path(
+    server: LiveServer, path: str,
+) -> None:
+    """A 60 KB path was echoed whole in the problem's ``instance`` (and in the server
+    log of an unexpected error): now its start, with its length."""
+    with server.client("enroller") as client:
+        answers = [client.get(path), client.delete(path)]
+    with server.client() as anonymous:
+        answers.append(anonymous.get(path))
+    for response in answers:
+        assert response.headers["content-type"] == "application/problem+json", response.text
+        assert len(response.content) < 2_000, (response.status_code, len(response.content))
+        body = response.json()
+        assert len(body["instance"]) <= 200
+        assert body["instance"].startswith(path[:100])
+        assert f"{len(path):,} characters" in body["instance"]
+
+
 def test_a_well_formed_unknown_subject_id_is_still_unknown(server: LiveServer) -> None:
     with server.client("enroller") as client:
         assert_problem(client.get("/v1/subjects/s-nobody-here"), 404, "unknown-subject")

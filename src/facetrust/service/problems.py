@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
+from ..gallery.refusals import bounded
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "/problems/"
@@ -161,7 +162,12 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    """An RFC 9457 response for ``problem``."""
+    """An RFC 9457 response for ``problem``.
+
+    ``instance`` (the request's path) is cut to its start and its length past 200
+    characters (:func:`~facetrust.gallery.refusals.bounded`, as the audit log cuts
+    what it copies from a request): a request does not choose the size of its answer.
+    """
     body: dict[str, Any] = {
         "type": problem.uri,
         "title": problem.title,
@@ -169,7 +175,7 @@ def problem_response(
         "detail": detail,
     }
     if instance:
-        body["instance"] = instance
+        body["instance"] = bounded(instance)
     body.update(extra)
     return JSONResponse(
         body, status_code=problem.status, headers=dict(headers or {}),
@@ -238,7 +244,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("Unexpected error on %s %s", request.method, request.url.path)
+        log.exception("Unexpected error on %s %s", request.method, bounded(request.url.path))
         problem = SERVICE_PROBLEMS["internal-error"]
         note(request, problem)
         return problem_response(
