@@ -317,6 +317,16 @@ def test_keystore_tells_when_the_keys_of_a_prefix_were_made(keystore: KeyStore) 
     }
 
 
+def test_a_key_rewrapped_in_place_keeps_when_it_was_made(keystore: KeyStore) -> None:
+    # a master-key rotation re-wraps every key with put_key: the time a key was made
+    # must survive it, or the sweep's "an hour on" rule loses track of a left key
+    keystore.add_key("probe:left", b"old-wrap", created_at="2026-01-01T09:00:00+00:00")
+    with keystore.transaction():
+        keystore.put_key("probe:left", b"new-wrap")
+    assert keystore.get_key("probe:left") == b"new-wrap"
+    assert keystore.made_at("probe:") == {"probe:left": "2026-01-01T09:00:00+00:00"}
+
+
 def test_template_source_digest_round_trips(store: Store) -> None:
     template = TemplateRecord("t1", "s1", "m", b"c", T0, source_digest="d" * 64)
     with store.transaction():

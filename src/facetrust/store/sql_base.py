@@ -58,10 +58,10 @@ class Dialect:
         return sql.replace("{ord}", self.order_column).replace("?", self.placeholder)
 
     def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-        """An insert that replaces the row with the same ``key`` (``?`` placeholders)."""
+        """An insert that updates ``columns`` of the row with the same ``key`` (``?``
+        placeholders). Columns not named keep their values, on both databases (SQLite's
+        ``INSERT OR REPLACE`` would reset them and give the row a new rowid)."""
         names, values = ", ".join(columns), ", ".join("?" * len(columns))
-        if self.name == "sqlite":
-            return f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({values})"
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
         return (
             f"INSERT INTO {table} ({names}) VALUES ({values}) "
