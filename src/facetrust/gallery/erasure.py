@@ -272,6 +272,7 @@ def _sweep_plan(parts: GalleryParts, now: datetime) -> tuple[list[tuple[str, str
             ids = [subject.subject_id for subject in page]
             with_data = store.subjects_with_biometrics(ids)
             with_key = set(keystore.get_keys(ids))
+            key_gone, anything_left = with_data - with_key, with_data | with_key  # once a page
             consents: dict[str, list[ConsentRecord]] = {}
             for consent in store.consents_of_subjects(ids):
                 consents.setdefault(consent.subject_id, []).append(consent)
@@ -280,10 +281,10 @@ def _sweep_plan(parts: GalleryParts, now: datetime) -> tuple[list[tuple[str, str
                 lapsed = not any(consent_status(c, now) == "active" for c in of_subject)
                 if parts.retention_until(subject) <= now:
                     plans.append((subject.subject_id, "retention period ended", True))
-                elif subject.subject_id in with_data - with_key:
+                elif subject.subject_id in key_gone:
                     # data whose key is destroyed: an erasure killed half-way
                     plans.append((subject.subject_id, "an interrupted erasure", False))
-                elif lapsed and subject.subject_id in with_data | with_key:
+                elif lapsed and subject.subject_id in anything_left:
                     plans.append((subject.subject_id, "no active consent", False))
                 elif lapsed and of_subject:
                     plans.append((subject.subject_id, "no active consent and nothing left", True))
