@@ -686,3 +686,18 @@ def test_searches_leave_out_event_only_travellers_from_their_first_search_on(
     flight.identify(probe, purpose="boarding", actor="op", case_ref="c4")
     assert len(reads) == read_so_far
     assert _gate(flight, probe).subject_id == traveller  # its own gate still finds them
+
+
+def test_the_event_only_set_read_in_a_rolled_back_transaction_is_not_kept(
+    flight: Gallery, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding]
+) -> None:
+    """A rolled-back transaction's generation is given again to the next change, so the
+    set a search read inside it (keyed by that generation) must not be reused."""
+    probe = _probe(identities, embeddings, 7)
+    flight.identify(probe, purpose="boarding", actor="op", case_ref="c1")
+    kept = flight.parts.event_only.generation
+    with pytest.raises(RuntimeError, match="rolled back"), flight.batch():
+        flight.add_subject("newcomer", actor="agent")  # moves the generation, uncommitted
+        flight.identify(probe, purpose="boarding", actor="op", case_ref="c2")
+        raise RuntimeError("rolled back")
+    assert flight.parts.event_only.generation == kept

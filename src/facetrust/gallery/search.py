@@ -69,7 +69,9 @@ def event_only_subjects(parts: GalleryParts, generation: int | None = None) -> f
     Closing an event erases its event-only subjects, so these are all of them.
     With the store's ``generation`` just read, the set read at that generation
     is reused (any change to an event's members moves the generation), so a
-    search costs no event query while the events stay as they are.
+    search costs no event query while the events stay as they are. A set read
+    inside a write transaction is not kept: should the transaction roll back,
+    its generation would be given again to another change.
     """
     memo = parts.event_only
     if generation is not None and memo.generation == generation:
@@ -77,14 +79,9 @@ def event_only_subjects(parts: GalleryParts, generation: int | None = None) -> f
     store = parts.store
     with store.snapshot():
         read_at = store.generation()
-        subjects = frozenset(
-            member.subject_id
-            for event in store.list_events()
-            if event.closed_at is None
-            for member in store.event_members(event.event_id)
-            if member.event_only
-        )
-    memo.generation, memo.subjects = read_at, subjects
+        subjects = frozenset(_event_only_owners(store))
+    if not store.in_transaction():
+        memo.generation, memo.subjects = read_at, subjects
     return subjects
 
 
@@ -94,13 +91,18 @@ def event_only_owner(store: Store, subject_id: str) -> str | None:
     Only events not yet closed can hold one: closing erases its event-only subjects.
     """
     with store.snapshot():
-        for event in store.list_events():
-            if event.closed_at is None and any(
-                member.subject_id == subject_id and member.event_only
-                for member in store.event_members(event.event_id)
-            ):
-                return event.event_id
-    return None
+        return _event_only_owners(store).get(subject_id)
+
+
+def _event_only_owners(store: Store) -> dict[str, str]:
+    """Each event-only subject of the events not yet closed, with its event."""
+    return {
+        member.subject_id: event.event_id
+        for event in store.list_events()
+        if event.closed_at is None
+        for member in store.event_members(event.event_id)
+        if member.event_only
+    }
 
 
 def search_templates(
