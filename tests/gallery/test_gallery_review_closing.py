@@ -182,3 +182,32 @@ def test_erasing_the_last_eligible_candidate_closes_the_case(
     assert result.probes_deleted == 1
     assert_closed(gallery, ident, {KOFI: "the subject was erased",
                                    TWIN: "consent to boarding withdrawn"}, actor="dpo")
+
+
+def test_closing_reaches_cases_on_every_page_of_the_undecided_identifications(
+    make_gallery: Any, identities: dict[str, list[Path]], embeddings: dict[Path, Embedding],
+    grant: Any, clock: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Withdrawal and the sweep page through the undecided identifications: a case on
+    a later page is found as one on the first (one case a page here)."""
+    monkeypatch.setattr("facetrust.gallery.closing.PAGE", 1)
+    gallery, first, boarding = two_candidate_gallery(
+        make_gallery(pending_probe_hours=720), identities, embeddings, grant, boarding_days=2)
+    later = [gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2,
+                              case_ref="C-CLOSE").identification_id for _ in range(2)]
+    gallery.withdraw_consent(TWIN, boarding[TWIN], actor="registrar", reason="asked")
+    gallery.withdraw_consent(KOFI, boarding[KOFI], actor="registrar", reason="asked")
+    reasons = {KOFI: "consent to boarding withdrawn", TWIN: "consent to boarding withdrawn"}
+    for ident in (first, *later):
+        assert_closed(gallery, ident, reasons, actor="registrar")
+
+    # the sweep's pages: three cases whose consents expire unseen
+    gallery2, ident2, _ = two_candidate_gallery(
+        make_gallery("g2", pending_probe_hours=720), identities, embeddings, grant, boarding_days=2)
+    more = [gallery2.identify(identities[KOFI][2], purpose="boarding", actor="officer", k=2,
+                              case_ref="C-CLOSE").identification_id for _ in range(2)]
+    clock.advance(days=2, seconds=1)
+    assert gallery2.sweep_retention(actor="cron").identifications_closed == 3
+    expired = {KOFI: "consent to boarding expired", TWIN: "consent to boarding expired"}
+    for ident in (ident2, *more):
+        assert_closed(gallery2, ident, expired, actor="cron")

@@ -190,32 +190,30 @@ def close_undecidable_now(
     return closed
 
 
-def undecided_with_candidate(parts: GalleryParts, subject_id: str) -> list[str]:
-    """Undecided identifications that returned ``subject_id`` as a candidate."""
-    found: list[str] = []
+def _undecided_pages(parts: GalleryParts) -> Iterator[list[IdentificationRecord]]:
+    """Every undecided identification, a page at a time, oldest first; each page is
+    read, and used by the caller, in a store snapshot of its own."""
     after: tuple[str, str] | None = None
     while True:
         with parts.store.snapshot():
             page = parts.store.undecided_identifications(after, limit=PAGE)
-        found += [record.identification_id for record in page
-                  if any(candidate[0] == subject_id for candidate in record.candidates)]
+            yield page
         if len(page) < PAGE:
-            return found
+            return
         after = (page[-1].started_at, page[-1].identification_id)
+
+
+def undecided_with_candidate(parts: GalleryParts, subject_id: str) -> list[str]:
+    """Undecided identifications that returned ``subject_id`` as a candidate."""
+    return [record.identification_id for page in _undecided_pages(parts) for record in page
+            if any(candidate[0] == subject_id for candidate in record.candidates)]
 
 
 def sweep_undecidable(parts: GalleryParts, *, actor: str) -> int:
     """Close every identification nobody can decide (the retention sweep's part: an
     expiry or the end of retention is no event); returns how many closed."""
-    due: list[str] = []
-    after: tuple[str, str] | None = None
-    while True:
-        with parts.store.snapshot():
-            page = parts.store.undecided_identifications(after, limit=PAGE)
-            due += [r.identification_id for r in page if undecidable(parts, r) is not None]
-        if len(page) < PAGE:
-            break
-        after = (page[-1].started_at, page[-1].identification_id)
+    due = [record.identification_id for page in _undecided_pages(parts) for record in page
+           if undecidable(parts, record) is not None]
     closed = close_undecidable(parts, due, actor=actor) if due else []
     shred_closed_probes(parts, closed, actor=actor)
     return len(closed)
