@@ -208,6 +208,36 @@ def test_undecided_identifications_in_keyset_pages_and_pending_probes(store: Sto
     assert store.pending_probe_ids() == []
 
 
+def test_undecided_identifications_naming_a_subject_match_that_id_exactly(
+    store: Store,
+) -> None:
+    """The filter a withdrawal or erasure uses: the subject's id, never a longer id
+    holding it, nor one its ``_`` or ``.`` would match as a pattern; decided ones
+    left out; pages as without the filter."""
+    named = {"i0": ("k_fi",), "i1": ("kofi", "x"), "i2": ("kofi-2",), "i3": ("akofi",),
+             "i4": ("x", "kofi"), "i5": ("kofi",), "i6": ("k.fi",)}
+    with store.transaction():
+        for n, (identification_id, subjects) in enumerate(named.items()):
+            started = f"2026-01-01T00:00:0{n}+00:00"
+            store.insert_identification(IdentificationRecord(
+                identification_id, "boarding", "officer", None, "ff" * 32, "m", "op", 0.6,
+                started, started, tuple((s, 0.3, r) for r, s in enumerate(subjects, 1)),
+            ))
+        store.mark_identification_decided("i5", T0)
+
+    def ids(naming: str, after: tuple[str, str] | None = None, limit: int = 10) -> list[str]:
+        return [r.identification_id
+                for r in store.undecided_identifications(after, limit, naming=naming)]
+
+    assert ids("kofi") == ["i1", "i4"]
+    assert ids("k_fi") == ["i0"]
+    assert ids("k.fi") == ["i6"]
+    assert ids("kof") == []
+    first = store.undecided_identifications(None, 1, naming="kofi")
+    assert [r.identification_id for r in first] == ["i1"]
+    assert ids("kofi", (first[0].started_at, "i1"), 1) == ["i4"]
+
+
 def test_an_identification_closed_undecided_keeps_why(store: Store) -> None:
     """Closed (no candidate eligible any more): decided, with each candidate's reason;
     an identification already decided is never closed over its decision."""

@@ -190,13 +190,16 @@ def close_undecidable_now(
     return closed
 
 
-def _undecided_pages(parts: GalleryParts) -> Iterator[list[IdentificationRecord]]:
-    """Every undecided identification, a page at a time, oldest first; each page is
-    read, and used by the caller, in a store snapshot of its own."""
+def _undecided_pages(
+    parts: GalleryParts, naming: str | None = None
+) -> Iterator[list[IdentificationRecord]]:
+    """Every undecided identification (with ``naming``, those that returned that
+    subject as a candidate), a page at a time, oldest first; each page is read, and
+    used by the caller, in a store snapshot of its own."""
     after: tuple[str, str] | None = None
     while True:
         with parts.store.snapshot():
-            page = parts.store.undecided_identifications(after, limit=PAGE)
+            page = parts.store.undecided_identifications(after, limit=PAGE, naming=naming)
             yield page
         if len(page) < PAGE:
             return
@@ -205,7 +208,8 @@ def _undecided_pages(parts: GalleryParts) -> Iterator[list[IdentificationRecord]
 
 def undecided_with_candidate(parts: GalleryParts, subject_id: str) -> list[str]:
     """Undecided identifications that returned ``subject_id`` as a candidate."""
-    return [record.identification_id for page in _undecided_pages(parts) for record in page
+    return [record.identification_id
+            for page in _undecided_pages(parts, naming=subject_id) for record in page
             if any(candidate[0] == subject_id for candidate in record.candidates)]
 
 

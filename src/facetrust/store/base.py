@@ -434,9 +434,12 @@ class Store(Protocol):
 
     def mark_identification_decided(self, identification_id: str, at: str) -> None: ...
     def undecided_identifications(
-        self, after: tuple[str, str] | None = None, limit: int = 100
+        self, after: tuple[str, str] | None = None, limit: int = 100,
+        naming: str | None = None,
     ) -> list[IdentificationRecord]:
-        """Identifications not yet decided, oldest first, after ``(started_at, id)``."""
+        """Identifications not yet decided, oldest first, after ``(started_at, id)``;
+        with ``naming`` (a subject id, of the id grammar), only those that returned
+        that subject as a candidate."""
         ...
 
     def identification_decided_at(self, identification_id: str) -> str | None: ...

@@ -50,6 +50,11 @@ def identification_from_row(row: Sequence[Any]) -> IdentificationRecord:
     )
 
 
+def _like_literal(text: str) -> str:
+    """``text`` as a LIKE pattern matching itself only (escape character ``!``)."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
 class SqlRecords(SqlBase):
     """Events, identifications, reviews and the audit log, in shared SQL."""
 
@@ -186,14 +191,19 @@ class SqlRecords(SqlBase):
         return identification_from_row(rows[0]) if rows else None
 
     def undecided_identifications(
-        self, after: tuple[str, str] | None = None, limit: int = 100
+        self, after: tuple[str, str] | None = None, limit: int = 100,
+        naming: str | None = None,
     ) -> list[IdentificationRecord]:
         started, last_id = after or ("", "")
+        # The candidates column is JSON text, each subject id a JSON string: the
+        # quoted id matches that id only, as ids hold no quote or backslash.
+        named = "" if naming is None else "AND candidates LIKE ? ESCAPE '!' "
+        pattern = () if naming is None else ("%" + _like_literal(json.dumps(naming)) + "%",)
         rows = self._read(
             f"SELECT {IDENTIFICATION_COLUMNS} FROM identifications WHERE decided_at IS NULL "
             "AND (started_at > ? OR (started_at = ? AND identification_id > ?)) "
-            "ORDER BY started_at, identification_id LIMIT ?",
-            (started, started, last_id, limit),
+            f"{named}ORDER BY started_at, identification_id LIMIT ?",
+            (started, started, last_id, *pattern, limit),
         )
         return [identification_from_row(row) for row in rows]
 
