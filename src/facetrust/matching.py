@@ -11,6 +11,7 @@ that it was measured for.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
@@ -135,13 +136,27 @@ def _table_points() -> tuple[OperatingPoint, ...]:
     )
 
 
-def get_operating_point(name: str | None = None, model_id: str | None = None) -> OperatingPoint:
+def get_operating_point(
+    name: str | None = None,
+    model_id: str | None = None,
+    *,
+    recorded: Sequence[OperatingPoint] = (),
+) -> OperatingPoint:
     """Look up an operating point by name; ``None`` gives the table's default.
 
     Each model id has its own points under the same names (``fmr-1e-3`` of
     ``dlib-resnet-v1`` and of ``dlib-resnet-v1+mirror``); ``model_id`` picks
     the model's, and without it the plain model's (no ``+augmentation``), else
     the first point of that name in the table.
+
+    ``recorded`` are points measured for models the shipped table does not
+    cover (a gallery's, recorded by
+    :meth:`facetrust.gallery.Gallery.record_calibration` for a custom
+    embedder). They are used only for a ``model_id`` with no shipped point: the
+    shipped table always wins for the models it covers. For such a model,
+    ``None`` gives the recorded point of the table's default name if there is
+    one, else the strictest recorded (lowest target FMR; the overall point,
+    not the worst-group one).
 
     Raises
     ------
@@ -150,7 +165,10 @@ def get_operating_point(name: str | None = None, model_id: str | None = None) ->
         (a custom embedder's, say) has no calibrated point at all.
     """
     if model_id is not None and not operating_points(model_id):
-        raise OperatingPointError(uncalibrated_message(model_id))
+        own = [point for point in recorded if point.model_id == model_id]
+        if not own:
+            raise OperatingPointError(uncalibrated_message(model_id))
+        return _recorded_point(name, model_id, own)
     name = name or str(operating_point_table()["default"])
     named = [point for point in operating_points() if point.name == name]
     # Each model (e.g. dlib-resnet-v1 and its augmented dlib-resnet-v1+mirror) has its
@@ -172,6 +190,23 @@ def get_operating_point(name: str | None = None, model_id: str | None = None) ->
     )
 
 
+def _recorded_point(
+    name: str | None, model_id: str, points: Sequence[OperatingPoint]
+) -> OperatingPoint:
+    wanted = name or str(operating_point_table()["default"])
+    for point in points:
+        if point.name == wanted:
+            return point
+    if name is None:  # the strictest overall point the calibration could support
+        overall = [p for p in points if "-all-groups" not in p.name] or list(points)
+        return min(overall, key=lambda p: (p.target_fmr or 1.0, p.threshold))
+    raise OperatingPointError(
+        f"Operating point {name!r} was not recorded for model {model_id!r}: its calibration "
+        "had too few pairs to support it. Pick one of: " + ", ".join(p.name for p in points)
+        + ", or calibrate on more photos."
+    )
+
+
 def uncalibrated_message(model_id: str) -> str:
     """What to tell someone who matches templates of ``model_id``, which has no point
     in the calibration table: why there is no threshold, and how to get one."""
@@ -180,10 +215,10 @@ def uncalibrated_message(model_id: str) -> str:
         f"Model {model_id!r} has no calibrated operating points, so facetrust has no "
         "threshold to decide its matches with: a threshold measured for one model means "
         f"nothing for another (calibrated models: {', '.join(calibrated)}). Measure this "
-        "model's thresholds on labelled photos (facetrust.evaluation's calibrate and "
-        "write_operating_points, what `facetrust evaluate calibrate --write-calibration` "
-        "runs for the built-in models) and add them to facetrust's calibration table "
-        "(facetrust/data/operating_points.json), or embed with a calibrated model."
+        "model's thresholds on labelled photos with the pipeline that embeds with it "
+        "(facetrust.evaluation.run_calibration(..., pipeline=...), the calibration that "
+        "`facetrust evaluate calibrate` runs for the built-in models) and record them in "
+        "the gallery (Gallery.record_calibration), or embed with a calibrated model."
     )
 
 

@@ -431,7 +431,7 @@ def write_operating_points(
     for row in table.rows:
         if not row.supported or row.threshold is None:
             continue
-        points.append(_point(table, row))
+        points.append(operating_point_entry(table, row))
     points.sort(key=lambda p: str(p.get("model_id")))  # each model's points together, in order
     result = {**existing, "operating_points": points}
     record = existing.get("calibration")
@@ -458,8 +458,9 @@ def write_operating_points(
     return result
 
 
-def _point(table: CalibrationTable, row: CalibrationRow) -> dict[str, Any]:
-    """The operating-points entry of one supported row."""
+def operating_point_entry(table: CalibrationTable, row: CalibrationRow) -> dict[str, Any]:
+    """The operating-points entry of one supported row (what :func:`write_operating_points`
+    writes, and what a gallery records for a custom model)."""
     normalizer = table.normalizer
     kind = "normalized distance" if normalizer else "distance"
     rejects = (

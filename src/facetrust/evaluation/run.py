@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from ..batch import embed_many
 from ..config import Settings
-from ..errors import EvaluationError
-from ..matching import get_operating_point
+from ..errors import EvaluationError, InvalidParameter
+from ..matching import OperatingPoint, get_operating_point
+from ..pipeline import FacePipeline
 from ..score_normalization import ScoreNormalizer, load_normalizer
 from .cache import CachedImage, EmbeddingCache
 from .calibration import (
@@ -158,11 +160,25 @@ def _acquisition_meta(counts: dict[str, int], cache: EmbeddingCache) -> dict[str
 
 
 def _open_cache(
-    cache: EmbeddingCache | str | os.PathLike[str] | None, settings: Settings | None
+    cache: EmbeddingCache | str | os.PathLike[str] | None,
+    settings: Settings | None,
+    pipeline: FacePipeline | None = None,
 ) -> EmbeddingCache:
-    if isinstance(cache, EmbeddingCache):
-        return cache
-    return EmbeddingCache(cache, settings)
+    if pipeline is None:
+        return cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache, settings)
+    if cache is not None or settings is not None:
+        raise InvalidParameter(
+            "An evaluation takes a pipeline, or settings and a cache, not both: the "
+            "pipeline's embeddings are kept in memory for the run (a cache file could serve "
+            "descriptors of an earlier version of a custom embedder under the same model "
+            "id). Drop 'cache' and 'settings'."
+        )
+
+    def compute(paths: Sequence[str], _settings: Settings, **options: Any) -> Any:
+        return embed_many(paths, pipeline=pipeline, **options)
+
+    return EmbeddingCache(":memory:", pipeline.settings, model_id=pipeline.model_id,
+                          compute=compute)
 
 
 def run_pairs(
@@ -212,11 +228,20 @@ def run_pairs(
 
 
 def _threshold(
-    operating_point: str | None, threshold: float | None, model_id: str
+    operating_point: str | OperatingPoint | None, threshold: float | None, model_id: str
 ) -> tuple[float, str, ScoreNormalizer | None]:
     if threshold is not None:
         return float(threshold), f"threshold {threshold}", None
-    point = get_operating_point(operating_point, model_id)
+    if isinstance(operating_point, OperatingPoint):
+        if operating_point.model_id != model_id:
+            raise EvaluationError(
+                f"The operating point {operating_point.name!r} is {operating_point.model_id!r}'s; "
+                f"this run embeds {model_id!r} descriptors. Pass that model's point "
+                "(gallery.operating_point() of the gallery whose pipeline this is)."
+            )
+        point = operating_point
+    else:
+        point = get_operating_point(operating_point, model_id)
     return point.threshold, point.name, point.score_normalizer()
 
 
@@ -224,7 +249,7 @@ def run_demographics(
     images_dir: str | os.PathLike[str],
     labels: Sequence[str | os.PathLike[str]],
     *,
-    operating_point: str | None = None,
+    operating_point: str | OperatingPoint | None = None,
     threshold: float | None = None,
     cache: EmbeddingCache | str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
@@ -234,19 +259,24 @@ def run_demographics(
     min_pairs: int = 30,
     seed: int = 0,
     max_fmr_ratio: float | None = None,
+    pipeline: FacePipeline | None = None,
 ) -> EvaluationRun:
     """``facetrust evaluate demographics``: FMR/FNMR per labelled group.
 
     Every labelled image in ``images_dir`` is used. ``threshold`` (a
-    distance) overrides ``operating_point``; by default the table's default
+    distance) overrides ``operating_point`` (a name, or an
+    :class:`~facetrust.matching.OperatingPoint` such as a gallery's
+    ``gallery.operating_point()``); by default the table's default
     operating point is used. An operating point that names a score
     normalizer (``fmr-1e-3-fair``) has it applied to every distance.
     ``max_fmr_ratio`` runs the fairness gate (:func:`fmr_ratio_gate`); the
-    run's ``gate`` says whether it passed.
+    run's ``gate`` says whether it passed. ``pipeline`` (a gallery's, with a
+    custom embedder, say) embeds instead of one built from ``settings``, as
+    in :func:`run_calibration`.
     """
     start = time.perf_counter()
     attribute_labels = [a for path in labels for a in load_labels(path)]
-    store = _open_cache(cache, settings)
+    store = _open_cache(cache, settings, pipeline)
     value, name, normalizer = _threshold(operating_point, threshold, store.model_id)
     paths = [p for p in list_images(images_dir) if any(a.group_of(p) for a in attribute_labels)]
     if not paths:
@@ -424,6 +454,7 @@ def run_calibration(
     max_impostor_images: int = MAX_IMPOSTOR_IMAGES,
     min_pairs: int = 30,
     seed: int = 0,
+    pipeline: FacePipeline | None = None,
 ) -> EvaluationRun:
     """``facetrust evaluate calibrate``: pairs protocol, demographic audit and calibration table.
 
@@ -448,14 +479,24 @@ def run_calibration(
     name the normalizer by its file name, which must then ship in
     ``facetrust/data``.
 
+    ``pipeline`` embeds the photos instead of one built from ``settings``: a
+    gallery's (``gallery.pipeline``), with a custom embedder, say, so that the
+    table measures exactly the pipeline the gallery runs, under its model id
+    (record it with :meth:`facetrust.gallery.Gallery.record_calibration`). Its
+    embeddings are kept in memory for the run, never in a cache file; give it
+    without ``cache`` and ``settings``. A pipeline given its own models embeds
+    in this process (see :func:`facetrust.batch.embed_many`).
+
     Raises
     ------
     EvaluationError
         The normalizer was fitted for another model id, a target is out of
         (0, 1), or the data supports none of the targets.
+    InvalidParameter
+        ``pipeline`` given with ``cache`` or ``settings``.
     """
     start = time.perf_counter()
-    store = _open_cache(cache, settings)
+    store = _open_cache(cache, settings, pipeline)
     fitted = None if normalizer is None else _load_normalizer(normalizer)
     if fitted is not None and fitted.model_id != store.model_id:
         raise EvaluationError(

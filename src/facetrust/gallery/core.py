@@ -20,15 +20,15 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import crypto
-from ..audit import AuditLog
+from ..audit import AuditEvent, AuditLog
 from ..faces import Embedding
-from ..matching import get_operating_point
+from ..matching import OperatingPoint
 from ..pipeline import DEFAULT_FACE_POLICY, FacePipeline, FacePolicy
 from ..store.base import KeyStore, Store
-from . import enrolment, erasure, identification, keys, opening, subjects
+from . import calibrations, enrolment, erasure, identification, keys, opening, subjects
 from .backends import open_keystore, open_store
 from .checks import check_erasure_confirmation, check_name, check_purpose
 from .config import GalleryConfig, find_config
@@ -54,6 +54,9 @@ from .types import (
     SweepResult,
     WithdrawalResult,
 )
+
+if TYPE_CHECKING:
+    from ..evaluation.calibration import CalibrationTable
 
 __all__ = ["FaceInput", "Gallery", "utc_now"]
 
@@ -210,6 +213,30 @@ class Gallery(ReviewMethods):
         rows with one (:mod:`facetrust.service.apikeys`).
         """
         return self._parts.keyring.derived_key(label)
+
+    def operating_point(
+        self, model_id: str | None = None, name: str | None = None
+    ) -> OperatingPoint:
+        """The operating point ``name`` (the gallery's by default) for ``model_id`` (the
+        pipeline's by default), as every search and verification of this gallery
+        resolves it: the shipped table's for the models it covers, else the points
+        :meth:`record_calibration` recorded here. Raises OperatingPointError."""
+        return self._parts.operating_point(model_id or self.pipeline.model_id, name)
+
+    def record_calibration(self, table: CalibrationTable, *, actor: str) -> AuditEvent:
+        """Record the operating points of a calibration of the gallery's own model (a
+        custom embedder's: the shipped table's models are refused) in this gallery,
+        audited as ``calibration.recorded``; see :mod:`.calibrations`.
+
+        ``table`` comes from :func:`facetrust.evaluation.run_calibration` run with
+        ``pipeline=gallery.pipeline`` on labelled photos. Raises OperatingPointError
+        (a shipped model) or InvalidParameter (another model, normalized distances,
+        no supported target FMR).
+        """
+        return calibrations.record_calibration(
+            self.store, self.audit, table, gallery_model_id=self.pipeline.model_id,
+            actor=actor,
+        )
 
     def check_purpose(self, purpose: str | None) -> str:
         """``purpose`` if this gallery accepts it; else PurposeRequired or InvalidParameter."""
@@ -453,9 +480,7 @@ class Gallery(ReviewMethods):
             ``hits`` (subject and distance, lower is more similar, increasing),
             ``searched`` (eligible subjects) and the store ``generation``.
         """
-        point = get_operating_point(
-            operating_point or self.config.operating_point, probe.model_id
-        )
+        point = self._parts.operating_point(probe.model_id, operating_point)
         return search_probe(
             self._parts, probe.vector, probe.model_id, purpose=purpose, point=point, k=k,
             only=only, exclude=exclude,

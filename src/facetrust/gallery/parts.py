@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..audit import AuditLog
-from ..matching import OperatingPoint, get_operating_point
+from ..matching import OperatingPoint, get_operating_point, operating_points
 from ..pipeline import FacePipeline, FacePolicy
 from ..store.base import KeyStore, Store, SubjectRecord
+from .calibrations import recorded_points
 from .config import GalleryConfig
 from .consent import retention_until
 from .indexes import SearchIndexes
@@ -86,9 +87,20 @@ class GalleryParts:
         if self.hook is not None:
             self.hook(stage)
 
-    def operating_point(self, model_id: str) -> OperatingPoint:
-        """The gallery's operating point for templates of ``model_id``."""
-        return get_operating_point(self.config.operating_point, model_id)
+    def operating_point(self, model_id: str, name: str | None = None) -> OperatingPoint:
+        """The operating point ``name`` (the gallery's by default) for templates of
+        ``model_id``: the shipped table's for the models it covers, else the points
+        recorded in this gallery for ``model_id`` (:mod:`.calibrations`).
+
+        Raises
+        ------
+        OperatingPointError
+            No such point for ``model_id``, or the model has no calibrated point.
+        """
+        # the shipped table wins: a gallery's points are read only for other models
+        recorded = () if operating_points(model_id) else recorded_points(self.store, model_id)
+        return get_operating_point(name or self.config.operating_point, model_id,
+                                   recorded=recorded)
 
     def retention_until(self, subject: SubjectRecord) -> datetime:
         """When ``subject`` leaves retention."""

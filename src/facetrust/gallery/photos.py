@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..faces import Face
-from ..matching import Verdict, compare, get_operating_point
+from ..matching import Verdict, compare
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from .checks import check_case_ref, check_name
 from .core import Gallery
@@ -142,7 +142,7 @@ def verify_photos(
         case_ref = check_case_ref(case_ref)
         a = gallery.pipeline.embed_one(photo_a, face_policy, check_quality=True)
         b = gallery.pipeline.embed_one(photo_b, face_policy, check_quality=True)
-    point = get_operating_point(gallery.config.operating_point, a.embedding.model_id)
+    point = gallery.operating_point(a.embedding.model_id)
     verdict = compare(a.embedding, b.embedding, point)
     digests = (hashlib.sha256(photo_a).hexdigest(), hashlib.sha256(photo_b).hexdigest())
     event = gallery.audit.append(

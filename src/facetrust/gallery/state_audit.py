@@ -13,7 +13,10 @@ finds it:
   event withdrew, or whose subject an ``erase`` event forgot, must not be
   active;
 * every stored review decision must be one that a ``review`` event recorded
-  (same identification, candidate, reviewer and decision).
+  (same identification, candidate, reviewer and decision);
+* the operating points recorded for custom models (:mod:`.calibrations`) must
+  be, for each model id, those the last ``calibration.recorded`` event of that
+  model recorded.
 
 :class:`~facetrust.audit.AuditLog` runs it in the same snapshot as the chain, so
 ``facetrust audit verify``, the REST service and the console report it alike.
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..store.base import AuditRecord, ConsentRecord, Store
+from .calibrations import CALIBRATIONS_META
 
 __all__ = ["state_against_the_log"]
 
@@ -52,7 +56,7 @@ def state_against_the_log(
 
     Call it inside the store snapshot ``records`` were read in.
     """
-    return _consents(store, records) or _reviews(store, records)
+    return _consents(store, records) or _reviews(store, records) or _calibrations(store, records)
 
 
 def _consents(store: Store, records: Sequence[AuditRecord]) -> tuple[int | None, str] | None:
@@ -134,6 +138,34 @@ def _reviews(store: Store, records: Sequence[AuditRecord]) -> tuple[int | None, 
                 return found[1], (f"{name} is stored, but event {found[1]} recorded a "
                                   f"{found[0]}: the review table was edited")
         after = key
+    return None
+
+
+def _calibrations(
+    store: Store, records: Sequence[AuditRecord]
+) -> tuple[int | None, str] | None:
+    recorded: dict[str, tuple[Any, int]] = {}
+    for record in records:
+        if record.kind == "calibration.recorded":
+            body = _body(record)
+            recorded[str(body.get("model_id"))] = (body.get("calibration"), record.seq)
+    raw = store.get_meta(CALIBRATIONS_META)
+    try:
+        stored = {} if raw is None else json.loads(raw)
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict):
+        return None, ("the recorded calibrations are not readable: they were edited outside "
+                      "facetrust")
+    for model_id, calibration in sorted(stored.items()):
+        found = recorded.get(model_id)
+        if found is None:
+            return None, (f"operating points for model {model_id!r} are stored, but no "
+                          "calibration.recorded event recorded them: they were written into "
+                          "the database outside facetrust")
+        if found[0] != calibration:
+            return found[1], (f"the operating points stored for model {model_id!r} are not "
+                              f"those event {found[1]} recorded: the calibration was edited")
     return None
 
 

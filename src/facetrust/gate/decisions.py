@@ -26,7 +26,6 @@ from ..faces import Embedding
 from ..gallery import Gallery
 from ..gallery.checks import check_name
 from ..gallery.refusals import record_refusal
-from ..matching import get_operating_point
 from ..store.base import ProbeCropRecord
 from .events import MAX_EVENT_HOURS, require_event_in_window, require_open_event
 
@@ -237,8 +236,8 @@ def _decide(
 ) -> GateDecision:
     record = require_event_in_window(gallery, event_id)
     now = gallery.now()
-    point = get_operating_point(
-        record.operating_point, probe.model_id if probe is not None else None
+    point = gallery.operating_point(
+        probe.model_id if probe is not None else None, record.operating_point
     )
     subject_id: str | None = None
     distance: float | None = None

@@ -219,9 +219,7 @@ def open_event(
         )
     # the gallery's own point unless the event names one: as identify and verify do,
     # for the model the gallery's pipeline embeds the gate's probes with
-    point = get_operating_point(
-        operating_point or gallery.config.operating_point, gallery.pipeline.model_id
-    )
+    point = gallery.operating_point(name=operating_point)
     record = EventRecord(
         event_id=check_identifier(event_id, "event id", MAX_EVENT_ID_LENGTH),
         purpose=purpose,

@@ -16,7 +16,6 @@ from typing import Any
 
 from ..audit import AuditEvent
 from ..gallery import Gallery
-from ..matching import get_operating_point
 from .settings import ServiceSettings
 
 __all__ = ["POLICY_FIELDS", "current_policy", "published_policy", "record_policy_change"]
@@ -49,7 +48,7 @@ def published_policy(gallery: Gallery, settings: ServiceSettings) -> dict[str, A
     gallery's model, where the config (and the audit event) holds its name or None
     for the model's default."""
     policy = current_policy(gallery, settings)
-    point = get_operating_point(gallery.config.operating_point, gallery.pipeline.model_id)
+    point = gallery.operating_point()
     return {**policy, "operating_point": point.to_dict()}
 
 

@@ -1,0 +1,128 @@
+"""A custom embedder calibrated and used in a gallery without editing the package: the
+gallery refuses it until its points are measured on real labelled photos with the
+gallery's own pipeline and recorded in the gallery (audited); it then enrols, searches
+and verifies at the recorded point, which survives reopening and whose edit the audit
+check reports. A model the shipped table covers cannot be recorded over."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from custom_embedders import HalvedEmbedder
+from facetrust import FacePipeline, Settings, crypto
+from facetrust.errors import OperatingPointError
+from facetrust.evaluation import calibrate, run_calibration, run_demographics
+from facetrust.faces import Embedding
+from facetrust.gallery import Gallery, GalleryConfig
+from facetrust.matching import get_operating_point
+from gallery_fixtures import EVIDENCE_SHA256
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+LABELS = [DATA / "labels_sample"]
+KOFI = "Kofi_Annan"
+DATASET = "facetrust tests/data LFW sample (40 photos, 10 identities)"
+
+
+def consent(gallery: Gallery, subject_id: str) -> None:
+    gallery.add_subject(subject_id, actor="registrar")
+    gallery.grant_consent(
+        subject_id, ["boarding"], expires_at=gallery.now() + timedelta(days=30),
+        evidence_ref=f"form-{subject_id}", evidence_sha256=EVIDENCE_SHA256,
+        notice_version="v1", actor="registrar",
+    )
+
+
+def test_a_custom_embedder_calibrated_in_the_gallery_enrols_and_searches_at_its_point(
+    tmp_path: Path, identities: dict[str, list[Path]], master_key: crypto.MasterKey,
+) -> None:
+    config = GalleryConfig.in_folder(tmp_path, key_file=None)
+    pipeline = FacePipeline(Settings(), embedder=HalvedEmbedder())
+    with Gallery.create(config, master_key, pipeline=pipeline) as gallery:
+        consent(gallery, KOFI)
+        with pytest.raises(OperatingPointError, match="has no calibrated operating points"):
+            gallery.enroll(KOFI, identities[KOFI][:2], actor="registrar")
+
+        run = run_calibration(DATA / "lfw", DATA / "pairs_sample.txt", LABELS,
+                              dataset=DATASET, pipeline=gallery.pipeline)
+        table = run.calibration
+        assert table is not None and table.model_id == HalvedEmbedder.model_id
+        event = gallery.record_calibration(table, actor="evaluator")
+
+        assert event.kind == "calibration.recorded"
+        assert event.actor == "evaluator" and event.fields["model_id"] == HalvedEmbedder.model_id
+        recorded = event.fields["calibration"]
+        assert recorded["dataset"] == DATASET
+        # 40 photos of 10 identities: 720 cross-identity pairs support FMR 1e-2, not 1e-3
+        names = [p["name"] for p in recorded["points"]]
+        assert "fmr-1e-2" in names and "fmr-1e-3" not in names
+        row = next(r for r in table.rows if r.name == "fmr-1e-2")
+        entry = next(p for p in recorded["points"] if p["name"] == "fmr-1e-2")
+        assert (entry["n_non_mated"], entry["n_mated"]) == (row.n_non_mated, row.n_mated) == (
+            720, 30)
+        assert entry["measured_fmr"] == row.measured_fmr <= 0.01
+        assert entry["fnmr"] == row.fnmr
+
+        point = gallery.operating_point()
+        assert (point.model_id, point.name, point.threshold) == (
+            HalvedEmbedder.model_id, "fmr-1e-2", row.threshold)
+        # halved descriptors, halved distances: the shipped threshold would accept anyone
+        assert point.threshold < get_operating_point("fmr-1e-2").threshold / 1.5
+
+        gallery.enroll(KOFI, identities[KOFI][:2], actor="registrar")
+        found = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer",
+                                 case_ref="C-1")
+        assert (found.model_id, found.operating_point, found.threshold) == (
+            HalvedEmbedder.model_id, point.name, point.threshold)
+        assert [c.subject_id for c in found.candidates] == [KOFI]
+        checked = gallery.verify_subject(identities[KOFI][3], KOFI, purpose="boarding",
+                                         actor="officer", case_ref="C-2")
+        assert checked.match and checked.threshold == point.threshold
+        stranger = gallery.identify(identities["Colin_Powell"][0], purpose="boarding",
+                                    actor="officer", case_ref="C-3")
+        assert stranger.candidates == ()
+        assert gallery.audit.verify().ok
+
+        # the evaluation measures at the gallery's point with the gallery's pipeline
+        audit = run_demographics(DATA / "lfw", LABELS, operating_point=point,
+                                 pipeline=gallery.pipeline).demographics
+        assert audit is not None and audit.threshold == point.threshold
+
+    with Gallery.open(config, master_key=master_key, pipeline=pipeline) as reopened:
+        assert reopened.operating_point() == point
+        # thresholds edited in the database, outside facetrust: the audit check says so
+        stored = json.loads(reopened.store.get_meta("calibrations") or "")
+        stored[HalvedEmbedder.model_id]["points"][0]["threshold"] = 9.0
+        with reopened.store.transaction():
+            reopened.store.set_meta("calibrations", json.dumps(stored))
+        report = reopened.audit.verify()
+        assert not report.ok and report.first_broken_seq == event.seq
+        assert "calibration was edited" in report.reason
+
+
+def test_points_of_a_shipped_model_cannot_be_recorded_in_a_gallery(
+    tmp_path: Path, identities: dict[str, list[Path]], master_key: crypto.MasterKey,
+    embeddings: dict[Path, Embedding],
+) -> None:
+    photos = [p for name in sorted(identities) for p in identities[name]]
+    vectors = np.stack([embeddings[p].vector for p in photos]).astype(np.float64)
+    who = np.array([p.parent.name for p in photos])
+    distances = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)
+    upper = np.triu(np.ones_like(distances, dtype=bool), 1)
+    same = who[:, None] == who[None]
+    model_id = embeddings[photos[0]].model_id
+    table = calibrate(distances[upper & ~same], distances[upper & same], model_id=model_id,
+                      dataset=DATASET)
+    assert any(row.supported for row in table.rows)
+    config = GalleryConfig.in_folder(tmp_path, key_file=None)
+    with Gallery.create(config, master_key) as gallery:
+        shipped = gallery.operating_point(model_id)
+        with pytest.raises(OperatingPointError, match="cannot override them"):
+            gallery.record_calibration(table, actor="evaluator")
+        assert gallery.store.get_meta("calibrations") is None
+        assert list(gallery.audit.events(kind="calibration.recorded")) == []
+        assert gallery.operating_point(model_id) == shipped
