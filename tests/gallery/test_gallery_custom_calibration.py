@@ -7,6 +7,7 @@ check reports. A model the shipped table covers cannot be recorded over."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def consent(gallery: Gallery, subject_id: str) -> None:
         evidence_ref=f"form-{subject_id}", evidence_sha256=EVIDENCE_SHA256,
         notice_version="v1", actor="registrar",
     )
+
+
+def sample_distances(
+    identities: dict[str, list[Path]], embeddings: dict[Path, Embedding], scale: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Non-mated and mated distances of every pair of sample photos (real templates
+    scaled by ``scale``)."""
+    photos = [p for name in sorted(identities) for p in identities[name]]
+    vectors = scale * np.stack([embeddings[p].vector for p in photos]).astype(np.float64)
+    who = np.array([p.parent.name for p in photos])
+    distances = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)
+    upper = np.triu(np.ones_like(distances, dtype=bool), 1)
+    same = who[:, None] == who[None]
+    return distances[upper & ~same], distances[upper & same]
 
 
 def test_a_custom_embedder_calibrated_in_the_gallery_enrols_and_searches_at_its_point(
@@ -108,14 +123,8 @@ def test_points_of_a_shipped_model_cannot_be_recorded_in_a_gallery(
     tmp_path: Path, identities: dict[str, list[Path]], master_key: crypto.MasterKey,
     embeddings: dict[Path, Embedding],
 ) -> None:
-    photos = [p for name in sorted(identities) for p in identities[name]]
-    vectors = np.stack([embeddings[p].vector for p in photos]).astype(np.float64)
-    who = np.array([p.parent.name for p in photos])
-    distances = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)
-    upper = np.triu(np.ones_like(distances, dtype=bool), 1)
-    same = who[:, None] == who[None]
-    model_id = embeddings[photos[0]].model_id
-    table = calibrate(distances[upper & ~same], distances[upper & same], model_id=model_id,
+    model_id = next(iter(embeddings.values())).model_id
+    table = calibrate(*sample_distances(identities, embeddings), model_id=model_id,
                       dataset=DATASET)
     assert any(row.supported for row in table.rows)
     config = GalleryConfig.in_folder(tmp_path, key_file=None)
@@ -126,3 +135,31 @@ def test_points_of_a_shipped_model_cannot_be_recorded_in_a_gallery(
         assert gallery.store.get_meta("calibrations") is None
         assert list(gallery.audit.events(kind="calibration.recorded")) == []
         assert gallery.operating_point(model_id) == shipped
+
+
+def test_points_recorded_in_a_postgresql_gallery_hold_after_reopening(
+    tmp_path: Path, identities: dict[str, list[Path]], master_key: crypto.MasterKey,
+    embeddings: dict[Path, Embedding], postgres_url: Callable[[], str],
+) -> None:
+    """The recorded points live in the gallery's database (its meta values), not in a
+    file beside it: a PostgreSQL gallery keeps them as SQLite does."""
+    # HalvedEmbedder's descriptors are the real ones halved: calibrate on those
+    table = calibrate(*sample_distances(identities, embeddings, scale=0.5),
+                      model_id=HalvedEmbedder.model_id, dataset=DATASET)
+    config = GalleryConfig.in_folder(tmp_path, key_file=None, database_url=postgres_url(),
+                                     keystore_url=postgres_url())
+    pipeline = FacePipeline(Settings(), embedder=HalvedEmbedder())
+    with Gallery.create(config, master_key, pipeline=pipeline) as gallery:
+        event = gallery.record_calibration(table, actor="evaluator")
+        point = gallery.operating_point()
+    with Gallery.open(config, master_key=master_key, pipeline=pipeline) as gallery:
+        assert gallery.operating_point() == point
+        assert point.source.endswith("recorded by evaluator")
+        consent(gallery, KOFI)
+        gallery.enroll(KOFI, identities[KOFI][:2], actor="registrar")
+        found = gallery.identify(identities[KOFI][2], purpose="boarding", actor="officer",
+                                 case_ref="C-1")
+        assert [c.subject_id for c in found.candidates] == [KOFI]
+        assert found.threshold == point.threshold
+        assert [e.seq for e in gallery.audit.events(kind="calibration.recorded")] == [event.seq]
+        assert gallery.audit.verify().ok

@@ -16,9 +16,12 @@ import httpx
 import pytest
 import uvicorn
 
+from custom_embedders import HalvedEmbedder
 from facetrust import FacePipeline, Settings
+from facetrust.evaluation import run_calibration
 from facetrust.gallery import Gallery
 from facetrust.service import Role, ServiceSettings, SqliteApiKeyStore, create_app
+from facetrust.service.inputs import DISTANCE_DIGITS
 
 from .conftest import api_keys_of, free_port, make_gallery_folder, photo
 from .test_service_http import assert_problem
@@ -81,3 +84,40 @@ def test_a_gallery_given_to_create_app_is_held_to_the_services_image_caps(
             exported = auditor.get("/v1/audit/export", params={"kind": "policy.changed"})
         (started,) = [json.loads(line) for line in exported.text.splitlines()]
         assert started["policy"]["limits"]["max_pixels"] == SERVICE_MAX_PIXELS
+
+
+def test_a_gallery_with_a_calibrated_custom_embedder_decides_at_its_point_over_http(
+    tmp_path: Path,
+) -> None:
+    """A program serves a gallery whose pipeline has an embedder of its own, calibrated
+    and recorded in the gallery: the REST verification decides at that point, and
+    ``GET /v1/policy`` publishes it, as the library does."""
+    make_gallery_folder(tmp_path)
+    store = SqliteApiKeyStore(tmp_path / "api-keys.db")
+    key = api_keys_of(tmp_path, store).create(Role.OPERATOR, "operator", created_by="tests").key
+    store.close()
+    data = Path(__file__).resolve().parents[1] / "data"
+    with Gallery.find(tmp_path, pipeline=FacePipeline(Settings(),
+                                                      embedder=HalvedEmbedder())) as gallery:
+        run = run_calibration(data / "lfw", data / "pairs_sample.txt", [data / "labels_sample"],
+                              dataset="tests/data LFW sample", pipeline=gallery.pipeline)
+        assert run.calibration is not None
+        gallery.record_calibration(run.calibration, actor="evaluator")
+        point = gallery.operating_point()
+        settings = ServiceSettings(gallery=str(tmp_path))
+        with (embedded_server(gallery, settings) as url,
+              httpx.Client(base_url=url, timeout=60.0,
+                           headers={"Authorization": f"Bearer {key}"}) as operator):
+            answer = operator.post(
+                "/v1/verify", data={**SEARCH, "case_ref": "CUSTOM-MODEL"},
+                files={"image_a": ("a.jpg", photo("Kofi_Annan", 1).read_bytes(), "image/jpeg"),
+                       "image_b": ("b.jpg", photo("Kofi_Annan", 2).read_bytes(), "image/jpeg")})
+            assert answer.status_code == 200, answer.text
+            verdict = answer.json()
+            published = operator.get("/v1/policy").json()["operating_point"]
+    # responses round distances and thresholds to DISTANCE_DIGITS; the policy does not
+    assert (verdict["model_id"], verdict["operating_point"], verdict["threshold"]) == (
+        HalvedEmbedder.model_id, point.name, round(point.threshold, DISTANCE_DIGITS))
+    assert verdict["match"]
+    assert (published["model_id"], published["name"], published["threshold"]) == (
+        HalvedEmbedder.model_id, point.name, point.threshold)
