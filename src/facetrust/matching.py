@@ -5,7 +5,9 @@ between descriptors). Lower is more similar. A pair matches when
 ``distance <= threshold``. Thresholds are never literals in code: they are
 operating points looked up by name in a calibration table shipped with the
 package (``facetrust/data/operating_points.json``), each tied to the model
-that it was measured for.
+that it was measured for; a custom embedder's model, which the table does not
+cover, gets points measured on its own pipeline and recorded in the gallery that
+uses it (:mod:`facetrust.gallery.calibrations`).
 """
 
 from __future__ import annotations
