@@ -20,6 +20,8 @@ from facetrust.errors import OperatingPointError
 from facetrust.evaluation import calibrate, run_calibration, run_demographics
 from facetrust.faces import Embedding
 from facetrust.gallery import Gallery, GalleryConfig
+from facetrust.gate import events
+from facetrust.gate.decisions import match_at_gate
 from facetrust.matching import get_operating_point
 from gallery_fixtures import EVIDENCE_SHA256
 
@@ -100,6 +102,16 @@ def test_a_custom_embedder_calibrated_in_the_gallery_enrols_and_searches_at_its_
         stranger = gallery.identify(identities["Colin_Powell"][0], purpose="boarding",
                                     actor="officer", case_ref="C-3")
         assert stranger.candidates == ()
+        # the gate: an event at the gallery's point, a decision at the recorded threshold
+        opened = events.open_event(gallery, "flight-1", purpose="boarding", actor="agent",
+                                   valid_from=gallery.now(),
+                                   valid_to=gallery.now() + timedelta(hours=1))
+        assert opened.operating_point == point.name
+        events.add_member(gallery, "flight-1", KOFI, actor="agent")
+        probe = gallery.pipeline.embed_one(identities[KOFI][3]).embedding
+        boarded = match_at_gate(gallery, "flight-1", probe, gate_id="G1", actor="gate")
+        assert (boarded.outcome, boarded.subject_id, boarded.threshold) == (
+            "match", KOFI, point.threshold)
         assert gallery.audit.verify().ok
 
         # the evaluation measures at the gallery's point with the gallery's pipeline
