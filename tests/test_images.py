@@ -201,3 +201,114 @@ def test_text_mode_file_object_is_refused(photo: Path, tmp_path: Path) -> None:
     text.write_text("hello")
     with text.open("r") as handle, pytest.raises(NotAnImage, match="mode 'rb'"):
         load_image(handle)  # type: ignore[arg-type]
+
+
+def _header_only_tiff(width: int, height: int, pages: int) -> bytes:
+    """A little-endian TIFF of ``pages`` pages, each declaring width x height pixels."""
+    data = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for page in range(pages):
+        entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (262, 3, 1, 1)]
+        following = 0 if page == pages - 1 else len(data) + 2 + 12 * len(entries) + 4
+        data += struct.pack("<H", len(entries))
+        for tag, kind, count, value in entries:
+            data += struct.pack("<HHII", tag, kind, count, value)
+        data += struct.pack("<I", following)
+    return bytes(data)
+
+
+def _frames_gif(count: int) -> bytes:
+    frames = [Image.new("L", (64, 64), i % 256) for i in range(count)]
+    return _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=40)
+
+
+@pytest.mark.parametrize(("make", "kind"), [
+    (lambda rgb: _encode(rgb, "GIF"), "GIF"),
+    (lambda rgb: _frames_gif(3000), "GIF"),  # an animation of thousands of frames
+    (lambda rgb: _encode(rgb, "TIFF", save_all=True, append_images=[rgb.rotate(90)]), "TIFF"),
+    (lambda rgb: _header_only_tiff(60_000, 60_000, 2), "TIFF"),  # pages of 3.6 gigapixels
+    (lambda rgb: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),  # an iPhone's
+    (lambda rgb: b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf", "AVIF"),
+    (lambda rgb: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "PDF"),
+], ids=["gif", "animated-gif", "multipage-tiff", "huge-tiff", "heic", "avif", "pdf"])
+def test_a_known_format_facetrust_does_not_read_is_named_not_parsed(
+    photo: Path, make: object, kind: str
+) -> None:
+    rgb = Image.fromarray(load_image(photo))
+    data = make(rgb)  # type: ignore[operator]
+    with pytest.raises(NotAnImage, match=f"is in {kind} format; facetrust reads JPEG, PNG, "
+                                         "WebP or BMP images only. Convert it to JPEG or PNG"):
+        load_image(data)
+
+
+def test_a_real_avif_photo_is_named_as_avif(photo: Path) -> None:
+    if "AVIF" not in Image.SAVE:
+        pytest.skip("this Pillow writes no AVIF")
+    with pytest.raises(NotAnImage, match="is in AVIF format"):
+        load_image(_encode(Image.open(photo), "AVIF"))
+
+
+def test_the_pixel_cap_is_facetrusts_whatever_pillows_global_limit_says(
+    photo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another library lowering Pillow's process-wide bomb limit does not refuse a photo
+    # under facetrust's cap, nor does raising it let a bomb through.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    assert load_image(photo).shape == (250, 250, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with pytest.raises(ImageTooLarge, match="20000x20000 = 400,000,000 pixels, over the "
+                                            "40,000,000-pixel cap") as refused:
+        load_image(_png_header_only(20_000, 20_000))
+    assert refused.value.setting == "max_pixels"
+
+
+def _webp_vp8x_header(width: int, height: int) -> bytes:
+    """The first bytes of an extended (animated) WebP declaring width x height."""
+    body = b"\x02\x00\x00\x00" + (width - 1).to_bytes(3, "little") + (
+        height - 1).to_bytes(3, "little")
+    return b"RIFF" + struct.pack("<I", 4 + 8 + len(body)) + b"WEBP" + b"VP8X" + struct.pack(
+        "<I", len(body)) + body
+
+
+@pytest.mark.parametrize(("data", "size"), [
+    (_png_header_only(20_000, 20_000), "20000x20000"),
+    (_webp_vp8x_header(16_384, 16_384), "16384x16384"),
+    (_webp_vp8x_header(9_000, 9_000), "9000x9000"),  # under Pillow's own limit
+    (b"BM" + struct.pack("<IHHIIiiHHIIiiII", 0, 0, 0, 54, 40, 20_000, 20_000, 1, 24, 0, 0,
+                         0, 0, 0, 0), "20000x20000"),
+], ids=["png", "webp-huge", "webp", "bmp"])
+def test_every_format_meets_the_same_pixel_cap_with_the_same_words(data: bytes, size: str) -> None:
+    with pytest.raises(ImageTooLarge, match=f"{size} = [0-9,]+ pixels, over the "
+                                            "40,000,000-pixel cap. Downscale it") as refused:
+        load_image(data)
+    assert refused.value.setting == "max_pixels"
+
+
+_UNDER_A_MEMORY_LIMIT = """
+import resource, sys
+from facetrust import load_image
+from facetrust.errors import FacetrustError
+data = sys.stdin.buffer.read()
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (size + 200 * 2**20, resource.RLIM_INFINITY))
+try:
+    load_image(data)
+except FacetrustError as error:
+    print(type(error).__name__, error)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_small_webp_of_huge_dimensions_is_refused_before_its_canvas_is_allocated() -> None:
+    """libwebp allocates a WebP's canvas (here 2 x 324 MB) as the file is opened: in a
+    process that cannot spare that, the pixel cap must refuse it first."""
+    import subprocess
+    import sys
+
+    data = _encode(Image.new("RGB", (9000, 9000), (128, 128, 128)), "WEBP", lossless=True)
+    assert len(data) < 10_000
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(facetrust.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", _UNDER_A_MEMORY_LIMIT], input=data,
+                          capture_output=True, env=env, timeout=120, check=True)
+    assert done.stdout.decode().startswith("ImageTooLarge The image is 9000x9000"), done

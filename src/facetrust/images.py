@@ -1,21 +1,25 @@
 """Turning files, bytes and arrays into RGB pixel arrays, safely.
 
-Every input passes the same gate: a byte cap, a format allow-list, a pixel
-cap checked from the header before decoding (so a decompression bomb never
-allocates its pixels), still photos only (no animation), EXIF orientation,
-and conversion of grayscale, palette, alpha, CMYK and 16-bit images to 8-bit RGB.
+Every input passes the same gate: a byte cap, a format allow-list (a known
+image format outside it, such as GIF, TIFF or HEIC, is named in the refusal
+and never parsed), a pixel cap checked from the header before decoding (so a
+decompression bomb never allocates its pixels; the cap is facetrust's
+``max_pixels`` alone, not Pillow's process-wide ``MAX_IMAGE_PIXELS``), still
+photos only (no animation), EXIF orientation, and conversion of grayscale,
+palette, alpha, CMYK and 16-bit images to 8-bit RGB.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from typing import BinaryIO, Union
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .config import Settings
 from .errors import (
@@ -35,6 +39,35 @@ RGBImage = npt.NDArray[np.uint8]
 
 #: Pillow format names accepted. MPO is the multi-picture JPEG many phones write.
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP")
+
+#: File name suffixes of the formats in :data:`SUPPORTED_FORMATS`, lower case: what
+#: a folder read as photos (a frame folder, a batch of photos) takes for one.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+#: Image formats people hand in that facetrust does not read, by their first bytes:
+#: named in the refusal, never parsed (an animated GIF of thousands of frames or a
+#: TIFF of huge pages costs nothing to refuse). ``(offset, magic, name)``.
+_OTHER_FORMATS = (
+    (0, b"GIF87a", "GIF"),
+    (0, b"GIF89a", "GIF"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypheix", "HEIC"),
+    (4, b"ftyphevc", "HEIC"),
+    (4, b"ftypheim", "HEIC"),
+    (4, b"ftypheis", "HEIC"),
+    (4, b"ftypmif1", "HEIF"),
+    (4, b"ftypmsf1", "HEIF"),
+    (4, b"ftypavif", "AVIF"),
+    (4, b"ftypavis", "AVIF"),
+    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+    (0, b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
+    (0, b"\xff\x0a", "JPEG XL"),
+    (0, b"8BPS", "Photoshop (PSD)"),
+    (0, b"%PDF-", "PDF"),
+)
 
 #: Smallest side, in pixels, of an image that can hold a usable face.
 MIN_IMAGE_SIDE = 32
@@ -159,21 +192,18 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
     with warnings.catch_warnings():
         # The pixel cap below replaces Pillow's global bomb check.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        Image.init()  # registers every plugin, so the allow-list below can be checked
-        formats = [f for f in SUPPORTED_FORMATS if f in Image.OPEN]
+        stream = _EndNotingReader(data)
+        if (declared := _webp_canvas_size(data)) is not None:
+            # libwebp allocates the canvas as the file is opened: refused before that
+            _check_dimensions(*declared, max_pixels, name)
         try:
-            stream = _EndNotingReader(data)
-            image = Image.open(stream, formats=formats)
-        except UnidentifiedImageError:
-            raise NotAnImage(
-                f"{name} is not a JPEG, PNG, WebP or BMP image (its first bytes are "
-                f"{data[:8].hex(' ')} in hex). Check the file, or convert it to one of those "
-                "formats."
-            ) from None
-        except Image.DecompressionBombError:
-            raise ImageTooLarge(_bomb_message(name, max_pixels), setting="max_pixels") from None
+            image = _open_header(stream)
+        except Image.DecompressionBombError:  # Pillow's own limit, below a raised cap
+            raise ImageTooLarge(_pillow_limit_message(name), setting="max_pixels") from None
         except (OSError, SyntaxError, ValueError) as error:
             raise CorruptImage(f"{name} could not be read as an image: {error}.") from None
+        if image is None:
+            raise NotAnImage(_not_supported_message(name, data))
         _check_dimensions(image.width, image.height, max_pixels, name)
         # A phone's MPO is a still photo with extra views; an animation has no one
         # frame that is the photo, so none is picked silently.
@@ -188,8 +218,6 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
             if stream.ended:
                 raise OSError("image file is truncated")
             upright: Image.Image = ImageOps.exif_transpose(image) or image
-        except Image.DecompressionBombError:
-            raise ImageTooLarge(_bomb_message(name, max_pixels), setting="max_pixels") from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise CorruptImage(
                 f"{name} is truncated or damaged ({error}). Re-export or re-upload the photo."
@@ -197,10 +225,76 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
     return _pil_to_rgb(upright, name)
 
 
-def _bomb_message(name: str, max_pixels: int) -> str:
+def _open_header(stream: io.BytesIO) -> Image.Image | None:
+    """``stream`` opened by the first plugin of :data:`SUPPORTED_FORMATS` that takes it
+    (its header read, no pixel decoded), or None when none does.
+
+    What :func:`PIL.Image.open` does with ``formats=``, less its decompression-bomb
+    check: that check reads Pillow's process-wide ``MAX_IMAGE_PIXELS``, which
+    another library may change, and which would refuse, with no size to tell, a
+    photo that a ``max_pixels`` raised above Pillow's default allows. The caller's
+    own check of the declared size, before any pixel is decoded, takes its place.
+    """
+    Image.init()  # registers every plugin, so the allow-list can be looked up
+    prefix = stream.getvalue()[:16]
+    for fmt in SUPPORTED_FORMATS:
+        if fmt not in Image.OPEN:
+            continue
+        factory, accept = Image.OPEN[fmt]
+        taken = accept(prefix) if accept is not None else True
+        if not taken or isinstance(taken, str):  # a str is Pillow's "not quite" warning
+            continue
+        stream.seek(0)
+        try:
+            image: Image.Image = factory(stream, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue  # not this format after all, as Image.open decides
+        return image
+    return None
+
+
+def _webp_canvas_size(data: bytes) -> tuple[int, int] | None:
+    """The canvas (width, height) a WebP file declares in its first 30 bytes, or None
+    for data that is not WebP (or too short to say).
+
+    Read here because libwebp allocates the canvas when a file is opened, before
+    Pillow gives its size; the pixel cap is checked against this first.
+    """
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or len(data) < 30:
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy: 14-bit sides
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: sides - 1 in 14 bits each
+        bits = struct.unpack("<I", data[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended (alpha, animation, metadata): sides - 1 in 24 bits
+        return (int.from_bytes(data[24:27], "little") + 1,
+                int.from_bytes(data[27:30], "little") + 1)
+    return None
+
+
+def _pillow_limit_message(name: str) -> str:
     return (
-        f"{name} declares far more pixels than the {max_pixels:,}-pixel cap. It was refused "
-        "before decoding (it may be a decompression bomb): send a smaller image."
+        f"{name} declares more pixels than Pillow, the image decoder, opens in this "
+        "process (its MAX_IMAGE_PIXELS, below facetrust's pixel cap). It was refused "
+        "before decoding: send a smaller image."
+    )
+
+
+def _not_supported_message(name: str, data: bytes) -> str:
+    for offset, magic, kind in _OTHER_FORMATS:
+        if data[offset:offset + len(magic)] == magic:
+            return (
+                f"{name} is in {kind} format; facetrust reads JPEG, PNG, WebP or BMP images "
+                "only. Convert it to JPEG or PNG (from an animation or a multi-page file, "
+                "the frame that shows the face) and send that."
+            )
+    return (
+        f"{name} is not a JPEG, PNG, WebP or BMP image (its first bytes are "
+        f"{data[:8].hex(' ')} in hex). Check the file, or convert it to one of those "
+        "formats."
     )
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import EvaluationError
+from ..images import IMAGE_SUFFIXES
 from ..score_normalization import ScoreNormalizer
 from .bootstrap import identity_bootstrap_ci
 from .cache import CachedImage
@@ -41,8 +42,6 @@ from .cache import CachedImage
 #: A subject face whose box centre lies farther than this fraction of the image's
 #: shorter side from the image centre is counted as a wrong face (see :func:`is_wrong_face`).
 WRONG_FACE_OFFSET = 0.2
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 #: (distances, identity) of mated pairs and (distances, identity_a, identity_b) of non-mated.
 _MatedPairs = tuple[npt.NDArray[np.float64], npt.NDArray[Any]]
@@ -131,7 +130,7 @@ def load_labels(path: str | os.PathLike[str]) -> list[AttributeLabels]:
 
 def _stem(name: str) -> str:
     name = name.strip()
-    return Path(name).stem if name.lower().endswith(_IMAGE_SUFFIXES) else name
+    return Path(name).stem if name.lower().endswith(IMAGE_SUFFIXES) else name
 
 
 def _lfw_gender(folder: Path) -> AttributeLabels:
@@ -185,7 +184,7 @@ def _labels_csv(file: Path) -> list[AttributeLabels]:
                     f"Got {','.join(row)!r}."
                 )
             key, attribute, value = (cell.strip() for cell in row)
-            target = by_image if key.lower().endswith(_IMAGE_SUFFIXES) else by_identity
+            target = by_image if key.lower().endswith(IMAGE_SUFFIXES) else by_identity
             target[attribute][_stem(key)] = value
     attributes = sorted(set(by_image) | set(by_identity))
     if not attributes:

@@ -18,6 +18,7 @@ import numpy as np
 from ..batch import embed_many
 from ..config import Settings
 from ..errors import EvaluationError, InvalidParameter
+from ..images import IMAGE_SUFFIXES
 from ..matching import OperatingPoint, get_operating_point
 from ..pipeline import FacePipeline
 from ..score_normalization import ScoreNormalizer, load_normalizer
@@ -43,8 +44,6 @@ from .mitigation import (
 from .pairs import Pair, read_pairs
 from .protocol import PairsEvaluation, evaluate_pairs
 from .report import ReportFiles, write_report
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[str]:
         str(p)
         for pattern in ("*", "*/*")
         for p in root.glob(pattern)
-        if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     ]
     return sorted(found)
 

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import InvalidParameter
+from ..images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CSV_COLUMNS = (
     "photo", "subject_id", "display_name", "purposes", "expires", "evidence_ref",
     "evidence_sha256", "notice_version",

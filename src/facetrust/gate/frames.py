@@ -19,12 +19,10 @@ import numpy.typing as npt
 
 from ..config import Settings
 from ..errors import FacetrustError, FrameSourceError
-from ..images import load_image
+from ..images import IMAGE_SUFFIXES, load_image
 from ..text import is_whole_number
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 #: Largest camera index accepted (``/dev/video255``): OpenCV takes a C int and
 #: fails with a crash, not an error, on larger numbers.
