@@ -312,3 +312,10 @@ def test_a_small_webp_of_huge_dimensions_is_refused_before_its_canvas_is_allocat
     done = subprocess.run([sys.executable, "-c", _UNDER_A_MEMORY_LIMIT], input=data,
                           capture_output=True, env=env, timeout=120, check=True)
     assert done.stdout.decode().startswith("ImageTooLarge The image is 9000x9000"), done
+
+
+def test_a_png_with_a_damaged_header_is_called_damaged_not_another_format(photo: Path) -> None:
+    data = bytearray(_encode(Image.open(photo), "PNG"))
+    data[29] ^= 0xFF  # the header chunk's checksum
+    with pytest.raises(CorruptImage, match="is a damaged PNG file: its header cannot be read"):
+        load_image(bytes(data))

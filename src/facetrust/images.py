@@ -69,6 +69,9 @@ _OTHER_FORMATS = (
     (0, b"%PDF-", "PDF"),
 )
 
+#: How a format of :data:`SUPPORTED_FORMATS` is named to people, where not as Pillow does.
+_FORMAT_NAMES = {"MPO": "JPEG", "WEBP": "WebP"}
+
 #: Smallest side, in pixels, of an image that can hold a usable face.
 MIN_IMAGE_SIDE = 32
 
@@ -197,7 +200,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
             # libwebp allocates the canvas as the file is opened: refused before that
             _check_dimensions(*declared, max_pixels, name)
         try:
-            image = _open_header(stream)
+            image = _open_header(stream, name)
         except Image.DecompressionBombError:  # Pillow's own limit, below a raised cap
             raise ImageTooLarge(_pillow_limit_message(name), setting="max_pixels") from None
         except (OSError, SyntaxError, ValueError) as error:
@@ -225,9 +228,11 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
     return _pil_to_rgb(upright, name)
 
 
-def _open_header(stream: io.BytesIO) -> Image.Image | None:
+def _open_header(stream: io.BytesIO, name: str) -> Image.Image | None:
     """``stream`` opened by the first plugin of :data:`SUPPORTED_FORMATS` that takes it
-    (its header read, no pixel decoded), or None when none does.
+    (its header read, no pixel decoded), or None when none does. A file whose first
+    bytes are a supported format's but whose header that format cannot read is
+    refused as damaged (:class:`CorruptImage`), not as another format.
 
     What :func:`PIL.Image.open` does with ``formats=``, less its decompression-bomb
     check: that check reads Pillow's process-wide ``MAX_IMAGE_PIXELS``, which
@@ -237,6 +242,7 @@ def _open_header(stream: io.BytesIO) -> Image.Image | None:
     """
     Image.init()  # registers every plugin, so the allow-list can be looked up
     prefix = stream.getvalue()[:16]
+    damaged: tuple[str, Exception] | None = None
     for fmt in SUPPORTED_FORMATS:
         if fmt not in Image.OPEN:
             continue
@@ -247,9 +253,16 @@ def _open_header(stream: io.BytesIO) -> Image.Image | None:
         stream.seek(0)
         try:
             image: Image.Image = factory(stream, "")
-        except (SyntaxError, IndexError, TypeError, struct.error):
-            continue  # not this format after all, as Image.open decides
+        except (SyntaxError, IndexError, TypeError, struct.error) as error:
+            damaged = damaged or (fmt, error)
+            continue  # another plugin may take it (MPO after JPEG), as Image.open does
         return image
+    if damaged is not None:
+        kind, why = damaged
+        raise CorruptImage(
+            f"{name} is a damaged {_FORMAT_NAMES.get(kind, kind)} file: its header cannot be "
+            f"read ({why}). Re-export or re-upload the photo."
+        )
     return None
 
 
