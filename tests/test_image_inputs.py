@@ -430,3 +430,18 @@ def test_a_consented_gallery_keeps_nothing_of_a_refused_file(
                                actor="registrar")
             assert words(str(refused.value)) == reference.refusals[name][1]
             assert gallery.parts.store.templates_of("colin") == []  # not even the good one
+
+
+def test_a_photo_with_damaged_exif_leaves_no_python_warning_on_the_commands_stderr(
+    tmp_path: Path, reference: Reference
+) -> None:
+    data = bytearray(reference.accepted["exif6.jpg"].read_bytes())
+    at = data.find(b"\x01\x12\x00\x03")  # the Orientation entry (big-endian EXIF)
+    assert at > 0
+    data[at + 4:at + 8] = (100_000).to_bytes(4, "big")  # its count: past the file's end
+    damaged = tmp_path / "damaged-exif.jpg"
+    damaged.write_bytes(bytes(data))
+    done = installed_runner()("verify", str(damaged), str(reference.accepted["photo.png"]),
+                              code=2)  # read as it is stored (sideways): no face found
+    assert done.stderr.startswith("error: No face was found"), done.stderr
+    assert "Warning" not in done.stderr and "warnings.warn" not in done.stderr

@@ -195,6 +195,10 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
     with warnings.catch_warnings():
         # The pixel cap below replaces Pillow's global bomb check.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow warns of odd metadata it skips ("Corrupt EXIF data", "Skipping tag
+        # 274") as Python warnings: a command's stderr would show its file and source
+        # line beside facetrust's one-line error. What it skips is read as absent.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
         stream = _EndNotingReader(data)
         if (declared := _webp_canvas_size(data)) is not None:
             # libwebp allocates the canvas as the file is opened: refused before that
