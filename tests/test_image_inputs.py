@@ -251,6 +251,7 @@ def test_the_installed_command_embeds_enrols_and_verifies_as_the_library_does(
     refused = command("verify", str(reference.accepted["photo.png"]),
                       str(reference.refused["animated.gif"]), code=2)
     assert reference.refusals["animated.gif"][1] in refused.stderr
+    assert refused.stderr.rstrip().endswith("(argument IMAGE_B)")  # which of the two
 
 
 def test_the_byte_cap_and_the_pixel_cap_say_which_was_met(
@@ -354,6 +355,9 @@ def test_the_rest_service_enrols_verifies_and_identifies_as_the_library_does(
                 answer = operator.post(route, data=form, files=files)
                 said = at_the_services_cap(reference.refusals[name][1])
                 assert words(answer.json()["detail"]) == said, route
+                # of two photos, which one was refused
+                assert answer.json().get("field") == ("image_b" if field == "image_b"
+                                                      else None), answer.json()
 
     big = io.BytesIO()  # over the test server's 2 MB body cap, under its pixel cap
     Image.effect_noise((1100, 1100), 64).convert("RGB").save(big, "BMP")
@@ -386,6 +390,15 @@ def test_the_console_upload_refuses_in_the_librarys_words_and_enrols_its_templat
             data={"subject_id": "console-colin", "csrf": csrf_of(browser, "/console/enrol")})
         assert answer.status_code == 201, _page_text(answer.text)[:500]
     with logged_in(server, "operator") as browser:
+        png = reference.accepted["photo.png"]
+        answer = browser.post(
+            "/console/verify",
+            files={"image_a": _upload(png), "image_b": _upload(reference.refused["still.gif"])},
+            data={"purpose": PURPOSE, "case_ref": "case-c",
+                  "csrf": csrf_of(browser, "/console/verify")})
+        assert answer.status_code == 415
+        assert f"Photo B: The image {reference.refusals['still.gif'][1]}" in _page_text(
+            answer.text)  # of two photos, which one was refused
         answer = browser.post(
             "/console/identify", files={"image": _upload(reference.refused["huge-pages.tiff"])},
             data={"purpose": PURPOSE, "case_ref": "case-c",

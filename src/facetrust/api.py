@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from .config import Settings
+from .errors import errors_about
 from .faces import EmbeddedFace, Face
 from .images import ImageSource
 from .matching import OperatingPoint, Verdict, compare
@@ -62,6 +63,8 @@ def verify(
         ``match`` is ``distance <= threshold``; lower distance is more similar.
     """
     pipeline = default_pipeline(settings)
-    a = pipeline.embed_one(image_a, face_policy, check_quality=check_quality)
-    b = pipeline.embed_one(image_b, face_policy, check_quality=check_quality)
+    with errors_about("image_a"):  # which photo was refused: ``error.field``
+        a = pipeline.embed_one(image_a, face_policy, check_quality=check_quality)
+    with errors_about("image_b"):
+        b = pipeline.embed_one(image_b, face_policy, check_quality=check_quality)
     return compare(a.embedding, b.embedding, operating_point)

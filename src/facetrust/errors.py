@@ -52,6 +52,8 @@ builtin category it inherits both (``InvalidParameter`` is a ``ValueError``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,6 +71,20 @@ class FacetrustError(Exception):
     def __init__(self, *args: object, field: str | None = None) -> None:
         super().__init__(*args)
         self.field = field
+
+
+@contextmanager
+def errors_about(field: str) -> Iterator[None]:
+    """A :class:`FacetrustError` raised inside names ``field`` as the parameter at fault,
+    unless it names one already: where one call reads several images (``image_a``,
+    ``image_b``), each entry point can then say which was refused.
+    """
+    try:
+        yield
+    except FacetrustError as error:
+        if error.field is None:
+            error.field = field
+        raise
 
 
 class InvalidParameter(FacetrustError, ValueError):

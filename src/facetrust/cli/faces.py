@@ -11,12 +11,12 @@ import click
 from click.core import ParameterSource
 
 from ..api import default_pipeline
+from ..api import verify as verify_photos
 from ..batch import embed_many
 from ..config import Settings
 from ..demo import run_gate_demo
 from ..errors import FacetrustError
 from ..gallery.config import GALLERY_ENV, find_config, operating_point_of
-from ..matching import compare
 from ..pipeline import DEFAULT_FACE_POLICY, FACE_POLICY_HELP, FacePolicy, parse_face_policy
 
 EXIT_MATCH, EXIT_NO_MATCH = 0, 1
@@ -184,10 +184,9 @@ def verify(
     if operating_point is None:
         operating_point = operating_point_of(gallery_path)
         source = "default" if operating_point is None else "gallery"
-    pipeline = default_pipeline(_settings(detector, max_side))
-    a = pipeline.embed_one(image_a, policy, check_quality=not no_quality_check)
-    b = pipeline.embed_one(image_b, policy, check_quality=not no_quality_check)
-    verdict = compare(a.embedding, b.embedding, operating_point)
+    verdict = verify_photos(image_a, image_b, operating_point=operating_point,
+                            face_policy=policy, check_quality=not no_quality_check,
+                            settings=_settings(detector, max_side))
     if as_json:
         _emit({"image_a": image_a, "image_b": image_b, **verdict.to_dict(),
                "operating_point_source": source})

@@ -27,11 +27,24 @@ class FacetrustGroup(click.Group):
         except FacetrustError as error:
             if ctx.find_root().params.get("debug"):
                 raise
-            option = f" (option --{error.field.replace('_', '-')})" if error.field else ""
+            option = f" ({_parameter(ctx, error.field)})" if error.field else ""
             if isinstance(error, ImageTooLarge) and error.setting:  # the CLI's user runs it
                 option += " " + error.cap_hint()
             click.echo(f"error: {error}{option}", err=True)
             sys.exit(EXIT_ERROR)
+
+
+def _parameter(ctx: click.Context, field: str) -> str:
+    """How the command line names the parameter ``field``: ``IMAGE_B`` for an argument
+    of the command that failed, ``option --case-ref`` otherwise."""
+    command: click.Command | None = ctx.command
+    name = ctx.invoked_subcommand
+    while isinstance(command, click.Group) and name:
+        command, name = command.get_command(ctx, name), None
+    for param in getattr(command, "params", []):
+        if param.name == field and isinstance(param, click.Argument):
+            return f"argument {param.human_readable_name}"
+    return f"option --{field.replace('_', '-')}"
 
 
 @click.group(cls=FacetrustGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import errors_about
 from ..faces import Face
 from ..matching import Verdict, compare
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
@@ -140,8 +141,10 @@ def verify_photos(
         purpose = gallery.check_purpose(purpose)
         actor = check_name(actor, "actor")
         case_ref = check_case_ref(case_ref)
-        a = gallery.pipeline.embed_one(photo_a, face_policy, check_quality=True)
-        b = gallery.pipeline.embed_one(photo_b, face_policy, check_quality=True)
+        with errors_about("image_a"):  # which photo was refused: ``error.field``
+            a = gallery.pipeline.embed_one(photo_a, face_policy, check_quality=True)
+        with errors_about("image_b"):
+            b = gallery.pipeline.embed_one(photo_b, face_policy, check_quality=True)
     point = gallery.operating_point(a.embedding.model_id)
     verdict = compare(a.embedding, b.embedding, point)
     digests = (hashlib.sha256(photo_a).hexdigest(), hashlib.sha256(photo_b).hexdigest())

@@ -209,7 +209,9 @@ def install_handlers(app: FastAPI) -> None:
         problem = problem_of(error)
         note(request, problem)
         retry = {"Retry-After": "1"} if isinstance(error, errors.StoreUnavailable) else None
-        return problem_response(problem, str(error), instance=request.url.path, headers=retry)
+        where = {"field": error.field} if error.field else {}  # which input, e.g. image_b
+        return problem_response(problem, str(error), instance=request.url.path, headers=retry,
+                                **where)
 
     @app.exception_handler(Problem)
     async def service_error(request: Request, error: Problem) -> JSONResponse:

@@ -27,7 +27,7 @@ from ..auth import service_state
 from ..permissions import permits
 from ..problems import PROBLEM_MEDIA_TYPE, SERVICE_PROBLEMS, Problem, note_problem, problem_of
 from .access import LoginRequired, forbidden_page, session_key
-from .rendering import render_page
+from .rendering import LABELS, render_page
 from .routes_enrolment import enrol_context
 from .routes_session import login_page
 
@@ -44,16 +44,6 @@ FORM_PAGES: Mapping[str, tuple[str, str]] = {
     "/console/verify": ("verify.html", "verify_photos"),
     "/console/identify": ("identify.html", "identify"),
     "/console/keys": ("keys.html", "list_api_keys"),
-}
-
-#: Form field names as the pages label them.
-LABELS = {
-    "purpose": "Purpose", "purposes": "Purposes", "case_ref": "Case reference",
-    "k": "Most candidates", "image": "Photo", "image_a": "Photo A", "image_b": "Photo B",
-    "photo": "Photo", "subject_id": "Subject", "expires_on": "Expires on",
-    "evidence_ref": "Evidence reference", "notice_version": "Privacy notice version",
-    "display_name": "Display name", "evidence_sha256": "SHA-256 of the signed form",
-    "csrf": "Form token", "api_key": "API key", "name": "Used by", "role": "Role",
 }
 
 

@@ -18,7 +18,8 @@ from ..problems import Problem, problem_of
 from .csrf import csrf_token
 
 __all__ = [
-    "PAGES", "PROBLEM_TYPE_HEADER", "SECURITY_HEADERS", "error_context", "render_page", "templates",
+    "LABELS", "PAGES", "PROBLEM_TYPE_HEADER", "SECURITY_HEADERS", "error_context", "render_page",
+    "templates",
 ]
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -106,6 +107,17 @@ def render_page(
     return response
 
 
+#: Form field names as the pages label them.
+LABELS = {
+    "purpose": "Purpose", "purposes": "Purposes", "case_ref": "Case reference",
+    "k": "Most candidates", "image": "Photo", "image_a": "Photo A", "image_b": "Photo B",
+    "photo": "Photo", "subject_id": "Subject", "expires_on": "Expires on",
+    "evidence_ref": "Evidence reference", "notice_version": "Privacy notice version",
+    "display_name": "Display name", "evidence_sha256": "SHA-256 of the signed form",
+    "csrf": "Form token", "api_key": "API key", "name": "Used by", "role": "Role",
+}
+
+
 def error_context(error: FacetrustError | Problem) -> dict[str, Any]:
     """The template's ``error`` panel (title, detail, type URI, status) for ``error``."""
     if isinstance(error, Problem):
@@ -113,5 +125,8 @@ def error_context(error: FacetrustError | Problem) -> dict[str, Any]:
                 "type": error.problem.uri, "status": error.problem.status,
                 "headers": error.headers}
     problem = problem_of(error)
-    return {"title": problem.title, "detail": str(error), "type": problem.uri,
+    detail = str(error)
+    if error.field in ("image", "image_a", "image_b", "photo"):  # which of the photos
+        detail = f"{LABELS[error.field]}: {detail}"
+    return {"title": problem.title, "detail": detail, "type": problem.uri,
             "status": problem.status}
