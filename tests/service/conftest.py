@@ -128,6 +128,9 @@ KEYS = {
     "enroller-closing": Role.ENROLLER,
     "closing-searcher": Role.OPERATOR,
     "closing-reviewer": Role.OPERATOR,
+    "enroller-privacy": Role.ENROLLER,
+    "operator-privacy": Role.OPERATOR,
+    "reviewer-privacy": Role.OPERATOR,
 }
 
 

@@ -31,6 +31,7 @@ from . import (
 from .apikeys import ApiKeys, SqlApiKeyStore
 from .auth import KeyBeforeBody
 from .buckets import SqlBuckets
+from .headers import PrivacyHeaders
 from .limits import BodySizeLimit, FailureThrottle, RequestTimeout, TokenBucket
 from .metrics import Metrics, MetricsMiddleware, install_access_log_filter
 from .policy import record_policy_change
@@ -184,7 +185,8 @@ def create_app(
     app.add_middleware(console.ConsoleErrorPages)  # their refusals as console pages
     app.add_middleware(RefusalAudit, floods=floods)  # outside the body cap: sees its 413s
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id
+    app.add_middleware(RequestIdMiddleware)  # every answer carries X-Request-Id
+    app.add_middleware(PrivacyHeaders)  # outermost: no-store, CSP, ... on every answer, 500s too
     return app
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .headers import privacy_headers
 from .problems import PROBLEM_MEDIA_TYPE, SERVICE_PROBLEMS
 
 __all__ = ["HEADER_TIMEOUT_S", "MAX_HEADER_BYTES", "BoundedHttpToolsProtocol"]
@@ -109,6 +110,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         head += [name + b": " + value + b"\r\n" for name, value in
                  self.server_state.default_headers]
+        # as the app's answers (PrivacyHeaders): the request's path is not read yet
+        head += [f"{name}: {value}\r\n".encode() for name, value in privacy_headers("").items()]
         head += [b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n",
                  b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n"]
         self.transport.write(b"".join(head) + body)

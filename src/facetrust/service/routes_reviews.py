@@ -6,7 +6,8 @@ The gallery gives the photos only to a reviewer who may review the
 identification (not the one who searched, unless the policy allows it), only
 for its candidates and only while it is pending, and audits each view and
 each refusal itself (``reference.view``, ``pending-probe.view``, ``.refused``).
-Photos are JPEG copies for display, sent with ``Cache-Control: no-store``.
+Photos are JPEG copies for display, sent (as every answer) with
+``Cache-Control: no-store`` (:mod:`.headers`).
 Decisions are posted to ``/v1/identifications/{id}/reviews`` (:mod:`.routes_search`).
 """
 
@@ -26,14 +27,11 @@ from .inputs import SubjectIdPath, round_distances
 from .problems import AUTH_PROBLEMS, Problem, problem_responses
 from .refusals import mark_audited
 
-__all__ = ["NO_STORE", "photo_response", "reviewer_call", "router"]
+__all__ = ["photo_response", "reviewer_call", "router"]
 
 T = TypeVar("T")
 
 router = APIRouter(prefix="/v1", tags=["review"], responses={**AUTH_PROBLEMS})
-
-#: Headers of every photo a reviewer is shown: never kept by the browser or a proxy.
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 IdentificationId = Annotated[str, Path(min_length=1, max_length=200)]
 JPEG: dict[int | str, dict[str, Any]] = {
@@ -49,7 +47,8 @@ async def reviewer_call(request: Request, fn: Callable[[Gallery], T]) -> T:
 
 
 def photo_response(shown: ProbePhoto | ReferencePhoto) -> Response:
-    """The photo as a JPEG copy (the probe with its face box drawn), ``no-store``.
+    """The photo as a JPEG copy (the probe with its face box drawn); like every answer
+    it is ``no-store`` (:mod:`.headers`).
 
     Raises
     ------
@@ -60,7 +59,7 @@ def photo_response(shown: ProbePhoto | ReferencePhoto) -> Response:
         mark_audited()  # the gallery audited the view
         raise Problem("not-found", shown.message or "No photo is kept.")
     box = shown.box if isinstance(shown, ProbePhoto) else None
-    return Response(display_copy(shown.photo, box), media_type="image/jpeg", headers=NO_STORE)
+    return Response(display_copy(shown.photo, box), media_type="image/jpeg")
 
 
 @router.get("/reviews", operation_id="list_review_queue", responses=problem_responses(422))

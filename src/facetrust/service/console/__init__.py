@@ -10,7 +10,7 @@ the key's role may use.
 Modules, one job each:
 
 - ``csrf``: CSRF tokens bound to the session cookie.
-- ``rendering``: templates, the menu table, security headers, error panels.
+- ``rendering``: templates, the menu table, error panels.
 - ``errors``: every error under ``/console`` as a page in the layout, not problem+json.
 - ``access``: the session's key, and the guard every page runs first.
 - ``previews``: inline ``data:`` image previews of uploads and face chips.
@@ -21,7 +21,8 @@ Modules, one job each:
 - ``routes_reviews``: the review queue and review pages, with their photos (operator).
 - ``routes_audit``: audit trail and evaluation reports (auditor).
 - ``routes_admin``: API keys and the retention sweep (admin).
-- ``routes_static``: the console's own scripts (``static/``), allowed by the CSP.
+- ``routes_static``: the console's own scripts and style sheets (``static/``), allowed by
+  the CSP.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from . import (
     routes_subjects,
 )
 from .errors import ConsoleErrorPages, install_error_pages
-from .rendering import PAGES, SECURITY_HEADERS
+from .rendering import PAGES
 
-__all__ = ["PAGES", "SECURITY_HEADERS", "ConsoleErrorPages", "install_error_pages", "router"]
+__all__ = ["PAGES", "ConsoleErrorPages", "install_error_pages", "router"]
 
 router = APIRouter(include_in_schema=False)  # each page router has the /console prefix
 router.include_router(routes_session.router)

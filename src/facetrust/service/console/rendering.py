@@ -1,4 +1,8 @@
-"""Rendering console pages: templates, menu, security headers and error panels."""
+"""Rendering console pages: templates, menu and error panels.
+
+Their security headers (no-store, CSP, ...) are set for every answer in one place,
+:class:`facetrust.service.headers.PrivacyHeaders`.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,7 @@ from ..problems import Problem, problem_of
 from .csrf import csrf_token
 
 __all__ = [
-    "LABELS", "PAGES", "PROBLEM_TYPE_HEADER", "SECURITY_HEADERS", "error_context", "render_page",
-    "templates",
+    "LABELS", "PAGES", "PROBLEM_TYPE_HEADER", "error_context", "render_page", "templates",
 ]
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -59,23 +62,11 @@ PAGES = (
 #: Response header naming the problem type of a console error page.
 PROBLEM_TYPE_HEADER = "X-Problem-Type"
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-        "script-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
 
 def render_page(
     request: Request, key: ApiKey | None, template: str, status: int = 200, **context: Any
 ) -> HTMLResponse:
-    """Render ``template`` for ``key`` with the menu, CSRF token and security headers.
+    """Render ``template`` for ``key`` with the menu and CSRF token.
 
     Parameters
     ----------
@@ -98,7 +89,6 @@ def render_page(
          "typed": {}, **context},
         status_code=status,
     )
-    response.headers.update(SECURITY_HEADERS)
     error = context.get("error")
     if isinstance(error, dict) and error.get("type"):
         # the problem type of an error page, for the audit of refusals (RefusalAudit)

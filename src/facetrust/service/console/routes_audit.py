@@ -27,7 +27,7 @@ from ..apikeys import ApiKey
 from ..auth import service_state
 from ..reports import REPORT_TYPES, report_files
 from .access import guard
-from .rendering import PREFIX, SECURITY_HEADERS, error_context, render_page
+from .rendering import PREFIX, error_context, render_page
 
 __all__ = ["router"]
 
@@ -175,10 +175,9 @@ async def audit_export(request: Request) -> Response:
     text = await service_state(request).call(export)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     response = Response(text, media_type="application/x-ndjson")
-    response.headers.update({
-        **SECURITY_HEADERS,
-        "Content-Disposition": f'attachment; filename="facetrust-audit-{stamp}.jsonl"',
-    })
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="facetrust-audit-{stamp}.jsonl"'
+    )
     return response
 
 
@@ -209,6 +208,8 @@ async def report_page(request: Request, name: str) -> Response:
             return render_page(request, key, "report.html", name=name, content=content,
                                text=json.dumps(content, indent=2) if content is not None else "")
         response = FileResponse(path, media_type=REPORT_TYPES[path.suffix])
-        response.headers.update({**SECURITY_HEADERS, "Content-Security-Policy": "sandbox"})
+        # shown as a document of its own: no script, an opaque origin (a report's
+        # inline style still applies); the other headers are PrivacyHeaders'
+        response.headers["Content-Security-Policy"] = "sandbox"
         return response
     return render_page(request, key, "forbidden.html", status=404, operation=f"report {name}")
