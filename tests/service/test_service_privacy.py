@@ -1,5 +1,5 @@
 """What leaves the service besides the answer: cache and security headers on every
-answer.
+answer; no crash on a report nested too deep.
 
 Nearly every answer holds personal or biometric data (candidates, review cases and
 their photos, subjects, consents, audit events and exports, evaluation reports), so
@@ -163,3 +163,15 @@ def test_console_pages_have_no_inline_style_and_load_their_style_sheets(
         served = reviewer.get(sheet)
         assert served.status_code == 200 and served.headers["content-type"].startswith("text/css")
         assert served.headers["cache-control"] == "no-cache"  # no personal data in it
+
+
+def test_a_report_nested_past_pythons_limit_is_a_page_not_a_crash(
+    live_server: LiveServer,
+) -> None:
+    # Found for real: json.loads raises RecursionError (not ValueError) on it.
+    (live_server.folder / "reports" / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with logged_in(live_server, "auditor") as auditor:
+        shown = auditor.get("/console/reports/deep.json")
+    assert shown.status_code == 200, shown.text
+    assert "deep.json" in shown.text
+    assert_private(shown, "deep report")

@@ -203,10 +203,11 @@ async def report_page(request: Request, name: str) -> Response:
         if path.suffix == ".json":
             try:
                 content = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                content = None
+                text = json.dumps(content, indent=2)
+            except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
+                content, text = None, ""
             return render_page(request, key, "report.html", name=name, content=content,
-                               text=json.dumps(content, indent=2) if content is not None else "")
+                               text=text)
         response = FileResponse(path, media_type=REPORT_TYPES[path.suffix])
         # shown as a document of its own: no script, an opaque origin (a report's
         # inline style still applies); the other headers are PrivacyHeaders'
