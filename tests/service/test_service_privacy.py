@@ -1,5 +1,5 @@
 """What leaves the service besides the answer: cache and security headers on every
-answer; no crash on a report nested too deep.
+answer, nothing personal in the server's log, no crash on a report nested too deep.
 
 Nearly every answer holds personal or biometric data (candidates, review cases and
 their photos, subjects, consents, audit events and exports, evaluation reports), so
@@ -11,13 +11,20 @@ each one, of the API and the console, GET or POST, success, error or redirect, i
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from .conftest import MAX_BODY_BYTES, LiveServer, enrolled_subject, photo
+from facetrust.service.headers import PrivacyHeaders
+from facetrust.service.problems import install_handlers
+from facetrust.service.request_ids import RequestIdMiddleware
+
+from .conftest import MAX_BODY_BYTES, LiveServer, enrol, enrolled_subject, photo
 from .test_console_edges import csrf_of, logged_in
 
 pytestmark = pytest.mark.service
@@ -175,3 +182,47 @@ def test_a_report_nested_past_pythons_limit_is_a_page_not_a_crash(
     assert shown.status_code == 200, shown.text
     assert "deep.json" in shown.text
     assert_private(shown, "deep report")
+
+
+def test_the_server_log_holds_no_key_cookie_token_case_reference_or_subject_id(
+    live_server: LiveServer, identification: str, reviewer: httpx.Client
+) -> None:
+    secrets = [live_server.keys["reviewer-privacy"], live_server.keys["enroller-privacy"],
+               *reviewer.cookies.values(), CASE_REF, SUBJECT, identification, "privacy-query"]
+    reviewer.get(f"/console/reviews/{identification}")
+    reviewer.get(f"/console/reviews/{identification}?recorded={SUBJECT}:confirm")
+    with live_server.client("enroller-privacy") as enroller:
+        enroller.get("/v1/subjects", params={"q": "privacy-query"})
+        enroller.get(f"/v1/subjects/{SUBJECT}/consents")
+        enroller.delete("/v1/subjects/privacy-nobody", params={"reason": "privacy-query"})
+        enrol(enroller, SUBJECT, photo("Hu_Jintao", 3))
+    log = live_server.log.read_text(errors="replace")
+    assert "/console/reviews/{identification_id}" in log  # the route template instead
+    for secret in secrets:
+        assert secret not in log, secret
+
+
+def test_an_unexpected_error_is_logged_by_route_and_request_id_never_by_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The one real crash found (a report nested too deep) is fixed, so a failing route.
+    app = FastAPI()
+    install_handlers(app)
+
+    @app.get("/v1/subjects/{subject_id}")
+    def fails(subject_id: str) -> None:
+        raise RuntimeError("a bug")
+
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(PrivacyHeaders)
+    with caplog.at_level(logging.ERROR, logger="facetrust.service"), \
+            TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/v1/subjects/jane-doe-1975?q=secret",
+                            headers={"X-Request-Id": "bug-2"})
+    assert answer.status_code == 500
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.json()["type"] == "/problems/internal-error"
+    assert "bug-2" in answer.json()["detail"] and "a bug" not in answer.text
+    assert_private(answer, "internal error")
+    logged = [r.getMessage() for r in caplog.records if r.name == "facetrust.service"]
+    assert logged == ["Unexpected error on GET /v1/subjects/{subject_id} (request id bug-2)"]

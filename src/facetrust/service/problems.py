@@ -18,9 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from .. import errors
 from ..gallery.refusals import bounded
+from .metrics import route_of
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "/problems/"
@@ -191,6 +193,15 @@ def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def log_unexpected(scope: Scope) -> None:
+    """Log the exception being handled for the request of ``scope``, named by its method,
+    route template and request id: never its path or query (they hold subject and
+    identification ids, search terms, reasons), as the access log (:mod:`.metrics`)."""
+    request_id = (scope.get("state") or {}).get("request_id", "none")
+    log.exception("Unexpected error on %s %s (request id %s)", scope.get("method"),
+                  route_of(scope), request_id)
+
+
 def note_problem(request: Request, slug: str) -> None:
     """Count one answer of problem type ``slug`` in the app's metrics (if it has them)."""
     metrics = getattr(request.app.state, "metrics", None)
@@ -246,7 +257,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("Unexpected error on %s %s", request.method, bounded(request.url.path))
+        log_unexpected(request.scope)
         problem = SERVICE_PROBLEMS["internal-error"]
         note(request, problem)
         return problem_response(

@@ -11,7 +11,6 @@ same status the API would answer.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -25,7 +24,14 @@ from ...errors import FacetrustError
 from ..apikeys import Role
 from ..auth import service_state
 from ..permissions import permits
-from ..problems import PROBLEM_MEDIA_TYPE, SERVICE_PROBLEMS, Problem, note_problem, problem_of
+from ..problems import (
+    PROBLEM_MEDIA_TYPE,
+    SERVICE_PROBLEMS,
+    Problem,
+    log_unexpected,
+    note_problem,
+    problem_of,
+)
 from .access import LoginRequired, forbidden_page, session_key
 from .rendering import LABELS, render_page
 from .routes_enrolment import enrol_context
@@ -33,7 +39,6 @@ from .routes_session import login_page
 
 __all__ = ["FORM_PAGES", "ConsoleErrorPages", "install_error_pages", "validation_message"]
 
-log = logging.getLogger(__name__)
 
 Handler = Callable[[Request, Any], Awaitable[Response]]
 
@@ -248,7 +253,7 @@ class ConsoleErrorPages:
         except Exception:
             if sent:
                 raise
-            log.exception("Unexpected error on %s %s", scope.get("method"), path)
+            log_unexpected(scope)
             if not await self._unexpected(scope, send):
                 raise  # the page itself failed: the API's answer, from the outer middleware
 
@@ -257,9 +262,11 @@ class ConsoleErrorPages:
         request = Request(scope)
         internal = SERVICE_PROBLEMS["internal-error"]
         note_problem(request, internal.slug)
+        request_id = (scope.get("state") or {}).get("request_id", "none")
         panel = {"title": "Something went wrong", "type": internal.uri,
                  "detail": "The console failed unexpectedly; nothing is shown of the error "
-                           "here, it is in the server log. Try again, or tell your admin."}
+                           f"here, it is in the server log under request id {request_id}. "
+                           "Try again, or tell your admin that request id."}
         try:
             response = await console_error(request, 500, panel, keep_typed=False)
         except Exception:  # noqa: BLE001 - e.g. the service database is down too
