@@ -121,6 +121,7 @@ def test_a_header_block_past_64_kib_is_refused_431_before_it_is_all_read(
         answer = read_answer(sock)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     assert b"/problems/headers-too-large" in answer, answer
+    assert b"cache-control: no-store\r\n" in answer.lower(), answer  # as every answer's
     assert sent < 8 * 1024 * 1024, sent  # refused early, not after the whole block
     with server.client() as anonymous:  # and the server is still there for others
         assert anonymous.get("/healthz").status_code == 200
