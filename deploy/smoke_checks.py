@@ -36,7 +36,7 @@ def clients(base: str, ca: str, keys: dict[str, str]) -> Callable[..., httpx.Cli
     return client
 
 
-def identify_colin(operator: httpx.Client, photo: Path, attempt: str) -> None:
+def identify_colin(operator: httpx.Client, photo: Path, attempt: str) -> httpx.Response:
     with photo.open("rb") as handle:
         found = operator.post(
             "/v1/identify", files={"image": (photo.name, handle, "image/jpeg")},
@@ -46,6 +46,7 @@ def identify_colin(operator: httpx.Client, photo: Path, attempt: str) -> None:
     first = found.json()["candidates"][:1]
     check(bool(first) and first[0]["subject_id"] == "smoke-colin",
           f"identify #{attempt} finds the enrolled subject", found.text)
+    return found
 
 
 def from_address(base: str, ca: str, address: str) -> httpx.Client:
@@ -103,9 +104,15 @@ def main(
             enrolled = enroller.post("/v1/subjects/smoke-colin/enrolments",
                                      files={"photo": (colin[0].name, handle, "image/jpeg")})
         check(enrolled.status_code == 201, "enrol a photo", enrolled.text)
+        # a query naming the subject: smoke.sh then checks nginx's access log for it
+        listed = enroller.get("/v1/subjects", params={"q": "smoke-colin"})
+        check(listed.status_code == 200, "find the subject", listed.text)
     with client("operator") as operator:
         for attempt in range(1, 5):  # least_conn spreads them over both replicas
-            identify_colin(operator, colin[1], str(attempt))
+            found = identify_colin(operator, colin[1], str(attempt))
+        check(found.headers.get("cache-control") == "no-store"
+              and found.headers.get("x-content-type-options") == "nosniff",
+              "a candidate list reaches the client with Cache-Control: no-store", found.headers)
         # nginx lets a body over the service's limit (10 MiB) through, so the
         # client gets the service's problem+json, not nginx's HTML page
         too_big = operator.post(
