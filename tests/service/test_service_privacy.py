@@ -176,9 +176,14 @@ def test_a_report_nested_past_pythons_limit_is_a_page_not_a_crash(
     live_server: LiveServer,
 ) -> None:
     # Found for real: json.loads raises RecursionError (not ValueError) on it.
-    (live_server.folder / "reports" / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    with logged_in(live_server, "auditor") as auditor:
-        shown = auditor.get("/console/reports/deep.json")
+    # The server is shared by the whole session: the report must not outlive this test.
+    deep = live_server.folder / "reports" / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    try:
+        with logged_in(live_server, "auditor") as auditor:
+            shown = auditor.get("/console/reports/deep.json")
+    finally:
+        deep.unlink()
     assert shown.status_code == 200, shown.text
     assert "deep.json" in shown.text
     assert_private(shown, "deep report")
