@@ -34,7 +34,7 @@ from typing import IO, Any
 from .crypto import keyed_digest
 from .errors import AuditChainBroken, InvalidParameter
 from .store.base import AuditHead, AuditRecord, Store
-from .text import printable_json
+from .text import canonical, name_key, printable_json
 
 GENESIS_MAC = "0" * 64
 
@@ -365,6 +365,12 @@ class AuditLog:
     ) -> Iterator[AuditEvent]:
         """Events in order, filtered (``since`` inclusive, ``until`` exclusive).
 
+        The text filters are read as every entry point reads them: outer spaces
+        are ignored (a blank filter is no filter), a purpose matches in any
+        Unicode normal form, and an actor matches every spelling that names the
+        same person (:func:`~facetrust.text.name_key`: case and Unicode form
+        aside), as the review desk compares reviewers.
+
         Keyset pagination over ``seq``: ``after_seq`` and ``before_seq`` are
         exclusive bounds, ``limit`` caps how many events come back. With
         ``newest_first`` the events come newest first, so
@@ -387,6 +393,12 @@ class AuditLog:
             raise InvalidParameter(
                 f"The 'limit' parameter of events must be 0 or more. Got {limit} instead."
             )
+        subject, actor, purpose, kind = (
+            (value.strip() or None) if isinstance(value, str) else value
+            for value in (subject, actor, purpose, kind)
+        )
+        actor = None if actor is None else name_key(actor)
+        purpose = None if purpose is None else canonical(purpose)
         with self._store.snapshot():
             records = list(self._store.audit_records(after_seq))
         chosen = (
@@ -412,9 +424,11 @@ class AuditLog:
     ) -> bool:
         if subject is not None and subject not in record.subject_ids:
             return False
-        if actor is not None and record.actor != actor:
+        if actor is not None and name_key(record.actor or "") != actor:
             return False
-        if purpose is not None and record.purpose != purpose:
+        if purpose is not None and (
+            record.purpose is None or canonical(record.purpose) != purpose
+        ):
             return False
         if kind is not None and record.kind != kind:
             return False

@@ -18,7 +18,10 @@ import re
 import unicodedata
 from typing import Any
 
-__all__ = ["hidden_characters", "is_whole_number", "printable_json", "readable_path", "shown"]
+__all__ = [
+    "canonical", "hidden_characters", "is_whole_number", "printable_json", "name_key",
+    "readable_path", "shown",
+]
 
 
 def _is_hidden(char: str) -> bool:
@@ -31,6 +34,24 @@ def _is_hidden(char: str) -> bool:
 _MAYBE_HIDDEN = re.compile(r"[\x00-\x1f\x7f-\U0010ffff]")
 #: The same but for the ASCII controls, which JSON text escapes itself.
 _MAYBE_HIDDEN_IN_JSON = re.compile(r"[\x7f-\U0010ffff]")
+
+
+def canonical(text: str) -> str:
+    """``text`` in Unicode NFC: one spelling of what a reader sees as the same text.
+
+    ``"Jose\u0301"`` (an ``e`` then a combining accent, as macOS file names and
+    some keyboards write it) and ``"Jos\u00e9"`` look alike; stored, compared or
+    searched as given they would be two names, two case references or two purposes.
+    """
+    return unicodedata.normalize("NFC", text)
+
+
+def name_key(name: str) -> str:
+    """What decides whether two names (an actor, a reviewer) name the same person:
+    ``name`` in Unicode NFKC, case folded, so ``"Alice"``, ``"ALICE"`` and the
+    full-width ``"\uff41lice"`` are one name. Look-alikes from other scripts (a
+    Cyrillic ``"\u0430"`` for the Latin ``"a"``) stay distinct."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def is_whole_number(text: str) -> bool:

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -309,3 +310,26 @@ def test_a_photo_over_the_byte_cap_in_a_batch_is_refused_without_being_read(
     assert failure["reason"] == "image-too-large"
     assert failure["message"].startswith(f"The file {folder / 'huge.jpg'} is 1,610,612,736 bytes")
     assert "FACETRUST_MAX_BYTES" in failure["message"]  # the operator is told the setting
+
+
+@pytest.mark.slow  # the installed command, one batch run
+def test_a_withdrawn_consent_is_not_granted_again_from_its_form_spelled_in_another_form(
+    tmp_path: Path, facetrust: Runner
+) -> None:
+    # granted at a desk that types "formulário" composed (NFC), withdrawn, then a
+    # batch whose CSV was written on macOS, where file names are decomposed (NFD)
+    composed = "formul\u00e1rio-k.pdf"
+    decomposed = unicodedata.normalize("NFD", composed)
+    facetrust("subject", "add", "kofi", "--actor", "registrar")
+    facetrust("consent", "grant", "kofi", "--purpose", "boarding", "--days", "30",
+              "--evidence-ref", composed, "--evidence-sha256", SHA,
+              "--notice-version", "n1", "--actor", "registrar")
+    facetrust("consent", "withdraw", "kofi", "--actor", "dpo")
+    folder = tmp_path / "photos"
+    _photos(folder, {"kofi/1.jpg": sorted((SAMPLE / "Kofi_Annan").glob("*.jpg"))[0]})
+    csv = tmp_path / "consents.csv"
+    csv.write_text(HEADER + _row("kofi", "kofi", decomposed), encoding="utf-8")
+    again = _enrol(facetrust, folder, csv)
+    assert again["enrolled"] == 0
+    assert again["failures_by_reason"] == {"consent-withdrawn": 1}
+    assert not [c for c in _consents(facetrust, "kofi") if c["status"] == "active"]

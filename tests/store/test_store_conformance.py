@@ -95,6 +95,11 @@ def test_subjects_page_by_id_and_search_id_or_name(store: Store) -> None:
     assert [s.subject_id for s in store.page_subjects(contains="50%")] == ["b-2"]
     assert [s.subject_id for s in store.page_subjects(contains="_")] == ["e_5"]
     assert [s.subject_id for s in store.page_subjects(contains="a", after="a-1")] == []
+    # case is ignored beyond A-Z too (SQLite's own LOWER folds A-Z only)
+    with store.transaction():
+        store.insert_subject(SubjectRecord("f-6", "\u00c9lodie Dupr\u00e9", T0, T0))
+    for typed in ("\u00e9lodie", "\u00c9lodie", "DUPR\u00c9"):
+        assert [s.subject_id for s in store.page_subjects(contains=typed)] == ["f-6"], typed
 
 
 def test_writes_outside_a_transaction_are_refused(store: Store) -> None:

@@ -43,7 +43,7 @@ from ..errors import (
 from ..faces import Embedding, Quality
 from ..images import read_image_file
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
-from ..text import readable_path
+from ..text import canonical, readable_path
 from .checks import check_display_name, check_name, check_subject_id
 from .consent_csv import ConsentRow, images_in, photo_path, read_consent_csv
 from .core import Gallery
@@ -450,7 +450,8 @@ def write_subject(
         evidence = (row.evidence_ref, row.evidence_sha256.lower())
         same = [
             c for c in gallery.store.consents_of(row.subject_id)
-            if (c.evidence_ref, c.evidence_sha256.lower()) == evidence
+            # canonical: a consent recorded before the gallery stored text in NFC
+            if (canonical(c.evidence_ref), c.evidence_sha256.lower()) == evidence
         ]
         withdrawn = [c for c in same if c.withdrawn_at is not None]
         if withdrawn and len(withdrawn) == len(same):

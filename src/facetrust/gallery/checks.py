@@ -13,16 +13,18 @@ from collections.abc import Sequence
 from typing import overload
 
 from ..errors import InvalidParameter, PurposeRequired
-from ..text import hidden_characters
+from ..text import canonical, hidden_characters, name_key
 
-#: The longest text the gallery records in a field, in characters (the REST
-#: service's request limits are these); any other name or text: DEFAULT_TEXT_LIMIT.
+#: The longest text the gallery records in a field, in characters of its Unicode
+#: NFC form (:func:`~facetrust.text.canonical`; the REST service's request limits
+#: are these); any other name or text: DEFAULT_TEXT_LIMIT.
 TEXT_LIMITS = {"case_ref": 200, "note": 1000, "reason": 500, "evidence_ref": 500,
                "notice_version": 100}
 DEFAULT_TEXT_LIMIT = 200
 
 
 def _shown_as_is(value: str, what: str) -> str:
+    """``value`` (already in NFC) if it is within its limit and shows as it is."""
     limit = TEXT_LIMITS.get(what, DEFAULT_TEXT_LIMIT)
     if len(value) > limit:
         raise InvalidParameter(
@@ -39,13 +41,21 @@ def _shown_as_is(value: str, what: str) -> str:
 
 
 def check_name(value: str | None, what: str) -> str:
-    """``value`` stripped, if it names a person, service or document (an actor, a
-    reviewer, a consent's evidence) in characters a reader sees as they are, within
-    its :data:`TEXT_LIMITS`."""
+    """``value`` in Unicode NFC and stripped, if it names a person, service or
+    document (an actor, a reviewer, a consent's evidence) in characters a reader
+    sees as they are, within its :data:`TEXT_LIMITS`."""
     if not value or not value.strip():
         got = "nothing" if value is None else repr(value)
         raise InvalidParameter(f"The '{what}' must name a person or service. Got {got}.")
-    return _shown_as_is(value.strip(), what)
+    return _shown_as_is(canonical(value).strip(), what)
+
+
+def is_same_name(first: str, second: str) -> bool:
+    """Whether two names a caller typed (an actor, a reviewer) name one person: equal
+    in :func:`~facetrust.text.name_key` (case and Unicode form aside). A searcher may
+    not review under another spelling of their name, and one reviewer's two
+    spellings never count as two of a quorum."""
+    return name_key(first) == name_key(second)
 
 
 @overload
@@ -55,15 +65,16 @@ def check_text(value: None, what: str) -> None: ...
 @overload
 def check_text(value: str | None, what: str) -> str | None: ...
 def check_text(value: str | None, what: str) -> str | None:
-    """``value`` (a case reference, a note, a reason) if a reader sees it as it is
-    (no :func:`hidden_characters`) and it is within its :data:`TEXT_LIMITS`; None
-    stays None."""
-    return None if value is None else _shown_as_is(value, what)
+    """``value`` (a case reference, a note, a reason) in Unicode NFC, if a reader
+    sees it as it is (no :func:`hidden_characters`) and it is within its
+    :data:`TEXT_LIMITS`; None stays None."""
+    return None if value is None else _shown_as_is(canonical(value), what)
 
 
 def check_case_ref(value: str | None) -> str:
-    """``value`` stripped, if it names the case a search or verification belongs to
-    (a ticket, an incident, a gate and flight) as :func:`check_text` accepts it.
+    """``value`` in Unicode NFC and stripped, if it names the case a search or
+    verification belongs to (a ticket, an incident, a gate and flight) as
+    :func:`check_text` accepts it.
 
     Raises
     ------
@@ -77,11 +88,15 @@ def check_case_ref(value: str | None) -> str:
             "case reference.",
             field="case_ref",
         )
-    return _shown_as_is(value.strip(), "case_ref")
+    return _shown_as_is(canonical(value).strip(), "case_ref")
 
 
 def check_purpose(purpose: str | None, purposes: Sequence[str]) -> str:
-    """``purpose`` if it is one of the gallery's ``purposes``.
+    """The one of the gallery's ``purposes`` that ``purpose`` names, spelled as the
+    gallery spells it: the same text in any Unicode normal form names it (what a
+    reader sees as the same word is the same purpose), a different case or outer
+    spaces do not (:func:`check_purposes` keeps a gallery from configuring two
+    purposes that differ only so).
 
     Raises
     ------
@@ -97,13 +112,59 @@ def check_purpose(purpose: str | None, purposes: Sequence[str]) -> str:
             + ".",
             field="purpose",
         )
-    if purpose not in purposes:
+    wanted = canonical(purpose) if isinstance(purpose, str) else None
+    for known in purposes:
+        if canonical(known) == wanted:
+            return known
+    raise InvalidParameter(
+        f"The purpose {purpose!r} is not one this gallery accepts. Known purposes: "
+        + ", ".join(purposes)
+        + "."
+    )
+
+
+#: The longest purpose name, in characters (the REST service's request limit).
+MAX_PURPOSE_LENGTH = 100
+
+
+def check_purposes(purposes: Sequence[str]) -> tuple[str, ...]:
+    """``purposes`` (a gallery's setting), if each is a name a caller can type and
+    tell apart from the others.
+
+    Raises
+    ------
+    InvalidParameter
+        The list is empty, or a purpose is empty, over
+        :data:`MAX_PURPOSE_LENGTH` characters, has outer spaces or
+        :func:`hidden_characters`, or differs from another only in case or
+        Unicode form (``boarding`` and ``Boarding``).
+    """
+    if not purposes or any(not p or not isinstance(p, str) for p in purposes):
         raise InvalidParameter(
-            f"The purpose {purpose!r} is not one this gallery accepts. Known purposes: "
-            + ", ".join(purposes)
-            + "."
+            "The 'purposes' setting must be a non-empty list of non-empty names. "
+            f"Got {list(purposes)!r} instead."
         )
-    return purpose
+    seen: dict[str, str] = {}
+    for purpose in purposes:
+        hidden = hidden_characters(purpose)
+        if hidden or purpose != purpose.strip() or len(canonical(purpose)) > MAX_PURPOSE_LENGTH:
+            why = (f"holds control or invisible formatting characters ({', '.join(hidden)})"
+                   if hidden else "has spaces around it" if purpose != purpose.strip()
+                   else f"is over {MAX_PURPOSE_LENGTH} characters long")
+            raise InvalidParameter(
+                f"The purpose {purpose!r} of the 'purposes' setting {why}. Name each purpose "
+                f"in 1 to {MAX_PURPOSE_LENGTH} characters a caller can type, such as "
+                "'boarding'."
+            )
+        key = name_key(purpose)
+        if key in seen:
+            raise InvalidParameter(
+                f"The purposes {seen[key]!r} and {purpose!r} of the 'purposes' setting differ "
+                "only in case or Unicode form, so a reader cannot tell which one a consent "
+                "or a search names. Keep one of them."
+            )
+        seen[key] = purpose
+    return tuple(purposes)
 
 
 #: The grammar of subject and event ids: 1 to 64 ASCII letters, digits, '.', '_'

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import InvalidParameter, StoreError
 from ..index.auto import DEFAULT_EXACT_THRESHOLD
+from .checks import check_purposes
 
 CONFIG_NAME = "facetrust-gallery.json"
 GALLERY_ENV = "FACETRUST_GALLERY"
@@ -54,7 +55,9 @@ class GalleryConfig:
     key_file : Path or None
         The master key file (mode 0600). ``FACETRUST_MASTER_KEY`` overrides it.
     purposes : tuple of str
-        The purposes consent can be granted for and searches can state.
+        The purposes consent can be granted for and searches can state: each 1 to
+        100 characters a caller can type (no outer spaces, no control or
+        invisible characters), no two differing only in case or Unicode form.
     retention_days : int
         Templates are never returned, and are purged by the retention sweep,
         this many days after the subject's last interaction (enrolment,
@@ -129,11 +132,7 @@ class GalleryConfig:
                 "of the gallery database would otherwise hold the keys erasure destroys. "
                 "Got the same URL for both."
             )
-        if not self.purposes or any(not p or not isinstance(p, str) for p in self.purposes):
-            raise InvalidParameter(
-                "The 'purposes' setting must be a non-empty list of non-empty names. "
-                f"Got {list(self.purposes)!r} instead."
-            )
+        check_purposes(self.purposes)
         for name in ("retention_days", "review_quorum"):
             value = getattr(self, name)
             # a whole number: NaN or 1.5 from a hand-edited file would pass "< 1"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import InvalidParameter
 from ..images import IMAGE_SUFFIXES
+from ..text import canonical
 
 CSV_COLUMNS = (
     "photo", "subject_id", "display_name", "purposes", "expires", "evidence_ref",
@@ -124,11 +125,15 @@ def read_consent_csv(csv_path: str | os.PathLike[str], folder: Path) -> ConsentC
             row = ConsentRow(
                 subject_id=raw["subject_id"].strip(),
                 display_name=raw["display_name"].strip() or None,
-                purposes=tuple(p.strip() for p in raw["purposes"].split(";") if p.strip()),
+                purposes=tuple(
+                    canonical(p).strip() for p in raw["purposes"].split(";") if p.strip()
+                ),
                 expires_at=expires if expires.tzinfo else expires.replace(tzinfo=UTC),
-                evidence_ref=raw["evidence_ref"].strip(),
+                # in NFC, as the gallery records them: rows (and the consents already
+                # granted) are compared by these, whatever form the CSV was written in
+                evidence_ref=canonical(raw["evidence_ref"]).strip(),
                 evidence_sha256=raw["evidence_sha256"].strip(),
-                notice_version=raw["notice_version"].strip(),
+                notice_version=canonical(raw["notice_version"]).strip(),
             )
             cell = raw["photo"].strip()
             target = photo_path(folder / cell)

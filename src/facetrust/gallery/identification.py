@@ -26,7 +26,14 @@ from ..errors import (
 )
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..store.base import IdentificationRecord, PendingProbeRecord, ReviewRecord
-from .checks import check_case_ref, check_k, check_name, check_purpose, check_text
+from .checks import (
+    check_case_ref,
+    check_k,
+    check_name,
+    check_purpose,
+    check_text,
+    is_same_name,
+)
 from .closing import (
     close_undecidable,
     close_undecidable_now,
@@ -183,7 +190,7 @@ def review(
                 + (", ".join(c[0] for c in record.candidates) or "none")
                 + "."
             )
-        if reviewer == record.actor and not parts.config.searcher_may_review:
+        if is_same_name(reviewer, record.actor) and not parts.config.searcher_may_review:
             raise ReviewNotAllowed(
                 f"{reviewer} ran this identification, and this gallery's policy is that "
                 "candidates are reviewed by other people (searcher_may_review is off). "
@@ -212,7 +219,7 @@ def review(
                 f"{state}; review decisions are final. Run a new identification if the "
                 "decision must be revisited."
             )
-        if any(r.reviewer == reviewer for r in earlier):
+        if any(is_same_name(r.reviewer, reviewer) for r in earlier):
             raise ReviewClosed(
                 f"{reviewer} has already reviewed candidate {subject_id!r} of this "
                 f"identification; {quorum} different reviewers must confirm it."

@@ -36,7 +36,7 @@ from ..errors import (
 )
 from ..faces import Box
 from ..store.base import IdentificationRecord
-from .checks import check_name
+from .checks import check_name, is_same_name
 from .closing import (
     close_undecidable_now,
     closed_message,
@@ -236,13 +236,14 @@ def _why_not(
 ) -> str | None:
     """Why ``reviewer`` may not review ``record`` (None if they may), given the
     candidates' ``states`` (:func:`candidate_reviews`)."""
-    if reviewer == record.actor and not parts.config.searcher_may_review:
+    if is_same_name(reviewer, record.actor) and not parts.config.searcher_may_review:
         return (
             f"{reviewer} ran this identification, and this gallery's policy is that its "
             "candidates are reviewed by other people. Ask another operator to review it."
         )
     pending = [confirmed for state, confirmed, _ in states.values() if state == "pending"]
-    if pending and all(reviewer in confirmed for confirmed in pending):
+    if pending and all(any(is_same_name(reviewer, c) for c in confirmed)
+                       for confirmed in pending):
         # least privilege: the photos go only to reviewers with a decision still to give
         return (
             f"{reviewer} has reviewed every candidate still awaiting a decision; other "
@@ -353,7 +354,8 @@ def review_queue(
                     undecidable.append(record.identification_id)
                 # listed while a candidate awaits a review this reviewer has not given
                 if case.may_review and any(
-                    c.status == "pending" and reviewer not in c.confirmed_by
+                    c.status == "pending"
+                    and not any(is_same_name(reviewer, r) for r in c.confirmed_by)
                     for c in case.candidates
                 ):
                     cases.append(case)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from ..errors import ConsentExpired, InvalidParameter, UnknownSubject
 from ..store.base import ConsentRecord, SubjectRecord
-from ..text import shown
+from ..text import canonical, shown
 from ..times import to_utc
 from .checks import check_display_name, check_name, check_purpose, check_subject_id
 from .consent import consent_status, require_consent
@@ -144,11 +144,10 @@ def grant_consent(
 ) -> Consent:
     """See :meth:`Gallery.grant_consent`."""
     actor = check_name(actor, "actor")
-    purposes = tuple(dict.fromkeys(purposes))
     if not purposes:
         raise InvalidParameter("A consent must name at least one purpose. Got none.")
-    for purpose in purposes:
-        check_purpose(purpose, parts.config.purposes)
+    # recorded as the gallery spells them, whatever form they were typed in
+    purposes = tuple(dict.fromkeys(check_purpose(p, parts.config.purposes) for p in purposes))
     now = parts.now()
     if expires_at.tzinfo is None or expires_at <= now:
         raise InvalidParameter(
@@ -204,7 +203,7 @@ def find_subjects(
             f"The 'limit' parameter of find_subjects must be an int in [1, {MAX_PAGE}]. "
             f"Got {limit!r} instead."
         )
-    contains = (query or "").strip() or None
+    contains = canonical(query or "").strip() or None  # display names are stored in NFC
     if contains is not None and len(contains) > 200:
         raise InvalidParameter(
             "A subject search matches ids and display names of at most 200 characters; "

@@ -26,6 +26,10 @@ from .sql import SQLITE, SqlKeyStore, SqlStore
 _APPLICATION_IDS = {"gallery": 0x46544731, "keystore": 0x46544B31}  # "FTG1", "FTK1"
 
 
+def _lower(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
+    return value.lower() if isinstance(value, str) else value
+
+
 class _SqliteBase:
     """Connection handling, transactions and migrations shared by both files."""
 
@@ -45,6 +49,10 @@ class _SqliteBase:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False
             )
+            # SQLite's own LOWER folds A-Z only, so a search for "élodie" would miss
+            # "Élodie" (and even "Élodie" itself: the search lowers what is typed);
+            # Python's folds every letter, as PostgreSQL's does
+            self._db.create_function("LOWER", 1, _lower, deterministic=True)
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
