@@ -208,3 +208,26 @@ def test_status_without_a_queue_says_where_a_plain_run_is_recorded(
     shown = facetrust("enroll-batch", "status", code=2).stderr
     assert "no batch queue yet" in shown and "--queue" in shown
     assert "facetrust audit export --kind enrol.batch" in shown
+
+
+@pytest.mark.slow  # the installed command
+def test_the_status_table_shows_a_hostile_file_name_on_its_own_line(
+    tmp_path: Path, facetrust: Runner, two_people: tuple[Path, Path]
+) -> None:
+    # whoever can drop a file into the photo folder names it: a newline would forge
+    # a line of the table, U+202E reverse what follows, an escape sequence clear
+    # the operator's terminal
+    folder, csv = two_people
+    hostile = "evil\x1b[2J\n  Colin_Powell-2.jpg  [done]\u202egpj.jpg"
+    (folder / "Kofi_Annan" / hostile).write_bytes(b"not an image")
+    _worker(facetrust, folder, csv)
+    table = facetrust("enroll-batch", "status", "--queue", "q").stdout
+    failed = table.split("failed photos:\n", 1)[1].splitlines()
+    assert len(failed) == 1 and failed[0].startswith(
+        "  Kofi_Annan/evil\u27e8U+001B\u27e9[2J\u27e8U+000A\u27e9  Colin_Powell-2.jpg  [done]"
+        "\u27e8U+202E\u27e9gpj.jpg  [unreadable] "
+    )
+    assert "\u202e" not in table and "\x1b" not in table
+    refused = facetrust("enroll-batch", str(folder), "--consents", str(csv), "--queue",
+                        "q2\u202e", "--actor", "registrar", code=2)
+    assert "U+202E" in refused.stderr and "\u202e" not in refused.stderr

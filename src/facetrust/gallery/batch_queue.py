@@ -46,7 +46,7 @@ from ..faces import Embedding
 from ..images import read_image_file
 from ..pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..store.base import QueuedPhoto
-from ..text import readable_path
+from ..text import readable_path, shown
 from .batch_enrolment import (
     PHOTO_NOT_FOUND,
     BatchEnrolmentResult,
@@ -139,7 +139,8 @@ class BatchQueueStatus:
         }
 
     def table(self) -> str:
-        """The counts, then the failed photos with their reasons, as plain text."""
+        """The counts, then the failed photos with their reasons, as plain text (each
+        hidden character shown as ``⟨U+XXXX⟩``: :func:`facetrust.text.shown`)."""
         lines = [f"queue {self.queue}"]
         lines += [
             f"{label:<12} {count:>7}"
@@ -161,7 +162,11 @@ class BatchQueueStatus:
             lines.append("")
             lines.append("failed photos:")
             lines += [f"  {f.photo}  [{f.reason}] {f.message}" for f in self.failures]
-        return "\n".join(lines)
+        # a photo's name is the choice of whoever dropped it in the folder (a queue's,
+        # in a gallery from before queue names were checked, of whoever typed it): a
+        # newline would forge a line, U+202E reverse one, an escape sequence drive the
+        # operator's terminal
+        return "\n".join(shown(line) for line in lines)
 
 
 def default_worker_id() -> str:
@@ -332,7 +337,7 @@ def run_queue_worker(
             f"The 'queue' parameter of run_queue_worker must name the batch's queue (the "
             f"same for every worker of one batch). Got {queue!r} instead."
         )
-    queue = queue.strip()
+    queue = check_name(queue, "queue")  # shown in status tables and hints, as typed
     _check_number("lease_s", lease_s, LEASE_S_RANGE)
     _check_number("claim", claim, CLAIM_RANGE)
     _check_number("max_attempts", max_attempts, MAX_ATTEMPTS_RANGE)
