@@ -131,6 +131,8 @@ KEYS = {
     "enroller-privacy": Role.ENROLLER,
     "operator-privacy": Role.OPERATOR,
     "reviewer-privacy": Role.OPERATOR,
+    "enroller-text": Role.ENROLLER,
+    "operator-text": Role.OPERATOR,
 }
 
 

@@ -457,12 +457,12 @@ class ApiKeys:
         """
         audit = audit or self.audit
         role = parse_role(role) if isinstance(role, str) else role
-        if not name or not name.strip() or len(name) > 200:
+        if not name or not name.strip():
             raise InvalidParameter(
                 "The 'name' of a key must say who or what uses it (1 to 200 characters). "
                 f"Got {name!r} instead."
             )
-        name = check_name(name, "name")
+        name = check_name(name, "name")  # in NFC, at most 200 characters there
         key_id = secrets.token_hex(_ID_BYTES)
         secret = secrets.token_urlsafe(_SECRET_BYTES)
         record = ApiKey(key_id, role, name, _now(), created_by)

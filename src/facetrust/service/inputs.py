@@ -15,7 +15,7 @@ from .problems import Problem
 
 __all__ = [
     "DISTANCE_DIGITS", "SUBJECT_ID_HELP", "SubjectIdField", "SubjectIdPath", "parse_face",
-    "require_single_parts", "round_distances",
+    "require_single_parts", "round_distances", "text_bound", "text_schema",
 ]
 
 SUBJECT_ID_HELP = (
@@ -39,6 +39,22 @@ SubjectIdField = Annotated[str, Field(
     min_length=1, max_length=200, description=SUBJECT_ID_HELP,
     json_schema_extra=_SUBJECT_ID_SCHEMA,
 )]
+
+def text_bound(limit: int) -> int:
+    """The most characters the service reads of a request's text whose limit is
+    ``limit``: four times it. The limit itself counts characters of the text in
+    Unicode NFC with its outer spaces removed, and is checked by the library
+    (:data:`~facetrust.gallery.checks.TEXT_LIMITS`: 422 ``invalid-parameter``) the
+    same for every entry point; a decomposed (NFD) letter is up to four code
+    points, so a tighter bound here would refuse text the library accepts. This
+    bound only keeps an absurd value from being read."""
+    return 4 * limit
+
+
+def text_schema(limit: int) -> dict[str, Any]:
+    """What the OpenAPI document says of such a text: its limit, not the bound."""
+    return {"maxLength": limit}
+
 
 #: Digits kept of every distance (and threshold) in a response: enough to rank and to
 #: compare with the threshold, not so many that responses fingerprint a template.

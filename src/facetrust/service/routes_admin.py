@@ -12,8 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
+from ..gallery.checks import DEFAULT_TEXT_LIMIT
 from .apikeys import ApiKey, CreatedKey, Role
 from .auth import allow, service_state
+from .inputs import text_bound, text_schema
 from .permissions import operations_of
 from .policy import published_policy
 from .problems import AUTH_PROBLEMS, problem_responses
@@ -26,7 +28,9 @@ router = APIRouter(
 
 class NewKey(BaseModel):
     role: Role
-    name: str = Field(min_length=1, max_length=200, description="Who or what uses the key.")
+    name: str = Field(min_length=1, max_length=text_bound(DEFAULT_TEXT_LIMIT),
+                      json_schema_extra=text_schema(DEFAULT_TEXT_LIMIT),
+                      description="Who or what uses the key.")
 
 
 async def create_audited_key(

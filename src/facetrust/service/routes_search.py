@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from ..gallery.checks import TEXT_LIMITS, check_subject_id
+from ..gallery.checks import MAX_PURPOSE_LENGTH, TEXT_LIMITS, check_subject_id
 from ..gallery.photos import verify_photos
 from ..pipeline import DEFAULT_FACE_POLICY, FACE_POLICY_HELP
 from .apikeys import ApiKey
@@ -25,6 +25,8 @@ from .inputs import (
     parse_face,
     require_single_parts,
     round_distances,
+    text_bound,
+    text_schema,
 )
 from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS, problem_responses
 
@@ -34,10 +36,13 @@ router = APIRouter(
 )
 
 Purpose = Annotated[
-    str, Form(min_length=1, max_length=100, description="One of the gallery's purposes.")
+    str, Form(min_length=1, max_length=text_bound(MAX_PURPOSE_LENGTH),
+              json_schema_extra=text_schema(MAX_PURPOSE_LENGTH),
+              description="One of the gallery's purposes.")
 ]
 CaseRef = Annotated[
-    str, Form(min_length=1, max_length=TEXT_LIMITS["case_ref"],
+    str, Form(min_length=1, max_length=text_bound(TEXT_LIMITS["case_ref"]),
+              json_schema_extra=text_schema(TEXT_LIMITS["case_ref"]),
               description="The case or ticket this belongs to.")
 ]
 Image = Annotated[UploadFile, File(description="A photo holding exactly one face.")]
@@ -140,7 +145,8 @@ async def identify(
 class Review(BaseModel):
     subject_id: SubjectIdField
     decision: Literal["confirm", "reject"] = "confirm"
-    note: str | None = Field(default=None, max_length=TEXT_LIMITS["note"])
+    note: Annotated[str, Field(max_length=text_bound(TEXT_LIMITS["note"]),
+                               json_schema_extra=text_schema(TEXT_LIMITS["note"]))] | None = None
 
 
 @router.post("/identifications/{identification_id}/reviews", operation_id="review_candidate")

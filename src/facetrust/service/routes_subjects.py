@@ -40,6 +40,8 @@ from .inputs import (
     parse_face,
     require_single_parts,
     round_distances,
+    text_bound,
+    text_schema,
 )
 from .problems import AUTH_PROBLEMS, IMAGE_PROBLEMS, Problem
 
@@ -54,18 +56,25 @@ class NewSubject(BaseModel):
     subject_id: SubjectIdField | None = Field(
         default=None, description=f"{SUBJECT_ID_HELP} A random one when omitted.",
     )
-    display_name: str | None = Field(default=None, max_length=MAX_DISPLAY_NAME_LENGTH)
+    display_name: Annotated[str, Field(
+        max_length=text_bound(MAX_DISPLAY_NAME_LENGTH),
+        json_schema_extra=text_schema(MAX_DISPLAY_NAME_LENGTH),
+    )] | None = None
 
 
 class NewConsent(BaseModel):
     purposes: list[str] = Field(min_length=1, max_length=20)
     expires_at: AwareDatetime = Field(description="When the consent ends (ISO 8601 with zone).")
-    evidence_ref: str = Field(min_length=1, max_length=TEXT_LIMITS["evidence_ref"],
+    evidence_ref: str = Field(min_length=1, max_length=text_bound(TEXT_LIMITS["evidence_ref"]),
+                              json_schema_extra=text_schema(TEXT_LIMITS["evidence_ref"]),
                               description="The signed form's id.")
     evidence_sha256: str = Field(
         pattern="^[0-9a-fA-F]{64}$", description="SHA-256 of the signed form's file."
     )
-    notice_version: str = Field(min_length=1, max_length=TEXT_LIMITS["notice_version"])
+    notice_version: str = Field(
+        min_length=1, max_length=text_bound(TEXT_LIMITS["notice_version"]),
+        json_schema_extra=text_schema(TEXT_LIMITS["notice_version"]),
+    )
 
     @field_validator("expires_at")
     @classmethod
@@ -161,7 +170,8 @@ class Withdrawal(BaseModel):
         default=None, max_length=200, description="One consent; every active one if omitted."
     )
     reason: str = Field(default="withdrawn by the subject", min_length=1,
-                        max_length=TEXT_LIMITS["reason"])
+                        max_length=text_bound(TEXT_LIMITS["reason"]),
+                        json_schema_extra=text_schema(TEXT_LIMITS["reason"]))
 
 
 @router.post("/subjects", operation_id="create_subject", status_code=201)
@@ -329,7 +339,10 @@ async def enroll(
 async def erase_subject(
     subject_id: SubjectId,
     request: Request,
-    reason: Annotated[str, Query(min_length=1, max_length=TEXT_LIMITS["reason"])] = (
+    reason: Annotated[str, Query(
+        min_length=1, max_length=text_bound(TEXT_LIMITS["reason"]),
+        json_schema_extra=text_schema(TEXT_LIMITS["reason"]),
+    )] = (
         "erasure requested"
     ),
     key: ApiKey = Depends(allow("erase_subject")),  # noqa: B008

@@ -8,8 +8,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from ...errors import FacetrustError
+from ...gallery.checks import DEFAULT_TEXT_LIMIT
 from ..apikeys import Role
 from ..auth import service_state
+from ..inputs import text_bound
 from ..problems import problem_of
 from ..routes_admin import create_audited_key, revoke_audited_key
 from .access import guard
@@ -38,7 +40,7 @@ async def keys_submit(
     csrf: Annotated[str, Form()],
     action: Annotated[str, Form()],
     role: Annotated[str, Form()] = "",
-    name: Annotated[str, Form(max_length=200)] = "",
+    name: Annotated[str, Form(max_length=text_bound(DEFAULT_TEXT_LIMIT))] = "",
     key_id: Annotated[str, Form(max_length=64)] = "",
     confirm: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:

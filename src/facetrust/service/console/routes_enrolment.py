@@ -11,10 +11,11 @@ from fastapi.responses import Response
 
 from ...errors import FaceQualityTooLow, FacetrustError, UnknownSubject
 from ...gallery import Gallery
+from ...gallery.checks import MAX_DISPLAY_NAME_LENGTH, TEXT_LIMITS
 from ...gallery.photos import enroll_photo
 from ...pipeline import DEFAULT_FACE_POLICY, FacePolicy
 from ..auth import service_state, spend_token
-from ..inputs import require_single_parts
+from ..inputs import require_single_parts, text_bound
 from ..problems import problem_of
 from .access import guard, purpose_form
 from .csrf import check_csrf
@@ -37,11 +38,13 @@ async def consent_submit(
     request: Request,
     csrf: Annotated[str, Form()],
     subject_id: Annotated[str, Form(min_length=1, max_length=200)],
-    evidence_ref: Annotated[str, Form(min_length=1, max_length=500)],
-    notice_version: Annotated[str, Form(min_length=1, max_length=100)],
+    evidence_ref: Annotated[str, Form(
+        min_length=1, max_length=text_bound(TEXT_LIMITS["evidence_ref"]))],
+    notice_version: Annotated[str, Form(
+        min_length=1, max_length=text_bound(TEXT_LIMITS["notice_version"]))],
     expires_on: Annotated[str, Form()],
     purposes: Annotated[list[str], Form()],
-    display_name: Annotated[str, Form(max_length=200)] = "",
+    display_name: Annotated[str, Form(max_length=text_bound(MAX_DISPLAY_NAME_LENGTH))] = "",
     evidence_sha256: Annotated[str, Form(max_length=64)] = "",
     evidence_file: UploadFile | None = None,
 ) -> Response:

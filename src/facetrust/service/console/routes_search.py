@@ -8,10 +8,10 @@ from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from ...errors import FacetrustError
-from ...gallery.checks import TEXT_LIMITS
+from ...gallery.checks import MAX_PURPOSE_LENGTH, TEXT_LIMITS
 from ...gallery.photos import verify_photos
 from ..auth import service_state, spend_token
-from ..inputs import require_single_parts
+from ..inputs import require_single_parts, text_bound
 from ..problems import problem_of
 from ..routes_search import HUMAN_REVIEW_NOTICE
 from .access import guard, purpose_form
@@ -34,8 +34,8 @@ async def verify_form(request: Request) -> Response:
 async def verify_submit(
     request: Request,
     csrf: Annotated[str, Form()],
-    purpose: Annotated[str, Form(min_length=1, max_length=100)],
-    case_ref: Annotated[str, Form(min_length=1, max_length=TEXT_LIMITS["case_ref"])],
+    purpose: Annotated[str, Form(min_length=1, max_length=text_bound(MAX_PURPOSE_LENGTH))],
+    case_ref: Annotated[str, Form(min_length=1, max_length=text_bound(TEXT_LIMITS["case_ref"]))],
     image_a: UploadFile,
     image_b: UploadFile,
 ) -> Response:
@@ -78,8 +78,8 @@ async def identify_form(request: Request) -> Response:
 async def identify_submit(
     request: Request,
     csrf: Annotated[str, Form()],
-    purpose: Annotated[str, Form(min_length=1, max_length=100)],
-    case_ref: Annotated[str, Form(min_length=1, max_length=TEXT_LIMITS["case_ref"])],
+    purpose: Annotated[str, Form(min_length=1, max_length=text_bound(MAX_PURPOSE_LENGTH))],
+    case_ref: Annotated[str, Form(min_length=1, max_length=text_bound(TEXT_LIMITS["case_ref"]))],
     image: UploadFile,
     k: Annotated[int, Form(ge=1, le=50)] = 5,
 ) -> Response:

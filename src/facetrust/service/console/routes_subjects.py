@@ -22,10 +22,10 @@ from fastapi.responses import Response
 
 from ...errors import FacetrustError, UnknownSubject
 from ...gallery import Gallery
-from ...gallery.checks import TEXT_LIMITS
+from ...gallery.checks import MAX_PURPOSE_LENGTH, TEXT_LIMITS
 from ..apikeys import ApiKey
 from ..auth import service_state, spend_token
-from ..inputs import require_single_parts
+from ..inputs import require_single_parts, text_bound
 from ..permissions import permits
 from ..problems import SERVICE_PROBLEMS, problem_of
 from .access import guard
@@ -173,8 +173,8 @@ async def verify_subject_submit(
     request: Request,
     csrf: Annotated[str, Form()],
     subject_id: SubjectId = "",
-    purpose: Annotated[str, Form(max_length=100)] = "",
-    case_ref: Annotated[str, Form(max_length=TEXT_LIMITS["case_ref"])] = "",
+    purpose: Annotated[str, Form(max_length=text_bound(MAX_PURPOSE_LENGTH))] = "",
+    case_ref: Annotated[str, Form(max_length=text_bound(TEXT_LIMITS["case_ref"]))] = "",
     photo: UploadFile | None = None,
 ) -> Response:
     """Compare the photo with the subject's templates, for the purpose the operator chose.
