@@ -29,7 +29,7 @@ from .errors import (
     NotAnImage,
     UnsupportedImageMode,
 )
-from .text import readable_path
+from .text import readable_path, shown
 
 #: Anything :func:`load_image` accepts: a path, encoded bytes, a binary file
 #: object, or an RGB/grayscale numpy array (RGB channel order, not OpenCV's BGR).
@@ -109,9 +109,9 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
     if isinstance(source, bytes | bytearray):
         data, name = bytes(source), "The image"
     elif isinstance(source, str | os.PathLike):
-        data, name = read_image_file(source, max_bytes), f"The file {readable_path(source)}"
+        data, name = read_image_file(source, max_bytes), f"The file {_named(source)}"
     elif hasattr(source, "read"):
-        name = f"The file {getattr(source, 'name', 'object')}"
+        name = f"The file {shown(str(getattr(source, 'name', 'object')))}"
         data = source.read(max_bytes + 1)
         if not isinstance(data, bytes):
             raise NotAnImage(f"{name} was opened in text mode; open it with mode 'rb'.")
@@ -127,6 +127,15 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
     return data, name
 
 
+def _named(path: str | os.PathLike[str]) -> str:
+    """``path`` as an error names it: a name in bytes that are not UTF-8 as ``\\xNN``
+    (:func:`~facetrust.text.readable_path`), and its control and invisible characters
+    as ``⟨U+XXXX⟩`` (whoever put a photo in a shared folder chose its name: a newline
+    would forge a line of the message, U+202E reverse it, an escape sequence drive
+    the terminal that shows it)."""
+    return shown(readable_path(path))
+
+
 def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     """The bytes of the image file at ``path``, never reading more than ``max_bytes``.
 
@@ -139,8 +148,8 @@ def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         The file is over ``max_bytes`` (refused from its size, before reading).
     """
     path = os.fspath(path)
-    shown = readable_path(path)  # a name in bytes that are not UTF-8 as \xNN
-    name = f"The file {shown}"
+    named = _named(path)
+    name = f"The file {named}"
     try:
         size = os.path.getsize(path)
         if size > max_bytes:
@@ -148,17 +157,17 @@ def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
-        raise NotAnImage(f"No file at {shown}. Check the path.") from None
+        raise NotAnImage(f"No file at {named}. Check the path.") from None
     except IsADirectoryError:
-        raise NotAnImage(f"{shown} is a folder, not an image file.") from None
+        raise NotAnImage(f"{named} is a folder, not an image file.") from None
     except PermissionError:
         raise NotAnImage(
-            f"The file {shown} cannot be read: permission denied. Give the user running "
+            f"The file {named} cannot be read: permission denied. Give the user running "
             "facetrust read access to it, or copy it somewhere readable."
         ) from None
     except OSError as error:  # a path through a file, a symbolic link loop, an I/O error
         raise NotAnImage(
-            f"The file {shown} cannot be read ({error.strerror or error}). Check the path."
+            f"The file {named} cannot be read ({error.strerror or error}). Check the path."
         ) from None
     if len(data) > max_bytes:  # grew since its size was read
         raise ImageTooLarge(_too_many_bytes(name, len(data), max_bytes), setting="max_bytes")

@@ -125,3 +125,18 @@ def test_a_bad_photo_among_several_is_named(tmp_path: Path) -> None:
     assert done.stderr.startswith(f"error: The file {cut} is truncated or damaged"), done.stderr
     with Gallery.find(folder) as gallery:
         assert gallery.store.all_templates() == []
+
+
+def test_a_file_name_cannot_forge_a_line_of_an_error(tmp_path: Path) -> None:
+    # a photo in a shared folder is named by whoever put it there, and a shell glob
+    # hands its name to the command as it is
+    hostile = tmp_path / "evil\x1b[2J\nMATCH: distance 0.1000\u202egpj.jpg"
+    hostile.write_bytes(b"not an image")
+    done = subprocess.run(
+        [INSTALLED, "verify", str(hostile), str(SAMPLE / "Kofi_Annan" / "Kofi_Annan_0001.jpg")],
+        capture_output=True, text=True, env=shell_env(None), check=False,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "evil\u27e8U+001B\u27e9[2J\u27e8U+000A\u27e9MATCH" in done.stderr
+    assert "\u27e8U+202E\u27e9gpj.jpg is not a JPEG" in done.stderr
