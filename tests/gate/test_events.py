@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -373,6 +374,19 @@ def test_an_opt_out_reference_already_recorded_is_refused_and_its_subject_stays_
     with pytest.raises(StoreError):
         flight.store.insert_opt_out(OptOutRecord(EVENT, "seat 14C", None, "2026-01-15T09:00"))
     assert [o.subject_id for o in flight.store.opt_outs(EVENT)] == [opted]
+
+
+def test_an_opt_out_reference_typed_in_another_unicode_form_is_the_same_reference(
+    flight: Gallery, identities: dict[str, list[Path]],
+) -> None:
+    names = list(identities)
+    composed = "M\u00fcller seat 14D"
+    events.opt_out(flight, EVENT, composed, actor="agent", subject_id=names[3])
+    with pytest.raises(EventError, match="already records an opt-out"):
+        events.opt_out(flight, EVENT, unicodedata.normalize("NFD", composed), actor="agent",
+                       subject_id=names[4])
+    assert [o.reference for o in flight.store.opt_outs(EVENT)] == [composed]
+    assert names[4] in {m.subject_id for m in flight.store.event_members(EVENT)}
 
 
 def _enrol_traveller(

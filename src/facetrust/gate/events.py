@@ -35,6 +35,7 @@ from ..gallery.refusals import audit_refusal
 from ..images import ImageSource
 from ..matching import get_operating_point
 from ..store.base import EventMemberRecord, EventRecord, OptOutRecord
+from ..text import canonical
 from ..times import to_utc
 
 #: Longest window of an event gallery, in hours (7 days): it is for one event.
@@ -506,7 +507,8 @@ def _check_opt_out(
     opt_outs = gallery.store.opt_outs(event_id)
     if subject_id is not None and subject_id not in members:
         _check_opt_out_of_non_member(gallery, event_id, subject_id, opt_outs)
-    recorded = [o for o in opt_outs if o.reference == reference]
+    # canonical: a reference recorded before the gallery stored text in NFC
+    recorded = [o for o in opt_outs if canonical(o.reference) == reference]
     if recorded:
         raise EventError(
             f"The reference {reference!r} already records an opt-out of {event_id!r} "
