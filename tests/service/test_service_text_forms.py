@@ -83,3 +83,21 @@ def test_the_console_takes_a_case_reference_in_any_form_as_the_api_does(
         )
     assert page.status_code == 200, page.text[:2000]
     assert f"case {LETTER * 200}, purpose access-control" in page.text
+
+
+def test_a_pasted_evidence_digest_with_outer_spaces_is_taken_as_everywhere(
+    live_server: LiveServer,
+) -> None:
+    with live_server.client("enroller-text") as client:
+        assert client.post("/v1/subjects", json={"subject_id": "text-digest"}).status_code == 201
+        granted = client.post("/v1/subjects/text-digest/consents", json={
+            "purposes": ["access-control"], "expires_at": "2099-01-01T00:00:00+00:00",
+            "evidence_ref": "form-digest", "evidence_sha256": f" {'AB' * 32}\n",
+            "notice_version": "2026-01"})
+        assert granted.status_code == 201, granted.text
+        assert granted.json()["evidence_sha256"] == "ab" * 32
+        bad = client.post("/v1/subjects/text-digest/consents", json={
+            "purposes": ["access-control"], "expires_at": "2099-01-01T00:00:00+00:00",
+            "evidence_ref": "form-digest-2", "evidence_sha256": "xy" * 32,
+            "notice_version": "2026-01"})
+        assert bad.status_code == 422 and "64 hex digits" in bad.json()["detail"]

@@ -155,7 +155,7 @@ def grant_consent(
             f"(e.g. 2027-01-31T00:00:00+00:00). Got {expires_at.isoformat()}."
         )
     expires_utc = to_utc(expires_at, "expires_at")
-    digest = evidence_sha256.lower()
+    digest = evidence_sha256.strip().lower()  # as pasted: outer spaces, any case
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise InvalidParameter(
             "The 'evidence_sha256' must be the 64 hex digits of the evidence file's SHA-256. "

@@ -68,8 +68,11 @@ class NewConsent(BaseModel):
     evidence_ref: str = Field(min_length=1, max_length=text_bound(TEXT_LIMITS["evidence_ref"]),
                               json_schema_extra=text_schema(TEXT_LIMITS["evidence_ref"]),
                               description="The signed form's id.")
+    # the pattern is the library's check (422 invalid-parameter), which also takes
+    # the digest with outer spaces, as the CLI, the console and a batch CSV do
     evidence_sha256: str = Field(
-        pattern="^[0-9a-fA-F]{64}$", description="SHA-256 of the signed form's file."
+        max_length=200, json_schema_extra={"pattern": "^[0-9a-fA-F]{64}$", "maxLength": 64},
+        description="SHA-256 of the signed form's file.",
     )
     notice_version: str = Field(
         min_length=1, max_length=text_bound(TEXT_LIMITS["notice_version"]),

@@ -45,7 +45,7 @@ async def consent_submit(
     expires_on: Annotated[str, Form()],
     purposes: Annotated[list[str], Form()],
     display_name: Annotated[str, Form(max_length=text_bound(MAX_DISPLAY_NAME_LENGTH))] = "",
-    evidence_sha256: Annotated[str, Form(max_length=64)] = "",
+    evidence_sha256: Annotated[str, Form(max_length=200)] = "",
     evidence_file: UploadFile | None = None,
 ) -> Response:
     """Grant consent (adding the subject first if new); consent lasts to the end of its day."""
@@ -54,7 +54,7 @@ async def consent_submit(
         return key
     await check_csrf(request, csrf)
     state = service_state(request)
-    digest = evidence_sha256.strip()
+    digest = evidence_sha256
     if evidence_file is not None and evidence_file.filename:
         digest = hashlib.sha256(await evidence_file.read()).hexdigest()
     context: dict[str, Any] = {"purposes": state.gallery.config.purposes}
