@@ -90,6 +90,20 @@ def test_consent_dates_past_the_year_9999_are_refused(gallery_folder: Path) -> N
 
 
 @pytest.mark.slow  # runs the installed command in subprocesses
+def test_an_unreadable_consent_expiry_is_named_as_the_expires_option(
+    gallery_folder: Path,
+) -> None:
+    facetrust = _command(gallery_folder, FACETRUST_ACTOR="registrar")
+    grant = ("consent", "grant", "kofi", "--purpose", "boarding", *EVIDENCE)
+    # an empty --expires was taken for a missing one and refused as "'days' ... Got 0"
+    for text in ("", "2031-02-30", "2031-12-31T23:59:60"):
+        refused = _one_line_error(facetrust(*grant, "--expires", text, code=2))
+        assert "The 'expires' must be an ISO 8601 date or time" in refused
+        assert f"Got {text!r}." in refused
+    assert len(json.loads(facetrust("consent", "show", "kofi").stdout)) == 1  # the fixture's
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
 @pytest.mark.parametrize("text,message", [
     ("[1, 2]", "must hold one JSON object of settings"),
     ('{"purposes": 5}', "The 'purposes' setting of the gallery config"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from facetrust.errors import (
     UnknownSubject,
 )
 from facetrust.faces import Embedding
-from facetrust.gallery import Gallery
+from facetrust.gallery import Gallery, GalleryConfig
 from facetrust.store import TemplateRecord
+from facetrust.times import parse_time
 
 KOFI = "Kofi_Annan"
 
@@ -210,3 +212,57 @@ def test_unknown_subject_and_consent_validation(sample_gallery: Gallery, grant: 
     history = sample_gallery.consents(KOFI)
     assert [c.status for c in history] == ["active"]
     assert history[0].evidence_ref == f"form-{KOFI}"
+
+
+class StoppedClock:
+    """A clock that stays where the test puts it, backwards included."""
+
+    def __init__(self, now: datetime) -> None:
+        self.current = now
+
+    def __call__(self) -> datetime:
+        return self.current
+
+
+def test_at_the_instant_of_expiry_consent_has_ended_everywhere_and_a_clock_set_back_reopens(
+    tmp_path: Path,
+    master_key: crypto.MasterKey,
+    identities: dict[str, list[Path]],
+    embeddings: dict[Path, Embedding],
+) -> None:
+    clock = StoppedClock(datetime(2026, 1, 15, 9, tzinfo=UTC))
+    config = GalleryConfig.in_folder(tmp_path, key_file=None)
+    with Gallery.create(config, master_key, now=clock) as gallery:
+        end = parse_time("2026-01-16T10:00+01:00", "expires")  # 09:00 UTC
+        gallery.add_subject(KOFI, actor="registrar")
+        gallery.grant_consent(KOFI, ["boarding"], expires_at=end, evidence_ref="form",
+                              evidence_sha256="ab" * 32, notice_version="v1", actor="registrar")
+        gallery.enroll(KOFI, [embeddings[identities[KOFI][0]]], actor="registrar")
+        probe = probe_of(identities, embeddings, KOFI)
+
+        def state() -> tuple[list[str], bool, str]:
+            try:
+                verified = gallery.verify_subject(
+                    probe, KOFI, purpose="boarding", actor="officer", case_ref="CASE-1"
+                ).match
+            except SubjectNotVerifiable:
+                verified = False
+            return returned(gallery, probe), verified, gallery.consents(KOFI)[0].status
+
+        clock.current = end - timedelta(microseconds=1)
+        assert state() == ([KOFI], True, "active")
+        clock.current = end  # expires_at is the first instant without consent
+        assert state() == ([], False, "expired")
+        clock.current = end - timedelta(microseconds=1)  # the clock is set back
+        assert state() == ([KOFI], True, "active")  # no cached answer outlives the clock
+
+
+def test_an_expiry_that_is_not_a_datetime_is_refused_by_name(sample_gallery: Gallery) -> None:
+    # text handed straight to grant_consent crashed with AttributeError ('str' ... tzinfo)
+    with pytest.raises(InvalidParameter, match="'expires_at' of a consent must be a datetime"):
+        sample_gallery.grant_consent(
+            KOFI, ["boarding"], expires_at="2030-01-01",  # type: ignore[arg-type]
+            evidence_ref="form", evidence_sha256="ab" * 32, notice_version="v1",
+            actor="registrar",
+        )
+    assert len(sample_gallery.consents(KOFI)) == 1

@@ -295,7 +295,10 @@ def consent() -> None:
 @consent.command("grant")
 @click.argument("subject_id")
 @click.option("--purpose", "purposes", multiple=True, required=True, help="Repeat per purpose.")
-@click.option("--expires", default=None, help="Expiry, ISO date or time (UTC if no zone).")
+@click.option(
+    "--expires", default=None,
+    help="Expiry, ISO date (00:00 UTC that day) or time (UTC if no zone).",
+)
 @click.option(
     "--days", type=click.IntRange(min=1), default=None, help="Or: valid this many days from now."
 )
@@ -329,7 +332,8 @@ def consent_grant(
         raise click.UsageError("give exactly one of --evidence-file or --evidence-sha256")
     digest = evidence_sha256 or hashlib.sha256(Path(str(evidence_file)).read_bytes()).hexdigest()
     with Gallery.find(gallery_path) as gallery:
-        until = parse_time(expires) if expires else expiry_after_days(gallery.now(), days or 0)
+        until = (parse_time(expires, "expires") if expires is not None
+                 else expiry_after_days(gallery.now(), days or 0))
         emit(
             gallery.grant_consent(
                 subject_id,

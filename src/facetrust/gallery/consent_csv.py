@@ -6,8 +6,9 @@ to the photo folder, with the columns::
     photo, subject_id, display_name, purposes, expires, evidence_ref,
     evidence_sha256, notice_version
 
-``purposes`` is separated by ``;``; ``expires`` is an ISO date or time (UTC
-if no zone); ``display_name`` may be empty. Photos are named by their path
+``purposes`` is separated by ``;``; ``expires`` is an ISO date (00:00 UTC
+that day) or time (UTC if no zone), read by :func:`facetrust.times.parse_time`
+as every entry point reads it; ``display_name`` may be empty. Photos are named by their path
 under the folder, symbolic links included (not resolved). A photo that two
 rows give different subjects or different consents is refused with the whole
 batch, before anything is written; so is a row that would name the whole
@@ -21,12 +22,13 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from ..errors import InvalidParameter
 from ..images import IMAGE_SUFFIXES
 from ..text import canonical
+from ..times import parse_time
 
 CSV_COLUMNS = (
     "photo", "subject_id", "display_name", "purposes", "expires", "evidence_ref",
@@ -116,11 +118,11 @@ def read_consent_csv(csv_path: str | os.PathLike[str], folder: Path) -> ConsentC
                     "again; nothing was enrolled."
                 )
             try:
-                expires = datetime.fromisoformat(raw["expires"].strip())
-            except ValueError:
+                expires = parse_time(raw["expires"], "expires")
+            except InvalidParameter as error:
                 raise InvalidParameter(
-                    f"Line {line} of {str(csv_path)!r}: 'expires' must be an ISO date or time. "
-                    f"Got {raw['expires']!r}."
+                    f"Line {line} of {str(csv_path)!r}: {error} Correct the CSV and run "
+                    "again; nothing was enrolled."
                 ) from None
             row = ConsentRow(
                 subject_id=raw["subject_id"].strip(),
@@ -128,7 +130,7 @@ def read_consent_csv(csv_path: str | os.PathLike[str], folder: Path) -> ConsentC
                 purposes=tuple(
                     canonical(p).strip() for p in raw["purposes"].split(";") if p.strip()
                 ),
-                expires_at=expires if expires.tzinfo else expires.replace(tzinfo=UTC),
+                expires_at=expires,
                 # in NFC, as the gallery records them: rows (and the consents already
                 # granted) are compared by these, whatever form the CSV was written in
                 evidence_ref=canonical(raw["evidence_ref"]).strip(),

@@ -149,6 +149,12 @@ def grant_consent(
     # recorded as the gallery spells them, whatever form they were typed in
     purposes = tuple(dict.fromkeys(check_purpose(p, parts.config.purposes) for p in purposes))
     now = parts.now()
+    if not isinstance(expires_at, datetime):
+        raise InvalidParameter(
+            "The 'expires_at' of a consent must be a datetime with its time zone; read a "
+            "typed text with facetrust.times.parse_time, as every entry point does. "
+            f"Got a value of type {type(expires_at).__name__}."
+        )
     if expires_at.tzinfo is None or expires_at <= now:
         raise InvalidParameter(
             "The 'expires_at' of a consent must be a time in the future, with its time zone "

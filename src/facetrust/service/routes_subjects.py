@@ -8,7 +8,7 @@ first response and changes nothing.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import (
@@ -30,6 +30,7 @@ from ..gallery.checks import MAX_DISPLAY_NAME_LENGTH, TEXT_LIMITS, check_subject
 from ..gallery.photos import enroll_photo
 from ..gallery.subjects import MAX_PAGE
 from ..pipeline import DEFAULT_FACE_POLICY, FACE_POLICY_HELP
+from ..times import parse_time, to_utc
 from .apikeys import ApiKey
 from .auth import allow, service_state
 from .idempotency import IdempotencyKey, respond
@@ -64,7 +65,11 @@ class NewSubject(BaseModel):
 
 class NewConsent(BaseModel):
     purposes: list[str] = Field(min_length=1, max_length=20)
-    expires_at: AwareDatetime = Field(description="When the consent ends (ISO 8601 with zone).")
+    expires_at: AwareDatetime = Field(description=(
+        "When the consent ends: ISO 8601 text with its zone (2027-01-31T00:00:00Z, "
+        "2027-01-31T09:30:00+02:00), read as the CLI and the console read it; a date or "
+        "a time without a zone, or a number, is refused."
+    ))
     evidence_ref: str = Field(min_length=1, max_length=text_bound(TEXT_LIMITS["evidence_ref"]),
                               json_schema_extra=text_schema(TEXT_LIMITS["evidence_ref"]),
                               description="The signed form's id.")
@@ -79,14 +84,12 @@ class NewConsent(BaseModel):
         json_schema_extra=text_schema(TEXT_LIMITS["notice_version"]),
     )
 
-    @field_validator("expires_at")
+    @field_validator("expires_at", mode="before")
     @classmethod
-    def _representable_in_utc(cls, value: AwareDatetime) -> AwareDatetime:
-        try:
-            value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("must be representable in UTC") from None
-        return value
+    def _read_as_everywhere(cls, value: Any) -> datetime:
+        # the library's one parser, never pydantic's own: it would read a number
+        # (or "1900000000") as Unix seconds, a meaning no other entry point has
+        return to_utc(parse_time(value, "expires_at", zone_required=True), "expires_at")
 
 
 #: The multipart form of a consent: the evidence file itself instead of its SHA-256.

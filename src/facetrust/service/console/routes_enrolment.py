@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
@@ -14,6 +13,7 @@ from ...gallery import Gallery
 from ...gallery.checks import MAX_DISPLAY_NAME_LENGTH, TEXT_LIMITS
 from ...gallery.photos import enroll_photo
 from ...pipeline import DEFAULT_FACE_POLICY, FacePolicy
+from ...times import parse_time
 from ..auth import service_state, spend_token
 from ..inputs import require_single_parts, text_bound
 from ..problems import problem_of
@@ -48,7 +48,8 @@ async def consent_submit(
     evidence_sha256: Annotated[str, Form(max_length=200)] = "",
     evidence_file: UploadFile | None = None,
 ) -> Response:
-    """Grant consent (adding the subject first if new); consent lasts to the end of its day."""
+    """Grant consent (adding the subject first if new) until the start (00:00 UTC) of the
+    date given, the instant the same date means at the CLI and in a consent CSV."""
     key = await guard(request, "grant_consent")
     if isinstance(key, Response):
         return key
@@ -58,14 +59,9 @@ async def consent_submit(
     if evidence_file is not None and evidence_file.filename:
         digest = hashlib.sha256(await evidence_file.read()).hexdigest()
     context: dict[str, Any] = {"purposes": state.gallery.config.purposes}
-    try:
-        expires = datetime.combine(
-            datetime.fromisoformat(expires_on).date(), time(23, 59, 59), tzinfo=UTC
-        )
-    except ValueError:
-        expires = datetime.now(UTC) - timedelta(days=1)  # refused below with a clear message
 
     def grant(gallery: Gallery) -> Any:
+        expires = parse_time(expires_on, "expires_on")  # as the CLI reads --expires
         try:
             gallery.get_subject(subject_id)
         except UnknownSubject:
