@@ -104,6 +104,21 @@ def test_an_unreadable_consent_expiry_is_named_as_the_expires_option(
 
 
 @pytest.mark.slow  # runs the installed command in subprocesses
+def test_a_retention_period_past_what_a_date_can_hold_is_refused_at_init(
+    tmp_path: Path,
+) -> None:
+    # 99999999 days was written to the config; then every `subject add` crashed
+    # with an OverflowError traceback (and a search would too, from 740000 days)
+    facetrust = _command(tmp_path / "g")
+    refused = _one_line_error(
+        facetrust("init", str(tmp_path / "g"), "--retention-days", "99999999", code=2))
+    assert "'retention_days' setting must be at most 36500 (100 years)" in refused
+    assert not (tmp_path / "g" / "facetrust-gallery.json").exists()
+    facetrust("init", str(tmp_path / "g"), "--retention-days", "36500")
+    assert json.loads(facetrust("subject", "add", "kofi").stdout)["retention_until"]
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
 @pytest.mark.parametrize("text,message", [
     ("[1, 2]", "must hold one JSON object of settings"),
     ('{"purposes": 5}', "The 'purposes' setting of the gallery config"),
@@ -112,6 +127,7 @@ def test_an_unreadable_consent_expiry_is_named_as_the_expires_option(
     ('{"db_path": 3}', "The 'db_path' setting of the gallery config"),
     ('{"server_side_search": "no"}', "The 'server_side_search' setting"),
     ('{"review_quorum": 0}', "'review_quorum' setting must be a whole number"),
+    ('{"retention_days": 99999999}', "'retention_days' setting must be at most 36500"),
 ])
 def test_a_malformed_gallery_config_is_a_one_line_error(
     tmp_path: Path, text: str, message: str

@@ -30,6 +30,10 @@ DEFAULT_PURPOSES = ("access-control", "boarding", "photo-library")
 #: BIPA (740 ILCS 14/15(a)): destroy biometric identifiers at the latest 3 years
 #: after the individual's last interaction with the private entity.
 DEFAULT_RETENTION_DAYS = 3 * 365
+#: The longest retention a gallery may set: 100 years. Far longer periods would
+#: reach past the year 9999 (or before the year 1) in the arithmetic of
+#: retention deadlines, and no purpose justifies keeping a face that long.
+MAX_RETENTION_DAYS = 36_500
 
 #: How the in-memory search finds the nearest templates (see :mod:`.vectors`).
 INDEX_KINDS = ("auto", "exact", "quantized", "hnsw")
@@ -61,7 +65,8 @@ class GalleryConfig:
     retention_days : int
         Templates are never returned, and are purged by the retention sweep,
         this many days after the subject's last interaction (enrolment,
-        consent change, verification, confirmed identification).
+        consent change, verification, confirmed identification); 1 to
+        :data:`MAX_RETENTION_DAYS` (100 years).
     review_quorum : int
         Distinct reviewers (authenticated principals: in the service and the
         CLI, distinct API keys) who must confirm a candidate before it becomes
@@ -140,6 +145,11 @@ class GalleryConfig:
                 raise InvalidParameter(
                     f"The '{name}' setting must be a whole number, at least 1. Got {value!r}."
                 )
+        if self.retention_days > MAX_RETENTION_DAYS:
+            raise InvalidParameter(
+                f"The 'retention_days' setting must be at most {MAX_RETENTION_DAYS} (100 years). "
+                f"Got {self.retention_days}. Set a shorter retention period."
+            )
         hours = self.pending_probe_hours
         if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 <= hours <= 720:
             raise InvalidParameter(
