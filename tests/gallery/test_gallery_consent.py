@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +266,40 @@ def test_an_expiry_that_is_not_a_datetime_is_refused_by_name(sample_gallery: Gal
             actor="registrar",
         )
     assert len(sample_gallery.consents(KOFI)) == 1
+
+
+def test_an_injected_clock_is_read_in_utc_and_a_naive_one_is_refused_before_any_write(
+    tmp_path: Path, master_key: crypto.MasterKey
+) -> None:
+    # a clock in India's zone stored "+05:30" times beside UTC ones (the store compares
+    # some times as text); datetime.now (naive) stored zoneless times, then
+    # grant_consent crashed with TypeError (naive compared with the aware expiry)
+    india = timezone(timedelta(hours=5, minutes=30))
+    local = StoppedClock(datetime(2026, 1, 15, 14, 30, tzinfo=india))
+    config = GalleryConfig.in_folder(tmp_path / "local", key_file=None)
+    (tmp_path / "local").mkdir()
+    with Gallery.create(config, master_key, now=local) as gallery:
+        subject = gallery.add_subject(KOFI, actor="registrar")
+        granted = gallery.grant_consent(
+            KOFI, ["boarding"], expires_at=datetime(2027, 1, 1, tzinfo=india),
+            evidence_ref="form", evidence_sha256="ab" * 32, notice_version="v1",
+            actor="registrar",
+        )
+        stamps = [subject.created_at, subject.retention_until, granted.granted_at,
+                  granted.expires_at, *(e.recorded_at for e in gallery.audit.events())]
+    assert all(s.endswith("+00:00") for s in stamps), stamps
+    assert subject.created_at == "2026-01-15T09:00:00+00:00"
+
+    naive = StoppedClock(datetime(2026, 1, 15, 9))
+    config = GalleryConfig.in_folder(tmp_path / "naive", key_file=None)
+    (tmp_path / "naive").mkdir()
+    with pytest.raises(InvalidParameter, match="clock .now=. must return timezone-aware"):
+        Gallery.create(config, master_key, now=naive)
+    with Gallery.create(config, master_key) as gallery:  # nothing was kept
+        head = gallery.audit.head()
+    with Gallery.open(config, master_key=master_key, now=naive) as gallery:
+        with pytest.raises(InvalidParameter, match="2026-01-15T09:00:00, which has no time zone"):
+            gallery.add_subject(KOFI, actor="registrar")
+        assert gallery.list_subjects() == []
+    with Gallery.open(config, master_key=master_key) as gallery:
+        assert gallery.audit.head() == head

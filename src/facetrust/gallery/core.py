@@ -35,7 +35,7 @@ from .config import GalleryConfig, find_config
 from .enrolment import EnrolledSources
 from .indexes import SearchIndexes
 from .keyring import AUDIT_SECRET, Keyring
-from .parts import Clock, GalleryParts, utc_now
+from .parts import Clock, GalleryParts, utc_clock, utc_now
 from .probes import FaceInput
 from .refusals import audit_refusal, audit_refusal_again
 from .review_methods import ReviewMethods
@@ -78,7 +78,8 @@ class Gallery(ReviewMethods):
     pipeline : FacePipeline, optional
         Turns images into templates (the dlib pipeline by default, built on first use).
     now : callable, optional
-        Clock returning an aware UTC datetime; inject a fake one in tests.
+        Clock returning an aware datetime (read in UTC; a naive one is refused
+        at its first reading); inject a fake one in tests.
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class Gallery(ReviewMethods):
         self._pipeline = pipeline
         self.gallery_id = opening.gallery_id_sealed_with(self.store, key, config)
         keyring = Keyring(self.store, self.keystore, key)
-        clock = now or utc_now
+        clock = utc_clock(now)
         self.audit = AuditLog(
             self.store, keyring.secret(AUDIT_SECRET), clock,
             state_check=functools.partial(state_against_the_log, self.store),

@@ -22,7 +22,7 @@ from ..store.base import KeyStore, Store
 from .backends import database_url, open_keystore, open_store
 from .config import CONFIG_NAME, GalleryConfig
 from .keyring import GALLERY_SECRETS, MASTER_KEY_ID, Keyring
-from .parts import utc_now
+from .parts import utc_clock
 
 __all__ = [
     "audit_creation",
@@ -45,6 +45,8 @@ def create_stores(
     ------
     StoreError
         A gallery already exists at ``config.db_path`` or in the database.
+    InvalidParameter
+        The clock ``now`` returns naive datetimes (see :func:`.parts.utc_clock`).
     """
     environ = options.get("environ")
     url = database_url(config, environ)
@@ -52,6 +54,7 @@ def create_stores(
         raise StoreError(
             f"A gallery already exists at {str(config.db_path)!r}; open it instead."
         )
+    created_at = utc_clock(options.get("now"))().isoformat()  # a bad clock: no file made
     store = options.pop("store", None) or open_store(config, environ, create=True)
     keystore = options.pop("keystore", None) or open_keystore(config, create=True)
     for path, is_file in (
@@ -65,11 +68,10 @@ def create_stores(
         store.close()
         keystore.close()
         raise StoreError("The database already holds a gallery; open it instead.")
-    now = options.get("now") or utc_now
     keyring = Keyring(store, keystore, master_key)
     with store.transaction():
         store.set_meta("gallery_id", uuid.uuid4().hex)
-        store.set_meta("created_at", now().isoformat())
+        store.set_meta("created_at", created_at)
         store.set_meta(MASTER_KEY_ID, master_key.key_id_hex)
         for name in GALLERY_SECRETS:
             store.put_secret(name, keyring.wrap_secret(name, crypto.generate_key()))

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..audit import AuditLog
+from ..errors import InvalidParameter
 from ..matching import OperatingPoint, get_operating_point, operating_points
 from ..pipeline import FacePipeline, FacePolicy
 from ..store.base import KeyStore, Store, SubjectRecord
+from ..times import to_utc
 from .calibrations import recorded_points
 from .config import GalleryConfig
 from .consent import retention_until
@@ -29,6 +31,38 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC (the gallery's clock unless one is injected)."""
     return datetime.now(UTC)
+
+
+def utc_clock(clock: Clock | None) -> Clock:
+    """``clock`` read in UTC, the zone every stored time is in (:func:`utc_now` if None).
+
+    An injected clock that returns another zone (``datetime.now().astimezone()``)
+    is converted, so stored times stay in one zone and compare as text; one that
+    returns naive datetimes (``datetime.now``) is refused at its first reading,
+    before anything is written, since nothing says which zone it meant.
+
+    Raises
+    ------
+    InvalidParameter
+        (when the returned clock is read) ``clock`` gave something other than
+        a timezone-aware datetime.
+    """
+    if clock is None:
+        return utc_now
+    given = clock
+
+    def read() -> datetime:
+        moment = given()
+        if not isinstance(moment, datetime) or moment.tzinfo is None:
+            shown = (f"{moment.isoformat()}, which has no time zone"
+                     if isinstance(moment, datetime) else f"a {type(moment).__name__}")
+            raise InvalidParameter(
+                "The gallery's clock (now=) must return timezone-aware datetimes, such as "
+                f"datetime.now(UTC). Got {shown}."
+            )
+        return to_utc(moment, "clock")
+
+    return read
 
 
 @dataclass
