@@ -104,6 +104,22 @@ def test_an_unreadable_consent_expiry_is_named_as_the_expires_option(
 
 
 @pytest.mark.slow  # runs the installed command in subprocesses
+@pytest.mark.parametrize(("args", "name"), [
+    (["event", "open", "gate-7", "--purpose", "boarding", "--from", "2031-02-30",
+      "--hours", "2"], "from"),
+    (["event", "open", "gate-7", "--purpose", "boarding", "--from", "2031-01-30",
+      "--to", "2031-01-30T25:00"], "to"),
+    (["audit", "export", "--since", "yesterday"], "since"),
+    (["audit", "export", "--until", "2031-12-31T23:59:60"], "until"),
+])
+def test_an_unreadable_time_is_named_by_its_option(
+    gallery_folder: Path, args: list[str], name: str
+) -> None:
+    refused = _one_line_error(_command(gallery_folder)(*args, code=2))
+    assert refused.startswith(f"error: The '{name}' must be an ISO 8601 date or time")
+
+
+@pytest.mark.slow  # runs the installed command in subprocesses
 def test_a_retention_period_past_what_a_date_can_hold_is_refused_at_init(
     tmp_path: Path,
 ) -> None:

@@ -71,8 +71,8 @@ def audit_export(
             actor=actor,
             purpose=purpose,
             kind=kind,
-            since=parse_time(since) if since else None,
-            until=parse_time(until) if until else None,
+            since=parse_time(since, "since") if since else None,
+            until=parse_time(until, "until") if until else None,
         )
 
 

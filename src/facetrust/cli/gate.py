@@ -51,10 +51,10 @@ def open_(
     actor: str,
 ) -> None:
     """Open EVENT_ID with an empty gallery for one purpose and time window."""
-    start = parse_time(valid_from)
+    start = parse_time(valid_from, "from")
     if (hours is None) == (valid_to is None):
         raise click.UsageError("give exactly one of --hours and --to")
-    end = events.event_end(start, hours) if hours is not None else parse_time(str(valid_to))
+    end = events.event_end(start, hours) if hours is not None else parse_time(str(valid_to), "to")
     with Gallery.find(gallery_path) as gallery:
         emit(
             events.open_event(
